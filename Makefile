@@ -1,0 +1,41 @@
+# Two entry points for a fresh machine: `make rehearse` (the system, locally) and `make test`.
+# Each makes its own environment first. Debian's python3.11 is used because Triton's python-backend stub
+# links the system libpython; `.ci/run` installs it with apt-get where missing.
+PY_BASE ?= /usr/bin/python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+POLICY_VENV := .venv-policy
+
+.PHONY: venv policy-venv test rehearse plan capacity build clean help
+help:
+	@echo "make rehearse   run the local multi-region rehearsal (Triton x N, DNS failover, a drill) and write its report"
+	@echo "make test       run the whole test suite"
+	@echo "make plan STACK=prod-use1   offline plan of one stack (Pulumi mocks, no credentials)"
+	@echo "make capacity ENV=prod      N+1 GPU capacity table"
+
+$(VENV)/.installed: requirements-dev.txt infra/requirements.txt model_build/requirements.txt drills/requirements.txt requirements/constraints.txt
+	test -x $(PY) || $(PY_BASE) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c requirements/constraints.txt
+	touch $@
+venv: $(VENV)/.installed
+
+$(POLICY_VENV)/.installed: infra/policy/requirements.txt
+	test -x $(POLICY_VENV)/bin/python || $(PY_BASE) -m venv $(POLICY_VENV)
+	$(POLICY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r infra/policy/requirements.txt
+	touch $@
+policy-venv: $(POLICY_VENV)/.installed
+
+test: venv policy-venv
+	$(PY) -m pytest -q
+
+rehearse: venv
+	$(PY) -m drills rehearse --env prod --scenario region-outage
+
+plan: venv
+	$(PY) -m infra.plan $(STACK)
+
+capacity: venv
+	$(PY) -m infra.capacity $(ENV)
+
+clean:
+	rm -rf $(VENV) $(POLICY_VENV) build .pytest_cache
