@@ -9,8 +9,9 @@ import json
 import math
 import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
-from infra.config import ConfigError, Fleet, RegionConfig, load_fleet
+from infra.config import STACKS_DIR, ConfigError, Fleet, RegionConfig, load_fleet
 
 
 def shares_after_loss(weights: dict[str, int], lost: str | None) -> dict[str, float]:
@@ -117,17 +118,21 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m infra.capacity", description="N+1 GPU capacity table for an environment: every single-region loss, the survivors' share of peak QPS, the GPUs that needs and the GPUs their pools reach.")
     ap.add_argument("env", help="environment, e.g. prod or staging")
-    ap.add_argument("--manifest", help="model manifest.json whose benchmarked qps_per_gpu overrides the configured figures")
+    ap.add_argument("--manifest", help="model manifest.json whose benchmarked qps_per_gpu overrides the configured figures "
+                    "(default: $RECO_DR_MANIFEST or build/model/manifest.json where one exists)")
+    ap.add_argument("--stacks-dir", type=Path, default=STACKS_DIR, help="directory of Pulumi.<stack>.yaml files")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     a = ap.parse_args(argv)
     try:
-        fleet = load_fleet(a.env)
+        fleet = load_fleet(a.env, a.stacks_dir)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    measured = None
-    if a.manifest:
-        measured = json.loads(open(a.manifest).read()).get("benchmark", {}).get("qps_per_gpu")
+    # Imported here: infra.invariants imports this module at load time.
+    from infra.invariants import read_manifest
+
+    facts = read_manifest(a.manifest)
+    measured = facts.qps_per_gpu if facts else None
     scenarios = n_plus_one(fleet, measured)
     problems = findings(scenarios)
     if a.json:
@@ -135,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                           "scenarios": [{"lost": s.lost, "ok": s.ok, "regions": [asdict(r) | {"shortfall": r.shortfall} for r in s.regions]} for s in scenarios]}, indent=2))
     else:
         _table(a.env, scenarios)
+        source = f"benchmarked in {facts.source}" if measured else f"configured in {fleet.global_stack} capacity.qps_per_gpu"
+        print(f"QPS per GPU: {source}; peak {fleet.glob.capacity.peak_qps:,} QPS, headroom {fleet.glob.capacity.headroom:.0%}")
         for p in problems:
             print(f"N+1 FAILS: {p}")
         print("N+1 holds" if not problems else f"N+1 does not hold ({len(problems)} shortfall(s))")

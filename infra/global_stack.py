@@ -1,0 +1,126 @@
+"""The global stack (`<env>-global`): DNS failover across the environment's regions, artifact replication
+between their buckets, and the alarms on both.
+
+It reads each regional stack's outputs through a StackReference and validates them against
+infra.outputs.RegionalOutputs, so a regional stack that was never deployed, or exports something else,
+fails here naming the stack and the output instead of as a provider error halfway through an update.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.catalog import REGIONS
+from infra.components.alarms import Alerting, AlertingArgs
+from infra.components.dns import DnsFailover, DnsFailoverArgs, RegionEndpoint
+from infra.components.replication import ArtifactReplication, ReplicatedBucket, ReplicationArgs, account_from_kms_arns
+from infra.config import PROJECT, GlobalConfig
+from infra.invariants import ROUTE53_METRICS_REGION, refuse_global
+from infra.outputs import OUTPUT_KEYS, RegionalOutputs, validate_outputs
+
+
+def regional_stack_name(env: str, region: str) -> str:
+    # infra.config enforces `<env>-<region short>` for regional stacks, so the name is derived, not configured.
+    return f"{env}-{REGIONS[region]}"
+
+
+def stack_reference_name(org: str, stack: str) -> str:
+    return f"{org}/{PROJECT}/{stack}"
+
+
+def global_tags(stack: str, cfg: GlobalConfig) -> dict[str, str]:
+    return {"project": PROJECT, "stack": stack, "env": cfg.env, "region-role": "global", "managed-by": "pulumi"}
+
+
+def aws_providers(stack: str, cfg: GlobalConfig) -> dict[str, aws.Provider]:
+    """One explicit provider per region the stack touches: every routed region, the control region and
+    us-east-1 (Route 53 metrics). Nothing falls back to a default provider and an ambient AWS_REGION."""
+    regions = sorted({*cfg.routing.regions, cfg.control_region, ROUTE53_METRICS_REGION})
+    tags = aws.ProviderDefaultTagsArgs(tags=global_tags(stack, cfg))
+    return {r: aws.Provider(f"aws-{r}", region=r, default_tags=tags) for r in regions}
+
+
+def regional_outputs(org: str, stack: str) -> pulumi.Output[RegionalOutputs]:
+    """A regional stack's outputs, validated. Every schema key is fetched with get_output (None when
+    absent) and the whole set validated at once, so a missing or malformed output raises OutputError
+    "stack <stack>: output '<key>' ..." — require_output would raise a bare KeyError naming neither."""
+    ref = pulumi.StackReference(stack_reference_name(org, stack))
+    values = {k: ref.get_output(k) for k in OUTPUT_KEYS}
+    return pulumi.Output.all(**values).apply(
+        lambda v: validate_outputs(stack, {k: x for k, x in v.items() if x is not None}))
+
+
+@dataclass
+class GlobalStack:
+    providers: dict[str, aws.Provider]
+    outputs: dict[str, pulumi.Output[RegionalOutputs]]
+    dns: DnsFailover
+    replication: ArtifactReplication
+    alerting: Alerting
+
+
+def declare_global(stack: str, cfg: GlobalConfig) -> GlobalStack:
+    # Refuse a stack that is wrong on its own (all weights 0, not one PRIMARY) before declaring anything.
+    refuse_global(stack, cfg)
+    tags = global_tags(stack, cfg)
+    providers = aws_providers(stack, cfg)
+    control = providers[cfg.control_region]
+    regions = sorted(cfg.routing.regions)
+
+    outputs = {r: regional_outputs(cfg.stack_org, regional_stack_name(cfg.env, r)) for r in regions}
+    field = lambda r, name: outputs[r].apply(lambda o: getattr(o, name))  # noqa: E731
+
+    dns = DnsFailover(
+        "dns",
+        DnsFailoverArgs(
+            zone_name=cfg.zone.name,
+            zone_id=cfg.zone.zone_id,
+            fqdn=cfg.fqdn,
+            mode=cfg.routing.mode,
+            health_check=cfg.health_check,
+            endpoints=[
+                RegionEndpoint(r, field(r, "lb_dns_name"), field(r, "lb_zone_id"),
+                               weight=cfg.routing.regions[r].weight, failover=cfg.routing.regions[r].failover)
+                for r in regions
+            ],
+            tags=tags,
+        ),
+        provider=control,
+    )
+
+    buckets = [ReplicatedBucket(r, field(r, "bucket_name"), field(r, "bucket_arn"), field(r, "kms_key_arn")) for r in regions]
+    account_id = account_from_kms_arns([b.kms_key_arn for b in buckets])
+    replication = ArtifactReplication(
+        "artifacts",
+        ReplicationArgs(buckets=buckets, account_id=account_id, rtc_minutes=cfg.replication_rtc_minutes, tags=tags),
+        providers=providers,
+        control=control,
+    )
+
+    alerting = Alerting(
+        "alarms",
+        AlertingArgs(
+            env=cfg.env,
+            account_id=account_id,
+            health_checks={r: hc.id for r, hc in dns.health_checks.items()},
+            replication_rules=replication.rules,
+            replication_latency_threshold_seconds=cfg.replication_latency_alarm_seconds,
+            email=cfg.alarm_email,
+            tags=tags,
+        ),
+        providers=providers,
+        metrics_region=ROUTE53_METRICS_REGION,
+    )
+
+    pulumi.export("fqdn", cfg.fqdn)
+    pulumi.export("zone_id", dns.zone_id)
+    pulumi.export("routing_mode", cfg.routing.mode)
+    pulumi.export("weights", cfg.routing.weights())
+    pulumi.export("health_check_ids", {r: hc.id for r, hc in dns.health_checks.items()})
+    pulumi.export("record_set_identifiers", regions)
+    pulumi.export("replication_role_arn", replication.role.arn)
+    pulumi.export("alarm_topic_arns", {r: t.arn for r, t in alerting.topics.items()})
+    pulumi.export("regional_stacks", {r: regional_stack_name(cfg.env, r) for r in regions})
+    return GlobalStack(providers, outputs, dns, replication, alerting)
