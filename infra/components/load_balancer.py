@@ -1,0 +1,105 @@
+"""The region's entry point: an internet-facing ALB owned by Pulumi, so its DNS name and hosted zone id are
+plain resource outputs the global stack's alias records and health checks can use (never scraped from
+Kubernetes status). TLS ends at the ALB (ACM certificate); pods are IP targets on Triton's HTTP port,
+registered by a TargetGroupBinding."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.config import LoadBalancer as LbConfig
+
+HTTP_PORT = 8000
+READY_PATH = "/v2/health/ready"
+
+
+def lb_name(stack: str) -> str:
+    return f"reco-dr-{stack}"[:32]  # ELB names are at most 32 characters
+
+
+def target_group_name(stack: str) -> str:
+    return f"reco-dr-{stack}-triton"[:32]
+
+
+def health_check(interval: int = 10) -> dict:
+    """Target health is Triton's readiness: a pod whose models are not loaded gets no traffic."""
+    return {
+        "enabled": True,
+        "protocol": "HTTP",
+        "path": READY_PATH,
+        "port": "traffic-port",
+        "matcher": "200",
+        "interval": interval,
+        "timeout": 5,
+        "healthy_threshold": 2,
+        "unhealthy_threshold": 2,
+    }
+
+
+@dataclass
+class TritonLoadBalancerArgs:
+    stack: str
+    vpc_id: pulumi.Input[str]
+    public_subnet_ids: list[pulumi.Input[str]]
+    node_security_group_id: pulumi.Input[str]  # the EKS cluster security group, on nodes and pod ENIs
+    config: LbConfig
+    deletion_protection: bool
+
+
+class TritonLoadBalancer(pulumi.ComponentResource):
+    def __init__(self, name: str, args: TritonLoadBalancerArgs, provider: aws.Provider, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("reco-dr:regional:TritonLoadBalancer", name, None, opts)
+        o = pulumi.ResourceOptions(parent=self, provider=provider)
+        c = args.config
+
+        # No inline rules: the provider removes AWS's default allow-all egress, so the rules below are all there is.
+        self.security_group = aws.ec2.SecurityGroup(f"{name}-sg", vpc_id=args.vpc_id, description=f"{lb_name(args.stack)} load balancer",
+                                                    tags={"Name": lb_name(args.stack)}, opts=o)
+        for i, cidr in enumerate(c.allowed_cidrs):
+            aws.vpc.SecurityGroupIngressRule(f"{name}-https-{i}", security_group_id=self.security_group.id, ip_protocol="tcp",
+                                             from_port=443, to_port=443, cidr_ipv4=cidr, description="HTTPS from clients", opts=o)
+        aws.vpc.SecurityGroupEgressRule(f"{name}-to-triton", security_group_id=self.security_group.id, ip_protocol="tcp",
+                                        from_port=HTTP_PORT, to_port=HTTP_PORT, referenced_security_group_id=args.node_security_group_id,
+                                        description="Triton HTTP and health checks", opts=o)
+        aws.vpc.SecurityGroupIngressRule(f"{name}-nodes-from-lb", security_group_id=args.node_security_group_id, ip_protocol="tcp",
+                                         from_port=HTTP_PORT, to_port=HTTP_PORT, referenced_security_group_id=self.security_group.id,
+                                         description="Triton HTTP from the load balancer only", opts=o)
+
+        self.lb = aws.lb.LoadBalancer(
+            f"{name}-alb",
+            name=lb_name(args.stack),
+            load_balancer_type="application",
+            internal=False,
+            subnets=args.public_subnet_ids,
+            security_groups=[self.security_group.id],
+            drop_invalid_header_fields=True,
+            enable_deletion_protection=args.deletion_protection,
+            idle_timeout=60,
+            opts=o,
+        )
+        self.target_group = aws.lb.TargetGroup(
+            f"{name}-triton",
+            name=target_group_name(args.stack),
+            port=HTTP_PORT,
+            protocol="HTTP",
+            target_type="ip",
+            vpc_id=args.vpc_id,
+            deregistration_delay=30,  # in-flight ranking requests are short; drain quickly on scale-in
+            health_check=health_check(),
+            opts=o,
+        )
+        self.listener = aws.lb.Listener(
+            f"{name}-https",
+            load_balancer_arn=self.lb.arn,
+            port=443,
+            protocol="HTTPS",
+            certificate_arn=c.certificate_arn,
+            ssl_policy=c.ssl_policy,
+            default_actions=[aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=self.target_group.arn)],
+            opts=o,
+        )
+        self.dns_name = self.lb.dns_name
+        self.zone_id = self.lb.zone_id
+        self.register_outputs({"dns_name": self.dns_name, "zone_id": self.zone_id, "target_group_arn": self.target_group.arn})
