@@ -1,0 +1,277 @@
+"""`python -m drills`: plan, run, resume, rollback, status, report.
+
+Subcommands live in a registry: `register_command(name, help, configure, run)`. The rehearsal (`rehearse`) and
+the release path (`release`) add theirs from their own plugin modules (see drills.plugins) without editing this
+file. Exit codes: 0 done, 1 the drill aborted (and was rolled back) or failed its objectives, 2 usage or
+config error, 3 refused by a guardrail (nothing changed), 4 rollback failed (state recorded in the journal).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from infra.config import ROOT, STACKS_DIR
+
+from drills.errors import DrillError, GuardrailError
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register_command(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None],
+                     run: Callable[[argparse.Namespace], int]) -> None:
+    """Add a subcommand. `configure` adds its arguments; `run(args)` returns the exit code. Every command gets
+    the common options (--state-dir, --stacks-dir) too."""
+    if name in COMMANDS:
+        raise ValueError(f"command {name!r} is already registered")
+    COMMANDS[name] = Command(name, help, configure, run)
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("DRILLS_STATE_DIR") or ROOT / ".drills")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state-dir", type=Path, default=None, help="journals, locks and reports (default: $DRILLS_STATE_DIR or .drills/ at the project root)")
+    p.add_argument("--stacks-dir", type=Path, default=STACKS_DIR, help="directory of Pulumi.<stack>.yaml files (default: stacks/)")
+
+
+def _scenario_args(p: argparse.ArgumentParser) -> None:
+    from drills.scenarios import SCENARIOS
+
+    p.add_argument("scenario", help="one of: " + ", ".join(sorted(SCENARIOS)))
+    p.add_argument("--env", required=True, help="environment (a global stack <env>-global exists), e.g. prod, staging")
+    p.add_argument("--region", help="the region the scenario acts on (evacuate-region, region-outage: required)")
+    p.add_argument("--plan-file", help="drill plan YAML: window, roles, communication, parameters (see drills/plans/)")
+    p.add_argument("--manifest", help="model manifest.json for the engine and throughput checks (default: $DRILLS_MANIFEST or the newest under artifacts/)")
+    p.add_argument("--steps", type=int, help="weight-shift steps (default 4)")
+    p.add_argument("--hold", type=float, dest="hold_seconds", help="hold seconds at the drilled state (default 300)")
+
+
+def _plan(args: argparse.Namespace):
+    from drills.scenarios import build_plan
+
+    return build_plan(args.scenario, args.env, args.region, plan_file=args.plan_file, stacks_dir=args.stacks_dir,
+                      manifest=args.manifest, overrides={"steps": args.steps, "hold_seconds": args.hold_seconds})
+
+
+# ---------------------------------------------------------------- plan
+def _configure_plan(p: argparse.ArgumentParser) -> None:
+    _scenario_args(p)
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    plan = _plan(args)
+    if args.json:
+        print(plan.model_dump_json(indent=2))
+    else:
+        from drills.render import print_plan
+
+        print_plan(plan)
+    return 0
+
+
+# ---------------------------------------------------------------- run
+def _backend_options(pairs: list[str] | None) -> dict:
+    out = {}
+    for kv in pairs or []:
+        if "=" not in kv:
+            raise GuardrailError("usage", f"--backend-opt takes KEY=VALUE, got {kv!r}")
+        k, v = kv.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except ValueError:
+            out[k] = v
+    return out
+
+
+def _configure_run(p: argparse.ArgumentParser) -> None:
+    _scenario_args(p)
+    p.add_argument("--execute", action="store_true", help="really run it (default: dry run, nothing changes)")
+    p.add_argument("--confirm", metavar="ENV", help="with --execute: the environment's name, typed again")
+    p.add_argument("--backend", default="aws", help="adapters to run through: aws (default) or one a plugin registers")
+    p.add_argument("--backend-opt", action="append", metavar="KEY=VALUE", help="backend option (repeatable); recorded in the journal for rollback")
+    p.add_argument("--ignore-window", action="store_true", help="run outside the plan file's window")
+    p.add_argument("--report-dir", type=Path, help="where to write the report (default: the drill's state directory)")
+
+
+def _check_window(plan, ignore: bool) -> None:
+    if not plan.window or ignore:
+        return
+    now = datetime.now(timezone.utc)
+    start, end = (datetime.fromisoformat(plan.window[k]) for k in ("start", "end"))
+    start, end = (t if t.tzinfo else t.replace(tzinfo=timezone.utc) for t in (start, end))
+    if not start <= now <= end:
+        raise GuardrailError("window", f"now ({now:%Y-%m-%d %H:%M} UTC) is outside the drill window {plan.window['start']} .. {plan.window['end']}; pass --ignore-window to override")
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    from drills.lock import lock_status
+    from drills.render import console, print_plan
+
+    plan = _plan(args)
+    state = args.state_dir or default_state_dir()
+    c = console()
+    if not args.execute:
+        print_plan(plan, c)
+        c.print("[bold]DRY RUN[/bold]: nothing was changed. The drill would make these changes:")
+        for line in plan.mutations():
+            c.print(f"  - {line}")
+        held = lock_status(state, plan.env)
+        c.print(f"lock for {plan.env}: " + (f"held by drill {held['drill_id']} (pid {held['pid']})" if held else "free"))
+        c.print(f"to run it: add --execute --confirm {plan.env}")
+        return 0
+    if args.confirm != plan.env:
+        raise GuardrailError("confirm", f"--execute changes {plan.env}: confirm with --confirm {plan.env}" + (f" (got {args.confirm!r})" if args.confirm else ""))
+    _check_window(plan, args.ignore_window)
+    from drills.engine import start_drill
+    from drills.report import write_report
+
+    outcome = start_drill(plan, state, backend_name=args.backend, backend_options=_backend_options(args.backend_opt), log=c.print)
+    paths = write_report(outcome.drill_id, state, out=args.report_dir)
+    c.print(f"drill {outcome.drill_id}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""))
+    c.print("report: " + ", ".join(str(p) for p in paths))
+    return outcome.exit_code
+
+
+# ---------------------------------------------------------------- resume / rollback
+def _configure_drill_id(p: argparse.ArgumentParser) -> None:
+    p.add_argument("drill_id", help="the drill's id (see `drills status`)")
+    p.add_argument("--backend-opt", action="append", metavar="KEY=VALUE", help="override a backend option recorded in the journal")
+
+
+def _configure_resume(p: argparse.ArgumentParser) -> None:
+    _configure_drill_id(p)
+    p.add_argument("--confirm", metavar="ENV", required=True, help="the drill's environment, typed again")
+
+
+def _run_resume(args: argparse.Namespace) -> int:
+    from drills.engine import resume_drill
+    from drills.render import console
+    from drills.report import write_report
+
+    state = args.state_dir or default_state_dir()
+    c = console()
+    outcome = resume_drill(args.drill_id, state, confirm=args.confirm, options_override=_backend_options(args.backend_opt), log=c.print)
+    write_report(outcome.drill_id, state)
+    c.print(f"drill {outcome.drill_id}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""))
+    return outcome.exit_code
+
+
+def _run_rollback(args: argparse.Namespace) -> int:
+    from drills.engine import rollback_drill
+    from drills.render import console
+    from drills.report import write_report
+
+    state = args.state_dir or default_state_dir()
+    c = console()
+    outcome = rollback_drill(args.drill_id, state, options_override=_backend_options(args.backend_opt), log=c.print)
+    write_report(outcome.drill_id, state)
+    c.print(f"drill {outcome.drill_id}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""))
+    return outcome.exit_code
+
+
+# ---------------------------------------------------------------- status / report
+def _configure_status(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", help="only this environment")
+    p.add_argument("--json", action="store_true")
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from drills.journal import list_drills
+    from drills.lock import lock_status
+    from drills.render import console
+
+    state = args.state_dir or default_state_dir()
+    drills = [d for d in list_drills(state) if not args.env or d["env"] == args.env]
+    envs = sorted({d["env"] for d in drills} | ({args.env} if args.env else set()))
+    locks = {e: lock_status(state, e) for e in envs}
+    if args.json:
+        print(json.dumps({"locks": locks, "drills": drills}, indent=2))
+        return 0
+    c = console()
+    for e, held in locks.items():
+        if held:
+            alive = "running" if held.get("alive") else "STALE (process gone: resume or roll back the drill)"
+            c.print(f"{e}: locked by {held['drill_id']} pid {held['pid']} on {held.get('host')}: {alive}")
+    t = Table(title=f"Drills in {state}")
+    for col in ("drill id", "env", "scenario", "region", "started (UTC)", "status", "last step"):
+        t.add_column(col)
+    for d in drills:
+        t.add_row(d["drill_id"], d["env"], d["scenario"], d.get("region") or "", d.get("started_iso", ""), d["status"], d.get("last_step") or "")
+    c.print(t)
+    if not drills:
+        c.print("no drills recorded")
+    return 0
+
+
+def _configure_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("drill_id")
+    p.add_argument("--format", choices=("md", "json", "both"), default="both")
+    p.add_argument("--out", type=Path, help="directory to write to (default: the drill's state directory)")
+    p.add_argument("--print", action="store_true", help="also print the Markdown")
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from drills.report import write_report
+
+    state = args.state_dir or default_state_dir()
+    fmts = ("md", "json") if args.format == "both" else (args.format,)
+    paths = write_report(args.drill_id, state, out=args.out, formats=fmts)
+    for p in paths:
+        print(p)
+        if args.print and p.suffix == ".md":
+            print(p.read_text())
+    return 0
+
+
+register_command("plan", "print a drill's plan (objectives, steps, weights, capacity checks, aborts, rollback); no cloud calls", _configure_plan, _run_plan)
+register_command("run", "run a drill: a dry run unless --execute --confirm ENV", _configure_run, _run_run)
+register_command("resume", "continue a crashed drill from its journal", _configure_resume, _run_resume)
+register_command("rollback", "restore the pre-drill state recorded in a drill's journal (after a crash)", _configure_drill_id, _run_rollback)
+register_command("status", "running and past drills, locks", _configure_status, _run_status)
+register_command("report", "write a drill's report (Markdown and JSON) from its journal", _configure_report, _run_report)
+# Later subcommands: `rehearse` (local rehearsal) and `release` (model release) register from their plugin modules.
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m drills", description="Disaster-recovery drills for reco-dr: plan, execute, summarise.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for cmd in COMMANDS.values():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        cmd.configure(p)
+        _common(p)
+        p.set_defaults(_run=cmd.run)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    from drills.plugins import load_plugins
+
+    load_plugins()
+    args = build_parser().parse_args(argv)
+    try:
+        return args._run(args)
+    except DrillError as e:
+        print(str(e), file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,56 @@
+"""Time, injectable: the engine, monitor and modelled backends read the clock only through this.
+
+Tests pass a FakeClock so a 10-minute drill (holds, TTL waits, health-check intervals) runs in a second,
+deterministically. Latencies of real HTTP probes are still measured with `time.perf_counter` (they are real
+round trips), only waiting and timestamps go through the clock.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds since the epoch (timestamps in the journal and report)."""
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+
+class FakeClock:
+    """Advances only when slept on. `on_advance` callbacks fire at scheduled times, so a test can make a
+    region fail at t+95 s of a drill without threads."""
+
+    def __init__(self, start: float = 1_800_000_000.0):
+        self._now = float(start)
+        self._lock = threading.Lock()
+        self._timers: list[tuple[float, Callable[[], None]]] = []
+
+    def now(self) -> float:
+        return self._now
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(max(0.0, seconds))
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds
+            due = [t for t in self._timers if t[0] <= self._now]
+            self._timers = [t for t in self._timers if t[0] > self._now]
+        for _, fn in sorted(due, key=lambda t: t[0]):
+            fn()
+
+    def at(self, when: float, fn: Callable[[], None]) -> None:
+        """Run `fn` once the clock reaches `when` (absolute)."""
+        with self._lock:
+            self._timers.append((when, fn))

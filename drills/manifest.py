@@ -1,0 +1,83 @@
+"""Read what the drills need from a model manifest, tolerant of its exact layout.
+
+model_build owns the manifest's schema; the drills need two facts from it: which compute capabilities have a
+built TensorRT engine, and the benchmarked QPS per GPU. `manifest_facts` is the one place that reads it, so a
+change of shape is absorbed here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+_NOT_BUILT = {"skipped", "missing", "failed", "planned", "pending", "not_built", "unavailable"}
+
+
+def _cc(v: Any) -> str | None:
+    """'9.0', 9.0, '90', 'sm_90', 'sm90', 'compute_90' -> '9.0'; anything else -> None."""
+    s = str(v).strip().lower()
+    if m := re.fullmatch(r"(\d+)\.(\d+)", s):
+        return f"{int(m[1])}.{int(m[2])}"
+    if m := re.fullmatch(r"(?:sm_?|compute_?)?(\d)(\d)", s):
+        return f"{m[1]}.{m[2]}"
+    return None
+
+
+def manifest_facts(manifest: dict | None) -> tuple[set[str] | None, dict[str, float]]:
+    """(compute capabilities with a built engine, or None when there is no manifest; benchmarked qps_per_gpu).
+
+    Engines are looked for anywhere under a key containing "engine": as a mapping keyed by compute
+    capability, or as entries carrying `compute_capability`/`cc`/`sm`. An entry marked not built (`built:
+    false`, a status such as "skipped", or a null file) does not count: a manifest written on a machine
+    without a TensorRT builder may list engines it could not build.
+    """
+    if not manifest:
+        return None, {}
+    found: set[str] = set()
+
+    def built(entry: Any) -> bool:
+        if not isinstance(entry, dict):
+            return entry not in (None, False, "")
+        if entry.get("built") is False or str(entry.get("status", "")).lower() in _NOT_BUILT:
+            return False
+        return not any(k in entry and entry[k] in (None, "") for k in ("file", "path", "filename", "sha256"))
+
+    def walk(node: Any, in_engines: bool) -> None:
+        if isinstance(node, dict):
+            for key in ("compute_capability", "cc", "sm"):
+                if in_engines and key in node and (cc := _cc(node[key])) and built(node):
+                    found.add(cc)
+            for k, v in node.items():
+                if in_engines and (cc := _cc(k)) and built(v):
+                    found.add(cc)
+                walk(v, in_engines or "engine" in str(k).lower())
+        elif isinstance(node, list):
+            for x in node:
+                walk(x, in_engines)
+
+    walk(manifest, False)
+    bench = manifest.get("benchmark") or {}
+    raw = bench.get("qps_per_gpu") if isinstance(bench, dict) else None
+    qps = {c: float(v) for k, v in (raw or {}).items() if (c := _cc(k)) and isinstance(v, (int, float))}
+    return found, qps
+
+
+def find_manifest(explicit: str | None, model_version: str | None, root: Path) -> tuple[dict | None, str | None]:
+    """The manifest to plan with: --manifest, else $DRILLS_MANIFEST, else the newest manifest.json under
+    artifacts/ or build/ whose text names the fleet's model version. (None, None) when there is none: the
+    engines are then verified at run time from each region's bucket."""
+    path = explicit or os.environ.get("DRILLS_MANIFEST")
+    if path:
+        p = Path(path)
+        return json.loads(p.read_text()), str(p)
+    candidates = [p for d in ("artifacts", "build") for p in (root / d).glob("**/manifest.json")]
+    for p in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            text = p.read_text()
+            if model_version is None or f'"{model_version}"' in text:
+                return json.loads(text), str(p)
+        except (OSError, ValueError):
+            continue
+    return None, None

@@ -1,0 +1,41 @@
+"""artifact-replication: RPO of the model artifacts and version skew between regions."""
+from __future__ import annotations
+
+from drills.errors import GuardrailError
+from drills.model import Condition, Plan, Step
+from drills.planning import PlanContext, finish_plan
+from drills.scenarios import Scenario, register
+
+
+@register
+class ArtifactReplication(Scenario):
+    name = "artifact-replication"
+    summary = "write a canary object per region, time its arrival in every other region (RPO), compare current manifests (version skew)"
+    region_arg = "optional"
+
+    def build(self, ctx: PlanContext) -> Plan:
+        fleet = ctx.fleet
+        regions = sorted(fleet.regions)
+        if len(regions) < 2:
+            raise GuardrailError("no-survivor", f"{fleet.env} has one region: there is nothing to replicate to")
+        source = ctx.params.source_region or ctx.region
+        if source and source not in fleet.regions:
+            raise GuardrailError("unknown-region", f"source region {source!r} is not in {fleet.env}")
+        sources = [source] if source else regions
+        rpo = fleet.glob.objectives.rpo_seconds
+        timeout = ctx.params.replication_timeout_seconds or 2 * rpo
+        steps = [
+            Step(name="precheck", action="precheck", params={"expect_config": {}, "engines_for": [], "buckets": regions, "baseline_seconds": 0},
+                 description="every region's artifact bucket answers"),
+            Step(name="canary-write", action="canary_write", mutates=True, params={"sources": sources},
+                 description=f"put a canary object (drills/canary/<drill id>/<source>) in {', '.join(sources)}"),
+            Step(name="measure-replication", action="measure_replication", params={"sources": sources, "timeout": timeout},
+                 description=f"poll HEAD in every other region until each canary is visible (RPO; gives up after {timeout:g} s)",
+                 checks=[Condition(kind="rpo", params={"rpo_seconds": rpo}, description=f"every canary visible everywhere within {rpo:g} s")]),
+            Step(name="manifest-skew", action="manifest_skew", params={"regions": regions},
+                 description="read the current model manifest in each region; report versions and hashes that differ"),
+            Step(name="cleanup", action="canary_delete", mutates=True, params={},
+                 description="delete the canary objects (every version) in every region"),
+        ]
+        return finish_plan(ctx, self.name, steps, touches={}, pre_config={}, abort=[],
+                           rollback=["delete every canary object the journal records, in every region"])
