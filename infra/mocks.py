@@ -71,6 +71,7 @@ class ResourceRecord:
     state: dict
     provider: str | None
     custom: bool
+    options: dict = field(default_factory=dict)  # ignore_changes, retain_on_delete, protect as declared
 
     @property
     def parent_types(self) -> list[str]:
@@ -79,7 +80,7 @@ class ResourceRecord:
 
     def as_dict(self) -> dict:
         return {"type": self.type, "name": self.name, "urn": self.urn, "id": self.id, "custom": self.custom,
-                "provider": self.provider, "inputs": self.inputs}
+                "provider": self.provider, "options": self.options, "inputs": self.inputs}
 
 
 @dataclass
@@ -196,6 +197,19 @@ class RecordingMocks(_mocks.Mocks):
         self.resources: list[ResourceRecord] = []
         self.calls: list[CallRecord] = []
         self._provider_region: dict[str, str] = {}  # provider urn -> region
+        self._options: dict[tuple[str, str], dict] = {}  # (type, name) -> declared options
+
+    def capture_options(self, args: pulumi.ResourceTransformationArgs) -> None:
+        """A stack transformation (run by the SDK itself, so it works under mocks) that notes the options
+        the engine would see; the mock monitor's requests do not carry them."""
+        o = args.opts
+        self._options[(args.type_, args.name)] = {k: v for k, v in {
+            "ignore_changes": list(o.ignore_changes or []),
+            "retain_on_delete": bool(o.retain_on_delete),
+            "protect": bool(o.protect),
+            "delete_before_replace": bool(o.delete_before_replace),
+        }.items() if v}
+        return None
 
     # -- helpers
     def _region(self, provider: str | None) -> str:
@@ -256,7 +270,8 @@ class RecordingMocks(_mocks.Mocks):
                                    "status": "deployed", "version": inputs.get("version", ""), "revision": 1}
         else:
             rid, state = f"{name}-{_hex(urn, 8)}", dict(inputs)
-        self.resources.append(ResourceRecord(typ, name, urn, rid, inputs, _plain(state), args.provider or None, bool(args.custom)))
+        self.resources.append(ResourceRecord(typ, name, urn, rid, inputs, _plain(state), args.provider or None, bool(args.custom),
+                                             self._options.get((typ, name), {})))
         return rid, state
 
     def _provider_urn(self, args: _mocks.MockResourceArgs) -> str:
@@ -401,6 +416,7 @@ def run_program(stack: str, values: dict | None = None, stacks_dir: Path = STACK
     pulumi.runtime.set_all_config({f"{PROJECT}:{k}": _engine_value(v) for k, v in values.items()})
     _mocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
     root = _settings.get_root_resource()
+    pulumi.runtime.register_stack_transformation(mocks.capture_options)
     try:
         _sync_await(run_pulumi_func(program.main))
         outputs = _sync_await(pulumi.Output.from_input(dict(root.outputs)).future()) if root is not None else {}
