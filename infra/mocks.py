@@ -10,7 +10,7 @@ Public API (used by infra.plan, the tests, and the global stack's tests):
     Works for every stack role. A config error raises `pulumi.RunError` carrying the ConfigError message,
     with `.plan` attached (whose `.resources` is empty: nothing is declared before the config is valid).
 - `ResourceRecord`: `type`, `name`, `urn`, `id`, `inputs`, `state`, `provider` (the provider reference
-  `<urn>::<id>`, or None when the resource would use a default provider), `custom`, and `.parent_types`.
+  `<urn>::<id>`, or None when the resource would use a default provider), `custom`, `options` (ignore_changes, retain_on_delete, depends_on names... as declared) and `.parent_type`.
   `Plan.provider_of(record)` returns the provider's own record (for its `region` input, say).
 - `regional_outputs(stack) -> dict`: the outputs a regional stack exports, computed from its config file with
   the same naming functions and the same mock identifiers the program gets, valid under
@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,9 +75,10 @@ class ResourceRecord:
     options: dict = field(default_factory=dict)  # ignore_changes, retain_on_delete, protect as declared
 
     @property
-    def parent_types(self) -> list[str]:
-        """Types of the component ancestors, outermost first (from the URN's type chain)."""
-        return self.urn.split("::")[2].split("$")[1:-1]
+    def parent_type(self) -> str | None:
+        """Type of the parent (a component, or `pulumi:pulumi:Stack` for top-level resources), from the URN."""
+        chain = self.urn.split("::")[2].split("$")
+        return chain[-2] if len(chain) > 1 else None
 
     def as_dict(self) -> dict:
         return {"type": self.type, "name": self.name, "urn": self.urn, "id": self.id, "custom": self.custom,
@@ -128,6 +130,10 @@ def _plain(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         return [_plain(x) for x in v]
     return v
+
+
+def _as_list(v: Any) -> list:
+    return [] if v is None else list(v) if isinstance(v, (list, tuple)) else [v]
 
 
 def _hex(seed: str, n: int) -> str:
@@ -208,6 +214,7 @@ class RecordingMocks(_mocks.Mocks):
             "retain_on_delete": bool(o.retain_on_delete),
             "protect": bool(o.protect),
             "delete_before_replace": bool(o.delete_before_replace),
+            "depends_on": sorted(getattr(d, "_name", str(d)) for d in _as_list(o.depends_on)),
         }.items() if v}
         return None
 
@@ -218,7 +225,8 @@ class RecordingMocks(_mocks.Mocks):
         return DEFAULT_REGION
 
     def _urn(self, args: _mocks.MockResourceArgs) -> str:
-        return f"urn:pulumi:{self.stack}::{PROJECT}::{args.typ}::{args.name}"
+        # Set by _RecordingMonitor for the registration in progress on this thread (it knows the parent).
+        return getattr(_current, "urn", None) or f"urn:pulumi:{self.stack}::{PROJECT}::{args.typ}::{args.name}"
 
     # -- Mocks interface
     def call(self, args: _mocks.MockCallArgs):
@@ -251,7 +259,7 @@ class RecordingMocks(_mocks.Mocks):
         urn = self._urn(args)
         if typ.startswith("pulumi:providers:"):
             if typ == "pulumi:providers:aws":
-                self._provider_region[self._provider_urn(args)] = inputs.get("region", DEFAULT_REGION)
+                self._provider_region[urn] = inputs.get("region", DEFAULT_REGION)
             rid, state = f"{name}-{_hex(urn, 8)}", dict(inputs)
         elif typ == "pulumi:pulumi:StackReference":
             ref = inputs.get("name") or name
@@ -273,11 +281,6 @@ class RecordingMocks(_mocks.Mocks):
         self.resources.append(ResourceRecord(typ, name, urn, rid, inputs, _plain(state), args.provider or None, bool(args.custom),
                                              self._options.get((typ, name), {})))
         return rid, state
-
-    def _provider_urn(self, args: _mocks.MockResourceArgs) -> str:
-        # Provider references are "<urn>::<id>"; the URN includes parent types, which the monitor computes.
-        # Providers here are top-level (parented to the stack), so the URN is the stack's child URN.
-        return f"urn:pulumi:{self.stack}::{PROJECT}::pulumi:pulumi:Stack${args.typ}::{args.name}"
 
     # -- realistic AWS state
     def _aws_state(self, typ: str, name: str, inputs: dict, region: str) -> tuple[str, dict]:
@@ -393,6 +396,21 @@ class RecordingMocks(_mocks.Mocks):
         return rid, s
 
 
+_current = threading.local()
+
+
+class _RecordingMonitor(_mocks.MockMonitor):
+    """The stock mock monitor, telling the mocks each resource's full URN (Mocks.new_resource is not given
+    the parent, so it cannot compute it): provider references and parent chains then resolve exactly."""
+
+    def RegisterResource(self, request):
+        _current.urn = None if request.type == "pulumi:pulumi:Stack" else self.make_urn(request.parent, request.type, request.name)
+        try:
+            return super().RegisterResource(request)
+        finally:
+            _current.urn = None
+
+
 # ------------------------------------------------------------------ running a program
 def _engine_value(v: Any) -> str:
     """Config as the engine hands it to a program: structured values JSON-encoded, scalars as strings."""
@@ -413,8 +431,9 @@ def run_program(stack: str, values: dict | None = None, stacks_dir: Path = STACK
     plan = Plan(stack, mocks.resources, mocks.calls)
 
     _settings.ROOT.set(None)  # a fresh root Stack per run, so outputs of an earlier run do not leak in
+    _settings.SETTINGS.outputs.clear()  # as pulumi.runtime.test does: a failed run's pending outputs must not fail the next
     pulumi.runtime.set_all_config({f"{PROJECT}:{k}": _engine_value(v) for k, v in values.items()})
-    _mocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
+    _mocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=_RecordingMonitor(mocks))
     root = _settings.get_root_resource()
     pulumi.runtime.register_stack_transformation(mocks.capture_options)
     try:

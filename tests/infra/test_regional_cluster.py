@@ -1,0 +1,49 @@
+"""EKS control plane, system nodes, add-ons and the OIDC provider."""
+from __future__ import annotations
+
+import json
+
+
+def test_eks_cluster(regional):
+    stack, plan, cfg = regional
+    c = plan.one("aws:eks/cluster:Cluster")
+    assert c.inputs["name"] == f"reco-dr-{stack}" and c.inputs["version"] == cfg.kubernetes_version
+    vpc = c.inputs["vpcConfig"]
+    private_ids = {s.id for s in plan.of_type("aws:ec2/subnet:Subnet") if "private" in s.name}
+    assert set(vpc["subnetIds"]) == private_ids
+    assert vpc["endpointPrivateAccess"] is True
+    assert c.inputs["accessConfig"]["authenticationMode"] == "API"
+    enc = c.inputs["encryptionConfig"]
+    assert enc["resources"] == ["secrets"]
+    key = plan.one("aws:kms/key:Key", "cluster-secrets")
+    assert enc["provider"]["keyArn"] == key.state["arn"] and key.inputs["enableKeyRotation"] is True
+    assert set(c.inputs["enabledClusterLogTypes"]) == {"api", "audit", "authenticator", "controllerManager", "scheduler"}
+    assert c.inputs["kubernetesNetworkConfig"]["serviceIpv4Cidr"] == cfg.service_cidr
+    logs = plan.one("aws:cloudwatch/logGroup:LogGroup")
+    assert logs.inputs["name"] == f"/aws/eks/{c.inputs['name']}/cluster" and logs.inputs["retentionInDays"] > 0
+
+
+def test_control_plane_and_node_roles(use1):
+    roles = {r.name: json.loads(r.inputs["assumeRolePolicy"]) for r in use1.of_type("aws:iam/role:Role")}
+    assert roles["cluster-control-plane"]["Statement"][0]["Principal"] == {"Service": "eks.amazonaws.com"}
+    assert roles["cluster-nodes"]["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
+    attached = {r.inputs["policyArn"].rsplit("/", 1)[1] for r in use1.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")}
+    assert attached == {"AmazonEKSClusterPolicy", "AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly", "AmazonEKS_CNI_Policy"}
+
+
+def test_system_node_group_is_cpu_and_untainted(regional):
+    stack, plan, cfg = regional
+    ng = plan.one("aws:eks/nodeGroup:NodeGroup", "cluster-system")
+    assert ng.inputs["instanceTypes"] == [cfg.system_pool.instance_type]
+    assert ng.inputs["amiType"] == "AL2023_x86_64_STANDARD"
+    assert ng.inputs["scalingConfig"] == {"minSize": cfg.system_pool.min, "desiredSize": cfg.system_pool.desired,
+                                          "maxSize": cfg.system_pool.max}
+    assert not ng.inputs.get("taints")
+    assert ng.options["ignore_changes"] == ["scalingConfig.desiredSize"]
+
+
+def test_addons_and_oidc(use1):
+    assert {a.inputs["addonName"] for a in use1.of_type("aws:eks/addon:Addon")} == {"vpc-cni", "kube-proxy", "coredns"}
+    oidc = use1.one("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
+    issuer = use1.one("aws:eks/cluster:Cluster").state["identities"][0]["oidcs"][0]["issuer"]
+    assert oidc.inputs["url"] == issuer and oidc.inputs["clientIdLists"] == ["sts.amazonaws.com"]
