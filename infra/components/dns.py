@@ -82,6 +82,7 @@ def record_args(endpoint: RegionEndpoint, mode: str, fqdn: str, zone_id: pulumi.
 
 
 class DnsFailover(pulumi.ComponentResource):
+    zone: aws.route53.Zone | None  # None when an existing zone is used
     zone_id: pulumi.Output[str]
     health_checks: dict[str, aws.route53.HealthCheck]
     records: dict[str, aws.route53.Record]
@@ -94,9 +95,10 @@ class DnsFailover(pulumi.ComponentResource):
         if args.zone_id:
             # An existing zone is used by id, with no lookup: a typo'd id fails at the first record, and the
             # zone's lifecycle stays with whoever owns the domain.
+            self.zone = None
             self.zone_id = pulumi.Output.from_input(args.zone_id)
         else:
-            zone = aws.route53.Zone(
+            self.zone = aws.route53.Zone(
                 f"{name}-zone",
                 name=args.zone_name,
                 comment=f"reco-dr: {args.fqdn} (managed by Pulumi)",
@@ -104,7 +106,7 @@ class DnsFailover(pulumi.ComponentResource):
                 # Deleting a delegated zone breaks every name under it; `pulumi destroy` must not do it silently.
                 opts=pulumi.ResourceOptions.merge(o, pulumi.ResourceOptions(protect=True)),
             )
-            self.zone_id = zone.zone_id
+            self.zone_id = self.zone.zone_id
 
         self.health_checks, self.records = {}, {}
         for ep in sorted(args.endpoints, key=lambda e: e.region):
