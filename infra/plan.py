@@ -173,10 +173,11 @@ class BaselineMissing(Exception):
     pass
 
 
-def baseline_plan(stack: str, ref: str) -> dict:
-    """Plan `stack` as of git revision `ref`, in a subprocess with this interpreter, from `git archive`."""
+def baseline_plan(stack: str, ref: str, repo: Path = ROOT) -> dict:
+    """Plan `stack` as of git revision `ref`, in a subprocess with this interpreter, from `git archive`
+    (no worktree is registered, so nothing is left behind in the repository)."""
     try:
-        blob = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", ref], check=True, capture_output=True).stdout
+        blob = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", ref], check=True, capture_output=True).stdout
     except subprocess.CalledProcessError as e:
         raise RuntimeError(f"cannot read revision {ref!r}: {e.stderr.decode().strip()}") from None
     with tempfile.TemporaryDirectory(prefix="reco-dr-plan-") as tmp:
@@ -209,6 +210,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from infra.config import STACKS_DIR, ConfigError
     from infra.mocks import run_program
+
+    if a.diff:
+        # Fail on a bad revision before spending time on the plans.
+        res = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{a.diff}^{{commit}}"], capture_output=True)
+        if res.returncode != 0:
+            print(f"error: cannot read revision {a.diff!r}: not a commit in {ROOT}", file=sys.stderr)
+            return 1
 
     try:
         plan = run_program(a.stack, stacks_dir=a.stacks_dir or STACKS_DIR)

@@ -1,0 +1,100 @@
+"""Least-privilege identities and the Pulumi-owned load balancer with its security groups."""
+from __future__ import annotations
+
+import json
+
+from infra.components.identity import model_reader_policy
+
+
+def _policy(plan, role_name):
+    role = plan.one("aws:iam/role:Role", f"{role_name}-role")
+    (pol,) = [p for p in plan.of_type("aws:iam/rolePolicy:RolePolicy") if p.inputs["role"] == role.id]
+    return role, json.loads(role.inputs["assumeRolePolicy"]), json.loads(pol.inputs["policy"])
+
+
+def test_triton_reads_only_its_bucket_and_key(regional):
+    stack, plan, cfg = regional
+    role, trust, pol = _policy(plan, "triton")
+    bucket, key = plan.outputs["bucket_arn"], plan.outputs["kms_key_arn"]
+    grants = {(s["Action"], s["Resource"]) for s in pol["Statement"]}
+    assert grants == {("s3:ListBucket", bucket), ("s3:GetObject", f"{bucket}/*"), ("kms:Decrypt", key)}
+    assert all(s["Effect"] == "Allow" and "*" not in s["Action"] for s in pol["Statement"])
+    (st,) = trust["Statement"]
+    oidc = plan.one("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
+    assert st["Principal"] == {"Federated": oidc.state["arn"]} and st["Action"] == "sts:AssumeRoleWithWebIdentity"
+    issuer = oidc.inputs["url"].removeprefix("https://")
+    assert st["Condition"]["StringEquals"] == {f"{issuer}:sub": "system:serviceaccount:triton:triton",
+                                               f"{issuer}:aud": "sts.amazonaws.com"}
+
+
+def test_model_reader_policy_has_no_write():
+    doc = json.loads(model_reader_policy("arn:aws:s3:::b", "arn:aws:kms:us-east-1:1:key/k"))
+    actions = [s["Action"] for s in doc["Statement"]]
+    assert not any(a.startswith("s3:Put") or a.startswith("s3:Delete") or a == "kms:Encrypt" for a in actions)
+
+
+def test_controller_roles_are_scoped(use1):
+    _, trust, pol = _policy(use1, "lb-controller")
+    tg = use1.one("aws:lb/targetGroup:TargetGroup").state["arn"]
+    reg = next(s for s in pol["Statement"] if s["Sid"] == "RegisterPods")
+    assert reg["Resource"] == tg
+    assert not any("Create" in a or "Authorize" in a for s in pol["Statement"] for a in s["Action"])
+    assert trust["Statement"][0]["Condition"]["StringEquals"]
+    _, _, ca = _policy(use1, "cluster-autoscaler")
+    scale = next(s for s in ca["Statement"] if s["Sid"] == "ScaleOwnGroups")
+    assert scale["Condition"] == {"StringEquals": {"aws:ResourceTag/k8s.io/cluster-autoscaler/reco-dr-prod-use1": "owned"}}
+
+
+def test_alb_listener_and_target_group(regional):
+    stack, plan, cfg = regional
+    lb = plan.one("aws:lb/loadBalancer:LoadBalancer")
+    assert lb.inputs["loadBalancerType"] == "application" and lb.inputs["internal"] is False
+    public = {s.id for s in plan.of_type("aws:ec2/subnet:Subnet") if "public" in s.name}
+    assert set(lb.inputs["subnets"]) == public
+    assert lb.inputs["dropInvalidHeaderFields"] is True
+    tg = plan.one("aws:lb/targetGroup:TargetGroup")
+    assert (tg.inputs["port"], tg.inputs["protocol"], tg.inputs["targetType"]) == (8000, "HTTP", "ip")
+    hc = tg.inputs["healthCheck"]
+    assert (hc["path"], hc["protocol"], hc["port"], hc["matcher"]) == ("/v2/health/ready", "HTTP", "traffic-port", "200")
+    lst = plan.one("aws:lb/listener:Listener")
+    assert (lst.inputs["port"], lst.inputs["protocol"]) == (443, "HTTPS")
+    assert lst.inputs["certificateArn"] == cfg.load_balancer.certificate_arn
+    assert lst.inputs["sslPolicy"] == cfg.load_balancer.ssl_policy
+    assert lst.inputs["loadBalancerArn"] == lb.state["arn"]
+    assert lst.inputs["defaultActions"] == [{"type": "forward", "targetGroupArn": tg.state["arn"]}]
+
+
+def test_security_groups_least_privilege(regional):
+    stack, plan, cfg = regional
+    lb_sg = plan.one("aws:ec2/securityGroup:SecurityGroup")
+    assert plan.one("aws:lb/loadBalancer:LoadBalancer").inputs["securityGroups"] == [lb_sg.id]
+    assert not lb_sg.inputs.get("ingress") and not lb_sg.inputs.get("egress")
+    node_sg = plan.one("aws:eks/cluster:Cluster").state["vpcConfig"]["clusterSecurityGroupId"]
+    ingress = plan.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    to_lb = [r.inputs for r in ingress if r.inputs["securityGroupId"] == lb_sg.id]
+    assert sorted(r["cidrIpv4"] for r in to_lb) == sorted(cfg.load_balancer.allowed_cidrs)
+    assert all((r["fromPort"], r["toPort"], r["ipProtocol"]) == (443, 443, "tcp") for r in to_lb)
+    to_nodes = [r.inputs for r in ingress if r.inputs["securityGroupId"] == node_sg]
+    assert to_nodes == [{**to_nodes[0], "fromPort": 8000, "toPort": 8000, "referencedSecurityGroupId": lb_sg.id}]
+    assert "cidrIpv4" not in to_nodes[0]
+    (egress,) = plan.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
+    assert (egress.inputs["securityGroupId"], egress.inputs["referencedSecurityGroupId"], egress.inputs["fromPort"]) == (lb_sg.id, node_sg, 8000)
+
+
+def test_allowed_cidrs_follow_config(values, plan_for):
+    from infra.mocks import run_program
+
+    values["load_balancer"]["allowed_cidrs"] = ["198.51.100.0/24", "203.0.113.0/24"]
+    plan = run_program("prod-use1", values=values)
+    lb_sg = plan.one("aws:ec2/securityGroup:SecurityGroup")
+    cidrs = sorted(r.inputs["cidrIpv4"] for r in plan.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+                   if r.inputs["securityGroupId"] == lb_sg.id)
+    assert cidrs == ["198.51.100.0/24", "203.0.113.0/24"]
+
+
+def test_lb_dns_and_zone_are_real_shape(regional):
+    from infra.mocks import ALB_ZONE_IDS
+
+    stack, plan, cfg = regional
+    assert plan.outputs["lb_zone_id"] == ALB_ZONE_IDS[cfg.region]
+    assert plan.outputs["lb_dns_name"].endswith(f".{cfg.region}.elb.amazonaws.com")

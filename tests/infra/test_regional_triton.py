@@ -1,0 +1,131 @@
+"""Triton serving: manifests valid under kubernetes-validate (strict), probes, GPUs, placement, scaling."""
+from __future__ import annotations
+
+import kubernetes_validate
+import pytest
+
+from infra.components import triton as T
+from infra.components.gpu_pools import device_plugin_daemonset
+from infra.config import load_stack
+
+K8S_KINDS = ["apps/v1:Deployment", "apps/v1:DaemonSet", "autoscaling/v2:HorizontalPodAutoscaler",
+             "policy/v1:PodDisruptionBudget", "core/v1:Service", "core/v1:Namespace", "core/v1:ServiceAccount"]
+
+
+def _validate(manifest: dict, version: str) -> None:
+    kubernetes_validate.validate(manifest, f"{version}.0", strict=True)
+
+
+def test_pure_manifests_are_valid_strict():
+    cfg = load_stack("prod-use1")
+    v = cfg.kubernetes_version
+    for p in cfg.gpu_pools:
+        _validate(T.deployment_manifest(p, cfg.triton, cfg.model, "bucket", cfg.region), v)
+        _validate(T.pdb_manifest(p), v)
+        _validate(T.hpa_manifest(p, cfg.triton), v)
+    for m in (T.service_manifest(), T.namespace_manifest(), T.service_account_manifest("arn:aws:iam::1:role/x"),
+              device_plugin_daemonset(["a"])):
+        _validate(m, v)
+
+
+def test_declared_kubernetes_objects_are_valid_strict(regional, as_manifest):
+    """What the program actually hands the provider, not only what the builders return."""
+    stack, plan, cfg = regional
+    seen = 0
+    for kind in K8S_KINDS:
+        for rec in plan.of_type(f"kubernetes:{kind}"):
+            _validate(as_manifest(rec), cfg.kubernetes_version)
+            seen += 1
+    assert seen >= 6
+
+
+def test_strict_validation_catches_a_typo():
+    cfg = load_stack("prod-use1")
+    m = T.deployment_manifest(cfg.gpu_pools[0], cfg.triton, cfg.model, "bucket", cfg.region)
+    m["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        _validate(m, cfg.kubernetes_version)
+
+
+def test_one_deployment_per_gpu_pool(regional, as_manifest):
+    stack, plan, cfg = regional
+    deps = {d.inputs["metadata"]["name"]: as_manifest(d) for d in plan.of_type("kubernetes:apps/v1:Deployment")}
+    assert sorted(deps) == sorted(f"triton-{p.name}" for p in cfg.gpu_pools)
+    groups = {r.inputs["labels"]["reco-dr/gpu-pool"]: r for r in plan.of_type("aws:eks/nodeGroup:NodeGroup") if "labels" in r.inputs
+              and "reco-dr/gpu-pool" in r.inputs["labels"]}
+    bucket = plan.outputs["bucket_name"]
+    for p in cfg.gpu_pools:
+        d = deps[f"triton-{p.name}"]
+        spec = d["spec"]["template"]["spec"]
+        (c,) = spec["containers"]
+        assert c["image"] == cfg.triton.image
+        assert f"--model-repository=s3://{bucket}/{cfg.model.name}/{cfg.model.version}" in c["args"]
+        assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+        assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+        assert {pt["containerPort"] for pt in c["ports"]} == {8000, 8001, 8002}
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == "1" and c["resources"]["requests"]["nvidia.com/gpu"] == "1"
+        assert {"key": "nvidia.com/gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in spec["tolerations"]
+        # The selector matches the labels the pool's node group puts on its nodes, and no other pool's.
+        labels = groups[p.name].inputs["labels"]
+        assert all(labels.get(k) == v for k, v in spec["nodeSelector"].items())
+        assert spec["nodeSelector"]["reco-dr/compute-capability"] == p.gpu.compute_capability
+        zones = [t for t in spec["topologySpreadConstraints"] if t["topologyKey"] == "topology.kubernetes.io/zone"]
+        assert zones and zones[0]["labelSelector"]["matchLabels"] == d["spec"]["selector"]["matchLabels"]
+        assert spec["serviceAccountName"] == "triton"
+        assert "replicas" not in d["spec"]  # the HPA owns it
+        assert {"name": "AWS_REGION", "value": cfg.region} in c["env"]
+
+
+def test_hpa_and_pdb_per_pool(regional):
+    stack, plan, cfg = regional
+    hpas = {h.inputs["metadata"]["name"]: h.inputs["spec"] for h in plan.of_type("kubernetes:autoscaling/v2:HorizontalPodAutoscaler")}
+    pdbs = {p.inputs["metadata"]["name"]: p.inputs["spec"] for p in plan.of_type("kubernetes:policy/v1:PodDisruptionBudget")}
+    for p in cfg.gpu_pools:
+        h = hpas[f"triton-{p.name}"]
+        assert h["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"triton-{p.name}"}
+        assert 1 <= h["minReplicas"] <= h["maxReplicas"] <= p.max * p.gpu.gpus
+        assert h["maxReplicas"] == min(cfg.triton.max_replicas, p.max * p.gpu.gpus)
+        assert h["minReplicas"] == min(cfg.triton.min_replicas, h["maxReplicas"])
+        assert h["metrics"][0]["pods"]["metric"]["name"] == "nv_gpu_utilization"
+        assert pdbs[f"triton-{p.name}"]["maxUnavailable"] == 1
+
+
+def test_replica_bounds_capped_by_pool_gpus():
+    cfg = load_stack("prod-use1")
+    pool = cfg.gpu_pools[0].model_copy(update={"max": 1})  # p5: 8 GPUs per node
+    t = cfg.triton.model_copy(update={"min_replicas": 12, "max_replicas": 16})
+    assert T.replica_bounds(pool, t) == (8, 8)
+
+
+def test_service_and_target_group_binding(regional):
+    stack, plan, cfg = regional
+    svc = plan.one("kubernetes:core/v1:Service")
+    assert svc.inputs["spec"]["selector"] == {"app.kubernetes.io/name": "triton"}
+    for d in plan.of_type("kubernetes:apps/v1:Deployment"):
+        assert d.inputs["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "triton"
+    tgb = plan.one("kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding")
+    tg = plan.one("aws:lb/targetGroup:TargetGroup")
+    assert tgb.inputs["spec"] == {"serviceRef": {"name": "triton", "port": 8000}, "targetGroupARN": tg.state["arn"], "targetType": "ip"}
+    assert "lb-controller" in tgb.options["depends_on"]
+
+
+def test_service_account_carries_the_triton_role(regional):
+    stack, plan, cfg = regional
+    sa = plan.one("kubernetes:core/v1:ServiceAccount")
+    role = plan.one("aws:iam/role:Role", "triton-role")
+    assert sa.inputs["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == role.state["arn"]
+    ns = plan.one("kubernetes:core/v1:Namespace")
+    assert ns.inputs["metadata"]["labels"]["elbv2.k8s.aws/pod-readiness-gate-inject"] == "enabled"
+
+
+def test_controllers_are_pinned_helm_releases(use1):
+    charts = {r.inputs["chart"]: r.inputs for r in use1.of_type("kubernetes:helm.sh/v3:Release")}
+    assert set(charts) == {"aws-load-balancer-controller", "cluster-autoscaler", "prometheus", "prometheus-adapter"}
+    assert all(c["version"] and c["version"][0].isdigit() for c in charts.values())
+    lbc = charts["aws-load-balancer-controller"]["values"]
+    assert lbc["clusterName"] == "reco-dr-prod-use1" and lbc["region"] == "us-east-1"
+    assert lbc["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"] == use1.one("aws:iam/role:Role", "lb-controller-role").state["arn"]
+    ca = charts["cluster-autoscaler"]["values"]
+    assert ca["autoDiscovery"]["clusterName"] == "reco-dr-prod-use1" and ca["image"]["tag"] == "v1.33.0"
+    rule = charts["prometheus-adapter"]["values"]["rules"]["custom"][0]
+    assert rule["name"]["as"] == "nv_gpu_utilization"
