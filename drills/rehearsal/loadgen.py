@@ -1,0 +1,402 @@
+"""Client traffic: resolve the ranker's name through the rehearsal DNS, honour the TTL, send V2 inference.
+
+Model of the real clients: `clients` independent callers, each with its own stub-resolver cache (an
+answer is reused until its TTL runs out, then the name is resolved again, as an OS or library resolver
+does), sending ranking requests at a fixed aggregate rate (open loop: the schedule does not wait for
+slow answers, so a stalled region shows up as timeouts, not as a lower rate). A weighted Route 53 answer
+holds one region's address, so the traffic split emerges from many clients each holding one answer for a
+TTL, as in production. Clients do not retry: every failed request is visible in the record, which is the
+ground truth for RTO. Connections are kept alive per client thread and address, as HTTP clients do; a
+client whose cached answer points at a dead region keeps failing until its cache expires.
+
+Every request is recorded: scheduled and actual send time (wall clock), the client, the address it
+resolved, the region that address stands for, HTTP status (0 when there was no answer), success,
+latency, error text.
+
+`rto_parts(...)` turns those records plus the health-check transitions and DNS changes into the parts of
+RTO (detection, DNS change, TTL expiry, first success from a survivor, SLO recovered), errors during the
+failover and latency before/after. It is pure: no clock, no I/O.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from drills.rehearsal.dns import query
+from drills.rehearsal.triton import v2_infer_body
+
+
+# ---------------------------------------------------------------- inputs
+def feature_batches(inputs_sig: Sequence[dict], n: int = 32, batch: int = 32, seed: int | None = None) -> list[dict[str, np.ndarray]]:
+    """`n` request batches of `batch` rows matching the model's input signature.
+
+    Real feature rows from model_build's data generator (the golden split the build's parity gates use)
+    when it is importable and its columns match the signature; otherwise synthetic tensors of the right
+    names, types and shapes (small ids, valid for any vocabulary of 3 or more).
+    """
+    names = [s["name"] for s in inputs_sig]
+    try:
+        from model_build import data as mb_data  # type: ignore[import-not-found]
+
+        seed_ = seed if seed is not None else mb_data.DEFAULT_SEED
+        rows = mb_data.golden_batch(seed_, n * batch)
+        if sorted(rows) == sorted(names):
+            return [{k: np.ascontiguousarray(rows[k][i * batch:(i + 1) * batch]) for k in names} for i in range(n)]
+    except Exception:  # noqa: BLE001 - generator absent or different: synthetic inputs below
+        pass
+    rng = np.random.default_rng(seed or 0)
+    out = []
+    for _ in range(n):
+        b = {}
+        for s in inputs_sig:
+            dims = [d if isinstance(d, int) and d > 0 else 1 for d in (s.get("shape") or [-1, 1])[1:]]
+            if s["datatype"].startswith("INT"):
+                b[s["name"]] = rng.integers(0, 3, (batch, *dims)).astype(np.int32 if s["datatype"] == "INT32" else np.int64)
+            else:
+                b[s["name"]] = rng.standard_normal((batch, *dims)).astype(np.float32)
+        out.append(b)
+    return out
+
+
+# ---------------------------------------------------------------- resolver
+class CachingResolver:
+    """One client's resolver cache: an answer is kept until its TTL expires."""
+
+    def __init__(self, server: tuple[str, int], timeout: float = 0.5, clock: Callable[[], float] = time.time):
+        self.server, self.timeout, self.clock = server, timeout, clock
+        self._cache: dict[str, tuple[str, float]] = {}
+        self.lookups = 0
+
+    def resolve(self, name: str) -> tuple[str, bool]:
+        """(address, from_cache). Raises on no answer, like getaddrinfo."""
+        now = self.clock()
+        hit = self._cache.get(name)
+        if hit and now < hit[1]:
+            return hit[0], True
+        ips, ttl, rcode = query(name, self.server, self.timeout)
+        self.lookups += 1
+        if not ips:
+            raise LookupError(f"DNS {rcode} for {name}")
+        self._cache[name] = (ips[0], now + ttl)
+        return ips[0], False
+
+
+# ---------------------------------------------------------------- records
+@dataclass
+class RequestRecord:
+    seq: int
+    client: int
+    scheduled: float  # wall clock the open-loop schedule assigned
+    t: float  # wall clock the request was sent (after resolution)
+    ip: str | None
+    region: str | None
+    status: int  # HTTP status; 0 = no response (refused, reset, timeout, DNS failure)
+    ok: bool
+    latency_ms: float
+    error: str | None = None
+    resolved: bool = False  # this request triggered a DNS lookup (cache miss)
+
+
+class LoadGenerator:
+    """Fixed-rate ranking traffic, bounded by `duration` seconds and/or `count` requests."""
+
+    def __init__(self, *, dns_server: tuple[str, int], name: str, port: int, model: str,
+                 batches: Sequence[Mapping[str, np.ndarray]], rate: float, duration: float | None = None,
+                 count: int | None = None, clients: int = 8, timeout: float = 1.0,
+                 ip_region: Mapping[str, str] | None = None, workers: int | None = None):
+        if duration is None and count is None:
+            raise ValueError("bound the load: give duration and/or count")
+        self.dns_server, self.name, self.port, self.model = dns_server, name, port, model
+        self.rate, self.duration, self.count, self.timeout = rate, duration, count, timeout
+        self.ip_region = dict(ip_region or {})
+        for ip in [*self.ip_region, dns_server[0]]:
+            if not ip.startswith("127."):
+                raise ValueError(f"{ip} is not a loopback address: the load generator only talks to 127.0.0.0/8")
+        self.bodies = [v2_infer_body(b) for b in batches]
+        self.resolvers = [CachingResolver(dns_server) for _ in range(clients)]
+        self.workers = workers or max(4, min(64, int(rate * timeout * 1.5) + 2))
+        self._records: list[RequestRecord] = []
+        self._lock = threading.Lock()
+        self._client_locks = [threading.Lock() for _ in range(clients)]
+        self._local = threading.local()
+        self._conns: list[http.client.HTTPConnection] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.started_at: float | None = None
+
+    # ------------------------------------------------------------ running
+    def start(self) -> "LoadGenerator":
+        self._thread = threading.Thread(target=self.run, name="loadgen", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> "LoadGenerator":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def run(self) -> list[RequestRecord]:
+        t0 = time.time()
+        self.started_at = t0
+        mono0 = time.monotonic()
+        n_max = self.count if self.count is not None else int(self.rate * (self.duration or 0)) + 1
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="loadgen") as pool:
+            for i in range(n_max):
+                if self.duration is not None and i / self.rate >= self.duration:
+                    break
+                delay = mono0 + i / self.rate - time.monotonic()
+                if delay > 0 and self._stop.wait(delay):
+                    break
+                if self._stop.is_set():
+                    break
+                pool.submit(self._one, i, t0 + i / self.rate)
+        self._close_connections()  # Triton waits on open keep-alive connections at shutdown
+        return self.records()
+
+    def _conn(self, ip: str) -> http.client.HTTPConnection:
+        conns = getattr(self._local, "conns", None)
+        if conns is None:
+            conns = self._local.conns = {}
+        c = conns.get(ip)
+        if c is None:
+            c = conns[ip] = http.client.HTTPConnection(ip, self.port, timeout=self.timeout)
+            with self._lock:
+                self._conns.append(c)
+        return c
+
+    def _drop(self, ip: str) -> None:
+        c = getattr(self._local, "conns", {}).pop(ip, None)
+        if c is not None:
+            c.close()
+
+    def _close_connections(self) -> None:
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            c.close()
+
+    def _one(self, seq: int, scheduled: float) -> None:
+        client = seq % len(self.resolvers)
+        body = self.bodies[seq % len(self.bodies)]
+        t = time.time()
+        ip = None
+        resolved = False
+        try:
+            with self._client_locks[client]:  # one resolver cache per client, shared by its requests
+                ip, cached = self.resolvers[client].resolve(self.name)
+            resolved = not cached
+        except Exception as e:  # noqa: BLE001 - a failed lookup is a failed request
+            self._add(RequestRecord(seq, client, scheduled, t, None, None, 0, False, (time.time() - t) * 1000,
+                                    f"dns: {e}", True))
+            return
+        t_send = time.time()
+        status, ok, err = 0, False, None
+        try:
+            c = self._conn(ip)
+            c.request("POST", f"/v2/models/{self.model}/infer", body=body,
+                      headers={"Content-Type": "application/json", "Host": self.name})
+            r = c.getresponse()
+            data = r.read()
+            status = r.status
+            ok = status == 200 and b'"outputs"' in data
+            if not ok:
+                err = data[:200].decode(errors="replace")
+        except Exception as e:  # noqa: BLE001 - refused, reset, timeout: recorded, the connection is dropped
+            err = f"{type(e).__name__}: {e}"[:200]
+            self._drop(ip)
+        latency = (time.time() - t_send) * 1000
+        self._add(RequestRecord(seq, client, scheduled, t_send, ip, self.ip_region.get(ip, ip), status, ok, latency,
+                                err, resolved))
+
+    def _add(self, rec: RequestRecord) -> None:
+        with self._lock:
+            self._records.append(rec)
+
+    def records(self) -> list[RequestRecord]:
+        with self._lock:
+            return sorted(self._records, key=lambda r: r.seq)
+
+
+# ---------------------------------------------------------------- analysis (pure)
+@dataclass(frozen=True)
+class Slo:
+    success_rate: float = 0.99
+    p99_ms: float = 250.0
+    window_s: float = 5.0  # sliding window over which both are evaluated
+    min_requests: int = 5  # a window with fewer requests is not judged
+
+
+def _get(x: Any, name: str, default: Any = None) -> Any:
+    return x.get(name, default) if isinstance(x, Mapping) else getattr(x, name, default)
+
+
+def _pct(values: Sequence[float], q: float) -> float | None:
+    return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else None
+
+
+def latency_summary(records: Iterable[Any]) -> dict[str, Any]:
+    recs = list(records)
+    lat = [_get(r, "latency_ms") for r in recs if _get(r, "ok")]
+    return {"requests": len(recs), "ok": len(lat), "errors": len(recs) - len(lat),
+            "success_rate": (len(lat) / len(recs)) if recs else None,
+            "p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99)}
+
+
+def share_by_region(records: Iterable[Any]) -> dict[str, float]:
+    recs = [r for r in records if _get(r, "region")]
+    out: dict[str, float] = {}
+    for r in recs:
+        out[_get(r, "region")] = out.get(_get(r, "region"), 0) + 1
+    return {k: v / len(recs) for k, v in sorted(out.items())}
+
+
+def window_ok(window: Sequence[Any], slo: Slo) -> bool | None:
+    """SLO verdict for one window of records: None when too few requests to judge."""
+    if len(window) < slo.min_requests:
+        return None
+    ok = [r for r in window if _get(r, "ok")]
+    if len(ok) / len(window) < slo.success_rate:
+        return False
+    p99 = _pct([_get(r, "latency_ms") for r in ok], 99)
+    return p99 is not None and p99 <= slo.p99_ms
+
+
+def slo_recovery(records: Sequence[Any], fault_time: float, slo: Slo) -> tuple[float | None, bool]:
+    """(time the SLO was met again for good, whether it was violated at all after the fault).
+
+    Windows [t - window_s, t] are judged at every request time t >= fault_time. The SLO counts as
+    recovered at the first judged window end after the last violating one; None when the records end
+    while it is still violated. When no window after the fault violated it, the answer is fault_time.
+    """
+    recs = sorted(records, key=lambda r: _get(r, "t"))
+    times = [_get(r, "t") for r in recs]
+    verdicts: list[tuple[float, bool]] = []
+    lo = 0
+    for i, t in enumerate(times):
+        if t < fault_time:
+            continue
+        while times[lo] < t - slo.window_s:
+            lo += 1
+        v = window_ok(recs[lo:i + 1], slo)
+        if v is not None:
+            verdicts.append((t, v))
+    bad = [t for t, v in verdicts if not v]
+    if not bad:
+        return fault_time, False
+    after = [t for t, v in verdicts if v and t > bad[-1]]
+    return (after[0] if after else None), True
+
+
+def rto_parts(records: Sequence[Any], fault_time: float, hc_transitions: Sequence[Any], dns_changes: Sequence[Any],
+              ttl: float, slo: Slo, *, region: str | None = None, window_limit_s: float | None = None) -> dict[str, Any]:
+    """RTO in its parts, from the client's own records (all times in seconds after `fault_time`).
+
+    records: RequestRecord-like (t, client, region, ok, latency_ms); hc_transitions: (t, label, healthy);
+    dns_changes: (t, after = {record key: share}); ttl: the TTL clients saw; region: the failed region
+    (inferred from the records when None: the region with the most failures after the fault).
+    `window_limit_s`: the failover window allowed (e.g. the predicted RTO); errors after it are "lost".
+    """
+    recs = sorted(records, key=lambda r: _get(r, "t"))
+    before = [r for r in recs if _get(r, "t") < fault_time]
+    after_fault = [r for r in recs if _get(r, "t") >= fault_time]
+    if region is None:
+        fails: dict[str, int] = {}
+        for r in after_fault:
+            if not _get(r, "ok") and _get(r, "region"):
+                fails[_get(r, "region")] = fails.get(_get(r, "region"), 0) + 1
+        region = max(fails, key=fails.get) if fails else None  # type: ignore[arg-type]
+
+    def rel(t: float | None) -> float | None:
+        return None if t is None else t - fault_time
+
+    detect = next((_get(tr, "t") for tr in sorted(hc_transitions, key=lambda x: _get(x, "t"))
+                   if _get(tr, "t") >= fault_time and _get(tr, "label") == region and not _get(tr, "healthy")), None)
+    dns_t = next((_get(c, "t") for c in sorted(dns_changes, key=lambda x: _get(x, "t"))
+                  if _get(c, "t") >= fault_time and region not in (_get(c, "after") or {})), None)
+    ttl_t = None if dns_t is None else dns_t + ttl
+
+    # Clients the fault touched: their last request before the fault, or any request after it, went to the
+    # failed region. Each recovers at its first success from another region after the fault.
+    by_client: dict[Any, list[Any]] = {}
+    for r in recs:
+        by_client.setdefault(_get(r, "client"), []).append(r)
+    recover: dict[Any, float | None] = {}
+    for c, rs in by_client.items():
+        pre = [r for r in rs if _get(r, "t") < fault_time]
+        post = [r for r in rs if _get(r, "t") >= fault_time]
+        touched = (pre and pre[-1] and _get(pre[-1], "region") == region) or \
+            any(_get(r, "region") == region for r in post)
+        if not touched:
+            continue
+        recover[c] = next((_get(r, "t") for r in post if _get(r, "ok") and _get(r, "region") not in (None, region)), None)
+    firsts = [t for t in recover.values() if t is not None]
+    first_success = min(firsts) if firsts else None
+    all_recovered = max(firsts) if firsts and len(firsts) == len(recover) else None
+
+    slo_t, violated = slo_recovery(recs, fault_time, slo)
+    end_failover = slo_t if slo_t is not None else (_get(recs[-1], "t") if recs else fault_time)
+    during = [r for r in after_fault if _get(r, "t") <= end_failover]
+    errors_during = sum(1 for r in during if not _get(r, "ok"))
+    after_recovery = [r for r in after_fault if slo_t is not None and _get(r, "t") > slo_t]
+    lost_after = None
+    if window_limit_s is not None:
+        lost_after = sum(1 for r in after_fault if _get(r, "t") > fault_time + window_limit_s and not _get(r, "ok"))
+    errs = [r for r in after_fault if not _get(r, "ok")]
+    return {
+        "fault_time": fault_time,
+        "region": region,
+        "detection_s": rel(detect),
+        "dns_change_s": rel(dns_t),
+        "ttl_expiry_s": rel(ttl_t),
+        "first_success_survivor_s": rel(first_success),
+        "all_clients_recovered_s": rel(all_recovered),
+        "slo_recovered_s": rel(slo_t),
+        "slo_violated": violated,
+        "clients_affected": len(recover),
+        "errors_during_failover": errors_during,
+        "errors_after_fault": len(errs),
+        "last_error_s": rel(_get(errs[-1], "t")) if errs else None,
+        "lost_after_window": lost_after,
+        "window_limit_s": window_limit_s,
+        "requests": len(recs),
+        "before": {**latency_summary(before), "share": share_by_region(before)},
+        "after": {**latency_summary(after_recovery), "share": share_by_region(after_recovery)},
+        "slo": asdict(slo),
+        "ttl_s": ttl,
+    }
+
+
+def timeline(records: Sequence[Any], bin_s: float = 1.0, t0: float | None = None) -> list[dict[str, Any]]:
+    """Per time bin: requests, success rate, p99 of successes and traffic share per region (for charts)."""
+    recs = sorted(records, key=lambda r: _get(r, "t"))
+    if not recs:
+        return []
+    t0 = _get(recs[0], "t") if t0 is None else t0
+    bins: dict[int, list[Any]] = {}
+    for r in recs:
+        bins.setdefault(int((_get(r, "t") - t0) // bin_s), []).append(r)
+    return [{"t": t0 + k * bin_s, **latency_summary(rs), "share": share_by_region(rs)} for k, rs in sorted(bins.items())]
+
+
+def records_to_json(records: Iterable[RequestRecord]) -> str:
+    return json.dumps([asdict(r) for r in records])
+
+
+__all__ = ["LoadGenerator", "CachingResolver", "RequestRecord", "Slo", "rto_parts", "slo_recovery", "timeline",
+           "feature_batches", "latency_summary", "share_by_region", "records_to_json"]

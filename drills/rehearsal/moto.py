@@ -1,0 +1,99 @@
+"""A real `moto_server` process standing in for the AWS APIs (Route 53, S3, EKS, ...) on 127.0.0.1.
+
+Model of AWS: one endpoint serves every service and region, as moto does; every client talks to it with
+explicit dummy credentials passed as client arguments (and, for the server process, in its own
+environment only), so nothing here reads or writes `~/.aws` and nothing can reach a real account.
+
+What moto does not do is modelled elsewhere in this package (health checks, DNS answers, replication).
+Two moto gaps matter to those models and are handled here:
+- `GetBucketReplication` answers with a hard-coded `DeleteMarkerReplication: Disabled` and an empty prefix
+  filter, whatever was stored; `stored_replication()` reads the configuration as moto stored it, through
+  moto's own model dump (`/moto-api/data.json`), so the replicator applies what was declared.
+- `GetHealthCheckStatus` is a hard-coded success; the health checker model is the status source.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import requests
+
+from drills.rehearsal.procs import Child, ProcessError, Supervisor, check_ports_free
+
+DUMMY_CREDENTIALS = {"aws_access_key_id": "rehearsal", "aws_secret_access_key": "rehearsal"}
+
+
+class MotoServer:
+    """`python -m moto.server -H HOST -p PORT` as a supervised child; `client()` gives boto3 clients on it."""
+
+    def __init__(self, sup: Supervisor, *, host: str = "127.0.0.1", port: int, ready_timeout: float = 20.0):
+        self.sup, self.host, self.port, self.ready_timeout = sup, host, port, ready_timeout
+        self.child: Child | None = None
+        self.ready_s: float | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "MotoServer":
+        check_ports_free([(self.host, self.port)])
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        # The server validates nothing against these, but botocore inside moto may look for them.
+        env.update(AWS_ACCESS_KEY_ID="rehearsal", AWS_SECRET_ACCESS_KEY="rehearsal", AWS_DEFAULT_REGION="us-east-1",
+                   PYTHONUNBUFFERED="1")
+        t0 = time.monotonic()
+        self.child = self.sup.start("moto", [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+                                    env=env)
+        deadline = t0 + self.ready_timeout
+        while time.monotonic() < deadline:
+            if not self.child.alive():
+                tail = self.child.log_tail()
+                self.sup.stop(self.child)
+                raise ProcessError(f"moto_server exited with status {self.child.popen.returncode} before it was ready"
+                                   f" on {self.endpoint}:\n{tail}")
+            try:
+                if requests.get(f"{self.endpoint}/moto-api/", timeout=0.5).status_code == 200:
+                    self.ready_s = time.monotonic() - t0
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        tail = self.child.log_tail()
+        self.sup.stop(self.child)
+        raise ProcessError(f"moto_server not ready on {self.endpoint} after {self.ready_timeout:.0f} s:\n{tail}")
+
+    def stop(self) -> None:
+        if self.child:
+            self.sup.stop(self.child)
+
+    # ------------------------------------------------------------ clients
+    def client(self, service: str, region: str = "us-east-1"):
+        return client(service, self.endpoint, region)
+
+    def data(self) -> dict:
+        """moto's dump of every model instance it tracks (only JSON-serialisable attributes)."""
+        r = requests.get(f"{self.endpoint}/moto-api/data.json", timeout=5)
+        r.raise_for_status()
+        return r.json()
+
+    def stored_replication(self) -> dict[str, dict | None]:
+        """bucket name -> replication configuration exactly as moto stored it (parsed request body), or None."""
+        out: dict[str, dict | None] = {}
+        for b in self.data().get("s3", {}).get("FakeBucket", []):
+            out[b["name"]] = b.get("replication")
+        return out
+
+    def reset(self) -> None:
+        requests.post(f"{self.endpoint}/moto-api/reset", timeout=5).raise_for_status()
+
+
+def client(service: str, endpoint: str, region: str = "us-east-1"):
+    import boto3
+    from botocore.config import Config
+
+    # A fresh session: no profile, no credential files, no environment credentials are consulted.
+    session = boto3.session.Session(region_name=region, **DUMMY_CREDENTIALS)
+    return session.client(service, endpoint_url=endpoint,
+                           config=Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2,
+                                         read_timeout=15, s3={"addressing_style": "path"}))

@@ -1,0 +1,259 @@
+"""The per-region serving repository: the part of the model_build output the CPU Triton can load, verified.
+
+Model of AWS: in a region, Triton pods load the model repository synced from the region's artifact bucket
+(the immutable version prefix `model_build publish` wrote). Here the same files are synced from the
+region's bucket in moto (`sync_from_bucket`) and `prepare_serving_repo` builds the directory Triton serves.
+
+What is served, and why only that: the `nvidia-pytriton` server has the python backend and nothing else.
+- python-backend models (`backend: "python"` in config.pbtxt, e.g. `<model>_py/`) are copied whole;
+- ONNX files are copied at their own relative path (the python model runs them with ONNX Runtime), but the
+  ONNX Runtime model's `config.pbtxt` is not: `platform: onnxruntime_onnx` cannot load on this server;
+- TensorRT models (`tensorrt_plan`, engine files) are excluded entirely: they need the TensorRT backend
+  and a GPU of the engine's compute capability, neither of which this server has;
+- `manifest.json` is copied (the python model re-checks the ONNX hash against it at load).
+Relative paths are kept, so whatever path the python model uses to find the ONNX file and the manifest
+works the same in the serving copy. Every served file that the manifest lists is checked (sha256, size)
+in the source and again in the copy; a mismatch, a missing file or an ONNX file the manifest does not
+cover stops the preparation with `ArtifactError` and nothing is served: a corrupted artifact never serves.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+
+
+class ArtifactError(RuntimeError):
+    """A model artifact is missing, corrupted or unservable; the message says which file and what to do."""
+
+
+@dataclass
+class ServingRepo:
+    path: Path
+    models: list[str]  # the python-backend model(s) to --load-model
+    manifest: dict
+    served: dict[str, str] = field(default_factory=dict)  # relative path -> sha256 (verified)
+    excluded: dict[str, str] = field(default_factory=dict)  # relative path -> why it is not served
+    unlisted: list[str] = field(default_factory=list)  # served files the manifest does not list
+
+    @property
+    def model_name(self) -> str:
+        return manifest_model(self.manifest)[0]
+
+    @property
+    def model_version(self) -> str:
+        return manifest_model(self.manifest)[1]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_manifest(src: Path) -> dict:
+    path = Path(src) / MANIFEST
+    if not path.exists():
+        raise ArtifactError(f"{path} is missing: {src} is not a complete model_build output "
+                            f"(the manifest is written last); run `python -m model_build --out {src}`")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{path} is not valid JSON ({e}): rebuild with `python -m model_build`") from None
+
+
+def manifest_files(manifest: dict) -> dict[str, dict[str, Any]]:
+    """relative path -> {"sha256": ..., "size": ...}, from the shapes a manifest may use for its file list."""
+    files = manifest.get("files") or manifest.get("artifacts") or {}
+    out: dict[str, dict[str, Any]] = {}
+    if isinstance(files, dict):
+        for rel, v in files.items():
+            out[rel] = {"sha256": v} if isinstance(v, str) else dict(v)
+    else:
+        for v in files:
+            out[v["path"]] = dict(v)
+    for rel, v in out.items():
+        if not re.fullmatch(r"[0-9a-f]{64}", str(v.get("sha256", ""))):
+            raise ArtifactError(f"manifest entry {rel!r} has no sha256: the manifest cannot vouch for it")
+        if rel.startswith("/") or ".." in Path(rel).parts:
+            raise ArtifactError(f"manifest entry {rel!r} points outside the repository")
+    return out
+
+
+def manifest_model(manifest: dict) -> tuple[str, str]:
+    m = manifest.get("model")
+    if isinstance(m, dict):
+        return str(m.get("name", "ranker")), str(m.get("version", "0"))
+    return str(manifest.get("model_name") or m or "ranker"), str(manifest.get("model_version") or manifest.get("version") or "0")
+
+
+def manifest_inputs(manifest: dict) -> list[dict]:
+    """The input signature [{name, datatype, shape}] as the manifest records it (several shapes accepted)."""
+    sig = manifest.get("inputs") or (manifest.get("signature") or {}).get("inputs") or \
+        (manifest.get("signatures") or {}).get("inputs") or []
+    if isinstance(sig, dict):
+        sig = [{"name": k, **v} for k, v in sig.items()]
+    out = []
+    for s in sig:
+        dt = str(s.get("datatype") or s.get("dtype") or s.get("data_type") or "FP32").upper()
+        dt = {"FLOAT32": "FP32", "FLOAT": "FP32", "TYPE_FP32": "FP32", "TYPE_INT32": "INT32", "INT": "INT32",
+              "FLOAT64": "FP64", "TYPE_INT64": "INT64"}.get(dt, dt)
+        out.append({"name": s["name"], "datatype": dt, "shape": list(s.get("shape") or s.get("dims") or [])})
+    return out
+
+
+def _config_kind(config_text: str) -> str:
+    """'python', 'onnx', 'tensorrt' or 'other', from a config.pbtxt's backend/platform lines."""
+    m = re.search(r'^\s*(backend|platform)\s*:\s*"([^"]+)"', config_text, re.M)
+    value = m.group(2) if m else ""
+    if value == "python":
+        return "python"
+    if value in ("onnxruntime", "onnxruntime_onnx"):
+        return "onnx"
+    if value in ("tensorrt", "tensorrt_plan"):
+        return "tensorrt"
+    return "other:" + (value or "unknown")
+
+
+def classify(src: Path) -> tuple[list[str], dict[str, str], list[str]]:
+    """(python models, excluded relative path -> reason, served relative paths) for a model_build output."""
+    src = Path(src)
+    py_models: list[str] = []
+    excluded: dict[str, str] = {}
+    served: list[str] = []
+    kinds: dict[str, str] = {}
+    for cfg in sorted(src.glob("*/config.pbtxt")):
+        kinds[cfg.parent.name] = _config_kind(cfg.read_text())
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        rel = path.relative_to(src).as_posix()
+        if "__pycache__" in path.parts:
+            continue
+        top = rel.split("/", 1)[0]
+        kind = kinds.get(top)
+        if rel == MANIFEST:
+            served.append(rel)
+        elif kind == "python":
+            served.append(rel)
+        elif path.suffix == ".onnx" or path.name.endswith(".onnx.data"):
+            served.append(rel)  # the python model runs it with ONNX Runtime
+        elif kind == "onnx":
+            excluded[rel] = ("ONNX Runtime backend model config: the pytriton server has no onnxruntime backend "
+                             "(the python model serves the same ONNX file instead)")
+        elif kind == "tensorrt" or path.suffix in (".plan", ".engine"):
+            excluded[rel] = ("TensorRT engine/model: needs the TensorRT backend and a GPU of its compute capability, "
+                             "which the CPU rehearsal server does not have")
+        elif kind is not None:
+            excluded[rel] = f"model with {kind}: not loadable by the python-only server"
+        else:
+            excluded[rel] = "not part of a python-backend model"
+    py_models = sorted(m for m, k in kinds.items() if k == "python")
+    return py_models, excluded, served
+
+
+def _verify(path: Path, rel: str, want: dict[str, Any], where: str) -> None:
+    if not path.exists():
+        raise ArtifactError(f"{where}: {rel} is listed in the manifest but missing; the artifact is incomplete, "
+                            f"republish the model version")
+    size = path.stat().st_size
+    if "size" in want and int(want["size"]) != size:
+        raise ArtifactError(f"{where}: {rel} is {size} bytes, the manifest says {want['size']}: corrupted or "
+                            f"truncated artifact, refusing to serve it; republish the model version")
+    got = sha256_file(path)
+    if got != want["sha256"]:
+        raise ArtifactError(f"{where}: {rel} has sha256 {got[:16]}…, the manifest says {want['sha256'][:16]}…: "
+                            f"corrupted artifact, refusing to serve it; republish the model version")
+
+
+def verify_tree(src: Path, rels: list[str] | None = None) -> dict[str, str]:
+    """Check the listed files (default: all in the manifest) of a model_build output; return rel -> sha256."""
+    src = Path(src)
+    files = manifest_files(read_manifest(src))
+    ok = {}
+    for rel in rels if rels is not None else sorted(files):
+        if rel in files:
+            _verify(src / rel, rel, files[rel], str(src))
+            ok[rel] = files[rel]["sha256"]
+    return ok
+
+
+def prepare_serving_repo(src: Path, dest: Path) -> ServingRepo:
+    """Build `dest` from the model_build output (or bucket sync) `src`: only servable files, all verified.
+
+    The copy is made in `<dest>.partial` and renamed into place only after every check passed, so `dest`
+    is either a complete verified repository or absent.
+    """
+    src, dest = Path(src), Path(dest)
+    manifest = read_manifest(src)
+    files = manifest_files(manifest)
+    py_models, excluded, served = classify(src)
+    if not py_models:
+        raise ArtifactError(f"{src} has no python-backend model (a <model>_py/ dir with backend \"python\"): the CPU "
+                            f"rehearsal server cannot serve anything else; rebuild with `python -m model_build`")
+    onnx = [r for r in served if r.endswith(".onnx")]
+    for rel in onnx:
+        if rel not in files:
+            raise ArtifactError(f"{src}: {rel} is not listed in the manifest, so its integrity cannot be checked; "
+                                f"refusing to serve it")
+    # A file the manifest lists among the served set but that is absent is an incomplete artifact.
+    for rel in files:
+        top = rel.split("/", 1)[0]
+        if (top in py_models or rel.endswith(".onnx")) and rel not in served:
+            raise ArtifactError(f"{src}: {rel} is listed in the manifest but missing; the artifact is incomplete, "
+                                f"republish the model version")
+    for rel in served:
+        if rel in files:
+            _verify(src / rel, rel, files[rel], str(src))
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for rel in served:
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / rel, tmp / rel)
+    # Check the copy too: what Triton reads is what was verified.
+    for rel in served:
+        if rel in files:
+            _verify(tmp / rel, rel, files[rel], f"serving copy {tmp}")
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return ServingRepo(path=dest, models=py_models, manifest=manifest,
+                       served={r: files[r]["sha256"] for r in served if r in files}, excluded=excluded,
+                       unlisted=[r for r in served if r not in files and r != MANIFEST])
+
+
+# ---------------------------------------------------------------- buckets
+def upload_tree(s3, bucket: str, prefix: str, src: Path) -> list[str]:
+    """Upload a model_build output under `prefix`, manifest last (a reader never sees a manifest whose files
+    are not there yet). Stand-in for `model_build publish` until the rehearsal calls that directly."""
+    src = Path(src)
+    rels = sorted(p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    rels.sort(key=lambda r: r == MANIFEST)
+    for rel in rels:
+        s3.put_object(Bucket=bucket, Key=f"{prefix.rstrip('/')}/{rel}", Body=(src / rel).read_bytes())
+    return rels
+
+
+def sync_from_bucket(s3, bucket: str, prefix: str, dest: Path) -> list[str]:
+    """Download every object under `prefix` into `dest` (relative paths kept), like `aws s3 sync`."""
+    dest = Path(dest)
+    prefix = prefix.rstrip("/") + "/"
+    got = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            rel = obj["Key"][len(prefix):]
+            if not rel or rel.startswith("/") or ".." in Path(rel).parts:
+                continue
+            out = dest / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+            got.append(rel)
+    if MANIFEST not in got:
+        raise ArtifactError(f"s3://{bucket}/{prefix} has no {MANIFEST}: the model version is missing or its publish "
+                            f"did not finish; publish it with `python -m model_build publish`")
+    return got

@@ -1,0 +1,94 @@
+"""Fixtures for the rehearsal tests: a tiny model_build-shaped output and a leftover-process audit.
+
+`tiny_model_build(dir)` writes what `python -m model_build` leaves (manifest.json with sha256 and sizes, an
+ONNX file, a python-backend model running it, an ONNX Runtime model config and a TensorRT model the CPU
+server cannot load), small enough to build in milliseconds. Once model_build's own output is available the
+rehearsal serves that; these tests keep the contract pinned without a minute-long training run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _tiny_onnx() -> bytes:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    # score = sigmoid(dense @ w + sum(float(sparse_ids)) * 1e-4): deterministic, batch-dynamic, int32 ids.
+    w = numpy_helper.from_array(np.linspace(-0.5, 0.5, 8, dtype=np.float32).reshape(8, 1), "w")
+    k = numpy_helper.from_array(np.array([1e-4], dtype=np.float32), "k")
+    nodes = [
+        helper.make_node("Cast", ["sparse_ids"], ["ids_f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["ids_f"], ["ids_sum"], keepdims=1),
+        helper.make_node("Mul", ["ids_sum", "k"], ["ids_term"]),
+        helper.make_node("MatMul", ["dense", "w"], ["lin"]),
+        helper.make_node("Add", ["lin", "ids_term"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["score"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_ranker",
+        [helper.make_tensor_value_info("sparse_ids", TensorProto.INT32, ["batch", 8]),
+         helper.make_tensor_value_info("dense", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", 1])],
+        initializer=[w, k],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def tiny_model_build(out: Path) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(FIXTURES / "ranker_py", out / "ranker_py", dirs_exist_ok=True)
+    (out / "ranker_onnx" / "1").mkdir(parents=True, exist_ok=True)
+    (out / "ranker_onnx" / "1" / "model.onnx").write_bytes(_tiny_onnx())
+    (out / "ranker_onnx" / "config.pbtxt").write_text(
+        'name: "ranker_onnx"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 4096\n')
+    (out / "ranker_trt" / "1").mkdir(parents=True, exist_ok=True)
+    (out / "ranker_trt" / "1" / "model_8.9.plan").write_bytes(b"not a real engine")
+    (out / "ranker_trt" / "config.pbtxt").write_text(
+        'name: "ranker_trt"\nplatform: "tensorrt_plan"\nmax_batch_size: 4096\n'
+        'cc_model_filenames [ { key: "8.9" value: "model_8.9.plan" } ]\n')
+    files = []
+    for p in sorted(out.rglob("*")):
+        if p.is_file() and p.name != "manifest.json" and "__pycache__" not in p.parts:
+            files.append({"path": p.relative_to(out).as_posix(), "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
+                          "size": p.stat().st_size})
+    manifest = {
+        "model": {"name": "ranker", "version": "2026.11.0"},
+        "inputs": [{"name": "sparse_ids", "datatype": "INT32", "shape": [-1, 8]},
+                   {"name": "dense", "datatype": "FP32", "shape": [-1, 8]}],
+        "outputs": [{"name": "score", "datatype": "FP32", "shape": [-1, 1]}],
+        "files": files,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return out
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    return tiny_model_build(tmp_path_factory.mktemp("model_build") / "out")
+
+
+@pytest.fixture
+def no_leftovers():
+    """Yields a list to append Supervisors to; after the test every pid they ever started must be gone."""
+    from drills.rehearsal.procs import pid_alive
+
+    sups: list = []
+    yield sups
+    for sup in sups:
+        left = sup.leftovers()
+        assert not left, f"processes left behind: {left}"
+        for pid in sup.all_pids():
+            assert not pid_alive(pid) or pid not in left

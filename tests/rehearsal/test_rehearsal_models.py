@@ -1,0 +1,189 @@
+"""Pure parts of the rehearsal models: routing policy, health-check counting, RTO arithmetic, replication
+rules, the plan translator's shapes, the serving repository's checks. No processes are started here."""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+
+import pytest
+
+from drills.rehearsal.declared import s3_shape
+from drills.rehearsal.dns import RecordSet, route
+from drills.rehearsal.healthcheck import CheckSpec, CheckState, HealthChecker, reported
+from drills.rehearsal.loadgen import RequestRecord, Slo, rto_parts, slo_recovery, timeline
+from drills.rehearsal.replicator import parse_rules, rules_for
+from drills.rehearsal.repo import ArtifactError, classify, prepare_serving_repo
+
+
+# ---------------------------------------------------------------- DNS policy (Route 53 semantics)
+def _w(key, weight, hc=None):
+    return RecordSet(name="ranker.x.com", type="A", set_id=key, weight=weight, alias=f"lb-{key}", health_check_id=hc or key)
+
+
+def test_weighted_shares_follow_weights_over_healthy_records():
+    group = [_w("a", 40), _w("b", 30), _w("c", 30)]
+    out = route(group, lambda r: True)
+    assert out.shares == pytest.approx({"a": 0.4, "b": 0.3, "c": 0.3})
+    out = route(group, lambda r: r.key != "a")
+    assert out.shares == pytest.approx({"b": 0.5, "c": 0.5}) and not out.fail_open
+
+
+def test_weighted_zero_weight_records_serve_only_when_all_nonzero_are_unhealthy():
+    # The table in Route 53's "Weighted routing" docs: weights 1, 1, 0, all with health checks.
+    group = [_w("r1", 1), _w("r2", 1), _w("r3", 0)]
+    assert set(route(group, lambda r: r.key == "r3").shares) == {"r3"}
+    assert set(route(group, lambda r: r.key in ("r2", "r3")).shares) == {"r2"}
+    assert set(route(group, lambda r: True).shares) == {"r1", "r2"}
+    none = route(group, lambda r: False)  # nothing healthy: answered as if all were, by weight
+    assert set(none.shares) == {"r1", "r2"} and none.fail_open
+
+
+def test_failover_primary_then_secondary_then_primary_when_none_healthy():
+    p = RecordSet(name="n", type="A", set_id="use1", failover="PRIMARY", health_check_id="p")
+    s = RecordSet(name="n", type="A", set_id="usw2", failover="SECONDARY", health_check_id="s")
+    assert route([p, s], lambda r: True).shares == {"use1": 1.0}
+    assert route([p, s], lambda r: r is s).shares == {"usw2": 1.0}
+    out = route([p, s], lambda r: False)
+    assert out.shares == {"use1": 1.0} and out.fail_open
+
+
+# ---------------------------------------------------------------- health checks
+def test_health_check_needs_threshold_consecutive_results_both_ways():
+    st = CheckState(threshold=3)
+    assert st.raw_healthy  # new checks start healthy
+    flips = [st.observe(ok) for ok in (False, False, True, False, False, False)]
+    assert flips == [False, False, False, False, False, True] and not st.raw_healthy
+    flips = [st.observe(ok) for ok in (True, True, False, True, True, True)]
+    assert flips[-1] and st.raw_healthy and sum(flips) == 1
+
+
+def test_inverted_and_disabled_as_route53_reports_them(tmp_path):
+    spec = CheckSpec("h", "http://127.0.0.1:1/", 1.0, 1)
+    assert reported(spec, True) and not reported(spec, False)
+    assert not reported(CheckSpec("h", "u", 1.0, 1, inverted=True), True)
+    assert reported(CheckSpec("h", "u", 1.0, 1, disabled=True), False)
+    hc = HealthChecker([spec], status_file=tmp_path / "s.json")
+    hc.observe("h", False, "refused")
+    assert hc.status("h") is False
+    assert json.loads((tmp_path / "s.json").read_text())["checks"]["h"]["healthy"] is False
+    hc.set_specs([CheckSpec("h", spec.url, 1.0, 1, inverted=True)])  # inverting flips the reported status
+    assert hc.status("h") is True and [t.healthy for t in hc.transitions()] == [False, True]
+
+
+# ---------------------------------------------------------------- RTO arithmetic
+def _synthetic(fault=100.0, rate=10, dur=20, failed="a", dead_until=104.0):
+    """Two clients on 'a' and one on 'b'; 'a' is dead from `fault`; clients move to 'b' at `dead_until`."""
+    recs, seq = [], 0
+    for i in range(dur * rate):
+        t = 90.0 + i / rate
+        for client in range(3):
+            region = "b" if client == 2 or t >= dead_until else failed
+            ok = not (region == failed and t >= fault)
+            recs.append(RequestRecord(seq, client, t, t, "127.0.10.1", region, 200 if ok else 0, ok,
+                                      5.0 if ok else 1000.0, None if ok else "refused"))
+            seq += 1
+    return recs
+
+
+def test_rto_parts_on_synthetic_records():
+    recs = _synthetic()
+    hc = [{"t": 101.5, "label": "a", "healthy": False}]
+    dns = [{"t": 99.0, "after": {"a": 0.5, "b": 0.5}}, {"t": 101.6, "after": {"b": 1.0}}]
+    out = rto_parts(recs, 100.0, hc, dns, ttl=2.0, slo=Slo(success_rate=0.99, p99_ms=250, window_s=1.0),
+                    window_limit_s=5.0)
+    assert out["region"] == "a"
+    assert out["detection_s"] == pytest.approx(1.5)
+    assert out["dns_change_s"] == pytest.approx(1.6)
+    assert out["ttl_expiry_s"] == pytest.approx(3.6)
+    assert out["first_success_survivor_s"] == pytest.approx(4.0, abs=0.11)
+    assert out["clients_affected"] == 2
+    assert out["slo_violated"] and out["slo_recovered_s"] == pytest.approx(5.0, abs=0.15)
+    assert out["errors_during_failover"] == 2 * 40  # two clients x 4 s x 10 rps
+    assert out["lost_after_window"] == 0
+    assert out["before"]["success_rate"] == 1.0 and out["before"]["share"] == pytest.approx({"a": 2 / 3, "b": 1 / 3})
+    assert out["after"]["share"] == {"b": 1.0} and out["after"]["p99_ms"] == 5.0
+
+
+def test_slo_never_violated_and_timeline():
+    recs = _synthetic(failed="c", fault=1e9)
+    t, violated = slo_recovery(recs, 95.0, Slo(window_s=1.0))
+    assert t == 95.0 and not violated
+    bins = timeline(recs, bin_s=5.0)
+    assert bins[0]["requests"] == 150 and bins[0]["share"] == pytest.approx({"b": 1 / 3, "c": 2 / 3})
+
+
+# ---------------------------------------------------------------- replication rules
+def test_replication_rules_from_moto_stored_form_and_api_form():
+    stored = {"Role": "r", "Rule": [
+        {"ID": "to-b", "Priority": "2", "Status": "Enabled", "Filter": None,
+         "DeleteMarkerReplication": {"Status": "Enabled"}, "Destination": {"Bucket": "arn:aws:s3:::b"}},
+        {"ID": "logs", "Priority": "1", "Status": "Enabled", "Filter": {"Prefix": "logs/"},
+         "Destination": {"Bucket": "arn:aws:s3:::b"}},
+        {"ID": "off", "Priority": "3", "Status": "Disabled", "Destination": {"Bucket": "arn:aws:s3:::c"}}]}
+    rules = parse_rules(stored)
+    assert [r.id for r in rules] == ["to-b", "logs"] and rules[0].delete_markers and not rules[1].delete_markers
+    assert rules_for(rules, "logs/x")["b"].id == "to-b"  # highest priority wins per destination
+    api = {"Role": "r", "Rules": [{"ID": "t", "Priority": 1, "Status": "Enabled",
+                                   "Filter": {"And": {"Prefix": "m/", "Tags": [{"Key": "k", "Value": "v"}]}},
+                                   "Destination": {"Bucket": "arn:aws:s3:::c"}}]}
+    (r,) = parse_rules(api)
+    assert r.prefix == "m/" and r.tags == {"k": "v"}
+    assert rules_for([r], "m/x", {"k": "v"}) and not rules_for([r], "m/x", {}) and not rules_for([r], "n/x", {"k": "v"})
+
+
+def test_pulumi_inputs_to_s3_api_shape():
+    rules = [{"id": "to-b", "priority": 1, "status": "Enabled", "filter": {},
+              "deleteMarkerReplication": {"status": "Enabled"},
+              "destination": {"bucket": "arn:aws:s3:::b", "encryptionConfiguration": {"replicaKmsKeyId": "k"},
+                              "replicationTime": {"status": "Enabled", "time": {"minutes": 15}}},
+              "sourceSelectionCriteria": {"sseKmsEncryptedObjects": {"status": "Enabled"}}}]
+    (r,) = s3_shape(rules)
+    assert r["ID"] == "to-b" and r["Destination"]["EncryptionConfiguration"] == {"ReplicaKmsKeyID": "k"}
+    assert r["Destination"]["ReplicationTime"]["Time"] == {"Minutes": 15}
+    assert r["SourceSelectionCriteria"] == {"SseKmsEncryptedObjects": {"Status": "Enabled"}}
+    assert s3_shape({"and": {"prefix": "p", "tags": {"a": "1"}}}) == {"And": {"Prefix": "p", "Tags": [{"Key": "a", "Value": "1"}]}}
+
+
+# ---------------------------------------------------------------- serving repository
+def test_serving_repo_keeps_only_what_the_cpu_triton_loads(model_dir, tmp_path):
+    py, excluded, served = classify(model_dir)
+    assert py == ["ranker_py"]
+    assert "ranker_onnx/1/model.onnx" in served and "manifest.json" in served
+    assert "ranker_onnx/config.pbtxt" in excluded and "onnxruntime" in excluded["ranker_onnx/config.pbtxt"]
+    assert "TensorRT" in excluded["ranker_trt/1/model_8.9.plan"]
+    repo = prepare_serving_repo(model_dir, tmp_path / "serve")
+    files = sorted(p.relative_to(repo.path).as_posix() for p in repo.path.rglob("*") if p.is_file())
+    assert files == ["manifest.json", "ranker_onnx/1/model.onnx", "ranker_py/1/model.py", "ranker_py/config.pbtxt"]
+    assert repo.models == ["ranker_py"] and not repo.unlisted
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "no-manifest"])
+def test_corrupted_artifact_is_refused(model_dir, tmp_path, damage):
+    src = tmp_path / "src"
+    shutil.copytree(model_dir, src)
+    onnx = src / "ranker_onnx" / "1" / "model.onnx"
+    data = bytearray(onnx.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+        onnx.write_bytes(bytes(data))
+    elif damage == "truncate":
+        onnx.write_bytes(bytes(data[:-10]))
+    elif damage == "delete":
+        onnx.unlink()
+    else:
+        (src / "manifest.json").unlink()
+    with pytest.raises(ArtifactError) as e:
+        prepare_serving_repo(src, tmp_path / "serve")
+    msg = str(e.value)
+    assert ("model.onnx" in msg or "manifest.json" in msg) and ("refusing" in msg or "missing" in msg)
+    assert not (tmp_path / "serve").exists()  # nothing half-built to serve
+
+
+def test_weighted_choice_is_random_by_weight():
+    from drills.rehearsal.dns import pick
+
+    out = route([_w("a", 3), _w("b", 1)], lambda r: True)
+    rng = random.Random(1)
+    picks = [pick(out, rng) for _ in range(4000)]
+    assert 0.72 < picks.count("a") / 4000 < 0.78

@@ -1,0 +1,65 @@
+"""The process supervisor: everything started is stopped (helpers included), also after an exception, and a
+port held by someone else is reported before anything starts."""
+from __future__ import annotations
+
+import signal
+import socket
+import sys
+import time
+
+import pytest
+
+from drills.rehearsal.procs import (PortInUse, Supervisor, check_ports_free, free_port_block, group_pids, pid_alive,
+                                    port_free)
+
+# A child that ignores SIGINT and SIGTERM and leaves a grandchild behind: the worst case for cleanup.
+STUBBORN = ("import os, signal, subprocess, sys, time\n"
+            "signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "subprocess.Popen([sys.executable, '-c', 'import signal,time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(60)'])\n"
+            "print('up', flush=True); time.sleep(60)\n")
+
+
+def _wait_group(child, n, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(group_pids(child.pgid)) >= n:
+            return group_pids(child.pgid)
+        time.sleep(0.02)
+    raise AssertionError(f"group of {child.name} never reached {n} processes")
+
+
+def test_stop_ladder_kills_stubborn_children_and_grandchildren(tmp_path, no_leftovers):
+    with Supervisor(tmp_path) as sup:
+        no_leftovers.append(sup)
+        polite = sup.start("polite", [sys.executable, "-c", "import time; time.sleep(60)"])
+        stubborn = sup.start("stubborn", [sys.executable, "-c", STUBBORN])
+        pids = _wait_group(stubborn, 2) + [polite.pid]
+        t0 = time.monotonic()
+        sup.stop(stubborn, grace=0.3, term_grace=0.3)
+        assert time.monotonic() - t0 < 3
+        assert stubborn.popen.returncode == -signal.SIGKILL
+    assert all(not pid_alive(p) for p in pids)
+    assert (tmp_path / "stubborn.log").read_text().startswith("up")
+
+
+def test_exception_inside_context_stops_everything(tmp_path, no_leftovers):
+    sup = Supervisor(tmp_path)
+    no_leftovers.append(sup)
+    with pytest.raises(RuntimeError, match="boom"):
+        with sup:
+            c = sup.start("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"])
+            raise RuntimeError("boom")
+    assert not pid_alive(c.pid) and not sup.leftovers()
+
+
+def test_port_in_use_is_reported_clearly():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert not port_free("127.0.0.1", port)
+        with pytest.raises(PortInUse) as e:
+            check_ports_free([("127.0.0.1", port)])
+        assert str(e.value) == f"port {port} on 127.0.0.1 is in use by another process: stop it or pass --base-port"
+    base = free_port_block(5, ["127.0.0.1", "127.0.10.1"])
+    assert all(port_free(h, base + i) for h in ("127.0.0.1", "127.0.10.1") for i in range(5))

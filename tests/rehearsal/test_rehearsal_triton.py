@@ -1,0 +1,90 @@
+"""One real Triton 2.51 on the CPU (nvidia-pytriton wheel): ready, inference, the three data-plane faults, and a
+server that never becomes ready. Each test checks that no process and no shared-memory region is left."""
+from __future__ import annotations
+
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+from drills.rehearsal.procs import ProcessError, Supervisor, free_port_block
+from drills.rehearsal.repo import prepare_serving_repo
+from drills.rehearsal.triton import TritonServer
+
+ADDR = "127.0.10.9"  # a loopback address of its own, like a region's load balancer
+
+
+def _server(sup, repo, tmp_path, **kw):
+    base = free_port_block(3, [ADDR])
+    return TritonServer(sup, name="t", repository=repo.path if hasattr(repo, "path") else repo, models=kw.pop("models", ["ranker_py"]),
+                        address=ADDR, http_port=base, grpc_port=base + 1, metrics_port=base + 2,
+                        workdir=tmp_path / "triton", exit_timeout=1, **kw)
+
+
+def test_triton_serves_the_onnx_file_and_survives_faults(model_dir, tmp_path, no_leftovers):
+    repo = prepare_serving_repo(model_dir, tmp_path / "repo")
+    x = {"sparse_ids": np.arange(32 * 8, dtype=np.int32).reshape(32, 8) % 3,
+         "dense": np.linspace(-1, 1, 32 * 8, dtype=np.float32).reshape(32, 8)}
+    with Supervisor(tmp_path / "logs") as sup:
+        no_leftovers.append(sup)
+        t = _server(sup, repo, tmp_path)
+        ready_s = t.start()
+        assert ready_s < 30 and t.is_ready()
+        out = t.infer("ranker_py", x)["outputs"][0]
+        assert out["name"] == "score" and out["shape"] == [32, 1]
+        # The python model ran the very ONNX file: same numbers as ONNX Runtime here.
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(repo.path / "ranker_onnx/1/model.onnx"), providers=["CPUExecutionProvider"])
+        assert np.allclose(np.array(out["data"]), sess.run(None, x)[0].ravel(), atol=1e-6)
+        assert t.metadata("ranker_py")["inputs"][0]["name"] == "sparse_ids"
+        assert "nv_inference_request_success" in t.metrics()
+        assert 10 < t.rss_mib() < 1024 and t.shm_regions()
+
+        t.fail("stall")  # SIGSTOP: the port still accepts, nothing answers
+        t0 = time.monotonic()
+        assert not t.is_ready(timeout=0.3) and time.monotonic() - t0 >= 0.29
+        t.restore()
+        assert t.is_ready()
+
+        t.fail("kill")  # a crash: connection refused, the python stub goes with it
+        assert t.state == "killed" and not t.is_ready(0.3) and not t.shm_regions()
+        t.restore()  # a fresh process on the same address and ports
+        assert t.is_ready() and len(t.ready_s) == 2
+        assert t.infer("ranker_py", x)["outputs"][0]["shape"] == [32, 1]
+
+        t.fail("unload")  # gray failure: inference fails; readiness only blips while unloading
+        with pytest.raises(ProcessError, match="HTTP 40"):
+            t.infer("ranker_py", x)
+        t.restore()
+        assert t.infer("ranker_py", x)["outputs"][0]["shape"] == [32, 1]
+        t.fail("stall")  # teardown must cope with a stopped server
+    assert not t.shm_regions()
+
+
+def test_triton_that_never_becomes_ready_is_stopped_with_its_log(model_dir, tmp_path, no_leftovers):
+    repo = tmp_path / "slow"
+    shutil.copytree(model_dir / "ranker_py", repo / "ranker_py")
+    (repo / "ranker_py/1/model.py").write_text(
+        "import time\nclass TritonPythonModel:\n    def initialize(self, args):\n        time.sleep(60)\n")
+    with Supervisor(tmp_path / "logs") as sup:
+        no_leftovers.append(sup)
+        t = _server(sup, repo, tmp_path, ready_timeout=3.0)
+        with pytest.raises(ProcessError) as e:
+            t.start()
+        msg = str(e.value)
+        assert "not ready" in msg and "after 3 s" in msg and "ranker_py" in msg  # the log tail names the model
+        assert not sup.leftovers() and t.state == "stopped"
+
+
+def test_triton_that_exits_reports_why(tmp_path, no_leftovers):
+    repo = tmp_path / "broken"
+    (repo / "ranker_py" / "1").mkdir(parents=True)
+    (repo / "ranker_py" / "config.pbtxt").write_text('name: "ranker_py"\nplatform: "onnxruntime_onnx"\n')
+    with Supervisor(tmp_path / "logs") as sup:
+        no_leftovers.append(sup)
+        t = _server(sup, repo, tmp_path)
+        with pytest.raises(ProcessError, match="exited with status") as e:
+            t.start()
+        assert "onnxruntime" in str(e.value)  # Triton's own words: the backend is not in this build
