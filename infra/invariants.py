@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,9 +54,14 @@ def errors(findings: Iterable[Finding]) -> list[Finding]:
 
 # ---------------------------------------------------------------- routing (one global stack on its own)
 def routing_findings(stack: str, glob: GlobalConfig) -> list[Finding]:
-    """At least one weighted region; exactly one PRIMARY in failover mode; metrics region sane."""
+    """At least two regions; at least one weighted region; exactly one PRIMARY in failover mode; the
+    control region is where Route 53 metrics are (else a warning: their alarms go to us-east-1 anyway)."""
     out: list[Finding] = []
     routing = glob.routing
+    if len(routing.regions) < 2:
+        # Nothing to fail over to and no bucket to replicate to: a global stack is a multi-region construct.
+        out.append(Finding("routing.two-regions", ERROR,
+                           f"stack {stack}: routing names {sorted(routing.regions)}; DNS failover and replication need at least two regions", stack))
     if routing.mode == "weighted":
         weights = routing.weights()
         if not any(w > 0 for w in weights.values()):
@@ -140,21 +145,24 @@ def record_findings(resources: Iterable[Mapping], sets: bool = True) -> list[Fin
 # ---------------------------------------------------------------- model manifest
 @dataclass(frozen=True)
 class ManifestFacts:
-    """What the invariants need from model_build's manifest.json, whatever its exact layout."""
+    """What the invariants need from model_build's manifest.json (schema: model_build/manifest.py)."""
 
     source: str
     model_version: str | None
-    engine_ccs: frozenset[str]
-    tensorrt_version: str | None
-    qps_per_gpu: dict[str, float]
+    engine_ccs: frozenset[str]  # compute capabilities some engine entry serves, built or not
+    tensorrt_version: str | None  # the build's TensorRT
+    qps_per_gpu: dict[str, float]  # benchmarked, only for GPUs actually measured
+    engine_status: dict[str, str] = field(default_factory=dict)  # served cc -> "built" | "not-built"
+    engine_tensorrt: dict[str, str] = field(default_factory=dict)  # served cc -> TensorRT of that engine
 
 
 def read_manifest(manifest: Mapping | str | Path | None = None) -> ManifestFacts | None:
     """The manifest as facts, or None when no model has been built yet.
 
-    Accepts a parsed dict or a path; with neither, $RECO_DR_MANIFEST or build/model/manifest.json.
-    Tolerates `engines` as {cc: {...}} or [{"compute_capability": cc, ...}], and the TensorRT version at
-    `tensorrt_version`, `versions.tensorrt` or `tensorrt.version` (the manifest's schema is model_build's).
+    Accepts a parsed dict, a manifest.json path or a model repository directory; with none of them,
+    $RECO_DR_MANIFEST or build/model/manifest.json. `engines` is {built-on cc: {serves, status,
+    tensorrt_version, ...}} as model_build writes it; a list of {"compute_capability"} entries and a
+    TensorRT version under `versions.tensorrt` are read too, so older or hand-written manifests still work.
     """
     if manifest is None:
         path = Path(os.environ.get(MANIFEST_ENV) or DEFAULT_MANIFEST)
@@ -163,26 +171,33 @@ def read_manifest(manifest: Mapping | str | Path | None = None) -> ManifestFacts
         manifest = path
     source = "manifest"
     if isinstance(manifest, (str, Path)):
-        source = str(manifest)
-        doc = json.loads(Path(manifest).read_text())
+        path = Path(manifest)
+        path = path / "manifest.json" if path.is_dir() else path
+        source = str(path)
+        doc = json.loads(path.read_text())
     else:
         doc = dict(manifest)
-    engines = doc.get("engines") or {}
-    if isinstance(engines, Mapping):
-        ccs = {str(cc) for cc in engines}
-    else:
-        ccs = {str(e.get("compute_capability") or e.get("cc")) for e in engines if isinstance(e, Mapping)}
     versions = doc.get("versions") if isinstance(doc.get("versions"), Mapping) else {}
     trt = doc.get("tensorrt_version") or versions.get("tensorrt")
-    if trt is None and isinstance(doc.get("tensorrt"), Mapping):
-        trt = doc["tensorrt"].get("version")
-    elif trt is None and isinstance(doc.get("tensorrt"), str):
-        trt = doc["tensorrt"]
+    engines = doc.get("engines") or {}
+    entries = engines.items() if isinstance(engines, Mapping) else \
+        [(e.get("compute_capability") or e.get("cc"), e) for e in engines if isinstance(e, Mapping)]
+    status: dict[str, str] = {}
+    engine_trt: dict[str, str] = {}
+    for cc, e in entries:
+        e = e if isinstance(e, Mapping) else {}
+        for served in e.get("serves") or [cc]:
+            # A built engine wins over a planned one for the same capability.
+            if status.get(str(served)) != "built":
+                status[str(served)] = str(e.get("status", "built"))
+            if e.get("tensorrt_version") or trt:
+                engine_trt[str(served)] = str(e.get("tensorrt_version") or trt)
     bench = doc.get("benchmark") if isinstance(doc.get("benchmark"), Mapping) else {}
     qps = {str(k): float(v) for k, v in (bench.get("qps_per_gpu") or {}).items()}
     model = doc.get("model") if isinstance(doc.get("model"), Mapping) else {}
-    version = doc.get("model_version") or doc.get("version") or model.get("version")
-    return ManifestFacts(source, str(version) if version else None, frozenset(ccs), str(trt) if trt else None, qps)
+    version = model.get("version") or doc.get("model_version")
+    return ManifestFacts(source, str(version) if version else None, frozenset(status), str(trt) if trt else None, qps,
+                         status, engine_trt)
 
 
 def _same_trt(a: str, b: str) -> bool:
@@ -198,7 +213,16 @@ def engine_findings(fleet: Fleet, facts: ManifestFacts | None) -> list[Finding]:
     for region, rc in sorted(fleet.regions.items()):
         stack = fleet.stack_names[region]
         for cc in rc.compute_capabilities:
-            if cc in facts.engine_ccs or cc in rc.model.onnx_fallback_for:
+            if cc in rc.model.onnx_fallback_for:
+                continue
+            if facts.engine_status.get(cc) == "not-built":
+                # Planned, to be built by the Job on this region's GPU pool (which needs the stack to exist
+                # first): blocking the stack on it would deadlock, so it is a warning until the Job has run.
+                out.append(Finding("model.engine-not-built", WARNING,
+                                   f"stack {stack} ({region}): the engine for compute capability {cc} is planned in {facts.source} "
+                                   f"but not built yet; run its build Job before sending traffic to this region", stack, region))
+                continue
+            if cc in facts.engine_ccs:
                 continue
             pools = [p.name for p in rc.gpu_pools if p.gpu.compute_capability == cc]
             out.append(Finding("model.engines", ERROR,
@@ -228,12 +252,19 @@ def tensorrt_findings(fleet: Fleet, facts: ManifestFacts | None) -> list[Finding
         out.append(Finding("model.tensorrt", ERROR, f"the manifest ({facts.source}) does not record the TensorRT version its engines were built with"))
         return out
     for region, rc in sorted(fleet.regions.items()):
+        stack = fleet.stack_names[region]
         if not _same_trt(rc.triton.tensorrt, facts.tensorrt_version):
-            stack = fleet.stack_names[region]
             out.append(Finding("model.tensorrt", ERROR,
                                f"stack {stack} ({region}): Triton image {rc.triton.image} ships TensorRT {rc.triton.tensorrt} but the engines "
                                f"were built with {facts.tensorrt_version}: they would fail to deserialize",
                                stack, region))
+            continue
+        for cc in rc.compute_capabilities:
+            built_with = facts.engine_tensorrt.get(cc)
+            if built_with and not _same_trt(rc.triton.tensorrt, built_with):
+                out.append(Finding("model.tensorrt", ERROR,
+                                   f"stack {stack} ({region}): the engine for compute capability {cc} was built with TensorRT {built_with}, "
+                                   f"Triton image {rc.triton.image} ships {rc.triton.tensorrt}", stack, region))
     return out
 
 

@@ -91,6 +91,15 @@ def test_two_primaries_refused_at_config_load(tmp_path):
         load_stack("staging-global", d)
 
 
+def test_single_region_global_stack_is_refused():
+    glob = load_fleet("prod").glob
+    one = Routing.model_construct(mode="weighted", regions={"us-east-1": RegionRoute(weight=100)})
+    bad = glob.model_copy(update={"routing": one})
+    assert ids(inv.routing_findings("prod-global", bad), "error") == {"routing.two-regions"}
+    with pytest.raises(ConfigError, match="at least two regions"):
+        inv.refuse_global("prod-global", bad)
+
+
 def test_control_region_other_than_us_east_1_is_a_warning():
     glob = load_fleet("prod").glob.model_copy(update={"control_region": "eu-west-1"})
     found = inv.routing_findings("prod-global", glob)
@@ -237,3 +246,30 @@ def test_cli_exit_status(tmp_path, capsys):
     assert inv.main(["prod", "--stacks-dir", str(d), "--json"]) == 1
     out = json.loads(capsys.readouterr().out)
     assert {f["id"] for f in out if f["severity"] == "error"} == {"capacity.n-plus-one"}
+
+
+# ---------------------------------------------------------------- model_build's manifest layout
+def _mb_engine(cc, serves, status, trt=TRT_25_01):
+    return {"compute_capability": cc, "serves": serves, "status": status, "file": f"ranker_trt/1/model.sm{cc.replace('.', '')}.plan",
+            "tensorrt_version": trt, "reason": None if status == "built" else "built by the Job on the region's GPU pool"}
+
+
+def test_model_build_manifest_engines_serves_and_status(tmp_path):
+    doc = {"model": {"name": "ranker", "version": "2026.11.0"}, "tensorrt_version": TRT_25_01, "onnx_fallback_for": [],
+           "engines": {"8.9": _mb_engine("8.9", ["8.9"], "built"), "8.6": _mb_engine("8.6", ["8.6"], "not-built")},
+           "benchmark": {"status": "measured", "qps_per_gpu": {"8.9": 4100.0}}}
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "manifest.json").write_text(json.dumps(doc))
+    facts = inv.read_manifest(tmp_path / "repo")  # a repository directory works as well as the file
+    assert facts.engine_status == {"8.9": "built", "8.6": "not-built"} and facts.qps_per_gpu == {"8.9": 4100.0}
+    found = inv.engine_findings(load_fleet("staging"), facts)
+    # A planned engine is built by a Job on the region's own GPU pool after the stack exists: a warning.
+    assert [(f.id, f.severity, f.region) for f in found] == [("model.engine-not-built", "warning", "us-west-2")]
+
+
+def test_model_build_manifest_per_engine_tensorrt_mismatch():
+    doc = {"tensorrt_version": TRT_25_01,
+           "engines": {"8.9": _mb_engine("8.9", ["8.9"], "built", trt="10.7.0"), "8.6": _mb_engine("8.6", ["8.6"], "built")}}
+    found = inv.tensorrt_findings(load_fleet("staging"), inv.read_manifest(doc))
+    assert [(f.severity, f.region) for f in found] == [("error", "us-east-1")]
+    assert "compute capability 8.9" in found[0].message and "10.7.0" in found[0].message

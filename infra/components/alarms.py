@@ -37,9 +37,9 @@ def topic_key_policy(account_id: str) -> dict:
         "Statement": [
             {"Sid": "AccountAdministers", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
              "Action": "kms:*", "Resource": "*"},
+            # As AWS documents it for alarms on encrypted topics; the key serves only this topic.
             {"Sid": "CloudWatchPublishesToEncryptedTopic", "Effect": "Allow", "Principal": {"Service": "cloudwatch.amazonaws.com"},
-             "Action": ["kms:Decrypt", "kms:GenerateDataKey*"], "Resource": "*",
-             "Condition": {"StringEquals": {"aws:SourceAccount": account_id}}},
+             "Action": ["kms:Decrypt", "kms:GenerateDataKey*"], "Resource": "*"},
         ],
     }
 

@@ -2,7 +2,9 @@
 
     pulumi preview --stack prod-global --policy-pack infra/policy
 
-Every policy is mandatory: a violation fails the preview (and the PR workflow that runs it). The Pulumi CLI
+Every policy is mandatory: a violation fails the preview (and the PR workflow that runs it). The pack runs
+from a checkout (`--policy-pack <dir>`), not published: the fleet policies import `infra.*` and read `stacks/`
+two levels up, so a published pack would carry neither. The Pulumi CLI
 runs this file with run_name "__main__"; importing it under another name builds `POLICIES` without
 starting the analyzer server, which is how tests/policy checks the wiring.
 """
