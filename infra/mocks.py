@@ -17,8 +17,12 @@ Public API (used by infra.plan, the tests, and the global stack's tests):
   `infra.outputs.RegionalOutputs`; `StackReference` resources are answered with it.
 - `RecordingMocks`: the `pulumi.runtime.Mocks` implementation (records everything, realistic state for
   AWS resources: ids, ARNs with the resource's region and account `ACCOUNT_ID`, ELB DNS names and the real
-  per-region ELB hosted zone ids, EKS endpoint/CA/OIDC issuer, ...). `register_call(token, fn)` adds an
-  answer for an invoke this module does not know (fn(args: dict, region: str) -> dict).
+  per-region ELB hosted zone ids, EKS endpoint/CA/OIDC issuer, ...). Invokes answered: getCallerIdentity,
+  getAvailabilityZones, getPartition, getRegion, iam getPolicyDocument; `register_call(token, fn)` adds an
+  answer for another (fn(args: dict, region: str) -> dict); an unknown invoke fails loudly.
+- Constants and helpers: `ACCOUNT_ID` ("123456789012"), `ALB_ZONE_IDS` / `NLB_ZONE_IDS` (region -> ELB hosted
+  zone id), `lb_dns_name(name, region, type)`, `lb_zone_id(region, type)`, `kms_key_arn(region, seed)`.
+- `Plan` helpers: `of_type(type)`, `one(type, name=None)`, `provider_of(record)`, `counts()`.
 """
 from __future__ import annotations
 
@@ -58,7 +62,6 @@ NLB_ZONE_IDS = {
     "ap-northeast-1": "Z31USIVHYNEOWT", "ap-southeast-1": "ZKVM4W9LS7TM", "ap-southeast-2": "ZCT6FZBF4DROD",
     "ap-south-1": "ZVDDRBQ08TROA", "sa-east-1": "ZTK26PT1VY4CU",
 }
-# Route 53 answers for S3 website/alias and CloudFront are not needed by this program.
 
 
 # ------------------------------------------------------------------ records
@@ -337,7 +340,7 @@ class RecordingMocks(_mocks.Mocks):
             b = inputs.get("bucket") or f"{name}-{h8}"
             rid = b; arn = f"arn:aws:s3:::{b}"
             s.update(bucket=b, bucketDomainName=f"{b}.s3.amazonaws.com", bucketRegionalDomainName=f"{b}.s3.{region}.amazonaws.com",
-                     region=region, hostedZoneId="Z3AQBSTGFYJSTF")
+                     region=region)
         elif typ.startswith("aws:s3/"):
             rid = str(inputs.get("bucket", name))
         elif typ == "aws:eks/cluster:Cluster":

@@ -92,6 +92,7 @@ def declare_regional(stack: str, cfg: RegionConfig) -> None:
         "triton_image": cfg.triton.image,
         "model_version": cfg.model.version,
     }
-    assert tuple(outputs) == OUTPUT_KEYS, "regional outputs drifted from infra.outputs.RegionalOutputs"
+    if tuple(outputs) != OUTPUT_KEYS:  # the contract is infra.outputs; fail the run rather than export a drifted one
+        raise RuntimeError(f"regional outputs {tuple(outputs)} differ from infra.outputs.RegionalOutputs {OUTPUT_KEYS}")
     for k, v in outputs.items():
         pulumi.export(k, v)

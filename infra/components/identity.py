@@ -1,7 +1,8 @@
 """Least-privilege identities for Kubernetes service accounts (IRSA) and the policies they carry.
 
 IRSA rather than EKS Pod Identity: Triton reads S3 through aws-sdk-cpp 1.11.60 (Triton r24.10 to r25.01),
-which predates Pod Identity support (1.11.263) but handles web-identity federation. Each role trusts exactly
+which predates Pod Identity support (1.11.263) but handles web-identity federation (users run Triton on EKS
+with IRSA, triton-inference-server/server#8090, given AWS_DEFAULT_REGION, which the Deployment sets). Each role trusts exactly
 one service account of one cluster, and each policy names exactly the resources it needs.
 """
 from __future__ import annotations

@@ -52,6 +52,7 @@ def test_alb_listener_and_target_group(regional):
     public = {s.id for s in plan.of_type("aws:ec2/subnet:Subnet") if "public" in s.name}
     assert set(lb.inputs["subnets"]) == public
     assert lb.inputs["dropInvalidHeaderFields"] is True
+    assert lb.inputs["enableDeletionProtection"] is (cfg.env == "prod")
     tg = plan.one("aws:lb/targetGroup:TargetGroup")
     assert (tg.inputs["port"], tg.inputs["protocol"], tg.inputs["targetType"]) == (8000, "HTTP", "ip")
     hc = tg.inputs["healthCheck"]

@@ -105,3 +105,19 @@ def test_regions_run_different_gpu_types(use1, euw1):
 def test_regional_outputs_refuses_a_global_stack(stack):
     with pytest.raises(ValueError, match="not a regional stack"):
         regional_outputs(stack)
+
+
+def test_resources_belong_to_their_components(use1):
+    """Everything but the providers is declared inside a component (parent=self), so previews group by concept."""
+    expected = {
+        "aws:ec2/vpc:Vpc": "reco-dr:regional:Network",
+        "aws:eks/cluster:Cluster": "reco-dr:regional:Cluster",
+        "aws:s3/bucket:Bucket": "reco-dr:regional:ArtifactBucket",
+        "aws:lb/loadBalancer:LoadBalancer": "reco-dr:regional:TritonLoadBalancer",
+        "kubernetes:apps/v1:Deployment": "reco-dr:regional:TritonServing",
+        "kubernetes:apps/v1:DaemonSet": "reco-dr:regional:NvidiaDevicePlugin",
+    }
+    for t, parent in expected.items():
+        assert {r.parent_type for r in use1.of_type(t)} == {parent}
+    top = {r.type for r in use1.resources if r.parent_type == "pulumi:pulumi:Stack"}
+    assert all(t.startswith("pulumi:providers:") or t.startswith("reco-dr:regional:") for t in top)
