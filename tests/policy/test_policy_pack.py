@@ -108,3 +108,19 @@ def test_pack_enforces_n_plus_one_from_the_stack_files(tmp_path, plans):
     violations = run_pack(tmp_path, {"prod-global": plans["prod-global"]}, stacks_dir=d)["cases"]["prod-global"]
     assert violations and {name for name, _ in violations} == {"n-plus-one-capacity"}
     assert any("with us-east-1 lost, eu-west-1" in msg and "short by 22 GPUs" in msg for _, msg in violations)
+
+
+def test_pack_starts_its_analyzer_as_the_cli_runs_it():
+    """Run as "__main__" (the CLI runs it with `python -u`), the pack constructs PolicyPack, which accepts the
+    policies and serves: it prints the port the engine connects to. Stopped here by this test's own process id."""
+    import select
+
+    proc = subprocess.Popen([str(POLICY_PY), "-u", str(ROOT / "infra" / "policy" / "__main__.py")], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        line = proc.stdout.readline().strip() if ready else ""
+        assert line.isdigit(), f"no analyzer port printed; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
