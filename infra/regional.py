@@ -1,7 +1,8 @@
 """The regional stack: everything one AWS region needs to serve the ranker on GPUs.
 
 Order of construction follows the dependencies: AWS provider -> network -> artifact bucket -> EKS (+ system
-nodes, OIDC) -> GPU node groups -> Kubernetes provider -> controllers -> load balancer -> Triton. Stack
+nodes, OIDC) -> GPU node groups -> Kubernetes provider -> controllers -> load balancer -> Triton -> access
+for model_build's engine Jobs. Stack
 outputs are exactly `infra.outputs.RegionalOutputs`, the contract the global stack and the drills read.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ import pulumi_aws as aws
 from infra.components.addons import CA_SA, LBC_SA, AddonArgs, ClusterAutoscaler, GpuMetrics, LoadBalancerController
 from infra.components.artifacts import ArtifactBucket, ArtifactBucketArgs, bucket_name
 from infra.components.cluster import Cluster, ClusterArgs, cluster_name
+from infra.components.engine_build import EngineBuildAccess, EngineBuildAccessArgs
 from infra.components.gpu_pools import GpuNodePool, GpuNodePoolArgs, NvidiaDevicePlugin
 from infra.components.identity import (
     ServiceAccountRole, ServiceAccountRoleArgs, model_reader_policy, node_autoscaler_policy, target_registrar_policy,
@@ -79,6 +81,11 @@ def declare_regional(stack: str, cfg: RegionConfig) -> None:
         pools=list(cfg.gpu_pools), triton=cfg.triton, model=cfg.model, region=cfg.region, bucket_name=artifacts.name,
         role_arn=reader.arn, target_group_arn=lb.target_group.arn,
     ), kube, pulumi.ResourceOptions(depends_on=[*pools, *plugin, lbc, metrics]))
+
+    # model_build's TensorRT engine Jobs run on these GPU pools and publish into this bucket.
+    EngineBuildAccess("engine-build", EngineBuildAccessArgs(
+        model=cfg.model, bucket_name=artifacts.name, bucket_arn=artifacts.arn, key_arn=artifacts.key_arn,
+        oidc_provider_arn=cluster.oidc_provider.arn, oidc_issuer=cluster.oidc_issuer), provider, kube)
 
     outputs = {
         "region": cfg.region,

@@ -99,3 +99,23 @@ def test_lb_dns_and_zone_are_real_shape(regional):
     stack, plan, cfg = regional
     assert plan.outputs["lb_zone_id"] == ALB_ZONE_IDS[cfg.region]
     assert plan.outputs["lb_dns_name"].endswith(f".{cfg.region}.elb.amazonaws.com")
+
+
+def test_engine_builder_access_for_model_build_jobs(regional):
+    """model_build/k8s_jobs.py's contract: namespace model-build, SA engine-builder (IRSA), ConfigMap with the bucket."""
+    stack, plan, cfg = regional
+    role, trust, pol = _policy(plan, "engine-build-irsa")
+    bucket, key, m = plan.outputs["bucket_arn"], plan.outputs["kms_key_arn"], cfg.model.name
+    cond = trust["Statement"][0]["Condition"]["StringEquals"]
+    assert any(v == "system:serviceaccount:model-build:engine-builder" for v in cond.values())
+    writes = next(s for s in pol["Statement"] if s["Sid"] == "WriteEngines")
+    assert writes["Action"] == "s3:PutObject"
+    assert writes["Resource"] == [f"{bucket}/{m}/*/{m}_trt/1/*", f"{bucket}/{m}/*/engine_records/*", f"{bucket}/timing-cache/*"]
+    assert not any("Delete" in a for s in pol["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))
+    assert next(s for s in pol["Statement"] if s["Sid"] == "Kms")["Resource"] == key
+    sa = plan.one("kubernetes:core/v1:ServiceAccount", "engine-build-sa")
+    assert sa.inputs["metadata"] == {"name": "engine-builder", "namespace": "model-build",
+                                     "annotations": {"eks.amazonaws.com/role-arn": role.state["arn"]}}
+    cm = plan.one("kubernetes:core/v1:ConfigMap", "engine-build-bucket")
+    assert cm.inputs["metadata"] == {"name": "reco-dr-artifacts", "namespace": "model-build"}
+    assert cm.inputs["data"] == {"bucket": plan.outputs["bucket_name"]}

@@ -8,7 +8,7 @@ from infra.components import triton as T
 from infra.components.gpu_pools import device_plugin_daemonset
 from infra.config import load_stack
 
-K8S_KINDS = ["apps/v1:Deployment", "apps/v1:DaemonSet", "autoscaling/v2:HorizontalPodAutoscaler",
+K8S_KINDS = ["core/v1:ConfigMap", "apps/v1:Deployment", "apps/v1:DaemonSet", "autoscaling/v2:HorizontalPodAutoscaler",
              "policy/v1:PodDisruptionBudget", "core/v1:Service", "core/v1:Namespace", "core/v1:ServiceAccount"]
 
 
@@ -111,10 +111,10 @@ def test_service_and_target_group_binding(regional):
 
 def test_service_account_carries_the_triton_role(regional):
     stack, plan, cfg = regional
-    sa = plan.one("kubernetes:core/v1:ServiceAccount")
+    sa = plan.one("kubernetes:core/v1:ServiceAccount", "triton-sa")
     role = plan.one("aws:iam/role:Role", "triton-role")
     assert sa.inputs["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == role.state["arn"]
-    ns = plan.one("kubernetes:core/v1:Namespace")
+    ns = plan.one("kubernetes:core/v1:Namespace", "triton-ns")
     assert ns.inputs["metadata"]["labels"]["elbv2.k8s.aws/pod-readiness-gate-inject"] == "enabled"
 
 
