@@ -2,8 +2,7 @@
 
 Order of construction follows the dependencies: AWS provider -> network -> artifact bucket -> EKS (+ system
 nodes, OIDC) -> GPU node groups -> Kubernetes provider -> controllers -> load balancer -> Triton -> access
-for model_build's engine Jobs. Stack
-outputs are exactly `infra.outputs.RegionalOutputs`, the contract the global stack and the drills read.
+for model_build's engine Jobs. Stack outputs are exactly `infra.outputs.RegionalOutputs`, the contract the global stack and the drills read.
 """
 from __future__ import annotations
 
