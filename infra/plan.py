@@ -88,12 +88,13 @@ def key_inputs(type_: str, inputs: dict) -> dict[str, Any]:
     return {p: v for p in paths if (v := _get(inputs, p)) is not None}
 
 
-def plan_dict(plan) -> dict:
+def plan_dict(plan, findings: list[dict] | None = None) -> dict:
     return {
         "stack": plan.stack,
         "resources": [r.as_dict() for r in plan.resources],
         "counts": plan.counts(),
         "outputs": plan.outputs,
+        "findings": findings or [],
     }
 
 
@@ -112,6 +113,9 @@ def print_text(d: dict) -> None:
     print("\nOutputs:")
     for k, v in d["outputs"].items():
         print(f"  {k}: {_short(v, 160)}")
+    print("\nFleet findings (infra.invariants):" if d["findings"] else "\nFleet findings: none")
+    for f in d["findings"]:
+        print(f"  {f['severity'].upper()} [{f['id']}] {f['message']}")
 
 
 # ------------------------------------------------------------------ diff
@@ -209,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     import pulumi
 
     from infra.config import STACKS_DIR, ConfigError
+    from infra.invariants import fleet_findings
     from infra.mocks import run_program
+    from infra.outputs import OutputError
 
     if a.diff:
         # Fail on a bad revision before spending time on the plans.
@@ -218,12 +224,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: cannot read revision {a.diff!r}: not a commit in {ROOT}", file=sys.stderr)
             return 1
 
+    stacks_dir = a.stacks_dir or STACKS_DIR
     try:
-        plan = run_program(a.stack, stacks_dir=a.stacks_dir or STACKS_DIR)
-    except (ConfigError, pulumi.RunError) as e:
+        plan = run_program(a.stack, stacks_dir=stacks_dir)
+    except (ConfigError, OutputError, pulumi.RunError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    current = plan_dict(plan)
+    # Fleet-level invariants (N+1, engines, TensorRT pairing) span stacks: report them beside the plan.
+    env = a.stack.rsplit("-", 1)[0]
+    current = plan_dict(plan, [f.to_dict() for f in fleet_findings(env, stacks_dir=stacks_dir)])
 
     if a.diff:
         try:
