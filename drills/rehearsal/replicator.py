@@ -106,8 +106,13 @@ def rules_for(rules: list[Rule], key: str, tags: dict[str, str] | None = None) -
 
 class Replicator:
     def __init__(self, s3, stored_config: Callable[[], dict[str, dict | None]], *, lag: float = 0.0,
-                 poll: float = 0.2):
+                 poll: float = 0.2, config_interval: float = 1.0):
+        """`poll`: how often new versions are listed; `config_interval`: how often the stored configurations
+        are re-read (moto's model dump costs more than a listing, and configurations change rarely)."""
         self.s3, self.stored_config, self.lag, self.poll = s3, stored_config, lag, poll
+        self.config_interval = config_interval
+        self._configs: dict[str, dict | None] = {}
+        self._configs_at = float("-inf")
         self._lock = threading.RLock()
         self._baseline: dict[str, set[tuple[str, str]]] = {}  # bucket -> versions existing when its rule appeared
         self._replicas: set[tuple[str, str, str]] = set()  # (bucket, key, version) written by us
@@ -154,7 +159,9 @@ class Replicator:
 
     def sync_once(self) -> int:
         """Discover new versions and replicate those whose lag has passed; return how many copies landed."""
-        configs = self.stored_config()
+        if time.monotonic() - self._configs_at >= self.config_interval:
+            self._configs, self._configs_at = self.stored_config(), time.monotonic()
+        configs = self._configs
         landed = 0
         for bucket, cfg in sorted(configs.items()):
             rules = parse_rules(cfg)

@@ -96,9 +96,12 @@ def manifest_model(manifest: dict) -> tuple[str, str]:
 
 
 def manifest_inputs(manifest: dict) -> list[dict]:
-    """The input signature [{name, datatype, shape}] as the manifest records it (several shapes accepted)."""
-    sig = manifest.get("inputs") or (manifest.get("signature") or {}).get("inputs") or \
-        (manifest.get("signatures") or {}).get("inputs") or []
+    """The input signature as [{name, datatype (V2: INT32, FP32...), shape (batch first, -1)}].
+
+    model_build's manifest has `signature.inputs[] = {name, dtype: "int32", dims: [8]}` (Triton's dims,
+    without the batch dimension); a `shape` (with the batch dimension) is accepted too.
+    """
+    sig = manifest.get("inputs") or (manifest.get("signature") or {}).get("inputs") or []
     if isinstance(sig, dict):
         sig = [{"name": k, **v} for k, v in sig.items()]
     out = []
@@ -106,7 +109,8 @@ def manifest_inputs(manifest: dict) -> list[dict]:
         dt = str(s.get("datatype") or s.get("dtype") or s.get("data_type") or "FP32").upper()
         dt = {"FLOAT32": "FP32", "FLOAT": "FP32", "TYPE_FP32": "FP32", "TYPE_INT32": "INT32", "INT": "INT32",
               "FLOAT64": "FP64", "TYPE_INT64": "INT64"}.get(dt, dt)
-        out.append({"name": s["name"], "datatype": dt, "shape": list(s.get("shape") or s.get("dims") or [])})
+        shape = list(s["shape"]) if s.get("shape") is not None else [-1, *(s.get("dims") or [])]
+        out.append({"name": s["name"], "datatype": dt, "shape": shape})
     return out
 
 
@@ -123,27 +127,57 @@ def _config_kind(config_text: str) -> str:
     return "other:" + (value or "unknown")
 
 
+def config_parameters(config_text: str) -> dict[str, str]:
+    """The string parameters of a config.pbtxt (e.g. model_build's `onnx_model`, `manifest`)."""
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2 as mc
+
+        cfg = text_format.Parse(config_text, mc.ModelConfig())
+        return {k: v.string_value for k, v in cfg.parameters.items()}
+    except ImportError:  # pragma: no cover - tritonclient is in the venv; a regex is enough for this field
+        return dict(re.findall(r'key:\s*"([^"]+)"\s*value\s*{\s*string_value:\s*"([^"]*)"', config_text))
+
+
+def _models(src: Path) -> tuple[dict[str, str], set[str]]:
+    """(model dir -> kind, files the python models reference by parameter)."""
+    kinds: dict[str, str] = {}
+    referenced: set[str] = set()
+    for cfg in sorted(Path(src).glob("*/config.pbtxt")):
+        text = cfg.read_text()
+        kinds[cfg.parent.name] = _config_kind(text)
+        if kinds[cfg.parent.name] == "python":
+            params = config_parameters(text)
+            referenced |= {v for k, v in params.items() if k in ("onnx_model", "manifest") and v}
+    return kinds, referenced
+
+
 def classify(src: Path) -> tuple[list[str], dict[str, str], list[str]]:
-    """(python models, excluded relative path -> reason, served relative paths) for a model_build output."""
+    """(python models, excluded relative path -> reason, served relative paths) for a model_build output.
+
+    The ONNX file served is the one a python model's `onnx_model` parameter names (model_build's python
+    model reads it from there); without that parameter every .onnx file is served.
+    """
     src = Path(src)
     py_models: list[str] = []
     excluded: dict[str, str] = {}
     served: list[str] = []
-    kinds: dict[str, str] = {}
-    for cfg in sorted(src.glob("*/config.pbtxt")):
-        kinds[cfg.parent.name] = _config_kind(cfg.read_text())
+    kinds, referenced = _models(src)
     for path in sorted(p for p in src.rglob("*") if p.is_file()):
         rel = path.relative_to(src).as_posix()
         if "__pycache__" in path.parts:
             continue
         top = rel.split("/", 1)[0]
         kind = kinds.get(top)
-        if rel == MANIFEST:
-            served.append(rel)
+        is_onnx = path.suffix == ".onnx" or path.name.endswith(".onnx.data")
+        if rel == MANIFEST or rel in referenced:
+            served.append(rel)  # the python model runs the ONNX file with ONNX Runtime
         elif kind == "python":
             served.append(rel)
-        elif path.suffix == ".onnx" or path.name.endswith(".onnx.data"):
-            served.append(rel)  # the python model runs it with ONNX Runtime
+        elif is_onnx and not any(r.endswith(".onnx") for r in referenced):
+            served.append(rel)
+        elif is_onnx:
+            excluded[rel] = "an ONNX file the python model does not load (e.g. the TensorRT engines' source graph)"
         elif kind == "onnx":
             excluded[rel] = ("ONNX Runtime backend model config: the pytriton server has no onnxruntime backend "
                              "(the python model serves the same ONNX file instead)")
@@ -202,10 +236,12 @@ def prepare_serving_repo(src: Path, dest: Path) -> ServingRepo:
         if rel not in files:
             raise ArtifactError(f"{src}: {rel} is not listed in the manifest, so its integrity cannot be checked; "
                                 f"refusing to serve it")
-    # A file the manifest lists among the served set but that is absent is an incomplete artifact.
+    # A file the manifest lists that serving needs but that is absent: an incomplete artifact.
+    _, referenced = _models(src)
+    any_ref_onnx = any(r.endswith(".onnx") for r in referenced)
     for rel in files:
-        top = rel.split("/", 1)[0]
-        if (top in py_models or rel.endswith(".onnx")) and rel not in served:
+        needed = rel.split("/", 1)[0] in py_models or rel in referenced or (rel.endswith(".onnx") and not any_ref_onnx)
+        if needed and rel not in served:
             raise ArtifactError(f"{src}: {rel} is listed in the manifest but missing; the artifact is incomplete, "
                                 f"republish the model version")
     for rel in served:

@@ -9,7 +9,7 @@ exception during start-up, on SIGINT/SIGTERM and at interpreter exit, through `p
    the offline plan of the global and regional stacks, `infra.mocks.run_program`), not from a second
    description;
 3. the model: the model_build output is verified against its manifest, published to every region's bucket
-   under `models/<name>/<version>/`, synced back from each bucket and prepared as that region's serving
+   under `<name>/<version>/` (by `model_build.publish` unless another publisher is given), synced back from each bucket and prepared as that region's serving
    repository (`repo.prepare_serving_repo`: only what the CPU Triton loads, hashes checked);
 4. one real Triton per region on its own loopback address (`127.0.10.<n>`: the region's load balancer),
    all on the same ports, so the DNS answer alone decides which region a client reaches;
@@ -78,6 +78,23 @@ class Canary:
     t_put: float  # wall clock just before the PUT was sent
 
 
+Publisher = Callable[[Path, str, str, Any], Any]  # (model_dir, bucket, prefix, s3 client)
+
+
+def model_build_publisher(model_dir: Path, bucket: str, prefix: str, s3) -> Any:
+    """model_build's own publish (verified build, SHA-256 checksums, If-None-Match, manifest last), to the
+    immutable prefix `<model>/<version>` it derives from the manifest, which is `prefix` here too."""
+    from model_build.publish import publish
+
+    return publish(Path(model_dir), bucket, s3=s3, log=lambda s: None)
+
+
+def plain_publisher(model_dir: Path, bucket: str, prefix: str, s3) -> Any:
+    """A plain upload, manifest last: for model directories that are not a complete model_build output
+    (the tests' tiny model); the serving side still checks every hash against the manifest."""
+    return upload_tree(s3, bucket, prefix, model_dir)
+
+
 def plan_declared(fleet) -> list[dict]:
     """Declared resources of the fleet's global and regional stacks, from their offline plan (mocks)."""
     from infra.mocks import run_program
@@ -91,9 +108,9 @@ def plan_declared(fleet) -> list[dict]:
 class World:
     def __init__(self, fleet, *, model_dir: Path | str, workdir: Path | str, declared: Sequence[Any] | None = None,
                  base_port: int | None = None, scale: Scale = Scale(), seed: int | None = None,
-                 log: Callable[[str], None] = lambda s: None):
+                 publisher: Publisher = model_build_publisher, log: Callable[[str], None] = lambda s: None):
         self.fleet, self.model_dir, self.workdir = fleet, Path(model_dir), Path(workdir)
-        self.scale, self.seed, self.log = scale, seed, log
+        self.scale, self.seed, self.log, self.publisher = scale, seed, log, publisher
         self._declared = list(declared) if declared is not None else None
         self.base_port = base_port
         self.regions: list[str] = list(fleet.regions)
@@ -237,9 +254,9 @@ class World:
     def _publish(self) -> None:
         assert self.moto is not None
         name, version = manifest_model(self.manifest)
-        self.model_prefix = f"models/{name}/{version}"
+        self.model_prefix = f"{name}/{version}"  # model_build publish's immutable version prefix
         for region, bucket in self.buckets.items():
-            upload_tree(self.moto.client("s3", region), bucket, self.model_prefix, self.model_dir)
+            self.publisher(self.model_dir, bucket, self.model_prefix, self.moto.client("s3", region))
 
     def _start_one(self, region: str) -> float:
         assert self.moto is not None
@@ -253,7 +270,11 @@ class World:
                          metrics_port=self.ports["metrics"], workdir=rdir / "triton",
                          ready_timeout=self.scale.ready_timeout, exit_timeout=self.scale.triton_exit_timeout)
         self.tritons[region] = t
-        return t.start()
+        ready = t.start()
+        # One inference before traffic: the first request pays for ONNX Runtime's lazy initialisation (tens
+        # of ms), which would otherwise show up as a latency outlier or a client timeout in the records.
+        t.infer(repo.models[0], self.batches(n=1, batch=8)[0], timeout=30)
+        return ready
 
     def _start_tritons(self) -> None:
         # In parallel: each spends most of its ~2 s start-up loading the python stub and ONNX Runtime.
@@ -466,7 +487,10 @@ class World:
         return next(iter(self.repos.values())).models[0]
 
     def batches(self, n: int = 32, batch: int = 32) -> list:
-        return feature_batches(manifest_inputs(self.manifest), n=n, batch=batch, seed=self.seed)
+        # The build's golden rows (its data seed when the manifest records one), not this world's RNG seed.
+        m = self.manifest
+        seed = (m.get("data") or {}).get("seed") if isinstance(m.get("data"), dict) else m.get("data_seed")
+        return feature_batches(manifest_inputs(m), n=n, batch=batch, seed=seed)
 
     def loadgen(self, *, rate: float, duration: float | None = None, count: int | None = None, clients: int = 8,
                 timeout: float = 1.0, batch: int = 32) -> LoadGenerator:

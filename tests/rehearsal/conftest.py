@@ -54,6 +54,8 @@ def tiny_model_build(out: Path) -> Path:
     (out / "ranker_onnx" / "1" / "model.onnx").write_bytes(_tiny_onnx())
     (out / "ranker_onnx" / "config.pbtxt").write_text(
         'name: "ranker_onnx"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 4096\n')
+    (out / "trt_src").mkdir(exist_ok=True)
+    (out / "trt_src" / "model.fp16.onnx").write_bytes(b"the TensorRT engines' source graph, not served")
     (out / "ranker_trt" / "1").mkdir(parents=True, exist_ok=True)
     (out / "ranker_trt" / "1" / "model_8.9.plan").write_bytes(b"not a real engine")
     (out / "ranker_trt" / "config.pbtxt").write_text(

@@ -152,6 +152,7 @@ def test_serving_repo_keeps_only_what_the_cpu_triton_loads(model_dir, tmp_path):
     assert "ranker_onnx/1/model.onnx" in served and "manifest.json" in served
     assert "ranker_onnx/config.pbtxt" in excluded and "onnxruntime" in excluded["ranker_onnx/config.pbtxt"]
     assert "TensorRT" in excluded["ranker_trt/1/model_8.9.plan"]
+    assert "does not load" in excluded["trt_src/model.fp16.onnx"]
     repo = prepare_serving_repo(model_dir, tmp_path / "serve")
     files = sorted(p.relative_to(repo.path).as_posix() for p in repo.path.rglob("*") if p.is_file())
     assert files == ["manifest.json", "ranker_onnx/1/model.onnx", "ranker_py/1/model.py", "ranker_py/config.pbtxt"]

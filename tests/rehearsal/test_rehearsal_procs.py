@@ -63,3 +63,37 @@ def test_port_in_use_is_reported_clearly():
         assert str(e.value) == f"port {port} on 127.0.0.1 is in use by another process: stop it or pass --base-port"
     base = free_port_block(5, ["127.0.0.1", "127.0.10.1"])
     assert all(port_free(h, base + i) for h in ("127.0.0.1", "127.0.10.1") for i in range(5))
+
+
+SCRIPT = """
+import sys, time
+from drills.rehearsal.procs import Supervisor
+mode = sys.argv[1]
+sup = Supervisor()
+if mode != "atexit":
+    sup.__enter__()  # installs the SIGINT/SIGTERM handlers
+kids = [sup.start(f"k{i}", [sys.executable, "-c", "import time; time.sleep(60)"]) for i in range(2)]
+print(" ".join(str(k.pid) for k in kids), flush=True)
+if mode == "atexit":
+    sys.exit(0)  # no context manager, no stop: the atexit hook must do it
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "atexit"])
+def test_signals_and_interpreter_exit_stop_children(how, tmp_path):
+    import os
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, how], stdout=subprocess.PIPE, text=True,
+                            cwd=os.getcwd(), env={**os.environ, "PYTHONPATH": os.getcwd()})
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) == 2 and all(pid_alive(p) for p in pids)
+    if how != "atexit":
+        proc.send_signal(getattr(signal, how))
+    rc = proc.wait(10)
+    deadline = time.monotonic() + 5
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(pid_alive(p) for p in pids), f"children of a process ended by {how} survived"
+    assert rc == {"SIGTERM": 143, "SIGINT": -signal.SIGINT, "atexit": 0}[how] or (how == "SIGINT" and rc in (1, 130))

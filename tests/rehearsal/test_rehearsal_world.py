@@ -1,0 +1,157 @@
+"""The whole rehearsal backend at reduced scale: staging's two regions, created in moto from the offline plan of
+the real Pulumi programs, two real Tritons, the health-check, DNS and replication models, and client traffic.
+
+Timings are scaled (Scale.ci: 0.25 s health-check interval, TTL 1 s); the failure threshold and everything
+else stay as declared. Every world is torn down with no process left behind, also after an exception.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from drills.rehearsal.world import LB_NET, Scale, World, plain_publisher, plan_declared
+from infra.config import load_fleet
+
+# The Pulumi programs use deprecated pulumi_aws classes; that is for their owners, not this test.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+PRIMARY, SECONDARY = "us-east-1", "us-west-2"
+TOLERANCE_S = 1.0  # scheduling on 2 shared cores: probe phase, thread wake-ups, one extra probe
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    return load_fleet("staging")
+
+
+@pytest.fixture(scope="module")
+def world(fleet, model_dir, tmp_path_factory):
+    declared = plan_declared(fleet)  # the global and regional programs under Pulumi mocks
+    w = World(fleet, model_dir=model_dir, workdir=tmp_path_factory.mktemp("world"), declared=declared,
+              scale=Scale.ci(), seed=7, publisher=plain_publisher)
+    with w:
+        yield w
+    assert not w.sup.leftovers(), "processes left behind"
+    assert all(not t.shm_regions() for t in w.tritons.values())
+
+
+def test_moto_holds_what_the_programs_declare(world, fleet):
+    recs = {rr["SetIdentifier"]: rr for rr in world.records()}
+    assert {r: rr.get("Failover") for r, rr in recs.items()} == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
+    assert all(rr["AliasTarget"]["EvaluateTargetHealth"] and rr["HealthCheckId"] for rr in recs.values())
+    r53 = world.moto.client("route53")
+    for region, hid in world.health_check_ids.items():
+        cfg = r53.get_health_check(HealthCheckId=hid)["HealthCheck"]["HealthCheckConfig"]
+        # moto keeps the declared timings; only the model runs them scaled.
+        assert (cfg["RequestInterval"], cfg["FailureThreshold"]) == (10, fleet.glob.health_check.failure_threshold)
+        assert cfg["ResourcePath"] == "/v2/health/ready"
+    stored = world.moto.stored_replication()
+    for region, bucket in world.buckets.items():
+        (rule,) = stored[bucket]["Rule"]
+        assert rule["DeleteMarkerReplication"] == {"Status": "Enabled"}
+        other = world.buckets[SECONDARY if region == PRIMARY else PRIMARY]
+        assert rule["Destination"]["Bucket"] == f"arn:aws:s3:::{other}"
+        assert world.moto.client("s3").get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+
+
+def test_each_region_serves_the_model_synced_from_its_bucket(world, model_dir):
+    batch = world.batches(n=1, batch=32)[0]
+    for region, t in world.tritons.items():
+        assert t.address == world.region_ip[region] and t.address.startswith(LB_NET)
+        out = t.infer(world.model_name, batch)["outputs"][0]
+        assert out["shape"] == [32, 1] and all(0 < v < 1 for v in out["data"])
+        manifest, _ = world.served_manifest(region)
+        assert manifest == world.manifest
+        keys = [o["Key"] for o in world.moto.client("s3").list_objects_v2(
+            Bucket=world.buckets[region], Prefix=world.model_prefix)["Contents"]]
+        assert f"{world.model_prefix}/manifest.json" in keys
+        assert world.triton_ready(region) == (1, 1)
+    d = world.describe()
+    assert all(r["triton"]["ready_s"][0] < 30 and r["triton"]["rss_mib"] > 10 for r in d["regions"].values())
+
+
+def test_dns_answers_the_primary_while_it_is_healthy(world):
+    assert world.health_status() == {PRIMARY: True, SECONDARY: True}
+    assert world.routing() == {PRIMARY: 1.0}
+    assert set(world.resolve(5)) == {PRIMARY}
+
+
+def test_region_outage_moves_traffic_and_loses_nothing_after_the_window(world):
+    pred = world.predicted_rto()
+    lg = world.loadgen(rate=40, duration=6.0, clients=8, timeout=1.0)
+    with lg:
+        time.sleep(1.5)
+        fault = world.fail_region(PRIMARY, "kill")
+        lg.join()
+    recs = lg.records()
+    window = pred["total_s"] + TOLERANCE_S
+    rto = world.rto(recs, fault, PRIMARY, window_limit_s=window)
+    errors_before = [(round(r.t - fault, 3), r.error) for r in recs if r.t < fault and not r.ok]
+    assert rto["before"]["share"] == {PRIMARY: 1.0} and not errors_before, errors_before
+    assert rto["after"]["share"] == {SECONDARY: 1.0} and rto["after"]["success_rate"] == 1.0
+    interval = world.scale.hc_interval
+    threshold = world.fleet.glob.health_check.failure_threshold
+    assert (threshold - 1) * interval <= rto["detection_s"] <= threshold * interval + TOLERANCE_S
+    assert rto["dns_change_s"] - rto["detection_s"] < 0.2  # health is evaluated at query time
+    assert rto["all_clients_recovered_s"] <= pred["total_s"] + TOLERANCE_S
+    assert rto["lost_after_window"] == 0 and rto["errors_during_failover"] > 0
+    assert len(recs) >= 0.9 * 40 * 6
+    assert set(world.resolve(3)) == {SECONDARY}
+    world.last_rto = rto  # for the figures printed by the last test
+
+
+def test_canary_replication_lag_is_measured(world):
+    canary = world.put_canary(SECONDARY)
+    got = world.wait_replicated(canary, timeout=10)
+    rpo = got[PRIMARY]["rpo_s"]
+    assert world.scale.replication_lag <= rpo < world.scale.replication_lag + 2.0
+    s3 = world.moto.client("s3")
+    body = s3.get_object(Bucket=world.buckets[PRIMARY], Key=canary.key)["Body"].read()
+    assert body == s3.get_object(Bucket=canary.bucket, Key=canary.key, VersionId=canary.version_id)["Body"].read()
+    # A delete marker follows, because the declared rules replicate delete markers.
+    s3.delete_object(Bucket=canary.bucket, Key=canary.key)
+    marker = s3.list_object_versions(Bucket=canary.bucket, Prefix=canary.key)["DeleteMarkers"][0]["VersionId"]
+    world.replicator.wait(canary.bucket, canary.key, marker, [world.buckets[PRIMARY]], timeout=10)
+    assert s3.list_object_versions(Bucket=world.buckets[PRIMARY], Prefix=canary.key).get("DeleteMarkers")
+    world.last_rpo = rpo
+
+
+def test_restore_fails_back_then_stall_and_inversion_fail_over(world):
+    def wait_for(cond, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if cond():
+                return time.monotonic()
+            time.sleep(0.05)
+        raise AssertionError("condition not reached")
+
+    world.restore_region(PRIMARY)
+    wait_for(lambda: world.routing() == {PRIMARY: 1.0})  # Route 53 failover fails back once healthy again
+    t0 = time.monotonic()
+    world.fail_region(PRIMARY, "stall")  # SIGSTOP: probes time out instead of being refused
+    t1 = wait_for(lambda: world.routing() == {SECONDARY: 1.0})
+    assert t1 - t0 <= world.predicted_rto()["detection_s"] + world.scale.probe_timeout + TOLERANCE_S
+    world.restore_region(PRIMARY)
+    wait_for(lambda: world.routing() == {PRIMARY: 1.0})
+    world.set_inverted(PRIMARY, True)  # the control-plane variant: Route 53 API only
+    wait_for(lambda: world.routing() == {SECONDARY: 1.0}, timeout=2)
+    world.set_inverted(PRIMARY, False)
+    wait_for(lambda: world.routing() == {PRIMARY: 1.0}, timeout=2)
+    causes = [c.cause for c in world.dns_changes()]
+    assert causes[0] == "start" and causes.count("health") >= 6
+
+
+def test_figures(world, capsys):
+    """Not an assertion: the measured figures, printed for the issue note (pytest -s shows them)."""
+    d = world.describe()
+    rto = getattr(world, "last_rto", {})
+    with capsys.disabled():
+        print("\nrehearsal figures:", {
+            "triton_ready_s": {r: v["triton"]["ready_s"] for r, v in d["regions"].items()},
+            "triton_rss_mib": {r: v["triton"]["rss_mib"] for r, v in d["regions"].items()},
+            "moto_ready_s": round(d["moto_ready_s"], 2), "timings": d["timings"],
+            "rto": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in rto.items()
+                    if k.endswith("_s") or k.startswith("errors") or k in ("requests", "lost_after_window")},
+            "latency_before": rto.get("before"), "latency_after": rto.get("after"),
+            "rpo_s": getattr(world, "last_rpo", None)})
