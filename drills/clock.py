@@ -43,12 +43,19 @@ class FakeClock:
         self.advance(max(0.0, seconds))
 
     def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += seconds
-            due = [t for t in self._timers if t[0] <= self._now]
-            self._timers = [t for t in self._timers if t[0] > self._now]
-        for _, fn in sorted(due, key=lambda t: t[0]):
-            fn()
+        """Move time forward, firing timers in time order with `now()` equal to each timer's time (a timer
+        may schedule the next one, as a periodic checker does)."""
+        target = self._now + seconds
+        while True:
+            with self._lock:
+                due = [t for t in self._timers if t[0] <= target]
+                if not due:
+                    break
+                first = min(due, key=lambda t: t[0])
+                self._timers.remove(first)
+                self._now = max(self._now, first[0])
+            first[1]()
+        self._now = target
 
     def at(self, when: float, fn: Callable[[], None]) -> None:
         """Run `fn` once the clock reaches `when` (absolute)."""

@@ -52,6 +52,10 @@ class Condition(_Model):
     kind: str
     params: dict[str, Any] = {}
     description: str
+    # A failed blocking gate aborts (and rolls back); a non-blocking one is recorded and judged in the report,
+    # for measurements that should complete even when they miss their objective (RPO, a release's quality gates
+    # in shadow mode).
+    blocking: bool = True
 
 
 class Step(_Model):

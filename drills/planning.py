@@ -52,10 +52,6 @@ def failover_path(region: str) -> str:
     return f"routing.regions.{region}.failover"
 
 
-def pool_path(index: int, key: str = "desired") -> str:
-    return f"gpu_pools[{index}].{key}"
-
-
 def roles_of(fleet: Fleet) -> dict[str, str] | None:
     r = fleet.glob.routing
     return {k: v.failover for k, v in r.regions.items()} if r.mode == "failover" else None  # type: ignore[misc]
@@ -202,39 +198,46 @@ def steady_abort_conditions(ctx: PlanContext, exclude: list[str] | None = None) 
     return [slo_condition(ctx, "abort if service probes drop below the SLO"), healthy_condition(exclude)]
 
 
-def precheck_step(ctx: PlanContext, touches: dict[str, list[str]], pre_config: dict[str, dict[str, Any]], engines_for: list[str]) -> Step:
+def precheck_step(ctx: PlanContext, pre_config: dict[str, dict[str, Any]], engines_for: list[str]) -> Step:
+    fleet = ctx.fleet
+    ccs = {r: [cc for cc in fleet.regions[r].compute_capabilities if cc not in fleet.regions[r].model.onnx_fallback_for]
+           for r in sorted(engines_for)}
     return Step(
         name="precheck", action="precheck",
-        description="live config equals the plan's, every region healthy, pools active, engines in the buckets, baseline SLO",
-        params={"expect_config": pre_config, "engines_for": sorted(engines_for), "baseline_seconds": ctx.params.slo_window_seconds},
+        description="live config equals the plan's, every region healthy, GPU node groups active, engines in the buckets, baseline SLO",
+        params={"expect_config": pre_config, "engines_for": ccs, "baseline_seconds": ctx.params.slo_window_seconds},
         checks=[slo_condition(ctx, "baseline")],
     )
 
 
-def prescale_steps(ctx: PlanContext, targets: dict[str, dict[int, int]]) -> list[Step]:
-    """Raise survivors' desired GPU node counts through their regional stacks, then wait for them."""
+def prescale_steps(ctx: PlanContext, targets: dict[str, dict[str, int]]) -> list[Step]:
+    """Raise survivors' GPU node groups (min and desired) before traffic moves, then wait for them.
+
+    Through the EKS API, not the regional stack: the regional program leaves `desiredSize` to the cluster
+    autoscaler (ignore_changes), so a stack change would not reach the node group. Raising min too keeps the
+    autoscaler from reclaiming the idle new nodes before the traffic arrives.
+    """
+    targets = {r: t for r, t in sorted(targets.items()) if t}
     if not targets:
         return []
     fleet = ctx.fleet
-    changes = {fleet.stack_names[r]: {pool_path(i): n for i, n in sorted(t.items())} for r, t in sorted(targets.items())}
-    wait = {r: {fleet.regions[r].gpu_pools[i].name: n for i, n in t.items()} for r, t in sorted(targets.items())}
-    desc = "; ".join(f"{r}: " + ", ".join(f"{fleet.regions[r].gpu_pools[i].name} {fleet.regions[r].gpu_pools[i].desired}->{n}" for i, n in sorted(t.items())) for r, t in sorted(targets.items()))
+    desc = "; ".join(f"{r}: " + ", ".join(f"{p} {next(x.desired for x in fleet.regions[r].gpu_pools if x.name == p)}->{n}" for p, n in sorted(t.items()))
+                     for r, t in targets.items())
     return [
-        Step(name="prescale", action="set_config", mutates=True, params={"changes": changes},
-             description=f"pre-scale survivors' GPU pools through their regional stacks ({desc})"),
-        Step(name="wait-capacity", action="wait_capacity", params={"targets": wait, "timeout": ctx.params.capacity_timeout_seconds},
+        Step(name="prescale", action="scale_pools", mutates=True, params={"targets": targets},
+             description=f"pre-scale survivors' GPU node groups, min and desired, through the EKS API ({desc})"),
+        Step(name="wait-capacity", action="wait_capacity", params={"targets": targets, "timeout": ctx.params.capacity_timeout_seconds},
              description="wait until the pre-scaled node groups are active at their new size and Triton pods are ready",
-             checks=[Condition(kind="capacity_ready", params={"targets": wait}, description="node groups at target, Triton pods ready")]),
+             checks=[Condition(kind="capacity_ready", params={"targets": targets}, description="node groups at target, Triton pods ready")]),
     ]
 
 
-def scale_back_step(ctx: PlanContext, targets: dict[str, dict[int, int]]) -> list[Step]:
-    if not targets:
+def scale_back_step(ctx: PlanContext, targets: dict[str, dict[str, int]]) -> list[Step]:
+    pools = {r: sorted(t) for r, t in sorted(targets.items()) if t}
+    if not pools:
         return []
-    fleet = ctx.fleet
-    changes = {fleet.stack_names[r]: {pool_path(i): fleet.regions[r].gpu_pools[i].desired for i in sorted(t)} for r, t in sorted(targets.items())}
-    return [Step(name="scale-back", action="set_config", mutates=True, params={"changes": changes},
-                 description="return pre-scaled pools to their pre-drill desired sizes")]
+    return [Step(name="scale-back", action="restore_pools", mutates=True, params={"pools": pools},
+                 description="return pre-scaled node groups to the min and desired sizes recorded before the drill")]
 
 
 def hold_step(ctx: PlanContext, what: str, exclude: list[str] | None = None, phase: str = "steady") -> Step:

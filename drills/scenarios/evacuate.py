@@ -4,7 +4,7 @@ from __future__ import annotations
 from drills.errors import GuardrailError
 from drills.model import Condition, Plan, Step
 from drills.planning import (
-    PlanContext, capacity_rows, finish_plan, healthy_condition, hold_step, pool_path, precheck_step, prescale_steps,
+    PlanContext, capacity_rows, finish_plan, healthy_condition, hold_step, precheck_step, prescale_steps,
     refuse_unsafe, scale_back_step, shares, shift_schedule, slo_condition, steady_abort_conditions, verify_step,
     weight_path,
 )
@@ -54,12 +54,7 @@ class EvacuateRegion(Scenario):
         n = len(schedule)
         shifts = [shift_step(ctx, f"shift-{k}", w, baseline, f"shift {k}/{n}") for k, w in enumerate(schedule, 1)]
         # Pre-scale each survivor to the largest share it reaches (the last step), pool by pool.
-        targets: dict[str, dict[int, int]] = {}
-        for row in shifts[-1].capacity:
-            cfg = fleet.regions[row.region]
-            grow = {i: row.prescale[p.name] for i, p in enumerate(cfg.gpu_pools) if p.name in row.prescale}
-            if grow and row.region != region:
-                targets[row.region] = grow
+        targets = {row.region: dict(row.prescale) for row in shifts[-1].capacity if row.region != region and row.prescale}
         drain = Step(
             name="observe-drain", action="observe_switch", phase="steady",
             params={"away_from": [region], "timeout": ctx.params.slo_window_seconds + 3 * fleet.glob.ttl},
@@ -70,12 +65,9 @@ class EvacuateRegion(Scenario):
         restores = [shift_step(ctx, f"restore-{k}", w, baseline, f"restore {k}/{len(back)}") for k, w in enumerate(back, 1)]
         touches = {fleet.global_stack: [weight_path(r) for r in sorted(pre)]}
         pre_config = {fleet.global_stack: {weight_path(r): w for r, w in sorted(pre.items())}}
-        for r, t in targets.items():
-            touches[fleet.stack_names[r]] = [pool_path(i) for i in sorted(t)]
-            pre_config[fleet.stack_names[r]] = {pool_path(i): fleet.regions[r].gpu_pools[i].desired for i in sorted(t)}
         survivors = sorted(r for r in pre if r != region and pre[r] > 0)
         steps = [
-            precheck_step(ctx, touches, pre_config, engines_for=survivors),
+            precheck_step(ctx, pre_config, engines_for=survivors),
             *prescale_steps(ctx, targets),
             *shifts,
             drain,
@@ -90,7 +82,7 @@ class EvacuateRegion(Scenario):
             "restore the routing weights recorded in the journal before the first change: " + " / ".join(f"{r} {w}" for r, w in pre.items()) + " (global stack config, pulumi up)",
         ]
         if targets:
-            rollback.append("then return pre-scaled pools to their recorded desired sizes (regional stack config, pulumi up)")
+            rollback.append("then return pre-scaled node groups to their recorded min and desired sizes (EKS API)")
         rollback.append("verify the records and config equal the recorded pre-drill state")
         return finish_plan(ctx, self.name, steps, touches=touches, pre_config=pre_config,
                            abort=steady_abort_conditions(ctx), rollback=rollback)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from drills.errors import GuardrailError
 from drills.model import Condition, Plan, Step
 from drills.planning import (
-    PlanContext, capacity_rows, failover_path, finish_plan, healthy_condition, hold_step, pool_path, precheck_step,
+    PlanContext, capacity_rows, failover_path, finish_plan, healthy_condition, hold_step, precheck_step,
     prescale_steps, refuse_unsafe, roles_of, scale_back_step, shares, slo_condition, steady_abort_conditions,
     verify_step,
 )
@@ -52,16 +52,11 @@ class StackFlip(Scenario):
         flip = _flip_step(ctx, "flip", new, baseline, f"make {secondary} PRIMARY")
         back = _flip_step(ctx, "flip-back", pre, baseline, f"make {primary} PRIMARY again")
         row = next(r for r in flip[0].capacity if r.region == secondary)
-        cfg = fleet.regions[secondary]
-        targets = {secondary: {i: row.prescale[p.name] for i, p in enumerate(cfg.gpu_pools) if p.name in row.prescale}}
-        targets = {r: t for r, t in targets.items() if t}
+        targets = {secondary: dict(row.prescale)} if row.prescale else {}
         touches = {fleet.global_stack: [failover_path(r) for r in sorted(pre)]}
         pre_config = {fleet.global_stack: {failover_path(r): v for r, v in sorted(pre.items())}}
-        for r, t in targets.items():
-            touches[fleet.stack_names[r]] = [pool_path(i) for i in sorted(t)]
-            pre_config[fleet.stack_names[r]] = {pool_path(i): fleet.regions[r].gpu_pools[i].desired for i in sorted(t)}
         steps = [
-            precheck_step(ctx, touches, pre_config, engines_for=[secondary]),
+            precheck_step(ctx, pre_config, engines_for=[secondary]),
             *prescale_steps(ctx, targets),
             *flip,
             hold_step(ctx, f"with {secondary} PRIMARY"),
@@ -71,6 +66,6 @@ class StackFlip(Scenario):
         ]
         rollback = [f"restore the failover roles recorded in the journal ({primary} PRIMARY, {secondary} SECONDARY; global stack config, pulumi up)"]
         if targets:
-            rollback.append("then return pre-scaled pools to their recorded desired sizes")
+            rollback.append("then return pre-scaled node groups to their recorded min and desired sizes (EKS API)")
         return finish_plan(ctx, self.name, steps, touches=touches, pre_config=pre_config,
                            abort=steady_abort_conditions(ctx), rollback=rollback)

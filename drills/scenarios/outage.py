@@ -40,7 +40,7 @@ class RegionOutage(Scenario):
         if fleet.glob.routing.mode == "failover" and fleet.glob.routing.regions[region].failover == "SECONDARY":
             ctx.notes.append(f"{region} is the SECONDARY: its outage moves no traffic; the drill proves its health check and alarms")
         steps = [
-            precheck_step(ctx, {}, {}, engines_for=[r.region for r in rows if r.gains_share]),
+            precheck_step(ctx, {}, engines_for=[r.region for r in rows if r.gains_share]),
             Step(name="inject-fault", action="inject_fault", mutates=True, phase="failover", capacity=rows,
                  params={"region": region, "fault": fault},
                  description=f"fail {region} in the data plane ({fault}); no Route 53 or Pulumi call makes the failover"),

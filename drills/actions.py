@@ -1,0 +1,438 @@
+"""Step actions, by name, in a registry: `fn(run, step) -> result dict` (journaled with the step).
+
+Every change goes through `run.event(...)` *before* it is made (write-ahead), with what it replaces, so the
+engine's rollback and `drills rollback` after a crash know what to undo. Actions set absolute values (weights,
+roles, sizes), so re-running a step after a crash (`drills resume`) is harmless. New actions (a release's canary
+share, a node loss) register with `@action("name")`.
+"""
+from __future__ import annotations
+
+import bisect
+import json
+import re
+from typing import TYPE_CHECKING, Any, Callable
+
+from drills.checks import evaluate, slo_ok, window_stats
+from drills.errors import Abort, GuardrailError
+from drills.manifest import manifest_facts
+
+if TYPE_CHECKING:
+    from drills.engine import Run
+    from drills.model import Step
+
+ActionFn = Callable[["Run", "Step"], dict]
+ACTIONS: dict[str, ActionFn] = {}
+
+_WEIGHT = re.compile(r"^routing\.regions\.([a-z0-9-]+)\.weight$")
+_ROLE = re.compile(r"^routing\.regions\.([a-z0-9-]+)\.failover$")
+
+
+def action(name: str) -> Callable[[ActionFn], ActionFn]:
+    def deco(fn: ActionFn) -> ActionFn:
+        ACTIONS[name] = fn
+        return fn
+    return deco
+
+
+# ---------------------------------------------------------------- shared helpers
+def routing_of(values: dict[str, Any]) -> tuple[dict[str, int], dict[str, str]]:
+    """Weights and failover roles named by global-stack config paths."""
+    w = {m[1]: int(v) for p, v in values.items() if (m := _WEIGHT.match(p))}
+    r = {m[1]: str(v) for p, v in values.items() if (m := _ROLE.match(p))}
+    return w, r
+
+
+def records_match(route53: Any, weights: dict[str, int], roles: dict[str, str]) -> bool:
+    recs = route53.records()
+    return all(r in recs and recs[r].weight == w for r, w in weights.items()) and \
+        all(r in recs and recs[r].failover == v for r, v in roles.items())
+
+
+def apply_stack(run: "Run", stack: str, values: dict[str, Any], message: str) -> dict:
+    """Set config, preview (refuse deletes/replaces: a drill only updates), up; for the global stack wait until
+    Route 53 carries the new records and answers by them. Returns the timings."""
+    stacks = run.backend.stacks
+    before = {p: stacks.get_config(stack, p) for p in values}
+    run.event("config_set", stack=stack, values=values, before=before)
+    t_set = run.clock.now()
+    stacks.set_config(stack, values)
+    preview = stacks.preview(stack)
+    destructive = {k: v for k, v in preview.items() if k in ("delete", "replace", "create-replacement", "delete-replaced") and v}
+    if destructive:
+        raise Abort(f"pulumi preview of {stack} shows {destructive}: a drill only updates resources; not applying")
+    t_up = run.clock.now()
+    res = stacks.up(stack, message)
+    t_done = run.clock.now()
+    run.event("stack_up", stack=stack, preview=preview, summary=res.get("summary"), seconds=round(t_done - t_up, 3))
+    out = {"stack": stack, "preview": preview, "up_seconds": round(t_done - t_up, 3)}
+    weights, roles = routing_of(values)
+    if stack == run.plan.global_stack and (weights or roles):
+        in_sync = run.wait(120, until=lambda: records_match(run.backend.route53, weights, roles), label="Route 53 change in sync")
+        t_sync = run.clock.now()
+        run.weights.update(weights)
+        run.roles.update(roles)
+        want = {r for r, s in run.current_shares().items() if s > 0}
+        answered = run.wait(120, until=lambda: {r for r, s in run.backend.route53.dns_answer().items() if s > 0} == want,
+                            label="DNS answers follow the records")
+        t_answer = run.clock.now()
+        change = {"t_set": t_set, "t_up_done": t_done, "t_in_sync": t_sync, "t_answer": t_answer,
+                  "in_sync": in_sync, "answer_follows": answered, "step": run.current_step}
+        run.state["last_change"] = change
+        run.event("change_applied", **change)
+        if not in_sync:
+            raise Abort(f"Route 53 records of {run.plan.fqdn} did not reach {weights or roles} within 120 s of `pulumi up`")
+        out.update(in_sync_seconds=round(t_sync - t_set, 3), answer_seconds=round(t_answer - t_set, 3))
+    return out
+
+
+class SwitchTracker:
+    """Clients moving off `away` regions after t0, from the monitor's per-client results.
+
+    A client is *hit* once, after t0, it fails or is answered by an away region; it has *moved* at its first
+    success from another region after that. first_success: the first move; drained: when every hit client has
+    moved and no client has been answered by an away region since. SLO recovered: the start T of the first
+    window [T, T + W] (T no earlier than the first success) over which the service probes meet the SLO.
+    """
+
+    def __init__(self, away: set[str], t0: float):
+        self.away, self.t0 = away, t0
+        self.hit: dict[int, float] = {}
+        self.moved: dict[int, float] = {}
+        self.last_away: float | None = None
+        self.results: list = []
+        self.first_any: float | None = None
+        self._cursor = 0
+
+    def feed(self, results: list) -> None:
+        for r in results:
+            if r.t < self.t0:
+                continue
+            self.results.append(r)
+            c = r.client if r.client is not None else -1
+            bad = (not r.ok) or (r.region in self.away)
+            if r.region in self.away:
+                self.last_away = r.t
+            if bad:
+                self.hit.setdefault(c, r.t)
+                self.moved.pop(c, None)
+            elif c in self.hit and c not in self.moved:
+                self.moved[c] = r.t
+            if r.ok and r.region not in self.away and self.first_any is None:
+                self.first_any = r.t
+
+    @property
+    def first_success(self) -> float | None:
+        return min(self.moved.values()) if self.moved else (self.first_any if not self.hit else None)
+
+    @property
+    def drained(self) -> float | None:
+        if any(c not in self.moved for c in self.hit):
+            return None
+        return max(self.moved.values()) if self.moved else self.first_any
+
+    def slo_recovered(self, now: float, window: float, success_rate: float, p99_ms: float, need: int) -> float | None:
+        start = self.first_success
+        if start is None:
+            return None
+        times = [r.t for r in self.results]
+        k = max(self._cursor, bisect.bisect_left(times, start))
+        while k < len(times) and times[k] + window <= now:
+            t = times[k]
+            st = window_stats(self.results[k:bisect.bisect_right(times, t + window)])
+            if st["n"] >= need and slo_ok(st, success_rate, p99_ms):
+                return t
+            k = bisect.bisect_right(times, t)  # next distinct probe time
+        # A window wholly in the past that missed the SLO never meets it later: resume the scan from here.
+        self._cursor = k
+        return None
+
+
+def _slo_params(run: "Run") -> tuple[float, float, float, int]:
+    o = run.plan.objectives
+    p = run.params
+    return p.slo_window_seconds, o.success_rate, o.p99_ms, p.min_samples
+
+
+def _milestones(t0: float, named: dict[str, float | None]) -> dict[str, float | None]:
+    return {k: (round(v - t0, 3) if v is not None else None) for k, v in named.items()}
+
+
+# ---------------------------------------------------------------- actions
+@action("precheck")
+def _precheck(run: "Run", step: "Step") -> dict:
+    b, p = run.backend, step.params
+    problems: list[str] = []
+    for stack, values in p.get("expect_config", {}).items():
+        for path, want in values.items():
+            got = b.stacks.get_config(stack, path)
+            if got != want:
+                problems.append(f"{stack} {path} is {got!r} live but the plan was made from {want!r} (re-plan from the live config)")
+    regions = sorted(run.plan.stack_names)
+    health = {r: b.route53.health(r) for r in regions}
+    problems += [f"{r}'s health check is unhealthy before the drill" for r, ok in health.items() if not ok]
+    groups: dict[str, list] = {}
+    for r in p.get("engines_for", {}):
+        groups[r] = [g.__dict__ for g in b.capacity.node_groups(r)]
+        problems += [f"{r}/{g['pool']} node group is {g['status']}" for g in groups[r] if g["status"] != "ACTIVE"]
+    engines: dict[str, Any] = {}
+    for r, ccs in p.get("engines_for", {}).items():
+        if not ccs:
+            engines[r] = "ONNX fallback only"
+            continue
+        manifest, sha = b.s3.current_manifest(r)
+        found, _ = manifest_facts(manifest)
+        missing = sorted(set(ccs) - (found or set()))
+        engines[r] = {"manifest_sha256": sha, "engines": sorted(found or []), "missing": missing}
+        if manifest is None:
+            problems.append(f"{r}: no model manifest in its bucket for the version it serves: cannot verify its engines")
+        elif missing:
+            problems.append(f"{r}: the manifest in its bucket has no engine for compute capability {', '.join(missing)}")
+    for r in p.get("buckets", []):
+        if not b.s3.bucket_ok(r):
+            problems.append(f"{r}: artifact bucket does not answer")
+    if problems:
+        raise GuardrailError("precheck", "; ".join(problems) + ". Nothing was changed.")
+    if p.get("baseline_seconds"):
+        run.wait(p["baseline_seconds"], label="baseline probes")
+    return {"health": health, "engines": engines, "node_groups": groups}
+
+
+@action("set_config")
+def _set_config(run: "Run", step: "Step") -> dict:
+    # The global stack last: pools and regional settings first, then the traffic move that relies on them.
+    order = sorted(step.params["changes"].items(), key=lambda kv: kv[0] == run.plan.global_stack)
+    return {"stacks": [apply_stack(run, stack, values, f"drill {run.drill_id}: {step.name}") for stack, values in order]}
+
+
+@action("scale_pools")
+def _scale_pools(run: "Run", step: "Step") -> dict:
+    cap = run.backend.capacity
+    done = {}
+    for region, pools in step.params["targets"].items():
+        live = {g.pool: g for g in cap.node_groups(region)}
+        for pool, n in pools.items():
+            g = live.get(pool)
+            if g is None:
+                raise Abort(f"{region}: no node group for GPU pool {pool}")
+            if n > g.max:
+                raise Abort(f"{region}/{pool}: target {n} exceeds the node group's live max {g.max} (config and cluster differ)")
+            after = {"min": max(g.min, n), "desired": max(g.desired, n)}
+            run.event("pools_scaling", region=region, pool=pool, before={"min": g.min, "desired": g.desired}, after=after)
+            cap.set_scaling(region, pool, **after)
+            done[f"{region}/{pool}"] = {"before": {"min": g.min, "desired": g.desired}, "after": after}
+    return {"scaled": done}
+
+
+@action("wait_capacity")
+def _wait_capacity(run: "Run", step: "Step") -> dict:
+    t0 = run.clock.now()
+    ok = run.wait(step.params["timeout"], label="capacity",
+                  until=lambda: evaluate(run, "capacity_ready", {"targets": step.params["targets"]}).ok)
+    return {"ready": ok, "seconds": round(run.clock.now() - t0, 3)}
+
+
+@action("restore_pools")
+def _restore_pools(run: "Run", step: "Step") -> dict:
+    pre = run.pre_state.get("node_groups", {})
+    out = {}
+    for region, pools in step.params["pools"].items():
+        for pool in pools:
+            g = next((x for x in pre.get(region, []) if x["pool"] == pool), None)
+            if g is None:
+                continue
+            run.event("pools_restoring", region=region, pool=pool, to={"min": g["min"], "desired": g["desired"]})
+            run.backend.capacity.set_scaling(region, pool, min=g["min"], desired=g["desired"])
+            out[f"{region}/{pool}"] = {"min": g["min"], "desired": g["desired"]}
+    return {"restored": out}
+
+
+@action("hold")
+def _hold(run: "Run", step: "Step") -> dict:
+    return {}
+
+
+@action("inject_fault")
+def _inject(run: "Run", step: "Step") -> dict:
+    region, kind = step.params["region"], step.params["fault"]
+    handle = run.backend.faults.prepare(region, kind)
+    run.event("fault_prepared", region=region, kind=kind, handle=handle)
+    run.backend.faults.inject(region, kind, handle)
+    t = run.clock.now()
+    run.state["fault"] = {"t": t, "region": region, "kind": kind, "handle": handle}
+    run.event("fault_injected", region=region, kind=kind)
+    return {"t_fault": t, "handle": handle}
+
+
+@action("clear_fault")
+def _clear(run: "Run", step: "Step") -> dict:
+    f = run.state.get("fault") or {}
+    region, kind = step.params["region"], step.params["fault"]
+    run.backend.faults.clear(region, kind, f.get("handle") or {})
+    run.event("fault_cleared", region=region, kind=kind)
+    run.state["fault_cleared"] = {"t": run.clock.now()}
+    return {"t_cleared": run.clock.now()}
+
+
+@action("observe_failover")
+def _observe_failover(run: "Run", step: "Step") -> dict:
+    b, region = run.backend, step.params["region"]
+    fault = run.state["fault"]
+    t0 = fault["t"]
+    window, rate, p99, need = _slo_params(run)
+    tr = SwitchTracker({region}, t0)
+    seen = {"n": 0}
+    m: dict[str, float | None] = {"detected": None, "dns_changed": None, "slo_recovered": None}
+
+    def progress() -> bool:
+        now = run.clock.now()
+        if m["detected"] is None and not b.route53.health(region):
+            m["detected"] = now
+            run.event("detected", region=region, after=round(now - t0, 3))
+        if m["dns_changed"] is None and b.route53.dns_answer().get(region, 0.0) == 0.0:
+            m["dns_changed"] = now
+            run.event("dns_changed", region=region, after=round(now - t0, 3))
+        new = run.monitor.results[seen["n"]:]
+        seen["n"] += len(new)
+        tr.feed(new)
+        if m["slo_recovered"] is None and m["dns_changed"] is not None:
+            m["slo_recovered"] = tr.slo_recovered(now, window, rate, p99, need)
+            if m["slo_recovered"] is not None:
+                run.state["slo_recovered"] = {"t": m["slo_recovered"]}
+        return None not in m.values() and tr.drained is not None and now >= m["dns_changed"] + run.plan.ttl
+
+    seen["n"] = len(run.monitor.results) - len(run.monitor.since(t0))
+    done = run.wait(step.params["deadline"] - (run.clock.now() - t0), until=progress, label="failover")
+    milestones = _milestones(t0, {"detected": m["detected"], "dns_changed": m["dns_changed"], "first_success": tr.first_success,
+                                  "drained": tr.drained, "slo_recovered": m["slo_recovered"]})
+    result = {"t_fault": t0, "milestones": milestones, "ttl": run.plan.ttl, "clients_hit": len(tr.hit),
+              "during": window_stats(tr.results), "rto_seconds": milestones["slo_recovered"]}
+    run.event("rto", kind="failover", region=region, **{k: v for k, v in result.items() if k != "during"})
+    if not done:
+        raise Abort(f"failover of {region} not complete {step.params['deadline']:g} s after the fault: {milestones}")
+    return result
+
+
+@action("observe_switch")
+def _observe_switch(run: "Run", step: "Step") -> dict:
+    change = run.state.get("last_change") or {}
+    t0 = change.get("t_set", run.clock.now())
+    away = set(step.params["away_from"])
+    window, rate, p99, need = _slo_params(run)
+    tr = SwitchTracker(away, t0)
+    seen = {"n": 0}
+    slo: dict[str, float | None] = {"t": None}
+
+    def progress() -> bool:
+        new = run.monitor.results[seen["n"]:]
+        seen["n"] += len(new)
+        tr.feed(new)
+        if slo["t"] is None and tr.drained is not None:
+            slo["t"] = tr.slo_recovered(run.clock.now(), window, rate, p99, need)
+        return slo["t"] is not None and tr.drained is not None
+
+    seen["n"] = len(run.monitor.results) - len(run.monitor.since(t0))
+    done = run.wait(step.params["timeout"], until=progress, label="switch")
+    milestones = _milestones(t0, {"records_in_sync": change.get("t_in_sync"), "dns_changed": change.get("t_answer"),
+                                  "first_success": tr.first_success, "drained": tr.drained, "slo_recovered": slo["t"]})
+    result = {"t_change": t0, "from": sorted(away), "milestones": milestones, "ttl": run.plan.ttl, "clients_hit": len(tr.hit),
+              "during": window_stats(tr.results),
+              # A planned move is complete when every client has left and the SLO held: the later of the two.
+              "switch_seconds": None if None in (milestones["drained"], milestones["slo_recovered"]) else max(milestones["drained"], milestones["slo_recovered"])}
+    run.event("rto", kind="switch", **{k: v for k, v in result.items() if k != "during"})
+    if not done:
+        raise Abort(f"traffic did not leave {', '.join(sorted(away))} with the SLO met within {step.params['timeout']:g} s: {milestones}")
+    return result
+
+
+@action("observe_recovery")
+def _observe_recovery(run: "Run", step: "Step") -> dict:
+    b, region = run.backend, step.params["region"]
+    t0 = run.clock.now()
+    expect_answer = run.current_shares().get(region, 0) > 0
+
+    def back() -> bool:
+        return b.route53.health(region) and (not expect_answer or b.route53.dns_answer().get(region, 0) > 0)
+
+    ok = run.wait(step.params["timeout"], until=back, label="recovery")
+    t1 = run.clock.now()
+    if not ok:
+        raise Abort(f"{region} did not return to healthy and answered within {step.params['timeout']:g} s of clearing the fault")
+    run.state.pop("fault", None)
+    # Clients return as their caches expire; let one TTL pass under the monitor before the gates judge.
+    run.wait(run.plan.ttl, label="clients return")
+    return {"healthy_after": round(t1 - t0, 3)}
+
+
+@action("verify_restored")
+def _verify(run: "Run", step: "Step") -> dict:
+    from drills.engine import compare_to_pre
+
+    mismatches = compare_to_pre(run.backend, run.pre_state, run.journal.entries())
+    if mismatches:
+        raise Abort("not back to the pre-drill state: " + "; ".join(mismatches))
+    return {"verified": True}
+
+
+@action("canary_write")
+def _canary_write(run: "Run", step: "Step") -> dict:
+    out = {}
+    for src in step.params["sources"]:
+        key = f"drills/canary/{run.drill_id}/{src}.json"
+        body = json.dumps({"drill_id": run.drill_id, "source": src, "t": run.clock.now()}).encode()
+        run.event("canary_writing", region=src, key=key)
+        t = run.clock.now()
+        version = run.backend.s3.put_object(src, key, body)
+        run.event("canary_written", region=src, key=key, version_id=version, t_put=t)
+        out[src] = {"key": key, "t_put": t, "version_id": version}
+    run.state["canaries"] = out
+    return {"canaries": out}
+
+
+@action("measure_replication")
+def _measure_replication(run: "Run", step: "Step") -> dict:
+    canaries = run.state.get("canaries", {})
+    regions = sorted(run.plan.stack_names)
+    lags: dict[str, dict[str, float | None]] = {src: {d: None for d in regions if d != src} for src in canaries}
+
+    def all_seen() -> bool:
+        now = run.clock.now()
+        for src, c in canaries.items():
+            for dst, lag in lags[src].items():
+                if lag is None and run.backend.s3.head(dst, c["key"]) is not None:
+                    lags[src][dst] = round(now - c["t_put"], 3)
+                    run.event("replicated", source=src, destination=dst, lag=lags[src][dst])
+        return all(v is not None for d in lags.values() for v in d.values())
+
+    run.wait(step.params["timeout"], until=all_seen, label="replication")
+    seen = [v for d in lags.values() for v in d.values() if v is not None]
+    missing = [f"{s}->{d}" for s, dd in lags.items() for d, v in dd.items() if v is None]
+    rep = {"lags": lags, "rpo_seconds": max(seen) if seen else None, "missing": missing}
+    run.state["replication"] = rep
+    run.event("rpo", **rep)
+    return rep
+
+
+@action("manifest_skew")
+def _manifest_skew(run: "Run", step: "Step") -> dict:
+    regions: dict[str, Any] = {}
+    for r in step.params["regions"]:
+        doc, sha = run.backend.s3.current_manifest(r)
+        version = None
+        if isinstance(doc, dict):
+            m = doc.get("model")
+            version = doc.get("model_version") or doc.get("version") or (m.get("version") if isinstance(m, dict) else None)
+        engines, _ = manifest_facts(doc)
+        regions[r] = {"present": doc is not None or sha is not None, "version": version, "sha256": sha, "engines": sorted(engines or [])}
+    versions = sorted({str(v["version"]) for v in regions.values() if v["version"] is not None})
+    hashes = sorted({v["sha256"] for v in regions.values() if v["sha256"]})
+    skew = len(versions) > 1 or len(hashes) > 1 or any(not v["present"] for v in regions.values())
+    out = {"regions": regions, "versions": versions, "skew": skew}
+    run.event("skew", **out)
+    return out
+
+
+@action("canary_delete")
+def _canary_delete(run: "Run", step: "Step") -> dict:
+    from drills.engine import delete_canaries
+
+    return {"deleted": delete_canaries(run.backend, run.journal, run.journal.entries(), sorted(run.plan.stack_names))}

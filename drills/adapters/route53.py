@@ -1,0 +1,220 @@
+"""Route53Adapter: boto3 against AWS, and a modelled variant for moto (which lacks health and DNS answers).
+
+The records of the service name are read the same way in both (moto stores records faithfully). What moto
+does not do is modelled explicitly in `ModelledRoute53`: moto's GetHealthCheckStatus is a hard-coded success
+and TestDNSAnswer answers 404, so health comes from `HealthModel` (probes at the check's interval and failure
+threshold, as Route 53 checkers do) and the DNS answer from `policy_answer` (Route 53's weighted/failover
+rules over healthy records).
+"""
+from __future__ import annotations
+
+import socket
+import threading
+from collections import Counter
+from typing import Any, Callable
+
+from drills.adapters.base import RecordState
+from drills.clock import Clock
+
+
+def _region_of(rr: dict, regions: dict[str, str | None]) -> str | None:
+    """The region a record serves: its set identifier is the region (infra/components/dns.py), else its alias
+    target is the region's load balancer."""
+    sid = rr.get("SetIdentifier", "")
+    if sid in regions:
+        return sid
+    target = (rr.get("AliasTarget") or {}).get("DNSName", "").rstrip(".").lower()
+    for r, lb in regions.items():
+        if lb and target == lb.rstrip(".").lower():
+            return r
+    return next((r for r in regions if r in sid), None)
+
+
+def policy_answer(records: dict[str, RecordState], healthy: Callable[[str], bool], mode: str | None = None) -> dict[str, float]:
+    """Route 53's answer shares for one name.
+
+    Weighted: healthy records with weight > 0 share by weight; if every weighted record is unhealthy, healthy
+    zero-weight records share equally; if no record is healthy, Route 53 treats them all as healthy.
+    Failover: the PRIMARY while healthy, else a healthy SECONDARY, else the PRIMARY (all unhealthy).
+    """
+    if not records:
+        return {}
+    mode = mode or ("failover" if any(r.failover for r in records.values()) else "weighted")
+    up = {r for r in records if healthy(r)}
+    if mode == "failover":
+        prim = next((r for r, s in records.items() if s.failover == "PRIMARY"), None)
+        sec = next((r for r, s in records.items() if s.failover == "SECONDARY"), None)
+        pick = prim if prim in up else sec if sec in up else prim
+        return {pick: 1.0} if pick else {}
+    pool = up or set(records)
+    weighted = {r: records[r].weight or 0 for r in pool}
+    total = sum(weighted.values())
+    if total == 0:
+        return {r: 1 / len(pool) for r in sorted(pool)}
+    return {r: w / total for r, w in sorted(weighted.items()) if w > 0}
+
+
+class Boto3Route53:
+    """`client`: boto3 route53 client. `regions`: region -> its load balancer DNS name (from the regional
+    stacks' outputs). `health_check_ids`: from the global stack's outputs where known (else the records')."""
+
+    def __init__(self, client: Any, zone_id: str, fqdn: str, regions: dict[str, str | None],
+                 health_check_ids: dict[str, str] | None = None, answer_samples: int = 20):
+        self.client, self.zone_id, self.fqdn = client, zone_id, fqdn.rstrip(".")
+        self.regions = regions
+        self._hc = dict(health_check_ids or {})
+        self.answer_samples = answer_samples
+
+    def records(self) -> dict[str, RecordState]:
+        name = self.fqdn + "."
+        out: dict[str, RecordState] = {}
+        kw: dict[str, Any] = {"HostedZoneId": self.zone_id, "StartRecordName": name, "StartRecordType": "A"}
+        while True:
+            page = self.client.list_resource_record_sets(**kw)
+            for rr in page["ResourceRecordSets"]:
+                if rr["Name"].rstrip(".").lower() != self.fqdn.lower() or rr["Type"] != "A":
+                    continue
+                region = _region_of(rr, self.regions)
+                if region:
+                    out[region] = RecordState(region=region, set_identifier=rr.get("SetIdentifier", ""), weight=rr.get("Weight"),
+                                              failover=rr.get("Failover"), health_check_id=rr.get("HealthCheckId"),
+                                              target=(rr.get("AliasTarget") or {}).get("DNSName"))
+            if not page.get("IsTruncated") or page.get("NextRecordName", "").rstrip(".").lower() != self.fqdn.lower():
+                break
+            kw.update(StartRecordName=page["NextRecordName"], StartRecordType=page["NextRecordType"],
+                      **({"StartRecordIdentifier": page["NextRecordIdentifier"]} if page.get("NextRecordIdentifier") else {}))
+        return out
+
+    def health_check_id(self, region: str) -> str:
+        if region not in self._hc:
+            rec = self.records().get(region)
+            if not rec or not rec.health_check_id:
+                raise LookupError(f"no health check for {region} on {self.fqdn}")
+            self._hc[region] = rec.health_check_id
+        return self._hc[region]
+
+    def inverted(self, region: str) -> bool:
+        cfg = self.client.get_health_check(HealthCheckId=self.health_check_id(region))["HealthCheck"]["HealthCheckConfig"]
+        return bool(cfg.get("Inverted"))
+
+    def health(self, region: str) -> bool:
+        obs = self.client.get_health_check_status(HealthCheckId=self.health_check_id(region))["HealthCheckObservations"]
+        ok = sum(1 for o in obs if o["StatusReport"]["Status"].startswith("Success"))
+        # Route 53 calls an endpoint healthy when more than 18% of its checkers do; the observations are the
+        # checkers' raw results, so an inverted check's verdict is the opposite.
+        healthy = bool(obs) and ok / len(obs) > 0.18
+        return healthy != self.inverted(region)
+
+    def _region_ips(self) -> dict[str, str]:
+        ips: dict[str, str] = {}
+        for r, lb in self.regions.items():
+            if not lb:
+                continue
+            try:
+                for ip in socket.gethostbyname_ex(lb)[2]:
+                    ips[ip] = r
+            except OSError:
+                continue
+        return ips
+
+    def dns_answer(self) -> dict[str, float]:
+        """TestDNSAnswer asked `answer_samples` times (it answers one weighted pick per call), mapped to regions
+        through the load balancers' current addresses."""
+        ips = self._region_ips()
+        seen: Counter[str] = Counter()
+        for _ in range(self.answer_samples):
+            ans = self.client.test_dns_answer(HostedZoneId=self.zone_id, RecordName=self.fqdn, RecordType="A")
+            regions = {ips.get(ip) for ip in ans.get("RecordData", [])} - {None}
+            for r in regions:
+                seen[r] += 1 / len(regions)
+        total = sum(seen.values())
+        return {r: n / total for r, n in sorted(seen.items())} if total else {}
+
+    def set_inverted(self, region: str, inverted: bool) -> None:
+        self.client.update_health_check(HealthCheckId=self.health_check_id(region), Inverted=inverted)
+
+
+class HealthModel:
+    """Route 53 health checking, modelled: a probe every `interval` seconds per check; the status flips after
+    `threshold` consecutive results that disagree with it; a new check starts healthy; an inverted check
+    reports the opposite. One checker (Route 53 runs ~15 and uses an 18% quorum; with one endpoint seen alike by
+    all, the verdict is the same, only without the checkers' spread in detection time).
+
+    Probes run on the clock, at their own times: on a FakeClock as timers (so a test's fault at t+55 s is seen
+    by the tick at t+60 s, not by whichever call happens to ask first), on the system clock in a daemon thread.
+    """
+
+    def __init__(self, clock: Clock, interval: float, threshold: int, probe: Callable[[str], bool]):
+        self.clock, self.interval, self.threshold, self.probe = clock, interval, threshold, probe
+        self._state: dict[str, list] = {}  # key -> [healthy, streak]
+        self.transitions: list[tuple[float, str, bool]] = []
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def _tick(self, key: str) -> None:
+        st = self._state[key]
+        result = self.probe(key)
+        if result == st[0]:
+            st[1] = 0
+        else:
+            st[1] += 1
+            if st[1] >= self.threshold:
+                st[0], st[1] = result, 0
+                self.transitions.append((self.clock.now(), key, result))
+
+    def watch(self, key: str) -> None:
+        """Start checking `key` now (first probe now, then every interval)."""
+        if key in self._state:
+            return
+        self._state[key] = [True, 0]
+        at = getattr(self.clock, "at", None)
+        if at is not None:
+            def periodic(k: str = key) -> None:
+                if self._stop.is_set():
+                    return
+                self._tick(k)
+                at(self.clock.now() + self.interval, periodic)
+            periodic()
+        elif self._thread is None:
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for k in list(self._state):
+                self._tick(k)
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def status(self, key: str, inverted: bool = False) -> bool:
+        self.watch(key)
+        return self._state[key][0] != inverted
+
+
+class ModelledRoute53(Boto3Route53):
+    """Records from moto, health from `HealthModel`, DNS answers from `policy_answer`."""
+
+    def __init__(self, client: Any, zone_id: str, fqdn: str, regions: dict[str, str | None], model: HealthModel,
+                 health_check_ids: dict[str, str] | None = None, mode: str | None = None):
+        super().__init__(client, zone_id, fqdn, regions, health_check_ids)
+        self.model, self.mode = model, mode
+        self._inverted: dict[str, bool] = {}
+
+    def inverted(self, region: str) -> bool:
+        # Cached: inversions go through this adapter (set_inverted), and moto's API calls are slow enough to
+        # dominate a test drill if every health poll asked.
+        if region not in self._inverted:
+            self._inverted[region] = super().inverted(region)
+        return self._inverted[region]
+
+    def set_inverted(self, region: str, inverted: bool) -> None:
+        super().set_inverted(region, inverted)
+        self._inverted[region] = inverted
+
+    def health(self, region: str) -> bool:
+        return self.model.status(region, inverted=self.inverted(region))
+
+    def dns_answer(self) -> dict[str, float]:
+        return policy_answer(self.records(), self.health, self.mode)

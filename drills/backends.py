@@ -1,0 +1,83 @@
+"""Backends: named bundles of adapters, built from (plan, options, clock).
+
+`register_backend(name, factory, description)` adds one; `--backend NAME` picks it. The options are JSON and
+recorded in the journal, so `drills rollback` in a later process rebuilds the same backend. The rehearsal
+registers its own (moto_server, its DNS and health-check models, real Triton processes) from its plugin module,
+reusing the adapters here where they fit (Boto3Route53 on its moto_server endpoint, LocalStackAdapter over its
+stack copy, TritonHttpProbe with a resolver on its DNS server).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from drills.adapters.base import Backend
+from drills.clock import Clock
+from drills.errors import DrillError, GuardrailError
+from drills.model import Plan
+
+BackendFactory = Callable[[Plan, dict[str, Any], Clock], Backend]
+BACKENDS: dict[str, tuple[BackendFactory, str]] = {}
+
+
+def register_backend(name: str, factory: BackendFactory, description: str = "") -> None:
+    BACKENDS[name] = (factory, description)
+
+
+def build_backend(name: str, plan: Plan, options: dict[str, Any], clock: Clock) -> Backend:
+    if name not in BACKENDS:
+        raise GuardrailError("backend", f"unknown backend {name!r}; known: {', '.join(sorted(BACKENDS))}")
+    return BACKENDS[name][0](plan, options, clock)
+
+
+def aws_backend(plan: Plan, options: dict[str, Any], clock: Clock) -> Backend:
+    """AWS through boto3 (default credential chain, or options["profile"]) and the Pulumi Automation API on this
+    checkout (options["work_dir"], options["org"] for Pulumi Cloud stack names)."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from infra.config import ROOT, STACKS_DIR, load_fleet
+    from infra.outputs import OutputError, validate_outputs
+
+    from drills.adapters.capacity import EksCapacity, KubernetesPods
+    from drills.adapters.faults import CompositeFaults, HealthCheckInversion, KubernetesFaults
+    from drills.adapters.kube import EksKube
+    from drills.adapters.probes import SystemResolver, TritonHttpProbe
+    from drills.adapters.pulumi_stack import AutomationStackAdapter
+    from drills.adapters.route53 import Boto3Route53
+    from drills.adapters.s3 import Boto3S3
+
+    fleet = load_fleet(plan.env, Path(options.get("stacks_dir", STACKS_DIR)))
+    try:
+        session = boto3.Session(profile_name=options.get("profile"))
+        stacks = AutomationStackAdapter(Path(options.get("work_dir", ROOT)), org=options.get("org"))
+        out = {r: validate_outputs(s, stacks.outputs(s)) for r, s in fleet.stack_names.items()}
+        g_out = stacks.outputs(fleet.global_stack)
+        r53 = session.client("route53", region_name=fleet.glob.control_region)
+        zone_id = g_out.get("zone_id") or fleet.glob.zone.zone_id
+        if not zone_id:
+            name = fleet.glob.zone.name.rstrip(".") + "."
+            zones = [z for z in r53.list_hosted_zones_by_name(DNSName=name)["HostedZones"] if z["Name"] == name]
+            if not zones:
+                raise DrillError(f"no hosted zone {name} in this account")
+            zone_id = zones[0]["Id"].split("/")[-1]
+        route53 = Boto3Route53(r53, zone_id, fleet.glob.fqdn, {r: o.lb_dns_name for r, o in out.items()}, g_out.get("health_check_ids"))
+        s3 = Boto3S3({r: session.client("s3", region_name=r) for r in out}, {r: o.bucket_name for r, o in out.items()},
+                     {r: (c.model.name, c.model.version) for r, c in fleet.regions.items()},
+                     **({"manifest_key": options["manifest_key"]} if options.get("manifest_key") else {}))
+        kubes = {r: EksKube(session, r, o.cluster_name) for r, o in out.items()}
+        capacity = EksCapacity({r: session.client("eks", region_name=r) for r in out}, {r: o.cluster_name for r, o in out.items()}, KubernetesPods(kubes))
+        model = next(iter(fleet.regions.values())).model.name
+        probes = TritonHttpProbe({r: f"https://{o.lb_dns_name}" for r, o in out.items()}, model, clock,
+                                 SystemResolver(fleet.glob.fqdn, route53._region_ips), server_name=fleet.glob.fqdn)
+        faults = CompositeFaults(KubernetesFaults(kubes), HealthCheckInversion(route53))
+    except (BotoCoreError, ClientError, OutputError) as e:
+        raise DrillError(f"aws backend: {e}") from None
+    except Exception as e:  # noqa: BLE001 - e.g. no Pulumi CLI: say so instead of a traceback
+        if type(e).__module__.startswith("pulumi"):
+            raise DrillError(f"aws backend: the Pulumi Automation API failed ({type(e).__name__}: {e}); it needs the Pulumi CLI and stack credentials") from None
+        raise
+    return Backend("aws", options, stacks, route53, s3, capacity, probes, faults)
+
+
+register_backend("aws", aws_backend, "AWS: boto3 (Route 53, S3, EKS), Kubernetes API via EKS tokens, Pulumi Automation API")

@@ -1,0 +1,173 @@
+"""Checks: gates between steps and abort conditions, by kind, in a registry.
+
+A check is `fn(run, params, mode, since) -> Verdict`. `mode` is "gate" (after a step: judged on what happened
+since the step's action finished, sampling more if too little was seen) or "abort" (every monitor poll: a rolling
+window, silent while there is too little data). New kinds (release gates: PSI, KS, error rate from Prometheus)
+register with `@check("kind")`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from drills.adapters.base import ProbeResult
+
+if TYPE_CHECKING:
+    from drills.engine import Run
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    detail: str
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+CheckFn = Callable[["Run", dict, str, float | None], Verdict]
+CHECKS: dict[str, CheckFn] = {}
+
+
+def check(kind: str) -> Callable[[CheckFn], CheckFn]:
+    def deco(fn: CheckFn) -> CheckFn:
+        CHECKS[kind] = fn
+        return fn
+    return deco
+
+
+def evaluate(run: "Run", kind: str, params: dict, mode: str = "gate", since: float | None = None) -> Verdict:
+    if kind not in CHECKS:
+        return Verdict(False, f"unknown check kind {kind!r} (known: {', '.join(sorted(CHECKS))})")
+    try:
+        return CHECKS[kind](run, params, mode, since)
+    except Exception as e:  # noqa: BLE001 - a check that cannot be evaluated has failed, and says why
+        return Verdict(False, f"{kind} could not be evaluated: {type(e).__name__}: {e}")
+
+
+# ---------------------------------------------------------------- probe statistics (pure)
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (no interpolation: a p99 is a latency some request actually had)."""
+    if not values:
+        return None
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(-(-q * len(s) // 100)) - 1))
+    return s[k]
+
+
+def window_stats(results: Iterable[ProbeResult]) -> dict[str, Any]:
+    rs = list(results)
+    ok = [r for r in rs if r.ok]
+    lat = [r.latency_ms for r in ok]
+    by_region: dict[str, int] = {}
+    for r in rs:
+        by_region[r.region or "?"] = by_region.get(r.region or "?", 0) + 1
+    return {"n": len(rs), "ok": len(ok), "errors": len(rs) - len(ok),
+            "success_rate": (len(ok) / len(rs)) if rs else None,
+            "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99), "by_region": by_region}
+
+
+def slo_ok(stats: dict, success_rate: float, p99_ms: float) -> bool:
+    return stats["n"] > 0 and stats["success_rate"] >= success_rate and (stats["p99_ms"] is None or stats["p99_ms"] <= p99_ms)
+
+
+# ---------------------------------------------------------------- kinds
+@check("slo")
+def _slo(run: "Run", p: dict, mode: str, since: float | None) -> Verdict:
+    window = float(p.get("window_seconds", 30))
+    need = int(p.get("min_samples", 20))
+    if mode == "abort" and run.phase == "failover":
+        return Verdict(True, "suspended during the failover window (the RTO measures it)")
+
+    def results() -> list[ProbeResult]:
+        # Gate: the last `window` seconds since the step's action finished. Abort: the rolling window, but not
+        # reaching back into a failover window that the RTO measurement already judged.
+        start = run.clock.now() - window
+        floor = since if mode == "gate" else run.steady_since
+        return run.monitor.since(max(start, floor) if floor is not None else start)
+
+    rs = results()
+    if len(rs) < need:
+        if mode == "abort":
+            return Verdict(True, f"{len(rs)} probes in the window, fewer than {need}: not judged yet")
+        run.wait(window, until=lambda: len(results()) >= need, label="sampling for the SLO gate")
+        rs = results()
+    st = window_stats(rs)
+    if st["n"] < need and mode == "gate":
+        return Verdict(False, f"only {st['n']} probes answered in {window:g} s (need {need})", st)
+    ok = slo_ok(st, p["success_rate"], p["p99_ms"])
+    p99 = f"{st['p99_ms']:.1f} ms" if st["p99_ms"] is not None else "n/a"
+    rate = f"{st['success_rate']:.2%}" if st["success_rate"] is not None else "n/a"
+    return Verdict(ok, f"success {rate} over {st['n']} probes, p99 {p99} (objective >= {p['success_rate']:.2%}, <= {p['p99_ms']:g} ms)", st)
+
+
+@check("healthy")
+def _healthy(run: "Run", p: dict, mode: str, since: float | None) -> Verdict:
+    regions = p.get("regions", "serving")
+    if regions == "serving":
+        regions = [r for r, s in run.current_shares().items() if s > 0]
+    regions = [r for r in regions if r not in set(p.get("exclude", []))]
+    status = {r: run.backend.route53.health(r) for r in sorted(regions)}
+    bad = [r for r, ok in status.items() if not ok]
+    return Verdict(not bad, f"unhealthy: {', '.join(bad)}" if bad else f"healthy: {', '.join(status) or '(none serving)'}", {"health": status})
+
+
+@check("weights_applied")
+def _weights(run: "Run", p: dict, mode: str, since: float | None) -> Verdict:
+    recs = run.backend.route53.records()
+    got = {r: recs[r].weight if r in recs else None for r in p["weights"]}
+    want = {r: int(w) for r, w in p["weights"].items()}
+    return Verdict(got == want, f"records carry {got}" + ("" if got == want else f", expected {want}"), {"records": got})
+
+
+@check("roles_applied")
+def _roles(run: "Run", p: dict, mode: str, since: float | None) -> Verdict:
+    recs = run.backend.route53.records()
+    got = {r: recs[r].failover if r in recs else None for r in p["roles"]}
+    return Verdict(got == p["roles"], f"records carry {got}" + ("" if got == p["roles"] else f", expected {p['roles']}"), {"records": got})
+
+
+@check("dns_excludes")
+def _dns_excludes(run: "Run", p: dict, mode: str, since: float | None) -> Verdict:
+    ans = run.backend.route53.dns_answer()
+    share = ans.get(p["region"], 0.0)
+    return Verdict(share == 0 and bool(ans), f"answers {ans}" if ans else "no answer at all", {"answer": ans})
+
+
+@check("capacity_ready")
+def _capacity(run: "Run", p: dict, mode: str, since: float | None) -> Verdict:
+    problems, figures = [], {}
+    for region, pools in p["targets"].items():
+        groups = {g.pool: g for g in run.backend.capacity.node_groups(region)}
+        for pool, want in pools.items():
+            g = groups.get(pool)
+            figures[f"{region}/{pool}"] = {"desired": g.desired if g else None, "status": g.status if g else None, "target": want}
+            if g is None or g.desired < want or g.status != "ACTIVE":
+                problems.append(f"{region}/{pool}: " + (f"desired {g.desired} (target {want}), {g.status}" if g else "no node group"))
+        ready, desired = run.backend.capacity.triton_ready(region)
+        figures[f"{region}/triton"] = {"ready": ready, "desired": desired}
+        if ready == 0 or ready < desired:
+            problems.append(f"{region}: {ready}/{desired} Triton pods ready")
+    return Verdict(not problems, "; ".join(problems) or "node groups at target and active, Triton pods ready", figures)
+
+
+@check("rpo")
+def _rpo(run: "Run", p: dict, mode: str, since: float | None) -> Verdict:
+    rep = run.state.get("replication") or {}
+    missing = rep.get("missing", [])
+    rpo = rep.get("rpo_seconds")
+    if missing:
+        return Verdict(False, f"canaries not visible within the wait: {', '.join(missing)}", rep)
+    if rpo is None:
+        return Verdict(False, "replication was not measured", rep)
+    return Verdict(rpo <= p["rpo_seconds"], f"slowest replication {rpo:.1f} s (objective <= {p['rpo_seconds']:g} s)", rep)
+
+
+@check("deadline")
+def _deadline(run: "Run", p: dict, mode: str, since: float | None) -> Verdict:
+    start = run.state.get(p.get("since", "fault"), {}).get("t") if isinstance(run.state.get(p.get("since", "fault")), dict) else None
+    if start is None or run.state.get(p.get("until", "slo_recovered")):
+        return Verdict(True, "not running")
+    elapsed = run.clock.now() - start
+    return Verdict(elapsed <= p["seconds"], f"{elapsed:.0f} s since the {p.get('since', 'fault')} without SLO recovery (limit {p['seconds']:g} s)")

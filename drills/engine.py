@@ -1,0 +1,429 @@
+"""The drill engine: runs a Plan's steps through a Backend's adapters, journals, watches, rolls back.
+
+Entry points:
+  start_drill(plan, state_dir, backend_name=..., backend_options=..., backend=None, clock=None) -> Outcome
+  resume_drill(drill_id, state_dir, confirm=ENV, ...) -> Outcome
+  rollback_drill(drill_id, state_dir, ...) -> Outcome
+
+Order of a run: take the environment's lock; build the backend; journal "start" (plan, backend, pid); read and
+journal the pre-drill state (config the plan touches, Route 53 records, health, node groups) before any change;
+then each step: journal step_begin, run its action, wait its settle/hold time under the monitor, evaluate its
+gates, journal step_done with the result, gates and probe statistics. The monitor probes the service every poll
+during every wait and evaluates the plan's abort conditions. An abort condition, a failed gate, an error or
+SIGINT/SIGTERM leads to `restore()`: faults cleared, config restored and applied, node groups restored,
+canaries deleted, then verified against the pre-drill state. A SIGKILL leaves the journal, from which
+`drills rollback` runs the same `restore()` in another process.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from infra.capacity import shares_after_loss
+
+from drills.actions import ACTIONS, records_match
+from drills.adapters.base import Backend, ProbeResult
+from drills.checks import evaluate, window_stats
+from drills.clock import Clock, SystemClock
+from drills.drillplan import Parameters
+from drills.errors import Abort, DrillError, GuardrailError, Interrupted
+from drills.journal import Journal, host, load, new_drill_id, summarise
+from drills.lock import Lock
+from drills.model import Plan
+
+
+@dataclass
+class Outcome:
+    drill_id: str
+    status: str  # completed | aborted | refused | rolled-back | rollback-failed
+    reason: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return {"completed": 0, "rolled-back": 0, "refused": 3, "rollback-failed": 4}.get(self.status, 1)
+
+
+class Monitor:
+    """Service probes from `clients` simulated clients at every poll; all results kept, in time order."""
+
+    def __init__(self, run: "Run", clients: int):
+        self.run, self.clients = run, clients
+        self.results: list[ProbeResult] = []
+
+    def sample(self) -> None:
+        for c in range(self.clients):
+            self.results.append(self.run.backend.probes.service(c))
+
+    def since(self, t: float) -> list[ProbeResult]:
+        import bisect
+
+        i = bisect.bisect_left([r.t for r in self.results], t)
+        return self.results[i:]
+
+
+class Run:
+    """One execution of a plan: what actions and checks see."""
+
+    def __init__(self, plan: Plan, backend: Backend, journal: Journal, clock: Clock, drill_id: str, log: Callable[[str], None]):
+        self.plan, self.backend, self.journal, self.clock, self.drill_id, self.log = plan, backend, journal, clock, drill_id, log
+        self.params = Parameters.model_validate(plan.parameters)
+        self.monitor = Monitor(self, self.params.probe_clients)
+        self.state: dict[str, Any] = {}
+        self.pre_state: dict[str, Any] = {}
+        self.weights: dict[str, int] = dict(plan.pre_weights)
+        self.roles: dict[str, str] = dict(plan.pre_roles or {})
+        self.phase = "steady"
+        self.steady_since: float | None = None
+        self.current_step: str | None = None
+        self.in_rollback = False
+
+    # ---------------------------------------------------------------- helpers for actions and checks
+    def event(self, type: str, **data: Any) -> dict:
+        return self.journal.write(type, **data)
+
+    def current_shares(self) -> dict[str, float]:
+        if self.plan.mode == "failover":
+            return {r: 1.0 if v == "PRIMARY" else 0.0 for r, v in self.roles.items()}
+        return shares_after_loss(self.weights, None)
+
+    def poll(self) -> None:
+        """One monitor round: probe the service, then judge every abort condition."""
+        self.monitor.sample()
+        for cond in self.plan.abort_conditions:
+            v = evaluate(self, cond.kind, cond.params, mode="abort")
+            if not v.ok:
+                raise Abort(f"abort condition: {cond.description}: {v.detail}")
+
+    def wait(self, seconds: float, until: Callable[[], bool] | None = None, label: str = "") -> bool:
+        """Wait up to `seconds` with the monitor polling; return early (True) once `until()` holds."""
+        end = self.clock.now() + max(0.0, seconds)
+        while True:
+            if until is not None and until():
+                return True
+            if self.clock.now() >= end:
+                return until is None
+            self.poll()
+            self.clock.sleep(min(self.params.poll_seconds, max(0.0, end - self.clock.now())) or self.params.poll_seconds)
+
+    def replay(self, entries: list[dict]) -> None:
+        """Rebuild the run's state from a journal (resume)."""
+        for e in entries:
+            t = e["type"]
+            if t == "pre_state":
+                self.pre_state = e
+                self.weights.update({r: v["weight"] for r, v in e.get("records", {}).items() if v.get("weight") is not None})
+            elif t == "change_applied":
+                self.state["last_change"] = {k: v for k, v in e.items() if k.startswith("t_")}
+            elif t == "config_set":
+                from drills.actions import routing_of
+
+                w, r = routing_of(e["values"])
+                self.weights.update(w)
+                self.roles.update(r)
+            elif t == "fault_prepared":
+                self.state["fault"] = {"t": e["t"], "region": e["region"], "kind": e["kind"], "handle": e["handle"]}
+            elif t == "fault_cleared":
+                self.state.pop("fault", None)
+            elif t == "canary_written":
+                self.state.setdefault("canaries", {})[e["region"]] = {"key": e["key"], "t_put": e["t_put"], "version_id": e.get("version_id")}
+
+
+# ---------------------------------------------------------------- pre-drill state, restore, verification
+def read_pre_state(plan: Plan, backend: Backend) -> dict:
+    """What the drill will restore, read before any change. Config and records are required; capacity is
+    recorded where the backend can read it (an error is recorded too)."""
+    config = {stack: {p: backend.stacks.get_config(stack, p) for p in paths} for stack, paths in plan.touches.items()}
+    records = {r: {"weight": s.weight, "failover": s.failover, "health_check_id": s.health_check_id} for r, s in backend.route53.records().items()}
+    out: dict[str, Any] = {"config": config, "records": records}
+    try:
+        out["health"] = {r: backend.route53.health(r) for r in sorted(plan.stack_names)}
+        out["node_groups"] = {r: [g.__dict__ for g in backend.capacity.node_groups(r)] for r in sorted(plan.stack_names)}
+        out["triton"] = {r: list(backend.capacity.triton_ready(r)) for r in sorted(plan.stack_names)}
+    except Exception as e:  # noqa: BLE001 - informative figures; the restore does not need them
+        out["capacity_error"] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def _scaled_pools(entries: list[dict]) -> dict[tuple[str, str], dict]:
+    out: dict[tuple[str, str], dict] = {}
+    for e in entries:
+        if e["type"] == "pools_scaling":
+            out.setdefault((e["region"], e["pool"]), e["before"])
+    return out
+
+
+def compare_to_pre(backend: Backend, pre: dict, entries: list[dict]) -> list[str]:
+    """Differences between the live state and the recorded pre-drill state, as sentences."""
+    bad = []
+    for stack, values in pre.get("config", {}).items():
+        for path, want in values.items():
+            got = backend.stacks.get_config(stack, path)
+            if got != want:
+                bad.append(f"{stack} {path} = {got!r}, was {want!r}")
+    if pre.get("config"):
+        recs = backend.route53.records()
+        for r, want in pre.get("records", {}).items():
+            got = recs.get(r)
+            if got is None or got.weight != want.get("weight") or got.failover != want.get("failover"):
+                bad.append(f"Route 53 record {r}: weight {getattr(got, 'weight', None)} / {getattr(got, 'failover', None)}, was {want.get('weight')} / {want.get('failover')}")
+    groups = {r: {g["pool"]: g for g in gs} for r, gs in pre.get("node_groups", {}).items()}
+    for (region, pool), before in _scaled_pools(entries).items():
+        want = groups.get(region, {}).get(pool, before)
+        live = next((g for g in backend.capacity.node_groups(region) if g.pool == pool), None)
+        if live is None or (live.min, live.desired) != (want["min"], want["desired"]):
+            bad.append(f"{region}/{pool} node group min/desired {getattr(live, 'min', None)}/{getattr(live, 'desired', None)}, was {want['min']}/{want['desired']}")
+    active = _active_faults(entries)
+    bad += [f"fault {k} still injected in {r}" for (r, k) in active]
+    return bad
+
+
+def _active_faults(entries: list[dict]) -> dict[tuple[str, str], dict]:
+    active: dict[tuple[str, str], dict] = {}
+    for e in entries:
+        if e["type"] == "fault_prepared":
+            active[(e["region"], e["kind"])] = e["handle"]
+        elif e["type"] == "fault_cleared":
+            active.pop((e["region"], e["kind"]), None)
+    return active
+
+
+def delete_canaries(backend: Backend, journal: Journal, entries: list[dict], regions: list[str]) -> list[str]:
+    written = [e["key"] for e in entries if e["type"] == "canary_writing"]
+    gone = {e["key"] for e in entries if e["type"] == "canary_deleted"}
+    out = []
+    for key in dict.fromkeys(written):
+        if key in gone:
+            continue
+        for r in regions:
+            backend.s3.delete_object(r, key)
+        journal.write("canary_deleted", key=key)
+        out.append(key)
+    return out
+
+
+def restore(backend: Backend, plan: Plan, journal: Journal, clock: Clock, log: Callable[[str], None], wait_seconds: float = 120) -> dict:
+    """Undo everything the journal says may have changed, then verify against the pre-drill state."""
+    entries = journal.entries()
+    pre = next((e for e in entries if e["type"] == "pre_state"), None)
+    done: list[str] = []
+    for (region, kind), handle in _active_faults(entries).items():
+        backend.faults.clear(region, kind, handle)
+        journal.write("fault_cleared", region=region, kind=kind, by="rollback")
+        done.append(f"cleared fault {kind} in {region}")
+    if pre is None:
+        return {"restored": done, "verified": True, "mismatches": [], "note": "the drill stopped before its pre-drill state was read: nothing had changed"}
+    touched = {e["stack"] for e in entries if e["type"] in ("config_set", "stack_up")}
+    for stack in sorted(pre["config"], key=lambda s: s != plan.global_stack):  # traffic back first, capacity after
+        values = pre["config"][stack]
+        diff = {p: v for p, v in values.items() if backend.stacks.get_config(stack, p) != v}
+        if diff or stack in touched:
+            journal.write("config_set", stack=stack, values=diff, before=None, by="rollback")
+            if diff:
+                backend.stacks.set_config(stack, diff)
+            preview = backend.stacks.preview(stack)
+            res = backend.stacks.up(stack, f"drill rollback: restore {', '.join(diff) or 'applied state'}")
+            journal.write("stack_up", stack=stack, preview=preview, summary=res.get("summary"), by="rollback")
+            done.append(f"{stack}: restored {diff or 'config unchanged'}, pulumi up")
+    want_w = {r: v["weight"] for r, v in pre["records"].items() if v.get("weight") is not None}
+    want_r = {r: v["failover"] for r, v in pre["records"].items() if v.get("failover")}
+    if pre["config"]:
+        end = clock.now() + wait_seconds
+        while not records_match(backend.route53, want_w, want_r) and clock.now() < end:
+            clock.sleep(1.0)
+    groups = {r: {g["pool"]: g for g in gs} for r, gs in pre.get("node_groups", {}).items()}
+    for (region, pool), before in _scaled_pools(entries).items():
+        want = groups.get(region, {}).get(pool, before)
+        backend.capacity.set_scaling(region, pool, min=want["min"], desired=want["desired"])
+        journal.write("pools_restoring", region=region, pool=pool, to={"min": want["min"], "desired": want["desired"]}, by="rollback")
+        done.append(f"{region}/{pool}: min/desired back to {want['min']}/{want['desired']}")
+    for key in delete_canaries(backend, journal, journal.entries(), sorted(plan.stack_names)):
+        done.append(f"deleted canary {key}")
+    mismatches = compare_to_pre(backend, pre, journal.entries())
+    return {"restored": done, "verified": not mismatches, "mismatches": mismatches}
+
+
+# ---------------------------------------------------------------- execution
+def _install_signals(run: Run) -> Callable[[], None]:
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: Any) -> None:
+        if run.in_rollback:
+            run.log(f"signal {signum} during rollback: ignored; the rollback finishes first (SIGKILL leaves it to `drills rollback {run.drill_id}`)")
+            return
+        raise Interrupted(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    return lambda: [signal.signal(s, h) for s, h in old.items()]  # type: ignore[func-returns-value]
+
+
+def _execute(run: Run, start_index: int = 0) -> Outcome:
+    plan, j = run.plan, run.journal
+    restore_signals = _install_signals(run)
+    try:
+        try:
+            if not run.pre_state:
+                run.pre_state = j.write("pre_state", **read_pre_state(plan, run.backend))
+                run.weights.update({r: v["weight"] for r, v in run.pre_state["records"].items() if v.get("weight") is not None})
+            for i in range(start_index, len(plan.steps)):
+                step = plan.steps[i]
+                run.current_step = step.name
+                if step.phase != run.phase:
+                    run.phase = step.phase
+                    run.steady_since = run.clock.now() if step.phase == "steady" else run.steady_since
+                j.write("step_begin", index=i, name=step.name, action=step.action)
+                run.log(f"[{i + 1}/{len(plan.steps)}] {step.name}: {step.description}")
+                t0 = run.clock.now()
+                if step.action not in ACTIONS:
+                    raise DrillError(f"step {step.name}: unknown action {step.action!r}")
+                result = ACTIONS[step.action](run, step) or {}
+                t_action = run.clock.now()
+                if step.wait_seconds:
+                    run.wait(step.wait_seconds, label=step.name)
+                gates = []
+                for c in step.checks:
+                    v = evaluate(run, c.kind, c.params, mode="gate", since=t_action)
+                    gates.append({"kind": c.kind, "description": c.description, "blocking": c.blocking, **v.to_dict()})
+                probes = window_stats(run.monitor.since(t0))
+                j.write("step_done", index=i, name=step.name, result=result, gates=gates, probes=probes,
+                        seconds=round(run.clock.now() - t0, 3))
+                failed = [g for g in gates if not g["ok"] and g["blocking"]]
+                if failed:
+                    raise Abort(f"{step.name}: gate failed: {failed[0]['description']}: {failed[0]['detail']}")
+            j.write("finished", status="completed")
+            return Outcome(run.drill_id, "completed")
+        except (Abort, Interrupted, GuardrailError, Exception) as e:  # noqa: BLE001 - every failure rolls back
+            status = "refused" if isinstance(e, GuardrailError) else "aborted"
+            kind = type(e).__name__
+            reason = str(e) if isinstance(e, DrillError) else f"error: {kind}: {e}"
+            j.write("abort", reason=reason, kind=kind, step=run.current_step,
+                    **({"traceback": traceback.format_exc(limit=8)} if not isinstance(e, DrillError) else {}))
+            run.log(f"ABORT at {run.current_step}: {reason}; rolling back")
+            return _rollback(run, status, reason)
+    finally:
+        restore_signals()
+
+
+def _rollback(run: Run, status: str, reason: str) -> Outcome:
+    run.in_rollback = True
+    j = run.journal
+    j.write("rollback_begin", reason=reason)
+    try:
+        res = restore(run.backend, run.plan, j, run.clock, run.log)
+    except Exception as e:  # noqa: BLE001
+        j.write("rollback_failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=8))
+        j.write("finished", status="rollback-failed", reason=reason)
+        return Outcome(run.drill_id, "rollback-failed", f"{reason}; rollback failed: {e}: run `drills rollback {run.drill_id}`")
+    j.write("rollback_done", **res)
+    if not res["verified"]:
+        j.write("finished", status="rollback-failed", reason=reason)
+        return Outcome(run.drill_id, "rollback-failed", f"{reason}; after rollback: {'; '.join(res['mismatches'])}")
+    j.write("finished", status=status, reason=reason)
+    return Outcome(run.drill_id, status, reason)
+
+
+def _log(log: Callable[[str], None] | None) -> Callable[[str], None]:
+    return log or (lambda line: None)
+
+
+def start_drill(plan: Plan, state_dir: Path, *, backend_name: str = "aws", backend_options: dict | None = None,
+                backend: Backend | None = None, clock: Clock | None = None, log: Callable[[str], None] | None = None) -> Outcome:
+    """Run a plan for real. Refuses (GuardrailError) before any change if the lock is held."""
+    from drills.backends import build_backend
+
+    clock = clock or SystemClock()
+    drill_id = new_drill_id(plan.env, plan.scenario, clock)
+    lock = Lock.acquire(Path(state_dir), plan.env, drill_id)
+    owned = backend is None
+    try:
+        backend = backend or build_backend(backend_name, plan, backend_options or {}, clock)
+        journal = Journal.create(Path(state_dir), drill_id, clock)
+        journal.write("start", drill_id=drill_id, plan=plan.model_dump(mode="json"), backend={"name": backend.name, "options": backend.options},
+                      pid=os.getpid(), host=host())
+        run = Run(plan, backend, journal, clock, drill_id, _log(log))
+        try:
+            return _execute(run)
+        finally:
+            journal.close()
+    finally:
+        if owned and backend is not None:
+            backend.close()
+        lock.release()
+
+
+def _reopen(drill_id: str, state_dir: Path, backend: Backend | None, options_override: dict | None, clock: Clock) -> tuple[list[dict], Plan, Backend, bool]:
+    from drills.backends import build_backend
+
+    entries = load(Path(state_dir), drill_id)
+    start = entries[0]
+    plan = Plan.model_validate(start["plan"])
+    owned = backend is None
+    if backend is None:
+        spec = start.get("backend", {})
+        backend = build_backend(spec.get("name", "aws"), plan, {**spec.get("options", {}), **(options_override or {})}, clock)
+    return entries, plan, backend, owned
+
+
+def rollback_drill(drill_id: str, state_dir: Path, *, backend: Backend | None = None, clock: Clock | None = None,
+                   options_override: dict | None = None, log: Callable[[str], None] | None = None) -> Outcome:
+    """Restore the pre-drill state recorded in a drill's journal (a crashed drill, or one whose rollback failed)."""
+    clock = clock or SystemClock()
+    entries = load(Path(state_dir), drill_id)
+    summary = summarise(entries)
+    if summary.get("terminal"):
+        return Outcome(drill_id, summary["status"], f"nothing to roll back: the drill already ended ({summary['status']})")
+    plan_env = entries[0]["plan"]["env"]
+    lock = Lock.acquire(Path(state_dir), plan_env, drill_id, takeover_of=drill_id)
+    backend_obj = None
+    owned = False
+    try:
+        entries, plan, backend_obj, owned = _reopen(drill_id, state_dir, backend, options_override, clock)
+        journal = Journal.open(Path(state_dir), drill_id, clock)
+        run = Run(plan, backend_obj, journal, clock, drill_id, _log(log))
+        journal.write("takeover", pid=os.getpid(), host=host(), purpose="rollback", previous=summary.get("status"))
+        try:
+            return _rollback(run, "rolled-back", f"manual rollback after the drill stopped at {summary.get('last_step')}")
+        finally:
+            journal.close()
+    finally:
+        if owned and backend_obj is not None:
+            backend_obj.close()
+        lock.release()
+
+
+def resume_drill(drill_id: str, state_dir: Path, *, confirm: str, backend: Backend | None = None, clock: Clock | None = None,
+                 options_override: dict | None = None, log: Callable[[str], None] | None = None) -> Outcome:
+    """Continue a crashed drill after its last completed step (a half-done step is re-run: actions set
+    absolute values). Its pre-drill state stays the one recorded at the start."""
+    clock = clock or SystemClock()
+    entries = load(Path(state_dir), drill_id)
+    summary = summarise(entries)
+    plan_env = entries[0]["plan"]["env"]
+    if confirm != plan_env:
+        raise GuardrailError("confirm", f"resuming drill {drill_id} changes {plan_env}: confirm with --confirm {plan_env}")
+    if summary.get("terminal") or summary.get("status", "").startswith("rolling-back") or summary.get("status") == "rollback-failed":
+        raise GuardrailError("resume", f"drill {drill_id} is {summary.get('status')}: it cannot be resumed (roll it back instead)")
+    lock = Lock.acquire(Path(state_dir), plan_env, drill_id, takeover_of=drill_id)
+    backend_obj = None
+    owned = False
+    try:
+        entries, plan, backend_obj, owned = _reopen(drill_id, state_dir, backend, options_override, clock)
+        journal = Journal.open(Path(state_dir), drill_id, clock)
+        run = Run(plan, backend_obj, journal, clock, drill_id, _log(log))
+        run.replay(entries)
+        done = [e["index"] for e in entries if e["type"] == "step_done"]
+        start = (max(done) + 1) if done else 0
+        journal.write("takeover", pid=os.getpid(), host=host(), purpose="resume", from_index=start)
+        try:
+            return _execute(run, start)
+        finally:
+            journal.close()
+    finally:
+        if owned and backend_obj is not None:
+            backend_obj.close()
+        lock.release()

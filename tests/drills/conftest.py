@@ -1,0 +1,75 @@
+"""Fixtures for the drills tests: no credentials, no network beyond 127.0.0.1, a fake clock.
+
+moto is started once per test module (`aws`), not per test: creating EKS node groups initialises moto's EC2
+backend per region, which costs seconds. Tests stay apart by names: every `world` gets its own hosted zone,
+buckets and clusters (a uid in each name).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+_DUMMY = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+# Fast drill parameters for the fake clock: fewer clients and polls, short holds.
+FAST = {"steps": 2, "hold_seconds": 60, "poll_seconds": 5, "probe_clients": 4, "min_samples": 10, "slo_window_seconds": 30}
+
+
+@pytest.fixture(autouse=True)
+def _no_aws(monkeypatch):
+    # Dummy credentials: moto needs some to sign, and nothing can reach a real account with them.
+    for k in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "DRILLS_MANIFEST", "DRILLS_PLUGINS", "DRILLS_STATE_DIR"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in _DUMMY.items():
+        monkeypatch.setenv(k, v)
+
+
+@pytest.fixture(scope="module")
+def aws():
+    from moto import mock_aws
+
+    old = {k: os.environ.get(k) for k in _DUMMY}
+    os.environ.update(_DUMMY)
+    with mock_aws():
+        yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def clock():
+    from drills.clock import FakeClock
+
+    return FakeClock()
+
+
+@pytest.fixture
+def world(aws, tmp_path, clock):
+    """make(env, overrides=..., manifests=..., lag=...) -> namespace(stacks, state, backend, clock, uid)."""
+    from drills_support import build_test_backend, copy_stacks
+
+    made = []
+
+    def make(env: str = "prod", overrides: dict | None = None, manifests: dict | None = None, lag: float = 40.0, clients: int = 4):
+        uid = "u" + uuid.uuid4().hex[:8]
+        stacks = copy_stacks(tmp_path / f"stacks-{uid}", overrides, uid=uid)
+        state = tmp_path / f"state-{uid}"
+        b = build_test_backend(env, stacks, state, clock, manifests=manifests, replication_lag=lag, clients=clients, uid=uid)
+        made.append(b)
+        return SimpleNamespace(stacks=stacks, state=state, backend=b, clock=clock, uid=uid, env=env)
+
+    yield make
+    for b in made:
+        b.close()
