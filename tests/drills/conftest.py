@@ -20,10 +20,6 @@ if str(HERE) not in sys.path:
 
 _DUMMY = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
-# Fast drill parameters for the fake clock: fewer clients and polls, short holds.
-FAST = {"steps": 2, "hold_seconds": 60, "poll_seconds": 5, "probe_clients": 4, "min_samples": 10, "slo_window_seconds": 30}
-
-
 @pytest.fixture(autouse=True)
 def _no_aws(monkeypatch):
     # Dummy credentials: moto needs some to sign, and nothing can reach a real account with them.

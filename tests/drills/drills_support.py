@@ -31,6 +31,8 @@ from drills.adapters.s3 import ReplicatingS3
 from drills.clock import Clock
 
 ROOT = Path(__file__).resolve().parents[2]
+# Fast drill parameters for the fake clock: fewer clients and polls, short holds.
+FAST = {"steps": 2, "hold_seconds": 60, "poll_seconds": 5, "probe_clients": 4, "min_samples": 10, "slo_window_seconds": 30}
 METADATA = {"name": "ranker", "versions": ["1"], "platform": "python",
             "inputs": [{"name": "dense", "datatype": "FP32", "shape": [-1, 4]}, {"name": "item_ids", "datatype": "INT32", "shape": [-1, 2]}],
             "outputs": [{"name": "score", "datatype": "FP32", "shape": [-1, 1]}]}

@@ -9,14 +9,13 @@ import boto3
 import pytest
 import yaml
 
-from conftest import FAST
 from drills.engine import start_drill
 from drills.errors import GuardrailError
 from drills.journal import Journal, drill_dir, load
 from drills.lock import Lock
 from drills.report import build_report, render_markdown
 from drills.scenarios import build_plan
-from drills_support import manifest_for
+from drills_support import FAST, manifest_for
 
 
 def plan_for(w, scenario, region=None, **extra):
