@@ -13,6 +13,10 @@ Translated (everything else is counted in `Applied.ignored`, since moto is not a
   aws:s3/bucket:Bucket, aws:s3/bucketV2:BucketV2          -> CreateBucket (in the provider's region)
   aws:s3/bucketVersioning:BucketVersioning(V2)            -> PutBucketVersioning
   aws:s3/bucketReplicationConfig:BucketReplicationConfig  -> PutBucketReplication
+  aws:eks/cluster:Cluster, aws:eks/nodeGroup:NodeGroup    -> CreateCluster, CreateNodegroup (in the provider's
+                                                             region; an existing node group keeps its scaling:
+                                                             the drills scale through the EKS API, and the
+                                                             program ignores desiredSize changes)
 References between resources (a record's zoneId and healthCheckId, a versioning's bucket) carry the ids
 the mocks gave the declared resources; they are mapped to the ids moto assigns. Applying twice is safe
 (zones and health checks are reused, records are UPSERTs), and records of a declared name whose set
@@ -30,6 +34,8 @@ T_RECORD = "aws:route53/record:Record"
 T_BUCKETS = ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2")
 T_VERSIONING = ("aws:s3/bucketVersioning:BucketVersioning", "aws:s3/bucketVersioningV2:BucketVersioningV2")
 T_REPLICATION = "aws:s3/bucketReplicationConfig:BucketReplicationConfig"
+T_CLUSTER = "aws:eks/cluster:Cluster"
+T_NODEGROUP = "aws:eks/nodeGroup:NodeGroup"
 
 # Pulumi (camelCase) -> S3 API names where capitalising the first letter is not enough.
 _S3_NAMES = {"id": "ID", "replicaKmsKeyId": "ReplicaKmsKeyID"}
@@ -49,6 +55,8 @@ class Applied:
     buckets: dict[str, str] = field(default_factory=dict)  # bucket name -> region
     versioned: set[str] = field(default_factory=set)
     replication: dict[str, dict] = field(default_factory=dict)  # bucket -> ReplicationConfiguration as put
+    clusters: dict[str, str] = field(default_factory=dict)  # cluster name -> region
+    nodegroups: dict[str, list[str]] = field(default_factory=dict)  # cluster name -> node group names
     ignored: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -111,8 +119,8 @@ def _bucket_name(value: str) -> str:
 # ---------------------------------------------------------------- apply
 def apply_declared(resources: Iterable[Any], route53, s3_for: Callable[[str | None], Any], *,
                    applied: Applied | None = None, default_zone_name: str | None = None,
-                   prune: bool = True) -> Applied:
-    """Create/update in moto what `resources` declare. `s3_for(region)` returns an S3 client for a region.
+                   prune: bool = True, eks_for: Callable[[str | None], Any] | None = None) -> Applied:
+    """Create/update in moto what `resources` declare. `s3_for(region)` / `eks_for(region)` return clients.
 
     Pass the `applied` of an earlier call to keep its id mappings (re-apply after a config change).
     """
@@ -122,6 +130,8 @@ def apply_declared(resources: Iterable[Any], route53, s3_for: Callable[[str | No
     for r in res:
         by_type.setdefault(r["type"], []).append(r)
     handled = {T_ZONE, T_HC, T_RECORD, T_REPLICATION, *T_BUCKETS, *T_VERSIONING}
+    if eks_for is not None:
+        handled |= {T_CLUSTER, T_NODEGROUP}
     for t, rs in by_type.items():
         if t not in handled:
             ap.ignored[t] = ap.ignored.get(t, 0) + len(rs)
@@ -244,7 +254,52 @@ def apply_declared(resources: Iterable[Any], route53, s3_for: Callable[[str | No
         config = {"Role": i["role"], "Rules": rules}
         s3_for(ap.buckets[src]).put_bucket_replication(Bucket=src, ReplicationConfiguration=config)
         ap.replication[src] = config
+    # ---- EKS clusters and node groups (capacity for the drills' pre-scaling and checks)
+    if eks_for is not None:
+        for c in by_type.get(T_CLUSTER, []):
+            _ensure_cluster(eks_for(c.get("region")), c, ap)
+        for g in by_type.get(T_NODEGROUP, []):
+            _ensure_nodegroup(eks_for(g.get("region")), g, ap)
     return ap
+
+
+def _ensure_cluster(eks, c: dict, ap: Applied) -> None:
+    i = c["inputs"]
+    name = i.get("name") or c.get("id") or c["name"]
+    if name not in eks.list_clusters().get("clusters", []):
+        vpc = i.get("vpcConfig") or {}
+        eks.create_cluster(
+            name=name, version=str(i.get("version", "1.33")), roleArn=i["roleArn"],
+            resourcesVpcConfig={"subnetIds": vpc.get("subnetIds", []),
+                                "endpointPublicAccess": bool(vpc.get("endpointPublicAccess", True)),
+                                "endpointPrivateAccess": bool(vpc.get("endpointPrivateAccess", False))},
+            tags={k: str(v) for k, v in (i.get("tags") or {}).items()})
+    ap.clusters[name] = c.get("region") or "us-east-1"
+
+
+def _ensure_nodegroup(eks, g: dict, ap: Applied) -> None:
+    i = g["inputs"]
+    cluster = i["clusterName"]
+    # The mocks name a group from its prefix; its id is "<cluster>:<node group name>", as the provider's is.
+    name = i.get("nodeGroupName") or str(g.get("id") or "").split(":", 1)[-1] or g["name"]
+    existing = eks.list_nodegroups(clusterName=cluster).get("nodegroups", [])
+    if name not in existing:
+        sc = i.get("scalingConfig") or {}
+        kw: dict[str, Any] = dict(
+            clusterName=cluster, nodegroupName=name, nodeRole=i["nodeRoleArn"], subnets=i.get("subnetIds", []),
+            scalingConfig={"minSize": int(sc.get("minSize", 1)), "maxSize": int(sc.get("maxSize", 1)),
+                           "desiredSize": int(sc.get("desiredSize", sc.get("minSize", 1)))},
+            instanceTypes=i.get("instanceTypes") or [], labels={k: str(v) for k, v in (i.get("labels") or {}).items()},
+            tags={k: str(v) for k, v in (i.get("tags") or {}).items()})
+        for src, dst in [("amiType", "amiType"), ("capacityType", "capacityType"), ("diskSize", "diskSize")]:
+            if i.get(src) is not None:
+                kw[dst] = int(i[src]) if dst == "diskSize" else i[src]
+        if i.get("taints"):
+            kw["taints"] = [{"key": t["key"], "value": t.get("value", ""), "effect": t["effect"]} for t in i["taints"]]
+        eks.create_nodegroup(**kw)
+    ap.nodegroups.setdefault(cluster, [])
+    if name not in ap.nodegroups[cluster]:
+        ap.nodegroups[cluster].append(name)
 
 
 def _find_zone(route53, name: str) -> str | None:

@@ -307,14 +307,19 @@ def rto_parts(records: Sequence[Any], fault_time: float, hc_transitions: Sequenc
               ttl: float, slo: Slo, *, region: str | None = None, window_limit_s: float | None = None) -> dict[str, Any]:
     """RTO in its parts, from the client's own records (all times in seconds after `fault_time`).
 
-    records: RequestRecord-like (t, client, region, ok, latency_ms); hc_transitions: (t, label, healthy);
+    records: RequestRecord-like (t, client, region, ok, latency_ms); a request still in flight at the fault
+    (sent before, completed after) counts as after the fault; hc_transitions: (t, label, healthy);
     dns_changes: (t, after = {record key: share}); ttl: the TTL clients saw; region: the failed region
     (inferred from the records when None: the region with the most failures after the fault).
     `window_limit_s`: the failover window allowed (e.g. the predicted RTO); errors after it are "lost".
     """
     recs = sorted(records, key=lambda r: _get(r, "t"))
-    before = [r for r in recs if _get(r, "t") < fault_time]
-    after_fault = [r for r in recs if _get(r, "t") >= fault_time]
+
+    def done(r: Any) -> float:  # when the request completed: one in flight at the fault belongs to the failover
+        return _get(r, "t") + (_get(r, "latency_ms") or 0.0) / 1000
+
+    before = [r for r in recs if done(r) < fault_time]
+    after_fault = [r for r in recs if done(r) >= fault_time]
     if region is None:
         fails: dict[str, int] = {}
         for r in after_fault:
@@ -338,13 +343,14 @@ def rto_parts(records: Sequence[Any], fault_time: float, hc_transitions: Sequenc
         by_client.setdefault(_get(r, "client"), []).append(r)
     recover: dict[Any, float | None] = {}
     for c, rs in by_client.items():
-        pre = [r for r in rs if _get(r, "t") < fault_time]
-        post = [r for r in rs if _get(r, "t") >= fault_time]
+        pre = [r for r in rs if done(r) < fault_time]
+        post = [r for r in rs if done(r) >= fault_time]
         touched = (pre and pre[-1] and _get(pre[-1], "region") == region) or \
             any(_get(r, "region") == region for r in post)
         if not touched:
             continue
-        recover[c] = next((_get(r, "t") for r in post if _get(r, "ok") and _get(r, "region") not in (None, region)), None)
+        recover[c] = next((_get(r, "t") for r in post if _get(r, "ok") and _get(r, "region") not in (None, region)
+                           and _get(r, "t") >= fault_time), None)
     firsts = [t for t in recover.values() if t is not None]
     first_success = min(firsts) if firsts else None
     all_recovered = max(firsts) if firsts and len(firsts) == len(recover) else None

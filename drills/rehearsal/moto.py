@@ -5,10 +5,11 @@ explicit dummy credentials passed as client arguments (and, for the server proce
 environment only), so nothing here reads or writes `~/.aws` and nothing can reach a real account.
 
 What moto does not do is modelled elsewhere in this package (health checks, DNS answers, replication).
-Two moto gaps matter to those models and are handled here:
+Two moto gaps matter to those models:
 - `GetBucketReplication` answers with a hard-coded `DeleteMarkerReplication: Disabled` and an empty prefix
-  filter, whatever was stored; `stored_replication()` reads the configuration as moto stored it, through
-  moto's own model dump (`/moto-api/data.json`), so the replicator applies what was declared.
+  filter, whatever was stored (moto 5.2.5 `s3/responses.py`); `replication_config()` merges those two
+  fields back from the configuration that was put. moto's model dump (`/moto-api/data.json`) does hold
+  the stored form, but once EKS/EC2 models exist it is ~12 MB and takes seconds: not usable in a poll loop.
 - `GetHealthCheckStatus` is a hard-coded success; the health checker model is the status source.
 """
 from __future__ import annotations
@@ -85,13 +86,6 @@ class MotoServer:
         r.raise_for_status()
         return r.json()
 
-    def stored_replication(self) -> dict[str, dict | None]:
-        """bucket name -> replication configuration exactly as moto stored it (parsed request body), or None."""
-        out: dict[str, dict | None] = {}
-        for b in self.data().get("s3", {}).get("FakeBucket", []):
-            out[b["name"]] = b.get("replication")
-        return out
-
     def reset(self) -> None:
         requests.post(f"{self.endpoint}/moto-api/reset", timeout=5).raise_for_status()
 
@@ -105,3 +99,27 @@ def client(service: str, endpoint: str, region: str = "us-east-1"):
     return session.client(service, endpoint_url=endpoint,
                            config=Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2,
                                          read_timeout=15, s3={"addressing_style": "path"}))
+
+
+def replication_config(s3, bucket: str, put: dict | None) -> dict | None:
+    """A bucket's replication configuration from the S3 API, with the fields moto drops (each rule's
+    DeleteMarkerReplication and Filter) taken from `put`, the configuration written to it (matched by rule
+    ID); None when the bucket has none."""
+    from botocore.exceptions import ClientError
+
+    try:
+        api = s3.get_bucket_replication(Bucket=bucket)["ReplicationConfiguration"]
+    except ClientError as e:
+        if e.response["Error"]["Code"] == "ReplicationConfigurationNotFoundError":
+            return None
+        raise
+    written = {r.get("ID"): r for r in (put or {}).get("Rules", [])}
+    rules = []
+    for r in api.get("Rules", []):
+        w = written.get(r.get("ID"))
+        if w is not None:
+            r = {**r, "DeleteMarkerReplication": w.get("DeleteMarkerReplication", {"Status": "Disabled"})}
+            if "Filter" in w or "Prefix" in w:
+                r["Filter"] = w.get("Filter") or ({"Prefix": w["Prefix"]} if "Prefix" in w else {})
+        rules.append(r)
+    return {**api, "Rules": rules}

@@ -16,9 +16,9 @@ What it models, per source bucket with a stored configuration:
 - not modelled: KMS re-encryption (objects are copied as plain bytes), replication metrics/events,
   ReplicationStatus headers (moto cannot set them).
 
-The configuration is read from moto as stored (`MotoServer.stored_replication`), because moto's
-GetBucketReplication answers with a hard-coded DeleteMarkerReplication Disabled; the API shape
-(`Rules`) is accepted too.
+The configuration comes from `stored_config()`: in the world, moto's GetBucketReplication with the two
+fields moto drops (DeleteMarkerReplication, Filter) restored from what was put (`moto.replication_config`);
+moto's stored form (`Rule`, as in its model dump) is accepted too.
 
 Every replication is recorded with the time the version was first seen and the time its copy landed
 (wall clock), so RPO of a canary object is `replicated_at - put time`.
@@ -107,8 +107,8 @@ def rules_for(rules: list[Rule], key: str, tags: dict[str, str] | None = None) -
 class Replicator:
     def __init__(self, s3, stored_config: Callable[[], dict[str, dict | None]], *, lag: float = 0.0,
                  poll: float = 0.2, config_interval: float = 1.0):
-        """`poll`: how often new versions are listed; `config_interval`: how often the stored configurations
-        are re-read (moto's model dump costs more than a listing, and configurations change rarely)."""
+        """`poll`: how often new versions are listed; `config_interval`: how often the configurations are
+        re-read (they change rarely)."""
         self.s3, self.stored_config, self.lag, self.poll = s3, stored_config, lag, poll
         self.config_interval = config_interval
         self._configs: dict[str, dict | None] = {}

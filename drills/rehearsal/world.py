@@ -39,7 +39,7 @@ from drills.rehearsal.declared import Applied, apply_declared, records_from_plan
 from drills.rehearsal.dns import PolicyDNS, query
 from drills.rehearsal.healthcheck import HealthChecker, specs_from_route53
 from drills.rehearsal.loadgen import LoadGenerator, RequestRecord, Slo, feature_batches, rto_parts
-from drills.rehearsal.moto import MotoServer
+from drills.rehearsal.moto import MotoServer, replication_config
 from drills.rehearsal.procs import (PortInUse, ProcessError, Supervisor, check_ports_free, free_port_block)
 from drills.rehearsal.replicator import Replicator
 from drills.rehearsal.repo import (ArtifactError, ServingRepo, manifest_inputs, manifest_model, prepare_serving_repo,
@@ -126,6 +126,7 @@ class World:
         self.dns: PolicyDNS | None = None
         self.replicator: Replicator | None = None
         self.buckets: dict[str, str] = {}  # region -> bucket
+        self.clusters: dict[str, str] = {}  # region -> EKS cluster name (node groups in moto, for capacity)
         self.health_check_ids: dict[str, str] = {}  # region -> moto health check id
         self.model_prefix = ""
         self.manifest: dict = {}
@@ -215,15 +216,13 @@ class World:
     def _apply(self, declared: Sequence[Any]) -> None:
         assert self.moto is not None
         r53 = self.moto.client("route53")
-        clients: dict[str | None, Any] = {}
 
         def s3_for(region: str | None):
-            if region not in clients:
-                clients[region] = self.moto.client("s3", region or "us-east-1")  # type: ignore[union-attr]
-            return clients[region]
+            return self.moto.client("s3", region or "us-east-1")  # type: ignore[union-attr]
 
         self.applied = apply_declared(declared, r53, s3_for, applied=self.applied,
-                                      default_zone_name=self.fleet.glob.zone.name)
+                                      default_zone_name=self.fleet.glob.zone.name,
+                                      eks_for=lambda region: self.moto.client("eks", region or "us-east-1"))  # type: ignore[union-attr]
         self._topology()
 
     def _topology(self) -> None:
@@ -238,6 +237,7 @@ class World:
         for hid, info in ap.hc_info.items():
             if info.get("region") in self.region_ip:
                 self.health_check_ids.setdefault(info["region"], hid)
+        self.clusters = {region: name for name, region in ap.clusters.items() if region in self.region_ip}
         self.buckets = {}
         for name, region in ap.buckets.items():
             if region in self.region_ip:
@@ -312,9 +312,15 @@ class World:
             target_healthy=self._target_healthy, alias_ttl=self.fleet.glob.ttl, ttl_override=self.scale.ttl,
             refresh_interval=self.scale.dns_refresh, seed=self.seed)
         self.dns.start()
-        self.replicator = Replicator(self.moto.client("s3"), self.moto.stored_replication,
+        self.replicator = Replicator(self.moto.client("s3"), self._replication_configs,
                                      lag=self.scale.replication_lag, poll=self.scale.replication_poll)
         self.replicator.start()
+
+    def _replication_configs(self) -> dict[str, dict | None]:
+        """bucket -> its replication configuration in moto (fields moto drops restored from what was put)."""
+        assert self.moto is not None and self.applied is not None
+        s3 = self.moto.client("s3")
+        return {b: replication_config(s3, b, self.applied.replication.get(b)) for b in self.applied.buckets}
 
     def _hc_endpoint(self, cfg: dict) -> tuple[str, int] | None:
         """A health check's target -> the loopback endpoint standing for it (its region's Triton HTTP port)."""
@@ -528,7 +534,7 @@ class World:
         return {
             "env": self.fleet.env, "fqdn": self.fqdn, "ports": self.ports, "moto": self.moto.endpoint if self.moto else None,
             "dns": "%s:%d" % self.dns_address, "regions": {
-                r: {"address": self.region_ip[r], "bucket": self.buckets.get(r),
+                r: {"address": self.region_ip[r], "bucket": self.buckets.get(r), "cluster": self.clusters.get(r),
                     "health_check_id": self.health_check_ids.get(r),
                     "triton": {"url": t.url, "state": t.state, "ready_s": t.ready_s, "rss_mib": round(t.rss_mib(), 1),
                                "pids": t.pids()} if (t := self.tritons.get(r)) else None,
