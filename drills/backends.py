@@ -34,6 +34,7 @@ def aws_backend(plan: Plan, options: dict[str, Any], clock: Clock) -> Backend:
     """AWS through boto3 (default credential chain, or options["profile"]) and the Pulumi Automation API on this
     checkout (options["work_dir"], options["org"] for Pulumi Cloud stack names)."""
     import boto3
+    from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
     from infra.config import ROOT, STACKS_DIR, load_fleet
@@ -53,7 +54,8 @@ def aws_backend(plan: Plan, options: dict[str, Any], clock: Clock) -> Backend:
         stacks = AutomationStackAdapter(Path(options.get("work_dir", ROOT)), org=options.get("org"))
         out = {r: validate_outputs(s, stacks.outputs(s)) for r, s in fleet.stack_names.items()}
         g_out = stacks.outputs(fleet.global_stack)
-        r53 = session.client("route53", region_name=fleet.glob.control_region)
+        # Route 53's API allows 5 requests/s per account: adaptive retries absorb throttling during polls.
+        r53 = session.client("route53", region_name=fleet.glob.control_region, config=Config(retries={"mode": "adaptive", "max_attempts": 10}))
         zone_id = g_out.get("zone_id") or fleet.glob.zone.zone_id
         if not zone_id:
             name = fleet.glob.zone.name.rstrip(".") + "."
@@ -72,10 +74,15 @@ def aws_backend(plan: Plan, options: dict[str, Any], clock: Clock) -> Backend:
                                  SystemResolver(fleet.glob.fqdn, route53._region_ips), server_name=fleet.glob.fqdn)
         faults = CompositeFaults(KubernetesFaults(kubes), HealthCheckInversion(route53))
     except (BotoCoreError, ClientError, OutputError) as e:
-        raise DrillError(f"aws backend: {e}") from None
-    except Exception as e:  # noqa: BLE001 - e.g. no Pulumi CLI: say so instead of a traceback
+        raise DrillError(f"aws backend could not start, nothing was changed: {e}") from None
+    except FileNotFoundError as e:
+        if "pulumi" in str(e):
+            raise DrillError("aws backend could not start, nothing was changed: the Pulumi CLI is not installed "
+                             "(the Automation API drives it; https://www.pulumi.com/docs/install/)") from None
+        raise
+    except Exception as e:  # noqa: BLE001 - a Pulumi CommandError (no login, unknown stack): a sentence, not a traceback
         if type(e).__module__.startswith("pulumi"):
-            raise DrillError(f"aws backend: the Pulumi Automation API failed ({type(e).__name__}: {e}); it needs the Pulumi CLI and stack credentials") from None
+            raise DrillError(f"aws backend could not start, nothing was changed: Pulumi said {type(e).__name__}: {e}") from None
         raise
     return Backend("aws", options, stacks, route53, s3, capacity, probes, faults)
 

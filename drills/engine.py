@@ -45,7 +45,7 @@ class Outcome:
 
     @property
     def exit_code(self) -> int:
-        return {"completed": 0, "rolled-back": 0, "refused": 3, "rollback-failed": 4}.get(self.status, 1)
+        return {"completed": 0, "rolled-back": 0, "noop": 0, "refused": 3, "rollback-failed": 4}.get(self.status, 1)
 
 
 class Monitor:
@@ -376,7 +376,7 @@ def rollback_drill(drill_id: str, state_dir: Path, *, backend: Backend | None = 
     entries = load(Path(state_dir), drill_id)
     summary = summarise(entries)
     if summary.get("terminal"):
-        return Outcome(drill_id, summary["status"], f"nothing to roll back: the drill already ended ({summary['status']})")
+        return Outcome(drill_id, "noop", f"nothing to roll back: the drill already ended ({summary['status']})")
     plan_env = entries[0]["plan"]["env"]
     lock = Lock.acquire(Path(state_dir), plan_env, drill_id, takeover_of=drill_id)
     backend_obj = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections import Counter
+import time
 from typing import Any, Callable
 
 from drills.adapters.base import RecordState
@@ -59,13 +59,31 @@ class Boto3Route53:
     stacks' outputs). `health_check_ids`: from the global stack's outputs where known (else the records')."""
 
     def __init__(self, client: Any, zone_id: str, fqdn: str, regions: dict[str, str | None],
-                 health_check_ids: dict[str, str] | None = None, answer_samples: int = 20):
+                 health_check_ids: dict[str, str] | None = None, answer_samples: int = 4, cache_seconds: float = 2.0):
+        """Route 53's API allows 5 requests per second per account: reads are cached for `cache_seconds` (real
+        time; Route 53's own checkers report every 10 s, so a poll loses nothing) and TestDNSAnswer is sampled
+        `answer_samples` times per answer."""
         self.client, self.zone_id, self.fqdn = client, zone_id, fqdn.rstrip(".")
         self.regions = regions
         self._hc = dict(health_check_ids or {})
         self.answer_samples = answer_samples
+        self.cache_seconds = cache_seconds
+        self._cache: dict[tuple, tuple[float, Any]] = {}
+        self._inverted: dict[str, bool] = {}
+
+    def _cached(self, key: tuple, fn: Callable[[], Any]) -> Any:
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit and now - hit[0] < self.cache_seconds:
+            return hit[1]
+        value = fn()
+        self._cache[key] = (now, value)
+        return value
 
     def records(self) -> dict[str, RecordState]:
+        return self._cached(("records",), self._records)
+
+    def _records(self) -> dict[str, RecordState]:
         name = self.fqdn + "."
         out: dict[str, RecordState] = {}
         kw: dict[str, Any] = {"HostedZoneId": self.zone_id, "StartRecordName": name, "StartRecordType": "A"}
@@ -94,18 +112,26 @@ class Boto3Route53:
         return self._hc[region]
 
     def inverted(self, region: str) -> bool:
-        cfg = self.client.get_health_check(HealthCheckId=self.health_check_id(region))["HealthCheck"]["HealthCheckConfig"]
-        return bool(cfg.get("Inverted"))
+        # Read once: inversions go through set_inverted, which keeps this current.
+        if region not in self._inverted:
+            cfg = self.client.get_health_check(HealthCheckId=self.health_check_id(region))["HealthCheck"]["HealthCheckConfig"]
+            self._inverted[region] = bool(cfg.get("Inverted"))
+        return self._inverted[region]
 
     def health(self, region: str) -> bool:
-        obs = self.client.get_health_check_status(HealthCheckId=self.health_check_id(region))["HealthCheckObservations"]
-        ok = sum(1 for o in obs if o["StatusReport"]["Status"].startswith("Success"))
-        # Route 53 calls an endpoint healthy when more than 18% of its checkers do; the observations are the
-        # checkers' raw results, so an inverted check's verdict is the opposite.
-        healthy = bool(obs) and ok / len(obs) > 0.18
-        return healthy != self.inverted(region)
+        def read() -> bool:
+            obs = self.client.get_health_check_status(HealthCheckId=self.health_check_id(region))["HealthCheckObservations"]
+            ok = sum(1 for o in obs if o["StatusReport"]["Status"].startswith("Success"))
+            # Route 53 calls an endpoint healthy when more than 18% of its checkers do; the observations are the
+            # checkers' raw results, so an inverted check's verdict is the opposite.
+            return bool(obs) and ok / len(obs) > 0.18
+
+        return self._cached(("health", region), read) != self.inverted(region)
 
     def _region_ips(self) -> dict[str, str]:
+        return self._cached(("ips",), self._resolve_lbs) if self.cache_seconds else self._resolve_lbs()
+
+    def _resolve_lbs(self) -> dict[str, str]:
         ips: dict[str, str] = {}
         for r, lb in self.regions.items():
             if not lb:
@@ -118,20 +144,24 @@ class Boto3Route53:
         return ips
 
     def dns_answer(self) -> dict[str, float]:
-        """TestDNSAnswer asked `answer_samples` times (it answers one weighted pick per call), mapped to regions
-        through the load balancers' current addresses."""
+        """Route 53's routing policy over its own records and health verdicts, cross-checked with TestDNSAnswer.
+
+        TestDNSAnswer answers one weighted pick per call, so a few samples cannot prove a region is gone (a 40%
+        region is missed by 4 samples 13% of the time); they can prove it is still answered. A region counts as
+        out of the answer only when the policy says so and no sample returned its load balancer's address."""
+        shares = policy_answer(self.records(), self.health)
         ips = self._region_ips()
-        seen: Counter[str] = Counter()
         for _ in range(self.answer_samples):
             ans = self.client.test_dns_answer(HostedZoneId=self.zone_id, RecordName=self.fqdn, RecordType="A")
-            regions = {ips.get(ip) for ip in ans.get("RecordData", [])} - {None}
-            for r in regions:
-                seen[r] += 1 / len(regions)
-        total = sum(seen.values())
-        return {r: n / total for r, n in sorted(seen.items())} if total else {}
+            for r in {ips.get(ip) for ip in ans.get("RecordData", [])} - {None}:
+                if shares.get(r, 0.0) == 0.0:
+                    shares[r] = 1e-9  # observed, though the policy says not: report it as still answered
+        return shares
 
     def set_inverted(self, region: str, inverted: bool) -> None:
         self.client.update_health_check(HealthCheckId=self.health_check_id(region), Inverted=inverted)
+        self._inverted[region] = inverted
+        self._cache.pop(("health", region), None)
 
 
 class HealthModel:
@@ -194,24 +224,13 @@ class HealthModel:
 
 
 class ModelledRoute53(Boto3Route53):
-    """Records from moto, health from `HealthModel`, DNS answers from `policy_answer`."""
+    """Records from moto, health from `HealthModel`, DNS answers from `policy_answer` (moto has neither a
+    health status nor TestDNSAnswer). No read cache: a fake clock moves faster than any cache would expire."""
 
     def __init__(self, client: Any, zone_id: str, fqdn: str, regions: dict[str, str | None], model: HealthModel,
                  health_check_ids: dict[str, str] | None = None, mode: str | None = None):
-        super().__init__(client, zone_id, fqdn, regions, health_check_ids)
+        super().__init__(client, zone_id, fqdn, regions, health_check_ids, answer_samples=0, cache_seconds=0.0)
         self.model, self.mode = model, mode
-        self._inverted: dict[str, bool] = {}
-
-    def inverted(self, region: str) -> bool:
-        # Cached: inversions go through this adapter (set_inverted), and moto's API calls are slow enough to
-        # dominate a test drill if every health poll asked.
-        if region not in self._inverted:
-            self._inverted[region] = super().inverted(region)
-        return self._inverted[region]
-
-    def set_inverted(self, region: str, inverted: bool) -> None:
-        super().set_inverted(region, inverted)
-        self._inverted[region] = inverted
 
     def health(self, region: str) -> bool:
         return self.model.status(region, inverted=self.inverted(region))

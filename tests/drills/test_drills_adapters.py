@@ -182,13 +182,15 @@ def test_route53_applier_and_boto3_adapter_on_moto(aws, tmp_path):
     again = a.up("prod-global", "again")["outputs"]
     assert again["health_check_ids"] == out["health_check_ids"]  # applying twice creates nothing new
     lbs = {"us-east-1": "prod-use1.elb.amazonaws.com", "us-west-2": "prod-usw2.elb.amazonaws.com", "eu-west-1": "prod-euw1.elb.amazonaws.com"}
-    b = Boto3Route53(r53, out["zone_id"], "ranker.adp.shop.example.com", lbs)
+    # moto answers TestDNSAnswer with 404: no samples here; no read cache, so each read sees the last `up`
+    b = Boto3Route53(r53, out["zone_id"], "ranker.adp.shop.example.com", lbs, answer_samples=0, cache_seconds=0)
     recs = b.records()
     assert {r: s.weight for r, s in recs.items()} == {"us-east-1": 40, "us-west-2": 30, "eu-west-1": 30}
     assert {s.set_identifier for s in recs.values()} == set(lbs) and recs["us-east-1"].health_check_id == out["health_check_ids"]["us-east-1"]
     a.set_config("prod-global", {"routing.regions.us-east-1.weight": 0})
     a.up("prod-global", "shift")
     assert b.records()["us-east-1"].weight == 0
+    assert b.dns_answer() == {"eu-west-1": 0.5, "us-west-2": 0.5}  # the policy over Route 53's own health verdicts
     # inversion goes through UpdateHealthCheck(Inverted=...); moto stores it
     b.set_inverted("us-west-2", True)
     assert r53.get_health_check(HealthCheckId=out["health_check_ids"]["us-west-2"])["HealthCheck"]["HealthCheckConfig"]["Inverted"] is True
