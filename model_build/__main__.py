@@ -34,8 +34,7 @@ def _batches(text: str) -> list[int]:
 
 def parser() -> argparse.ArgumentParser:
     from model_build import data
-    from model_build.build import DEFAULT_OUT
-    from model_build.train import TrainConfig
+    from model_build.config import DEFAULT_OUT, TrainConfig
 
     d = TrainConfig()  # one source of truth for the defaults
 
@@ -107,7 +106,7 @@ def cmd_build(a: argparse.Namespace, con: Console) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from model_build.build import BuildError, BuildOptions, build, summary_lines
-    from model_build.train import TrainConfig
+    from model_build.config import TrainConfig
 
     t0 = time.perf_counter()
     try:

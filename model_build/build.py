@@ -32,14 +32,14 @@ from pydantic import BaseModel, ConfigDict
 
 from infra.config import ROOT, ConfigError, envs, load_fleet
 from model_build import data, export, k8s_jobs, parity, triton_repo, trt_engine
+from model_build.config import DEFAULT_OUT, RankerConfig, TrainConfig
 from model_build.manifest import (
     MANIFEST, Benchmark, EngineEntry, FileEntry, Manifest, Metrics, ParityFigure, file_entry, verify, write_manifest,
 )
-from model_build.ranker import Ranker, RankerConfig
-from model_build.train import TrainConfig, train
+from model_build.ranker import Ranker
+from model_build.train import train
 from model_build.trt_plan import BuildPlan, HardwareCompat, PlanError, Precision, make_plan, model_dirs, sm
 
-DEFAULT_OUT = ROOT / "build" / "model"
 GOLDEN = "golden/golden.npz"
 CHECKPOINT = "checkpoint/ranker.pt"
 KNOWN_TOP = {MANIFEST, "golden", "checkpoint", "jobs", "engine_records"}

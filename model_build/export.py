@@ -101,15 +101,15 @@ def export(ranker: Ranker, path: Path, precision: str, *, max_batch_size: int, d
 
 def check(proto: onnx.ModelProto) -> None:
     """onnx.checker plus strict shape inference; the output must come out as [batch, 1] float32."""
+    bag = [n.op_type for n in proto.graph.node if "bag" in n.op_type.lower()]
+    if bag:
+        raise ValueError(f"graph contains {bag}: EmbeddingBag-style ops are not allowed")
     onnx.checker.check_model(proto, full_check=True)
     inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
     out = inferred.graph.output[0].type.tensor_type
     dims = [d.dim_param or d.dim_value for d in out.shape.dim]
     if out.elem_type != onnx.TensorProto.FLOAT or dims != ["batch", 1]:
         raise ValueError(f"exported output is {onnx.TensorProto.DataType.Name(out.elem_type)} {dims}, expected FLOAT ['batch', 1]")
-    bag = [n.op_type for n in proto.graph.node if "bag" in n.op_type.lower()]
-    if bag:
-        raise ValueError(f"graph contains {bag}: EmbeddingBag-style ops are not allowed")
 
 
 def ort_session(path: Path, threads: int = 0):

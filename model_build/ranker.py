@@ -12,19 +12,9 @@ the ONNX graph to operators TensorRT and ONNX Runtime both implement.
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-
-class RankerConfig(BaseModel):
-    """Model size; the defaults train on two CPU cores in seconds."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    embedding_dim: int = Field(default=16, ge=2, le=256)
-    cross_layers: int = Field(default=2, ge=0, le=8)
-    deep: tuple[int, ...] = (128, 64)
-    top: tuple[int, ...] = (64,)
-    dense_hidden: int = Field(default=32, ge=4)
+from model_build.config import RankerConfig
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:

@@ -12,27 +12,10 @@ from typing import Callable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from model_build import data
-from model_build.ranker import Ranker, RankerConfig
-
-
-class TrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    seed: int = data.DEFAULT_SEED
-    train_requests: int = Field(default=12000, ge=8)
-    validation_requests: int = Field(default=1000, ge=8)
-    epochs: int = Field(default=2, ge=1, le=50)
-    batch_size: int = Field(default=1024, ge=16)
-    lr: float = Field(default=1e-2, gt=0)
-    weight_decay: float = Field(default=1e-6, ge=0)
-    bad_labels: bool = False
-    # One intra-op thread: this model's ops are too small to split well, and on a shared 2-core machine
-    # OpenMP worker threads spin-wait for each other (measured: 14 s single-threaded vs 80 s with 2 threads
-    # while another job held a core).
-    threads: int = Field(default=1, ge=1)
-    model: RankerConfig = RankerConfig()
+from model_build.config import TrainConfig
+from model_build.ranker import Ranker
 
 
 @dataclass
