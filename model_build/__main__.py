@@ -85,6 +85,8 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--batches", type=_batches, default=None, help="comma-separated batch sizes (default 1,8,64,256,1024,4096)")
     be.add_argument("--seconds", type=float, default=0.4, help="time budget per (runtime, batch) point (default %(default)s)")
     be.add_argument("--latency-budget-ms", type=float, default=50.0, help="p99 bound for the throughput figures (default %(default)s)")
+    be.add_argument("--threads", type=int, default=1,
+                    help="intra-op threads per CPU runtime (default %(default)s: like one Triton CPU instance, and steady on a shared machine)")
 
     pl = sub.add_parser("plan", help="print the TensorRT build plan for the fleet (engines, profiles, files, timing caches, Jobs)",
                         description="Print the build plan as JSON; needs neither TensorRT nor a GPU.")
@@ -186,11 +188,11 @@ def cmd_bench(a: argparse.Namespace, con: Console) -> int:
     from model_build.bench import BenchError, run_bench
 
     try:
-        b = run_bench(a.out, a.batches, a.seconds, a.latency_budget_ms, log=con.print)
+        b = run_bench(a.out, a.batches, a.seconds, a.latency_budget_ms, log=con.print, threads=a.threads)
     except BenchError as e:
         con.print(f"[red]BENCH FAILED:[/red] {e}")
         return 1
-    t = Table(title=f"benchmark ({b.host.get('cpu')}, {b.host.get('cpu_threads')} threads; GPU: {b.host.get('gpu') or 'none'})")
+    t = Table(title=f"benchmark ({b.host.get('cpu')}, {b.host.get('threads_per_runtime')} thread(s) per CPU runtime; GPU: {b.host.get('gpu') or 'none'})")
     runtimes = list(dict.fromkeys(r.runtime for r in b.runs))
     t.add_column("batch")
     for rt in runtimes:

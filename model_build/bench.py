@@ -59,7 +59,7 @@ def time_point(fn: Callable[[dict], object], batch: dict, budget_s: float, min_c
 
 
 def run_bench(directory: Path, batches: list[int] | None = None, budget_s: float = 0.4, latency_budget_ms: float = 50.0,
-              log: Callable[[str], None] = print) -> Benchmark:
+              log: Callable[[str], None] = print, threads: int = 1) -> Benchmark:
     directory = Path(directory)
     problems = verify(directory)
     if problems:
@@ -73,11 +73,13 @@ def run_bench(directory: Path, batches: list[int] | None = None, budget_s: float
 
     from model_build.build import CHECKPOINT, load_checkpoint
 
-    threads = os.cpu_count() or 1
+    # The same intra-op thread count for both CPU runtimes, without spin-waiting, so that neither measures
+    # the other's idle threads (or, on a shared machine, the neighbours').
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)
     scorer = export.scorer(load_checkpoint(directory / CHECKPOINT), "fp32")
     onnx_rel = next(f.path for f in m.files if f.role == "onnx")
-    sess = export.ort_session(directory / onnx_rel)
+    sess = export.ort_session(directory / onnx_rel, threads=threads, spinning=False)
 
     def torch_run(b: dict) -> object:
         with torch.inference_mode():
@@ -113,6 +115,7 @@ def run_bench(directory: Path, batches: list[int] | None = None, budget_s: float
                 runs.append(run)
                 log(f"batch {b:>5}  {name:<20} p50 {run.p50_ms:8.3f} ms  p99 {run.p99_ms:8.3f} ms  {run.rows_per_s:>12,.0f} rows/s  ({n} calls)")
     finally:
+        torch.set_num_threads(threads_before)
         if engine is not None:
             engine.close()
 
@@ -129,7 +132,7 @@ def run_bench(directory: Path, batches: list[int] | None = None, budget_s: float
     bench = Benchmark(
         status="measured",
         measured_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        host={"cpu": _cpu_name(), "cpu_threads": threads, "gpu": env["gpu"], "gpu_compute_capability": cc,
+        host={"cpu": _cpu_name(), "cpu_count": os.cpu_count() or 1, "threads_per_runtime": threads, "gpu": env["gpu"], "gpu_compute_capability": cc,
               "tensorrt": env["tensorrt"], "python": platform.python_version(), "torch": torch.__version__,
               "onnxruntime": __import__("onnxruntime").__version__},
         rows_per_request=rpr,

@@ -42,6 +42,7 @@ from model_build.trt_plan import BuildPlan, HardwareCompat, PlanError, Precision
 
 GOLDEN = "golden/golden.npz"
 CHECKPOINT = "checkpoint/ranker.pt"
+LOCAL_TIMING_CACHE = ROOT / "build"  # + timing-cache/tensorrt-<version>/<sm>.cache
 KNOWN_TOP = {MANIFEST, "golden", "checkpoint", "jobs", "engine_records"}
 
 
@@ -202,9 +203,14 @@ def build(opts: BuildOptions, log: Log = print, progress: Callable[[int, int, fl
     for e in plan.engines:
         if env["tensorrt"] and env["compute_capability"] == e.compute_capability:
             t = time.perf_counter()
-            blob, _cache, _io = trt_engine.build_engine(
+            # Local timing cache under the git-ignored build/ tree, same key as in the bucket.
+            cache_path = LOCAL_TIMING_CACHE / e.timing_cache_key
+            blob, cache, _io = trt_engine.build_engine(
                 (out / e.onnx).read_bytes(), shapes=e.profile.shapes({s.name: s.dims for s in sig.inputs}),
+                timing_cache=cache_path.read_bytes() if cache_path.is_file() else None,
                 hardware_compatibility=e.hardware_compatibility, version_compatible=e.version_compatible)
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            cache_path.write_bytes(cache)
             eng = trt_engine.Engine(blob, host_code_allowed=e.version_compatible)
             try:
                 trt_fig = parity.run_gates(reference, lambda b: eng(b)["score"], golden, opt=plan.opt_batch_size,

@@ -112,12 +112,14 @@ def check(proto: onnx.ModelProto) -> None:
         raise ValueError(f"exported output is {onnx.TensorProto.DataType.Name(out.elem_type)} {dims}, expected FLOAT ['batch', 1]")
 
 
-def ort_session(path: Path, threads: int = 0):
+def ort_session(path: Path, threads: int = 0, spinning: bool = True):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
+    if not spinning:  # idle worker threads would otherwise spin and steal the core from whatever runs next
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 

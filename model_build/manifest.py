@@ -21,6 +21,10 @@ Public API (kept small; the drills and the rehearsal import it):
 - `EngineRecord`: what an engine-build Job writes next to an engine it adds to a published version
   (`engine_records/<engine>.json`); `verify` accepts an engine file that the manifest lists as
   "not-built" only when such a record matches it.
+- `engines_available(manifest, read) -> {cc: state}`: for every compute capability in the manifest, one of
+  "built" (in the manifest), "added-by-job" (a valid record for this version's graph and TensorRT version
+  exists), "onnx-fallback" (served by the ONNX Runtime model on purpose) or "missing". `read(rel_path)`
+  returns a repository file's bytes or None, so the same check runs on a directory or on a bucket prefix.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -243,6 +247,32 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
     if p.is_dir():
         p = p / MANIFEST
     return Manifest.model_validate_json(p.read_text())
+
+
+def engines_available(m: Manifest, read: Callable[[str], bytes | None]) -> dict[str, str]:
+    """Per compute capability: "built", "added-by-job", "onnx-fallback" or "missing" (see the module doc)."""
+    out: dict[str, str] = {}
+    for cc in m.compute_capabilities:
+        engine = next((e for e in m.engines.values() if cc in e.serves), None)
+        if engine is None:
+            out[cc] = "onnx-fallback" if cc in m.onnx_fallback_for else "missing"
+        elif engine.status == "built":
+            out[cc] = "built"
+        else:
+            out[cc] = "added-by-job" if _record_ok(m, engine, read(engine.record)) else "missing"
+    return out
+
+
+def _record_ok(m: Manifest, e: EngineEntry, raw: bytes | None) -> bool:
+    if raw is None:
+        return False
+    try:
+        r = EngineRecord.model_validate_json(raw)
+    except (ValidationError, ValueError):
+        return False
+    src = m.file(e.onnx)
+    return (r.file == e.file and r.compute_capability == e.compute_capability and r.tensorrt_version == e.tensorrt_version
+            and src is not None and r.onnx_sha256 == src.sha256)
 
 
 def _repo_files(root: Path) -> set[str]:

@@ -119,3 +119,20 @@ def test_manifest_write_is_atomic_and_leaves_no_temp_files(repo: Path):
     assert not list(repo.glob(".manifest-*"))
     assert verify(repo) == []
     shutil.rmtree(repo)
+
+
+def test_engines_available_reads_records_from_any_store(repo: Path):
+    from model_build.manifest import engines_available
+
+    m = load_manifest(repo)
+    read = lambda rel: (repo / rel).read_bytes() if (repo / rel).is_file() else None  # noqa: E731
+    assert engines_available(m, read) == {cc: "missing" for cc in m.compute_capabilities}
+    e = m.engines["8.9"]
+    record = {"compute_capability": "8.9", "file": e.file, "sha256": "0" * 64, "size": 1,
+              "tensorrt_version": e.tensorrt_version, "onnx_sha256": m.file(e.onnx).sha256, "built_on": "NVIDIA L4",
+              "device_compute_capability": "8.9", "hardware_compatibility": "NONE", "version_compatible": False,
+              "profile": e.profile, "built_at": "2026-11-24T00:00:00+00:00"}
+    store = {e.record: json.dumps(record).encode()}
+    assert engines_available(m, store.get)["8.9"] == "added-by-job"
+    store[e.record] = json.dumps(record | {"onnx_sha256": "1" * 64}).encode()  # built from another graph
+    assert engines_available(m, store.get)["8.9"] == "missing"
