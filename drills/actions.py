@@ -180,9 +180,9 @@ def _precheck(run: "Run", step: "Step") -> dict:
             engines[r] = "ONNX fallback only"
             continue
         manifest, sha = b.s3.current_manifest(r)
-        found, _ = manifest_facts(manifest)
-        missing = sorted(set(ccs) - (found or set()))
-        engines[r] = {"manifest_sha256": sha, "engines": sorted(found or []), "missing": missing}
+        found = manifest_facts(manifest).built or set()
+        missing = sorted(set(ccs) - found)
+        engines[r] = {"manifest_sha256": sha, "engines": sorted(found), "missing": missing}
         if manifest is None:
             problems.append(f"{r}: no model manifest in its bucket for the version it serves: cannot verify its engines")
         elif missing:
@@ -280,7 +280,7 @@ def _observe_failover(run: "Run", step: "Step") -> dict:
     t0 = fault["t"]
     window, rate, p99, need = _slo_params(run)
     tr = SwitchTracker({region}, t0)
-    seen = {"n": 0}
+    seen = {"n": len(run.monitor.results) - len(run.monitor.since(t0))}  # results before the fault are not fed
     m: dict[str, float | None] = {"detected": None, "dns_changed": None, "slo_recovered": None}
 
     def progress() -> bool:
@@ -300,7 +300,6 @@ def _observe_failover(run: "Run", step: "Step") -> dict:
                 run.state["slo_recovered"] = {"t": m["slo_recovered"]}
         return None not in m.values() and tr.drained is not None and now >= m["dns_changed"] + run.plan.ttl
 
-    seen["n"] = len(run.monitor.results) - len(run.monitor.since(t0))
     done = run.wait(step.params["deadline"] - (run.clock.now() - t0), until=progress, label="failover")
     milestones = _milestones(t0, {"detected": m["detected"], "dns_changed": m["dns_changed"], "first_success": tr.first_success,
                                   "drained": tr.drained, "slo_recovered": m["slo_recovered"]})
@@ -319,7 +318,7 @@ def _observe_switch(run: "Run", step: "Step") -> dict:
     away = set(step.params["away_from"])
     window, rate, p99, need = _slo_params(run)
     tr = SwitchTracker(away, t0)
-    seen = {"n": 0}
+    seen = {"n": len(run.monitor.results) - len(run.monitor.since(t0))}
     slo: dict[str, float | None] = {"t": None}
 
     def progress() -> bool:
@@ -330,7 +329,6 @@ def _observe_switch(run: "Run", step: "Step") -> dict:
             slo["t"] = tr.slo_recovered(run.clock.now(), window, rate, p99, need)
         return slo["t"] is not None and tr.drained is not None
 
-    seen["n"] = len(run.monitor.results) - len(run.monitor.since(t0))
     done = run.wait(step.params["timeout"], until=progress, label="switch")
     milestones = _milestones(t0, {"records_in_sync": change.get("t_in_sync"), "dns_changed": change.get("t_answer"),
                                   "first_success": tr.first_success, "drained": tr.drained, "slo_recovered": slo["t"]})
@@ -417,12 +415,8 @@ def _manifest_skew(run: "Run", step: "Step") -> dict:
     regions: dict[str, Any] = {}
     for r in step.params["regions"]:
         doc, sha = run.backend.s3.current_manifest(r)
-        version = None
-        if isinstance(doc, dict):
-            m = doc.get("model")
-            version = doc.get("model_version") or doc.get("version") or (m.get("version") if isinstance(m, dict) else None)
-        engines, _ = manifest_facts(doc)
-        regions[r] = {"present": doc is not None or sha is not None, "version": version, "sha256": sha, "engines": sorted(engines or [])}
+        facts = manifest_facts(doc if isinstance(doc, dict) else None)
+        regions[r] = {"present": doc is not None or sha is not None, "version": facts.version, "sha256": sha, "engines": sorted(facts.built or [])}
     versions = sorted({str(v["version"]) for v in regions.values() if v["version"] is not None})
     hashes = sorted({v["sha256"] for v in regions.values() if v["sha256"]})
     skew = len(versions) > 1 or len(hashes) > 1 or any(not v["present"] for v in regions.values())

@@ -166,7 +166,8 @@ def _rpo(run: "Run", p: dict, mode: str, since: float | None) -> Verdict:
 
 @check("deadline")
 def _deadline(run: "Run", p: dict, mode: str, since: float | None) -> Verdict:
-    start = run.state.get(p.get("since", "fault"), {}).get("t") if isinstance(run.state.get(p.get("since", "fault")), dict) else None
+    ref = run.state.get(p.get("since", "fault"))
+    start = ref.get("t") if isinstance(ref, dict) else None
     if start is None or run.state.get(p.get("until", "slo_recovered")):
         return Verdict(True, "not running")
     elapsed = run.clock.now() - start

@@ -16,6 +16,7 @@ canaries deleted, then verified against the pre-drill state. A SIGKILL leaves th
 """
 from __future__ import annotations
 
+import bisect
 import os
 import signal
 import threading
@@ -26,7 +27,7 @@ from typing import Any, Callable
 
 from infra.capacity import shares_after_loss
 
-from drills.actions import ACTIONS, records_match
+from drills.actions import ACTIONS, records_match, routing_of
 from drills.adapters.base import Backend, ProbeResult
 from drills.checks import evaluate, window_stats
 from drills.clock import Clock, SystemClock
@@ -60,8 +61,6 @@ class Monitor:
             self.results.append(self.run.backend.probes.service(c))
 
     def since(self, t: float) -> list[ProbeResult]:
-        import bisect
-
         i = bisect.bisect_left([r.t for r in self.results], t)
         return self.results[i:]
 
@@ -120,8 +119,6 @@ class Run:
             elif t == "change_applied":
                 self.state["last_change"] = {k: v for k, v in e.items() if k.startswith("t_")}
             elif t == "config_set":
-                from drills.actions import routing_of
-
                 w, r = routing_of(e["values"])
                 self.weights.update(w)
                 self.roles.update(r)

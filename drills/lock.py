@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from drills.errors import GuardrailError
-from drills.journal import drill_dir, host, read_entries, summarise
+from drills.journal import atomic_write, drill_dir, host, read_entries, summarise
 
 
 def lock_path(state_dir: Path, env: str) -> Path:
@@ -75,7 +75,7 @@ class Lock:
                     raise GuardrailError("lock", f"drill {held['drill_id']} holds the {env} lock (pid {held['pid']} on {held['host']}); "
                                                  "one drill per environment. Wait for it, or stop it with SIGINT/SIGTERM (it rolls back).")
                 if held.get("drill_id") == takeover_of:
-                    _write(p, info)
+                    atomic_write(p, json.dumps(info))
                     return cls(p, info)
                 other = held.get("drill_id", "?")
                 jp = drill_dir(state_dir, other) / "journal.jsonl"
@@ -99,8 +99,3 @@ class Lock:
         if held.get("drill_id") == self.info["drill_id"] and held.get("pid") == self.info["pid"]:
             self.path.unlink(missing_ok=True)
 
-
-def _write(p: Path, info: dict) -> None:
-    from drills.adapters.local_stack import atomic_write
-
-    atomic_write(p, json.dumps(info))

@@ -9,10 +9,19 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 _NOT_BUILT = {"skipped", "missing", "failed", "planned", "pending", "not_built", "unavailable"}
+
+
+@dataclass(frozen=True)
+class ManifestFacts:
+    built: set[str] | None  # compute capabilities with a built engine; None: no manifest at all
+    listed: set[str]  # compute capabilities with an engine entry, built or not
+    qps_per_gpu: dict[str, float]  # benchmark.qps_per_gpu, by compute capability
+    version: str | None  # the model version the manifest describes
 
 
 def _cc(v: Any) -> str | None:
@@ -25,33 +34,41 @@ def _cc(v: Any) -> str | None:
     return None
 
 
-def manifest_facts(manifest: dict | None) -> tuple[set[str] | None, dict[str, float]]:
-    """(compute capabilities with a built engine, or None when there is no manifest; benchmarked qps_per_gpu).
+def manifest_facts(manifest: dict | None) -> ManifestFacts:
+    """What the drills need from a model manifest, whatever its exact layout.
 
     Engines are looked for anywhere under a key containing "engine": as a mapping keyed by compute
     capability, or as entries carrying `compute_capability`/`cc`/`sm`. An entry marked not built (`built:
-    false`, a status such as "skipped", or a null file) does not count: a manifest written on a machine
-    without a TensorRT builder may list engines it could not build.
+    false`, a status such as "not-built" or "skipped", or a null file) is *listed* but not *built*: a manifest
+    written on a machine without a TensorRT builder names the engines its GPU build jobs will make.
     """
     if not manifest:
-        return None, {}
-    found: set[str] = set()
+        return ManifestFacts(None, set(), {}, None)
+    built: set[str] = set()
+    listed: set[str] = set()
 
-    def built(entry: Any) -> bool:
+    def is_built(entry: Any) -> bool:
         if not isinstance(entry, dict):
             return entry not in (None, False, "")
-        if entry.get("built") is False or str(entry.get("status", "")).lower() in _NOT_BUILT:
+        status = str(entry.get("status", "")).lower().replace("-", "_")
+        if entry.get("built") is False or status in _NOT_BUILT:
             return False
         return not any(k in entry and entry[k] in (None, "") for k in ("file", "path", "filename", "sha256"))
+
+    def note(cc: str | None, entry: Any) -> None:
+        if cc:
+            listed.add(cc)
+            if is_built(entry):
+                built.add(cc)
 
     def walk(node: Any, in_engines: bool) -> None:
         if isinstance(node, dict):
             for key in ("compute_capability", "cc", "sm"):
-                if in_engines and key in node and (cc := _cc(node[key])) and built(node):
-                    found.add(cc)
+                if in_engines and key in node:
+                    note(_cc(node[key]), node)
             for k, v in node.items():
-                if in_engines and (cc := _cc(k)) and built(v):
-                    found.add(cc)
+                if in_engines:
+                    note(_cc(k), v)
                 walk(v, in_engines or "engine" in str(k).lower())
         elif isinstance(node, list):
             for x in node:
@@ -61,7 +78,9 @@ def manifest_facts(manifest: dict | None) -> tuple[set[str] | None, dict[str, fl
     bench = manifest.get("benchmark") or {}
     raw = bench.get("qps_per_gpu") if isinstance(bench, dict) else None
     qps = {c: float(v) for k, v in (raw or {}).items() if (c := _cc(k)) and isinstance(v, (int, float))}
-    return found, qps
+    model = manifest.get("model")
+    version = manifest.get("model_version") or manifest.get("version") or (model.get("version") if isinstance(model, dict) else None)
+    return ManifestFacts(built, listed, qps, str(version) if version is not None else None)
 
 
 def find_manifest(explicit: str | None, model_version: str | None, root: Path) -> tuple[dict | None, str | None]:

@@ -15,6 +15,7 @@ from infra.config import Fleet, RegionConfig
 
 from drills.drillplan import DrillFile, Parameters, roles_and_communication
 from drills.errors import GuardrailError
+from drills.manifest import ManifestFacts, manifest_facts
 from drills.model import CapacityRow, Condition, EngineCoverage, Objectives, Plan, Step
 
 MAX_WEIGHT = 255  # Route 53's weight range is 0..255
@@ -28,8 +29,7 @@ class PlanContext:
     region: str | None
     params: Parameters
     drill: DrillFile = field(default_factory=DrillFile)
-    engine_ccs: set[str] | None = None  # compute capabilities with a built engine; None: no manifest known
-    measured_qps: dict[str, float] = field(default_factory=dict)  # manifest benchmark.qps_per_gpu
+    manifest: ManifestFacts = field(default_factory=lambda: manifest_facts(None))
     manifest_source: str | None = None
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -102,11 +102,16 @@ def engine_coverage(ctx: PlanContext, region: RegionConfig) -> EngineCoverage:
     need = [cc for cc in region.compute_capabilities if cc not in fallback]
     if not need:
         return EngineCoverage(status="ok", detail="ONNX Runtime fallback for " + ", ".join(region.compute_capabilities))
-    if ctx.engine_ccs is None:
+    m = ctx.manifest
+    if m.built is None:
         return EngineCoverage(status="unverified", detail="no manifest offline; checked at precheck from the region's bucket")
-    missing = [cc for cc in need if cc not in ctx.engine_ccs]
-    if missing:
-        return EngineCoverage(status="missing", missing=missing, detail=f"no engine for compute capability {', '.join(missing)}")
+    absent = [cc for cc in need if cc not in m.listed]
+    if absent:
+        return EngineCoverage(status="missing", missing=absent, detail=f"no engine for compute capability {', '.join(absent)}")
+    pending = [cc for cc in need if cc not in m.built]
+    if pending:
+        return EngineCoverage(status="unverified", detail=f"engines for {', '.join(pending)} listed but not built in this manifest; "
+                                                          "precheck requires them built in the region's bucket")
     return EngineCoverage(status="ok", detail="engines for " + ", ".join(need))
 
 
@@ -118,7 +123,7 @@ def prescale_targets(ctx: PlanContext, region: RegionConfig, qps: float) -> tupl
     """
     pools = region.gpu_pools
     desired = [p.desired for p in pools]
-    per_instance = [p.gpu.gpus * qps_per_gpu(ctx.fleet, p.gpu.compute_capability, ctx.measured_qps) for p in pools]
+    per_instance = [p.gpu.gpus * qps_per_gpu(ctx.fleet, p.gpu.compute_capability, ctx.manifest.qps_per_gpu) for p in pools]
 
     def cap() -> float:
         return sum(d * q for d, q in zip(desired, per_instance))
@@ -137,9 +142,9 @@ def capacity_rows(ctx: PlanContext, weights: dict[str, int], baseline: dict[str,
     rows = []
     for r, share in sorted(shares_after_loss(weights, lost).items()):
         cfg = ctx.fleet.regions[r]
-        rc = region_capacity(ctx.fleet, cfg, share, ctx.measured_qps)
+        rc = region_capacity(ctx.fleet, cfg, share, ctx.manifest.qps_per_gpu)
         targets, _ = prescale_targets(ctx, cfg, rc.qps)
-        at_desired = sum(p.desired * p.gpu.gpus * qps_per_gpu(ctx.fleet, p.gpu.compute_capability, ctx.measured_qps) for p in cfg.gpu_pools)
+        at_desired = sum(p.desired * p.gpu.gpus * qps_per_gpu(ctx.fleet, p.gpu.compute_capability, ctx.manifest.qps_per_gpu) for p in cfg.gpu_pools)
         rows.append(CapacityRow(
             region=r, weight=weights[r], share=round(share, 6), qps=round(rc.qps, 1),
             gpus_required=rc.gpus_required, gpus_desired=sum(p.desired * p.gpu.gpus for p in cfg.gpu_pools),

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -23,6 +22,7 @@ import yaml
 from infra.config import PROJECT, ConfigError, GlobalConfig, RegionConfig, load_fleet, load_stack
 
 from drills.errors import DrillError
+from drills.journal import atomic_write
 
 Applier = Callable[["LocalStackAdapter", str, Any], dict]
 
@@ -61,25 +61,6 @@ def set_path(doc: dict, parts: list[str | int], value: Any) -> None:
                 node[p] = [] if isinstance(nxt, int) else {}
             node = node[p]
     node[parts[-1]] = value
-
-
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 class LocalStackAdapter:

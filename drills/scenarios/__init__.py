@@ -74,11 +74,14 @@ def build_plan(scenario: str, env: str, region: str | None = None, *, plan_file:
         raise GuardrailError("mode", f"{sc.name} needs routing mode {' or '.join(sc.modes)}; {env} routes in {mode} mode. {sc.mode_hint}".strip())
     versions = sorted({r.model.version for r in fleet.regions.values()})
     doc, source = find_manifest(manifest, versions[0] if len(versions) == 1 else None, root)
-    ccs, qps = manifest_facts(doc)
+    facts = manifest_facts(doc)
     ctx = PlanContext(fleet=fleet, region=region, params=merged_parameters(drill, overrides or {}), drill=drill,
-                      engine_ccs=ccs, measured_qps=qps, manifest_source=source)
+                      manifest=facts, manifest_source=source)
     if source is None:
         ctx.warnings.append("no model manifest found (--manifest or $DRILLS_MANIFEST): engines are verified at precheck from each region's bucket")
+    elif facts.listed - (facts.built or set()):
+        ctx.warnings.append(f"the manifest {source} lists engines not built ({', '.join(sorted(facts.listed - (facts.built or set())))}): "
+                            "precheck requires them built in each region's bucket")
     if len(versions) > 1:
         ctx.warnings.append(f"regions configure different model versions: {', '.join(versions)}")
     return sc.build(ctx)

@@ -103,21 +103,40 @@ def test_engines_must_cover_the_survivors_compute_capabilities(tmp_path):
     plan = build_plan("evacuate-region", "prod", "us-east-1", manifest=str(manifest), stacks_dir=stacks)
     assert all(r.engines.status == "ok" for s in plan.steps for r in s.capacity)
     # no manifest at all: unverified offline (warned), verified at precheck from the buckets
-    plan = build_plan("evacuate-region", "prod", "us-east-1")
+    plan = build_plan("evacuate-region", "prod", "us-east-1", root=tmp_path)
     assert {r.engines.status for s in plan.steps for r in s.capacity} == {"unverified"}
     assert any("manifest" in w for w in plan.warnings)
 
 
 def test_manifest_reader_tolerates_layouts():
-    assert manifest_facts(None) == (None, {})
-    assert manifest_facts({"engines": [{"compute_capability": "sm_90", "file": "x"}, {"cc": "8.9", "path": "y"}]})[0] == {"9.0", "8.9"}
-    assert manifest_facts({"tensorrt": {"engines": {"sm86": {"sha256": "ab"}, "80": "model.plan"}}})[0] == {"8.6", "8.0"}
-    # listed but not built (a machine without a TensorRT builder) does not count
-    assert manifest_facts({"engines": [{"compute_capability": "9.0", "built": False}, {"cc": "8.0", "status": "skipped"},
-                                       {"cc": "8.9", "file": None}]})[0] == set()
-    # other CC-keyed maps are not engines; benchmark figures are read
-    ccs, qps = manifest_facts({"benchmark": {"qps_per_gpu": {"9.0": 15000, "sm_89": 4500}}, "cc_model_filenames": {"9.0": "a"}})
-    assert ccs == set() and qps == {"9.0": 15000.0, "8.9": 4500.0}
+    none = manifest_facts(None)
+    assert none.built is None and none.listed == set() and none.qps_per_gpu == {}
+    assert manifest_facts({"engines": [{"compute_capability": "sm_90", "file": "x"}, {"cc": "8.9", "path": "y"}]}).built == {"9.0", "8.9"}
+    assert manifest_facts({"tensorrt": {"engines": {"sm86": {"sha256": "ab"}, "80": "model.plan"}}}).built == {"8.6", "8.0"}
+    # listed but not built (a machine without a TensorRT builder) is listed, not built
+    f = manifest_facts({"engines": [{"compute_capability": "9.0", "built": False}, {"cc": "8.0", "status": "skipped"},
+                                    {"cc": "8.9", "file": None}, {"cc": "8.6", "status": "not-built"}]})
+    assert f.built == set() and f.listed == {"9.0", "8.0", "8.9", "8.6"}
+    # other CC-keyed maps are not engines; benchmark figures and the version are read
+    f = manifest_facts({"benchmark": {"qps_per_gpu": {"9.0": 15000, "sm_89": 4500}}, "cc_model_filenames": {"9.0": "a"},
+                        "model": {"name": "ranker", "version": "2026.11.0"}})
+    assert f.built == set() and f.qps_per_gpu == {"9.0": 15000.0, "8.9": 4500.0} and f.version == "2026.11.0"
+
+
+def test_a_manifest_built_without_a_gpu_leaves_engines_to_the_precheck(tmp_path):
+    # model_build's shape on a machine without TensorRT: every engine listed with status "not-built"
+    doc = {"model": {"name": "ranker", "version": "2026.11.0"}, "engines": {
+        cc: {"compute_capability": cc, "file": f"ranker_trt/1/model.sm{cc.replace('.', '')}.plan", "status": "not-built"} for cc in ("8.0", "8.6", "8.9", "9.0")}}
+    (tmp_path / "build" / "model").mkdir(parents=True)
+    (tmp_path / "build" / "model" / "manifest.json").write_text(json.dumps(doc))
+    plan = build_plan("evacuate-region", "prod", "us-east-1", root=tmp_path)  # found by the artifacts/ build/ search
+    assert plan.manifest_source.endswith("build/model/manifest.json")
+    assert {r.engines.status for s in plan.steps for r in s.capacity} == {"unverified"}
+    assert any("not built" in w for w in plan.warnings)
+    del doc["engines"]["8.6"]  # a compute capability without even a planned engine is refused
+    (tmp_path / "build" / "model" / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(GuardrailError, match="8.6"):
+        build_plan("evacuate-region", "prod", "us-east-1", root=tmp_path)
 
 
 def test_manifest_benchmark_figures_change_the_capacity_math(tmp_path):
