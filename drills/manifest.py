@@ -67,6 +67,8 @@ def manifest_facts(manifest: dict | None) -> ManifestFacts:
                 if in_engines and key in node:
                     note(_cc(node[key]), node)
             for k, v in node.items():
+                if "plan" in str(k).lower():
+                    continue  # a build plan names engines to build, not engines built
                 if in_engines:
                     note(_cc(k), v)
                 walk(v, in_engines or "engine" in str(k).lower())
@@ -74,7 +76,13 @@ def manifest_facts(manifest: dict | None) -> ManifestFacts:
             for x in node:
                 walk(x, in_engines)
 
-    walk(manifest, False)
+    # The manifest's own engine table where it has one at a known place; else anywhere under an "engine" key.
+    trt = manifest.get("tensorrt")
+    table = manifest.get("engines", trt.get("engines") if isinstance(trt, dict) else None)
+    if table is not None:
+        walk(table, True)
+    else:
+        walk(manifest, False)
     bench = manifest.get("benchmark") or {}
     raw = bench.get("qps_per_gpu") if isinstance(bench, dict) else None
     qps = {c: float(v) for k, v in (raw or {}).items() if (c := _cc(k)) and isinstance(v, (int, float))}

@@ -125,8 +125,11 @@ def test_manifest_reader_tolerates_layouts():
 
 def test_a_manifest_built_without_a_gpu_leaves_engines_to_the_precheck(tmp_path):
     # model_build's shape on a machine without TensorRT: every engine listed with status "not-built"
+    ccs = ("8.0", "8.6", "8.9", "9.0")
     doc = {"model": {"name": "ranker", "version": "2026.11.0"}, "engines": {
-        cc: {"compute_capability": cc, "file": f"ranker_trt/1/model.sm{cc.replace('.', '')}.plan", "status": "not-built"} for cc in ("8.0", "8.6", "8.9", "9.0")}}
+        cc: {"compute_capability": cc, "file": f"ranker_trt/1/model.sm{cc.replace('.', '')}.plan", "status": "not-built"} for cc in ccs},
+        # its build plan lists the engines to build, with files: not evidence that they were built
+        "build_plan": {"engines": [{"compute_capability": cc, "file": f"model.sm{cc.replace('.', '')}.plan"} for cc in ccs]}}
     (tmp_path / "build" / "model").mkdir(parents=True)
     (tmp_path / "build" / "model" / "manifest.json").write_text(json.dumps(doc))
     plan = build_plan("evacuate-region", "prod", "us-east-1", root=tmp_path)  # found by the artifacts/ build/ search
