@@ -59,6 +59,8 @@ def parser() -> argparse.ArgumentParser:
                         "the deliberately bad candidate for a release-rollback drill")
     b.add_argument("--env", action="append", dest="envs", metavar="ENV",
                    help="build for this environment's fleet (repeatable; default every environment in stacks/)")
+    b.add_argument("--version", help="model version to build (default: model.version from the stack config); "
+                                     "for a candidate that is not in the stack config yet, e.g. --bad-labels --version 2026.11.1-bad")
     b.add_argument("--opt-batch", type=int, default=256, help="TensorRT profile opt batch and the parity gates' middle batch (default %(default)s)")
     b.add_argument("--precision", choices=["fp16", "fp32"], default="fp16", help="precision of the graph TensorRT engines are built from (default %(default)s)")
     b.add_argument("--hardware-compatibility", choices=["NONE", "AMPERE_PLUS"], default="NONE",
@@ -112,7 +114,7 @@ def cmd_build(a: argparse.Namespace, con: Console) -> int:
 
     t0 = time.perf_counter()
     try:
-        opts = BuildOptions(out=a.out, envs=a.envs, opt_batch=a.opt_batch, precision=a.precision,
+        opts = BuildOptions(out=a.out, envs=a.envs, version=a.version, opt_batch=a.opt_batch, precision=a.precision,
                             hardware_compatibility=a.hardware_compatibility, version_compatible=a.version_compatible,
                             train=TrainConfig(seed=a.seed, epochs=a.epochs, train_requests=a.train_requests,
                                               validation_requests=a.validation_requests, bad_labels=a.bad_labels))

@@ -59,6 +59,7 @@ class BuildOptions(BaseModel):
     precision: Precision = "fp16"
     hardware_compatibility: HardwareCompat = "NONE"
     version_compatible: bool = False
+    version: str | None = None  # None: the stack config's model.version
 
 
 @dataclass
@@ -77,7 +78,8 @@ def plan_for(opts: BuildOptions) -> BuildPlan:
     try:
         names = opts.envs or envs()
         return make_plan([load_fleet(e) for e in names], opt_batch=opts.opt_batch, precision=opts.precision,
-                         hardware_compatibility=opts.hardware_compatibility, version_compatible=opts.version_compatible)
+                         hardware_compatibility=opts.hardware_compatibility, version_compatible=opts.version_compatible,
+                         version=opts.version)
     except (ConfigError, PlanError) as e:
         raise BuildError(f"fleet config: {e}") from None
 

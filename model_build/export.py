@@ -21,7 +21,7 @@ from torch import nn
 from torch.export import Dim
 
 from model_build import data
-from model_build.manifest import Signature, TensorSpec, onnx_signature  # noqa: F401 (re-export)
+from model_build.manifest import Signature, TensorSpec
 from model_build.ranker import Ranker
 
 OPSET = 18  # supported by ONNX Runtime 1.31 and by the ONNX parser of TensorRT 10.x

@@ -13,7 +13,9 @@ Three models share one signature:
   Runtime, after checking that file's sha256 against the repository's manifest.
 
 Serve with `--model-control-mode=explicit --load-model=<name>`: the repository also holds the manifest,
-the Job manifests and the training checkpoint, and a CPU Triton has only the python backend.
+the Job manifests and the training checkpoint, and a CPU Triton has only the python backend. Serve a synced
+copy with PYTHONDONTWRITEBYTECODE=1: a `__pycache__/` that the python stub writes next to model.py is a file
+the manifest does not list, and `verify` reports it (a stale .pyc can change what runs).
 """
 from __future__ import annotations
 

@@ -163,6 +163,7 @@ def make_plan(
     precision: Precision = "fp16",
     hardware_compatibility: HardwareCompat = "NONE",
     version_compatible: bool = False,
+    version: str | None = None,
 ) -> BuildPlan:
     """The engines, profiles, file names, timing caches and Jobs for serving `fleets` from one repository."""
     if not fleets:
@@ -179,7 +180,12 @@ def make_plan(
 
     name = lambda f, r: f.stack_names[r.region]  # noqa: E731
     model = str(one("model name", {name(f, r): r.model.name for f, r in regions}))
-    version = str(one("model version", {name(f, r): r.model.version for f, r in regions}))
+    if version is not None:
+        # A candidate built ahead of the stack config (e.g. the bad release of a rollback drill).
+        if not re.fullmatch(r"[0-9A-Za-z][0-9A-Za-z.\-]{0,40}", version):
+            raise PlanError(f"model version {version!r} is not a valid version (letters, digits, '.', '-')")
+    else:
+        version = str(one("model version", {name(f, r): r.model.version for f, r in regions}))
     trt = str(one("TensorRT version (Triton image)", {name(f, r): r.triton.tensorrt for f, r in regions}))
     max_batch = int(one("Triton max_batch_size", {name(f, r): r.triton.max_batch_size for f, r in regions}))  # type: ignore[arg-type]
     releases = sorted({r.triton.release for _, r in regions if r.triton.release})

@@ -37,11 +37,11 @@ def test_plan_prints_json(capsys):
 def test_bad_labels_build_is_valid_but_learned_nothing(tmp_path: Path, capsys):
     out = tmp_path / "bad"
     code = main(["--out", str(out), "--bad-labels", "--train-requests", "256", "--validation-requests", "128",
-                 "--epochs", "1", "--precision", "fp32", "--env", "staging"])
+                 "--epochs", "1", "--precision", "fp32", "--env", "staging", "--version", "2026.11.1-bad"])
     text = capsys.readouterr().out
     assert code == 0, text
     m = load_manifest(out)
-    assert m.data["bad_labels"] is True
+    assert m.data["bad_labels"] is True and m.model["version"] == "2026.11.1-bad"
     assert abs(m.metrics.validation_auc - 0.5) < 0.05, m.metrics.validation_auc
     assert all(f.passed for f in m.metrics.parity)  # a bad model, not a broken one
     assert verify(out) == []

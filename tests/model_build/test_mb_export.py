@@ -7,6 +7,7 @@ import pytest
 
 from model_build import data, export
 from model_build.build import BuildResult, load_checkpoint
+from model_build.manifest import onnx_signature
 
 
 def _graphs(built: BuildResult):
@@ -20,7 +21,7 @@ def test_both_graphs_have_the_documented_signature(built: BuildResult):
         m = onnx.load(str(path))
         onnx.checker.check_model(m, full_check=True)
         export.check(m)  # strict shape inference: output float32 [batch, 1]
-        assert export.onnx_signature(path) == {
+        assert onnx_signature(path) == {
             "sparse_ids": ("int32", ["batch", 8]), "dense": ("float32", ["batch", 8]), "score": ("float32", ["batch", 1])}
         ops = {n.op_type for n in m.graph.node}
         assert not any("bag" in op.lower() for op in ops), ops

@@ -108,3 +108,9 @@ def test_fleet_must_agree_on_tensorrt_version_and_max_batch(tmp_path: Path):
     d2 = _stacks(tmp_path / "b", smaller_batch)
     with pytest.raises(PlanError, match="max_batch_size"):
         make_plan([load_fleet("prod", d2), load_fleet("staging", d2)])
+
+
+def test_version_override_is_validated():
+    assert make_plan([load_fleet("staging")], version="2026.11.1-bad").version == "2026.11.1-bad"
+    with pytest.raises(PlanError, match="not a valid version"):
+        make_plan([load_fleet("staging")], version="../escape")
