@@ -70,8 +70,9 @@ def test_evacuate_region_end_to_end(world):
     assert 0 < switch["total"] <= plan.ttl + FAST["poll_seconds"] * 2
 
 
-def test_region_outage_measures_rto_in_parts(world):
-    w = world("prod")
+@pytest.mark.parametrize("env", ["prod", "staging"])  # weighted 40/30/30, and failover PRIMARY -> SECONDARY
+def test_region_outage_measures_rto_in_parts(world, env):
+    w = world(env)
     plan = plan_for(w, "region-outage", "us-east-1")
     servers = w.backend.extras["servers"]
     out = start_drill(plan, w.state, backend=w.backend, clock=w.clock)
@@ -90,7 +91,7 @@ def test_region_outage_measures_rto_in_parts(world):
     report = build_report(entries)
     parts = {p["part"]: p for p in report["rto"][0]["parts"]}
     assert list(parts) == ["detected", "dns_changed", "first_success", "drained", "slo_recovered"]
-    assert parts["detected"]["predicted"] == 30 and parts["drained"]["predicted"] == 60
+    assert parts["detected"]["predicted"] == 30 and parts["drained"]["predicted"] == plan.ttl
     rto_obj = next(o for o in report["objectives"] if o["objective"].startswith("RTO"))
     assert rto_obj["measured"] == m["slo_recovered"] and rto_obj["verdict"] == "PASS"
     assert report["failover_window"]["errors"] > 0  # clients on us-east-1 saw the outage until they moved
@@ -101,6 +102,18 @@ def test_region_outage_measures_rto_in_parts(world):
     # restored: the region serves again
     assert servers["us-east-1"].ready and w.backend.route53.health("us-east-1")
     assert w.backend.route53.dns_answer().get("us-east-1", 0) > 0
+
+
+def test_region_outage_control_plane_variant_inverts_and_restores_the_health_check(world):
+    w = world("prod")
+    plan = plan_for(w, "region-outage", "us-west-2", fault="hc-invert")
+    assert any("control plane" in x for x in plan.warnings)
+    out = start_drill(plan, w.state, backend=w.backend, clock=w.clock)
+    assert out.status == "completed", out.reason
+    hc = w.backend.route53.health_check_id("us-west-2")
+    assert w.backend.extras["r53"].get_health_check(HealthCheckId=hc)["HealthCheck"]["HealthCheckConfig"]["Inverted"] is False
+    assert w.backend.extras["servers"]["us-west-2"].ready  # the data plane was never touched
+    assert events(load(w.state, out.drill_id), "fault_prepared")[0]["handle"] == {"inverted": False}
 
 
 def test_artifact_replication_measures_rpo_and_cleans_up(world):
