@@ -89,8 +89,8 @@ class SwitchTracker:
     """Clients moving off `away` regions after t0, from the monitor's per-client results.
 
     A client is *hit* once, after t0, it fails or is answered by an away region; it has *moved* at its first
-    success from another region after that. first_success: the first move; drained: when every hit client has
-    moved and no client has been answered by an away region since. SLO recovered: the start T of the first
+    success from another region after that (a later failure or away answer makes it hit again). first_success:
+    the first move; drained: when every hit client has moved (the last move). SLO recovered: the start T of the first
     window [T, T + W] (T no earlier than the first success) over which the service probes meet the SLO.
     """
 
@@ -98,7 +98,6 @@ class SwitchTracker:
         self.away, self.t0 = away, t0
         self.hit: dict[int, float] = {}
         self.moved: dict[int, float] = {}
-        self.last_away: float | None = None
         self.results: list = []
         self.first_any: float | None = None
         self._cursor = 0
@@ -110,8 +109,6 @@ class SwitchTracker:
             self.results.append(r)
             c = r.client if r.client is not None else -1
             bad = (not r.ok) or (r.region in self.away)
-            if r.region in self.away:
-                self.last_away = r.t
             if bad:
                 self.hit.setdefault(c, r.t)
                 self.moved.pop(c, None)

@@ -294,7 +294,7 @@ def _execute(run: Run, start_index: int = 0) -> Outcome:
                     raise Abort(f"{step.name}: gate failed: {failed[0]['description']}: {failed[0]['detail']}")
             j.write("finished", status="completed")
             return Outcome(run.drill_id, "completed")
-        except (Abort, Interrupted, GuardrailError, Exception) as e:  # noqa: BLE001 - every failure rolls back
+        except Exception as e:  # noqa: BLE001 - every failure rolls back (Abort, Interrupted, a refusal, an adapter's error)
             status = "refused" if isinstance(e, GuardrailError) else "aborted"
             kind = type(e).__name__
             reason = str(e) if isinstance(e, DrillError) else f"error: {kind}: {e}"
