@@ -1,1 +1,39 @@
-"""The rehearsal backend ("the world"): the system's AWS side and data plane, running on one machine."""
+"""The rehearsal backend ("the world"): the fleet's AWS side and data plane, running on one machine.
+
+Every part is a model of an AWS behaviour, documented as such in its module:
+
+  procs        process supervisor: own process groups, SIGINT -> SIGTERM -> SIGKILL, cleanup on exit,
+               exception, SIGINT/SIGTERM and atexit; port checks (`PortInUse`) and free port blocks
+  moto         a real `moto_server` process (the AWS APIs) and boto3 clients with dummy credentials
+  triton       one real Triton 2.51 per region on the CPU (nvidia-pytriton wheel) on its own loopback
+               address (the region's load balancer); faults: kill, stall (SIGSTOP), unload; restore
+  repo         the per-region serving repository from a model_build output or bucket sync: only what the
+               CPU server loads, every hash checked against the manifest (`ArtifactError` otherwise)
+  declared     the offline plan's declared resources -> Route 53 / S3 / EKS objects in moto
+  healthcheck  Route 53 health checks: interval, failure threshold, inverted/disabled, transitions
+  dns          Route 53 answers: a real DNS server, weighted/failover over healthy records, TTL, changes
+  replicator   S3 replication: stored rules applied with a lag, delete markers, per-object timestamps
+  loadgen      clients resolving through the DNS with TTL caches, V2 inference at a fixed rate, per-request
+               records; `rto_parts` (pure) turns records + transitions + DNS changes into RTO parts
+  world        `World`: all of the above for a Fleet, as one context manager
+
+What the drills engine's rehearsal adapters call (all on `World`):
+  Route 53   records(), get_weights(), set_weights({region: w}), get_failover(), set_failover(primary),
+             reapply(declared) (a re-applied stack), health_status(), health_check_ids, set_inverted(),
+             hc_transitions(), routing() (share per region now), resolve(n) (real DNS queries), dns_changes()
+  S3         buckets, put_canary(region) -> Canary, replication_of(canary), wait_replicated(canary),
+             served_manifest(region)
+  capacity   clusters (EKS node groups in moto), triton_ready(region)
+  faults     fail_region(region, "kill" | "stall" | "unload") -> fault time, restore_region(region),
+             triton_state()
+  traffic    loadgen(rate=, duration=|count=, clients=) -> LoadGenerator (.run()/.start()/.records()),
+             rto(records, fault_time, region), predicted_rto(), slo()
+  facts      describe() (ports, pids, ready times, memory, timings, scale), dns_address, region_ip
+"""
+from drills.rehearsal.loadgen import LoadGenerator, RequestRecord, Slo, rto_parts
+from drills.rehearsal.procs import PortInUse, ProcessError, Supervisor
+from drills.rehearsal.repo import ArtifactError
+from drills.rehearsal.world import Canary, Scale, World, model_build_publisher, plain_publisher, plan_declared
+
+__all__ = ["World", "Scale", "Canary", "plan_declared", "model_build_publisher", "plain_publisher", "LoadGenerator",
+           "RequestRecord", "Slo", "rto_parts", "Supervisor", "PortInUse", "ProcessError", "ArtifactError"]

@@ -134,6 +134,7 @@ class HealthChecker:
     def set_specs(self, specs: Iterable[CheckSpec]) -> None:
         """Add, update or remove checks; an updated check keeps its counters (Route 53 keeps its history)."""
         specs = {s.id: s for s in specs}
+        changed = []
         with self._lock:
             for cid in set(self._specs) - set(specs):
                 del self._specs[cid]
@@ -144,11 +145,12 @@ class HealthChecker:
                 st = self._state.setdefault(cid, CheckState(spec.failure_threshold))
                 st.threshold = spec.failure_threshold
                 if old is not None and reported(old, st.raw_healthy) != reported(spec, st.raw_healthy):
-                    self._record(cid, "configuration changed (inverted/disabled)")
+                    changed.append(self._record(cid, "configuration changed (inverted/disabled)"))
             if self._running:
                 for cid in specs:
                     self._ensure_thread(cid)
             self._write()
+        self._notify(changed)
 
     def specs(self) -> dict[str, CheckSpec]:
         with self._lock:
@@ -218,24 +220,33 @@ class HealthChecker:
 
     def observe(self, cid: str, ok: bool, reason: str = "") -> None:
         """Feed one probe result (the probe threads call this; tests may too)."""
+        changed = []
         with self._lock:
             st = self._state.get(cid)
             if st is None:
                 return
             if st.observe(ok, reason):
                 st.since = time.time()
-                self._record(cid, reason)
+                changed.append(self._record(cid, reason))
+        self._notify(changed)
 
-    def _record(self, cid: str, reason: str) -> None:
+    def _record(self, cid: str, reason: str) -> Transition:
+        """Append a transition (caller holds the lock); the listener is told later, by `_notify`."""
         spec, st = self._specs[cid], self._state[cid]
         tr = Transition(time.time(), cid, spec.label, reported(spec, st.raw_healthy), reason, st.probes)
         self._transitions.append(tr)
         self._write()
-        if self.on_transition:
-            try:
-                self.on_transition(tr)
-            except Exception:  # noqa: BLE001 - a listener's bug must not stop the health checks
-                pass
+        return tr
+
+    def _notify(self, transitions: list[Transition]) -> None:
+        # Outside our lock: the listener (the DNS model) takes its own lock and reads our status, so calling
+        # it while holding ours would deadlock against a DNS query evaluating health.
+        for tr in transitions:
+            if self.on_transition:
+                try:
+                    self.on_transition(tr)
+                except Exception:  # noqa: BLE001 - a listener's bug must not stop the health checks
+                    pass
 
     # ------------------------------------------------------------ reading
     def status(self, cid: str) -> bool:

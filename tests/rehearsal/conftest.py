@@ -94,3 +94,22 @@ def no_leftovers():
         assert not left, f"processes left behind: {left}"
         for pid in sup.all_pids():
             assert not pid_alive(pid) or pid not in left
+
+
+@pytest.fixture(autouse=True)
+def _bounded(request):
+    """Every rehearsal test is bounded: a hang (a deadlock, a server that never answers) fails the test with
+    a traceback after 180 s instead of stalling CI; the tests' own teardown then stops every process."""
+    import faulthandler
+    import signal
+    import sys
+
+    def expired(signum, frame):
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        raise TimeoutError(f"{request.node.nodeid} ran past 180 s")
+
+    prev = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(180)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, prev)

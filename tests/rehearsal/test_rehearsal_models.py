@@ -188,3 +188,38 @@ def test_weighted_choice_is_random_by_weight():
     rng = random.Random(1)
     picks = [pick(out, rng) for _ in range(4000)]
     assert 0.72 < picks.count("a") / 4000 < 0.78
+
+
+def test_health_transitions_and_dns_queries_do_not_deadlock():
+    """The DNS model reads health under its lock; the checker notifies the DNS model of transitions. The
+    notification must happen outside the checker's lock, or a query and a transition deadlock."""
+    import threading
+
+    from drills.rehearsal.dns import PolicyDNS
+
+    hc = HealthChecker([CheckSpec("a", "u", 1.0, 1), CheckSpec("b", "u", 1.0, 1)])
+    rrsets = [{"Name": "ranker.x.com.", "Type": "A", "SetIdentifier": k, "Weight": 1, "HealthCheckId": k,
+               "TTL": 1, "ResourceRecords": [{"Value": ip}]} for k, ip in (("a", "127.0.10.1"), ("b", "127.0.10.2"))]
+    dns = PolicyDNS(port=0, zone="x.com", source=lambda: rrsets, health=hc.status, targets={})
+    dns.load(rrsets)
+    hc.on_transition = lambda tr: dns.recompute("health")
+    stop = threading.Event()
+
+    def queries():
+        while not stop.is_set():
+            dns.answer("ranker.x.com")
+
+    t = threading.Thread(target=queries, daemon=True)
+    t.start()
+    done = threading.Event()
+
+    def flaps():
+        for i in range(2000):
+            hc.observe("a", i % 2 == 0)
+        done.set()
+
+    threading.Thread(target=flaps, daemon=True).start()
+    assert done.wait(20), "deadlock between health transitions and DNS queries"
+    stop.set()
+    t.join(5)
+    assert len(dns.changes()) > 10
