@@ -5,7 +5,8 @@ answer is reused until its TTL runs out, then the name is resolved again, as an 
 does), sending ranking requests at a fixed aggregate rate (open loop: the schedule does not wait for
 slow answers, so a stalled region shows up as timeouts, not as a lower rate). A weighted Route 53 answer
 holds one region's address, so the traffic split emerges from many clients each holding one answer for a
-TTL, as in production. Clients do not retry: every failed request is visible in the record, which is the
+TTL, as in production (the first answer of each client is kept for a random part of its TTL: see
+`CachingResolver`). Clients do not retry: every failed request is visible in the record, which is the
 ground truth for RTO. Connections are kept alive per client thread and address, as HTTP clients do; a
 client whose cached answer points at a dead region keeps failing until its cache expires.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -67,10 +69,17 @@ def feature_batches(inputs_sig: Sequence[dict], n: int = 32, batch: int = 32, se
 
 # ---------------------------------------------------------------- resolver
 class CachingResolver:
-    """One client's resolver cache: an answer is kept until its TTL expires."""
+    """One client's resolver cache: an answer is kept until its TTL expires.
 
-    def __init__(self, server: tuple[str, int], timeout: float = 0.5, clock: Callable[[], float] = time.time):
-        self.server, self.timeout, self.clock = server, timeout, clock
+    `stagger`: the first answer is kept for a uniform random part of its TTL. Real clients resolved at
+    random moments before the rehearsal began, so in steady state the time their cached answers have left
+    is spread over [0, TTL]; without this, every client of a freshly started load generator would expire
+    its cache at the same moment and the TTL part of RTO would show as one cliff.
+    """
+
+    def __init__(self, server: tuple[str, int], timeout: float = 0.5, clock: Callable[[], float] = time.time,
+                 stagger: random.Random | None = None):
+        self.server, self.timeout, self.clock, self.stagger = server, timeout, clock, stagger
         self._cache: dict[str, tuple[str, float]] = {}
         self.lookups = 0
 
@@ -84,7 +93,8 @@ class CachingResolver:
         self.lookups += 1
         if not ips:
             raise LookupError(f"DNS {rcode} for {name}")
-        self._cache[name] = (ips[0], now + ttl)
+        keep = ttl * self.stagger.random() if (self.stagger is not None and hit is None) else ttl
+        self._cache[name] = (ips[0], now + keep)
         return ips[0], False
 
 
@@ -110,7 +120,8 @@ class LoadGenerator:
     def __init__(self, *, dns_server: tuple[str, int], name: str, port: int, model: str,
                  batches: Sequence[Mapping[str, np.ndarray]], rate: float, duration: float | None = None,
                  count: int | None = None, clients: int = 8, timeout: float = 1.0,
-                 ip_region: Mapping[str, str] | None = None, workers: int | None = None):
+                 ip_region: Mapping[str, str] | None = None, workers: int | None = None,
+                 stagger: bool = True, seed: int | None = None):
         if duration is None and count is None:
             raise ValueError("bound the load: give duration and/or count")
         self.dns_server, self.name, self.port, self.model = dns_server, name, port, model
@@ -120,7 +131,9 @@ class LoadGenerator:
             if not ip.startswith("127."):
                 raise ValueError(f"{ip} is not a loopback address: the load generator only talks to 127.0.0.0/8")
         self.bodies = [v2_infer_body(b) for b in batches]
-        self.resolvers = [CachingResolver(dns_server) for _ in range(clients)]
+        rng = random.Random(seed)
+        self.resolvers = [CachingResolver(dns_server, stagger=random.Random(rng.random()) if stagger else None)
+                          for _ in range(clients)]
         self.workers = workers or max(4, min(64, int(rate * timeout * 1.5) + 2))
         self._records: list[RequestRecord] = []
         self._lock = threading.Lock()
@@ -336,21 +349,19 @@ def rto_parts(records: Sequence[Any], fault_time: float, hc_transitions: Sequenc
                   if _get(c, "t") >= fault_time and region not in (_get(c, "after") or {})), None)
     ttl_t = None if dns_t is None else dns_t + ttl
 
-    # Clients the fault touched: their last request before the fault, or any request after it, went to the
-    # failed region. Each recovers at its first success from another region after the fault.
+    # Clients the fault reached: those with a failed request after it (a client whose cached answer expired
+    # and moved it to a survivor before its next request never noticed). Each recovers at its first success
+    # from another region after its first failure.
     by_client: dict[Any, list[Any]] = {}
-    for r in recs:
+    for r in after_fault:
         by_client.setdefault(_get(r, "client"), []).append(r)
     recover: dict[Any, float | None] = {}
     for c, rs in by_client.items():
-        pre = [r for r in rs if done(r) < fault_time]
-        post = [r for r in rs if done(r) >= fault_time]
-        touched = (pre and pre[-1] and _get(pre[-1], "region") == region) or \
-            any(_get(r, "region") == region for r in post)
-        if not touched:
+        first_fail = next((_get(r, "t") for r in rs if not _get(r, "ok")), None)
+        if first_fail is None:
             continue
-        recover[c] = next((_get(r, "t") for r in post if _get(r, "ok") and _get(r, "region") not in (None, region)
-                           and _get(r, "t") >= fault_time), None)
+        recover[c] = next((_get(r, "t") for r in rs if _get(r, "ok") and _get(r, "region") not in (None, region)
+                           and _get(r, "t") > first_fail), None)
     firsts = [t for t in recover.values() if t is not None]
     first_success = min(firsts) if firsts else None
     all_recovered = max(firsts) if firsts and len(firsts) == len(recover) else None

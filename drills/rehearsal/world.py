@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -133,7 +132,6 @@ class World:
         self.timings: dict[str, float] = {}
         self._faults: list[dict] = []
         self._started = False
-        self._lock = threading.RLock()
 
     # ------------------------------------------------------------ ports
     @property
@@ -304,7 +302,7 @@ class World:
                                     on_transition=lambda tr: self.dns and self.dns.recompute("health"),
                                     source=specs, source_interval=self.scale.dns_refresh)
         self.health.start()
-        zone_id = next(iter(self.applied.zone_names))
+        zone_id = self._zone_id()
         targets = {name: self.region_ip[r] for name, r in self.applied.alias_targets().items() if r in self.region_ip}
         self.dns = PolicyDNS(
             host="127.0.0.1", port=self.ports["dns"], zone=self.applied.zone_names[zone_id],
@@ -321,6 +319,15 @@ class World:
         assert self.moto is not None and self.applied is not None
         s3 = self.moto.client("s3")
         return {b: replication_config(s3, b, self.applied.replication.get(b)) for b in self.applied.buckets}
+
+    def _zone_id(self) -> str:
+        """The hosted zone holding the service name (the longest zone name it ends with)."""
+        assert self.applied is not None
+        name = self.fqdn.rstrip(".")
+        zones = [(len(z), zid) for zid, z in self.applied.zone_names.items() if name == z or name.endswith("." + z)]
+        if not zones:
+            raise ProcessError(f"no declared hosted zone holds {name}; declared zones: {sorted(self.applied.zone_names.values())}")
+        return max(zones)[1]
 
     def _hc_endpoint(self, cfg: dict) -> tuple[str, int] | None:
         """A health check's target -> the loopback endpoint standing for it (its region's Triton HTTP port)."""
@@ -346,7 +353,7 @@ class World:
     # ------------------------------------------------------------ Route 53 side (adapters)
     def records(self) -> list[dict]:
         assert self.moto is not None and self.applied is not None
-        zone_id = next(iter(self.applied.zone_names))
+        zone_id = self._zone_id()
         name = self.fqdn.rstrip(".") + "."
         return [rr for rr in _rrsets(self.moto.client("route53"), zone_id) if rr["Name"] == name and rr["Type"] == "A"]
 
@@ -363,7 +370,7 @@ class World:
 
     def _upsert(self, changes: list[dict]) -> None:
         assert self.moto is not None and self.applied is not None
-        zone_id = next(iter(self.applied.zone_names))
+        zone_id = self._zone_id()
         self.moto.client("route53").change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={
             "Changes": [{"Action": "UPSERT", "ResourceRecordSet": rr} for rr in changes]})
         if self.dns:
@@ -499,10 +506,11 @@ class World:
         return feature_batches(manifest_inputs(m), n=n, batch=batch, seed=seed)
 
     def loadgen(self, *, rate: float, duration: float | None = None, count: int | None = None, clients: int = 8,
-                timeout: float = 1.0, batch: int = 32) -> LoadGenerator:
+                timeout: float = 1.0, batch: int = 32, stagger: bool = True) -> LoadGenerator:
         return LoadGenerator(dns_server=self.dns_address, name=self.fqdn, port=self.ports["http"],
                              model=self.model_name, batches=self.batches(batch=batch), rate=rate, duration=duration,
-                             count=count, clients=clients, timeout=timeout, ip_region=self.ip_region)
+                             count=count, clients=clients, timeout=timeout, ip_region=self.ip_region,
+                             stagger=stagger, seed=self.seed)
 
     @property
     def ttl(self) -> int:
@@ -517,9 +525,11 @@ class World:
                 "total_s": detection + self.scale.dns_refresh + self.ttl}
 
     def slo(self, window_s: float | None = None) -> Slo:
+        """The objectives' success rate and p99, judged over a sliding window: by default the TTL (a one-minute
+        window at full scale, shrinking with the scaled timings)."""
         o = self.fleet.glob.objectives
         return Slo(success_rate=o.success_rate, p99_ms=o.p99_ms,
-                   window_s=window_s if window_s is not None else max(1.0, self.predicted_rto()["total_s"]))
+                   window_s=window_s if window_s is not None else max(1.0, float(self.ttl)))
 
     def rto(self, records: Sequence[RequestRecord], fault_time: float, region: str, *, slo: Slo | None = None,
             window_limit_s: float | None = None) -> dict[str, Any]:
