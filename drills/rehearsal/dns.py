@@ -142,7 +142,11 @@ class _Resolver(BaseResolver):
         name = norm(str(q.qname))
         answer = self.server.answer(name, QTYPE[q.qtype])
         if answer is None:
-            reply.header.rcode = RCODE.REFUSED if not self.server.in_zone(name) else RCODE.NXDOMAIN
+            if not self.server.in_zone(name):
+                reply.header.rcode = RCODE.REFUSED  # not authoritative for it (Route 53 answers its zones only)
+            elif not self.server.has_name(name):
+                reply.header.rcode = RCODE.NXDOMAIN
+            # else NOERROR with no answer: the name exists, not with this type (e.g. AAAA)
             return reply
         ips, ttl, _key = answer
         for ip in ips:
@@ -175,6 +179,10 @@ class PolicyDNS:
         self.refresh_errors = 0
 
     # ------------------------------------------------------------ zone data
+    def has_name(self, name: str) -> bool:
+        with self._lock:
+            return name in self.targets or any(n == name for n, _ in self._groups)
+
     def in_zone(self, name: str) -> bool:
         return name == self.zone or name.endswith("." + self.zone) or name in self.targets
 

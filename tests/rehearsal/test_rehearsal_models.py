@@ -223,3 +223,24 @@ def test_health_transitions_and_dns_queries_do_not_deadlock():
     stop.set()
     t.join(5)
     assert len(dns.changes()) > 10
+
+
+def test_dns_server_answers_over_udp_with_ttl_and_rcodes():
+    from drills.rehearsal.dns import PolicyDNS, query
+    from drills.rehearsal.procs import free_port_block
+
+    rrsets = [{"Name": "ranker.x.com.", "Type": "A", "SetIdentifier": "a", "Failover": "PRIMARY", "HealthCheckId": "a",
+               "AliasTarget": {"DNSName": "lb-a.elb.amazonaws.com.", "HostedZoneId": "Z", "EvaluateTargetHealth": True}},
+              {"Name": "ranker.x.com.", "Type": "A", "SetIdentifier": "b", "Failover": "SECONDARY", "TTL": 5,
+               "ResourceRecords": [{"Value": "127.0.10.2"}]}]
+    healthy = {"a": True}
+    port = free_port_block(1)
+    with PolicyDNS(port=port, zone="x.com", source=lambda: rrsets, health=lambda h: healthy[h],
+                   targets={"lb-a.elb.amazonaws.com": "127.0.10.1"}, alias_ttl=60, refresh_interval=0.05) as dns:
+        assert query("ranker.x.com", ("127.0.0.1", port)) == (["127.0.10.1"], 60, "NOERROR")  # alias: target TTL
+        healthy["a"] = False
+        assert query("ranker.x.com", ("127.0.0.1", port)) == (["127.0.10.2"], 5, "NOERROR")  # record TTL
+        assert query("lb-a.elb.amazonaws.com", ("127.0.0.1", port))[0] == ["127.0.10.1"]
+        assert query("nothing.x.com", ("127.0.0.1", port))[2] == "NXDOMAIN"
+        assert query("example.org", ("127.0.0.1", port))[2] == "REFUSED"
+        assert [c.after for c in dns.changes()] == [{"a": 1.0}, {"b": 1.0}]
