@@ -221,7 +221,10 @@ class TritonServer:
     # ------------------------------------------------------------ probes
     def is_ready(self, timeout: float = 1.0) -> bool:
         try:
-            return self._session.get(f"{self.url}/v2/health/ready", timeout=timeout).status_code == 200
+            # A fresh connection per probe: a pooled keep-alive connection the server has since closed would
+            # read as "not ready" once, and a probe should see what a new client sees.
+            return requests.get(f"{self.url}/v2/health/ready", timeout=timeout,
+                                headers={"Connection": "close"}).status_code == 200
         except requests.RequestException:
             return False
 
