@@ -118,11 +118,35 @@ class Triton(_Strict):
         return self
 
 
+_VERSION = r"^[0-9A-Za-z][0-9A-Za-z.\-]{0,40}$"
+
+
 class Model(_Strict):
     name: str = Field(default="ranker", pattern=r"^[a-z][a-z0-9_]{0,40}$")
-    version: str = Field(pattern=r"^[0-9A-Za-z][0-9A-Za-z.\-]{0,40}$")
+    # The stable version: what the region serves (and what every drill, capacity check and rollback reads).
+    version: str = Field(pattern=_VERSION)
     # Compute capabilities served by the ONNX Runtime model instead of a TensorRT engine, on purpose.
     onnx_fallback_for: tuple[str, ...] = ()
+    # Gray release: a second set of Triton Deployments serving `canary_version` beside the stable one, with
+    # `canary_weight` percent of the region's traffic on the load balancer (weighted target groups). A release
+    # step is a change of these two keys plus `pulumi up`; promotion sets `version` and clears them.
+    canary_version: str | None = Field(default=None, pattern=_VERSION)
+    canary_weight: int = Field(default=0, ge=0, le=100)
+
+    @field_validator("canary_version", mode="before")
+    @classmethod
+    def _no_canary(cls, v: Any) -> Any:
+        # "" is how stack config says "no canary": `pulumi config set --path` cannot store a null, and a release's
+        # rollback must write back exactly what it read.
+        return None if v in ("", None) else v
+
+    @model_validator(mode="after")
+    def _canary(self) -> "Model":
+        if self.canary_weight and self.canary_version is None:
+            raise ValueError(f"rule: canary_weight {self.canary_weight} needs canary_version (the version the canary serves)")
+        if self.canary_version is not None and self.canary_version == self.version:
+            raise ValueError(f"rule: canary_version must differ from version {self.version!r} (the stable version)")
+        return self
 
 
 _CERT = re.compile(r"^arn:aws:acm:(?P<region>[a-z0-9-]+):\d{12}:certificate/[0-9a-f-]{36}$")
@@ -273,6 +297,27 @@ class Objectives(_Strict):
     p99_ms: float = Field(default=250, gt=0)
 
 
+class ReleaseGates(_Strict):
+    """Thresholds of a model release's gates (drills/release/gates.py): each gate's verdict is in the report."""
+
+    error_rate_max: float = Field(default=0.01, ge=0, le=1)  # failed / all requests of the canary (Triton counters)
+    p99_ms_max: float | None = Field(default=None, gt=0)  # default: objectives.p99_ms
+    psi_max: float = Field(default=0.2, gt=0)  # population stability index, canary vs stable, same requests
+    ks_max: float = Field(default=0.15, gt=0, le=1)  # two-sample Kolmogorov-Smirnov statistic, same requests
+    auc_min: float = Field(default=0.7, ge=0, le=1)  # the candidate's offline AUC from its manifest
+    ndcg_min: float = Field(default=0.55, ge=0, le=1)  # the candidate's offline NDCG@10 from its manifest
+    min_requests: int = Field(default=200, ge=1)  # requests the canary must have answered before it is judged
+    golden_rows: int = Field(default=2048, ge=100, le=65536)  # golden rows scored by both versions for PSI/KS
+
+
+class Release(_Strict):
+    canary_region: str | None = None  # default: the region with the smallest weight (smallest blast radius)
+    canary_weight: int = Field(default=10, ge=1, le=100)  # percent of the canary region's traffic
+    bake_seconds: int = Field(default=300, ge=0)  # traffic on the canary before its gates judge
+    ready_timeout_seconds: int = Field(default=900, gt=0)  # canary/rolled pods ready (engines load from S3)
+    gates: ReleaseGates = ReleaseGates()
+
+
 class GlobalConfig(_Strict):
     role: Literal["global"]
     env: str = Field(pattern=r"^[a-z][a-z0-9]{1,15}$")
@@ -288,10 +333,23 @@ class GlobalConfig(_Strict):
     alarm_email: str | None = None
     capacity: Capacity
     objectives: Objectives = Objectives()
+    release: Release = Release()
 
     @property
     def fqdn(self) -> str:
         return f"{self.record}.{self.zone.name}"
+
+    @field_validator("release")
+    @classmethod
+    def _canary_region(cls, v: Release, info: ValidationInfo) -> Release:
+        routing = info.data.get("routing")
+        if v.canary_region is not None and routing is not None and v.canary_region not in routing.regions:
+            raise ValueError(f"rule: release.canary_region must be one of routing.regions {sorted(routing.regions)}")
+        return v
+
+    @property
+    def release_p99_ms(self) -> float:
+        return self.release.gates.p99_ms_max if self.release.gates.p99_ms_max is not None else self.objectives.p99_ms
 
 
 StackConfig = Annotated[Union[RegionConfig, GlobalConfig], Field(discriminator="role")]

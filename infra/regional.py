@@ -64,9 +64,14 @@ def declare_regional(stack: str, cfg: RegionConfig) -> None:
     lb = TritonLoadBalancer("ingress", TritonLoadBalancerArgs(
         stack=stack, vpc_id=net.vpc_id, public_subnet_ids=net.public_subnet_ids,
         node_security_group_id=cluster.security_group_id, config=cfg.load_balancer,
-        deletion_protection=cfg.env == "prod"), provider)
+        deletion_protection=cfg.env == "prod", canary=cfg.model.canary_version is not None,
+        canary_weight=cfg.model.canary_weight), provider)
 
-    lbc_role = irsa("lb-controller", "kube-system", LBC_SA, lb.target_group.arn.apply(target_registrar_policy))
+    # The controller registers pods in the canary target group too while a canary runs (IAM takes a list of
+    # resources); without one the policy names the stable group alone, as before.
+    registrar = (lb.target_group.arn.apply(target_registrar_policy) if lb.canary_target_group is None else
+                 pulumi.Output.all(lb.target_group.arn, lb.canary_target_group.arn).apply(lambda a: target_registrar_policy(list(a))))
+    lbc_role = irsa("lb-controller", "kube-system", LBC_SA, registrar)
     ca_role = irsa("cluster-autoscaler", "kube-system", CA_SA, cluster.name.apply(node_autoscaler_policy))
     addon_args = AddonArgs(cluster_name=cluster.name, region=cfg.region, vpc_id=net.vpc_id, kubernetes_version=cfg.kubernetes_version,
                            lb_controller_role_arn=lbc_role.arn, autoscaler_role_arn=ca_role.arn, depends_on=[cluster.system_nodes])
@@ -79,6 +84,7 @@ def declare_regional(stack: str, cfg: RegionConfig) -> None:
     TritonServing("triton", TritonArgs(
         pools=list(cfg.gpu_pools), triton=cfg.triton, model=cfg.model, region=cfg.region, bucket_name=artifacts.name,
         role_arn=reader.arn, target_group_arn=lb.target_group.arn,
+        canary_target_group_arn=lb.canary_target_group.arn if lb.canary_target_group is not None else None,
     ), kube, pulumi.ResourceOptions(depends_on=[*pools, *plugin, lbc, metrics]))
 
     # model_build's TensorRT engine Jobs run on these GPU pools and publish into this bucket.

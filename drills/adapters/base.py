@@ -134,6 +134,73 @@ class FaultAdapter(Protocol):
         """Undo `inject`; must be safe to call again, and after a crash mid-inject."""
 
 
+# ---------------------------------------------------------------- release adapters (optional on a Backend)
+# A model release and the sub-region drills (drills/release) need four more things from a backend. They are
+# optional: a backend without them runs every other drill; a release refuses to start without them.
+
+@dataclass(frozen=True)
+class TrackState:
+    """One version's deployment in a region, as served now: `stable` or `canary`."""
+
+    track: str
+    version: str | None  # the model version its pods serve (None: no such deployment)
+    weight: int  # percent of the region's requests the load balancer sends to it now (0..100)
+    ready: int  # ready pods (Triton /v2/health/ready)
+    desired: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """One batch of rows scored by one version: the same rows go to both versions (the drift gates)."""
+
+    region: str
+    track: str
+    ok: bool
+    scores: list[float]  # one per row, in row order (empty when not ok)
+    latency_ms: list[float]  # one per HTTP request sent (a batch may be split into several)
+    errors: int = 0  # failed HTTP requests
+    error: str | None = None
+
+
+@runtime_checkable
+class ServingAdapter(Protocol):
+    def tracks(self, region: str) -> dict[str, TrackState]:
+        """{"stable": ..., "canary": ...} live: the load balancer's weights and the deployments' versions and
+        readiness (AWS: ALB listener + Kubernetes Deployments). No "canary" key when none is deployed."""
+
+    def restart(self, region: str, track: str) -> None:
+        """Roll the track's pods so every one reloads its model from the bucket (after an artifact repair)."""
+
+
+@runtime_checkable
+class ScoreProbe(Protocol):
+    def scores(self, region: str, track: str, inputs: Mapping[str, Any], batch: int = 256) -> ScoreResult:
+        """Score `inputs` (tensor name -> array [rows, ...]) on one version of the region's model, through the
+        region's endpoint pinned to that version (AWS: the `X-Reco-Track` header), `batch` rows a request."""
+
+
+@runtime_checkable
+class MetricsSource(Protocol):
+    def scrape(self, region: str, track: str) -> dict[str, str]:
+        """Triton's Prometheus text (/metrics) from every pod/server of the track, keyed by instance name, so
+        counters are differenced per instance (a restarted instance resets its counters)."""
+
+
+@runtime_checkable
+class ArtifactStore(Protocol):
+    """The S3 operations a release needs beyond S3Adapter: read a version's files, pin and restore versions."""
+
+    def get_object(self, region: str, key: str, version_id: str | None = None) -> bytes | None: ...
+
+    def list_keys(self, region: str, prefix: str) -> list[str]: ...
+
+    def restore_version(self, region: str, key: str, version_id: str) -> str | None:
+        """Make an earlier version of `key` current again (a copy of it); returns the new version id."""
+
+
 @dataclass
 class Backend:
     """A named bundle of adapters. `options` is JSON and recorded in the journal, so `drills rollback` in
@@ -149,6 +216,11 @@ class Backend:
     faults: FaultAdapter
     extras: dict[str, Any] = field(default_factory=dict)  # backend-specific handles (tests, rehearsal)
     closers: list[Any] = field(default_factory=list)
+    # Optional, for model releases and the sub-region drills (drills/release): see the protocols above.
+    # `s3` must then also implement ArtifactStore.
+    serving: ServingAdapter | None = None
+    scores: ScoreProbe | None = None
+    metrics: MetricsSource | None = None
 
     def close(self) -> None:
         for fn in reversed(self.closers):

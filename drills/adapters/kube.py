@@ -55,6 +55,13 @@ class EksKube:
         r.raise_for_status()
         return r.json()
 
+    def get_text(self, path: str, **params: Any) -> str:
+        """A non-JSON read, e.g. a pod's /metrics through the API server's proxy subresource."""
+        self._setup()
+        r = requests.get(self._endpoint + path, params=params, headers=self._headers(), verify=self._ca, timeout=self.timeout)
+        r.raise_for_status()
+        return r.text
+
     def patch(self, path: str, body: dict) -> dict:
         self._setup()
         r = requests.patch(self._endpoint + path, json=body, verify=self._ca, timeout=self.timeout,

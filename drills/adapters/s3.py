@@ -56,6 +56,32 @@ class Boto3S3:
             if v["Key"] == key:
                 c.delete_object(Bucket=b, Key=key, VersionId=v["VersionId"])
 
+    # ------------------------------------------------------------ ArtifactStore (model releases, restore)
+    def get_object(self, region: str, key: str, version_id: str | None = None) -> bytes | None:
+        kw = {"VersionId": version_id} if version_id else {}
+        try:
+            return self.clients[region].get_object(Bucket=self.buckets[region], Key=key, **kw)["Body"].read()
+        except Exception as e:  # noqa: BLE001
+            if _missing(e):
+                return None
+            raise
+
+    def list_keys(self, region: str, prefix: str) -> list[str]:
+        c, keys, kw = self.clients[region], [], {"Bucket": self.buckets[region], "Prefix": prefix}
+        while True:
+            page = c.list_objects_v2(**kw)
+            keys += [o["Key"] for o in page.get("Contents", [])]
+            if not page.get("IsTruncated"):
+                return sorted(keys)
+            kw["ContinuationToken"] = page["NextContinuationToken"]
+
+    def restore_version(self, region: str, key: str, version_id: str) -> str | None:
+        # A server-side copy of the pinned version onto the same key: the version becomes current again and the
+        # bad one stays as a noncurrent version (evidence), nothing is deleted.
+        b = self.buckets[region]
+        r = self.clients[region].copy_object(Bucket=b, Key=key, CopySource={"Bucket": b, "Key": key, "VersionId": version_id})
+        return r.get("VersionId")
+
     def current_manifest(self, region: str) -> tuple[dict | None, str | None]:
         name, version = self.models[region]
         key = self.manifest_key.format(model=name, version=version)
@@ -114,3 +140,16 @@ class ReplicatingS3(Boto3S3):
     def head(self, region: str, key: str) -> dict | None:
         self.pump()
         return super().head(region, key)
+
+    def get_object(self, region: str, key: str, version_id: str | None = None) -> bytes | None:
+        self.pump()
+        return super().get_object(region, key, version_id)
+
+    def restore_version(self, region: str, key: str, version_id: str) -> str | None:
+        # The copy is a new object version in the source, so S3 Replication copies it on like any other write.
+        vid = super().restore_version(region, key, version_id)
+        body = super().get_object(region, key, vid)
+        for dst in self._destinations(region):
+            self._pending.append((self.clock.now() + self.lag(region, dst), region, dst, key, body or b""))
+        self.pump()
+        return vid

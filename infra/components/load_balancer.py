@@ -1,7 +1,15 @@
 """The region's entry point: an internet-facing ALB owned by Pulumi, so its DNS name and hosted zone id are
 plain resource outputs the global stack's alias records and health checks can use (never scraped from
 Kubernetes status). TLS ends at the ALB (ACM certificate); pods are IP targets on Triton's HTTP port,
-registered by a TargetGroupBinding."""
+registered by a TargetGroupBinding.
+
+Gray release: while the regional stack configures a canary (`model.canary_version`), a second target group
+holds the canary pods and the listener's default action forwards to both with weights
+`100 - canary_weight` / `canary_weight` (ALB weighted target groups), so moving traffic between the stable and
+the candidate version is a stack config change plus `pulumi up`, like a Route 53 weight shift one level up.
+Two listener rules pin a request to one version by the `X-Reco-Track: stable|canary` header: the release gates
+score the same golden requests on both versions through the same load balancer (the header selects only
+between versions that already serve, so it grants nothing a client could not get by retrying)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,14 +21,26 @@ from infra.config import LoadBalancer as LbConfig
 
 HTTP_PORT = 8000
 READY_PATH = "/v2/health/ready"
+TRACK_HEADER = "X-Reco-Track"
+# Listener rule priorities of the header pins (lower is evaluated first; nothing else uses rules here).
+PIN_PRIORITY = {"canary": 10, "stable": 11}
+# AWS resources that exist only while a canary is configured: its target group and the two header pins.
+CANARY_AWS_RESOURCES = 3
 
 
 def lb_name(stack: str) -> str:
     return f"reco-dr-{stack}"[:32]  # ELB names are at most 32 characters
 
 
-def target_group_name(stack: str) -> str:
-    return f"reco-dr-{stack}-triton"[:32]
+def target_group_name(stack: str, track: str = "stable") -> str:
+    return f"reco-dr-{stack}-triton"[:32] if track == "stable" else f"reco-dr-{stack}-canary"[:32]
+
+
+def forward_weights(canary_weight: int) -> tuple[int, int]:
+    """(stable, canary) target group weights for a canary share in percent. ALB splits by weight / sum."""
+    if not 0 <= canary_weight <= 100:
+        raise ValueError(f"canary_weight is a percentage, got {canary_weight}")
+    return 100 - canary_weight, canary_weight
 
 
 def health_check(interval: int = 10) -> dict:
@@ -46,6 +66,8 @@ class TritonLoadBalancerArgs:
     node_security_group_id: pulumi.Input[str]  # the EKS cluster security group, on nodes and pod ENIs
     config: LbConfig
     deletion_protection: bool
+    canary: bool = False  # a canary version is configured: second target group, weighted forward, header pins
+    canary_weight: int = 0  # percent of the region's traffic on the canary target group
 
 
 class TritonLoadBalancer(pulumi.ComponentResource):
@@ -90,6 +112,29 @@ class TritonLoadBalancer(pulumi.ComponentResource):
             health_check=health_check(),
             opts=o,
         )
+        self.canary_target_group = None
+        if args.canary:
+            # Same port, health check and drain as the stable group: the two differ only in the pods they hold.
+            self.canary_target_group = aws.lb.TargetGroup(
+                f"{name}-triton-canary",
+                name=target_group_name(args.stack, "canary"),
+                port=HTTP_PORT,
+                protocol="HTTP",
+                target_type="ip",
+                vpc_id=args.vpc_id,
+                deregistration_delay=30,
+                health_check=health_check(),
+                opts=o,
+            )
+            stable_w, canary_w = forward_weights(args.canary_weight)
+            action = aws.lb.ListenerDefaultActionArgs(type="forward", forward=aws.lb.ListenerDefaultActionForwardArgs(
+                target_groups=[aws.lb.ListenerDefaultActionForwardTargetGroupArgs(arn=self.target_group.arn, weight=stable_w),
+                               aws.lb.ListenerDefaultActionForwardTargetGroupArgs(arn=self.canary_target_group.arn, weight=canary_w)],
+                # No stickiness: every request is split independently, so the canary's share of requests is the
+                # configured weight and taking the weight to 0 moves every client back at once (no pinned sessions).
+                stickiness=aws.lb.ListenerDefaultActionForwardStickinessArgs(enabled=False, duration=1)))
+        else:
+            action = aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=self.target_group.arn)
         self.listener = aws.lb.Listener(
             f"{name}-https",
             load_balancer_arn=self.lb.arn,
@@ -97,9 +142,18 @@ class TritonLoadBalancer(pulumi.ComponentResource):
             protocol="HTTPS",
             certificate_arn=c.certificate_arn,
             ssl_policy=c.ssl_policy,
-            default_actions=[aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=self.target_group.arn)],
+            default_actions=[action],
             opts=o,
         )
+        if self.canary_target_group is not None:
+            for track, tg in (("canary", self.canary_target_group), ("stable", self.target_group)):
+                aws.lb.ListenerRule(
+                    f"{name}-pin-{track}", listener_arn=self.listener.arn, priority=PIN_PRIORITY[track],
+                    actions=[aws.lb.ListenerRuleActionArgs(type="forward", target_group_arn=tg.arn)],
+                    conditions=[aws.lb.ListenerRuleConditionArgs(http_header=aws.lb.ListenerRuleConditionHttpHeaderArgs(
+                        http_header_name=TRACK_HEADER, values=[track]))],
+                    opts=o)
         self.dns_name = self.lb.dns_name
         self.zone_id = self.lb.zone_id
-        self.register_outputs({"dns_name": self.dns_name, "zone_id": self.zone_id, "target_group_arn": self.target_group.arn})
+        self.register_outputs({"dns_name": self.dns_name, "zone_id": self.zone_id, "target_group_arn": self.target_group.arn,
+                               "canary_target_group_arn": self.canary_target_group.arn if self.canary_target_group else None})

@@ -5,6 +5,15 @@ and compute capability, so each Deployment scales against its own pool's ceiling
 capability degrades one pool instead of the region, and the HPA's replica bounds map to GPUs that exist.
 All of them carry the same `app.kubernetes.io/name: triton` label, so one Service and one
 TargetGroupBinding put every ready pod of the region behind the load balancer.
+
+Gray release: when the stack configures `model.canary_version`, a second set of Deployments (one per pool,
+`triton-<pool>-canary`, with their PDB and HPA) serves that version from its own immutable prefix beside the
+stable ones. Canary pods are labelled `app.kubernetes.io/name: triton-canary`, so the stable Service (and
+everything that selects `triton`: the stable TargetGroupBinding, the drills' readiness and fault adapters) never
+picks them up; their own Service and TargetGroupBinding register them in the canary target group, and the
+load balancer's weighted forward action (infra/components/load_balancer.py) splits the traffic. Every pod carries
+`reco-dr/track` (stable | canary) and `reco-dr/model-version`, which the metrics pipeline turns into series
+labels: the release gates, alerts and dashboard tell the two versions apart by them.
 """
 from __future__ import annotations
 
@@ -25,6 +34,12 @@ LIVE_PATH = "/v2/health/live"
 READY_PATH = "/v2/health/ready"
 # Triton's own Prometheus metric (0..1 per GPU), served to the HPA through the custom metrics API.
 GPU_UTIL_METRIC = "nv_gpu_utilization"
+STABLE, CANARY = "stable", "canary"
+TRACK_LABEL = "reco-dr/track"
+# Resources that exist only while a canary is configured, per GPU pool (Deployment, PDB, HPA) and per region
+# (Service, TargetGroupBinding): a promotion or rollback deletes exactly these (see canary_resource_count).
+CANARY_PER_POOL = 3
+CANARY_PER_REGION = 2
 
 
 def model_repository_uri(bucket: str, model: Model) -> str:
@@ -34,13 +49,35 @@ def model_repository_uri(bucket: str, model: Model) -> str:
     return f"s3://{bucket}/{model.name}/{model.version}"
 
 
-def selector_labels(pool: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": APP, "app.kubernetes.io/instance": f"{APP}-{pool}"}
+def app_name(track: str = STABLE) -> str:
+    return APP if track == STABLE else f"{APP}-{CANARY}"
 
 
-def pod_labels(pool: GpuPool, model: Model) -> dict[str, str]:
-    return {**selector_labels(pool.name), POOL_LABEL: pool.name, "app.kubernetes.io/part-of": "reco-dr",
-            "reco-dr/model-version": model.version}
+def deployment_name(pool: str, track: str = STABLE) -> str:
+    return f"{APP}-{pool}" if track == STABLE else f"{APP}-{pool}-{CANARY}"
+
+
+def selector_labels(pool: str, track: str = STABLE) -> dict[str, str]:
+    # The stable selector is what it always was: a Deployment's selector is immutable, so changing it would
+    # force a replace (all pods at once) instead of a rolling update.
+    return {"app.kubernetes.io/name": app_name(track), "app.kubernetes.io/instance": deployment_name(pool, track)}
+
+
+def pod_labels(pool: GpuPool, model: Model, track: str = STABLE) -> dict[str, str]:
+    return {**selector_labels(pool.name, track), POOL_LABEL: pool.name, "app.kubernetes.io/part-of": "reco-dr",
+            "reco-dr/model-version": model.version, TRACK_LABEL: track}
+
+
+def canary_model(model: Model) -> Model | None:
+    """The Model the canary Deployments serve (same name, the canary's version), or None without a canary."""
+    if not model.canary_version:
+        return None
+    return model.model_copy(update={"version": model.canary_version, "canary_version": None, "canary_weight": 0})
+
+
+def canary_resource_count(pools: int) -> int:
+    """Kubernetes objects a canary adds (and its removal deletes) in a region with `pools` GPU pools."""
+    return CANARY_PER_POOL * pools + CANARY_PER_REGION
 
 
 def replica_bounds(pool: GpuPool, triton: TritonConfig) -> tuple[int, int]:
@@ -66,18 +103,23 @@ def triton_args(bucket: str, model: Model) -> list[str]:
         f"--metrics-port={PORTS['metrics']}",
         "--allow-metrics=true",
         "--allow-gpu-metrics=true",
+        # Latency quantiles per model (nv_inference_request_summary_us{quantile="0.99"}): the release gates and
+        # the p99 alert read the server's own p99 instead of inferring one from cumulative counters.
+        "--metrics-config=summary_latencies=true",
     ]
 
 
-def deployment_manifest(pool: GpuPool, triton: TritonConfig, model: Model, bucket: str, region: str) -> dict:
-    labels = pod_labels(pool, model)
+def deployment_manifest(pool: GpuPool, triton: TritonConfig, model: Model, bucket: str, region: str, track: str = STABLE) -> dict:
+    """One pool's Triton Deployment for `track`; `model.version` is the version that track serves."""
+    labels = pod_labels(pool, model, track)
+    sel = selector_labels(pool.name, track)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": f"{APP}-{pool.name}", "namespace": NAMESPACE, "labels": labels},
+        "metadata": {"name": deployment_name(pool.name, track), "namespace": NAMESPACE, "labels": labels},
         "spec": {
             # No `replicas`: the HPA owns it (server-side apply leaves the field to it).
-            "selector": {"matchLabels": selector_labels(pool.name)},
+            "selector": {"matchLabels": sel},
             # Never drop below current capacity during a rollout: surge one pod, take none away first.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "progressDeadlineSeconds": 1200,
@@ -94,9 +136,9 @@ def deployment_manifest(pool: GpuPool, triton: TritonConfig, model: Model, bucke
                         # Spread across zones so one AZ loss costs a share of capacity, not all of it. ScheduleAnyway:
                         # a zone without GPU capacity (common for p5) must not leave pods pending.
                         {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway",
-                         "labelSelector": {"matchLabels": selector_labels(pool.name)}},
+                         "labelSelector": {"matchLabels": sel}},
                         {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
-                         "labelSelector": {"matchLabels": selector_labels(pool.name)}},
+                         "labelSelector": {"matchLabels": sel}},
                     ],
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
                                         "seccompProfile": {"type": "RuntimeDefault"}},
@@ -133,25 +175,31 @@ def deployment_manifest(pool: GpuPool, triton: TritonConfig, model: Model, bucke
     }
 
 
-def pdb_manifest(pool: GpuPool) -> dict:
+def pdb_manifest(pool: GpuPool, track: str = STABLE) -> dict:
+    sel = selector_labels(pool.name, track)
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": {"name": f"{APP}-{pool.name}", "namespace": NAMESPACE, "labels": selector_labels(pool.name)},
+        "metadata": {"name": deployment_name(pool.name, track), "namespace": NAMESPACE, "labels": sel},
         # Node drains (upgrades, scale-in) take one Triton pod of a pool at a time.
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(pool.name)}},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": sel}},
     }
 
 
-def hpa_manifest(pool: GpuPool, triton: TritonConfig) -> dict:
+def hpa_manifest(pool: GpuPool, triton: TritonConfig, track: str = STABLE) -> dict:
     lo, hi = replica_bounds(pool, triton)
+    if track == CANARY:
+        # A canary starts with a small share (or none: the shadow comparison): one pod per pool, so it does not
+        # hold GPUs the stable version needs; it may grow to the stable bounds if its share does.
+        lo = 1
     target = f"{triton.target_gpu_utilization * 10}m"  # utilisation is 0..1; 70 % -> 700m
+    name = deployment_name(pool.name, track)
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": f"{APP}-{pool.name}", "namespace": NAMESPACE, "labels": selector_labels(pool.name)},
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": selector_labels(pool.name, track)},
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{APP}-{pool.name}"},
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
             "minReplicas": lo,
             "maxReplicas": hi,
             "metrics": [{"type": "Pods", "pods": {"metric": {"name": GPU_UTIL_METRIC},
@@ -165,14 +213,15 @@ def hpa_manifest(pool: GpuPool, triton: TritonConfig) -> dict:
     }
 
 
-def service_manifest() -> dict:
+def service_manifest(track: str = STABLE) -> dict:
+    name = app_name(track)
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": APP, "namespace": NAMESPACE, "labels": {"app.kubernetes.io/name": APP}},
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app.kubernetes.io/name": name}},
         "spec": {
             "type": "ClusterIP",
-            "selector": {"app.kubernetes.io/name": APP},
+            "selector": {"app.kubernetes.io/name": name},
             "ports": [{"name": n, "port": p, "targetPort": n, "protocol": "TCP"} for n, p in PORTS.items()],
         },
     }
@@ -190,13 +239,14 @@ def service_account_manifest(role_arn: str) -> dict:
             "metadata": {"name": SERVICE_ACCOUNT, "namespace": NAMESPACE, "annotations": {"eks.amazonaws.com/role-arn": role_arn}}}
 
 
-def target_group_binding_manifest(target_group_arn: str) -> dict:
+def target_group_binding_manifest(target_group_arn: str, track: str = STABLE) -> dict:
+    name = app_name(track)
     return {
         "apiVersion": "elbv2.k8s.aws/v1beta1",
         "kind": "TargetGroupBinding",
-        "metadata": {"name": APP, "namespace": NAMESPACE},
+        "metadata": {"name": name, "namespace": NAMESPACE},
         # No `networking` block: Pulumi owns the security-group rule (nodes accept 8000 from the ALB only).
-        "spec": {"serviceRef": {"name": APP, "port": PORTS["http"]}, "targetGroupARN": target_group_arn, "targetType": "ip"},
+        "spec": {"serviceRef": {"name": name, "port": PORTS["http"]}, "targetGroupARN": target_group_arn, "targetType": "ip"},
     }
 
 
@@ -209,6 +259,8 @@ class TritonArgs:
     bucket_name: pulumi.Input[str]
     role_arn: pulumi.Input[str]
     target_group_arn: pulumi.Input[str]
+    # The canary target group (load balancer), present exactly when `model.canary_version` is configured.
+    canary_target_group_arn: pulumi.Input[str] | None = None
 
 
 class TritonServing(pulumi.ComponentResource):
@@ -228,22 +280,33 @@ class TritonServing(pulumi.ComponentResource):
         self.service = k8s.core.v1.Service(f"{name}-svc", metadata=svc_m["metadata"], spec=svc_m["spec"], opts=on_ns)
 
         self.deployments = {}
-        for pool in args.pools:
-            dep = pulumi.Output.from_input(args.bucket_name).apply(
-                lambda b, p=pool: deployment_manifest(p, args.triton, args.model, b, args.region))
-            self.deployments[pool.name] = k8s.apps.v1.Deployment(
-                f"{name}-{pool.name}", metadata=dep.apply(lambda m: m["metadata"]), spec=dep.apply(lambda m: m["spec"]),
-                opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[ns, sa, *deps]))
-            pdb = pdb_manifest(pool)
-            k8s.policy.v1.PodDisruptionBudget(f"{name}-{pool.name}-pdb", metadata=pdb["metadata"], spec=pdb["spec"], opts=on_ns)
-            hpa = hpa_manifest(pool, args.triton)
-            k8s.autoscaling.v2.HorizontalPodAutoscaler(f"{name}-{pool.name}-hpa", metadata=hpa["metadata"], spec=hpa["spec"],
-                                                        opts=pulumi.ResourceOptions(parent=self, provider=provider,
-                                                                                    depends_on=[self.deployments[pool.name]]))
+        tracks = [(STABLE, args.model, args.target_group_arn, self.service)]
+        canary = canary_model(args.model)
+        if canary is not None:
+            if args.canary_target_group_arn is None:
+                raise ValueError("model.canary_version is set but the load balancer has no canary target group")
+            c_svc = service_manifest(CANARY)
+            self.canary_service = k8s.core.v1.Service(f"{name}-canary-svc", metadata=c_svc["metadata"], spec=c_svc["spec"], opts=on_ns)
+            tracks.append((CANARY, canary, args.canary_target_group_arn, self.canary_service))
+        for track, model, tg_arn, svc in tracks:
+            suffix = "" if track == STABLE else "-canary"
+            for pool in args.pools:
+                dep = pulumi.Output.from_input(args.bucket_name).apply(
+                    lambda b, p=pool, m=model, t=track: deployment_manifest(p, args.triton, m, b, args.region, t))
+                key = deployment_name(pool.name, track)
+                self.deployments[key] = k8s.apps.v1.Deployment(
+                    f"{name}-{pool.name}{suffix}", metadata=dep.apply(lambda m: m["metadata"]), spec=dep.apply(lambda m: m["spec"]),
+                    opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[ns, sa, *deps]))
+                pdb = pdb_manifest(pool, track)
+                k8s.policy.v1.PodDisruptionBudget(f"{name}-{pool.name}{suffix}-pdb", metadata=pdb["metadata"], spec=pdb["spec"], opts=on_ns)
+                hpa = hpa_manifest(pool, args.triton, track)
+                k8s.autoscaling.v2.HorizontalPodAutoscaler(f"{name}-{pool.name}{suffix}-hpa", metadata=hpa["metadata"], spec=hpa["spec"],
+                                                            opts=pulumi.ResourceOptions(parent=self, provider=provider,
+                                                                                        depends_on=[self.deployments[key]]))
 
-        tgb = pulumi.Output.from_input(args.target_group_arn).apply(target_group_binding_manifest)
-        k8s.apiextensions.CustomResource(
-            f"{name}-tgb", api_version="elbv2.k8s.aws/v1beta1", kind="TargetGroupBinding",
-            metadata=tgb.apply(lambda m: m["metadata"]), spec=tgb.apply(lambda m: m["spec"]),
-            opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[self.service, *deps]))
+            tgb = pulumi.Output.from_input(tg_arn).apply(lambda a, t=track: target_group_binding_manifest(a, t))
+            k8s.apiextensions.CustomResource(
+                f"{name}{suffix}-tgb", api_version="elbv2.k8s.aws/v1beta1", kind="TargetGroupBinding",
+                metadata=tgb.apply(lambda m: m["metadata"]), spec=tgb.apply(lambda m: m["spec"]),
+                opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[svc, *deps]))
         self.register_outputs({"namespace": NAMESPACE, "deployments": sorted(self.deployments)})

@@ -1,0 +1,506 @@
+"""Step actions of a release, a restore and the sub-region drills, registered with the drills engine.
+
+Each follows the engine's rules (drills/actions.py): every change is journaled before it is made, with what it
+replaces (`config_set`/`stack_up` for stack config, so the engine's rollback and `drills rollback` restore it;
+`artifact_repairing`, `lkg_writing` for bucket writes), and values are absolute, so `drills resume` can re-run a
+half-done step. State the gates read lives in `run.state["release"]` (see `state()`).
+"""
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+from drills.actions import action
+from drills.checks import percentile
+from drills.errors import Abort, GuardrailError
+from drills.release import artifacts as A
+from drills.release.gates import offline_gates
+from drills.release.metrics import delta, snapshots
+from drills.release.planning import CANARY_VERSION, CANARY_WEIGHT, NO_CANARY, VERSION, same_model_value
+
+if TYPE_CHECKING:
+    from drills.engine import Run
+    from drills.model import Step
+
+
+def state(run: "Run") -> dict:
+    """baseline: "<region>/<track>" -> {t, snaps}: the metrics scrape a gate window starts from;
+    probe: "<region>/<track>" -> {requests, errors, latency_ms}: what the score probes saw since that baseline;
+    scores: region -> {t, stable, canary}: the last pair of score results (shared by the PSI and KS gates);
+    active: region -> canary weight while the candidate takes traffic (the abort condition watches these);
+    lkg: region -> pointer read; detection, node_loss: scenario results."""
+    return run.state.setdefault("release", {"baseline": {}, "probe": {}, "scores": {}, "active": {}, "lkg": {}})
+
+
+def require_release_backend(run: "Run", need: tuple[str, ...] = ("serving", "scores", "metrics")) -> None:
+    b = run.backend
+    missing = [n for n in need if getattr(b, n, None) is None]
+    missing += [f"s3.{m}" for m in ("get_object", "list_keys", "restore_version") if not hasattr(b.s3, m)]
+    if missing:
+        raise GuardrailError("backend", f"backend {b.name!r} lacks what a release needs ({', '.join(missing)}; see drills/adapters/base.py "
+                             "ServingAdapter, ScoreProbe, MetricsSource, ArtifactStore). Nothing was changed.")
+
+
+def _stack(run: "Run", region: str) -> str:
+    return run.plan.stack_names[region]
+
+
+def served_version(run: "Run", region: str) -> str:
+    return str(run.backend.stacks.get_config(_stack(run, region), VERSION))
+
+
+@functools.lru_cache(maxsize=4)
+def golden(seed: int, rows: int) -> dict:
+    """The golden feature rows model_build's parity gates use: the same requests for both versions."""
+    from model_build.data import golden_batch
+
+    return golden_batch(seed, rows)
+
+
+# ---------------------------------------------------------------- stack changes (journaled like drills.actions.apply_stack)
+def apply_region(run: "Run", stack: str, values: dict[str, Any], allow_deletes: int, message: str) -> dict:
+    """Set config, preview, up. A release step may create resources (a canary) and a promotion may delete
+    exactly the canary's; anything else destructive (a replace, more deletes) is refused before `up`."""
+    stacks = run.backend.stacks
+    before = {p: stacks.get_config(stack, p) for p in values}
+    run.event("config_set", stack=stack, values=values, before=before)
+    stacks.set_config(stack, values)
+    preview = stacks.preview(stack)
+    replaces = {k: v for k, v in preview.items() if k in ("replace", "create-replacement", "delete-replaced") and v}
+    if replaces or preview.get("delete", 0) > allow_deletes:
+        raise Abort(f"pulumi preview of {stack} shows {preview}: a release step may delete at most the canary's "
+                    f"{allow_deletes} resources and replace none; not applying")
+    t_up = run.clock.now()
+    res = stacks.up(stack, message)
+    run.event("stack_up", stack=stack, preview=preview, summary=res.get("summary"), seconds=round(run.clock.now() - t_up, 3))
+    return {"stack": stack, "preview": preview, "up_seconds": round(run.clock.now() - t_up, 3)}
+
+
+def tracks(run: "Run", region: str) -> dict[str, Any]:
+    return run.backend.serving.tracks(region)  # type: ignore[union-attr]
+
+
+def take_baseline(run: "Run", region: str) -> None:
+    """The metrics every later gate of this region differences against, and fresh probe counters."""
+    st = state(run)
+    for track in ("stable", "canary"):
+        key = f"{region}/{track}"
+        try:
+            st["baseline"][key] = {"t": run.clock.now(), "snaps": snapshots(run.backend.metrics.scrape(region, track))}  # type: ignore[union-attr]
+        except Exception as e:  # noqa: BLE001 - no pods of that track yet: its gates say so
+            st["baseline"][key] = {"t": run.clock.now(), "snaps": {}, "error": f"{type(e).__name__}: {e}"}
+        st["probe"][key] = {"requests": 0, "errors": 0, "latency_ms": []}
+    st["scores"].pop(region, None)
+
+
+def measure(run: "Run", region: str, track: str) -> dict[str, Any]:
+    """Requests, failures, error rate and p99 of a track since its baseline: Triton's counters plus what the score
+    probes saw fail. A failure both saw counts twice, which only makes the gate stricter (the server does not
+    count every failure: see drills/release/metrics.py)."""
+    st = state(run)
+    key = f"{region}/{track}"
+    base = st["baseline"].get(key)
+    if base is None:
+        raise LookupError(f"no metrics baseline for {key}: the step that changed it did not record one")
+    d = delta(base["snaps"], snapshots(run.backend.metrics.scrape(region, track)))  # type: ignore[union-attr]
+    pr = st["probe"].get(key, {"requests": 0, "errors": 0, "latency_ms": []})
+    requests = int(d.requests) + pr["errors"]
+    failures = int(d.failure) + pr["errors"]
+    p99, source = d.p99_ms, "Triton summary quantile 0.99, worst instance"
+    if p99 is None and pr["latency_ms"]:
+        p99, source = percentile(pr["latency_ms"], 99), f"score probes, {len(pr['latency_ms'])} requests"
+    return {"requests": requests, "failures": failures, "server": d.to_dict(), "probe_errors": pr["errors"],
+            "p99_ms": p99, "p99_source": source, "seconds": round(run.clock.now() - base["t"], 3)}
+
+
+def score_pair(run: "Run", region: str, rows: int, seed: int, since: float | None) -> dict[str, Any]:
+    """Both versions' scores on the same golden rows, computed once per gate evaluation and shared."""
+    st = state(run)
+    hit = st["scores"].get(region)
+    if hit and hit["rows"] == rows and (since is None or hit["t"] >= since):
+        return hit
+    inputs = golden(seed, rows)
+    out: dict[str, Any] = {"t": run.clock.now(), "rows": rows}
+    for track in ("stable", "canary"):
+        r = run.backend.scores.scores(region, track, inputs)  # type: ignore[union-attr]
+        out[track] = r
+        pr = st["probe"].setdefault(f"{region}/{track}", {"requests": 0, "errors": 0, "latency_ms": []})
+        pr["requests"] += len(r.latency_ms)
+        pr["errors"] += r.errors
+        pr["latency_ms"] += list(r.latency_ms)
+    st["scores"][region] = out
+    return out
+
+
+# ---------------------------------------------------------------- release
+@action("release_precheck")
+def _release_precheck(run: "Run", step: "Step") -> dict:
+    require_release_backend(run)
+    b, p = run.backend, step.params
+    rel = p["release"]
+    cand, model = rel["candidate"], rel["model"]
+    problems: list[str] = []
+    for stack, values in p["expect_config"].items():
+        for path, want in values.items():
+            got = b.stacks.get_config(stack, path)
+            if not same_model_value(path, got, want):
+                problems.append(f"{stack} {path} is {got!r} live but the plan was made from {want!r} (re-plan from the live config)")
+    serving = {}
+    for r in rel["order"]:
+        if not b.route53.health(r):
+            problems.append(f"{r}'s health check is unhealthy before the release")
+        t = tracks(run, r)
+        serving[r] = {k: v.to_dict() for k, v in t.items()}
+        stable = t.get("stable")
+        if stable is None or stable.version != rel["stable"][r]:
+            problems.append(f"{r} serves {getattr(stable, 'version', None)!r}, not the stable version {rel['stable'][r]!r} in its stack config")
+        if "canary" in t and t["canary"].weight > 0:
+            problems.append(f"{r} already sends {t['canary'].weight}% to a canary ({t['canary'].version})")
+    verdicts: list[dict] = []
+    manifest = None
+    sha: dict[str, str | None] = {}
+    for r in rel["order"]:
+        v = A.verify_in_bucket(b.s3, r, model, cand)
+        sha[r] = v.manifest_sha256
+        verdicts.append({"name": f"manifest {r}", "ok": v.ok, "blocking": True,
+                         "detail": (f"{model}/{cand}/ verifies in {r}'s bucket ({len(v.files)} files, manifest sha256 {str(v.manifest_sha256)[:12]})"
+                                    if v.ok else f"{r}: " + "; ".join(v.problems[:4])),
+                         "figures": {"manifest_sha256": v.manifest_sha256, "problems": v.problems[:20]}})
+        cov = A.engine_coverage(v.engines, p["regions"][r]["ccs"], p["regions"][r]["fallback"]) if v.present else {"ok": False, "missing": p["regions"][r]["ccs"], "engines": {}}
+        verdicts.append({"name": f"engines {r}", "ok": cov["ok"], "blocking": True,
+                         "detail": (f"{r}: " + ", ".join(f"{cc} {s}" for cc, s in cov["engines"].items())) if cov["ok"]
+                         else f"{r}: no engine for compute capability {', '.join(cov['missing'])} (build it, or declare model.onnx_fallback_for)",
+                         "figures": cov})
+        if manifest is None and v.manifest is not None:
+            manifest = v.manifest
+    g = rel["gates"]
+    for gr in offline_gates((manifest or {}).get("metrics"), g["auc_min"], g["ndcg_min"]):
+        verdicts.append({"name": gr.name, "ok": gr.ok, "blocking": rel["offline_blocking"], "detail": gr.detail, "figures": gr.to_dict()})
+    run.event("candidate_verdicts", candidate=cand, verdicts=verdicts, serving=serving)
+    refused = [v for v in verdicts if not v["ok"] and v["blocking"]]
+    if problems or refused:
+        raise GuardrailError("candidate", f"{cand} refused before any traffic moved: "
+                             + "; ".join(problems + [v["detail"] for v in refused]) + ". Nothing was changed.")
+    if p.get("baseline_seconds"):
+        run.wait(p["baseline_seconds"], label="baseline probes")
+    state(run)["candidate"] = {"version": cand, "manifest_sha256": sha}
+    return {"verdicts": verdicts, "manifest_sha256": sha, "serving": serving}
+
+
+@action("release_set")
+def _release_set(run: "Run", step: "Step") -> dict:
+    require_release_backend(run)
+    p = step.params
+    region, want = p["region"], p["ready"]
+    st = state(run)
+    # Until the new weight is known to be live, the abort condition must not judge a baseline from before it.
+    st["active"].pop(region, None)
+    res = apply_region(run, p["stack"], p["values"], p.get("allow_deletes", 0), f"release {run.drill_id}: {step.name}")
+    t0 = run.clock.now()
+
+    def matched() -> bool:
+        t = tracks(run, region)
+        tr = t.get(want["track"])
+        if tr is None or tr.version != want["version"] or tr.ready < 1 or tr.ready < tr.desired or tr.weight != want["weight"]:
+            return False
+        return want["track"] != "stable" or "canary" not in t
+
+    if not run.wait(p["timeout"], until=matched, label=f"{region} {want['track']} ready"):
+        raise Abort(f"{region}: the {want['track']} pods did not serve {want['version']} at {want['weight']}% within {p['timeout']:g} s: "
+                    f"{ {k: v.to_dict() for k, v in tracks(run, region).items()} }")
+    ready_s = round(run.clock.now() - t0, 3)
+    take_baseline(run, region)
+    if want["track"] == "canary" and want["weight"] > 0:
+        st["active"][region] = want["weight"]
+    t = tracks(run, region)
+    run.event("serving", region=region, tracks={k: v.to_dict() for k, v in t.items()})
+    return {**res, "ready_seconds": ready_s, "tracks": {k: v.to_dict() for k, v in t.items()}}
+
+
+@action("expect_caught")
+def _expect_caught(run: "Run", step: "Step") -> dict:
+    raise Abort(f"the deliberately bad candidate {step.params['candidate']} passed every canary gate: the gates are too lax "
+                "(see the PSI/KS figures); rolling the canary back")
+
+
+@action("release_verify")
+def _release_verify(run: "Run", step: "Step") -> dict:
+    v = step.params["version"]
+    bad, out = [], {}
+    for r in step.params["regions"]:
+        t = tracks(run, r)
+        out[r] = {k: x.to_dict() for k, x in t.items()}
+        stable = t.get("stable")
+        if stable is None or stable.version != v or stable.ready < max(1, stable.desired) or "canary" in t:
+            bad.append(f"{r}: {out[r]}")
+        stack = _stack(run, r)
+        cfg = {path: run.backend.stacks.get_config(stack, path) for path in (VERSION, CANARY_VERSION, CANARY_WEIGHT)}
+        if not (cfg[VERSION] == v and same_model_value(CANARY_VERSION, cfg[CANARY_VERSION], NO_CANARY) and same_model_value(CANARY_WEIGHT, cfg[CANARY_WEIGHT], 0)):
+            bad.append(f"{stack} config {cfg}")
+    if bad:
+        raise Abort(f"not every region serves {v} alone: " + "; ".join(bad))
+    return {"serving": out}
+
+
+@action("record_lkg")
+def _record_lkg(run: "Run", step: "Step") -> dict:
+    """Verify again, then write every region's pointer; if a write fails, put back the pointers already
+    written (the release is rolled back by the engine, and a pointer must not name a version no region serves)."""
+    s3, p = run.backend.s3, step.params
+    model, version = p["model"], p["version"]
+    docs, written = {}, []
+    for r in p["regions"]:
+        v = A.verify_in_bucket(s3, r, model, version)
+        if not v.ok:
+            raise Abort(f"{r}: {model} {version} no longer verifies in its bucket: " + "; ".join(v.problems[:4]))
+        prev, prev_vid = A.read_pointer(s3, r, model)
+        docs[r] = (A.pointer(r, model, version, v.manifest_sha256 or "", A.pin(s3, r, model, version, v.files), run.clock.now(),
+                             run.drill_id, prev), prev, prev_vid)
+    try:
+        for r, (doc, prev, prev_vid) in docs.items():
+            run.event("lkg_writing", region=r, version=version, previous_version_id=prev_vid,
+                      previous=(prev or {}).get("version"))
+            vid = A.write_pointer(s3, r, model, doc)
+            written.append(r)
+            run.event("lkg_written", region=r, version=version, version_id=vid, manifest_sha256=doc["manifest_sha256"],
+                      files={k: f["sha256"] for k, f in doc["files"].items()})
+    except Exception as e:
+        for r in written:
+            prev_vid = docs[r][2]
+            if prev_vid:
+                s3.restore_version(r, A.lkg_key(model, r), prev_vid)
+            else:
+                s3.delete_object(r, A.lkg_key(model, r))
+            run.event("lkg_reverted", region=r, to_version_id=prev_vid)
+        raise Abort(f"writing the last-known-good pointers failed ({type(e).__name__}: {e}); the ones written were put back") from e
+    return {"pointers": {r: {"version": version, "manifest_sha256": d[0]["manifest_sha256"], "previous": (d[1] or {}).get("version")}
+                         for r, d in docs.items()}}
+
+
+# ---------------------------------------------------------------- last-known-good: read, restore, adopt
+def _read_lkg(run: "Run", region: str, model: str) -> dict:
+    ptr, vid = A.read_pointer(run.backend.s3, region, model)
+    if ptr is None:
+        raise GuardrailError("no-lkg", f"{region} has no last-known-good pointer ({A.lkg_key(model, region)}): a promoted release writes one; "
+                             f"`python -m drills restore --env {run.plan.env} --region {region} --adopt` records the verified version it serves now. "
+                             "Nothing was changed.")
+    if ptr.get("unreadable") or not ptr.get("files"):
+        raise GuardrailError("no-lkg", f"{region}'s last-known-good pointer is not readable ({ptr}); nothing was changed")
+    state(run)["lkg"][region] = {**ptr, "pointer_version_id": vid}
+    return ptr
+
+
+@action("lkg_precheck")
+def _lkg_precheck(run: "Run", step: "Step") -> dict:
+    require_release_backend(run, ("serving",))
+    p = step.params
+    region, model = p["region"], p["model"]
+    problems = []
+    for stack, values in p.get("expect_config", {}).items():
+        for path, want in values.items():
+            got = run.backend.stacks.get_config(stack, path)
+            if not same_model_value(path, got, want):
+                problems.append(f"{stack} {path} is {got!r} live but the plan was made from {want!r}")
+    ptr = _read_lkg(run, region, model)
+    differ = A.compare_to_pointer(run.backend.s3, region, ptr)
+    served = served_version(run, region)
+    if p.get("require_clean"):
+        if differ:
+            problems.append(f"{region}'s bucket already differs from its last-known-good pointer ({', '.join(differ)}): restore it first")
+        if served != ptr["version"]:
+            problems.append(f"{region} serves {served}, its last-known-good pointer names {ptr['version']}: the drill starts from a region at its pointer")
+    if problems:
+        raise GuardrailError("precheck", "; ".join(problems) + ". Nothing was changed.")
+    hashes = A.current_hashes(run.backend.s3, region, model, ptr["version"], sorted(ptr["files"]))
+    state(run).setdefault("hashes_before", {})[region] = hashes
+    return {"pointer": {k: ptr.get(k) for k in ("version", "manifest_sha256", "recorded_at", "drill_id")}, "served": served,
+            "differ": differ, "hashes_before": hashes}
+
+
+def restore_region(run: "Run", region: str, model: str, allow_deletes: int, timeout: float) -> dict:
+    """Repair, re-point the config, roll the pods if needed, wait; returns the evidence (hashes before/after)."""
+    s3, st = run.backend.s3, state(run)
+    ptr = st["lkg"].get(region) or _read_lkg(run, region, model)
+    before = A.current_hashes(s3, region, model, ptr["version"], sorted(ptr["files"]))
+    differ = {path: {"want": ptr["files"][path]["sha256"], "got": h} for path, h in before.items() if h != ptr["files"][path]["sha256"]}
+    repaired = {}
+    if differ:
+        run.event("artifact_repairing", region=region, paths=sorted(differ), pinned={k: ptr["files"][k].get("version_id") for k in differ})
+        repaired = A.repair(s3, region, ptr, sorted(differ))
+        run.event("artifact_repaired", region=region, repaired=repaired)
+    fault = run.state.get("fault") or {}
+    if fault.get("region") == region and fault.get("kind") == "corrupt-artifact":
+        # The repair is what clearing this fault means: the engine must not "clear" it again on rollback.
+        run.event("fault_cleared", region=region, kind="corrupt-artifact", by="restore")
+        run.state.pop("fault", None)
+    stack = _stack(run, region)
+    values = {VERSION: ptr["version"], CANARY_VERSION: NO_CANARY, CANARY_WEIGHT: 0}
+    live = {p: run.backend.stacks.get_config(stack, p) for p in values}
+    changed = not all(same_model_value(p, live[p], v) for p, v in values.items())
+    up = apply_region(run, stack, values, allow_deletes, f"restore {region} to its last-known-good version {ptr['version']}") if changed else None
+    restarted = False
+    if repaired and live[VERSION] == ptr["version"]:
+        # Pods started after the corruption loaded the bad bytes: every pod of the version reloads the repaired ones.
+        run.event("pods_restarting", region=region, track="stable", reason="repaired files of the served version")
+        run.backend.serving.restart(region, "stable")  # type: ignore[union-attr]
+        restarted = True
+    t0 = run.clock.now()
+
+    def ready() -> bool:
+        t = tracks(run, region)
+        s = t.get("stable")
+        return s is not None and s.version == ptr["version"] and s.ready >= max(1, s.desired) and "canary" not in t
+
+    if not run.wait(timeout, until=ready, label=f"{region} serving its last-known-good version"):
+        raise Abort(f"{region} does not serve {ptr['version']} with every pod ready {timeout:g} s after the restore")
+    after = A.current_hashes(s3, region, model, ptr["version"], sorted(ptr["files"]))
+    f_t = (st.get("fault_t") or {}).get(region)
+    out = {"pointer": {"version": ptr["version"], "manifest_sha256": ptr["manifest_sha256"], "recorded_at": ptr.get("recorded_at")},
+           "repaired": repaired, "hashes_before": before, "hashes_after": after, "config_changed": changed, "config_before": live,
+           "restarted": restarted, "ready_seconds": round(run.clock.now() - t0, 3), "up": up,
+           # RPO of a restore: how old the recovery point was when the fault struck (what is given up by going back).
+           "rpo_seconds": round(f_t - ptr["recorded_at"], 3) if f_t is not None and ptr.get("recorded_at") is not None else None}
+    run.event("restored", region=region, version=ptr["version"], repaired=sorted(repaired), restarted=restarted,
+              hashes_before=before, hashes_after=after, rpo_seconds=out["rpo_seconds"])
+    return out
+
+
+@action("restore_lkg")
+def _restore_lkg(run: "Run", step: "Step") -> dict:
+    require_release_backend(run, ("serving",))
+    p = step.params
+    return restore_region(run, p["region"], p["model"], p["allow_deletes"], p["timeout"])
+
+
+@action("adopt_lkg")
+def _adopt_lkg(run: "Run", step: "Step") -> dict:
+    s3, p = run.backend.s3, step.params
+    region, model = p["region"], p["model"]
+    version = served_version(run, region)
+    v = A.verify_in_bucket(s3, region, model, version)
+    if not v.ok:
+        raise GuardrailError("adopt", f"{region} serves {version}, which does not verify in its bucket: " + "; ".join(v.problems[:4])
+                             + ". It cannot be a last-known-good version. Nothing was changed.")
+    prev, prev_vid = A.read_pointer(s3, region, model)
+    doc = A.pointer(region, model, version, v.manifest_sha256 or "", A.pin(s3, region, model, version, v.files), run.clock.now(), run.drill_id, prev)
+    run.event("lkg_writing", region=region, version=version, previous_version_id=prev_vid, previous=(prev or {}).get("version"))
+    vid = A.write_pointer(s3, region, model, doc)
+    run.event("lkg_written", region=region, version=version, version_id=vid, manifest_sha256=doc["manifest_sha256"],
+              files={k: f["sha256"] for k, f in doc["files"].items()})
+    return {"pointer": {"version": version, "manifest_sha256": doc["manifest_sha256"], "files": len(doc["files"])}}
+
+
+# ---------------------------------------------------------------- artifact corruption
+@action("verify_served")
+def _verify_served(run: "Run", step: "Step") -> dict:
+    """The check every pod start and every release precheck depends on: does the served version still verify?"""
+    region, model = step.params["region"], step.params["model"]
+    version = served_version(run, region)
+    t = run.clock.now()
+    v = A.verify_in_bucket(run.backend.s3, region, model, version)
+    fault = run.state.get("fault") or {}
+    state(run).setdefault("fault_t", {})
+    if fault.get("region") == region:
+        state(run)["fault_t"][region] = fault["t"]
+    det = {"region": region, "version": version, "ok": v.ok, "problems": v.problems[:20], "t": t,
+           "after_fault": round(t - fault["t"], 3) if fault.get("t") is not None else None, "fault": fault.get("handle")}
+    state(run)["detection"] = det
+    if not v.ok:
+        run.event("corruption_detected", **{k: det[k] for k in ("region", "version", "problems", "after_fault")})
+    serving = {k: x.to_dict() for k, x in tracks(run, region).items()} if run.backend.serving else {}
+    return {**det, "serving": serving}
+
+
+@action("verify_regions")
+def _verify_regions(run: "Run", step: "Step") -> dict:
+    """Replication copies a corrupt object as faithfully as a good one: watch every other region until the
+    corrupt replica has arrived and been replaced by the repair's replica (its files equal its own
+    last-known-good pointer again), recording when each happened; at the deadline, repair any region still
+    wrong from its own pinned versions."""
+    s3, p = run.backend.s3, step.params
+    model = p["model"]
+    handle = (state(run).get("detection") or {}).get("fault") or {}
+    t0 = run.clock.now()
+    out: dict[str, dict] = {}
+    ptrs = {}
+    for r in p["regions"]:
+        ptr, _ = A.read_pointer(s3, r, model)
+        ptrs[r] = ptr
+        out[r] = {"pointer": (ptr or {}).get("version"), "saw_corrupt": None, "exact_at": None, "repaired": {}}
+
+    def check() -> bool:
+        for r, ptr in ptrs.items():
+            if ptr is None or out[r]["exact_at"] is not None:
+                continue
+            differ = A.compare_to_pointer(s3, r, ptr)
+            if handle.get("path") in differ and out[r]["saw_corrupt"] is None:
+                out[r]["saw_corrupt"] = round(run.clock.now() - t0, 3)
+            if not differ and out[r]["saw_corrupt"] is not None:
+                out[r]["exact_at"] = round(run.clock.now() - t0, 3)
+        return all(v["exact_at"] is not None for r, v in out.items() if ptrs[r] is not None)
+
+    run.wait(p["timeout"], until=check, label="the corrupt replica, then the repair, in every other region")
+    for r, ptr in ptrs.items():
+        if ptr is None:
+            v = A.verify_in_bucket(s3, r, model, served_version(run, r))
+            out[r].update(note="no last-known-good pointer: verified against its manifest only", problems=v.problems[:5],
+                          exact_at=round(run.clock.now() - t0, 3) if v.ok else None)
+            continue
+        if out[r]["exact_at"] is not None:
+            continue
+        differ = A.compare_to_pointer(s3, r, ptr)
+        if not differ:
+            out[r].update(exact_at=round(run.clock.now() - t0, 3),
+                          note="the corrupt replica was not seen within the wait (if it arrives later, the repair's replica follows it)")
+            continue
+        run.event("artifact_repairing", region=r, paths=sorted(differ), pinned={k: ptr["files"][k].get("version_id") for k in differ})
+        out[r]["repaired"] = A.repair(s3, r, ptr, sorted(differ))
+        run.event("artifact_repaired", region=r, repaired=out[r]["repaired"])
+        out[r]["exact_at"] = round(run.clock.now() - t0, 3) if not A.compare_to_pointer(s3, r, ptr) else None
+    state(run)["regions"] = out
+    run.event("regions_verified", regions=out)
+    return {"regions": out}
+
+
+# ---------------------------------------------------------------- node loss
+@action("observe_node_loss")
+def _observe_node_loss(run: "Run", step: "Step") -> dict:
+    """From the node's loss until the region's Triton pods are all ready again: capacity, readiness and the
+    region's own inference latency at every poll (service probes run beside, as in every drill)."""
+    b, p = run.backend, step.params
+    region = p["region"]
+    fault = run.state.get("fault") or {}
+    t0 = fault.get("t", run.clock.now())
+    pre = (run.pre_state.get("triton") or {}).get(region) or list(b.capacity.triton_ready(region))
+    pre_ready = int(pre[0])
+    series: list[dict] = []
+    m: dict[str, Any] = {"dropped_at": None, "recovered_at": None, "min_ready": pre_ready}
+
+    def progress() -> bool:
+        now = run.clock.now()
+        ready, desired = b.capacity.triton_ready(region)
+        rp, ip = b.probes.ready(region), b.probes.infer(region)
+        series.append({"t": round(now - t0, 3), "ready": ready, "desired": desired, "ready_probe": rp.ok, "infer_ok": ip.ok,
+                       "infer_ms": ip.latency_ms})
+        m["min_ready"] = min(m["min_ready"], ready)
+        if m["dropped_at"] is None and ready < pre_ready:
+            m["dropped_at"] = round(now - t0, 3)
+        if m["dropped_at"] is not None and m["recovered_at"] is None and ready >= pre_ready:
+            m["recovered_at"] = round(now - t0, 3)
+        return m["recovered_at"] is not None
+
+    ok = run.wait(p["timeout"], until=progress, label="node loss and recovery")
+    infer = [s["infer_ms"] for s in series if s["infer_ok"]]
+    fig = p["figures"]
+    result = {"pre_ready": pre_ready, **m, "samples": len(series), "infer_errors": sum(1 for s in series if not s["infer_ok"]),
+              "ready_probe_failures": sum(1 for s in series if not s["ready_probe"]),
+              "infer_p50_ms": percentile(infer, 50), "infer_p99_ms": percentile(infer, 99),
+              # N+1 at node level: one Triton pod per GPU, so ready pods are the GPUs serving.
+              "gpus_serving_min": m["min_ready"], "gpus_required_at_peak": fig["gpus_required_at_peak"],
+              "covered_peak_through_loss": m["min_ready"] >= fig["gpus_required_at_peak"], "figures": fig, "series": series[-200:]}
+    state(run)["node_loss"] = result
+    run.event("node_loss", region=region, **{k: v for k, v in result.items() if k != "series"})
+    if not ok:
+        raise Abort(f"{region}'s Triton pods were not all ready again {p['timeout']:g} s after the node loss "
+                    f"(dropped at {m['dropped_at']} s, min ready {m['min_ready']}/{pre_ready})")
+    return result

@@ -1,0 +1,185 @@
+"""A published model version as it is in a region's bucket: verified, pinned, restored.
+
+- `verify_in_bucket(store, region, model, version)`: download the immutable prefix `<model>/<version>/` through
+  the S3 adapter and run model_build's own verification on it (every file's sha256 and size against the
+  manifest, missing and unexpected files, ONNX and config.pbtxt signatures, engine records), then
+  `engines_available`. The same check a publish ran before upload, now on what a pod would load.
+- `pin(...)`: the S3 version id of every file of a verified version: the exact bytes a last-known-good pointer
+  refers to. The bucket is versioned and model_build publishes create-only (If-None-Match: *), so those
+  version ids keep their bytes: a later overwrite adds a version, it cannot change the pinned one.
+- `repair(...)`: make the pinned version of every file whose current bytes differ current again (a copy of
+  the pinned version; the bad version stays behind as evidence).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+
+
+def prefix(model: str, version: str) -> str:
+    return f"{model}/{version}/"
+
+
+def sha256(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+@dataclass
+class BucketVerification:
+    region: str
+    model: str
+    version: str
+    present: bool  # a manifest exists under the prefix (the version is published in this region)
+    problems: list[str] = field(default_factory=list)
+    manifest_sha256: str | None = None
+    manifest: dict | None = None
+    files: dict[str, dict] = field(default_factory=dict)  # path -> {sha256, size} as found in the bucket
+    engines: dict[str, str] = field(default_factory=dict)  # cc -> built | added-by-job | onnx-fallback | missing
+
+    @property
+    def ok(self) -> bool:
+        return self.present and not self.problems
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("manifest", None)  # large; the journal keeps its hash
+        d["ok"] = self.ok
+        return d
+
+
+def verify_in_bucket(store: Any, region: str, model: str, version: str, workdir: Path | None = None) -> BucketVerification:
+    """Download `<model>/<version>/` from the region's bucket into a temporary directory and verify it."""
+    from model_build.manifest import engines_available, load_manifest, verify
+
+    out = BucketVerification(region=region, model=model, version=version, present=False)
+    pre = prefix(model, version)
+    keys = store.list_keys(region, pre)
+    if pre + MANIFEST not in keys:
+        out.problems.append(f"{pre}{MANIFEST} is not in {region}'s bucket: {model} {version} is not published there "
+                            "(or its publish did not finish: the manifest is uploaded last)")
+        return out
+    out.present = True
+    tmp = Path(tempfile.mkdtemp(prefix="release-verify-", dir=workdir))
+    try:
+        for key in keys:
+            rel = key[len(pre):]
+            if not rel or rel.endswith("/"):
+                continue
+            body = store.get_object(region, key)
+            if body is None:  # listed, then gone: a concurrent delete
+                out.problems.append(f"{rel}: listed but could not be read")
+                continue
+            dest = tmp / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(body)
+            out.files[rel] = {"sha256": sha256(body), "size": len(body)}
+        out.manifest_sha256 = out.files.get(MANIFEST, {}).get("sha256")
+        out.problems += verify(tmp)
+        try:
+            m = load_manifest(tmp)
+        except Exception as e:  # noqa: BLE001 - an unreadable manifest is one more problem, already in verify()'s list
+            out.problems.append(f"{MANIFEST}: cannot be loaded: {type(e).__name__}")
+            return out
+        out.manifest = json.loads((tmp / MANIFEST).read_text())
+
+        def read(rel: str) -> bytes | None:
+            p = tmp / rel
+            return p.read_bytes() if p.is_file() else None
+
+        out.engines = engines_available(m, read)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def engine_coverage(engines: dict[str, str], ccs: list[str], fallback: list[str]) -> dict[str, Any]:
+    """Does the version serve every compute capability `ccs` of a region's GPU pools? An engine (built, or added
+    by a build Job with a matching record), the manifest's ONNX fallback, or the stack's explicit
+    `model.onnx_fallback_for` (`fallback`) counts; anything else is missing."""
+    per_cc = {}
+    for cc in ccs:
+        state = engines.get(cc, "missing")
+        if state == "missing" and cc in fallback:
+            state = "onnx-fallback (stack config)"
+        per_cc[cc] = state
+    missing = sorted(cc for cc, s in per_cc.items() if s == "missing")
+    return {"engines": per_cc, "missing": missing, "ok": not missing}
+
+
+# ---------------------------------------------------------------- last-known-good pointer
+LKG_KEY = "{model}/_lkg/{region}.json"  # "_lkg" cannot be a model version (versions start with a letter or digit)
+
+
+def lkg_key(model: str, region: str) -> str:
+    # One key per region: replication copies every region's pointer into every bucket, and a shared key would
+    # let another region's promotion overwrite this region's pointer.
+    return LKG_KEY.format(model=model, region=region)
+
+
+def pin(store: Any, region: str, model: str, version: str, files: dict[str, dict]) -> dict[str, dict]:
+    """{path: {sha256, size, version_id}} for every file of a verified version (HEAD gives the version ids)."""
+    pre = prefix(model, version)
+    out = {}
+    for rel, f in sorted(files.items()):
+        head = store.head(region, pre + rel) or {}
+        out[rel] = {"sha256": f["sha256"], "size": f["size"], "version_id": head.get("version_id")}
+    return out
+
+
+def pointer(region: str, model: str, version: str, manifest_sha256: str, files: dict[str, dict], t: float,
+            drill_id: str | None, previous: dict | None) -> dict:
+    return {"schema": 1, "region": region, "model": model, "version": version, "manifest_sha256": manifest_sha256,
+            "files": files, "recorded_at": round(t, 3), "drill_id": drill_id,
+            "previous": ({"version": previous.get("version"), "manifest_sha256": previous.get("manifest_sha256")} if previous else None)}
+
+
+def read_pointer(store: Any, region: str, model: str) -> tuple[dict | None, str | None]:
+    """(the region's last-known-good pointer, the S3 version id it was read at), or (None, None)."""
+    key = lkg_key(model, region)
+    body = store.get_object(region, key)
+    if body is None:
+        return None, None
+    head = store.head(region, key) or {}
+    try:
+        return json.loads(body), head.get("version_id")
+    except ValueError:
+        return {"unreadable": True, "sha256": sha256(body)}, head.get("version_id")
+
+
+def write_pointer(store: Any, region: str, model: str, doc: dict) -> str | None:
+    return store.put_object(region, lkg_key(model, region), json.dumps(doc, indent=1, sort_keys=True).encode())
+
+
+def current_hashes(store: Any, region: str, model: str, version: str, paths: list[str]) -> dict[str, str | None]:
+    """sha256 of the current object of each path (None: absent)."""
+    pre = prefix(model, version)
+    out = {}
+    for rel in paths:
+        body = store.get_object(region, pre + rel)
+        out[rel] = None if body is None else sha256(body)
+    return out
+
+
+def compare_to_pointer(store: Any, region: str, ptr: dict) -> dict[str, dict]:
+    """Files whose current bytes differ from the pointer's: {path: {want, got}} (empty: exact match)."""
+    got = current_hashes(store, region, ptr["model"], ptr["version"], sorted(ptr["files"]))
+    return {p: {"want": ptr["files"][p]["sha256"], "got": h} for p, h in got.items() if h != ptr["files"][p]["sha256"]}
+
+
+def repair(store: Any, region: str, ptr: dict, paths: list[str]) -> dict[str, dict]:
+    """Restore the pinned version of each path; returns {path: {from_version_id, new_version_id}}."""
+    pre = prefix(ptr["model"], ptr["version"])
+    out = {}
+    for rel in paths:
+        vid = ptr["files"][rel].get("version_id")
+        if not vid:
+            raise LookupError(f"{region}: the last-known-good pointer has no S3 version id for {rel}: it cannot be restored exactly")
+        out[rel] = {"from_version_id": vid, "new_version_id": store.restore_version(region, pre + rel, vid)}
+    return out
