@@ -193,8 +193,10 @@ class PolicyDNS:
             if rs.type in ("A", "AAAA", "CNAME", "TXT"):
                 groups.setdefault((rs.name, rs.type), []).append(rs)
         with self._lock:
+            changed = groups != self._groups
             self._groups = groups
-        self.recompute("records")
+        # An unchanged zone re-read can still notice a health change first: attribute it to health.
+        self.recompute("records" if changed else "health")
 
     def refresh(self) -> None:
         """Re-read the zone from the source now (the refresher thread calls this every refresh_interval)."""
