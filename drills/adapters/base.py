@@ -197,6 +197,9 @@ class ArtifactStore(Protocol):
 
     def list_keys(self, region: str, prefix: str) -> list[str]: ...
 
+    def versions(self, region: str, key: str) -> list[dict]:
+        """Every version of `key`, newest first: [{"version_id", "latest", "delete_marker"}] (replicas count too)."""
+
     def restore_version(self, region: str, key: str, version_id: str) -> str | None:
         """Make an earlier version of `key` current again (a copy of it); returns the new version id."""
 

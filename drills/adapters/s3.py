@@ -75,6 +75,19 @@ class Boto3S3:
                 return sorted(keys)
             kw["ContinuationToken"] = page["NextContinuationToken"]
 
+    def versions(self, region: str, key: str) -> list[dict]:
+        """Every version of exactly `key`, newest first: {version_id, latest, delete_marker}."""
+        c, out, kw = self.clients[region], [], {"Bucket": self.buckets[region], "Prefix": key}
+        while True:
+            page = c.list_object_versions(**kw)
+            out += [{"version_id": v["VersionId"], "latest": v["IsLatest"], "delete_marker": False, "t": v["LastModified"].timestamp()}
+                    for v in page.get("Versions", []) if v["Key"] == key]
+            out += [{"version_id": v["VersionId"], "latest": v["IsLatest"], "delete_marker": True, "t": v["LastModified"].timestamp()}
+                    for v in page.get("DeleteMarkers", []) if v["Key"] == key]
+            if not page.get("IsTruncated"):
+                return sorted(out, key=lambda v: v["t"], reverse=True)
+            kw.update(KeyMarker=page["NextKeyMarker"], VersionIdMarker=page["NextVersionIdMarker"])
+
     def restore_version(self, region: str, key: str, version_id: str) -> str | None:
         # A server-side copy of the pinned version onto the same key: the version becomes current again and the
         # bad one stays as a noncurrent version (evidence), nothing is deleted.
@@ -144,6 +157,10 @@ class ReplicatingS3(Boto3S3):
     def get_object(self, region: str, key: str, version_id: str | None = None) -> bytes | None:
         self.pump()
         return super().get_object(region, key, version_id)
+
+    def versions(self, region: str, key: str) -> list[dict]:
+        self.pump()
+        return super().versions(region, key)
 
     def restore_version(self, region: str, key: str, version_id: str) -> str | None:
         # The copy is a new object version in the source, so S3 Replication copies it on like any other write.

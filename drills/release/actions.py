@@ -413,52 +413,59 @@ def _verify_served(run: "Run", step: "Step") -> dict:
 
 @action("verify_regions")
 def _verify_regions(run: "Run", step: "Step") -> dict:
-    """Replication copies a corrupt object as faithfully as a good one: watch every other region until the
-    corrupt replica has arrived and been replaced by the repair's replica (its files equal its own
-    last-known-good pointer again), recording when each happened; at the deadline, repair any region still
-    wrong from its own pinned versions."""
+    """Replication copies a corrupt object as faithfully as a good one. Watch every other region until every
+    write the source made to the corrupted key since the fault (the corrupt version, then the repair) has been
+    replicated there (counted in the key's versions) and its files equal its own last-known-good pointer;
+    record when the corrupt version arrived. At the deadline, repair any region still wrong from its own pins."""
     s3, p = run.backend.s3, step.params
     model = p["model"]
     handle = (state(run).get("detection") or {}).get("fault") or {}
-    t0 = run.clock.now()
+    key, source, before = handle.get("key"), handle.get("region"), handle.get("versions_before") or {}
+    t_fault = (run.state.get("release", {}).get("fault_t") or {}).get(source)
     out: dict[str, dict] = {}
     ptrs = {}
     for r in p["regions"]:
         ptr, _ = A.read_pointer(s3, r, model)
         ptrs[r] = ptr
-        out[r] = {"pointer": (ptr or {}).get("version"), "saw_corrupt": None, "exact_at": None, "repaired": {}}
+        out[r] = {"pointer": (ptr or {}).get("version"), "saw_corrupt": None, "exact_at": None, "replicated_writes": 0, "repaired": {}}
+    t0 = run.clock.now()
+
+    def since_fault() -> float:
+        return round(run.clock.now() - (t_fault if t_fault is not None else t0), 3)
 
     def check() -> bool:
+        expected = (len(s3.versions(source, key)) - before.get(source, 0)) if key and source in before else 0
         for r, ptr in ptrs.items():
             if ptr is None or out[r]["exact_at"] is not None:
                 continue
+            arrived = (len(s3.versions(r, key)) - before.get(r, 0)) if key and r in before else expected
+            out[r]["replicated_writes"] = f"{arrived}/{expected}"
             differ = A.compare_to_pointer(s3, r, ptr)
-            if handle.get("path") in differ and out[r]["saw_corrupt"] is None:
-                out[r]["saw_corrupt"] = round(run.clock.now() - t0, 3)
-            if not differ and out[r]["saw_corrupt"] is not None:
-                out[r]["exact_at"] = round(run.clock.now() - t0, 3)
+            if out[r]["saw_corrupt"] is None and (arrived >= 1 or handle.get("path") in differ):
+                out[r]["saw_corrupt"] = since_fault()  # the first write replicated after the fault is the corrupt one
+            if arrived >= expected and not differ:
+                out[r]["exact_at"] = since_fault()
         return all(v["exact_at"] is not None for r, v in out.items() if ptrs[r] is not None)
 
-    run.wait(p["timeout"], until=check, label="the corrupt replica, then the repair, in every other region")
+    run.wait(p["timeout"], until=check, label="the corrupt version, then the repair, replicated to every other region")
     for r, ptr in ptrs.items():
         if ptr is None:
             v = A.verify_in_bucket(s3, r, model, served_version(run, r))
             out[r].update(note="no last-known-good pointer: verified against its manifest only", problems=v.problems[:5],
-                          exact_at=round(run.clock.now() - t0, 3) if v.ok else None)
+                          exact_at=since_fault() if v.ok else None)
             continue
         if out[r]["exact_at"] is not None:
             continue
         differ = A.compare_to_pointer(s3, r, ptr)
-        if not differ:
-            out[r].update(exact_at=round(run.clock.now() - t0, 3),
-                          note="the corrupt replica was not seen within the wait (if it arrives later, the repair's replica follows it)")
-            continue
-        run.event("artifact_repairing", region=r, paths=sorted(differ), pinned={k: ptr["files"][k].get("version_id") for k in differ})
-        out[r]["repaired"] = A.repair(s3, r, ptr, sorted(differ))
-        run.event("artifact_repaired", region=r, repaired=out[r]["repaired"])
-        out[r]["exact_at"] = round(run.clock.now() - t0, 3) if not A.compare_to_pointer(s3, r, ptr) else None
+        if differ:
+            run.event("artifact_repairing", region=r, paths=sorted(differ), pinned={k: ptr["files"][k].get("version_id") for k in differ})
+            out[r]["repaired"] = A.repair(s3, r, ptr, sorted(differ))
+            run.event("artifact_repaired", region=r, repaired=out[r]["repaired"])
+        out[r]["note"] = (f"not every write was replicated within {p['timeout']:g} s ({out[r]['replicated_writes']}): "
+                          + ("repaired from its own pinned versions" if differ else "its bytes are the pinned ones now; a late replica may still land"))
+        out[r]["exact_at"] = since_fault() if not A.compare_to_pointer(s3, r, ptr) else None
     state(run)["regions"] = out
-    run.event("regions_verified", regions=out)
+    run.event("regions_verified", regions=out, key=key, source=source)
     return {"regions": out}
 
 

@@ -199,8 +199,12 @@ class ArtifactCorruption:
 
     kinds = ("corrupt-artifact",)
 
-    def __init__(self, store: Any, served: Callable[[str], tuple[str, str]]):
+    def __init__(self, store: Any, served: Callable[[str], tuple[str, str]], regions: list[str] | None = None):
+        """`regions`: every region whose bucket replicates the object (default: the store's buckets); the handle
+        records how many versions of the key each has, so the drill can tell when the corrupt write and the
+        repair have both been replicated."""
         self.store, self.served = store, served
+        self.regions = list(regions if regions is not None else getattr(store, "buckets", {}))
 
     def prepare(self, region: str, kind: str) -> dict:
         import json
@@ -216,7 +220,8 @@ class ArtifactCorruption:
         key = pre + target["path"]
         head = self.store.head(region, key) or {}
         return {"key": key, "path": target["path"], "good_version_id": head.get("version_id"), "good_sha256": target["sha256"],
-                "model": model, "version": version}
+                "model": model, "version": version, "region": region,
+                "versions_before": {r: len(self.store.versions(r, key)) for r in self.regions}}
 
     def inject(self, region: str, kind: str, handle: dict) -> None:
         body = self.store.get_object(region, handle["key"], handle.get("good_version_id"))

@@ -61,10 +61,7 @@ def _score_drift(run: "Run", p: dict, mode: str, since: float | None) -> Verdict
 @check("probe_errors")
 def _probe_errors(run: "Run", p: dict, mode: str, since: float | None) -> Verdict:
     """The candidate answered the golden rows (the only traffic a canary at weight 0 sees)."""
-    pair = state(run)["scores"].get(p["region"])
-    if pair is None:
-        return Verdict(False, "no golden rows were scored (run the drift gates first)")
-    r = pair[p["track"]]
+    r = score_pair(run, p["region"], int(p["rows"]), int(p["seed"]), since)[p["track"]]
     n = len(r.latency_ms)
     return _v(error_rate_gate(r.errors, n, p["max"], 1, what=f"{p['region']} {p['track']} golden-row requests failing"))
 

@@ -168,6 +168,7 @@ def build_release_plan(ctx: PlanContext, opts: ReleaseOptions) -> Plan:
     canary_region = opts.canary_region or ctx.region or default_canary_region(fleet)
     if canary_region not in fleet.regions:
         raise GuardrailError("unknown-region", f"{fleet.env} has no region {canary_region!r}; its regions: {', '.join(sorted(fleet.regions))}")
+    ctx.region = canary_region  # the plan's region is the canary's (journal, status, report)
     weight = opts.canary_weight if opts.canary_weight is not None else rel.canary_weight
     if not 1 <= weight <= 100:
         raise GuardrailError("canary-weight", f"--canary-weight is a percentage of the canary region's traffic, 1..100 (got {weight})")
@@ -261,7 +262,7 @@ def build_release_plan(ctx: PlanContext, opts: ReleaseOptions) -> Plan:
                 "score both versions on the same golden rows (no user request reaches the candidate yet)",
                 ready={"track": "canary", "version": cand, "weight": 0},
                 checks=[Condition(kind="canary_ready", params={"region": r, "version": cand}, description=f"{r}: canary pods serve {cand}, all ready"),
-                        Condition(kind="probe_errors", params={"region": r, "track": "canary", "max": gates.error_rate_max},
+                        Condition(kind="probe_errors", params={"region": r, "track": "canary", "max": gates.error_rate_max, **drift},
                                   description=f"{r}: the candidate answers the golden rows (error rate <= {gates.error_rate_max:.2%})"),
                         *drift_checks(r)]))
             if gets_traffic:

@@ -129,3 +129,101 @@ def test_controllers_are_pinned_helm_releases(use1):
     assert ca["autoDiscovery"]["clusterName"] == "reco-dr-prod-use1" and ca["image"]["tag"] == "v1.33.0"
     rule = charts["prometheus-adapter"]["values"]["rules"]["custom"][0]
     assert rule["name"]["as"] == "nv_gpu_utilization"
+
+
+# ---------------------------------------------------------------- gray release: stable and canary side by side
+@pytest.fixture(scope="module")
+def canary_plan():
+    """prod-use1 with a canary at 10%: the program as a release step leaves it (config change, then up)."""
+    import copy
+
+    from infra.config import read_stack_file
+    from infra.mocks import run_program
+
+    v = copy.deepcopy(read_stack_file("prod-use1"))
+    v["model"].update(canary_version="2026.12.0", canary_weight=10)
+    return run_program("prod-use1", values=v), load_stack("prod-use1")
+
+
+def test_no_canary_declares_exactly_the_stable_track(use1):
+    assert [d.inputs["metadata"]["name"] for d in use1.of_type("kubernetes:apps/v1:Deployment")] == ["triton-h100", "triton-l40s"]
+    assert not use1.of_type("aws:lb/listenerRule:ListenerRule")
+    for d in use1.of_type("kubernetes:apps/v1:Deployment"):
+        assert d.inputs["spec"]["template"]["metadata"]["labels"]["reco-dr/track"] == "stable"
+
+
+def test_canary_deployments_serve_their_own_immutable_prefix(canary_plan, as_manifest):
+    plan, cfg = canary_plan
+    deps = {d.inputs["metadata"]["name"]: as_manifest(d) for d in plan.of_type("kubernetes:apps/v1:Deployment")}
+    bucket = plan.outputs["bucket_name"]
+    assert sorted(deps) == sorted([f"triton-{p.name}" for p in cfg.gpu_pools] + [f"triton-{p.name}-canary" for p in cfg.gpu_pools])
+    for p in cfg.gpu_pools:
+        stable, canary = deps[f"triton-{p.name}"], deps[f"triton-{p.name}-canary"]
+        _validate(canary, cfg.kubernetes_version)
+        assert f"--model-repository=s3://{bucket}/ranker/{cfg.model.version}" in stable["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert f"--model-repository=s3://{bucket}/ranker/2026.12.0" in canary["spec"]["template"]["spec"]["containers"][0]["args"]
+        # The canary's pods never match the stable selector (so the stable Service and target group never see them).
+        sl, cl = stable["spec"]["template"]["metadata"]["labels"], canary["spec"]["template"]["metadata"]["labels"]
+        assert cl["app.kubernetes.io/name"] == "triton-canary" and sl["app.kubernetes.io/name"] == "triton"
+        assert (cl["reco-dr/track"], cl["reco-dr/model-version"]) == ("canary", "2026.12.0")
+        assert (sl["reco-dr/track"], sl["reco-dr/model-version"]) == ("stable", cfg.model.version)
+        assert canary["spec"]["template"]["spec"]["nodeSelector"] == stable["spec"]["template"]["spec"]["nodeSelector"]
+        assert "--metrics-config=summary_latencies=true" in canary["spec"]["template"]["spec"]["containers"][0]["args"]
+    hpas = {h.inputs["metadata"]["name"]: h.inputs["spec"] for h in plan.of_type("kubernetes:autoscaling/v2:HorizontalPodAutoscaler")}
+    assert hpas["triton-h100-canary"]["minReplicas"] == 1 and hpas["triton-h100-canary"]["scaleTargetRef"]["name"] == "triton-h100-canary"
+    pdbs = {x.inputs["metadata"]["name"] for x in plan.of_type("kubernetes:policy/v1:PodDisruptionBudget")}
+    assert {"triton-h100-canary", "triton-l40s-canary"} <= pdbs
+
+
+def test_weighted_target_groups_split_the_listener(canary_plan):
+    plan, cfg = canary_plan
+    tgs = {t.inputs["name"]: t for t in plan.of_type("aws:lb/targetGroup:TargetGroup")}
+    assert sorted(tgs) == ["reco-dr-prod-use1-canary", "reco-dr-prod-use1-triton"]
+    stable, canary = tgs["reco-dr-prod-use1-triton"], tgs["reco-dr-prod-use1-canary"]
+    assert canary.inputs["healthCheck"] == stable.inputs["healthCheck"] and canary.inputs["targetType"] == "ip"
+    (action,) = plan.one("aws:lb/listener:Listener").inputs["defaultActions"]
+    assert action["type"] == "forward" and action["forward"]["stickiness"]["enabled"] is False
+    assert {g["arn"]: g["weight"] for g in action["forward"]["targetGroups"]} == {stable.state["arn"]: 90, canary.state["arn"]: 10}
+    rules = {r.inputs["conditions"][0]["httpHeader"]["values"][0]: r.inputs for r in plan.of_type("aws:lb/listenerRule:ListenerRule")}
+    assert rules["canary"]["actions"][0]["targetGroupArn"] == canary.state["arn"]
+    assert rules["stable"]["actions"][0]["targetGroupArn"] == stable.state["arn"]
+    assert all(r["conditions"][0]["httpHeader"]["httpHeaderName"] == "X-Reco-Track" for r in rules.values())
+    # Two TargetGroupBindings: each track's Service into its own target group.
+    tgbs = {t.inputs["metadata"]["name"]: t.inputs["spec"] for t in plan.of_type("kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding")}
+    assert tgbs == {"triton": {"serviceRef": {"name": "triton", "port": 8000}, "targetGroupARN": stable.state["arn"], "targetType": "ip"},
+                    "triton-canary": {"serviceRef": {"name": "triton-canary", "port": 8000}, "targetGroupARN": canary.state["arn"], "targetType": "ip"}}
+    svcs = {s.inputs["metadata"]["name"]: s.inputs["spec"]["selector"] for s in plan.of_type("kubernetes:core/v1:Service")}
+    assert svcs == {"triton": {"app.kubernetes.io/name": "triton"}, "triton-canary": {"app.kubernetes.io/name": "triton-canary"}}
+    # The load balancer controller may register pods in both target groups, nothing else.
+    role = plan.one("aws:iam/role:Role", "lb-controller-role")
+    (pol,) = [p for p in plan.of_type("aws:iam/rolePolicy:RolePolicy") if p.inputs["role"] == role.id]
+    import json
+
+    reg = next(s for s in json.loads(pol.inputs["policy"])["Statement"] if s["Sid"] == "RegisterPods")
+    assert sorted(reg["Resource"]) == sorted([stable.state["arn"], canary.state["arn"]])
+
+
+def test_canary_resources_are_exactly_what_a_promotion_deletes(canary_plan, use1):
+    from drills.release.planning import canary_deletes
+    from infra.config import load_fleet
+
+    plan, cfg = canary_plan
+    extra = {(r.type, r.name) for r in plan.resources} - {(r.type, r.name) for r in use1.resources}
+    assert len(extra) == canary_deletes(load_fleet("prod"), "us-east-1")
+
+
+def test_canary_weight_zero_keeps_the_candidate_out_of_user_traffic():
+    import copy
+
+    from infra.components.load_balancer import forward_weights
+    from infra.config import read_stack_file
+    from infra.mocks import run_program
+
+    assert forward_weights(0) == (100, 0) and forward_weights(100) == (0, 100)
+    with pytest.raises(ValueError):
+        forward_weights(101)
+    v = copy.deepcopy(read_stack_file("prod-usw2"))
+    v["model"].update(canary_version="2026.12.0", canary_weight=0)
+    plan = run_program("prod-usw2", values=v)
+    (action,) = plan.one("aws:lb/listener:Listener").inputs["defaultActions"]
+    assert sorted(g["weight"] for g in action["forward"]["targetGroups"]) == [0, 100]

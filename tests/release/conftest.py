@@ -1,0 +1,84 @@
+"""Fixtures for the release tests: no credentials, moto once per module, a fake clock, one small published
+model repository per version per session (building the real ranker takes ~25 s; these take milliseconds)."""
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+for p in (HERE, HERE.parent / "drills"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+_DUMMY = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(autouse=True)
+def _no_aws(monkeypatch):
+    for k in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "DRILLS_MANIFEST", "DRILLS_PLUGINS",
+              "DRILLS_STATE_DIR", "DRILLS_RELEASE_CANDIDATE"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in _DUMMY.items():
+        monkeypatch.setenv(k, v)
+
+
+@pytest.fixture(scope="module")
+def aws():
+    from moto import mock_aws
+
+    old = {k: os.environ.get(k) for k in _DUMMY}
+    os.environ.update(_DUMMY)
+    with mock_aws():
+        yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def repos(tmp_path_factory):
+    """repos(version, behaviour="good", **kw) -> a verified model repository directory (cached)."""
+    from support import make_repo
+
+    root = tmp_path_factory.mktemp("repos")
+    return lambda version, behaviour="good", **kw: make_repo(root / behaviour / ("fb" if kw.get("onnx_fallback", True) else "eng"),
+                                                            version, behaviour, **kw)
+
+
+@pytest.fixture
+def clock():
+    from drills.clock import FakeClock
+
+    return FakeClock()
+
+
+@pytest.fixture
+def release_world(aws, tmp_path, clock, repos):
+    """make(env="prod", stable="2026.11.0", **kw) -> namespace(backend, fleet, stacks, state, clock, plan_file, env)."""
+    from drills_support import copy_stacks
+    from support import plan_file, release_backend
+
+    from drills.plugins import load_plugins
+
+    load_plugins()
+    made = []
+
+    def make(env: str = "prod", stable: str = "2026.11.0", **kw):
+        uid = "r" + uuid.uuid4().hex[:8]
+        stacks = copy_stacks(tmp_path / f"stacks-{uid}", None, uid=uid)
+        state = tmp_path / f"state-{uid}"
+        b, fleet = release_backend(env, stacks, state, clock, uid=uid, stable_repo=repos(stable, w_seed=1), **kw)
+        made.append(b)
+        return SimpleNamespace(backend=b, fleet=fleet, stacks=stacks, state=state, clock=clock, env=env,
+                               plan_file=plan_file(tmp_path / f"stacks-{uid}"), uid=uid)
+
+    yield make
+    for b in made:
+        b.close()
