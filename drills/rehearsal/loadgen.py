@@ -294,8 +294,11 @@ def slo_recovery(records: Sequence[Any], fault_time: float, slo: Slo) -> tuple[f
     """(time the SLO was met again for good, whether it was violated at all after the fault).
 
     Windows [t - window_s, t] are judged at every request time t >= fault_time. The SLO counts as
-    recovered at the first judged window end after the last violating one; None when the records end
-    while it is still violated. When no window after the fault violated it, the answer is fault_time.
+    recovered at the *start* of the first judged window after the last violating one: from that moment
+    on, every window meets the SLO. A window's start, as the drills engine dates SLO recovery (its
+    `slo_recovered` is the start of the first window at SLO), so the two measurements compare; the
+    window's end would add one window length to every RTO. None when the records end while the SLO is
+    still violated; fault_time when no window after the fault violated it.
     """
     recs = sorted(records, key=lambda r: _get(r, "t"))
     times = [_get(r, "t") for r in recs]
@@ -313,7 +316,7 @@ def slo_recovery(records: Sequence[Any], fault_time: float, slo: Slo) -> tuple[f
     if not bad:
         return fault_time, False
     after = [t for t, v in verdicts if v and t > bad[-1]]
-    return (after[0] if after else None), True
+    return (max(fault_time, after[0] - slo.window_s) if after else None), True
 
 
 def rto_parts(records: Sequence[Any], fault_time: float, hc_transitions: Sequence[Any], dns_changes: Sequence[Any],

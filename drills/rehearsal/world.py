@@ -400,10 +400,14 @@ class World:
             changes.append({**rr, "Failover": "PRIMARY" if self._region_of(rr) == primary else "SECONDARY"})
         self._upsert(changes)
 
-    def reapply(self, declared: Sequence[Any]) -> Applied:
-        """Re-create moto's objects from a new offline plan (the stack adapter's `pulumi up`)."""
+    def reapply(self, declared: Sequence[Any], *, propagate_now: bool = True) -> Applied:
+        """Re-create moto's objects from a new offline plan (the stack adapter's `pulumi up`).
+
+        `propagate_now=False` leaves the DNS model to pick the change up at its next zone re-read, i.e. after the
+        modelled Route 53 propagation delay (`Scale.dns_refresh`), as a real change reaches the name servers some
+        seconds after it is INSYNC in the API; the drills' stack adapter applies that way."""
         self._apply(declared)
-        if self.dns:
+        if self.dns and propagate_now:
             self.dns.refresh()
         return self.applied  # type: ignore[return-value]
 

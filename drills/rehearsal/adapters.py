@@ -1,0 +1,256 @@
+"""The drills adapters for the rehearsal backend: the same protocols the AWS adapters implement, over a `World`.
+
+Each adapter reuses the AWS/local implementation where the world offers the same API (moto speaks boto3) and
+replaces only what moto lacks by the world's models:
+
+  RehearsalStacks   StackAdapter: `LocalStackAdapter` over the run's own copy of the stack files. `preview` and
+                    `up` run the stack's Pulumi program offline (`infra.mocks.run_program` with the changed
+                    config) and `up` applies what it declares to moto (`World.reapply`), so a weight shift or a
+                    flip is a config change plus a re-applied program, one source of truth, as on AWS.
+  RehearsalRoute53  Route53Adapter: `Boto3Route53` on moto for the records; health from the world's Route 53
+                    health-check model, the DNS answer from its DNS model (moto has neither).
+  RehearsalS3       S3Adapter (+ ArtifactStore): `Boto3S3` on moto; writes go through `World.put_canary` so the
+                    PUT time is exact; the current manifest is the one the region's Triton serves.
+  EksCapacity       CapacityAdapter: the EKS node groups the regional programs declared, in moto; Triton
+                    readiness from the world (one Triton stands for the region's pods).
+  TritonHttpProbe   ProbeAdapter: the drills' own V2 probe against the real Tritons, through the world's DNS
+                    server (`DnsClients`: one stub-resolver cache per simulated client, honouring the TTL).
+  WorldFaults       FaultAdapter: data-plane faults on the region's Triton process (kill, stall, unload);
+                    `hc-invert` (control-plane variant) through `HealthCheckInversion` on the Route 53 API.
+
+`make_backend(world, ...)` bundles them into a `drills.adapters.base.Backend` named "rehearsal"; the plugin
+registers the factory with `drills.backends.register_backend`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from drills.adapters.base import Backend
+from drills.adapters.capacity import EksCapacity
+from drills.adapters.faults import CompositeFaults, HealthCheckInversion
+from drills.adapters.local_stack import LocalStackAdapter
+from drills.adapters.probes import TritonHttpProbe
+from drills.adapters.route53 import Boto3Route53
+from drills.adapters.s3 import Boto3S3
+from drills.clock import Clock
+from drills.errors import DrillError
+from drills.journal import atomic_write
+from drills.rehearsal.declared import records_from_plan
+from drills.rehearsal.loadgen import CachingResolver
+
+# infra.mocks drives the Pulumi runtime through process-global settings: one offline program run at a time.
+_PROGRAM_LOCK = threading.Lock()
+
+
+def offline_plan(stack: str, stacks_dir: Path) -> Any:
+    """The stack's Pulumi program run offline under mocks (what `pulumi preview` would show it declares)."""
+    import pulumi
+
+    from infra.mocks import run_program
+
+    with _PROGRAM_LOCK:
+        try:
+            return run_program(stack, stacks_dir=Path(stacks_dir))
+        except pulumi.RunError as e:  # a config error inside the program: the sentence, not the traceback
+            raise DrillError(f"pulumi up would fail: the program of {stack} refused its config: {e}") from None
+
+
+def _digests(declared: list[dict]) -> dict[str, str]:
+    return {r.get("urn") or f"{r['type']}::{r['name']}": hashlib.sha256(json.dumps(r["inputs"], sort_keys=True, default=str).encode()).hexdigest()
+            for r in declared}
+
+
+# ---------------------------------------------------------------- stacks
+class RehearsalStacks(LocalStackAdapter):
+    """Stack config of record: the run's copy of the stack files. Up = the program's offline plan applied to moto."""
+
+    def __init__(self, world: Any, stacks_dir: Path, state_dir: Path):
+        super().__init__(stacks_dir, state_dir, appliers={"global": self._apply, "region": self._apply})
+        self.world = world
+        self._plans: dict[str, tuple[str, Any]] = {}  # stack -> (config digest, offline plan)
+        self.ups: list[dict] = []  # every up: stack, wall time, summary (the report's timeline)
+
+    def _plan(self, stack: str) -> Any:
+        digest = hashlib.sha256(json.dumps(self._config(self._doc(stack)), sort_keys=True, default=str).encode()).hexdigest()
+        hit = self._plans.get(stack)
+        if hit is None or hit[0] != digest:
+            hit = (digest, offline_plan(stack, self.stacks_dir))
+            self._plans[stack] = hit
+        return hit[1]
+
+    def _declared_file(self, stack: str) -> Path:
+        return self.state_dir / "declared" / f"{stack}.json"
+
+    def mark_applied(self, stack: str, declared: list[dict], outputs: dict) -> None:
+        """Record what the world was brought up with as this stack's applied state (its first `pulumi up`)."""
+        atomic_write(self._applied_file(stack), json.dumps(self._config(self._doc(stack)), sort_keys=True))
+        atomic_write(self._declared_file(stack), json.dumps(_digests(declared), sort_keys=True))
+        self.seed_outputs(stack, self._as_applied(outputs))
+
+    def preview(self, stack: str) -> dict[str, int]:
+        """What `up` would change, by resource: the program's declared resources now vs at the last `up`."""
+        self._validated(stack)
+        now = _digests(records_from_plan(self._plan(stack)))
+        f = self._declared_file(stack)
+        before = json.loads(f.read_text()) if f.exists() else {}
+        out = {"same": 0, "update": 0, "create": 0, "delete": 0}
+        for urn, d in now.items():
+            out["same" if before.get(urn) == d else "update" if urn in before else "create"] += 1
+        out["delete"] = sum(1 for urn in before if urn not in now)
+        return out
+
+    def _apply(self, adapter: LocalStackAdapter, stack: str, cfg: Any) -> dict:
+        plan = self._plan(stack)
+        declared = records_from_plan(plan)
+        t0 = time.time()
+        self.world.reapply(declared, propagate_now=False)
+        atomic_write(self._declared_file(stack), json.dumps(_digests(declared), sort_keys=True))
+        self.ups.append({"stack": stack, "wall": t0, "seconds": round(time.time() - t0, 3)})
+        return self._as_applied(plan.outputs)
+
+    def _as_applied(self, outputs: dict) -> dict:
+        """The program's outputs with the mocks' ids replaced by the ids moto gave the applied objects."""
+        out = dict(outputs)
+        ap = self.world.applied
+        if ap is not None and out.get("zone_id") in ap.zones:
+            out["zone_id"] = ap.zones[out["zone_id"]]
+        if isinstance(out.get("health_check_ids"), dict):
+            out["health_check_ids"] = {r: self.world.health_check_ids.get(r, h) for r, h in out["health_check_ids"].items()}
+        return out
+
+
+# ---------------------------------------------------------------- Route 53
+class RehearsalRoute53(Boto3Route53):
+    """Records from moto through boto3 (as on AWS, no read cache: moto has no API budget); health and answers from
+    the world's models, which stand for Route 53's checkers and name servers."""
+
+    def __init__(self, world: Any):
+        regions = {r: name for name, r in world.applied.alias_targets().items()}
+        super().__init__(world.moto.client("route53"), world._zone_id(), world.fqdn, regions, dict(world.health_check_ids),
+                         answer_samples=0, cache_seconds=0.0)
+        self.world = world
+
+    def health(self, region: str) -> bool:
+        # The model reports what Route 53 would: inversion and disabling already applied.
+        return bool(self.world.health_status().get(region, False))
+
+    def dns_answer(self) -> dict[str, float]:
+        return self.world.routing()
+
+    def set_inverted(self, region: str, inverted: bool) -> None:
+        self.world.set_inverted(region, inverted)
+        self._inverted[region] = inverted
+
+
+# ---------------------------------------------------------------- S3
+class RehearsalS3(Boto3S3):
+    """Artifact buckets in moto. The world's replicator copies objects by the stored replication rules."""
+
+    def __init__(self, world: Any, models: Mapping[str, tuple[str, str]]):
+        super().__init__({r: world.moto.client("s3", r) for r in world.regions}, dict(world.buckets), dict(models))
+        self.world = world
+        self.canaries: list[Any] = []  # drills.rehearsal.world.Canary, for the exact RPO in the report
+
+    def put_object(self, region: str, key: str, body: bytes) -> str | None:
+        c = self.world.put_canary(region, key=key, body=body)
+        self.canaries.append(c)
+        return c.version_id
+
+    def current_manifest(self, region: str) -> tuple[dict | None, str | None]:
+        # What the region's Triton serves (synced from its bucket and hash-checked when it started), not just
+        # what the bucket holds: version skew is about what answers requests.
+        if region in self.world.repos:
+            return self.world.served_manifest(region)
+        return super().current_manifest(region)
+
+
+class WorldPods:
+    """Triton readiness per region: one server stands for the region's Triton pods."""
+
+    def __init__(self, world: Any):
+        self.world = world
+
+    def ready(self, region: str) -> tuple[int, int]:
+        return self.world.triton_ready(region)
+
+
+# ---------------------------------------------------------------- probes
+class DnsClients:
+    """`Resolver` for the drills' service probes: client n resolves the name through the world's DNS server with its
+    own cache, kept for the answer's TTL (the first answer for a random part of it, as clients already running
+    would), so probes move between regions as real clients do."""
+
+    def __init__(self, world: Any, seed: int = 7):
+        self.world, self.seed = world, seed
+        self._resolvers: dict[int, CachingResolver] = {}
+
+    def resolve(self, client: int) -> tuple[str | None, str | None]:
+        r = self._resolvers.get(client)
+        if r is None:
+            r = self._resolvers[client] = CachingResolver(self.world.dns_address, stagger=random.Random(self.seed * 1000 + client))
+        try:
+            ip, _ = r.resolve(self.world.fqdn)
+        except Exception:  # noqa: BLE001 - no answer is a failed probe, as getaddrinfo failing is
+            return None, None
+        return self.world.ip_region.get(ip), f"http://{ip}:{self.world.ports['http']}"
+
+
+# ---------------------------------------------------------------- faults
+FAULT_MODES = {"triton-down": "kill", "triton-stall": "stall", "triton-unload": "unload"}
+
+
+class WorldFaults:
+    """Data-plane faults on a region's Triton process; nothing here calls Route 53 or changes a stack.
+
+    triton-down   SIGKILL the server (a crash: connections refused) -- the AWS adapter scales the pods to 0
+    triton-stall  SIGSTOP its process group (a hang: requests and health probes time out)
+    triton-unload unload the model (a gray failure: readiness blips, inference fails; Route 53 may not notice)
+    Every injection and clearing is recorded with its wall time (`events`): the client-side RTO starts there.
+    """
+
+    kinds = tuple(FAULT_MODES)
+
+    def __init__(self, world: Any):
+        self.world = world
+        self.events: list[dict] = []
+
+    def prepare(self, region: str, kind: str) -> dict:
+        return {"mode": FAULT_MODES[kind], "state_before": self.world.triton_state().get(region)}
+
+    def inject(self, region: str, kind: str, handle: dict) -> None:
+        t = self.world.fail_region(region, FAULT_MODES[kind])
+        self.events.append({"event": "inject", "region": region, "kind": kind, "wall": t})
+
+    def clear(self, region: str, kind: str, handle: dict) -> None:
+        # Safe to repeat and after a crash mid-inject: restoring a ready region does nothing.
+        t = time.time()
+        if self.world.triton_state().get(region) not in ("ready", None):
+            ready_s = self.world.restore_region(region)
+        else:
+            ready_s = 0.0
+        self.events.append({"event": "clear", "region": region, "kind": kind, "wall": t, "ready_s": round(ready_s, 3)})
+
+
+# ---------------------------------------------------------------- the bundle
+def make_backend(world: Any, *, stacks_dir: Path, state_dir: Path, clock: Clock, options: dict, probe_timeout: float = 1.0,
+                 seed: int = 7, probe_body: dict | None = None) -> Backend:
+    """A drills Backend over a started world. The world itself is not closed by the backend (its owner does)."""
+    fleet = world.fleet
+    stacks = RehearsalStacks(world, stacks_dir, state_dir)
+    route53 = RehearsalRoute53(world)
+    s3 = RehearsalS3(world, {r: (c.model.name, c.model.version) for r, c in fleet.regions.items()})
+    capacity = EksCapacity({r: world.moto.client("eks", r) for r in world.regions}, dict(world.clusters), WorldPods(world))
+    probes = TritonHttpProbe({r: t.url for r, t in world.tritons.items()}, world.model_name, clock, DnsClients(world, seed),
+                             timeout=probe_timeout, body=probe_body)
+    faults_world = WorldFaults(world)
+    faults = CompositeFaults(faults_world, HealthCheckInversion(route53))
+    b = Backend("rehearsal", options, stacks, route53, s3, capacity, probes, faults,
+                extras={"world": world, "world_faults": faults_world, "stacks": stacks})
+    b.closers.append(probes.session.close)
+    return b

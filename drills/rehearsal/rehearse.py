@@ -1,0 +1,419 @@
+"""`python -m drills rehearse`: one drill scenario, end to end, against the rehearsal backend on this machine.
+
+Order (each step printed as it happens):
+  1. copy the stack files into the run directory (the drills change this copy, never stacks/), plan the drill
+     from it with the drills' own planner: a scenario the environment cannot run stops here, nothing started;
+  2. the model: model_build's output, cached by content hash (built on first use, ~25 s), verified;
+  3. the offline plan of the global and regional Pulumi programs (infra.mocks), and the world started from it
+     (moto_server, declared Route 53/S3/EKS objects, the model published to every region's bucket by
+     model_build.publish, one Triton per region, the health-check, DNS and replication models);
+  4. client traffic (real feature batches, resolved through the DNS with TTL caches) for the whole drill;
+  5. the drill through the drills engine (`start_drill`, backend "rehearsal"), with --execute semantics and no
+     --confirm: the environment it changes is this run's own (its stack copy, its moto, its processes);
+  6. traffic stopped, every process stopped (also on Ctrl-C and on any failure), the report written.
+
+Time runs scaled: every modelled timing (health-check interval, TTL, propagation, replication lag) at `scale`
+times its configured value, the engine on a `ScaledClock` in configuration-equivalent "drill seconds"
+(see drills/rehearsal/clock.py). `--scale 1` is real time.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from infra.config import PROJECT, ROOT, STACKS_DIR, load_fleet
+
+from drills.errors import DrillError
+
+DEFAULT_SCALE = 0.1
+DEFAULT_RATE = 50.0
+DEFAULT_CLIENTS = 32
+DEFAULT_REPLICATION_LAG = 20.0  # drill seconds: S3 replication typically lands in seconds to a minute (RTC: 15 min at 99.99%)
+
+
+class RehearsalError(DrillError):
+    """The rehearsal could not run (bad input, a port in use, a server that did not start). Nothing is left running."""
+
+    exit_code = 2
+
+
+@dataclass
+class Options:
+    env: str = "prod"
+    scenario: str = "region-outage"
+    region: str | None = None
+    out: Path | None = None
+    scale: float = DEFAULT_SCALE
+    rate: float = DEFAULT_RATE
+    clients: int = DEFAULT_CLIENTS
+    request_timeout: float = 1.0  # a client's budget per ranking request (wall seconds: latency is not scaled)
+    base_port: int | None = None
+    hold: float | None = None  # drill seconds
+    steps: int | None = None
+    fault: str | None = None
+    replication_lag: float = DEFAULT_REPLICATION_LAG
+    ready_timeout: float = 90.0
+    model_dir: Path | None = None
+    rebuild_model: bool = False
+    plan_file: str | None = None
+    stacks_dir: Path = STACKS_DIR
+    state_dir: Path | None = None
+    seed: int = 7
+    params: dict[str, Any] = field(default_factory=dict)  # further drill Parameters (drill seconds)
+    model_cache: Path | None = None  # default build/model-cache
+
+
+@dataclass
+class Result:
+    exit_code: int
+    out: Path
+    status: str
+    report: dict | None = None
+    paths: list[Path] = field(default_factory=list)
+
+
+def default_out(env: str, scenario: str) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return ROOT / "build" / "rehearsal" / f"{stamp}-{env}-{scenario}"
+
+
+class Progress:
+    """Timestamped progress lines on a rich console (seconds since the rehearsal started)."""
+
+    def __init__(self, console: Any = None):
+        from drills.render import console as make_console
+
+        self.c = console or make_console()
+        self.t0 = time.monotonic()
+
+    def __call__(self, line: str) -> None:
+        self.c.print(f"[dim]{time.monotonic() - self.t0:7.1f}s[/dim] {line}", highlight=False)
+
+
+# ---------------------------------------------------------------- the stack copy
+def prepare_stacks(src: Path, dst: Path, env: str) -> list[str]:
+    """Copy every stack file into the run; in the env's regional stacks declare the ONNX fallback for every compute
+    capability, because that is what the rehearsal serves (the CPU Triton runs model_build's ONNX file through ONNX
+    Runtime: no TensorRT engine can run here). The engine guardrail and the precheck then judge what is served."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in Path(src).glob("Pulumi.*.yaml"):
+        shutil.copy(f, dst / f.name)
+    notes = []
+    fleet = load_fleet(env, dst)
+    for region, cfg in fleet.regions.items():
+        stack = fleet.stack_names[region]
+        p = dst / f"Pulumi.{stack}.yaml"
+        doc = yaml.safe_load(p.read_text())
+        model = dict(doc["config"].get(f"{PROJECT}:model") or {})
+        ccs = sorted(set(cfg.compute_capabilities))
+        if sorted(model.get("onnx_fallback_for") or []) != ccs:
+            model["onnx_fallback_for"] = ccs
+            doc["config"][f"{PROJECT}:model"] = model
+            p.write_text(yaml.safe_dump(doc, sort_keys=False))
+            notes.append(f"{stack}: model.onnx_fallback_for = {ccs} in the rehearsal's stack copy (CPU Triton serves the ONNX "
+                         "file with ONNX Runtime; TensorRT engines cannot run here)")
+    load_fleet(env, dst)  # still valid
+    return notes
+
+
+def default_region(fleet: Any, scenario: str) -> str | None:
+    """The region a scenario acts on when none is given: the one carrying the most traffic (weighted: highest weight,
+    ties by name; failover: the PRIMARY), i.e. the outage that hurts most."""
+    from drills.scenarios import SCENARIOS
+
+    sc = SCENARIOS.get(scenario)
+    if sc is None or sc.region_arg != "required":
+        return None
+    r = fleet.glob.routing
+    if r.mode == "failover":
+        return next(k for k, v in r.regions.items() if v.failover == "PRIMARY")
+    w = r.weights()
+    return sorted(w, key=lambda k: (-w[k], k))[0]
+
+
+def drill_parameters(opts: Options) -> dict[str, Any]:
+    """Drill parameters in drill seconds. The monitor polls every 0.2 wall seconds at most (its 8 probe clients take
+    tens of ms a round; faster would only load the 2 cores), i.e. every 2 drill seconds at the default scale."""
+    p: dict[str, Any] = {"poll_seconds": max(2.0, round(0.2 / opts.scale, 3))}
+    if opts.hold is not None:
+        p["hold_seconds"] = opts.hold
+    if opts.steps is not None:
+        p["steps"] = opts.steps
+    if opts.fault is not None:
+        p["fault"] = opts.fault
+    p.update(opts.params)
+    return p
+
+
+def world_scale(fleet: Any, plan: Any, opts: Options) -> Any:
+    from drills.rehearsal.world import Scale
+
+    s = opts.scale
+    hc = fleet.glob.health_check
+    return Scale(hc_interval=hc.request_interval * s, probe_timeout=None, ttl=max(1, round(fleet.glob.ttl * s)),
+                 replication_lag=opts.replication_lag * s, replication_poll=min(0.2, max(0.05, opts.replication_lag * s / 10)),
+                 dns_refresh=float(plan.parameters["dns_propagation_seconds"]) * s, ready_timeout=opts.ready_timeout,
+                 triton_exit_timeout=2)
+
+
+def declared_resources(fleet: Any, stacks_dir: Path) -> tuple[list[dict], dict[str, tuple[list[dict], dict]]]:
+    """Declared resources of the env's global and regional stacks from the run's stack copy (offline plans)."""
+    from drills.rehearsal.adapters import offline_plan
+    from drills.rehearsal.declared import records_from_plan
+
+    out: list[dict] = []
+    per: dict[str, tuple[list[dict], dict]] = {}
+    for stack in [fleet.global_stack, *fleet.stack_names.values()]:
+        plan = offline_plan(stack, stacks_dir)
+        recs = records_from_plan(plan)
+        per[stack] = (recs, plan.outputs)
+        out += recs
+    return out, per
+
+
+# ---------------------------------------------------------------- live worlds (for the backend factory)
+@dataclass
+class LiveWorld:
+    world: Any
+    stacks_dir: Path
+    stack_state: Path
+    probe_timeout: float
+    seed: int
+    probe_body: dict | None
+    backends: list[Any] = field(default_factory=list)
+    stacks: Any = None  # the RehearsalStacks the world was seeded with (its applied state)
+
+
+LIVE: dict[str, LiveWorld] = {}
+
+
+def probe_body(world: Any) -> dict:
+    """One real feature row as the drills' probe request (the probes then rank what clients rank)."""
+    from drills.rehearsal.triton import v2_infer_body
+
+    return json.loads(v2_infer_body(world.batches(n=1, batch=1)[0]))
+
+
+def backend_for(live: LiveWorld, options: dict, clock: Any) -> Any:
+    from drills.rehearsal.adapters import make_backend
+
+    b = make_backend(live.world, stacks_dir=live.stacks_dir, state_dir=live.stack_state, clock=clock, options=options,
+                     probe_timeout=live.probe_timeout, seed=live.seed, probe_body=live.probe_body)
+    live.backends.append(b)
+    return b
+
+
+def start_world(fleet: Any, *, model_dir: Path, workdir: Path, stacks_dir: Path, stack_state: Path, scale: Any,
+                base_port: int | None, seed: int, log: Callable[[str], None], probe_timeout: float,
+                publisher: Any = None) -> LiveWorld:
+    """Offline plans -> World (started) -> the stack adapter's applied state seeded from the same plans."""
+    from drills.rehearsal.adapters import RehearsalStacks
+    from drills.rehearsal.world import World, model_build_publisher
+
+    t0 = time.monotonic()
+    log(f"offline plan of {fleet.global_stack} and {', '.join(fleet.stack_names.values())} (Pulumi programs under mocks) ...")
+    declared, per = declared_resources(fleet, stacks_dir)
+    log(f"offline plan: {len(declared)} declared resources in {time.monotonic() - t0:.1f} s")
+    world = World(fleet, model_dir=model_dir, workdir=workdir, declared=declared, base_port=base_port, scale=scale, seed=seed,
+                  publisher=publisher or model_build_publisher, log=log)
+    world.timings["offline plan of the stacks"] = round(time.monotonic() - t0, 3)
+    world.start()
+    try:
+        stacks = RehearsalStacks(world, stacks_dir, stack_state)
+        for stack, (recs, outputs) in per.items():
+            stacks.mark_applied(stack, recs, outputs)
+        live = LiveWorld(world, stacks_dir, stack_state, probe_timeout, seed, probe_body(world), stacks=stacks)
+    except BaseException:
+        world.close()
+        raise
+    return live
+
+
+# ---------------------------------------------------------------- the run
+def _explain_start_failure(e: BaseException, opts: Options) -> str:
+    from drills.rehearsal.procs import PortInUse, ProcessError
+    from drills.rehearsal.repo import ArtifactError
+
+    if isinstance(e, PortInUse):
+        return (f"the world could not start: {e}. Nothing is left running. What to do: stop whatever holds that port, or "
+                "pass --base-port N for another block of 5 ports (N..N+4 on 127.0.0.1 and the regions' 127.0.10.x).")
+    if isinstance(e, ArtifactError):
+        return (f"the world refused the model: {e}. Nothing is left running. What to do: rebuild the model "
+                "(--rebuild-model, or `python -m model_build --out DIR` for --model-dir).")
+    if isinstance(e, ProcessError):
+        return (f"the world could not start: {e}\nNothing is left running. What to do: read the log named above; if the "
+                f"machine is just slow, raise --ready-timeout (now {opts.ready_timeout:g} s).")
+    return f"the world could not start: {type(e).__name__}: {e}. Nothing is left running."
+
+
+def run(opts: Options, log: Callable[[str], None] | None = None) -> Result:
+    from drills.engine import start_drill
+    from drills.journal import load
+    from drills.rehearsal.clock import ScaledClock
+    from drills.rehearsal.model_cache import CACHE_ROOT, ensure_model
+    from drills.rehearsal.procs import PortInUse, ProcessError
+    from drills.rehearsal.repo import ArtifactError
+    from drills.rehearsal.report import build, write
+    from drills.rehearsal.triton import TritonUnavailable
+    from drills.scenarios import build_plan
+
+    log = log or Progress()
+    t_start = time.time()
+    if not 0 < opts.scale <= 1:
+        raise RehearsalError(f"--scale must be in (0, 1] (1 = real time; 0.1 = every configured timing at a tenth), got {opts.scale}")
+    if opts.rate <= 0 or opts.clients < 1:
+        raise RehearsalError("--rate must be > 0 and --clients >= 1")
+    out = Path(opts.out or default_out(opts.env, opts.scenario)).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    stacks_dir, stack_state = out / "stacks", out / "stack-state"
+    state_dir = Path(opts.state_dir).resolve() if opts.state_dir else out / "state"
+    log(f"rehearsal of [bold]{opts.scenario}[/bold] on [bold]{opts.env}[/bold] -> {out}")
+
+    # 1. the plan, from the run's stack copy: refusals happen here, before anything starts
+    from infra.config import envs
+
+    if opts.env not in envs(opts.stacks_dir):
+        raise RehearsalError(f"unknown environment {opts.env!r}; known: {', '.join(envs(opts.stacks_dir))} (from {opts.stacks_dir}). "
+                             "Nothing was started.")
+    notes = prepare_stacks(opts.stacks_dir, stacks_dir, opts.env)
+    fleet = load_fleet(opts.env, stacks_dir)
+    region = opts.region or default_region(fleet, opts.scenario)
+    params = drill_parameters(opts)
+    # Guardrails (unknown scenario, a routing mode the scenario cannot run, capacity, ...) raise GuardrailError.
+    build_plan(opts.scenario, opts.env, region, plan_file=opts.plan_file, stacks_dir=stacks_dir, overrides=params)
+
+    # 2. the model
+    model = ensure_model(model_dir=opts.model_dir, cache_root=opts.model_cache or CACHE_ROOT, rebuild=opts.rebuild_model,
+                         stacks_dir=opts.stacks_dir, log_dir=out / "logs", log=log)
+    plan = build_plan(opts.scenario, opts.env, region, plan_file=opts.plan_file, stacks_dir=stacks_dir, overrides=params,
+                      manifest=str(model.dir / "manifest.json"))
+    (out / "plan.json").write_text(plan.model_dump_json(indent=1))
+    scale = world_scale(fleet, plan, opts)
+    log(f"scale {opts.scale:g}: health check every {scale.hc_interval:g} s (configured {fleet.glob.health_check.request_interval} s, "
+        f"threshold {fleet.glob.health_check.failure_threshold}), TTL {scale.ttl} s (configured {fleet.glob.ttl} s), propagation "
+        f"{scale.dns_refresh:g} s, replication lag {scale.replication_lag:g} s; the engine runs in drill seconds "
+        f"(1 drill second = {opts.scale:g} wall seconds)")
+
+    # 3-6. world, traffic, drill, teardown
+    live: LiveWorld | None = None
+    key = uuid.uuid4().hex
+    lg = None
+    outcome = None
+    facts: dict[str, Any] = {}
+    records: list = []
+    interrupted: str | None = None
+    error: str | None = None
+    leftovers: list[int] = []
+    clock = None
+    try:
+        try:
+            live = start_world(fleet, model_dir=model.dir, workdir=out / "world", stacks_dir=stacks_dir, stack_state=stack_state,
+                               scale=scale, base_port=opts.base_port, seed=opts.seed, log=log,
+                               probe_timeout=min(opts.request_timeout, 1.0))
+        except (PortInUse, ProcessError, ArtifactError, TritonUnavailable) as e:
+            raise RehearsalError(_explain_start_failure(e, opts)) from None
+        LIVE[key] = live
+        world = live.world
+        d = world.describe()
+        log("world up: " + ", ".join(f"{r} {v['address']} (Triton ready in {v['triton']['ready_s'][0]:.1f} s)"
+                                     for r, v in d["regions"].items()) + f"; DNS {d['dns']}; moto {d['moto']}")
+        bound = _drill_bound(plan) * opts.scale + 120.0  # wall seconds: the traffic stops by then at the latest
+        lg = world.loadgen(rate=opts.rate, duration=bound, clients=opts.clients, timeout=opts.request_timeout)
+        lg.start()
+        log(f"traffic: {opts.rate:g} ranking requests/s (32 real feature rows each) from {opts.clients} clients resolving "
+            f"{world.fqdn} through the DNS model")
+        time.sleep(min(2.0, max(0.5, 5 * opts.scale)))  # a little steady traffic before the drill starts
+        clock = ScaledClock(opts.scale)
+        options = {"world": key, "stacks_dir": str(stacks_dir), "stack_state": str(stack_state), "model_dir": str(model.dir),
+                   "workdir": str(out / "world-rollback"), "scale": opts.scale, "seed": opts.seed,
+                   "replication_lag": opts.replication_lag, "ready_timeout": opts.ready_timeout,
+                   "probe_timeout": min(opts.request_timeout, 1.0)}
+        log(f"drill: {plan.scenario}" + (f" of {plan.region}" if plan.region else "") + f", {len(plan.steps)} steps, "
+            "executed (no --confirm: the rehearsal changes only its own copy of the environment)")
+        outcome = start_drill(plan, state_dir, backend_name="rehearsal", backend_options=options, clock=clock,
+                              log=lambda s: log(f"  engine: {s}"))
+        log(f"drill {outcome.drill_id}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""))
+    except KeyboardInterrupt:
+        interrupted = "interrupted (Ctrl-C / SIGINT)"
+        log(f"[red]{interrupted}[/red]: stopping traffic and every process")
+    except SystemExit as e:
+        interrupted = f"terminated (exit {e.code})"
+        log(f"[red]{interrupted}[/red]: stopping traffic and every process")
+    except RehearsalError:
+        raise
+    except DrillError:
+        raise
+    except Exception as e:  # noqa: BLE001 - reported, then everything is torn down below
+        import traceback
+
+        error = f"{type(e).__name__}: {e}"
+        (out / "error.txt").write_text(traceback.format_exc())
+        log(f"[red]rehearsal failed[/red]: {error} (traceback in {out / 'error.txt'})")
+    finally:
+        if lg is not None:
+            lg.stop()
+            records = lg.records()
+        if live is not None:
+            try:
+                facts = _facts(live)
+            except Exception as e:  # noqa: BLE001 - facts are for the report; teardown must happen
+                facts = {"error": f"{type(e).__name__}: {e}"}
+            live.world.close()
+            leftovers = live.world.sup.leftovers()
+            LIVE.pop(key, None)
+            log("teardown: every process stopped" if not leftovers else f"[red]teardown: processes left behind: {leftovers}[/red]")
+
+    entries = load(state_dir, outcome.drill_id) if outcome is not None else []
+    report = build(opts=opts, plan=plan, model=model, facts=facts, records=records, entries=entries, clock=clock,
+                   notes=notes, wall_seconds=time.time() - t_start, leftovers=leftovers,
+                   interrupted=interrupted, error=error, outcome=outcome)
+    paths = write(report, records, out, state_dir, entries)
+    for p in paths:
+        log(f"report: {p}")
+    status = outcome.status if outcome is not None else ("interrupted" if interrupted else "failed")
+    code = outcome.exit_code if outcome is not None else (130 if interrupted else 1)
+    if leftovers:
+        code = code or 1
+    return Result(code, out, status, report, paths)
+
+
+def _drill_bound(plan: Any) -> float:
+    """An upper bound of the drill's length in drill seconds, from its steps' waits and timeouts (traffic bound)."""
+    total = 600.0
+    for s in plan.steps:
+        total += s.wait_seconds + float(s.params.get("timeout", 0) or 0) + float(s.params.get("deadline", 0) or 0)
+        total += float(s.params.get("baseline_seconds", 0) or 0) + 3 * plan.parameters.get("slo_window_seconds", 30)
+    return total
+
+
+def _facts(live: LiveWorld) -> dict[str, Any]:
+    """What the report needs from the live world, read before it is torn down."""
+    w = live.world
+    b = live.backends[-1] if live.backends else None
+    out: dict[str, Any] = {
+        "describe": w.describe(),
+        "predicted_wall": w.predicted_rto(),
+        "hc_transitions": [asdict(t) for t in w.hc_transitions()],
+        "dns_changes": [asdict(c) for c in w.dns_changes()],
+        "ttl_wall": w.ttl,
+        "ip_region": dict(w.ip_region),
+        "fault_events": list(b.extras["world_faults"].events) if b else [],
+        "stack_ups": list(b.extras["stacks"].ups) if b else [],
+        "canaries": [],
+    }
+    if b is not None:
+        for c in b.s3.canaries:
+            try:
+                rep = w.replication_of(c)
+            except Exception:  # noqa: BLE001
+                rep = {}
+            out["canaries"].append({"region": c.region, "key": c.key, "t_put": c.t_put, "replicated": rep})
+    return out
