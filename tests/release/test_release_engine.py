@@ -156,3 +156,41 @@ def test_the_bad_release_drill_on_the_engine(release_world, repos, monkeypatch):
     s = release_summary(_entries(w, outcome))
     assert s["drill_objective"].startswith("met") and s["outcome"] == "rolled back"
     assert json.dumps(s)  # journal-only, serialisable
+
+
+class Crash(BaseException):
+    """Stands for a SIGKILL: nothing in the engine catches it, so no automatic rollback runs."""
+
+
+def test_a_crashed_release_is_rolled_back_or_resumed_from_its_journal(release_world, repos):
+    from support import publish
+
+    from drills.engine import resume_drill, rollback_drill
+    from drills.journal import summarise
+
+    w = release_world()
+    publish(w.backend, repos("2026.12.0", w_seed=2))
+    before = _model_cfg(w)
+
+    def crash():
+        raise Crash()
+
+    # Crash during the canary's bake in us-west-2: the canary holds 10% there and the process is gone.
+    w.clock.at(w.clock.now() + 80, crash)
+    with pytest.raises(Crash):
+        start_drill(_plan(w, "2026.12.0"), w.state, backend=w.backend, clock=w.clock)
+    (drill,) = [p.name for p in (w.state / "drills").iterdir()]
+    assert _model_cfg(w)["us-west-2"] == ("2026.11.0", "2026.12.0", 10)
+    out = rollback_drill(drill, w.state, backend=w.backend, clock=w.clock)
+    assert out.status == "rolled-back" and _model_cfg(w) == before
+    assert set(w.backend.serving.tracks("us-west-2")) == {"stable"}
+    assert summarise(load(w.state, drill))["status"] == "rolled-back"
+
+    # The same crash, then `drills resume`: the half-done step runs again and the release completes.
+    w.clock.at(w.clock.now() + 80, crash)
+    with pytest.raises(Crash):
+        start_drill(_plan(w, "2026.12.0"), w.state, backend=w.backend, clock=w.clock)
+    drill2 = next(p.name for p in (w.state / "drills").iterdir() if p.name != drill)
+    out = resume_drill(drill2, w.state, confirm="prod", backend=w.backend, clock=w.clock)
+    assert out.status == "completed", out.reason
+    assert set(_model_cfg(w).values()) == {("2026.12.0", None, 0)}
