@@ -42,6 +42,58 @@ CANARY_PER_POOL = 3
 CANARY_PER_REGION = 2
 
 
+# The model repository reaches Triton through two init containers, so that no pod ever serves bytes other than
+# the ones the manifest names: `fetch-model` copies the version's immutable prefix from the bucket to a local
+# volume (the AWS CLI, pinned), `verify-model` checks every file against manifest.json (sha256 and size; engines
+# added later by a build Job only with a matching record; nothing unexpected) with the Triton image's own python3.
+# A corrupted or tampered object fails the pod before Triton starts; the rollout stalls on it
+# (maxUnavailable 0) while the old pods keep serving. Replication copies a corrupt object as faithfully as a good
+# one, so this check runs on every pod start, not only at publish time.
+AWS_CLI_IMAGE = "public.ecr.aws/aws-cli/aws-cli:2.22.35"
+MODEL_DIR = "/models"
+VERIFY_SCRIPT = r"""
+import hashlib, json, os, sys
+root = sys.argv[1]
+def sha(p):
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+try:
+    m = json.load(open(os.path.join(root, "manifest.json")))
+except Exception as e:
+    sys.exit(f"verify-model: no readable manifest.json in {root}: {e}")
+bad, seen = [], {"manifest.json"}
+for f in m.get("files", []):
+    p = os.path.join(root, f["path"])
+    seen.add(f["path"])
+    if not os.path.isfile(p):
+        bad.append(f"{f['path']}: missing")
+    elif os.path.getsize(p) != f["size"] or sha(p) != f["sha256"]:
+        bad.append(f"{f['path']}: sha256/size differ from the manifest")
+for e in (m.get("engines") or {}).values():
+    if e.get("status") == "built" or not os.path.exists(os.path.join(root, e["file"])):
+        continue
+    seen.update({e["file"], e["record"]})
+    try:
+        r = json.load(open(os.path.join(root, e["record"])))
+        ok = r["file"] == e["file"] and r["sha256"] == sha(os.path.join(root, e["file"]))
+    except Exception:
+        ok = False
+    if not ok:
+        bad.append(f"{e['file']}: no engine record that matches it")
+for d, _, names in os.walk(root):
+    for n in names:
+        rel = os.path.relpath(os.path.join(d, n), root)
+        if rel not in seen:
+            bad.append(f"{rel}: not in the manifest")
+if bad:
+    sys.exit("verify-model: refusing to serve " + root + ": " + "; ".join(bad))
+print(f"verify-model: {len(seen)} files match manifest.json ({m['model']['name']} {m['model']['version']})")
+"""
+
+
 def model_repository_uri(bucket: str, model: Model) -> str:
     """The contract with model_build's publish step: the repository root of one immutable model version is
     `s3://<bucket>/<model name>/<model version>/` (holding `<model name>/config.pbtxt`, engines, fallback).
@@ -89,10 +141,34 @@ def replica_bounds(pool: GpuPool, triton: TritonConfig) -> tuple[int, int]:
     return lo, hi
 
 
+def local_repository(model: Model) -> str:
+    return f"{MODEL_DIR}/{model.name}/{model.version}"
+
+
+def model_init_containers(bucket: str, model: Model, triton: TritonConfig, region: str) -> list[dict]:
+    """Fetch the version's prefix from the bucket, then verify it against its manifest (see VERIFY_SCRIPT)."""
+    local = local_repository(model)
+    sec = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    mount = [{"name": "models", "mountPath": MODEL_DIR}]
+    return [
+        {"name": "fetch-model", "image": AWS_CLI_IMAGE, "imagePullPolicy": "IfNotPresent",
+         "command": ["aws", "s3", "sync", "--only-show-errors", "--exact-timestamps", f"{model_repository_uri(bucket, model)}/", local],
+         # IRSA's webhook adds the role to init containers too; HOME for the CLI's cache as the non-root user.
+         "env": [{"name": "AWS_REGION", "value": region}, {"name": "AWS_DEFAULT_REGION", "value": region}, {"name": "HOME", "value": "/tmp"}],
+         "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+         "securityContext": sec, "volumeMounts": [*mount, {"name": "tmp", "mountPath": "/tmp"}]},
+        {"name": "verify-model", "image": triton.image, "imagePullPolicy": "IfNotPresent",
+         "command": ["python3", "-c", VERIFY_SCRIPT, local],
+         "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+         "securityContext": sec, "volumeMounts": mount},
+    ]
+
+
 def triton_args(bucket: str, model: Model) -> list[str]:
+    """`bucket` is where the init container fetched from; Triton itself reads only the verified local copy."""
     return [
         "tritonserver",
-        f"--model-repository={model_repository_uri(bucket, model)}",
+        f"--model-repository={local_repository(model)}",
         "--model-control-mode=none",
         # Refuse to start half-loaded: a missing engine must fail the pod, not serve a subset.
         "--exit-on-error=true",
@@ -142,13 +218,14 @@ def deployment_manifest(pool: GpuPool, triton: TritonConfig, model: Model, bucke
                     ],
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
                                         "seccompProfile": {"type": "RuntimeDefault"}},
+                    "initContainers": model_init_containers(bucket, model, triton, region),
                     "containers": [{
                         "name": "triton",
                         "image": triton.image,
                         "imagePullPolicy": "IfNotPresent",
                         "args": triton_args(bucket, model),
                         "env": [
-                            # Triton's S3 client reads the region from the environment; IRSA's webhook adds the role.
+                            # Triton reads the verified local copy; the region stays for any S3 access of its backends.
                             {"name": "AWS_REGION", "value": region},
                             {"name": "AWS_DEFAULT_REGION", "value": region},
                         ],
@@ -157,7 +234,7 @@ def deployment_manifest(pool: GpuPool, triton: TritonConfig, model: Model, bucke
                             "requests": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"},
                             "limits": {"memory": "12Gi", "nvidia.com/gpu": "1"},
                         },
-                        # Engines load from S3 at start: allow up to 10 minutes before liveness applies.
+                        # Engines load at start (from the verified local copy): allow up to 10 minutes before liveness applies.
                         "startupProbe": {"httpGet": {"path": LIVE_PATH, "port": "http"}, "periodSeconds": 10, "failureThreshold": 60},
                         "livenessProbe": {"httpGet": {"path": LIVE_PATH, "port": "http"}, "periodSeconds": 10, "timeoutSeconds": 3,
                                           "failureThreshold": 3},
@@ -166,9 +243,12 @@ def deployment_manifest(pool: GpuPool, triton: TritonConfig, model: Model, bucke
                         # Let the ALB deregister the pod before Triton stops accepting requests.
                         "lifecycle": {"preStop": {"exec": {"command": ["/bin/sh", "-c", "sleep 15"]}}},
                         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-                        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+                        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "models", "mountPath": MODEL_DIR, "readOnly": True}],
                     }],
-                    "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}],
+                    "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+                                # Node disk, sized for a version's engines; gone with the pod, refetched and reverified by the next.
+                                {"name": "models", "emptyDir": {"sizeLimit": "20Gi"}},
+                                {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
                 },
             },
         },

@@ -59,7 +59,13 @@ def test_one_deployment_per_gpu_pool(regional, as_manifest):
         spec = d["spec"]["template"]["spec"]
         (c,) = spec["containers"]
         assert c["image"] == cfg.triton.image
-        assert f"--model-repository=s3://{bucket}/{cfg.model.name}/{cfg.model.version}" in c["args"]
+        # Triton serves only the local copy the init containers fetched from the version's prefix and verified.
+        assert f"--model-repository=/models/{cfg.model.name}/{cfg.model.version}" in c["args"]
+        fetch, verify = spec["initContainers"]
+        assert fetch["command"][:3] == ["aws", "s3", "sync"] and f"s3://{bucket}/{cfg.model.name}/{cfg.model.version}/" in fetch["command"]
+        assert verify["image"] == cfg.triton.image and verify["command"][:2] == ["python3", "-c"]
+        assert verify["command"][-1] == fetch["command"][-1] == f"/models/{cfg.model.name}/{cfg.model.version}"
+        assert {"name": "models", "mountPath": "/models", "readOnly": True} in c["volumeMounts"]
         assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
         assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
         assert {pt["containerPort"] for pt in c["ports"]} == {8000, 8001, 8002}
@@ -160,8 +166,9 @@ def test_canary_deployments_serve_their_own_immutable_prefix(canary_plan, as_man
     for p in cfg.gpu_pools:
         stable, canary = deps[f"triton-{p.name}"], deps[f"triton-{p.name}-canary"]
         _validate(canary, cfg.kubernetes_version)
-        assert f"--model-repository=s3://{bucket}/ranker/{cfg.model.version}" in stable["spec"]["template"]["spec"]["containers"][0]["args"]
-        assert f"--model-repository=s3://{bucket}/ranker/2026.12.0" in canary["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert f"s3://{bucket}/ranker/{cfg.model.version}/" in stable["spec"]["template"]["spec"]["initContainers"][0]["command"]
+        assert f"s3://{bucket}/ranker/2026.12.0/" in canary["spec"]["template"]["spec"]["initContainers"][0]["command"]
+        assert "--model-repository=/models/ranker/2026.12.0" in canary["spec"]["template"]["spec"]["containers"][0]["args"]
         # The canary's pods never match the stable selector (so the stable Service and target group never see them).
         sl, cl = stable["spec"]["template"]["metadata"]["labels"], canary["spec"]["template"]["metadata"]["labels"]
         assert cl["app.kubernetes.io/name"] == "triton-canary" and sl["app.kubernetes.io/name"] == "triton"

@@ -8,7 +8,7 @@ import pytest
 
 from drills.engine import start_drill
 from drills.journal import load
-from drills.release.artifacts import lkg_key, read_pointer
+from drills.release.artifacts import read_pointer
 from drills.release.planning import ReleaseOptions, build_release_plan, release_context
 from drills.release.report import release_summary
 
