@@ -63,7 +63,8 @@ class ArtifactCorruption(Scenario):
             Step(name="corrupt", action="inject_fault", mutates=True, params={"region": region, "fault": "corrupt-artifact"},
                  description=f"overwrite the served version's ONNX graph in {region}'s bucket with same-size altered bytes (a new object version)"),
             Step(name="detect", action="verify_served", params={"region": region, "model": model},
-                 description=f"verify {region}'s served version in its bucket as a release precheck or a restore does (no pod restarted in between)",
+                 description=f"verify {region}'s served version in its bucket as a release precheck, a restore and every pod's "
+                             "verify-model init container do (no pod restarted in between)",
                  checks=[Condition(kind="corruption_detected", params={"region": region},
                                    description="verification refuses the altered file by its sha256 before any pod loads it")]),
             Step(name="restore", action="restore_lkg", mutates=True,
