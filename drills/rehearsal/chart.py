@@ -67,8 +67,8 @@ def timeline_chart(rep: dict, records: list, entries: list[dict], path: Path) ->
     share = {g: np.array([sum(1 for r in bins[k] if r.region == g) / len(bins[k]) for k in ks]) for g in regions}
     none = np.array([sum(1 for r in bins[k] if not r.region) / len(bins[k]) for k in ks])
 
-    fig, axes = plt.subplots(3, 1, figsize=(14, 9.5), sharex=True, gridspec_kw={"height_ratios": [1, 1, 1.2]})
-    ax_s, ax_l, ax_r = axes
+    fig, axes = plt.subplots(4, 1, figsize=(14, 11), sharex=True, gridspec_kw={"height_ratios": [1, 1, 1.2, 0.55]})
+    ax_s, ax_l, ax_r, ax_d = axes
     obj = (rep.get("drill") or {}).get("objectives") or []
     plan_obj = {o["objective"].split(" (")[0]: o["target"] for o in obj}
     fo = rep["rto"] if rep["rto"].get("kind") == "failover" else None
@@ -99,8 +99,21 @@ def timeline_chart(rep: dict, records: list, entries: list[dict], path: Path) ->
     fail = np.array([sum(1 for r in bins[k] if not r.ok) / len(bins[k]) for k in ks])
     ax_r.plot(xs, fail, color="black", lw=1.0, drawstyle="steps-mid", label="failed (any region)")
     ax_r.set_ylim(0, 1.0)
-    ax_r.set_ylabel("traffic share by region")
-    ax_r.set_xlabel(f"drill seconds since traffic started (wall seconds / {scale:g}; scale {scale:g})")
+    ax_r.set_ylabel("clients' traffic\nby region")
+
+    # What the DNS model answered (Route 53's policy over healthy records): the clients follow it one TTL later.
+    changes = sorted(rep.get("dns_changes") or [], key=lambda c: c["t"])
+    if changes:
+        cx = [max(0.0, x_wall(c["t"])) for c in changes] + [float(xs[-1])]
+        low = np.zeros(len(cx))
+        for i, g in enumerate(regions):
+            high = low + np.array([c["after"].get(g, 0.0) for c in changes] + [changes[-1]["after"].get(g, 0.0)])
+            ax_d.fill_between(cx, low, high, step="post", color=colours[i], alpha=0.85)
+            low = high
+    ax_d.set_ylim(0, 1.0)
+    ax_d.set_ylabel("DNS answer\nshare")
+    ax_d.plot([], [], color="none", label="what the DNS model answered\n(region colours as above);\nclients follow within a TTL")
+    ax_d.set_xlabel(f"drill seconds since traffic started (wall seconds / {scale:g}; scale {scale:g})")
 
     marks: list[tuple[float, str, Any, Any]] = []
     if fo:
@@ -125,29 +138,40 @@ def timeline_chart(rep: dict, records: list, entries: list[dict], path: Path) ->
     for s in rep.get("switches") or []:
         if origin is None or not entries:
             break
+        # Many changes (an evacuation has 8): one legend entry per kind, the step names are on the share panel.
         x = x_drill(entries[0]["t"] + s["at_drill_s"])
-        marks.append((x, f"config change: {s['step']}" + (f" ({', '.join(s['away'])} out)" if s["away"] else ""), "#8c564b", "-"))
+        marks.append((x, "config change + pulumi up (step named below)", "#8c564b", "-"))
         if s.get("dns_changed_drill_s") is not None:
-            marks.append((x + s["dns_changed_drill_s"], f"  DNS changed +{s['dns_changed_drill_s']:.0f} s", "#9467bd", (0, (4, 2))))
+            marks.append((x + s["dns_changed_drill_s"], "DNS answer changed (modelled propagation)", "#9467bd", (0, (4, 2))))
         if s["away"] and s.get("last_request_to_away_drill_s"):
-            marks.append((x + s["last_request_to_away_drill_s"], f"  last request to {', '.join(s['away'])} +{s['last_request_to_away_drill_s']:.0f} s",
+            marks.append((x + s["last_request_to_away_drill_s"],
+                          f"last request to {', '.join(s['away'])} after {s['step']}: +{s['last_request_to_away_drill_s']:.0f} s (TTL)",
                           "#2ca02c", "-."))
+    seen: set[str] = set()
     for x, label, colour, ls in marks:
         for ax in axes:
             ax.axvline(x, color=colour, ls=ls, lw=1.3)
-        ax_s.plot([], [], color=colour, ls=ls, lw=1.3, label=label)
+        if label not in seen:
+            seen.add(label)
+            ax_s.plot([], [], color=colour, ls=ls, lw=1.3, label=label)
     # The drill's steps, as thin dotted boundaries with their names along the top of the share panel.
     if entries and origin is not None:
+        last_x, level = None, 0
         for e in entries:
             if e["type"] == "step_begin":
                 x = x_drill(e["t"])
                 if xs[0] - 5 <= x <= xs[-1] + 5:
                     for ax in axes:
                         ax.axvline(x, color="#999999", ls=":", lw=0.7)
-                    ax_r.text(x, 0.98, " " + e["name"], rotation=90, va="top", ha="left", fontsize=7, color="#333333")
+                    # Steps that start close together get their names at alternating heights, so both stay legible.
+                    level = (level + 1) % 2 if last_x is not None and x - last_x < 0.03 * (xs[-1] - xs[0]) else 0
+                    last_x = x
+                    ax_r.text(x, 0.98 - 0.45 * level, " " + e["name"], rotation=90, va="top", ha="left", fontsize=7, color="#222222",
+                              bbox={"facecolor": "white", "alpha": 0.6, "lw": 0, "pad": 0.5})
     for ax in axes:
         ax.grid(alpha=0.25)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
     title = f"Rehearsal: {rh['scenario']} on {rh['env']}" + (f" ({rh['region']})" if rh.get("region") else "")
     sub = f"{rep['traffic']['requests']} requests, {rep['traffic']['errors']} failed"
     if fo:

@@ -106,10 +106,13 @@ def _summary(res: Any) -> None:
         t.add_row("RTO measured vs predicted (drill s)", f"{fo['rto_drill_s']} (SLO recovered) / all moved {fo['all_clients_moved_drill_s']} "
                                                          f"vs predicted {fo['predicted'].get('total'):g}; objective {fo['objective_s']:g}: {fo['verdict_objective']}")
         for name, s in (("before the fault", fo["before"]), ("after recovery", fo["after"])):
-            t.add_row(f"p50 / p99 {name}", f"{s['p50_ms'] or 0:.1f} / {s['p99_ms'] or 0:.1f} ms over {s['requests']} requests, share {s['share']}")
+            t.add_row(f"p50 / p99 {name}", f"{s['p50_ms'] or 0:.1f} / {s['p99_ms'] or 0:.1f} ms over {s['requests']} requests, share "
+                                          + ", ".join(f"{k} {v:.0%}" for k, v in s["share"].items()))
     for s in rep.get("switches") or []:
-        t.add_row(f"change {s['step']}", f"away {s['away'] or '-'}: DNS changed +{s['dns_changed_drill_s']} s, last request to them "
-                                         f"+{s['last_request_to_away_drill_s']} s, {s['errors']} errors")
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in s["shares_after"].items())
+        left = (f"; {', '.join(s['away'])} out, last request to it +{s['last_request_to_away_drill_s']} s" if s["away"] else "")
+        t.add_row(f"change {s['step']}", f"to {shares}: records in sync +{s['records_in_sync_drill_s']} s, DNS changed "
+                                         f"+{s['dns_changed_drill_s']} s{left}; {s['requests']} requests, {s['errors']} errors")
     if rep.get("rpo"):
         t.add_row("RPO (drill s)", f"{rep['rpo']['rpo_drill_s']} vs objective {rep['rpo']['objective_s']:g}: {rep['rpo']['verdict']}")
     drill = rep.get("drill") or {}

@@ -326,7 +326,7 @@ def run(opts: Options, log: Callable[[str], None] | None = None) -> Result:
         log("world up: " + ", ".join(f"{r} {v['address']} (Triton ready in {v['triton']['ready_s'][0]:.1f} s)"
                                      for r, v in d["regions"].items()) + f"; DNS {d['dns']}; moto {d['moto']}")
         bound = _drill_bound(plan) * opts.scale + 120.0  # wall seconds: the traffic stops by then at the latest
-        lg = world.loadgen(rate=opts.rate, duration=bound, clients=opts.clients, timeout=opts.request_timeout)
+        lg = world.loadgen_process(rate=opts.rate, duration=bound, clients=opts.clients, timeout=opts.request_timeout)
         lg.start()
         log(f"traffic: {opts.rate:g} ranking requests/s (32 real feature rows each) from {opts.clients} clients resolving "
             f"{world.fqdn} through the DNS model")

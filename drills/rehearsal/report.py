@@ -210,6 +210,9 @@ def build(*, opts: Any, plan: Any, model: Any, facts: dict, records: list, entri
         "rpo": rpo(plan, facts, scale),
         "drill": drill,
         "chart": "timeline.png",
+        # The models' own records (wall clock): Route 53 health transitions and DNS answer changes.
+        "health_transitions": facts.get("hc_transitions") or [],
+        "dns_changes": facts.get("dns_changes") or [],
     }
     rep["findings"] = findings(rep)
     verdicts = [x for x in (drill["verdict"] if drill else "FAIL", (fo or {}).get("verdict_objective") or "PASS") if x]
@@ -303,7 +306,12 @@ def render_markdown(rep: dict) -> str:
         r = rep["rpo"]
         L += ["## RPO of the artifacts (exact landing times of the canaries)", "", "| source | destination | lag (drill s) | lag (wall s) |", "|---|---|---|---|"]
         L += [f"| {c['source']} | {c['destination']} | {_s(c['lag_drill_s'])} | {_s(c['lag_wall_s'], 3)} |" for c in r["canaries"]]
-        L += ["", f"RPO {_s(r['rpo_drill_s'])} s against the objective of {r['objective_s']:g} s: **{r['verdict']}**.", ""]
+        L += ["", f"RPO {_s(r['rpo_drill_s'])} s against the objective of {r['objective_s']:g} s: **{r['verdict']}**."]
+        sk = (rep.get("drill") or {}).get("version_skew")
+        if sk:
+            L.append("Version skew between the regions' served models: " + ("**yes**: " if sk["skew"] else "none: ")
+                     + ", ".join(f"{g} {v['version']} ({(v['sha256'] or '')[:12]})" for g, v in sk["regions"].items()) + ".")
+        L.append("")
     L += ["## Timeline chart", "", "![timeline](timeline.png)", ""]
     if rep["findings"]:
         L += ["## Rehearsal findings", ""] + [f"{i}. {f['finding']}. **Action:** {f['action']}." for i, f in enumerate(rep["findings"], 1)] + [""]

@@ -196,7 +196,7 @@ class TritonServer:
         tail = self.child.log_tail()
         self.stop()
         raise ProcessError(f"Triton for {self.name} not ready on {self.url}/v2/health/ready after"
-                           f" {self.ready_timeout:.0f} s; stopped it. Its log ({self.child.log_path}) ends:\n{tail}")
+                           f" {self.ready_timeout:g} s; stopped it. Its log ({self.child.log_path}) ends:\n{tail}")
 
     def stop(self) -> None:
         if self.child is not None:

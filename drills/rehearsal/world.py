@@ -516,6 +516,17 @@ class World:
                              count=count, clients=clients, timeout=timeout, ip_region=self.ip_region,
                              stagger=stagger, seed=self.seed)
 
+    def loadgen_process(self, *, rate: float, duration: float, clients: int = 8, timeout: float = 1.0, batch: int = 32):
+        """The same traffic from a supervised child process (`loadgen_proc.LoadProcess`): its clients do not share this
+        process's GIL with the drill machinery, so their latencies are the servers' and the network's, not ours."""
+        from drills.rehearsal.loadgen_proc import LoadProcess
+
+        m = self.manifest
+        seed = (m.get("data") or {}).get("seed") if isinstance(m.get("data"), dict) else m.get("data_seed")
+        return LoadProcess(self.sup, self.workdir / "loadgen", dns_server=self.dns_address, name=self.fqdn, port=self.ports["http"],
+                           model=self.model_name, inputs=manifest_inputs(m), data_seed=seed, rate=rate, duration=duration,
+                           clients=clients, timeout=timeout, ip_region=self.ip_region, seed=self.seed, batch=batch)
+
     @property
     def ttl(self) -> int:
         return self.scale.ttl if self.scale.ttl is not None else self.fleet.glob.ttl

@@ -1,0 +1,93 @@
+"""The load generator in its own process: clients that do not share an interpreter with the drill machinery.
+
+In the rehearsal's main process the engine runs the Pulumi programs offline at every config change, the DNS,
+health-check and replication models run threads, and all of it shares one GIL: a client thread there would
+measure that wait as request latency. Real clients are elsewhere, so `LoadProcess` runs `LoadGenerator` in a
+supervised child (`python -m drills.rehearsal.loadgen_proc SPEC OUT`) that writes every request record to OUT
+as JSON lines when it stops (at its duration bound, or on SIGTERM/SIGINT from `stop()`).
+"""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from drills.rehearsal.loadgen import LoadGenerator, RequestRecord, feature_batches
+
+
+class LoadProcess:
+    """Same use as LoadGenerator (`start()`, `stop()`, `records()`), the generator running in a child of `sup`."""
+
+    def __init__(self, sup: Any, workdir: Path, *, dns_server: tuple[str, int], name: str, port: int, model: str,
+                 inputs: list[dict], data_seed: int | None, rate: float, duration: float, clients: int, timeout: float,
+                 ip_region: dict[str, str], seed: int | None, batch: int = 32, ready_timeout: float = 30.0):
+        self.sup, self.workdir = sup, Path(workdir)
+        self.spec = {"dns_server": list(dns_server), "name": name, "port": port, "model": model, "inputs": inputs,
+                     "data_seed": data_seed, "rate": rate, "duration": duration, "clients": clients, "timeout": timeout,
+                     "ip_region": ip_region, "seed": seed, "batch": batch}
+        self.ready_timeout = ready_timeout
+        self.child = None
+        self._records: list[RequestRecord] | None = None
+
+    def start(self) -> "LoadProcess":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        spec, self.out = self.workdir / "loadgen.json", self.workdir / "requests.jsonl"
+        spec.write_text(json.dumps(self.spec))
+        self.out.unlink(missing_ok=True)
+        started = self.workdir / "loadgen.started"
+        started.unlink(missing_ok=True)
+        self.child = self.sup.start("loadgen", [sys.executable, "-m", "drills.rehearsal.loadgen_proc", str(spec), str(self.out), str(started)])
+        deadline = time.monotonic() + self.ready_timeout
+        while not started.exists():  # the child has built its batches and sends from now on
+            if not self.child.alive():
+                raise RuntimeError(f"the load generator exited with {self.child.popen.returncode}: {self.child.log_tail()}")
+            if time.monotonic() > deadline:
+                self.sup.stop(self.child)
+                raise RuntimeError(f"the load generator did not start in {self.ready_timeout:g} s: {self.child.log_tail()}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.child is None:
+            return
+        # SIGTERM: the child stops sending, waits for requests in flight (bounded by their timeout), writes its records.
+        self.sup.stop(self.child, first=signal.SIGTERM, first_to_group=False, grace=self.spec["timeout"] + 15.0)
+        self.child = None
+
+    def records(self) -> list[RequestRecord]:
+        if self._records is None:
+            self._records = []
+            if getattr(self, "out", None) is not None and self.out.exists():
+                self._records = [RequestRecord(**json.loads(line)) for line in self.out.read_text().splitlines() if line.strip()]
+        return self._records
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(Path(argv[0]).read_text())
+    out, started = Path(argv[1]), Path(argv[2])
+    batches = feature_batches(spec["inputs"], n=32, batch=spec["batch"], seed=spec["data_seed"])
+    lg = LoadGenerator(dns_server=tuple(spec["dns_server"]), name=spec["name"], port=spec["port"], model=spec["model"],
+                       batches=batches, rate=spec["rate"], duration=spec["duration"], clients=spec["clients"],
+                       timeout=spec["timeout"], ip_region=spec["ip_region"], seed=spec["seed"])
+
+    def stop(signum: int, frame: Any) -> None:
+        lg._stop.set()  # the schedule loop ends; run() then waits for requests in flight and returns
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    started.write_text("1")
+    records = lg.run()
+    tmp = out.with_suffix(".partial")
+    with open(tmp, "w") as f:
+        for r in records:
+            f.write(json.dumps(asdict(r)) + "\n")
+    tmp.rename(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
