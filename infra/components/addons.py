@@ -10,9 +10,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pulumi
 import pulumi_kubernetes as k8s
+import yaml
 
 from infra.components.triton import GPU_UTIL_METRIC
 
@@ -58,10 +60,16 @@ def cluster_autoscaler_values(cluster_name: str, region: str, role_arn: str, kub
     }
 
 
+ALERT_RULES = Path(__file__).resolve().parent.parent / "monitoring" / "alerts.yml"
+
+
 def prometheus_values() -> dict:
     """Server only, in memory: it holds a few hours of serving metrics for autoscaling, not an archive
-    (the cluster has no EBS CSI driver, so a persistent volume would never bind)."""
+    (the cluster has no EBS CSI driver, so a persistent volume would never bind). It evaluates the fleet's
+    alert rules (infra/monitoring/alerts.yml, the file promtool checks in the tests); routing them to a pager
+    is the operator's Alertmanager, not declared here."""
     return {
+        "serverFiles": {"alerting_rules.yml": yaml.safe_load(ALERT_RULES.read_text())},
         "alertmanager": {"enabled": False},
         "prometheus-pushgateway": {"enabled": False},
         "kube-state-metrics": {"enabled": False},

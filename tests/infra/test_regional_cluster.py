@@ -47,3 +47,16 @@ def test_addons_and_oidc(use1):
     oidc = use1.one("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
     issuer = use1.one("aws:eks/cluster:Cluster").state["identities"][0]["oidcs"][0]["issuer"]
     assert oidc.inputs["url"] == issuer and oidc.inputs["clientIdLists"] == ["sts.amazonaws.com"]
+
+
+def test_prometheus_evaluates_the_fleet_alert_rules(use1):
+    """The rules promtool checks are the rules the cluster's Prometheus loads, not a copy."""
+    import yaml
+
+    from infra.components.addons import ALERT_RULES
+
+    releases = [r for r in use1.of_type("kubernetes:helm.sh/v3:Release") if r.inputs.get("chart") == "prometheus"]
+    assert len(releases) == 1
+    loaded = releases[0].inputs["values"]["serverFiles"]["alerting_rules.yml"]
+    assert loaded == yaml.safe_load(ALERT_RULES.read_text())
+    assert any(r.get("alert") for g in loaded["groups"] for r in g["rules"])
