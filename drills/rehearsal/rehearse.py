@@ -254,135 +254,192 @@ def _explain_start_failure(e: BaseException, opts: Options) -> str:
     return f"the world could not start: {type(e).__name__}: {e}. Nothing is left running."
 
 
-def run(opts: Options, log: Callable[[str], None] | None = None) -> Result:
-    from drills.engine import start_drill
-    from drills.journal import load
-    from drills.rehearsal.clock import ScaledClock
-    from drills.rehearsal.model_cache import CACHE_ROOT, ensure_model
-    from drills.rehearsal.procs import PortInUse, ProcessError
-    from drills.rehearsal.repo import ArtifactError
-    from drills.rehearsal.report import build, write
-    from drills.rehearsal.triton import TritonUnavailable
+@dataclass
+class Prepared:
+    """Everything decided before any process starts: the run directory, the stack copy, the plan, the model."""
+
+    opts: Options
+    out: Path
+    stacks_dir: Path
+    stack_state: Path
+    state_dir: Path
+    fleet: Any
+    plan: Any
+    model: Any
+    notes: list[str]
+    scale: Any  # drills.rehearsal.world.Scale
+
+
+@dataclass
+class DrillRun:
+    outcome: Any
+    records: list
+    entries: list[dict]
+    clock: Any
+    facts: dict = field(default_factory=dict)
+    interrupted: str | None = None
+    error: str | None = None
+
+
+def plan_for(prep: Prepared, scenario: str | None = None, region: str | None = None, params: dict | None = None) -> Any:
+    """A plan from the run's stack copy (the drills planner, guardrails included), with the model's manifest."""
     from drills.scenarios import build_plan
 
-    log = log or Progress()
-    t_start = time.time()
+    o = prep.opts
+    scenario = scenario or o.scenario
+    region = region or (o.region if scenario == o.scenario else None) or default_region(prep.fleet, scenario)
+    overrides = {**drill_parameters(o), **(params or {})}
+    return build_plan(scenario, o.env, region, plan_file=o.plan_file, stacks_dir=prep.stacks_dir, overrides=overrides,
+                      manifest=str(prep.model.dir / "manifest.json") if prep.model else None)
+
+
+def prepare(opts: Options, log: Callable[[str], None]) -> Prepared:
+    """Validate, copy the stacks, plan (refusals here start nothing), get the verified model, plan with its manifest."""
+    from infra.config import envs
+
+    from drills.rehearsal.model_cache import CACHE_ROOT, ensure_model
+
     if not 0 < opts.scale <= 1:
         raise RehearsalError(f"--scale must be in (0, 1] (1 = real time; 0.1 = every configured timing at a tenth), got {opts.scale}")
     if opts.rate <= 0 or opts.clients < 1:
         raise RehearsalError("--rate must be > 0 and --clients >= 1")
-    out = Path(opts.out or default_out(opts.env, opts.scenario)).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    stacks_dir, stack_state = out / "stacks", out / "stack-state"
-    state_dir = Path(opts.state_dir).resolve() if opts.state_dir else out / "state"
-    log(f"rehearsal of [bold]{opts.scenario}[/bold] on [bold]{opts.env}[/bold] -> {out}")
-
-    # 1. the plan, from the run's stack copy: refusals happen here, before anything starts
-    from infra.config import envs
-
     if opts.env not in envs(opts.stacks_dir):
         raise RehearsalError(f"unknown environment {opts.env!r}; known: {', '.join(envs(opts.stacks_dir))} (from {opts.stacks_dir}). "
                              "Nothing was started.")
+    out = Path(opts.out or default_out(opts.env, opts.scenario)).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"rehearsal of [bold]{opts.scenario}[/bold] on [bold]{opts.env}[/bold] -> {out}")
+    stacks_dir = out / "stacks"
     notes = prepare_stacks(opts.stacks_dir, stacks_dir, opts.env)
     fleet = load_fleet(opts.env, stacks_dir)
-    region = opts.region or default_region(fleet, opts.scenario)
-    params = drill_parameters(opts)
-    # Guardrails (unknown scenario, a routing mode the scenario cannot run, capacity, ...) raise GuardrailError.
-    build_plan(opts.scenario, opts.env, region, plan_file=opts.plan_file, stacks_dir=stacks_dir, overrides=params)
-
-    # 2. the model
-    model = ensure_model(model_dir=opts.model_dir, cache_root=opts.model_cache or CACHE_ROOT, rebuild=opts.rebuild_model,
-                         stacks_dir=opts.stacks_dir, log_dir=out / "logs", log=log)
-    plan = build_plan(opts.scenario, opts.env, region, plan_file=opts.plan_file, stacks_dir=stacks_dir, overrides=params,
-                      manifest=str(model.dir / "manifest.json"))
-    (out / "plan.json").write_text(plan.model_dump_json(indent=1))
-    scale = world_scale(fleet, plan, opts)
+    prep = Prepared(opts, out, stacks_dir, out / "stack-state", Path(opts.state_dir).resolve() if opts.state_dir else out / "state",
+                    fleet, None, None, notes, None)
+    plan_for(prep)  # guardrails (a scenario the env cannot run, capacity, ...) raise GuardrailError: nothing started yet
+    prep.model = ensure_model(model_dir=opts.model_dir, cache_root=opts.model_cache or CACHE_ROOT, rebuild=opts.rebuild_model,
+                              stacks_dir=opts.stacks_dir, log_dir=out / "logs", log=log)
+    prep.plan = plan_for(prep)
+    (out / "plan.json").write_text(prep.plan.model_dump_json(indent=1))
+    prep.scale = scale = world_scale(fleet, prep.plan, opts)
     log(f"scale {opts.scale:g}: health check every {scale.hc_interval:g} s (configured {fleet.glob.health_check.request_interval} s, "
         f"threshold {fleet.glob.health_check.failure_threshold}), TTL {scale.ttl} s (configured {fleet.glob.ttl} s), propagation "
         f"{scale.dns_refresh:g} s, replication lag {scale.replication_lag:g} s; the engine runs in drill seconds "
         f"(1 drill second = {opts.scale:g} wall seconds)")
+    return prep
 
-    # 3-6. world, traffic, drill, teardown
-    live: LiveWorld | None = None
-    key = uuid.uuid4().hex
-    lg = None
-    outcome = None
-    facts: dict[str, Any] = {}
-    records: list = []
-    interrupted: str | None = None
-    error: str | None = None
-    leftovers: list[int] = []
-    clock = None
+
+def world_for(prep: Prepared, log: Callable[[str], None]) -> LiveWorld:
+    """Start the world for a prepared rehearsal; start-up failures become a RehearsalError saying what to do."""
+    from drills.rehearsal.procs import PortInUse, ProcessError
+    from drills.rehearsal.repo import ArtifactError
+    from drills.rehearsal.triton import TritonUnavailable
+
+    o = prep.opts
     try:
-        try:
-            live = start_world(fleet, model_dir=model.dir, workdir=out / "world", stacks_dir=stacks_dir, stack_state=stack_state,
-                               scale=scale, base_port=opts.base_port, seed=opts.seed, log=log,
-                               probe_timeout=min(opts.request_timeout, 1.0))
-        except (PortInUse, ProcessError, ArtifactError, TritonUnavailable) as e:
-            raise RehearsalError(_explain_start_failure(e, opts)) from None
-        LIVE[key] = live
-        world = live.world
-        d = world.describe()
-        log("world up: " + ", ".join(f"{r} {v['address']} (Triton ready in {v['triton']['ready_s'][0]:.1f} s)"
-                                     for r, v in d["regions"].items()) + f"; DNS {d['dns']}; moto {d['moto']}")
-        bound = _drill_bound(plan) * opts.scale + 120.0  # wall seconds: the traffic stops by then at the latest
-        lg = world.loadgen_process(rate=opts.rate, duration=bound, clients=opts.clients, timeout=opts.request_timeout)
+        live = start_world(prep.fleet, model_dir=prep.model.dir, workdir=prep.out / "world", stacks_dir=prep.stacks_dir,
+                           stack_state=prep.stack_state, scale=prep.scale, base_port=o.base_port, seed=o.seed, log=log,
+                           probe_timeout=min(o.request_timeout, 1.0))
+    except (PortInUse, ProcessError, ArtifactError, TritonUnavailable) as e:
+        raise RehearsalError(_explain_start_failure(e, o)) from None
+    d = live.world.describe()
+    log("world up: " + ", ".join(f"{r} {v['address']} (Triton ready in {v['triton']['ready_s'][0]:.1f} s)"
+                                 for r, v in d["regions"].items()) + f"; DNS {d['dns']}; moto {d['moto']}")
+    return live
+
+
+def drill(live: LiveWorld, prep: Prepared, log: Callable[[str], None], plan: Any = None) -> DrillRun:
+    """Client traffic + one drill through the engine (backend "rehearsal" over `live`) + traffic stopped.
+    Ctrl-C inside the drill makes the engine roll back (its own handler); the outcome then says "aborted"."""
+    from drills.engine import start_drill
+    from drills.journal import load
+    from drills.rehearsal import plugin as _plugin  # noqa: F401 - registers the "rehearsal" backend (idempotent)
+    from drills.rehearsal.clock import ScaledClock
+
+    o = prep.opts
+    plan = plan or prep.plan
+    world = live.world
+    key = uuid.uuid4().hex
+    LIVE[key] = live
+    run = DrillRun(None, [], [], None)
+    lg = None
+    try:
+        bound = _drill_bound(plan) * o.scale + 120.0  # wall seconds: the traffic stops by then at the latest
+        lg = world.loadgen_process(rate=o.rate, duration=bound, clients=o.clients, timeout=o.request_timeout)
         lg.start()
-        log(f"traffic: {opts.rate:g} ranking requests/s (32 real feature rows each) from {opts.clients} clients resolving "
-            f"{world.fqdn} through the DNS model")
-        time.sleep(min(2.0, max(0.5, 5 * opts.scale)))  # a little steady traffic before the drill starts
-        clock = ScaledClock(opts.scale)
-        options = {"world": key, "stacks_dir": str(stacks_dir), "stack_state": str(stack_state), "model_dir": str(model.dir),
-                   "workdir": str(out / "world-rollback"), "scale": opts.scale, "seed": opts.seed,
-                   "replication_lag": opts.replication_lag, "ready_timeout": opts.ready_timeout,
-                   "probe_timeout": min(opts.request_timeout, 1.0)}
+        log(f"traffic: {o.rate:g} ranking requests/s (32 real feature rows each) from {o.clients} clients resolving "
+            f"{world.fqdn} through the DNS model (a separate process)")
+        time.sleep(min(2.0, max(0.5, 5 * o.scale)))  # a little steady traffic before the drill starts
+        run.clock = ScaledClock(o.scale)
+        options = {"world": key, "stacks_dir": str(prep.stacks_dir), "stack_state": str(prep.stack_state), "model_dir": str(prep.model.dir),
+                   "workdir": str(prep.out / "world-rollback"), "scale": o.scale, "seed": o.seed,
+                   "replication_lag": o.replication_lag, "ready_timeout": o.ready_timeout, "probe_timeout": min(o.request_timeout, 1.0)}
         log(f"drill: {plan.scenario}" + (f" of {plan.region}" if plan.region else "") + f", {len(plan.steps)} steps, "
             "executed (no --confirm: the rehearsal changes only its own copy of the environment)")
-        outcome = start_drill(plan, state_dir, backend_name="rehearsal", backend_options=options, clock=clock,
-                              log=lambda s: log(f"  engine: {s}"))
-        log(f"drill {outcome.drill_id}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""))
+        run.outcome = start_drill(plan, prep.state_dir, backend_name="rehearsal", backend_options=options, clock=run.clock,
+                                  log=lambda s: log(f"  engine: {s}"))
+        log(f"drill {run.outcome.drill_id}: {run.outcome.status}" + (f" ({run.outcome.reason})" if run.outcome.reason else ""))
     except KeyboardInterrupt:
-        interrupted = "interrupted (Ctrl-C / SIGINT)"
-        log(f"[red]{interrupted}[/red]: stopping traffic and every process")
+        run.interrupted = "interrupted (Ctrl-C / SIGINT)"
     except SystemExit as e:
-        interrupted = f"terminated (exit {e.code})"
-        log(f"[red]{interrupted}[/red]: stopping traffic and every process")
-    except RehearsalError:
-        raise
+        run.interrupted = f"terminated (exit {e.code})"
     except DrillError:
         raise
-    except Exception as e:  # noqa: BLE001 - reported, then everything is torn down below
+    except Exception as e:  # noqa: BLE001 - reported; the caller tears everything down
         import traceback
 
-        error = f"{type(e).__name__}: {e}"
-        (out / "error.txt").write_text(traceback.format_exc())
-        log(f"[red]rehearsal failed[/red]: {error} (traceback in {out / 'error.txt'})")
+        run.error = f"{type(e).__name__}: {e}"
+        (prep.out / "error.txt").write_text(traceback.format_exc())
+        log(f"[red]drill failed[/red]: {run.error} (traceback in {prep.out / 'error.txt'})")
     finally:
         if lg is not None:
             lg.stop()
-            records = lg.records()
+            run.records = lg.records()
+        try:
+            run.facts = _facts(live)
+        except Exception as e:  # noqa: BLE001 - facts are for the report
+            run.facts = {"error": f"{type(e).__name__}: {e}"}
+        LIVE.pop(key, None)
+    if run.interrupted:
+        log(f"[red]{run.interrupted}[/red]: stopping traffic and every process")
+    if run.outcome is not None:
+        run.entries = load(prep.state_dir, run.outcome.drill_id)
+    return run
+
+
+def run(opts: Options, log: Callable[[str], None] | None = None) -> Result:
+    """The whole rehearsal: prepare, world, drill, teardown (always), report."""
+    from drills.rehearsal.report import build, write
+
+    log = log or Progress()
+    t_start = time.time()
+    prep = prepare(opts, log)
+    live: LiveWorld | None = None
+    dr = DrillRun(None, [], [], None)
+    leftovers: list[int] = []
+    try:
+        live = world_for(prep, log)
+        dr = drill(live, prep, log)
+    except KeyboardInterrupt:
+        dr.interrupted = "interrupted (Ctrl-C / SIGINT)"
+        log(f"[red]{dr.interrupted}[/red]: stopping every process")
+    except SystemExit as e:
+        dr.interrupted = f"terminated (exit {e.code})"
+        log(f"[red]{dr.interrupted}[/red]: stopping every process")
+    finally:
         if live is not None:
-            try:
-                facts = _facts(live)
-            except Exception as e:  # noqa: BLE001 - facts are for the report; teardown must happen
-                facts = {"error": f"{type(e).__name__}: {e}"}
             live.world.close()
             leftovers = live.world.sup.leftovers()
-            LIVE.pop(key, None)
             log("teardown: every process stopped" if not leftovers else f"[red]teardown: processes left behind: {leftovers}[/red]")
-
-    entries = load(state_dir, outcome.drill_id) if outcome is not None else []
-    report = build(opts=opts, plan=plan, model=model, facts=facts, records=records, entries=entries, clock=clock,
-                   notes=notes, wall_seconds=time.time() - t_start, leftovers=leftovers,
-                   interrupted=interrupted, error=error, outcome=outcome)
-    paths = write(report, records, out, state_dir, entries)
+    report = build(opts=opts, plan=prep.plan, model=prep.model, facts=dr.facts, records=dr.records, entries=dr.entries, clock=dr.clock,
+                   notes=prep.notes, wall_seconds=time.time() - t_start, leftovers=leftovers,
+                   interrupted=dr.interrupted, error=dr.error, outcome=dr.outcome)
+    paths = write(report, dr.records, prep.out, prep.state_dir, dr.entries)
     for p in paths:
         log(f"report: {p}")
-    status = outcome.status if outcome is not None else ("interrupted" if interrupted else "failed")
-    code = outcome.exit_code if outcome is not None else (130 if interrupted else 1)
+    status = dr.outcome.status if dr.outcome is not None else ("interrupted" if dr.interrupted else "failed")
+    code = dr.outcome.exit_code if dr.outcome is not None else (130 if dr.interrupted else 1)
     if leftovers:
         code = code or 1
-    return Result(code, out, status, report, paths)
+    return Result(code, prep.out, status, report, paths)
 
 
 def _drill_bound(plan: Any) -> float:

@@ -113,3 +113,18 @@ def _bounded(request):
     yield
     signal.alarm(0)
     signal.signal(signal.SIGALRM, prev)
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory) -> Path:
+    """A real `python -m model_build` output at a small training config (about 11 s on 2 cores): the rehearse
+    command and the drills against the world serve exactly what model_build writes, verified and published by
+    model_build's own code, only trained on fewer rows. Session-scoped: built once for every test that needs it."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("model_build_small") / "model"
+    r = subprocess.run([sys.executable, "-m", "model_build", "--out", str(out), "--train-requests", "32", "--validation-requests", "8",
+                        "--epochs", "1", "--env", "staging"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return out

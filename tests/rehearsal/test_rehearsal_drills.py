@@ -1,0 +1,166 @@
+"""The drills engine against the rehearsal backend: scenarios through `start_drill` on one live world.
+
+Reduced scale, stated: staging's two regions, switched to weighted routing 60/40 in a stack copy (so an
+evacuation runs too and its rollback has weights to restore), every modelled timing at 1/30 of its configured
+value (health-check interval 10 s -> 0.33 s, TTL 30 s -> 1 s, propagation 10 s -> 0.33 s), the failure threshold
+as configured (3). Real model_build output (a small training config), real Tritons, real DNS queries, clients
+in their own process. One world for the module; each drill restores it, and the last check is that the world's
+processes are all gone after teardown.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from drills.errors import GuardrailError
+from drills.journal import read_entries
+from drills.rehearsal import rehearse as R
+from drills.rehearsal.report import failover_rto, rpo, switches
+from infra.config import ROOT
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+PRIMARY, SECONDARY = "us-east-1", "us-west-2"
+WEIGHTS = {PRIMARY: 60, SECONDARY: 40}
+SCALE = 1 / 30
+# Tolerance on the predicted RTO, wall seconds: the health checker's random phase (up to one interval) plus
+# scheduling slack of the processes sharing 2 cores.
+TOLERANCE_WALL = 10 * SCALE + 0.5
+# Drill parameters in drill seconds: short holds and windows (1 wall second of SLO window = 30 drill seconds).
+PARAMS = {"slo_window_seconds": 30, "min_samples": 15, "probe_clients": 6}
+
+
+def weighted_staging(dst: Path) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in (ROOT / "stacks").glob("Pulumi.*.yaml"):
+        shutil.copy(f, dst / f.name)
+    p = dst / "Pulumi.staging-global.yaml"
+    doc = yaml.safe_load(p.read_text())
+    doc["config"]["reco-dr:routing"] = {"mode": "weighted", "regions": {r: {"weight": w} for r, w in WEIGHTS.items()}}
+    p.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def rehearsal(small_model, tmp_path_factory):
+    base = tmp_path_factory.mktemp("rehearsal")
+    opts = R.Options(env="staging", scenario="region-outage", out=base / "run", scale=SCALE, rate=40, clients=16, hold=15,
+                     model_dir=small_model, stacks_dir=weighted_staging(base / "stacks"), params=PARAMS, seed=3)
+    lines: list[str] = []
+    prep = R.prepare(opts, lines.append)
+    live = R.world_for(prep, lines.append)
+    try:
+        yield prep, live, lines
+    finally:
+        live.world.close()
+    assert not live.world.sup.leftovers(), "processes left behind"
+    assert all(not t.shm_regions() for t in live.world.tritons.values())
+
+
+def test_region_outage_through_the_engine(rehearsal):
+    prep, live, log = rehearsal
+    plan = R.plan_for(prep, "region-outage")
+    assert plan.region == PRIMARY  # the default: the region carrying most traffic
+    run = R.drill(live, prep, log.append, plan)
+    assert run.outcome.status == "completed", (run.outcome.reason, log[-20:])
+    fo = failover_rto(plan, run.facts, run.records, SCALE)
+    pred = live.world.predicted_rto()["total_s"]
+    # Traffic moves off the failed region: after the last affected client moved, nobody is answered by it.
+    t_fault = fo["fault_wall"]
+    moved = t_fault + fo["parts"][4]["wall_s"]
+    later = [r for r in run.records if moved < r.t < fo["cleared_wall"]]
+    assert later and {r.region for r in later} == {SECONDARY} and all(r.ok for r in later)
+    assert fo["before"]["share"].keys() == {PRIMARY, SECONDARY} and fo["before"]["success_rate"] == 1.0
+    # Detection as Route 53 counts: threshold consecutive failed probes at the (scaled) interval.
+    interval = plan.health_check["request_interval"] * SCALE
+    det = fo["parts"][0]["wall_s"]
+    assert 2 * interval - 0.05 <= det <= 3 * interval + TOLERANCE_WALL
+    # Measured RTO within the configured prediction (interval x threshold + propagation + TTL) plus the tolerance.
+    assert fo["parts"][4]["wall_s"] <= pred + TOLERANCE_WALL and fo["within_prediction"]
+    assert fo["rto_wall_s"] <= pred + TOLERANCE_WALL and fo["verdict_objective"] == "PASS"
+    # No request lost after the failover window; some failed inside it (the price of DNS failover).
+    assert fo["lost_after_window"] == 0 and fo["errors_during_failover"] > 0
+    # The engine measured the same failover from its own probes, in drill seconds.
+    rto = next(e for e in run.entries if e["type"] == "rto")
+    assert rto["milestones"]["detected"] is not None and rto["rto_seconds"] <= plan.objectives.rto_seconds
+    # Fail-back after the fault was cleared loses nothing.
+    assert fo["failback"]["errors"] == 0 and fo["failback"]["share"].get(PRIMARY, 0) > 0
+    assert [e["event"] for e in run.facts["fault_events"]][-2:] == ["inject", "clear"]
+
+
+def test_artifact_replication_measures_rpo_and_cleans_up(rehearsal):
+    prep, live, log = rehearsal
+    plan = R.plan_for(prep, "artifact-replication")
+    run = R.drill(live, prep, log.append, plan)
+    assert run.outcome.status == "completed", run.outcome.reason
+    r = rpo(plan, run.facts, SCALE)
+    lag = prep.scale.replication_lag
+    lags = {(c["source"], c["destination"]): c["lag_wall_s"] for c in r["canaries"]}
+    assert set(lags) == {(PRIMARY, SECONDARY), (SECONDARY, PRIMARY)}
+    assert all(lag <= v < lag + 1.0 for v in lags.values()), lags  # lag + discovery poll
+    assert r["verdict"] == "PASS"
+    skew = next(e for e in run.entries if e["type"] == "skew")
+    assert skew["skew"] is False and skew["versions"] == ["2026.11.0"]
+    # The canaries are gone from every bucket (all versions), as the plan's cleanup step says.
+    s3 = live.world.moto.client("s3")
+    for c in run.facts["canaries"]:
+        for bucket in live.world.buckets.values():
+            assert not s3.list_object_versions(Bucket=bucket, Prefix=c["key"]).get("Versions")
+
+
+def test_interrupted_evacuation_rolls_back_to_the_pre_drill_weights(rehearsal):
+    """Evacuate-region goes through config + `pulumi up` (the offline plan re-applied to moto); SIGINT after the
+    first shift makes the engine roll back: config, records and DNS answers are the pre-drill ones again."""
+    prep, live, log = rehearsal
+    plan = R.plan_for(prep, "evacuate-region", PRIMARY, {"steps": 2})
+    assert [s.name for s in plan.steps if s.name.startswith("shift")] == ["shift-1", "shift-2"]
+    world = live.world
+    assert world.get_weights() == WEIGHTS
+    stop = threading.Event()
+
+    def interrupt_after_first_shift() -> None:
+        deadline = time.monotonic() + 60
+        while not stop.is_set() and time.monotonic() < deadline:
+            for j in (prep.state_dir / "drills").glob("staging-evacuate-region-*/journal.jsonl"):
+                if any(e["type"] == "step_done" and e["name"] == "shift-1" for e in read_entries(j)):
+                    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the engine's handler rolls back
+                    return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=interrupt_after_first_shift, daemon=True)
+    t.start()
+    try:
+        run = R.drill(live, prep, log.append, plan)
+    finally:
+        stop.set()
+        t.join()
+    assert run.outcome.status == "aborted" and "signal 2" in run.outcome.reason
+    done = next(e for e in run.entries if e["type"] == "rollback_done")
+    assert done["verified"] and not done["mismatches"]
+    # The first shift really happened through the stack: config set, the program re-applied, records changed.
+    sw = switches(plan, run.entries, run.records, run.clock, SCALE)
+    assert sw[0]["step"] == "shift-1" and sw[0]["values"] == {f"routing.regions.{PRIMARY}.weight": 30, f"routing.regions.{SECONDARY}.weight": 70}
+    assert any(e["type"] == "stack_up" and e.get("by") == "rollback" for e in run.entries)
+    # Back to the pre-drill weights everywhere: the stack copy, the records in moto, the DNS answers.
+    stacks = run.facts and live.backends[-1].stacks
+    assert {r: stacks.get_config(plan.global_stack, f"routing.regions.{r}.weight") for r in WEIGHTS} == WEIGHTS
+    assert world.get_weights() == WEIGHTS
+    deadline = time.monotonic() + 5
+    while world.routing() != pytest.approx({PRIMARY: 0.6, SECONDARY: 0.4}) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert world.routing() == pytest.approx({PRIMARY: 0.6, SECONDARY: 0.4})
+    # A planned shift and its rollback lose no request.
+    assert run.records and not [r for r in run.records if not r.ok]
+
+
+def test_scenario_the_env_cannot_run_is_refused_before_anything_changes(rehearsal):
+    prep, live, log = rehearsal
+    with pytest.raises(GuardrailError, match="stack-flip needs routing mode failover"):
+        R.plan_for(prep, "stack-flip")

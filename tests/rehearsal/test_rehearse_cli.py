@@ -1,0 +1,108 @@
+"""`python -m drills rehearse` as a user runs it (a subprocess): the report and chart it leaves, and the bad inputs
+that must stop it with a clear message, a non-zero exit and no process left behind.
+
+The end-to-end run is staging's stack-flip (failover routing, the default stacks) at 1/30 of the configured
+timings with a small real model_build output; the region-outage and the other scenarios run against a live
+world in test_rehearsal_drills.py, the full prod run is the README's `make rehearse`.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from drills.rehearsal.procs import free_port_block, port_free, udp_port_free
+from drills.rehearsal.world import LB_NET
+from infra.config import ROOT
+
+SCALE = str(1 / 30)
+
+
+def rehearse(*args: str, timeout: float = 170) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "drills", "rehearse", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Live processes whose command line mentions `text` (the run directory: Tritons, the load generator)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmd and "pytest" not in cmd:
+                out.append(f"{d.name}: {cmd[:200]}")
+    return out
+
+
+def test_rehearse_stack_flip_end_to_end(small_model, tmp_path):
+    out = tmp_path / "run"
+    r = rehearse("--env", "staging", "--scenario", "stack-flip", "--scale", SCALE, "--hold", "15", "--rate", "30",
+                 "--clients", "12", "--model-dir", str(small_model), "--out", str(out))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "engine: [1/7] precheck" in r.stdout and "teardown: every process stopped" in r.stdout  # progress as it goes
+    rep = json.loads((out / "report.json").read_text())
+    assert "rto" in rep and rep["verdict"] == "PASS" and rep["rehearsal"]["scale"] == pytest.approx(1 / 30)
+    assert (out / "timeline.png").stat().st_size > 20_000 and (out / "report.md").read_text().count("scale") >= 2
+    # The flip and the flip back, as the clients saw them: every client left the old primary, nothing failed.
+    flips = {s["step"]: s for s in rep["switches"]}
+    assert flips["flip"]["away"] == ["us-east-1"] and flips["flip-back"]["away"] == ["us-west-2"]
+    assert rep["traffic"]["errors"] == 0 and rep["traffic"]["requests"] > 100
+    assert {o["objective"].split(" (")[0]: o["verdict"] for o in rep["drill"]["objectives"]}["RTO"] == "PASS"
+    # The stack copy was changed and restored; stacks/ itself never is.
+    assert "PRIMARY" in (ROOT / "stacks" / "Pulumi.staging-global.yaml").read_text()
+    assert any(u["stack"] == "staging-global" for u in rep["rehearsal"]["stack_ups"])
+    # No process left behind: nothing mentions the run directory, every port of the world is free again.
+    assert not processes_mentioning(str(out)) and rep["rehearsal"]["processes_left_behind"] == []
+    ports = rep["rehearsal"]["world"]["ports"]
+    assert port_free("127.0.0.1", ports["moto"]) and udp_port_free("127.0.0.1", ports["dns"])
+    assert all(port_free(v["address"], ports["http"]) for v in rep["rehearsal"]["world"]["regions"].values())
+
+
+def test_scenario_the_env_cannot_run(tmp_path):
+    r = rehearse("--env", "prod", "--scenario", "stack-flip", "--out", str(tmp_path / "run"))
+    assert r.returncode == 3
+    assert "stack-flip needs routing mode failover; prod routes in weighted mode" in r.stderr
+    assert "evacuate-region" in r.stderr and "started nothing" in r.stderr  # what to do instead; nothing ran
+    assert not (tmp_path / "run" / "world").exists()
+
+
+def test_missing_and_corrupted_model(small_model, tmp_path):
+    r = rehearse("--env", "staging", "--model-dir", str(tmp_path / "nope"), "--out", str(tmp_path / "a"))
+    assert r.returncode == 2 and "model artifact missing" in r.stderr and "python -m model_build --out" in r.stderr
+    bad = tmp_path / "bad"
+    shutil.copytree(small_model, bad)
+    onnx = bad / "ranker_onnx" / "1" / "model.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte flipped: only the hash can tell
+    onnx.write_bytes(bytes(data))
+    r = rehearse("--env", "staging", "--model-dir", str(bad), "--out", str(tmp_path / "b"))
+    assert r.returncode == 2 and "model artifact corrupted" in r.stderr and "ranker_onnx/1/model.onnx" in r.stderr
+    assert "Nothing was started" in r.stderr and "--rebuild-model" in r.stderr
+    assert not (tmp_path / "b" / "world").exists()
+
+
+def test_port_in_use(small_model, tmp_path):
+    base = free_port_block(5, ["127.0.0.1", f"{LB_NET}1", f"{LB_NET}2"])
+    with socket.socket() as s:
+        s.bind((f"{LB_NET}2", base + 2))  # someone else's server on the second region's Triton HTTP port
+        s.listen()
+        r = rehearse("--env", "staging", "--model-dir", str(small_model), "--base-port", str(base), "--out", str(tmp_path / "run"))
+    assert r.returncode == 2
+    assert f"port {base + 2} on {LB_NET}2 is in use by another process" in r.stderr and "--base-port" in r.stderr
+    assert "Nothing is left running" in r.stderr and not processes_mentioning(str(tmp_path / "run"))
+
+
+def test_triton_that_never_becomes_ready(small_model, tmp_path):
+    out = tmp_path / "run"
+    r = rehearse("--env", "staging", "--model-dir", str(small_model), "--ready-timeout", "0.3", "--out", str(out))
+    assert r.returncode == 2
+    assert "not ready on http://127.0.10." in r.stderr and "after 0.3 s; stopped it" in r.stderr
+    assert "triton.log" in r.stderr and "--ready-timeout" in r.stderr  # where to look, what to change
+    assert not processes_mentioning(str(out))
