@@ -17,7 +17,7 @@ from drills.backends import register_backend
 from drills.cli import register_command
 from drills.rehearsal import rehearse as R
 
-SCENARIOS = ("region-outage", "evacuate-region", "artifact-replication", "stack-flip")
+SCENARIOS = (*R.SCENARIO_ORDER, R.ALL)
 
 
 def _factory(plan: Any, options: dict, clock: Any) -> Any:
@@ -58,7 +58,10 @@ def _configure(p: argparse.ArgumentParser) -> None:
         "client traffic through the DNS name, the drill through the drills engine (executed: the environment is this "
         "run's own copy, so no --confirm), everything torn down, and a report with a timeline chart.")
     p.add_argument("--env", default="prod", help="environment (default prod: 3 regions, weighted; staging: 2 regions, failover)")
-    p.add_argument("--scenario", default="region-outage", choices=SCENARIOS, help="drill scenario (default region-outage)")
+    p.add_argument("--scenario", default="region-outage", choices=SCENARIOS,
+                   help="drill scenario (default region-outage); `all`: every scenario the environment's routing allows, one "
+                        "after the other in one world, a report each plus an index")
+    p.add_argument("--keep-going", action="store_true", help="with --scenario all: run the next scenario after one that did not complete")
     p.add_argument("--region", help="region the scenario acts on (default: the one carrying most traffic; stack-flip: the secondary)")
     p.add_argument("--out", type=Path, help="run directory for the report, chart, logs and state "
                                              "(default build/rehearsal/<UTC time>-<env>-<scenario>)")
@@ -130,13 +133,29 @@ def _run(args: argparse.Namespace) -> int:
                      clients=args.clients, request_timeout=args.request_timeout, base_port=args.base_port, hold=args.hold,
                      steps=args.steps, fault=args.fault, replication_lag=args.replication_lag, ready_timeout=args.ready_timeout,
                      model_dir=args.model_dir, rebuild_model=args.rebuild_model, plan_file=args.plan_file,
-                     stacks_dir=args.stacks_dir, state_dir=args.state_dir)
+                     stacks_dir=args.stacks_dir, state_dir=args.state_dir, keep_going=args.keep_going)
     try:
         res = R.run(opts)
     except GuardrailError as e:
         raise GuardrailError(e.code, f"{e.args[0]} The rehearsal started nothing.") from None
-    _summary(res)
+    for child in getattr(res, "children", [res]):
+        _summary(child)
+    if getattr(res, "children", None):
+        _index_summary(res)
     return res.exit_code
+
+
+def _index_summary(res: Any) -> None:
+    from drills.render import console
+
+    c = console()
+    rep = res.report
+    c.print(f"[bold]all scenarios on {rep['rehearsal']['env']}: verdict {rep['verdict']}[/bold] ({rep['rehearsal']['wall_seconds']} wall s)")
+    for r in rep["scenarios"]:
+        c.print(f"  {r['scenario']}: {r['status']}, {r['verdict']}, {r['requests']} requests, {r['errors']} failed -> {r['report']}")
+    for s in rep["skipped"]:
+        c.print(f"  {s['scenario']}: not run: {s['reason']}")
+    c.print(f"index: {res.out / 'report.md'}")
 
 
 register_command("rehearse", "run a drill end to end on this machine (Triton per region, DNS failover, client traffic) and report it",

@@ -164,6 +164,71 @@ def rss_kib(pids: Iterable[int]) -> int:
     return total
 
 
+# ---------------------------------------------------------------- orphans of a killed rehearsal
+# SIGINT, SIGTERM, an exception and interpreter exit all reach the Supervisor's cleanup; SIGKILL reaches nothing,
+# and the children (each in its own session) outlive their owner. They carry OWNER_VAR=<owner pid>:<owner start
+# time> in their environment; `reap_orphans` stops those whose owner is gone. The start time makes a reused pid
+# number not count as the owner still running.
+OWNER_VAR = "RECO_DR_REHEARSAL_OWNER"
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+def owner_tag(pid: int | None = None) -> str:
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}:{_start_time(pid)}"
+
+
+def orphans() -> dict[int, str]:
+    """Live processes started by a rehearsal Supervisor whose owner process is gone: pid -> owner tag."""
+    out: dict[int, str] = {}
+    me = str(os.getuid())
+    prefix = f"{OWNER_VAR}=".encode()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if str(d.stat().st_uid) != me:
+                continue
+            env = (d / "environ").read_bytes()
+        except OSError:
+            continue
+        for item in env.split(b"\0"):
+            if item.startswith(prefix):
+                tag = item[len(prefix):].decode(errors="replace")
+                opid, _, ostart = tag.partition(":")
+                if opid.isdigit() and (not pid_alive(int(opid)) or _start_time(int(opid)) != ostart) and pid_alive(int(d.name)):
+                    out[int(d.name)] = tag
+                break
+    return out
+
+
+def reap_orphans(grace: float = 3.0) -> list[int]:
+    """Stop (SIGTERM, then SIGKILL after `grace`) every orphan of a killed rehearsal; return their pids."""
+    found = orphans()
+    for pid in found:
+        try:
+            os.kill(pid, signal.SIGCONT)  # a stalled (SIGSTOPped) region acts on signals only once continued
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(pid_alive(p) for p in found):
+        time.sleep(0.05)
+    for pid in found:
+        if pid_alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return sorted(found)
+
+
 # ---------------------------------------------------------------- children
 @dataclass
 class Child:
@@ -272,6 +337,9 @@ class Supervisor:
                 self.log_dir.mkdir(parents=True, exist_ok=True)
                 log_path = self.log_dir / f"{name}.log"
             log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+            # Every child (and its own children, who inherit the environment) carries its owner's identity, so
+            # the next rehearsal can find and stop what a SIGKILLed one left behind (`reap_orphans`).
+            env = {**(os.environ if env is None else env), OWNER_VAR: owner_tag()}
             try:
                 popen = subprocess.Popen(list(argv), env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)

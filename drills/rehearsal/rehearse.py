@@ -33,6 +33,8 @@ from infra.config import PROJECT, ROOT, STACKS_DIR, load_fleet
 
 from drills.errors import DrillError
 
+ALL = "all"
+SCENARIO_ORDER = ("region-outage", "evacuate-region", "stack-flip", "artifact-replication")
 DEFAULT_SCALE = 0.1
 DEFAULT_RATE = 50.0
 DEFAULT_CLIENTS = 32
@@ -69,6 +71,7 @@ class Options:
     seed: int = 7
     params: dict[str, Any] = field(default_factory=dict)  # further drill Parameters (drill seconds)
     model_cache: Path | None = None  # default build/model-cache
+    keep_going: bool = False  # --scenario all: run the next scenario after one that did not complete
 
 
 @dataclass
@@ -268,6 +271,7 @@ class Prepared:
     model: Any
     notes: list[str]
     scale: Any  # drills.rehearsal.world.Scale
+    plans: list[tuple[str, Any, str | None]] = field(default_factory=list)  # --scenario all: (scenario, plan or None, why not)
 
 
 @dataclass
@@ -287,6 +291,8 @@ def plan_for(prep: Prepared, scenario: str | None = None, region: str | None = N
 
     o = prep.opts
     scenario = scenario or o.scenario
+    if scenario == ALL:
+        scenario = next(sc for sc, p, _ in prep.plans if p is not None)
     region = region or (o.region if scenario == o.scenario else None) or default_region(prep.fleet, scenario)
     overrides = {**drill_parameters(o), **(params or {})}
     return build_plan(scenario, o.env, region, plan_file=o.plan_file, stacks_dir=prep.stacks_dir, overrides=overrides,
@@ -297,7 +303,9 @@ def prepare(opts: Options, log: Callable[[str], None]) -> Prepared:
     """Validate, copy the stacks, plan (refusals here start nothing), get the verified model, plan with its manifest."""
     from infra.config import envs
 
+    from drills.errors import GuardrailError
     from drills.rehearsal.model_cache import CACHE_ROOT, ensure_model
+    from drills.rehearsal.procs import reap_orphans
 
     if not 0 < opts.scale <= 1:
         raise RehearsalError(f"--scale must be in (0, 1] (1 = real time; 0.1 = every configured timing at a tenth), got {opts.scale}")
@@ -309,15 +317,31 @@ def prepare(opts: Options, log: Callable[[str], None]) -> Prepared:
     out = Path(opts.out or default_out(opts.env, opts.scenario)).resolve()
     out.mkdir(parents=True, exist_ok=True)
     log(f"rehearsal of [bold]{opts.scenario}[/bold] on [bold]{opts.env}[/bold] -> {out}")
+    reaped = reap_orphans()
+    if reaped:
+        log(f"[yellow]stopped {len(reaped)} processes left running by an earlier rehearsal that was killed (SIGKILL): pids {reaped}[/yellow]")
     stacks_dir = out / "stacks"
     notes = prepare_stacks(opts.stacks_dir, stacks_dir, opts.env)
     fleet = load_fleet(opts.env, stacks_dir)
     prep = Prepared(opts, out, stacks_dir, out / "stack-state", Path(opts.state_dir).resolve() if opts.state_dir else out / "state",
                     fleet, None, None, notes, None)
-    plan_for(prep)  # guardrails (a scenario the env cannot run, capacity, ...) raise GuardrailError: nothing started yet
+    if opts.scenario == ALL:
+        # Every scenario the environment can run; the others are listed with the guardrail's reason.
+        for sc in SCENARIO_ORDER:
+            try:
+                prep.plans.append((sc, plan_for(prep, sc), None))
+            except GuardrailError as e:
+                prep.plans.append((sc, None, str(e)))
+                log(f"{sc}: not runnable on {opts.env}: {e}")
+        if not any(p for _, p, _ in prep.plans):
+            raise RehearsalError(f"no scenario can run on {opts.env}; nothing was started")
+    else:
+        plan_for(prep)  # guardrails (a scenario the env cannot run, capacity, ...) raise GuardrailError: nothing started yet
     prep.model = ensure_model(model_dir=opts.model_dir, cache_root=opts.model_cache or CACHE_ROOT, rebuild=opts.rebuild_model,
                               stacks_dir=opts.stacks_dir, log_dir=out / "logs", log=log)
     prep.plan = plan_for(prep)
+    if opts.scenario == ALL:  # again, now with the model's manifest
+        prep.plans = [(sc, plan_for(prep, sc) if p is not None else None, why) for sc, p, why in prep.plans]
     (out / "plan.json").write_text(prep.plan.model_dump_json(indent=1))
     prep.scale = scale = world_scale(fleet, prep.plan, opts)
     log(f"scale {opts.scale:g}: health check every {scale.hc_interval:g} s (configured {fleet.glob.health_check.request_interval} s, "
@@ -406,40 +430,71 @@ def drill(live: LiveWorld, prep: Prepared, log: Callable[[str], None], plan: Any
 
 
 def run(opts: Options, log: Callable[[str], None] | None = None) -> Result:
-    """The whole rehearsal: prepare, world, drill, teardown (always), report."""
-    from drills.rehearsal.report import build, write
+    """The whole rehearsal: prepare, world, drill(s), teardown (always), report(s)."""
+    from drills.rehearsal.report import build, index, write
 
     log = log or Progress()
     t_start = time.time()
     prep = prepare(opts, log)
+    todo = [(sc, p) for sc, p, _ in prep.plans if p is not None] if opts.scenario == ALL else [(opts.scenario, prep.plan)]
     live: LiveWorld | None = None
-    dr = DrillRun(None, [], [], None)
+    runs: list[tuple[str, Any, DrillRun]] = []
     leftovers: list[int] = []
+    stopped: DrillRun | None = None
     try:
         live = world_for(prep, log)
-        dr = drill(live, prep, log)
+        for sc, plan in todo:
+            dr = drill(live, prep, log, plan)
+            runs.append((sc, plan, dr))
+            if dr.interrupted or dr.error or dr.outcome is None:
+                break  # Ctrl-C or a failure of the rehearsal itself: stop here whatever --keep-going says
+            if dr.outcome.status != "completed" and not opts.keep_going and len(runs) < len(todo):
+                log(f"[yellow]{sc} ended {dr.outcome.status}: the remaining scenarios are skipped (--keep-going runs them)[/yellow]")
+                break
     except KeyboardInterrupt:
-        dr.interrupted = "interrupted (Ctrl-C / SIGINT)"
-        log(f"[red]{dr.interrupted}[/red]: stopping every process")
+        stopped = DrillRun(None, [], [], None, interrupted="interrupted (Ctrl-C / SIGINT)")
+        log(f"[red]{stopped.interrupted}[/red]: stopping every process")
     except SystemExit as e:
-        dr.interrupted = f"terminated (exit {e.code})"
-        log(f"[red]{dr.interrupted}[/red]: stopping every process")
+        stopped = DrillRun(None, [], [], None, interrupted=f"terminated (exit {e.code})")
+        log(f"[red]{stopped.interrupted}[/red]: stopping every process")
     finally:
         if live is not None:
             live.world.close()
             leftovers = live.world.sup.leftovers()
             log("teardown: every process stopped" if not leftovers else f"[red]teardown: processes left behind: {leftovers}[/red]")
-    report = build(opts=opts, plan=prep.plan, model=prep.model, facts=dr.facts, records=dr.records, entries=dr.entries, clock=dr.clock,
-                   notes=prep.notes, wall_seconds=time.time() - t_start, leftovers=leftovers,
-                   interrupted=dr.interrupted, error=dr.error, outcome=dr.outcome)
-    paths = write(report, dr.records, prep.out, prep.state_dir, dr.entries)
-    for p in paths:
-        log(f"report: {p}")
-    status = dr.outcome.status if dr.outcome is not None else ("interrupted" if dr.interrupted else "failed")
-    code = dr.outcome.exit_code if dr.outcome is not None else (130 if dr.interrupted else 1)
-    if leftovers:
-        code = code or 1
-    return Result(code, prep.out, status, report, paths)
+    if not runs:
+        runs.append((todo[0][0], todo[0][1], stopped or DrillRun(None, [], [], None)))
+    results = []
+    for sc, plan, dr in runs:
+        out = prep.out / sc if opts.scenario == ALL else prep.out
+        out.mkdir(parents=True, exist_ok=True)
+        report = build(opts=opts, plan=plan, model=prep.model, facts=dr.facts, records=dr.records, entries=dr.entries, clock=dr.clock,
+                       notes=prep.notes, wall_seconds=time.time() - t_start, leftovers=leftovers,
+                       interrupted=dr.interrupted or (stopped.interrupted if stopped else None), error=dr.error, outcome=dr.outcome)
+        paths = write(report, dr.records, out, prep.state_dir, dr.entries)
+        for p in paths:
+            log(f"report: {p}")
+        status = dr.outcome.status if dr.outcome is not None else ("interrupted" if (dr.interrupted or stopped) else "failed")
+        code = dr.outcome.exit_code if dr.outcome is not None else (130 if (dr.interrupted or stopped) else 1)
+        results.append(Result(code or (1 if leftovers else 0), out, status, report, paths))
+    if opts.scenario != ALL:
+        return results[0]
+    skipped = [(sc, why) for sc, p, why in prep.plans if p is None] + [(sc, "not run: an earlier scenario stopped the run")
+                                                                       for sc, _ in todo[len(runs):]]
+    rep = index(prep, results, skipped, time.time() - t_start, leftovers)
+    paths = write_index(prep.out, rep)
+    code = next((r.exit_code for r in results if r.exit_code), 0) or (1 if len(runs) < len(todo) else 0)
+    res = Result(code, prep.out, "completed" if not code else "failed", rep, paths)
+    res.children = results  # type: ignore[attr-defined]
+    return res
+
+
+def write_index(out: Path, rep: dict) -> list[Path]:
+    from drills.rehearsal.report import render_index
+
+    (out / "report.json").write_text(json.dumps(rep, indent=1, default=str))
+    (out / "report.md").write_text(render_index(rep))
+    return [out / "report.md", out / "report.json"]
 
 
 def _drill_bound(plan: Any) -> float:

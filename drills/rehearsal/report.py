@@ -368,3 +368,46 @@ def write(rep: dict, records: list, out: Path, state_dir: Path, entries: list[di
     if entries:
         paths += write_report(entries[0]["drill_id"], state_dir, out=out / "drill")
     return paths
+
+
+# ---------------------------------------------------------------- --scenario all: the index of the run
+def index(prep: Any, results: list, skipped: list[tuple[str, str]], wall_seconds: float, leftovers: list[int]) -> dict:
+    """One line per scenario of a `--scenario all` run (each has its full report in its own directory)."""
+    rows = []
+    for res in results:
+        rep = res.report or {}
+        rh = rep.get("rehearsal", {})
+        fo = rep.get("rto") if (rep.get("rto") or {}).get("kind") == "failover" else None
+        rows.append({
+            "scenario": rh.get("scenario"), "region": rh.get("region"), "status": res.status, "verdict": rep.get("verdict"),
+            "report": str(Path(res.out).relative_to(prep.out) / "report.md"),
+            "requests": (rep.get("traffic") or {}).get("requests"), "errors": (rep.get("traffic") or {}).get("errors"),
+            "rto_drill_s": fo["rto_drill_s"] if fo else None, "all_clients_moved_drill_s": fo["all_clients_moved_drill_s"] if fo else None,
+            "predicted_rto_s": fo["predicted"].get("total") if fo else None,
+            "errors_during_failover": fo["errors_during_failover"] if fo else None,
+            "planned_changes": len(rep.get("switches") or []), "rpo_drill_s": (rep.get("rpo") or {}).get("rpo_drill_s"),
+            "engine_objectives": {o["objective"].split(" (")[0]: o["verdict"] for o in (rep.get("drill") or {}).get("objectives", [])},
+        })
+    outage = next((r.report["rto"] for r in results if (r.report or {}).get("rto", {}).get("kind") == "failover"), None)
+    return {"rehearsal": {"env": prep.opts.env, "scenario": "all", "scale": prep.opts.scale, "wall_seconds": round(wall_seconds, 1),
+                          "model": str(prep.model.dir), "processes_left_behind": leftovers},
+            "scenarios": rows, "skipped": [{"scenario": s, "reason": why} for s, why in skipped],
+            "rto": outage or {"note": "no region-outage in this run"},
+            "verdict": "PASS" if rows and all(r["verdict"] == "PASS" for r in rows) and not leftovers else "FAIL"}
+
+
+def render_index(rep: dict) -> str:
+    rh = rep["rehearsal"]
+    L = [f"# Rehearsal of every scenario on {rh['env']}", "",
+         f"- verdict **{rep['verdict']}**; scale {rh['scale']:g} (figures in drill seconds, see each report); "
+         f"{rh['wall_seconds']} wall s in all; one world for every drill; processes left behind: {rh['processes_left_behind'] or 'none'}",
+         f"- model: {rh['model']}", "",
+         "| scenario | region | status | verdict | requests | failed | RTO (s) | all moved (s) | predicted (s) | planned changes | RPO (s) | report |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rep["scenarios"]:
+        L.append(f"| {r['scenario']} | {r['region'] or ''} | {r['status']} | {r['verdict']} | {r['requests']} | {r['errors']} | "
+                 f"{_s(r['rto_drill_s'])} | {_s(r['all_clients_moved_drill_s'])} | {'' if r['predicted_rto_s'] is None else r['predicted_rto_s']} | "
+                 f"{r['planned_changes']} | {_s(r['rpo_drill_s'])} | [{r['report']}]({r['report']}) |")
+    if rep["skipped"]:
+        L += ["", "Not run:"] + [f"- {s['scenario']}: {s['reason']}" for s in rep["skipped"]]
+    return "\n".join(L) + "\n"

@@ -97,3 +97,38 @@ def test_signals_and_interpreter_exit_stop_children(how, tmp_path):
         time.sleep(0.05)
     assert not any(pid_alive(p) for p in pids), f"children of a process ended by {how} survived"
     assert rc == {"SIGTERM": 143, "SIGINT": -signal.SIGINT, "atexit": 0}[how] or (how == "SIGINT" and rc in (1, 130))
+
+
+# An owner that starts a supervised server (with a helper of its own) and prints their pids, then waits to be killed.
+OWNER = ("import sys, time\n"
+         "from drills.rehearsal.procs import Supervisor, group_pids\n"
+         "sup = Supervisor(sys.argv[1])\n"
+         "c = sup.start('server', [sys.executable, '-c', \"import subprocess, sys, time; "
+         "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)\"])\n"
+         "while len(group_pids(c.pgid)) < 2: time.sleep(0.02)\n"
+         "print(' '.join(map(str, group_pids(c.pgid))), flush=True); time.sleep(60)\n")
+
+
+def test_orphans_of_a_sigkilled_owner_are_found_and_stopped(tmp_path):
+    """SIGKILL reaches no cleanup: the children outlive their owner. They carry the owner's identity, so the next
+    rehearsal finds them (owner gone) and stops them; children of a live owner are never touched."""
+    import subprocess
+
+    from drills.rehearsal.procs import orphans, reap_orphans
+
+    from infra.config import ROOT
+
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        pids = [int(p) for p in owner.stdout.readline().split()]
+        assert len(pids) == 2 and all(pid_alive(p) for p in pids)
+        assert not set(pids) & set(orphans())  # the owner lives: not orphans
+        owner.kill()
+        owner.wait(5)
+        assert set(pids) <= set(orphans())
+        assert set(pids) <= set(reap_orphans(grace=2.0))
+        assert not any(pid_alive(p) for p in pids) and not set(pids) & set(orphans())
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait(5)

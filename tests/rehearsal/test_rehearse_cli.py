@@ -1,9 +1,9 @@
 """`python -m drills rehearse` as a user runs it (a subprocess): the report and chart it leaves, and the bad inputs
 that must stop it with a clear message, a non-zero exit and no process left behind.
 
-The end-to-end run is staging's stack-flip (failover routing, the default stacks) at 1/30 of the configured
-timings with a small real model_build output; the region-outage and the other scenarios run against a live
-world in test_rehearsal_drills.py, the full prod run is the README's `make rehearse`.
+The end-to-end run is `--scenario all` on staging (failover routing, the default stacks) at 1/30 of the
+configured timings with a small real model_build output; test_rehearsal_drills.py drills a weighted world
+in-process, the full prod run is the README's `make rehearse`.
 """
 from __future__ import annotations
 
@@ -41,23 +41,35 @@ def processes_mentioning(text: str) -> list[str]:
     return out
 
 
-def test_rehearse_stack_flip_end_to_end(small_model, tmp_path):
+def test_rehearse_every_scenario_end_to_end(small_model, tmp_path):
+    """`--scenario all` on staging: region-outage, stack-flip and artifact-replication one after the other in one world
+    (evacuate-region is refused by staging's failover routing, and says so), a report each, an index, nothing left."""
     out = tmp_path / "run"
-    r = rehearse("--env", "staging", "--scenario", "stack-flip", "--scale", SCALE, "--hold", "15", "--rate", "30",
+    r = rehearse("--env", "staging", "--scenario", "all", "--scale", SCALE, "--hold", "6", "--rate", "30",
                  "--clients", "12", "--model-dir", str(small_model), "--out", str(out))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert "engine: [1/7] precheck" in r.stdout and "teardown: every process stopped" in r.stdout  # progress as it goes
-    rep = json.loads((out / "report.json").read_text())
-    assert "rto" in rep and rep["verdict"] == "PASS" and rep["rehearsal"]["scale"] == pytest.approx(1 / 30)
-    assert (out / "timeline.png").stat().st_size > 20_000 and (out / "report.md").read_text().count("scale") >= 2
-    # The flip and the flip back, as the clients saw them: every client left the old primary, nothing failed.
+    idx = json.loads((out / "report.json").read_text())
+    assert [x["scenario"] for x in idx["scenarios"]] == ["region-outage", "stack-flip", "artifact-replication"]
+    assert all(x["status"] == "completed" and x["verdict"] == "PASS" for x in idx["scenarios"]), idx["scenarios"]
+    assert idx["skipped"][0]["scenario"] == "evacuate-region" and "failover mode" in idx["skipped"][0]["reason"]
+    assert "rto" in idx and idx["rto"]["kind"] == "failover" and (out / "report.md").exists()
+    # region-outage: the RTO parts and the prediction, in the JSON and on the chart.
+    rep = json.loads((out / "region-outage" / "report.json").read_text())
+    assert rep["rehearsal"]["scale"] == pytest.approx(1 / 30) and rep["rto"]["within_prediction"] and rep["rto"]["lost_after_window"] == 0
+    assert [p["part"] for p in rep["rto"]["parts"]][:2] == ["detection", "dns_change"] and rep["rto"]["predicted"]["total"] == 70.0
+    for sc in ("region-outage", "stack-flip", "artifact-replication"):
+        assert (out / sc / "timeline.png").stat().st_size > 20_000 and (out / sc / "report.md").read_text().count("scale") >= 2
+    # stack-flip: the flip and the flip back, as the clients saw them: every client left the old primary, nothing failed.
+    rep = json.loads((out / "stack-flip" / "report.json").read_text())
     flips = {s["step"]: s for s in rep["switches"]}
     assert flips["flip"]["away"] == ["us-east-1"] and flips["flip-back"]["away"] == ["us-west-2"]
     assert rep["traffic"]["errors"] == 0 and rep["traffic"]["requests"] > 100
-    assert {o["objective"].split(" (")[0]: o["verdict"] for o in rep["drill"]["objectives"]}["RTO"] == "PASS"
-    # The stack copy was changed and restored; stacks/ itself never is.
-    assert "PRIMARY" in (ROOT / "stacks" / "Pulumi.staging-global.yaml").read_text()
     assert any(u["stack"] == "staging-global" for u in rep["rehearsal"]["stack_ups"])
+    assert "PRIMARY" in (ROOT / "stacks" / "Pulumi.staging-global.yaml").read_text()  # the copy changed, stacks/ never
+    # artifact-replication: RPO measured.
+    rep = json.loads((out / "artifact-replication" / "report.json").read_text())
+    assert rep["rpo"]["rpo_drill_s"] is not None and rep["rpo"]["verdict"] == "PASS"
     # No process left behind: nothing mentions the run directory, every port of the world is free again.
     assert not processes_mentioning(str(out)) and rep["rehearsal"]["processes_left_behind"] == []
     ports = rep["rehearsal"]["world"]["ports"]
