@@ -36,8 +36,11 @@ node-deps: node_modules/.package-lock.json
 test: venv policy-venv node-deps
 	$(PY) -m pytest -q
 
+# The README's main command: a prod region-outage rehearsal (report under build/rehearsal/). Other runs:
+# `make rehearse SCENARIO=evacuate-region`, `make rehearse REHEARSE_ENV=staging SCENARIO=all`,
+# `make rehearse REHEARSE_ARGS="--scale 1"` (real time). Not ENV: POSIX shells export ENV for their own use.
 rehearse: venv
-	$(PY) -m drills rehearse --env prod --scenario region-outage
+	$(PY) -m drills rehearse --env $(or $(REHEARSE_ENV),prod) --scenario $(or $(SCENARIO),region-outage) $(REHEARSE_ARGS)
 
 plan: venv
 	$(PY) -m infra.plan $(STACK)

@@ -16,6 +16,16 @@ Every part is a model of an AWS behaviour, documented as such in its module:
   loadgen      clients resolving through the DNS with TTL caches, V2 inference at a fixed rate, per-request
                records; `rto_parts` (pure) turns records + transitions + DNS changes into RTO parts
   world        `World`: all of the above for a Fleet, as one context manager
+  loadgen_proc the load generator in its own process (its clients share no GIL with the drill machinery)
+
+The drills side (`python -m drills rehearse`, README.md here):
+  adapters     the drills adapter protocols over a World: stack copy + offline plan re-applied (StackAdapter),
+               Route 53, S3, EKS capacity, probes through the DNS, data-plane faults; `make_backend`
+  plugin       registers the "rehearsal" backend and the `rehearse` command
+  rehearse     prepare (stack copy, plan, model) -> world -> traffic + drill(s) through the engine -> teardown
+  clock        ScaledClock: the engine in configuration-equivalent seconds while the world runs scaled
+  model_cache  model_build output cached by the content hash of its inputs, verified before use
+  report/chart the rehearsal report (Markdown, JSON, timeline PNG) around the engine's drills report
 
 What the drills engine's rehearsal adapters call (all on `World`):
   Route 53   records(), get_weights(), set_weights({region: w}), get_failover(), set_failover(primary),
