@@ -16,6 +16,7 @@ from drills.backends import BACKENDS, register_backend
 from drills.release import actions as _actions  # noqa: F401 - registers the actions
 from drills.release import checks as _checks  # noqa: F401 - registers the checks
 from drills.release import scenarios as _scenarios  # noqa: F401 - registers the scenarios
+from drills.release import rehearsal as _rehearsal
 from drills.release.commands import register as _register_commands
 
 
@@ -67,3 +68,4 @@ def _wrap_aws() -> None:
 
 _register_commands()
 _wrap_aws()
+_rehearsal.register()

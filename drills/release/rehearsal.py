@@ -1,0 +1,374 @@
+"""Release and sub-region drills in the local rehearsal: `python -m drills rehearse-release`.
+
+The rehearsal's world (moto_server, Route 53 health/DNS/S3 replication models, loopback only) with each region
+served by stable and canary Triton tracks behind a weighted load-balancer model (rehearsal_serving.py), and the
+release engine driven through the rehearsal backend's own adapters plus the release ones:
+
+  backend "rehearsal-release" = drills.rehearsal's backend over this world (stack copy re-applied through the
+  offline plan, Route 53/S3/EKS/probes) + `serving` (the tracks), `scores` (TritonScoreProbe through the region's
+  load balancer, pinned by `X-Reco-Track`), `metrics` (each pod's /metrics), `capacity.pods` (ready stable pods),
+  faults `corrupt-artifact` (ArtifactCorruption on the moto buckets) and `gpu-node-loss` (a pod killed, replaced),
+  and a regional stack `up` that applies `model.version/canary_version/canary_weight` to the tracks.
+
+Scenarios (comma-separated run in order in one world): release (a good retrain promoted across every region),
+bad-release (the `--bad-labels` build canaried and rolled back), artifact-corruption (a pod start onto the altered
+bytes refused, then the drill: detect, restore from the last-known-good pointer, exact hashes), node-loss.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from drills.errors import DrillError
+from drills.rehearsal import rehearse as R
+from drills.rehearsal.world import World
+from drills.release.rehearsal_serving import NodeLoss, ServingModel
+
+SCENARIOS = ("release", "bad-release", "artifact-corruption", "node-loss")
+LIVE: dict[str, Any] = {}
+
+
+class ReleaseWorld(World):
+    """The rehearsal world with each region's serving replaced by stable/canary tracks behind a weighted proxy on
+    the region's load-balancer address (what DNS answers, what the health checker probes)."""
+
+    def __init__(self, *a: Any, replicas: dict[str, int] | None = None, replace_seconds: float = 3.0, **kw: Any):
+        super().__init__(*a, **kw)
+        self.serving = ServingModel(self, replicas, replace_seconds)
+
+    def _start_one(self, region: str) -> float:
+        t0 = time.monotonic()
+        self.serving.start_region(region, self.model_prefix.split("/", 1)[1])
+        return time.monotonic() - t0
+
+    def triton_ready(self, region: str) -> tuple[int, int]:
+        return self.serving.ready(region)
+
+    def close(self) -> None:
+        self.serving.close()
+        super().close()
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["serving"] = self.serving.describe()
+        return d
+
+
+def start_release_world(fleet: Any, *, model_dir: Path, workdir: Path, stacks_dir: Path, stack_state: Path, scale: Any,
+                        base_port: int | None, seed: int, log: Callable[[str], None], probe_timeout: float,
+                        replicas: dict[str, int]) -> Any:
+    """`rehearse.start_world` with a ReleaseWorld: offline plans -> world -> the stack adapter's applied state."""
+    from drills.rehearsal.adapters import RehearsalStacks
+    from drills.rehearsal.world import model_build_publisher
+
+    declared, per = R.declared_resources(fleet, stacks_dir)
+    world = ReleaseWorld(fleet, model_dir=model_dir, workdir=workdir, declared=declared, base_port=base_port, scale=scale, seed=seed,
+                         publisher=model_build_publisher, log=log, replicas=replicas, replace_seconds=max(1.0, 30 * scale.ttl / max(1, fleet.glob.ttl)))
+    world.start()
+    try:
+        stacks = RehearsalStacks(world, stacks_dir, stack_state)
+        for stack, (recs, outputs) in per.items():
+            stacks.mark_applied(stack, recs, outputs)
+        return R.LiveWorld(world, stacks_dir, stack_state, probe_timeout, seed, R.probe_body(world), stacks=stacks)
+    except BaseException:
+        world.close()
+        raise
+
+
+def attach(b: Any, world: ReleaseWorld) -> Any:
+    """The release adapters on a rehearsal backend (the same ones the aws backend gets, over this world)."""
+    from drills.adapters.faults import CompositeFaults
+    from drills.release.adapters import ArtifactCorruption, TritonScoreProbe
+    from drills.release.planning import VERSION
+
+    serving = world.serving
+    fleet = world.fleet
+    orig = b.stacks.appliers["region"]
+
+    def region_up(adapter: Any, stack: str, cfg: Any) -> dict:
+        out = orig(adapter, stack, cfg)  # the program re-applied to moto (buckets, node groups, ...)
+        serving.apply(cfg.region, cfg.model)  # and to serving: what the Deployments + listener weights do on AWS
+        return out
+
+    b.stacks.appliers["region"] = region_up
+    b.serving = serving
+    class SmallBatchProbe(TritonScoreProbe):
+        # A CPU pod runs one model instance: a 256-row golden batch holds user requests behind it (measured: 1 s
+        # client timeouts while the gates scored); 32-row batches interleave with users' requests.
+        def scores(self, region: str, track: str, inputs: Any, batch: int = 32) -> Any:
+            return super().scores(region, track, inputs, min(batch, 32))
+
+    b.scores = SmallBatchProbe({r: f"http://{world.region_ip[r]}:{world.ports['http']}" for r in world.regions}, world.model_name, timeout=10.0)
+    b.metrics = serving
+    b.capacity.pods = serving
+    model = next(iter(fleet.regions.values())).model.name
+
+    def served(region: str) -> tuple[str, str]:
+        return model, str(b.stacks.get_config(fleet.stack_names[region], VERSION))
+
+    b.faults = CompositeFaults(b.faults, ArtifactCorruption(b.s3, served, list(world.regions)), NodeLoss(serving))
+    return b
+
+
+def _factory(plan: Any, options: dict, clock: Any) -> Any:
+    live = LIVE.get(options.get("world", ""))
+    if live is None:
+        raise DrillError("backend rehearsal-release: its world lives only inside `python -m drills rehearse-release` (the servers "
+                         "stopped with that process); nothing outside it remains to roll back. Run the rehearsal again.")
+    return attach(R.backend_for(live, options, clock), live.world)
+
+
+# ---------------------------------------------------------------- the run
+@dataclass
+class Options:
+    env: str = "prod"
+    scenarios: tuple[str, ...] = ("release",)
+    out: Path | None = None
+    scale: float = 0.1
+    rate: float = 60.0
+    clients: int = 16
+    canary_weight: int = 50
+    bake: float | None = None  # drill seconds (default: release.bake_seconds)
+    region: str | None = None
+    base_port: int | None = None
+    stacks_dir: Path | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    ready_timeout: float = 90.0
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)
+
+
+def run(opts: Options, log: Callable[[str], None] = _log) -> dict:
+    """Prepare the stack copy and the three model builds, start the world, run each scenario through the engine
+    with client traffic, tear everything down, write the reports. Returns the run's summary (also report.json)."""
+    from infra.config import STACKS_DIR, load_fleet
+
+    from drills.rehearsal.model_cache import ensure_model
+    from drills.release.rehearsal_models import candidate
+
+    unknown = [s for s in opts.scenarios if s not in SCENARIOS]
+    if unknown:
+        raise R.RehearsalError(f"unknown scenario(s) {unknown}: choose from {', '.join(SCENARIOS)}")
+    src = Path(opts.stacks_dir or STACKS_DIR)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = Path(opts.out or (R.ROOT / "build" / "rehearsal" / f"{stamp}-{opts.env}-release")).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    notes = R.prepare_stacks(src, out / "stacks", opts.env)
+    notes.append("no TensorRT engine is built or served here: no TensorRT builder and no GPU; every compute capability of the fleet "
+                 "is declared `model.onnx_fallback_for` in this run's stack copy and the CPU Triton serves model_build's ONNX file "
+                 "through its python-backend model (ONNX Runtime)")
+    stacks_dir = out / "stacks"
+    fleet = load_fleet(opts.env, stacks_dir)
+    stable_info = ensure_model(stacks_dir=src, log_dir=out / "logs", log=log)
+    cands = {k: candidate(stable_info.version, k, stacks_dir=src, log_dir=out / "logs", log=log)
+             for k in (["good"] if "release" in opts.scenarios else []) + (["bad"] if "bad-release" in opts.scenarios else [])}
+    region = opts.region or R.default_region(fleet, "region-outage") or sorted(fleet.regions)[0]
+    replicas = {r: (2 if "node-loss" in opts.scenarios and r == region else 1) for r in fleet.regions}
+    params = {"poll_seconds": max(2.0, round(0.25 / opts.scale, 3)), "probe_clients": 4, "hold_seconds": 20.0, **opts.params}
+    from drills.scenarios import build_plan
+
+    scale_plan = build_plan("node-loss", opts.env, region, stacks_dir=stacks_dir, overrides=params)
+    scale = R.world_scale(fleet, scale_plan, R.Options(env=opts.env, scale=opts.scale, ready_timeout=opts.ready_timeout))
+    state = out / "state"
+    summary: dict[str, Any] = {"env": opts.env, "scale": opts.scale, "rate": opts.rate, "canary_weight": opts.canary_weight, "notes": notes,
+                               "models": {"stable": _minfo(stable_info), **{k: _minfo(v) for k, v in cands.items()}}, "drills": []}
+    live = None
+    lg = None
+    try:
+        live = start_release_world(fleet, model_dir=stable_info.dir, workdir=out / "world", stacks_dir=stacks_dir, stack_state=out / "stack-state",
+                                   scale=scale, base_port=opts.base_port, seed=7, log=log, probe_timeout=1.0, replicas=replicas)
+        w = live.world
+        from drills.rehearsal.world import model_build_publisher
+
+        for k, info in cands.items():  # every candidate published to every region's bucket, as model_build publish does
+            for r, bucket in w.buckets.items():
+                model_build_publisher(info.dir, bucket, "", w.moto.client("s3", r))
+            log(f"published the {k} candidate {info.version} to {', '.join(w.buckets.values())}")
+        key = uuid.uuid4().hex
+        LIVE[key] = live
+        lg = w.loadgen_process(rate=opts.rate, duration=3600, clients=opts.clients, timeout=1.0)
+        lg.start()
+        time.sleep(1.0)
+        options = {"world": key, "scale": opts.scale}
+        for sc in opts.scenarios:
+            summary["drills"] += _run_scenario(sc, live, fleet, stacks_dir, state, out, opts, params, region, cands, options, log)
+    finally:
+        if lg is not None:
+            lg.stop()
+        if live is not None:
+            summary["serving_events"] = list(live.world.serving.events)
+            summary["track_counts"] = live.world.serving.track_counts()
+            live.world.close()
+            summary["processes_left_behind"] = live.world.sup.leftovers()
+    records = lg.records() if lg is not None else []
+    summary["traffic"] = _traffic(records, summary["drills"])
+    summary["wall_seconds"] = round(time.time() - t_start, 1)
+    from drills.release.rehearsal_report import write
+
+    summary["paths"] = [str(p) for p in write(summary, records, out)]
+    return summary
+
+
+def _minfo(i: Any) -> dict:
+    return {"dir": str(i.dir), "version": i.version, "cache_hit": i.cache_hit, "build_seconds": i.build_seconds, "manifest_sha256": i.manifest_sha256}
+
+
+def _engine(plan: Any, state: Path, options: dict, opts: Options, log: Callable[[str], None]) -> Any:
+    from drills.engine import start_drill
+    from drills.rehearsal.clock import ScaledClock
+
+    from drills.backends import BACKENDS, register_backend
+
+    if "rehearsal-release" not in BACKENDS:
+        register_backend("rehearsal-release", _factory, "the rehearsal world with stable/canary tracks (drills rehearse-release)")
+    return start_drill(plan, state, backend_name="rehearsal-release", backend_options=options, clock=ScaledClock(opts.scale),
+                       log=lambda s: log(f"  engine: {s}"))
+
+
+def _record(sc: str, outcome: Any, state: Path, out: Path, t0: float, extra: dict | None = None) -> dict:
+    from drills.journal import load
+    from drills.release.report import release_summary, write_release_report
+    from drills.report import write_report
+
+    d = out / sc
+    d.mkdir(parents=True, exist_ok=True)
+    paths = write_report(outcome.drill_id, state, out=d) + write_release_report(outcome.drill_id, state, out=d)
+    return {"scenario": sc, "drill_id": outcome.drill_id, "status": outcome.status, "reason": outcome.reason, "wall": [t0, time.time()],
+            "release": release_summary(load(state, outcome.drill_id)), "paths": [str(p) for p in paths], **(extra or {})}
+
+
+def _run_scenario(sc: str, live: Any, fleet: Any, stacks_dir: Path, state: Path, out: Path, opts: Options, params: dict, region: str,
+                  cands: dict, options: dict, log: Callable[[str], None]) -> list[dict]:
+    from drills.release.planning import ReleaseOptions, build_release_plan, build_restore_plan, release_context
+    from drills.scenarios import build_plan
+
+    w = live.world
+    t0 = time.time()
+    res: list[dict] = []
+    if sc in ("release", "bad-release"):
+        info = cands["good" if sc == "release" else "bad"]
+        ctx = release_context(opts.env, None, stacks_dir=stacks_dir, manifest=str(info.dir / "manifest.json"), candidate=info.version,
+                              overrides=params)
+        plan = build_release_plan(ctx, ReleaseOptions(candidate=info.version, canary_weight=opts.canary_weight, bake_seconds=opts.bake,
+                                                      offline_blocking=sc == "release", promote=sc == "release", scenario=sc))
+        log(f"{sc}: {info.version}, {len(plan.steps)} steps through the engine")
+        outcome = _engine(plan, state, options, opts, log)
+        log(f"{sc} {outcome.drill_id}: {outcome.status} {outcome.reason or ''}")
+        res.append(_record(sc, outcome, state, out, t0))
+    elif sc == "artifact-corruption":
+        # Last-known-good pointers first (a release records them; `restore --adopt` on a fleet that never had one).
+        for r in sorted(fleet.regions):
+            from drills.release.artifacts import read_pointer
+
+            b0 = live.backends[-1] if live.backends else None
+            if b0 is not None and read_pointer(b0.s3, r, w.serving._model)[0]:
+                continue
+            ctx = release_context(opts.env, r, stacks_dir=stacks_dir, overrides=params)
+            o = _engine(build_restore_plan(ctx, r, adopt=True, scenario="restore-adopt"), state, options, opts, log)
+            log(f"restore --adopt {r}: {o.status}")
+        refusal = _refusal_demo(live, region, log)
+        plan = build_plan("artifact-corruption", opts.env, region, stacks_dir=stacks_dir, overrides=params)
+        outcome = _engine(plan, state, options, opts, log)
+        log(f"artifact-corruption {outcome.drill_id}: {outcome.status} {outcome.reason or ''}")
+        res.append(_record(sc, outcome, state, out, t0, {"refused_pod_start": refusal}))
+    elif sc == "node-loss":
+        plan = build_plan("node-loss", opts.env, region, stacks_dir=stacks_dir, overrides=params)
+        outcome = _engine(plan, state, options, opts, log)
+        log(f"node-loss {outcome.drill_id}: {outcome.status} {outcome.reason or ''}")
+        res.append(_record(sc, outcome, state, out, t0))
+    return res
+
+
+def _refusal_demo(live: Any, region: str, log: Callable[[str], None]) -> dict:
+    """A pod start onto the altered bytes, before the drill: the corruption fault injected through the backend's
+    own adapter, a rollout restart of the region's stable track attempted, the fault cleared. Shows that
+    verification refuses the file (expected vs found sha256) and that the serving pods never changed."""
+    from drills.clock import SystemClock
+
+    b = live.backends[-1] if live.backends else attach(R.backend_for(live, {"world": ""}, SystemClock()), live.world)
+    s = live.world.serving
+    before = [p.name for p in s._serving(region, "stable")]
+    h = b.faults.prepare(region, "corrupt-artifact")
+    b.faults.inject(region, "corrupt-artifact", h)
+    n = len(s.events)
+    try:
+        s.restart(region, "stable")
+    finally:
+        b.faults.clear(region, "corrupt-artifact", h)
+    refused = [e for e in s.events[n:] if e["event"] == "refused"]
+    after = [p.name for p in s._serving(region, "stable")]
+    out = {"region": region, "key": h["key"], "good_sha256": h["good_sha256"], "refused": bool(refused),
+           "reason": refused[0]["reason"] if refused else None, "serving_pods_before": before, "serving_pods_after": after}
+    log(f"artifact-corruption: a pod start onto the altered {h['path']} in {region} was " + ("REFUSED by hash" if refused else "NOT refused")
+        + f"; serving pods unchanged: {before == after}")
+    return out
+
+
+def _traffic(records: list, drills: list[dict]) -> dict:
+    def stats(rs: list) -> dict:
+        lat = sorted(r.latency_ms for r in rs if r.ok)
+        q = (lambda f: round(lat[min(len(lat) - 1, int(f * len(lat)))], 1) if lat else None)
+        return {"requests": len(rs), "failed": sum(1 for r in rs if not r.ok), "p50_ms": q(0.5), "p99_ms": q(0.99)}
+
+    out = {"all": stats(records)}
+    for d in drills:
+        a, z = d["wall"]
+        out[d["scenario"]] = stats([r for r in records if a <= r.t <= z])
+        d["traffic"] = out[d["scenario"]]
+    return out
+
+
+# ---------------------------------------------------------------- command
+def _configure(p: argparse.ArgumentParser) -> None:
+    p.description = ("Run model releases and the drills below a region end to end on this machine: the rehearsal world (moto_server, "
+                     "Route 53/DNS/S3 replication models) with stable and canary Triton tracks per region behind a weighted load-balancer "
+                     "model, the stable build plus a retrained (good) and a --bad-labels (bad) build, client traffic through DNS, each "
+                     "scenario through the drills engine, everything torn down, a report per scenario and an index with a chart.")
+    p.add_argument("--env", default="prod", help="environment (default prod: 3 regions; staging: 2)")
+    p.add_argument("--scenario", default="release,bad-release",
+                   help=f"comma-separated, run in order in one world: {', '.join(SCENARIOS)} (default release,bad-release)")
+    p.add_argument("--region", help="region for artifact-corruption / node-loss (default: the one with most traffic)")
+    p.add_argument("--out", type=Path, help="run directory (default build/rehearsal/<UTC time>-<env>-release)")
+    p.add_argument("--scale", type=float, default=0.1, help="time scale in (0, 1] as for `rehearse` (default 0.1)")
+    p.add_argument("--rate", type=float, default=60.0, help="client ranking requests per wall second (default 60)")
+    p.add_argument("--clients", type=int, default=16, help="clients, each with its own DNS cache (default 16)")
+    p.add_argument("--canary-weight", type=int, default=50,
+                   help="percent of a region's requests on the canary (default 50: enough requests for release.gates.min_requests "
+                        "within a scaled bake at this rate)")
+    p.add_argument("--bake", type=float, help="drill seconds of traffic on each canary before its gates judge (default release.bake_seconds)")
+    p.add_argument("--base-port", type=int, help="first of 5 consecutive ports (default: a free block)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    s = run(Options(env=args.env, scenarios=tuple(x.strip() for x in args.scenario.split(",") if x.strip()), out=args.out, scale=args.scale,
+                    rate=args.rate, clients=args.clients, canary_weight=args.canary_weight, bake=args.bake, region=args.region,
+                    base_port=args.base_port, stacks_dir=args.stacks_dir))
+    for p in s["paths"]:
+        print(f"report: {p}")
+    ok = all(_expected(d) for d in s["drills"]) and not s.get("processes_left_behind")
+    return 0 if ok else 1
+
+
+def _expected(d: dict) -> bool:
+    """A drill went as drilled: release promoted; bad-release rolled back by a gate; the others completed."""
+    if d["scenario"] == "bad-release":
+        return d["release"].get("outcome") == "rolled back"
+    return d["status"] == "completed"
+
+
+def register() -> None:
+    from drills.backends import BACKENDS, register_backend
+    from drills.cli import register_command
+
+    if "rehearsal-release" not in BACKENDS:
+        register_backend("rehearsal-release", _factory, "the rehearsal world with stable/canary tracks (drills rehearse-release)")
+    register_command("rehearse-release", "run model releases (good promoted, bad rolled back) and the sub-region drills "
+                     "(artifact-corruption, node-loss) on this machine against real Tritons, and report them", _configure, _run)

@@ -1,0 +1,432 @@
+"""Release serving in the rehearsal: stable and canary Triton "Deployments" per region behind a weighted "ALB".
+
+The rehearsal's `World` runs one real Triton per region on the region's load-balancer address (127.0.10.<n>).
+A release needs what the regional stack declares on AWS (infra/components/triton.py, load_balancer.py): two
+tracks per region, each its own pods, and a load balancer splitting the region's requests by the canary weight,
+with listener rules pinning a request to one track by the `X-Reco-Track` header. Modelled here:
+
+  pods          real CPU Tritons (drills.rehearsal.triton.TritonServer) on pod addresses 127.0.<20+k>.<n>, each
+                serving a repository synced from the region's bucket under the version's immutable prefix and
+                hash-checked file by file against its manifest before the server starts
+                (`repo.prepare_serving_repo`): the verify-model init container. A mismatch refuses the pod: it
+                never starts, the refusal is recorded with the expected and found sha256, and the pods that were
+                serving keep serving (a rollout with maxUnavailable 0 stalls).
+  Deployment    per track: version, desired pods, the ready pods of the current template (`TrackState`).
+  ALB           `WeightedProxy` on the region's address and HTTP port (what DNS answers): requests with
+                `X-Reco-Track` go to that track; others to the canary with probability weight/100 when it has
+                ready pods, else to stable; only ready pods are targets (target health). A request that reached no
+                server (connection refused/reset: a pod that just died) is sent to another pod, as target
+                deregistration makes a lost pod's share go elsewhere; a request that timed out is not retried.
+  pulumi up     `ServingModel.apply(region, model_cfg)`, called by the rehearsal stack adapter after the program
+                is re-applied to moto: new stable version -> new pods started and ready first, then the proxy
+                switched, then the old pods stopped (maxUnavailable 0, blue/green); canary version -> one canary
+                pod; canary cleared -> weight 0 first, then its pods stopped.
+  node loss     `lose_node(region)`: SIGKILL one stable pod (its node gone); a replacement pod (verified like any)
+                starts after `replace_seconds`, as the managed node group's Auto Scaling group replaces the node.
+
+Comparable to AWS: version-pinned V2 scoring through the load balancer (`TritonScoreProbe` with the header),
+each pod's /metrics scraped directly (Prometheus scrapes pods, not the load balancer).
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable
+
+from infra.components.load_balancer import TRACK_HEADER
+
+from drills.adapters.base import TrackState
+from drills.rehearsal.repo import ArtifactError, ServingRepo, prepare_serving_repo, sync_from_bucket
+from drills.rehearsal.triton import TritonServer
+
+STABLE, CANARY = "stable", "canary"
+POD_NET = 20  # pod k of region n listens on 127.0.<20 + k % 200>.<n+1>
+
+
+@dataclass
+class Pod:
+    name: str
+    track: str
+    version: str
+    server: TritonServer
+    repo: ServingRepo
+    started: float
+
+    @property
+    def ready(self) -> bool:
+        return self.server.state == "ready"
+
+
+@dataclass
+class Deployment:
+    version: str
+    desired: int
+    pods: list[Pod] = field(default_factory=list)  # pods of this template (ready or not)
+    refused: str | None = None  # why the last pod of this template was refused (verification)
+
+
+# ---------------------------------------------------------------- the load balancer model
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive to clients, as an ALB listener
+
+    def log_message(self, *a: Any) -> None:  # noqa: D401 - quiet: the loadgen's records are the request log
+        return
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._forward("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._forward("POST")
+
+    def _forward(self, method: str) -> None:
+        srv: WeightedProxy = self.server  # type: ignore[assignment]
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if n else None
+        track = self.headers.get(TRACK_HEADER)
+        tried: set[str] = set()
+        for _ in range(3):
+            pod = srv.pick(track, tried)
+            if pod is None:
+                break
+            try:
+                status, ctype, data = srv.send(pod, method, self.path, body)
+            except (ConnectionRefusedError, ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
+                tried.add(pod.name)  # reached no server: another target
+                continue
+            except OSError as e:  # a timeout: the request may have been served; not retried
+                self._reply(504, "text/plain", f"upstream {pod.name}: {e}".encode())
+                return
+            srv.count(pod, status)
+            self._reply(status, ctype, data)
+            return
+        self._reply(503, "text/plain", b"no ready target for this request")
+
+    def _reply(self, status: int, ctype: str, data: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype or "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class WeightedProxy(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: str, port: int, pick: Callable[[str | None, set[str]], Pod | None], timeout: float = 10.0):
+        super().__init__((address, port), _Handler)
+        self.pick, self.timeout = pick, timeout
+        self._local = threading.local()
+        self.counts: dict[tuple[int, str, str], int] = {}  # (wall second, track, version) -> requests answered
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self.serve_forever, name=f"alb-{address}", daemon=True)
+
+    def start(self) -> "WeightedProxy":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+    def send(self, pod: Pod, method: str, path: str, body: bytes | None) -> tuple[int, str, bytes]:
+        conns = self._local.__dict__.setdefault("conns", {})
+        for attempt in (0, 1):
+            c = conns.get(pod.name)
+            if c is None:
+                c = conns[pod.name] = http.client.HTTPConnection(pod.server.address, pod.server.http_port, timeout=self.timeout)
+            try:
+                c.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
+                r = c.getresponse()
+                return r.status, r.getheader("Content-Type", ""), r.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                c.close()
+                conns.pop(pod.name, None)
+                if attempt or not pod.ready:  # a stale keep-alive once; a dead pod is the caller's to route around
+                    raise
+            except BaseException:
+                c.close()
+                conns.pop(pod.name, None)
+                raise
+        raise ConnectionResetError(pod.name)
+
+    def count(self, pod: Pod, status: int) -> None:
+        with self._lock:
+            k = (int(time.time()), pod.track, pod.version)
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+
+# ---------------------------------------------------------------- the serving model
+class ServingModel:
+    """Stable/canary Deployments per region over real Tritons; the rehearsal's `ServingAdapter`."""
+
+    def __init__(self, world: Any, replicas: dict[str, int] | None = None, replace_seconds: float = 3.0):
+        self.world = world
+        self.replicas = dict(replicas or {})
+        self.replace_seconds = replace_seconds  # wall seconds until a lost node's replacement pod starts
+        self.deps: dict[str, dict[str, Deployment]] = {}
+        self.weight: dict[str, int] = {}
+        self.proxies: dict[str, WeightedProxy] = {}
+        self.events: list[dict] = []  # every pod start/refusal/stop, weight change and node loss, wall-clock dated
+        self._slot = 0
+        self._locks: dict[str, threading.RLock] = {}
+        self._threads: list[threading.Thread] = []
+        self._rng = random.Random(world.seed)
+        self._model = next(iter(world.fleet.regions.values())).model.name
+
+    def _lock(self, region: str) -> threading.RLock:
+        return self._locks.setdefault(region, threading.RLock())
+
+    def _event(self, **kw: Any) -> None:
+        self.events.append({"wall": time.time(), **kw})
+
+    # ------------------------------------------------------------ pods
+    def _pod_address(self, region: str) -> str:
+        self._slot += 1
+        return f"127.0.{POD_NET + self._slot % 200}.{self.world.regions.index(region) + 1}"
+
+    def verified_repo(self, region: str, version: str, tag: str) -> ServingRepo:
+        """Sync the version's prefix from the region's bucket and check every served file against the manifest
+        (raises ArtifactError naming the file and both hashes: the pod is refused)."""
+        w = self.world
+        d = w.workdir / "regions" / region / "pods" / tag
+        sync_from_bucket(w.moto.client("s3", region), w.buckets[region], f"{self._model}/{version}", d / "synced")
+        return prepare_serving_repo(d / "synced", d / "repository")
+
+    def start_pod(self, region: str, track: str, version: str) -> Pod:
+        w = self.world
+        name = f"{region}-{track}-{self._slot + 1}"
+        try:
+            repo = self.verified_repo(region, version, name)
+        except ArtifactError as e:
+            self._event(event="refused", region=region, track=track, version=version, pod=name, reason=str(e))
+            raise
+        addr = self._pod_address(region)
+        t = TritonServer(w.sup, name=name, repository=repo.path, models=repo.models, address=addr, http_port=w.ports["http"],
+                         grpc_port=w.ports["grpc"], metrics_port=w.ports["metrics"], workdir=w.workdir / "regions" / region / "pods" / name / "triton",
+                         ready_timeout=w.scale.ready_timeout, exit_timeout=w.scale.triton_exit_timeout)
+        ready_s = t.start()
+        # Warm ONNX Runtime before the pod takes traffic (its first request pays the lazy initialisation).
+        t.infer(repo.models[0], w.batches(n=1, batch=8)[0], timeout=30)
+        pod = Pod(name, track, version, t, repo, time.time())
+        self._event(event="pod-ready", region=region, track=track, version=version, pod=name, address=addr, ready_s=round(ready_s, 3),
+                    served_sha256=dict(repo.served))
+        return pod
+
+    def _stop_pods(self, region: str, pods: list[Pod], why: str) -> None:
+        for p in pods:
+            p.server.stop()
+            self._event(event="pod-stopped", region=region, track=p.track, version=p.version, pod=p.name, why=why)
+
+    def _rollout(self, region: str, track: str, version: str, desired: int) -> Deployment:
+        """New pods for `version`, all ready before they replace the old ones (maxUnavailable 0). A refused pod
+        leaves the Deployment at its new version with 0 ready: the old pods keep serving."""
+        dep = Deployment(version, desired)
+        try:
+            for _ in range(desired):
+                dep.pods.append(self.start_pod(region, track, version))
+        except ArtifactError as e:
+            dep.refused = str(e)
+        return dep
+
+    # ------------------------------------------------------------ start-up (the world's first pulumi up)
+    def start_region(self, region: str, version: str) -> Pod:
+        with self._lock(region):
+            dep = self._rollout(region, STABLE, version, self.replicas.get(region, 1))
+            if dep.refused:
+                raise ArtifactError(dep.refused)
+            self.deps[region] = {STABLE: dep}
+            self.weight[region] = 0
+            w = self.world
+            self.proxies[region] = WeightedProxy(w.region_ip[region], w.ports["http"], lambda t, ex, r=region: self._pick(r, t, ex)).start()
+            self._sync_world(region)
+            return dep.pods[0]
+
+    def _sync_world(self, region: str) -> None:
+        """The world's per-region handles (faults, served manifest, describe) follow the serving stable pod."""
+        pods = self._serving(region, STABLE)
+        if pods:
+            self.world.tritons[region] = pods[0].server
+            self.world.repos[region] = pods[0].repo
+
+    # ------------------------------------------------------------ routing
+    def _serving(self, region: str, track: str) -> list[Pod]:
+        """Pods answering for the track: the current template's ready pods, else (rollout stalled or not ready
+        yet) the previous template's, which `previous` keeps until the new one is ready."""
+        dep = self.deps.get(region, {}).get(track)
+        if dep is None:
+            return []
+        ready = [p for p in dep.pods if p.ready]
+        prev = self._previous.get(region) if track == STABLE else None
+        return ready or ([p for p in prev.pods if p.ready] if prev else [])
+
+    def _pick(self, region: str, track: str | None, exclude: set[str]) -> Pod | None:
+        if track not in (STABLE, CANARY):
+            canary = [p for p in self._serving(region, CANARY) if p.name not in exclude]
+            w = self.weight.get(region, 0)
+            track = CANARY if canary and w > 0 and self._rng.random() * 100 < w else STABLE
+        pods = [p for p in self._serving(region, track) if p.name not in exclude]
+        return self._rng.choice(pods) if pods else None
+
+    # ------------------------------------------------------------ pulumi up of the regional stack
+    def apply(self, region: str, model: Any) -> None:
+        version, canary_version, weight = model.version, (model.canary_version or ""), int(model.canary_weight or 0)
+        with self._lock(region):
+            deps = self.deps.setdefault(region, {})
+            if not canary_version and CANARY in deps:
+                self._set_weight(region, 0)  # the listener first: no request goes to pods about to stop
+            stable = deps.get(STABLE)
+            if stable is None or stable.version != version:
+                new = self._rollout(region, STABLE, version, self.replicas.get(region, 1))
+                if new.refused:
+                    self._event(event="rollout-stalled", region=region, track=STABLE, version=version, reason=new.refused)
+                    # The Deployment says the new version with 0 ready; the old pods keep serving (kept as `previous`).
+                    new.pods = []
+                    deps[STABLE] = new
+                    self._previous.setdefault(region, stable)
+                else:
+                    deps[STABLE] = new
+                    self._sync_world(region)
+                    old = (stable.pods if stable is not None else []) + (self._previous.pop(region).pods if self._previous.get(region) else [])
+                    self._stop_pods(region, old, f"rolled to {version}")
+            if canary_version:
+                cur = deps.get(CANARY)
+                if cur is None or cur.version != canary_version:
+                    if cur is not None:
+                        self._set_weight(region, 0)
+                    deps[CANARY] = self._rollout(region, CANARY, canary_version, 1)
+                    if cur is not None:
+                        self._stop_pods(region, cur.pods, f"canary now {canary_version}")
+                self._set_weight(region, weight)
+            elif CANARY in deps:
+                self._stop_pods(region, deps.pop(CANARY).pods, "canary cleared")
+
+    @property
+    def _previous(self) -> dict[str, Deployment | None]:
+        return self.__dict__.setdefault("_prev", {})
+
+    def _set_weight(self, region: str, weight: int) -> None:
+        if self.weight.get(region) != weight:
+            self.weight[region] = weight
+            self._event(event="weight", region=region, canary_weight=weight)
+
+    # ------------------------------------------------------------ ServingAdapter
+    def tracks(self, region: str) -> dict[str, TrackState]:
+        out = {}
+        for track, dep in self.deps.get(region, {}).items():
+            w = self.weight.get(region, 0) if track == CANARY else 100 - (self.weight.get(region, 0) if CANARY in self.deps[region] else 0)
+            out[track] = TrackState(track=track, version=dep.version, weight=w, ready=sum(1 for p in dep.pods if p.ready), desired=dep.desired)
+        return out
+
+    def restart(self, region: str, track: str) -> None:
+        """`kubectl rollout restart`: new pods from the bucket (verified again), then the old ones stop."""
+        with self._lock(region):
+            cur = self.deps[region][track]
+            new = self._rollout(region, track, cur.version, cur.desired)
+            if new.refused:
+                self._event(event="rollout-stalled", region=region, track=track, version=cur.version, reason=new.refused)
+                return  # the old pods keep serving; the restart's caller sees no new ready pod of the template
+            self.deps[region][track] = new
+            self._sync_world(region)
+            self._stop_pods(region, cur.pods, "restarted")
+
+    # ------------------------------------------------------------ PodReadiness (capacity adapter)
+    def ready(self, region: str) -> tuple[int, int]:
+        dep = self.deps.get(region, {}).get(STABLE)
+        return (sum(1 for p in dep.pods if p.ready), dep.desired) if dep else (0, 0)
+
+    # ------------------------------------------------------------ metrics (each pod, as Prometheus scrapes them)
+    def scrape(self, region: str, track: str) -> dict[str, str]:
+        out = {}
+        for p in self._serving(region, track):
+            try:
+                out[p.name] = p.server.metrics()
+            except Exception:  # noqa: BLE001 - a pod that just died has no metrics; its counters are gone as on AWS
+                pass
+        return out
+
+    # ------------------------------------------------------------ node loss
+    def lose_node(self, region: str) -> dict:
+        with self._lock(region):
+            dep = self.deps[region][STABLE]
+            ready = [p for p in dep.pods if p.ready]
+            if len(ready) < 2:
+                raise RuntimeError(f"{region} has {len(ready)} ready stable pod(s): losing one would take the region down; "
+                                   "run node-loss with 2 replicas (the rehearsal does for its region)")
+            victim = ready[-1]
+            victim.server.fail("kill")
+            self._event(event="node-lost", region=region, pod=victim.name)
+            dep.pods.remove(victim)
+            dep.pods.append(victim)  # stays counted (not ready) until its replacement is ready
+            self._sync_world(region)
+
+        def replace() -> None:
+            time.sleep(self.replace_seconds)
+            with self._lock(region):
+                if victim not in dep.pods:
+                    return
+                try:
+                    pod = self.start_pod(region, STABLE, dep.version)
+                except Exception as e:  # noqa: BLE001 - recorded; the drill sees readiness not recover
+                    self._event(event="replacement-failed", region=region, reason=str(e))
+                    return
+                dep.pods[dep.pods.index(victim)] = pod
+                self._event(event="node-replaced", region=region, pod=pod.name, lost=victim.name)
+
+        th = threading.Thread(target=replace, name=f"replace-{region}", daemon=True)
+        th.start()
+        self._threads.append(th)
+        return {"region": region, "pod": victim.name}
+
+    # ------------------------------------------------------------ lifecycle / facts
+    def close(self) -> None:
+        for p in self.proxies.values():
+            try:
+                p.stop()
+            except Exception:  # noqa: BLE001 - keep tearing down
+                pass
+        for th in self._threads:
+            th.join(timeout=self.world.scale.ready_timeout)
+
+    def track_counts(self) -> list[dict]:
+        out = []
+        for region, p in self.proxies.items():
+            for (sec, track, version), n in sorted(p.counts.items()):
+                out.append({"region": region, "second": sec, "track": track, "version": version, "requests": n})
+        return out
+
+    def describe(self) -> dict:
+        return {r: {"weight": self.weight.get(r, 0), "tracks": {t: {"version": d.version, "desired": d.desired,
+                                                                    "pods": [{"name": p.name, "address": p.server.address, "state": p.server.state}
+                                                                             for p in d.pods], "refused": d.refused}
+                                                                for t, d in deps.items()}}
+                for r, deps in self.deps.items()}
+
+
+class NodeLoss:
+    """FaultAdapter "gpu-node-loss" over the serving model: one stable pod killed, replaced after a delay."""
+
+    kinds = ("gpu-node-loss",)
+
+    def __init__(self, serving: ServingModel):
+        self.serving = serving
+
+    def prepare(self, region: str, kind: str) -> dict:
+        ready, desired = self.serving.ready(region)
+        return {"region": region, "ready_before": ready, "desired": desired}
+
+    def inject(self, region: str, kind: str, handle: dict) -> None:
+        handle.update(self.serving.lose_node(region))
+
+    def clear(self, region: str, kind: str, handle: dict) -> None:
+        return None  # the replacement is the node group's job (started by lose_node); nothing to undo
+
+
+def dump_events(serving: ServingModel, path: Path) -> None:
+    path.write_text(json.dumps(serving.events, indent=1, default=str))
