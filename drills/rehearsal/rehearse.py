@@ -221,12 +221,15 @@ def start_world(fleet: Any, *, model_dir: Path, workdir: Path, stacks_dir: Path,
     from drills.rehearsal.adapters import RehearsalStacks
     from drills.rehearsal.world import World, model_build_publisher
 
+    world = World(fleet, model_dir=model_dir, workdir=workdir, declared=[], base_port=base_port, scale=scale, seed=seed,
+                  publisher=publisher or model_build_publisher, log=log)
+    # The ports first (a port in use stops the run at once, before seconds of offline planning); start() checks again.
+    world._claim_ports()
     t0 = time.monotonic()
     log(f"offline plan of {fleet.global_stack} and {', '.join(fleet.stack_names.values())} (Pulumi programs under mocks) ...")
     declared, per = declared_resources(fleet, stacks_dir)
     log(f"offline plan: {len(declared)} declared resources in {time.monotonic() - t0:.1f} s")
-    world = World(fleet, model_dir=model_dir, workdir=workdir, declared=declared, base_port=base_port, scale=scale, seed=seed,
-                  publisher=publisher or model_build_publisher, log=log)
+    world._declared = declared
     world.timings["offline plan of the stacks"] = round(time.monotonic() - t0, 3)
     world.start()
     try:

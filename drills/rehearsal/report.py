@@ -275,7 +275,7 @@ def render_markdown(rep: dict) -> str:
         L += ["| | requests | success | p50 (ms) | p99 (ms) | share |", "|---|---|---|---|---|---|"]
         for name, s in (("before the fault", b), ("after SLO recovery (until the fault was cleared)", a)):
             L.append(f"| {name} | {s['requests']} | {_pct(s['success_rate'])} | {_ms(s['p50_ms'])} | {_ms(s['p99_ms'])} | "
-                     + ", ".join(f"{k} {v:.0%}" for k, v in s["share"].items()) + " |")
+                     + _share(s["share"]) + " |")
         L += ["", f"Errors during the failover: **{fo['errors_during_failover']}** ({fo['clients_affected']} clients affected); "
                   f"failed after the failover window of {fo['window_drill_s']} s (predicted RTO + tolerance): **{fo['lost_after_window']}**.", ""]
         L += [f"## RTO in its parts (fault: {fo['fault']} in {fo['region']}; measured from the clients' records)", "",
@@ -313,6 +313,8 @@ def render_markdown(rep: dict) -> str:
                      + ", ".join(f"{g} {v['version']} ({(v['sha256'] or '')[:12]})" for g, v in sk["regions"].items()) + ".")
         L.append("")
     L += ["## Timeline chart", "", "![timeline](timeline.png)", ""]
+    if rep.get("chart_failover"):
+        L += ["The failover window, closer:", "", "![failover](failover.png)", ""]
     if rep["findings"]:
         L += ["## Rehearsal findings", ""] + [f"{i}. {f['finding']}. **Action:** {f['action']}." for i, f in enumerate(rep["findings"], 1)] + [""]
     w = rh["world"]
@@ -327,6 +329,11 @@ def render_markdown(rep: dict) -> str:
         md = "\n".join(("#" + line) if line.startswith("#") else line for line in md.splitlines())
         L += ["## The engine's drill report (drill seconds; the same report `python -m drills report` writes)", "", md]
     return "\n".join(L) + "\n"
+
+
+def _share(d: dict) -> str:
+    """Traffic shares as percentages; a share under 1% (one straggler request) is not shown as 0%."""
+    return ", ".join(f"{k} {v:.0%}" if v >= 0.01 or v == 0 else f"{k} <1%" for k, v in d.items())
 
 
 def _pct(v: float | None) -> str:
@@ -358,6 +365,10 @@ def write(rep: dict, records: list, out: Path, state_dir: Path, entries: list[di
         png = timeline_chart(rep, records, entries, out / "timeline.png")
         if png:
             paths.append(png)
+        zoomed = timeline_chart(rep, records, entries, out / "failover.png", zoom=True)
+        if zoomed:
+            paths.append(zoomed)
+            rep["chart_failover"] = "failover.png"
     except Exception as e:  # noqa: BLE001 - a chart failure must not lose the report
         rep["chart"] = None
         rep.setdefault("findings", []).append({"finding": f"the timeline chart could not be drawn: {type(e).__name__}: {e}",
