@@ -170,9 +170,9 @@ def timeline_chart(rep: dict, records: list, entries: list[dict], path: Path, zo
                     for ax in axes:
                         ax.axvline(x, color="#999999", ls=":", lw=0.7)
                     # Steps that start close together get their names at alternating heights, so both stay legible.
-                    level = (level + 1) % 2 if last_x is not None and x - last_x < 0.03 * (xs[-1] - xs[0]) else 0
+                    level = (level + 1) % 3 if last_x is not None and x - last_x < 0.03 * (xs[-1] - xs[0]) else 0
                     last_x = x
-                    ax_r.text(x, 0.98 - 0.45 * level, " " + e["name"], rotation=90, va="top", ha="left", fontsize=7, color="#222222",
+                    ax_r.text(x, 0.98 - 0.32 * level, " " + e["name"], rotation=90, va="top", ha="left", fontsize=7, color="#222222",
                               bbox={"facecolor": "white", "alpha": 0.6, "lw": 0, "pad": 0.5}, clip_on=True)
     for ax in axes:
         ax.grid(alpha=0.25)
