@@ -56,7 +56,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
         "Run a drill scenario end to end on this machine: the cached model_build output published to one bucket per "
         "region in a moto_server, one real Triton per region, Route 53 health checks, DNS and S3 replication modelled, "
         "client traffic through the DNS name, the drill through the drills engine (executed: the environment is this "
-        "run's own copy, so no --confirm), everything torn down, and a report with a timeline chart.")
+        "run's own copy, so no --confirm), everything torn down, and a report with a timeline chart. The journal and "
+        "lock live in <out>/state unless --state-dir is given; --stacks-dir is where the stack files are copied from.")
     p.add_argument("--env", default="prod", help="environment (default prod: 3 regions, weighted; staging: 2 regions, failover)")
     p.add_argument("--scenario", default="region-outage", choices=SCENARIOS,
                    help="drill scenario (default region-outage); `all`: every scenario the environment's routing allows, one "
