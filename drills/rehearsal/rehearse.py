@@ -216,13 +216,16 @@ def backend_for(live: LiveWorld, options: dict, clock: Any) -> Any:
 
 def start_world(fleet: Any, *, model_dir: Path, workdir: Path, stacks_dir: Path, stack_state: Path, scale: Any,
                 base_port: int | None, seed: int, log: Callable[[str], None], probe_timeout: float,
-                publisher: Any = None) -> LiveWorld:
-    """Offline plans -> World (started) -> the stack adapter's applied state seeded from the same plans."""
+                publisher: Any = None, world_cls: Any = None, world_kw: dict[str, Any] | None = None) -> LiveWorld:
+    """Offline plans -> World (started) -> the stack adapter's applied state seeded from the same plans.
+
+    `world_cls` (default `World`) and `world_kw` (its extra keyword arguments) let a plugin start a World subclass
+    (drills.release's ReleaseWorld) through the same sequence."""
     from drills.rehearsal.adapters import RehearsalStacks
     from drills.rehearsal.world import World, model_build_publisher
 
-    world = World(fleet, model_dir=model_dir, workdir=workdir, declared=[], base_port=base_port, scale=scale, seed=seed,
-                  publisher=publisher or model_build_publisher, log=log)
+    world = (world_cls or World)(fleet, model_dir=model_dir, workdir=workdir, declared=[], base_port=base_port, scale=scale, seed=seed,
+                                 publisher=publisher or model_build_publisher, log=log, **(world_kw or {}))
     # The ports first (a port in use stops the run at once, before seconds of offline planning); start() checks again.
     world._claim_ports()
     t0 = time.monotonic()

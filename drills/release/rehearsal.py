@@ -59,25 +59,11 @@ class ReleaseWorld(World):
         return d
 
 
-def start_release_world(fleet: Any, *, model_dir: Path, workdir: Path, stacks_dir: Path, stack_state: Path, scale: Any,
-                        base_port: int | None, seed: int, log: Callable[[str], None], probe_timeout: float,
-                        replicas: dict[str, int]) -> Any:
-    """`rehearse.start_world` with a ReleaseWorld: offline plans -> world -> the stack adapter's applied state."""
-    from drills.rehearsal.adapters import RehearsalStacks
-    from drills.rehearsal.world import model_build_publisher
-
-    declared, per = R.declared_resources(fleet, stacks_dir)
-    world = ReleaseWorld(fleet, model_dir=model_dir, workdir=workdir, declared=declared, base_port=base_port, scale=scale, seed=seed,
-                         publisher=model_build_publisher, log=log, replicas=replicas, replace_seconds=max(1.0, 30 * scale.ttl / max(1, fleet.glob.ttl)))
-    world.start()
-    try:
-        stacks = RehearsalStacks(world, stacks_dir, stack_state)
-        for stack, (recs, outputs) in per.items():
-            stacks.mark_applied(stack, recs, outputs)
-        return R.LiveWorld(world, stacks_dir, stack_state, probe_timeout, seed, R.probe_body(world), stacks=stacks)
-    except BaseException:
-        world.close()
-        raise
+def start_release_world(fleet: Any, *, replicas: dict[str, int], **kw: Any) -> Any:
+    """`rehearse.start_world` with a ReleaseWorld (replicas per region, node replacement delay from the scaled TTL)."""
+    scale = kw["scale"]
+    return R.start_world(fleet, world_cls=ReleaseWorld, world_kw={"replicas": replicas,
+                                                                  "replace_seconds": max(1.0, 30 * scale.ttl / max(1, fleet.glob.ttl))}, **kw)
 
 
 def attach(b: Any, world: ReleaseWorld) -> Any:
@@ -151,6 +137,7 @@ def run(opts: Options, log: Callable[[str], None] = _log) -> dict:
     from infra.config import STACKS_DIR, load_fleet
 
     from drills.rehearsal.model_cache import ensure_model
+    from drills.release import actions as _actions, checks as _checks, scenarios as _scenarios  # noqa: F401 - registrations this run needs
     from drills.release.rehearsal_models import candidate
 
     unknown = [s for s in opts.scenarios if s not in SCENARIOS]

@@ -12,7 +12,9 @@ with listener rules pinning a request to one track by the `X-Reco-Track` header.
                 never starts, the refusal is recorded with the expected and found sha256, and the pods that were
                 serving keep serving (a rollout with maxUnavailable 0 stalls).
   Deployment    per track: version, desired pods, the ready pods of the current template (`TrackState`).
-  ALB           `WeightedProxy` on the region's address and HTTP port (what DNS answers): requests with
+  ALB           `alb_proc.AlbProcess`, one child process per region (not behind the drill's GIL) on the region's
+                address and HTTP port (what DNS answers), routing by the table `ServingModel` pushes on every
+                change (ready pods per track, canary weight): requests with
                 `X-Reco-Track` go to that track; others to the canary with probability weight/100 when it has
                 ready pods, else to stable; only ready pods are targets (target health). A request that reached no
                 server (connection refused/reset: a pod that just died) is sent to another pod, as target
@@ -29,19 +31,15 @@ each pod's /metrics scraped directly (Prometheus scrapes pods, not the load bala
 """
 from __future__ import annotations
 
-import http.client
 import json
-import random
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
-
-from infra.components.load_balancer import TRACK_HEADER
+from typing import Any
 
 from drills.adapters.base import TrackState
+from drills.release.alb_proc import AlbProcess
 from drills.rehearsal.repo import ArtifactError, ServingRepo, prepare_serving_repo, sync_from_bucket
 from drills.rehearsal.triton import TritonServer
 
@@ -71,97 +69,6 @@ class Deployment:
     refused: str | None = None  # why the last pod of this template was refused (verification)
 
 
-# ---------------------------------------------------------------- the load balancer model
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive to clients, as an ALB listener
-
-    def log_message(self, *a: Any) -> None:  # noqa: D401 - quiet: the loadgen's records are the request log
-        return
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._forward("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._forward("POST")
-
-    def _forward(self, method: str) -> None:
-        srv: WeightedProxy = self.server  # type: ignore[assignment]
-        n = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(n) if n else None
-        track = self.headers.get(TRACK_HEADER)
-        tried: set[str] = set()
-        for _ in range(3):
-            pod = srv.pick(track, tried)
-            if pod is None:
-                break
-            try:
-                status, ctype, data = srv.send(pod, method, self.path, body)
-            except (ConnectionRefusedError, ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
-                tried.add(pod.name)  # reached no server: another target
-                continue
-            except OSError as e:  # a timeout: the request may have been served; not retried
-                self._reply(504, "text/plain", f"upstream {pod.name}: {e}".encode())
-                return
-            srv.count(pod, status)
-            self._reply(status, ctype, data)
-            return
-        self._reply(503, "text/plain", b"no ready target for this request")
-
-    def _reply(self, status: int, ctype: str, data: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype or "application/octet-stream")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-
-class WeightedProxy(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: str, port: int, pick: Callable[[str | None, set[str]], Pod | None], timeout: float = 10.0):
-        super().__init__((address, port), _Handler)
-        self.pick, self.timeout = pick, timeout
-        self._local = threading.local()
-        self.counts: dict[tuple[int, str, str], int] = {}  # (wall second, track, version) -> requests answered
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self.serve_forever, name=f"alb-{address}", daemon=True)
-
-    def start(self) -> "WeightedProxy":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-
-    def send(self, pod: Pod, method: str, path: str, body: bytes | None) -> tuple[int, str, bytes]:
-        conns = self._local.__dict__.setdefault("conns", {})
-        for attempt in (0, 1):
-            c = conns.get(pod.name)
-            if c is None:
-                c = conns[pod.name] = http.client.HTTPConnection(pod.server.address, pod.server.http_port, timeout=self.timeout)
-            try:
-                c.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
-                r = c.getresponse()
-                return r.status, r.getheader("Content-Type", ""), r.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                c.close()
-                conns.pop(pod.name, None)
-                if attempt or not pod.ready:  # a stale keep-alive once; a dead pod is the caller's to route around
-                    raise
-            except BaseException:
-                c.close()
-                conns.pop(pod.name, None)
-                raise
-        raise ConnectionResetError(pod.name)
-
-    def count(self, pod: Pod, status: int) -> None:
-        with self._lock:
-            k = (int(time.time()), pod.track, pod.version)
-            self.counts[k] = self.counts.get(k, 0) + 1
-
-
 # ---------------------------------------------------------------- the serving model
 class ServingModel:
     """Stable/canary Deployments per region over real Tritons; the rehearsal's `ServingAdapter`."""
@@ -172,12 +79,12 @@ class ServingModel:
         self.replace_seconds = replace_seconds  # wall seconds until a lost node's replacement pod starts
         self.deps: dict[str, dict[str, Deployment]] = {}
         self.weight: dict[str, int] = {}
-        self.proxies: dict[str, WeightedProxy] = {}
+        self.proxies: dict[str, AlbProcess] = {}
+        self._counts: dict[str, list] = {}
         self.events: list[dict] = []  # every pod start/refusal/stop, weight change and node loss, wall-clock dated
         self._slot = 0
         self._locks: dict[str, threading.RLock] = {}
         self._threads: list[threading.Thread] = []
-        self._rng = random.Random(world.seed)
         self._model = next(iter(world.fleet.regions.values())).model.name
 
     def _lock(self, region: str) -> threading.RLock:
@@ -244,7 +151,10 @@ class ServingModel:
             self.deps[region] = {STABLE: dep}
             self.weight[region] = 0
             w = self.world
-            self.proxies[region] = WeightedProxy(w.region_ip[region], w.ports["http"], lambda t, ex, r=region: self._pick(r, t, ex)).start()
+            # The region's load balancer in its own process (alb_proc): not behind this process's GIL.
+            self.proxies[region] = AlbProcess(w.sup, w.workdir / "regions" / region / "alb", {region: (w.region_ip[region], w.ports["http"])},
+                                              seed=w.seed, name=f"alb-{region}").start()
+            self._push(region)
             self._sync_world(region)
             return dep.pods[0]
 
@@ -266,13 +176,13 @@ class ServingModel:
         prev = self._previous.get(region) if track == STABLE else None
         return ready or ([p for p in prev.pods if p.ready] if prev else [])
 
-    def _pick(self, region: str, track: str | None, exclude: set[str]) -> Pod | None:
-        if track not in (STABLE, CANARY):
-            canary = [p for p in self._serving(region, CANARY) if p.name not in exclude]
-            w = self.weight.get(region, 0)
-            track = CANARY if canary and w > 0 and self._rng.random() * 100 < w else STABLE
-        pods = [p for p in self._serving(region, track) if p.name not in exclude]
-        return self._rng.choice(pods) if pods else None
+    def _push(self, region: str) -> None:
+        """The region's routing table to its load-balancer process: each track's ready pods, the canary weight."""
+        proxy = self.proxies.get(region)
+        if proxy is None:
+            return
+        targets = {t: [(p.name, p.server.address, p.server.http_port, p.version) for p in self._serving(region, t)] for t in (STABLE, CANARY)}
+        proxy.set(region, self.weight.get(region, 0), targets)
 
     # ------------------------------------------------------------ pulumi up of the regional stack
     def apply(self, region: str, model: Any) -> None:
@@ -293,6 +203,7 @@ class ServingModel:
                 else:
                     deps[STABLE] = new
                     self._sync_world(region)
+                    self._push(region)  # the targets switched before the old pods stop
                     old = (stable.pods if stable is not None else []) + (self._previous.pop(region).pods if self._previous.get(region) else [])
                     self._stop_pods(region, old, f"rolled to {version}")
             if canary_version:
@@ -301,11 +212,14 @@ class ServingModel:
                     if cur is not None:
                         self._set_weight(region, 0)
                     deps[CANARY] = self._rollout(region, CANARY, canary_version, 1)
+                    self._push(region)
                     if cur is not None:
                         self._stop_pods(region, cur.pods, f"canary now {canary_version}")
                 self._set_weight(region, weight)
             elif CANARY in deps:
-                self._stop_pods(region, deps.pop(CANARY).pods, "canary cleared")
+                gone = deps.pop(CANARY).pods
+                self._push(region)
+                self._stop_pods(region, gone, "canary cleared")
 
     @property
     def _previous(self) -> dict[str, Deployment | None]:
@@ -314,6 +228,7 @@ class ServingModel:
     def _set_weight(self, region: str, weight: int) -> None:
         if self.weight.get(region) != weight:
             self.weight[region] = weight
+            self._push(region)
             self._event(event="weight", region=region, canary_weight=weight)
 
     # ------------------------------------------------------------ ServingAdapter
@@ -334,6 +249,7 @@ class ServingModel:
                 return  # the old pods keep serving; the restart's caller sees no new ready pod of the template
             self.deps[region][track] = new
             self._sync_world(region)
+            self._push(region)
             self._stop_pods(region, cur.pods, "restarted")
 
     # ------------------------------------------------------------ PodReadiness (capacity adapter)
@@ -365,6 +281,7 @@ class ServingModel:
             dep.pods.remove(victim)
             dep.pods.append(victim)  # stays counted (not ready) until its replacement is ready
             self._sync_world(region)
+            self._push(region)  # target deregistration (until then the proxy routes around the refused connections)
 
         def replace() -> None:
             time.sleep(self.replace_seconds)
@@ -377,6 +294,7 @@ class ServingModel:
                     self._event(event="replacement-failed", region=region, reason=str(e))
                     return
                 dep.pods[dep.pods.index(victim)] = pod
+                self._push(region)
                 self._event(event="node-replaced", region=region, pod=pod.name, lost=victim.name)
 
         th = threading.Thread(target=replace, name=f"replace-{region}", daemon=True)
@@ -386,8 +304,9 @@ class ServingModel:
 
     # ------------------------------------------------------------ lifecycle / facts
     def close(self) -> None:
-        for p in self.proxies.values():
+        for region, p in self.proxies.items():
             try:
+                self._counts[region] = p.counts()
                 p.stop()
             except Exception:  # noqa: BLE001 - keep tearing down
                 pass
@@ -397,7 +316,8 @@ class ServingModel:
     def track_counts(self) -> list[dict]:
         out = []
         for region, p in self.proxies.items():
-            for (sec, track, version), n in sorted(p.counts.items()):
+            rows = self._counts.get(region) if region in self._counts else p.counts()
+            for sec, _region, track, version, n in rows:
                 out.append({"region": region, "second": sec, "track": track, "version": version, "requests": n})
         return out
 

@@ -11,6 +11,7 @@ pytest.importorskip("pytriton")
 
 @pytest.mark.timeout(600) if hasattr(pytest.mark, "timeout") else (lambda f: f)
 def test_bad_release_rolled_back_and_corruption_refused(tmp_path):
+    import drills.release.plugin  # noqa: F401 - the release scenarios, actions, checks and backend, not left to another test's import
     from drills.release.rehearsal import Options, run
 
     s = run(Options(env="staging", scenarios=("bad-release", "artifact-corruption"), out=tmp_path / "run", scale=0.1, rate=30, clients=8,

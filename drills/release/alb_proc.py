@@ -1,0 +1,239 @@
+"""The weighted load-balancer model ("ALB") in its own process.
+
+In the rehearsal's main process the engine, the Pulumi programs, the DNS/health/replication models and the
+gates' scoring all share one GIL; a proxy thread there adds that wait to every user request (measured: 1 s
+client timeouts on a 2-core box while a gate scored). As `loadgen_proc` does for the clients, `AlbProcess` runs
+every region's proxy in a supervised child (`python -m drills.release.alb_proc SPEC STARTED`). The parent owns
+the routing state (which pods are ready targets of which track, the canary weight) and pushes it on every
+change through a loopback control endpoint; the push returns once the child routes by the new table, so "weight
+0 before the canary pods stop" stays ordered as the listener change before the Deployment change on AWS.
+
+Routing in the child (unchanged from the in-process model): `X-Reco-Track` pins a track; otherwise the canary
+with probability weight/100 when it has targets, else stable; a request that reached no server (connection
+refused/reset: a pod that just died) goes to another target; a timeout is not retried.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import signal
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+TRACK_HEADER = "X-Reco-Track"
+
+
+# ---------------------------------------------------------------- parent side
+class AlbProcess:
+    """Start the child, `set(region, weight, targets)` to route, `counts()` for what each track answered."""
+
+    def __init__(self, sup: Any, workdir: Path, listeners: dict[str, tuple[str, int]], *, seed: int = 0, timeout: float = 10.0,
+                 ready_timeout: float = 30.0, name: str = "alb"):
+        self.sup, self.workdir, self.name = sup, Path(workdir), name
+        self.spec = {"listeners": {r: list(a) for r, a in listeners.items()}, "seed": seed, "timeout": timeout}
+        self.ready_timeout = ready_timeout
+        self.child = None
+        self.control: str | None = None
+        self._lock = threading.Lock()
+        self._last_counts: list[list] = []
+
+    def start(self) -> "AlbProcess":
+        from infra.components.load_balancer import TRACK_HEADER as declared
+
+        if declared != TRACK_HEADER:
+            raise RuntimeError(f"the stack pins tracks by {declared!r}, this proxy by {TRACK_HEADER!r}")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        spec, started = self.workdir / "alb.json", self.workdir / "alb.started"
+        spec.write_text(json.dumps(self.spec))
+        started.unlink(missing_ok=True)
+        self.child = self.sup.start(self.name, [sys.executable, "-m", "drills.release.alb_proc", str(spec), str(started)])
+        deadline = time.monotonic() + self.ready_timeout
+        while not started.exists():
+            if not self.child.alive():
+                raise RuntimeError(f"the load-balancer model exited with {self.child.popen.returncode}: {self.child.log_tail()}")
+            if time.monotonic() > deadline:
+                self.sup.stop(self.child)
+                raise RuntimeError(f"the load-balancer model did not start in {self.ready_timeout:g} s: {self.child.log_tail()}")
+            time.sleep(0.05)
+        self.control = f"http://127.0.0.1:{int(started.read_text())}"
+        return self
+
+    def _call(self, path: str, body: dict | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.control + path, data=data, method="POST" if data else "GET",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    def set(self, region: str, weight: int, targets: dict[str, list[tuple[str, str, int]]]) -> None:
+        """targets: track -> [(pod name, address, port, version)] of its ready pods. Returns once the child routes by it."""
+        with self._lock:
+            self._call("/route", {"region": region, "weight": weight, "targets": {t: [list(p) for p in ps] for t, ps in targets.items()}})
+
+    def counts(self) -> list[list]:
+        """[[wall second, region, track, version, requests answered]]."""
+        if self.child is not None and self.child.alive():
+            try:
+                self._last_counts = self._call("/counts")
+            except OSError:
+                pass
+        return self._last_counts
+
+    def stop(self) -> None:
+        if self.child is None:
+            return
+        self.counts()
+        self.sup.stop(self.child, first=signal.SIGTERM, first_to_group=False, grace=5.0)
+        self.child = None
+
+
+# ---------------------------------------------------------------- child side
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive to clients, as an ALB listener
+
+    def log_message(self, *a: Any) -> None:
+        return
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._forward("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._forward("POST")
+
+    def _forward(self, method: str) -> None:
+        srv: _Proxy = self.server  # type: ignore[assignment]
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if n else None
+        track = self.headers.get(TRACK_HEADER)
+        tried: set[str] = set()
+        for _ in range(3):
+            picked = srv.pick(track, tried)
+            if picked is None:
+                break
+            t, pod = picked
+            try:
+                status, ctype, data = srv.send(pod, method, self.path, body)
+            except (ConnectionRefusedError, ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
+                tried.add(pod[0])  # reached no server: another target
+                continue
+            except OSError as e:  # a timeout: the request may have been served; not retried
+                self._reply(504, "text/plain", f"upstream {pod[0]}: {e}".encode())
+                return
+            srv.count(t, pod[3])
+            self._reply(status, ctype, data)
+            return
+        self._reply(503, "text/plain", b"no ready target for this request")
+
+    def _reply(self, status: int, ctype: str, data: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype or "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class _Proxy(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, region: str, address: str, port: int, rng: random.Random, timeout: float, counts: dict, lock: threading.Lock):
+        super().__init__((address, port), _Handler)
+        self.region, self.rng, self.timeout, self._counts, self._clock = region, rng, timeout, counts, lock
+        self.table: dict[str, Any] = {"weight": 0, "targets": {}}
+        self._local = threading.local()
+
+    def pick(self, track: str | None, exclude: set[str]) -> tuple[str, list] | None:
+        table = self.table  # one consistent snapshot (replaced whole by the control endpoint)
+        targets = table["targets"]
+        if track not in ("stable", "canary"):
+            canary = [p for p in targets.get("canary", []) if p[0] not in exclude]
+            w = table["weight"]
+            track = "canary" if canary and w > 0 and self.rng.random() * 100 < w else "stable"
+        pods = [p for p in targets.get(track, []) if p[0] not in exclude]
+        return (track, self.rng.choice(pods)) if pods else None
+
+    def send(self, pod: list, method: str, path: str, body: bytes | None) -> tuple[int, str, bytes]:
+        name, addr, port = pod[0], pod[1], pod[2]
+        conns = self._local.__dict__.setdefault("conns", {})
+        key = (name, addr, port)
+        for attempt in (0, 1):
+            c = conns.get(key)
+            fresh = c is None
+            if fresh:
+                c = conns[key] = http.client.HTTPConnection(addr, port, timeout=self.timeout)
+            try:
+                c.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
+                r = c.getresponse()
+                return r.status, r.getheader("Content-Type", ""), r.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                c.close()
+                conns.pop(key, None)
+                if attempt or fresh:  # a stale keep-alive once; a dead pod is the caller's to route around
+                    raise
+            except BaseException:
+                c.close()
+                conns.pop(key, None)
+                raise
+        raise ConnectionResetError(name)
+
+    def count(self, track: str, version: str) -> None:
+        with self._clock:
+            k = (int(time.time()), self.region, track, version)
+            self._counts[k] = self._counts.get(k, 0) + 1
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(Path(argv[0]).read_text())
+    started = Path(argv[1])
+    counts: dict = {}
+    lock = threading.Lock()
+    rng = random.Random(spec.get("seed"))
+    proxies = {r: _Proxy(r, a, int(p), rng, float(spec.get("timeout", 10.0)), counts, lock) for r, (a, p) in spec["listeners"].items()}
+
+    class Control(BaseHTTPRequestHandler):
+        def log_message(self, *a: Any) -> None:
+            return
+
+        def _json(self, obj: Any) -> None:
+            data = json.dumps(obj).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self) -> None:  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            proxies[body["region"]].table = {"weight": int(body["weight"]), "targets": body["targets"]}
+            self._json({"ok": True})
+
+        def do_GET(self) -> None:  # noqa: N802
+            with lock:
+                self._json([[*k, n] for k, n in sorted(counts.items())])
+
+    control = ThreadingHTTPServer(("127.0.0.1", 0), Control)
+    control.daemon_threads = True
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in [*proxies.values(), control]]
+    for t in threads:
+        t.start()
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: done.set())
+    signal.signal(signal.SIGINT, lambda *a: done.set())
+    tmp = started.with_suffix(".partial")
+    tmp.write_text(str(control.server_address[1]))
+    tmp.rename(started)
+    done.wait()
+    for s in [*proxies.values(), control]:
+        s.shutdown()
+        s.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
