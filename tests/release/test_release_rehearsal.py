@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("pytriton")
 
 
-@pytest.mark.timeout(600) if hasattr(pytest.mark, "timeout") else (lambda f: f)
+@pytest.mark.release_rehearsal
 def test_bad_release_rolled_back_and_corruption_refused(tmp_path):
     import drills.release.plugin  # noqa: F401 - the release scenarios, actions, checks and backend, not left to another test's import
     from drills.release.rehearsal import Options, run
