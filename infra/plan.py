@@ -256,5 +256,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _close_loop() -> None:
+    """Close the event loop the Pulumi SDK ran on while its sockets still exist: left to the garbage collector at
+    interpreter exit it sometimes finds its self-pipe already gone and prints a spurious traceback."""
+    import asyncio
+
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        return
+    if not loop.is_closed():
+        loop.close()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    rc = main()
+    _close_loop()
+    sys.exit(rc)
