@@ -33,8 +33,12 @@ node_modules/.package-lock.json: package.json package-lock.json
 	else echo "make: npm not found: skipping npm ci; tests/test_workflows.py will fail (install nodejs and npm)" >&2; fi
 node-deps: node_modules/.package-lock.json
 
+# The rehearsal tests start real servers and re-run the Pulumi programs under mocks inside their drills; they run in
+# a pytest process of their own, apart from the hundreds of in-process mock runs of the other tests, whose
+# process-wide Pulumi runtime state they must not share.
 test: venv policy-venv node-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --ignore=tests/rehearsal
+	$(PY) -m pytest -q tests/rehearsal
 
 # The README's main command: a prod region-outage rehearsal (report under build/rehearsal/). Other runs:
 # `make rehearse SCENARIO=evacuate-region`, `make rehearse REHEARSE_ENV=staging SCENARIO=all`,

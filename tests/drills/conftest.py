@@ -6,7 +6,6 @@ buckets and clusters (a uid in each name).
 """
 from __future__ import annotations
 
-import os
 import sys
 import uuid
 from pathlib import Path
@@ -18,30 +17,10 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-_DUMMY = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 @pytest.fixture(autouse=True)
-def _no_aws(monkeypatch):
-    # Dummy credentials: moto needs some to sign, and nothing can reach a real account with them.
-    for k in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "DRILLS_MANIFEST", "DRILLS_PLUGINS", "DRILLS_STATE_DIR"):
-        monkeypatch.delenv(k, raising=False)
-    for k, v in _DUMMY.items():
-        monkeypatch.setenv(k, v)
-
-
-@pytest.fixture(scope="module")
-def aws():
-    from moto import mock_aws
-
-    old = {k: os.environ.get(k) for k in _DUMMY}
-    os.environ.update(_DUMMY)
-    with mock_aws():
-        yield
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+def _no_aws(no_aws):
+    """Every test here runs without real credentials (tests/conftest.py)."""
 
 
 @pytest.fixture
