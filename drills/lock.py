@@ -28,16 +28,27 @@ def _start_time(pid: int) -> str | None:
         return None
 
 
-def _alive(info: dict) -> bool:
-    if info.get("host") != host():
-        return True  # cannot tell from here: treat as held
-    pid = int(info.get("pid", 0))
+def pid_alive(pid: int) -> bool:
+    """True when `pid` exists and is not a zombie (a zombie holds no resources, only an exit status)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def _alive(info: dict) -> bool:
+    if info.get("host") != host():
+        return True  # cannot tell from here: treat as held
+    pid = int(info.get("pid", 0))
+    if not pid_alive(pid):
+        return False
     started = info.get("proc_start")
     return started is None or _start_time(pid) in (None, started)
 

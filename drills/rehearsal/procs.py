@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from drills.lock import pid_alive  # noqa: F401 - one liveness test for locks and supervised children
+
 # Linux hands out client (ephemeral) ports from 32768-60999 by default; picking server ports below that
 # keeps a port we checked free from being taken by some outgoing connection a moment later.
 PORT_RANGE = (20000, 32000)
@@ -104,21 +106,7 @@ def free_port_block(n: int, hosts: Sequence[str] = ("127.0.0.1",), *, tries: int
 
 
 # ---------------------------------------------------------------- pids
-def pid_alive(pid: int) -> bool:
-    """True when `pid` exists and is not a zombie (a zombie holds no resources, only an exit status)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError, ProcessLookupError):
-        return False
-    return state != "Z"
-
-
+# pid_alive is the drills lock's own liveness test (drills.lock), imported above.
 def pgrp(pid: int) -> int | None:
     """The process group of `pid`, or None when it is gone."""
     try:
