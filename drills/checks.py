@@ -63,9 +63,13 @@ def window_stats(results: Iterable[ProbeResult]) -> dict[str, Any]:
     by_region: dict[str, int] = {}
     for r in rs:
         by_region[r.region or "?"] = by_region.get(r.region or "?", 0) + 1
-    return {"n": len(rs), "ok": len(ok), "errors": len(rs) - len(ok),
+    failed = [r for r in rs if not r.ok]
+    return {"n": len(rs), "ok": len(ok), "errors": len(failed),
             "success_rate": (len(ok) / len(rs)) if rs else None,
-            "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99), "by_region": by_region}
+            "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99), "by_region": by_region,
+            # The first few failures themselves: an abort must say what failed, not only how often.
+            "failures": [{"t": r.t, "client": r.client, "region": r.region, "latency_ms": r.latency_ms, "error": r.error}
+                         for r in failed[:5]]}
 
 
 def slo_ok(stats: dict, success_rate: float, p99_ms: float) -> bool:
@@ -99,7 +103,10 @@ def _slo(run: "Run", p: dict, mode: str, since: float | None) -> Verdict:
     ok = slo_ok(st, p["success_rate"], p["p99_ms"])
     p99 = f"{st['p99_ms']:.1f} ms" if st["p99_ms"] is not None else "n/a"
     rate = f"{st['success_rate']:.2%}" if st["success_rate"] is not None else "n/a"
-    return Verdict(ok, f"success {rate} over {st['n']} probes, p99 {p99} (objective >= {p['success_rate']:.2%}, <= {p['p99_ms']:g} ms)", st)
+    failed = "".join(f"; failed: client {f['client']} via {f['region'] or '?'} after {f['latency_ms']:.0f} ms: {f['error']}"
+                     for f in st["failures"][:3])
+    return Verdict(ok, f"success {rate} over {st['n']} probes, p99 {p99} (objective >= {p['success_rate']:.2%}, <= {p['p99_ms']:g} ms)"
+                   + ("" if ok else failed), st)
 
 
 @check("healthy")

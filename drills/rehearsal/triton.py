@@ -165,6 +165,8 @@ class TritonServer:
              "--grpc-address", self.address, "--grpc-port", str(self.grpc_port),
              "--metrics-address", self.address, "--metrics-port", str(self.metrics_port),
              "--allow-gpu-metrics", "false",  # no GPU here; avoids a DCGM/NVML error at every start
+             # As the regional stack runs it (infra/components/triton.py): the p99 gates read Triton's own summary.
+             "--metrics-config=summary_latencies=true",
              "--exit-timeout-secs", str(self.exit_timeout),
              f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}"]
         for m in self.models:

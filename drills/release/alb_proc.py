@@ -96,6 +96,7 @@ class AlbProcess:
 # ---------------------------------------------------------------- child side
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive to clients, as an ALB listener
+    disable_nagle_algorithm = True  # headers and body are two writes: Nagle + delayed ACK would add 40 ms per reply
 
     def log_message(self, *a: Any) -> None:
         return
@@ -134,6 +135,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", ctype or "application/octet-stream")
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            # The client asked for close (or spoke HTTP/1.0): say so, as any HTTP/1.1 server does (RFC 9112 9.6).
+            # Without it a pooling client keeps the socket we are about to close and its next request on it fails
+            # with "Remote end closed connection without response" (seen as 1-in-40 drill probe failures).
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
 
