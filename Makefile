@@ -6,10 +6,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 POLICY_VENV := .venv-policy
 
-.PHONY: venv policy-venv node-deps test rehearse plan capacity build clean help
+.PHONY: venv policy-venv node-deps test rehearse rehearse-release plan capacity build clean help
 help:
 	@echo "make rehearse   run the local multi-region rehearsal (Triton x N, DNS failover, a drill) and write its report"
 	@echo "make test       run the whole test suite"
+	@echo "make rehearse-release   model releases (good promoted, bad rolled back), artifact corruption, node loss on real Tritons"
 	@echo "make plan STACK=prod-use1   offline plan of one stack (Pulumi mocks, no credentials)"
 	@echo "make capacity ENV=prod      N+1 GPU capacity table"
 
@@ -45,6 +46,12 @@ test: venv policy-venv node-deps
 # `make rehearse REHEARSE_ARGS="--scale 1"` (real time). Not ENV: POSIX shells export ENV for their own use.
 rehearse: venv
 	$(PY) -m drills rehearse --env $(or $(REHEARSE_ENV),prod) --scenario $(or $(SCENARIO),region-outage) $(REHEARSE_ARGS)
+
+# Model releases and the drills below a region against real Tritons (report under build/rehearsal/):
+# a good release promoted, a bad one rolled back, artifact corruption restored, a GPU node lost.
+RELEASE_SCENARIOS := release,bad-release,artifact-corruption,node-loss
+rehearse-release: venv
+	$(PY) -m drills rehearse-release --env $(or $(REHEARSE_ENV),prod) --scenario $(or $(SCENARIO),$(RELEASE_SCENARIOS)) $(REHEARSE_ARGS)
 
 plan: venv
 	$(PY) -m infra.plan $(STACK)

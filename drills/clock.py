@@ -17,8 +17,24 @@ class Clock(Protocol):
 
     def sleep(self, seconds: float) -> None: ...
 
+    def to_wall(self, t: float) -> float:
+        """A time of this clock as the wall clock's: what is persisted for other drills (pointers) is wall time."""
 
-class SystemClock:
+    def to_drill(self, wall: float) -> float:
+        """A wall time on this clock (the inverse of `to_wall`)."""
+
+
+class _Unscaled:
+    """Clocks whose seconds are the wall clock's (or stand in for it, as a fake clock's do)."""
+
+    def to_wall(self, t: float) -> float:
+        return t
+
+    def to_drill(self, wall: float) -> float:
+        return wall
+
+
+class SystemClock(_Unscaled):
     def now(self) -> float:
         return time.time()
 
@@ -27,7 +43,7 @@ class SystemClock:
             time.sleep(seconds)
 
 
-class FakeClock:
+class FakeClock(_Unscaled):
     """Advances only when slept on. `on_advance` callbacks fire at scheduled times, so a test can make a
     region fail at t+95 s of a drill without threads."""
 

@@ -254,7 +254,7 @@ def _record_lkg(run: "Run", step: "Step") -> dict:
         if not v.ok:
             raise Abort(f"{r}: {model} {version} no longer verifies in its bucket: " + "; ".join(v.problems[:4]))
         prev, prev_vid = A.read_pointer(s3, r, model)
-        docs[r] = (A.pointer(r, model, version, v.manifest_sha256 or "", A.pin(s3, r, model, version, v.files), run.clock.now(),
+        docs[r] = (A.pointer(r, model, version, v.manifest_sha256 or "", A.pin(s3, r, model, version, v.files), run.clock.to_wall(run.clock.now()),
                              run.drill_id, prev), prev, prev_vid)
     try:
         for r, (doc, prev, prev_vid) in docs.items():
@@ -359,7 +359,8 @@ def restore_region(run: "Run", region: str, model: str, allow_deletes: int, time
            "repaired": repaired, "hashes_before": before, "hashes_after": after, "config_changed": changed, "config_before": live,
            "restarted": restarted, "ready_seconds": round(run.clock.now() - t0, 3), "up": up,
            # RPO of a restore: how old the recovery point was when the fault struck (what is given up by going back).
-           "rpo_seconds": round(f_t - ptr["recorded_at"], 3) if f_t is not None and ptr.get("recorded_at") is not None else None}
+           # The pointer keeps wall time (another drill, another clock wrote it); measured here in this drill's seconds.
+           "rpo_seconds": round(f_t - run.clock.to_drill(ptr["recorded_at"]), 3) if f_t is not None and ptr.get("recorded_at") is not None else None}
     run.event("restored", region=region, version=ptr["version"], repaired=sorted(repaired), restarted=restarted,
               hashes_before=before, hashes_after=after, rpo_seconds=out["rpo_seconds"])
     return out
@@ -382,7 +383,8 @@ def _adopt_lkg(run: "Run", step: "Step") -> dict:
         raise GuardrailError("adopt", f"{region} serves {version}, which does not verify in its bucket: " + "; ".join(v.problems[:4])
                              + ". It cannot be a last-known-good version. Nothing was changed.")
     prev, prev_vid = A.read_pointer(s3, region, model)
-    doc = A.pointer(region, model, version, v.manifest_sha256 or "", A.pin(s3, region, model, version, v.files), run.clock.now(), run.drill_id, prev)
+    files = A.pin(s3, region, model, version, v.files)
+    doc = A.pointer(region, model, version, v.manifest_sha256 or "", files, run.clock.to_wall(run.clock.now()), run.drill_id, prev)
     run.event("lkg_writing", region=region, version=version, previous_version_id=prev_vid, previous=(prev or {}).get("version"))
     vid = A.write_pointer(s3, region, model, doc)
     run.event("lkg_written", region=region, version=version, version_id=vid, manifest_sha256=doc["manifest_sha256"],
@@ -470,6 +472,21 @@ def _verify_regions(run: "Run", step: "Step") -> dict:
 
 
 # ---------------------------------------------------------------- node loss
+def node_loss_capacity(min_ready: int, pre_ready: int, fig: dict[str, Any]) -> dict[str, Any]:
+    """The lowest serving capacity through a node loss against the N+1 figures, as fractions of the region's pods.
+
+    On AWS one Triton pod serves one GPU, so the fraction of pods left ready times the GPUs at desired size is the
+    GPUs serving. A model of the region with fewer pods (the rehearsal: one CPU pod per node) compares the same way:
+    its lowest fraction against the fraction of the desired GPUs that the region's share of peak needs."""
+    frac = (min_ready / pre_ready) if pre_ready else 0.0
+    gpus = frac * fig["gpus_desired"]
+    need = fig["gpus_required_at_peak"]
+    return {"capacity_fraction_min": round(frac, 4),
+            "capacity_fraction_predicted": round(fig["gpus_after_loss"] / fig["gpus_desired"], 4) if fig["gpus_desired"] else None,
+            "capacity_fraction_required": round(need / fig["gpus_desired"], 4) if fig["gpus_desired"] else None,
+            "gpus_serving_min": round(gpus, 2), "gpus_required_at_peak": need, "covered_peak_through_loss": gpus >= need}
+
+
 @action("observe_node_loss")
 def _observe_node_loss(run: "Run", step: "Step") -> dict:
     """From the node's loss until the region's Triton pods are all ready again: capacity, readiness and the
@@ -502,9 +519,7 @@ def _observe_node_loss(run: "Run", step: "Step") -> dict:
     result = {"pre_ready": pre_ready, **m, "samples": len(series), "infer_errors": sum(1 for s in series if not s["infer_ok"]),
               "ready_probe_failures": sum(1 for s in series if not s["ready_probe"]),
               "infer_p50_ms": percentile(infer, 50), "infer_p99_ms": percentile(infer, 99),
-              # N+1 at node level: one Triton pod per GPU, so ready pods are the GPUs serving.
-              "gpus_serving_min": m["min_ready"], "gpus_required_at_peak": fig["gpus_required_at_peak"],
-              "covered_peak_through_loss": m["min_ready"] >= fig["gpus_required_at_peak"], "figures": fig, "series": series[-200:]}
+              **node_loss_capacity(m["min_ready"], pre_ready, fig), "figures": fig, "series": series[-200:]}
     state(run)["node_loss"] = result
     run.event("node_loss", region=region, **{k: v for k, v in result.items() if k != "series"})
     if not ok:

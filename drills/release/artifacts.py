@@ -135,6 +135,7 @@ def pin(store: Any, region: str, model: str, version: str, files: dict[str, dict
 
 def pointer(region: str, model: str, version: str, manifest_sha256: str, files: dict[str, dict], t: float,
             drill_id: str | None, previous: dict | None) -> dict:
+    """The pointer document; `t` is wall-clock epoch seconds (read back by other drills, on other clocks)."""
     return {"schema": 1, "region": region, "model": model, "version": version, "manifest_sha256": manifest_sha256,
             "files": files, "recorded_at": round(t, 3), "drill_id": drill_id,
             "previous": ({"version": previous.get("version"), "manifest_sha256": previous.get("manifest_sha256")} if previous else None)}

@@ -160,5 +160,8 @@ def _node_loss_capacity(run: "Run", p: dict, mode: str, since: float | None) -> 
     nl = state(run).get("node_loss") or {}
     need, have = nl.get("gpus_required_at_peak"), nl.get("gpus_serving_min")
     ok = need is not None and have is not None and have >= need
-    return Verdict(ok, f"at its lowest {have} GPUs (pods) served; the region's share of peak needs {need} (N+1 math)",
-                   {"gpus_serving_min": have, "gpus_required_at_peak": need})
+    return Verdict(ok, f"at its lowest {nl.get('capacity_fraction_min', 0):.0%} of the region's pods served (= {have} of its GPUs at desired "
+                       f"size; predicted after one node {nl.get('capacity_fraction_predicted', 0):.0%}); its share of peak needs {need} GPUs "
+                       f"({nl.get('capacity_fraction_required', 0):.0%}, N+1 math)",
+                   {k: nl.get(k) for k in ("capacity_fraction_min", "capacity_fraction_predicted", "capacity_fraction_required",
+                                           "gpus_serving_min", "gpus_required_at_peak")})

@@ -154,18 +154,23 @@ def run(opts: Options, log: Callable[[str], None] = _log) -> dict:
                  "through its python-backend model (ONNX Runtime)")
     stacks_dir = out / "stacks"
     fleet = load_fleet(opts.env, stacks_dir)
+    if opts.region and opts.region not in fleet.regions:
+        raise R.RehearsalError(f"--region {opts.region}: not a region of {opts.env} ({', '.join(sorted(fleet.regions))})")
+    region = opts.region or R.default_region(fleet, "region-outage") or sorted(fleet.regions)[0]
+    replicas = {r: 1 for r in fleet.regions}
+    if "node-loss" in opts.scenarios:
+        replicas[region], note = node_loss_replicas(fleet, region)
+        notes.append(note)
     stable_info = ensure_model(stacks_dir=src, log_dir=out / "logs", log=log)
     cands = {k: candidate(stable_info.version, k, stacks_dir=src, log_dir=out / "logs", log=log)
              for k in (["good"] if "release" in opts.scenarios else []) + (["bad"] if "bad-release" in opts.scenarios else [])}
-    region = opts.region or R.default_region(fleet, "region-outage") or sorted(fleet.regions)[0]
-    replicas = {r: (2 if "node-loss" in opts.scenarios and r == region else 1) for r in fleet.regions}
     params = {"poll_seconds": max(2.0, round(0.25 / opts.scale, 3)), "probe_clients": 4, "hold_seconds": 20.0, **opts.params}
     from drills.scenarios import build_plan
 
     scale_plan = build_plan("node-loss", opts.env, region, stacks_dir=stacks_dir, overrides=params)
     scale = R.world_scale(fleet, scale_plan, R.Options(env=opts.env, scale=opts.scale, ready_timeout=opts.ready_timeout))
     state = out / "state"
-    summary: dict[str, Any] = {"env": opts.env, "scale": opts.scale, "rate": opts.rate, "canary_weight": opts.canary_weight, "notes": notes,
+    summary: dict[str, Any] = {"env": opts.env, "t_start": t_start, "scale": opts.scale, "rate": opts.rate, "canary_weight": opts.canary_weight, "notes": notes,
                                "models": {"stable": _minfo(stable_info), **{k: _minfo(v) for k, v in cands.items()}}, "drills": []}
     live = None
     lg = None
@@ -202,6 +207,29 @@ def run(opts: Options, log: Callable[[str], None] = _log) -> dict:
 
     summary["paths"] = [str(p) for p in write(summary, records, out)]
     return summary
+
+
+MAX_POD_REPLICAS = 4  # CPU Tritons per region this 2-core rehearsal can run beside the others
+
+
+def node_loss_replicas(fleet: Any, region: str) -> tuple[int, str]:
+    """Stable pods for the node-loss region, one per node-sized share of its GPUs: losing one pod here then costs
+    the fraction of capacity that losing its biggest node costs on AWS (planning.node_loss_figures)."""
+    from drills.release.planning import node_loss_figures
+
+    f = node_loss_figures(fleet, region)
+    want = max(1, round(1 / f["ceil_loss_fraction"])) if f["ceil_loss_fraction"] else 1
+    if want < 2:
+        raise R.RehearsalError(
+            f"node-loss in {fleet.env}/{region}: its {f['gpus_desired']} desired GPU(s) are one {f['instance_type']} node, so losing it is a "
+            f"region outage, not a node loss (`python -m drills rehearse --env {fleet.env} --scenario region-outage` drills that); "
+            f"pick a region with two or more nodes (--region) or another env")
+    n = min(want, MAX_POD_REPLICAS)
+    note = (f"node-loss: {region} runs {n} stable pod(s), one per {f['instance_type']} node of its {f['gpus_desired']} desired GPUs, so one lost "
+            f"pod costs {1 / n:.0%} of its capacity as one lost node ({f['gpus_per_node']} GPUs) does on AWS")
+    if n < want:
+        note += f"; capped at {MAX_POD_REPLICAS} (the fleet's figure is {f['ceil_loss_fraction']:.0%} per node): the measured fraction is coarser"
+    return n, note
 
 
 def _minfo(i: Any) -> dict:

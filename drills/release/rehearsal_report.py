@@ -7,13 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-
-def _gates_md(rel: dict) -> list[str]:
-    rows = ["| step | gate | figure | threshold | verdict |", "|---|---|---|---|---|"]
-    for g in rel.get("gates") or []:
-        v, t = g.get("value"), g.get("threshold")
-        rows.append(f"| {g.get('step')} | {g.get('gate')} | {v if not isinstance(v, float) else round(v, 4)} | {t} | {'pass' if g.get('ok') else 'FAIL'} |")
-    return rows
+from drills.release.report import gate_table
 
 
 def render(s: dict) -> str:
@@ -32,7 +26,7 @@ def render(s: dict) -> str:
         L += [f"## {d['scenario']} ({d['drill_id']}): {d['status']}" + (f" — {d['reason']}" if d.get("reason") else ""), "",
               f"outcome: {rel.get('outcome')}; client requests during the drill: {tr.get('requests')}, failed {tr.get('failed')}, "
               f"p50 {tr.get('p50_ms')} ms, p99 {tr.get('p99_ms')} ms", ""]
-        L += _gates_md(rel) + [""]
+        L += gate_table(rel.get("gates") or []) + [""]
         if rel.get("time_to_rollback"):
             L += ["time to rollback: `" + json.dumps(rel["time_to_rollback"], default=str) + "`", ""]
         for k in ("lkg", "hashes", "restore", "corruption", "node_loss", "rpo"):
@@ -43,7 +37,8 @@ def render(s: dict) -> str:
         L += ["reports: " + ", ".join(d["paths"]), ""]
     ev = [e for e in s.get("serving_events", []) if e["event"] in ("refused", "rollout-stalled", "node-lost", "node-replaced", "weight")]
     if ev:
-        L += ["## Serving events", ""] + [f"- {e['wall']:.3f} {e['event']} {e.get('region')} " + ", ".join(f"{k}={v}" for k, v in e.items()
+        t0 = s.get("t_start", ev[0]["wall"])
+        L += ["## Serving events (seconds since the rehearsal started)", ""] + [f"- +{e['wall'] - t0:.1f} s {e['event']} {e.get('region')} " + ", ".join(f"{k}={v}" for k, v in e.items()
                                                                                                      if k not in ('wall', 'event', 'region', 'served_sha256'))[:400]
                                           for e in ev]
     return "\n".join(L) + "\n"
@@ -61,7 +56,7 @@ def chart(s: dict, records: list, path: Path) -> Path | None:
     if not counts and not records:
         return None
     t0 = min([c["second"] for c in counts] + [r.t for r in records])
-    fig, (a1, a2) = plt.subplots(2, 1, figsize=(11, 6), sharex=True)
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(11, 6), sharex=True, layout="constrained")
     regions = sorted({c["region"] for c in counts})
     for r in regions:
         secs = sorted({c["second"] for c in counts if c["region"] == r})
@@ -71,6 +66,7 @@ def chart(s: dict, records: list, path: Path) -> Path | None:
             can = sum(c["requests"] for c in counts if c["region"] == r and c["second"] == sec and c["track"] == "canary")
             share.append(100.0 * can / tot if tot else 0.0)
         a1.plot([x - t0 for x in secs], share, label=r, lw=1)
+    a1.set_ylim(0, 100)  # a share; fixed so the drill labels at 95 stay inside when no canary took traffic
     a1.set_ylabel("canary share of answered requests (%)")
     a1.legend(loc="upper right", fontsize=8)
     by: dict[int, list[int]] = {}
@@ -90,7 +86,6 @@ def chart(s: dict, records: list, path: Path) -> Path | None:
             ax.axvspan(d["wall"][0] - t0, d["wall"][1] - t0, alpha=0.08)
         a1.text(d["wall"][0] - t0, 95, d["scenario"], fontsize=8, va="top")
     fig.suptitle(f"release rehearsal on {s['env']}")
-    fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path

@@ -273,8 +273,8 @@ class ServingModel:
             dep = self.deps[region][STABLE]
             ready = [p for p in dep.pods if p.ready]
             if len(ready) < 2:
-                raise RuntimeError(f"{region} has {len(ready)} ready stable pod(s): losing one would take the region down; "
-                                   "run node-loss with 2 replicas (the rehearsal does for its region)")
+                raise RuntimeError(f"{region} has {len(ready)} ready stable pod(s): losing one would take the region down, "
+                                   "an outage rather than a node loss")
             victim = ready[-1]
             victim.server.fail("kill")
             self._event(event="node-lost", region=region, pod=victim.name)

@@ -94,6 +94,17 @@ def release_summary(entries: list[dict]) -> dict[str, Any]:
     return out
 
 
+def gate_table(gates: list[dict]) -> list[str]:
+    """Markdown rows: every gate judged, per step, with its figure against its threshold and what it saw."""
+    rows = ["| step | gate | value | threshold | verdict | detail |", "|---|---|---|---|---|---|"]
+    for g in gates:
+        thr = "" if g["threshold"] is None else f"{g['op']} {_fmt(g['threshold'])}"
+        verdict = "PASS" if g["ok"] else ("FAIL" if g["blocking"] else "MISSED (not blocking)")
+        rows.append(f"| {g['step']} | {g['gate']} | {'' if g['value'] is None else _fmt(g['value'])} | {thr} | {verdict} | "
+                    f"{str(g['detail']).replace('|', '/')} |")
+    return rows
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "n/a"
@@ -118,12 +129,7 @@ def render_markdown(s: dict[str, Any]) -> str:
             L.append(f"| {v['name']} | {'PASS' if v['ok'] else 'FAIL'} | {'yes' if v['blocking'] else 'recorded'} | {v['detail'].replace('|', '/')} |")
         L.append("")
     if s["gates"]:
-        L += ["## Gates", "", "| step | gate | value | threshold | verdict | detail |", "|---|---|---|---|---|---|"]
-        for g in s["gates"]:
-            thr = "" if g["threshold"] is None else f"{g['op']} {_fmt(g['threshold'])}"
-            verdict = "PASS" if g["ok"] else ("FAIL" if g["blocking"] else "MISSED (not blocking)")
-            L.append(f"| {g['step']} | {g['gate']} | {_fmt(g['value'])} | {thr} | {verdict} | {str(g['detail']).replace('|', '/')} |")
-        L.append("")
+        L += ["## Gates", ""] + gate_table(s["gates"]) + [""]
     if s.get("time_to_rollback"):
         t = s["time_to_rollback"]
         L += ["## Time to rollback", "",
@@ -162,7 +168,9 @@ def render_markdown(s: dict[str, Any]) -> str:
               f"readiness probe failures {n.get('ready_probe_failures')}",
               f"- N+1 figures: {f.get('gpus_desired')} GPUs at desired, one {f.get('instance_type')} node = {f.get('gpus_per_node')} GPUs, "
               f"{f.get('gpus_after_loss')} after the loss vs {f.get('gpus_required_at_peak')} required for {_fmt(f.get('share'))} of peak; "
-              f"lowest serving {n.get('gpus_serving_min')}: {'covered' if n.get('covered_peak_through_loss') else 'NOT covered'}", ""]
+              f"lowest capacity {_fmt(n.get('capacity_fraction_min'))} of the region's pods (predicted {_fmt(n.get('capacity_fraction_predicted'))}, "
+              f"required {_fmt(n.get('capacity_fraction_required'))}) = {_fmt(n.get('gpus_serving_min'))} GPUs serving: "
+              f"{'covered' if n.get('covered_peak_through_loss') else 'NOT covered'}", ""]
     return "\n".join(L) + "\n"
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import boto3
+import pytest
 
 from drills.engine import start_drill
 from drills.journal import load
@@ -94,4 +95,21 @@ def test_node_loss_measures_capacity_readiness_and_latency(release_world):
     assert 40 <= n["recovered_at"] <= 60  # the fake node group replaces the node after 45 s
     assert n["infer_errors"] == 0 and n["infer_p99_ms"] is not None
     f = n["figures"]
-    assert f["gpus_per_node"] == 8 and f["gpus_required_at_peak"] > 0 and "covered_peak_through_loss" in n
+    assert f["gpus_per_node"] == 8 and f["gpus_required_at_peak"] > 0
+    # One of two pods lost = one of us-east-1's two 8-GPU nodes: 50% left, predicted 50%, 8 of 16 GPUs needed at peak.
+    assert (n["capacity_fraction_min"], n["capacity_fraction_predicted"], n["capacity_fraction_required"]) == (0.5, 0.5, 0.5)
+    assert n["gpus_serving_min"] == 8 and n["covered_peak_through_loss"] is True
+
+
+@pytest.mark.parametrize("min_ready,pre_ready,required,covered,gpus", [
+    (8, 16, 8, True, 8),     # AWS: one pod per GPU, one 8-GPU node of 16 lost
+    (1, 2, 8, True, 8),      # the rehearsal: one pod per node, same fraction
+    (1, 2, 9, False, 8),     # the survivors cannot carry the region's share of peak
+    (0, 1, 0, True, 0),      # a region that needs nothing at peak is covered even at zero
+])
+def test_node_loss_capacity_compares_fractions_of_the_declared_fleet(min_ready, pre_ready, required, covered, gpus):
+    from drills.release.actions import node_loss_capacity
+
+    fig = {"gpus_desired": 16, "gpus_after_loss": 8, "gpus_required_at_peak": required}
+    c = node_loss_capacity(min_ready, pre_ready, fig)
+    assert c["covered_peak_through_loss"] is covered and c["gpus_serving_min"] == gpus and c["capacity_fraction_predicted"] == 0.5
