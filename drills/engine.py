@@ -43,6 +43,7 @@ class Outcome:
     drill_id: str
     status: str  # completed | aborted | refused | rolled-back | rollback-failed
     reason: str | None = None
+    interrupted: bool = False  # SIGINT/SIGTERM stopped it: whoever runs several drills stops too
 
     @property
     def exit_code(self) -> int:
@@ -301,7 +302,9 @@ def _execute(run: Run, start_index: int = 0) -> Outcome:
             j.write("abort", reason=reason, kind=kind, step=run.current_step,
                     **({"traceback": traceback.format_exc(limit=8)} if not isinstance(e, DrillError) else {}))
             run.log(f"ABORT at {run.current_step}: {reason}; rolling back")
-            return _rollback(run, status, reason)
+            out = _rollback(run, status, reason)
+            out.interrupted = isinstance(e, Interrupted)
+            return out
     finally:
         restore_signals()
 

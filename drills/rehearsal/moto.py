@@ -47,7 +47,7 @@ class MotoServer:
         env.update(AWS_ACCESS_KEY_ID="rehearsal", AWS_SECRET_ACCESS_KEY="rehearsal", AWS_DEFAULT_REGION="us-east-1",
                    PYTHONUNBUFFERED="1")
         t0 = time.monotonic()
-        self.child = self.sup.start("moto", [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+        self.child = self.sup.start("moto", [sys.executable, "-m", "drills.rehearsal.moto_server", "-H", self.host, "-p", str(self.port)],
                                     env=env)
         deadline = t0 + self.ready_timeout
         while time.monotonic() < deadline:

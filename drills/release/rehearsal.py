@@ -192,6 +192,10 @@ def run(opts: Options, log: Callable[[str], None] = _log) -> dict:
         options = {"world": key, "scale": opts.scale}
         for sc in opts.scenarios:
             summary["drills"] += _run_scenario(sc, live, fleet, stacks_dir, state, out, opts, params, region, cands, options, log)
+            if any(d.get("interrupted") for d in summary["drills"]):
+                summary["interrupted"] = True
+                log("interrupted (SIGINT/SIGTERM): the drill rolled back; no further scenario runs, everything stops")
+                break
     finally:
         if lg is not None:
             lg.stop()
@@ -257,7 +261,8 @@ def _record(sc: str, outcome: Any, state: Path, out: Path, t0: float, extra: dic
     d.mkdir(parents=True, exist_ok=True)
     paths = write_report(outcome.drill_id, state, out=d) + write_release_report(outcome.drill_id, state, out=d)
     return {"scenario": sc, "drill_id": outcome.drill_id, "status": outcome.status, "reason": outcome.reason, "wall": [t0, time.time()],
-            "release": release_summary(load(state, outcome.drill_id)), "paths": [str(p) for p in paths], **(extra or {})}
+            "release": release_summary(load(state, outcome.drill_id)), "paths": [str(p) for p in paths], "interrupted": outcome.interrupted,
+            **(extra or {})}
 
 
 def _run_scenario(sc: str, live: Any, fleet: Any, stacks_dir: Path, state: Path, out: Path, opts: Options, params: dict, region: str,
@@ -368,6 +373,8 @@ def _run(args: argparse.Namespace) -> int:
                     base_port=args.base_port, stacks_dir=args.stacks_dir))
     for p in s["paths"]:
         print(f"report: {p}")
+    if s.get("interrupted"):
+        return 130
     ok = all(_expected(d) for d in s["drills"]) and not s.get("processes_left_behind")
     return 0 if ok else 1
 

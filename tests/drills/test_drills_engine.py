@@ -216,6 +216,7 @@ def test_error_or_signal_mid_shift_rolls_back(world, how):
     assert signal.getsignal(signal.SIGTERM) == before  # the engine's handlers are removed again
     assert out.status == "aborted"
     assert ("provider crashed" if how == "error" else "signal 15") in out.reason
+    assert out.interrupted is (how == "sigterm")  # a runner of several drills stops after a signal, not after an error
     # the second shift's config was written before `up` failed: rollback restored it and re-applied
     assert file_weights(w) == {"us-east-1": 40, "us-west-2": 30, "eu-west-1": 30}
     assert live_weights(w) == {"us-east-1": 40, "us-west-2": 30, "eu-west-1": 30}
