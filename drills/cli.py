@@ -100,14 +100,19 @@ def _backend_options(pairs: list[str] | None) -> dict:
     return out
 
 
-def _configure_run(p: argparse.ArgumentParser) -> None:
-    _scenario_args(p)
-    p.add_argument("--execute", action="store_true", help="really run it (default: dry run, nothing changes)")
+def execution_args(p: argparse.ArgumentParser) -> None:
+    """The options of every command that changes an environment through the engine (run, release, restore)."""
+    p.add_argument("--execute", action="store_true", help="really do it (default: a dry run that changes nothing)")
     p.add_argument("--confirm", metavar="ENV", help="with --execute: the environment's name, typed again")
-    p.add_argument("--backend", default="aws", help="adapters to run through: aws (default) or one a plugin registers")
+    p.add_argument("--backend", default="aws", help="adapters to run through: aws (default) or one a plugin registers (rehearsal, test)")
     p.add_argument("--backend-opt", action="append", metavar="KEY=VALUE", help="backend option (repeatable); recorded in the journal for rollback")
     p.add_argument("--ignore-window", action="store_true", help="run outside the plan file's window")
-    p.add_argument("--report-dir", type=Path, help="where to write the report (default: the drill's state directory)")
+    p.add_argument("--report-dir", type=Path, help="where to write the reports (default: the drill's state directory)")
+
+
+def _configure_run(p: argparse.ArgumentParser) -> None:
+    _scenario_args(p)
+    execution_args(p)
 
 
 def _check_window(plan, ignore: bool) -> None:
@@ -120,33 +125,41 @@ def _check_window(plan, ignore: bool) -> None:
         raise GuardrailError("window", f"now ({now:%Y-%m-%d %H:%M} UTC) is outside the drill window {plan.window['start']} .. {plan.window['end']}; pass --ignore-window to override")
 
 
-def _run_run(args: argparse.Namespace) -> int:
+def execute_plan(plan, args: argparse.Namespace, reporters: tuple[Callable[..., list[Path]], ...] = ()) -> int:
+    """A dry run (the plan, every change it would make, the lock; `--json`: the plan as JSON) unless
+    `--execute --confirm ENV`; then the engine runs it and the drill report plus `reporters`' are written."""
     from drills.lock import lock_status
     from drills.render import console, print_plan
+    from drills.report import write_report
 
-    plan = _plan(args)
     state = args.state_dir or default_state_dir()
     c = console()
     if not args.execute:
+        if getattr(args, "json", False):
+            print(plan.model_dump_json(indent=2))
+            return 0
         print_plan(plan, c)
-        c.print("[bold]DRY RUN[/bold]: nothing was changed. The drill would make these changes:")
+        c.print("[bold]DRY RUN[/bold]: nothing was changed. It would make these changes:")
         for line in plan.mutations():
             c.print(f"  - {line}")
         held = lock_status(state, plan.env)
         c.print(f"lock for {plan.env}: " + (f"held by drill {held['drill_id']} (pid {held['pid']})" if held else "free"))
-        c.print(f"to run it: add --execute --confirm {plan.env}")
+        c.print(f"to do it: add --execute --confirm {plan.env}")
         return 0
     if args.confirm != plan.env:
         raise GuardrailError("confirm", f"--execute changes {plan.env}: confirm with --confirm {plan.env}" + (f" (got {args.confirm!r})" if args.confirm else ""))
     _check_window(plan, args.ignore_window)
     from drills.engine import start_drill
-    from drills.report import write_report
 
     outcome = start_drill(plan, state, backend_name=args.backend, backend_options=_backend_options(args.backend_opt), log=c.print)
-    paths = write_report(outcome.drill_id, state, out=args.report_dir)
-    c.print(f"drill {outcome.drill_id}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""))
-    c.print("report: " + ", ".join(str(p) for p in paths))
+    paths = [p for w in (write_report, *reporters) for p in w(outcome.drill_id, state, out=args.report_dir)]
+    c.print(f"{plan.scenario} {outcome.drill_id}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""))
+    c.print("reports: " + ", ".join(str(p) for p in paths))
     return outcome.exit_code
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    return execute_plan(_plan(args), args)
 
 
 # ---------------------------------------------------------------- resume / rollback

@@ -21,9 +21,10 @@ import os
 import signal
 import threading
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from infra.capacity import shares_after_loss
 
@@ -369,6 +370,27 @@ def _reopen(drill_id: str, state_dir: Path, backend: Backend | None, options_ove
     return entries, plan, backend, owned
 
 
+@contextmanager
+def _taken_over(drill_id: str, state_dir: Path, env: str, backend: Backend | None, options_override: dict | None, clock: Clock,
+                log: Callable[[str], None] | None) -> Iterator[tuple[Run, list[dict]]]:
+    """A stopped drill taken over by this process: its lock, its journal reopened, its backend rebuilt from the
+    journal (or the one given); all released again afterwards."""
+    lock = Lock.acquire(Path(state_dir), env, drill_id, takeover_of=drill_id)
+    backend_obj = None
+    owned = False
+    try:
+        entries, plan, backend_obj, owned = _reopen(drill_id, state_dir, backend, options_override, clock)
+        journal = Journal.open(Path(state_dir), drill_id, clock)
+        try:
+            yield Run(plan, backend_obj, journal, clock, drill_id, _log(log)), entries
+        finally:
+            journal.close()
+    finally:
+        if owned and backend_obj is not None:
+            backend_obj.close()
+        lock.release()
+
+
 def rollback_drill(drill_id: str, state_dir: Path, *, backend: Backend | None = None, clock: Clock | None = None,
                    options_override: dict | None = None, log: Callable[[str], None] | None = None) -> Outcome:
     """Restore the pre-drill state recorded in a drill's journal (a crashed drill, or one whose rollback failed)."""
@@ -377,23 +399,9 @@ def rollback_drill(drill_id: str, state_dir: Path, *, backend: Backend | None = 
     summary = summarise(entries)
     if summary.get("terminal"):
         return Outcome(drill_id, "noop", f"nothing to roll back: the drill already ended ({summary['status']})")
-    plan_env = entries[0]["plan"]["env"]
-    lock = Lock.acquire(Path(state_dir), plan_env, drill_id, takeover_of=drill_id)
-    backend_obj = None
-    owned = False
-    try:
-        entries, plan, backend_obj, owned = _reopen(drill_id, state_dir, backend, options_override, clock)
-        journal = Journal.open(Path(state_dir), drill_id, clock)
-        run = Run(plan, backend_obj, journal, clock, drill_id, _log(log))
-        journal.write("takeover", pid=os.getpid(), host=host(), purpose="rollback", previous=summary.get("status"))
-        try:
-            return _rollback(run, "rolled-back", f"manual rollback after the drill stopped at {summary.get('last_step')}")
-        finally:
-            journal.close()
-    finally:
-        if owned and backend_obj is not None:
-            backend_obj.close()
-        lock.release()
+    with _taken_over(drill_id, state_dir, entries[0]["plan"]["env"], backend, options_override, clock, log) as (run, _):
+        run.journal.write("takeover", pid=os.getpid(), host=host(), purpose="rollback", previous=summary.get("status"))
+        return _rollback(run, "rolled-back", f"manual rollback after the drill stopped at {summary.get('last_step')}")
 
 
 def resume_drill(drill_id: str, state_dir: Path, *, confirm: str, backend: Backend | None = None, clock: Clock | None = None,
@@ -408,22 +416,9 @@ def resume_drill(drill_id: str, state_dir: Path, *, confirm: str, backend: Backe
         raise GuardrailError("confirm", f"resuming drill {drill_id} changes {plan_env}: confirm with --confirm {plan_env}")
     if summary.get("terminal") or summary.get("status", "").startswith("rolling-back") or summary.get("status") == "rollback-failed":
         raise GuardrailError("resume", f"drill {drill_id} is {summary.get('status')}: it cannot be resumed (roll it back instead)")
-    lock = Lock.acquire(Path(state_dir), plan_env, drill_id, takeover_of=drill_id)
-    backend_obj = None
-    owned = False
-    try:
-        entries, plan, backend_obj, owned = _reopen(drill_id, state_dir, backend, options_override, clock)
-        journal = Journal.open(Path(state_dir), drill_id, clock)
-        run = Run(plan, backend_obj, journal, clock, drill_id, _log(log))
+    with _taken_over(drill_id, state_dir, plan_env, backend, options_override, clock, log) as (run, entries):
         run.replay(entries)
         done = [e["index"] for e in entries if e["type"] == "step_done"]
         start = (max(done) + 1) if done else 0
-        journal.write("takeover", pid=os.getpid(), host=host(), purpose="resume", from_index=start)
-        try:
-            return _execute(run, start)
-        finally:
-            journal.close()
-    finally:
-        if owned and backend_obj is not None:
-            backend_obj.close()
-        lock.release()
+        run.journal.write("takeover", pid=os.getpid(), host=host(), purpose="resume", from_index=start)
+        return _execute(run, start)

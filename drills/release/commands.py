@@ -6,50 +6,19 @@ import argparse
 import json
 from pathlib import Path
 
-from drills.cli import _backend_options, _check_window, default_state_dir, register_command
-from drills.errors import GuardrailError
+from drills.cli import default_state_dir, execute_plan, execution_args, register_command
 
 
 def _exec_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--execute", action="store_true", help="really do it (default: a dry run that changes nothing)")
-    p.add_argument("--confirm", metavar="ENV", help="with --execute: the environment's name, typed again")
-    p.add_argument("--backend", default="aws", help="adapters to run through: aws (default) or one a plugin registers (rehearsal, test)")
-    p.add_argument("--backend-opt", action="append", metavar="KEY=VALUE", help="backend option (repeatable); recorded in the journal for rollback")
+    execution_args(p)
     p.add_argument("--plan-file", help="drill plan YAML: window, roles, communication, parameters (poll_seconds, probe_clients, ...)")
-    p.add_argument("--ignore-window", action="store_true", help="run outside the plan file's window")
-    p.add_argument("--report-dir", type=Path, help="where to write the reports (default: the drill's state directory)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON (dry run)")
 
 
 def _run_plan(args: argparse.Namespace, plan) -> int:
-    from drills.engine import start_drill
-    from drills.lock import lock_status
     from drills.release.report import write_release_report
-    from drills.render import console, print_plan
-    from drills.report import write_report
 
-    state = args.state_dir or default_state_dir()
-    c = console()
-    if not args.execute:
-        if args.json:
-            print(plan.model_dump_json(indent=2))
-            return 0
-        print_plan(plan, c)
-        c.print("[bold]DRY RUN[/bold]: nothing was changed. It would make these changes:")
-        for line in plan.mutations():
-            c.print(f"  - {line}")
-        held = lock_status(state, plan.env)
-        c.print(f"lock for {plan.env}: " + (f"held by drill {held['drill_id']} (pid {held['pid']})" if held else "free"))
-        c.print(f"to do it: add --execute --confirm {plan.env}")
-        return 0
-    if args.confirm != plan.env:
-        raise GuardrailError("confirm", f"--execute changes {plan.env}: confirm with --confirm {plan.env}" + (f" (got {args.confirm!r})" if args.confirm else ""))
-    _check_window(plan, args.ignore_window)
-    outcome = start_drill(plan, state, backend_name=args.backend, backend_options=_backend_options(args.backend_opt), log=c.print)
-    paths = write_report(outcome.drill_id, state, out=args.report_dir) + write_release_report(outcome.drill_id, state, out=args.report_dir)
-    c.print(f"{plan.scenario} {outcome.drill_id}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""))
-    c.print("reports: " + ", ".join(str(p) for p in paths))
-    return outcome.exit_code
+    return execute_plan(plan, args, reporters=(write_release_report,))
 
 
 # ---------------------------------------------------------------- release
