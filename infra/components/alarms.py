@@ -61,37 +61,35 @@ def health_check_alarm_args(region: str, health_check_id: pulumi.Input[str], env
     )
 
 
-def replication_latency_alarm_args(rule: RuleRef, threshold_seconds: int, env: str) -> dict:
-    """Maximum ReplicationLatency over 5 minutes above the configured RPO budget. No data means nothing was
-    written, which is not a breach."""
+def _replication_alarm(rule: RuleRef, *, description: str, metric: str, statistic: str, threshold: float) -> dict:
+    """An alarm on one replication rule's S3 metric over 5 minutes. No data means nothing was written, which is
+    not a breach."""
     return dict(
-        alarm_description=f"reco-dr {env}: artifacts from {rule.source_region} reach {rule.destination_region} later than {threshold_seconds} s",
+        alarm_description=description,
         namespace="AWS/S3",
-        metric_name="ReplicationLatency",
+        metric_name=metric,
         dimensions={"SourceBucket": rule.source_bucket, "DestinationBucket": rule.destination_bucket, "RuleId": rule.rule_id},
-        statistic="Maximum",
+        statistic=statistic,
         period=300,
         evaluation_periods=1,
-        threshold=threshold_seconds,
+        threshold=threshold,
         comparison_operator="GreaterThanThreshold",
         treat_missing_data="notBreaching",
     )
+
+
+def replication_latency_alarm_args(rule: RuleRef, threshold_seconds: int, env: str) -> dict:
+    """Maximum ReplicationLatency above the configured RPO budget."""
+    return _replication_alarm(
+        rule, metric="ReplicationLatency", statistic="Maximum", threshold=threshold_seconds,
+        description=f"reco-dr {env}: artifacts from {rule.source_region} reach {rule.destination_region} later than {threshold_seconds} s")
 
 
 def replication_failure_alarm_args(rule: RuleRef, env: str) -> dict:
     """Failed operations never show up as latency (e.g. a KMS grant missing): alarm on any of them."""
-    return dict(
-        alarm_description=f"reco-dr {env}: replication from {rule.source_region} to {rule.destination_region} is failing",
-        namespace="AWS/S3",
-        metric_name="OperationsFailedReplication",
-        dimensions={"SourceBucket": rule.source_bucket, "DestinationBucket": rule.destination_bucket, "RuleId": rule.rule_id},
-        statistic="Sum",
-        period=300,
-        evaluation_periods=1,
-        threshold=0,
-        comparison_operator="GreaterThanThreshold",
-        treat_missing_data="notBreaching",
-    )
+    return _replication_alarm(
+        rule, metric="OperationsFailedReplication", statistic="Sum", threshold=0,
+        description=f"reco-dr {env}: replication from {rule.source_region} to {rule.destination_region} is failing")
 
 
 class Alerting(pulumi.ComponentResource):
