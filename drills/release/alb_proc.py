@@ -77,7 +77,8 @@ class AlbProcess:
             self._call("/route", {"region": region, "weight": weight, "targets": {t: [list(p) for p in ps] for t, ps in targets.items()}})
 
     def counts(self) -> list[list]:
-        """[[wall second, region, track, version, requests answered]]."""
+        """[[wall second, region, track, version, pinned, requests answered]]; `pinned`: the request named its track
+        (`X-Reco-Track`: the gates' scoring), else the weight routed it (users' traffic)."""
         if self.child is not None and self.child.alive():
             try:
                 self._last_counts = self._call("/counts")
@@ -126,7 +127,7 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError as e:  # a timeout: the request may have been served; not retried
                 self._reply(504, "text/plain", f"upstream {pod[0]}: {e}".encode())
                 return
-            srv.count(t, pod[3])
+            srv.count(t, pod[3], track is not None)
             self._reply(status, ctype, data)
             return
         self._reply(503, "text/plain", b"no ready target for this request")
@@ -188,9 +189,9 @@ class _Proxy(ThreadingHTTPServer):
                 raise
         raise ConnectionResetError(name)
 
-    def count(self, track: str, version: str) -> None:
+    def count(self, track: str, version: str, pinned: bool) -> None:
         with self._clock:
-            k = (int(time.time()), self.region, track, version)
+            k = (int(time.time()), self.region, track, version, pinned)
             self._counts[k] = self._counts.get(k, 0) + 1
 
 

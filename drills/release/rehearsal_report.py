@@ -1,6 +1,6 @@
 """Index report of `drills rehearse-release`: per drill the gates (figure vs threshold, verdict, per step), time to
 rollback, last-known-good hashes before/after, the refused pod start, node-loss figures, client traffic; and a
-chart (canary share of each region's answered requests and client failures over time, drills marked)."""
+chart (canary share of each region's users' requests and client failures over time, drills marked)."""
 from __future__ import annotations
 
 import json
@@ -52,7 +52,8 @@ def chart(s: dict, records: list, path: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    counts = s.get("track_counts") or []
+    # Users' requests only (routed by the weight); the gates' scoring names its track and is not traffic share.
+    counts = [c for c in s.get("track_counts") or [] if not c.get("pinned")]
     if not counts and not records:
         return None
     t0 = min([c["second"] for c in counts] + [r.t for r in records])
@@ -67,7 +68,7 @@ def chart(s: dict, records: list, path: Path) -> Path | None:
             share.append(100.0 * can / tot if tot else 0.0)
         a1.plot([x - t0 for x in secs], share, label=r, lw=1)
     a1.set_ylim(0, 100)  # a share; fixed so the drill labels at 95 stay inside when no canary took traffic
-    a1.set_ylabel("canary share of answered requests (%)")
+    a1.set_ylabel("canary share of users' requests (%)")
     a1.legend(loc="upper right", fontsize=8)
     by: dict[int, list[int]] = {}
     for rec in records:
@@ -81,10 +82,10 @@ def chart(s: dict, records: list, path: Path) -> Path | None:
     a2.set_ylabel("requests per second")
     a2.set_xlabel("seconds since the first request")
     a2.legend(loc="upper right", fontsize=8)
-    for d in s["drills"]:
+    for i, d in enumerate(s["drills"]):
         for ax in (a1, a2):
             ax.axvspan(d["wall"][0] - t0, d["wall"][1] - t0, alpha=0.08)
-        a1.text(d["wall"][0] - t0, 95, d["scenario"], fontsize=8, va="top")
+        a1.text(d["wall"][0] - t0, 95 - 8 * (i % 3), d["scenario"], fontsize=8, va="top")  # staggered: short drills sit close
     fig.suptitle(f"release rehearsal on {s['env']}")
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -317,8 +317,8 @@ class ServingModel:
         out = []
         for region, p in self.proxies.items():
             rows = self._counts.get(region) if region in self._counts else p.counts()
-            for sec, _region, track, version, n in rows:
-                out.append({"region": region, "second": sec, "track": track, "version": version, "requests": n})
+            for sec, _region, track, version, pinned, n in rows:
+                out.append({"region": region, "second": sec, "track": track, "version": version, "pinned": pinned, "requests": n})
         return out
 
     def describe(self) -> dict:

@@ -72,10 +72,12 @@ def test_weight_splits_requests_and_the_header_pins_a_track(alb):
     assert 0.4 < share < 0.6
     a.set("r1", 100, targets)
     assert set(_served(url, 20)) == {"canary-1"}
-    counts = {(c[2], c[3]): 0 for c in a.counts()}
+    counts: dict = {}
     for c in a.counts():
-        counts[(c[2], c[3])] += c[4]
-    assert counts == {("stable", "v-stable"): 40 + 400 - round(share * 400), ("canary", "v-canary"): 10 + round(share * 400) + 20}
+        counts[(c[2], c[3], c[4])] = counts.get((c[2], c[3], c[4]), 0) + c[5]
+    # Pinned (the gates' scoring) and weight-routed (users') requests are told apart.
+    assert counts == {("stable", "v-stable", False): 40 + 400 - round(share * 400), ("canary", "v-canary", True): 10,
+                      ("canary", "v-canary", False): round(share * 400) + 20}
 
 
 def test_a_dead_target_is_routed_around_and_no_target_is_a_503(alb, tmp_path):
