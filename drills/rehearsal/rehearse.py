@@ -102,6 +102,27 @@ class Progress:
 
 
 # ---------------------------------------------------------------- the stack copy
+def check_run_options(scale: float, rate: float, clients: int, env: str, stacks_dir: Path) -> None:
+    """What every rehearsal command refuses before it writes or starts anything."""
+    from infra.config import envs
+
+    if not 0 < scale <= 1:
+        raise RehearsalError(f"--scale must be in (0, 1] (1 = real time; 0.1 = every configured timing at a tenth), got {scale}")
+    if rate <= 0 or clients < 1:
+        raise RehearsalError(f"--rate must be > 0 and --clients >= 1 (got {rate:g} and {clients})")
+    if env not in envs(stacks_dir):
+        raise RehearsalError(f"unknown environment {env!r}; known: {', '.join(envs(stacks_dir))} (from {stacks_dir}). Nothing was started.")
+
+
+def reap_leftovers(log: Callable[[str], None]) -> None:
+    """Stop what a SIGKILLed earlier rehearsal left running (its children carry its identity)."""
+    from drills.rehearsal.procs import reap_orphans
+
+    reaped = reap_orphans()
+    if reaped:
+        log(f"stopped {len(reaped)} processes left running by an earlier rehearsal that was killed (SIGKILL): pids {reaped}")
+
+
 def prepare_stacks(src: Path, dst: Path, env: str) -> list[str]:
     """Copy every stack file into the run; in the env's regional stacks declare the ONNX fallback for every compute
     capability, because that is what the rehearsal serves (the CPU Triton runs model_build's ONNX file through ONNX
@@ -307,25 +328,14 @@ def plan_for(prep: Prepared, scenario: str | None = None, region: str | None = N
 
 def prepare(opts: Options, log: Callable[[str], None]) -> Prepared:
     """Validate, copy the stacks, plan (refusals here start nothing), get the verified model, plan with its manifest."""
-    from infra.config import envs
-
     from drills.errors import GuardrailError
     from drills.rehearsal.model_cache import CACHE_ROOT, ensure_model
-    from drills.rehearsal.procs import reap_orphans
 
-    if not 0 < opts.scale <= 1:
-        raise RehearsalError(f"--scale must be in (0, 1] (1 = real time; 0.1 = every configured timing at a tenth), got {opts.scale}")
-    if opts.rate <= 0 or opts.clients < 1:
-        raise RehearsalError("--rate must be > 0 and --clients >= 1")
-    if opts.env not in envs(opts.stacks_dir):
-        raise RehearsalError(f"unknown environment {opts.env!r}; known: {', '.join(envs(opts.stacks_dir))} (from {opts.stacks_dir}). "
-                             "Nothing was started.")
+    check_run_options(opts.scale, opts.rate, opts.clients, opts.env, Path(opts.stacks_dir))
     out = Path(opts.out or default_out(opts.env, opts.scenario)).resolve()
     out.mkdir(parents=True, exist_ok=True)
     log(f"rehearsal of [bold]{opts.scenario}[/bold] on [bold]{opts.env}[/bold] -> {out}")
-    reaped = reap_orphans()
-    if reaped:
-        log(f"[yellow]stopped {len(reaped)} processes left running by an earlier rehearsal that was killed (SIGKILL): pids {reaped}[/yellow]")
+    reap_leftovers(log)
     stacks_dir = out / "stacks"
     notes = prepare_stacks(opts.stacks_dir, stacks_dir, opts.env)
     fleet = load_fleet(opts.env, stacks_dir)

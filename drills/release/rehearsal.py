@@ -140,27 +140,36 @@ def run(opts: Options, log: Callable[[str], None] = _log) -> dict:
     from drills.release import actions as _actions, checks as _checks, scenarios as _scenarios  # noqa: F401 - registrations this run needs
     from drills.release.rehearsal_models import candidate
 
+    # Everything that can refuse the run does so before anything is written or started.
     unknown = [s for s in opts.scenarios if s not in SCENARIOS]
-    if unknown:
-        raise R.RehearsalError(f"unknown scenario(s) {unknown}: choose from {', '.join(SCENARIOS)}")
+    if unknown or not opts.scenarios:
+        raise R.RehearsalError(f"unknown scenario(s) {unknown or opts.scenarios}: choose from {', '.join(SCENARIOS)}")
     src = Path(opts.stacks_dir or STACKS_DIR)
+    R.check_run_options(opts.scale, opts.rate, opts.clients, opts.env, src)
+    if not 1 <= opts.canary_weight <= 100:
+        raise R.RehearsalError(f"--canary-weight is a percentage of the canary region's traffic, 1..100 (got {opts.canary_weight})")
+    if opts.bake is not None and opts.bake <= 0:
+        raise R.RehearsalError(f"--bake must be > 0 drill seconds (got {opts.bake:g})")
+    src_fleet = load_fleet(opts.env, src)
+    if opts.region and opts.region not in src_fleet.regions:
+        raise R.RehearsalError(f"--region {opts.region}: not a region of {opts.env} ({', '.join(sorted(src_fleet.regions))})")
+    region = opts.region or R.default_region(src_fleet, "region-outage") or sorted(src_fleet.regions)[0]
+    replicas = {r: 1 for r in src_fleet.regions}
+    node_note = None
+    if "node-loss" in opts.scenarios:
+        replicas[region], node_note = node_loss_replicas(src_fleet, region)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = Path(opts.out or (R.ROOT / "build" / "rehearsal" / f"{stamp}-{opts.env}-release")).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
+    R.reap_leftovers(log)
     notes = R.prepare_stacks(src, out / "stacks", opts.env)
     notes.append("no TensorRT engine is built or served here: no TensorRT builder and no GPU; every compute capability of the fleet "
                  "is declared `model.onnx_fallback_for` in this run's stack copy and the CPU Triton serves model_build's ONNX file "
                  "through its python-backend model (ONNX Runtime)")
+    notes += [node_note] if node_note else []
     stacks_dir = out / "stacks"
     fleet = load_fleet(opts.env, stacks_dir)
-    if opts.region and opts.region not in fleet.regions:
-        raise R.RehearsalError(f"--region {opts.region}: not a region of {opts.env} ({', '.join(sorted(fleet.regions))})")
-    region = opts.region or R.default_region(fleet, "region-outage") or sorted(fleet.regions)[0]
-    replicas = {r: 1 for r in fleet.regions}
-    if "node-loss" in opts.scenarios:
-        replicas[region], note = node_loss_replicas(fleet, region)
-        notes.append(note)
     stable_info = ensure_model(stacks_dir=src, log_dir=out / "logs", log=log)
     cands = {k: candidate(stable_info.version, k, stacks_dir=src, log_dir=out / "logs", log=log)
              for k in (["good"] if "release" in opts.scenarios else []) + (["bad"] if "bad-release" in opts.scenarios else [])}

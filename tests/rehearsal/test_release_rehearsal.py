@@ -110,4 +110,22 @@ def test_node_loss_where_one_node_is_the_whole_region_is_refused_before_anything
 
     with pytest.raises(RehearsalError, match=r"node-loss in staging/us-east-1: .* one g6.2xlarge node, so losing it is a region outage"):
         _run(tmp_path, "staging", ("node-loss",))
-    assert not (tmp_path / "run" / "world").exists()
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"scale": 0}, r"--scale must be in \(0, 1\]"),
+    ({"canary_weight": 150}, r"--canary-weight is a percentage .* 1\.\.100 \(got 150\)"),
+    ({"scenarios": ("release", "nope")}, r"unknown scenario\(s\) \['nope'\]"),
+    ({"env": "qa"}, r"unknown environment 'qa'"),
+    ({"bake": -1.0}, r"--bake must be > 0"),
+    ({"region": "mars-1"}, r"--region mars-1: not a region of prod"),
+])
+def test_bad_options_are_refused_before_anything_is_written(tmp_path, kw, message):
+    from drills.rehearsal.rehearse import RehearsalError
+    from drills.release.rehearsal import Options, run
+
+    opts = {"env": "prod", "scenarios": ("release",), "out": tmp_path / "run", **kw}
+    with pytest.raises(RehearsalError, match=message):
+        run(Options(**opts), log=lambda line: None)
+    assert not (tmp_path / "run").exists()
