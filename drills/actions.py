@@ -55,15 +55,16 @@ def apply_stack(run: "Run", stack: str, values: dict[str, Any], message: str) ->
     before = {p: stacks.get_config(stack, p) for p in values}
     run.event("config_set", stack=stack, values=values, before=before)
     t_set = run.clock.now()
-    stacks.set_config(stack, values)
-    preview = stacks.preview(stack)
-    destructive = {k: v for k, v in preview.items() if k in ("delete", "replace", "create-replacement", "delete-replaced") and v}
-    if destructive:
-        raise Abort(f"pulumi preview of {stack} shows {destructive}: a drill only updates resources; not applying")
-    t_up = run.clock.now()
-    res = stacks.up(stack, message)
-    t_done = run.clock.now()
-    run.event("stack_up", stack=stack, preview=preview, summary=res.get("summary"), seconds=round(t_done - t_up, 3))
+    with run.stack_operation():
+        stacks.set_config(stack, values)
+        preview = stacks.preview(stack)
+        destructive = {k: v for k, v in preview.items() if k in ("delete", "replace", "create-replacement", "delete-replaced") and v}
+        if destructive:
+            raise Abort(f"pulumi preview of {stack} shows {destructive}: a drill only updates resources; not applying")
+        t_up = run.clock.now()
+        res = stacks.up(stack, message)
+        t_done = run.clock.now()
+        run.event("stack_up", stack=stack, preview=preview, summary=res.get("summary"), seconds=round(t_done - t_up, 3))
     out = {"stack": stack, "preview": preview, "up_seconds": round(t_done - t_up, 3)}
     weights, roles = routing_of(values)
     if stack == run.plan.global_stack and (weights or roles):

@@ -82,10 +82,25 @@ class Run:
         self.steady_since: float | None = None
         self.current_step: str | None = None
         self.in_rollback = False
+        self.stack_operations = 0  # > 0 while a stack's config, preview or up is in progress
+        self.pending_signal: int | None = None
 
     # ---------------------------------------------------------------- helpers for actions and checks
     def event(self, type: str, **data: Any) -> dict:
         return self.journal.write(type, **data)
+
+    @contextmanager
+    def stack_operation(self) -> Iterator[None]:
+        """SIGINT/SIGTERM wait while a stack is changed: an `up` cut short leaves the stack with pending operations
+        (the rehearsal's in-process program run deadlocked on one), so the drill rolls back once it returns."""
+        self.stack_operations += 1
+        try:
+            yield
+        finally:
+            self.stack_operations -= 1
+            if not self.stack_operations and self.pending_signal is not None and not self.in_rollback:
+                signum, self.pending_signal = self.pending_signal, None
+                raise Interrupted(signum)
 
     def current_shares(self) -> dict[str, float]:
         if self.plan.mode == "failover":
@@ -254,6 +269,10 @@ def _install_signals(run: Run) -> Callable[[], None]:
     def handler(signum: int, frame: Any) -> None:
         if run.in_rollback:
             run.log(f"signal {signum} during rollback: ignored; the rollback finishes first (SIGKILL leaves it to `drills rollback {run.drill_id}`)")
+            return
+        if run.stack_operations:
+            run.pending_signal = signum
+            run.log(f"signal {signum}: the stack operation in progress finishes first, then the drill rolls back")
             return
         raise Interrupted(signum)
 

@@ -64,15 +64,16 @@ def apply_region(run: "Run", stack: str, values: dict[str, Any], allow_deletes: 
     stacks = run.backend.stacks
     before = {p: stacks.get_config(stack, p) for p in values}
     run.event("config_set", stack=stack, values=values, before=before)
-    stacks.set_config(stack, values)
-    preview = stacks.preview(stack)
-    replaces = {k: v for k, v in preview.items() if k in ("replace", "create-replacement", "delete-replaced") and v}
-    if replaces or preview.get("delete", 0) > allow_deletes:
-        raise Abort(f"pulumi preview of {stack} shows {preview}: a release step may delete at most the canary's "
-                    f"{allow_deletes} resources and replace none; not applying")
-    t_up = run.clock.now()
-    res = stacks.up(stack, message)
-    run.event("stack_up", stack=stack, preview=preview, summary=res.get("summary"), seconds=round(run.clock.now() - t_up, 3))
+    with run.stack_operation():  # a signal waits for `up` to return (drills.engine.Run.stack_operation)
+        stacks.set_config(stack, values)
+        preview = stacks.preview(stack)
+        replaces = {k: v for k, v in preview.items() if k in ("replace", "create-replacement", "delete-replaced") and v}
+        if replaces or preview.get("delete", 0) > allow_deletes:
+            raise Abort(f"pulumi preview of {stack} shows {preview}: a release step may delete at most the canary's "
+                        f"{allow_deletes} resources and replace none; not applying")
+        t_up = run.clock.now()
+        res = stacks.up(stack, message)
+        run.event("stack_up", stack=stack, preview=preview, summary=res.get("summary"), seconds=round(run.clock.now() - t_up, 3))
     return {"stack": stack, "preview": preview, "up_seconds": round(run.clock.now() - t_up, 3)}
 
 

@@ -217,6 +217,12 @@ def test_error_or_signal_mid_shift_rolls_back(world, how):
     assert out.status == "aborted"
     assert ("provider crashed" if how == "error" else "signal 15") in out.reason
     assert out.interrupted is (how == "sigterm")  # a runner of several drills stops after a signal, not after an error
+    if how == "sigterm":
+        # The signal arrived inside `up`: the up finished (journaled) before the rollback began, never cut short.
+        entries = load(w.state, out.drill_id)
+        types = [e["type"] for e in entries]
+        drill_ups = [i for i, e in enumerate(entries) if e["type"] == "stack_up" and not e.get("by")]
+        assert len(drill_ups) == 2 and drill_ups[-1] < types.index("rollback_begin")
     # the second shift's config was written before `up` failed: rollback restored it and re-applied
     assert file_weights(w) == {"us-east-1": 40, "us-west-2": 30, "eu-west-1": 30}
     assert live_weights(w) == {"us-east-1": 40, "us-west-2": 30, "eu-west-1": 30}

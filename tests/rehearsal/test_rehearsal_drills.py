@@ -83,8 +83,9 @@ def test_artifact_replication_measures_rpo_and_cleans_up(rehearsal):
 
 
 def test_interrupted_evacuation_rolls_back_to_the_pre_drill_weights(rehearsal):
-    """Evacuate-region goes through config + `pulumi up` (the offline plan re-applied to moto); SIGINT after the
-    first shift makes the engine roll back: config, records and DNS answers are the pre-drill ones again."""
+    """Evacuate-region goes through config + `pulumi up` (the offline plan re-applied to moto); SIGINT as the second
+    shift begins (its stack change in progress: the signal waits for `up`, which a cut-short program run would
+    deadlock) makes the engine roll back: config, records and DNS answers are the pre-drill ones again."""
     prep, live, log = rehearsal
     plan = R.plan_for(prep, "evacuate-region", PRIMARY, {"steps": 2})
     assert [s.name for s in plan.steps if s.name.startswith("shift")] == ["shift-1", "shift-2"]
@@ -96,7 +97,8 @@ def test_interrupted_evacuation_rolls_back_to_the_pre_drill_weights(rehearsal):
         deadline = time.monotonic() + 60
         while not stop.is_set() and time.monotonic() < deadline:
             for j in (prep.state_dir / "drills").glob("staging-evacuate-region-*/journal.jsonl"):
-                if any(e["type"] == "step_done" and e["name"] == "shift-1" for e in read_entries(j)):
+                if any(e["type"] == "config_set" for e in read_entries(j)[-2:]) and any(
+                        e["type"] == "step_begin" and e["name"] == "shift-2" for e in read_entries(j)):
                     os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the engine's handler rolls back
                     return
             time.sleep(0.05)
