@@ -186,19 +186,23 @@ class DnsClients:
     own cache, kept for the answer's TTL (the first answer for a random part of it, as clients already running
     would), so probes move between regions as real clients do."""
 
-    def __init__(self, world: Any, seed: int = 7):
-        self.world, self.seed = world, seed
+    def __init__(self, dns_server: tuple[str, int], name: str, ip_region: dict[str, str], port: int, seed: int = 7):
+        self.dns_server, self.name, self.ip_region, self.port, self.seed = dns_server, name, ip_region, port, seed
         self._resolvers: dict[int, CachingResolver] = {}
+
+    @classmethod
+    def for_world(cls, world: Any, seed: int = 7) -> "DnsClients":
+        return cls(world.dns_address, world.fqdn, dict(world.ip_region), world.ports["http"], seed)
 
     def resolve(self, client: int) -> tuple[str | None, str | None]:
         r = self._resolvers.get(client)
         if r is None:
-            r = self._resolvers[client] = CachingResolver(self.world.dns_address, stagger=random.Random(self.seed * 1000 + client))
+            r = self._resolvers[client] = CachingResolver(self.dns_server, stagger=random.Random(self.seed * 1000 + client))
         try:
-            ip, _ = r.resolve(self.world.fqdn)
+            ip, _ = r.resolve(self.name)
         except Exception:  # noqa: BLE001 - no answer is a failed probe, as getaddrinfo failing is
             return None, None
-        return self.world.ip_region.get(ip), f"http://{ip}:{self.world.ports['http']}"
+        return self.ip_region.get(ip), f"http://{ip}:{self.port}"
 
 
 # ---------------------------------------------------------------- faults
@@ -246,7 +250,7 @@ def make_backend(world: Any, *, stacks_dir: Path, state_dir: Path, clock: Clock,
     route53 = RehearsalRoute53(world)
     s3 = RehearsalS3(world, {r: (c.model.name, c.model.version) for r, c in fleet.regions.items()})
     capacity = EksCapacity({r: world.moto.client("eks", r) for r in world.regions}, dict(world.clusters), WorldPods(world))
-    probes = TritonHttpProbe({r: t.url for r, t in world.tritons.items()}, world.model_name, clock, DnsClients(world, seed),
+    probes = TritonHttpProbe({r: t.url for r, t in world.tritons.items()}, world.model_name, clock, DnsClients.for_world(world, seed),
                              timeout=probe_timeout, body=probe_body)
     faults_world = WorldFaults(world)
     faults = CompositeFaults(faults_world, HealthCheckInversion(route53))

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from drills.rehearsal.loadgen import LoadGenerator, RequestRecord, feature_batches
+from drills.rehearsal.procs import announce, start_announcing
 
 
 class LoadProcess:
@@ -39,16 +39,9 @@ class LoadProcess:
         spec.write_text(json.dumps(self.spec))
         self.out.unlink(missing_ok=True)
         started = self.workdir / "loadgen.started"
-        started.unlink(missing_ok=True)
-        self.child = self.sup.start("loadgen", [sys.executable, "-m", "drills.rehearsal.loadgen_proc", str(spec), str(self.out), str(started)])
-        deadline = time.monotonic() + self.ready_timeout
-        while not started.exists():  # the child has built its batches and sends from now on
-            if not self.child.alive():
-                raise RuntimeError(f"the load generator exited with {self.child.popen.returncode}: {self.child.log_tail()}")
-            if time.monotonic() > deadline:
-                self.sup.stop(self.child)
-                raise RuntimeError(f"the load generator did not start in {self.ready_timeout:g} s: {self.child.log_tail()}")
-            time.sleep(0.05)
+        # The child announces once it has built its batches and sends from then on.
+        self.child, _ = start_announcing(self.sup, "loadgen", [sys.executable, "-m", "drills.rehearsal.loadgen_proc", str(spec), str(self.out), str(started)],
+                                         started, "the load generator", self.ready_timeout)
         return self
 
     def stop(self) -> None:
@@ -79,7 +72,7 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    started.write_text("1")
+    announce(started, "1")
     records = lg.run()
     tmp = out.with_suffix(".partial")
     with open(tmp, "w") as f:

@@ -416,3 +416,27 @@ class Supervisor:
         """Pids we started that still run. A pid counts only while it is still in the group we gave it,
         so a pid number the kernel has since reused for an unrelated process is not reported."""
         return sorted(p for p, g in self.all_pids().items() if pid_alive(p) and pgrp(p) == g)
+
+
+# ---------------------------------------------------------------- helper children that say when they are ready
+def start_announcing(sup: "Supervisor", name: str, argv: Sequence[str], started: Path, what: str, ready_timeout: float = 30.0) -> tuple[Child, str]:
+    """Start a helper (`argv`) that writes `started` once it serves (see `announce`); return it and what it wrote.
+    A helper that exits first, or is not ready in time, is stopped and reported with its log tail."""
+    started.unlink(missing_ok=True)
+    child = sup.start(name, argv)
+    deadline = time.monotonic() + ready_timeout
+    while not started.exists():
+        if not child.alive():
+            raise RuntimeError(f"{what} exited with {child.popen.returncode}: {child.log_tail()}")
+        if time.monotonic() > deadline:
+            sup.stop(child)
+            raise RuntimeError(f"{what} did not start in {ready_timeout:g} s: {child.log_tail()}")
+        time.sleep(0.05)
+    return child, started.read_text()
+
+
+def announce(started: Path, text: str) -> None:
+    """The helper's side: write `started` whole (rename), so the parent never reads half of it."""
+    tmp = started.with_suffix(".partial")
+    tmp.write_text(text)
+    tmp.rename(started)

@@ -26,6 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from drills.rehearsal.procs import announce, start_announcing
+
 TRACK_HEADER = "X-Reco-Track"
 
 
@@ -51,17 +53,9 @@ class AlbProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         spec, started = self.workdir / "alb.json", self.workdir / "alb.started"
         spec.write_text(json.dumps(self.spec))
-        started.unlink(missing_ok=True)
-        self.child = self.sup.start(self.name, [sys.executable, "-m", "drills.release.alb_proc", str(spec), str(started)])
-        deadline = time.monotonic() + self.ready_timeout
-        while not started.exists():
-            if not self.child.alive():
-                raise RuntimeError(f"the load-balancer model exited with {self.child.popen.returncode}: {self.child.log_tail()}")
-            if time.monotonic() > deadline:
-                self.sup.stop(self.child)
-                raise RuntimeError(f"the load-balancer model did not start in {self.ready_timeout:g} s: {self.child.log_tail()}")
-            time.sleep(0.05)
-        self.control = f"http://127.0.0.1:{int(started.read_text())}"
+        self.child, port = start_announcing(self.sup, self.name, [sys.executable, "-m", "drills.release.alb_proc", str(spec), str(started)],
+                                            started, "the load-balancer model", self.ready_timeout)
+        self.control = f"http://127.0.0.1:{int(port)}"
         return self
 
     def _call(self, path: str, body: dict | None = None) -> Any:
@@ -232,9 +226,7 @@ def main(argv: list[str]) -> int:
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: done.set())
     signal.signal(signal.SIGINT, lambda *a: done.set())
-    tmp = started.with_suffix(".partial")
-    tmp.write_text(str(control.server_address[1]))
-    tmp.rename(started)
+    announce(started, str(control.server_address[1]))
     done.wait()
     for s in [*proxies.values(), control]:
         s.shutdown()

@@ -17,7 +17,7 @@ bytes refused, then the drill: detect, restore from the last-known-good pointer,
 from __future__ import annotations
 
 import argparse
-import json
+import itertools
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -26,11 +26,13 @@ from typing import Any, Callable
 
 from drills.errors import DrillError
 from drills.rehearsal import rehearse as R
+from drills.rehearsal.probe_proc import ProbeProcess
 from drills.rehearsal.world import World
 from drills.release.rehearsal_serving import NodeLoss, ServingModel
 
 SCENARIOS = ("release", "bad-release", "artifact-corruption", "node-loss")
 LIVE: dict[str, Any] = {}
+_PROBE_PROCS = itertools.count(1)
 
 
 class ReleaseWorld(World):
@@ -83,6 +85,13 @@ def attach(b: Any, world: ReleaseWorld) -> Any:
 
     b.stacks.appliers["region"] = region_up
     b.serving = serving
+    # The drill's probes timed in their own process (probe_proc): not behind this process's GIL.
+    old = b.probes
+    n = next(_PROBE_PROCS)
+    b.probes = ProbeProcess(world.sup, world.workdir / "probes" / str(n), old.clock, endpoints=dict(old.endpoints), model=old.model,
+                            dns_server=world.dns_address, name=world.fqdn, port=world.ports["http"], ip_region=dict(world.ip_region),
+                            timeout=old.timeout, seed=old.resolver.seed, body=old._fixed_body, child_name=f"probes-{n}").start()
+    b.closers.append(b.probes.stop)
     class SmallBatchProbe(TritonScoreProbe):
         # A CPU pod runs one model instance: a 256-row golden batch holds user requests behind it (measured: 1 s
         # client timeouts while the gates scored); 32-row batches interleave with users' requests.
