@@ -48,9 +48,9 @@ def records_match(route53: Any, weights: dict[str, int], roles: dict[str, str]) 
         all(r in recs and recs[r].failover == v for r, v in roles.items())
 
 
-def apply_stack(run: "Run", stack: str, values: dict[str, Any], message: str) -> dict:
-    """Set config, preview (refuse deletes/replaces: a drill only updates), up; for the global stack wait until
-    Route 53 carries the new records and answers by them. Returns the timings."""
+def change_stack(run: "Run", stack: str, values: dict[str, Any], message: str, refuse: Callable[[dict], str | None]) -> dict:
+    """Journal the config change, set it, preview, `refuse(preview)` (a reason aborts before `up`), up, journal the
+    result. A signal waits for `up` to return (drills.engine.Run.stack_operation). Returns preview and timings."""
     stacks = run.backend.stacks
     before = {p: stacks.get_config(stack, p) for p in values}
     run.event("config_set", stack=stack, values=values, before=before)
@@ -58,14 +58,27 @@ def apply_stack(run: "Run", stack: str, values: dict[str, Any], message: str) ->
     with run.stack_operation():
         stacks.set_config(stack, values)
         preview = stacks.preview(stack)
-        destructive = {k: v for k, v in preview.items() if k in ("delete", "replace", "create-replacement", "delete-replaced") and v}
-        if destructive:
-            raise Abort(f"pulumi preview of {stack} shows {destructive}: a drill only updates resources; not applying")
+        why = refuse(preview)
+        if why:
+            raise Abort(f"pulumi preview of {stack} shows {why}; not applying")
         t_up = run.clock.now()
         res = stacks.up(stack, message)
         t_done = run.clock.now()
         run.event("stack_up", stack=stack, preview=preview, summary=res.get("summary"), seconds=round(t_done - t_up, 3))
-    out = {"stack": stack, "preview": preview, "up_seconds": round(t_done - t_up, 3)}
+    return {"stack": stack, "preview": preview, "up_seconds": round(t_done - t_up, 3), "t_set": t_set, "t_done": t_done}
+
+
+def _only_updates(preview: dict) -> str | None:
+    destructive = {k: v for k, v in preview.items() if k in ("delete", "replace", "create-replacement", "delete-replaced") and v}
+    return f"{destructive}: a drill only updates resources" if destructive else None
+
+
+def apply_stack(run: "Run", stack: str, values: dict[str, Any], message: str) -> dict:
+    """Set config, preview (refuse deletes/replaces: a drill only updates), up; for the global stack wait until
+    Route 53 carries the new records and answers by them. Returns the timings."""
+    ch = change_stack(run, stack, values, message, _only_updates)
+    t_set, t_done = ch["t_set"], ch["t_done"]
+    out = {"stack": stack, "preview": ch["preview"], "up_seconds": ch["up_seconds"]}
     weights, roles = routing_of(values)
     if stack == run.plan.global_stack and (weights or roles):
         in_sync = run.wait(120, until=lambda: records_match(run.backend.route53, weights, roles), label="Route 53 change in sync")

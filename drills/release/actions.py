@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
-from drills.actions import action
+from drills.actions import action, change_stack
 from drills.checks import percentile
 from drills.errors import Abort, GuardrailError
 from drills.release import artifacts as A
@@ -57,24 +57,18 @@ def golden(seed: int, rows: int) -> dict:
     return golden_batch(seed, rows)
 
 
-# ---------------------------------------------------------------- stack changes (journaled like drills.actions.apply_stack)
+# ---------------------------------------------------------------- stack changes (drills.actions.change_stack, release rules)
 def apply_region(run: "Run", stack: str, values: dict[str, Any], allow_deletes: int, message: str) -> dict:
     """Set config, preview, up. A release step may create resources (a canary) and a promotion may delete
     exactly the canary's; anything else destructive (a replace, more deletes) is refused before `up`."""
-    stacks = run.backend.stacks
-    before = {p: stacks.get_config(stack, p) for p in values}
-    run.event("config_set", stack=stack, values=values, before=before)
-    with run.stack_operation():  # a signal waits for `up` to return (drills.engine.Run.stack_operation)
-        stacks.set_config(stack, values)
-        preview = stacks.preview(stack)
+    def refuse(preview: dict) -> str | None:
         replaces = {k: v for k, v in preview.items() if k in ("replace", "create-replacement", "delete-replaced") and v}
         if replaces or preview.get("delete", 0) > allow_deletes:
-            raise Abort(f"pulumi preview of {stack} shows {preview}: a release step may delete at most the canary's "
-                        f"{allow_deletes} resources and replace none; not applying")
-        t_up = run.clock.now()
-        res = stacks.up(stack, message)
-        run.event("stack_up", stack=stack, preview=preview, summary=res.get("summary"), seconds=round(run.clock.now() - t_up, 3))
-    return {"stack": stack, "preview": preview, "up_seconds": round(run.clock.now() - t_up, 3)}
+            return f"{preview}: a release step may delete at most the canary's {allow_deletes} resources and replace none"
+        return None
+
+    ch = change_stack(run, stack, values, message, refuse)
+    return {k: ch[k] for k in ("stack", "preview", "up_seconds")}
 
 
 def tracks(run: "Run", region: str) -> dict[str, Any]:

@@ -68,12 +68,13 @@ def start_release_world(fleet: Any, *, replicas: dict[str, int], **kw: Any) -> A
                                                                   "replace_seconds": max(1.0, 30 * scale.ttl / max(1, fleet.glob.ttl))}, **kw)
 
 
-def attach(b: Any, world: ReleaseWorld) -> Any:
+def attach(b: Any, live: Any) -> Any:
     """The release adapters on a rehearsal backend (the same ones the aws backend gets, over this world)."""
     from drills.adapters.faults import CompositeFaults
     from drills.release.adapters import ArtifactCorruption, TritonScoreProbe
     from drills.release.planning import VERSION
 
+    world: ReleaseWorld = live.world
     serving = world.serving
     fleet = world.fleet
     orig = b.stacks.appliers["region"]
@@ -86,11 +87,11 @@ def attach(b: Any, world: ReleaseWorld) -> Any:
     b.stacks.appliers["region"] = region_up
     b.serving = serving
     # The drill's probes timed in their own process (probe_proc): not behind this process's GIL.
-    old = b.probes
     n = next(_PROBE_PROCS)
-    b.probes = ProbeProcess(world.sup, world.workdir / "probes" / str(n), old.clock, endpoints=dict(old.endpoints), model=old.model,
-                            dns_server=world.dns_address, name=world.fqdn, port=world.ports["http"], ip_region=dict(world.ip_region),
-                            timeout=old.timeout, seed=old.resolver.seed, body=old._fixed_body, child_name=f"probes-{n}").start()
+    b.probes = ProbeProcess(world.sup, world.workdir / "probes" / str(n), b.probes.clock, endpoints={r: t.url for r, t in world.tritons.items()},
+                            model=world.model_name, dns_server=world.dns_address, name=world.fqdn, port=world.ports["http"],
+                            ip_region=dict(world.ip_region), timeout=live.probe_timeout, seed=live.seed, body=live.probe_body,
+                            child_name=f"probes-{n}").start()
     b.closers.append(b.probes.stop)
     class SmallBatchProbe(TritonScoreProbe):
         # A CPU pod runs one model instance: a 256-row golden batch holds user requests behind it (measured: 1 s
@@ -115,7 +116,7 @@ def _factory(plan: Any, options: dict, clock: Any) -> Any:
     if live is None:
         raise DrillError("backend rehearsal-release: its world lives only inside `python -m drills rehearse-release` (the servers "
                          "stopped with that process); nothing outside it remains to roll back. Run the rehearsal again.")
-    return attach(R.backend_for(live, options, clock), live.world)
+    return attach(R.backend_for(live, options, clock), live)
 
 
 # ---------------------------------------------------------------- the run
@@ -331,7 +332,7 @@ def _refusal_demo(live: Any, region: str, log: Callable[[str], None]) -> dict:
     verification refuses the file (expected vs found sha256) and that the serving pods never changed."""
     from drills.clock import SystemClock
 
-    b = live.backends[-1] if live.backends else attach(R.backend_for(live, {"world": ""}, SystemClock()), live.world)
+    b = live.backends[-1] if live.backends else attach(R.backend_for(live, {"world": ""}, SystemClock()), live)
     s = live.world.serving
     before = [p.name for p in s._serving(region, "stable")]
     h = b.faults.prepare(region, "corrupt-artifact")
