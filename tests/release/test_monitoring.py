@@ -16,7 +16,7 @@ def _promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
         pytest.fail("promtool is not installed: it comes with Debian's `prometheus` package "
-                    "(`apt-get install prometheus`; .ci/run installs it) and validates infra/monitoring/alerts.yml")
+                    "(`bash requirements/system.sh`, run by `make test`, installs it) and validates infra/monitoring/alerts.yml")
     return path
 
 
