@@ -19,7 +19,10 @@ SETUP = "bash requirements/system.sh"
 
 
 def _dry_run(target: str) -> list[str]:
-    proc = subprocess.run(["make", "-n", target], cwd=REPO, capture_output=True, text=True, timeout=60)
+    # Under `make test` this runs inside make: its flags and level must not leak into the dry run.
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
+    proc = subprocess.run(["make", "-n", "--no-print-directory", target], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
 
