@@ -5,12 +5,14 @@ engine's rollback and `drills rollback` after a crash know what to undo. Actions
 roles, sizes), so re-running a step after a crash (`drills resume`) is harmless. New actions (a release's canary
 share, a node loss) register with `@action("name")`.
 """
+
 from __future__ import annotations
 
 import bisect
 import json
 import re
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from drills.checks import evaluate, slo_ok, window_stats
 from drills.errors import Abort, GuardrailError
@@ -31,6 +33,7 @@ def action(name: str) -> Callable[[ActionFn], ActionFn]:
     def deco(fn: ActionFn) -> ActionFn:
         ACTIONS[name] = fn
         return fn
+
     return deco
 
 
@@ -44,11 +47,14 @@ def routing_of(values: dict[str, Any]) -> tuple[dict[str, int], dict[str, str]]:
 
 def records_match(route53: Any, weights: dict[str, int], roles: dict[str, str]) -> bool:
     recs = route53.records()
-    return all(r in recs and recs[r].weight == w for r, w in weights.items()) and \
-        all(r in recs and recs[r].failover == v for r, v in roles.items())
+    return all(r in recs and recs[r].weight == w for r, w in weights.items()) and all(
+        r in recs and recs[r].failover == v for r, v in roles.items()
+    )
 
 
-def change_stack(run: "Run", stack: str, values: dict[str, Any], message: str, refuse: Callable[[dict], str | None]) -> dict:
+def change_stack(
+    run: Run, stack: str, values: dict[str, Any], message: str, refuse: Callable[[dict], str | None]
+) -> dict:
     """Journal the config change, set it, preview, `refuse(preview)` (a reason aborts before `up`), up, journal the
     result. A signal waits for `up` to return (drills.engine.Run.stack_operation). Returns preview and timings."""
     stacks = run.backend.stacks
@@ -69,11 +75,13 @@ def change_stack(run: "Run", stack: str, values: dict[str, Any], message: str, r
 
 
 def _only_updates(preview: dict) -> str | None:
-    destructive = {k: v for k, v in preview.items() if k in ("delete", "replace", "create-replacement", "delete-replaced") and v}
+    destructive = {
+        k: v for k, v in preview.items() if k in ("delete", "replace", "create-replacement", "delete-replaced") and v
+    }
     return f"{destructive}: a drill only updates resources" if destructive else None
 
 
-def apply_stack(run: "Run", stack: str, values: dict[str, Any], message: str) -> dict:
+def apply_stack(run: Run, stack: str, values: dict[str, Any], message: str) -> dict:
     """Set config, preview (refuse deletes/replaces: a drill only updates), up; for the global stack wait until
     Route 53 carries the new records and answers by them. Returns the timings."""
     ch = change_stack(run, stack, values, message, _only_updates)
@@ -81,20 +89,34 @@ def apply_stack(run: "Run", stack: str, values: dict[str, Any], message: str) ->
     out = {"stack": stack, "preview": ch["preview"], "up_seconds": ch["up_seconds"]}
     weights, roles = routing_of(values)
     if stack == run.plan.global_stack and (weights or roles):
-        in_sync = run.wait(120, until=lambda: records_match(run.backend.route53, weights, roles), label="Route 53 change in sync")
+        in_sync = run.wait(
+            120, until=lambda: records_match(run.backend.route53, weights, roles), label="Route 53 change in sync"
+        )
         t_sync = run.clock.now()
         run.weights.update(weights)
         run.roles.update(roles)
         want = {r for r, s in run.current_shares().items() if s > 0}
-        answered = run.wait(120, until=lambda: {r for r, s in run.backend.route53.dns_answer().items() if s > 0} == want,
-                            label="DNS answers follow the records")
+        answered = run.wait(
+            120,
+            until=lambda: {r for r, s in run.backend.route53.dns_answer().items() if s > 0} == want,
+            label="DNS answers follow the records",
+        )
         t_answer = run.clock.now()
-        change = {"t_set": t_set, "t_up_done": t_done, "t_in_sync": t_sync, "t_answer": t_answer,
-                  "in_sync": in_sync, "answer_follows": answered, "step": run.current_step}
+        change = {
+            "t_set": t_set,
+            "t_up_done": t_done,
+            "t_in_sync": t_sync,
+            "t_answer": t_answer,
+            "in_sync": in_sync,
+            "answer_follows": answered,
+            "step": run.current_step,
+        }
         run.state["last_change"] = change
         run.event("change_applied", **change)
         if not in_sync:
-            raise Abort(f"Route 53 records of {run.plan.fqdn} did not reach {weights or roles} within 120 s of `pulumi up`")
+            raise Abort(
+                f"Route 53 records of {run.plan.fqdn} did not reach {weights or roles} within 120 s of `pulumi up`"
+            )
         out.update(in_sync_seconds=round(t_sync - t_set, 3), answer_seconds=round(t_answer - t_set, 3))
     return out
 
@@ -149,7 +171,7 @@ class SwitchTracker:
         k = max(self._cursor, bisect.bisect_left(times, start))
         while k < len(times) and times[k] + window <= now:
             t = times[k]
-            st = window_stats(self.results[k:bisect.bisect_right(times, t + window)])
+            st = window_stats(self.results[k : bisect.bisect_right(times, t + window)])
             if st["n"] >= need and slo_ok(st, success_rate, p99_ms):
                 return t
             k = bisect.bisect_right(times, t)  # next distinct probe time
@@ -158,7 +180,7 @@ class SwitchTracker:
         return None
 
 
-def _slo_params(run: "Run") -> tuple[float, float, float, int]:
+def _slo_params(run: Run) -> tuple[float, float, float, int]:
     o = run.plan.objectives
     p = run.params
     return p.slo_window_seconds, o.success_rate, o.p99_ms, p.min_samples
@@ -170,14 +192,16 @@ def _milestones(t0: float, named: dict[str, float | None]) -> dict[str, float | 
 
 # ---------------------------------------------------------------- actions
 @action("precheck")
-def _precheck(run: "Run", step: "Step") -> dict:
+def _precheck(run: Run, step: Step) -> dict:
     b, p = run.backend, step.params
     problems: list[str] = []
     for stack, values in p.get("expect_config", {}).items():
         for path, want in values.items():
             got = b.stacks.get_config(stack, path)
             if got != want:
-                problems.append(f"{stack} {path} is {got!r} live but the plan was made from {want!r} (re-plan from the live config)")
+                problems.append(
+                    f"{stack} {path} is {got!r} live but the plan was made from {want!r} (re-plan from the live config)"
+                )
     regions = sorted(run.plan.stack_names)
     health = {r: b.route53.health(r) for r in regions}
     problems += [f"{r}'s health check is unhealthy before the drill" for r, ok in health.items() if not ok]
@@ -195,9 +219,13 @@ def _precheck(run: "Run", step: "Step") -> dict:
         missing = sorted(set(ccs) - found)
         engines[r] = {"manifest_sha256": sha, "engines": sorted(found), "missing": missing}
         if manifest is None:
-            problems.append(f"{r}: no model manifest in its bucket for the version it serves: cannot verify its engines")
+            problems.append(
+                f"{r}: no model manifest in its bucket for the version it serves: cannot verify its engines"
+            )
         elif missing:
-            problems.append(f"{r}: the manifest in its bucket has no engine for compute capability {', '.join(missing)}")
+            problems.append(
+                f"{r}: the manifest in its bucket has no engine for compute capability {', '.join(missing)}"
+            )
     for r in p.get("buckets", []):
         if not b.s3.bucket_ok(r):
             problems.append(f"{r}: artifact bucket does not answer")
@@ -209,14 +237,16 @@ def _precheck(run: "Run", step: "Step") -> dict:
 
 
 @action("set_config")
-def _set_config(run: "Run", step: "Step") -> dict:
+def _set_config(run: Run, step: Step) -> dict:
     # The global stack last: pools and regional settings first, then the traffic move that relies on them.
     order = sorted(step.params["changes"].items(), key=lambda kv: kv[0] == run.plan.global_stack)
-    return {"stacks": [apply_stack(run, stack, values, f"drill {run.drill_id}: {step.name}") for stack, values in order]}
+    return {
+        "stacks": [apply_stack(run, stack, values, f"drill {run.drill_id}: {step.name}") for stack, values in order]
+    }
 
 
 @action("scale_pools")
-def _scale_pools(run: "Run", step: "Step") -> dict:
+def _scale_pools(run: Run, step: Step) -> dict:
     cap = run.backend.capacity
     done = {}
     for region, pools in step.params["targets"].items():
@@ -226,24 +256,31 @@ def _scale_pools(run: "Run", step: "Step") -> dict:
             if g is None:
                 raise Abort(f"{region}: no node group for GPU pool {pool}")
             if n > g.max:
-                raise Abort(f"{region}/{pool}: target {n} exceeds the node group's live max {g.max} (config and cluster differ)")
+                raise Abort(
+                    f"{region}/{pool}: target {n} exceeds the node group's live max {g.max} (config and cluster differ)"
+                )
             after = {"min": max(g.min, n), "desired": max(g.desired, n)}
-            run.event("pools_scaling", region=region, pool=pool, before={"min": g.min, "desired": g.desired}, after=after)
+            run.event(
+                "pools_scaling", region=region, pool=pool, before={"min": g.min, "desired": g.desired}, after=after
+            )
             cap.set_scaling(region, pool, **after)
             done[f"{region}/{pool}"] = {"before": {"min": g.min, "desired": g.desired}, "after": after}
     return {"scaled": done}
 
 
 @action("wait_capacity")
-def _wait_capacity(run: "Run", step: "Step") -> dict:
+def _wait_capacity(run: Run, step: Step) -> dict:
     t0 = run.clock.now()
-    ok = run.wait(step.params["timeout"], label="capacity",
-                  until=lambda: evaluate(run, "capacity_ready", {"targets": step.params["targets"]}).ok)
+    ok = run.wait(
+        step.params["timeout"],
+        label="capacity",
+        until=lambda: evaluate(run, "capacity_ready", {"targets": step.params["targets"]}).ok,
+    )
     return {"ready": ok, "seconds": round(run.clock.now() - t0, 3)}
 
 
 @action("restore_pools")
-def _restore_pools(run: "Run", step: "Step") -> dict:
+def _restore_pools(run: Run, step: Step) -> dict:
     pre = run.pre_state.get("node_groups", {})
     out = {}
     for region, pools in step.params["pools"].items():
@@ -258,12 +295,12 @@ def _restore_pools(run: "Run", step: "Step") -> dict:
 
 
 @action("hold")
-def _hold(run: "Run", step: "Step") -> dict:
+def _hold(run: Run, step: Step) -> dict:
     return {}
 
 
 @action("inject_fault")
-def _inject(run: "Run", step: "Step") -> dict:
+def _inject(run: Run, step: Step) -> dict:
     region, kind = step.params["region"], step.params["fault"]
     handle = run.backend.faults.prepare(region, kind)
     run.event("fault_prepared", region=region, kind=kind, handle=handle)
@@ -275,7 +312,7 @@ def _inject(run: "Run", step: "Step") -> dict:
 
 
 @action("clear_fault")
-def _clear(run: "Run", step: "Step") -> dict:
+def _clear(run: Run, step: Step) -> dict:
     f = run.state.get("fault") or {}
     region, kind = step.params["region"], step.params["fault"]
     run.backend.faults.clear(region, kind, f.get("handle") or {})
@@ -285,7 +322,7 @@ def _clear(run: "Run", step: "Step") -> dict:
 
 
 @action("observe_failover")
-def _observe_failover(run: "Run", step: "Step") -> dict:
+def _observe_failover(run: Run, step: Step) -> dict:
     b, region = run.backend, step.params["region"]
     fault = run.state["fault"]
     t0 = fault["t"]
@@ -302,7 +339,7 @@ def _observe_failover(run: "Run", step: "Step") -> dict:
         if m["dns_changed"] is None and b.route53.dns_answer().get(region, 0.0) == 0.0:
             m["dns_changed"] = now
             run.event("dns_changed", region=region, after=round(now - t0, 3))
-        new = run.monitor.results[seen["n"]:]
+        new = run.monitor.results[seen["n"] :]
         seen["n"] += len(new)
         tr.feed(new)
         if m["slo_recovered"] is None and m["dns_changed"] is not None:
@@ -312,10 +349,24 @@ def _observe_failover(run: "Run", step: "Step") -> dict:
         return None not in m.values() and tr.drained is not None and now >= m["dns_changed"] + run.plan.ttl
 
     done = run.wait(step.params["deadline"] - (run.clock.now() - t0), until=progress, label="failover")
-    milestones = _milestones(t0, {"detected": m["detected"], "dns_changed": m["dns_changed"], "first_success": tr.first_success,
-                                  "drained": tr.drained, "slo_recovered": m["slo_recovered"]})
-    result = {"t_fault": t0, "milestones": milestones, "ttl": run.plan.ttl, "clients_hit": len(tr.hit),
-              "during": window_stats(tr.results), "rto_seconds": milestones["slo_recovered"]}
+    milestones = _milestones(
+        t0,
+        {
+            "detected": m["detected"],
+            "dns_changed": m["dns_changed"],
+            "first_success": tr.first_success,
+            "drained": tr.drained,
+            "slo_recovered": m["slo_recovered"],
+        },
+    )
+    result = {
+        "t_fault": t0,
+        "milestones": milestones,
+        "ttl": run.plan.ttl,
+        "clients_hit": len(tr.hit),
+        "during": window_stats(tr.results),
+        "rto_seconds": milestones["slo_recovered"],
+    }
     run.event("rto", kind="failover", region=region, **{k: v for k, v in result.items() if k != "during"})
     if not done:
         raise Abort(f"failover of {region} not complete {step.params['deadline']:g} s after the fault: {milestones}")
@@ -323,7 +374,7 @@ def _observe_failover(run: "Run", step: "Step") -> dict:
 
 
 @action("observe_switch")
-def _observe_switch(run: "Run", step: "Step") -> dict:
+def _observe_switch(run: Run, step: Step) -> dict:
     change = run.state.get("last_change") or {}
     t0 = change.get("t_set", run.clock.now())
     away = set(step.params["away_from"])
@@ -333,7 +384,7 @@ def _observe_switch(run: "Run", step: "Step") -> dict:
     slo: dict[str, float | None] = {"t": None}
 
     def progress() -> bool:
-        new = run.monitor.results[seen["n"]:]
+        new = run.monitor.results[seen["n"] :]
         seen["n"] += len(new)
         tr.feed(new)
         if slo["t"] is None and tr.drained is not None:
@@ -341,20 +392,38 @@ def _observe_switch(run: "Run", step: "Step") -> dict:
         return slo["t"] is not None and tr.drained is not None
 
     done = run.wait(step.params["timeout"], until=progress, label="switch")
-    milestones = _milestones(t0, {"records_in_sync": change.get("t_in_sync"), "dns_changed": change.get("t_answer"),
-                                  "first_success": tr.first_success, "drained": tr.drained, "slo_recovered": slo["t"]})
-    result = {"t_change": t0, "from": sorted(away), "milestones": milestones, "ttl": run.plan.ttl, "clients_hit": len(tr.hit),
-              "during": window_stats(tr.results),
-              # A planned move is complete when every client has left and the SLO held: the later of the two.
-              "switch_seconds": None if None in (milestones["drained"], milestones["slo_recovered"]) else max(milestones["drained"], milestones["slo_recovered"])}
+    milestones = _milestones(
+        t0,
+        {
+            "records_in_sync": change.get("t_in_sync"),
+            "dns_changed": change.get("t_answer"),
+            "first_success": tr.first_success,
+            "drained": tr.drained,
+            "slo_recovered": slo["t"],
+        },
+    )
+    result = {
+        "t_change": t0,
+        "from": sorted(away),
+        "milestones": milestones,
+        "ttl": run.plan.ttl,
+        "clients_hit": len(tr.hit),
+        "during": window_stats(tr.results),
+        # A planned move is complete when every client has left and the SLO held: the later of the two.
+        "switch_seconds": None
+        if None in (milestones["drained"], milestones["slo_recovered"])
+        else max(milestones["drained"], milestones["slo_recovered"]),
+    }
     run.event("rto", kind="switch", **{k: v for k, v in result.items() if k != "during"})
     if not done:
-        raise Abort(f"traffic did not leave {', '.join(sorted(away))} with the SLO met within {step.params['timeout']:g} s: {milestones}")
+        raise Abort(
+            f"traffic did not leave {', '.join(sorted(away))} with the SLO met within {step.params['timeout']:g} s: {milestones}"
+        )
     return result
 
 
 @action("observe_recovery")
-def _observe_recovery(run: "Run", step: "Step") -> dict:
+def _observe_recovery(run: Run, step: Step) -> dict:
     b, region = run.backend, step.params["region"]
     t0 = run.clock.now()
     expect_answer = run.current_shares().get(region, 0) > 0
@@ -365,7 +434,9 @@ def _observe_recovery(run: "Run", step: "Step") -> dict:
     ok = run.wait(step.params["timeout"], until=back, label="recovery")
     t1 = run.clock.now()
     if not ok:
-        raise Abort(f"{region} did not return to healthy and answered within {step.params['timeout']:g} s of clearing the fault")
+        raise Abort(
+            f"{region} did not return to healthy and answered within {step.params['timeout']:g} s of clearing the fault"
+        )
     run.state.pop("fault", None)
     # Clients return as their caches expire; let one TTL pass under the monitor before the gates judge.
     run.wait(run.plan.ttl, label="clients return")
@@ -373,7 +444,7 @@ def _observe_recovery(run: "Run", step: "Step") -> dict:
 
 
 @action("verify_restored")
-def _verify(run: "Run", step: "Step") -> dict:
+def _verify(run: Run, step: Step) -> dict:
     from drills.engine import compare_to_pre
 
     mismatches = compare_to_pre(run.backend, run.pre_state, run.journal.entries())
@@ -383,7 +454,7 @@ def _verify(run: "Run", step: "Step") -> dict:
 
 
 @action("canary_write")
-def _canary_write(run: "Run", step: "Step") -> dict:
+def _canary_write(run: Run, step: Step) -> dict:
     out = {}
     for src in step.params["sources"]:
         key = f"drills/canary/{run.drill_id}/{src}.json"
@@ -398,7 +469,7 @@ def _canary_write(run: "Run", step: "Step") -> dict:
 
 
 @action("measure_replication")
-def _measure_replication(run: "Run", step: "Step") -> dict:
+def _measure_replication(run: Run, step: Step) -> dict:
     canaries = run.state.get("canaries", {})
     regions = sorted(run.plan.stack_names)
     lags: dict[str, dict[str, float | None]] = {src: {d: None for d in regions if d != src} for src in canaries}
@@ -422,12 +493,17 @@ def _measure_replication(run: "Run", step: "Step") -> dict:
 
 
 @action("manifest_skew")
-def _manifest_skew(run: "Run", step: "Step") -> dict:
+def _manifest_skew(run: Run, step: Step) -> dict:
     regions: dict[str, Any] = {}
     for r in step.params["regions"]:
         doc, sha = run.backend.s3.current_manifest(r)
         facts = manifest_facts(doc if isinstance(doc, dict) else None)
-        regions[r] = {"present": doc is not None or sha is not None, "version": facts.version, "sha256": sha, "engines": sorted(facts.built or [])}
+        regions[r] = {
+            "present": doc is not None or sha is not None,
+            "version": facts.version,
+            "sha256": sha,
+            "engines": sorted(facts.built or []),
+        }
     versions = sorted({str(v["version"]) for v in regions.values() if v["version"] is not None})
     hashes = sorted({v["sha256"] for v in regions.values() if v["sha256"]})
     skew = len(versions) > 1 or len(hashes) > 1 or any(not v["present"] for v in regions.values())
@@ -437,7 +513,7 @@ def _manifest_skew(run: "Run", step: "Step") -> dict:
 
 
 @action("canary_delete")
-def _canary_delete(run: "Run", step: "Step") -> dict:
+def _canary_delete(run: Run, step: Step) -> dict:
     from drills.engine import delete_canaries
 
     return {"deleted": delete_canaries(run.backend, run.journal, run.journal.entries(), sorted(run.plan.stack_names))}

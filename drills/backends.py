@@ -6,10 +6,12 @@ registers its own (moto_server, its DNS and health-check models, real Triton pro
 reusing the adapters here where they fit (Boto3Route53 on its moto_server endpoint, LocalStackAdapter over its
 stack copy, TritonHttpProbe with a resolver on its DNS server).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from drills.adapters.base import Backend
 from drills.clock import Clock
@@ -37,9 +39,6 @@ def aws_backend(plan: Plan, options: dict[str, Any], clock: Clock) -> Backend:
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from infra.config import ROOT, STACKS_DIR, load_fleet
-    from infra.outputs import OutputError, validate_outputs
-
     from drills.adapters.capacity import EksCapacity, KubernetesPods
     from drills.adapters.faults import CompositeFaults, HealthCheckInversion, KubernetesFaults
     from drills.adapters.kube import EksKube
@@ -47,6 +46,8 @@ def aws_backend(plan: Plan, options: dict[str, Any], clock: Clock) -> Backend:
     from drills.adapters.pulumi_stack import AutomationStackAdapter
     from drills.adapters.route53 import Boto3Route53
     from drills.adapters.s3 import Boto3S3
+    from infra.config import ROOT, STACKS_DIR, load_fleet
+    from infra.outputs import OutputError, validate_outputs
 
     fleet = load_fleet(plan.env, Path(options.get("stacks_dir", STACKS_DIR)))
     try:
@@ -55,7 +56,11 @@ def aws_backend(plan: Plan, options: dict[str, Any], clock: Clock) -> Backend:
         out = {r: validate_outputs(s, stacks.outputs(s)) for r, s in fleet.stack_names.items()}
         g_out = stacks.outputs(fleet.global_stack)
         # Route 53's API allows 5 requests/s per account: adaptive retries absorb throttling during polls.
-        r53 = session.client("route53", region_name=fleet.glob.control_region, config=Config(retries={"mode": "adaptive", "max_attempts": 10}))
+        r53 = session.client(
+            "route53",
+            region_name=fleet.glob.control_region,
+            config=Config(retries={"mode": "adaptive", "max_attempts": 10}),
+        )
         zone_id = g_out.get("zone_id") or fleet.glob.zone.zone_id
         if not zone_id:
             name = fleet.glob.zone.name.rstrip(".") + "."
@@ -63,28 +68,48 @@ def aws_backend(plan: Plan, options: dict[str, Any], clock: Clock) -> Backend:
             if not zones:
                 raise DrillError(f"no hosted zone {name} in this account")
             zone_id = zones[0]["Id"].split("/")[-1]
-        route53 = Boto3Route53(r53, zone_id, fleet.glob.fqdn, {r: o.lb_dns_name for r, o in out.items()}, g_out.get("health_check_ids"))
-        s3 = Boto3S3({r: session.client("s3", region_name=r) for r in out}, {r: o.bucket_name for r, o in out.items()},
-                     {r: (c.model.name, c.model.version) for r, c in fleet.regions.items()},
-                     **({"manifest_key": options["manifest_key"]} if options.get("manifest_key") else {}))
+        route53 = Boto3Route53(
+            r53, zone_id, fleet.glob.fqdn, {r: o.lb_dns_name for r, o in out.items()}, g_out.get("health_check_ids")
+        )
+        s3 = Boto3S3(
+            {r: session.client("s3", region_name=r) for r in out},
+            {r: o.bucket_name for r, o in out.items()},
+            {r: (c.model.name, c.model.version) for r, c in fleet.regions.items()},
+            **({"manifest_key": options["manifest_key"]} if options.get("manifest_key") else {}),
+        )
         kubes = {r: EksKube(session, r, o.cluster_name) for r, o in out.items()}
-        capacity = EksCapacity({r: session.client("eks", region_name=r) for r in out}, {r: o.cluster_name for r, o in out.items()}, KubernetesPods(kubes))
+        capacity = EksCapacity(
+            {r: session.client("eks", region_name=r) for r in out},
+            {r: o.cluster_name for r, o in out.items()},
+            KubernetesPods(kubes),
+        )
         model = next(iter(fleet.regions.values())).model.name
-        probes = TritonHttpProbe({r: f"https://{o.lb_dns_name}" for r, o in out.items()}, model, clock,
-                                 SystemResolver(fleet.glob.fqdn, route53._region_ips), server_name=fleet.glob.fqdn)
+        probes = TritonHttpProbe(
+            {r: f"https://{o.lb_dns_name}" for r, o in out.items()},
+            model,
+            clock,
+            SystemResolver(fleet.glob.fqdn, route53._region_ips),
+            server_name=fleet.glob.fqdn,
+        )
         faults = CompositeFaults(KubernetesFaults(kubes), HealthCheckInversion(route53))
     except (BotoCoreError, ClientError, OutputError) as e:
         raise DrillError(f"aws backend could not start, nothing was changed: {e}") from None
     except FileNotFoundError as e:
         if "pulumi" in str(e):
-            raise DrillError("aws backend could not start, nothing was changed: the Pulumi CLI is not installed "
-                             "(the Automation API drives it; https://www.pulumi.com/docs/install/)") from None
+            raise DrillError(
+                "aws backend could not start, nothing was changed: the Pulumi CLI is not installed "
+                "(the Automation API drives it; https://www.pulumi.com/docs/install/)"
+            ) from None
         raise
-    except Exception as e:  # noqa: BLE001 - a Pulumi CommandError (no login, unknown stack): a sentence, not a traceback
+    except Exception as e:
         if type(e).__module__.startswith("pulumi"):
-            raise DrillError(f"aws backend could not start, nothing was changed: Pulumi said {type(e).__name__}: {e}") from None
+            raise DrillError(
+                f"aws backend could not start, nothing was changed: Pulumi said {type(e).__name__}: {e}"
+            ) from None
         raise
     return Backend("aws", options, stacks, route53, s3, capacity, probes, faults)
 
 
-register_backend("aws", aws_backend, "AWS: boto3 (Route 53, S3, EKS), Kubernetes API via EKS tokens, Pulumi Automation API")
+register_backend(
+    "aws", aws_backend, "AWS: boto3 (Route 53, S3, EKS), Kubernetes API via EKS tokens, Pulumi Automation API"
+)

@@ -5,10 +5,12 @@ since the step's action finished, sampling more if too little was seen) or "abor
 window, silent while there is too little data). New kinds (release gates: PSI, KS, error rate from Prometheus)
 register with `@check("kind")`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from drills.adapters.base import ProbeResult
 
@@ -34,10 +36,11 @@ def check(kind: str) -> Callable[[CheckFn], CheckFn]:
     def deco(fn: CheckFn) -> CheckFn:
         CHECKS[kind] = fn
         return fn
+
     return deco
 
 
-def evaluate(run: "Run", kind: str, params: dict, mode: str = "gate", since: float | None = None) -> Verdict:
+def evaluate(run: Run, kind: str, params: dict, mode: str = "gate", since: float | None = None) -> Verdict:
     if kind not in CHECKS:
         return Verdict(False, f"unknown check kind {kind!r} (known: {', '.join(sorted(CHECKS))})")
     try:
@@ -64,21 +67,33 @@ def window_stats(results: Iterable[ProbeResult]) -> dict[str, Any]:
     for r in rs:
         by_region[r.region or "?"] = by_region.get(r.region or "?", 0) + 1
     failed = [r for r in rs if not r.ok]
-    return {"n": len(rs), "ok": len(ok), "errors": len(failed),
-            "success_rate": (len(ok) / len(rs)) if rs else None,
-            "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99), "by_region": by_region,
-            # The first few failures themselves: an abort must say what failed, not only how often.
-            "failures": [{"t": r.t, "client": r.client, "region": r.region, "latency_ms": r.latency_ms, "error": r.error}
-                         for r in failed[:5]]}
+    return {
+        "n": len(rs),
+        "ok": len(ok),
+        "errors": len(failed),
+        "success_rate": (len(ok) / len(rs)) if rs else None,
+        "p50_ms": percentile(lat, 50),
+        "p99_ms": percentile(lat, 99),
+        "by_region": by_region,
+        # The first few failures themselves: an abort must say what failed, not only how often.
+        "failures": [
+            {"t": r.t, "client": r.client, "region": r.region, "latency_ms": r.latency_ms, "error": r.error}
+            for r in failed[:5]
+        ],
+    }
 
 
 def slo_ok(stats: dict, success_rate: float, p99_ms: float) -> bool:
-    return stats["n"] > 0 and stats["success_rate"] >= success_rate and (stats["p99_ms"] is None or stats["p99_ms"] <= p99_ms)
+    return (
+        stats["n"] > 0
+        and stats["success_rate"] >= success_rate
+        and (stats["p99_ms"] is None or stats["p99_ms"] <= p99_ms)
+    )
 
 
 # ---------------------------------------------------------------- kinds
 @check("slo")
-def _slo(run: "Run", p: dict, mode: str, since: float | None) -> Verdict:
+def _slo(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     window = float(p.get("window_seconds", 30))
     need = int(p.get("min_samples", 20))
     if mode == "abort" and run.phase == "failover":
@@ -103,55 +118,78 @@ def _slo(run: "Run", p: dict, mode: str, since: float | None) -> Verdict:
     ok = slo_ok(st, p["success_rate"], p["p99_ms"])
     p99 = f"{st['p99_ms']:.1f} ms" if st["p99_ms"] is not None else "n/a"
     rate = f"{st['success_rate']:.2%}" if st["success_rate"] is not None else "n/a"
-    failed = "".join(f"; failed: client {f['client']} via {f['region'] or '?'} after {f['latency_ms']:.0f} ms: {f['error']}"
-                     for f in st["failures"][:3])
-    return Verdict(ok, f"success {rate} over {st['n']} probes, p99 {p99} (objective >= {p['success_rate']:.2%}, <= {p['p99_ms']:g} ms)"
-                   + ("" if ok else failed), st)
+    failed = "".join(
+        f"; failed: client {f['client']} via {f['region'] or '?'} after {f['latency_ms']:.0f} ms: {f['error']}"
+        for f in st["failures"][:3]
+    )
+    return Verdict(
+        ok,
+        f"success {rate} over {st['n']} probes, p99 {p99} (objective >= {p['success_rate']:.2%}, <= {p['p99_ms']:g} ms)"
+        + ("" if ok else failed),
+        st,
+    )
 
 
 @check("healthy")
-def _healthy(run: "Run", p: dict, mode: str, since: float | None) -> Verdict:
+def _healthy(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     regions = p.get("regions", "serving")
     if regions == "serving":
         regions = [r for r, s in run.current_shares().items() if s > 0]
     regions = [r for r in regions if r not in set(p.get("exclude", []))]
     status = {r: run.backend.route53.health(r) for r in sorted(regions)}
     bad = [r for r, ok in status.items() if not ok]
-    return Verdict(not bad, f"unhealthy: {', '.join(bad)}" if bad else f"healthy: {', '.join(status) or '(none serving)'}", {"health": status})
+    return Verdict(
+        not bad,
+        f"unhealthy: {', '.join(bad)}" if bad else f"healthy: {', '.join(status) or '(none serving)'}",
+        {"health": status},
+    )
 
 
 @check("weights_applied")
-def _weights(run: "Run", p: dict, mode: str, since: float | None) -> Verdict:
+def _weights(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     recs = run.backend.route53.records()
     got = {r: recs[r].weight if r in recs else None for r in p["weights"]}
     want = {r: int(w) for r, w in p["weights"].items()}
-    return Verdict(got == want, f"records carry {got}" + ("" if got == want else f", expected {want}"), {"records": got})
+    return Verdict(
+        got == want, f"records carry {got}" + ("" if got == want else f", expected {want}"), {"records": got}
+    )
 
 
 @check("roles_applied")
-def _roles(run: "Run", p: dict, mode: str, since: float | None) -> Verdict:
+def _roles(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     recs = run.backend.route53.records()
     got = {r: recs[r].failover if r in recs else None for r in p["roles"]}
-    return Verdict(got == p["roles"], f"records carry {got}" + ("" if got == p["roles"] else f", expected {p['roles']}"), {"records": got})
+    return Verdict(
+        got == p["roles"],
+        f"records carry {got}" + ("" if got == p["roles"] else f", expected {p['roles']}"),
+        {"records": got},
+    )
 
 
 @check("dns_excludes")
-def _dns_excludes(run: "Run", p: dict, mode: str, since: float | None) -> Verdict:
+def _dns_excludes(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     ans = run.backend.route53.dns_answer()
     share = ans.get(p["region"], 0.0)
     return Verdict(share == 0 and bool(ans), f"answers {ans}" if ans else "no answer at all", {"answer": ans})
 
 
 @check("capacity_ready")
-def _capacity(run: "Run", p: dict, mode: str, since: float | None) -> Verdict:
+def _capacity(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     problems, figures = [], {}
     for region, pools in p["targets"].items():
         groups = {g.pool: g for g in run.backend.capacity.node_groups(region)}
         for pool, want in pools.items():
             g = groups.get(pool)
-            figures[f"{region}/{pool}"] = {"desired": g.desired if g else None, "status": g.status if g else None, "target": want}
+            figures[f"{region}/{pool}"] = {
+                "desired": g.desired if g else None,
+                "status": g.status if g else None,
+                "target": want,
+            }
             if g is None or g.desired < want or g.status != "ACTIVE":
-                problems.append(f"{region}/{pool}: " + (f"desired {g.desired} (target {want}), {g.status}" if g else "no node group"))
+                problems.append(
+                    f"{region}/{pool}: "
+                    + (f"desired {g.desired} (target {want}), {g.status}" if g else "no node group")
+                )
         ready, desired = run.backend.capacity.triton_ready(region)
         figures[f"{region}/triton"] = {"ready": ready, "desired": desired}
         if ready == 0 or ready < desired:
@@ -160,7 +198,7 @@ def _capacity(run: "Run", p: dict, mode: str, since: float | None) -> Verdict:
 
 
 @check("rpo")
-def _rpo(run: "Run", p: dict, mode: str, since: float | None) -> Verdict:
+def _rpo(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     rep = run.state.get("replication") or {}
     missing = rep.get("missing", [])
     rpo = rep.get("rpo_seconds")
@@ -168,14 +206,19 @@ def _rpo(run: "Run", p: dict, mode: str, since: float | None) -> Verdict:
         return Verdict(False, f"canaries not visible within the wait: {', '.join(missing)}", rep)
     if rpo is None:
         return Verdict(False, "replication was not measured", rep)
-    return Verdict(rpo <= p["rpo_seconds"], f"slowest replication {rpo:.1f} s (objective <= {p['rpo_seconds']:g} s)", rep)
+    return Verdict(
+        rpo <= p["rpo_seconds"], f"slowest replication {rpo:.1f} s (objective <= {p['rpo_seconds']:g} s)", rep
+    )
 
 
 @check("deadline")
-def _deadline(run: "Run", p: dict, mode: str, since: float | None) -> Verdict:
+def _deadline(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     ref = run.state.get(p.get("since", "fault"))
     start = ref.get("t") if isinstance(ref, dict) else None
     if start is None or run.state.get(p.get("until", "slo_recovered")):
         return Verdict(True, "not running")
     elapsed = run.clock.now() - start
-    return Verdict(elapsed <= p["seconds"], f"{elapsed:.0f} s since the {p.get('since', 'fault')} without SLO recovery (limit {p['seconds']:g} s)")
+    return Verdict(
+        elapsed <= p["seconds"],
+        f"{elapsed:.0f} s since the {p.get('since', 'fault')} without SLO recovery (limit {p['seconds']:g} s)",
+    )

@@ -5,20 +5,20 @@ the release path (`release`) add theirs from their own plugin modules (see drill
 file. Exit codes: 0 done, 1 the drill aborted (and was rolled back) or failed its objectives, 2 usage or
 config error, 3 refused by a guardrail (nothing changed), 4 rollback failed (state recorded in the journal).
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
-
-from infra.config import ROOT, STACKS_DIR
 
 from drills.errors import DrillError, GuardrailError
+from infra.config import ROOT, STACKS_DIR
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,9 @@ class Command:
 COMMANDS: dict[str, Command] = {}
 
 
-def register_command(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None],
-                     run: Callable[[argparse.Namespace], int]) -> None:
+def register_command(
+    name: str, help: str, configure: Callable[[argparse.ArgumentParser], None], run: Callable[[argparse.Namespace], int]
+) -> None:
     """Add a subcommand. `configure` adds its arguments; `run(args)` returns the exit code. Every command gets
     the common options (--state-dir, --stacks-dir) too."""
     if name in COMMANDS:
@@ -46,8 +47,15 @@ def default_state_dir() -> Path:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--state-dir", type=Path, default=None, help="journals, locks and reports (default: $DRILLS_STATE_DIR or .drills/ at the project root)")
-    p.add_argument("--stacks-dir", type=Path, default=STACKS_DIR, help="directory of Pulumi.<stack>.yaml files (default: stacks/)")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="journals, locks and reports (default: $DRILLS_STATE_DIR or .drills/ at the project root)",
+    )
+    p.add_argument(
+        "--stacks-dir", type=Path, default=STACKS_DIR, help="directory of Pulumi.<stack>.yaml files (default: stacks/)"
+    )
 
 
 def _scenario_args(p: argparse.ArgumentParser) -> None:
@@ -57,7 +65,10 @@ def _scenario_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", required=True, help="environment (a global stack <env>-global exists), e.g. prod, staging")
     p.add_argument("--region", help="the region the scenario acts on (evacuate-region, region-outage: required)")
     p.add_argument("--plan-file", help="drill plan YAML: window, roles, communication, parameters (see drills/plans/)")
-    p.add_argument("--manifest", help="model manifest.json for the engine and throughput checks (default: $DRILLS_MANIFEST or the newest under artifacts/)")
+    p.add_argument(
+        "--manifest",
+        help="model manifest.json for the engine and throughput checks (default: $DRILLS_MANIFEST or the newest under artifacts/)",
+    )
     p.add_argument("--steps", type=int, help="weight-shift steps (default 4)")
     p.add_argument("--hold", type=float, dest="hold_seconds", help="hold seconds at the drilled state (default 300)")
 
@@ -65,8 +76,15 @@ def _scenario_args(p: argparse.ArgumentParser) -> None:
 def _plan(args: argparse.Namespace):
     from drills.scenarios import build_plan
 
-    return build_plan(args.scenario, args.env, args.region, plan_file=args.plan_file, stacks_dir=args.stacks_dir,
-                      manifest=args.manifest, overrides={"steps": args.steps, "hold_seconds": args.hold_seconds})
+    return build_plan(
+        args.scenario,
+        args.env,
+        args.region,
+        plan_file=args.plan_file,
+        stacks_dir=args.stacks_dir,
+        manifest=args.manifest,
+        overrides={"steps": args.steps, "hold_seconds": args.hold_seconds},
+    )
 
 
 # ---------------------------------------------------------------- plan
@@ -104,8 +122,17 @@ def execution_args(p: argparse.ArgumentParser) -> None:
     """The options of every command that changes an environment through the engine (run, release, restore)."""
     p.add_argument("--execute", action="store_true", help="really do it (default: a dry run that changes nothing)")
     p.add_argument("--confirm", metavar="ENV", help="with --execute: the environment's name, typed again")
-    p.add_argument("--backend", default="aws", help="adapters to run through: aws (default) or one a plugin registers (rehearsal, test)")
-    p.add_argument("--backend-opt", action="append", metavar="KEY=VALUE", help="backend option (repeatable); recorded in the journal for rollback")
+    p.add_argument(
+        "--backend",
+        default="aws",
+        help="adapters to run through: aws (default) or one a plugin registers (rehearsal, test)",
+    )
+    p.add_argument(
+        "--backend-opt",
+        action="append",
+        metavar="KEY=VALUE",
+        help="backend option (repeatable); recorded in the journal for rollback",
+    )
     p.add_argument("--ignore-window", action="store_true", help="run outside the plan file's window")
     p.add_argument("--report-dir", type=Path, help="where to write the reports (default: the drill's state directory)")
 
@@ -118,11 +145,14 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
 def _check_window(plan, ignore: bool) -> None:
     if not plan.window or ignore:
         return
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     start, end = (datetime.fromisoformat(plan.window[k]) for k in ("start", "end"))
-    start, end = (t if t.tzinfo else t.replace(tzinfo=timezone.utc) for t in (start, end))
+    start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
     if not start <= now <= end:
-        raise GuardrailError("window", f"now ({now:%Y-%m-%d %H:%M} UTC) is outside the drill window {plan.window['start']} .. {plan.window['end']}; pass --ignore-window to override")
+        raise GuardrailError(
+            "window",
+            f"now ({now:%Y-%m-%d %H:%M} UTC) is outside the drill window {plan.window['start']} .. {plan.window['end']}; pass --ignore-window to override",
+        )
 
 
 def execute_plan(plan, args: argparse.Namespace, reporters: tuple[Callable[..., list[Path]], ...] = ()) -> int:
@@ -143,17 +173,27 @@ def execute_plan(plan, args: argparse.Namespace, reporters: tuple[Callable[..., 
         for line in plan.mutations():
             c.print(f"  - {line}")
         held = lock_status(state, plan.env)
-        c.print(f"lock for {plan.env}: " + (f"held by drill {held['drill_id']} (pid {held['pid']})" if held else "free"))
+        c.print(
+            f"lock for {plan.env}: " + (f"held by drill {held['drill_id']} (pid {held['pid']})" if held else "free")
+        )
         c.print(f"to do it: add --execute --confirm {plan.env}")
         return 0
     if args.confirm != plan.env:
-        raise GuardrailError("confirm", f"--execute changes {plan.env}: confirm with --confirm {plan.env}" + (f" (got {args.confirm!r})" if args.confirm else ""))
+        raise GuardrailError(
+            "confirm",
+            f"--execute changes {plan.env}: confirm with --confirm {plan.env}"
+            + (f" (got {args.confirm!r})" if args.confirm else ""),
+        )
     _check_window(plan, args.ignore_window)
     from drills.engine import start_drill
 
-    outcome = start_drill(plan, state, backend_name=args.backend, backend_options=_backend_options(args.backend_opt), log=c.print)
+    outcome = start_drill(
+        plan, state, backend_name=args.backend, backend_options=_backend_options(args.backend_opt), log=c.print
+    )
     paths = [p for w in (write_report, *reporters) for p in w(outcome.drill_id, state, out=args.report_dir)]
-    c.print(f"{plan.scenario} {outcome.drill_id}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""))
+    c.print(
+        f"{plan.scenario} {outcome.drill_id}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else "")
+    )
     c.print("reports: " + ", ".join(str(p) for p in paths))
     return outcome.exit_code
 
@@ -165,7 +205,9 @@ def _run_run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- resume / rollback
 def _configure_drill_id(p: argparse.ArgumentParser) -> None:
     p.add_argument("drill_id", help="the drill's id (see `drills status`)")
-    p.add_argument("--backend-opt", action="append", metavar="KEY=VALUE", help="override a backend option recorded in the journal")
+    p.add_argument(
+        "--backend-opt", action="append", metavar="KEY=VALUE", help="override a backend option recorded in the journal"
+    )
 
 
 def _configure_resume(p: argparse.ArgumentParser) -> None:
@@ -180,7 +222,9 @@ def _run_resume(args: argparse.Namespace) -> int:
 
     state = args.state_dir or default_state_dir()
     c = console()
-    outcome = resume_drill(args.drill_id, state, confirm=args.confirm, options_override=_backend_options(args.backend_opt), log=c.print)
+    outcome = resume_drill(
+        args.drill_id, state, confirm=args.confirm, options_override=_backend_options(args.backend_opt), log=c.print
+    )
     write_report(outcome.drill_id, state)
     c.print(f"drill {outcome.drill_id}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""))
     return outcome.exit_code
@@ -228,7 +272,15 @@ def _run_status(args: argparse.Namespace) -> int:
     for col in ("drill id", "env", "scenario", "region", "started (UTC)", "status", "last step"):
         t.add_column(col)
     for d in drills:
-        t.add_row(d["drill_id"], d["env"], d["scenario"], d.get("region") or "", d.get("started_iso", ""), d["status"], d.get("last_step") or "")
+        t.add_row(
+            d["drill_id"],
+            d["env"],
+            d["scenario"],
+            d.get("region") or "",
+            d.get("started_iso", ""),
+            d["status"],
+            d.get("last_step") or "",
+        )
     c.print(t)
     if not drills:
         c.print("no drills recorded")
@@ -255,17 +307,31 @@ def _run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-register_command("plan", "print a drill's plan (objectives, steps, weights, capacity checks, aborts, rollback); no cloud calls", _configure_plan, _run_plan)
+register_command(
+    "plan",
+    "print a drill's plan (objectives, steps, weights, capacity checks, aborts, rollback); no cloud calls",
+    _configure_plan,
+    _run_plan,
+)
 register_command("run", "run a drill: a dry run unless --execute --confirm ENV", _configure_run, _run_run)
 register_command("resume", "continue a crashed drill from its journal", _configure_resume, _run_resume)
-register_command("rollback", "restore the pre-drill state recorded in a drill's journal (after a crash)", _configure_drill_id, _run_rollback)
+register_command(
+    "rollback",
+    "restore the pre-drill state recorded in a drill's journal (after a crash)",
+    _configure_drill_id,
+    _run_rollback,
+)
 register_command("status", "running and past drills, locks", _configure_status, _run_status)
-register_command("report", "write a drill's report (Markdown and JSON) from its journal", _configure_report, _run_report)
+register_command(
+    "report", "write a drill's report (Markdown and JSON) from its journal", _configure_report, _run_report
+)
 # Later subcommands: `rehearse` (local rehearsal) and `release` (model release) register from their plugin modules.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m drills", description="Disaster-recovery drills for reco-dr: plan, execute, summarise.")
+    ap = argparse.ArgumentParser(
+        prog="python -m drills", description="Disaster-recovery drills for reco-dr: plan, execute, summarise."
+    )
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for cmd in COMMANDS.values():
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)

@@ -4,11 +4,13 @@ Tests pass a FakeClock so a 10-minute drill (holds, TTL waits, health-check inte
 deterministically. Latencies of real HTTP probes are still measured with `time.perf_counter` (they are real
 round trips), only waiting and timestamps go through the clock.
 """
+
 from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 
 class Clock(Protocol):

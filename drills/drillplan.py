@@ -3,6 +3,7 @@
 The field guides' "plan" phase: who leads, who operates, who watches, where the drill is announced, and when it
 may run. Validated strictly (unknown keys are typos and refused) with pydantic.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -24,17 +25,27 @@ class Parameters(_Strict):
 
     steps: int = Field(default=4, ge=1, le=20, description="weight-shift steps from the current weight to 0")
     hold_seconds: float = Field(default=300, ge=0, description="hold at the drilled state, probes running")
-    settle_seconds: float | None = Field(default=None, ge=0, description="wait after each shift; default: the record TTL")
+    settle_seconds: float | None = Field(
+        default=None, ge=0, description="wait after each shift; default: the record TTL"
+    )
     poll_seconds: float = Field(default=2.0, gt=0, description="monitor poll period (probes, abort conditions)")
     probe_clients: int = Field(default=8, ge=1, le=64, description="simulated clients, each with its own DNS cache")
     slo_window_seconds: float = Field(default=30, gt=0, description="window the SLO (success rate, p99) is judged over")
     min_samples: int = Field(default=20, ge=1, description="fewest probes a window needs before it is judged")
     fault: str = Field(default="triton-down", description="region-outage fault: a data-plane fault kind of the backend")
-    failover_deadline_factor: float = Field(default=2.0, ge=1, description="abort a failover not at SLO within factor x RTO objective")
-    dns_propagation_seconds: float = Field(default=10, ge=0, description="allowance for Route 53 to act on a health change (prediction only)")
+    failover_deadline_factor: float = Field(
+        default=2.0, ge=1, description="abort a failover not at SLO within factor x RTO objective"
+    )
+    dns_propagation_seconds: float = Field(
+        default=10, ge=0, description="allowance for Route 53 to act on a health change (prediction only)"
+    )
     capacity_timeout_seconds: float = Field(default=900, gt=0, description="wait for pre-scaled pools to be ready")
-    replication_timeout_seconds: float | None = Field(default=None, gt=0, description="canary wait; default 2 x RPO objective")
-    source_region: str | None = Field(default=None, description="artifact-replication: write canaries here only (default: every region)")
+    replication_timeout_seconds: float | None = Field(
+        default=None, gt=0, description="canary wait; default 2 x RPO objective"
+    )
+    source_region: str | None = Field(
+        default=None, description="artifact-replication: write canaries here only (default: every region)"
+    )
 
 
 class Window(_Strict):
@@ -43,7 +54,7 @@ class Window(_Strict):
     timezone: str = "UTC"
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Window":
+    def _ordered(self) -> Window:
         if self.end <= self.start:
             raise ValueError("window.end must be after window.start")
         return self
@@ -106,7 +117,11 @@ def roles_and_communication(drill: DrillFile, env: str, fqdn: str) -> tuple[dict
         warnings.append("no roles assigned: pass --plan-file with roles (lead, operator, observer)")
     c = drill.communication
     lines = []
-    lines.append(f"announce the drill in {c.channel}" if c.channel else "announce the drill in the team's incident channel (none configured)")
+    lines.append(
+        f"announce the drill in {c.channel}"
+        if c.channel
+        else "announce the drill in the team's incident channel (none configured)"
+    )
     if c.notify:
         lines.append("notify: " + ", ".join(c.notify))
     if c.deploy_freeze:

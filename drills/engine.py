@@ -14,6 +14,7 @@ SIGINT/SIGTERM leads to `restore()`: faults cleared, config restored and applied
 canaries deleted, then verified against the pre-drill state. A SIGKILL leaves the journal, from which
 `drills rollback` runs the same `restore()` in another process.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -21,12 +22,11 @@ import os
 import signal
 import threading
 import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
-
-from infra.capacity import shares_after_loss
+from typing import Any
 
 from drills.actions import ACTIONS, records_match, routing_of
 from drills.adapters.base import Backend, ProbeResult
@@ -37,6 +37,7 @@ from drills.errors import Abort, DrillError, GuardrailError, Interrupted
 from drills.journal import Journal, host, load, new_drill_id, summarise
 from drills.lock import Lock
 from drills.model import Plan
+from infra.capacity import shares_after_loss
 
 
 @dataclass
@@ -54,7 +55,7 @@ class Outcome:
 class Monitor:
     """Service probes from `clients` simulated clients at every poll; all results kept, in time order."""
 
-    def __init__(self, run: "Run", clients: int):
+    def __init__(self, run: Run, clients: int):
         self.run, self.clients = run, clients
         self.results: list[ProbeResult] = []
 
@@ -70,8 +71,17 @@ class Monitor:
 class Run:
     """One execution of a plan: what actions and checks see."""
 
-    def __init__(self, plan: Plan, backend: Backend, journal: Journal, clock: Clock, drill_id: str, log: Callable[[str], None]):
-        self.plan, self.backend, self.journal, self.clock, self.drill_id, self.log = plan, backend, journal, clock, drill_id, log
+    def __init__(
+        self, plan: Plan, backend: Backend, journal: Journal, clock: Clock, drill_id: str, log: Callable[[str], None]
+    ):
+        self.plan, self.backend, self.journal, self.clock, self.drill_id, self.log = (
+            plan,
+            backend,
+            journal,
+            clock,
+            drill_id,
+            log,
+        )
         self.params = Parameters.model_validate(plan.parameters)
         self.monitor = Monitor(self, self.params.probe_clients)
         self.state: dict[str, Any] = {}
@@ -124,7 +134,9 @@ class Run:
             if self.clock.now() >= end:
                 return until is None
             self.poll()
-            self.clock.sleep(min(self.params.poll_seconds, max(0.0, end - self.clock.now())) or self.params.poll_seconds)
+            self.clock.sleep(
+                min(self.params.poll_seconds, max(0.0, end - self.clock.now())) or self.params.poll_seconds
+            )
 
     def replay(self, entries: list[dict]) -> None:
         """Rebuild the run's state from a journal (resume)."""
@@ -132,7 +144,9 @@ class Run:
             t = e["type"]
             if t == "pre_state":
                 self.pre_state = e
-                self.weights.update({r: v["weight"] for r, v in e.get("records", {}).items() if v.get("weight") is not None})
+                self.weights.update(
+                    {r: v["weight"] for r, v in e.get("records", {}).items() if v.get("weight") is not None}
+                )
             elif t == "change_applied":
                 self.state["last_change"] = {k: v for k, v in e.items() if k.startswith("t_")}
             elif t == "config_set":
@@ -144,7 +158,11 @@ class Run:
             elif t == "fault_cleared":
                 self.state.pop("fault", None)
             elif t == "canary_written":
-                self.state.setdefault("canaries", {})[e["region"]] = {"key": e["key"], "t_put": e["t_put"], "version_id": e.get("version_id")}
+                self.state.setdefault("canaries", {})[e["region"]] = {
+                    "key": e["key"],
+                    "t_put": e["t_put"],
+                    "version_id": e.get("version_id"),
+                }
 
 
 # ---------------------------------------------------------------- pre-drill state, restore, verification
@@ -152,11 +170,16 @@ def read_pre_state(plan: Plan, backend: Backend) -> dict:
     """What the drill will restore, read before any change. Config and records are required; capacity is
     recorded where the backend can read it (an error is recorded too)."""
     config = {stack: {p: backend.stacks.get_config(stack, p) for p in paths} for stack, paths in plan.touches.items()}
-    records = {r: {"weight": s.weight, "failover": s.failover, "health_check_id": s.health_check_id} for r, s in backend.route53.records().items()}
+    records = {
+        r: {"weight": s.weight, "failover": s.failover, "health_check_id": s.health_check_id}
+        for r, s in backend.route53.records().items()
+    }
     out: dict[str, Any] = {"config": config, "records": records}
     try:
         out["health"] = {r: backend.route53.health(r) for r in sorted(plan.stack_names)}
-        out["node_groups"] = {r: [g.__dict__ for g in backend.capacity.node_groups(r)] for r in sorted(plan.stack_names)}
+        out["node_groups"] = {
+            r: [g.__dict__ for g in backend.capacity.node_groups(r)] for r in sorted(plan.stack_names)
+        }
         out["triton"] = {r: list(backend.capacity.triton_ready(r)) for r in sorted(plan.stack_names)}
     except Exception as e:  # noqa: BLE001 - informative figures; the restore does not need them
         out["capacity_error"] = f"{type(e).__name__}: {e}"
@@ -184,13 +207,17 @@ def compare_to_pre(backend: Backend, pre: dict, entries: list[dict]) -> list[str
         for r, want in pre.get("records", {}).items():
             got = recs.get(r)
             if got is None or got.weight != want.get("weight") or got.failover != want.get("failover"):
-                bad.append(f"Route 53 record {r}: weight {getattr(got, 'weight', None)} / {getattr(got, 'failover', None)}, was {want.get('weight')} / {want.get('failover')}")
+                bad.append(
+                    f"Route 53 record {r}: weight {getattr(got, 'weight', None)} / {getattr(got, 'failover', None)}, was {want.get('weight')} / {want.get('failover')}"
+                )
     groups = {r: {g["pool"]: g for g in gs} for r, gs in pre.get("node_groups", {}).items()}
     for (region, pool), before in _scaled_pools(entries).items():
         want = groups.get(region, {}).get(pool, before)
         live = next((g for g in backend.capacity.node_groups(region) if g.pool == pool), None)
         if live is None or (live.min, live.desired) != (want["min"], want["desired"]):
-            bad.append(f"{region}/{pool} node group min/desired {getattr(live, 'min', None)}/{getattr(live, 'desired', None)}, was {want['min']}/{want['desired']}")
+            bad.append(
+                f"{region}/{pool} node group min/desired {getattr(live, 'min', None)}/{getattr(live, 'desired', None)}, was {want['min']}/{want['desired']}"
+            )
     active = _active_faults(entries)
     bad += [f"fault {k} still injected in {r}" for (r, k) in active]
     return bad
@@ -220,7 +247,9 @@ def delete_canaries(backend: Backend, journal: Journal, entries: list[dict], reg
     return out
 
 
-def restore(backend: Backend, plan: Plan, journal: Journal, clock: Clock, log: Callable[[str], None], wait_seconds: float = 120) -> dict:
+def restore(
+    backend: Backend, plan: Plan, journal: Journal, clock: Clock, log: Callable[[str], None], wait_seconds: float = 120
+) -> dict:
     """Undo everything the journal says may have changed, then verify against the pre-drill state."""
     entries = journal.entries()
     pre = next((e for e in entries if e["type"] == "pre_state"), None)
@@ -230,7 +259,12 @@ def restore(backend: Backend, plan: Plan, journal: Journal, clock: Clock, log: C
         journal.write("fault_cleared", region=region, kind=kind, by="rollback")
         done.append(f"cleared fault {kind} in {region}")
     if pre is None:
-        return {"restored": done, "verified": True, "mismatches": [], "note": "the drill stopped before its pre-drill state was read: nothing had changed"}
+        return {
+            "restored": done,
+            "verified": True,
+            "mismatches": [],
+            "note": "the drill stopped before its pre-drill state was read: nothing had changed",
+        }
     touched = {e["stack"] for e in entries if e["type"] in ("config_set", "stack_up")}
     for stack in sorted(pre["config"], key=lambda s: s != plan.global_stack):  # traffic back first, capacity after
         values = pre["config"][stack]
@@ -253,7 +287,13 @@ def restore(backend: Backend, plan: Plan, journal: Journal, clock: Clock, log: C
     for (region, pool), before in _scaled_pools(entries).items():
         want = groups.get(region, {}).get(pool, before)
         backend.capacity.set_scaling(region, pool, min=want["min"], desired=want["desired"])
-        journal.write("pools_restoring", region=region, pool=pool, to={"min": want["min"], "desired": want["desired"]}, by="rollback")
+        journal.write(
+            "pools_restoring",
+            region=region,
+            pool=pool,
+            to={"min": want["min"], "desired": want["desired"]},
+            by="rollback",
+        )
         done.append(f"{region}/{pool}: min/desired back to {want['min']}/{want['desired']}")
     for key in delete_canaries(backend, journal, journal.entries(), sorted(plan.stack_names)):
         done.append(f"deleted canary {key}")
@@ -268,7 +308,9 @@ def _install_signals(run: Run) -> Callable[[], None]:
 
     def handler(signum: int, frame: Any) -> None:
         if run.in_rollback:
-            run.log(f"signal {signum} during rollback: ignored; the rollback finishes first (SIGKILL leaves it to `drills rollback {run.drill_id}`)")
+            run.log(
+                f"signal {signum} during rollback: ignored; the rollback finishes first (SIGKILL leaves it to `drills rollback {run.drill_id}`)"
+            )
             return
         if run.stack_operations:
             run.pending_signal = signum
@@ -287,7 +329,9 @@ def _execute(run: Run, start_index: int = 0) -> Outcome:
         try:
             if not run.pre_state:
                 run.pre_state = j.write("pre_state", **read_pre_state(plan, run.backend))
-                run.weights.update({r: v["weight"] for r, v in run.pre_state["records"].items() if v.get("weight") is not None})
+                run.weights.update(
+                    {r: v["weight"] for r, v in run.pre_state["records"].items() if v.get("weight") is not None}
+                )
             for i in range(start_index, len(plan.steps)):
                 step = plan.steps[i]
                 run.current_step = step.name
@@ -308,8 +352,15 @@ def _execute(run: Run, start_index: int = 0) -> Outcome:
                     v = evaluate(run, c.kind, c.params, mode="gate", since=t_action)
                     gates.append({"kind": c.kind, "description": c.description, "blocking": c.blocking, **v.to_dict()})
                 probes = window_stats(run.monitor.since(t0))
-                j.write("step_done", index=i, name=step.name, result=result, gates=gates, probes=probes,
-                        seconds=round(run.clock.now() - t0, 3))
+                j.write(
+                    "step_done",
+                    index=i,
+                    name=step.name,
+                    result=result,
+                    gates=gates,
+                    probes=probes,
+                    seconds=round(run.clock.now() - t0, 3),
+                )
                 failed = [g for g in gates if not g["ok"] and g["blocking"]]
                 if failed:
                     raise Abort(f"{step.name}: gate failed: {failed[0]['description']}: {failed[0]['detail']}")
@@ -319,8 +370,13 @@ def _execute(run: Run, start_index: int = 0) -> Outcome:
             status = "refused" if isinstance(e, GuardrailError) else "aborted"
             kind = type(e).__name__
             reason = str(e) if isinstance(e, DrillError) else f"error: {kind}: {e}"
-            j.write("abort", reason=reason, kind=kind, step=run.current_step,
-                    **({"traceback": traceback.format_exc(limit=8)} if not isinstance(e, DrillError) else {}))
+            j.write(
+                "abort",
+                reason=reason,
+                kind=kind,
+                step=run.current_step,
+                **({"traceback": traceback.format_exc(limit=8)} if not isinstance(e, DrillError) else {}),
+            )
             run.log(f"ABORT at {run.current_step}: {reason}; rolling back")
             out = _rollback(run, status, reason)
             out.interrupted = isinstance(e, Interrupted)
@@ -338,7 +394,9 @@ def _rollback(run: Run, status: str, reason: str) -> Outcome:
     except Exception as e:  # noqa: BLE001
         j.write("rollback_failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=8))
         j.write("finished", status="rollback-failed", reason=reason)
-        return Outcome(run.drill_id, "rollback-failed", f"{reason}; rollback failed: {e}: run `drills rollback {run.drill_id}`")
+        return Outcome(
+            run.drill_id, "rollback-failed", f"{reason}; rollback failed: {e}: run `drills rollback {run.drill_id}`"
+        )
     j.write("rollback_done", **res)
     if not res["verified"]:
         j.write("finished", status="rollback-failed", reason=reason)
@@ -351,8 +409,16 @@ def _log(log: Callable[[str], None] | None) -> Callable[[str], None]:
     return log or (lambda line: None)
 
 
-def start_drill(plan: Plan, state_dir: Path, *, backend_name: str = "aws", backend_options: dict | None = None,
-                backend: Backend | None = None, clock: Clock | None = None, log: Callable[[str], None] | None = None) -> Outcome:
+def start_drill(
+    plan: Plan,
+    state_dir: Path,
+    *,
+    backend_name: str = "aws",
+    backend_options: dict | None = None,
+    backend: Backend | None = None,
+    clock: Clock | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Outcome:
     """Run a plan for real. Refuses (GuardrailError) before any change if the lock is held."""
     from drills.backends import build_backend
 
@@ -363,8 +429,14 @@ def start_drill(plan: Plan, state_dir: Path, *, backend_name: str = "aws", backe
     try:
         backend = backend or build_backend(backend_name, plan, backend_options or {}, clock)
         journal = Journal.create(Path(state_dir), drill_id, clock)
-        journal.write("start", drill_id=drill_id, plan=plan.model_dump(mode="json"), backend={"name": backend.name, "options": backend.options},
-                      pid=os.getpid(), host=host())
+        journal.write(
+            "start",
+            drill_id=drill_id,
+            plan=plan.model_dump(mode="json"),
+            backend={"name": backend.name, "options": backend.options},
+            pid=os.getpid(),
+            host=host(),
+        )
         run = Run(plan, backend, journal, clock, drill_id, _log(log))
         try:
             return _execute(run)
@@ -376,7 +448,9 @@ def start_drill(plan: Plan, state_dir: Path, *, backend_name: str = "aws", backe
         lock.release()
 
 
-def _reopen(drill_id: str, state_dir: Path, backend: Backend | None, options_override: dict | None, clock: Clock) -> tuple[list[dict], Plan, Backend, bool]:
+def _reopen(
+    drill_id: str, state_dir: Path, backend: Backend | None, options_override: dict | None, clock: Clock
+) -> tuple[list[dict], Plan, Backend, bool]:
     from drills.backends import build_backend
 
     entries = load(Path(state_dir), drill_id)
@@ -385,13 +459,22 @@ def _reopen(drill_id: str, state_dir: Path, backend: Backend | None, options_ove
     owned = backend is None
     if backend is None:
         spec = start.get("backend", {})
-        backend = build_backend(spec.get("name", "aws"), plan, {**spec.get("options", {}), **(options_override or {})}, clock)
+        backend = build_backend(
+            spec.get("name", "aws"), plan, {**spec.get("options", {}), **(options_override or {})}, clock
+        )
     return entries, plan, backend, owned
 
 
 @contextmanager
-def _taken_over(drill_id: str, state_dir: Path, env: str, backend: Backend | None, options_override: dict | None, clock: Clock,
-                log: Callable[[str], None] | None) -> Iterator[tuple[Run, list[dict]]]:
+def _taken_over(
+    drill_id: str,
+    state_dir: Path,
+    env: str,
+    backend: Backend | None,
+    options_override: dict | None,
+    clock: Clock,
+    log: Callable[[str], None] | None,
+) -> Iterator[tuple[Run, list[dict]]]:
     """A stopped drill taken over by this process: its lock, its journal reopened, its backend rebuilt from the
     journal (or the one given); all released again afterwards."""
     lock = Lock.acquire(Path(state_dir), env, drill_id, takeover_of=drill_id)
@@ -410,8 +493,15 @@ def _taken_over(drill_id: str, state_dir: Path, env: str, backend: Backend | Non
         lock.release()
 
 
-def rollback_drill(drill_id: str, state_dir: Path, *, backend: Backend | None = None, clock: Clock | None = None,
-                   options_override: dict | None = None, log: Callable[[str], None] | None = None) -> Outcome:
+def rollback_drill(
+    drill_id: str,
+    state_dir: Path,
+    *,
+    backend: Backend | None = None,
+    clock: Clock | None = None,
+    options_override: dict | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Outcome:
     """Restore the pre-drill state recorded in a drill's journal (a crashed drill, or one whose rollback failed)."""
     clock = clock or SystemClock()
     entries = load(Path(state_dir), drill_id)
@@ -423,8 +513,16 @@ def rollback_drill(drill_id: str, state_dir: Path, *, backend: Backend | None = 
         return _rollback(run, "rolled-back", f"manual rollback after the drill stopped at {summary.get('last_step')}")
 
 
-def resume_drill(drill_id: str, state_dir: Path, *, confirm: str, backend: Backend | None = None, clock: Clock | None = None,
-                 options_override: dict | None = None, log: Callable[[str], None] | None = None) -> Outcome:
+def resume_drill(
+    drill_id: str,
+    state_dir: Path,
+    *,
+    confirm: str,
+    backend: Backend | None = None,
+    clock: Clock | None = None,
+    options_override: dict | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Outcome:
     """Continue a crashed drill after its last completed step (a half-done step is re-run: actions set
     absolute values). Its pre-drill state stays the one recorded at the start."""
     clock = clock or SystemClock()
@@ -432,9 +530,17 @@ def resume_drill(drill_id: str, state_dir: Path, *, confirm: str, backend: Backe
     summary = summarise(entries)
     plan_env = entries[0]["plan"]["env"]
     if confirm != plan_env:
-        raise GuardrailError("confirm", f"resuming drill {drill_id} changes {plan_env}: confirm with --confirm {plan_env}")
-    if summary.get("terminal") or summary.get("status", "").startswith("rolling-back") or summary.get("status") == "rollback-failed":
-        raise GuardrailError("resume", f"drill {drill_id} is {summary.get('status')}: it cannot be resumed (roll it back instead)")
+        raise GuardrailError(
+            "confirm", f"resuming drill {drill_id} changes {plan_env}: confirm with --confirm {plan_env}"
+        )
+    if (
+        summary.get("terminal")
+        or summary.get("status", "").startswith("rolling-back")
+        or summary.get("status") == "rollback-failed"
+    ):
+        raise GuardrailError(
+            "resume", f"drill {drill_id} is {summary.get('status')}: it cannot be resumed (roll it back instead)"
+        )
     with _taken_over(drill_id, state_dir, plan_env, backend, options_override, clock, log) as (run, entries):
         run.replay(entries)
         done = [e["index"] for e in entries if e["type"] == "step_done"]

@@ -1,4 +1,5 @@
 """Errors a drill reports to a person: each carries what happened and what to do, never a traceback."""
+
 from __future__ import annotations
 
 

@@ -6,6 +6,7 @@ restore, read before any change. Every change is journaled *before* it is made (
 at any instant `drills rollback` knows everything that may have changed. A torn last line (a crash mid-write)
 is ignored on reading.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ import os
 import secrets
 import socket
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ def drill_dir(state_dir: Path, drill_id: str) -> Path:
 
 
 def new_drill_id(env: str, scenario: str, clock: Clock) -> str:
-    stamp = datetime.fromtimestamp(clock.now(), timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.fromtimestamp(clock.now(), UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{env}-{scenario}-{stamp}-{secrets.token_hex(2)}"
 
 
@@ -72,21 +73,26 @@ class Journal:
         self._seq = len(read_entries(self.path))
 
     @classmethod
-    def create(cls, state_dir: Path, drill_id: str, clock: Clock) -> "Journal":
+    def create(cls, state_dir: Path, drill_id: str, clock: Clock) -> Journal:
         d = drill_dir(state_dir, drill_id)
         d.mkdir(parents=True, exist_ok=False)
         return cls(d / "journal.jsonl", clock)
 
     @classmethod
-    def open(cls, state_dir: Path, drill_id: str, clock: Clock) -> "Journal":
+    def open(cls, state_dir: Path, drill_id: str, clock: Clock) -> Journal:
         p = drill_dir(state_dir, drill_id) / "journal.jsonl"
         if not p.exists():
             raise DrillError(f"no drill {drill_id!r} in {drills_dir(state_dir)} (see `drills status`)")
         return cls(p, clock)
 
     def write(self, type: str, **data: Any) -> dict:
-        entry = {"seq": self._seq, "type": type, "t": round(self.clock.now(), 3),
-                 "wall": datetime.now(timezone.utc).isoformat(timespec="seconds"), **data}
+        entry = {
+            "seq": self._seq,
+            "type": type,
+            "t": round(self.clock.now(), 3),
+            "wall": datetime.now(UTC).isoformat(timespec="seconds"),
+            **data,
+        }
         os.write(self._fd, (json.dumps(entry, default=str, sort_keys=False) + "\n").encode())
         os.fsync(self._fd)
         self._seq += 1
@@ -114,9 +120,17 @@ def summarise(entries: list[dict]) -> dict:
         return {"status": "unreadable", "terminal": False}
     s = entries[0]
     plan = s["plan"]
-    out = {"drill_id": s["drill_id"], "env": plan["env"], "scenario": plan["scenario"], "region": plan.get("region"),
-           "started": s["t"], "started_iso": datetime.fromtimestamp(s["t"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-           "pid": s.get("pid"), "host": s.get("host"), "backend": s.get("backend", {}).get("name")}
+    out = {
+        "drill_id": s["drill_id"],
+        "env": plan["env"],
+        "scenario": plan["scenario"],
+        "region": plan.get("region"),
+        "started": s["t"],
+        "started_iso": datetime.fromtimestamp(s["t"], UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        "pid": s.get("pid"),
+        "host": s.get("host"),
+        "backend": s.get("backend", {}).get("name"),
+    }
     last_step = None
     status = "incomplete"
     for e in entries:

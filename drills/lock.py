@@ -6,6 +6,7 @@ that did not finish is *not* cleared silently: the environment may be mid-shift,
 until that drill is rolled back or resumed (which take the lock over). A stale lock of a finished drill is
 removed.
 """
+
 from __future__ import annotations
 
 import json
@@ -67,7 +68,7 @@ class Lock:
         self.path, self.info = path, info
 
     @classmethod
-    def acquire(cls, state_dir: Path, env: str, drill_id: str, *, takeover_of: str | None = None) -> "Lock":
+    def acquire(cls, state_dir: Path, env: str, drill_id: str, *, takeover_of: str | None = None) -> Lock:
         """Take the environment's lock for `drill_id`. `takeover_of`: the drill whose stale lock this process may
         take over (rollback/resume of a crashed drill)."""
         p = lock_path(state_dir, env)
@@ -83,16 +84,22 @@ class Lock:
                 if held["alive"]:
                     if held.get("drill_id") == drill_id and held.get("pid") == os.getpid():
                         return cls(p, info)
-                    raise GuardrailError("lock", f"drill {held['drill_id']} holds the {env} lock (pid {held['pid']} on {held['host']}); "
-                                                 "one drill per environment. Wait for it, or stop it with SIGINT/SIGTERM (it rolls back).")
+                    raise GuardrailError(
+                        "lock",
+                        f"drill {held['drill_id']} holds the {env} lock (pid {held['pid']} on {held['host']}); "
+                        "one drill per environment. Wait for it, or stop it with SIGINT/SIGTERM (it rolls back).",
+                    )
                 if held.get("drill_id") == takeover_of:
                     atomic_write(p, json.dumps(info))
                     return cls(p, info)
                 other = held.get("drill_id", "?")
                 jp = drill_dir(state_dir, other) / "journal.jsonl"
                 if jp.exists() and not summarise(read_entries(jp)).get("terminal"):
-                    raise GuardrailError("unfinished-drill", f"drill {other} on {env} stopped without finishing (pid {held.get('pid')} is gone) "
-                                                             f"and may have left {env} mid-drill: run `drills rollback {other}` (or `drills resume {other}`) first")
+                    raise GuardrailError(
+                        "unfinished-drill",
+                        f"drill {other} on {env} stopped without finishing (pid {held.get('pid')} is gone) "
+                        f"and may have left {env} mid-drill: run `drills rollback {other}` (or `drills resume {other}`) first",
+                    )
                 p.unlink(missing_ok=True)  # stale lock of a finished drill
                 continue
             with os.fdopen(fd, "w") as f:
@@ -109,4 +116,3 @@ class Lock:
             return
         if held.get("drill_id") == self.info["drill_id"] and held.get("pid") == self.info["pid"]:
             self.path.unlink(missing_ok=True)
-

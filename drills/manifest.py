@@ -4,6 +4,7 @@ model_build owns the manifest's schema; the drills need two facts from it: which
 built TensorRT engine, and the benchmarked QPS per GPU. `manifest_facts` is the one place that reads it, so a
 change of shape is absorbed here.
 """
+
 from __future__ import annotations
 
 import json
@@ -87,7 +88,11 @@ def manifest_facts(manifest: dict | None) -> ManifestFacts:
     raw = bench.get("qps_per_gpu") if isinstance(bench, dict) else None
     qps = {c: float(v) for k, v in (raw or {}).items() if (c := _cc(k)) and isinstance(v, (int, float))}
     model = manifest.get("model")
-    version = manifest.get("model_version") or manifest.get("version") or (model.get("version") if isinstance(model, dict) else None)
+    version = (
+        manifest.get("model_version")
+        or manifest.get("version")
+        or (model.get("version") if isinstance(model, dict) else None)
+    )
     return ManifestFacts(built, listed, qps, str(version) if version is not None else None)
 
 

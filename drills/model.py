@@ -5,6 +5,7 @@ and `drills rollback`/`resume` rebuild it from the journal in another process. S
 action registry (`drills.actions`) and checks/abort conditions name a check from the check registry
 (`drills.checks`), so the engine needs no scenario-specific code and new scenarios add data, not branches.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal

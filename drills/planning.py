@@ -4,19 +4,19 @@ No adapters and no cloud calls here: everything is computed from the fleet confi
 math (`infra.capacity`) and, where one is known, the model manifest. Scenarios compose these pieces; a new
 scenario (a release, a node loss) reuses them rather than re-deriving weights or capacity.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra.capacity import qps_per_gpu, region_capacity, shares_after_loss
-from infra.config import Fleet, RegionConfig
-
 from drills.drillplan import DrillFile, Parameters, roles_and_communication
 from drills.errors import GuardrailError
 from drills.manifest import ManifestFacts, manifest_facts
 from drills.model import CapacityRow, Condition, EngineCoverage, Objectives, Plan, Step
+from infra.capacity import qps_per_gpu, region_capacity, shares_after_loss
+from infra.config import Fleet, RegionConfig
 
 MAX_WEIGHT = 255  # Route 53's weight range is 0..255
 
@@ -84,7 +84,7 @@ def shift_schedule(weights: dict[str, int], region: str, steps: int) -> list[dic
     out: list[dict[str, int]] = []
     for k in range(1, steps + 1):
         wk = w0 * (steps - k) // steps
-        add = _apportion(w0 - wk, survivors) if keep_total else {r: 0 for r in survivors}
+        add = _apportion(w0 - wk, survivors) if keep_total else dict.fromkeys(survivors, 0)
         nxt = {r: (wk if r == region else survivors[r] + add[r]) for r in weights}
         if not out or nxt != out[-1]:  # a small weight in many steps repeats values: drop no-op steps
             out.append(nxt)
@@ -104,14 +104,21 @@ def engine_coverage(ctx: PlanContext, region: RegionConfig) -> EngineCoverage:
         return EngineCoverage(status="ok", detail="ONNX Runtime fallback for " + ", ".join(region.compute_capabilities))
     m = ctx.manifest
     if m.built is None:
-        return EngineCoverage(status="unverified", detail="no manifest offline; checked at precheck from the region's bucket")
+        return EngineCoverage(
+            status="unverified", detail="no manifest offline; checked at precheck from the region's bucket"
+        )
     absent = [cc for cc in need if cc not in m.listed]
     if absent:
-        return EngineCoverage(status="missing", missing=absent, detail=f"no engine for compute capability {', '.join(absent)}")
+        return EngineCoverage(
+            status="missing", missing=absent, detail=f"no engine for compute capability {', '.join(absent)}"
+        )
     pending = [cc for cc in need if cc not in m.built]
     if pending:
-        return EngineCoverage(status="unverified", detail=f"engines for {', '.join(pending)} listed but not built in this manifest; "
-                                                          "precheck requires them built in the region's bucket")
+        return EngineCoverage(
+            status="unverified",
+            detail=f"engines for {', '.join(pending)} listed but not built in this manifest; "
+            "precheck requires them built in the region's bucket",
+        )
     return EngineCoverage(status="ok", detail="engines for " + ", ".join(need))
 
 
@@ -123,7 +130,9 @@ def prescale_targets(ctx: PlanContext, region: RegionConfig, qps: float) -> tupl
     """
     pools = region.gpu_pools
     desired = [p.desired for p in pools]
-    per_instance = [p.gpu.gpus * qps_per_gpu(ctx.fleet, p.gpu.compute_capability, ctx.manifest.qps_per_gpu) for p in pools]
+    per_instance = [
+        p.gpu.gpus * qps_per_gpu(ctx.fleet, p.gpu.compute_capability, ctx.manifest.qps_per_gpu) for p in pools
+    ]
 
     def cap() -> float:
         return sum(d * q for d, q in zip(desired, per_instance))
@@ -137,21 +146,35 @@ def prescale_targets(ctx: PlanContext, region: RegionConfig, qps: float) -> tupl
     return desired, True
 
 
-def capacity_rows(ctx: PlanContext, weights: dict[str, int], baseline: dict[str, float], lost: str | None = None) -> list[CapacityRow]:
+def capacity_rows(
+    ctx: PlanContext, weights: dict[str, int], baseline: dict[str, float], lost: str | None = None
+) -> list[CapacityRow]:
     """Each serving region's N+1 figures at `weights` (with `lost` not answering)."""
     rows = []
     for r, share in sorted(shares_after_loss(weights, lost).items()):
         cfg = ctx.fleet.regions[r]
         rc = region_capacity(ctx.fleet, cfg, share, ctx.manifest.qps_per_gpu)
         targets, _ = prescale_targets(ctx, cfg, rc.qps)
-        at_desired = sum(p.desired * p.gpu.gpus * qps_per_gpu(ctx.fleet, p.gpu.compute_capability, ctx.manifest.qps_per_gpu) for p in cfg.gpu_pools)
-        rows.append(CapacityRow(
-            region=r, weight=weights[r], share=round(share, 6), qps=round(rc.qps, 1),
-            gpus_required=rc.gpus_required, gpus_desired=sum(p.desired * p.gpu.gpus for p in cfg.gpu_pools),
-            gpus_max=rc.gpus_max, qps_at_desired=round(at_desired, 1), ok=rc.ok,
-            prescale={p.name: t for p, t in zip(cfg.gpu_pools, targets) if t > p.desired},
-            engines=engine_coverage(ctx, cfg), gains_share=share > baseline.get(r, 0.0) + 1e-9,
-        ))
+        at_desired = sum(
+            p.desired * p.gpu.gpus * qps_per_gpu(ctx.fleet, p.gpu.compute_capability, ctx.manifest.qps_per_gpu)
+            for p in cfg.gpu_pools
+        )
+        rows.append(
+            CapacityRow(
+                region=r,
+                weight=weights[r],
+                share=round(share, 6),
+                qps=round(rc.qps, 1),
+                gpus_required=rc.gpus_required,
+                gpus_desired=sum(p.desired * p.gpu.gpus for p in cfg.gpu_pools),
+                gpus_max=rc.gpus_max,
+                qps_at_desired=round(at_desired, 1),
+                ok=rc.ok,
+                prescale={p.name: t for p, t in zip(cfg.gpu_pools, targets) if t > p.desired},
+                engines=engine_coverage(ctx, cfg),
+                gains_share=share > baseline.get(r, 0.0) + 1e-9,
+            )
+        )
     return rows
 
 
@@ -178,7 +201,9 @@ def refuse_unsafe(step: str, rows: list[CapacityRow]) -> None:
 # ---------------------------------------------------------------- common steps and conditions
 def objectives(fleet: Fleet) -> Objectives:
     o = fleet.glob.objectives
-    return Objectives(rto_seconds=o.rto_seconds, rpo_seconds=o.rpo_seconds, success_rate=o.success_rate, p99_ms=o.p99_ms)
+    return Objectives(
+        rto_seconds=o.rto_seconds, rpo_seconds=o.rpo_seconds, success_rate=o.success_rate, p99_ms=o.p99_ms
+    )
 
 
 def slo_condition(ctx: PlanContext, what: str = "service probes") -> Condition:
@@ -186,7 +211,12 @@ def slo_condition(ctx: PlanContext, what: str = "service probes") -> Condition:
     p = ctx.params
     return Condition(
         kind="slo",
-        params={"success_rate": o.success_rate, "p99_ms": o.p99_ms, "window_seconds": p.slo_window_seconds, "min_samples": p.min_samples},
+        params={
+            "success_rate": o.success_rate,
+            "p99_ms": o.p99_ms,
+            "window_seconds": p.slo_window_seconds,
+            "min_samples": p.min_samples,
+        },
         description=f"{what}: success rate >= {o.success_rate:.2%} and p99 <= {o.p99_ms:g} ms over {p.slo_window_seconds:g} s",
     )
 
@@ -194,8 +224,10 @@ def slo_condition(ctx: PlanContext, what: str = "service probes") -> Condition:
 def healthy_condition(exclude: list[str] | None = None) -> Condition:
     ex = sorted(exclude or [])
     return Condition(
-        kind="healthy", params={"regions": "serving", "exclude": ex},
-        description="Route 53 health check healthy for every region serving traffic" + (f" (except {', '.join(ex)})" if ex else ""),
+        kind="healthy",
+        params={"regions": "serving", "exclude": ex},
+        description="Route 53 health check healthy for every region serving traffic"
+        + (f" (except {', '.join(ex)})" if ex else ""),
     )
 
 
@@ -205,10 +237,13 @@ def steady_abort_conditions(ctx: PlanContext, exclude: list[str] | None = None) 
 
 def precheck_step(ctx: PlanContext, pre_config: dict[str, dict[str, Any]], engines_for: list[str]) -> Step:
     fleet = ctx.fleet
-    ccs = {r: [cc for cc in fleet.regions[r].compute_capabilities if cc not in fleet.regions[r].model.onnx_fallback_for]
-           for r in sorted(engines_for)}
+    ccs = {
+        r: [cc for cc in fleet.regions[r].compute_capabilities if cc not in fleet.regions[r].model.onnx_fallback_for]
+        for r in sorted(engines_for)
+    }
     return Step(
-        name="precheck", action="precheck",
+        name="precheck",
+        action="precheck",
         description="live config equals the plan's, every region healthy, GPU node groups active, engines in the buckets, baseline SLO",
         params={"expect_config": pre_config, "engines_for": ccs, "baseline_seconds": ctx.params.slo_window_seconds},
         checks=[slo_condition(ctx, "baseline")],
@@ -226,14 +261,35 @@ def prescale_steps(ctx: PlanContext, targets: dict[str, dict[str, int]]) -> list
     if not targets:
         return []
     fleet = ctx.fleet
-    desc = "; ".join(f"{r}: " + ", ".join(f"{p} {next(x.desired for x in fleet.regions[r].gpu_pools if x.name == p)}->{n}" for p, n in sorted(t.items()))
-                     for r, t in targets.items())
+    desc = "; ".join(
+        f"{r}: "
+        + ", ".join(
+            f"{p} {next(x.desired for x in fleet.regions[r].gpu_pools if x.name == p)}->{n}"
+            for p, n in sorted(t.items())
+        )
+        for r, t in targets.items()
+    )
     return [
-        Step(name="prescale", action="scale_pools", mutates=True, params={"targets": targets},
-             description=f"pre-scale survivors' GPU node groups, min and desired, through the EKS API ({desc})"),
-        Step(name="wait-capacity", action="wait_capacity", params={"targets": targets, "timeout": ctx.params.capacity_timeout_seconds},
-             description="wait until the pre-scaled node groups are active at their new size and Triton pods are ready",
-             checks=[Condition(kind="capacity_ready", params={"targets": targets}, description="node groups at target, Triton pods ready")]),
+        Step(
+            name="prescale",
+            action="scale_pools",
+            mutates=True,
+            params={"targets": targets},
+            description=f"pre-scale survivors' GPU node groups, min and desired, through the EKS API ({desc})",
+        ),
+        Step(
+            name="wait-capacity",
+            action="wait_capacity",
+            params={"targets": targets, "timeout": ctx.params.capacity_timeout_seconds},
+            description="wait until the pre-scaled node groups are active at their new size and Triton pods are ready",
+            checks=[
+                Condition(
+                    kind="capacity_ready",
+                    params={"targets": targets},
+                    description="node groups at target, Triton pods ready",
+                )
+            ],
+        ),
     ]
 
 
@@ -241,19 +297,34 @@ def scale_back_step(ctx: PlanContext, targets: dict[str, dict[str, int]]) -> lis
     pools = {r: sorted(t) for r, t in sorted(targets.items()) if t}
     if not pools:
         return []
-    return [Step(name="scale-back", action="restore_pools", mutates=True, params={"pools": pools},
-                 description="return pre-scaled node groups to the min and desired sizes recorded before the drill")]
+    return [
+        Step(
+            name="scale-back",
+            action="restore_pools",
+            mutates=True,
+            params={"pools": pools},
+            description="return pre-scaled node groups to the min and desired sizes recorded before the drill",
+        )
+    ]
 
 
 def hold_step(ctx: PlanContext, what: str, exclude: list[str] | None = None, phase: str = "steady") -> Step:
-    return Step(name="hold", action="hold", wait_seconds=ctx.params.hold_seconds, phase=phase,  # type: ignore[arg-type]
-                description=f"hold {ctx.params.hold_seconds:g} s {what}, abort conditions watched",
-                checks=[slo_condition(ctx), healthy_condition(exclude)])
+    return Step(
+        name="hold",
+        action="hold",
+        wait_seconds=ctx.params.hold_seconds,
+        phase=phase,  # type: ignore[arg-type]
+        description=f"hold {ctx.params.hold_seconds:g} s {what}, abort conditions watched",
+        checks=[slo_condition(ctx), healthy_condition(exclude)],
+    )
 
 
 def verify_step() -> Step:
-    return Step(name="verify", action="verify_restored",
-                description="stack config, Route 53 records and pools are back to the pre-drill state")
+    return Step(
+        name="verify",
+        action="verify_restored",
+        description="stack config, Route 53 records and pools are back to the pre-drill state",
+    )
 
 
 def predicted_rto(ctx: PlanContext) -> dict[str, float]:
@@ -265,8 +336,16 @@ def predicted_rto(ctx: PlanContext) -> dict[str, float]:
     return parts
 
 
-def finish_plan(ctx: PlanContext, scenario: str, steps: list[Step], *, touches: dict[str, list[str]],
-                pre_config: dict[str, dict[str, Any]], abort: list[Condition], rollback: list[str]) -> Plan:
+def finish_plan(
+    ctx: PlanContext,
+    scenario: str,
+    steps: list[Step],
+    *,
+    touches: dict[str, list[str]],
+    pre_config: dict[str, dict[str, Any]],
+    abort: list[Condition],
+    rollback: list[str],
+) -> Plan:
     fleet = ctx.fleet
     g = fleet.glob
     roles, comms, warn = roles_and_communication(ctx.drill, fleet.env, g.fqdn)
@@ -275,11 +354,33 @@ def finish_plan(ctx: PlanContext, scenario: str, steps: list[Step], *, touches: 
         w = ctx.drill.window
         window = {"start": w.start.isoformat(), "end": w.end.isoformat(), "timezone": w.timezone}
     return Plan(
-        scenario=scenario, env=fleet.env, region=ctx.region, mode=g.routing.mode, global_stack=fleet.global_stack,
-        stack_names=dict(fleet.stack_names), fqdn=g.fqdn, ttl=g.ttl,
-        health_check={"request_interval": g.health_check.request_interval, "failure_threshold": g.health_check.failure_threshold},
-        objectives=objectives(fleet), parameters=ctx.params.model_dump(), pre_weights=ctx.weights, pre_roles=roles_of(fleet),
-        touches=touches, pre_config=pre_config, steps=steps, abort_conditions=abort, rollback=rollback,
-        predicted=predicted_rto(ctx), roles=roles, communication=comms, window=window, title=ctx.drill.title,
-        warnings=[*ctx.warnings, *warn], notes=ctx.notes, manifest_source=ctx.manifest_source,
+        scenario=scenario,
+        env=fleet.env,
+        region=ctx.region,
+        mode=g.routing.mode,
+        global_stack=fleet.global_stack,
+        stack_names=dict(fleet.stack_names),
+        fqdn=g.fqdn,
+        ttl=g.ttl,
+        health_check={
+            "request_interval": g.health_check.request_interval,
+            "failure_threshold": g.health_check.failure_threshold,
+        },
+        objectives=objectives(fleet),
+        parameters=ctx.params.model_dump(),
+        pre_weights=ctx.weights,
+        pre_roles=roles_of(fleet),
+        touches=touches,
+        pre_config=pre_config,
+        steps=steps,
+        abort_conditions=abort,
+        rollback=rollback,
+        predicted=predicted_rto(ctx),
+        roles=roles,
+        communication=comms,
+        window=window,
+        title=ctx.drill.title,
+        warnings=[*ctx.warnings, *warn],
+        notes=ctx.notes,
+        manifest_source=ctx.manifest_source,
     )

@@ -8,6 +8,7 @@ A plugin is a module imported for its registrations (`@register` scenario, `@act
 A broken auto-discovered plugin is reported and skipped so it cannot take `drills plan` down with it; a plugin
 named in $DRILLS_PLUGINS must import, since the user asked for it.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -30,7 +31,7 @@ def load_plugins() -> list[str]:
             continue
         try:
             importlib.import_module(name)
-        except Exception as e:  # noqa: BLE001 - a plugin's own bug must not hide the built-in commands
+        except Exception as e:
             if required:
                 raise
             print(f"warning: plugin {name} failed to load and is skipped: {e}", file=sys.stderr)

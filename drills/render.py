@@ -1,4 +1,5 @@
 """Printing plans and results for people (rich). Machines use `--json`."""
+
 from __future__ import annotations
 
 from rich.console import Console
@@ -21,14 +22,25 @@ def _weights(w: dict[str, int] | None) -> str:
 def print_plan(plan: Plan, out: Console | None = None) -> None:
     c = out or console()
     o = plan.objectives
-    c.print(f"[bold]Drill plan: {plan.scenario}[/bold] — env {plan.env}" + (f", region {plan.region}" if plan.region else "")
-            + (f" — {plan.title}" if plan.title else ""))
-    c.print(f"routing: {plan.mode} on {plan.fqdn} (TTL {plan.ttl} s; health check every {plan.health_check['request_interval']} s, "
-            f"{plan.health_check['failure_threshold']} failures)")
-    c.print(f"pre-drill weights: {_weights(plan.pre_weights)}" + (f"; roles: {plan.pre_roles}" if plan.pre_roles else ""))
-    c.print(f"objectives: RTO <= {o.rto_seconds:g} s, RPO <= {o.rpo_seconds:g} s, success rate >= {o.success_rate:.2%}, p99 <= {o.p99_ms:g} ms")
+    c.print(
+        f"[bold]Drill plan: {plan.scenario}[/bold] — env {plan.env}"
+        + (f", region {plan.region}" if plan.region else "")
+        + (f" — {plan.title}" if plan.title else "")
+    )
+    c.print(
+        f"routing: {plan.mode} on {plan.fqdn} (TTL {plan.ttl} s; health check every {plan.health_check['request_interval']} s, "
+        f"{plan.health_check['failure_threshold']} failures)"
+    )
+    c.print(
+        f"pre-drill weights: {_weights(plan.pre_weights)}" + (f"; roles: {plan.pre_roles}" if plan.pre_roles else "")
+    )
+    c.print(
+        f"objectives: RTO <= {o.rto_seconds:g} s, RPO <= {o.rpo_seconds:g} s, success rate >= {o.success_rate:.2%}, p99 <= {o.p99_ms:g} ms"
+    )
     p = plan.predicted
-    c.print(f"predicted RTO from config: detection {p['detection']:g} s + DNS change {p['dns_change']:g} s + TTL {p['ttl']:g} s = {p['total']:g} s")
+    c.print(
+        f"predicted RTO from config: detection {p['detection']:g} s + DNS change {p['dns_change']:g} s + TTL {p['ttl']:g} s = {p['total']:g} s"
+    )
     if plan.window:
         c.print(f"window: {plan.window['start']} to {plan.window['end']} ({plan.window['timezone']})")
 
@@ -42,7 +54,19 @@ def print_plan(plan: Plan, out: Console | None = None) -> None:
     cap = [s for s in plan.steps if s.capacity]
     if cap:
         t = Table(title="Capacity check per step (N+1 math: GPUs required for the share of peak vs pool sizes)")
-        for col in ("step", "region", "weight", "share", "QPS", "GPUs required", "GPUs desired", "GPUs max", "pre-scale to", "engines", "capacity"):
+        for col in (
+            "step",
+            "region",
+            "weight",
+            "share",
+            "QPS",
+            "GPUs required",
+            "GPUs desired",
+            "GPUs max",
+            "pre-scale to",
+            "engines",
+            "capacity",
+        ):
             t.add_column(col, no_wrap=col in ("step", "region"))
         for s in cap:
             for r in s.capacity:
@@ -50,8 +74,19 @@ def print_plan(plan: Plan, out: Console | None = None) -> None:
                 if r.ok and r.gpus_required > r.gpus_desired:
                     verdict = "ok at max (pre-scale)"
                 pre = ", ".join(f"{k} {v}" for k, v in r.prescale.items()) if r.gains_share else ""
-                t.add_row(s.name, r.region + (" +" if r.gains_share else ""), str(r.weight), f"{r.share:.1%}", f"{r.qps:,.0f}",
-                          str(r.gpus_required), str(r.gpus_desired), str(r.gpus_max), pre, r.engines.status, verdict)
+                t.add_row(
+                    s.name,
+                    r.region + (" +" if r.gains_share else ""),
+                    str(r.weight),
+                    f"{r.share:.1%}",
+                    f"{r.qps:,.0f}",
+                    str(r.gpus_required),
+                    str(r.gpus_desired),
+                    str(r.gpus_max),
+                    pre,
+                    r.engines.status,
+                    verdict,
+                )
             t.add_section()
         c.print(t)
         c.print("(+ marks a region that gains share at that step: the capacity and engine guardrails apply to it)")

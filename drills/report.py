@@ -6,6 +6,7 @@ recovered) next to the prediction from config, RPO and version skew, the steps w
 every journal entry, findings and follow-up actions. Pure: no adapter is called, so a report can be written
 anywhere the journal is, any time later.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,10 +50,20 @@ def build_report(entries: list[dict]) -> dict:
     begun = {e["name"]: e for e in entries if e["type"] == "step_begin"}
     for e in entries:
         if e["type"] == "step_done":
-            steps.append({"name": e["name"], "at": round(begun[e["name"]]["t"] - t0, 1) if e["name"] in begun else None,
-                          "seconds": e.get("seconds"), "phase": phase_of.get(e["name"], "steady"),
-                          "gates": [{"description": g["description"], "ok": g["ok"], "detail": g["detail"]} for g in e.get("gates", [])],
-                          "probes": e.get("probes", {}), "result": e.get("result", {})})
+            steps.append(
+                {
+                    "name": e["name"],
+                    "at": round(begun[e["name"]]["t"] - t0, 1) if e["name"] in begun else None,
+                    "seconds": e.get("seconds"),
+                    "phase": phase_of.get(e["name"], "steady"),
+                    "gates": [
+                        {"description": g["description"], "ok": g["ok"], "detail": g["detail"]}
+                        for g in e.get("gates", [])
+                    ],
+                    "probes": e.get("probes", {}),
+                    "result": e.get("result", {}),
+                }
+            )
     done_names = {s["name"] for s in steps}
     unfinished = [n for n in begun if n not in done_names]
 
@@ -65,14 +76,30 @@ def build_report(entries: list[dict]) -> dict:
     rpo_event = next((e for e in reversed(entries) if e["type"] == "rpo"), None)
     rpo = rpo_event.get("rpo_seconds") if rpo_event else None
     objectives = [
-        {"objective": "service success rate (steady state, min over steps)", "target": f">= {obj['success_rate']:.2%}",
-         "measured": None if success is None else round(success, 5), "verdict": _verdict(success, obj["success_rate"], True)},
-        {"objective": "service p99 latency (steady state, max over steps)", "target": f"<= {obj['p99_ms']:g} ms",
-         "measured": None if p99 is None else round(p99, 2), "verdict": _verdict(p99, obj["p99_ms"], False)},
-        {"objective": "RTO (fault or change -> SLO recovered)", "target": f"<= {obj['rto_seconds']:g} s",
-         "measured": rto, "verdict": _verdict(rto, obj["rto_seconds"], False)},
-        {"objective": "RPO (canary written -> visible in every other region)", "target": f"<= {obj['rpo_seconds']:g} s",
-         "measured": rpo, "verdict": "FAIL" if rpo_event and rpo_event.get("missing") else _verdict(rpo, obj["rpo_seconds"], False)},
+        {
+            "objective": "service success rate (steady state, min over steps)",
+            "target": f">= {obj['success_rate']:.2%}",
+            "measured": None if success is None else round(success, 5),
+            "verdict": _verdict(success, obj["success_rate"], True),
+        },
+        {
+            "objective": "service p99 latency (steady state, max over steps)",
+            "target": f"<= {obj['p99_ms']:g} ms",
+            "measured": None if p99 is None else round(p99, 2),
+            "verdict": _verdict(p99, obj["p99_ms"], False),
+        },
+        {
+            "objective": "RTO (fault or change -> SLO recovered)",
+            "target": f"<= {obj['rto_seconds']:g} s",
+            "measured": rto,
+            "verdict": _verdict(rto, obj["rto_seconds"], False),
+        },
+        {
+            "objective": "RPO (canary written -> visible in every other region)",
+            "target": f"<= {obj['rpo_seconds']:g} s",
+            "measured": rpo,
+            "verdict": "FAIL" if rpo_event and rpo_event.get("missing") else _verdict(rpo, obj["rpo_seconds"], False),
+        },
     ]
     rto_parts = []
     for e in rto_events:
@@ -84,36 +111,75 @@ def build_report(entries: list[dict]) -> dict:
                 continue
             at = ms[key]
             dur = None if at is None else round(max(0.0, at - prev), 3)
-            parts.append({"part": key, "label": label, "at": at, "duration": dur,
-                          "predicted": plan.get("predicted", {}).get(pred) if pred else None})
+            parts.append(
+                {
+                    "part": key,
+                    "label": label,
+                    "at": at,
+                    "duration": dur,
+                    "predicted": plan.get("predicted", {}).get(pred) if pred else None,
+                }
+            )
             if at is not None:
                 prev = max(prev, at)
-        rto_parts.append({"kind": e.get("kind"), "region": e.get("region") or ", ".join(e.get("from", [])),
-                          "total": e.get("rto_seconds") if e.get("kind") == "failover" else e.get("switch_seconds"),
-                          "clients_hit": e.get("clients_hit"), "parts": parts})
+        rto_parts.append(
+            {
+                "kind": e.get("kind"),
+                "region": e.get("region") or ", ".join(e.get("from", [])),
+                "total": e.get("rto_seconds") if e.get("kind") == "failover" else e.get("switch_seconds"),
+                "clients_hit": e.get("clients_hit"),
+                "parts": parts,
+            }
+        )
     failover_probes = [s["probes"] for s in steps if s["phase"] == "failover" and (s["probes"] or {}).get("n")]
     skew = next((e for e in reversed(entries) if e["type"] == "skew"), None)
     abort = next((e for e in entries if e["type"] == "abort"), None)
     rb = next((e for e in reversed(entries) if e["type"] == "rollback_done"), None)
     timeline = [{"at": round(e["t"] - t0, 1), "type": e["type"], "detail": _describe(e)} for e in entries]
     report = {
-        "drill_id": start["drill_id"], "env": plan["env"], "scenario": plan["scenario"], "region": plan.get("region"),
-        "mode": plan["mode"], "fqdn": plan["fqdn"], "backend": start.get("backend", {}).get("name"), "status": summ["status"],
-        "started": summ.get("started_iso"), "duration_seconds": round(entries[-1]["t"] - t0, 1),
-        "roles": plan.get("roles", {}), "communication": plan.get("communication", []), "title": plan.get("title"),
-        "objectives": objectives, "rto": rto_parts, "predicted_rto": plan.get("predicted", {}),
+        "drill_id": start["drill_id"],
+        "env": plan["env"],
+        "scenario": plan["scenario"],
+        "region": plan.get("region"),
+        "mode": plan["mode"],
+        "fqdn": plan["fqdn"],
+        "backend": start.get("backend", {}).get("name"),
+        "status": summ["status"],
+        "started": summ.get("started_iso"),
+        "duration_seconds": round(entries[-1]["t"] - t0, 1),
+        "roles": plan.get("roles", {}),
+        "communication": plan.get("communication", []),
+        "title": plan.get("title"),
+        "objectives": objectives,
+        "rto": rto_parts,
+        "predicted_rto": plan.get("predicted", {}),
         "failover_window": failover_probes[0] if failover_probes else None,
-        "replication": ({"lags": rpo_event.get("lags"), "rpo_seconds": rpo, "missing": rpo_event.get("missing", [])} if rpo_event else None),
-        "version_skew": ({"skew": skew["skew"], "regions": skew["regions"], "versions": skew["versions"]} if skew else None),
-        "steps": steps, "unfinished_steps": unfinished,
+        "replication": (
+            {"lags": rpo_event.get("lags"), "rpo_seconds": rpo, "missing": rpo_event.get("missing", [])}
+            if rpo_event
+            else None
+        ),
+        "version_skew": (
+            {"skew": skew["skew"], "regions": skew["regions"], "versions": skew["versions"]} if skew else None
+        ),
+        "steps": steps,
+        "unfinished_steps": unfinished,
         "abort": ({"reason": abort["reason"], "step": abort.get("step")} if abort else None),
-        "rollback": ({"verified": rb.get("verified"), "restored": rb.get("restored"), "mismatches": rb.get("mismatches")} if rb else None),
+        "rollback": (
+            {"verified": rb.get("verified"), "restored": rb.get("restored"), "mismatches": rb.get("mismatches")}
+            if rb
+            else None
+        ),
         "timeline": timeline,
     }
     report["findings"] = findings(report, plan, entries)
     measured = [o for o in objectives if o["verdict"] != "N/A"]
     failed_gates = [g for st in steps for g in st["gates"] if not g["ok"]]
-    report["verdict"] = "PASS" if summ["status"] == "completed" and not failed_gates and all(o["verdict"] == "PASS" for o in measured) else "FAIL"
+    report["verdict"] = (
+        "PASS"
+        if summ["status"] == "completed" and not failed_gates and all(o["verdict"] == "PASS" for o in measured)
+        else "FAIL"
+    )
     return report
 
 
@@ -122,12 +188,17 @@ def _describe(e: dict) -> str:
     if t == "start":
         return f"drill {e['drill_id']} started (pid {e.get('pid')} on {e.get('host')}), backend {e.get('backend', {}).get('name')}"
     if t == "pre_state":
-        return "pre-drill state recorded: weights " + ", ".join(f"{r} {v.get('weight') if v.get('weight') is not None else v.get('failover')}" for r, v in e.get("records", {}).items())
+        return "pre-drill state recorded: weights " + ", ".join(
+            f"{r} {v.get('weight') if v.get('weight') is not None else v.get('failover')}"
+            for r, v in e.get("records", {}).items()
+        )
     if t in ("step_begin",):
         return f"{e['name']} ({e['action']})"
     if t == "step_done":
         gates = e.get("gates", [])
-        return f"{e['name']} done in {e.get('seconds')} s; gates " + (", ".join("ok" if g["ok"] else "FAILED" for g in gates) or "none")
+        return f"{e['name']} done in {e.get('seconds')} s; gates " + (
+            ", ".join("ok" if g["ok"] else "FAILED" for g in gates) or "none"
+        )
     if t == "config_set":
         return f"{e['stack']}: set {e['values']}" + (" (rollback)" if e.get("by") else "")
     if t == "stack_up":
@@ -154,49 +225,89 @@ def findings(report: dict, plan: dict, entries: list[dict]) -> list[dict]:
         out.append({"finding": finding, "action": action})
 
     if report["abort"]:
-        add(f"the drill stopped at {report['abort']['step']}: {report['abort']['reason']}",
-            "find the cause of the abort, fix it, and run the drill again")
+        add(
+            f"the drill stopped at {report['abort']['step']}: {report['abort']['reason']}",
+            "find the cause of the abort, fix it, and run the drill again",
+        )
     for st in report["steps"]:
         for g in st["gates"]:
             if not g["ok"] and not (report["abort"] and report["abort"]["step"] == st["name"]):
-                add(f"check after {st['name']} failed: {g['description']}: {g['detail']}", "find why before the next drill; the report's timeline has the sequence")
+                add(
+                    f"check after {st['name']} failed: {g['description']}: {g['detail']}",
+                    "find why before the next drill; the report's timeline has the sequence",
+                )
     if report["rollback"] and not report["rollback"]["verified"]:
-        add(f"rollback did not restore the pre-drill state: {report['rollback']['mismatches']}",
-            f"restore by hand or run `drills rollback {report['drill_id']}`; do not start another drill in {plan['env']} first")
+        add(
+            f"rollback did not restore the pre-drill state: {report['rollback']['mismatches']}",
+            f"restore by hand or run `drills rollback {report['drill_id']}`; do not start another drill in {plan['env']} first",
+        )
     for o in report["objectives"]:
         if o["verdict"] == "FAIL":
-            add(f"{o['objective']}: measured {o['measured']} against {o['target']}", {
-                "RTO": "shorten detection (health check interval/threshold), the record TTL, or the survivors' scale-up time",
-                "RPO": "check S3 Replication Time Control and the replication latency metrics and alarms for the slow pair",
-                "service success rate": "look at the failing requests in the step with the lowest success rate: capacity, engines or routing",
-                "service p99": "check the survivors' GPU utilisation and HPA/cluster autoscaler reaction during the step with the highest p99",
-            }[next(k for k in ("RTO", "RPO", "service success rate", "service p99") if o["objective"].startswith(k))])
+            add(
+                f"{o['objective']}: measured {o['measured']} against {o['target']}",
+                {
+                    "RTO": "shorten detection (health check interval/threshold), the record TTL, or the survivors' scale-up time",
+                    "RPO": "check S3 Replication Time Control and the replication latency metrics and alarms for the slow pair",
+                    "service success rate": "look at the failing requests in the step with the lowest success rate: capacity, engines or routing",
+                    "service p99": "check the survivors' GPU utilisation and HPA/cluster autoscaler reaction during the step with the highest p99",
+                }[
+                    next(
+                        k for k in ("RTO", "RPO", "service success rate", "service p99") if o["objective"].startswith(k)
+                    )
+                ],
+            )
     pred = plan.get("predicted", {})
     for r in report["rto"]:
         parts = {p["part"]: p for p in r["parts"]}
         det = parts.get("detected")
         hc = plan["health_check"]
-        if det and det["at"] is not None and pred.get("detection") is not None and det["at"] > pred["detection"] + hc["request_interval"]:
-            add(f"detection took {det['at']:.0f} s, more than interval x threshold = {pred['detection']:g} s plus one interval",
-                "check the health check's endpoint, timeouts and checker regions")
+        if (
+            det
+            and det["at"] is not None
+            and pred.get("detection") is not None
+            and det["at"] > pred["detection"] + hc["request_interval"]
+        ):
+            add(
+                f"detection took {det['at']:.0f} s, more than interval x threshold = {pred['detection']:g} s plus one interval",
+                "check the health check's endpoint, timeouts and checker regions",
+            )
         dr, dns = parts.get("drained"), parts.get("dns_changed")
-        if dr and dns and dr["at"] is not None and dns["at"] is not None and dr["at"] - dns["at"] > plan["ttl"] + plan["parameters"].get("poll_seconds", 2) * 2:
-            add(f"clients took {dr['at'] - dns['at']:.0f} s after the DNS change to move, longer than the TTL of {plan['ttl']} s",
-                "look for clients that cache DNS beyond the TTL (JVM networkaddress.cache.ttl, connection pools pinned to old addresses)")
+        if (
+            dr
+            and dns
+            and dr["at"] is not None
+            and dns["at"] is not None
+            and dr["at"] - dns["at"] > plan["ttl"] + plan["parameters"].get("poll_seconds", 2) * 2
+        ):
+            add(
+                f"clients took {dr['at'] - dns['at']:.0f} s after the DNS change to move, longer than the TTL of {plan['ttl']} s",
+                "look for clients that cache DNS beyond the TTL (JVM networkaddress.cache.ttl, connection pools pinned to old addresses)",
+            )
     if pred.get("total") is not None and pred["total"] > plan["objectives"]["rto_seconds"]:
-        add(f"the configuration predicts an RTO of {pred['total']:g} s, above the {plan['objectives']['rto_seconds']:g} s objective",
-            "lower the TTL or the health check's failure threshold, or revisit the objective")
+        add(
+            f"the configuration predicts an RTO of {pred['total']:g} s, above the {plan['objectives']['rto_seconds']:g} s objective",
+            "lower the TTL or the health check's failure threshold, or revisit the objective",
+        )
     if any(e["type"] == "pools_scaling" for e in entries):
-        add("the survivors' node groups had to be pre-scaled: at their desired sizes they could not carry the evacuated share",
-            "in an unplanned outage the cluster autoscaler must do this under load: measure its scale-up time (node-loss drill) or raise min sizes")
+        add(
+            "the survivors' node groups had to be pre-scaled: at their desired sizes they could not carry the evacuated share",
+            "in an unplanned outage the cluster autoscaler must do this under load: measure its scale-up time (node-loss drill) or raise min sizes",
+        )
     sk = report.get("version_skew")
     if sk and sk["skew"]:
-        detail = ", ".join(f"{r}: {v['version'] or 'absent'} ({(v['sha256'] or '')[:12]})" for r, v in sk["regions"].items())
-        add(f"model version skew between regions: {detail}", "re-publish the current version to the regions that differ and check replication of the model prefix")
+        detail = ", ".join(
+            f"{r}: {v['version'] or 'absent'} ({(v['sha256'] or '')[:12]})" for r, v in sk["regions"].items()
+        )
+        add(
+            f"model version skew between regions: {detail}",
+            "re-publish the current version to the regions that differ and check replication of the model prefix",
+        )
     if report.get("failover_window") and report["failover_window"].get("errors"):
         fw = report["failover_window"]
-        add(f"{fw['errors']} of {fw['n']} service probes failed during the failover window",
-            "expected up to the RTO; to shorten it, see the RTO parts")
+        add(
+            f"{fw['errors']} of {fw['n']} service probes failed during the failover window",
+            "expected up to the RTO; to shorten it, see the RTO parts",
+        )
     for w in plan.get("warnings", []):
         add(f"plan warning: {w}", "address before the next drill")
     return out
@@ -206,40 +317,75 @@ def render_markdown(r: dict) -> str:
     L = [f"# Drill report: {r['scenario']} on {r['env']}" + (f" ({r['region']})" if r.get("region") else ""), ""]
     if r.get("title"):
         L += [r["title"], ""]
-    L += [f"- drill id: `{r['drill_id']}`", f"- status: **{r['status']}**, verdict: **{r['verdict']}**",
-          f"- started: {r['started']} UTC, duration {r['duration_seconds']} s", f"- routing: {r['mode']} on {r['fqdn']}; backend: {r['backend']}",
-          "- roles: " + ", ".join(f"{k}: {v}" for k, v in r["roles"].items()), ""]
+    L += [
+        f"- drill id: `{r['drill_id']}`",
+        f"- status: **{r['status']}**, verdict: **{r['verdict']}**",
+        f"- started: {r['started']} UTC, duration {r['duration_seconds']} s",
+        f"- routing: {r['mode']} on {r['fqdn']}; backend: {r['backend']}",
+        "- roles: " + ", ".join(f"{k}: {v}" for k, v in r["roles"].items()),
+        "",
+    ]
     L += ["## Objectives", "", "| objective | target | measured | verdict |", "|---|---|---|---|"]
     for o in r["objectives"]:
-        L.append(f"| {o['objective']} | {o['target']} | {'n/a' if o['measured'] is None else o['measured']} | {o['verdict']} |")
+        L.append(
+            f"| {o['objective']} | {o['target']} | {'n/a' if o['measured'] is None else o['measured']} | {o['verdict']} |"
+        )
     L.append("")
     if r["rto"]:
         p = r["predicted_rto"]
-        L += ["## RTO in its parts", "",
-              f"Predicted from config: detection {p.get('detection')} s + DNS change {p.get('dns_change')} s + TTL {p.get('ttl')} s = {p.get('total')} s.", ""]
+        L += [
+            "## RTO in its parts",
+            "",
+            f"Predicted from config: detection {p.get('detection')} s + DNS change {p.get('dns_change')} s + TTL {p.get('ttl')} s = {p.get('total')} s.",
+            "",
+        ]
         for x in r["rto"]:
-            L += [f"### {x['kind']} ({x['region']}): {_fmt(x['total'])} total, {x['clients_hit']} simulated clients affected", "",
-                  "| part | at (s after start) | duration (s) | predicted (s) |", "|---|---|---|---|"]
+            L += [
+                f"### {x['kind']} ({x['region']}): {_fmt(x['total'])} total, {x['clients_hit']} simulated clients affected",
+                "",
+                "| part | at (s after start) | duration (s) | predicted (s) |",
+                "|---|---|---|---|",
+            ]
             for part in x["parts"]:
-                L.append(f"| {part['label']} | {_fmt(part['at'], '')} | {_fmt(part['duration'], '')} | {'' if part['predicted'] is None else part['predicted']} |")
+                L.append(
+                    f"| {part['label']} | {_fmt(part['at'], '')} | {_fmt(part['duration'], '')} | {'' if part['predicted'] is None else part['predicted']} |"
+                )
             L.append("")
         if r.get("failover_window"):
             fw = r["failover_window"]
-            L += [f"During the failover window: {fw['n']} probes, {fw['errors']} errors, p50 {_fmt(fw.get('p50_ms'), 'ms')}, p99 {_fmt(fw.get('p99_ms'), 'ms')}.", ""]
+            L += [
+                f"During the failover window: {fw['n']} probes, {fw['errors']} errors, p50 {_fmt(fw.get('p50_ms'), 'ms')}, p99 {_fmt(fw.get('p99_ms'), 'ms')}.",
+                "",
+            ]
     if r.get("replication"):
         rep = r["replication"]
         L += ["## RPO (artifact replication)", "", "| source | destination | lag (s) |", "|---|---|---|"]
         for src, d in (rep["lags"] or {}).items():
             for dst, lag in d.items():
                 L.append(f"| {src} | {dst} | {'not seen' if lag is None else lag} |")
-        L += ["", f"RPO measured: {_fmt(rep['rpo_seconds'])}" + (f"; missing: {', '.join(rep['missing'])}" if rep["missing"] else ""), ""]
+        L += [
+            "",
+            f"RPO measured: {_fmt(rep['rpo_seconds'])}"
+            + (f"; missing: {', '.join(rep['missing'])}" if rep["missing"] else ""),
+            "",
+        ]
     if r.get("version_skew"):
         sk = r["version_skew"]
-        L += ["## Model versions by region", "", "| region | version | manifest sha256 | engines |", "|---|---|---|---|"]
+        L += [
+            "## Model versions by region",
+            "",
+            "| region | version | manifest sha256 | engines |",
+            "|---|---|---|---|",
+        ]
         for reg, v in sk["regions"].items():
             L.append(f"| {reg} | {v['version'] or 'absent'} | {(v['sha256'] or '')[:16]} | {', '.join(v['engines'])} |")
         L += ["", "Skew: " + ("**yes**" if sk["skew"] else "none"), ""]
-    L += ["## Steps", "", "| step | at (s) | duration (s) | probes | success | p99 (ms) | gates |", "|---|---|---|---|---|---|---|"]
+    L += [
+        "## Steps",
+        "",
+        "| step | at (s) | duration (s) | probes | success | p99 (ms) | gates |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for s in r["steps"]:
         pr = s["probes"] or {}
         rate = "" if pr.get("success_rate") is None else f"{pr['success_rate']:.2%}"
@@ -251,7 +397,10 @@ def render_markdown(r: dict) -> str:
         L += ["## Abort", "", f"At {r['abort']['step']}: {r['abort']['reason']}", ""]
     if r["rollback"]:
         L += ["## Rollback", ""] + [f"- {x}" for x in r["rollback"]["restored"] or ["(nothing to undo)"]]
-        L += [f"- verified against the pre-drill state: {'yes' if r['rollback']['verified'] else 'NO: ' + '; '.join(r['rollback']['mismatches'])}", ""]
+        L += [
+            f"- verified against the pre-drill state: {'yes' if r['rollback']['verified'] else 'NO: ' + '; '.join(r['rollback']['mismatches'])}",
+            "",
+        ]
     L += ["## Findings and follow-up actions", ""]
     L += [f"{i}. {f['finding']}. **Action:** {f['action']}." for i, f in enumerate(r["findings"], 1)] or ["None."]
     L += ["", "## Timeline", "", "| t (s) | event | detail |", "|---|---|---|"]
@@ -261,7 +410,9 @@ def render_markdown(r: dict) -> str:
     return "\n".join(L) + "\n"
 
 
-def write_report(drill_id: str, state_dir: Path, out: Path | None = None, formats: tuple[str, ...] = ("md", "json")) -> list[Path]:
+def write_report(
+    drill_id: str, state_dir: Path, out: Path | None = None, formats: tuple[str, ...] = ("md", "json")
+) -> list[Path]:
     report = build_report(load(Path(state_dir), drill_id))
     d = Path(out) if out else drill_dir(Path(state_dir), drill_id)
     d.mkdir(parents=True, exist_ok=True)

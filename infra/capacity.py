@@ -3,6 +3,7 @@
 Pure functions over the fleet config (and benchmarked figures from a model manifest where given), used by
 the invariants, the policy pack, the drills' guardrails and `python -m infra.capacity ENV`.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,7 +52,9 @@ class RegionCapacity:
         return max(0, self.gpus_required - self.gpus_max)
 
 
-def region_capacity(fleet: Fleet, region: RegionConfig, share: float, measured: dict[str, float] | None = None) -> RegionCapacity:
+def region_capacity(
+    fleet: Fleet, region: RegionConfig, share: float, measured: dict[str, float] | None = None
+) -> RegionCapacity:
     """GPUs `region` needs for `share` of peak traffic, at its own GPU mix's throughput."""
     gpus_max = sum(p.max * p.gpu.gpus for p in region.gpu_pools)
     gpus_min = sum(p.min * p.gpu.gpus for p in region.gpu_pools)
@@ -72,13 +75,17 @@ class Scenario:
         return bool(self.regions) and all(r.ok for r in self.regions)
 
 
-def n_plus_one(fleet: Fleet, measured: dict[str, float] | None = None, weights: dict[str, int] | None = None) -> list[Scenario]:
+def n_plus_one(
+    fleet: Fleet, measured: dict[str, float] | None = None, weights: dict[str, int] | None = None
+) -> list[Scenario]:
     """The steady state and every single-region loss, with each survivor's GPU requirement."""
     weights = weights if weights is not None else fleet.glob.routing.weights()
     out = []
     for lost in [None, *sorted(fleet.regions)]:
         shares = shares_after_loss(weights, lost)
-        out.append(Scenario(lost, [region_capacity(fleet, fleet.regions[r], s, measured) for r, s in sorted(shares.items())]))
+        out.append(
+            Scenario(lost, [region_capacity(fleet, fleet.regions[r], s, measured) for r, s in sorted(shares.items())])
+        )
     return out
 
 
@@ -91,7 +98,9 @@ def findings(scenarios: list[Scenario]) -> list[str]:
         for r in sc.regions:
             if not r.ok:
                 when = f"with {sc.lost} lost" if sc.lost else "with every region up"
-                msgs.append(f"{when}, {r.region} needs {r.gpus_required} GPUs for {r.share:.0%} of peak but its pools reach {r.gpus_max}: short by {r.shortfall} GPUs")
+                msgs.append(
+                    f"{when}, {r.region} needs {r.gpus_required} GPUs for {r.share:.0%} of peak but its pools reach {r.gpus_max}: short by {r.shortfall} GPUs"
+                )
     return msgs
 
 
@@ -105,7 +114,16 @@ def _table(env: str, scenarios: list[Scenario]) -> None:
     for sc in scenarios:
         for r in sc.regions:
             verdict = "ok" if r.ok else f"[red]FAIL: short {r.shortfall} GPUs[/red]"
-            t.add_row(sc.lost or "(none)", r.region, f"{r.share:.1%}", f"{r.qps:,.0f}", str(r.gpus_required), str(r.gpus_min), str(r.gpus_max), verdict)
+            t.add_row(
+                sc.lost or "(none)",
+                r.region,
+                f"{r.share:.1%}",
+                f"{r.qps:,.0f}",
+                str(r.gpus_required),
+                str(r.gpus_min),
+                str(r.gpus_max),
+                verdict,
+            )
         t.add_section()
     console = Console()
     if not console.is_terminal:  # keep piped output readable, not squeezed to 80 columns
@@ -116,10 +134,16 @@ def _table(env: str, scenarios: list[Scenario]) -> None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m infra.capacity", description="N+1 GPU capacity table for an environment: every single-region loss, the survivors' share of peak QPS, the GPUs that needs and the GPUs their pools reach.")
+    ap = argparse.ArgumentParser(
+        prog="python -m infra.capacity",
+        description="N+1 GPU capacity table for an environment: every single-region loss, the survivors' share of peak QPS, the GPUs that needs and the GPUs their pools reach.",
+    )
     ap.add_argument("env", help="environment, e.g. prod or staging")
-    ap.add_argument("--manifest", help="model manifest.json whose benchmarked qps_per_gpu overrides the configured figures "
-                    "(default: $RECO_DR_MANIFEST or build/model/manifest.json where one exists)")
+    ap.add_argument(
+        "--manifest",
+        help="model manifest.json whose benchmarked qps_per_gpu overrides the configured figures "
+        "(default: $RECO_DR_MANIFEST or build/model/manifest.json where one exists)",
+    )
     ap.add_argument("--stacks-dir", type=Path, default=STACKS_DIR, help="directory of Pulumi.<stack>.yaml files")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     a = ap.parse_args(argv)
@@ -136,12 +160,32 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = n_plus_one(fleet, measured)
     problems = findings(scenarios)
     if a.json:
-        print(json.dumps({"env": a.env, "ok": not problems, "findings": problems,
-                          "scenarios": [{"lost": s.lost, "ok": s.ok, "regions": [asdict(r) | {"shortfall": r.shortfall} for r in s.regions]} for s in scenarios]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "env": a.env,
+                    "ok": not problems,
+                    "findings": problems,
+                    "scenarios": [
+                        {
+                            "lost": s.lost,
+                            "ok": s.ok,
+                            "regions": [asdict(r) | {"shortfall": r.shortfall} for r in s.regions],
+                        }
+                        for s in scenarios
+                    ],
+                },
+                indent=2,
+            )
+        )
     else:
         _table(a.env, scenarios)
-        source = f"benchmarked in {facts.source}" if measured else f"configured in {fleet.global_stack} capacity.qps_per_gpu"
-        print(f"QPS per GPU: {source}; peak {fleet.glob.capacity.peak_qps:,} QPS, headroom {fleet.glob.capacity.headroom:.0%}")
+        source = (
+            f"benchmarked in {facts.source}" if measured else f"configured in {fleet.global_stack} capacity.qps_per_gpu"
+        )
+        print(
+            f"QPS per GPU: {source}; peak {fleet.glob.capacity.peak_qps:,} QPS, headroom {fleet.glob.capacity.headroom:.0%}"
+        )
         for p in problems:
             print(f"N+1 FAILS: {p}")
         print("N+1 holds" if not problems else f"N+1 does not hold ({len(problems)} shortfall(s))")

@@ -2,6 +2,7 @@
 
 Pure data, no Pulumi: model_build, drills and tests import it as freely as the program does.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,14 +37,18 @@ class GpuInstance:
 
 
 def _family(prefix: str, model: str, mem: int, cc: str, sizes: dict[str, int]) -> dict[str, GpuInstance]:
-    return {
-        f"{prefix}.{size}": GpuInstance(f"{prefix}.{size}", model, gpus, mem, cc) for size, gpus in sizes.items()
-    }
+    return {f"{prefix}.{size}": GpuInstance(f"{prefix}.{size}", model, gpus, mem, cc) for size, gpus in sizes.items()}
 
 
 _SINGLE_TO_OCTO = {
-    "xlarge": 1, "2xlarge": 1, "4xlarge": 1, "8xlarge": 1, "16xlarge": 1,
-    "12xlarge": 4, "24xlarge": 4, "48xlarge": 8,
+    "xlarge": 1,
+    "2xlarge": 1,
+    "4xlarge": 1,
+    "8xlarge": 1,
+    "16xlarge": 1,
+    "12xlarge": 4,
+    "24xlarge": 4,
+    "48xlarge": 8,
 }
 
 # Published AWS instance specs (GPU model, count, memory per GPU) and NVIDIA compute capabilities.

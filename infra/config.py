@@ -5,13 +5,14 @@ schema validates them inside the Pulumi program (`from_pulumi`) and from plain P
 `load_fleet`), so model_build, drills and tests read exactly what `pulumi up` reads. Nothing here declares
 resources: a bad config raises `ConfigError` before the program touches a provider.
 """
+
 from __future__ import annotations
 
 import ipaddress
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -47,7 +48,7 @@ class NodePool(_Strict):
     max: int = Field(ge=1)
 
     @model_validator(mode="after")
-    def _ordered(self) -> "NodePool":
+    def _ordered(self) -> NodePool:
         if not self.min <= self.desired <= self.max:
             raise ValueError(
                 f"rule: min <= desired <= max (got min {self.min}, desired {self.desired}, max {self.max})"
@@ -108,7 +109,7 @@ class Triton(_Strict):
         return self.tensorrt_version or TRITON_RELEASES[self.release]["tensorrt"]  # type: ignore[index]
 
     @model_validator(mode="after")
-    def _trt_known(self) -> "Triton":
+    def _trt_known(self) -> Triton:
         if self.tensorrt_version is None and self.release not in TRITON_RELEASES:
             raise ValueError(
                 f"rule: set triton.tensorrt_version, the image's release is not one of {sorted(TRITON_RELEASES)}"
@@ -141,9 +142,11 @@ class Model(_Strict):
         return None if v in ("", None) else v
 
     @model_validator(mode="after")
-    def _canary(self) -> "Model":
+    def _canary(self) -> Model:
         if self.canary_weight and self.canary_version is None:
-            raise ValueError(f"rule: canary_weight {self.canary_weight} needs canary_version (the version the canary serves)")
+            raise ValueError(
+                f"rule: canary_weight {self.canary_weight} needs canary_version (the version the canary serves)"
+            )
         if self.canary_version is not None and self.canary_version == self.version:
             raise ValueError(f"rule: canary_version must differ from version {self.version!r} (the stable version)")
         return self
@@ -218,7 +221,9 @@ class RegionConfig(_Strict):
     def _cert_in_region(cls, v: LoadBalancer, info: ValidationInfo) -> LoadBalancer:
         cert_region = _CERT.match(v.certificate_arn)["region"]  # type: ignore[index]
         if info.data.get("region") and cert_region != info.data["region"]:
-            raise ValueError(f"rule: certificate_arn must be an ACM certificate in {info.data['region']}, not {cert_region}")
+            raise ValueError(
+                f"rule: certificate_arn must be an ACM certificate in {info.data['region']}, not {cert_region}"
+            )
         return v
 
     @property
@@ -241,20 +246,26 @@ class Routing(_Strict):
     regions: dict[str, RegionRoute] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _mode_rules(self) -> "Routing":
+    def _mode_rules(self) -> Routing:
         for name in self.regions:
             if name not in REGIONS:
-                raise ValueError(f"rule: routing.regions keys are AWS regions; {name!r} is not one of {sorted(REGIONS)}")
+                raise ValueError(
+                    f"rule: routing.regions keys are AWS regions; {name!r} is not one of {sorted(REGIONS)}"
+                )
         if self.mode == "weighted":
             missing = [r for r, v in self.regions.items() if v.weight is None or v.failover is not None]
             if missing:
-                raise ValueError(f"rule: weighted mode needs a weight (and no failover role) on every region; see {missing}")
+                raise ValueError(
+                    f"rule: weighted mode needs a weight (and no failover role) on every region; see {missing}"
+                )
             if not any(v.weight for v in self.regions.values()):
                 raise ValueError("rule: at least one region must have a weight > 0, or nothing is served")
         else:
             bad = [r for r, v in self.regions.items() if v.failover is None or v.weight is not None]
             if bad:
-                raise ValueError(f"rule: failover mode needs failover PRIMARY or SECONDARY (and no weight) on every region; see {bad}")
+                raise ValueError(
+                    f"rule: failover mode needs failover PRIMARY or SECONDARY (and no weight) on every region; see {bad}"
+                )
             roles = [v.failover for v in self.regions.values()]
             if roles.count("PRIMARY") != 1:
                 prim = [r for r, v in self.regions.items() if v.failover == "PRIMARY"]
@@ -352,7 +363,7 @@ class GlobalConfig(_Strict):
         return self.release.gates.p99_ms_max if self.release.gates.p99_ms_max is not None else self.objectives.p99_ms
 
 
-StackConfig = Annotated[Union[RegionConfig, GlobalConfig], Field(discriminator="role")]
+StackConfig = Annotated[RegionConfig | GlobalConfig, Field(discriminator="role")]
 
 
 class _Envelope(BaseModel):
@@ -389,21 +400,31 @@ def parse(stack: str, values: dict[str, Any]) -> RegionConfig | GlobalConfig:
 def _check_name(stack: str, cfg: RegionConfig | GlobalConfig) -> None:
     m = re.fullmatch(r"(?P<env>[a-z][a-z0-9]*)-(?P<suffix>[a-z0-9]+)", stack)
     if not m or m["env"] != cfg.env:
-        raise ConfigError(stack, "env", cfg.env, f"rule: stack names are <env>-<region short|global>; {stack!r} does not start with {cfg.env}-")
+        raise ConfigError(
+            stack,
+            "env",
+            cfg.env,
+            f"rule: stack names are <env>-<region short|global>; {stack!r} does not start with {cfg.env}-",
+        )
     if isinstance(cfg, GlobalConfig) and m["suffix"] != "global":
         raise ConfigError(stack, "role", "global", "rule: a global stack is named <env>-global")
     if isinstance(cfg, RegionConfig) and SHORT_TO_REGION.get(m["suffix"]) != cfg.region:
-        raise ConfigError(stack, "region", cfg.region, f"rule: stack {stack} must be in region {SHORT_TO_REGION.get(m['suffix'], '?')} (short {m['suffix']})")
+        raise ConfigError(
+            stack,
+            "region",
+            cfg.region,
+            f"rule: stack {stack} must be in region {SHORT_TO_REGION.get(m['suffix'], '?')} (short {m['suffix']})",
+        )
 
 
 def read_stack_file(stack: str, stacks_dir: Path = STACKS_DIR) -> dict[str, Any]:
     path = stacks_dir / f"Pulumi.{stack}.yaml"
     if not path.exists():
-        known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in stacks_dir.glob("Pulumi.*.yaml"))
+        known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in stacks_dir.glob("Pulumi.*.yaml"))
         raise ConfigError(stack, "(file)", str(path), f"rule: the stack file must exist; known stacks: {known}")
     doc = yaml.safe_load(path.read_text()) or {}
     prefix = f"{PROJECT}:"
-    return {k[len(prefix):]: v for k, v in (doc.get("config") or {}).items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in (doc.get("config") or {}).items() if k.startswith(prefix)}
 
 
 def load_stack(stack: str, stacks_dir: Path = STACKS_DIR) -> RegionConfig | GlobalConfig:
@@ -442,7 +463,7 @@ class Fleet(BaseModel):
 
 
 def list_stacks(stacks_dir: Path = STACKS_DIR) -> list[str]:
-    return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in stacks_dir.glob("Pulumi.*.yaml"))
+    return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in stacks_dir.glob("Pulumi.*.yaml"))
 
 
 def envs(stacks_dir: Path = STACKS_DIR) -> list[str]:
@@ -472,20 +493,26 @@ def check_fleet(fleet: Fleet) -> None:
     routed, declared = set(fleet.glob.routing.regions), set(fleet.regions)
     if routed != declared:
         raise ConfigError(
-            fleet.global_stack, "routing.regions", sorted(routed),
+            fleet.global_stack,
+            "routing.regions",
+            sorted(routed),
             f"rule: must name exactly the regions with a regional stack in {fleet.env}: {sorted(declared)}",
         )
     items = sorted(fleet.regions.items())
     for i, (ra, a) in enumerate(items):
-        for rb, b in items[i + 1:]:
+        for rb, b in items[i + 1 :]:
             if ipaddress.ip_network(a.vpc_cidr).overlaps(ipaddress.ip_network(b.vpc_cidr)):
                 raise ConfigError(
-                    fleet.stack_names[rb], "vpc_cidr", b.vpc_cidr,
+                    fleet.stack_names[rb],
+                    "vpc_cidr",
+                    b.vpc_cidr,
                     f"rule: VPC CIDRs in one environment must not overlap ({a.vpc_cidr} in {fleet.stack_names[ra]})",
                 )
     missing = [cc for cc in fleet.compute_capabilities if cc not in fleet.glob.capacity.qps_per_gpu]
     if missing:
         raise ConfigError(
-            fleet.global_stack, "capacity.qps_per_gpu", fleet.glob.capacity.qps_per_gpu,
+            fleet.global_stack,
+            "capacity.qps_per_gpu",
+            fleet.glob.capacity.qps_per_gpu,
             f"rule: a throughput figure for every compute capability in the fleet; missing {missing}",
         )

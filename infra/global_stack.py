@@ -5,6 +5,7 @@ It reads each regional stack's outputs through a StackReference and validates th
 infra.outputs.RegionalOutputs, so a regional stack that was never deployed, or exports something else,
 fails here naming the stack and the output instead of as a provider error halfway through an update.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,7 +50,8 @@ def regional_outputs(org: str, stack: str) -> pulumi.Output[RegionalOutputs]:
     ref = pulumi.StackReference(stack_reference_name(org, stack))
     values = {k: ref.get_output(k) for k in OUTPUT_KEYS}
     return pulumi.Output.all(**values).apply(
-        lambda v: validate_outputs(stack, {k: x for k, x in v.items() if x is not None}))
+        lambda v: validate_outputs(stack, {k: x for k, x in v.items() if x is not None})
+    )
 
 
 @dataclass
@@ -81,8 +83,13 @@ def declare_global(stack: str, cfg: GlobalConfig) -> GlobalStack:
             mode=cfg.routing.mode,
             health_check=cfg.health_check,
             endpoints=[
-                RegionEndpoint(r, field(r, "lb_dns_name"), field(r, "lb_zone_id"),
-                               weight=cfg.routing.regions[r].weight, failover=cfg.routing.regions[r].failover)
+                RegionEndpoint(
+                    r,
+                    field(r, "lb_dns_name"),
+                    field(r, "lb_zone_id"),
+                    weight=cfg.routing.regions[r].weight,
+                    failover=cfg.routing.regions[r].failover,
+                )
                 for r in regions
             ],
             tags=tags,
@@ -90,7 +97,9 @@ def declare_global(stack: str, cfg: GlobalConfig) -> GlobalStack:
         provider=control,
     )
 
-    buckets = [ReplicatedBucket(r, field(r, "bucket_name"), field(r, "bucket_arn"), field(r, "kms_key_arn")) for r in regions]
+    buckets = [
+        ReplicatedBucket(r, field(r, "bucket_name"), field(r, "bucket_arn"), field(r, "kms_key_arn")) for r in regions
+    ]
     account_id = account_from_kms_arns([b.kms_key_arn for b in buckets])
     replication = ArtifactReplication(
         "artifacts",

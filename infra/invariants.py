@@ -8,6 +8,7 @@ ARCHITECTURE.md lists them; this module is their single implementation, used thr
 
 Every check returns `Finding`s rather than raising, so one run reports every problem at once.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,32 +61,68 @@ def routing_findings(stack: str, glob: GlobalConfig) -> list[Finding]:
     routing = glob.routing
     if len(routing.regions) < 2:
         # Nothing to fail over to and no bucket to replicate to: a global stack is a multi-region construct.
-        out.append(Finding("routing.two-regions", ERROR,
-                           f"stack {stack}: routing names {sorted(routing.regions)}; DNS failover and replication need at least two regions", stack))
+        out.append(
+            Finding(
+                "routing.two-regions",
+                ERROR,
+                f"stack {stack}: routing names {sorted(routing.regions)}; DNS failover and replication need at least two regions",
+                stack,
+            )
+        )
     if routing.mode == "weighted":
         weights = routing.weights()
         if not any(w > 0 for w in weights.values()):
-            out.append(Finding("routing.weighted-region", ERROR,
-                               f"stack {stack}: every region has weight 0 ({weights}): nothing would be served; give at least one region a weight > 0",
-                               stack))
+            out.append(
+                Finding(
+                    "routing.weighted-region",
+                    ERROR,
+                    f"stack {stack}: every region has weight 0 ({weights}): nothing would be served; give at least one region a weight > 0",
+                    stack,
+                )
+            )
         for region, w in weights.items():
             if not 0 <= w <= 255:
-                out.append(Finding("routing.weight-range", ERROR,
-                                   f"stack {stack}: routing.regions.{region}.weight = {w}: Route 53 weights are 0..255", stack, region))
+                out.append(
+                    Finding(
+                        "routing.weight-range",
+                        ERROR,
+                        f"stack {stack}: routing.regions.{region}.weight = {w}: Route 53 weights are 0..255",
+                        stack,
+                        region,
+                    )
+                )
     else:
         roles = {r: v.failover for r, v in routing.regions.items()}
         primaries = sorted(r for r, role in roles.items() if role == "PRIMARY")
         if len(primaries) != 1:
-            out.append(Finding("routing.one-primary", ERROR,
-                               f"stack {stack}: failover mode needs exactly one PRIMARY region, got {primaries or 'none'}", stack))
+            out.append(
+                Finding(
+                    "routing.one-primary",
+                    ERROR,
+                    f"stack {stack}: failover mode needs exactly one PRIMARY region, got {primaries or 'none'}",
+                    stack,
+                )
+            )
         missing = sorted(r for r, role in roles.items() if role not in ("PRIMARY", "SECONDARY"))
         if missing:
-            out.append(Finding("routing.one-primary", ERROR,
-                               f"stack {stack}: failover mode needs PRIMARY or SECONDARY on every region; missing on {missing}", stack))
+            out.append(
+                Finding(
+                    "routing.one-primary",
+                    ERROR,
+                    f"stack {stack}: failover mode needs PRIMARY or SECONDARY on every region; missing on {missing}",
+                    stack,
+                )
+            )
     if glob.control_region != ROUTE53_METRICS_REGION:
-        out.append(Finding("alarms.metrics-region", WARNING,
-                           f"stack {stack}: control_region = {glob.control_region}; Route 53 health-check metrics exist only in "
-                           f"{ROUTE53_METRICS_REGION}, so their alarms are created there regardless", stack))
+        out.append(
+            Finding(
+                "alarms.metrics-region",
+                WARNING,
+                f"stack {stack}: control_region = {glob.control_region}; Route 53 health-check metrics exist only in "
+                f"{ROUTE53_METRICS_REGION}, so their alarms are created there regardless",
+                stack,
+            )
+        )
     return out
 
 
@@ -121,24 +158,46 @@ def record_findings(resources: Iterable[Mapping], sets: bool = True) -> list[Fin
             continue
         mode = "weighted" if weighted else "failover"
         if not _get(props, "healthCheckId", "health_check_id"):
-            out.append(Finding("routing.health-check", ERROR, f"{mode} record {name} has no health_check_id: Route 53 would keep answering with it when its region is down"))
+            out.append(
+                Finding(
+                    "routing.health-check",
+                    ERROR,
+                    f"{mode} record {name} has no health_check_id: Route 53 would keep answering with it when its region is down",
+                )
+            )
         if not _get(props, "setIdentifier", "set_identifier"):
             out.append(Finding("routing.set-identifier", ERROR, f"{mode} record {name} has no set_identifier"))
         for alias in _get(props, "aliases", "alias") or []:
             if _get(alias, "evaluateTargetHealth", "evaluate_target_health") is not True:
-                out.append(Finding("routing.evaluate-target-health", ERROR, f"alias record {name} does not evaluate target health"))
+                out.append(
+                    Finding(
+                        "routing.evaluate-target-health", ERROR, f"alias record {name} does not evaluate target health"
+                    )
+                )
         key = (_get(props, "zoneId", "zone_id"), _get(props, "name"), _get(props, "type"), mode)
         groups.setdefault(key, []).append((name, weighted[0] if weighted else failover[0]))
-    for (zone, rname, _typ, mode), members in (groups.items() if sets else ()):
+    for (zone, rname, _typ, mode), members in groups.items() if sets else ():
         names = sorted(n for n, _ in members)
         if mode == "weighted":
             weights = [_get(p, "weight") for _, p in members]
             if all(isinstance(w, (int, float)) for w in weights) and not any(w > 0 for w in weights):
-                out.append(Finding("routing.weighted-region", ERROR, f"weighted record set {rname} ({names}) has every weight 0: nothing would be served"))
+                out.append(
+                    Finding(
+                        "routing.weighted-region",
+                        ERROR,
+                        f"weighted record set {rname} ({names}) has every weight 0: nothing would be served",
+                    )
+                )
         else:
             prim = sorted(n for n, p in members if _get(p, "type") == "PRIMARY")
             if len(prim) != 1:
-                out.append(Finding("routing.one-primary", ERROR, f"failover record set {rname} needs exactly one PRIMARY record, got {prim or 'none'}"))
+                out.append(
+                    Finding(
+                        "routing.one-primary",
+                        ERROR,
+                        f"failover record set {rname} needs exactly one PRIMARY record, got {prim or 'none'}",
+                    )
+                )
     return out
 
 
@@ -180,8 +239,11 @@ def read_manifest(manifest: Mapping | str | Path | None = None) -> ManifestFacts
     versions = doc.get("versions") if isinstance(doc.get("versions"), Mapping) else {}
     trt = doc.get("tensorrt_version") or versions.get("tensorrt")
     engines = doc.get("engines") or {}
-    entries = engines.items() if isinstance(engines, Mapping) else \
-        [(e.get("compute_capability") or e.get("cc"), e) for e in engines if isinstance(e, Mapping)]
+    entries = (
+        engines.items()
+        if isinstance(engines, Mapping)
+        else [(e.get("compute_capability") or e.get("cc"), e) for e in engines if isinstance(e, Mapping)]
+    )
     status: dict[str, str] = {}
     engine_trt: dict[str, str] = {}
     for cc, e in entries:
@@ -196,8 +258,9 @@ def read_manifest(manifest: Mapping | str | Path | None = None) -> ManifestFacts
     qps = {str(k): float(v) for k, v in (bench.get("qps_per_gpu") or {}).items()}
     model = doc.get("model") if isinstance(doc.get("model"), Mapping) else {}
     version = model.get("version") or doc.get("model_version")
-    return ManifestFacts(source, str(version) if version else None, frozenset(status), str(trt) if trt else None, qps,
-                         status, engine_trt)
+    return ManifestFacts(
+        source, str(version) if version else None, frozenset(status), str(trt) if trt else None, qps, status, engine_trt
+    )
 
 
 def _same_trt(a: str, b: str) -> bool:
@@ -208,7 +271,13 @@ def _same_trt(a: str, b: str) -> bool:
 def engine_findings(fleet: Fleet, facts: ManifestFacts | None) -> list[Finding]:
     """Every compute capability in the fleet has an engine, or the region's stack names it an ONNX fallback."""
     if facts is None:
-        return [Finding("model.engines", WARNING, f"no manifest yet: engines for {fleet.compute_capabilities} cannot be checked (build the model first)")]
+        return [
+            Finding(
+                "model.engines",
+                WARNING,
+                f"no manifest yet: engines for {fleet.compute_capabilities} cannot be checked (build the model first)",
+            )
+        ]
     out = []
     for region, rc in sorted(fleet.regions.items()):
         stack = fleet.stack_names[region]
@@ -218,21 +287,40 @@ def engine_findings(fleet: Fleet, facts: ManifestFacts | None) -> list[Finding]:
             if facts.engine_status.get(cc) == "not-built":
                 # Planned, to be built by the Job on this region's GPU pool (which needs the stack to exist
                 # first): blocking the stack on it would deadlock, so it is a warning until the Job has run.
-                out.append(Finding("model.engine-not-built", WARNING,
-                                   f"stack {stack} ({region}): the engine for compute capability {cc} is planned in {facts.source} "
-                                   f"but not built yet; run its build Job before sending traffic to this region", stack, region))
+                out.append(
+                    Finding(
+                        "model.engine-not-built",
+                        WARNING,
+                        f"stack {stack} ({region}): the engine for compute capability {cc} is planned in {facts.source} "
+                        f"but not built yet; run its build Job before sending traffic to this region",
+                        stack,
+                        region,
+                    )
+                )
                 continue
             if cc in facts.engine_ccs:
                 continue
             pools = [p.name for p in rc.gpu_pools if p.gpu.compute_capability == cc]
-            out.append(Finding("model.engines", ERROR,
-                               f"stack {stack} ({region}): GPU pools {pools} have compute capability {cc} but the manifest "
-                               f"({facts.source}) has engines only for {sorted(facts.engine_ccs)}; build one or list {cc} in model.onnx_fallback_for",
-                               stack, region))
+            out.append(
+                Finding(
+                    "model.engines",
+                    ERROR,
+                    f"stack {stack} ({region}): GPU pools {pools} have compute capability {cc} but the manifest "
+                    f"({facts.source}) has engines only for {sorted(facts.engine_ccs)}; build one or list {cc} in model.onnx_fallback_for",
+                    stack,
+                    region,
+                )
+            )
         if facts.model_version and facts.model_version != rc.model.version:
-            out.append(Finding("model.version", WARNING,
-                               f"stack {stack} ({region}): serves model {rc.model.version} but the manifest describes {facts.model_version}",
-                               stack, region))
+            out.append(
+                Finding(
+                    "model.version",
+                    WARNING,
+                    f"stack {stack} ({region}): serves model {rc.model.version} but the manifest describes {facts.model_version}",
+                    stack,
+                    region,
+                )
+            )
     return out
 
 
@@ -244,46 +332,93 @@ def tensorrt_findings(fleet: Fleet, facts: ManifestFacts | None) -> list[Finding
         by_version.setdefault(rc.triton.tensorrt, []).append(region)
     if len(by_version) > 1:
         # Engines are built once per cc with one TensorRT: a mixed fleet cannot load one engine set everywhere.
-        out.append(Finding("model.tensorrt", ERROR, f"{fleet.env}: regions run different TensorRT versions {by_version}; one engine set cannot load on all of them"))
+        out.append(
+            Finding(
+                "model.tensorrt",
+                ERROR,
+                f"{fleet.env}: regions run different TensorRT versions {by_version}; one engine set cannot load on all of them",
+            )
+        )
     if facts is None:
-        out.append(Finding("model.tensorrt", WARNING, f"no manifest yet: the engines' TensorRT version cannot be compared with Triton's {sorted(by_version)}"))
+        out.append(
+            Finding(
+                "model.tensorrt",
+                WARNING,
+                f"no manifest yet: the engines' TensorRT version cannot be compared with Triton's {sorted(by_version)}",
+            )
+        )
         return out
     if facts.tensorrt_version is None:
-        out.append(Finding("model.tensorrt", ERROR, f"the manifest ({facts.source}) does not record the TensorRT version its engines were built with"))
+        out.append(
+            Finding(
+                "model.tensorrt",
+                ERROR,
+                f"the manifest ({facts.source}) does not record the TensorRT version its engines were built with",
+            )
+        )
         return out
     for region, rc in sorted(fleet.regions.items()):
         stack = fleet.stack_names[region]
         if not _same_trt(rc.triton.tensorrt, facts.tensorrt_version):
-            out.append(Finding("model.tensorrt", ERROR,
-                               f"stack {stack} ({region}): Triton image {rc.triton.image} ships TensorRT {rc.triton.tensorrt} but the engines "
-                               f"were built with {facts.tensorrt_version}: they would fail to deserialize",
-                               stack, region))
+            out.append(
+                Finding(
+                    "model.tensorrt",
+                    ERROR,
+                    f"stack {stack} ({region}): Triton image {rc.triton.image} ships TensorRT {rc.triton.tensorrt} but the engines "
+                    f"were built with {facts.tensorrt_version}: they would fail to deserialize",
+                    stack,
+                    region,
+                )
+            )
             continue
         for cc in rc.compute_capabilities:
             built_with = facts.engine_tensorrt.get(cc)
             if built_with and not _same_trt(rc.triton.tensorrt, built_with):
-                out.append(Finding("model.tensorrt", ERROR,
-                                   f"stack {stack} ({region}): the engine for compute capability {cc} was built with TensorRT {built_with}, "
-                                   f"Triton image {rc.triton.image} ships {rc.triton.tensorrt}", stack, region))
+                out.append(
+                    Finding(
+                        "model.tensorrt",
+                        ERROR,
+                        f"stack {stack} ({region}): the engine for compute capability {cc} was built with TensorRT {built_with}, "
+                        f"Triton image {rc.triton.image} ships {rc.triton.tensorrt}",
+                        stack,
+                        region,
+                    )
+                )
     return out
 
 
 # ---------------------------------------------------------------- capacity
-def capacity_findings(fleet: Fleet, facts: ManifestFacts | None = None, weights: dict[str, int] | None = None) -> list[Finding]:
+def capacity_findings(
+    fleet: Fleet, facts: ManifestFacts | None = None, weights: dict[str, int] | None = None
+) -> list[Finding]:
     """N+1: with any one region lost and weights renormalised, every survivor's pools reach its new share."""
     measured = facts.qps_per_gpu if facts else None
     out = []
     for sc in n_plus_one(fleet, measured, weights):
         when = f"with {sc.lost} lost" if sc.lost else "with every region up"
         if not sc.regions:
-            out.append(Finding("capacity.n-plus-one", ERROR, f"{fleet.env}: losing {sc.lost} leaves no region to serve", fleet.stack_names.get(sc.lost or ""), sc.lost))
+            out.append(
+                Finding(
+                    "capacity.n-plus-one",
+                    ERROR,
+                    f"{fleet.env}: losing {sc.lost} leaves no region to serve",
+                    fleet.stack_names.get(sc.lost or ""),
+                    sc.lost,
+                )
+            )
         for r in sc.regions:
             if not r.ok:
                 stack = fleet.stack_names[r.region]
-                out.append(Finding("capacity.n-plus-one", ERROR,
-                                   f"{when}, {r.region} ({stack}) needs {r.gpus_required} GPUs for {r.share:.0%} of peak "
-                                   f"({r.qps:,.0f} QPS) but its GPU pools reach {r.gpus_max}: short by {r.shortfall} GPUs",
-                                   stack, r.region))
+                out.append(
+                    Finding(
+                        "capacity.n-plus-one",
+                        ERROR,
+                        f"{when}, {r.region} ({stack}) needs {r.gpus_required} GPUs for {r.share:.0%} of peak "
+                        f"({r.qps:,.0f} QPS) but its GPU pools reach {r.gpus_max}: short by {r.shortfall} GPUs",
+                        stack,
+                        r.region,
+                    )
+                )
     return out
 
 
@@ -299,7 +434,9 @@ def check_fleet(fleet: Fleet, manifest: Mapping | str | Path | None = None) -> l
     ]
 
 
-def fleet_findings(env: str, *, stacks_dir: Path = STACKS_DIR, manifest: Mapping | str | Path | None = None) -> list[Finding]:
+def fleet_findings(
+    env: str, *, stacks_dir: Path = STACKS_DIR, manifest: Mapping | str | Path | None = None
+) -> list[Finding]:
     """Fleet-level findings for `python -m infra.plan`. Never raises for a bad config: a ConfigError is
     returned as one `config.invalid` error finding naming the stack, key and rule."""
     try:
@@ -313,7 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    ap = argparse.ArgumentParser(prog="python -m infra.invariants", description="Check an environment's resilience invariants.")
+    ap = argparse.ArgumentParser(
+        prog="python -m infra.invariants", description="Check an environment's resilience invariants."
+    )
     ap.add_argument("env")
     ap.add_argument("--manifest", help="model manifest.json (default: $RECO_DR_MANIFEST or build/model/manifest.json)")
     ap.add_argument("--stacks-dir", type=Path, default=STACKS_DIR)

@@ -24,6 +24,7 @@ Public API (used by infra.plan, the tests, and the global stack's tests):
   zone id), `lb_dns_name(name, region, type)`, `lb_zone_id(region, type)`, `kms_key_arn(region, seed)`.
 - `Plan` helpers: `of_type(type)`, `one(type, name=None)`, `provider_of(record)`, `counts()`.
 """
+
 from __future__ import annotations
 
 import base64
@@ -31,9 +32,10 @@ import hashlib
 import json
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pulumi
 from pulumi.runtime import mocks as _mocks
@@ -49,18 +51,36 @@ DEFAULT_REGION = "us-east-1"  # only for resources without an AWS provider (ther
 # Route 53 hosted zone ids of Elastic Load Balancing, per region (AWS "Elastic Load Balancing endpoints and
 # quotas"): alias records to a load balancer must name exactly this zone.
 ALB_ZONE_IDS = {
-    "us-east-1": "Z35SXDOTRQ7X7K", "us-east-2": "Z3AADJGX6KTTL2", "us-west-1": "Z368ELLRRE2KJ0",
-    "us-west-2": "Z1H1FL5HABSF5", "ca-central-1": "ZQSVJUPU6J1EY", "eu-west-1": "Z32O12XQLNTSW2",
-    "eu-west-2": "ZHURV8PSTC4K8", "eu-central-1": "Z215JYRZR1TBD5", "eu-north-1": "Z23TAZ7KKGH4H0",
-    "ap-northeast-1": "Z14GRHDCWA56QT", "ap-southeast-1": "Z1LMS91P8CMLE5", "ap-southeast-2": "Z1GM3OXH4ZPM65",
-    "ap-south-1": "ZP97RAFLXTNZK", "sa-east-1": "Z2P70J7HTTTPLU",
+    "us-east-1": "Z35SXDOTRQ7X7K",
+    "us-east-2": "Z3AADJGX6KTTL2",
+    "us-west-1": "Z368ELLRRE2KJ0",
+    "us-west-2": "Z1H1FL5HABSF5",
+    "ca-central-1": "ZQSVJUPU6J1EY",
+    "eu-west-1": "Z32O12XQLNTSW2",
+    "eu-west-2": "ZHURV8PSTC4K8",
+    "eu-central-1": "Z215JYRZR1TBD5",
+    "eu-north-1": "Z23TAZ7KKGH4H0",
+    "ap-northeast-1": "Z14GRHDCWA56QT",
+    "ap-southeast-1": "Z1LMS91P8CMLE5",
+    "ap-southeast-2": "Z1GM3OXH4ZPM65",
+    "ap-south-1": "ZP97RAFLXTNZK",
+    "sa-east-1": "Z2P70J7HTTTPLU",
 }
 NLB_ZONE_IDS = {
-    "us-east-1": "Z26RNL4JYFTOTI", "us-east-2": "ZLMOA37VPKANP", "us-west-1": "Z24FKFUX50B4VW",
-    "us-west-2": "Z18D5FSROUN65G", "ca-central-1": "Z2EPGBW3API2WT", "eu-west-1": "Z2IFOLAFXWLO4F",
-    "eu-west-2": "ZD4D7Y8KGAS4G", "eu-central-1": "Z3F0SRJ5LGBH90", "eu-north-1": "Z1UDT6IFJ4EJM",
-    "ap-northeast-1": "Z31USIVHYNEOWT", "ap-southeast-1": "ZKVM4W9LS7TM", "ap-southeast-2": "ZCT6FZBF4DROD",
-    "ap-south-1": "ZVDDRBQ08TROA", "sa-east-1": "ZTK26PT1VY4CU",
+    "us-east-1": "Z26RNL4JYFTOTI",
+    "us-east-2": "ZLMOA37VPKANP",
+    "us-west-1": "Z24FKFUX50B4VW",
+    "us-west-2": "Z18D5FSROUN65G",
+    "ca-central-1": "Z2EPGBW3API2WT",
+    "eu-west-1": "Z2IFOLAFXWLO4F",
+    "eu-west-2": "ZD4D7Y8KGAS4G",
+    "eu-central-1": "Z3F0SRJ5LGBH90",
+    "eu-north-1": "Z1UDT6IFJ4EJM",
+    "ap-northeast-1": "Z31USIVHYNEOWT",
+    "ap-southeast-1": "ZKVM4W9LS7TM",
+    "ap-southeast-2": "ZCT6FZBF4DROD",
+    "ap-south-1": "ZVDDRBQ08TROA",
+    "sa-east-1": "ZTK26PT1VY4CU",
 }
 
 
@@ -84,8 +104,16 @@ class ResourceRecord:
         return chain[-2] if len(chain) > 1 else None
 
     def as_dict(self) -> dict:
-        return {"type": self.type, "name": self.name, "urn": self.urn, "id": self.id, "custom": self.custom,
-                "provider": self.provider, "options": self.options, "inputs": self.inputs}
+        return {
+            "type": self.type,
+            "name": self.name,
+            "urn": self.urn,
+            "id": self.id,
+            "custom": self.custom,
+            "provider": self.provider,
+            "options": self.options,
+            "inputs": self.inputs,
+        }
 
 
 @dataclass
@@ -178,7 +206,12 @@ def _policy_document(args: dict) -> dict:
         st: dict[str, Any] = {"Effect": s.get("effect", "Allow")}
         if s.get("sid"):
             st["Sid"] = s["sid"]
-        for key, out in (("actions", "Action"), ("notActions", "NotAction"), ("resources", "Resource"), ("notResources", "NotResource")):
+        for key, out in (
+            ("actions", "Action"),
+            ("notActions", "NotAction"),
+            ("resources", "Resource"),
+            ("notResources", "NotResource"),
+        ):
             if s.get(key):
                 vals = s[key]
                 st[out] = vals[0] if len(vals) == 1 else vals
@@ -191,7 +224,9 @@ def _policy_document(args: dict) -> dict:
                 st[out] = "*" if pr == {"*": "*"} else pr
         for c in s.get("conditions") or []:
             vals = c["values"]
-            st.setdefault("Condition", {}).setdefault(c["test"], {})[c["variable"]] = vals[0] if len(vals) == 1 else vals
+            st.setdefault("Condition", {}).setdefault(c["test"], {})[c["variable"]] = (
+                vals[0] if len(vals) == 1 else vals
+            )
         stmts.append(st)
     doc = {"Version": args.get("version", "2012-10-17"), "Statement": stmts}
     text = json.dumps(doc, indent=2)
@@ -212,13 +247,17 @@ class RecordingMocks(_mocks.Mocks):
         """A stack transformation (run by the SDK itself, so it works under mocks) that notes the options
         the engine would see; the mock monitor's requests do not carry them."""
         o = args.opts
-        self._options[(args.type_, args.name)] = {k: v for k, v in {
-            "ignore_changes": list(o.ignore_changes or []),
-            "retain_on_delete": bool(o.retain_on_delete),
-            "protect": bool(o.protect),
-            "delete_before_replace": bool(o.delete_before_replace),
-            "depends_on": sorted(getattr(d, "_name", str(d)) for d in _as_list(o.depends_on)),
-        }.items() if v}
+        self._options[(args.type_, args.name)] = {
+            k: v
+            for k, v in {
+                "ignore_changes": list(o.ignore_changes or []),
+                "retain_on_delete": bool(o.retain_on_delete),
+                "protect": bool(o.protect),
+                "delete_before_replace": bool(o.delete_before_replace),
+                "depends_on": sorted(getattr(d, "_name", str(d)) for d in _as_list(o.depends_on)),
+            }.items()
+            if v
+        }
         return None
 
     # -- helpers
@@ -240,18 +279,32 @@ class RecordingMocks(_mocks.Mocks):
         if tok in _EXTRA_CALLS:
             return _EXTRA_CALLS[tok](inputs, region)
         if tok == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": self.account_id, "arn": f"arn:aws:iam::{self.account_id}:role/deployer",
-                    "userId": "AROAEXAMPLEDEPLOYER:pulumi", "id": self.account_id}
+            return {
+                "accountId": self.account_id,
+                "arn": f"arn:aws:iam::{self.account_id}:role/deployer",
+                "userId": "AROAEXAMPLEDEPLOYER:pulumi",
+                "id": self.account_id,
+            }
         if tok == "aws:index/getAvailabilityZones:getAvailabilityZones":
             short = "".join(w[0] for w in region.split("-")[:-1]) + region.split("-")[-1]
             letters = "abcd"
-            return {"names": [f"{region}{c}" for c in letters], "zoneIds": [f"{short}-az{i + 1}" for i in range(len(letters))],
-                    "groupNames": [region], "id": region, "state": inputs.get("state")}
+            return {
+                "names": [f"{region}{c}" for c in letters],
+                "zoneIds": [f"{short}-az{i + 1}" for i in range(len(letters))],
+                "groupNames": [region],
+                "id": region,
+                "state": inputs.get("state"),
+            }
         if tok == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "reverseDnsPrefix": "com.amazonaws", "id": "aws"}
         if tok == "aws:index/getRegion:getRegion":
-            return {"name": region, "region": region, "endpoint": f"ec2.{region}.amazonaws.com", "id": region,
-                    "description": region}
+            return {
+                "name": region,
+                "region": region,
+                "endpoint": f"ec2.{region}.amazonaws.com",
+                "id": region,
+                "description": region,
+            }
         if tok == "aws:iam/getPolicyDocument:getPolicyDocument":
             return _policy_document(inputs)
         raise NotImplementedError(f"infra.mocks: no mock answer for invoke {tok}; add one with register_call()")
@@ -277,12 +330,28 @@ class RecordingMocks(_mocks.Mocks):
             rid = f"{ns}/{meta.get('name', name)}" if ns else str(meta.get("name", inputs.get("name", name)))
             state = dict(inputs)
             if typ == "kubernetes:helm.sh/v3:Release":
-                state["status"] = {"name": inputs.get("name", name), "namespace": inputs.get("namespace", "default"),
-                                   "status": "deployed", "version": inputs.get("version", ""), "revision": 1}
+                state["status"] = {
+                    "name": inputs.get("name", name),
+                    "namespace": inputs.get("namespace", "default"),
+                    "status": "deployed",
+                    "version": inputs.get("version", ""),
+                    "revision": 1,
+                }
         else:
             rid, state = f"{name}-{_hex(urn, 8)}", dict(inputs)
-        self.resources.append(ResourceRecord(typ, name, urn, rid, inputs, _plain(state), args.provider or None, bool(args.custom),
-                                             self._options.get((typ, name), {})))
+        self.resources.append(
+            ResourceRecord(
+                typ,
+                name,
+                urn,
+                rid,
+                inputs,
+                _plain(state),
+                args.provider or None,
+                bool(args.custom),
+                self._options.get((typ, name), {}),
+            )
+        )
         return rid, state
 
     # -- realistic AWS state
@@ -297,21 +366,31 @@ class RecordingMocks(_mocks.Mocks):
         rid = f"{name}-{h8}"
         arn = f"arn:aws:{svc}:{region}:{acct}:{typ.split(':')[-1].lower()}/{rid}"
         if typ == "aws:ec2/vpc:Vpc":
-            rid = f"vpc-{h17}"; arn = f"arn:aws:ec2:{region}:{acct}:vpc/{rid}"
-            s.update(defaultSecurityGroupId=f"sg-{_hex(seed + 'dsg', 17)}", mainRouteTableId=f"rtb-{_hex(seed + 'rt', 17)}")
+            rid = f"vpc-{h17}"
+            arn = f"arn:aws:ec2:{region}:{acct}:vpc/{rid}"
+            s.update(
+                defaultSecurityGroupId=f"sg-{_hex(seed + 'dsg', 17)}", mainRouteTableId=f"rtb-{_hex(seed + 'rt', 17)}"
+            )
         elif typ == "aws:ec2/subnet:Subnet":
-            rid = f"subnet-{h17}"; arn = f"arn:aws:ec2:{region}:{acct}:subnet/{rid}"
+            rid = f"subnet-{h17}"
+            arn = f"arn:aws:ec2:{region}:{acct}:subnet/{rid}"
         elif typ == "aws:ec2/securityGroup:SecurityGroup":
-            rid = f"sg-{h17}"; arn = f"arn:aws:ec2:{region}:{acct}:security-group/{rid}"
-        elif typ in ("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"):
-            rid = f"sgr-{h17}"; arn = f"arn:aws:ec2:{region}:{acct}:security-group-rule/{rid}"
+            rid = f"sg-{h17}"
+            arn = f"arn:aws:ec2:{region}:{acct}:security-group/{rid}"
+        elif typ in (
+            "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
+            "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule",
+        ):
+            rid = f"sgr-{h17}"
+            arn = f"arn:aws:ec2:{region}:{acct}:security-group-rule/{rid}"
             s["securityGroupRuleId"] = rid
         elif typ == "aws:ec2/internetGateway:InternetGateway":
             rid = f"igw-{h17}"
         elif typ == "aws:ec2/natGateway:NatGateway":
             rid = f"nat-{h17}"
         elif typ == "aws:ec2/eip:Eip":
-            rid = f"eipalloc-{h17}"; s.update(allocationId=rid, publicIp=f"203.0.113.{int(h8, 16) % 250 + 1}")
+            rid = f"eipalloc-{h17}"
+            s.update(allocationId=rid, publicIp=f"203.0.113.{int(h8, 16) % 250 + 1}")
         elif typ == "aws:ec2/routeTable:RouteTable":
             rid = f"rtb-{h17}"
         elif typ == "aws:ec2/routeTableAssociation:RouteTableAssociation":
@@ -319,49 +398,80 @@ class RecordingMocks(_mocks.Mocks):
         elif typ == "aws:ec2/route:Route":
             rid = f"r-{h17}"
         elif typ == "aws:ec2/vpcEndpoint:VpcEndpoint":
-            rid = f"vpce-{h17}"; s["prefixListId"] = f"pl-{h8}"
+            rid = f"vpce-{h17}"
+            s["prefixListId"] = f"pl-{h8}"
         elif typ == "aws:iam/role:Role":
             rname = inputs.get("name") or f"{name}-{_hex(seed, 7)}"
-            rid = rname; arn = f"arn:aws:iam::{acct}:role/{rname}"
+            rid = rname
+            arn = f"arn:aws:iam::{acct}:role/{rname}"
             s.update(name=rname, uniqueId=f"AROA{_hex(seed, 17).upper()}")
         elif typ == "aws:iam/rolePolicy:RolePolicy":
-            rid = f"{inputs.get('role')}:{name}-{h8}"; s["name"] = f"{name}-{h8}"
+            rid = f"{inputs.get('role')}:{name}-{h8}"
+            s["name"] = f"{name}-{h8}"
         elif typ == "aws:iam/rolePolicyAttachment:RolePolicyAttachment":
             rid = f"{inputs.get('role')}-{h8}"
         elif typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
             host = str(inputs.get("url", "")).removeprefix("https://")
-            arn = f"arn:aws:iam::{acct}:oidc-provider/{host}"; rid = arn
+            arn = f"arn:aws:iam::{acct}:oidc-provider/{host}"
+            rid = arn
         elif typ == "aws:kms/key:Key":
-            key = _uuid("kms:" + seed); rid = key; arn = kms_key_arn(region, seed); s["keyId"] = key
+            key = _uuid("kms:" + seed)
+            rid = key
+            arn = kms_key_arn(region, seed)
+            s["keyId"] = key
         elif typ == "aws:kms/alias:Alias":
-            rid = inputs.get("name", f"alias/{name}"); arn = f"arn:aws:kms:{region}:{acct}:{rid}"
+            rid = inputs.get("name", f"alias/{name}")
+            arn = f"arn:aws:kms:{region}:{acct}:{rid}"
             s["targetKeyArn"] = f"arn:aws:kms:{region}:{acct}:key/{inputs.get('targetKeyId', '')}"
         elif typ == "aws:s3/bucket:Bucket" or typ == "aws:s3/bucketV2:BucketV2":
             b = inputs.get("bucket") or f"{name}-{h8}"
-            rid = b; arn = f"arn:aws:s3:::{b}"
-            s.update(bucket=b, bucketDomainName=f"{b}.s3.amazonaws.com", bucketRegionalDomainName=f"{b}.s3.{region}.amazonaws.com",
-                     region=region)
+            rid = b
+            arn = f"arn:aws:s3:::{b}"
+            s.update(
+                bucket=b,
+                bucketDomainName=f"{b}.s3.amazonaws.com",
+                bucketRegionalDomainName=f"{b}.s3.{region}.amazonaws.com",
+                region=region,
+            )
         elif typ.startswith("aws:s3/"):
             rid = str(inputs.get("bucket", name))
         elif typ == "aws:eks/cluster:Cluster":
             cname = inputs.get("name") or name
-            rid = cname; arn = f"arn:aws:eks:{region}:{acct}:cluster/{cname}"
+            rid = cname
+            arn = f"arn:aws:eks:{region}:{acct}:cluster/{cname}"
             oidc = _hex(seed + "oidc", 32).upper()
             vpc = dict(inputs.get("vpcConfig") or {})
             vpc.update(clusterSecurityGroupId=f"sg-{_hex(seed + 'csg', 17)}", vpcId=f"vpc-{_hex(seed + 'vpc', 17)}")
-            s.update(name=cname, endpoint=f"https://{_hex(seed, 32).upper()}.gr7.{region}.eks.amazonaws.com",
-                     certificateAuthority={"data": base64.b64encode(f"-----BEGIN CERTIFICATE-----\nMOCK {cname}\n-----END CERTIFICATE-----\n".encode()).decode()},
-                     identities=[{"oidcs": [{"issuer": f"https://oidc.eks.{region}.amazonaws.com/id/{oidc}"}]}],
-                     vpcConfig=vpc, status="ACTIVE", platformVersion="eks.1", clusterId=_uuid(seed))
+            s.update(
+                name=cname,
+                endpoint=f"https://{_hex(seed, 32).upper()}.gr7.{region}.eks.amazonaws.com",
+                certificateAuthority={
+                    "data": base64.b64encode(
+                        f"-----BEGIN CERTIFICATE-----\nMOCK {cname}\n-----END CERTIFICATE-----\n".encode()
+                    ).decode()
+                },
+                identities=[{"oidcs": [{"issuer": f"https://oidc.eks.{region}.amazonaws.com/id/{oidc}"}]}],
+                vpcConfig=vpc,
+                status="ACTIVE",
+                platformVersion="eks.1",
+                clusterId=_uuid(seed),
+            )
         elif typ == "aws:eks/nodeGroup:NodeGroup":
             ng = inputs.get("nodeGroupName") or f"{inputs.get('nodeGroupNamePrefix', name)}{_hex(seed, 26)}"
             rid = f"{inputs.get('clusterName')}:{ng}"
             arn = f"arn:aws:eks:{region}:{acct}:nodegroup/{inputs.get('clusterName')}/{ng}/{_uuid(seed)}"
-            s.update(nodeGroupName=ng, status="ACTIVE",
-                     resources=[{"autoscalingGroups": [{"name": f"eks-{ng}-{_uuid(seed)}"}], "remoteAccessSecurityGroupId": ""}])
+            s.update(
+                nodeGroupName=ng,
+                status="ACTIVE",
+                resources=[
+                    {"autoscalingGroups": [{"name": f"eks-{ng}-{_uuid(seed)}"}], "remoteAccessSecurityGroupId": ""}
+                ],
+            )
         elif typ == "aws:eks/addon:Addon":
             rid = f"{inputs.get('clusterName')}:{inputs.get('addonName')}"
-            arn = f"arn:aws:eks:{region}:{acct}:addon/{inputs.get('clusterName')}/{inputs.get('addonName')}/{_uuid(seed)}"
+            arn = (
+                f"arn:aws:eks:{region}:{acct}:addon/{inputs.get('clusterName')}/{inputs.get('addonName')}/{_uuid(seed)}"
+            )
             s.setdefault("addonVersion", "v0.0.0-eksbuild.1")
         elif typ == "aws:lb/loadBalancer:LoadBalancer":
             lbtype = inputs.get("loadBalancerType", "application")
@@ -369,31 +479,43 @@ class RecordingMocks(_mocks.Mocks):
             kind = "app" if lbtype == "application" else "net"
             arn = f"arn:aws:elasticloadbalancing:{region}:{acct}:loadbalancer/{kind}/{lname}/{_hex(seed, 16)}"
             rid = arn
-            s.update(name=lname, dnsName=lb_dns_name(lname, region, lbtype), zoneId=lb_zone_id(region, lbtype),
-                     arnSuffix=arn.split(":loadbalancer/")[1])
+            s.update(
+                name=lname,
+                dnsName=lb_dns_name(lname, region, lbtype),
+                zoneId=lb_zone_id(region, lbtype),
+                arnSuffix=arn.split(":loadbalancer/")[1],
+            )
         elif typ == "aws:lb/targetGroup:TargetGroup":
             tname = inputs.get("name") or f"{name[:23]}-{h8}"
             arn = f"arn:aws:elasticloadbalancing:{region}:{acct}:targetgroup/{tname}/{_hex(seed, 16)}"
-            rid = arn; s.update(name=tname, arnSuffix=arn.split(":", 5)[5])
+            rid = arn
+            s.update(name=tname, arnSuffix=arn.split(":", 5)[5])
         elif typ == "aws:lb/listener:Listener":
             arn = f"arn:aws:elasticloadbalancing:{region}:{acct}:listener/app/{name}/{_hex(seed, 16)}/{_hex(seed + 'l', 16)}"
             rid = arn
         elif typ == "aws:cloudwatch/logGroup:LogGroup":
             lg = inputs.get("name") or f"{name}-{h8}"
-            rid = lg; arn = f"arn:aws:logs:{region}:{acct}:log-group:{lg}"
+            rid = lg
+            arn = f"arn:aws:logs:{region}:{acct}:log-group:{lg}"
         elif typ == "aws:route53/zone:Zone":
-            rid = f"Z{_hex(seed, 13).upper()}"; arn = f"arn:aws:route53:::hostedzone/{rid}"
+            rid = f"Z{_hex(seed, 13).upper()}"
+            arn = f"arn:aws:route53:::hostedzone/{rid}"
             s.update(zoneId=rid, nameServers=[f"ns-{i}.awsdns-{i}.org" for i in range(4)])
         elif typ == "aws:route53/healthCheck:HealthCheck":
-            rid = _uuid(seed); arn = f"arn:aws:route53:::healthcheck/{rid}"
+            rid = _uuid(seed)
+            arn = f"arn:aws:route53:::healthcheck/{rid}"
         elif typ == "aws:route53/record:Record":
-            rid = f"{inputs.get('zoneId')}_{inputs.get('name')}_{inputs.get('type')}_{inputs.get('setIdentifier', '')}".rstrip("_")
+            rid = f"{inputs.get('zoneId')}_{inputs.get('name')}_{inputs.get('type')}_{inputs.get('setIdentifier', '')}".rstrip(
+                "_"
+            )
             s["fqdn"] = inputs.get("name")
         elif typ == "aws:sns/topic:Topic":
-            arn = f"arn:aws:sns:{region}:{acct}:{inputs.get('name') or rid}"; rid = arn
+            arn = f"arn:aws:sns:{region}:{acct}:{inputs.get('name') or rid}"
+            rid = arn
         elif typ == "aws:cloudwatch/metricAlarm:MetricAlarm":
             an = inputs.get("name") or rid
-            rid = an; arn = f"arn:aws:cloudwatch:{region}:{acct}:alarm:{an}"
+            rid = an
+            arn = f"arn:aws:cloudwatch:{region}:{acct}:alarm:{an}"
         s.setdefault("arn", arn)
         s["id"] = rid
         return rid, s
@@ -407,7 +529,9 @@ class _RecordingMonitor(_mocks.MockMonitor):
     the parent, so it cannot compute it): provider references and parent chains then resolve exactly."""
 
     def RegisterResource(self, request):
-        _current.urn = None if request.type == "pulumi:pulumi:Stack" else self.make_urn(request.parent, request.type, request.name)
+        _current.urn = (
+            None if request.type == "pulumi:pulumi:Stack" else self.make_urn(request.parent, request.type, request.name)
+        )
         try:
             return super().RegisterResource(request)
         finally:
@@ -424,8 +548,9 @@ def _engine_value(v: Any) -> str:
     return str(v)
 
 
-def run_program(stack: str, values: dict | None = None, stacks_dir: Path = STACKS_DIR,
-                mocks: RecordingMocks | None = None) -> Plan:
+def run_program(
+    stack: str, values: dict | None = None, stacks_dir: Path = STACKS_DIR, mocks: RecordingMocks | None = None
+) -> Plan:
     """Run infra.program.main() for `stack` under mocks and return what it declared (see module docstring)."""
     from infra import program
 
@@ -442,7 +567,7 @@ def run_program(stack: str, values: dict | None = None, stacks_dir: Path = STACK
     try:
         _sync_await(run_pulumi_func(program.main))
         outputs = _sync_await(pulumi.Output.from_input(dict(root.outputs)).future()) if root is not None else {}
-    except Exception as e:  # noqa: BLE001 re-raised with what was declared so far
+    except Exception as e:
         e.plan = plan  # type: ignore[attr-defined]
         raise
     plan.outputs = _plain(outputs or {})

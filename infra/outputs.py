@@ -4,6 +4,7 @@ The regional program exports exactly these keys (`pulumi stack output --json`); 
 through StackReference and validates them here, so a missing or malformed output fails naming the stack and
 the key instead of surfacing as a provider error halfway through an update.
 """
+
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError

@@ -9,6 +9,7 @@
 It runs the real program (`infra.program.main`) under `infra.mocks`. A config error prints its message on
 stderr and exits 2. PR reviewers without cloud access read this instead of `pulumi preview`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,17 +31,28 @@ KEY_INPUTS: dict[str, list[str]] = {
     "pulumi:providers:kubernetes": ["enableServerSideApply"],
     "aws:ec2/vpc:Vpc": ["cidrBlock"],
     "aws:ec2/subnet:Subnet": ["availabilityZone", "cidrBlock", "mapPublicIpOnLaunch"],
-    "aws:eks/cluster:Cluster": ["name", "version", "accessConfig.authenticationMode", "vpcConfig.endpointPrivateAccess",
-                                "vpcConfig.endpointPublicAccess", "encryptionConfig.resources", "enabledClusterLogTypes",
-                                "kubernetesNetworkConfig.serviceIpv4Cidr"],
+    "aws:eks/cluster:Cluster": [
+        "name",
+        "version",
+        "accessConfig.authenticationMode",
+        "vpcConfig.endpointPrivateAccess",
+        "vpcConfig.endpointPublicAccess",
+        "encryptionConfig.resources",
+        "enabledClusterLogTypes",
+        "kubernetesNetworkConfig.serviceIpv4Cidr",
+    ],
     "aws:eks/nodeGroup:NodeGroup": ["instanceTypes", "amiType", "capacityType", "scalingConfig", "labels", "taints"],
     "aws:eks/addon:Addon": ["addonName"],
     "aws:kms/key:Key": ["description", "enableKeyRotation"],
     "aws:s3/bucket:Bucket": ["bucket", "forceDestroy"],
     "aws:s3/bucketVersioning:BucketVersioning": ["versioningConfiguration.status"],
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": ["rules"],
-    "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": ["blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls",
-                                                               "restrictPublicBuckets"],
+    "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": [
+        "blockPublicAcls",
+        "blockPublicPolicy",
+        "ignorePublicAcls",
+        "restrictPublicBuckets",
+    ],
     "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration": ["rules"],
     "aws:s3/bucketOwnershipControls:BucketOwnershipControls": ["rule.objectOwnership"],
     "aws:s3/bucketPolicy:BucketPolicy": ["policy"],
@@ -50,11 +62,14 @@ KEY_INPUTS: dict[str, list[str]] = {
     "aws:lb/listener:Listener": ["port", "protocol", "sslPolicy", "certificateArn"],
     "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": ["fromPort", "toPort", "cidrIpv4", "description"],
     "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": ["fromPort", "toPort", "description"],
-    "kubernetes:apps/v1:Deployment": ["metadata.name", "spec.template.spec.containers[0].image",
-                                      "spec.template.spec.containers[0].args[1]",
-                                      "spec.template.spec.containers[0].readinessProbe.httpGet.path",
-                                      "spec.template.spec.containers[0].resources.limits",
-                                      "spec.template.spec.nodeSelector"],
+    "kubernetes:apps/v1:Deployment": [
+        "metadata.name",
+        "spec.template.spec.containers[0].image",
+        "spec.template.spec.containers[0].args[1]",
+        "spec.template.spec.containers[0].readinessProbe.httpGet.path",
+        "spec.template.spec.containers[0].resources.limits",
+        "spec.template.spec.nodeSelector",
+    ],
     "kubernetes:apps/v1:DaemonSet": ["metadata.name", "spec.template.spec.containers[0].image"],
     "kubernetes:autoscaling/v2:HorizontalPodAutoscaler": ["metadata.name", "spec.minReplicas", "spec.maxReplicas"],
     "kubernetes:policy/v1:PodDisruptionBudget": ["metadata.name", "spec.maxUnavailable"],
@@ -139,7 +154,9 @@ def diff_plans(old: dict, new: dict) -> dict:
         paths = _changed_paths(o[k]["inputs"], n[k]["inputs"])
         if paths:
             changed.append({"type": k[0], "name": k[1], "changed": paths})
-    outputs = sorted(k for k in set(old["outputs"]) | set(new["outputs"]) if old["outputs"].get(k) != new["outputs"].get(k))
+    outputs = sorted(
+        k for k in set(old["outputs"]) | set(new["outputs"]) if old["outputs"].get(k) != new["outputs"].get(k)
+    )
     return {
         "added": [{"type": t, "name": nm} for t, nm in sorted(set(n) - set(o))],
         "removed": [{"type": t, "name": nm} for t, nm in sorted(set(o) - set(n))],
@@ -181,7 +198,9 @@ def baseline_plan(stack: str, ref: str, repo: Path = ROOT) -> dict:
     """Plan `stack` as of git revision `ref`, in a subprocess with this interpreter, from `git archive`
     (no worktree is registered, so nothing is left behind in the repository)."""
     try:
-        blob = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", ref], check=True, capture_output=True).stdout
+        blob = subprocess.run(
+            ["git", "-C", str(repo), "archive", "--format=tar", ref], check=True, capture_output=True
+        ).stdout
     except subprocess.CalledProcessError as e:
         raise RuntimeError(f"cannot read revision {ref!r}: {e.stderr.decode().strip()}") from None
     with tempfile.TemporaryDirectory(prefix="reco-dr-plan-") as tmp:
@@ -205,9 +224,13 @@ def baseline_plan(stack: str, ref: str, repo: Path = ROOT) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m infra.plan", description=__doc__.split("\n\n")[0])
     ap.add_argument("stack", help="stack name, e.g. prod-use1 (stacks/Pulumi.<stack>.yaml)")
-    ap.add_argument("--json", action="store_true", help="print every resource with all inputs, counts and outputs as JSON")
+    ap.add_argument(
+        "--json", action="store_true", help="print every resource with all inputs, counts and outputs as JSON"
+    )
     ap.add_argument("--diff", metavar="GIT_REF", help="compare with the program and stack files at this git revision")
-    ap.add_argument("--stacks-dir", type=Path, default=None, help="directory of Pulumi.<stack>.yaml files (default: stacks/)")
+    ap.add_argument(
+        "--stacks-dir", type=Path, default=None, help="directory of Pulumi.<stack>.yaml files (default: stacks/)"
+    )
     a = ap.parse_args(argv)
 
     import pulumi
@@ -219,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.diff:
         # Fail on a bad revision before spending time on the plans.
-        res = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{a.diff}^{{commit}}"], capture_output=True)
+        res = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{a.diff}^{{commit}}"], capture_output=True
+        )
         if res.returncode != 0:
             print(f"error: cannot read revision {a.diff!r}: not a commit in {ROOT}", file=sys.stderr)
             return 1

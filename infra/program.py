@@ -1,4 +1,5 @@
 """Dispatch on the stack's role: the same program serves every regional and global stack."""
+
 from __future__ import annotations
 
 import pulumi

@@ -4,6 +4,7 @@ The program never relies on a default provider: a resource that forgot its provi
 whatever region the operator's shell points at, which for a multi-region DR fleet is the one mistake that
 silently breaks the design. Tests check every recorded resource carries one of these.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,14 +45,19 @@ def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> s
             "interactiveMode": "Never",
         }
     }
-    return json.dumps({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": cluster_name, "cluster": {"server": endpoint, "certificate-authority-data": ca_data}}],
-        "users": [{"name": cluster_name, "user": user}],
-        "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": cluster_name}}],
-        "current-context": cluster_name,
-    }, sort_keys=True)
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {"name": cluster_name, "cluster": {"server": endpoint, "certificate-authority-data": ca_data}}
+            ],
+            "users": [{"name": cluster_name, "user": user}],
+            "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": cluster_name}}],
+            "current-context": cluster_name,
+        },
+        sort_keys=True,
+    )
 
 
 def k8s_provider(
@@ -62,9 +68,7 @@ def k8s_provider(
     region: str,
     depends_on: list[pulumi.Resource] | None = None,
 ) -> k8s.Provider:
-    config = pulumi.Output.all(cluster_name, endpoint, ca_data).apply(
-        lambda a: kubeconfig(a[0], a[1], a[2], region)
-    )
+    config = pulumi.Output.all(cluster_name, endpoint, ca_data).apply(lambda a: kubeconfig(a[0], a[1], a[2], region))
     return k8s.Provider(
         name,
         kubeconfig=config,

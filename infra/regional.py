@@ -4,6 +4,7 @@ Order of construction follows the dependencies: AWS provider -> network -> artif
 nodes, OIDC) -> GPU node groups -> Kubernetes provider -> controllers -> load balancer -> Triton -> access
 for model_build's engine Jobs. Stack outputs are exactly `infra.outputs.RegionalOutputs`, the contract the global stack and the drills read.
 """
+
 from __future__ import annotations
 
 import pulumi
@@ -15,7 +16,11 @@ from infra.components.cluster import Cluster, ClusterArgs, cluster_name
 from infra.components.engine_build import EngineBuildAccess, EngineBuildAccessArgs
 from infra.components.gpu_pools import GpuNodePool, GpuNodePoolArgs, NvidiaDevicePlugin
 from infra.components.identity import (
-    ServiceAccountRole, ServiceAccountRoleArgs, model_reader_policy, node_autoscaler_policy, target_registrar_policy,
+    ServiceAccountRole,
+    ServiceAccountRoleArgs,
+    model_reader_policy,
+    node_autoscaler_policy,
+    target_registrar_policy,
 )
 from infra.components.load_balancer import TritonLoadBalancer, TritonLoadBalancerArgs
 from infra.components.network import AZ_COUNT, Network, NetworkArgs
@@ -27,10 +32,19 @@ from infra.providers import aws_provider, k8s_provider
 
 def gpu_pool_outputs(cfg: RegionConfig) -> list[dict]:
     """The `gpu_pools` output: what each pool is and how far it can scale (read by capacity checks)."""
-    return [{
-        "name": p.name, "instance_type": p.instance_type, "gpu_model": p.gpu.gpu_model, "gpus_per_instance": p.gpu.gpus,
-        "compute_capability": p.gpu.compute_capability, "min": p.min, "desired": p.desired, "max": p.max,
-    } for p in cfg.gpu_pools]
+    return [
+        {
+            "name": p.name,
+            "instance_type": p.instance_type,
+            "gpu_model": p.gpu.gpu_model,
+            "gpus_per_instance": p.gpu.gpus,
+            "compute_capability": p.gpu.compute_capability,
+            "min": p.min,
+            "desired": p.desired,
+            "max": p.max,
+        }
+        for p in cfg.gpu_pools
+    ]
 
 
 def declare_regional(stack: str, cfg: RegionConfig) -> None:
@@ -42,55 +56,137 @@ def declare_regional(stack: str, cfg: RegionConfig) -> None:
     name = cluster_name(stack)
 
     net = Network("net", NetworkArgs(name=name, vpc_cidr=cfg.vpc_cidr, azs=azs, region=cfg.region), provider)
-    artifacts = ArtifactBucket("artifacts", ArtifactBucketArgs(bucket=bucket_name(stack, account_id),
-                                                               noncurrent_days=cfg.artifact_noncurrent_days), provider)
-    cluster = Cluster("cluster", ClusterArgs(name=name, kubernetes_version=cfg.kubernetes_version, service_cidr=cfg.service_cidr,
-                                             private_subnet_ids=net.private_subnet_ids, system_pool=cfg.system_pool), provider)
-    pools = [GpuNodePool(f"gpu-{p.name}", GpuNodePoolArgs(cluster_name=cluster.name, node_role_arn=cluster.node_role.arn,
-                                                          subnet_ids=net.private_subnet_ids, pool=p),
-                         provider, pulumi.ResourceOptions(depends_on=cluster.node_ready))
-             for p in cfg.gpu_pools]
+    artifacts = ArtifactBucket(
+        "artifacts",
+        ArtifactBucketArgs(bucket=bucket_name(stack, account_id), noncurrent_days=cfg.artifact_noncurrent_days),
+        provider,
+    )
+    cluster = Cluster(
+        "cluster",
+        ClusterArgs(
+            name=name,
+            kubernetes_version=cfg.kubernetes_version,
+            service_cidr=cfg.service_cidr,
+            private_subnet_ids=net.private_subnet_ids,
+            system_pool=cfg.system_pool,
+        ),
+        provider,
+    )
+    pools = [
+        GpuNodePool(
+            f"gpu-{p.name}",
+            GpuNodePoolArgs(
+                cluster_name=cluster.name,
+                node_role_arn=cluster.node_role.arn,
+                subnet_ids=net.private_subnet_ids,
+                pool=p,
+            ),
+            provider,
+            pulumi.ResourceOptions(depends_on=cluster.node_ready),
+        )
+        for p in cfg.gpu_pools
+    ]
 
-    kube = k8s_provider(f"k8s-{cfg.region}", cluster.name, cluster.endpoint, cluster.ca_data, cfg.region,
-                        depends_on=[cluster.system_nodes])
+    kube = k8s_provider(
+        f"k8s-{cfg.region}",
+        cluster.name,
+        cluster.endpoint,
+        cluster.ca_data,
+        cfg.region,
+        depends_on=[cluster.system_nodes],
+    )
 
     plugin_pools = [p.name for p in cfg.gpu_pools if p.device_plugin_needed]
     plugin = [NvidiaDevicePlugin("nvidia-device-plugin", plugin_pools, kube)] if plugin_pools else []
 
     def irsa(n: str, namespace: str, sa: str, policy) -> ServiceAccountRole:
-        return ServiceAccountRole(n, ServiceAccountRoleArgs(oidc_provider_arn=cluster.oidc_provider.arn, oidc_issuer=cluster.oidc_issuer,
-                                                            namespace=namespace, service_account=sa, policy=policy), provider)
+        return ServiceAccountRole(
+            n,
+            ServiceAccountRoleArgs(
+                oidc_provider_arn=cluster.oidc_provider.arn,
+                oidc_issuer=cluster.oidc_issuer,
+                namespace=namespace,
+                service_account=sa,
+                policy=policy,
+            ),
+            provider,
+        )
 
-    lb = TritonLoadBalancer("ingress", TritonLoadBalancerArgs(
-        stack=stack, vpc_id=net.vpc_id, public_subnet_ids=net.public_subnet_ids,
-        node_security_group_id=cluster.security_group_id, config=cfg.load_balancer,
-        deletion_protection=cfg.env == "prod", canary=cfg.model.canary_version is not None,
-        canary_weight=cfg.model.canary_weight), provider)
+    lb = TritonLoadBalancer(
+        "ingress",
+        TritonLoadBalancerArgs(
+            stack=stack,
+            vpc_id=net.vpc_id,
+            public_subnet_ids=net.public_subnet_ids,
+            node_security_group_id=cluster.security_group_id,
+            config=cfg.load_balancer,
+            deletion_protection=cfg.env == "prod",
+            canary=cfg.model.canary_version is not None,
+            canary_weight=cfg.model.canary_weight,
+        ),
+        provider,
+    )
 
     # The controller registers pods in the canary target group too while a canary runs (IAM takes a list of
     # resources); without one the policy names the stable group alone, as before.
-    registrar = (lb.target_group.arn.apply(target_registrar_policy) if lb.canary_target_group is None else
-                 pulumi.Output.all(lb.target_group.arn, lb.canary_target_group.arn).apply(lambda a: target_registrar_policy(list(a))))
+    registrar = (
+        lb.target_group.arn.apply(target_registrar_policy)
+        if lb.canary_target_group is None
+        else pulumi.Output.all(lb.target_group.arn, lb.canary_target_group.arn).apply(
+            lambda a: target_registrar_policy(list(a))
+        )
+    )
     lbc_role = irsa("lb-controller", "kube-system", LBC_SA, registrar)
     ca_role = irsa("cluster-autoscaler", "kube-system", CA_SA, cluster.name.apply(node_autoscaler_policy))
-    addon_args = AddonArgs(cluster_name=cluster.name, region=cfg.region, vpc_id=net.vpc_id, kubernetes_version=cfg.kubernetes_version,
-                           lb_controller_role_arn=lbc_role.arn, autoscaler_role_arn=ca_role.arn, depends_on=[cluster.system_nodes])
+    addon_args = AddonArgs(
+        cluster_name=cluster.name,
+        region=cfg.region,
+        vpc_id=net.vpc_id,
+        kubernetes_version=cfg.kubernetes_version,
+        lb_controller_role_arn=lbc_role.arn,
+        autoscaler_role_arn=ca_role.arn,
+        depends_on=[cluster.system_nodes],
+    )
     lbc = LoadBalancerController("lb-controller", addon_args, kube)
     ClusterAutoscaler("cluster-autoscaler", addon_args, kube)
     metrics = GpuMetrics("gpu-metrics", kube, depends_on=[cluster.system_nodes])
 
-    reader = irsa("triton", NAMESPACE, SERVICE_ACCOUNT,
-                  pulumi.Output.all(artifacts.arn, artifacts.key_arn).apply(lambda a: model_reader_policy(a[0], a[1])))
-    TritonServing("triton", TritonArgs(
-        pools=list(cfg.gpu_pools), triton=cfg.triton, model=cfg.model, region=cfg.region, bucket_name=artifacts.name,
-        role_arn=reader.arn, target_group_arn=lb.target_group.arn,
-        canary_target_group_arn=lb.canary_target_group.arn if lb.canary_target_group is not None else None,
-    ), kube, pulumi.ResourceOptions(depends_on=[*pools, *plugin, lbc, metrics]))
+    reader = irsa(
+        "triton",
+        NAMESPACE,
+        SERVICE_ACCOUNT,
+        pulumi.Output.all(artifacts.arn, artifacts.key_arn).apply(lambda a: model_reader_policy(a[0], a[1])),
+    )
+    TritonServing(
+        "triton",
+        TritonArgs(
+            pools=list(cfg.gpu_pools),
+            triton=cfg.triton,
+            model=cfg.model,
+            region=cfg.region,
+            bucket_name=artifacts.name,
+            role_arn=reader.arn,
+            target_group_arn=lb.target_group.arn,
+            canary_target_group_arn=lb.canary_target_group.arn if lb.canary_target_group is not None else None,
+        ),
+        kube,
+        pulumi.ResourceOptions(depends_on=[*pools, *plugin, lbc, metrics]),
+    )
 
     # model_build's TensorRT engine Jobs run on these GPU pools and publish into this bucket.
-    EngineBuildAccess("engine-build", EngineBuildAccessArgs(
-        model=cfg.model, bucket_name=artifacts.name, bucket_arn=artifacts.arn, key_arn=artifacts.key_arn,
-        oidc_provider_arn=cluster.oidc_provider.arn, oidc_issuer=cluster.oidc_issuer), provider, kube)
+    EngineBuildAccess(
+        "engine-build",
+        EngineBuildAccessArgs(
+            model=cfg.model,
+            bucket_name=artifacts.name,
+            bucket_arn=artifacts.arn,
+            key_arn=artifacts.key_arn,
+            oidc_provider_arn=cluster.oidc_provider.arn,
+            oidc_issuer=cluster.oidc_issuer,
+        ),
+        provider,
+        kube,
+    )
 
     outputs = {
         "region": cfg.region,

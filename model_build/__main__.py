@@ -4,6 +4,7 @@ With no subcommand (or only options), `build` runs: `python -m model_build --out
 Exit codes: 0 ok; 1 the build, a gate, verify or publish failed (the message says what and which file);
 2 bad usage or config.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,57 +42,133 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m model_build",
         description="Build the ranker into a Triton model repository with TensorRT engine plans, verify it, publish it, benchmark it. "
-                    "With no subcommand, `build` runs (so `python -m model_build --out DIR` builds).",
+        "With no subcommand, `build` runs (so `python -m model_build --out DIR` builds).",
     )
     sub = ap.add_subparsers(dest="cmd", metavar="{build,verify,publish,bench,plan}")
 
-    b = sub.add_parser("build", help="train, export ONNX, parity gates, Triton repository, engine Jobs, manifest (the default)",
-                       description="Train the ranker on seeded synthetic data (CPU), export ONNX (dynamo), run the parity gates, "
-                                   "write the Triton repository, TensorRT engines where TensorRT and a GPU are present (else a "
-                                   "Kubernetes Job per engine) and the manifest, last.")
-    b.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory = the model repository (default {DEFAULT_OUT})")
+    b = sub.add_parser(
+        "build",
+        help="train, export ONNX, parity gates, Triton repository, engine Jobs, manifest (the default)",
+        description="Train the ranker on seeded synthetic data (CPU), export ONNX (dynamo), run the parity gates, "
+        "write the Triton repository, TensorRT engines where TensorRT and a GPU are present (else a "
+        "Kubernetes Job per engine) and the manifest, last.",
+    )
+    b.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"output directory = the model repository (default {DEFAULT_OUT})"
+    )
     b.add_argument("--seed", type=int, default=data.DEFAULT_SEED, help="data and training seed (default %(default)s)")
     b.add_argument("--epochs", type=int, default=d.epochs, help="training epochs (default %(default)s)")
-    b.add_argument("--train-requests", type=int, default=d.train_requests, help=f"training requests, {data.CANDIDATES} rows each (default %(default)s)")
-    b.add_argument("--validation-requests", type=int, default=d.validation_requests, help="validation requests (default %(default)s)")
-    b.add_argument("--bad-labels", action="store_true",
-                   help="train on shuffled labels: a valid model that passes parity but learned nothing (AUC ~0.5), "
-                        "the deliberately bad candidate for a release-rollback drill")
-    b.add_argument("--env", action="append", dest="envs", metavar="ENV",
-                   help="build for this environment's fleet (repeatable; default every environment in stacks/)")
-    b.add_argument("--version", help="model version to build (default: model.version from the stack config); "
-                                     "for a candidate that is not in the stack config yet, e.g. --bad-labels --version 2026.11.1-bad")
-    b.add_argument("--opt-batch", type=int, default=256, help="TensorRT profile opt batch and the parity gates' middle batch (default %(default)s)")
-    b.add_argument("--precision", choices=["fp16", "fp32"], default="fp16", help="precision of the graph TensorRT engines are built from (default %(default)s)")
-    b.add_argument("--hardware-compatibility", choices=["NONE", "AMPERE_PLUS"], default="NONE",
-                   help="AMPERE_PLUS: one hardware-compatible engine for every Ampere+ GPU instead of one per capability")
-    b.add_argument("--version-compatible", action="store_true", help="build version-compatible engines (Triton then needs version-compatible=true)")
+    b.add_argument(
+        "--train-requests",
+        type=int,
+        default=d.train_requests,
+        help=f"training requests, {data.CANDIDATES} rows each (default %(default)s)",
+    )
+    b.add_argument(
+        "--validation-requests",
+        type=int,
+        default=d.validation_requests,
+        help="validation requests (default %(default)s)",
+    )
+    b.add_argument(
+        "--bad-labels",
+        action="store_true",
+        help="train on shuffled labels: a valid model that passes parity but learned nothing (AUC ~0.5), "
+        "the deliberately bad candidate for a release-rollback drill",
+    )
+    b.add_argument(
+        "--env",
+        action="append",
+        dest="envs",
+        metavar="ENV",
+        help="build for this environment's fleet (repeatable; default every environment in stacks/)",
+    )
+    b.add_argument(
+        "--version",
+        help="model version to build (default: model.version from the stack config); "
+        "for a candidate that is not in the stack config yet, e.g. --bad-labels --version 2026.11.1-bad",
+    )
+    b.add_argument(
+        "--opt-batch",
+        type=int,
+        default=256,
+        help="TensorRT profile opt batch and the parity gates' middle batch (default %(default)s)",
+    )
+    b.add_argument(
+        "--precision",
+        choices=["fp16", "fp32"],
+        default="fp16",
+        help="precision of the graph TensorRT engines are built from (default %(default)s)",
+    )
+    b.add_argument(
+        "--hardware-compatibility",
+        choices=["NONE", "AMPERE_PLUS"],
+        default="NONE",
+        help="AMPERE_PLUS: one hardware-compatible engine for every Ampere+ GPU instead of one per capability",
+    )
+    b.add_argument(
+        "--version-compatible",
+        action="store_true",
+        help="build version-compatible engines (Triton then needs version-compatible=true)",
+    )
 
-    v = sub.add_parser("verify", help="check a repository against its manifest (hashes, sizes, signatures, unexpected files)",
-                       description="Exit 1 naming every offending file when a hash, size or signature does not match the "
-                                   "manifest, a file is missing, or a file is there that the manifest does not list.")
+    v = sub.add_parser(
+        "verify",
+        help="check a repository against its manifest (hashes, sizes, signatures, unexpected files)",
+        description="Exit 1 naming every offending file when a hash, size or signature does not match the "
+        "manifest, a file is missing, or a file is there that the manifest does not list.",
+    )
     v.add_argument("dir", type=Path, help="repository directory (holding manifest.json)")
 
-    p = sub.add_parser("publish", help="upload a verified repository to the stack's regional bucket, manifest last",
-                       description="Upload to <bucket>/<model>/<version>/ with SHA-256 checksums and If-None-Match, manifest last; "
-                                   "refuse an existing version; check every object after upload.")
+    p = sub.add_parser(
+        "publish",
+        help="upload a verified repository to the stack's regional bucket, manifest last",
+        description="Upload to <bucket>/<model>/<version>/ with SHA-256 checksums and If-None-Match, manifest last; "
+        "refuse an existing version; check every object after upload.",
+    )
     p.add_argument("dir", type=Path, help="repository directory (holding manifest.json)")
-    p.add_argument("--stack", required=True, help="regional stack, e.g. prod-use1 (gives the region, and the bucket if --bucket is absent)")
-    p.add_argument("--bucket", help="bucket name; overrides the stack's bucket_name output (read via the Pulumi Automation API otherwise)")
+    p.add_argument(
+        "--stack",
+        required=True,
+        help="regional stack, e.g. prod-use1 (gives the region, and the bucket if --bucket is absent)",
+    )
+    p.add_argument(
+        "--bucket",
+        help="bucket name; overrides the stack's bucket_name output (read via the Pulumi Automation API otherwise)",
+    )
     p.add_argument("--endpoint-url", help="S3 endpoint, e.g. a moto_server for the local rehearsal")
 
-    be = sub.add_parser("bench", help="PyTorch eager vs ONNX Runtime (and TensorRT where present) latency/throughput into the manifest",
-                        description="Measure p50/p99 latency and rows/s per batch size for every runtime side by side, and "
-                                    "record them in the manifest's benchmark section (qps_per_gpu only for a GPU measured).")
+    be = sub.add_parser(
+        "bench",
+        help="PyTorch eager vs ONNX Runtime (and TensorRT where present) latency/throughput into the manifest",
+        description="Measure p50/p99 latency and rows/s per batch size for every runtime side by side, and "
+        "record them in the manifest's benchmark section (qps_per_gpu only for a GPU measured).",
+    )
     be.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"repository to benchmark (default {DEFAULT_OUT})")
-    be.add_argument("--batches", type=_batches, default=None, help="comma-separated batch sizes (default 1,8,64,256,1024,4096)")
-    be.add_argument("--seconds", type=float, default=0.4, help="time budget per (runtime, batch) point (default %(default)s)")
-    be.add_argument("--latency-budget-ms", type=float, default=50.0, help="p99 bound for the throughput figures (default %(default)s)")
-    be.add_argument("--threads", type=int, default=1,
-                    help="intra-op threads per CPU runtime (default %(default)s: like one Triton CPU instance, and steady on a shared machine)")
+    be.add_argument(
+        "--batches", type=_batches, default=None, help="comma-separated batch sizes (default 1,8,64,256,1024,4096)"
+    )
+    be.add_argument(
+        "--seconds", type=float, default=0.4, help="time budget per (runtime, batch) point (default %(default)s)"
+    )
+    be.add_argument(
+        "--latency-budget-ms",
+        type=float,
+        default=50.0,
+        help="p99 bound for the throughput figures (default %(default)s)",
+    )
+    be.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="intra-op threads per CPU runtime (default %(default)s: like one Triton CPU instance, and steady on a shared machine)",
+    )
 
-    pl = sub.add_parser("plan", help="print the TensorRT build plan for the fleet (engines, profiles, files, timing caches, Jobs)",
-                        description="Print the build plan as JSON; needs neither TensorRT nor a GPU.")
+    pl = sub.add_parser(
+        "plan",
+        help="print the TensorRT build plan for the fleet (engines, profiles, files, timing caches, Jobs)",
+        description="Print the build plan as JSON; needs neither TensorRT nor a GPU.",
+    )
     pl.add_argument("--env", action="append", dest="envs", metavar="ENV", help="environment (repeatable; default all)")
     pl.add_argument("--opt-batch", type=int, default=256)
     pl.add_argument("--precision", choices=["fp16", "fp32"], default="fp16")
@@ -114,40 +191,85 @@ def cmd_build(a: argparse.Namespace, con: Console) -> int:
 
     t0 = time.perf_counter()
     try:
-        opts = BuildOptions(out=a.out, envs=a.envs, version=a.version, opt_batch=a.opt_batch, precision=a.precision,
-                            hardware_compatibility=a.hardware_compatibility, version_compatible=a.version_compatible,
-                            train=TrainConfig(seed=a.seed, epochs=a.epochs, train_requests=a.train_requests,
-                                              validation_requests=a.validation_requests, bad_labels=a.bad_labels))
+        opts = BuildOptions(
+            out=a.out,
+            envs=a.envs,
+            version=a.version,
+            opt_batch=a.opt_batch,
+            precision=a.precision,
+            hardware_compatibility=a.hardware_compatibility,
+            version_compatible=a.version_compatible,
+            train=TrainConfig(
+                seed=a.seed,
+                epochs=a.epochs,
+                train_requests=a.train_requests,
+                validation_requests=a.validation_requests,
+                bad_labels=a.bad_labels,
+            ),
+        )
     except Exception as e:  # pydantic validation of the options
         con.print(f"[red]error:[/red] {e}")
         return 2
-    with Progress(TextColumn("[bold]training[/bold]"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
-                  TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), console=con, transient=True) as prog:
+    with Progress(
+        TextColumn("[bold]training[/bold]"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeElapsedColumn(),
+        console=con,
+        transient=True,
+    ) as prog:
         task = prog.add_task("train", total=None, loss=float("nan"))
 
         def progress(step: int, total: int, loss: float) -> None:
             prog.update(task, completed=step, total=total, loss=loss)
 
         try:
-            r = build(opts, log=lambda s: con.print(f"[dim]{time.perf_counter() - t0:6.1f}s[/dim] {s}"), progress=progress)
+            r = build(
+                opts, log=lambda s: con.print(f"[dim]{time.perf_counter() - t0:6.1f}s[/dim] {s}"), progress=progress
+            )
         except BuildError as e:
             con.print(f"[red]BUILD FAILED:[/red] {e}")
             return 1
     m = r.manifest
     t = Table(title=f"{m.model['name']} {m.model['version']} -> {r.out}")
-    for col in ("graph", "runtime", "batch", "rows", "max abs err", "max rel err", "top-k overlap (mean/min)", "NDCG delta", "gate"):
+    for col in (
+        "graph",
+        "runtime",
+        "batch",
+        "rows",
+        "max abs err",
+        "max rel err",
+        "top-k overlap (mean/min)",
+        "NDCG delta",
+        "gate",
+    ):
         t.add_column(col)
     for f in m.metrics.parity:
-        t.add_row(f.graph, f.runtime, str(f.batch), str(f.rows), f"{f.max_abs:.2e}", f"{f.max_rel:.2e}",
-                  f"{f.topk_overlap_mean:.3f}/{f.topk_overlap_min:.3f}", f"{f.ndcg_delta:.1e}", "[green]pass[/green]" if f.passed else "[red]FAIL[/red]")
+        t.add_row(
+            f.graph,
+            f.runtime,
+            str(f.batch),
+            str(f.rows),
+            f"{f.max_abs:.2e}",
+            f"{f.max_rel:.2e}",
+            f"{f.topk_overlap_mean:.3f}/{f.topk_overlap_min:.3f}",
+            f"{f.ndcg_delta:.1e}",
+            "[green]pass[/green]" if f.passed else "[red]FAIL[/red]",
+        )
     con.print(t)
-    con.print(f"validation AUC [bold]{m.metrics.validation_auc:.4f}[/bold] (oracle {m.metrics.oracle_auc:.4f}, chance 0.5), "
-              f"logloss {m.metrics.validation_logloss:.4f}" + ("  [yellow](--bad-labels: deliberately bad candidate)[/yellow]" if a.bad_labels else ""))
+    con.print(
+        f"validation AUC [bold]{m.metrics.validation_auc:.4f}[/bold] (oracle {m.metrics.oracle_auc:.4f}, chance 0.5), "
+        f"logloss {m.metrics.validation_logloss:.4f}"
+        + ("  [yellow](--bad-labels: deliberately bad candidate)[/yellow]" if a.bad_labels else "")
+    )
     for line in summary_lines(r):
         con.print(line)
-    con.print(f"manifest: {r.out / 'manifest.json'} ({len(m.files)} files hashed); verify: ok; "
-              f"build took {time.perf_counter() - t0:.1f} s (train {r.timings['train_s']:.1f} s, export {r.timings['export_s']:.1f} s, "
-              f"parity {r.timings['parity_s']:.1f} s)")
+    con.print(
+        f"manifest: {r.out / 'manifest.json'} ({len(m.files)} files hashed); verify: ok; "
+        f"build took {time.perf_counter() - t0:.1f} s (train {r.timings['train_s']:.1f} s, export {r.timings['export_s']:.1f} s, "
+        f"parity {r.timings['parity_s']:.1f} s)"
+    )
     return 0
 
 
@@ -162,8 +284,10 @@ def cmd_verify(a: argparse.Namespace, con: Console) -> int:
     from model_build.manifest import load_manifest
 
     m = load_manifest(a.dir)
-    con.print(f"verify ok: {a.dir} is {m.model['name']} {m.model['version']} ({len(m.files)} files match their sha256 and size; "
-              "ONNX and config.pbtxt signatures match; no unexpected files)")
+    con.print(
+        f"verify ok: {a.dir} is {m.model['name']} {m.model['version']} ({len(m.files)} files match their sha256 and size; "
+        "ONNX and config.pbtxt signatures match; no unexpected files)"
+    )
     return 0
 
 
@@ -182,7 +306,9 @@ def cmd_publish(a: argparse.Namespace, con: Console) -> int:
     except PublishError as e:
         con.print(f"[red]PUBLISH FAILED:[/red] {e}")
         return 1
-    con.print(f"published {len(up)} objects, manifest last ({up[-1].key}, version {up[-1].version_id}); every checksum verified")
+    con.print(
+        f"published {len(up)} objects, manifest last ({up[-1].key}, version {up[-1].version_id}); every checksum verified"
+    )
     return 0
 
 
@@ -194,7 +320,9 @@ def cmd_bench(a: argparse.Namespace, con: Console) -> int:
     except BenchError as e:
         con.print(f"[red]BENCH FAILED:[/red] {e}")
         return 1
-    t = Table(title=f"benchmark ({b.host.get('cpu')}, {b.host.get('threads_per_runtime')} thread(s) per CPU runtime; GPU: {b.host.get('gpu') or 'none'})")
+    t = Table(
+        title=f"benchmark ({b.host.get('cpu')}, {b.host.get('threads_per_runtime')} thread(s) per CPU runtime; GPU: {b.host.get('gpu') or 'none'})"
+    )
     runtimes = list(dict.fromkeys(r.runtime for r in b.runs))
     t.add_column("batch")
     for rt in runtimes:
@@ -208,9 +336,13 @@ def cmd_bench(a: argparse.Namespace, con: Console) -> int:
         t.add_row(*row)
     con.print(t)
     if b.cpu:
-        con.print(f"CPU ({b.cpu['runtime']}, p99 <= {b.latency_budget_ms} ms): {b.cpu['rows_per_s']:,.0f} rows/s = "
-                  f"{b.cpu['requests_per_s']:,.0f} ranking requests/s at batch {b.cpu['batch']} (recorded under benchmark.cpu)")
-    con.print(f"qps_per_gpu: {b.qps_per_gpu or '{} (no GPU measured here; infra.capacity keeps the configured figures)'}")
+        con.print(
+            f"CPU ({b.cpu['runtime']}, p99 <= {b.latency_budget_ms} ms): {b.cpu['rows_per_s']:,.0f} rows/s = "
+            f"{b.cpu['requests_per_s']:,.0f} ranking requests/s at batch {b.cpu['batch']} (recorded under benchmark.cpu)"
+        )
+    con.print(
+        f"qps_per_gpu: {b.qps_per_gpu or '{} (no GPU measured here; infra.capacity keeps the configured figures)'}"
+    )
     con.print(f"recorded in {Path(a.out) / 'manifest.json'}")
     return 0
 
@@ -219,8 +351,15 @@ def cmd_plan(a: argparse.Namespace, con: Console) -> int:
     from model_build.build import BuildError, BuildOptions, dump_json, plan_for
 
     try:
-        plan = plan_for(BuildOptions(envs=a.envs, opt_batch=a.opt_batch, precision=a.precision,
-                                     hardware_compatibility=a.hardware_compatibility, version_compatible=a.version_compatible))
+        plan = plan_for(
+            BuildOptions(
+                envs=a.envs,
+                opt_batch=a.opt_batch,
+                precision=a.precision,
+                hardware_compatibility=a.hardware_compatibility,
+                version_compatible=a.version_compatible,
+            )
+        )
     except BuildError as e:
         con.print(f"[red]error:[/red] {e}")
         return 2
@@ -231,7 +370,9 @@ def cmd_plan(a: argparse.Namespace, con: Console) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(_normalise(list(sys.argv[1:] if argv is None else argv)))
     con = _console()
-    return {"build": cmd_build, "verify": cmd_verify, "publish": cmd_publish, "bench": cmd_bench, "plan": cmd_plan}[args.cmd](args, con)
+    return {"build": cmd_build, "verify": cmd_verify, "publish": cmd_publish, "bench": cmd_bench, "plan": cmd_plan}[
+        args.cmd
+    ](args, con)
 
 
 if __name__ == "__main__":

@@ -13,14 +13,15 @@ What goes into the manifest's `benchmark` section:
 The benchmark refuses to run on a repository that does not verify, and rewrites only the manifest
 (atomically); its file list and hashes do not change.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -44,7 +45,9 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def time_point(fn: Callable[[dict], object], batch: dict, budget_s: float, min_calls: int = 5, warmup: int = 2) -> tuple[list[float], int]:
+def time_point(
+    fn: Callable[[dict], object], batch: dict, budget_s: float, min_calls: int = 5, warmup: int = 2
+) -> tuple[list[float], int]:
     for _ in range(warmup):
         fn(batch)
     lat = []
@@ -58,8 +61,14 @@ def time_point(fn: Callable[[dict], object], batch: dict, budget_s: float, min_c
     return lat, len(lat)
 
 
-def run_bench(directory: Path, batches: list[int] | None = None, budget_s: float = 0.4, latency_budget_ms: float = 50.0,
-              log: Callable[[str], None] = print, threads: int = 1) -> Benchmark:
+def run_bench(
+    directory: Path,
+    batches: list[int] | None = None,
+    budget_s: float = 0.4,
+    latency_budget_ms: float = 50.0,
+    log: Callable[[str], None] = print,
+    threads: int = 1,
+) -> Benchmark:
     directory = Path(directory)
     problems = verify(directory)
     if problems:
@@ -110,10 +119,18 @@ def run_bench(directory: Path, batches: list[int] | None = None, budget_s: float
             for name, fn in runtimes.items():
                 lat, n = time_point(fn, batch, budget_s)
                 ms = np.array(lat) * 1000
-                run = BenchRun(runtime=name, batch=b, iterations=n, p50_ms=float(np.percentile(ms, 50)),
-                               p99_ms=float(np.percentile(ms, 99)), rows_per_s=float(b * n / (ms.sum() / 1000)))
+                run = BenchRun(
+                    runtime=name,
+                    batch=b,
+                    iterations=n,
+                    p50_ms=float(np.percentile(ms, 50)),
+                    p99_ms=float(np.percentile(ms, 99)),
+                    rows_per_s=float(b * n / (ms.sum() / 1000)),
+                )
                 runs.append(run)
-                log(f"batch {b:>5}  {name:<20} p50 {run.p50_ms:8.3f} ms  p99 {run.p99_ms:8.3f} ms  {run.rows_per_s:>12,.0f} rows/s  ({n} calls)")
+                log(
+                    f"batch {b:>5}  {name:<20} p50 {run.p50_ms:8.3f} ms  p99 {run.p99_ms:8.3f} ms  {run.rows_per_s:>12,.0f} rows/s  ({n} calls)"
+                )
     finally:
         torch.set_num_threads(threads_before)
         if engine is not None:
@@ -131,19 +148,37 @@ def run_bench(directory: Path, batches: list[int] | None = None, budget_s: float
         qps_per_gpu[cc] = round(trt_best.rows_per_s / rpr, 1)
     bench = Benchmark(
         status="measured",
-        measured_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        host={"cpu": _cpu_name(), "cpu_count": os.cpu_count() or 1, "threads_per_runtime": threads, "gpu": env["gpu"], "gpu_compute_capability": cc,
-              "tensorrt": env["tensorrt"], "python": platform.python_version(), "torch": torch.__version__,
-              "onnxruntime": __import__("onnxruntime").__version__},
+        measured_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        host={
+            "cpu": _cpu_name(),
+            "cpu_count": os.cpu_count() or 1,
+            "threads_per_runtime": threads,
+            "gpu": env["gpu"],
+            "gpu_compute_capability": cc,
+            "tensorrt": env["tensorrt"],
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "onnxruntime": __import__("onnxruntime").__version__,
+        },
         rows_per_request=rpr,
         latency_budget_ms=latency_budget_ms,
         runs=runs,
         qps_per_gpu=qps_per_gpu,
-        cpu=None if cpu is None else {"runtime": cpu.runtime, "batch": cpu.batch, "rows_per_s": round(cpu.rows_per_s, 1),
-                                      "requests_per_s": round(cpu.rows_per_s / rpr, 1), "p99_ms": round(cpu.p99_ms, 3),
-                                      "threads": threads},
-        note=("qps_per_gpu: ranking requests/s per GPU from TensorRT on the GPU measured here"
-              if qps_per_gpu else "no GPU measured here: qps_per_gpu is empty, the CPU figure is under `cpu` only"),
+        cpu=None
+        if cpu is None
+        else {
+            "runtime": cpu.runtime,
+            "batch": cpu.batch,
+            "rows_per_s": round(cpu.rows_per_s, 1),
+            "requests_per_s": round(cpu.rows_per_s / rpr, 1),
+            "p99_ms": round(cpu.p99_ms, 3),
+            "threads": threads,
+        },
+        note=(
+            "qps_per_gpu: ranking requests/s per GPU from TensorRT on the GPU measured here"
+            if qps_per_gpu
+            else "no GPU measured here: qps_per_gpu is empty, the CPU figure is under `cpu` only"
+        ),
     )
     write_manifest(directory, m.model_copy(update={"benchmark": bench}))
     return bench

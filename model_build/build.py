@@ -15,6 +15,7 @@ The output directory is the model repository (and, published, the bucket's `<mod
     jobs/<env>-engine-sm<cc>.yaml      Kubernetes Job per environment and engine not built here
     engine_records/<engine>.json       added later by those Jobs, next to the engines they publish
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -22,9 +23,9 @@ import json
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -34,7 +35,16 @@ from infra.config import ROOT, ConfigError, envs, load_fleet
 from model_build import data, export, k8s_jobs, parity, triton_repo, trt_engine
 from model_build.config import DEFAULT_OUT, RankerConfig, TrainConfig
 from model_build.manifest import (
-    MANIFEST, Benchmark, EngineEntry, FileEntry, Manifest, Metrics, ParityFigure, file_entry, verify, write_manifest,
+    MANIFEST,
+    Benchmark,
+    EngineEntry,
+    FileEntry,
+    Manifest,
+    Metrics,
+    ParityFigure,
+    file_entry,
+    verify,
+    write_manifest,
 )
 from model_build.ranker import Ranker
 from model_build.train import train
@@ -77,9 +87,14 @@ Log = Callable[[str], None]
 def plan_for(opts: BuildOptions) -> BuildPlan:
     try:
         names = opts.envs or envs()
-        return make_plan([load_fleet(e) for e in names], opt_batch=opts.opt_batch, precision=opts.precision,
-                         hardware_compatibility=opts.hardware_compatibility, version_compatible=opts.version_compatible,
-                         version=opts.version)
+        return make_plan(
+            [load_fleet(e) for e in names],
+            opt_batch=opts.opt_batch,
+            precision=opts.precision,
+            hardware_compatibility=opts.hardware_compatibility,
+            version_compatible=opts.version_compatible,
+            version=opts.version,
+        )
     except (ConfigError, PlanError) as e:
         raise BuildError(f"fleet config: {e}") from None
 
@@ -91,7 +106,9 @@ def prepare_out(out: Path, model: str) -> None:
     entries = {p.name for p in out.iterdir()}
     strangers = sorted(entries - ours)
     if strangers:
-        raise BuildError(f"refusing to build into {out}: it holds files that are not from a model build: {strangers[:5]}")
+        raise BuildError(
+            f"refusing to build into {out}: it holds files that are not from a model build: {strangers[:5]}"
+        )
     (out / MANIFEST).unlink(missing_ok=True)
     for name in entries - {MANIFEST}:
         p = out / name
@@ -100,7 +117,9 @@ def prepare_out(out: Path, model: str) -> None:
 
 def git_info() -> dict[str, str | bool]:
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
 
     try:
         rev = git("rev-parse", "HEAD")
@@ -113,52 +132,76 @@ def git_info() -> dict[str, str | bool]:
 
 def save_checkpoint(path: Path, ranker: Ranker) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({
-        "ranker_config": ranker.cfg.model_dump_json(),
-        "cardinalities": data.FEATURES["cardinalities"],
-        "n_dense": len(data.FEATURES["dense"]),
-        "state_dict": ranker.state_dict(),
-    }, path)
+    torch.save(
+        {
+            "ranker_config": ranker.cfg.model_dump_json(),
+            "cardinalities": data.FEATURES["cardinalities"],
+            "n_dense": len(data.FEATURES["dense"]),
+            "state_dict": ranker.state_dict(),
+        },
+        path,
+    )
 
 
 def load_checkpoint(path: Path) -> Ranker:
     ck = torch.load(path, map_location="cpu", weights_only=True)
     n = int(ck["n_dense"])
-    ranker = Ranker(RankerConfig.model_validate_json(ck["ranker_config"]), list(ck["cardinalities"]), torch.zeros(n), torch.ones(n))
+    ranker = Ranker(
+        RankerConfig.model_validate_json(ck["ranker_config"]), list(ck["cardinalities"]), torch.zeros(n), torch.ones(n)
+    )
     ranker.load_state_dict(ck["state_dict"])
     return ranker.eval()
 
 
 def _engine_entry(plan: BuildPlan, e, status: str, reason: str | None, **built) -> EngineEntry:
     return EngineEntry(
-        compute_capability=e.compute_capability, serves=e.serves, file=e.path, status=status, reason=reason,  # type: ignore[arg-type]
-        tensorrt_version=e.tensorrt_version, tensorrt_image=e.tensorrt_image, precision=e.precision,
-        strongly_typed=e.strongly_typed, hardware_compatibility=e.hardware_compatibility,
-        version_compatible=e.version_compatible, profile=e.profile.model_dump(), timing_cache_key=e.timing_cache_key,
-        onnx=e.onnx, record=e.record,
-        build_jobs=[j.file for j in plan.jobs if j.compute_capability == e.compute_capability] if status == "not-built" else [],
+        compute_capability=e.compute_capability,
+        serves=e.serves,
+        file=e.path,
+        status=status,
+        reason=reason,  # type: ignore[arg-type]
+        tensorrt_version=e.tensorrt_version,
+        tensorrt_image=e.tensorrt_image,
+        precision=e.precision,
+        strongly_typed=e.strongly_typed,
+        hardware_compatibility=e.hardware_compatibility,
+        version_compatible=e.version_compatible,
+        profile=e.profile.model_dump(),
+        timing_cache_key=e.timing_cache_key,
+        onnx=e.onnx,
+        record=e.record,
+        build_jobs=[j.file for j in plan.jobs if j.compute_capability == e.compute_capability]
+        if status == "not-built"
+        else [],
         **built,
     )
 
 
-def build(opts: BuildOptions, log: Log = print, progress: Callable[[int, int, float], None] | None = None) -> BuildResult:
+def build(
+    opts: BuildOptions, log: Log = print, progress: Callable[[int, int, float], None] | None = None
+) -> BuildResult:
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
     plan = plan_for(opts)
     out = opts.out.resolve()
     prepare_out(out, plan.model)
     dirs = model_dirs(plan.model)
-    log(f"plan: {plan.model} {plan.version} for {', '.join(plan.envs)}; compute capabilities {plan.compute_capabilities}; "
-        f"TensorRT {plan.tensorrt_version} (Triton {plan.triton_release}); max batch {plan.max_batch_size}, opt {plan.opt_batch_size}")
+    log(
+        f"plan: {plan.model} {plan.version} for {', '.join(plan.envs)}; compute capabilities {plan.compute_capabilities}; "
+        f"TensorRT {plan.tensorrt_version} (Triton {plan.triton_release}); max batch {plan.max_batch_size}, opt {plan.opt_batch_size}"
+    )
 
     # 1. train
     t = time.perf_counter()
     result = train(opts.train, progress)
     timings["train_s"] = time.perf_counter() - t
     m = result.metrics
-    log(f"trained {int(m['train_rows'])} rows x {opts.train.epochs} epochs in {m['train_seconds']:.1f} s: validation AUC "
+    log(
+        f"trained {int(m['train_rows'])} rows x {opts.train.epochs} epochs in {m['train_seconds']:.1f} s: validation AUC "
         f"{m['validation_auc']:.4f} (oracle {m['oracle_auc']:.4f}, chance 0.5), logloss {m['validation_logloss']:.4f}, "
-        f"NDCG@10 {m['validation_ndcg_at_10']:.4f}" + (" [bad labels: trained on shuffled labels]" if opts.train.bad_labels else ""))
+        f"NDCG@10 {m['validation_ndcg_at_10']:.4f}"
+        + (" [bad labels: trained on shuffled labels]" if opts.train.bad_labels else "")
+    )
 
     # 2. golden set and PyTorch float32 reference
     golden = data.rows(opts.train.seed, "golden", 0, plan.max_batch_size)
@@ -169,16 +212,33 @@ def build(opts: BuildOptions, log: Log = print, progress: Callable[[int, int, fl
     meta = {"model": plan.model, "version": plan.version, "data_seed": str(opts.train.seed)}
     sig = export.signature(plan.max_batch_size)
     fp32_rel = f"{dirs['onnx']}/1/model.onnx"
-    graphs = {"fp32": export.export(result.ranker, out / fp32_rel, "fp32", max_batch_size=plan.max_batch_size, doc="reco-dr ranker, float32", metadata=meta)}
+    graphs = {
+        "fp32": export.export(
+            result.ranker,
+            out / fp32_rel,
+            "fp32",
+            max_batch_size=plan.max_batch_size,
+            doc="reco-dr ranker, float32",
+            metadata=meta,
+        )
+    }
     graphs["fp32"]["path"] = fp32_rel
     trt_src = plan.engines[0].onnx if plan.engines else fp32_rel
     if opts.precision == "fp16":
-        graphs["fp16"] = export.export(result.ranker, out / trt_src, "fp16", max_batch_size=plan.max_batch_size,
-                                       doc="reco-dr ranker, float16 inside (TensorRT strongly typed build source)", metadata=meta)
+        graphs["fp16"] = export.export(
+            result.ranker,
+            out / trt_src,
+            "fp16",
+            max_batch_size=plan.max_batch_size,
+            doc="reco-dr ranker, float16 inside (TensorRT strongly typed build source)",
+            metadata=meta,
+        )
         graphs["fp16"]["path"] = trt_src
     timings["export_s"] = time.perf_counter() - t
-    log(f"exported ONNX (dynamo, opset {export.OPSET}, dynamic batch, int32 ids): {', '.join(g['path'] for g in graphs.values())} "
-        f"in {timings['export_s']:.1f} s; ops {graphs['fp32']['ops']}")
+    log(
+        f"exported ONNX (dynamo, opset {export.OPSET}, dynamic batch, int32 ids): {', '.join(g['path'] for g in graphs.values())} "
+        f"in {timings['export_s']:.1f} s; ops {graphs['fp32']['ops']}"
+    )
 
     # 4. parity gates, PyTorch <-> ONNX Runtime, every graph at batch 1 / opt / max
     t = time.perf_counter()
@@ -186,17 +246,29 @@ def build(opts: BuildOptions, log: Log = print, progress: Callable[[int, int, fl
     for graph, info in graphs.items():
         sess = export.ort_session(out / info["path"])
         run = lambda b, s=sess: s.run(["score"], b)[0]  # noqa: E731
-        figures += parity.run_gates(reference, run, golden, opt=plan.opt_batch_size, max_batch=plan.max_batch_size,
-                                    graph=graph, runtime="onnxruntime-cpu")
+        figures += parity.run_gates(
+            reference,
+            run,
+            golden,
+            opt=plan.opt_batch_size,
+            max_batch=plan.max_batch_size,
+            graph=graph,
+            runtime="onnxruntime-cpu",
+        )
     timings["parity_s"] = time.perf_counter() - t
     for f in figures:
-        log(f"parity {f.graph} onnxruntime batch {f.batch:>4} ({f.rows} rows): max_abs {f.max_abs:.2e} max_rel {f.max_rel:.2e} "
+        log(
+            f"parity {f.graph} onnxruntime batch {f.batch:>4} ({f.rows} rows): max_abs {f.max_abs:.2e} max_rel {f.max_rel:.2e} "
             f"top-{f.topk} overlap mean {f.topk_overlap_mean:.3f} min {f.topk_overlap_min:.3f} NDCG delta {f.ndcg_delta:.1e} "
-            f"-> {'ok' if f.passed else 'FAIL'}")
+            f"-> {'ok' if f.passed else 'FAIL'}"
+        )
     failed = [f for f in figures if not f.passed]
     if failed:
-        raise BuildError("parity gate failed for " + ", ".join(f"{f.graph} at batch {f.batch}" for f in failed)
-                         + f"; limits {parity.LIMITS}. No manifest written: {out} is not a release.")
+        raise BuildError(
+            "parity gate failed for "
+            + ", ".join(f"{f.graph} at batch {f.batch}" for f in failed)
+            + f"; limits {parity.LIMITS}. No manifest written: {out} is not a release."
+        )
 
     # 5. TensorRT engines: only for the local GPU's capability, and only with TensorRT present
     env = trt_engine.probe()
@@ -208,15 +280,25 @@ def build(opts: BuildOptions, log: Log = print, progress: Callable[[int, int, fl
             # Local timing cache under the git-ignored build/ tree, same key as in the bucket.
             cache_path = LOCAL_TIMING_CACHE / e.timing_cache_key
             blob, cache, _io = trt_engine.build_engine(
-                (out / e.onnx).read_bytes(), shapes=e.profile.shapes({s.name: s.dims for s in sig.inputs}),
+                (out / e.onnx).read_bytes(),
+                shapes=e.profile.shapes({s.name: s.dims for s in sig.inputs}),
                 timing_cache=cache_path.read_bytes() if cache_path.is_file() else None,
-                hardware_compatibility=e.hardware_compatibility, version_compatible=e.version_compatible)
+                hardware_compatibility=e.hardware_compatibility,
+                version_compatible=e.version_compatible,
+            )
             cache_path.parent.mkdir(parents=True, exist_ok=True)
             cache_path.write_bytes(cache)
             eng = trt_engine.Engine(blob, host_code_allowed=e.version_compatible)
             try:
-                trt_fig = parity.run_gates(reference, lambda b: eng(b)["score"], golden, opt=plan.opt_batch_size,
-                                           max_batch=plan.max_batch_size, graph=e.precision, runtime="tensorrt")
+                trt_fig = parity.run_gates(
+                    reference,
+                    lambda b: eng(b)["score"],
+                    golden,
+                    opt=plan.opt_batch_size,
+                    max_batch=plan.max_batch_size,
+                    graph=e.precision,
+                    runtime="tensorrt",
+                )
             finally:
                 eng.close()
             figures += trt_fig
@@ -226,29 +308,54 @@ def build(opts: BuildOptions, log: Log = print, progress: Callable[[int, int, fl
             (out / e.path).write_bytes(blob)
             built_files.append((e.path, "engine"))
             fe = file_entry(out, e.path, "engine")
-            engines[e.compute_capability] = _engine_entry(plan, e, "built", None, sha256=fe.sha256, size=fe.size, built_on=env["gpu"])
+            engines[e.compute_capability] = _engine_entry(
+                plan, e, "built", None, sha256=fe.sha256, size=fe.size, built_on=env["gpu"]
+            )
             log(f"built TensorRT engine {e.path} on {env['gpu']} in {time.perf_counter() - t:.1f} s")
         else:
-            why = env["reason"] or f"this host's GPU is compute capability {env['compute_capability']}, not {e.compute_capability}"
+            why = (
+                env["reason"]
+                or f"this host's GPU is compute capability {env['compute_capability']}, not {e.compute_capability}"
+            )
             jobs = [j for j in plan.jobs if j.compute_capability == e.compute_capability]
             where = "; ".join(f"{j.file} on {j.stack} pool {j.pool} ({j.instance_type})" for j in jobs)
-            engines[e.compute_capability] = _engine_entry(plan, e, "not-built", f"not built here: {why}. Built by {where}", )
-    trt_summary = {"probe": env, "built": [cc for cc, e in engines.items() if e.status == "built"],
-                   "not_built": [cc for cc, e in engines.items() if e.status == "not-built"]}
+            engines[e.compute_capability] = _engine_entry(
+                plan,
+                e,
+                "not-built",
+                f"not built here: {why}. Built by {where}",
+            )
+    trt_summary = {
+        "probe": env,
+        "built": [cc for cc, e in engines.items() if e.status == "built"],
+        "not_built": [cc for cc, e in engines.items() if e.status == "not-built"],
+    }
 
     # 6. Triton repository
-    triton_repo.write_config(out / dirs["tensorrt"] / "config.pbtxt",
-                             triton_repo.tensorrt_config(dirs["tensorrt"], sig, plan.cc_model_filenames(), plan.opt_batch_size))
-    triton_repo.write_config(out / dirs["onnx"] / "config.pbtxt", triton_repo.onnx_config(dirs["onnx"], sig, plan.opt_batch_size))
-    triton_repo.write_config(out / dirs["python"] / "config.pbtxt", triton_repo.python_config(dirs["python"], sig, fp32_rel, MANIFEST))
+    triton_repo.write_config(
+        out / dirs["tensorrt"] / "config.pbtxt",
+        triton_repo.tensorrt_config(dirs["tensorrt"], sig, plan.cc_model_filenames(), plan.opt_batch_size),
+    )
+    triton_repo.write_config(
+        out / dirs["onnx"] / "config.pbtxt", triton_repo.onnx_config(dirs["onnx"], sig, plan.opt_batch_size)
+    )
+    triton_repo.write_config(
+        out / dirs["python"] / "config.pbtxt", triton_repo.python_config(dirs["python"], sig, fp32_rel, MANIFEST)
+    )
     py_model = out / dirs["python"] / "1" / "model.py"
     py_model.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(__file__).with_name("triton_python_model.py"), py_model)
 
     # 7. golden set, checkpoint, engine Jobs
     (out / GOLDEN).parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out / GOLDEN, sparse_ids=golden.sparse_ids, dense=golden.dense, labels=golden.labels,
-             request=golden.request, reference=reference.astype(np.float32))
+    np.savez(
+        out / GOLDEN,
+        sparse_ids=golden.sparse_ids,
+        dense=golden.dense,
+        labels=golden.labels,
+        request=golden.request,
+        reference=reference.astype(np.float32),
+    )
     save_checkpoint(out / CHECKPOINT, result.ranker)
     job_files: list[str] = []
     fp16_sha = file_entry(out, trt_src, "onnx").sha256
@@ -256,9 +363,19 @@ def build(opts: BuildOptions, log: Log = print, progress: Callable[[int, int, fl
         e = plan.engine_for(j.compute_capability)
         if e is None or engines[e.compute_capability].status == "built":
             continue
-        jp = k8s_jobs.job_plan_json(plan, e, fp16_sha, sig.model_dump(mode="json"), {
-            "batches": parity.batch_sizes(plan.opt_batch_size, plan.max_batch_size),
-            "limits": parity.LIMITS[e.precision], "topk": parity.TOPK, "batch1_rows": parity.BATCH1_ROWS}, GOLDEN)
+        jp = k8s_jobs.job_plan_json(
+            plan,
+            e,
+            fp16_sha,
+            sig.model_dump(mode="json"),
+            {
+                "batches": parity.batch_sizes(plan.opt_batch_size, plan.max_batch_size),
+                "limits": parity.LIMITS[e.precision],
+                "topk": parity.TOPK,
+                "batch1_rows": parity.BATCH1_ROWS,
+            },
+            GOLDEN,
+        )
         k8s_jobs.write(out / j.file, k8s_jobs.render(plan, j, jp))
         job_files.append(j.file)
 
@@ -277,18 +394,29 @@ def build(opts: BuildOptions, log: Log = print, progress: Callable[[int, int, fl
     ]
     files: list[FileEntry] = [file_entry(out, rel, role) for rel, role in roles]
     metrics = Metrics(
-        validation_auc=m["validation_auc"], validation_logloss=m["validation_logloss"],
-        validation_ndcg_at_10=m["validation_ndcg_at_10"], oracle_auc=m["oracle_auc"], validation_ctr=m["validation_ctr"],
-        train_rows=int(m["train_rows"]), validation_rows=int(m["validation_rows"]), train_seconds=m["train_seconds"],
+        validation_auc=m["validation_auc"],
+        validation_logloss=m["validation_logloss"],
+        validation_ndcg_at_10=m["validation_ndcg_at_10"],
+        oracle_auc=m["oracle_auc"],
+        validation_ctr=m["validation_ctr"],
+        train_rows=int(m["train_rows"]),
+        validation_rows=int(m["validation_rows"]),
+        train_seconds=m["train_seconds"],
         parity=figures,
     )
     manifest = Manifest(
         model={"name": plan.model, "version": plan.version},
-        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         git=git_info(),
-        data={"seed": opts.train.seed, "generator_version": data.GENERATOR_VERSION, "bad_labels": opts.train.bad_labels,
-              "train_requests": opts.train.train_requests, "validation_requests": opts.train.validation_requests,
-              "golden_rows": len(golden), "rows_per_request": data.CANDIDATES},
+        data={
+            "seed": opts.train.seed,
+            "generator_version": data.GENERATOR_VERSION,
+            "bad_labels": opts.train.bad_labels,
+            "train_requests": opts.train.train_requests,
+            "validation_requests": opts.train.validation_requests,
+            "golden_rows": len(golden),
+            "rows_per_request": data.CANDIDATES,
+        },
         ranker=opts.train.model.model_dump(mode="json") | {"features": data.FEATURES},
         training=opts.train.model_dump(mode="json", exclude={"model"}),
         metrics=metrics,
@@ -300,8 +428,12 @@ def build(opts: BuildOptions, log: Log = print, progress: Callable[[int, int, fl
         engines=engines,
         tensorrt_version=plan.tensorrt_version,
         triton={"release": plan.triton_release, "version": plan.triton_version, "images": plan.triton_images},
-        serving={"tensorrt": dirs["tensorrt"], "onnx_fallback": dirs["onnx"], "cpu_rehearsal": dirs["python"],
-                 "load": "tritonserver --model-control-mode=explicit --load-model=<one of these>"},
+        serving={
+            "tensorrt": dirs["tensorrt"],
+            "onnx_fallback": dirs["onnx"],
+            "cpu_rehearsal": dirs["python"],
+            "load": "tritonserver --model-control-mode=explicit --load-model=<one of these>",
+        },
         build_plan=plan.model_dump(mode="json"),
         benchmark=Benchmark(note="not measured by the build; run `python -m model_build bench --out <this directory>`"),
     )
@@ -319,13 +451,17 @@ def summary_lines(r: BuildResult) -> list[str]:
     lines = []
     probe = r.trt["probe"]
     if r.trt["not_built"]:
-        lines.append(f"TensorRT engines NOT built here: {probe['reason'] or 'this GPU is not of the needed capability'}.")
+        lines.append(
+            f"TensorRT engines NOT built here: {probe['reason'] or 'this GPU is not of the needed capability'}."
+        )
         for cc in r.trt["not_built"]:
             e = r.manifest.engines[cc]
             for jf in e.build_jobs:
                 job = next(j for j in r.plan.jobs if j.file == jf)
-                lines.append(f"  {sm(cc)} ({e.file}, TensorRT {e.tensorrt_version}, {e.tensorrt_image}): build on {job.stack} "
-                             f"GPU pool '{job.pool}' ({job.instance_type}) with `kubectl apply -f {r.out / jf}`")
+                lines.append(
+                    f"  {sm(cc)} ({e.file}, TensorRT {e.tensorrt_version}, {e.tensorrt_image}): build on {job.stack} "
+                    f"GPU pool '{job.pool}' ({job.instance_type}) with `kubectl apply -f {r.out / jf}`"
+                )
     for cc in r.trt["built"]:
         lines.append(f"TensorRT engine built here for {sm(cc)}: {r.manifest.engines[cc].file}")
     return lines

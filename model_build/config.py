@@ -1,4 +1,5 @@
 """Build options that must be importable without torch (the CLI parses them before deciding what to load)."""
+
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field

@@ -21,6 +21,7 @@ its category, item age, and a small device x price and hour effect. Labels are B
 sigmoid of that logit, so even a perfect model stays well below AUC 1.0; `Split.logit` lets callers report
 the oracle AUC next to the learned one.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,8 +49,14 @@ SPARSE: tuple[tuple[str, int], ...] = (
     ("price_bucket", N_PRICE_BUCKETS),
 )
 DENSE: tuple[str, ...] = (
-    "log_price", "price_vs_category", "log_age_days", "log_popularity",
-    "text_match", "log_user_activity", "hour_sin", "hour_cos",
+    "log_price",
+    "price_vs_category",
+    "log_age_days",
+    "log_popularity",
+    "text_match",
+    "log_user_activity",
+    "hour_sin",
+    "hour_cos",
 )
 FEATURES = {"sparse": [n for n, _ in SPARSE], "dense": list(DENSE), "cardinalities": [c for _, c in SPARSE]}
 SPLITS = {"train": 1, "validation": 2, "golden": 3}
@@ -121,9 +128,26 @@ def world(seed: int) -> World:
         pos = np.flatnonzero(item_cat[order] == c)
         p = np.cumsum(item_pop[order[pos]])
         cum[pos] = c + p / p[-1]  # in (c, c + 1]; the category's last item is exactly c + 1
-    return World(item_cat, item_brand, item_log_price, item_age, item_pop, item_lat, cat_w, cat_price_mu,
-                 brand_q, user_seg, user_lat, user_price_sens, user_activity, seg_taste,
-                 np.stack([primary, secondary], 1), query_w, order, cum)
+    return World(
+        item_cat,
+        item_brand,
+        item_log_price,
+        item_age,
+        item_pop,
+        item_lat,
+        cat_w,
+        cat_price_mu,
+        brand_q,
+        user_seg,
+        user_lat,
+        user_price_sens,
+        user_activity,
+        seg_taste,
+        np.stack([primary, secondary], 1),
+        query_w,
+        order,
+        cum,
+    )
 
 
 @dataclass(frozen=True)
@@ -173,29 +197,45 @@ def _chunk(seed: int, split: str, k: int) -> Split:
     log_age = np.log(w.item_age[I])
     mobile = (D == 1).astype(float)
     evening = ((H >= 18) & (H <= 22)).astype(float)
-    logit = (-2.2 + 2.2 * match + 0.55 * taste + 0.5 * affinity + 0.9 * w.brand_q[brand] + 0.25 * log_pop
-             - 1.0 * w.user_price_sens[U] * rel_price - 0.3 * (log_age - 4.0) - 0.3 * mobile * rel_price
-             + 0.15 * evening)
+    logit = (
+        -2.2
+        + 2.2 * match
+        + 0.55 * taste
+        + 0.5 * affinity
+        + 0.9 * w.brand_q[brand]
+        + 0.25 * log_pop
+        - 1.0 * w.user_price_sens[U] * rel_price
+        - 0.3 * (log_age - 4.0)
+        - 0.3 * mobile * rel_price
+        + 0.15 * evening
+    )
     labels = (rng.random(logit.shape) < 1 / (1 + np.exp(-logit))).astype(np.float32)
 
-    price_bucket = np.clip(((w.item_log_price[I] - 1.0) / 6.0 * N_PRICE_BUCKETS).astype(np.int64), 0, N_PRICE_BUCKETS - 1)
+    price_bucket = np.clip(
+        ((w.item_log_price[I] - 1.0) / 6.0 * N_PRICE_BUCKETS).astype(np.int64), 0, N_PRICE_BUCKETS - 1
+    )
     sparse = np.stack([U, I, brand, cat, Q, D, H, price_bucket], 1).astype(np.int32)
-    dense = np.stack([
-        w.item_log_price[I],
-        rel_price,
-        log_age,
-        log_pop + rng.normal(0, 0.3, I.shape),  # observed popularity is a noisy count
-        match + rng.normal(0, 0.6, I.shape),  # a lexical match score: informative, not the truth
-        np.log(w.user_activity[U]),
-        np.sin(2 * np.pi * H / 24),
-        np.cos(2 * np.pi * H / 24),
-    ], 1).astype(np.float32)
+    dense = np.stack(
+        [
+            w.item_log_price[I],
+            rel_price,
+            log_age,
+            log_pop + rng.normal(0, 0.3, I.shape),  # observed popularity is a noisy count
+            match + rng.normal(0, 0.6, I.shape),  # a lexical match score: informative, not the truth
+            np.log(w.user_activity[U]),
+            np.sin(2 * np.pi * H / 24),
+            np.cos(2 * np.pi * H / 24),
+        ],
+        1,
+    ).astype(np.float32)
     req = np.repeat(np.arange(k * CHUNK, (k + 1) * CHUNK), c)
     return Split(sparse, dense, labels, logit.astype(np.float32), req)
 
 
 def _concat(parts: list[Split]) -> Split:
-    return Split(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("sparse_ids", "dense", "labels", "logit", "request")))
+    return Split(
+        *(np.concatenate([getattr(p, f) for p in parts]) for f in ("sparse_ids", "dense", "labels", "logit", "request"))
+    )
 
 
 def make_split(seed: int, split: str, n_requests: int) -> Split:
@@ -216,7 +256,9 @@ def rows(seed: int, split: str, start: int, n: int) -> Split:
     first, last = start // per_chunk, (start + n - 1) // per_chunk if n else start // per_chunk
     s = _concat([_chunk(seed, split, k) for k in range(first, last + 1)])
     a = start - first * per_chunk
-    return Split(s.sparse_ids[a:a + n], s.dense[a:a + n], s.labels[a:a + n], s.logit[a:a + n], s.request[a:a + n])
+    return Split(
+        s.sparse_ids[a : a + n], s.dense[a : a + n], s.labels[a : a + n], s.logit[a : a + n], s.request[a : a + n]
+    )
 
 
 def golden_batch(seed: int = DEFAULT_SEED, n: int = 4096, start: int = 0) -> dict[str, np.ndarray]:

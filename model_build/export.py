@@ -7,6 +7,7 @@ Two graphs come out of one trained ranker:
   float32 at the inputs and the output) rather than asked of the builder with a precision flag.
 Both have the same signature (`signature()`), which the manifest records and `verify` checks.
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,13 +35,30 @@ def signature(max_batch_size: int) -> Signature:
     return Signature(
         max_batch_size=max_batch_size,
         inputs=[
-            TensorSpec(name="sparse_ids", dtype="int32", dims=[n_sparse], columns=data.FEATURES["sparse"],
-                       description="one id per sparse feature; ids outside a feature's vocabulary map to its OOV row"),
-            TensorSpec(name="dense", dtype="float32", dims=[n_dense], columns=data.FEATURES["dense"],
-                       description="raw dense features; the graph standardises them"),
+            TensorSpec(
+                name="sparse_ids",
+                dtype="int32",
+                dims=[n_sparse],
+                columns=data.FEATURES["sparse"],
+                description="one id per sparse feature; ids outside a feature's vocabulary map to its OOV row",
+            ),
+            TensorSpec(
+                name="dense",
+                dtype="float32",
+                dims=[n_dense],
+                columns=data.FEATURES["dense"],
+                description="raw dense features; the graph standardises them",
+            ),
         ],
-        outputs=[TensorSpec(name=OUTPUT, dtype="float32", dims=[1], columns=["click_probability"],
-                            description="sigmoid of the ranking logit")],
+        outputs=[
+            TensorSpec(
+                name=OUTPUT,
+                dtype="float32",
+                dims=[1],
+                columns=["click_probability"],
+                description="sigmoid of the ranking logit",
+            )
+        ],
     )
 
 
@@ -68,7 +86,15 @@ def scorer(ranker: Ranker, precision: str) -> nn.Module:
     return (Fp16Scorer(ranker) if precision == "fp16" else Fp32Scorer(ranker)).eval()
 
 
-def export(ranker: Ranker, path: Path, precision: str, *, max_batch_size: int, doc: str = "", metadata: dict[str, str] | None = None) -> dict:
+def export(
+    ranker: Ranker,
+    path: Path,
+    precision: str,
+    *,
+    max_batch_size: int,
+    doc: str = "",
+    metadata: dict[str, str] | None = None,
+) -> dict:
     """Export `ranker` as `precision` ONNX to `path`; return facts for the manifest (opset, ops, ...)."""
     model = scorer(ranker, precision)
     batch = Dim("batch", min=1, max=max_batch_size)
@@ -79,8 +105,14 @@ def export(ranker: Ranker, path: Path, precision: str, *, max_batch_size: int, d
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         prog = torch.onnx.export(
-            model, example, dynamo=True, input_names=list(INPUTS), output_names=[OUTPUT],
-            dynamic_shapes={"sparse_ids": {0: batch}, "dense": {0: batch}}, opset_version=OPSET, verbose=False,
+            model,
+            example,
+            dynamo=True,
+            input_names=list(INPUTS),
+            output_names=[OUTPUT],
+            dynamic_shapes={"sparse_ids": {0: batch}, "dense": {0: batch}},
+            opset_version=OPSET,
+            verbose=False,
         )
     proto = prog.model_proto
     for vi in [*proto.graph.input, *proto.graph.output]:
@@ -109,7 +141,9 @@ def check(proto: onnx.ModelProto) -> None:
     out = inferred.graph.output[0].type.tensor_type
     dims = [d.dim_param or d.dim_value for d in out.shape.dim]
     if out.elem_type != onnx.TensorProto.FLOAT or dims != ["batch", 1]:
-        raise ValueError(f"exported output is {onnx.TensorProto.DataType.Name(out.elem_type)} {dims}, expected FLOAT ['batch', 1]")
+        raise ValueError(
+            f"exported output is {onnx.TensorProto.DataType.Name(out.elem_type)} {dims}, expected FLOAT ['batch', 1]"
+        )
 
 
 def ort_session(path: Path, threads: int = 0, spinning: bool = True):

@@ -17,6 +17,7 @@ account `engine-builder` with a pod identity that may read the version prefix an
 `<model>/<version>/<model>_trt/1/*`, `<model>/<version>/engine_records/*` and `timing-cache/*` in the
 regional bucket, and a ConfigMap `reco-dr-artifacts` with key `bucket` naming that bucket.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,13 +33,20 @@ ARTIFACTS_CONFIGMAP = "reco-dr-artifacts"
 CODE_DIR = "/opt/model-build"
 
 
-def job_plan_json(plan: BuildPlan, engine: EnginePlan, onnx_sha256: str, signature: dict, parity: dict, golden: str) -> dict:
+def job_plan_json(
+    plan: BuildPlan, engine: EnginePlan, onnx_sha256: str, signature: dict, parity: dict, golden: str
+) -> dict:
     """What `trt_engine.py` needs in the container: the engine plan, the graph's hash, shapes, parity limits."""
     inputs = {t["name"]: t["dims"] for t in signature["inputs"]}
     return {
-        "model": plan.model, "version": plan.version, "engine": engine.model_dump(mode="json"),
-        "onnx_sha256": onnx_sha256, "shapes": engine.profile.shapes(inputs), "signature": signature,
-        "golden": golden, "parity": parity,
+        "model": plan.model,
+        "version": plan.version,
+        "engine": engine.model_dump(mode="json"),
+        "onnx_sha256": onnx_sha256,
+        "shapes": engine.profile.shapes(inputs),
+        "signature": signature,
+        "golden": golden,
+        "parity": parity,
     }
 
 
@@ -67,7 +75,7 @@ def render(plan: BuildPlan, job: JobPlan, job_plan: dict) -> list[dict]:
     work = {"name": "work", "mountPath": "/work"}
     onnx_dir = str(PurePosixPath(engine.onnx).parent)
     fetch = _sh(
-        f'mkdir -p /work/in/{onnx_dir} /work/in/golden /work/out /work/cache',
+        f"mkdir -p /work/in/{onnx_dir} /work/in/golden /work/out /work/cache",
         f'if aws s3api head-object --bucket "$BUCKET" --key "$PREFIX/{engine.path}" >/dev/null 2>&1; then '
         f'echo "$PREFIX/{engine.path} already exists: a published engine is never replaced" >&2; exit 1; fi',
         'aws s3 cp "s3://$BUCKET/$PREFIX/manifest.json" /work/in/manifest.json',
@@ -85,11 +93,18 @@ def render(plan: BuildPlan, job: JobPlan, job_plan: dict) -> list[dict]:
     )
     small = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
     configmap = {
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
-        "data": {"trt_engine.py": Path(trt_engine.__file__).read_text(), "plan.json": json.dumps(job_plan, indent=2, sort_keys=True)},
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": meta,
+        "data": {
+            "trt_engine.py": Path(trt_engine.__file__).read_text(),
+            "plan.json": json.dumps(job_plan, indent=2, sort_keys=True),
+        },
     }
     job_obj = {
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": meta,
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
         "spec": {
             "backoffLimit": 1,
             "activeDeadlineSeconds": 3600,
@@ -106,18 +121,45 @@ def render(plan: BuildPlan, job: JobPlan, job_plan: dict) -> list[dict]:
                         {"name": "code", "configMap": {"name": job.name}},
                     ],
                     "initContainers": [
-                        {"name": "fetch", "image": AWS_CLI_IMAGE, "command": fetch, "env": env,
-                         "volumeMounts": [work], "resources": small},
-                        {"name": "build", "image": engine.tensorrt_image,
-                         "command": ["python3", f"{CODE_DIR}/trt_engine.py", "--plan", f"{CODE_DIR}/plan.json",
-                                     "--in", "/work/in", "--out", "/work/out", "--cache", cache],
-                         "volumeMounts": [work, {"name": "code", "mountPath": CODE_DIR, "readOnly": True}],
-                         "resources": {"requests": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": 1},
-                                       "limits": {"memory": "16Gi", "nvidia.com/gpu": 1}}},
+                        {
+                            "name": "fetch",
+                            "image": AWS_CLI_IMAGE,
+                            "command": fetch,
+                            "env": env,
+                            "volumeMounts": [work],
+                            "resources": small,
+                        },
+                        {
+                            "name": "build",
+                            "image": engine.tensorrt_image,
+                            "command": [
+                                "python3",
+                                f"{CODE_DIR}/trt_engine.py",
+                                "--plan",
+                                f"{CODE_DIR}/plan.json",
+                                "--in",
+                                "/work/in",
+                                "--out",
+                                "/work/out",
+                                "--cache",
+                                cache,
+                            ],
+                            "volumeMounts": [work, {"name": "code", "mountPath": CODE_DIR, "readOnly": True}],
+                            "resources": {
+                                "requests": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": 1},
+                                "limits": {"memory": "16Gi", "nvidia.com/gpu": 1},
+                            },
+                        },
                     ],
                     "containers": [
-                        {"name": "publish", "image": AWS_CLI_IMAGE, "command": publish, "env": env,
-                         "volumeMounts": [work], "resources": small},
+                        {
+                            "name": "publish",
+                            "image": AWS_CLI_IMAGE,
+                            "command": publish,
+                            "env": env,
+                            "volumeMounts": [work],
+                            "resources": small,
+                        },
                     ],
                 },
             },
@@ -128,6 +170,8 @@ def render(plan: BuildPlan, job: JobPlan, job_plan: dict) -> list[dict]:
 
 def write(path: Path, docs: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = ("# Builds one TensorRT engine on a GPU of its compute capability; generated by `python -m model_build`.\n"
-              "# Apply to the region's cluster: kubectl apply -f <this file>. See model_build/k8s_jobs.py.\n")
+    header = (
+        "# Builds one TensorRT engine on a GPU of its compute capability; generated by `python -m model_build`.\n"
+        "# Apply to the region's cluster: kubectl apply -f <this file>. See model_build/k8s_jobs.py.\n"
+    )
     path.write_text(header + yaml.safe_dump_all(docs, sort_keys=False, width=120))

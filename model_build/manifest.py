@@ -26,13 +26,15 @@ Public API (kept small; the drills and the rehearsal import it):
   exists), "onnx-fallback" (served by the ONNX Runtime model on purpose) or "missing". `read(rel_path)`
   returns a repository file's bytes or None, so the same check runs on a directory or on a bucket prefix.
 """
+
 from __future__ import annotations
 
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Callable, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -271,8 +273,13 @@ def _record_ok(m: Manifest, e: EngineEntry, raw: bytes | None) -> bool:
     except (ValidationError, ValueError):
         return False
     src = m.file(e.onnx)
-    return (r.file == e.file and r.compute_capability == e.compute_capability and r.tensorrt_version == e.tensorrt_version
-            and src is not None and r.onnx_sha256 == src.sha256)
+    return (
+        r.file == e.file
+        and r.compute_capability == e.compute_capability
+        and r.tensorrt_version == e.tensorrt_version
+        and src is not None
+        and r.onnx_sha256 == src.sha256
+    )
 
 
 def _repo_files(root: Path) -> set[str]:
@@ -372,7 +379,10 @@ def _check_signatures(root: Path, m: Manifest, intact: set[str]) -> list[str]:
                 continue
             if got != want_onnx:
                 problems.append(f"{f.path}: ONNX signature {got} != manifest {want_onnx}")
-    want_io = ({t.name: (t.triton_dtype, t.dims) for t in sig.inputs}, {t.name: (t.triton_dtype, t.dims) for t in sig.outputs})
+    want_io = (
+        {t.name: (t.triton_dtype, t.dims) for t in sig.inputs},
+        {t.name: (t.triton_dtype, t.dims) for t in sig.outputs},
+    )
     for f in m.files:
         if f.role != "triton-config" or f.path not in intact:
             continue
@@ -381,8 +391,10 @@ def _check_signatures(root: Path, m: Manifest, intact: set[str]) -> list[str]:
         except Exception as e:
             problems.append(f"{f.path}: does not parse as a Triton ModelConfig: {e}")
             continue
-        io = ({i.name: (model_config_pb2.DataType.Name(i.data_type), list(i.dims)) for i in cfg.input},
-              {o.name: (model_config_pb2.DataType.Name(o.data_type), list(o.dims)) for o in cfg.output})
+        io = (
+            {i.name: (model_config_pb2.DataType.Name(i.data_type), list(i.dims)) for i in cfg.input},
+            {o.name: (model_config_pb2.DataType.Name(o.data_type), list(o.dims)) for o in cfg.output},
+        )
         if io != want_io:
             problems.append(f"{f.path}: inputs/outputs {io} != manifest signature {want_io}")
         if cfg.max_batch_size != sig.max_batch_size:
@@ -392,7 +404,9 @@ def _check_signatures(root: Path, m: Manifest, intact: set[str]) -> list[str]:
             if dict(cfg.cc_model_filenames) != want:
                 problems.append(f"{f.path}: cc_model_filenames {dict(cfg.cc_model_filenames)} != engines {want}")
             if cfg.default_model_filename:
-                problems.append(f"{f.path}: default_model_filename {cfg.default_model_filename!r} would serve unknown GPUs silently")
+                problems.append(
+                    f"{f.path}: default_model_filename {cfg.default_model_filename!r} would serve unknown GPUs silently"
+                )
             maxes = {e.profile.get("max") for e in m.engines.values()}
             if maxes and maxes != {cfg.max_batch_size}:
                 problems.append(f"{f.path}: max_batch_size {cfg.max_batch_size} != engine profile max {sorted(maxes)}")

@@ -10,9 +10,10 @@ that batch size. The gate compares:
 Limits depend on the graph's precision: float32 graphs must agree to float32 round-off, the float16 graph
 TensorRT builds from to half-precision round-off. `run_gates` returns the figures; any failure fails the build.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -53,19 +54,39 @@ def gate(reference: np.ndarray, run: Runner, golden: data.Split, batch: int, gra
     err = np.abs(got - ref)
     rel = err / np.maximum(np.abs(ref), 1e-3)
     mean_ov, min_ov = topk_overlap(ref, got, golden.request[:rows])
-    ndcg_delta = abs(ndcg_at_k(golden.labels[:rows], ref, golden.request[:rows])
-                     - ndcg_at_k(golden.labels[:rows], got, golden.request[:rows]))
+    ndcg_delta = abs(
+        ndcg_at_k(golden.labels[:rows], ref, golden.request[:rows])
+        - ndcg_at_k(golden.labels[:rows], got, golden.request[:rows])
+    )
     lim = LIMITS[graph]
-    passed = bool(err.max() <= lim["max_abs"] and rel.max() <= lim["max_rel"] and mean_ov >= lim["topk_overlap_mean"]
-                  and min_ov >= lim["topk_overlap_min"] and ndcg_delta <= lim["ndcg_delta"])
-    return ParityFigure(graph=graph, runtime=runtime, batch=batch, rows=rows, max_abs=float(err.max()),  # type: ignore[arg-type]
-                        max_rel=float(rel.max()), topk=TOPK, topk_overlap_mean=mean_ov, topk_overlap_min=min_ov,
-                        ndcg_delta=float(ndcg_delta), limits=lim, passed=passed)
+    passed = bool(
+        err.max() <= lim["max_abs"]
+        and rel.max() <= lim["max_rel"]
+        and mean_ov >= lim["topk_overlap_mean"]
+        and min_ov >= lim["topk_overlap_min"]
+        and ndcg_delta <= lim["ndcg_delta"]
+    )
+    return ParityFigure(
+        graph=graph,
+        runtime=runtime,
+        batch=batch,
+        rows=rows,
+        max_abs=float(err.max()),  # type: ignore[arg-type]
+        max_rel=float(rel.max()),
+        topk=TOPK,
+        topk_overlap_mean=mean_ov,
+        topk_overlap_min=min_ov,
+        ndcg_delta=float(ndcg_delta),
+        limits=lim,
+        passed=passed,
+    )
 
 
 def batch_sizes(opt: int, max_batch: int) -> list[int]:
     return sorted({1, opt, max_batch})
 
 
-def run_gates(reference: np.ndarray, run: Runner, golden: data.Split, *, opt: int, max_batch: int, graph: str, runtime: str) -> list[ParityFigure]:
+def run_gates(
+    reference: np.ndarray, run: Runner, golden: data.Split, *, opt: int, max_batch: int, graph: str, runtime: str
+) -> list[ParityFigure]:
     return [gate(reference, run, golden, b, graph, runtime) for b in batch_sizes(opt, max_batch)]

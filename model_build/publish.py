@@ -13,12 +13,13 @@
 - Checked after: every object's size and stored SHA-256 checksum (HeadObject with checksum mode) must match
   the manifest before the manifest itself is uploaded, and the manifest is checked the same way.
 """
+
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from model_build.manifest import MANIFEST, load_manifest, sha256_file, verify
 
@@ -56,7 +57,7 @@ def bucket_from_stack(stack: str) -> str:
         raise PublishError(
             f"no --bucket given and stack {stack}'s output bucket_name cannot be read here "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); pass --bucket "
-            f"\"$(pulumi stack output bucket_name -s {stack})\""
+            f'"$(pulumi stack output bucket_name -s {stack})"'
         ) from None
 
 
@@ -84,8 +85,15 @@ def _matches(head: dict, size: int, sha256_hex: str) -> bool:
     return head.get("ContentLength") == size and head.get("ChecksumSHA256") == _b64(sha256_hex)
 
 
-def publish(directory: Path, bucket: str, *, region: str | None = None, endpoint_url: str | None = None, s3=None,
-            log: Callable[[str], None] = print) -> list[Uploaded]:
+def publish(
+    directory: Path,
+    bucket: str,
+    *,
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    s3=None,
+    log: Callable[[str], None] = print,
+) -> list[Uploaded]:
     directory = Path(directory)
     problems = verify(directory)
     if problems:
@@ -98,8 +106,10 @@ def publish(directory: Path, bucket: str, *, region: str | None = None, endpoint
     prefix = f"{m.model['name']}/{m.model['version']}"
     manifest_key = f"{prefix}/{MANIFEST}"
     if _head(s3, bucket, manifest_key) is not None:
-        raise PublishError(f"s3://{bucket}/{manifest_key} exists: {m.model['name']} {m.model['version']} is published and "
-                           "versions are immutable; bump model.version in the stack config to publish a new build")
+        raise PublishError(
+            f"s3://{bucket}/{manifest_key} exists: {m.model['name']} {m.model['version']} is published and "
+            "versions are immutable; bump model.version in the stack config to publish a new build"
+        )
     try:
         if s3.get_bucket_versioning(Bucket=bucket).get("Status") != "Enabled":
             log(f"warning: bucket {bucket} is not versioned; the regional stack declares it versioned")
@@ -112,8 +122,10 @@ def publish(directory: Path, bucket: str, *, region: str | None = None, endpoint
     for u in uploaded:  # verify every object before the manifest makes the version visible
         head = _head(s3, bucket, u.key)
         if head is None or not _matches(head, u.size, u.sha256):
-            raise PublishError(f"s3://{bucket}/{u.key}: after upload, size/checksum do not match the manifest "
-                               f"({None if head is None else (head.get('ContentLength'), head.get('ChecksumSHA256'))}); manifest not uploaded")
+            raise PublishError(
+                f"s3://{bucket}/{u.key}: after upload, size/checksum do not match the manifest "
+                f"({None if head is None else (head.get('ContentLength'), head.get('ChecksumSHA256'))}); manifest not uploaded"
+            )
     mpath = directory / MANIFEST
     mu = _put(s3, bucket, manifest_key, mpath, mpath.stat().st_size, sha256_file(mpath), log)
     head = _head(s3, bucket, manifest_key)
@@ -138,12 +150,21 @@ def _put(s3, bucket: str, key: str, path: Path, size: int, sha256_hex: str, log:
     if len(body) != size:
         raise PublishError(f"{path} changed during publish")
     try:
-        r = s3.put_object(Bucket=bucket, Key=key, Body=body, ChecksumAlgorithm="SHA256", ChecksumSHA256=_b64(sha256_hex),
-                          IfNoneMatch="*", Metadata={"sha256": sha256_hex})
+        r = s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=body,
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=_b64(sha256_hex),
+            IfNoneMatch="*",
+            Metadata={"sha256": sha256_hex},
+        )
     except ClientError as e:
         code = e.response.get("Error", {}).get("Code")
         if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-            raise PublishError(f"s3://{bucket}/{key} appeared while publishing (another publish?); refusing to overwrite it") from None
+            raise PublishError(
+                f"s3://{bucket}/{key} appeared while publishing (another publish?); refusing to overwrite it"
+            ) from None
         raise
     log(f"  + s3://{bucket}/{key} ({size} bytes, sha256 {sha256_hex[:12]}...)")
     return Uploaded(key, size, sha256_hex, r.get("VersionId"))

@@ -9,6 +9,7 @@ Every feature has its own slice of one concatenated embedding table, addressed a
 Gather per batch instead of one per feature, and no EmbeddingBag (single-valued features only), which keeps
 the ONNX graph to operators TensorRT and ONNX Runtime both implement.
 """
+
 from __future__ import annotations
 
 import torch

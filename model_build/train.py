@@ -4,11 +4,12 @@ Deterministic for a seed on a given thread count: the data, the initialisation a
 derive from it. `bad_labels=True` trains on a permutation of the training labels: a model that exports and
 passes parity like any other but learned nothing — the deliberately bad candidate for a rollback drill.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -68,7 +69,9 @@ def predict(ranker: Ranker, split: data.Split, batch: int = 8192) -> np.ndarray:
     with torch.inference_mode():
         for i in range(0, len(split), batch):
             b = split.batch(i, i + batch)
-            outs.append(torch.sigmoid(ranker(torch.from_numpy(b["sparse_ids"]), torch.from_numpy(b["dense"]))).numpy().ravel())
+            outs.append(
+                torch.sigmoid(ranker(torch.from_numpy(b["sparse_ids"]), torch.from_numpy(b["dense"]))).numpy().ravel()
+            )
     return np.concatenate(outs)
 
 
@@ -106,7 +109,7 @@ def _train(cfg: TrainConfig, progress: Callable[[int, int, float], None] | None)
         ranker.train()
         perm = torch.randperm(n, generator=g)
         for i in range(0, n, cfg.batch_size):
-            idx = perm[i:i + cfg.batch_size]
+            idx = perm[i : i + cfg.batch_size]
             loss = loss_fn(ranker(sp[idx], de[idx]).squeeze(1), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()

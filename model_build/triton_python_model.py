@@ -13,6 +13,7 @@ created from the checked bytes, so nothing can swap the file between check and u
 `load_session` and `score` are the whole computation and are importable without Triton (tests call them
 directly); `TritonPythonModel` only adapts them to the python backend's request/response objects.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -65,7 +66,9 @@ def load_session(repo_root: str, onnx_rel: str, manifest_rel: str = "manifest.js
 
 def check_inputs(sparse_ids: np.ndarray, dense: np.ndarray, n_sparse: int, n_dense: int) -> None:
     if sparse_ids.ndim != 2 or sparse_ids.shape[1] != n_sparse or sparse_ids.dtype != np.int32:
-        raise ValueError(f"sparse_ids must be int32 [batch, {n_sparse}], got {sparse_ids.dtype} {list(sparse_ids.shape)}")
+        raise ValueError(
+            f"sparse_ids must be int32 [batch, {n_sparse}], got {sparse_ids.dtype} {list(sparse_ids.shape)}"
+        )
     if dense.ndim != 2 or dense.shape[1] != n_dense or dense.dtype != np.float32:
         raise ValueError(f"dense must be float32 [batch, {n_dense}], got {dense.dtype} {list(dense.shape)}")
     if sparse_ids.shape[0] != dense.shape[0]:
@@ -88,8 +91,12 @@ class TritonPythonModel:
         params = {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()}
         # args["model_repository"] is this model's directory; the repository root is its parent.
         root = os.path.dirname(os.path.normpath(args["model_repository"]))
-        self.session = load_session(root, params["onnx_model"], params.get("manifest", "manifest.json"),
-                                    int(params.get("intra_op_threads", "1") or 1))
+        self.session = load_session(
+            root,
+            params["onnx_model"],
+            params.get("manifest", "manifest.json"),
+            int(params.get("intra_op_threads", "1") or 1),
+        )
         self.n_sparse, self.n_dense = _input_widths(self.session)
 
     def execute(self, requests):
@@ -107,10 +114,12 @@ class TritonPythonModel:
         outputs: dict[int, np.ndarray] = {}
         if arrays:
             try:
-                out = score(self.session, np.concatenate([a[1] for a in arrays]), np.concatenate([a[2] for a in arrays]))
+                out = score(
+                    self.session, np.concatenate([a[1] for a in arrays]), np.concatenate([a[2] for a in arrays])
+                )
                 start = 0
                 for i, sp, _ in arrays:
-                    outputs[i] = out[start:start + sp.shape[0]]
+                    outputs[i] = out[start : start + sp.shape[0]]
                     start += sp.shape[0]
             except Exception as e:  # noqa: BLE001
                 errors.update({i: str(e) for i, _, _ in arrays})

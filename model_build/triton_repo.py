@@ -17,6 +17,7 @@ the Job manifests and the training checkpoint, and a CPU Triton has only the pyt
 copy with PYTHONDONTWRITEBYTECODE=1: a `__pycache__/` that the python stub writes next to model.py is a file
 the manifest does not list, and `verify` reports it (a stale .pyc can change what runs).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -54,8 +55,9 @@ def tensorrt_config(name: str, sig: Signature, cc_model_filenames: dict[str, str
 
 
 def onnx_config(name: str, sig: Signature, opt_batch: int) -> mc.ModelConfig:
-    cfg = mc.ModelConfig(name=name, platform="onnxruntime_onnx", max_batch_size=sig.max_batch_size,
-                         default_model_filename="model.onnx")
+    cfg = mc.ModelConfig(
+        name=name, platform="onnxruntime_onnx", max_batch_size=sig.max_batch_size, default_model_filename="model.onnx"
+    )
     _io(cfg, sig)
     _batching(cfg, [opt_batch])
     cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=1)

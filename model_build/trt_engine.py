@@ -17,6 +17,7 @@ from a ConfigMap, with no project code or other packages installed.
   wrong compute capability, build, check the engine's I/O and profile, run the golden parity gates, write
   the engine, its record (see `model_build.manifest.EngineRecord`) and the updated timing cache.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,7 @@ def probe() -> dict:
     """{"tensorrt": version|None, "gpu": name|None, "compute_capability": cc|None, "reason": why not usable}."""
     out: dict = {"tensorrt": None, "gpu": None, "compute_capability": None, "reason": None}
     try:
-        import tensorrt as trt  # noqa: F401
+        import tensorrt as trt
 
         out["tensorrt"] = trt.__version__
     except Exception as e:  # ImportError, or a broken install missing libnvinfer
@@ -84,7 +85,9 @@ class CudaRt:
         self._ok(self.lib.cudaFree(ctypes.c_void_p(ptr)), "cudaFree")
 
     def copy(self, dst: int, src: int, nbytes: int, kind: int) -> None:
-        self._ok(self.lib.cudaMemcpy(ctypes.c_void_p(dst), ctypes.c_void_p(src), ctypes.c_size_t(nbytes), kind), "cudaMemcpy")
+        self._ok(
+            self.lib.cudaMemcpy(ctypes.c_void_p(dst), ctypes.c_void_p(src), ctypes.c_size_t(nbytes), kind), "cudaMemcpy"
+        )
 
     def stream(self) -> int:
         s = ctypes.c_void_p()
@@ -103,8 +106,13 @@ def device_compute_capability(device: int = 0) -> str:
 
 def device_name(device: int = 0) -> str:
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", f"--id={device}"],
-                             capture_output=True, text=True, timeout=30, check=True)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", f"--id={device}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
         return out.stdout.strip().splitlines()[0]
     except Exception:
         return "unknown NVIDIA GPU"
@@ -135,9 +143,14 @@ def build_engine(
     if not parser.parse(onnx_bytes):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise EngineBuildError("ONNX parser failed: " + "; ".join(errors))
-    io = [{"name": t.name, "mode": mode, "dtype": str(t.dtype), "shape": list(t.shape)}
-          for mode, n, get in (("input", network.num_inputs, network.get_input), ("output", network.num_outputs, network.get_output))
-          for t in (get(i) for i in range(n))]
+    io = [
+        {"name": t.name, "mode": mode, "dtype": str(t.dtype), "shape": list(t.shape)}
+        for mode, n, get in (
+            ("input", network.num_inputs, network.get_input),
+            ("output", network.num_outputs, network.get_output),
+        )
+        for t in (get(i) for i in range(n))
+    ]
     missing = sorted(set(shapes) - {t["name"] for t in io if t["mode"] == "input"})
     if missing:
         raise EngineBuildError(f"planned profile names inputs the network lacks: {missing}")
@@ -191,8 +204,13 @@ class Engine:
             prof = [list(s) for s in self.engine.get_tensor_profile_shape(name, 0)] if is_input else None
             max_shape = prof[2] if prof else [self._max_batch() if d < 0 else d for d in shape]
             nbytes = int(np.prod(max_shape)) * dtype.itemsize
-            self.tensors[name] = {"input": is_input, "dtype": dtype, "shape": shape, "profile": prof,
-                                  "ptr": self.cuda.malloc(nbytes)}
+            self.tensors[name] = {
+                "input": is_input,
+                "dtype": dtype,
+                "shape": shape,
+                "profile": prof,
+                "ptr": self.cuda.malloc(nbytes),
+            }
             self.context.set_tensor_address(name, self.tensors[name]["ptr"])
 
     def _max_batch(self) -> int:
@@ -203,7 +221,9 @@ class Engine:
         raise EngineBuildError("engine has no inputs")
 
     def io(self) -> dict[str, dict]:
-        return {n: {k: (str(v) if k == "dtype" else v) for k, v in t.items() if k != "ptr"} for n, t in self.tensors.items()}
+        return {
+            n: {k: (str(v) if k == "dtype" else v) for k, v in t.items() if k != "ptr"} for n, t in self.tensors.items()
+        }
 
     def __call__(self, batch: dict) -> dict:
         np = self.np
@@ -244,11 +264,17 @@ def compare(ref, got, request, topk: int) -> dict:
     for r, g in zip(np.split(ref, bounds), np.split(got, bounds)):
         k = min(topk, len(r))
         ov.append(len(set(np.argsort(-r, kind="stable")[:k]) & set(np.argsort(-g, kind="stable")[:k])) / k)
-    return {"max_abs": float(err.max()), "max_rel": float((err / np.maximum(np.abs(ref), 1e-3)).max()),
-            "topk_overlap_mean": float(np.mean(ov)), "topk_overlap_min": float(np.min(ov))}
+    return {
+        "max_abs": float(err.max()),
+        "max_rel": float((err / np.maximum(np.abs(ref), 1e-3)).max()),
+        "topk_overlap_mean": float(np.mean(ov)),
+        "topk_overlap_min": float(np.min(ov)),
+    }
 
 
-def golden_parity(engine: Engine, golden: dict, output: str, batches: list[int], limits: dict, topk: int, batch1_rows: int) -> list[dict]:
+def golden_parity(
+    engine: Engine, golden: dict, output: str, batches: list[int], limits: dict, topk: int, batch1_rows: int
+) -> list[dict]:
     """The build's parity gates, for an engine, against the golden set's float32 PyTorch reference."""
     import numpy as np
 
@@ -256,13 +282,17 @@ def golden_parity(engine: Engine, golden: dict, output: str, batches: list[int],
     inputs = [n for n, t in engine.tensors.items() if t["input"]]
     for b in batches:
         rows = min(len(golden["reference"]), batch1_rows) if b == 1 else len(golden["reference"])
-        got = np.concatenate([engine({n: golden[n][i:min(i + b, rows)] for n in inputs})[output].ravel()
-                              for i in range(0, rows, b)])
+        got = np.concatenate(
+            [engine({n: golden[n][i : min(i + b, rows)] for n in inputs})[output].ravel() for i in range(0, rows, b)]
+        )
         fig = compare(golden["reference"][:rows], got, golden["request"][:rows], topk)
         fig.update(batch=b, rows=rows, graph="fp16", runtime="tensorrt", limits=limits)
-        fig["passed"] = bool(fig["max_abs"] <= limits["max_abs"] and fig["max_rel"] <= limits["max_rel"]
-                             and fig["topk_overlap_mean"] >= limits["topk_overlap_mean"]
-                             and fig["topk_overlap_min"] >= limits["topk_overlap_min"])
+        fig["passed"] = bool(
+            fig["max_abs"] <= limits["max_abs"]
+            and fig["max_rel"] <= limits["max_rel"]
+            and fig["topk_overlap_mean"] >= limits["topk_overlap_mean"]
+            and fig["topk_overlap_min"] >= limits["topk_overlap_min"]
+        )
         out.append(fig)
     return out
 
@@ -273,9 +303,21 @@ def _sha256(data: bytes) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="trt_engine.py", description="Build one TensorRT engine from a published model version (the engine-build Job's step).")
-    ap.add_argument("--plan", required=True, help="job plan JSON written by `python -m model_build` (engine plan, signature, parity limits)")
-    ap.add_argument("--in", dest="src", required=True, help="directory holding the downloaded repository files (manifest.json, the ONNX graph, golden/golden.npz)")
+    ap = argparse.ArgumentParser(
+        prog="trt_engine.py",
+        description="Build one TensorRT engine from a published model version (the engine-build Job's step).",
+    )
+    ap.add_argument(
+        "--plan",
+        required=True,
+        help="job plan JSON written by `python -m model_build` (engine plan, signature, parity limits)",
+    )
+    ap.add_argument(
+        "--in",
+        dest="src",
+        required=True,
+        help="directory holding the downloaded repository files (manifest.json, the ONNX graph, golden/golden.npz)",
+    )
     ap.add_argument("--out", required=True, help="directory for the engine and its record")
     ap.add_argument("--cache", required=True, help="timing cache file: read if present, rewritten after the build")
     a = ap.parse_args(argv)
@@ -297,11 +339,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot build here: {env['reason']}", file=sys.stderr)
         return 3
     if env["tensorrt"].split(".")[:3] != eng["tensorrt_version"].split(".")[:3]:
-        print(f"TensorRT {env['tensorrt']} here, the Triton image needs engines from {eng['tensorrt_version']}", file=sys.stderr)
+        print(
+            f"TensorRT {env['tensorrt']} here, the Triton image needs engines from {eng['tensorrt_version']}",
+            file=sys.stderr,
+        )
         return 3
     if env["compute_capability"] != eng["compute_capability"]:
-        print(f"this GPU is compute capability {env['compute_capability']}, the engine is for {eng['compute_capability']}: "
-              "an engine must be built on a GPU of its own capability (check the Job's node selector)", file=sys.stderr)
+        print(
+            f"this GPU is compute capability {env['compute_capability']}, the engine is for {eng['compute_capability']}: "
+            "an engine must be built on a GPU of its own capability (check the Job's node selector)",
+            file=sys.stderr,
+        )
         return 3
 
     cache_path = Path(a.cache)
@@ -309,8 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     shapes = {name: tuple(s) for name, s in plan["shapes"].items()}
     t0 = time.time()
     engine_bytes, cache_out, io = build_engine(
-        onnx_bytes, shapes=shapes, timing_cache=cache,  # type: ignore[arg-type]
-        hardware_compatibility=eng["hardware_compatibility"], version_compatible=eng["version_compatible"])
+        onnx_bytes,
+        shapes=shapes,
+        timing_cache=cache,  # type: ignore[arg-type]
+        hardware_compatibility=eng["hardware_compatibility"],
+        version_compatible=eng["version_compatible"],
+    )
     build_s = time.time() - t0
     print(f"built {eng['file']} in {build_s:.1f} s on {env['gpu']} (sm {env['compute_capability']}), network I/O {io}")
 
@@ -329,11 +381,20 @@ def main(argv: list[str] | None = None) -> int:
 
         with np.load(golden_path) as z:
             golden = {k: z[k] for k in z.files}
-        parity = golden_parity(engine, golden, plan["signature"]["outputs"][0]["name"], plan["parity"]["batches"],
-                               plan["parity"]["limits"], plan["parity"]["topk"], plan["parity"]["batch1_rows"])
+        parity = golden_parity(
+            engine,
+            golden,
+            plan["signature"]["outputs"][0]["name"],
+            plan["parity"]["batches"],
+            plan["parity"]["limits"],
+            plan["parity"]["topk"],
+            plan["parity"]["batch1_rows"],
+        )
         for p in parity:
-            print(f"parity batch {p['batch']}: max_abs {p['max_abs']:.2e} max_rel {p['max_rel']:.2e} "
-                  f"top-{plan['parity']['topk']} overlap {p['topk_overlap_mean']:.3f} -> {'ok' if p['passed'] else 'FAIL'}")
+            print(
+                f"parity batch {p['batch']}: max_abs {p['max_abs']:.2e} max_rel {p['max_rel']:.2e} "
+                f"top-{plan['parity']['topk']} overlap {p['topk_overlap_mean']:.3f} -> {'ok' if p['passed'] else 'FAIL'}"
+            )
     engine.close()
     if not parity or not all(p["passed"] for p in parity):
         print("parity gate failed (or golden set missing): no engine is written", file=sys.stderr)
@@ -342,12 +403,19 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / eng["file"]).write_bytes(engine_bytes)
     record = {
-        "compute_capability": eng["compute_capability"], "file": eng["path"], "sha256": _sha256(engine_bytes),
-        "size": len(engine_bytes), "tensorrt_version": eng["tensorrt_version"], "onnx_sha256": entry["sha256"],
-        "built_on": env["gpu"], "device_compute_capability": env["compute_capability"],
-        "hardware_compatibility": eng["hardware_compatibility"], "version_compatible": eng["version_compatible"],
-        "profile": eng["profile"], "parity": parity,
-        "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "compute_capability": eng["compute_capability"],
+        "file": eng["path"],
+        "sha256": _sha256(engine_bytes),
+        "size": len(engine_bytes),
+        "tensorrt_version": eng["tensorrt_version"],
+        "onnx_sha256": entry["sha256"],
+        "built_on": env["gpu"],
+        "device_compute_capability": env["compute_capability"],
+        "hardware_compatibility": eng["hardware_compatibility"],
+        "version_compatible": eng["version_compatible"],
+        "profile": eng["profile"],
+        "parity": parity,
+        "built_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     (out / "record.json").write_text(json.dumps(record, indent=2) + "\n")
     tmp = cache_path.with_suffix(".tmp")

@@ -21,6 +21,7 @@ Pure and deterministic (no TensorRT, no GPU): it reads the fleet config through 
 Everything the fleet must agree on for one model repository is checked here and raised as `PlanError`:
 one model name and version, one TensorRT version, one Triton max batch size.
 """
+
 from __future__ import annotations
 
 import re
@@ -191,7 +192,9 @@ def make_plan(
     releases = sorted({r.triton.release for _, r in regions if r.triton.release})
     release = releases[0] if len(releases) == 1 else None
     if release is None:
-        raise PlanError(f"the TensorRT container must match the Triton image's release; stacks use {releases or 'no release tag'}")
+        raise PlanError(
+            f"the TensorRT container must match the Triton image's release; stacks use {releases or 'no release tag'}"
+        )
     triton_version = TRITON_RELEASES.get(release, {}).get("triton")
     image = TENSORRT_IMAGE.format(release=release)
     opt = max(1, min(opt_batch, max_batch))
@@ -204,8 +207,16 @@ def make_plan(
     for f, r in regions:
         for p in r.gpu_pools:
             cc = p.gpu.compute_capability
-            pools.setdefault(cc, []).append(PoolRef(env=f.env, region=r.region, stack=name(f, r), pool=p.name,
-                                                    instance_type=p.instance_type, gpu_model=p.gpu.gpu_model))
+            pools.setdefault(cc, []).append(
+                PoolRef(
+                    env=f.env,
+                    region=r.region,
+                    stack=name(f, r),
+                    pool=p.name,
+                    instance_type=p.instance_type,
+                    gpu_model=p.gpu.gpu_model,
+                )
+            )
             fallback_votes.setdefault(cc, []).append(cc in r.model.onnx_fallback_for)
     ccs = sorted(pools, key=cc_key)
     fallback = [cc for cc in ccs if all(fallback_votes[cc])]
@@ -217,20 +228,32 @@ def make_plan(
     if hardware_compatibility == "AMPERE_PLUS":
         old = [cc for cc in need if cc_key(cc) < (8, 0)]
         if old:
-            raise PlanError(f"hardware compatibility AMPERE_PLUS cannot serve pre-Ampere GPUs {old}; build per capability")
+            raise PlanError(
+                f"hardware compatibility AMPERE_PLUS cannot serve pre-Ampere GPUs {old}; build per capability"
+            )
         groups = [(need[0], need)] if need else []  # built on the oldest Ampere+ GPU in the fleet
     else:
         groups = [(cc, [cc]) for cc in need]
     for build_cc, serves in groups:
         file = engine_file(build_cc, hardware_compatibility)
-        engines.append(EnginePlan(
-            compute_capability=build_cc, serves=serves, file=file, path=f"{dirs['tensorrt']}/1/{file}",
-            onnx=onnx_path, precision=precision, profile=profile, tensorrt_version=trt, tensorrt_image=image,
-            timing_cache_key=timing_cache_key(build_cc, trt, hardware_compatibility),
-            hardware_compatibility=hardware_compatibility, version_compatible=version_compatible,
-            pools=[p for cc in serves for p in pools[cc]],
-            record=f"engine_records/{file.removesuffix('.plan')}.json",
-        ))
+        engines.append(
+            EnginePlan(
+                compute_capability=build_cc,
+                serves=serves,
+                file=file,
+                path=f"{dirs['tensorrt']}/1/{file}",
+                onnx=onnx_path,
+                precision=precision,
+                profile=profile,
+                tensorrt_version=trt,
+                tensorrt_image=image,
+                timing_cache_key=timing_cache_key(build_cc, trt, hardware_compatibility),
+                hardware_compatibility=hardware_compatibility,
+                version_compatible=version_compatible,
+                pools=[p for cc in serves for p in pools[cc]],
+                record=f"engine_records/{file.removesuffix('.plan')}.json",
+            )
+        )
 
     # One Job per environment and engine, on the first region (by name) with a pool of that capability:
     # the engine lands in that region's bucket and replication carries it to the others.
@@ -241,14 +264,31 @@ def make_plan(
             if not here:
                 continue
             p = here[0]
-            jobs.append(JobPlan(
-                env=f.env, compute_capability=e.compute_capability, region=p.region, stack=p.stack, pool=p.pool,
-                instance_type=p.instance_type, name=_k8s_name(model, "engine", sm(e.compute_capability), version),
-                file=f"jobs/{f.env}-engine-{sm(e.compute_capability)}.yaml",
-            ))
+            jobs.append(
+                JobPlan(
+                    env=f.env,
+                    compute_capability=e.compute_capability,
+                    region=p.region,
+                    stack=p.stack,
+                    pool=p.pool,
+                    instance_type=p.instance_type,
+                    name=_k8s_name(model, "engine", sm(e.compute_capability), version),
+                    file=f"jobs/{f.env}-engine-{sm(e.compute_capability)}.yaml",
+                )
+            )
     return BuildPlan(
-        model=model, version=version, envs=sorted(f.env for f in fleets), triton_release=release,
-        triton_version=triton_version, triton_images=sorted({r.triton.image for _, r in regions}),
-        tensorrt_version=trt, tensorrt_image=image, max_batch_size=max_batch, opt_batch_size=opt,
-        compute_capabilities=ccs, onnx_fallback_for=fallback, engines=engines, jobs=jobs,
+        model=model,
+        version=version,
+        envs=sorted(f.env for f in fleets),
+        triton_release=release,
+        triton_version=triton_version,
+        triton_images=sorted({r.triton.image for _, r in regions}),
+        tensorrt_version=trt,
+        tensorrt_image=image,
+        max_batch_size=max_batch,
+        opt_batch_size=opt,
+        compute_capabilities=ccs,
+        onnx_fallback_for=fallback,
+        engines=engines,
+        jobs=jobs,
     )

@@ -1,6 +1,7 @@
 """Shared by the drills and release tests: no real AWS credentials, profiles or drill settings leak in, and moto
 runs once per test module (`aws`): creating EKS node groups initialises moto's EC2 backend per region, which costs
 seconds."""
+
 from __future__ import annotations
 
 import os
@@ -9,8 +10,16 @@ import pytest
 
 # Dummy credentials: moto needs some to sign, and nothing can reach a real account with them.
 AWS_DUMMY = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-_CLEARED = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
-            "DRILLS_MANIFEST", "DRILLS_PLUGINS", "DRILLS_STATE_DIR", "DRILLS_RELEASE_CANDIDATE")
+_CLEARED = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "DRILLS_MANIFEST",
+    "DRILLS_PLUGINS",
+    "DRILLS_STATE_DIR",
+    "DRILLS_RELEASE_CANDIDATE",
+)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
 """N+1 capacity math and `python -m infra.capacity ENV` (infra/capacity.py)."""
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,9 @@ def stacks(tmp_path: Path, edits: dict[str, dict]) -> Path:
     return d
 
 
-SMALL_EUW1 = {"prod-euw1": {"gpu_pools": [{"name": "a10g", "instance_type": "g5.12xlarge", "min": 1, "desired": 1, "max": 2}]}}
+SMALL_EUW1 = {
+    "prod-euw1": {"gpu_pools": [{"name": "a10g", "instance_type": "g5.12xlarge", "min": 1, "desired": 1, "max": 2}]}
+}
 
 
 def test_shares_renormalise_like_route53():
@@ -67,7 +70,9 @@ def test_prod_holds_n_plus_one():
 def test_failing_fleet_names_lost_region_survivor_and_shortfall(tmp_path):
     fleet = load_fleet("prod", stacks(tmp_path, SMALL_EUW1))
     problems = findings(n_plus_one(fleet))
-    assert any(p.startswith("with us-east-1 lost, eu-west-1 needs 30 GPUs") and "short by 22 GPUs" in p for p in problems)
+    assert any(
+        p.startswith("with us-east-1 lost, eu-west-1 needs 30 GPUs") and "short by 22 GPUs" in p for p in problems
+    )
 
 
 def test_cli_prints_table_and_exits_zero_for_prod(capsys):
@@ -110,7 +115,12 @@ def test_cli_bad_env_exits_2(capsys):
 def test_module_entry_point_exit_status(tmp_path):
     """`python -m infra.capacity` as a user runs it: non-zero for a failing fleet."""
     d = stacks(tmp_path, SMALL_EUW1)
-    run = subprocess.run([sys.executable, "-m", "infra.capacity", "prod", "--stacks-dir", str(d)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "infra.capacity", "prod", "--stacks-dir", str(d)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 1, run.stderr
     assert "short by 22 GPUs" in run.stdout

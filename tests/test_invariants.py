@@ -1,4 +1,5 @@
 """Resilience invariants: each with a passing and a failing fleet (infra/invariants.py)."""
+
 from __future__ import annotations
 
 import json
@@ -40,9 +41,12 @@ def pools(stack: str) -> list[dict]:
 
 
 def manifest(ccs, trt=TRT_25_01, qps=None) -> dict:
-    return {"model": {"name": "ranker", "version": "2026.11.0"}, "tensorrt_version": trt,
-            "engines": {cc: {"file": f"model.cc{cc}.plan"} for cc in ccs},
-            "benchmark": {"qps_per_gpu": qps or {}}}
+    return {
+        "model": {"name": "ranker", "version": "2026.11.0"},
+        "tensorrt_version": trt,
+        "engines": {cc: {"file": f"model.cc{cc}.plan"} for cc in ccs},
+        "benchmark": {"qps_per_gpu": qps or {}},
+    }
 
 
 def ids(findings, severity=None):
@@ -67,8 +71,17 @@ def test_all_zero_weights_is_an_error_and_refused():
 
 
 def test_all_zero_weights_refused_at_config_load(tmp_path):
-    d = stacks(tmp_path, {"prod-global": {"routing": {"mode": "weighted", "regions": {
-        "us-east-1": {"weight": 0}, "us-west-2": {"weight": 0}, "eu-west-1": {"weight": 0}}}}})
+    d = stacks(
+        tmp_path,
+        {
+            "prod-global": {
+                "routing": {
+                    "mode": "weighted",
+                    "regions": {"us-east-1": {"weight": 0}, "us-west-2": {"weight": 0}, "eu-west-1": {"weight": 0}},
+                }
+            }
+        },
+    )
     with pytest.raises(ConfigError, match="prod-global.*routing.*at least one region must have a weight > 0"):
         load_stack("prod-global", d)
 
@@ -76,7 +89,10 @@ def test_all_zero_weights_refused_at_config_load(tmp_path):
 def test_failover_exactly_one_primary():
     glob = load_fleet("staging").glob
     assert inv.routing_findings("staging-global", glob) == []
-    two = Routing.model_construct(mode="failover", regions={"us-east-1": RegionRoute(failover="PRIMARY"), "us-west-2": RegionRoute(failover="PRIMARY")})
+    two = Routing.model_construct(
+        mode="failover",
+        regions={"us-east-1": RegionRoute(failover="PRIMARY"), "us-west-2": RegionRoute(failover="PRIMARY")},
+    )
     found = inv.routing_findings("staging-global", glob.model_copy(update={"routing": two}))
     assert ids(found) == {"routing.one-primary"}
     assert "['us-east-1', 'us-west-2']" in found[0].message
@@ -85,8 +101,17 @@ def test_failover_exactly_one_primary():
 
 
 def test_two_primaries_refused_at_config_load(tmp_path):
-    d = stacks(tmp_path, {"staging-global": {"routing": {"mode": "failover", "regions": {
-        "us-east-1": {"failover": "PRIMARY"}, "us-west-2": {"failover": "PRIMARY"}}}}})
+    d = stacks(
+        tmp_path,
+        {
+            "staging-global": {
+                "routing": {
+                    "mode": "failover",
+                    "regions": {"us-east-1": {"failover": "PRIMARY"}, "us-west-2": {"failover": "PRIMARY"}},
+                }
+            }
+        },
+    )
     with pytest.raises(ConfigError, match="staging-global.*exactly one PRIMARY"):
         load_stack("staging-global", d)
 
@@ -108,8 +133,13 @@ def test_control_region_other_than_us_east_1_is_a_warning():
 
 # ---------------------------------------------------------------- health check on every record
 def _record(name, weight=None, failover=None, hc="hc-1", zone="Z1"):
-    props = {"zoneId": zone, "name": "ranker.example.com", "type": "A", "setIdentifier": name,
-             "aliases": [{"name": "lb", "zoneId": "Z2", "evaluateTargetHealth": True}]}
+    props = {
+        "zoneId": zone,
+        "name": "ranker.example.com",
+        "type": "A",
+        "setIdentifier": name,
+        "aliases": [{"name": "lb", "zoneId": "Z2", "evaluateTargetHealth": True}],
+    }
     if hc:
         props["healthCheckId"] = hc
     if weight is not None:
@@ -131,7 +161,9 @@ def test_weighted_record_without_health_check_fails():
 
 def test_record_sets_all_zero_and_two_primaries_fail():
     assert ids(inv.record_findings([_record("a", 0), _record("b", 0)])) == {"routing.weighted-region"}
-    assert ids(inv.record_findings([_record("a", failover="PRIMARY"), _record("b", failover="PRIMARY")])) == {"routing.one-primary"}
+    assert ids(inv.record_findings([_record("a", failover="PRIMARY"), _record("b", failover="PRIMARY")])) == {
+        "routing.one-primary"
+    }
     # One record on its own is not a set: a standby at weight 0 is fine.
     assert inv.record_findings([_record("b", 0)], sets=False) == []
 
@@ -151,7 +183,11 @@ def test_n_plus_one_fails_naming_lost_region_survivor_and_shortfall(tmp_path):
     lost_use1 = [f for f in found if "with us-east-1 lost" in f.message]
     assert len(lost_use1) == 1 and lost_use1[0].region == "eu-west-1" and lost_use1[0].stack == "prod-euw1"
     # 75,000 QPS at 2,500 QPS per A10G = 30 GPUs; the pool reaches 2 x 4 = 8: short by 22.
-    assert "needs 30 GPUs" in lost_use1[0].message and "reach 8" in lost_use1[0].message and "short by 22 GPUs" in lost_use1[0].message
+    assert (
+        "needs 30 GPUs" in lost_use1[0].message
+        and "reach 8" in lost_use1[0].message
+        and "short by 22 GPUs" in lost_use1[0].message
+    )
 
 
 def test_n_plus_one_uses_benchmarked_throughput_from_manifest():
@@ -176,7 +212,9 @@ def test_missing_engine_fails_naming_region_and_cc():
 
 
 def test_explicit_onnx_fallback_satisfies_a_missing_engine(tmp_path):
-    d = stacks(tmp_path, {"prod-euw1": {"model": {"name": "ranker", "version": "2026.11.0", "onnx_fallback_for": ["8.6"]}}})
+    d = stacks(
+        tmp_path, {"prod-euw1": {"model": {"name": "ranker", "version": "2026.11.0", "onnx_fallback_for": ["8.6"]}}}
+    )
     fleet = load_fleet("prod", d)
     assert inv.engine_findings(fleet, inv.read_manifest(manifest(["9.0", "8.9", "8.0"]))) == []
 
@@ -189,7 +227,9 @@ def test_no_manifest_yet_is_a_warning_not_a_failure():
 
 def test_manifest_read_from_path_and_list_shaped_engines(tmp_path):
     p = tmp_path / "manifest.json"
-    p.write_text(json.dumps({"versions": {"tensorrt": "10.8.0.43"}, "engines": [{"compute_capability": "8.9"}, {"cc": "8.6"}]}))
+    p.write_text(
+        json.dumps({"versions": {"tensorrt": "10.8.0.43"}, "engines": [{"compute_capability": "8.9"}, {"cc": "8.6"}]})
+    )
     facts = inv.read_manifest(p)
     assert facts.engine_ccs == {"8.9", "8.6"} and facts.tensorrt_version == "10.8.0.43"
     assert inv.engine_findings(load_fleet("staging"), facts) == []
@@ -232,8 +272,17 @@ def test_fleet_findings_with_manifest_dict_and_failing_fleet(tmp_path):
 
 
 def test_fleet_findings_turns_a_config_error_into_a_finding(tmp_path):
-    d = stacks(tmp_path, {"prod-global": {"routing": {"mode": "weighted", "regions": {
-        "us-east-1": {"weight": 0}, "us-west-2": {"weight": 0}, "eu-west-1": {"weight": 0}}}}})
+    d = stacks(
+        tmp_path,
+        {
+            "prod-global": {
+                "routing": {
+                    "mode": "weighted",
+                    "regions": {"us-east-1": {"weight": 0}, "us-west-2": {"weight": 0}, "eu-west-1": {"weight": 0}},
+                }
+            }
+        },
+    )
     found = inv.fleet_findings("prod", stacks_dir=d)
     assert [(f.id, f.stack) for f in found] == [("config.invalid", "prod-global")]
 
@@ -250,14 +299,24 @@ def test_cli_exit_status(tmp_path, capsys):
 
 # ---------------------------------------------------------------- model_build's manifest layout
 def _mb_engine(cc, serves, status, trt=TRT_25_01):
-    return {"compute_capability": cc, "serves": serves, "status": status, "file": f"ranker_trt/1/model.sm{cc.replace('.', '')}.plan",
-            "tensorrt_version": trt, "reason": None if status == "built" else "built by the Job on the region's GPU pool"}
+    return {
+        "compute_capability": cc,
+        "serves": serves,
+        "status": status,
+        "file": f"ranker_trt/1/model.sm{cc.replace('.', '')}.plan",
+        "tensorrt_version": trt,
+        "reason": None if status == "built" else "built by the Job on the region's GPU pool",
+    }
 
 
 def test_model_build_manifest_engines_serves_and_status(tmp_path):
-    doc = {"model": {"name": "ranker", "version": "2026.11.0"}, "tensorrt_version": TRT_25_01, "onnx_fallback_for": [],
-           "engines": {"8.9": _mb_engine("8.9", ["8.9"], "built"), "8.6": _mb_engine("8.6", ["8.6"], "not-built")},
-           "benchmark": {"status": "measured", "qps_per_gpu": {"8.9": 4100.0}}}
+    doc = {
+        "model": {"name": "ranker", "version": "2026.11.0"},
+        "tensorrt_version": TRT_25_01,
+        "onnx_fallback_for": [],
+        "engines": {"8.9": _mb_engine("8.9", ["8.9"], "built"), "8.6": _mb_engine("8.6", ["8.6"], "not-built")},
+        "benchmark": {"status": "measured", "qps_per_gpu": {"8.9": 4100.0}},
+    }
     (tmp_path / "repo").mkdir()
     (tmp_path / "repo" / "manifest.json").write_text(json.dumps(doc))
     facts = inv.read_manifest(tmp_path / "repo")  # a repository directory works as well as the file
@@ -268,8 +327,13 @@ def test_model_build_manifest_engines_serves_and_status(tmp_path):
 
 
 def test_model_build_manifest_per_engine_tensorrt_mismatch():
-    doc = {"tensorrt_version": TRT_25_01,
-           "engines": {"8.9": _mb_engine("8.9", ["8.9"], "built", trt="10.7.0"), "8.6": _mb_engine("8.6", ["8.6"], "built")}}
+    doc = {
+        "tensorrt_version": TRT_25_01,
+        "engines": {
+            "8.9": _mb_engine("8.9", ["8.9"], "built", trt="10.7.0"),
+            "8.6": _mb_engine("8.6", ["8.6"], "built"),
+        },
+    }
     found = inv.tensorrt_findings(load_fleet("staging"), inv.read_manifest(doc))
     assert [(f.severity, f.region) for f in found] == [("error", "us-east-1")]
     assert "compute capability 8.9" in found[0].message and "10.7.0" in found[0].message

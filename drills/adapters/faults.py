@@ -9,6 +9,7 @@ each deployment's recorded replica count and the HPA resumes.
 `hc-invert` (control plane, a cloud drill variant): invert the region's Route 53 health check. It proves the
 records and routing, not the data-plane path; the plan warns when it is chosen.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,11 +24,15 @@ class KubernetesFaults:
         self.kubes = kubes
 
     def prepare(self, region: str, kind: str) -> dict:
-        items = self.kubes[region].get(f"/apis/apps/v1/namespaces/{TRITON_NAMESPACE}/deployments", labelSelector=TRITON_SELECTOR)["items"]
+        items = self.kubes[region].get(
+            f"/apis/apps/v1/namespaces/{TRITON_NAMESPACE}/deployments", labelSelector=TRITON_SELECTOR
+        )["items"]
         return {"replicas": {d["metadata"]["name"]: d["spec"].get("replicas", 1) for d in items}}
 
     def _scale(self, region: str, name: str, n: int) -> None:
-        self.kubes[region].patch(f"/apis/apps/v1/namespaces/{TRITON_NAMESPACE}/deployments/{name}/scale", {"spec": {"replicas": n}})
+        self.kubes[region].patch(
+            f"/apis/apps/v1/namespaces/{TRITON_NAMESPACE}/deployments/{name}/scale", {"spec": {"replicas": n}}
+        )
 
     def inject(self, region: str, kind: str, handle: dict) -> None:
         for name in handle["replicas"]:

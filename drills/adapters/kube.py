@@ -6,6 +6,7 @@ presigned STS GetCallerIdentity URL carrying the `x-k8s-aws-id: <cluster>` heade
 `k8s-aws-v1.` prefix (aws-iam-authenticator's format). Not executed here (no cluster); `token()` is tested
 offline since presigning needs no network.
 """
+
 from __future__ import annotations
 
 import base64
@@ -51,20 +52,29 @@ class EksKube:
 
     def get(self, path: str, **params: Any) -> dict:
         self._setup()
-        r = requests.get(self._endpoint + path, params=params, headers=self._headers(), verify=self._ca, timeout=self.timeout)
+        r = requests.get(
+            self._endpoint + path, params=params, headers=self._headers(), verify=self._ca, timeout=self.timeout
+        )
         r.raise_for_status()
         return r.json()
 
     def get_text(self, path: str, **params: Any) -> str:
         """A non-JSON read, e.g. a pod's /metrics through the API server's proxy subresource."""
         self._setup()
-        r = requests.get(self._endpoint + path, params=params, headers=self._headers(), verify=self._ca, timeout=self.timeout)
+        r = requests.get(
+            self._endpoint + path, params=params, headers=self._headers(), verify=self._ca, timeout=self.timeout
+        )
         r.raise_for_status()
         return r.text
 
     def patch(self, path: str, body: dict) -> dict:
         self._setup()
-        r = requests.patch(self._endpoint + path, json=body, verify=self._ca, timeout=self.timeout,
-                           headers={**self._headers(), "Content-Type": "application/merge-patch+json"})
+        r = requests.patch(
+            self._endpoint + path,
+            json=body,
+            verify=self._ca,
+            timeout=self.timeout,
+            headers={**self._headers(), "Content-Type": "application/merge-patch+json"},
+        )
         r.raise_for_status()
         return r.json()

@@ -9,20 +9,21 @@ does what the program would do to the outside world (for the global stack: the R
 weighted/failover alias records of infra/components/dns.py). Appliers are pluggable, so the rehearsal can apply
 through its own moto_server while tests apply to in-process moto.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import yaml
 
-from infra.config import PROJECT, ConfigError, GlobalConfig, RegionConfig, load_fleet, load_stack
-
 from drills.errors import DrillError
 from drills.journal import atomic_write
+from infra.config import PROJECT, ConfigError, GlobalConfig, RegionConfig, load_fleet, load_stack
 
 Applier = Callable[["LocalStackAdapter", str, Any], dict]
 
@@ -64,7 +65,9 @@ def set_path(doc: dict, parts: list[str | int], value: Any) -> None:
 
 
 class LocalStackAdapter:
-    def __init__(self, stacks_dir: Path, state_dir: Path, appliers: Mapping[str, Applier] | None = None, project: str = PROJECT):
+    def __init__(
+        self, stacks_dir: Path, state_dir: Path, appliers: Mapping[str, Applier] | None = None, project: str = PROJECT
+    ):
         """`appliers`: {"global": fn, "region": fn}; each `fn(adapter, stack, cfg) -> outputs`."""
         self.stacks_dir, self.state_dir, self.project = Path(stacks_dir), Path(state_dir), project
         self.appliers = dict(appliers or {})
@@ -81,7 +84,7 @@ class LocalStackAdapter:
 
     def _config(self, doc: dict) -> dict:
         prefix = f"{self.project}:"
-        return {k[len(prefix):]: v for k, v in (doc.get("config") or {}).items() if k.startswith(prefix)}
+        return {k[len(prefix) :]: v for k, v in (doc.get("config") or {}).items() if k.startswith(prefix)}
 
     # ---------------------------------------------------------------- StackAdapter
     def get_config(self, stack: str, path: str) -> Any:
@@ -155,7 +158,11 @@ def route53_applier(client: Any) -> Applier:
         if not zone_id:
             zones = client.list_hosted_zones_by_name(DNSName=zone_name)["HostedZones"]
             match = [z for z in zones if z["Name"] == zone_name]
-            zone_id = (match[0]["Id"] if match else client.create_hosted_zone(Name=zone_name, CallerReference=f"{stack}-zone")["HostedZone"]["Id"]).split("/")[-1]
+            zone_id = (
+                match[0]["Id"]
+                if match
+                else client.create_hosted_zone(Name=zone_name, CallerReference=f"{stack}-zone")["HostedZone"]["Id"]
+            ).split("/")[-1]
         previous = adapter.outputs(stack).get("health_check_ids", {})
         hc_ids: dict[str, str] = {}
         changes = []
@@ -170,15 +177,28 @@ def route53_applier(client: Any) -> Applier:
             if not hc_id:
                 hc_id = client.create_health_check(
                     CallerReference=f"{stack}-{region}-{len(previous)}-{os.getpid()}",
-                    HealthCheckConfig={"Type": "HTTPS", "FullyQualifiedDomainName": out["lb_dns_name"], "Port": cfg.health_check.port,
-                                       "ResourcePath": cfg.health_check.path, "RequestInterval": cfg.health_check.request_interval,
-                                       "FailureThreshold": cfg.health_check.failure_threshold, "EnableSNI": True},
+                    HealthCheckConfig={
+                        "Type": "HTTPS",
+                        "FullyQualifiedDomainName": out["lb_dns_name"],
+                        "Port": cfg.health_check.port,
+                        "ResourcePath": cfg.health_check.path,
+                        "RequestInterval": cfg.health_check.request_interval,
+                        "FailureThreshold": cfg.health_check.failure_threshold,
+                        "EnableSNI": True,
+                    },
                 )["HealthCheck"]["Id"]
             hc_ids[region] = hc_id
             route = cfg.routing.regions[region]
             rrset: dict[str, Any] = {
-                "Name": cfg.fqdn + ".", "Type": "A", "SetIdentifier": region, "HealthCheckId": hc_id,
-                "AliasTarget": {"HostedZoneId": out["lb_zone_id"], "DNSName": out["lb_dns_name"], "EvaluateTargetHealth": True},
+                "Name": cfg.fqdn + ".",
+                "Type": "A",
+                "SetIdentifier": region,
+                "HealthCheckId": hc_id,
+                "AliasTarget": {
+                    "HostedZoneId": out["lb_zone_id"],
+                    "DNSName": out["lb_dns_name"],
+                    "EvaluateTargetHealth": True,
+                },
             }
             if cfg.routing.mode == "weighted":
                 rrset["Weight"] = route.weight
@@ -186,9 +206,17 @@ def route53_applier(client: Any) -> Applier:
                 rrset["Failover"] = route.failover
             changes.append({"Action": "UPSERT", "ResourceRecordSet": rrset})
         # Switching mode would need DELETE of the other kind first; the drills never switch mode.
-        client.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Comment": f"{stack} up", "Changes": changes})
-        return {"fqdn": cfg.fqdn, "zone_id": zone_id, "routing_mode": cfg.routing.mode, "weights": cfg.routing.weights(),
-                "health_check_ids": hc_ids, "record_set_identifiers": sorted(cfg.routing.regions),
-                "regional_stacks": {r: fleet.stack_names[r] for r in sorted(cfg.routing.regions)}}
+        client.change_resource_record_sets(
+            HostedZoneId=zone_id, ChangeBatch={"Comment": f"{stack} up", "Changes": changes}
+        )
+        return {
+            "fqdn": cfg.fqdn,
+            "zone_id": zone_id,
+            "routing_mode": cfg.routing.mode,
+            "weights": cfg.routing.weights(),
+            "health_check_ids": hc_ids,
+            "record_set_identifiers": sorted(cfg.routing.regions),
+            "regional_stacks": {r: fleet.stack_names[r] for r in sorted(cfg.routing.regions)},
+        }
 
     return apply

@@ -9,12 +9,14 @@
   model). Many clients with staggered caches show the gradual move of traffic a TTL produces.
 Latency is measured with perf_counter (real round trips); timestamps come from the injectable clock.
 """
+
 from __future__ import annotations
 
 import random
 import socket
 import time
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -59,8 +61,17 @@ def infer_body(metadata: dict) -> dict:
 
 
 class TritonHttpProbe:
-    def __init__(self, endpoints: dict[str, str], model: str, clock: Clock, resolver: Resolver | None = None, *,
-                 timeout: float = 2.0, server_name: str | None = None, body: dict | None = None):
+    def __init__(
+        self,
+        endpoints: dict[str, str],
+        model: str,
+        clock: Clock,
+        resolver: Resolver | None = None,
+        *,
+        timeout: float = 2.0,
+        server_name: str | None = None,
+        body: dict | None = None,
+    ):
         """`endpoints`: region -> base URL (http://127.0.0.1:8000, https://<lb dns name>); `server_name`: the
         certificate's name when endpoints are load balancers behind a TLS listener for the service name."""
         self.endpoints, self.model, self.clock, self.resolver = endpoints, model, clock, resolver
@@ -92,7 +103,9 @@ class TritonHttpProbe:
                 r = self.session.get(f"{base}/v2/health/ready", headers=self._headers(), timeout=self.timeout)
             else:
                 body = self._fixed_body or self._body(base)
-                r = self.session.post(f"{base}/v2/models/{self.model}/infer", json=body, headers=self._headers(), timeout=self.timeout)
+                r = self.session.post(
+                    f"{base}/v2/models/{self.model}/infer", json=body, headers=self._headers(), timeout=self.timeout
+                )
             status = r.status_code
             ok = r.status_code == 200
             err = None if ok else f"HTTP {r.status_code}"
@@ -101,7 +114,17 @@ class TritonHttpProbe:
         except (requests.RequestException, ConnectionError, ValueError) as e:
             ok, err = False, type(e).__name__ + (f": {e}" if str(e) else "")
         ms = (time.perf_counter() - start) * 1000
-        return ProbeResult(t=t, target=target, kind=kind, ok=ok, latency_ms=round(ms, 3), status=status, region=region, client=client, error=err)
+        return ProbeResult(
+            t=t,
+            target=target,
+            kind=kind,
+            ok=ok,
+            latency_ms=round(ms, 3),
+            status=status,
+            region=region,
+            client=client,
+            error=err,
+        )
 
     def _body(self, base: str) -> dict:
         if base not in self._bodies:
@@ -127,8 +150,15 @@ class PolicyResolver:
     """Clients of a modelled DNS: each caches its answer for the record's TTL, as a stub resolver does, then asks
     `answer()` (region -> share) again and picks by share. Cache expiries are staggered across clients."""
 
-    def __init__(self, answer: Callable[[], dict[str, float]], endpoints: dict[str, str], clock: Clock, ttl: float,
-                 clients: int = 8, seed: int = 7):
+    def __init__(
+        self,
+        answer: Callable[[], dict[str, float]],
+        endpoints: dict[str, str],
+        clock: Clock,
+        ttl: float,
+        clients: int = 8,
+        seed: int = 7,
+    ):
         self.answer, self.endpoints, self.clock, self.ttl = answer, endpoints, clock, ttl
         self.rng = random.Random(seed)
         self._cache: dict[int, tuple[str | None, float]] = {}

@@ -9,11 +9,13 @@ Written to the documented API of pulumi 3.x `pulumi.automation`: `select_stack(s
 It needs the Pulumi CLI and the stack's backend credentials, which this workplace does not have; the tests
 exercise it with a fake Stack (the keys, paths and values it sets are what they check).
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from infra.config import PROJECT, ROOT
 
@@ -34,9 +36,16 @@ def _decode(text: str) -> Any:
 
 
 class AutomationStackAdapter:
-    def __init__(self, work_dir: Path = ROOT, *, project: str = PROJECT, org: str | None = None,
-                 env_vars: Mapping[str, str] | None = None, log: Callable[[str], None] | None = None,
-                 select: Callable[..., Any] | None = None):
+    def __init__(
+        self,
+        work_dir: Path = ROOT,
+        *,
+        project: str = PROJECT,
+        org: str | None = None,
+        env_vars: Mapping[str, str] | None = None,
+        log: Callable[[str], None] | None = None,
+        select: Callable[..., Any] | None = None,
+    ):
         """`org`: prefix stack names as <org>/<stack> (Pulumi Cloud); `select` is injectable for tests."""
         self.work_dir, self.project, self.org = Path(work_dir), project, org
         self.env_vars = dict(env_vars or {})
@@ -50,7 +59,9 @@ class AutomationStackAdapter:
                 from pulumi import automation as auto
 
                 opts = auto.LocalWorkspaceOptions(env_vars=self.env_vars) if self.env_vars else None
-                self._stacks[name] = auto.select_stack(stack_name=self._qualified(name), work_dir=str(self.work_dir), opts=opts)
+                self._stacks[name] = auto.select_stack(
+                    stack_name=self._qualified(name), work_dir=str(self.work_dir), opts=opts
+                )
             else:
                 self._stacks[name] = self._select(stack_name=self._qualified(name), work_dir=str(self.work_dir))
         return self._stacks[name]
@@ -67,7 +78,9 @@ class AutomationStackAdapter:
     def set_config(self, stack: str, values: Mapping[str, Any]) -> None:
         from pulumi.automation import ConfigValue
 
-        self._stack(stack).set_all_config({self.key(p): ConfigValue(value=_encode(v)) for p, v in values.items()}, path=True)
+        self._stack(stack).set_all_config(
+            {self.key(p): ConfigValue(value=_encode(v)) for p, v in values.items()}, path=True
+        )
 
     def preview(self, stack: str) -> dict[str, int]:
         res = self._stack(stack).preview(on_output=self.log)
@@ -76,8 +89,10 @@ class AutomationStackAdapter:
     def up(self, stack: str, message: str) -> dict[str, Any]:
         res = self._stack(stack).up(message=message, on_output=self.log)
         summary = getattr(res.summary, "resource_changes", None) or {}
-        return {"summary": {str(k): int(v) for k, v in summary.items()},
-                "outputs": {k: v.value for k, v in (res.outputs or {}).items()}}
+        return {
+            "summary": {str(k): int(v) for k, v in summary.items()},
+            "outputs": {k: v.value for k, v in (res.outputs or {}).items()},
+        }
 
     def outputs(self, stack: str) -> dict[str, Any]:
         return {k: v.value for k, v in self._stack(stack).outputs().items()}

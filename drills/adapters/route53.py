@@ -6,12 +6,14 @@ and TestDNSAnswer answers 404, so health comes from `HealthModel` (probes at the
 threshold, as Route 53 checkers do) and the DNS answer from `policy_answer` (Route 53's weighted/failover
 rules over healthy records).
 """
+
 from __future__ import annotations
 
 import socket
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from drills.adapters.base import RecordState
 from drills.clock import Clock
@@ -30,7 +32,9 @@ def _region_of(rr: dict, regions: dict[str, str | None]) -> str | None:
     return next((r for r in regions if r in sid), None)
 
 
-def policy_answer(records: dict[str, RecordState], healthy: Callable[[str], bool], mode: str | None = None) -> dict[str, float]:
+def policy_answer(
+    records: dict[str, RecordState], healthy: Callable[[str], bool], mode: str | None = None
+) -> dict[str, float]:
     """Route 53's answer shares for one name.
 
     Weighted: healthy records with weight > 0 share by weight; if every weighted record is unhealthy, healthy
@@ -58,8 +62,16 @@ class Boto3Route53:
     """`client`: boto3 route53 client. `regions`: region -> its load balancer DNS name (from the regional
     stacks' outputs). `health_check_ids`: from the global stack's outputs where known (else the records')."""
 
-    def __init__(self, client: Any, zone_id: str, fqdn: str, regions: dict[str, str | None],
-                 health_check_ids: dict[str, str] | None = None, answer_samples: int = 4, cache_seconds: float = 2.0):
+    def __init__(
+        self,
+        client: Any,
+        zone_id: str,
+        fqdn: str,
+        regions: dict[str, str | None],
+        health_check_ids: dict[str, str] | None = None,
+        answer_samples: int = 4,
+        cache_seconds: float = 2.0,
+    ):
         """Route 53's API allows 5 requests per second per account: reads are cached for `cache_seconds` (real
         time; Route 53's own checkers report every 10 s, so a poll loses nothing) and TestDNSAnswer is sampled
         `answer_samples` times per answer."""
@@ -94,13 +106,21 @@ class Boto3Route53:
                     continue
                 region = _region_of(rr, self.regions)
                 if region:
-                    out[region] = RecordState(region=region, set_identifier=rr.get("SetIdentifier", ""), weight=rr.get("Weight"),
-                                              failover=rr.get("Failover"), health_check_id=rr.get("HealthCheckId"),
-                                              target=(rr.get("AliasTarget") or {}).get("DNSName"))
+                    out[region] = RecordState(
+                        region=region,
+                        set_identifier=rr.get("SetIdentifier", ""),
+                        weight=rr.get("Weight"),
+                        failover=rr.get("Failover"),
+                        health_check_id=rr.get("HealthCheckId"),
+                        target=(rr.get("AliasTarget") or {}).get("DNSName"),
+                    )
             if not page.get("IsTruncated") or page.get("NextRecordName", "").rstrip(".").lower() != self.fqdn.lower():
                 break
-            kw.update(StartRecordName=page["NextRecordName"], StartRecordType=page["NextRecordType"],
-                      **({"StartRecordIdentifier": page["NextRecordIdentifier"]} if page.get("NextRecordIdentifier") else {}))
+            kw.update(
+                StartRecordName=page["NextRecordName"],
+                StartRecordType=page["NextRecordType"],
+                **({"StartRecordIdentifier": page["NextRecordIdentifier"]} if page.get("NextRecordIdentifier") else {}),
+            )
         return out
 
     def health_check_id(self, region: str) -> str:
@@ -114,13 +134,17 @@ class Boto3Route53:
     def inverted(self, region: str) -> bool:
         # Read once: inversions go through set_inverted, which keeps this current.
         if region not in self._inverted:
-            cfg = self.client.get_health_check(HealthCheckId=self.health_check_id(region))["HealthCheck"]["HealthCheckConfig"]
+            cfg = self.client.get_health_check(HealthCheckId=self.health_check_id(region))["HealthCheck"][
+                "HealthCheckConfig"
+            ]
             self._inverted[region] = bool(cfg.get("Inverted"))
         return self._inverted[region]
 
     def health(self, region: str) -> bool:
         def read() -> bool:
-            obs = self.client.get_health_check_status(HealthCheckId=self.health_check_id(region))["HealthCheckObservations"]
+            obs = self.client.get_health_check_status(HealthCheckId=self.health_check_id(region))[
+                "HealthCheckObservations"
+            ]
             ok = sum(1 for o in obs if o["StatusReport"]["Status"].startswith("Success"))
             # Route 53 calls an endpoint healthy when more than 18% of its checkers do; the observations are the
             # checkers' raw results, so an inverted check's verdict is the opposite.
@@ -199,11 +223,13 @@ class HealthModel:
         self._state[key] = [True, 0]
         at = getattr(self.clock, "at", None)
         if at is not None:
+
             def periodic(k: str = key) -> None:
                 if self._stop.is_set():
                     return
                 self._tick(k)
                 at(self.clock.now() + self.interval, periodic)
+
             periodic()
         elif self._thread is None:
             self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -227,8 +253,16 @@ class ModelledRoute53(Boto3Route53):
     """Records from moto, health from `HealthModel`, DNS answers from `policy_answer` (moto has neither a
     health status nor TestDNSAnswer). No read cache: a fake clock moves faster than any cache would expire."""
 
-    def __init__(self, client: Any, zone_id: str, fqdn: str, regions: dict[str, str | None], model: HealthModel,
-                 health_check_ids: dict[str, str] | None = None, mode: str | None = None):
+    def __init__(
+        self,
+        client: Any,
+        zone_id: str,
+        fqdn: str,
+        regions: dict[str, str | None],
+        model: HealthModel,
+        health_check_ids: dict[str, str] | None = None,
+        mode: str | None = None,
+    ):
         super().__init__(client, zone_id, fqdn, regions, health_check_ids, answer_samples=0, cache_seconds=0.0)
         self.model, self.mode = model, mode
 

@@ -4,11 +4,13 @@ moto stores a bucket's replication configuration but never replicates: `Replicat
 (every enabled rule of the source bucket copies a new object to the rule's destination bucket after a lag),
 so RPO is measurable against moto the same way as against AWS, by polling HEAD in the destination.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from drills.clock import Clock
 
@@ -24,8 +26,13 @@ class Boto3S3:
     The Triton repository lives at s3://<bucket>/<model>/<version>/ (infra/components/triton.py); the manifest
     beside it at `manifest_key`."""
 
-    def __init__(self, clients: dict[str, Any], buckets: dict[str, str], models: dict[str, tuple[str, str]],
-                 manifest_key: str = "{model}/{version}/manifest.json"):
+    def __init__(
+        self,
+        clients: dict[str, Any],
+        buckets: dict[str, str],
+        models: dict[str, tuple[str, str]],
+        manifest_key: str = "{model}/{version}/manifest.json",
+    ):
         self.clients, self.buckets, self.models, self.manifest_key = clients, buckets, models, manifest_key
 
     def bucket_ok(self, region: str) -> bool:
@@ -36,18 +43,24 @@ class Boto3S3:
             return False
 
     def put_object(self, region: str, key: str, body: bytes) -> str | None:
-        r = self.clients[region].put_object(Bucket=self.buckets[region], Key=key, Body=body, ContentType="application/json")
+        r = self.clients[region].put_object(
+            Bucket=self.buckets[region], Key=key, Body=body, ContentType="application/json"
+        )
         return r.get("VersionId")
 
     def head(self, region: str, key: str) -> dict | None:
         try:
             r = self.clients[region].head_object(Bucket=self.buckets[region], Key=key)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             if _missing(e):
                 return None
             raise
-        return {"etag": r.get("ETag"), "version_id": r.get("VersionId"), "replication_status": r.get("ReplicationStatus"),
-                "last_modified": r["LastModified"].timestamp() if r.get("LastModified") else None}
+        return {
+            "etag": r.get("ETag"),
+            "version_id": r.get("VersionId"),
+            "replication_status": r.get("ReplicationStatus"),
+            "last_modified": r["LastModified"].timestamp() if r.get("LastModified") else None,
+        }
 
     def delete_object(self, region: str, key: str) -> None:
         c, b = self.clients[region], self.buckets[region]
@@ -61,7 +74,7 @@ class Boto3S3:
         kw = {"VersionId": version_id} if version_id else {}
         try:
             return self.clients[region].get_object(Bucket=self.buckets[region], Key=key, **kw)["Body"].read()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             if _missing(e):
                 return None
             raise
@@ -80,10 +93,26 @@ class Boto3S3:
         c, out, kw = self.clients[region], [], {"Bucket": self.buckets[region], "Prefix": key}
         while True:
             page = c.list_object_versions(**kw)
-            out += [{"version_id": v["VersionId"], "latest": v["IsLatest"], "delete_marker": False, "t": v["LastModified"].timestamp()}
-                    for v in page.get("Versions", []) if v["Key"] == key]
-            out += [{"version_id": v["VersionId"], "latest": v["IsLatest"], "delete_marker": True, "t": v["LastModified"].timestamp()}
-                    for v in page.get("DeleteMarkers", []) if v["Key"] == key]
+            out += [
+                {
+                    "version_id": v["VersionId"],
+                    "latest": v["IsLatest"],
+                    "delete_marker": False,
+                    "t": v["LastModified"].timestamp(),
+                }
+                for v in page.get("Versions", [])
+                if v["Key"] == key
+            ]
+            out += [
+                {
+                    "version_id": v["VersionId"],
+                    "latest": v["IsLatest"],
+                    "delete_marker": True,
+                    "t": v["LastModified"].timestamp(),
+                }
+                for v in page.get("DeleteMarkers", [])
+                if v["Key"] == key
+            ]
             if not page.get("IsTruncated"):
                 return sorted(out, key=lambda v: v["t"], reverse=True)
             kw.update(KeyMarker=page["NextKeyMarker"], VersionIdMarker=page["NextVersionIdMarker"])
@@ -92,7 +121,9 @@ class Boto3S3:
         # A server-side copy of the pinned version onto the same key: the version becomes current again and the
         # bad one stays as a noncurrent version (evidence), nothing is deleted.
         b = self.buckets[region]
-        r = self.clients[region].copy_object(Bucket=b, Key=key, CopySource={"Bucket": b, "Key": key, "VersionId": version_id})
+        r = self.clients[region].copy_object(
+            Bucket=b, Key=key, CopySource={"Bucket": b, "Key": key, "VersionId": version_id}
+        )
         return r.get("VersionId")
 
     def current_manifest(self, region: str) -> tuple[dict | None, str | None]:
@@ -100,7 +131,7 @@ class Boto3S3:
         key = self.manifest_key.format(model=name, version=version)
         try:
             body = self.clients[region].get_object(Bucket=self.buckets[region], Key=key)["Body"].read()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             if _missing(e):
                 return None, None
             raise
@@ -115,8 +146,15 @@ class ReplicatingS3(Boto3S3):
     """Boto3S3 plus a model of S3 Replication on an injectable clock. `lag(source, destination)` gives the
     seconds a new object takes to appear in the destination (AWS with RTC: 99.99% within 15 minutes)."""
 
-    def __init__(self, clients: dict[str, Any], buckets: dict[str, str], models: dict[str, tuple[str, str]], clock: Clock,
-                 lag: Callable[[str, str], float], **kw: Any):
+    def __init__(
+        self,
+        clients: dict[str, Any],
+        buckets: dict[str, str],
+        models: dict[str, tuple[str, str]],
+        clock: Clock,
+        lag: Callable[[str, str], float],
+        **kw: Any,
+    ):
         super().__init__(clients, buckets, models, **kw)
         self.clock, self.lag = clock, lag
         self._pending: list[tuple[float, str, str, str, bytes]] = []  # due, src, dst, key, body

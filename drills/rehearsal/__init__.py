@@ -40,10 +40,25 @@ What the drills engine's rehearsal adapters call (all on `World`):
              rto(records, fault_time, region), predicted_rto(), slo()
   facts      describe() (ports, pids, ready times, memory, timings, scale), dns_address, region_ip
 """
+
 from drills.rehearsal.loadgen import LoadGenerator, RequestRecord, Slo, rto_parts
 from drills.rehearsal.procs import PortInUse, ProcessError, Supervisor
 from drills.rehearsal.repo import ArtifactError
 from drills.rehearsal.world import Canary, Scale, World, model_build_publisher, plain_publisher, plan_declared
 
-__all__ = ["World", "Scale", "Canary", "plan_declared", "model_build_publisher", "plain_publisher", "LoadGenerator",
-           "RequestRecord", "Slo", "rto_parts", "Supervisor", "PortInUse", "ProcessError", "ArtifactError"]
+__all__ = [
+    "ArtifactError",
+    "Canary",
+    "LoadGenerator",
+    "PortInUse",
+    "ProcessError",
+    "RequestRecord",
+    "Scale",
+    "Slo",
+    "Supervisor",
+    "World",
+    "model_build_publisher",
+    "plain_publisher",
+    "plan_declared",
+    "rto_parts",
+]

@@ -21,6 +21,7 @@ replaces only what moto lacks by the world's models:
 `make_backend(world, ...)` bundles them into a `drills.adapters.base.Backend` named "rehearsal"; the plugin
 registers the factory with `drills.backends.register_backend`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,8 +29,9 @@ import json
 import random
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from drills.adapters.base import Backend
 from drills.adapters.capacity import EksCapacity
@@ -62,8 +64,12 @@ def offline_plan(stack: str, stacks_dir: Path) -> Any:
 
 
 def _digests(declared: list[dict]) -> dict[str, str]:
-    return {r.get("urn") or f"{r['type']}::{r['name']}": hashlib.sha256(json.dumps(r["inputs"], sort_keys=True, default=str).encode()).hexdigest()
-            for r in declared}
+    return {
+        r.get("urn") or f"{r['type']}::{r['name']}": hashlib.sha256(
+            json.dumps(r["inputs"], sort_keys=True, default=str).encode()
+        ).hexdigest()
+        for r in declared
+    }
 
 
 # ---------------------------------------------------------------- stacks
@@ -77,7 +83,9 @@ class RehearsalStacks(LocalStackAdapter):
         self.ups: list[dict] = []  # every up: stack, wall time, summary (the report's timeline)
 
     def _plan(self, stack: str) -> Any:
-        digest = hashlib.sha256(json.dumps(self._config(self._doc(stack)), sort_keys=True, default=str).encode()).hexdigest()
+        digest = hashlib.sha256(
+            json.dumps(self._config(self._doc(stack)), sort_keys=True, default=str).encode()
+        ).hexdigest()
         hit = self._plans.get(stack)
         if hit is None or hit[0] != digest:
             hit = (digest, offline_plan(stack, self.stacks_dir))
@@ -121,7 +129,9 @@ class RehearsalStacks(LocalStackAdapter):
         if ap is not None and out.get("zone_id") in ap.zones:
             out["zone_id"] = ap.zones[out["zone_id"]]
         if isinstance(out.get("health_check_ids"), dict):
-            out["health_check_ids"] = {r: self.world.health_check_ids.get(r, h) for r, h in out["health_check_ids"].items()}
+            out["health_check_ids"] = {
+                r: self.world.health_check_ids.get(r, h) for r, h in out["health_check_ids"].items()
+            }
         return out
 
 
@@ -132,8 +142,15 @@ class RehearsalRoute53(Boto3Route53):
 
     def __init__(self, world: Any):
         regions = {r: name for name, r in world.applied.alias_targets().items()}
-        super().__init__(world.moto.client("route53"), world._zone_id(), world.fqdn, regions, dict(world.health_check_ids),
-                         answer_samples=0, cache_seconds=0.0)
+        super().__init__(
+            world.moto.client("route53"),
+            world._zone_id(),
+            world.fqdn,
+            regions,
+            dict(world.health_check_ids),
+            answer_samples=0,
+            cache_seconds=0.0,
+        )
         self.world = world
 
     def health(self, region: str) -> bool:
@@ -191,13 +208,15 @@ class DnsClients:
         self._resolvers: dict[int, CachingResolver] = {}
 
     @classmethod
-    def for_world(cls, world: Any, seed: int = 7) -> "DnsClients":
+    def for_world(cls, world: Any, seed: int = 7) -> DnsClients:
         return cls(world.dns_address, world.fqdn, dict(world.ip_region), world.ports["http"], seed)
 
     def resolve(self, client: int) -> tuple[str | None, str | None]:
         r = self._resolvers.get(client)
         if r is None:
-            r = self._resolvers[client] = CachingResolver(self.dns_server, stagger=random.Random(self.seed * 1000 + client))
+            r = self._resolvers[client] = CachingResolver(
+                self.dns_server, stagger=random.Random(self.seed * 1000 + client)
+            )
         try:
             ip, _ = r.resolve(self.name)
         except Exception:  # noqa: BLE001 - no answer is a failed probe, as getaddrinfo failing is
@@ -242,19 +261,45 @@ class WorldFaults:
 
 
 # ---------------------------------------------------------------- the bundle
-def make_backend(world: Any, *, stacks_dir: Path, state_dir: Path, clock: Clock, options: dict, probe_timeout: float = 1.0,
-                 seed: int = 7, probe_body: dict | None = None) -> Backend:
+def make_backend(
+    world: Any,
+    *,
+    stacks_dir: Path,
+    state_dir: Path,
+    clock: Clock,
+    options: dict,
+    probe_timeout: float = 1.0,
+    seed: int = 7,
+    probe_body: dict | None = None,
+) -> Backend:
     """A drills Backend over a started world. The world itself is not closed by the backend (its owner does)."""
     fleet = world.fleet
     stacks = RehearsalStacks(world, stacks_dir, state_dir)
     route53 = RehearsalRoute53(world)
     s3 = RehearsalS3(world, {r: (c.model.name, c.model.version) for r, c in fleet.regions.items()})
-    capacity = EksCapacity({r: world.moto.client("eks", r) for r in world.regions}, dict(world.clusters), WorldPods(world))
-    probes = TritonHttpProbe({r: t.url for r, t in world.tritons.items()}, world.model_name, clock, DnsClients.for_world(world, seed),
-                             timeout=probe_timeout, body=probe_body)
+    capacity = EksCapacity(
+        {r: world.moto.client("eks", r) for r in world.regions}, dict(world.clusters), WorldPods(world)
+    )
+    probes = TritonHttpProbe(
+        {r: t.url for r, t in world.tritons.items()},
+        world.model_name,
+        clock,
+        DnsClients.for_world(world, seed),
+        timeout=probe_timeout,
+        body=probe_body,
+    )
     faults_world = WorldFaults(world)
     faults = CompositeFaults(faults_world, HealthCheckInversion(route53))
-    b = Backend("rehearsal", options, stacks, route53, s3, capacity, probes, faults,
-                extras={"world": world, "world_faults": faults_world, "stacks": stacks})
+    b = Backend(
+        "rehearsal",
+        options,
+        stacks,
+        route53,
+        s3,
+        capacity,
+        probes,
+        faults,
+        extras={"world": world, "world_faults": faults_world, "stacks": stacks},
+    )
     b.closers.append(probes.session.close)
     return b

@@ -7,6 +7,7 @@ Three panels over drill seconds since the first client request, all from the cli
 Marked on every panel: the fault and its clearing (shaded between), each measured RTO part, the predicted RTO
 from the configuration (dashed), each configuration change the drill applied, and the drill's steps.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -91,7 +92,9 @@ def timeline_chart(rep: dict, records: list, entries: list[dict], path: Path, zo
     ax_l.plot(xs, p99, color="#d62728", lw=1.3, drawstyle="steps-mid", label="p99")
     ax_l.plot(xs, p50, color="#1f77b4", lw=1.0, drawstyle="steps-mid", label="p50")
     if fo:
-        ax_l.axhline(fo["slo"]["p99_ms"], color="#d62728", lw=0.8, ls="--", label=f"p99 objective {fo['slo']['p99_ms']:g} ms")
+        ax_l.axhline(
+            fo["slo"]["p99_ms"], color="#d62728", lw=0.8, ls="--", label=f"p99 objective {fo['slo']['p99_ms']:g} ms"
+        )
     elif "service p99 latency" in plan_obj:
         v = float(plan_obj["service p99 latency"].split()[1])
         ax_l.axhline(v, color="#d62728", lw=0.8, ls="--", label=f"p99 objective {v:g} ms")
@@ -118,7 +121,12 @@ def timeline_chart(rep: dict, records: list, entries: list[dict], path: Path, zo
             low = high
     ax_d.set_ylim(0, 1.0)
     ax_d.set_ylabel("DNS answer\nshare")
-    ax_d.plot([], [], color="none", label="what the DNS model answered\n(region colours as above);\nclients follow within a TTL")
+    ax_d.plot(
+        [],
+        [],
+        color="none",
+        label="what the DNS model answered\n(region colours as above);\nclients follow within a TTL",
+    )
     ax_d.set_xlabel(f"drill seconds since traffic started (wall seconds / {scale:g}; scale {scale:g})")
 
     marks: list[tuple[float, str, Any, Any]] = []
@@ -148,11 +156,18 @@ def timeline_chart(rep: dict, records: list, entries: list[dict], path: Path, zo
         x = x_drill(entries[0]["t"] + s["at_drill_s"])
         marks.append((x, "config change + pulumi up (step named below)", "#8c564b", "-"))
         if s.get("dns_changed_drill_s") is not None:
-            marks.append((x + s["dns_changed_drill_s"], "DNS answer changed (modelled propagation)", "#9467bd", (0, (4, 2))))
+            marks.append(
+                (x + s["dns_changed_drill_s"], "DNS answer changed (modelled propagation)", "#9467bd", (0, (4, 2)))
+            )
         if s["away"] and s.get("last_request_to_away_drill_s"):
-            marks.append((x + s["last_request_to_away_drill_s"],
-                          f"last request to {', '.join(s['away'])} after {s['step']}: +{s['last_request_to_away_drill_s']:.0f} s (TTL)",
-                          "#2ca02c", "-."))
+            marks.append(
+                (
+                    x + s["last_request_to_away_drill_s"],
+                    f"last request to {', '.join(s['away'])} after {s['step']}: +{s['last_request_to_away_drill_s']:.0f} s (TTL)",
+                    "#2ca02c",
+                    "-.",
+                )
+            )
     seen: set[str] = set()
     for x, label, colour, ls in marks:
         for ax in axes:
@@ -172,8 +187,18 @@ def timeline_chart(rep: dict, records: list, entries: list[dict], path: Path, zo
                     # Steps that start close together get their names at alternating heights, so both stay legible.
                     level = (level + 1) % 3 if last_x is not None and x - last_x < 0.03 * (xs[-1] - xs[0]) else 0
                     last_x = x
-                    ax_r.text(x, 0.98 - 0.32 * level, " " + e["name"], rotation=90, va="top", ha="left", fontsize=7, color="#222222",
-                              bbox={"facecolor": "white", "alpha": 0.6, "lw": 0, "pad": 0.5}, clip_on=True)
+                    ax_r.text(
+                        x,
+                        0.98 - 0.32 * level,
+                        " " + e["name"],
+                        rotation=90,
+                        va="top",
+                        ha="left",
+                        fontsize=7,
+                        color="#222222",
+                        bbox={"facecolor": "white", "alpha": 0.6, "lw": 0, "pad": 0.5},
+                        clip_on=True,
+                    )
     for ax in axes:
         ax.grid(alpha=0.25)
         if ax.get_legend_handles_labels()[0]:
@@ -186,8 +211,10 @@ def timeline_chart(rep: dict, records: list, entries: list[dict], path: Path, zo
         title += ": the failover window"
     sub = f"{rep['traffic']['requests']} requests, {rep['traffic']['errors']} failed"
     if fo:
-        sub += (f"; RTO (SLO recovered) {fo['rto_drill_s']} s, all clients moved {fo['all_clients_moved_drill_s']} s, "
-                f"predicted {fo['predicted'].get('total'):g} s; errors during failover {fo['errors_during_failover']}")
+        sub += (
+            f"; RTO (SLO recovered) {fo['rto_drill_s']} s, all clients moved {fo['all_clients_moved_drill_s']} s, "
+            f"predicted {fo['predicted'].get('total'):g} s; errors during failover {fo['errors_during_failover']}"
+        )
     if rep.get("switches"):
         sub += f"; {len(rep['switches'])} planned config changes, {sum(x['errors'] for x in rep['switches'])} errors after them"
     fig.suptitle(f"{title}\n{sub}", fontsize=11)

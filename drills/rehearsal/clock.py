@@ -12,6 +12,7 @@ What does not scale, stated in the report: request latencies (a ranking request 
 takes, measured with perf_counter), process start-up (a Triton restart of ~2 wall seconds reads as ~20 drill
 seconds at s = 0.1) and scheduling jitter on a busy machine (50 ms of wall jitter reads as 0.5 drill seconds).
 """
+
 from __future__ import annotations
 
 import time

@@ -23,10 +23,12 @@ the mocks gave the declared resources; they are mapped to the ids moto assigns. 
 identifier is no longer declared are deleted: re-applying a changed global stack (a drill's weight shift)
 leaves moto holding exactly what the program now declares.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 T_ZONE = "aws:route53/zone:Zone"
 T_HC = "aws:route53/healthCheck:HealthCheck"
@@ -73,8 +75,11 @@ class Applied:
     def alias_targets(self) -> dict[str, str]:
         """alias target DNS name -> region."""
         regions = self.record_regions()
-        return {rr["AliasTarget"]["DNSName"].lower().rstrip("."): regions[rr["SetIdentifier"]]
-                for rr in self.records if rr.get("AliasTarget") and rr.get("SetIdentifier") in regions}
+        return {
+            rr["AliasTarget"]["DNSName"].lower().rstrip("."): regions[rr["SetIdentifier"]]
+            for rr in self.records
+            if rr.get("AliasTarget") and rr.get("SetIdentifier") in regions
+        }
 
 
 # ---------------------------------------------------------------- input shapes
@@ -91,8 +96,13 @@ def records_from_plan(plan: Any) -> list[dict]:
 def _as_dict(r: Any) -> dict:
     if isinstance(r, dict):
         return r
-    return {"type": r.type, "name": r.name, "id": getattr(r, "id", None), "inputs": r.inputs,
-            "region": getattr(r, "region", None)}
+    return {
+        "type": r.type,
+        "name": r.name,
+        "id": getattr(r, "id", None),
+        "inputs": r.inputs,
+        "region": getattr(r, "region", None),
+    }
 
 
 def s3_shape(v: Any) -> Any:
@@ -117,9 +127,16 @@ def _bucket_name(value: str) -> str:
 
 
 # ---------------------------------------------------------------- apply
-def apply_declared(resources: Iterable[Any], route53, s3_for: Callable[[str | None], Any], *,
-                   applied: Applied | None = None, default_zone_name: str | None = None,
-                   prune: bool = True, eks_for: Callable[[str | None], Any] | None = None) -> Applied:
+def apply_declared(
+    resources: Iterable[Any],
+    route53,
+    s3_for: Callable[[str | None], Any],
+    *,
+    applied: Applied | None = None,
+    default_zone_name: str | None = None,
+    prune: bool = True,
+    eks_for: Callable[[str | None], Any] | None = None,
+) -> Applied:
     """Create/update in moto what `resources` declare. `s3_for(region)` / `eks_for(region)` return clients.
 
     Pass the `applied` of an earlier call to keep its id mappings (re-apply after a config change).
@@ -142,8 +159,10 @@ def apply_declared(resources: Iterable[Any], route53, s3_for: Callable[[str | No
         zid = _find_zone(route53, name)
         if zid is None:
             zid = route53.create_hosted_zone(
-                Name=name, CallerReference=f"{z['name']}",
-                HostedZoneConfig={"Comment": z["inputs"].get("comment", ""), "PrivateZone": False})["HostedZone"]["Id"]
+                Name=name,
+                CallerReference=f"{z['name']}",
+                HostedZoneConfig={"Comment": z["inputs"].get("comment", ""), "PrivateZone": False},
+            )["HostedZone"]["Id"]
         zid = zid.split("/")[-1]
         ap.zones[str(z.get("id") or z["name"])] = zid
         ap.zone_names[zid] = name
@@ -152,12 +171,23 @@ def apply_declared(resources: Iterable[Any], route53, s3_for: Callable[[str | No
     existing = {hc["CallerReference"]: hc["Id"] for hc in _all_health_checks(route53)}
     for h in by_type.get(T_HC, []):
         i = h["inputs"]
-        cfg: dict[str, Any] = {"Type": i.get("type", "HTTPS"), "RequestInterval": int(i.get("requestInterval", 30)),
-                               "FailureThreshold": int(i.get("failureThreshold", 3))}
-        for src, dst in [("fqdn", "FullyQualifiedDomainName"), ("ipAddress", "IPAddress"), ("port", "Port"),
-                         ("resourcePath", "ResourcePath"), ("searchString", "SearchString"),
-                         ("measureLatency", "MeasureLatency"), ("invertHealthcheck", "Inverted"),
-                         ("disabled", "Disabled"), ("enableSni", "EnableSNI"), ("regions", "Regions")]:
+        cfg: dict[str, Any] = {
+            "Type": i.get("type", "HTTPS"),
+            "RequestInterval": int(i.get("requestInterval", 30)),
+            "FailureThreshold": int(i.get("failureThreshold", 3)),
+        }
+        for src, dst in [
+            ("fqdn", "FullyQualifiedDomainName"),
+            ("ipAddress", "IPAddress"),
+            ("port", "Port"),
+            ("resourcePath", "ResourcePath"),
+            ("searchString", "SearchString"),
+            ("measureLatency", "MeasureLatency"),
+            ("invertHealthcheck", "Inverted"),
+            ("disabled", "Disabled"),
+            ("enableSni", "EnableSNI"),
+            ("regions", "Regions"),
+        ]:
             if i.get(src) is not None:
                 cfg[dst] = int(i[src]) if dst == "Port" else i[src]
         ref = h["name"]
@@ -165,20 +195,41 @@ def apply_declared(resources: Iterable[Any], route53, s3_for: Callable[[str | No
         if hid is None:
             hid = route53.create_health_check(CallerReference=ref, HealthCheckConfig=cfg)["HealthCheck"]["Id"]
         else:
-            upd = {k: cfg[k] for k in ("Port", "ResourcePath", "FullyQualifiedDomainName", "FailureThreshold",
-                                       "Inverted", "Disabled", "EnableSNI") if k in cfg}
+            upd = {
+                k: cfg[k]
+                for k in (
+                    "Port",
+                    "ResourcePath",
+                    "FullyQualifiedDomainName",
+                    "FailureThreshold",
+                    "Inverted",
+                    "Disabled",
+                    "EnableSNI",
+                )
+                if k in cfg
+            }
             route53.update_health_check(HealthCheckId=hid, **upd)
         tags = i.get("tags") or {}
         if tags:
             try:
-                route53.change_tags_for_resource(ResourceType="healthcheck", ResourceId=hid,
-                                                 AddTags=[{"Key": k, "Value": str(v)} for k, v in tags.items()])
+                route53.change_tags_for_resource(
+                    ResourceType="healthcheck",
+                    ResourceId=hid,
+                    AddTags=[{"Key": k, "Value": str(v)} for k, v in tags.items()],
+                )
             except Exception as e:  # noqa: BLE001 - tags are informative; the model does not depend on them
                 ap.notes.append(f"tags of health check {ref}: {e}")
         ap.health_checks[str(h.get("id") or ref)] = hid
-        ap.hc_info[hid] = {"name": ref, "fqdn": (i.get("fqdn") or "").lower().rstrip("."), "ip": i.get("ipAddress"),
-                           "port": i.get("port"), "path": i.get("resourcePath"), "region": tags.get("region"),
-                           "interval": cfg["RequestInterval"], "threshold": cfg["FailureThreshold"]}
+        ap.hc_info[hid] = {
+            "name": ref,
+            "fqdn": (i.get("fqdn") or "").lower().rstrip("."),
+            "ip": i.get("ipAddress"),
+            "port": i.get("port"),
+            "path": i.get("resourcePath"),
+            "region": tags.get("region"),
+            "interval": cfg["RequestInterval"],
+            "threshold": cfg["FailureThreshold"],
+        }
 
     # ---- buckets and versioning
     for b in [r for t in T_BUCKETS for r in by_type.get(t, [])]:
@@ -209,30 +260,53 @@ def apply_declared(resources: Iterable[Any], route53, s3_for: Callable[[str | No
             rr["Failover"] = f["type"]
         if i.get("aliases"):
             a = i["aliases"][0]
-            rr["AliasTarget"] = {"HostedZoneId": a["zoneId"], "DNSName": a["name"],
-                                 "EvaluateTargetHealth": bool(a.get("evaluateTargetHealth", False))}
+            rr["AliasTarget"] = {
+                "HostedZoneId": a["zoneId"],
+                "DNSName": a["name"],
+                "EvaluateTargetHealth": bool(a.get("evaluateTargetHealth", False)),
+            }
         else:
             rr["TTL"] = int(i.get("ttl", 300))
             rr["ResourceRecords"] = [{"Value": v} for v in i.get("records") or []]
         if i.get("healthCheckId"):
             hid = ap.health_checks.get(str(i["healthCheckId"]))
             if hid is None:
-                raise DeclaredError(f"record {rec['name']}: health check {i['healthCheckId']!r} is not declared in the "
-                                    f"applied plans (moto would accept the dangling id; Route 53 would not)")
+                raise DeclaredError(
+                    f"record {rec['name']}: health check {i['healthCheckId']!r} is not declared in the "
+                    f"applied plans (moto would accept the dangling id; Route 53 would not)"
+                )
             rr["HealthCheckId"] = hid
-        route53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={
-            "Comment": f"declared by {rec['name']}", "Changes": [{"Action": "UPSERT", "ResourceRecordSet": rr}]})
-        ap.records = [x for x in ap.records if not (x["Name"] == rr["Name"] and x["Type"] == rr["Type"] and
-                                                    x.get("SetIdentifier") == rr.get("SetIdentifier"))] + [rr]
+        route53.change_resource_record_sets(
+            HostedZoneId=zone,
+            ChangeBatch={
+                "Comment": f"declared by {rec['name']}",
+                "Changes": [{"Action": "UPSERT", "ResourceRecordSet": rr}],
+            },
+        )
+        ap.records = [
+            x
+            for x in ap.records
+            if not (
+                x["Name"] == rr["Name"]
+                and x["Type"] == rr["Type"]
+                and x.get("SetIdentifier") == rr.get("SetIdentifier")
+            )
+        ] + [rr]
         groups.setdefault((zone, rr["Name"], rr["Type"]), set()).add(rr.get("SetIdentifier"))
     if prune:
         for (zone, name, typ), sids in groups.items():
             for rr in _rrsets(route53, zone):
                 if rr["Name"] == name and rr["Type"] == typ and rr.get("SetIdentifier") not in sids:
-                    route53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={
-                        "Changes": [{"Action": "DELETE", "ResourceRecordSet": rr}]})
-                    ap.records = [x for x in ap.records if not (x["Name"] == name and x["Type"] == typ and
-                                                                x.get("SetIdentifier") == rr.get("SetIdentifier"))]
+                    route53.change_resource_record_sets(
+                        HostedZoneId=zone, ChangeBatch={"Changes": [{"Action": "DELETE", "ResourceRecordSet": rr}]}
+                    )
+                    ap.records = [
+                        x
+                        for x in ap.records
+                        if not (
+                            x["Name"] == name and x["Type"] == typ and x.get("SetIdentifier") == rr.get("SetIdentifier")
+                        )
+                    ]
                     ap.notes.append(f"deleted {name} {typ} {rr.get('SetIdentifier')}: no longer declared")
 
     # ---- replication
@@ -244,11 +318,15 @@ def apply_declared(resources: Iterable[Any], route53, s3_for: Callable[[str | No
             dest = _bucket_name(rule["Destination"]["Bucket"])
             for b in (src, dest):
                 if b not in ap.buckets:
-                    raise DeclaredError(f"{rc['name']}: replication between {src} and {dest}, but bucket {b!r} is not "
-                                        f"declared by the applied plans; apply the regional stacks' plans too")
+                    raise DeclaredError(
+                        f"{rc['name']}: replication between {src} and {dest}, but bucket {b!r} is not "
+                        f"declared by the applied plans; apply the regional stacks' plans too"
+                    )
                 if b not in ap.versioned:
-                    raise DeclaredError(f"{rc['name']}: bucket {b!r} is not versioned; S3 refuses replication without "
-                                        f"versioning on source and destination")
+                    raise DeclaredError(
+                        f"{rc['name']}: bucket {b!r} is not versioned; S3 refuses replication without "
+                        f"versioning on source and destination"
+                    )
             if "Filter" in rule and not rule["Filter"]:
                 rule["Filter"] = {}
         config = {"Role": i["role"], "Rules": rules}
@@ -269,11 +347,16 @@ def _ensure_cluster(eks, c: dict, ap: Applied) -> None:
     if name not in eks.list_clusters().get("clusters", []):
         vpc = i.get("vpcConfig") or {}
         eks.create_cluster(
-            name=name, version=str(i.get("version", "1.33")), roleArn=i["roleArn"],
-            resourcesVpcConfig={"subnetIds": vpc.get("subnetIds", []),
-                                "endpointPublicAccess": bool(vpc.get("endpointPublicAccess", True)),
-                                "endpointPrivateAccess": bool(vpc.get("endpointPrivateAccess", False))},
-            tags={k: str(v) for k, v in (i.get("tags") or {}).items()})
+            name=name,
+            version=str(i.get("version", "1.33")),
+            roleArn=i["roleArn"],
+            resourcesVpcConfig={
+                "subnetIds": vpc.get("subnetIds", []),
+                "endpointPublicAccess": bool(vpc.get("endpointPublicAccess", True)),
+                "endpointPrivateAccess": bool(vpc.get("endpointPrivateAccess", False)),
+            },
+            tags={k: str(v) for k, v in (i.get("tags") or {}).items()},
+        )
     ap.clusters[name] = c.get("region") or "us-east-1"
 
 
@@ -286,11 +369,19 @@ def _ensure_nodegroup(eks, g: dict, ap: Applied) -> None:
     if name not in existing:
         sc = i.get("scalingConfig") or {}
         kw: dict[str, Any] = dict(
-            clusterName=cluster, nodegroupName=name, nodeRole=i["nodeRoleArn"], subnets=i.get("subnetIds", []),
-            scalingConfig={"minSize": int(sc.get("minSize", 1)), "maxSize": int(sc.get("maxSize", 1)),
-                           "desiredSize": int(sc.get("desiredSize", sc.get("minSize", 1)))},
-            instanceTypes=i.get("instanceTypes") or [], labels={k: str(v) for k, v in (i.get("labels") or {}).items()},
-            tags={k: str(v) for k, v in (i.get("tags") or {}).items()})
+            clusterName=cluster,
+            nodegroupName=name,
+            nodeRole=i["nodeRoleArn"],
+            subnets=i.get("subnetIds", []),
+            scalingConfig={
+                "minSize": int(sc.get("minSize", 1)),
+                "maxSize": int(sc.get("maxSize", 1)),
+                "desiredSize": int(sc.get("desiredSize", sc.get("minSize", 1))),
+            },
+            instanceTypes=i.get("instanceTypes") or [],
+            labels={k: str(v) for k, v in (i.get("labels") or {}).items()},
+            tags={k: str(v) for k, v in (i.get("tags") or {}).items()},
+        )
         for src, dst in [("amiType", "amiType"), ("capacityType", "capacityType"), ("diskSize", "diskSize")]:
             if i.get(src) is not None:
                 kw[dst] = int(i[src]) if dst == "diskSize" else i[src]
@@ -319,7 +410,9 @@ def _zone_for_record(route53, inputs: dict, ap: Applied, default_zone_name: str 
     zid = _find_zone(route53, zname)
     if zid is None:
         zid = route53.create_hosted_zone(Name=zname, CallerReference=f"existing-{zname}")["HostedZone"]["Id"]
-        ap.notes.append(f"zone {zname} is not declared (an existing zone id {inputs.get('zoneId')}): created it in moto")
+        ap.notes.append(
+            f"zone {zname} is not declared (an existing zone id {inputs.get('zoneId')}): created it in moto"
+        )
     zid = zid.split("/")[-1]
     ap.zones[str(inputs.get("zoneId"))] = zid
     ap.zone_names[zid] = zname

@@ -27,14 +27,15 @@ health at query time from the checks' current status).
 answered and their shares) with a wall-clock time: the "DNS answer changed" part of RTO. Answers
 themselves are counted per record in `answer_counts()`.
 """
+
 from __future__ import annotations
 
 import random
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
@@ -64,11 +65,14 @@ class RecordSet:
         return self.set_id or self.name
 
     @classmethod
-    def from_route53(cls, rr: dict) -> "RecordSet":
+    def from_route53(cls, rr: dict) -> RecordSet:
         alias = rr.get("AliasTarget")
         return cls(
-            name=norm(rr["Name"]), type=rr["Type"], set_id=rr.get("SetIdentifier"),
-            weight=int(rr["Weight"]) if rr.get("Weight") is not None else None, failover=rr.get("Failover"),
+            name=norm(rr["Name"]),
+            type=rr["Type"],
+            set_id=rr.get("SetIdentifier"),
+            weight=int(rr["Weight"]) if rr.get("Weight") is not None else None,
+            failover=rr.get("Failover"),
             ttl=int(rr["TTL"]) if rr.get("TTL") is not None else None,
             values=tuple(v["Value"] for v in rr.get("ResourceRecords", [])),
             alias=norm(alias["DNSName"]) if alias else None,
@@ -85,9 +89,14 @@ class Outcome:
     shares: dict[str, float]  # record key -> probability of being the answer
     fail_open: bool = False  # no record was healthy: Route 53 answered as if all were
 
-    def same_as(self, other: "Outcome | None") -> bool:
-        return other is not None and self.mode == other.mode and self.fail_open == other.fail_open and \
-            set(self.shares) == set(other.shares) and all(abs(self.shares[k] - other.shares[k]) < 1e-9 for k in self.shares)
+    def same_as(self, other: Outcome | None) -> bool:
+        return (
+            other is not None
+            and self.mode == other.mode
+            and self.fail_open == other.fail_open
+            and set(self.shares) == set(other.shares)
+            and all(abs(self.shares[k] - other.shares[k]) < 1e-9 for k in self.shares)
+        )
 
 
 def route(group: list[RecordSet], healthy: Callable[[RecordSet], bool]) -> Outcome:
@@ -133,7 +142,7 @@ class DnsChange:
 
 
 class _Resolver(BaseResolver):
-    def __init__(self, server: "PolicyDNS"):
+    def __init__(self, server: PolicyDNS):
         self.server = server
 
     def resolve(self, request, handler):
@@ -157,11 +166,21 @@ class _Resolver(BaseResolver):
 class PolicyDNS:
     """The DNS server. `source()` returns the zone's record sets (Route 53 API dicts), e.g. from moto."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int, zone: str,
-                 source: Callable[[], Iterable[dict]], health: Callable[[str], bool],
-                 targets: dict[str, str], target_healthy: Callable[[str], bool] = lambda name: True,
-                 alias_ttl: int = 60, refresh_interval: float = 0.5, seed: int | None = None,
-                 ttl_override: int | None = None):
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int,
+        zone: str,
+        source: Callable[[], Iterable[dict]],
+        health: Callable[[str], bool],
+        targets: dict[str, str],
+        target_healthy: Callable[[str], bool] = lambda name: True,
+        alias_ttl: int = 60,
+        refresh_interval: float = 0.5,
+        seed: int | None = None,
+        ttl_override: int | None = None,
+    ):
         self.host, self.port, self.zone = host, port, norm(zone)
         self.source, self.health, self.target_healthy = source, health, target_healthy
         self.targets = {norm(k): v for k, v in targets.items()}  # alias target name -> loopback IP
@@ -228,8 +247,16 @@ class PolicyDNS:
                 if not out.same_as(prev):
                     self._outcomes[key] = out
                     if key[1] == "A":
-                        self._changes.append(DnsChange(time.time(), key[0], dict(prev.shares) if prev else None,
-                                                       dict(out.shares), out.fail_open, cause if prev else "start"))
+                        self._changes.append(
+                            DnsChange(
+                                time.time(),
+                                key[0],
+                                dict(prev.shares) if prev else None,
+                                dict(out.shares),
+                                out.fail_open,
+                                cause if prev else "start",
+                            )
+                        )
             for key in list(self._outcomes):
                 if key not in self._groups:
                     del self._outcomes[key]
@@ -277,7 +304,7 @@ class PolicyDNS:
             return dict(self._counts)
 
     # ------------------------------------------------------------ server
-    def start(self) -> "PolicyDNS":
+    def start(self) -> PolicyDNS:
         self.refresh()
         quiet = DNSLogger(log="-request,-reply,-truncated,-error,-recv,-send,-data", prefix=False)
         self._server = DNSServer(_Resolver(self), address=self.host, port=self.port, logger=quiet)
@@ -300,7 +327,7 @@ class PolicyDNS:
             self._server.server.server_close()  # release the UDP port now, not at garbage collection
             self._server = None
 
-    def __enter__(self) -> "PolicyDNS":
+    def __enter__(self) -> PolicyDNS:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -320,7 +347,7 @@ def query(name: str, server: tuple[str, int], timeout: float = 1.0) -> tuple[lis
     q = DNSRecord.question(name, "A")
     try:
         raw = q.send(server[0], server[1], timeout=timeout)
-    except socket.timeout as e:
+    except TimeoutError as e:
         raise TimeoutError(f"no DNS answer for {name} from {server[0]}:{server[1]} in {timeout} s") from e
     r = DNSRecord.parse(raw)
     ips = [str(rr.rdata) for rr in r.rr if rr.rtype == QTYPE.A]
@@ -328,4 +355,4 @@ def query(name: str, server: tuple[str, int], timeout: float = 1.0) -> tuple[lis
     return ips, ttl, RCODE[r.header.rcode]
 
 
-__all__ = ["PolicyDNS", "RecordSet", "Outcome", "DnsChange", "route", "pick", "query"]
+__all__ = ["DnsChange", "Outcome", "PolicyDNS", "RecordSet", "pick", "query", "route"]

@@ -20,6 +20,7 @@ Thread-safe: `status()`, `statuses()`, `snapshot()` and `transitions()` may be c
 Every state change is appended to `transitions()` with its wall-clock time and, when `status_file` is set,
 written atomically to that JSON file (a drills adapter can read it without importing this process).
 """
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,9 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import requests
 
@@ -110,10 +111,17 @@ def probe(url: str, timeout: float) -> tuple[bool, str]:
 
 
 class HealthChecker:
-    def __init__(self, specs: Iterable[CheckSpec] = (), *, status_file: Path | str | None = None,
-                 on_transition: Callable[[Transition], None] | None = None, seed: int | None = None,
-                 probe_fn: Callable[[str, float], tuple[bool, str]] = probe,
-                 source: Callable[[], Iterable[CheckSpec]] | None = None, source_interval: float = 1.0):
+    def __init__(
+        self,
+        specs: Iterable[CheckSpec] = (),
+        *,
+        status_file: Path | str | None = None,
+        on_transition: Callable[[Transition], None] | None = None,
+        seed: int | None = None,
+        probe_fn: Callable[[str, float], tuple[bool, str]] = probe,
+        source: Callable[[], Iterable[CheckSpec]] | None = None,
+        source_interval: float = 1.0,
+    ):
         """`source`, when given, is re-read every `source_interval` seconds (e.g. `specs_from_route53` on
         moto), so a check updated through the Route 53 API (inverted, disabled, threshold) takes effect."""
         self.source, self.source_interval = source, source_interval
@@ -157,7 +165,7 @@ class HealthChecker:
             return dict(self._specs)
 
     # ------------------------------------------------------------ running
-    def start(self) -> "HealthChecker":
+    def start(self) -> HealthChecker:
         if self.source is not None:
             self.set_specs(self.source())
         with self._lock:
@@ -187,7 +195,7 @@ class HealthChecker:
             t.join(timeout=5)
         self._threads.clear()
 
-    def __enter__(self) -> "HealthChecker":
+    def __enter__(self) -> HealthChecker:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -270,12 +278,22 @@ class HealthChecker:
         with self._lock:
             return {
                 "updated": time.time(),
-                "checks": {cid: {"label": s.label, "url": s.url, "healthy": reported(s, self._state[cid].raw_healthy),
-                                 "interval": s.interval, "failure_threshold": s.failure_threshold,
-                                 "inverted": s.inverted, "disabled": s.disabled, "probes": self._state[cid].probes,
-                                 "consecutive_failures": self._state[cid].consecutive_fail,
-                                 "since": self._state[cid].since, "last_probe": self._state[cid].last_reason}
-                           for cid, s in self._specs.items()},
+                "checks": {
+                    cid: {
+                        "label": s.label,
+                        "url": s.url,
+                        "healthy": reported(s, self._state[cid].raw_healthy),
+                        "interval": s.interval,
+                        "failure_threshold": s.failure_threshold,
+                        "inverted": s.inverted,
+                        "disabled": s.disabled,
+                        "probes": self._state[cid].probes,
+                        "consecutive_failures": self._state[cid].consecutive_fail,
+                        "since": self._state[cid].since,
+                        "last_probe": self._state[cid].last_reason,
+                    }
+                    for cid, s in self._specs.items()
+                },
                 "transitions": [asdict(t) for t in self._transitions],
             }
 
@@ -294,8 +312,14 @@ def read_status_file(path: Path | str) -> dict[str, bool]:
     return {cid: c["healthy"] for cid, c in data["checks"].items()}
 
 
-def specs_from_route53(r53, endpoint: Callable[[dict], tuple[str, int] | None], *, interval: float | None = None,
-                       timeout: float | None = None, labels: dict[str, str] | None = None) -> list[CheckSpec]:
+def specs_from_route53(
+    r53,
+    endpoint: Callable[[dict], tuple[str, int] | None],
+    *,
+    interval: float | None = None,
+    timeout: float | None = None,
+    labels: dict[str, str] | None = None,
+) -> list[CheckSpec]:
     """CheckSpecs for the health checks stored in Route 53 (moto), probing the rehearsal's endpoints.
 
     `endpoint(health_check_config)` maps a check's target (FullyQualifiedDomainName / IPAddress, Port) to
@@ -314,11 +338,18 @@ def specs_from_route53(r53, endpoint: Callable[[dict], tuple[str, int] | None], 
             if ep is None:
                 continue
             host, port = ep
-            specs.append(CheckSpec(
-                id=hc["Id"], url=f"http://{host}:{port}{cfg.get('ResourcePath') or '/'}",
-                interval=interval if interval is not None else float(cfg.get("RequestInterval", 30)),
-                failure_threshold=int(cfg.get("FailureThreshold", 3)), inverted=bool(cfg.get("Inverted", False)),
-                disabled=bool(cfg.get("Disabled", False)), label=(labels or {}).get(hc["Id"], ""), timeout=timeout))
+            specs.append(
+                CheckSpec(
+                    id=hc["Id"],
+                    url=f"http://{host}:{port}{cfg.get('ResourcePath') or '/'}",
+                    interval=interval if interval is not None else float(cfg.get("RequestInterval", 30)),
+                    failure_threshold=int(cfg.get("FailureThreshold", 3)),
+                    inverted=bool(cfg.get("Inverted", False)),
+                    disabled=bool(cfg.get("Disabled", False)),
+                    label=(labels or {}).get(hc["Id"], ""),
+                    timeout=timeout,
+                )
+            )
         if not page.get("IsTruncated"):
             return specs
         marker = page.get("NextMarker")

@@ -18,6 +18,7 @@ latency, error text.
 RTO (detection, DNS change, TTL expiry, first success from a survivor, SLO recovered), errors during the
 failover and latency before/after. It is pure: no clock, no I/O.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -25,9 +26,10 @@ import json
 import random
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +38,9 @@ from drills.rehearsal.triton import v2_infer_body
 
 
 # ---------------------------------------------------------------- inputs
-def feature_batches(inputs_sig: Sequence[dict], n: int = 32, batch: int = 32, seed: int | None = None) -> list[dict[str, np.ndarray]]:
+def feature_batches(
+    inputs_sig: Sequence[dict], n: int = 32, batch: int = 32, seed: int | None = None
+) -> list[dict[str, np.ndarray]]:
     """`n` request batches of `batch` rows matching the model's input signature.
 
     Real feature rows from model_build's data generator (the golden split the build's parity gates use)
@@ -50,7 +54,7 @@ def feature_batches(inputs_sig: Sequence[dict], n: int = 32, batch: int = 32, se
         seed_ = seed if seed is not None else mb_data.DEFAULT_SEED
         rows = mb_data.golden_batch(seed_, n * batch)
         if sorted(rows) == sorted(names):
-            return [{k: np.ascontiguousarray(rows[k][i * batch:(i + 1) * batch]) for k in names} for i in range(n)]
+            return [{k: np.ascontiguousarray(rows[k][i * batch : (i + 1) * batch]) for k in names} for i in range(n)]
     except Exception:  # noqa: BLE001 - generator absent or different: synthetic inputs below
         pass
     rng = np.random.default_rng(seed or 0)
@@ -60,7 +64,9 @@ def feature_batches(inputs_sig: Sequence[dict], n: int = 32, batch: int = 32, se
         for s in inputs_sig:
             dims = [d if isinstance(d, int) and d > 0 else 1 for d in (s.get("shape") or [-1, 1])[1:]]
             if s["datatype"].startswith("INT"):
-                b[s["name"]] = rng.integers(0, 3, (batch, *dims)).astype(np.int32 if s["datatype"] == "INT32" else np.int64)
+                b[s["name"]] = rng.integers(0, 3, (batch, *dims)).astype(
+                    np.int32 if s["datatype"] == "INT32" else np.int64
+                )
             else:
                 b[s["name"]] = rng.standard_normal((batch, *dims)).astype(np.float32)
         out.append(b)
@@ -77,8 +83,13 @@ class CachingResolver:
     its cache at the same moment and the TTL part of RTO would show as one cliff.
     """
 
-    def __init__(self, server: tuple[str, int], timeout: float = 0.5, clock: Callable[[], float] = time.time,
-                 stagger: random.Random | None = None):
+    def __init__(
+        self,
+        server: tuple[str, int],
+        timeout: float = 0.5,
+        clock: Callable[[], float] = time.time,
+        stagger: random.Random | None = None,
+    ):
         self.server, self.timeout, self.clock, self.stagger = server, timeout, clock, stagger
         self._cache: dict[str, tuple[str, float]] = {}
         self.lookups = 0
@@ -117,11 +128,24 @@ class RequestRecord:
 class LoadGenerator:
     """Fixed-rate ranking traffic, bounded by `duration` seconds and/or `count` requests."""
 
-    def __init__(self, *, dns_server: tuple[str, int], name: str, port: int, model: str,
-                 batches: Sequence[Mapping[str, np.ndarray]], rate: float, duration: float | None = None,
-                 count: int | None = None, clients: int = 8, timeout: float = 1.0,
-                 ip_region: Mapping[str, str] | None = None, workers: int | None = None,
-                 stagger: bool = True, seed: int | None = None):
+    def __init__(
+        self,
+        *,
+        dns_server: tuple[str, int],
+        name: str,
+        port: int,
+        model: str,
+        batches: Sequence[Mapping[str, np.ndarray]],
+        rate: float,
+        duration: float | None = None,
+        count: int | None = None,
+        clients: int = 8,
+        timeout: float = 1.0,
+        ip_region: Mapping[str, str] | None = None,
+        workers: int | None = None,
+        stagger: bool = True,
+        seed: int | None = None,
+    ):
         if duration is None and count is None:
             raise ValueError("bound the load: give duration and/or count")
         self.dns_server, self.name, self.port, self.model = dns_server, name, port, model
@@ -132,8 +156,10 @@ class LoadGenerator:
                 raise ValueError(f"{ip} is not a loopback address: the load generator only talks to 127.0.0.0/8")
         self.bodies = [v2_infer_body(b) for b in batches]
         rng = random.Random(seed)
-        self.resolvers = [CachingResolver(dns_server, stagger=random.Random(rng.random()) if stagger else None)
-                          for _ in range(clients)]
+        self.resolvers = [
+            CachingResolver(dns_server, stagger=random.Random(rng.random()) if stagger else None)
+            for _ in range(clients)
+        ]
         self.workers = workers or max(4, min(64, int(rate * timeout * 1.5) + 2))
         self._records: list[RequestRecord] = []
         self._lock = threading.Lock()
@@ -145,7 +171,7 @@ class LoadGenerator:
         self.started_at: float | None = None
 
     # ------------------------------------------------------------ running
-    def start(self) -> "LoadGenerator":
+    def start(self) -> LoadGenerator:
         self._thread = threading.Thread(target=self.run, name="loadgen", daemon=True)
         self._thread.start()
         return self
@@ -158,7 +184,7 @@ class LoadGenerator:
         if self._thread:
             self._thread.join(timeout)
 
-    def __enter__(self) -> "LoadGenerator":
+    def __enter__(self) -> LoadGenerator:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -215,15 +241,22 @@ class LoadGenerator:
                 ip, cached = self.resolvers[client].resolve(self.name)
             resolved = not cached
         except Exception as e:  # noqa: BLE001 - a failed lookup is a failed request
-            self._add(RequestRecord(seq, client, scheduled, t, None, None, 0, False, (time.time() - t) * 1000,
-                                    f"dns: {e}", True))
+            self._add(
+                RequestRecord(
+                    seq, client, scheduled, t, None, None, 0, False, (time.time() - t) * 1000, f"dns: {e}", True
+                )
+            )
             return
         t_send = time.time()
         status, ok, err = 0, False, None
         try:
             c = self._conn(ip)
-            c.request("POST", f"/v2/models/{self.model}/infer", body=body,
-                      headers={"Content-Type": "application/json", "Host": self.name})
+            c.request(
+                "POST",
+                f"/v2/models/{self.model}/infer",
+                body=body,
+                headers={"Content-Type": "application/json", "Host": self.name},
+            )
             r = c.getresponse()
             data = r.read()
             status = r.status
@@ -234,8 +267,11 @@ class LoadGenerator:
             err = f"{type(e).__name__}: {e}"[:200]
             self._drop(ip)
         latency = (time.time() - t_send) * 1000
-        self._add(RequestRecord(seq, client, scheduled, t_send, ip, self.ip_region.get(ip, ip), status, ok, latency,
-                                err, resolved))
+        self._add(
+            RequestRecord(
+                seq, client, scheduled, t_send, ip, self.ip_region.get(ip, ip), status, ok, latency, err, resolved
+            )
+        )
 
     def _add(self, rec: RequestRecord) -> None:
         with self._lock:
@@ -266,9 +302,14 @@ def _pct(values: Sequence[float], q: float) -> float | None:
 def latency_summary(records: Iterable[Any]) -> dict[str, Any]:
     recs = list(records)
     lat = [_get(r, "latency_ms") for r in recs if _get(r, "ok")]
-    return {"requests": len(recs), "ok": len(lat), "errors": len(recs) - len(lat),
-            "success_rate": (len(lat) / len(recs)) if recs else None,
-            "p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99)}
+    return {
+        "requests": len(recs),
+        "ok": len(lat),
+        "errors": len(recs) - len(lat),
+        "success_rate": (len(lat) / len(recs)) if recs else None,
+        "p50_ms": _pct(lat, 50),
+        "p99_ms": _pct(lat, 99),
+    }
 
 
 def share_by_region(records: Iterable[Any]) -> dict[str, float]:
@@ -309,7 +350,7 @@ def slo_recovery(records: Sequence[Any], fault_time: float, slo: Slo) -> tuple[f
             continue
         while times[lo] < t - slo.window_s:
             lo += 1
-        v = window_ok(recs[lo:i + 1], slo)
+        v = window_ok(recs[lo : i + 1], slo)
         if v is not None:
             verdicts.append((t, v))
     bad = [t for t, v in verdicts if not v]
@@ -319,8 +360,17 @@ def slo_recovery(records: Sequence[Any], fault_time: float, slo: Slo) -> tuple[f
     return (max(fault_time, after[0] - slo.window_s) if after else None), True
 
 
-def rto_parts(records: Sequence[Any], fault_time: float, hc_transitions: Sequence[Any], dns_changes: Sequence[Any],
-              ttl: float, slo: Slo, *, region: str | None = None, window_limit_s: float | None = None) -> dict[str, Any]:
+def rto_parts(
+    records: Sequence[Any],
+    fault_time: float,
+    hc_transitions: Sequence[Any],
+    dns_changes: Sequence[Any],
+    ttl: float,
+    slo: Slo,
+    *,
+    region: str | None = None,
+    window_limit_s: float | None = None,
+) -> dict[str, Any]:
     """RTO in its parts, from the client's own records (all times in seconds after `fault_time`).
 
     records: RequestRecord-like (t, client, region, ok, latency_ms); a request still in flight at the fault
@@ -346,10 +396,22 @@ def rto_parts(records: Sequence[Any], fault_time: float, hc_transitions: Sequenc
     def rel(t: float | None) -> float | None:
         return None if t is None else t - fault_time
 
-    detect = next((_get(tr, "t") for tr in sorted(hc_transitions, key=lambda x: _get(x, "t"))
-                   if _get(tr, "t") >= fault_time and _get(tr, "label") == region and not _get(tr, "healthy")), None)
-    dns_t = next((_get(c, "t") for c in sorted(dns_changes, key=lambda x: _get(x, "t"))
-                  if _get(c, "t") >= fault_time and region not in (_get(c, "after") or {})), None)
+    detect = next(
+        (
+            _get(tr, "t")
+            for tr in sorted(hc_transitions, key=lambda x: _get(x, "t"))
+            if _get(tr, "t") >= fault_time and _get(tr, "label") == region and not _get(tr, "healthy")
+        ),
+        None,
+    )
+    dns_t = next(
+        (
+            _get(c, "t")
+            for c in sorted(dns_changes, key=lambda x: _get(x, "t"))
+            if _get(c, "t") >= fault_time and region not in (_get(c, "after") or {})
+        ),
+        None,
+    )
     ttl_t = None if dns_t is None else dns_t + ttl
 
     # Clients the fault reached: those with a failed request after it (a client whose cached answer expired
@@ -363,8 +425,14 @@ def rto_parts(records: Sequence[Any], fault_time: float, hc_transitions: Sequenc
         first_fail = next((_get(r, "t") for r in rs if not _get(r, "ok")), None)
         if first_fail is None:
             continue
-        recover[c] = next((_get(r, "t") for r in rs if _get(r, "ok") and _get(r, "region") not in (None, region)
-                           and _get(r, "t") > first_fail), None)
+        recover[c] = next(
+            (
+                _get(r, "t")
+                for r in rs
+                if _get(r, "ok") and _get(r, "region") not in (None, region) and _get(r, "t") > first_fail
+            ),
+            None,
+        )
     firsts = [t for t in recover.values() if t is not None]
     first_success = min(firsts) if firsts else None
     all_recovered = max(firsts) if firsts and len(firsts) == len(recover) else None
@@ -411,12 +479,25 @@ def timeline(records: Sequence[Any], bin_s: float = 1.0, t0: float | None = None
     bins: dict[int, list[Any]] = {}
     for r in recs:
         bins.setdefault(int((_get(r, "t") - t0) // bin_s), []).append(r)
-    return [{"t": t0 + k * bin_s, **latency_summary(rs), "share": share_by_region(rs)} for k, rs in sorted(bins.items())]
+    return [
+        {"t": t0 + k * bin_s, **latency_summary(rs), "share": share_by_region(rs)} for k, rs in sorted(bins.items())
+    ]
 
 
 def records_to_json(records: Iterable[RequestRecord]) -> str:
     return json.dumps([asdict(r) for r in records])
 
 
-__all__ = ["LoadGenerator", "CachingResolver", "RequestRecord", "Slo", "rto_parts", "slo_recovery", "timeline",
-           "feature_batches", "latency_summary", "share_by_region", "records_to_json"]
+__all__ = [
+    "CachingResolver",
+    "LoadGenerator",
+    "RequestRecord",
+    "Slo",
+    "feature_batches",
+    "latency_summary",
+    "records_to_json",
+    "rto_parts",
+    "share_by_region",
+    "slo_recovery",
+    "timeline",
+]

@@ -6,6 +6,7 @@ measure that wait as request latency. Real clients are elsewhere, so `LoadProces
 supervised child (`python -m drills.rehearsal.loadgen_proc SPEC OUT`) that writes every request record to OUT
 as JSON lines when it stops (at its duration bound, or on SIGTERM/SIGINT from `stop()`).
 """
+
 from __future__ import annotations
 
 import json
@@ -22,26 +23,61 @@ from drills.rehearsal.procs import announce, start_announcing
 class LoadProcess:
     """Same use as LoadGenerator (`start()`, `stop()`, `records()`), the generator running in a child of `sup`."""
 
-    def __init__(self, sup: Any, workdir: Path, *, dns_server: tuple[str, int], name: str, port: int, model: str,
-                 inputs: list[dict], data_seed: int | None, rate: float, duration: float, clients: int, timeout: float,
-                 ip_region: dict[str, str], seed: int | None, batch: int = 32, ready_timeout: float = 30.0):
+    def __init__(
+        self,
+        sup: Any,
+        workdir: Path,
+        *,
+        dns_server: tuple[str, int],
+        name: str,
+        port: int,
+        model: str,
+        inputs: list[dict],
+        data_seed: int | None,
+        rate: float,
+        duration: float,
+        clients: int,
+        timeout: float,
+        ip_region: dict[str, str],
+        seed: int | None,
+        batch: int = 32,
+        ready_timeout: float = 30.0,
+    ):
         self.sup, self.workdir = sup, Path(workdir)
-        self.spec = {"dns_server": list(dns_server), "name": name, "port": port, "model": model, "inputs": inputs,
-                     "data_seed": data_seed, "rate": rate, "duration": duration, "clients": clients, "timeout": timeout,
-                     "ip_region": ip_region, "seed": seed, "batch": batch}
+        self.spec = {
+            "dns_server": list(dns_server),
+            "name": name,
+            "port": port,
+            "model": model,
+            "inputs": inputs,
+            "data_seed": data_seed,
+            "rate": rate,
+            "duration": duration,
+            "clients": clients,
+            "timeout": timeout,
+            "ip_region": ip_region,
+            "seed": seed,
+            "batch": batch,
+        }
         self.ready_timeout = ready_timeout
         self.child = None
         self._records: list[RequestRecord] | None = None
 
-    def start(self) -> "LoadProcess":
+    def start(self) -> LoadProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         spec, self.out = self.workdir / "loadgen.json", self.workdir / "requests.jsonl"
         spec.write_text(json.dumps(self.spec))
         self.out.unlink(missing_ok=True)
         started = self.workdir / "loadgen.started"
         # The child announces once it has built its batches and sends from then on.
-        self.child, _ = start_announcing(self.sup, "loadgen", [sys.executable, "-m", "drills.rehearsal.loadgen_proc", str(spec), str(self.out), str(started)],
-                                         started, "the load generator", self.ready_timeout)
+        self.child, _ = start_announcing(
+            self.sup,
+            "loadgen",
+            [sys.executable, "-m", "drills.rehearsal.loadgen_proc", str(spec), str(self.out), str(started)],
+            started,
+            "the load generator",
+            self.ready_timeout,
+        )
         return self
 
     def stop(self) -> None:
@@ -55,7 +91,9 @@ class LoadProcess:
         if self._records is None:
             self._records = []
             if getattr(self, "out", None) is not None and self.out.exists():
-                self._records = [RequestRecord(**json.loads(line)) for line in self.out.read_text().splitlines() if line.strip()]
+                self._records = [
+                    RequestRecord(**json.loads(line)) for line in self.out.read_text().splitlines() if line.strip()
+                ]
         return self._records
 
 
@@ -63,9 +101,19 @@ def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     out, started = Path(argv[1]), Path(argv[2])
     batches = feature_batches(spec["inputs"], n=32, batch=spec["batch"], seed=spec["data_seed"])
-    lg = LoadGenerator(dns_server=tuple(spec["dns_server"]), name=spec["name"], port=spec["port"], model=spec["model"],
-                       batches=batches, rate=spec["rate"], duration=spec["duration"], clients=spec["clients"],
-                       timeout=spec["timeout"], ip_region=spec["ip_region"], seed=spec["seed"])
+    lg = LoadGenerator(
+        dns_server=tuple(spec["dns_server"]),
+        name=spec["name"],
+        port=spec["port"],
+        model=spec["model"],
+        batches=batches,
+        rate=spec["rate"],
+        duration=spec["duration"],
+        clients=spec["clients"],
+        timeout=spec["timeout"],
+        ip_region=spec["ip_region"],
+        seed=spec["seed"],
+    )
 
     def stop(signum: int, frame: Any) -> None:
         lg._stop.set()  # the schedule loop ends; run() then waits for requests in flight and returns

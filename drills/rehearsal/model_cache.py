@@ -11,21 +11,21 @@ Every entry is verified with model_build's own `verify` (hashes, sizes, ONNX and
 unexpected files) before use, whether it was just built, found in the cache or given with `--model-dir`;
 a failure stops the rehearsal with the offending files named and what to do.
 """
+
 from __future__ import annotations
 
 import hashlib
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
-from infra.config import PROJECT, ROOT, STACKS_DIR
-
 from drills.errors import DrillError
+from infra.config import PROJECT, ROOT, STACKS_DIR
 
 CACHE_ROOT = ROOT / "build" / "model-cache"
 BUILD_TIMEOUT_S = 900.0  # the build takes ~25 s on 2 cores; a hung build must not hang the rehearsal
@@ -67,18 +67,22 @@ def verify_model(d: Path) -> tuple[str, str]:
 
     d = Path(d)
     if not (d / "manifest.json").exists():
-        raise ModelError(f"model artifact missing: {d} has no manifest.json (not a complete `python -m model_build` output). "
-                         f"What to do: build it with `python -m model_build --out {d}`, or run the rehearsal without "
-                         "--model-dir to use the cached build.")
+        raise ModelError(
+            f"model artifact missing: {d} has no manifest.json (not a complete `python -m model_build` output). "
+            f"What to do: build it with `python -m model_build --out {d}`, or run the rehearsal without "
+            "--model-dir to use the cached build."
+        )
     try:
         problems = verify(d)
     except Exception as e:  # noqa: BLE001 - an unreadable manifest is a corrupted artifact too
         problems = [f"manifest.json cannot be read: {type(e).__name__}: {e}"]
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise ModelError(f"model artifact corrupted: {d} does not match its manifest: {shown}. Nothing was started. "
-                         "What to do: rebuild it (`--rebuild-model` replaces the cached build; for --model-dir run "
-                         f"`python -m model_build --out {d}`), and find out what altered it.")
+        raise ModelError(
+            f"model artifact corrupted: {d} does not match its manifest: {shown}. Nothing was started. "
+            "What to do: rebuild it (`--rebuild-model` replaces the cached build; for --model-dir run "
+            f"`python -m model_build --out {d}`), and find out what altered it."
+        )
     m = load_manifest(d)
     return str(m.model["version"]), hashlib.sha256((d / "manifest.json").read_bytes()).hexdigest()
 
@@ -89,31 +93,46 @@ def _build(out: Path, log_dir: Path, log: Callable[[str], None], argv_extra: lis
 
     t0 = time.monotonic()
     with Supervisor(log_dir, name="model-build") as sup:
-        child = sup.start("model_build", [sys.executable, "-m", "model_build", "--out", str(out), *argv_extra], cwd=ROOT)
+        child = sup.start(
+            "model_build", [sys.executable, "-m", "model_build", "--out", str(out), *argv_extra], cwd=ROOT
+        )
         deadline = t0 + BUILD_TIMEOUT_S
         while child.alive() and time.monotonic() < deadline:
             time.sleep(0.2)
         if child.alive():
             sup.stop(child)
-            raise ModelError(f"model build did not finish in {BUILD_TIMEOUT_S:.0f} s and was stopped; its log: {child.log_path}")
+            raise ModelError(
+                f"model build did not finish in {BUILD_TIMEOUT_S:.0f} s and was stopped; its log: {child.log_path}"
+            )
         rc = child.popen.returncode
         sup.stop(child)
     if rc != 0:
-        raise ModelError(f"model build failed (exit {rc}). Its log ({child.log_path}) ends:\n{child.log_tail(20)}\n"
-                         "What to do: fix the error above, then run the rehearsal again.")
+        raise ModelError(
+            f"model build failed (exit {rc}). Its log ({child.log_path}) ends:\n{child.log_tail(20)}\n"
+            "What to do: fix the error above, then run the rehearsal again."
+        )
     return time.monotonic() - t0
 
 
-def ensure_model(*, model_dir: Path | None = None, cache_root: Path = CACHE_ROOT, rebuild: bool = False,
-                 stacks_dir: Path = STACKS_DIR, log_dir: Path, log: Callable[[str], None] = lambda s: None,
-                 build_args: list[str] | None = None) -> ModelInfo:
+def ensure_model(
+    *,
+    model_dir: Path | None = None,
+    cache_root: Path = CACHE_ROOT,
+    rebuild: bool = False,
+    stacks_dir: Path = STACKS_DIR,
+    log_dir: Path,
+    log: Callable[[str], None] = lambda s: None,
+    build_args: list[str] | None = None,
+) -> ModelInfo:
     """The verified model to rehearse with: `model_dir` as given, else the cache entry for the current inputs,
     built first when absent (or when `rebuild`)."""
     if model_dir is not None:
         d = Path(model_dir)
         if not d.is_dir():
-            raise ModelError(f"model artifact missing: --model-dir {d} does not exist. What to do: build one with "
-                             f"`python -m model_build --out {d}`, or leave out --model-dir to use the cached build.")
+            raise ModelError(
+                f"model artifact missing: --model-dir {d} does not exist. What to do: build one with "
+                f"`python -m model_build --out {d}`, or leave out --model-dir to use the cached build."
+            )
         version, sha = verify_model(d)
         log(f"model: {d} (given), version {version}, verified against its manifest")
         return ModelInfo(d, None, True, None, version, sha)
@@ -124,7 +143,9 @@ def ensure_model(*, model_dir: Path | None = None, cache_root: Path = CACHE_ROOT
         shutil.rmtree(d)
     if d.exists():
         version, sha = verify_model(d)
-        log(f"model: cached build {d} (key {key}: model_build sources + model config unchanged), version {version}, verified")
+        log(
+            f"model: cached build {d} (key {key}: model_build sources + model config unchanged), version {version}, verified"
+        )
         return ModelInfo(d, key, True, None, version, sha)
     partial = d.with_name(d.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)

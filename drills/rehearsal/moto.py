@@ -12,6 +12,7 @@ Two moto gaps matter to those models:
   the stored form, but once EKS/EC2 models exist it is ~12 MB and takes seconds: not usable in a poll loop.
 - `GetHealthCheckStatus` is a hard-coded success; the health checker model is the status source.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,22 +41,31 @@ class MotoServer:
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> "MotoServer":
+    def start(self) -> MotoServer:
         check_ports_free([(self.host, self.port)])
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         # The server validates nothing against these, but botocore inside moto may look for them.
-        env.update(AWS_ACCESS_KEY_ID="rehearsal", AWS_SECRET_ACCESS_KEY="rehearsal", AWS_DEFAULT_REGION="us-east-1",
-                   PYTHONUNBUFFERED="1")
+        env.update(
+            AWS_ACCESS_KEY_ID="rehearsal",
+            AWS_SECRET_ACCESS_KEY="rehearsal",
+            AWS_DEFAULT_REGION="us-east-1",
+            PYTHONUNBUFFERED="1",
+        )
         t0 = time.monotonic()
-        self.child = self.sup.start("moto", [sys.executable, "-m", "drills.rehearsal.moto_server", "-H", self.host, "-p", str(self.port)],
-                                    env=env)
+        self.child = self.sup.start(
+            "moto",
+            [sys.executable, "-m", "drills.rehearsal.moto_server", "-H", self.host, "-p", str(self.port)],
+            env=env,
+        )
         deadline = t0 + self.ready_timeout
         while time.monotonic() < deadline:
             if not self.child.alive():
                 tail = self.child.log_tail()
                 self.sup.stop(self.child)
-                raise ProcessError(f"moto_server exited with status {self.child.popen.returncode} before it was ready"
-                                   f" on {self.endpoint}:\n{tail}")
+                raise ProcessError(
+                    f"moto_server exited with status {self.child.popen.returncode} before it was ready"
+                    f" on {self.endpoint}:\n{tail}"
+                )
             try:
                 if requests.get(f"{self.endpoint}/moto-api/", timeout=0.5).status_code == 200:
                     self.ready_s = time.monotonic() - t0
@@ -96,9 +106,16 @@ def client(service: str, endpoint: str, region: str = "us-east-1"):
 
     # A fresh session: no profile, no credential files, no environment credentials are consulted.
     session = boto3.session.Session(region_name=region, **DUMMY_CREDENTIALS)
-    return session.client(service, endpoint_url=endpoint,
-                           config=Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2,
-                                         read_timeout=15, s3={"addressing_style": "path"}))
+    return session.client(
+        service,
+        endpoint_url=endpoint,
+        config=Config(
+            retries={"max_attempts": 2, "mode": "standard"},
+            connect_timeout=2,
+            read_timeout=15,
+            s3={"addressing_style": "path"},
+        ),
+    )
 
 
 def replication_config(s3, bucket: str, put: dict | None) -> dict | None:

@@ -9,6 +9,7 @@ rehearsal took moto_server past 23 GB and the kernel's OOM killer stopped it mid
 (the key's attributes read through, `is_latest` their own), untracked and sharing nothing they could close.
 The patch refuses to run, loudly, if moto's code is no longer the one it was written for.
 """
+
 from __future__ import annotations
 
 import copy
@@ -22,9 +23,13 @@ def _patch_list_object_versions() -> None:
     from moto.s3 import models
 
     src = inspect.getsource(models)
-    if src.count("deepcopy(") != 1 or "copy.deepcopy(version_key)" not in inspect.getsource(models.S3Backend.list_object_versions):
-        raise SystemExit("drills.rehearsal.moto_server: moto.s3.models changed (expected its one copy.deepcopy in "
-                         "list_object_versions); re-check the ListObjectVersions memory fix against this moto version")
+    if src.count("deepcopy(") != 1 or "copy.deepcopy(version_key)" not in inspect.getsource(
+        models.S3Backend.list_object_versions
+    ):
+        raise SystemExit(
+            "drills.rehearsal.moto_server: moto.s3.models changed (expected its one copy.deepcopy in "
+            "list_object_versions); re-check the ListObjectVersions memory fix against this moto version"
+        )
 
     class VersionView:
         """A version as ListObjectVersions renders it: attributes read from the key; what the listing sets stays here."""

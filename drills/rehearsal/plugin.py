@@ -6,6 +6,7 @@ process (`drills rollback ID` / `drills resume ID` of a rehearsal drill, whose w
 starts a fresh world from the journaled options (the run's stack copy, model, scale), as AWS would still hold
 what the first process applied, and the engine then restores the stack copy and re-applies it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,29 +26,46 @@ def _factory(plan: Any, options: dict, clock: Any) -> Any:
     if live is not None:
         return R.backend_for(live, options, clock)
     # Another process: a fresh world from the journaled options.
-    from infra.config import load_fleet
-
     from drills.errors import DrillError
     from drills.rehearsal.model_cache import verify_model
+    from infra.config import load_fleet
 
     for k in ("stacks_dir", "stack_state", "model_dir", "workdir", "scale"):
         if k not in options:
-            raise DrillError(f"rehearsal backend: option {k!r} missing; this journal was not written by `drills rehearse`")
+            raise DrillError(
+                f"rehearsal backend: option {k!r} missing; this journal was not written by `drills rehearse`"
+            )
     fleet = load_fleet(plan.env, Path(options["stacks_dir"]))
     verify_model(Path(options["model_dir"]))
-    opts = R.Options(env=plan.env, scale=float(options["scale"]), replication_lag=float(options.get("replication_lag", R.DEFAULT_REPLICATION_LAG)),
-                     ready_timeout=float(options.get("ready_timeout", 90.0)))
-    live = R.start_world(fleet, model_dir=Path(options["model_dir"]), workdir=Path(options["workdir"]) / time.strftime("%Y%m%dT%H%M%S"),
-                         stacks_dir=Path(options["stacks_dir"]), stack_state=Path(options["stack_state"]),
-                         scale=R.world_scale(fleet, plan, opts), base_port=None, seed=int(options.get("seed", 7)),
-                         log=lambda s: None, probe_timeout=float(options.get("probe_timeout", 1.0)))
+    opts = R.Options(
+        env=plan.env,
+        scale=float(options["scale"]),
+        replication_lag=float(options.get("replication_lag", R.DEFAULT_REPLICATION_LAG)),
+        ready_timeout=float(options.get("ready_timeout", 90.0)),
+    )
+    live = R.start_world(
+        fleet,
+        model_dir=Path(options["model_dir"]),
+        workdir=Path(options["workdir"]) / time.strftime("%Y%m%dT%H%M%S"),
+        stacks_dir=Path(options["stacks_dir"]),
+        stack_state=Path(options["stack_state"]),
+        scale=R.world_scale(fleet, plan, opts),
+        base_port=None,
+        seed=int(options.get("seed", 7)),
+        log=lambda s: None,
+        probe_timeout=float(options.get("probe_timeout", 1.0)),
+    )
     b = R.backend_for(live, options, clock)
     b.closers.insert(0, live.world.close)  # closers run in reverse: the world goes last
     return b
 
 
-register_backend("rehearsal", _factory, "this machine: moto_server, Triton per region (CPU), Route 53 health/DNS and S3 "
-                                        "replication models, stack copy re-applied through the offline plan (drills rehearse)")
+register_backend(
+    "rehearsal",
+    _factory,
+    "this machine: moto_server, Triton per region (CPU), Route 53 health/DNS and S3 "
+    "replication models, stack copy re-applied through the offline plan (drills rehearse)",
+)
 
 
 # ---------------------------------------------------------------- `python -m drills rehearse`
@@ -57,33 +75,84 @@ def _configure(p: argparse.ArgumentParser) -> None:
         "region in a moto_server, one real Triton per region, Route 53 health checks, DNS and S3 replication modelled, "
         "client traffic through the DNS name, the drill through the drills engine (executed: the environment is this "
         "run's own copy, so no --confirm), everything torn down, and a report with a timeline chart. The journal and "
-        "lock live in <out>/state unless --state-dir is given; --stacks-dir is where the stack files are copied from.")
-    p.add_argument("--env", default="prod", help="environment (default prod: 3 regions, weighted; staging: 2 regions, failover)")
-    p.add_argument("--scenario", default="region-outage", choices=SCENARIOS,
-                   help="drill scenario (default region-outage); `all`: every scenario the environment's routing allows, one "
-                        "after the other in one world, a report each plus an index")
-    p.add_argument("--keep-going", action="store_true", help="with --scenario all: run the next scenario after one that did not complete")
-    p.add_argument("--region", help="region the scenario acts on (default: the one carrying most traffic; stack-flip: the secondary)")
-    p.add_argument("--out", type=Path, help="run directory for the report, chart, logs and state "
-                                             "(default build/rehearsal/<UTC time>-<env>-<scenario>)")
-    p.add_argument("--scale", type=float, default=R.DEFAULT_SCALE,
-                   help="time scale in (0, 1]: every modelled timing (health-check interval, TTL, propagation, replication lag) "
-                        "at SCALE x its configured value, figures reported in configuration-equivalent seconds "
-                        f"(default {R.DEFAULT_SCALE:g}: prod region-outage in about 2 minutes; 1 = real time)")
-    p.add_argument("--rate", type=float, default=R.DEFAULT_RATE, help=f"client ranking requests per wall second (default {R.DEFAULT_RATE:g})")
-    p.add_argument("--clients", type=int, default=R.DEFAULT_CLIENTS, help=f"clients, each with its own DNS cache (default {R.DEFAULT_CLIENTS})")
-    p.add_argument("--request-timeout", type=float, default=1.0, help="client timeout per request, wall seconds (default 1)")
-    p.add_argument("--base-port", type=int, help="first of 5 consecutive ports (moto, DNS, Triton HTTP/gRPC/metrics); default: a free block")
+        "lock live in <out>/state unless --state-dir is given; --stacks-dir is where the stack files are copied from."
+    )
+    p.add_argument(
+        "--env", default="prod", help="environment (default prod: 3 regions, weighted; staging: 2 regions, failover)"
+    )
+    p.add_argument(
+        "--scenario",
+        default="region-outage",
+        choices=SCENARIOS,
+        help="drill scenario (default region-outage); `all`: every scenario the environment's routing allows, one "
+        "after the other in one world, a report each plus an index",
+    )
+    p.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="with --scenario all: run the next scenario after one that did not complete",
+    )
+    p.add_argument(
+        "--region",
+        help="region the scenario acts on (default: the one carrying most traffic; stack-flip: the secondary)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="run directory for the report, chart, logs and state "
+        "(default build/rehearsal/<UTC time>-<env>-<scenario>)",
+    )
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=R.DEFAULT_SCALE,
+        help="time scale in (0, 1]: every modelled timing (health-check interval, TTL, propagation, replication lag) "
+        "at SCALE x its configured value, figures reported in configuration-equivalent seconds "
+        f"(default {R.DEFAULT_SCALE:g}: prod region-outage in about 2 minutes; 1 = real time)",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=R.DEFAULT_RATE,
+        help=f"client ranking requests per wall second (default {R.DEFAULT_RATE:g})",
+    )
+    p.add_argument(
+        "--clients",
+        type=int,
+        default=R.DEFAULT_CLIENTS,
+        help=f"clients, each with its own DNS cache (default {R.DEFAULT_CLIENTS})",
+    )
+    p.add_argument(
+        "--request-timeout", type=float, default=1.0, help="client timeout per request, wall seconds (default 1)"
+    )
+    p.add_argument(
+        "--base-port",
+        type=int,
+        help="first of 5 consecutive ports (moto, DNS, Triton HTTP/gRPC/metrics); default: a free block",
+    )
     p.add_argument("--hold", type=float, help="hold at the drilled state, drill seconds (default: the plan's, 300)")
     p.add_argument("--steps", type=int, help="evacuate-region: weight-shift steps (default 4)")
-    p.add_argument("--fault", choices=("triton-down", "triton-stall", "triton-unload", "hc-invert"),
-                   help="region-outage fault (default triton-down: the region's Triton killed; stall: SIGSTOPped; "
-                        "unload: a gray failure Route 53 may not see; hc-invert: the control-plane variant)")
-    p.add_argument("--replication-lag", type=float, default=R.DEFAULT_REPLICATION_LAG,
-                   help=f"modelled S3 replication lag, drill seconds (default {R.DEFAULT_REPLICATION_LAG:g})")
-    p.add_argument("--ready-timeout", type=float, default=90.0, help="wall seconds a Triton may take to become ready (default 90)")
-    p.add_argument("--model-dir", type=Path, help="serve this model_build output instead of the cached build (verified first)")
-    p.add_argument("--rebuild-model", action="store_true", help="rebuild the cached model even if its inputs are unchanged")
+    p.add_argument(
+        "--fault",
+        choices=("triton-down", "triton-stall", "triton-unload", "hc-invert"),
+        help="region-outage fault (default triton-down: the region's Triton killed; stall: SIGSTOPped; "
+        "unload: a gray failure Route 53 may not see; hc-invert: the control-plane variant)",
+    )
+    p.add_argument(
+        "--replication-lag",
+        type=float,
+        default=R.DEFAULT_REPLICATION_LAG,
+        help=f"modelled S3 replication lag, drill seconds (default {R.DEFAULT_REPLICATION_LAG:g})",
+    )
+    p.add_argument(
+        "--ready-timeout", type=float, default=90.0, help="wall seconds a Triton may take to become ready (default 90)"
+    )
+    p.add_argument(
+        "--model-dir", type=Path, help="serve this model_build output instead of the cached build (verified first)"
+    )
+    p.add_argument(
+        "--rebuild-model", action="store_true", help="rebuild the cached model even if its inputs are unchanged"
+    )
     p.add_argument("--plan-file", help="drill plan YAML (roles, communication, parameters), as for `drills run`")
 
 
@@ -95,30 +164,53 @@ def _summary(res: Any) -> None:
     c = console()
     rep = res.report or {}
     rh = rep.get("rehearsal", {})
-    t = Table(title=f"Rehearsal {rh.get('scenario')} on {rh.get('env')}: {res.status}, verdict {rep.get('verdict')} "
-                    f"(scale {rh.get('scale')}, {rh.get('wall_seconds')} wall s)")
+    t = Table(
+        title=f"Rehearsal {rh.get('scenario')} on {rh.get('env')}: {res.status}, verdict {rep.get('verdict')} "
+        f"(scale {rh.get('scale')}, {rh.get('wall_seconds')} wall s)"
+    )
     t.add_column("figure")
     t.add_column("value")
     tr = rep.get("traffic") or {}
     t.add_row("requests sent / failed", f"{tr.get('requests')} / {tr.get('errors')}")
     fo = rep.get("rto") if (rep.get("rto") or {}).get("kind") == "failover" else None
     if fo:
-        t.add_row("errors during failover / after the window", f"{fo['errors_during_failover']} / {fo['lost_after_window']}")
+        t.add_row(
+            "errors during failover / after the window", f"{fo['errors_during_failover']} / {fo['lost_after_window']}"
+        )
         for p in fo["parts"]:
             pred = "" if p["predicted_drill_s"] is None else f" (predicted {p['predicted_drill_s']:g})"
-            t.add_row(f"  {p['label']}", "n/a" if p["drill_s"] is None else f"{p['drill_s']:.1f} s{pred}  [{p['wall_s']:.2f} wall s]")
-        t.add_row("RTO measured vs predicted (drill s)", f"{fo['rto_drill_s']} (SLO recovered) / all moved {fo['all_clients_moved_drill_s']} "
-                                                         f"vs predicted {fo['predicted'].get('total'):g}; objective {fo['objective_s']:g}: {fo['verdict_objective']}")
+            t.add_row(
+                f"  {p['label']}",
+                "n/a" if p["drill_s"] is None else f"{p['drill_s']:.1f} s{pred}  [{p['wall_s']:.2f} wall s]",
+            )
+        t.add_row(
+            "RTO measured vs predicted (drill s)",
+            f"{fo['rto_drill_s']} (SLO recovered) / all moved {fo['all_clients_moved_drill_s']} "
+            f"vs predicted {fo['predicted'].get('total'):g}; objective {fo['objective_s']:g}: {fo['verdict_objective']}",
+        )
         for name, s in (("before the fault", fo["before"]), ("after recovery", fo["after"])):
-            t.add_row(f"p50 / p99 {name}", f"{s['p50_ms'] or 0:.1f} / {s['p99_ms'] or 0:.1f} ms over {s['requests']} requests, share "
-                                          + ", ".join(f"{k} {v:.0%}" for k, v in s["share"].items()))
+            t.add_row(
+                f"p50 / p99 {name}",
+                f"{s['p50_ms'] or 0:.1f} / {s['p99_ms'] or 0:.1f} ms over {s['requests']} requests, share "
+                + ", ".join(f"{k} {v:.0%}" for k, v in s["share"].items()),
+            )
     for s in rep.get("switches") or []:
         shares = ", ".join(f"{k} {v:.0%}" for k, v in s["shares_after"].items())
-        left = (f"; {', '.join(s['away'])} out, last request to it +{s['last_request_to_away_drill_s']} s" if s["away"] else "")
-        t.add_row(f"change {s['step']}", f"to {shares}: records in sync +{s['records_in_sync_drill_s']} s, DNS changed "
-                                         f"+{s['dns_changed_drill_s']} s{left}; {s['requests']} requests, {s['errors']} errors")
+        left = (
+            f"; {', '.join(s['away'])} out, last request to it +{s['last_request_to_away_drill_s']} s"
+            if s["away"]
+            else ""
+        )
+        t.add_row(
+            f"change {s['step']}",
+            f"to {shares}: records in sync +{s['records_in_sync_drill_s']} s, DNS changed "
+            f"+{s['dns_changed_drill_s']} s{left}; {s['requests']} requests, {s['errors']} errors",
+        )
     if rep.get("rpo"):
-        t.add_row("RPO (drill s)", f"{rep['rpo']['rpo_drill_s']} vs objective {rep['rpo']['objective_s']:g}: {rep['rpo']['verdict']}")
+        t.add_row(
+            "RPO (drill s)",
+            f"{rep['rpo']['rpo_drill_s']} vs objective {rep['rpo']['objective_s']:g}: {rep['rpo']['verdict']}",
+        )
     drill = rep.get("drill") or {}
     for o in drill.get("objectives", []):
         t.add_row(f"engine: {o['objective']}", f"{o['measured']} ({o['target']}): {o['verdict']}")
@@ -130,11 +222,28 @@ def _summary(res: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from drills.errors import GuardrailError
 
-    opts = R.Options(env=args.env, scenario=args.scenario, region=args.region, out=args.out, scale=args.scale, rate=args.rate,
-                     clients=args.clients, request_timeout=args.request_timeout, base_port=args.base_port, hold=args.hold,
-                     steps=args.steps, fault=args.fault, replication_lag=args.replication_lag, ready_timeout=args.ready_timeout,
-                     model_dir=args.model_dir, rebuild_model=args.rebuild_model, plan_file=args.plan_file,
-                     stacks_dir=args.stacks_dir, state_dir=args.state_dir, keep_going=args.keep_going)
+    opts = R.Options(
+        env=args.env,
+        scenario=args.scenario,
+        region=args.region,
+        out=args.out,
+        scale=args.scale,
+        rate=args.rate,
+        clients=args.clients,
+        request_timeout=args.request_timeout,
+        base_port=args.base_port,
+        hold=args.hold,
+        steps=args.steps,
+        fault=args.fault,
+        replication_lag=args.replication_lag,
+        ready_timeout=args.ready_timeout,
+        model_dir=args.model_dir,
+        rebuild_model=args.rebuild_model,
+        plan_file=args.plan_file,
+        stacks_dir=args.stacks_dir,
+        state_dir=args.state_dir,
+        keep_going=args.keep_going,
+    )
     try:
         res = R.run(opts)
     except GuardrailError as e:
@@ -151,13 +260,21 @@ def _index_summary(res: Any) -> None:
 
     c = console()
     rep = res.report
-    c.print(f"[bold]all scenarios on {rep['rehearsal']['env']}: verdict {rep['verdict']}[/bold] ({rep['rehearsal']['wall_seconds']} wall s)")
+    c.print(
+        f"[bold]all scenarios on {rep['rehearsal']['env']}: verdict {rep['verdict']}[/bold] ({rep['rehearsal']['wall_seconds']} wall s)"
+    )
     for r in rep["scenarios"]:
-        c.print(f"  {r['scenario']}: {r['status']}, {r['verdict']}, {r['requests']} requests, {r['errors']} failed -> {r['report']}")
+        c.print(
+            f"  {r['scenario']}: {r['status']}, {r['verdict']}, {r['requests']} requests, {r['errors']} failed -> {r['report']}"
+        )
     for s in rep["skipped"]:
         c.print(f"  {s['scenario']}: not run: {s['reason']}")
     c.print(f"index: {res.out / 'report.md'}")
 
 
-register_command("rehearse", "run a drill end to end on this machine (Triton per region, DNS failover, client traffic) and report it",
-                 _configure, _run)
+register_command(
+    "rehearse",
+    "run a drill end to end on this machine (Triton per region, DNS failover, client traffic) and report it",
+    _configure,
+    _run,
+)

@@ -8,6 +8,7 @@ process, on the same servers over the same minutes, saw at most 96 ms. As `loadg
 and asks it for each probe over a loopback control endpoint; the child times the request, the drill stamps it with
 its own clock. Same interface as any `ProbeAdapter`: `ready(region)`, `infer(region)`, `service(client)`.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,29 +27,61 @@ from drills.rehearsal.procs import announce, start_announcing
 class ProbeProcess:
     """A ProbeAdapter whose probes run in a child of `sup`. `stop()` when done (a backend closer)."""
 
-    def __init__(self, sup: Any, workdir: Path, clock: Any, *, endpoints: dict[str, str], model: str, dns_server: tuple[str, int],
-                 name: str, port: int, ip_region: dict[str, str], timeout: float, seed: int, body: dict | None,
-                 ready_timeout: float = 30.0, child_name: str = "probes"):
+    def __init__(
+        self,
+        sup: Any,
+        workdir: Path,
+        clock: Any,
+        *,
+        endpoints: dict[str, str],
+        model: str,
+        dns_server: tuple[str, int],
+        name: str,
+        port: int,
+        ip_region: dict[str, str],
+        timeout: float,
+        seed: int,
+        body: dict | None,
+        ready_timeout: float = 30.0,
+        child_name: str = "probes",
+    ):
         self.sup, self.workdir, self.clock, self.child_name = sup, Path(workdir), clock, child_name
-        self.spec = {"endpoints": endpoints, "model": model, "dns_server": list(dns_server), "name": name, "port": port,
-                     "ip_region": ip_region, "timeout": timeout, "seed": seed, "body": body}
+        self.spec = {
+            "endpoints": endpoints,
+            "model": model,
+            "dns_server": list(dns_server),
+            "name": name,
+            "port": port,
+            "ip_region": ip_region,
+            "timeout": timeout,
+            "seed": seed,
+            "body": body,
+        }
         self.ready_timeout = ready_timeout
         self.child = None
         self.control: str | None = None
 
-    def start(self) -> "ProbeProcess":
+    def start(self) -> ProbeProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         spec, started = self.workdir / "probes.json", self.workdir / "probes.started"
         spec.write_text(json.dumps(self.spec))
-        self.child, port = start_announcing(self.sup, self.child_name, [sys.executable, "-m", "drills.rehearsal.probe_proc", str(spec), str(started)],
-                                            started, "the probe process", self.ready_timeout)
+        self.child, port = start_announcing(
+            self.sup,
+            self.child_name,
+            [sys.executable, "-m", "drills.rehearsal.probe_proc", str(spec), str(started)],
+            started,
+            "the probe process",
+            self.ready_timeout,
+        )
         self.control = f"http://127.0.0.1:{int(port)}"
         return self
 
     def _probe(self, **req: Any) -> ProbeResult:
         t = self.clock.now()
         body = json.dumps(req).encode()
-        http = urllib.request.Request(self.control + "/probe", data=body, method="POST", headers={"Content-Type": "application/json"})
+        http = urllib.request.Request(
+            self.control + "/probe", data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
         # The child answers within its own request timeout; the margin covers this process being slow to read.
         with urllib.request.urlopen(http, timeout=self.spec["timeout"] + 30) as r:
             res = json.loads(r.read())
@@ -78,14 +111,18 @@ def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     started = Path(argv[1])
     resolver = DnsClients(tuple(spec["dns_server"]), spec["name"], spec["ip_region"], spec["port"], seed=spec["seed"])
-    probes = TritonHttpProbe(spec["endpoints"], spec["model"], SystemClock(), resolver, timeout=spec["timeout"], body=spec["body"])
-    lock = threading.Lock()  # one probe at a time, as the drill asks them: a requests.Session is not shared across threads
+    probes = TritonHttpProbe(
+        spec["endpoints"], spec["model"], SystemClock(), resolver, timeout=spec["timeout"], body=spec["body"]
+    )
+    lock = (
+        threading.Lock()
+    )  # one probe at a time, as the drill asks them: a requests.Session is not shared across threads
 
     class Control(BaseHTTPRequestHandler):
         def log_message(self, *a: Any) -> None:
             return
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             req = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
             with lock:
                 if req["kind"] == "service":

@@ -15,6 +15,7 @@ or fails a check must not leave any of them behind, and must not collide with a 
   another process is reported clearly *before* anything starts; `free_port_block` picks a block of
   consecutive ports free on every address, below Linux's ephemeral range so client sockets do not race it.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -27,11 +28,11 @@ import subprocess
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
-from drills.lock import pid_alive  # noqa: F401 - one liveness test for locks and supervised children
+from drills.lock import pid_alive
 
 # Linux hands out client (ephemeral) ports from 32768-60999 by default; picking server ports below that
 # keeps a port we checked free from being taken by some outgoing connection a moment later.
@@ -88,8 +89,9 @@ def check_ports_free(endpoints: Iterable[tuple[str, int]], udp: Iterable[tuple[s
             raise PortInUse(host, port)
 
 
-def free_port_block(n: int, hosts: Sequence[str] = ("127.0.0.1",), *, tries: int = 200,
-                    rng: random.Random | None = None) -> int:
+def free_port_block(
+    n: int, hosts: Sequence[str] = ("127.0.0.1",), *, tries: int = 200, rng: random.Random | None = None
+) -> int:
     """The first port of `n` consecutive ports free (TCP and UDP) on every host in `hosts`.
 
     Random start points spread concurrent rehearsals (other test runs on the same machine) apart. The
@@ -188,9 +190,13 @@ def orphans() -> dict[int, str]:
             continue
         for item in env.split(b"\0"):
             if item.startswith(prefix):
-                tag = item[len(prefix):].decode(errors="replace")
+                tag = item[len(prefix) :].decode(errors="replace")
                 opid, _, ostart = tag.partition(":")
-                if opid.isdigit() and (not pid_alive(int(opid)) or _start_time(int(opid)) != ostart) and pid_alive(int(d.name)):
+                if (
+                    opid.isdigit()
+                    and (not pid_alive(int(opid)) or _start_time(int(opid)) != ostart)
+                    and pid_alive(int(d.name))
+                ):
                     out[int(d.name)] = tag
                 break
     return out
@@ -225,7 +231,7 @@ class Child:
     popen: subprocess.Popen
     log_path: Path | None
     started_at: float
-    on_stop: list[Callable[["Child"], None]] = field(default_factory=list)
+    on_stop: list[Callable[[Child], None]] = field(default_factory=list)
     seen_pids: set[int] = field(default_factory=set)  # every pid observed in the group, for audits
 
     @property
@@ -260,7 +266,7 @@ class Child:
         return "\n".join(data.splitlines()[-lines:])
 
 
-_LIVE: "weakref.WeakSet[Supervisor]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[Supervisor] = weakref.WeakSet()
 
 
 def _atexit_cleanup() -> None:
@@ -289,7 +295,7 @@ class Supervisor:
         _LIVE.add(self)
 
     # ------------------------------------------------------------ lifecycle
-    def __enter__(self) -> "Supervisor":
+    def __enter__(self) -> Supervisor:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._prev_handlers[sig] = signal.signal(sig, self._on_signal)
@@ -314,9 +320,16 @@ class Supervisor:
             raise SystemExit(128 + signum)
 
     # ------------------------------------------------------------ start
-    def start(self, name: str, argv: Sequence[str], *, env: dict[str, str] | None = None,
-              cwd: Path | str | None = None, log_path: Path | str | None = None,
-              on_stop: Callable[[Child], None] | None = None) -> Child:
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | str | None = None,
+        log_path: Path | str | None = None,
+        on_stop: Callable[[Child], None] | None = None,
+    ) -> Child:
         """Start `argv` in a new session; stdout and stderr go to `log_path` (default <log_dir>/<name>.log)."""
         with self._lock:
             if name in self.children and self.children[name].alive():
@@ -329,22 +342,43 @@ class Supervisor:
             # the next rehearsal can find and stop what a SIGKILLed one left behind (`reap_orphans`).
             env = {**(os.environ if env is None else env), OWNER_VAR: owner_tag()}
             try:
-                popen = subprocess.Popen(list(argv), env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+                popen = subprocess.Popen(
+                    list(argv),
+                    env=env,
+                    cwd=cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    close_fds=True,
+                )
             except FileNotFoundError as e:
                 raise ProcessError(f"cannot start {name}: {e}") from None
             finally:
                 if log is not subprocess.DEVNULL:
                     log.close()  # the child has its own descriptor now
-            child = Child(name, list(argv), popen, Path(log_path) if log_path else None, time.monotonic(),
-                          [on_stop] if on_stop else [])
+            child = Child(
+                name,
+                list(argv),
+                popen,
+                Path(log_path) if log_path else None,
+                time.monotonic(),
+                [on_stop] if on_stop else [],
+            )
             child.seen_pids.add(popen.pid)
             self.children[name] = child
             return child
 
     # ------------------------------------------------------------ stop
-    def stop(self, child: Child | str, *, first: int = signal.SIGINT, first_to_group: bool = True,
-             grace: float = 5.0, term_grace: float = 2.0) -> int | None:
+    def stop(
+        self,
+        child: Child | str,
+        *,
+        first: int = signal.SIGINT,
+        first_to_group: bool = True,
+        grace: float = 5.0,
+        term_grace: float = 2.0,
+    ) -> int | None:
         """Stop one child by the signal ladder; return its exit status (negative: killed by that signal)."""
         with self._lock:
             if isinstance(child, str):
@@ -409,7 +443,7 @@ class Supervisor:
         for c in [*self.children.values(), *self.stopped]:
             if c.alive():
                 c.group()
-            pids.update({p: c.pgid for p in c.seen_pids})
+            pids.update(dict.fromkeys(c.seen_pids, c.pgid))
         return pids
 
     def leftovers(self) -> list[int]:
@@ -419,7 +453,9 @@ class Supervisor:
 
 
 # ---------------------------------------------------------------- helper children that say when they are ready
-def start_announcing(sup: "Supervisor", name: str, argv: Sequence[str], started: Path, what: str, ready_timeout: float = 30.0) -> tuple[Child, str]:
+def start_announcing(
+    sup: Supervisor, name: str, argv: Sequence[str], started: Path, what: str, ready_timeout: float = 30.0
+) -> tuple[Child, str]:
     """Start a helper (`argv`) that writes `started` once it serves (see `announce`); return it and what it wrote.
     A helper that exits first, or is not ready in time, is stopped and reported with its log tail."""
     started.unlink(missing_ok=True)

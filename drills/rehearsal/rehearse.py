@@ -16,29 +16,32 @@ Time runs scaled: every modelled timing (health-check interval, TTL, propagation
 times its configured value, the engine on a `ScaledClock` in configuration-equivalent "drill seconds"
 (see drills/rehearsal/clock.py). `--scale 1` is real time.
 """
+
 from __future__ import annotations
 
 import json
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
-from infra.config import PROJECT, ROOT, STACKS_DIR, load_fleet
-
 from drills.errors import DrillError
+from infra.config import PROJECT, ROOT, STACKS_DIR, load_fleet
 
 ALL = "all"
 SCENARIO_ORDER = ("region-outage", "evacuate-region", "stack-flip", "artifact-replication")
 DEFAULT_SCALE = 0.1
 DEFAULT_RATE = 50.0
 DEFAULT_CLIENTS = 32
-DEFAULT_REPLICATION_LAG = 20.0  # drill seconds: S3 replication typically lands in seconds to a minute (RTC: 15 min at 99.99%)
+DEFAULT_REPLICATION_LAG = (
+    20.0  # drill seconds: S3 replication typically lands in seconds to a minute (RTC: 15 min at 99.99%)
+)
 
 
 class RehearsalError(DrillError):
@@ -84,7 +87,7 @@ class Result:
 
 
 def default_out(env: str, scenario: str) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return ROOT / "build" / "rehearsal" / f"{stamp}-{env}-{scenario}"
 
 
@@ -107,11 +110,15 @@ def check_run_options(scale: float, rate: float, clients: int, env: str, stacks_
     from infra.config import envs
 
     if not 0 < scale <= 1:
-        raise RehearsalError(f"--scale must be in (0, 1] (1 = real time; 0.1 = every configured timing at a tenth), got {scale}")
+        raise RehearsalError(
+            f"--scale must be in (0, 1] (1 = real time; 0.1 = every configured timing at a tenth), got {scale}"
+        )
     if rate <= 0 or clients < 1:
         raise RehearsalError(f"--rate must be > 0 and --clients >= 1 (got {rate:g} and {clients})")
     if env not in envs(stacks_dir):
-        raise RehearsalError(f"unknown environment {env!r}; known: {', '.join(envs(stacks_dir))} (from {stacks_dir}). Nothing was started.")
+        raise RehearsalError(
+            f"unknown environment {env!r}; known: {', '.join(envs(stacks_dir))} (from {stacks_dir}). Nothing was started."
+        )
 
 
 def reap_leftovers(log: Callable[[str], None]) -> None:
@@ -120,7 +127,9 @@ def reap_leftovers(log: Callable[[str], None]) -> None:
 
     reaped = reap_orphans()
     if reaped:
-        log(f"stopped {len(reaped)} processes left running by an earlier rehearsal that was killed (SIGKILL): pids {reaped}")
+        log(
+            f"stopped {len(reaped)} processes left running by an earlier rehearsal that was killed (SIGKILL): pids {reaped}"
+        )
 
 
 def prepare_stacks(src: Path, dst: Path, env: str) -> list[str]:
@@ -142,8 +151,10 @@ def prepare_stacks(src: Path, dst: Path, env: str) -> list[str]:
             model["onnx_fallback_for"] = ccs
             doc["config"][f"{PROJECT}:model"] = model
             p.write_text(yaml.safe_dump(doc, sort_keys=False))
-            notes.append(f"{stack}: model.onnx_fallback_for = {ccs} in the rehearsal's stack copy (CPU Triton serves the ONNX "
-                         "file with ONNX Runtime; TensorRT engines cannot run here)")
+            notes.append(
+                f"{stack}: model.onnx_fallback_for = {ccs} in the rehearsal's stack copy (CPU Triton serves the ONNX "
+                "file with ONNX Runtime; TensorRT engines cannot run here)"
+            )
     load_fleet(env, dst)  # still valid
     return notes
 
@@ -182,10 +193,16 @@ def world_scale(fleet: Any, plan: Any, opts: Options) -> Any:
 
     s = opts.scale
     hc = fleet.glob.health_check
-    return Scale(hc_interval=hc.request_interval * s, probe_timeout=None, ttl=max(1, round(fleet.glob.ttl * s)),
-                 replication_lag=opts.replication_lag * s, replication_poll=min(0.2, max(0.05, opts.replication_lag * s / 10)),
-                 dns_refresh=float(plan.parameters["dns_propagation_seconds"]) * s, ready_timeout=opts.ready_timeout,
-                 triton_exit_timeout=2)
+    return Scale(
+        hc_interval=hc.request_interval * s,
+        probe_timeout=None,
+        ttl=max(1, round(fleet.glob.ttl * s)),
+        replication_lag=opts.replication_lag * s,
+        replication_poll=min(0.2, max(0.05, opts.replication_lag * s / 10)),
+        dns_refresh=float(plan.parameters["dns_propagation_seconds"]) * s,
+        ready_timeout=opts.ready_timeout,
+        triton_exit_timeout=2,
+    )
 
 
 def declared_resources(fleet: Any, stacks_dir: Path) -> tuple[list[dict], dict[str, tuple[list[dict], dict]]]:
@@ -229,15 +246,36 @@ def probe_body(world: Any) -> dict:
 def backend_for(live: LiveWorld, options: dict, clock: Any) -> Any:
     from drills.rehearsal.adapters import make_backend
 
-    b = make_backend(live.world, stacks_dir=live.stacks_dir, state_dir=live.stack_state, clock=clock, options=options,
-                     probe_timeout=live.probe_timeout, seed=live.seed, probe_body=live.probe_body)
+    b = make_backend(
+        live.world,
+        stacks_dir=live.stacks_dir,
+        state_dir=live.stack_state,
+        clock=clock,
+        options=options,
+        probe_timeout=live.probe_timeout,
+        seed=live.seed,
+        probe_body=live.probe_body,
+    )
     live.backends.append(b)
     return b
 
 
-def start_world(fleet: Any, *, model_dir: Path, workdir: Path, stacks_dir: Path, stack_state: Path, scale: Any,
-                base_port: int | None, seed: int, log: Callable[[str], None], probe_timeout: float,
-                publisher: Any = None, world_cls: Any = None, world_kw: dict[str, Any] | None = None) -> LiveWorld:
+def start_world(
+    fleet: Any,
+    *,
+    model_dir: Path,
+    workdir: Path,
+    stacks_dir: Path,
+    stack_state: Path,
+    scale: Any,
+    base_port: int | None,
+    seed: int,
+    log: Callable[[str], None],
+    probe_timeout: float,
+    publisher: Any = None,
+    world_cls: Any = None,
+    world_kw: dict[str, Any] | None = None,
+) -> LiveWorld:
     """Offline plans -> World (started) -> the stack adapter's applied state seeded from the same plans.
 
     `world_cls` (default `World`) and `world_kw` (its extra keyword arguments) let a plugin start a World subclass
@@ -245,12 +283,24 @@ def start_world(fleet: Any, *, model_dir: Path, workdir: Path, stacks_dir: Path,
     from drills.rehearsal.adapters import RehearsalStacks
     from drills.rehearsal.world import World, model_build_publisher
 
-    world = (world_cls or World)(fleet, model_dir=model_dir, workdir=workdir, declared=[], base_port=base_port, scale=scale, seed=seed,
-                                 publisher=publisher or model_build_publisher, log=log, **(world_kw or {}))
+    world = (world_cls or World)(
+        fleet,
+        model_dir=model_dir,
+        workdir=workdir,
+        declared=[],
+        base_port=base_port,
+        scale=scale,
+        seed=seed,
+        publisher=publisher or model_build_publisher,
+        log=log,
+        **(world_kw or {}),
+    )
     # The ports first (a port in use stops the run at once, before seconds of offline planning); start() checks again.
     world._claim_ports()
     t0 = time.monotonic()
-    log(f"offline plan of {fleet.global_stack} and {', '.join(fleet.stack_names.values())} (Pulumi programs under mocks) ...")
+    log(
+        f"offline plan of {fleet.global_stack} and {', '.join(fleet.stack_names.values())} (Pulumi programs under mocks) ..."
+    )
     declared, per = declared_resources(fleet, stacks_dir)
     log(f"offline plan: {len(declared)} declared resources in {time.monotonic() - t0:.1f} s")
     world._declared = declared
@@ -273,14 +323,20 @@ def _explain_start_failure(e: BaseException, opts: Options) -> str:
     from drills.rehearsal.repo import ArtifactError
 
     if isinstance(e, PortInUse):
-        return (f"the world could not start: {e}. Nothing is left running. What to do: stop whatever holds that port, or "
-                "pass --base-port N for another block of 5 ports (N..N+4 on 127.0.0.1 and the regions' 127.0.10.x).")
+        return (
+            f"the world could not start: {e}. Nothing is left running. What to do: stop whatever holds that port, or "
+            "pass --base-port N for another block of 5 ports (N..N+4 on 127.0.0.1 and the regions' 127.0.10.x)."
+        )
     if isinstance(e, ArtifactError):
-        return (f"the world refused the model: {e}. Nothing is left running. What to do: rebuild the model "
-                "(--rebuild-model, or `python -m model_build --out DIR` for --model-dir).")
+        return (
+            f"the world refused the model: {e}. Nothing is left running. What to do: rebuild the model "
+            "(--rebuild-model, or `python -m model_build --out DIR` for --model-dir)."
+        )
     if isinstance(e, ProcessError):
-        return (f"the world could not start: {e}\nNothing is left running. What to do: read the log named above; if the "
-                f"machine is just slow, raise --ready-timeout (now {opts.ready_timeout:g} s).")
+        return (
+            f"the world could not start: {e}\nNothing is left running. What to do: read the log named above; if the "
+            f"machine is just slow, raise --ready-timeout (now {opts.ready_timeout:g} s)."
+        )
     return f"the world could not start: {type(e).__name__}: {e}. Nothing is left running."
 
 
@@ -298,7 +354,9 @@ class Prepared:
     model: Any
     notes: list[str]
     scale: Any  # drills.rehearsal.world.Scale
-    plans: list[tuple[str, Any, str | None]] = field(default_factory=list)  # --scenario all: (scenario, plan or None, why not)
+    plans: list[tuple[str, Any, str | None]] = field(
+        default_factory=list
+    )  # --scenario all: (scenario, plan or None, why not)
 
 
 @dataclass
@@ -322,8 +380,15 @@ def plan_for(prep: Prepared, scenario: str | None = None, region: str | None = N
         scenario = next(sc for sc, p, _ in prep.plans if p is not None)
     region = region or (o.region if scenario == o.scenario else None) or default_region(prep.fleet, scenario)
     overrides = {**drill_parameters(o), **(params or {})}
-    return build_plan(scenario, o.env, region, plan_file=o.plan_file, stacks_dir=prep.stacks_dir, overrides=overrides,
-                      manifest=str(prep.model.dir / "manifest.json") if prep.model else None)
+    return build_plan(
+        scenario,
+        o.env,
+        region,
+        plan_file=o.plan_file,
+        stacks_dir=prep.stacks_dir,
+        overrides=overrides,
+        manifest=str(prep.model.dir / "manifest.json") if prep.model else None,
+    )
 
 
 def prepare(opts: Options, log: Callable[[str], None]) -> Prepared:
@@ -339,8 +404,18 @@ def prepare(opts: Options, log: Callable[[str], None]) -> Prepared:
     stacks_dir = out / "stacks"
     notes = prepare_stacks(opts.stacks_dir, stacks_dir, opts.env)
     fleet = load_fleet(opts.env, stacks_dir)
-    prep = Prepared(opts, out, stacks_dir, out / "stack-state", Path(opts.state_dir).resolve() if opts.state_dir else out / "state",
-                    fleet, None, None, notes, None)
+    prep = Prepared(
+        opts,
+        out,
+        stacks_dir,
+        out / "stack-state",
+        Path(opts.state_dir).resolve() if opts.state_dir else out / "state",
+        fleet,
+        None,
+        None,
+        notes,
+        None,
+    )
     if opts.scenario == ALL:
         # Every scenario the environment can run; the others are listed with the guardrail's reason.
         for sc in SCENARIO_ORDER:
@@ -352,18 +427,28 @@ def prepare(opts: Options, log: Callable[[str], None]) -> Prepared:
         if not any(p for _, p, _ in prep.plans):
             raise RehearsalError(f"no scenario can run on {opts.env}; nothing was started")
     else:
-        plan_for(prep)  # guardrails (a scenario the env cannot run, capacity, ...) raise GuardrailError: nothing started yet
-    prep.model = ensure_model(model_dir=opts.model_dir, cache_root=opts.model_cache or CACHE_ROOT, rebuild=opts.rebuild_model,
-                              stacks_dir=opts.stacks_dir, log_dir=out / "logs", log=log)
+        plan_for(
+            prep
+        )  # guardrails (a scenario the env cannot run, capacity, ...) raise GuardrailError: nothing started yet
+    prep.model = ensure_model(
+        model_dir=opts.model_dir,
+        cache_root=opts.model_cache or CACHE_ROOT,
+        rebuild=opts.rebuild_model,
+        stacks_dir=opts.stacks_dir,
+        log_dir=out / "logs",
+        log=log,
+    )
     prep.plan = plan_for(prep)
     if opts.scenario == ALL:  # again, now with the model's manifest
         prep.plans = [(sc, plan_for(prep, sc) if p is not None else None, why) for sc, p, why in prep.plans]
     (out / "plan.json").write_text(prep.plan.model_dump_json(indent=1))
     prep.scale = scale = world_scale(fleet, prep.plan, opts)
-    log(f"scale {opts.scale:g}: health check every {scale.hc_interval:g} s (configured {fleet.glob.health_check.request_interval} s, "
+    log(
+        f"scale {opts.scale:g}: health check every {scale.hc_interval:g} s (configured {fleet.glob.health_check.request_interval} s, "
         f"threshold {fleet.glob.health_check.failure_threshold}), TTL {scale.ttl} s (configured {fleet.glob.ttl} s), propagation "
         f"{scale.dns_refresh:g} s, replication lag {scale.replication_lag:g} s; the engine runs in drill seconds "
-        f"(1 drill second = {opts.scale:g} wall seconds)")
+        f"(1 drill second = {opts.scale:g} wall seconds)"
+    )
     return prep
 
 
@@ -375,14 +460,28 @@ def world_for(prep: Prepared, log: Callable[[str], None]) -> LiveWorld:
 
     o = prep.opts
     try:
-        live = start_world(prep.fleet, model_dir=prep.model.dir, workdir=prep.out / "world", stacks_dir=prep.stacks_dir,
-                           stack_state=prep.stack_state, scale=prep.scale, base_port=o.base_port, seed=o.seed, log=log,
-                           probe_timeout=min(o.request_timeout, 1.0))
+        live = start_world(
+            prep.fleet,
+            model_dir=prep.model.dir,
+            workdir=prep.out / "world",
+            stacks_dir=prep.stacks_dir,
+            stack_state=prep.stack_state,
+            scale=prep.scale,
+            base_port=o.base_port,
+            seed=o.seed,
+            log=log,
+            probe_timeout=min(o.request_timeout, 1.0),
+        )
     except (PortInUse, ProcessError, ArtifactError, TritonUnavailable) as e:
         raise RehearsalError(_explain_start_failure(e, o)) from None
     d = live.world.describe()
-    log("world up: " + ", ".join(f"{r} {v['address']} (Triton ready in {v['triton']['ready_s'][0]:.1f} s)"
-                                 for r, v in d["regions"].items()) + f"; DNS {d['dns']}; moto {d['moto']}")
+    log(
+        "world up: "
+        + ", ".join(
+            f"{r} {v['address']} (Triton ready in {v['triton']['ready_s'][0]:.1f} s)" for r, v in d["regions"].items()
+        )
+        + f"; DNS {d['dns']}; moto {d['moto']}"
+    )
     return live
 
 
@@ -405,18 +504,40 @@ def drill(live: LiveWorld, prep: Prepared, log: Callable[[str], None], plan: Any
         bound = _drill_bound(plan) * o.scale + 120.0  # wall seconds: the traffic stops by then at the latest
         lg = world.loadgen_process(rate=o.rate, duration=bound, clients=o.clients, timeout=o.request_timeout)
         lg.start()
-        log(f"traffic: {o.rate:g} ranking requests/s (32 real feature rows each) from {o.clients} clients resolving "
-            f"{world.fqdn} through the DNS model (a separate process)")
+        log(
+            f"traffic: {o.rate:g} ranking requests/s (32 real feature rows each) from {o.clients} clients resolving "
+            f"{world.fqdn} through the DNS model (a separate process)"
+        )
         time.sleep(min(2.0, max(0.5, 5 * o.scale)))  # a little steady traffic before the drill starts
         run.clock = ScaledClock(o.scale)
-        options = {"world": key, "stacks_dir": str(prep.stacks_dir), "stack_state": str(prep.stack_state), "model_dir": str(prep.model.dir),
-                   "workdir": str(prep.out / "world-rollback"), "scale": o.scale, "seed": o.seed,
-                   "replication_lag": o.replication_lag, "ready_timeout": o.ready_timeout, "probe_timeout": min(o.request_timeout, 1.0)}
-        log(f"drill: {plan.scenario}" + (f" of {plan.region}" if plan.region else "") + f", {len(plan.steps)} steps, "
-            "executed (no --confirm: the rehearsal changes only its own copy of the environment)")
-        run.outcome = start_drill(plan, prep.state_dir, backend_name="rehearsal", backend_options=options, clock=run.clock,
-                                  log=lambda s: log(f"  engine: {s}"))
-        log(f"drill {run.outcome.drill_id}: {run.outcome.status}" + (f" ({run.outcome.reason})" if run.outcome.reason else ""))
+        options = {
+            "world": key,
+            "stacks_dir": str(prep.stacks_dir),
+            "stack_state": str(prep.stack_state),
+            "model_dir": str(prep.model.dir),
+            "workdir": str(prep.out / "world-rollback"),
+            "scale": o.scale,
+            "seed": o.seed,
+            "replication_lag": o.replication_lag,
+            "ready_timeout": o.ready_timeout,
+            "probe_timeout": min(o.request_timeout, 1.0),
+        }
+        log(
+            f"drill: {plan.scenario}" + (f" of {plan.region}" if plan.region else "") + f", {len(plan.steps)} steps, "
+            "executed (no --confirm: the rehearsal changes only its own copy of the environment)"
+        )
+        run.outcome = start_drill(
+            plan,
+            prep.state_dir,
+            backend_name="rehearsal",
+            backend_options=options,
+            clock=run.clock,
+            log=lambda s: log(f"  engine: {s}"),
+        )
+        log(
+            f"drill {run.outcome.drill_id}: {run.outcome.status}"
+            + (f" ({run.outcome.reason})" if run.outcome.reason else "")
+        )
     except KeyboardInterrupt:
         run.interrupted = "interrupted (Ctrl-C / SIGINT)"
     except SystemExit as e:
@@ -452,7 +573,9 @@ def run(opts: Options, log: Callable[[str], None] | None = None) -> Result:
     log = log or Progress()
     t_start = time.time()
     prep = prepare(opts, log)
-    todo = [(sc, p) for sc, p, _ in prep.plans if p is not None] if opts.scenario == ALL else [(opts.scenario, prep.plan)]
+    todo = (
+        [(sc, p) for sc, p, _ in prep.plans if p is not None] if opts.scenario == ALL else [(opts.scenario, prep.plan)]
+    )
     live: LiveWorld | None = None
     runs: list[tuple[str, Any, DrillRun]] = []
     leftovers: list[int] = []
@@ -465,7 +588,9 @@ def run(opts: Options, log: Callable[[str], None] | None = None) -> Result:
             if dr.interrupted or dr.error or dr.outcome is None:
                 break  # Ctrl-C or a failure of the rehearsal itself: stop here whatever --keep-going says
             if dr.outcome.status != "completed" and not opts.keep_going and len(runs) < len(todo):
-                log(f"[yellow]{sc} ended {dr.outcome.status}: the remaining scenarios are skipped (--keep-going runs them)[/yellow]")
+                log(
+                    f"[yellow]{sc} ended {dr.outcome.status}: the remaining scenarios are skipped (--keep-going runs them)[/yellow]"
+                )
                 break
     except KeyboardInterrupt:
         stopped = DrillRun(None, [], [], None, interrupted="interrupted (Ctrl-C / SIGINT)")
@@ -477,26 +602,47 @@ def run(opts: Options, log: Callable[[str], None] | None = None) -> Result:
         if live is not None:
             live.world.close()
             leftovers = live.world.sup.leftovers()
-            log("teardown: every process stopped" if not leftovers else f"[red]teardown: processes left behind: {leftovers}[/red]")
+            log(
+                "teardown: every process stopped"
+                if not leftovers
+                else f"[red]teardown: processes left behind: {leftovers}[/red]"
+            )
     if not runs:
         runs.append((todo[0][0], todo[0][1], stopped or DrillRun(None, [], [], None)))
     results = []
     for sc, plan, dr in runs:
         out = prep.out / sc if opts.scenario == ALL else prep.out
         out.mkdir(parents=True, exist_ok=True)
-        report = build(opts=opts, plan=plan, model=prep.model, facts=dr.facts, records=dr.records, entries=dr.entries, clock=dr.clock,
-                       notes=prep.notes, wall_seconds=time.time() - t_start, leftovers=leftovers,
-                       interrupted=dr.interrupted or (stopped.interrupted if stopped else None), error=dr.error, outcome=dr.outcome)
+        report = build(
+            opts=opts,
+            plan=plan,
+            model=prep.model,
+            facts=dr.facts,
+            records=dr.records,
+            entries=dr.entries,
+            clock=dr.clock,
+            notes=prep.notes,
+            wall_seconds=time.time() - t_start,
+            leftovers=leftovers,
+            interrupted=dr.interrupted or (stopped.interrupted if stopped else None),
+            error=dr.error,
+            outcome=dr.outcome,
+        )
         paths = write(report, dr.records, out, prep.state_dir, dr.entries)
         for p in paths:
             log(f"report: {p}")
-        status = dr.outcome.status if dr.outcome is not None else ("interrupted" if (dr.interrupted or stopped) else "failed")
+        status = (
+            dr.outcome.status
+            if dr.outcome is not None
+            else ("interrupted" if (dr.interrupted or stopped) else "failed")
+        )
         code = dr.outcome.exit_code if dr.outcome is not None else (130 if (dr.interrupted or stopped) else 1)
         results.append(Result(code or (1 if leftovers else 0), out, status, report, paths))
     if opts.scenario != ALL:
         return results[0]
-    skipped = [(sc, why) for sc, p, why in prep.plans if p is None] + [(sc, "not run: an earlier scenario stopped the run")
-                                                                       for sc, _ in todo[len(runs):]]
+    skipped = [(sc, why) for sc, p, why in prep.plans if p is None] + [
+        (sc, "not run: an earlier scenario stopped the run") for sc, _ in todo[len(runs) :]
+    ]
     rep = index(prep, results, skipped, time.time() - t_start, leftovers)
     paths = write_index(prep.out, rep)
     code = next((r.exit_code for r in results if r.exit_code), 0) or (1 if len(runs) < len(todo) else 0)

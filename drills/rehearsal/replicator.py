@@ -23,12 +23,13 @@ moto's stored form (`Rule`, as in its model dump) is accepted too.
 Every replication is recorded with the time the version was first seen and the time its copy landed
 (wall clock), so RPO of a canary object is `replicated_at - put time`.
 """
+
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def parse_rules(config: dict | None) -> list[Rule]:
         flt = r.get("Filter") or {}
         prefix = r.get("Prefix") or ""
         tags: dict[str, str] = {}
-        if "And" in flt and flt["And"]:
+        if flt.get("And"):
             prefix = flt["And"].get("Prefix") or prefix
             t = flt["And"].get("Tag") or flt["And"].get("Tags") or []
             for tag in [t] if isinstance(t, dict) else t:
@@ -87,8 +88,16 @@ def parse_rules(config: dict | None) -> list[Rule]:
             if flt.get("Tag"):
                 tags[flt["Tag"]["Key"]] = flt["Tag"]["Value"]
         dest = r["Destination"]["Bucket"]
-        rules.append(Rule(id=str(r.get("ID") or ""), priority=int(r.get("Priority") or 0), prefix=prefix, tags=tags,
-                          dest_bucket=dest.split(":::")[-1], delete_markers=_status(r.get("DeleteMarkerReplication"))))
+        rules.append(
+            Rule(
+                id=str(r.get("ID") or ""),
+                priority=int(r.get("Priority") or 0),
+                prefix=prefix,
+                tags=tags,
+                dest_bucket=dest.split(":::")[-1],
+                delete_markers=_status(r.get("DeleteMarkerReplication")),
+            )
+        )
     return rules
 
 
@@ -105,8 +114,15 @@ def rules_for(rules: list[Rule], key: str, tags: dict[str, str] | None = None) -
 
 
 class Replicator:
-    def __init__(self, s3, stored_config: Callable[[], dict[str, dict | None]], *, lag: float = 0.0,
-                 poll: float = 0.2, config_interval: float = 1.0):
+    def __init__(
+        self,
+        s3,
+        stored_config: Callable[[], dict[str, dict | None]],
+        *,
+        lag: float = 0.0,
+        poll: float = 0.2,
+        config_interval: float = 1.0,
+    ):
         """`poll`: how often new versions are listed; `config_interval`: how often the configurations are
         re-read (they change rarely)."""
         self.s3, self.stored_config, self.lag, self.poll = s3, stored_config, lag, poll
@@ -124,7 +140,7 @@ class Replicator:
         self.errors: list[str] = []
 
     # ------------------------------------------------------------ running
-    def start(self) -> "Replicator":
+    def start(self) -> Replicator:
         self.sync_once()  # baseline: what exists now is "existing objects"
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="s3-replicator", daemon=True)
@@ -136,7 +152,7 @@ class Replicator:
         if self._thread:
             self._thread.join(timeout=10)
 
-    def __enter__(self) -> "Replicator":
+    def __enter__(self) -> Replicator:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -204,9 +220,13 @@ class Replicator:
         try:
             if kind == "object":
                 src = self.s3.get_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])
-                put = self.s3.put_object(Bucket=dest, Key=v["Key"], Body=src["Body"].read(),
-                                         ContentType=src.get("ContentType", "binary/octet-stream"),
-                                         Metadata=src.get("Metadata", {}))
+                put = self.s3.put_object(
+                    Bucket=dest,
+                    Key=v["Key"],
+                    Body=src["Body"].read(),
+                    ContentType=src.get("ContentType", "binary/octet-stream"),
+                    Metadata=src.get("Metadata", {}),
+                )
             else:
                 put = self.s3.delete_object(Bucket=dest, Key=v["Key"])
             rec.dest_version_id = put.get("VersionId")

@@ -16,6 +16,7 @@ works the same in the serving copy. Every served file that the manifest lists is
 in the source and again in the copy; a mismatch, a missing file or an ONNX file the manifest does not
 cover stops the preparation with `ArtifactError` and nothing is served: a corrupted artifact never serves.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -62,8 +63,10 @@ def sha256_file(path: Path) -> str:
 def read_manifest(src: Path) -> dict:
     path = Path(src) / MANIFEST
     if not path.exists():
-        raise ArtifactError(f"{path} is missing: {src} is not a complete model_build output "
-                            f"(the manifest is written last); run `python -m model_build --out {src}`")
+        raise ArtifactError(
+            f"{path} is missing: {src} is not a complete model_build output "
+            f"(the manifest is written last); run `python -m model_build --out {src}`"
+        )
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -92,7 +95,9 @@ def manifest_model(manifest: dict) -> tuple[str, str]:
     m = manifest.get("model")
     if isinstance(m, dict):
         return str(m.get("name", "ranker")), str(m.get("version", "0"))
-    return str(manifest.get("model_name") or m or "ranker"), str(manifest.get("model_version") or manifest.get("version") or "0")
+    return str(manifest.get("model_name") or m or "ranker"), str(
+        manifest.get("model_version") or manifest.get("version") or "0"
+    )
 
 
 def manifest_inputs(manifest: dict) -> list[dict]:
@@ -107,8 +112,15 @@ def manifest_inputs(manifest: dict) -> list[dict]:
     out = []
     for s in sig:
         dt = str(s.get("datatype") or s.get("dtype") or s.get("data_type") or "FP32").upper()
-        dt = {"FLOAT32": "FP32", "FLOAT": "FP32", "TYPE_FP32": "FP32", "TYPE_INT32": "INT32", "INT": "INT32",
-              "FLOAT64": "FP64", "TYPE_INT64": "INT64"}.get(dt, dt)
+        dt = {
+            "FLOAT32": "FP32",
+            "FLOAT": "FP32",
+            "TYPE_FP32": "FP32",
+            "TYPE_INT32": "INT32",
+            "INT": "INT32",
+            "FLOAT64": "FP64",
+            "TYPE_INT64": "INT64",
+        }.get(dt, dt)
         shape = list(s["shape"]) if s.get("shape") is not None else [-1, *(s.get("dims") or [])]
         out.append({"name": s["name"], "datatype": dt, "shape": shape})
     return out
@@ -172,18 +184,20 @@ def classify(src: Path) -> tuple[list[str], dict[str, str], list[str]]:
         is_onnx = path.suffix == ".onnx" or path.name.endswith(".onnx.data")
         if rel == MANIFEST or rel in referenced:
             served.append(rel)  # the python model runs the ONNX file with ONNX Runtime
-        elif kind == "python":
-            served.append(rel)
-        elif is_onnx and not any(r.endswith(".onnx") for r in referenced):
+        elif kind == "python" or (is_onnx and not any(r.endswith(".onnx") for r in referenced)):
             served.append(rel)
         elif is_onnx:
             excluded[rel] = "an ONNX file the python model does not load (e.g. the TensorRT engines' source graph)"
         elif kind == "onnx":
-            excluded[rel] = ("ONNX Runtime backend model config: the pytriton server has no onnxruntime backend "
-                             "(the python model serves the same ONNX file instead)")
+            excluded[rel] = (
+                "ONNX Runtime backend model config: the pytriton server has no onnxruntime backend "
+                "(the python model serves the same ONNX file instead)"
+            )
         elif kind == "tensorrt" or path.suffix in (".plan", ".engine"):
-            excluded[rel] = ("TensorRT engine/model: needs the TensorRT backend and a GPU of its compute capability, "
-                             "which the CPU rehearsal server does not have")
+            excluded[rel] = (
+                "TensorRT engine/model: needs the TensorRT backend and a GPU of its compute capability, "
+                "which the CPU rehearsal server does not have"
+            )
         elif kind is not None:
             excluded[rel] = f"model with {kind}: not loadable by the python-only server"
         else:
@@ -194,16 +208,22 @@ def classify(src: Path) -> tuple[list[str], dict[str, str], list[str]]:
 
 def _verify(path: Path, rel: str, want: dict[str, Any], where: str) -> None:
     if not path.exists():
-        raise ArtifactError(f"{where}: {rel} is listed in the manifest but missing; the artifact is incomplete, "
-                            f"republish the model version")
+        raise ArtifactError(
+            f"{where}: {rel} is listed in the manifest but missing; the artifact is incomplete, "
+            f"republish the model version"
+        )
     size = path.stat().st_size
     if "size" in want and int(want["size"]) != size:
-        raise ArtifactError(f"{where}: {rel} is {size} bytes, the manifest says {want['size']}: corrupted or "
-                            f"truncated artifact, refusing to serve it; republish the model version")
+        raise ArtifactError(
+            f"{where}: {rel} is {size} bytes, the manifest says {want['size']}: corrupted or "
+            f"truncated artifact, refusing to serve it; republish the model version"
+        )
     got = sha256_file(path)
     if got != want["sha256"]:
-        raise ArtifactError(f"{where}: {rel} has sha256 {got[:16]}…, the manifest says {want['sha256'][:16]}…: "
-                            f"corrupted artifact, refusing to serve it; republish the model version")
+        raise ArtifactError(
+            f"{where}: {rel} has sha256 {got[:16]}…, the manifest says {want['sha256'][:16]}…: "
+            f"corrupted artifact, refusing to serve it; republish the model version"
+        )
 
 
 def verify_tree(src: Path, rels: list[str] | None = None) -> dict[str, str]:
@@ -229,21 +249,26 @@ def prepare_serving_repo(src: Path, dest: Path) -> ServingRepo:
     files = manifest_files(manifest)
     py_models, excluded, served = classify(src)
     if not py_models:
-        raise ArtifactError(f"{src} has no python-backend model (a <model>_py/ dir with backend \"python\"): the CPU "
-                            f"rehearsal server cannot serve anything else; rebuild with `python -m model_build`")
+        raise ArtifactError(
+            f'{src} has no python-backend model (a <model>_py/ dir with backend "python"): the CPU '
+            f"rehearsal server cannot serve anything else; rebuild with `python -m model_build`"
+        )
     onnx = [r for r in served if r.endswith(".onnx")]
     for rel in onnx:
         if rel not in files:
-            raise ArtifactError(f"{src}: {rel} is not listed in the manifest, so its integrity cannot be checked; "
-                                f"refusing to serve it")
+            raise ArtifactError(
+                f"{src}: {rel} is not listed in the manifest, so its integrity cannot be checked; refusing to serve it"
+            )
     # A file the manifest lists that serving needs but that is absent: an incomplete artifact.
     _, referenced = _models(src)
     any_ref_onnx = any(r.endswith(".onnx") for r in referenced)
     for rel in files:
         needed = rel.split("/", 1)[0] in py_models or rel in referenced or (rel.endswith(".onnx") and not any_ref_onnx)
         if needed and rel not in served:
-            raise ArtifactError(f"{src}: {rel} is listed in the manifest but missing; the artifact is incomplete, "
-                                f"republish the model version")
+            raise ArtifactError(
+                f"{src}: {rel} is listed in the manifest but missing; the artifact is incomplete, "
+                f"republish the model version"
+            )
     for rel in served:
         if rel in files:
             _verify(src / rel, rel, files[rel], str(src))
@@ -258,9 +283,14 @@ def prepare_serving_repo(src: Path, dest: Path) -> ServingRepo:
             _verify(tmp / rel, rel, files[rel], f"serving copy {tmp}")
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
-    return ServingRepo(path=dest, models=py_models, manifest=manifest,
-                       served={r: files[r]["sha256"] for r in served if r in files}, excluded=excluded,
-                       unlisted=[r for r in served if r not in files and r != MANIFEST])
+    return ServingRepo(
+        path=dest,
+        models=py_models,
+        manifest=manifest,
+        served={r: files[r]["sha256"] for r in served if r in files},
+        excluded=excluded,
+        unlisted=[r for r in served if r not in files and r != MANIFEST],
+    )
 
 
 # ---------------------------------------------------------------- buckets
@@ -282,7 +312,7 @@ def sync_from_bucket(s3, bucket: str, prefix: str, dest: Path) -> list[str]:
     got = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
-            rel = obj["Key"][len(prefix):]
+            rel = obj["Key"][len(prefix) :]
             if not rel or rel.startswith("/") or ".." in Path(rel).parts:
                 continue
             out = dest / rel
@@ -290,6 +320,8 @@ def sync_from_bucket(s3, bucket: str, prefix: str, dest: Path) -> list[str]:
             out.write_bytes(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
             got.append(rel)
     if MANIFEST not in got:
-        raise ArtifactError(f"s3://{bucket}/{prefix} has no {MANIFEST}: the model version is missing or its publish "
-                            f"did not finish; publish it with `python -m model_build publish`")
+        raise ArtifactError(
+            f"s3://{bucket}/{prefix} has no {MANIFEST}: the model version is missing or its publish "
+            f"did not finish; publish it with `python -m model_build publish`"
+        )
     return got

@@ -13,6 +13,7 @@ Two measurements of the same failover are reported side by side: the *clients'* 
 generator sent, `loadgen.rto_parts`) and the *engine's* (its monitor's service probes, as on AWS). All times are
 drill seconds (configuration-equivalent; wall seconds / scale), with wall seconds given too.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,7 +43,10 @@ def _stats(records: list) -> dict:
     from drills.rehearsal.loadgen import latency_summary, share_by_region
 
     s = latency_summary(records)
-    return {**{k: (_r(v, 2) if isinstance(v, float) else v) for k, v in s.items()}, "share": {k: round(v, 3) for k, v in share_by_region(records).items()}}
+    return {
+        **{k: (_r(v, 2) if isinstance(v, float) else v) for k, v in s.items()},
+        "share": {k: round(v, 3) for k, v in share_by_region(records).items()},
+    }
 
 
 # ---------------------------------------------------------------- failover (region-outage)
@@ -61,35 +65,65 @@ def failover_rto(plan: Any, facts: dict, records: list, scale: float) -> dict | 
     hc_wall = float(plan.health_check["request_interval"]) * scale
     tolerance = hc_wall + 0.5  # the checker's random phase (one interval) + scheduling slack on 2 shared cores
     o = plan.objectives
-    slo = Slo(success_rate=o.success_rate, p99_ms=o.p99_ms, window_s=float(plan.parameters["slo_window_seconds"]) * scale, min_requests=5)
+    slo = Slo(
+        success_rate=o.success_rate,
+        p99_ms=o.p99_ms,
+        window_s=float(plan.parameters["slo_window_seconds"]) * scale,
+        min_requests=5,
+    )
     limit = float(pred_wall.get("total_s", 0.0)) + tolerance
-    p = rto_parts(recs, inj["wall"], facts.get("hc_transitions") or [], facts.get("dns_changes") or [], float(facts.get("ttl_wall") or 0),
-                  slo, region=inj["region"], window_limit_s=limit)
+    p = rto_parts(
+        recs,
+        inj["wall"],
+        facts.get("hc_transitions") or [],
+        facts.get("dns_changes") or [],
+        float(facts.get("ttl_wall") or 0),
+        slo,
+        region=inj["region"],
+        window_limit_s=limit,
+    )
     after_clear = [r for r in records if r.t >= end] if clear else []
     predicted = dict(plan.predicted)
     parts = []
     for key, label, pred in PARTS:
         w = p.get(key)
-        parts.append({"part": key.removesuffix("_s"), "label": label, "wall_s": _r(w, 3), "drill_s": _r(None if w is None else w / scale),
-                      "predicted_drill_s": round(sum(float(predicted.get(k, 0)) for k in pred), 1) if pred else None})
+        parts.append(
+            {
+                "part": key.removesuffix("_s"),
+                "label": label,
+                "wall_s": _r(w, 3),
+                "drill_s": _r(None if w is None else w / scale),
+                "predicted_drill_s": round(sum(float(predicted.get(k, 0)) for k in pred), 1) if pred else None,
+            }
+        )
     measured = p.get("slo_recovered_s")
     moved = p.get("all_clients_recovered_s")
     return {
-        "kind": "failover", "region": inj["region"], "fault": inj["kind"], "measured_from": "client records (every request the load generator sent)",
-        "fault_wall": inj["wall"], "cleared_wall": clear["wall"] if clear else None,
+        "kind": "failover",
+        "region": inj["region"],
+        "fault": inj["kind"],
+        "measured_from": "client records (every request the load generator sent)",
+        "fault_wall": inj["wall"],
+        "cleared_wall": clear["wall"] if clear else None,
         "parts": parts,
-        "rto_drill_s": _r(None if measured is None else measured / scale), "rto_wall_s": _r(measured, 3),
+        "rto_drill_s": _r(None if measured is None else measured / scale),
+        "rto_wall_s": _r(measured, 3),
         "all_clients_moved_drill_s": _r(None if moved is None else moved / scale),
-        "predicted": predicted, "predicted_modelled_wall": pred_wall,
+        "predicted": predicted,
+        "predicted_modelled_wall": pred_wall,
         "tolerance_drill_s": round(tolerance / scale, 1),
         "objective_s": o.rto_seconds,
         "verdict_objective": None if measured is None else ("PASS" if measured / scale <= o.rto_seconds else "FAIL"),
         "within_prediction": None if moved is None else moved <= float(pred_wall.get("total_s", 0)) + tolerance,
         "clients_affected": p["clients_affected"],
-        "errors_during_failover": p["errors_during_failover"], "errors_after_fault": p["errors_after_fault"],
-        "lost_after_window": p["lost_after_window"], "window_drill_s": round(limit / scale, 1),
+        "errors_during_failover": p["errors_during_failover"],
+        "errors_after_fault": p["errors_after_fault"],
+        "lost_after_window": p["lost_after_window"],
+        "window_drill_s": round(limit / scale, 1),
         "last_error_drill_s": _r(None if p.get("last_error_s") is None else p["last_error_s"] / scale),
-        "before": p["before"], "after": p["after"], "slo": p["slo"],
+        "before": p["before"],
+        "after": p["after"],
+        "slo": p["slo"],
         "failback": _stats(after_clear) if clear else None,
     }
 
@@ -112,32 +146,54 @@ def switches(plan: Any, entries: list[dict], records: list, clock: Any, scale: f
             w, r = routing_of(pending["values"])
 
             def share(ws: dict, rs: dict) -> dict:
-                return {k: 1.0 if v == "PRIMARY" else 0.0 for k, v in rs.items()} if plan.mode == "failover" else shares_after_loss(ws, None)
+                return (
+                    {k: 1.0 if v == "PRIMARY" else 0.0 for k, v in rs.items()}
+                    if plan.mode == "failover"
+                    else shares_after_loss(ws, None)
+                )
 
             before = share(weights, roles)
             weights.update(w)
             roles.update(r)
             after = share(weights, roles)
-            changes.append({"step": e.get("step"), "by": pending.get("by"), "values": pending["values"], "t_set": e["t_set"],
-                            "t_in_sync": e.get("t_in_sync"), "t_answer": e.get("t_answer"),
-                            "away": sorted(k for k in before if before[k] > 0 and after.get(k, 0) == 0),
-                            "shares_after": {k: round(v, 3) for k, v in after.items()}})
+            changes.append(
+                {
+                    "step": e.get("step"),
+                    "by": pending.get("by"),
+                    "values": pending["values"],
+                    "t_set": e["t_set"],
+                    "t_in_sync": e.get("t_in_sync"),
+                    "t_answer": e.get("t_answer"),
+                    "away": sorted(k for k in before if before[k] > 0 and after.get(k, 0) == 0),
+                    "shares_after": {k: round(v, 3) for k, v in after.items()},
+                }
+            )
             pending = None
     out = []
     for i, c in enumerate(changes):
         t0w = _wall(clock, c["t_set"])
-        t1w = _wall(clock, changes[i + 1]["t_set"]) if i + 1 < len(changes) else max((r.t for r in records), default=t0w)
+        t1w = (
+            _wall(clock, changes[i + 1]["t_set"]) if i + 1 < len(changes) else max((r.t for r in records), default=t0w)
+        )
         rs = [r for r in records if t0w <= r.t < t1w]
         to_away = [r.t for r in rs if r.region in c["away"]]
-        out.append({
-            "step": c["step"], "values": c["values"], "at_drill_s": round(c["t_set"] - (entries[0]["t"] if entries else 0), 1),
-            "away": c["away"], "shares_after": c["shares_after"],
-            "records_in_sync_drill_s": _r(None if c["t_in_sync"] is None else c["t_in_sync"] - c["t_set"]),
-            "dns_changed_drill_s": _r(None if c["t_answer"] is None else c["t_answer"] - c["t_set"]),
-            "last_request_to_away_drill_s": _r((max(to_away) - t0w) / scale) if to_away else (0.0 if c["away"] else None),
-            "requests": len(rs), "errors": sum(1 for r in rs if not r.ok),
-            "share_observed": _stats(rs)["share"],
-        })
+        out.append(
+            {
+                "step": c["step"],
+                "values": c["values"],
+                "at_drill_s": round(c["t_set"] - (entries[0]["t"] if entries else 0), 1),
+                "away": c["away"],
+                "shares_after": c["shares_after"],
+                "records_in_sync_drill_s": _r(None if c["t_in_sync"] is None else c["t_in_sync"] - c["t_set"]),
+                "dns_changed_drill_s": _r(None if c["t_answer"] is None else c["t_answer"] - c["t_set"]),
+                "last_request_to_away_drill_s": _r((max(to_away) - t0w) / scale)
+                if to_away
+                else (0.0 if c["away"] else None),
+                "requests": len(rs),
+                "errors": sum(1 for r in rs if not r.ok),
+                "share_observed": _stats(rs)["share"],
+            }
+        )
     return out
 
 
@@ -150,18 +206,44 @@ def rpo(plan: Any, facts: dict, scale: float) -> dict | None:
     for c in cans:
         for dst, rep in (c.get("replicated") or {}).items():
             lag = rep.get("rpo_s")
-            rows.append({"source": c["region"], "destination": dst, "key": c["key"], "lag_wall_s": _r(lag, 3),
-                         "lag_drill_s": _r(None if lag is None else lag / scale), "error": rep.get("error")})
+            rows.append(
+                {
+                    "source": c["region"],
+                    "destination": dst,
+                    "key": c["key"],
+                    "lag_wall_s": _r(lag, 3),
+                    "lag_drill_s": _r(None if lag is None else lag / scale),
+                    "error": rep.get("error"),
+                }
+            )
     lags = [r["lag_drill_s"] for r in rows if r["lag_drill_s"] is not None]
     worst = max(lags) if lags else None
-    return {"measured_from": "the S3 replication model's landing time of each canary version (exact, not polled)",
-            "canaries": rows, "rpo_drill_s": worst, "objective_s": plan.objectives.rpo_seconds,
-            "verdict": None if worst is None else ("PASS" if worst <= plan.objectives.rpo_seconds else "FAIL")}
+    return {
+        "measured_from": "the S3 replication model's landing time of each canary version (exact, not polled)",
+        "canaries": rows,
+        "rpo_drill_s": worst,
+        "objective_s": plan.objectives.rpo_seconds,
+        "verdict": None if worst is None else ("PASS" if worst <= plan.objectives.rpo_seconds else "FAIL"),
+    }
 
 
 # ---------------------------------------------------------------- the whole report
-def build(*, opts: Any, plan: Any, model: Any, facts: dict, records: list, entries: list[dict], clock: Any, notes: list[str],
-          wall_seconds: float, leftovers: list[int], interrupted: str | None, error: str | None, outcome: Any) -> dict:
+def build(
+    *,
+    opts: Any,
+    plan: Any,
+    model: Any,
+    facts: dict,
+    records: list,
+    entries: list[dict],
+    clock: Any,
+    notes: list[str],
+    wall_seconds: float,
+    leftovers: list[int],
+    interrupted: str | None,
+    error: str | None,
+    outcome: Any,
+) -> dict:
     from drills.report import build_report
 
     scale = opts.scale
@@ -170,38 +252,78 @@ def build(*, opts: Any, plan: Any, model: Any, facts: dict, records: list, entri
     fo = failover_rto(plan, facts, records, scale) if records else None
     sw = switches(plan, entries, records, clock, scale) if entries and plan.scenario != "region-outage" else []
     traffic = _stats(records)
-    traffic.update(rate_per_s=opts.rate, clients=opts.clients, request_timeout_s=opts.request_timeout,
-                   errors_during_failover=fo["errors_during_failover"] if fo else None,
-                   lost_after_window=fo["lost_after_window"] if fo else None,
-                   before=fo["before"] if fo else None, after=fo["after"] if fo else None)
+    traffic.update(
+        rate_per_s=opts.rate,
+        clients=opts.clients,
+        request_timeout_s=opts.request_timeout,
+        errors_during_failover=fo["errors_during_failover"] if fo else None,
+        lost_after_window=fo["lost_after_window"] if fo else None,
+        before=fo["before"] if fo else None,
+        after=fo["after"] if fo else None,
+    )
     cfg_hc = plan.health_check
     rep: dict[str, Any] = {
         "rehearsal": {
-            "env": plan.env, "scenario": plan.scenario, "region": plan.region, "mode": plan.mode, "fqdn": plan.fqdn,
+            "env": plan.env,
+            "scenario": plan.scenario,
+            "region": plan.region,
+            "mode": plan.mode,
+            "fqdn": plan.fqdn,
             "status": outcome.status if outcome else ("interrupted" if interrupted else "failed"),
             "reason": outcome.reason if outcome else (interrupted or error),
             "drill_id": outcome.drill_id if outcome else None,
             "wall_seconds": round(wall_seconds, 1),
             "scale": scale,
             "clock_origin": getattr(clock, "origin", None),  # drill seconds and wall seconds coincide here
-            "time_model": (f"every modelled timing runs at {scale:g} x its configured value; drill seconds = wall seconds / {scale:g} "
-                           "(the engine's clock runs 1/scale times faster), so figures compare directly with the objectives. "
-                           "Latencies are real milliseconds. Process start-up and scheduling jitter are not scaled and read "
-                           f"{1 / scale:g}x longer in drill seconds."),
+            "time_model": (
+                f"every modelled timing runs at {scale:g} x its configured value; drill seconds = wall seconds / {scale:g} "
+                "(the engine's clock runs 1/scale times faster), so figures compare directly with the objectives. "
+                "Latencies are real milliseconds. Process start-up and scheduling jitter are not scaled and read "
+                f"{1 / scale:g}x longer in drill seconds."
+            ),
             "modelled_timings_wall_s": {
-                "health_check_interval": (d.get("scale") or {}).get("hc_interval"), "failure_threshold": cfg_hc["failure_threshold"],
-                "ttl": facts.get("ttl_wall"), "propagation": (d.get("scale") or {}).get("dns_refresh"),
-                "replication_lag": (d.get("scale") or {}).get("replication_lag")},
-            "configured": {"health_check_interval_s": cfg_hc["request_interval"], "failure_threshold": cfg_hc["failure_threshold"],
-                           "ttl_s": plan.ttl, "propagation_allowance_s": plan.parameters.get("dns_propagation_seconds")},
-            "model": {"dir": str(model.dir), "version": model.version, "manifest_sha256": model.manifest_sha256,
-                      "cache_key": model.key, "cache_hit": model.cache_hit, "build_seconds": model.build_seconds},
-            "world": {"ports": d.get("ports"), "dns": d.get("dns"), "moto": d.get("moto"), "timings_s": d.get("timings"),
-                      "regions": {r: {"address": v.get("address"), "bucket": v.get("bucket"), "cluster": v.get("cluster"),
-                                      "triton_ready_s": (v.get("triton") or {}).get("ready_s"), "triton_rss_mib": (v.get("triton") or {}).get("rss_mib")}
-                                  for r, v in (d.get("regions") or {}).items()}},
-            "stack_copy_notes": notes, "processes_left_behind": leftovers, "interrupted": interrupted, "error": error,
-            "stack_ups": facts.get("stack_ups"), "fault_events": facts.get("fault_events"),
+                "health_check_interval": (d.get("scale") or {}).get("hc_interval"),
+                "failure_threshold": cfg_hc["failure_threshold"],
+                "ttl": facts.get("ttl_wall"),
+                "propagation": (d.get("scale") or {}).get("dns_refresh"),
+                "replication_lag": (d.get("scale") or {}).get("replication_lag"),
+            },
+            "configured": {
+                "health_check_interval_s": cfg_hc["request_interval"],
+                "failure_threshold": cfg_hc["failure_threshold"],
+                "ttl_s": plan.ttl,
+                "propagation_allowance_s": plan.parameters.get("dns_propagation_seconds"),
+            },
+            "model": {
+                "dir": str(model.dir),
+                "version": model.version,
+                "manifest_sha256": model.manifest_sha256,
+                "cache_key": model.key,
+                "cache_hit": model.cache_hit,
+                "build_seconds": model.build_seconds,
+            },
+            "world": {
+                "ports": d.get("ports"),
+                "dns": d.get("dns"),
+                "moto": d.get("moto"),
+                "timings_s": d.get("timings"),
+                "regions": {
+                    r: {
+                        "address": v.get("address"),
+                        "bucket": v.get("bucket"),
+                        "cluster": v.get("cluster"),
+                        "triton_ready_s": (v.get("triton") or {}).get("ready_s"),
+                        "triton_rss_mib": (v.get("triton") or {}).get("rss_mib"),
+                    }
+                    for r, v in (d.get("regions") or {}).items()
+                },
+            },
+            "stack_copy_notes": notes,
+            "processes_left_behind": leftovers,
+            "interrupted": interrupted,
+            "error": error,
+            "stack_ups": facts.get("stack_ups"),
+            "fault_events": facts.get("fault_events"),
         },
         "rto": fo or {"kind": "switch" if sw else None, "switches": sw, "engine": drill["rto"] if drill else []},
         "rto_engine": drill["rto"] if drill else [],
@@ -216,7 +338,9 @@ def build(*, opts: Any, plan: Any, model: Any, facts: dict, records: list, entri
     }
     rep["findings"] = findings(rep)
     verdicts = [x for x in (drill["verdict"] if drill else "FAIL", (fo or {}).get("verdict_objective") or "PASS") if x]
-    rep["verdict"] = "PASS" if all(v == "PASS" for v in verdicts) and not leftovers and not interrupted and not error else "FAIL"
+    rep["verdict"] = (
+        "PASS" if all(v == "PASS" for v in verdicts) and not leftovers and not interrupted and not error else "FAIL"
+    )
     return rep
 
 
@@ -230,22 +354,34 @@ def findings(rep: dict) -> list[dict]:
     rh = rep["rehearsal"]
     fo = rep["rto"] if rep["rto"].get("kind") == "failover" else None
     if rh["processes_left_behind"]:
-        add(f"processes left behind after teardown: {rh['processes_left_behind']}", "kill them by pid and report a bug in drills/rehearsal/procs.py")
+        add(
+            f"processes left behind after teardown: {rh['processes_left_behind']}",
+            "kill them by pid and report a bug in drills/rehearsal/procs.py",
+        )
     if fo:
         if fo["within_prediction"] is False:
-            add(f"the last affected client moved at {fo['all_clients_moved_drill_s']} s, later than the prediction "
+            add(
+                f"the last affected client moved at {fo['all_clients_moved_drill_s']} s, later than the prediction "
                 f"{fo['predicted'].get('total')} s + tolerance {fo['tolerance_drill_s']} s",
-                "look at the clients that moved last in requests.jsonl: resolvers caching beyond the TTL, or a slow survivor")
+                "look at the clients that moved last in requests.jsonl: resolvers caching beyond the TTL, or a slow survivor",
+            )
         if fo["lost_after_window"]:
-            add(f"{fo['lost_after_window']} requests failed after the failover window ({fo['window_drill_s']} s)",
-                "failures after the predicted window are lost requests: check the survivors' capacity and the clients' caches")
+            add(
+                f"{fo['lost_after_window']} requests failed after the failover window ({fo['window_drill_s']} s)",
+                "failures after the predicted window are lost requests: check the survivors' capacity and the clients' caches",
+            )
         if fo["errors_during_failover"]:
-            add(f"{fo['errors_during_failover']} of the clients' requests failed during the failover ({fo['clients_affected']} clients affected): "
-                "expected, the price of DNS failover", "to shorten it, lower the TTL or the failure threshold; to hide it, let clients retry on another address")
+            add(
+                f"{fo['errors_during_failover']} of the clients' requests failed during the failover ({fo['clients_affected']} clients affected): "
+                "expected, the price of DNS failover",
+                "to shorten it, lower the TTL or the failure threshold; to hide it, let clients retry on another address",
+            )
     for s in rep.get("switches") or []:
         if s["errors"]:
-            add(f"{s['errors']} requests failed after the planned change at {s['step']}",
-                "a planned move should lose nothing: check the survivors' readiness before each shift")
+            add(
+                f"{s['errors']} requests failed after the planned change at {s['step']}",
+                "a planned move should lose nothing: check the survivors' readiness before each shift",
+            )
     return out
 
 
@@ -254,75 +390,144 @@ def render_markdown(rep: dict) -> str:
 
     rh = rep["rehearsal"]
     t = rep["traffic"]
-    L = [f"# Rehearsal: {rh['scenario']} on {rh['env']}" + (f" ({rh['region']})" if rh.get("region") else ""), "",
-         f"- status: **{rh['status']}**" + (f" ({rh['reason']})" if rh.get("reason") else "") + f", verdict **{rep['verdict']}**",
-         f"- drill id: `{rh['drill_id']}`; routing: {rh['mode']} on {rh['fqdn']}; backend: rehearsal (this machine)",
-         f"- wall time of the whole run: {rh['wall_seconds']} s (model, world start-up, drill, teardown)",
-         f"- **scale {rh['scale']:g}**: {rh['time_model']}",
-         "- modelled timings (wall s): " + ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}"
-                                                     for k, v in rh["modelled_timings_wall_s"].items() if v is not None),
-         "- configured (drill s): " + ", ".join(f"{k} {v}" for k, v in rh["configured"].items()),
-         f"- model: {rh['model']['version']} from {rh['model']['dir']} (" + ("given with --model-dir" if rh["model"]["cache_key"] is None else
-                                                                             "cached build, key " + rh["model"]["cache_key"] if rh["model"]["cache_hit"] else
-                                                                             f"built in {rh['model']['build_seconds']} s, key {rh['model']['cache_key']}") + ", verified)",
-         f"- processes left behind: {rh['processes_left_behind'] or 'none'}", ""]
-    L += ["## Client traffic", "",
-          f"{t['requests']} ranking requests sent ({t['rate_per_s']:g}/s from {t['clients']} clients, {t['request_timeout_s']:g} s timeout), "
-          f"{t['errors']} failed; share by region: " + ", ".join(f"{k} {v:.0%}" for k, v in t["share"].items()), ""]
+    L = [
+        f"# Rehearsal: {rh['scenario']} on {rh['env']}" + (f" ({rh['region']})" if rh.get("region") else ""),
+        "",
+        f"- status: **{rh['status']}**"
+        + (f" ({rh['reason']})" if rh.get("reason") else "")
+        + f", verdict **{rep['verdict']}**",
+        f"- drill id: `{rh['drill_id']}`; routing: {rh['mode']} on {rh['fqdn']}; backend: rehearsal (this machine)",
+        f"- wall time of the whole run: {rh['wall_seconds']} s (model, world start-up, drill, teardown)",
+        f"- **scale {rh['scale']:g}**: {rh['time_model']}",
+        "- modelled timings (wall s): "
+        + ", ".join(
+            f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}"
+            for k, v in rh["modelled_timings_wall_s"].items()
+            if v is not None
+        ),
+        "- configured (drill s): " + ", ".join(f"{k} {v}" for k, v in rh["configured"].items()),
+        f"- model: {rh['model']['version']} from {rh['model']['dir']} ("
+        + (
+            "given with --model-dir"
+            if rh["model"]["cache_key"] is None
+            else "cached build, key " + rh["model"]["cache_key"]
+            if rh["model"]["cache_hit"]
+            else f"built in {rh['model']['build_seconds']} s, key {rh['model']['cache_key']}"
+        )
+        + ", verified)",
+        f"- processes left behind: {rh['processes_left_behind'] or 'none'}",
+        "",
+    ]
+    L += [
+        "## Client traffic",
+        "",
+        f"{t['requests']} ranking requests sent ({t['rate_per_s']:g}/s from {t['clients']} clients, {t['request_timeout_s']:g} s timeout), "
+        f"{t['errors']} failed; share by region: " + ", ".join(f"{k} {v:.0%}" for k, v in t["share"].items()),
+        "",
+    ]
     fo = rep["rto"] if rep["rto"].get("kind") == "failover" else None
     if fo:
         b, a = fo["before"], fo["after"]
         L += ["| | requests | success | p50 (ms) | p99 (ms) | share |", "|---|---|---|---|---|---|"]
         for name, s in (("before the fault", b), ("after SLO recovery (until the fault was cleared)", a)):
-            L.append(f"| {name} | {s['requests']} | {_pct(s['success_rate'])} | {_ms(s['p50_ms'])} | {_ms(s['p99_ms'])} | "
-                     + _share(s["share"]) + " |")
-        L += ["", f"Errors during the failover: **{fo['errors_during_failover']}** ({fo['clients_affected']} clients affected); "
-                  f"failed after the failover window of {fo['window_drill_s']} s (predicted RTO + tolerance): **{fo['lost_after_window']}**.", ""]
-        L += [f"## RTO in its parts (fault: {fo['fault']} in {fo['region']}; measured from the clients' records)", "",
-              "| part | measured (drill s) | measured (wall s) | predicted from config (drill s) |", "|---|---|---|---|"]
+            L.append(
+                f"| {name} | {s['requests']} | {_pct(s['success_rate'])} | {_ms(s['p50_ms'])} | {_ms(s['p99_ms'])} | "
+                + _share(s["share"])
+                + " |"
+            )
+        L += [
+            "",
+            f"Errors during the failover: **{fo['errors_during_failover']}** ({fo['clients_affected']} clients affected); "
+            f"failed after the failover window of {fo['window_drill_s']} s (predicted RTO + tolerance): **{fo['lost_after_window']}**.",
+            "",
+        ]
+        L += [
+            f"## RTO in its parts (fault: {fo['fault']} in {fo['region']}; measured from the clients' records)",
+            "",
+            "| part | measured (drill s) | measured (wall s) | predicted from config (drill s) |",
+            "|---|---|---|---|",
+        ]
         for p in fo["parts"]:
-            L.append(f"| {p['label']} | {_s(p['drill_s'])} | {_s(p['wall_s'], 3)} | {'' if p['predicted_drill_s'] is None else p['predicted_drill_s']} |")
+            L.append(
+                f"| {p['label']} | {_s(p['drill_s'])} | {_s(p['wall_s'], 3)} | {'' if p['predicted_drill_s'] is None else p['predicted_drill_s']} |"
+            )
         pr = fo["predicted"]
-        L += ["", f"**Predicted RTO from the configuration**: interval x threshold {pr.get('detection'):g} s + propagation "
-                  f"{pr.get('dns_change'):g} s + TTL {pr.get('ttl'):g} s = **{pr.get('total'):g} s**; modelled here "
-                  f"{fo['predicted_modelled_wall'].get('total_s', 0):.2f} wall s.",
-              f"**Measured**: every affected client on a survivor at **{_s(fo['all_clients_moved_drill_s'])} s** "
-              f"(within prediction + {fo['tolerance_drill_s']} s tolerance: {_yes(fo['within_prediction'])}); "
-              f"SLO recovered (RTO) at **{_s(fo['rto_drill_s'])} s** against the objective of {fo['objective_s']:g} s: **{fo['verdict_objective']}**.",
-              ""]
+        L += [
+            "",
+            f"**Predicted RTO from the configuration**: interval x threshold {pr.get('detection'):g} s + propagation "
+            f"{pr.get('dns_change'):g} s + TTL {pr.get('ttl'):g} s = **{pr.get('total'):g} s**; modelled here "
+            f"{fo['predicted_modelled_wall'].get('total_s', 0):.2f} wall s.",
+            f"**Measured**: every affected client on a survivor at **{_s(fo['all_clients_moved_drill_s'])} s** "
+            f"(within prediction + {fo['tolerance_drill_s']} s tolerance: {_yes(fo['within_prediction'])}); "
+            f"SLO recovered (RTO) at **{_s(fo['rto_drill_s'])} s** against the objective of {fo['objective_s']:g} s: **{fo['verdict_objective']}**.",
+            "",
+        ]
         if fo.get("failback"):
             fb = fo["failback"]
-            L += [f"After the fault was cleared (fail-back): {fb['requests']} requests, {fb['errors']} failed, p99 {_ms(fb['p99_ms'])} ms.", ""]
+            L += [
+                f"After the fault was cleared (fail-back): {fb['requests']} requests, {fb['errors']} failed, p99 {_ms(fb['p99_ms'])} ms.",
+                "",
+            ]
     if rep.get("switches"):
-        L += ["## Planned changes, as the clients saw them", "",
-              "| step | at (drill s) | regions leaving | records in sync (s) | DNS changed (s) | last request to them (s) | requests | errors | observed share |",
-              "|---|---|---|---|---|---|---|---|---|"]
+        L += [
+            "## Planned changes, as the clients saw them",
+            "",
+            "| step | at (drill s) | regions leaving | records in sync (s) | DNS changed (s) | last request to them (s) | requests | errors | observed share |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for s in rep["switches"]:
-            L.append(f"| {s['step']} | {s['at_drill_s']} | {', '.join(s['away']) or '-'} | {_s(s['records_in_sync_drill_s'])} | "
-                     f"{_s(s['dns_changed_drill_s'])} | {_s(s['last_request_to_away_drill_s'])} | {s['requests']} | {s['errors']} | "
-                     + ", ".join(f"{k} {v:.0%}" for k, v in s["share_observed"].items()) + " |")
+            L.append(
+                f"| {s['step']} | {s['at_drill_s']} | {', '.join(s['away']) or '-'} | {_s(s['records_in_sync_drill_s'])} | "
+                f"{_s(s['dns_changed_drill_s'])} | {_s(s['last_request_to_away_drill_s'])} | {s['requests']} | {s['errors']} | "
+                + ", ".join(f"{k} {v:.0%}" for k, v in s["share_observed"].items())
+                + " |"
+            )
         L.append("")
     if rep.get("rpo"):
         r = rep["rpo"]
-        L += ["## RPO of the artifacts (exact landing times of the canaries)", "", "| source | destination | lag (drill s) | lag (wall s) |", "|---|---|---|---|"]
-        L += [f"| {c['source']} | {c['destination']} | {_s(c['lag_drill_s'])} | {_s(c['lag_wall_s'], 3)} |" for c in r["canaries"]]
+        L += [
+            "## RPO of the artifacts (exact landing times of the canaries)",
+            "",
+            "| source | destination | lag (drill s) | lag (wall s) |",
+            "|---|---|---|---|",
+        ]
+        L += [
+            f"| {c['source']} | {c['destination']} | {_s(c['lag_drill_s'])} | {_s(c['lag_wall_s'], 3)} |"
+            for c in r["canaries"]
+        ]
         L += ["", f"RPO {_s(r['rpo_drill_s'])} s against the objective of {r['objective_s']:g} s: **{r['verdict']}**."]
         sk = (rep.get("drill") or {}).get("version_skew")
         if sk:
-            L.append("Version skew between the regions' served models: " + ("**yes**: " if sk["skew"] else "none: ")
-                     + ", ".join(f"{g} {v['version']} ({(v['sha256'] or '')[:12]})" for g, v in sk["regions"].items()) + ".")
+            L.append(
+                "Version skew between the regions' served models: "
+                + ("**yes**: " if sk["skew"] else "none: ")
+                + ", ".join(f"{g} {v['version']} ({(v['sha256'] or '')[:12]})" for g, v in sk["regions"].items())
+                + "."
+            )
         L.append("")
     L += ["## Timeline chart", "", "![timeline](timeline.png)", ""]
     if rep.get("chart_failover"):
         L += ["The failover window, closer:", "", "![failover](failover.png)", ""]
     if rep["findings"]:
-        L += ["## Rehearsal findings", ""] + [f"{i}. {f['finding']}. **Action:** {f['action']}." for i, f in enumerate(rep["findings"], 1)] + [""]
+        L += (
+            ["## Rehearsal findings", ""]
+            + [f"{i}. {f['finding']}. **Action:** {f['action']}." for i, f in enumerate(rep["findings"], 1)]
+            + [""]
+        )
     w = rh["world"]
-    L += ["## The world", "", f"DNS {w['dns']}, moto {w['moto']}, ports {w['ports']}; start-up (s): "
-          + ", ".join(f"{k} {v}" for k, v in (w["timings_s"] or {}).items()), "",
-          "| region | load balancer address | bucket | EKS cluster | Triton ready (s) | Triton RSS (MiB) |", "|---|---|---|---|---|---|"]
+    L += [
+        "## The world",
+        "",
+        f"DNS {w['dns']}, moto {w['moto']}, ports {w['ports']}; start-up (s): "
+        + ", ".join(f"{k} {v}" for k, v in (w["timings_s"] or {}).items()),
+        "",
+        "| region | load balancer address | bucket | EKS cluster | Triton ready (s) | Triton RSS (MiB) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r, v in w["regions"].items():
-        L.append(f"| {r} | {v['address']} | {v['bucket']} | {v['cluster']} | {', '.join(f'{x:.1f}' for x in v['triton_ready_s'] or [])} | {v['triton_rss_mib']} |")
+        L.append(
+            f"| {r} | {v['address']} | {v['bucket']} | {v['cluster']} | {', '.join(f'{x:.1f}' for x in v['triton_ready_s'] or [])} | {v['triton_rss_mib']} |"
+        )
     L += ["", "Stack copy: " + ("; ".join(rh["stack_copy_notes"]) or "identical to stacks/"), ""]
     if rep.get("drill"):
         md = drill_md(rep["drill"])
@@ -371,8 +576,12 @@ def write(rep: dict, records: list, out: Path, state_dir: Path, entries: list[di
             rep["chart_failover"] = "failover.png"
     except Exception as e:  # noqa: BLE001 - a chart failure must not lose the report
         rep["chart"] = None
-        rep.setdefault("findings", []).append({"finding": f"the timeline chart could not be drawn: {type(e).__name__}: {e}",
-                                               "action": "see the data in report.json and requests.jsonl"})
+        rep.setdefault("findings", []).append(
+            {
+                "finding": f"the timeline chart could not be drawn: {type(e).__name__}: {e}",
+                "action": "see the data in report.json and requests.jsonl",
+            }
+        )
     (out / "report.json").write_text(json.dumps(rep, indent=1, default=str))
     (out / "report.md").write_text(render_markdown(rep))
     paths += [out / "report.md", out / "report.json"]
@@ -389,36 +598,61 @@ def index(prep: Any, results: list, skipped: list[tuple[str, str]], wall_seconds
         rep = res.report or {}
         rh = rep.get("rehearsal", {})
         fo = rep.get("rto") if (rep.get("rto") or {}).get("kind") == "failover" else None
-        rows.append({
-            "scenario": rh.get("scenario"), "region": rh.get("region"), "status": res.status, "verdict": rep.get("verdict"),
-            "report": str(Path(res.out).relative_to(prep.out) / "report.md"),
-            "requests": (rep.get("traffic") or {}).get("requests"), "errors": (rep.get("traffic") or {}).get("errors"),
-            "rto_drill_s": fo["rto_drill_s"] if fo else None, "all_clients_moved_drill_s": fo["all_clients_moved_drill_s"] if fo else None,
-            "predicted_rto_s": fo["predicted"].get("total") if fo else None,
-            "errors_during_failover": fo["errors_during_failover"] if fo else None,
-            "planned_changes": len(rep.get("switches") or []), "rpo_drill_s": (rep.get("rpo") or {}).get("rpo_drill_s"),
-            "engine_objectives": {o["objective"].split(" (")[0]: o["verdict"] for o in (rep.get("drill") or {}).get("objectives", [])},
-        })
+        rows.append(
+            {
+                "scenario": rh.get("scenario"),
+                "region": rh.get("region"),
+                "status": res.status,
+                "verdict": rep.get("verdict"),
+                "report": str(Path(res.out).relative_to(prep.out) / "report.md"),
+                "requests": (rep.get("traffic") or {}).get("requests"),
+                "errors": (rep.get("traffic") or {}).get("errors"),
+                "rto_drill_s": fo["rto_drill_s"] if fo else None,
+                "all_clients_moved_drill_s": fo["all_clients_moved_drill_s"] if fo else None,
+                "predicted_rto_s": fo["predicted"].get("total") if fo else None,
+                "errors_during_failover": fo["errors_during_failover"] if fo else None,
+                "planned_changes": len(rep.get("switches") or []),
+                "rpo_drill_s": (rep.get("rpo") or {}).get("rpo_drill_s"),
+                "engine_objectives": {
+                    o["objective"].split(" (")[0]: o["verdict"] for o in (rep.get("drill") or {}).get("objectives", [])
+                },
+            }
+        )
     outage = next((r.report["rto"] for r in results if (r.report or {}).get("rto", {}).get("kind") == "failover"), None)
-    return {"rehearsal": {"env": prep.opts.env, "scenario": "all", "scale": prep.opts.scale, "wall_seconds": round(wall_seconds, 1),
-                          "model": str(prep.model.dir), "processes_left_behind": leftovers},
-            "scenarios": rows, "skipped": [{"scenario": s, "reason": why} for s, why in skipped],
-            "rto": outage or {"note": "no region-outage in this run"},
-            "verdict": "PASS" if rows and all(r["verdict"] == "PASS" for r in rows) and not leftovers else "FAIL"}
+    return {
+        "rehearsal": {
+            "env": prep.opts.env,
+            "scenario": "all",
+            "scale": prep.opts.scale,
+            "wall_seconds": round(wall_seconds, 1),
+            "model": str(prep.model.dir),
+            "processes_left_behind": leftovers,
+        },
+        "scenarios": rows,
+        "skipped": [{"scenario": s, "reason": why} for s, why in skipped],
+        "rto": outage or {"note": "no region-outage in this run"},
+        "verdict": "PASS" if rows and all(r["verdict"] == "PASS" for r in rows) and not leftovers else "FAIL",
+    }
 
 
 def render_index(rep: dict) -> str:
     rh = rep["rehearsal"]
-    L = [f"# Rehearsal of every scenario on {rh['env']}", "",
-         f"- verdict **{rep['verdict']}**; scale {rh['scale']:g} (figures in drill seconds, see each report); "
-         f"{rh['wall_seconds']} wall s in all; one world for every drill; processes left behind: {rh['processes_left_behind'] or 'none'}",
-         f"- model: {rh['model']}", "",
-         "| scenario | region | status | verdict | requests | failed | RTO (s) | all moved (s) | predicted (s) | planned changes | RPO (s) | report |",
-         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    L = [
+        f"# Rehearsal of every scenario on {rh['env']}",
+        "",
+        f"- verdict **{rep['verdict']}**; scale {rh['scale']:g} (figures in drill seconds, see each report); "
+        f"{rh['wall_seconds']} wall s in all; one world for every drill; processes left behind: {rh['processes_left_behind'] or 'none'}",
+        f"- model: {rh['model']}",
+        "",
+        "| scenario | region | status | verdict | requests | failed | RTO (s) | all moved (s) | predicted (s) | planned changes | RPO (s) | report |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rep["scenarios"]:
-        L.append(f"| {r['scenario']} | {r['region'] or ''} | {r['status']} | {r['verdict']} | {r['requests']} | {r['errors']} | "
-                 f"{_s(r['rto_drill_s'])} | {_s(r['all_clients_moved_drill_s'])} | {'' if r['predicted_rto_s'] is None else r['predicted_rto_s']} | "
-                 f"{r['planned_changes']} | {_s(r['rpo_drill_s'])} | [{r['report']}]({r['report']}) |")
+        L.append(
+            f"| {r['scenario']} | {r['region'] or ''} | {r['status']} | {r['verdict']} | {r['requests']} | {r['errors']} | "
+            f"{_s(r['rto_drill_s'])} | {_s(r['all_clients_moved_drill_s'])} | {'' if r['predicted_rto_s'] is None else r['predicted_rto_s']} | "
+            f"{r['planned_changes']} | {_s(r['rpo_drill_s'])} | [{r['report']}]({r['report']}) |"
+        )
     if rep["skipped"]:
         L += ["", "Not run:"] + [f"- {s['scenario']}: {s['reason']}" for s in rep["skipped"]]
     return "\n".join(L) + "\n"

@@ -35,6 +35,7 @@ Faults (data plane only; nothing touches Route 53 or Pulumi):
   trigger DNS failover (use kill or stall for that).
 `restore()` undoes the current fault (restart after kill, SIGCONT after stall, load after unload).
 """
+
 from __future__ import annotations
 
 import glob
@@ -45,9 +46,9 @@ import sys
 import sysconfig
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import requests
@@ -82,13 +83,17 @@ def locate(python_version: tuple[int, int] | None = None) -> PyTritonLayout:
         stub=base / "python_backend_stubs" / ver / "triton_python_backend_stub",
         venv_bin=Path(sys.executable).parent,
     )
-    for what, path in [("server binary", layout.tritonserver), ("shared libraries", layout.libs),
-                       ("python backend", layout.python_backend / "libtriton_python.so"),
-                       (f"python {ver} backend stub", layout.stub)]:
+    for what, path in [
+        ("server binary", layout.tritonserver),
+        ("shared libraries", layout.libs),
+        ("python backend", layout.python_backend / "libtriton_python.so"),
+        (f"python {ver} backend stub", layout.stub),
+    ]:
         if not path.exists():
             raise TritonUnavailable(
                 f"Triton {what} not found at {path}: install nvidia-pytriton==0.7.0 into a venv made from"
-                f" Debian's python3.11 (make venv)")
+                f" Debian's python3.11 (make venv)"
+            )
     return layout
 
 
@@ -117,14 +122,24 @@ def server_env(layout: PyTritonLayout) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- V2 protocol helpers
-_V2_TYPES = {np.dtype("float32"): "FP32", np.dtype("float64"): "FP64", np.dtype("int32"): "INT32",
-             np.dtype("int64"): "INT64", np.dtype("bool"): "BOOL", np.dtype("float16"): "FP16"}
+_V2_TYPES = {
+    np.dtype("float32"): "FP32",
+    np.dtype("float64"): "FP64",
+    np.dtype("int32"): "INT32",
+    np.dtype("int64"): "INT64",
+    np.dtype("bool"): "BOOL",
+    np.dtype("float16"): "FP16",
+}
 
 
 def v2_infer_body(inputs: Mapping[str, np.ndarray], outputs: Sequence[str] = ()) -> bytes:
     """A KServe V2 JSON inference request body for `inputs` (name -> array)."""
-    body = {"inputs": [{"name": n, "shape": list(a.shape), "datatype": _V2_TYPES[a.dtype], "data": a.ravel().tolist()}
-                       for n, a in inputs.items()]}
+    body = {
+        "inputs": [
+            {"name": n, "shape": list(a.shape), "datatype": _V2_TYPES[a.dtype], "data": a.ravel().tolist()}
+            for n, a in inputs.items()
+        ]
+    }
     if outputs:
         body["outputs"] = [{"name": o} for o in outputs]
     return json.dumps(body).encode()
@@ -134,9 +149,22 @@ def v2_infer_body(inputs: Mapping[str, np.ndarray], outputs: Sequence[str] = ())
 class TritonServer:
     """One region's Triton, supervised. `start()` returns once /v2/health/ready answers 200."""
 
-    def __init__(self, sup: Supervisor, *, name: str, repository: Path, models: Sequence[str], address: str,
-                 http_port: int, grpc_port: int, metrics_port: int, workdir: Path, ready_timeout: float = 60.0,
-                 exit_timeout: int = 2, layout: PyTritonLayout | None = None):
+    def __init__(
+        self,
+        sup: Supervisor,
+        *,
+        name: str,
+        repository: Path,
+        models: Sequence[str],
+        address: str,
+        http_port: int,
+        grpc_port: int,
+        metrics_port: int,
+        workdir: Path,
+        ready_timeout: float = 60.0,
+        exit_timeout: int = 2,
+        layout: PyTritonLayout | None = None,
+    ):
         self.sup, self.name, self.repository, self.models = sup, name, Path(repository), list(models)
         self.address, self.http_port, self.grpc_port, self.metrics_port = address, http_port, grpc_port, metrics_port
         self.workdir, self.ready_timeout, self.exit_timeout = Path(workdir), ready_timeout, exit_timeout
@@ -157,18 +185,34 @@ class TritonServer:
     # ------------------------------------------------------------ lifecycle
     def argv(self) -> list[str]:
         backend = make_backend_dir(self.workdir / "backends", self.layout)
-        a = [str(self.layout.tritonserver),
-             "--model-repository", str(self.repository),
-             "--backend-directory", str(backend),
-             "--model-control-mode", "explicit",
-             "--http-address", self.address, "--http-port", str(self.http_port),
-             "--grpc-address", self.address, "--grpc-port", str(self.grpc_port),
-             "--metrics-address", self.address, "--metrics-port", str(self.metrics_port),
-             "--allow-gpu-metrics", "false",  # no GPU here; avoids a DCGM/NVML error at every start
-             # As the regional stack runs it (infra/components/triton.py): the p99 gates read Triton's own summary.
-             "--metrics-config=summary_latencies=true",
-             "--exit-timeout-secs", str(self.exit_timeout),
-             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}"]
+        a = [
+            str(self.layout.tritonserver),
+            "--model-repository",
+            str(self.repository),
+            "--backend-directory",
+            str(backend),
+            "--model-control-mode",
+            "explicit",
+            "--http-address",
+            self.address,
+            "--http-port",
+            str(self.http_port),
+            "--grpc-address",
+            self.address,
+            "--grpc-port",
+            str(self.grpc_port),
+            "--metrics-address",
+            self.address,
+            "--metrics-port",
+            str(self.metrics_port),
+            "--allow-gpu-metrics",
+            "false",  # no GPU here; avoids a DCGM/NVML error at every start
+            # As the regional stack runs it (infra/components/triton.py): the p99 gates read Triton's own summary.
+            "--metrics-config=summary_latencies=true",
+            "--exit-timeout-secs",
+            str(self.exit_timeout),
+            f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
+        ]
         for m in self.models:
             a += ["--load-model", m]
         return a
@@ -179,16 +223,23 @@ class TritonServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._shm_prefix = f"recodr_{self.name}_{uuid.uuid4().hex[:8]}_"
         t0 = time.monotonic()
-        self.child = self.sup.start(f"triton-{self.name}", self.argv(), env=server_env(self.layout),
-                                    log_path=self.workdir / "triton.log", on_stop=self._cleanup_shm)
+        self.child = self.sup.start(
+            f"triton-{self.name}",
+            self.argv(),
+            env=server_env(self.layout),
+            log_path=self.workdir / "triton.log",
+            on_stop=self._cleanup_shm,
+        )
         deadline = t0 + self.ready_timeout
         while time.monotonic() < deadline:
             if not self.child.alive():
                 rc = self.child.popen.returncode
                 self.sup.stop(self.child)
                 self.state = "stopped"
-                raise ProcessError(f"Triton for {self.name} exited with status {rc} before it was ready "
-                                   f"(log {self.child.log_path}):\n{self.child.log_tail()}")
+                raise ProcessError(
+                    f"Triton for {self.name} exited with status {rc} before it was ready "
+                    f"(log {self.child.log_path}):\n{self.child.log_tail()}"
+                )
             if self.is_ready(timeout=0.5):
                 dt = time.monotonic() - t0
                 self.ready_s.append(dt)
@@ -197,15 +248,18 @@ class TritonServer:
             time.sleep(0.05)
         tail = self.child.log_tail()
         self.stop()
-        raise ProcessError(f"Triton for {self.name} not ready on {self.url}/v2/health/ready after"
-                           f" {self.ready_timeout:g} s; stopped it. Its log ({self.child.log_path}) ends:\n{tail}")
+        raise ProcessError(
+            f"Triton for {self.name} not ready on {self.url}/v2/health/ready after"
+            f" {self.ready_timeout:g} s; stopped it. Its log ({self.child.log_path}) ends:\n{tail}"
+        )
 
     def stop(self) -> None:
         if self.child is not None:
             # SIGINT to the server alone: it unloads the model, which shuts its stub down cleanly.
             # The supervisor sends SIGCONT right after, so a stalled server can act on it.
-            self.sup.stop(self.child, first=signal.SIGINT, first_to_group=False,
-                          grace=self.exit_timeout + 3.0, term_grace=2.0)
+            self.sup.stop(
+                self.child, first=signal.SIGINT, first_to_group=False, grace=self.exit_timeout + 3.0, term_grace=2.0
+            )
         self._session.close()
         self.state = "stopped"
 
@@ -225,14 +279,22 @@ class TritonServer:
         try:
             # A fresh connection per probe: a pooled keep-alive connection the server has since closed would
             # read as "not ready" once, and a probe should see what a new client sees.
-            return requests.get(f"{self.url}/v2/health/ready", timeout=timeout,
-                                headers={"Connection": "close"}).status_code == 200
+            return (
+                requests.get(
+                    f"{self.url}/v2/health/ready", timeout=timeout, headers={"Connection": "close"}
+                ).status_code
+                == 200
+            )
         except requests.RequestException:
             return False
 
     def infer(self, model: str, inputs: Mapping[str, np.ndarray], timeout: float = 5.0) -> dict:
-        r = self._session.post(f"{self.url}/v2/models/{model}/infer", data=v2_infer_body(inputs), timeout=timeout,
-                               headers={"Content-Type": "application/json"})
+        r = self._session.post(
+            f"{self.url}/v2/models/{model}/infer",
+            data=v2_infer_body(inputs),
+            timeout=timeout,
+            headers={"Content-Type": "application/json"},
+        )
         if r.status_code != 200:
             raise ProcessError(f"inference on {self.name}/{model}: HTTP {r.status_code}: {r.text[:300]}")
         return r.json()

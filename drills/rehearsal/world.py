@@ -23,26 +23,37 @@ records both. Nothing listens outside 127.0.0.0/8.
 The methods below are what the drills engine's rehearsal adapters call (weights, health, faults,
 canaries, traffic, RTO).
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from drills.rehearsal.declared import Applied, apply_declared, records_from_plan
 from drills.rehearsal.dns import PolicyDNS, query
 from drills.rehearsal.healthcheck import HealthChecker, specs_from_route53
 from drills.rehearsal.loadgen import LoadGenerator, RequestRecord, Slo, feature_batches, rto_parts
 from drills.rehearsal.moto import MotoServer, replication_config
-from drills.rehearsal.procs import (PortInUse, ProcessError, Supervisor, check_ports_free, free_port_block)
+from drills.rehearsal.procs import PortInUse, ProcessError, Supervisor, check_ports_free, free_port_block
 from drills.rehearsal.replicator import Replicator
-from drills.rehearsal.repo import (ArtifactError, ServingRepo, manifest_inputs, manifest_model, prepare_serving_repo,
-                                   read_manifest, sync_from_bucket, upload_tree, verify_tree)
+from drills.rehearsal.repo import (
+    ArtifactError,
+    ServingRepo,
+    manifest_inputs,
+    manifest_model,
+    prepare_serving_repo,
+    read_manifest,
+    sync_from_bucket,
+    upload_tree,
+    verify_tree,
+)
 from drills.rehearsal.triton import TritonServer, locate
 
 LB_NET = "127.0.10."  # region n's load balancer is 127.0.10.<n+1>; 127.0.0.0/8 is all loopback on Linux
@@ -63,9 +74,17 @@ class Scale:
     triton_exit_timeout: int = 2
 
     @classmethod
-    def ci(cls) -> "Scale":
-        return cls(hc_interval=0.25, probe_timeout=0.2, ttl=1, replication_lag=0.3, replication_poll=0.1,
-                   dns_refresh=0.2, ready_timeout=60.0, triton_exit_timeout=1)
+    def ci(cls) -> Scale:
+        return cls(
+            hc_interval=0.25,
+            probe_timeout=0.2,
+            ttl=1,
+            replication_lag=0.3,
+            replication_poll=0.1,
+            dns_refresh=0.2,
+            ready_timeout=60.0,
+            triton_exit_timeout=1,
+        )
 
 
 @dataclass
@@ -105,9 +124,19 @@ def plan_declared(fleet) -> list[dict]:
 
 
 class World:
-    def __init__(self, fleet, *, model_dir: Path | str, workdir: Path | str, declared: Sequence[Any] | None = None,
-                 base_port: int | None = None, scale: Scale = Scale(), seed: int | None = None,
-                 publisher: Publisher = model_build_publisher, log: Callable[[str], None] = lambda s: None):
+    def __init__(
+        self,
+        fleet,
+        *,
+        model_dir: Path | str,
+        workdir: Path | str,
+        declared: Sequence[Any] | None = None,
+        base_port: int | None = None,
+        scale: Scale = Scale(),
+        seed: int | None = None,
+        publisher: Publisher = model_build_publisher,
+        log: Callable[[str], None] = lambda s: None,
+    ):
         self.fleet, self.model_dir, self.workdir = fleet, Path(model_dir), Path(workdir)
         self.scale, self.seed, self.log, self.publisher = scale, seed, log, publisher
         self._declared = list(declared) if declared is not None else None
@@ -148,18 +177,20 @@ class World:
         if self.base_port is None:
             self.base_port = free_port_block(PORTS, hosts)
         p = self.ports
-        check_ports_free([("127.0.0.1", p["moto"])] +
-                         [(ip, p[k]) for ip in self.region_ip.values() for k in ("http", "grpc", "metrics")],
-                         udp=[("127.0.0.1", p["dns"])])
+        check_ports_free(
+            [("127.0.0.1", p["moto"])]
+            + [(ip, p[k]) for ip in self.region_ip.values() for k in ("http", "grpc", "metrics")],
+            udp=[("127.0.0.1", p["dns"])],
+        )
 
     # ------------------------------------------------------------ lifecycle
-    def __enter__(self) -> "World":
+    def __enter__(self) -> World:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def start(self) -> "World":
+    def start(self) -> World:
         """Bring everything up; on any failure tear down what started and re-raise."""
         self.sup.__enter__()  # signal handlers + atexit cleanup from here on
         try:
@@ -187,8 +218,11 @@ class World:
         self._claim_ports()
         self.moto = MotoServer(self.sup, port=self.ports["moto"])
         self._step("moto_server", self.moto.start)
-        declared = self._declared if self._declared is not None else self._step(
-            "offline plan of the stacks", lambda: plan_declared(self.fleet))
+        declared = (
+            self._declared
+            if self._declared is not None
+            else self._step("offline plan of the stacks", lambda: plan_declared(self.fleet))
+        )
         self._step("create declared AWS objects in moto", lambda: self._apply(declared))
         self._step("publish model to regional buckets", self._publish)
         self._step("start Triton per region", self._start_tritons)
@@ -218,9 +252,14 @@ class World:
         def s3_for(region: str | None):
             return self.moto.client("s3", region or "us-east-1")  # type: ignore[union-attr]
 
-        self.applied = apply_declared(declared, r53, s3_for, applied=self.applied,
-                                      default_zone_name=self.fleet.glob.zone.name,
-                                      eks_for=lambda region: self.moto.client("eks", region or "us-east-1"))  # type: ignore[union-attr]
+        self.applied = apply_declared(
+            declared,
+            r53,
+            s3_for,
+            applied=self.applied,
+            default_zone_name=self.fleet.glob.zone.name,
+            eks_for=lambda region: self.moto.client("eks", region or "us-east-1"),
+        )  # type: ignore[union-attr]
         self._topology()
 
     def _topology(self) -> None:
@@ -240,14 +279,24 @@ class World:
         for name, region in ap.buckets.items():
             if region in self.region_ip:
                 self.buckets[region] = name
-        missing = {r: [what for what, m in (("record", r not in sid_region.values()),
-                                            ("health check", r not in self.health_check_ids),
-                                            ("bucket", r not in self.buckets)) if m]
-                   for r in self.regions}
+        missing = {
+            r: [
+                what
+                for what, m in (
+                    ("record", r not in sid_region.values()),
+                    ("health check", r not in self.health_check_ids),
+                    ("bucket", r not in self.buckets),
+                )
+                if m
+            ]
+            for r in self.regions
+        }
         missing = {r: m for r, m in missing.items() if m}
         if missing:
-            raise ProcessError(f"the declared resources do not cover every region of {self.fleet.env}: {missing}; "
-                               f"apply the plans of {self.fleet.global_stack} and every regional stack")
+            raise ProcessError(
+                f"the declared resources do not cover every region of {self.fleet.env}: {missing}; "
+                f"apply the plans of {self.fleet.global_stack} and every regional stack"
+            )
 
     def _publish(self) -> None:
         assert self.moto is not None
@@ -263,10 +312,19 @@ class World:
         sync_from_bucket(self.moto.client("s3", region), self.buckets[region], self.model_prefix, synced)
         repo = prepare_serving_repo(synced, rdir / "repository")
         self.repos[region] = repo
-        t = TritonServer(self.sup, name=region, repository=repo.path, models=repo.models,
-                         address=self.region_ip[region], http_port=self.ports["http"], grpc_port=self.ports["grpc"],
-                         metrics_port=self.ports["metrics"], workdir=rdir / "triton",
-                         ready_timeout=self.scale.ready_timeout, exit_timeout=self.scale.triton_exit_timeout)
+        t = TritonServer(
+            self.sup,
+            name=region,
+            repository=repo.path,
+            models=repo.models,
+            address=self.region_ip[region],
+            http_port=self.ports["http"],
+            grpc_port=self.ports["grpc"],
+            metrics_port=self.ports["metrics"],
+            workdir=rdir / "triton",
+            ready_timeout=self.scale.ready_timeout,
+            exit_timeout=self.scale.triton_exit_timeout,
+        )
         self.tritons[region] = t
         ready = t.start()
         # One inference before traffic: the first request pays for ONNX Runtime's lazy initialisation (tens
@@ -293,25 +351,42 @@ class World:
         labels = {hid: r for r, hid in self.health_check_ids.items()}
 
         def specs():
-            return specs_from_route53(r53, self._hc_endpoint, interval=self.scale.hc_interval,
-                                      timeout=self.scale.probe_timeout, labels=labels)
+            return specs_from_route53(
+                r53, self._hc_endpoint, interval=self.scale.hc_interval, timeout=self.scale.probe_timeout, labels=labels
+            )
 
         # Health checks are re-read from moto at the DNS propagation interval, so one updated through the
         # Route 53 API (inverted for a control-plane drill, disabled) takes effect like in Route 53.
-        self.health = HealthChecker(status_file=self.workdir / "health-status.json", seed=self.seed,
-                                    on_transition=lambda tr: self.dns and self.dns.recompute("health"),
-                                    source=specs, source_interval=self.scale.dns_refresh)
+        self.health = HealthChecker(
+            status_file=self.workdir / "health-status.json",
+            seed=self.seed,
+            on_transition=lambda tr: self.dns and self.dns.recompute("health"),
+            source=specs,
+            source_interval=self.scale.dns_refresh,
+        )
         self.health.start()
         zone_id = self._zone_id()
         targets = {name: self.region_ip[r] for name, r in self.applied.alias_targets().items() if r in self.region_ip}
         self.dns = PolicyDNS(
-            host="127.0.0.1", port=self.ports["dns"], zone=self.applied.zone_names[zone_id],
-            source=lambda: _rrsets(r53, zone_id), health=self.health.status, targets=targets,
-            target_healthy=self._target_healthy, alias_ttl=self.fleet.glob.ttl, ttl_override=self.scale.ttl,
-            refresh_interval=self.scale.dns_refresh, seed=self.seed)
+            host="127.0.0.1",
+            port=self.ports["dns"],
+            zone=self.applied.zone_names[zone_id],
+            source=lambda: _rrsets(r53, zone_id),
+            health=self.health.status,
+            targets=targets,
+            target_healthy=self._target_healthy,
+            alias_ttl=self.fleet.glob.ttl,
+            ttl_override=self.scale.ttl,
+            refresh_interval=self.scale.dns_refresh,
+            seed=self.seed,
+        )
         self.dns.start()
-        self.replicator = Replicator(self.moto.client("s3"), self._replication_configs,
-                                     lag=self.scale.replication_lag, poll=self.scale.replication_poll)
+        self.replicator = Replicator(
+            self.moto.client("s3"),
+            self._replication_configs,
+            lag=self.scale.replication_lag,
+            poll=self.scale.replication_poll,
+        )
         self.replicator.start()
 
     def _replication_configs(self) -> dict[str, dict | None]:
@@ -326,7 +401,9 @@ class World:
         name = self.fqdn.rstrip(".")
         zones = [(len(z), zid) for zid, z in self.applied.zone_names.items() if name == z or name.endswith("." + z)]
         if not zones:
-            raise ProcessError(f"no declared hosted zone holds {name}; declared zones: {sorted(self.applied.zone_names.values())}")
+            raise ProcessError(
+                f"no declared hosted zone holds {name}; declared zones: {sorted(self.applied.zone_names.values())}"
+            )
         return max(zones)[1]
 
     def _hc_endpoint(self, cfg: dict) -> tuple[str, int] | None:
@@ -335,7 +412,9 @@ class World:
         fqdn = (cfg.get("FullyQualifiedDomainName") or "").lower().rstrip(".")
         region = self.applied.alias_targets().get(fqdn)
         if region is None:
-            region = next((i["region"] for i in self.applied.hc_info.values() if i["fqdn"] == fqdn and i["region"]), None)
+            region = next(
+                (i["region"] for i in self.applied.hc_info.values() if i["fqdn"] == fqdn and i["region"]), None
+            )
         if region in self.region_ip:
             return self.region_ip[region], self.ports["http"]
         ip = cfg.get("IPAddress")
@@ -371,8 +450,10 @@ class World:
     def _upsert(self, changes: list[dict]) -> None:
         assert self.moto is not None and self.applied is not None
         zone_id = self._zone_id()
-        self.moto.client("route53").change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={
-            "Changes": [{"Action": "UPSERT", "ResourceRecordSet": rr} for rr in changes]})
+        self.moto.client("route53").change_resource_record_sets(
+            HostedZoneId=zone_id,
+            ChangeBatch={"Changes": [{"Action": "UPSERT", "ResourceRecordSet": rr} for rr in changes]},
+        )
         if self.dns:
             self.dns.refresh()  # still subject to the modelled propagation for other readers
 
@@ -386,8 +467,10 @@ class World:
             region = self._region_of(rr)
             if region in weights:
                 if "Weight" not in rr:
-                    raise ValueError(f"record {rr.get('SetIdentifier')} is a {('failover' if rr.get('Failover') else 'simple')}"
-                                     f" record; weights apply to weighted routing only")
+                    raise ValueError(
+                        f"record {rr.get('SetIdentifier')} is a {('failover' if rr.get('Failover') else 'simple')}"
+                        f" record; weights apply to weighted routing only"
+                    )
                 changes.append({**rr, "Weight": int(weights[region])})
         self._upsert(changes)
 
@@ -487,8 +570,11 @@ class World:
         out = {}
         for dest, rec in self.replicator.replicated(canary.bucket, canary.key, canary.version_id).items():
             out[bucket_region.get(dest, dest)] = {
-                "bucket": dest, "replicated_at": rec.replicated_at, "error": rec.error,
-                "rpo_s": None if rec.replicated_at is None else rec.replicated_at - canary.t_put}
+                "bucket": dest,
+                "replicated_at": rec.replicated_at,
+                "error": rec.error,
+                "rpo_s": None if rec.replicated_at is None else rec.replicated_at - canary.t_put,
+            }
         return out
 
     def wait_replicated(self, canary: Canary, timeout: float = 30.0) -> dict[str, dict]:
@@ -509,12 +595,32 @@ class World:
         seed = (m.get("data") or {}).get("seed") if isinstance(m.get("data"), dict) else m.get("data_seed")
         return feature_batches(manifest_inputs(m), n=n, batch=batch, seed=seed)
 
-    def loadgen(self, *, rate: float, duration: float | None = None, count: int | None = None, clients: int = 8,
-                timeout: float = 1.0, batch: int = 32, stagger: bool = True) -> LoadGenerator:
-        return LoadGenerator(dns_server=self.dns_address, name=self.fqdn, port=self.ports["http"],
-                             model=self.model_name, batches=self.batches(batch=batch), rate=rate, duration=duration,
-                             count=count, clients=clients, timeout=timeout, ip_region=self.ip_region,
-                             stagger=stagger, seed=self.seed)
+    def loadgen(
+        self,
+        *,
+        rate: float,
+        duration: float | None = None,
+        count: int | None = None,
+        clients: int = 8,
+        timeout: float = 1.0,
+        batch: int = 32,
+        stagger: bool = True,
+    ) -> LoadGenerator:
+        return LoadGenerator(
+            dns_server=self.dns_address,
+            name=self.fqdn,
+            port=self.ports["http"],
+            model=self.model_name,
+            batches=self.batches(batch=batch),
+            rate=rate,
+            duration=duration,
+            count=count,
+            clients=clients,
+            timeout=timeout,
+            ip_region=self.ip_region,
+            stagger=stagger,
+            seed=self.seed,
+        )
 
     def loadgen_process(self, *, rate: float, duration: float, clients: int = 8, timeout: float = 1.0, batch: int = 32):
         """The same traffic from a supervised child process (`loadgen_proc.LoadProcess`): its clients do not share this
@@ -523,9 +629,23 @@ class World:
 
         m = self.manifest
         seed = (m.get("data") or {}).get("seed") if isinstance(m.get("data"), dict) else m.get("data_seed")
-        return LoadProcess(self.sup, self.workdir / "loadgen", dns_server=self.dns_address, name=self.fqdn, port=self.ports["http"],
-                           model=self.model_name, inputs=manifest_inputs(m), data_seed=seed, rate=rate, duration=duration,
-                           clients=clients, timeout=timeout, ip_region=self.ip_region, seed=self.seed, batch=batch)
+        return LoadProcess(
+            self.sup,
+            self.workdir / "loadgen",
+            dns_server=self.dns_address,
+            name=self.fqdn,
+            port=self.ports["http"],
+            model=self.model_name,
+            inputs=manifest_inputs(m),
+            data_seed=seed,
+            rate=rate,
+            duration=duration,
+            clients=clients,
+            timeout=timeout,
+            ip_region=self.ip_region,
+            seed=self.seed,
+            batch=batch,
+        )
 
     @property
     def ttl(self) -> int:
@@ -536,20 +656,42 @@ class World:
         hc = self.fleet.glob.health_check
         interval = self.scale.hc_interval if self.scale.hc_interval is not None else hc.request_interval
         detection = interval * hc.failure_threshold
-        return {"detection_s": detection, "propagation_s": self.scale.dns_refresh, "ttl_s": float(self.ttl),
-                "total_s": detection + self.scale.dns_refresh + self.ttl}
+        return {
+            "detection_s": detection,
+            "propagation_s": self.scale.dns_refresh,
+            "ttl_s": float(self.ttl),
+            "total_s": detection + self.scale.dns_refresh + self.ttl,
+        }
 
     def slo(self, window_s: float | None = None) -> Slo:
         """The objectives' success rate and p99, judged over a sliding window: by default the TTL (a one-minute
         window at full scale, shrinking with the scaled timings)."""
         o = self.fleet.glob.objectives
-        return Slo(success_rate=o.success_rate, p99_ms=o.p99_ms,
-                   window_s=window_s if window_s is not None else max(1.0, float(self.ttl)))
+        return Slo(
+            success_rate=o.success_rate,
+            p99_ms=o.p99_ms,
+            window_s=window_s if window_s is not None else max(1.0, float(self.ttl)),
+        )
 
-    def rto(self, records: Sequence[RequestRecord], fault_time: float, region: str, *, slo: Slo | None = None,
-            window_limit_s: float | None = None) -> dict[str, Any]:
-        out = rto_parts(records, fault_time, self.hc_transitions(), self.dns_changes(), self.ttl, slo or self.slo(),
-                        region=region, window_limit_s=window_limit_s)
+    def rto(
+        self,
+        records: Sequence[RequestRecord],
+        fault_time: float,
+        region: str,
+        *,
+        slo: Slo | None = None,
+        window_limit_s: float | None = None,
+    ) -> dict[str, Any]:
+        out = rto_parts(
+            records,
+            fault_time,
+            self.hc_transitions(),
+            self.dns_changes(),
+            self.ttl,
+            slo or self.slo(),
+            region=region,
+            window_limit_s=window_limit_s,
+        )
         out["predicted"] = self.predicted_rto()
         return out
 
@@ -557,19 +699,41 @@ class World:
     def describe(self) -> dict[str, Any]:
         hc = self.fleet.glob.health_check
         return {
-            "env": self.fleet.env, "fqdn": self.fqdn, "ports": self.ports, "moto": self.moto.endpoint if self.moto else None,
-            "dns": "%s:%d" % self.dns_address, "regions": {
-                r: {"address": self.region_ip[r], "bucket": self.buckets.get(r), "cluster": self.clusters.get(r),
+            "env": self.fleet.env,
+            "fqdn": self.fqdn,
+            "ports": self.ports,
+            "moto": self.moto.endpoint if self.moto else None,
+            "dns": "%s:%d" % self.dns_address,
+            "regions": {
+                r: {
+                    "address": self.region_ip[r],
+                    "bucket": self.buckets.get(r),
+                    "cluster": self.clusters.get(r),
                     "health_check_id": self.health_check_ids.get(r),
-                    "triton": {"url": t.url, "state": t.state, "ready_s": t.ready_s, "rss_mib": round(t.rss_mib(), 1),
-                               "pids": t.pids()} if (t := self.tritons.get(r)) else None,
+                    "triton": {
+                        "url": t.url,
+                        "state": t.state,
+                        "ready_s": t.ready_s,
+                        "rss_mib": round(t.rss_mib(), 1),
+                        "pids": t.pids(),
+                    }
+                    if (t := self.tritons.get(r))
+                    else None,
                     "served": sorted(self.repos[r].served) if r in self.repos else None,
-                    "excluded": self.repos[r].excluded if r in self.repos else None}
-                for r in self.regions},
-            "declared": {"health_check": {"request_interval": hc.request_interval, "failure_threshold": hc.failure_threshold},
-                         "ttl": self.fleet.glob.ttl, "ignored_types": self.applied.ignored if self.applied else {}},
-            "scale": asdict(self.scale), "model_prefix": self.model_prefix, "timings": self.timings,
-            "faults": list(self._faults), "moto_ready_s": self.moto.ready_s if self.moto else None,
+                    "excluded": self.repos[r].excluded if r in self.repos else None,
+                }
+                for r in self.regions
+            },
+            "declared": {
+                "health_check": {"request_interval": hc.request_interval, "failure_threshold": hc.failure_threshold},
+                "ttl": self.fleet.glob.ttl,
+                "ignored_types": self.applied.ignored if self.applied else {},
+            },
+            "scale": asdict(self.scale),
+            "model_prefix": self.model_prefix,
+            "timings": self.timings,
+            "faults": list(self._faults),
+            "moto_ready_s": self.moto.ready_s if self.moto else None,
         }
 
 
@@ -580,4 +744,4 @@ def _rrsets(route53, zone_id: str) -> list[dict]:
     return out
 
 
-__all__ = ["World", "Scale", "Canary", "plan_declared", "PortInUse", "ArtifactError", "ProcessError"]
+__all__ = ["ArtifactError", "Canary", "PortInUse", "ProcessError", "Scale", "World", "plan_declared"]

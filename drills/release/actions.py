@@ -5,6 +5,7 @@ replaces (`config_set`/`stack_up` for stack config, so the engine's rollback and
 `artifact_repairing`, `lkg_writing` for bucket writes), and values are absolute, so `drills resume` can re-run a
 half-done step. State the gates read lives in `run.state["release"]` (see `state()`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from drills.model import Step
 
 
-def state(run: "Run") -> dict:
+def state(run: Run) -> dict:
     """baseline: "<region>/<track>" -> {t, snaps}: the metrics scrape a gate window starts from;
     probe: "<region>/<track>" -> {requests, errors, latency_ms}: what the score probes saw since that baseline;
     scores: region -> {t, stable, canary}: the last pair of score results (shared by the PSI and KS gates);
@@ -32,20 +33,23 @@ def state(run: "Run") -> dict:
     return run.state.setdefault("release", {"baseline": {}, "probe": {}, "scores": {}, "active": {}, "lkg": {}})
 
 
-def require_release_backend(run: "Run", need: tuple[str, ...] = ("serving", "scores", "metrics")) -> None:
+def require_release_backend(run: Run, need: tuple[str, ...] = ("serving", "scores", "metrics")) -> None:
     b = run.backend
     missing = [n for n in need if getattr(b, n, None) is None]
     missing += [f"s3.{m}" for m in ("get_object", "list_keys", "restore_version") if not hasattr(b.s3, m)]
     if missing:
-        raise GuardrailError("backend", f"backend {b.name!r} lacks what a release needs ({', '.join(missing)}; see drills/adapters/base.py "
-                             "ServingAdapter, ScoreProbe, MetricsSource, ArtifactStore). Nothing was changed.")
+        raise GuardrailError(
+            "backend",
+            f"backend {b.name!r} lacks what a release needs ({', '.join(missing)}; see drills/adapters/base.py "
+            "ServingAdapter, ScoreProbe, MetricsSource, ArtifactStore). Nothing was changed.",
+        )
 
 
-def _stack(run: "Run", region: str) -> str:
+def _stack(run: Run, region: str) -> str:
     return run.plan.stack_names[region]
 
 
-def served_version(run: "Run", region: str) -> str:
+def served_version(run: Run, region: str) -> str:
     return str(run.backend.stacks.get_config(_stack(run, region), VERSION))
 
 
@@ -58,24 +62,27 @@ def golden(seed: int, rows: int) -> dict:
 
 
 # ---------------------------------------------------------------- stack changes (drills.actions.change_stack, release rules)
-def apply_region(run: "Run", stack: str, values: dict[str, Any], allow_deletes: int, message: str) -> dict:
+def apply_region(run: Run, stack: str, values: dict[str, Any], allow_deletes: int, message: str) -> dict:
     """Set config, preview, up. A release step may create resources (a canary) and a promotion may delete
     exactly the canary's; anything else destructive (a replace, more deletes) is refused before `up`."""
+
     def refuse(preview: dict) -> str | None:
         replaces = {k: v for k, v in preview.items() if k in ("replace", "create-replacement", "delete-replaced") and v}
         if replaces or preview.get("delete", 0) > allow_deletes:
-            return f"{preview}: a release step may delete at most the canary's {allow_deletes} resources and replace none"
+            return (
+                f"{preview}: a release step may delete at most the canary's {allow_deletes} resources and replace none"
+            )
         return None
 
     ch = change_stack(run, stack, values, message, refuse)
     return {k: ch[k] for k in ("stack", "preview", "up_seconds")}
 
 
-def tracks(run: "Run", region: str) -> dict[str, Any]:
+def tracks(run: Run, region: str) -> dict[str, Any]:
     return run.backend.serving.tracks(region)  # type: ignore[union-attr]
 
 
-def take_baseline(run: "Run", region: str) -> None:
+def take_baseline(run: Run, region: str) -> None:
     """The metrics every later gate of this region differences against, and fresh probe counters."""
     st = state(run)
     for track in ("stable", "canary"):
@@ -88,7 +95,7 @@ def take_baseline(run: "Run", region: str) -> None:
     st["scores"].pop(region, None)
 
 
-def measure(run: "Run", region: str, track: str) -> dict[str, Any]:
+def measure(run: Run, region: str, track: str) -> dict[str, Any]:
     """Requests, failures, error rate and p99 of a track since its baseline: Triton's counters plus what the score
     probes saw fail. A failure both saw counts twice, which only makes the gate stricter (the server does not
     count every failure: see drills/release/metrics.py)."""
@@ -104,11 +111,18 @@ def measure(run: "Run", region: str, track: str) -> dict[str, Any]:
     p99, source = d.p99_ms, "Triton summary quantile 0.99, worst instance"
     if p99 is None and pr["latency_ms"]:
         p99, source = percentile(pr["latency_ms"], 99), f"score probes, {len(pr['latency_ms'])} requests"
-    return {"requests": requests, "failures": failures, "server": d.to_dict(), "probe_errors": pr["errors"],
-            "p99_ms": p99, "p99_source": source, "seconds": round(run.clock.now() - base["t"], 3)}
+    return {
+        "requests": requests,
+        "failures": failures,
+        "server": d.to_dict(),
+        "probe_errors": pr["errors"],
+        "p99_ms": p99,
+        "p99_source": source,
+        "seconds": round(run.clock.now() - base["t"], 3),
+    }
 
 
-def score_pair(run: "Run", region: str, rows: int, seed: int, since: float | None) -> dict[str, Any]:
+def score_pair(run: Run, region: str, rows: int, seed: int, since: float | None) -> dict[str, Any]:
     """Both versions' scores on the same golden rows, computed once per gate evaluation and shared."""
     st = state(run)
     hit = st["scores"].get(region)
@@ -129,7 +143,7 @@ def score_pair(run: "Run", region: str, rows: int, seed: int, since: float | Non
 
 # ---------------------------------------------------------------- release
 @action("release_precheck")
-def _release_precheck(run: "Run", step: "Step") -> dict:
+def _release_precheck(run: Run, step: Step) -> dict:
     require_release_backend(run)
     b, p = run.backend, step.params
     rel = p["release"]
@@ -139,7 +153,9 @@ def _release_precheck(run: "Run", step: "Step") -> dict:
         for path, want in values.items():
             got = b.stacks.get_config(stack, path)
             if not same_model_value(path, got, want):
-                problems.append(f"{stack} {path} is {got!r} live but the plan was made from {want!r} (re-plan from the live config)")
+                problems.append(
+                    f"{stack} {path} is {got!r} live but the plan was made from {want!r} (re-plan from the live config)"
+                )
     serving = {}
     for r in rel["order"]:
         if not b.route53.health(r):
@@ -148,7 +164,9 @@ def _release_precheck(run: "Run", step: "Step") -> dict:
         serving[r] = {k: v.to_dict() for k, v in t.items()}
         stable = t.get("stable")
         if stable is None or stable.version != rel["stable"][r]:
-            problems.append(f"{r} serves {getattr(stable, 'version', None)!r}, not the stable version {rel['stable'][r]!r} in its stack config")
+            problems.append(
+                f"{r} serves {getattr(stable, 'version', None)!r}, not the stable version {rel['stable'][r]!r} in its stack config"
+            )
         if "canary" in t and t["canary"].weight > 0:
             problems.append(f"{r} already sends {t['canary'].weight}% to a canary ({t['canary'].version})")
     verdicts: list[dict] = []
@@ -157,25 +175,57 @@ def _release_precheck(run: "Run", step: "Step") -> dict:
     for r in rel["order"]:
         v = A.verify_in_bucket(b.s3, r, model, cand)
         sha[r] = v.manifest_sha256
-        verdicts.append({"name": f"manifest {r}", "ok": v.ok, "blocking": True,
-                         "detail": (f"{model}/{cand}/ verifies in {r}'s bucket ({len(v.files)} files, manifest sha256 {str(v.manifest_sha256)[:12]})"
-                                    if v.ok else f"{r}: " + "; ".join(v.problems[:4])),
-                         "figures": {"manifest_sha256": v.manifest_sha256, "problems": v.problems[:20]}})
-        cov = A.engine_coverage(v.engines, p["regions"][r]["ccs"], p["regions"][r]["fallback"]) if v.present else {"ok": False, "missing": p["regions"][r]["ccs"], "engines": {}}
-        verdicts.append({"name": f"engines {r}", "ok": cov["ok"], "blocking": True,
-                         "detail": (f"{r}: " + ", ".join(f"{cc} {s}" for cc, s in cov["engines"].items())) if cov["ok"]
-                         else f"{r}: no engine for compute capability {', '.join(cov['missing'])} (build it, or declare model.onnx_fallback_for)",
-                         "figures": cov})
+        verdicts.append(
+            {
+                "name": f"manifest {r}",
+                "ok": v.ok,
+                "blocking": True,
+                "detail": (
+                    f"{model}/{cand}/ verifies in {r}'s bucket ({len(v.files)} files, manifest sha256 {str(v.manifest_sha256)[:12]})"
+                    if v.ok
+                    else f"{r}: " + "; ".join(v.problems[:4])
+                ),
+                "figures": {"manifest_sha256": v.manifest_sha256, "problems": v.problems[:20]},
+            }
+        )
+        cov = (
+            A.engine_coverage(v.engines, p["regions"][r]["ccs"], p["regions"][r]["fallback"])
+            if v.present
+            else {"ok": False, "missing": p["regions"][r]["ccs"], "engines": {}}
+        )
+        verdicts.append(
+            {
+                "name": f"engines {r}",
+                "ok": cov["ok"],
+                "blocking": True,
+                "detail": (f"{r}: " + ", ".join(f"{cc} {s}" for cc, s in cov["engines"].items()))
+                if cov["ok"]
+                else f"{r}: no engine for compute capability {', '.join(cov['missing'])} (build it, or declare model.onnx_fallback_for)",
+                "figures": cov,
+            }
+        )
         if manifest is None and v.manifest is not None:
             manifest = v.manifest
     g = rel["gates"]
     for gr in offline_gates((manifest or {}).get("metrics"), g["auc_min"], g["ndcg_min"]):
-        verdicts.append({"name": gr.name, "ok": gr.ok, "blocking": rel["offline_blocking"], "detail": gr.detail, "figures": gr.to_dict()})
+        verdicts.append(
+            {
+                "name": gr.name,
+                "ok": gr.ok,
+                "blocking": rel["offline_blocking"],
+                "detail": gr.detail,
+                "figures": gr.to_dict(),
+            }
+        )
     run.event("candidate_verdicts", candidate=cand, verdicts=verdicts, serving=serving)
     refused = [v for v in verdicts if not v["ok"] and v["blocking"]]
     if problems or refused:
-        raise GuardrailError("candidate", f"{cand} refused before any traffic moved: "
-                             + "; ".join(problems + [v["detail"] for v in refused]) + ". Nothing was changed.")
+        raise GuardrailError(
+            "candidate",
+            f"{cand} refused before any traffic moved: "
+            + "; ".join(problems + [v["detail"] for v in refused])
+            + ". Nothing was changed.",
+        )
     if p.get("baseline_seconds"):
         run.wait(p["baseline_seconds"], label="baseline probes")
     state(run)["candidate"] = {"version": cand, "manifest_sha256": sha}
@@ -183,7 +233,7 @@ def _release_precheck(run: "Run", step: "Step") -> dict:
 
 
 @action("release_set")
-def _release_set(run: "Run", step: "Step") -> dict:
+def _release_set(run: Run, step: Step) -> dict:
     require_release_backend(run)
     p = step.params
     region, want = p["region"], p["ready"]
@@ -196,13 +246,21 @@ def _release_set(run: "Run", step: "Step") -> dict:
     def matched() -> bool:
         t = tracks(run, region)
         tr = t.get(want["track"])
-        if tr is None or tr.version != want["version"] or tr.ready < 1 or tr.ready < tr.desired or tr.weight != want["weight"]:
+        if (
+            tr is None
+            or tr.version != want["version"]
+            or tr.ready < 1
+            or tr.ready < tr.desired
+            or tr.weight != want["weight"]
+        ):
             return False
         return want["track"] != "stable" or "canary" not in t
 
     if not run.wait(p["timeout"], until=matched, label=f"{region} {want['track']} ready"):
-        raise Abort(f"{region}: the {want['track']} pods did not serve {want['version']} at {want['weight']}% within {p['timeout']:g} s: "
-                    f"{ {k: v.to_dict() for k, v in tracks(run, region).items()} }")
+        raise Abort(
+            f"{region}: the {want['track']} pods did not serve {want['version']} at {want['weight']}% within {p['timeout']:g} s: "
+            f"{ {k: v.to_dict() for k, v in tracks(run, region).items()} }"
+        )
     ready_s = round(run.clock.now() - t0, 3)
     take_baseline(run, region)
     if want["track"] == "canary" and want["weight"] > 0:
@@ -213,13 +271,15 @@ def _release_set(run: "Run", step: "Step") -> dict:
 
 
 @action("expect_caught")
-def _expect_caught(run: "Run", step: "Step") -> dict:
-    raise Abort(f"the deliberately bad candidate {step.params['candidate']} passed every canary gate: the gates are too lax "
-                "(see the PSI/KS figures); rolling the canary back")
+def _expect_caught(run: Run, step: Step) -> dict:
+    raise Abort(
+        f"the deliberately bad candidate {step.params['candidate']} passed every canary gate: the gates are too lax "
+        "(see the PSI/KS figures); rolling the canary back"
+    )
 
 
 @action("release_verify")
-def _release_verify(run: "Run", step: "Step") -> dict:
+def _release_verify(run: Run, step: Step) -> dict:
     v = step.params["version"]
     bad, out = [], {}
     for r in step.params["regions"]:
@@ -230,7 +290,11 @@ def _release_verify(run: "Run", step: "Step") -> dict:
             bad.append(f"{r}: {out[r]}")
         stack = _stack(run, r)
         cfg = {path: run.backend.stacks.get_config(stack, path) for path in (VERSION, CANARY_VERSION, CANARY_WEIGHT)}
-        if not (cfg[VERSION] == v and same_model_value(CANARY_VERSION, cfg[CANARY_VERSION], NO_CANARY) and same_model_value(CANARY_WEIGHT, cfg[CANARY_WEIGHT], 0)):
+        if not (
+            cfg[VERSION] == v
+            and same_model_value(CANARY_VERSION, cfg[CANARY_VERSION], NO_CANARY)
+            and same_model_value(CANARY_WEIGHT, cfg[CANARY_WEIGHT], 0)
+        ):
             bad.append(f"{stack} config {cfg}")
     if bad:
         raise Abort(f"not every region serves {v} alone: " + "; ".join(bad))
@@ -238,7 +302,7 @@ def _release_verify(run: "Run", step: "Step") -> dict:
 
 
 @action("record_lkg")
-def _record_lkg(run: "Run", step: "Step") -> dict:
+def _record_lkg(run: Run, step: Step) -> dict:
     """Verify again, then write every region's pointer; if a write fails, put back the pointers already
     written (the release is rolled back by the engine, and a pointer must not name a version no region serves)."""
     s3, p = run.backend.s3, step.params
@@ -249,16 +313,39 @@ def _record_lkg(run: "Run", step: "Step") -> dict:
         if not v.ok:
             raise Abort(f"{r}: {model} {version} no longer verifies in its bucket: " + "; ".join(v.problems[:4]))
         prev, prev_vid = A.read_pointer(s3, r, model)
-        docs[r] = (A.pointer(r, model, version, v.manifest_sha256 or "", A.pin(s3, r, model, version, v.files), run.clock.to_wall(run.clock.now()),
-                             run.drill_id, prev), prev, prev_vid)
+        docs[r] = (
+            A.pointer(
+                r,
+                model,
+                version,
+                v.manifest_sha256 or "",
+                A.pin(s3, r, model, version, v.files),
+                run.clock.to_wall(run.clock.now()),
+                run.drill_id,
+                prev,
+            ),
+            prev,
+            prev_vid,
+        )
     try:
         for r, (doc, prev, prev_vid) in docs.items():
-            run.event("lkg_writing", region=r, version=version, previous_version_id=prev_vid,
-                      previous=(prev or {}).get("version"))
+            run.event(
+                "lkg_writing",
+                region=r,
+                version=version,
+                previous_version_id=prev_vid,
+                previous=(prev or {}).get("version"),
+            )
             vid = A.write_pointer(s3, r, model, doc)
             written.append(r)
-            run.event("lkg_written", region=r, version=version, version_id=vid, manifest_sha256=doc["manifest_sha256"],
-                      files={k: f["sha256"] for k, f in doc["files"].items()})
+            run.event(
+                "lkg_written",
+                region=r,
+                version=version,
+                version_id=vid,
+                manifest_sha256=doc["manifest_sha256"],
+                files={k: f["sha256"] for k, f in doc["files"].items()},
+            )
     except Exception as e:
         for r in written:
             prev_vid = docs[r][2]
@@ -267,26 +354,37 @@ def _record_lkg(run: "Run", step: "Step") -> dict:
             else:
                 s3.delete_object(r, A.lkg_key(model, r))
             run.event("lkg_reverted", region=r, to_version_id=prev_vid)
-        raise Abort(f"writing the last-known-good pointers failed ({type(e).__name__}: {e}); the ones written were put back") from e
-    return {"pointers": {r: {"version": version, "manifest_sha256": d[0]["manifest_sha256"], "previous": (d[1] or {}).get("version")}
-                         for r, d in docs.items()}}
+        raise Abort(
+            f"writing the last-known-good pointers failed ({type(e).__name__}: {e}); the ones written were put back"
+        ) from e
+    return {
+        "pointers": {
+            r: {"version": version, "manifest_sha256": d[0]["manifest_sha256"], "previous": (d[1] or {}).get("version")}
+            for r, d in docs.items()
+        }
+    }
 
 
 # ---------------------------------------------------------------- last-known-good: read, restore, adopt
-def _read_lkg(run: "Run", region: str, model: str) -> dict:
+def _read_lkg(run: Run, region: str, model: str) -> dict:
     ptr, vid = A.read_pointer(run.backend.s3, region, model)
     if ptr is None:
-        raise GuardrailError("no-lkg", f"{region} has no last-known-good pointer ({A.lkg_key(model, region)}): a promoted release writes one; "
-                             f"`python -m drills restore --env {run.plan.env} --region {region} --adopt` records the verified version it serves now. "
-                             "Nothing was changed.")
+        raise GuardrailError(
+            "no-lkg",
+            f"{region} has no last-known-good pointer ({A.lkg_key(model, region)}): a promoted release writes one; "
+            f"`python -m drills restore --env {run.plan.env} --region {region} --adopt` records the verified version it serves now. "
+            "Nothing was changed.",
+        )
     if ptr.get("unreadable") or not ptr.get("files"):
-        raise GuardrailError("no-lkg", f"{region}'s last-known-good pointer is not readable ({ptr}); nothing was changed")
+        raise GuardrailError(
+            "no-lkg", f"{region}'s last-known-good pointer is not readable ({ptr}); nothing was changed"
+        )
     state(run)["lkg"][region] = {**ptr, "pointer_version_id": vid}
     return ptr
 
 
 @action("lkg_precheck")
-def _lkg_precheck(run: "Run", step: "Step") -> dict:
+def _lkg_precheck(run: Run, step: Step) -> dict:
     require_release_backend(run, ("serving",))
     p = step.params
     region, model = p["region"], p["model"]
@@ -301,26 +399,43 @@ def _lkg_precheck(run: "Run", step: "Step") -> dict:
     served = served_version(run, region)
     if p.get("require_clean"):
         if differ:
-            problems.append(f"{region}'s bucket already differs from its last-known-good pointer ({', '.join(differ)}): restore it first")
+            problems.append(
+                f"{region}'s bucket already differs from its last-known-good pointer ({', '.join(differ)}): restore it first"
+            )
         if served != ptr["version"]:
-            problems.append(f"{region} serves {served}, its last-known-good pointer names {ptr['version']}: the drill starts from a region at its pointer")
+            problems.append(
+                f"{region} serves {served}, its last-known-good pointer names {ptr['version']}: the drill starts from a region at its pointer"
+            )
     if problems:
         raise GuardrailError("precheck", "; ".join(problems) + ". Nothing was changed.")
     hashes = A.current_hashes(run.backend.s3, region, model, ptr["version"], sorted(ptr["files"]))
     state(run).setdefault("hashes_before", {})[region] = hashes
-    return {"pointer": {k: ptr.get(k) for k in ("version", "manifest_sha256", "recorded_at", "drill_id")}, "served": served,
-            "differ": differ, "hashes_before": hashes}
+    return {
+        "pointer": {k: ptr.get(k) for k in ("version", "manifest_sha256", "recorded_at", "drill_id")},
+        "served": served,
+        "differ": differ,
+        "hashes_before": hashes,
+    }
 
 
-def restore_region(run: "Run", region: str, model: str, allow_deletes: int, timeout: float) -> dict:
+def restore_region(run: Run, region: str, model: str, allow_deletes: int, timeout: float) -> dict:
     """Repair, re-point the config, roll the pods if needed, wait; returns the evidence (hashes before/after)."""
     s3, st = run.backend.s3, state(run)
     ptr = st["lkg"].get(region) or _read_lkg(run, region, model)
     before = A.current_hashes(s3, region, model, ptr["version"], sorted(ptr["files"]))
-    differ = {path: {"want": ptr["files"][path]["sha256"], "got": h} for path, h in before.items() if h != ptr["files"][path]["sha256"]}
+    differ = {
+        path: {"want": ptr["files"][path]["sha256"], "got": h}
+        for path, h in before.items()
+        if h != ptr["files"][path]["sha256"]
+    }
     repaired = {}
     if differ:
-        run.event("artifact_repairing", region=region, paths=sorted(differ), pinned={k: ptr["files"][k].get("version_id") for k in differ})
+        run.event(
+            "artifact_repairing",
+            region=region,
+            paths=sorted(differ),
+            pinned={k: ptr["files"][k].get("version_id") for k in differ},
+        )
         repaired = A.repair(s3, region, ptr, sorted(differ))
         run.event("artifact_repaired", region=region, repaired=repaired)
     fault = run.state.get("fault") or {}
@@ -332,7 +447,13 @@ def restore_region(run: "Run", region: str, model: str, allow_deletes: int, time
     values = {VERSION: ptr["version"], CANARY_VERSION: NO_CANARY, CANARY_WEIGHT: 0}
     live = {p: run.backend.stacks.get_config(stack, p) for p in values}
     changed = not all(same_model_value(p, live[p], v) for p, v in values.items())
-    up = apply_region(run, stack, values, allow_deletes, f"restore {region} to its last-known-good version {ptr['version']}") if changed else None
+    up = (
+        apply_region(
+            run, stack, values, allow_deletes, f"restore {region} to its last-known-good version {ptr['version']}"
+        )
+        if changed
+        else None
+    )
     restarted = False
     if repaired and live[VERSION] == ptr["version"]:
         # Pods started after the corruption loaded the bad bytes: every pod of the version reloads the repaired ones.
@@ -350,46 +471,86 @@ def restore_region(run: "Run", region: str, model: str, allow_deletes: int, time
         raise Abort(f"{region} does not serve {ptr['version']} with every pod ready {timeout:g} s after the restore")
     after = A.current_hashes(s3, region, model, ptr["version"], sorted(ptr["files"]))
     f_t = (st.get("fault_t") or {}).get(region)
-    out = {"pointer": {"version": ptr["version"], "manifest_sha256": ptr["manifest_sha256"], "recorded_at": ptr.get("recorded_at")},
-           "repaired": repaired, "hashes_before": before, "hashes_after": after, "config_changed": changed, "config_before": live,
-           "restarted": restarted, "ready_seconds": round(run.clock.now() - t0, 3), "up": up,
-           # RPO of a restore: how old the recovery point was when the fault struck (what is given up by going back).
-           # The pointer keeps wall time (another drill, another clock wrote it); measured here in this drill's seconds.
-           "rpo_seconds": round(f_t - run.clock.to_drill(ptr["recorded_at"]), 3) if f_t is not None and ptr.get("recorded_at") is not None else None}
-    run.event("restored", region=region, version=ptr["version"], repaired=sorted(repaired), restarted=restarted,
-              hashes_before=before, hashes_after=after, rpo_seconds=out["rpo_seconds"])
+    out = {
+        "pointer": {
+            "version": ptr["version"],
+            "manifest_sha256": ptr["manifest_sha256"],
+            "recorded_at": ptr.get("recorded_at"),
+        },
+        "repaired": repaired,
+        "hashes_before": before,
+        "hashes_after": after,
+        "config_changed": changed,
+        "config_before": live,
+        "restarted": restarted,
+        "ready_seconds": round(run.clock.now() - t0, 3),
+        "up": up,
+        # RPO of a restore: how old the recovery point was when the fault struck (what is given up by going back).
+        # The pointer keeps wall time (another drill, another clock wrote it); measured here in this drill's seconds.
+        "rpo_seconds": round(f_t - run.clock.to_drill(ptr["recorded_at"]), 3)
+        if f_t is not None and ptr.get("recorded_at") is not None
+        else None,
+    }
+    run.event(
+        "restored",
+        region=region,
+        version=ptr["version"],
+        repaired=sorted(repaired),
+        restarted=restarted,
+        hashes_before=before,
+        hashes_after=after,
+        rpo_seconds=out["rpo_seconds"],
+    )
     return out
 
 
 @action("restore_lkg")
-def _restore_lkg(run: "Run", step: "Step") -> dict:
+def _restore_lkg(run: Run, step: Step) -> dict:
     require_release_backend(run, ("serving",))
     p = step.params
     return restore_region(run, p["region"], p["model"], p["allow_deletes"], p["timeout"])
 
 
 @action("adopt_lkg")
-def _adopt_lkg(run: "Run", step: "Step") -> dict:
+def _adopt_lkg(run: Run, step: Step) -> dict:
     s3, p = run.backend.s3, step.params
     region, model = p["region"], p["model"]
     version = served_version(run, region)
     v = A.verify_in_bucket(s3, region, model, version)
     if not v.ok:
-        raise GuardrailError("adopt", f"{region} serves {version}, which does not verify in its bucket: " + "; ".join(v.problems[:4])
-                             + ". It cannot be a last-known-good version. Nothing was changed.")
+        raise GuardrailError(
+            "adopt",
+            f"{region} serves {version}, which does not verify in its bucket: "
+            + "; ".join(v.problems[:4])
+            + ". It cannot be a last-known-good version. Nothing was changed.",
+        )
     prev, prev_vid = A.read_pointer(s3, region, model)
     files = A.pin(s3, region, model, version, v.files)
-    doc = A.pointer(region, model, version, v.manifest_sha256 or "", files, run.clock.to_wall(run.clock.now()), run.drill_id, prev)
-    run.event("lkg_writing", region=region, version=version, previous_version_id=prev_vid, previous=(prev or {}).get("version"))
+    doc = A.pointer(
+        region, model, version, v.manifest_sha256 or "", files, run.clock.to_wall(run.clock.now()), run.drill_id, prev
+    )
+    run.event(
+        "lkg_writing",
+        region=region,
+        version=version,
+        previous_version_id=prev_vid,
+        previous=(prev or {}).get("version"),
+    )
     vid = A.write_pointer(s3, region, model, doc)
-    run.event("lkg_written", region=region, version=version, version_id=vid, manifest_sha256=doc["manifest_sha256"],
-              files={k: f["sha256"] for k, f in doc["files"].items()})
+    run.event(
+        "lkg_written",
+        region=region,
+        version=version,
+        version_id=vid,
+        manifest_sha256=doc["manifest_sha256"],
+        files={k: f["sha256"] for k, f in doc["files"].items()},
+    )
     return {"pointer": {"version": version, "manifest_sha256": doc["manifest_sha256"], "files": len(doc["files"])}}
 
 
 # ---------------------------------------------------------------- artifact corruption
 @action("verify_served")
-def _verify_served(run: "Run", step: "Step") -> dict:
+def _verify_served(run: Run, step: Step) -> dict:
     """The check every pod start and every release precheck depends on: does the served version still verify?"""
     region, model = step.params["region"], step.params["model"]
     version = served_version(run, region)
@@ -399,8 +560,15 @@ def _verify_served(run: "Run", step: "Step") -> dict:
     state(run).setdefault("fault_t", {})
     if fault.get("region") == region:
         state(run)["fault_t"][region] = fault["t"]
-    det = {"region": region, "version": version, "ok": v.ok, "problems": v.problems[:20], "t": t,
-           "after_fault": round(t - fault["t"], 3) if fault.get("t") is not None else None, "fault": fault.get("handle")}
+    det = {
+        "region": region,
+        "version": version,
+        "ok": v.ok,
+        "problems": v.problems[:20],
+        "t": t,
+        "after_fault": round(t - fault["t"], 3) if fault.get("t") is not None else None,
+        "fault": fault.get("handle"),
+    }
     state(run)["detection"] = det
     if not v.ok:
         run.event("corruption_detected", **{k: det[k] for k in ("region", "version", "problems", "after_fault")})
@@ -409,7 +577,7 @@ def _verify_served(run: "Run", step: "Step") -> dict:
 
 
 @action("verify_regions")
-def _verify_regions(run: "Run", step: "Step") -> dict:
+def _verify_regions(run: Run, step: Step) -> dict:
     """Replication copies a corrupt object as faithfully as a good one. Watch every other region until every
     write the source made to the corrupted key since the fault (the corrupt version, then the repair) has been
     replicated there (counted in the key's versions) and its files equal its own last-known-good pointer;
@@ -424,7 +592,13 @@ def _verify_regions(run: "Run", step: "Step") -> dict:
     for r in p["regions"]:
         ptr, _ = A.read_pointer(s3, r, model)
         ptrs[r] = ptr
-        out[r] = {"pointer": (ptr or {}).get("version"), "saw_corrupt": None, "exact_at": None, "replicated_writes": 0, "repaired": {}}
+        out[r] = {
+            "pointer": (ptr or {}).get("version"),
+            "saw_corrupt": None,
+            "exact_at": None,
+            "replicated_writes": 0,
+            "repaired": {},
+        }
     t0 = run.clock.now()
 
     def since_fault() -> float:
@@ -448,18 +622,32 @@ def _verify_regions(run: "Run", step: "Step") -> dict:
     for r, ptr in ptrs.items():
         if ptr is None:
             v = A.verify_in_bucket(s3, r, model, served_version(run, r))
-            out[r].update(note="no last-known-good pointer: verified against its manifest only", problems=v.problems[:5],
-                          exact_at=since_fault() if v.ok else None)
+            out[r].update(
+                note="no last-known-good pointer: verified against its manifest only",
+                problems=v.problems[:5],
+                exact_at=since_fault() if v.ok else None,
+            )
             continue
         if out[r]["exact_at"] is not None:
             continue
         differ = A.compare_to_pointer(s3, r, ptr)
         if differ:
-            run.event("artifact_repairing", region=r, paths=sorted(differ), pinned={k: ptr["files"][k].get("version_id") for k in differ})
+            run.event(
+                "artifact_repairing",
+                region=r,
+                paths=sorted(differ),
+                pinned={k: ptr["files"][k].get("version_id") for k in differ},
+            )
             out[r]["repaired"] = A.repair(s3, r, ptr, sorted(differ))
             run.event("artifact_repaired", region=r, repaired=out[r]["repaired"])
-        out[r]["note"] = (f"not every write was replicated within {p['timeout']:g} s ({out[r]['replicated_writes']}): "
-                          + ("repaired from its own pinned versions" if differ else "its bytes are the pinned ones now; a late replica may still land"))
+        out[r]["note"] = (
+            f"not every write was replicated within {p['timeout']:g} s ({out[r]['replicated_writes']}): "
+            + (
+                "repaired from its own pinned versions"
+                if differ
+                else "its bytes are the pinned ones now; a late replica may still land"
+            )
+        )
         out[r]["exact_at"] = since_fault() if not A.compare_to_pointer(s3, r, ptr) else None
     state(run)["regions"] = out
     run.event("regions_verified", regions=out, key=key, source=source)
@@ -476,14 +664,20 @@ def node_loss_capacity(min_ready: int, pre_ready: int, fig: dict[str, Any]) -> d
     frac = (min_ready / pre_ready) if pre_ready else 0.0
     gpus = frac * fig["gpus_desired"]
     need = fig["gpus_required_at_peak"]
-    return {"capacity_fraction_min": round(frac, 4),
-            "capacity_fraction_predicted": round(fig["gpus_after_loss"] / fig["gpus_desired"], 4) if fig["gpus_desired"] else None,
-            "capacity_fraction_required": round(need / fig["gpus_desired"], 4) if fig["gpus_desired"] else None,
-            "gpus_serving_min": round(gpus, 2), "gpus_required_at_peak": need, "covered_peak_through_loss": gpus >= need}
+    return {
+        "capacity_fraction_min": round(frac, 4),
+        "capacity_fraction_predicted": round(fig["gpus_after_loss"] / fig["gpus_desired"], 4)
+        if fig["gpus_desired"]
+        else None,
+        "capacity_fraction_required": round(need / fig["gpus_desired"], 4) if fig["gpus_desired"] else None,
+        "gpus_serving_min": round(gpus, 2),
+        "gpus_required_at_peak": need,
+        "covered_peak_through_loss": gpus >= need,
+    }
 
 
 @action("observe_node_loss")
-def _observe_node_loss(run: "Run", step: "Step") -> dict:
+def _observe_node_loss(run: Run, step: Step) -> dict:
     """From the node's loss until the region's Triton pods are all ready again: capacity, readiness and the
     region's own inference latency at every poll (service probes run beside, as in every drill)."""
     b, p = run.backend, step.params
@@ -499,8 +693,16 @@ def _observe_node_loss(run: "Run", step: "Step") -> dict:
         now = run.clock.now()
         ready, desired = b.capacity.triton_ready(region)
         rp, ip = b.probes.ready(region), b.probes.infer(region)
-        series.append({"t": round(now - t0, 3), "ready": ready, "desired": desired, "ready_probe": rp.ok, "infer_ok": ip.ok,
-                       "infer_ms": ip.latency_ms})
+        series.append(
+            {
+                "t": round(now - t0, 3),
+                "ready": ready,
+                "desired": desired,
+                "ready_probe": rp.ok,
+                "infer_ok": ip.ok,
+                "infer_ms": ip.latency_ms,
+            }
+        )
         m["min_ready"] = min(m["min_ready"], ready)
         if m["dropped_at"] is None and ready < pre_ready:
             m["dropped_at"] = round(now - t0, 3)
@@ -511,13 +713,23 @@ def _observe_node_loss(run: "Run", step: "Step") -> dict:
     ok = run.wait(p["timeout"], until=progress, label="node loss and recovery")
     infer = [s["infer_ms"] for s in series if s["infer_ok"]]
     fig = p["figures"]
-    result = {"pre_ready": pre_ready, **m, "samples": len(series), "infer_errors": sum(1 for s in series if not s["infer_ok"]),
-              "ready_probe_failures": sum(1 for s in series if not s["ready_probe"]),
-              "infer_p50_ms": percentile(infer, 50), "infer_p99_ms": percentile(infer, 99),
-              **node_loss_capacity(m["min_ready"], pre_ready, fig), "figures": fig, "series": series[-200:]}
+    result = {
+        "pre_ready": pre_ready,
+        **m,
+        "samples": len(series),
+        "infer_errors": sum(1 for s in series if not s["infer_ok"]),
+        "ready_probe_failures": sum(1 for s in series if not s["ready_probe"]),
+        "infer_p50_ms": percentile(infer, 50),
+        "infer_p99_ms": percentile(infer, 99),
+        **node_loss_capacity(m["min_ready"], pre_ready, fig),
+        "figures": fig,
+        "series": series[-200:],
+    }
     state(run)["node_loss"] = result
     run.event("node_loss", region=region, **{k: v for k, v in result.items() if k != "series"})
     if not ok:
-        raise Abort(f"{region}'s Triton pods were not all ready again {p['timeout']:g} s after the node loss "
-                    f"(dropped at {m['dropped_at']} s, min ready {m['min_ready']}/{pre_ready})")
+        raise Abort(
+            f"{region}'s Triton pods were not all ready again {p['timeout']:g} s after the node loss "
+            f"(dropped at {m['dropped_at']} s, min ready {m['min_ready']}/{pre_ready})"
+        )
     return result

@@ -14,26 +14,32 @@ Any backend (moto, the rehearsal, AWS):
   HttpTritonMetrics      MetricsSource over plain /metrics URLs (the rehearsal scrapes each Triton directly)
 `TritonScoreProbe(track_endpoints=...)` also serves a backend whose versions answer on separate URLs.
 """
+
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import requests
 
-from infra.components.load_balancer import TRACK_HEADER, lb_name, target_group_name
-from infra.components.triton import CANARY, NAMESPACE, PORTS, STABLE, TRACK_LABEL, app_name
-
 from drills.adapters.base import ScoreResult, TrackState
 from drills.release.artifacts import MANIFEST, prefix, sha256
+from infra.components.load_balancer import TRACK_HEADER, lb_name, target_group_name
+from infra.components.triton import CANARY, NAMESPACE, PORTS, STABLE, TRACK_LABEL, app_name
 
 _V2 = {np.dtype("float32"): "FP32", np.dtype("float64"): "FP64", np.dtype("int32"): "INT32", np.dtype("int64"): "INT64"}
 
 
 def v2_body(inputs: Mapping[str, np.ndarray], lo: int, hi: int, output: str) -> dict:
-    return {"inputs": [{"name": n, "shape": [hi - lo, *a.shape[1:]], "datatype": _V2[a.dtype], "data": a[lo:hi].ravel().tolist()}
-                       for n, a in inputs.items()], "outputs": [{"name": output}]}
+    return {
+        "inputs": [
+            {"name": n, "shape": [hi - lo, *a.shape[1:]], "datatype": _V2[a.dtype], "data": a[lo:hi].ravel().tolist()}
+            for n, a in inputs.items()
+        ],
+        "outputs": [{"name": output}],
+    }
 
 
 # ---------------------------------------------------------------- scores (V2 HTTP, version pinned)
@@ -44,11 +50,24 @@ class TritonScoreProbe:
     `track_endpoints`: "<region>/<track>" -> base URL, for a backend that serves each version on its own URL
     (takes precedence). `models`: track -> Triton model name where the two differ (default `model`)."""
 
-    def __init__(self, endpoints: Mapping[str, str], model: str, *, output: str = "score", timeout: float = 10.0,
-                 server_name: str | None = None, track_endpoints: Mapping[str, str] | None = None,
-                 models: Mapping[str, str] | None = None, session: requests.Session | None = None):
+    def __init__(
+        self,
+        endpoints: Mapping[str, str],
+        model: str,
+        *,
+        output: str = "score",
+        timeout: float = 10.0,
+        server_name: str | None = None,
+        track_endpoints: Mapping[str, str] | None = None,
+        models: Mapping[str, str] | None = None,
+        session: requests.Session | None = None,
+    ):
         self.endpoints, self.model, self.output, self.timeout = dict(endpoints), model, output, timeout
-        self.server_name, self.track_endpoints, self.models = server_name, dict(track_endpoints or {}), dict(models or {})
+        self.server_name, self.track_endpoints, self.models = (
+            server_name,
+            dict(track_endpoints or {}),
+            dict(models or {}),
+        )
         self.session = session or requests.Session()
         if server_name:
             from drills.adapters.probes import _ServerName
@@ -78,7 +97,9 @@ class TritonScoreProbe:
             hi = min(rows, lo + batch)
             t0 = time.perf_counter()
             try:
-                r = self.session.post(url, json=v2_body(arrays, lo, hi, self.output), headers=headers, timeout=self.timeout)
+                r = self.session.post(
+                    url, json=v2_body(arrays, lo, hi, self.output), headers=headers, timeout=self.timeout
+                )
                 if r.status_code != 200:
                     raise ValueError(f"HTTP {r.status_code}: {r.text[:200]}")
                 data = {o["name"]: o for o in r.json().get("outputs", [])}[self.output]["data"]
@@ -91,8 +112,15 @@ class TritonScoreProbe:
             finally:
                 lat.append((time.perf_counter() - t0) * 1000)
         ok = errors == 0 and len(out) == rows
-        return ScoreResult(region=region, track=track, ok=ok, scores=out if ok else [], latency_ms=[round(x, 3) for x in lat],
-                           errors=errors, error=error)
+        return ScoreResult(
+            region=region,
+            track=track,
+            ok=ok,
+            scores=out if ok else [],
+            latency_ms=[round(x, 3) for x in lat],
+            errors=errors,
+            error=error,
+        )
 
 
 # ---------------------------------------------------------------- metrics
@@ -144,8 +172,13 @@ class AlbKubeServing:
         lb = c.describe_load_balancers(Names=[lb_name(stack)])["LoadBalancers"][0]["LoadBalancerArn"]
         listener = next(x for x in c.describe_listeners(LoadBalancerArn=lb)["Listeners"] if x["Port"] == 443)
         action = next(a for a in listener["DefaultActions"] if a["Type"] == "forward")
-        groups = (action.get("ForwardConfig") or {}).get("TargetGroups") or [{"TargetGroupArn": action["TargetGroupArn"], "Weight": 1}]
-        names = {g["TargetGroupArn"]: g["TargetGroupName"] for g in c.describe_target_groups(TargetGroupArns=[g["TargetGroupArn"] for g in groups])["TargetGroups"]}
+        groups = (action.get("ForwardConfig") or {}).get("TargetGroups") or [
+            {"TargetGroupArn": action["TargetGroupArn"], "Weight": 1}
+        ]
+        names = {
+            g["TargetGroupArn"]: g["TargetGroupName"]
+            for g in c.describe_target_groups(TargetGroupArns=[g["TargetGroupArn"] for g in groups])["TargetGroups"]
+        }
         total = sum(g.get("Weight", 1) for g in groups) or 1
         out = {STABLE: 0, CANARY: 0}
         for g in groups:
@@ -157,27 +190,40 @@ class AlbKubeServing:
         w = self.weights(region)
         out = {}
         for track in (STABLE, CANARY):
-            items = self.kubes[region].get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments",
-                                           labelSelector=f"app.kubernetes.io/name={app_name(track)}")["items"]
+            items = self.kubes[region].get(
+                f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments",
+                labelSelector=f"app.kubernetes.io/name={app_name(track)}",
+            )["items"]
             if not items and track == CANARY:
                 continue
             versions = {d["metadata"]["labels"].get("reco-dr/model-version") for d in items}
             # A Deployment mid-rollout still reports its new template's version; readiness says whether it is there.
-            out[track] = TrackState(track=track, version=versions.pop() if len(versions) == 1 else None, weight=w[track],
-                                    # Ready pods of the current template only: during a rollout old pods are ready too.
-                                    ready=sum(min(d.get("status", {}).get("updatedReplicas") or 0, d.get("status", {}).get("readyReplicas") or 0) for d in items),
-                                    desired=sum(d.get("spec", {}).get("replicas", 0) or 0 for d in items))
+            out[track] = TrackState(
+                track=track,
+                version=versions.pop() if len(versions) == 1 else None,
+                weight=w[track],
+                # Ready pods of the current template only: during a rollout old pods are ready too.
+                ready=sum(
+                    min(d.get("status", {}).get("updatedReplicas") or 0, d.get("status", {}).get("readyReplicas") or 0)
+                    for d in items
+                ),
+                desired=sum(d.get("spec", {}).get("replicas", 0) or 0 for d in items),
+            )
         return out
 
     def restart(self, region: str, track: str) -> None:
-        items = self.kubes[region].get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments",
-                                       labelSelector=f"app.kubernetes.io/name={app_name(track)}")["items"]
+        items = self.kubes[region].get(
+            f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments",
+            labelSelector=f"app.kubernetes.io/name={app_name(track)}",
+        )["items"]
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         for d in items:
             # What `kubectl rollout restart` does. Pulumi's server-side apply does not own this annotation, so the
             # next `up` leaves it alone.
-            self.kubes[region].patch(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{d['metadata']['name']}",
-                                     {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}})
+            self.kubes[region].patch(
+                f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{d['metadata']['name']}",
+                {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}},
+            )
 
 
 # ---------------------------------------------------------------- faults below a region
@@ -213,15 +259,23 @@ class ArtifactCorruption:
         pre = prefix(model, version)
         manifest = json.loads(self.store.get_object(region, pre + MANIFEST) or b"{}")
         files = manifest.get("files") or []
-        target = max((f for f in files if f.get("role") == "onnx"), key=lambda f: f.get("size", 0), default=None) \
-            or max(files, key=lambda f: f.get("size", 0), default=None)
+        target = max(
+            (f for f in files if f.get("role") == "onnx"), key=lambda f: f.get("size", 0), default=None
+        ) or max(files, key=lambda f: f.get("size", 0), default=None)
         if target is None:
             raise LookupError(f"{region}: no manifest for {model} {version} in its bucket: nothing to corrupt")
         key = pre + target["path"]
         head = self.store.head(region, key) or {}
-        return {"key": key, "path": target["path"], "good_version_id": head.get("version_id"), "good_sha256": target["sha256"],
-                "model": model, "version": version, "region": region,
-                "versions_before": {r: len(self.store.versions(r, key)) for r in self.regions}}
+        return {
+            "key": key,
+            "path": target["path"],
+            "good_version_id": head.get("version_id"),
+            "good_sha256": target["sha256"],
+            "model": model,
+            "version": version,
+            "region": region,
+            "versions_before": {r: len(self.store.versions(r, key)) for r in self.regions},
+        }
 
     def inject(self, region: str, kind: str, handle: dict) -> None:
         body = self.store.get_object(region, handle["key"], handle.get("good_version_id"))
@@ -233,7 +287,9 @@ class ArtifactCorruption:
         if body is not None and sha256(body) == handle["good_sha256"]:
             return
         if not handle.get("good_version_id"):
-            raise LookupError(f"{region}: {handle['key']} has no recorded good version id; restore it from the last-known-good pointer")
+            raise LookupError(
+                f"{region}: {handle['key']} has no recorded good version id; restore it from the last-known-good pointer"
+            )
         self.store.restore_version(region, handle["key"], handle["good_version_id"])
 
 
@@ -244,8 +300,14 @@ class Ec2NodeLoss:
 
     kinds = ("gpu-node-loss",)
 
-    def __init__(self, eks: Mapping[str, Any], ec2: Mapping[str, Any], autoscaling: Mapping[str, Any], clusters: Mapping[str, str],
-                 pools: Mapping[str, str]):
+    def __init__(
+        self,
+        eks: Mapping[str, Any],
+        ec2: Mapping[str, Any],
+        autoscaling: Mapping[str, Any],
+        clusters: Mapping[str, str],
+        pools: Mapping[str, str],
+    ):
         """`pools`: region -> the GPU pool to hit (planning.node_loss_figures picks the biggest node)."""
         self.eks, self.ec2, self.asg, self.clusters, self.pools = eks, ec2, autoscaling, clusters, pools
 

@@ -12,6 +12,7 @@ Routing in the child (unchanged from the in-process model): `X-Reco-Track` pins 
 with probability weight/100 when it has targets, else stable; a request that reached no server (connection
 refused/reset: a pod that just died) goes to another target; a timeout is not retried.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -35,8 +36,17 @@ TRACK_HEADER = "X-Reco-Track"
 class AlbProcess:
     """Start the child, `set(region, weight, targets)` to route, `counts()` for what each track answered."""
 
-    def __init__(self, sup: Any, workdir: Path, listeners: dict[str, tuple[str, int]], *, seed: int = 0, timeout: float = 10.0,
-                 ready_timeout: float = 30.0, name: str = "alb"):
+    def __init__(
+        self,
+        sup: Any,
+        workdir: Path,
+        listeners: dict[str, tuple[str, int]],
+        *,
+        seed: int = 0,
+        timeout: float = 10.0,
+        ready_timeout: float = 30.0,
+        name: str = "alb",
+    ):
         self.sup, self.workdir, self.name = sup, Path(workdir), name
         self.spec = {"listeners": {r: list(a) for r, a in listeners.items()}, "seed": seed, "timeout": timeout}
         self.ready_timeout = ready_timeout
@@ -45,7 +55,7 @@ class AlbProcess:
         self._lock = threading.Lock()
         self._last_counts: list[list] = []
 
-    def start(self) -> "AlbProcess":
+    def start(self) -> AlbProcess:
         from infra.components.load_balancer import TRACK_HEADER as declared
 
         if declared != TRACK_HEADER:
@@ -53,22 +63,39 @@ class AlbProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         spec, started = self.workdir / "alb.json", self.workdir / "alb.started"
         spec.write_text(json.dumps(self.spec))
-        self.child, port = start_announcing(self.sup, self.name, [sys.executable, "-m", "drills.release.alb_proc", str(spec), str(started)],
-                                            started, "the load-balancer model", self.ready_timeout)
+        self.child, port = start_announcing(
+            self.sup,
+            self.name,
+            [sys.executable, "-m", "drills.release.alb_proc", str(spec), str(started)],
+            started,
+            "the load-balancer model",
+            self.ready_timeout,
+        )
         self.control = f"http://127.0.0.1:{int(port)}"
         return self
 
     def _call(self, path: str, body: dict | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.control + path, data=data, method="POST" if data else "GET",
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.control + path,
+            data=data,
+            method="POST" if data else "GET",
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read())
 
     def set(self, region: str, weight: int, targets: dict[str, list[tuple[str, str, int]]]) -> None:
         """targets: track -> [(pod name, address, port, version)] of its ready pods. Returns once the child routes by it."""
         with self._lock:
-            self._call("/route", {"region": region, "weight": weight, "targets": {t: [list(p) for p in ps] for t, ps in targets.items()}})
+            self._call(
+                "/route",
+                {
+                    "region": region,
+                    "weight": weight,
+                    "targets": {t: [list(p) for p in ps] for t, ps in targets.items()},
+                },
+            )
 
     def counts(self) -> list[list]:
         """[[wall second, region, track, version, pinned, requests answered]]; `pinned`: the request named its track
@@ -96,10 +123,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *a: Any) -> None:
         return
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._forward("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._forward("POST")
 
     def _forward(self, method: str) -> None:
@@ -143,7 +170,16 @@ class _Proxy(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, region: str, address: str, port: int, rng: random.Random, timeout: float, counts: dict, lock: threading.Lock):
+    def __init__(
+        self,
+        region: str,
+        address: str,
+        port: int,
+        rng: random.Random,
+        timeout: float,
+        counts: dict,
+        lock: threading.Lock,
+    ):
         super().__init__((address, port), _Handler)
         self.region, self.rng, self.timeout, self._counts, self._clock = region, rng, timeout, counts, lock
         self.table: dict[str, Any] = {"weight": 0, "targets": {}}
@@ -195,7 +231,10 @@ def main(argv: list[str]) -> int:
     counts: dict = {}
     lock = threading.Lock()
     rng = random.Random(spec.get("seed"))
-    proxies = {r: _Proxy(r, a, int(p), rng, float(spec.get("timeout", 10.0)), counts, lock) for r, (a, p) in spec["listeners"].items()}
+    proxies = {
+        r: _Proxy(r, a, int(p), rng, float(spec.get("timeout", 10.0)), counts, lock)
+        for r, (a, p) in spec["listeners"].items()
+    }
 
     class Control(BaseHTTPRequestHandler):
         def log_message(self, *a: Any) -> None:
@@ -209,12 +248,12 @@ def main(argv: list[str]) -> int:
             self.end_headers()
             self.wfile.write(data)
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
             proxies[body["region"]].table = {"weight": int(body["weight"]), "targets": body["targets"]}
             self._json({"ok": True})
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             with lock:
                 self._json([[*k, n] for k, n in sorted(counts.items())])
 

@@ -10,6 +10,7 @@
 - `repair(...)`: make the pinned version of every file whose current bytes differ current again (a copy of
   the pinned version; the bad version stays behind as evidence).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,7 +55,9 @@ class BucketVerification:
         return d
 
 
-def verify_in_bucket(store: Any, region: str, model: str, version: str, workdir: Path | None = None) -> BucketVerification:
+def verify_in_bucket(
+    store: Any, region: str, model: str, version: str, workdir: Path | None = None
+) -> BucketVerification:
     """Download `<model>/<version>/` from the region's bucket into a temporary directory and verify it."""
     from model_build.manifest import engines_available, load_manifest, verify
 
@@ -62,14 +65,16 @@ def verify_in_bucket(store: Any, region: str, model: str, version: str, workdir:
     pre = prefix(model, version)
     keys = store.list_keys(region, pre)
     if pre + MANIFEST not in keys:
-        out.problems.append(f"{pre}{MANIFEST} is not in {region}'s bucket: {model} {version} is not published there "
-                            "(or its publish did not finish: the manifest is uploaded last)")
+        out.problems.append(
+            f"{pre}{MANIFEST} is not in {region}'s bucket: {model} {version} is not published there "
+            "(or its publish did not finish: the manifest is uploaded last)"
+        )
         return out
     out.present = True
     tmp = Path(tempfile.mkdtemp(prefix="release-verify-", dir=workdir))
     try:
         for key in keys:
-            rel = key[len(pre):]
+            rel = key[len(pre) :]
             if not rel or rel.endswith("/"):
                 continue
             body = store.get_object(region, key)
@@ -133,12 +138,32 @@ def pin(store: Any, region: str, model: str, version: str, files: dict[str, dict
     return out
 
 
-def pointer(region: str, model: str, version: str, manifest_sha256: str, files: dict[str, dict], t: float,
-            drill_id: str | None, previous: dict | None) -> dict:
+def pointer(
+    region: str,
+    model: str,
+    version: str,
+    manifest_sha256: str,
+    files: dict[str, dict],
+    t: float,
+    drill_id: str | None,
+    previous: dict | None,
+) -> dict:
     """The pointer document; `t` is wall-clock epoch seconds (read back by other drills, on other clocks)."""
-    return {"schema": 1, "region": region, "model": model, "version": version, "manifest_sha256": manifest_sha256,
-            "files": files, "recorded_at": round(t, 3), "drill_id": drill_id,
-            "previous": ({"version": previous.get("version"), "manifest_sha256": previous.get("manifest_sha256")} if previous else None)}
+    return {
+        "schema": 1,
+        "region": region,
+        "model": model,
+        "version": version,
+        "manifest_sha256": manifest_sha256,
+        "files": files,
+        "recorded_at": round(t, 3),
+        "drill_id": drill_id,
+        "previous": (
+            {"version": previous.get("version"), "manifest_sha256": previous.get("manifest_sha256")}
+            if previous
+            else None
+        ),
+    }
 
 
 def read_pointer(store: Any, region: str, model: str) -> tuple[dict | None, str | None]:
@@ -181,6 +206,8 @@ def repair(store: Any, region: str, ptr: dict, paths: list[str]) -> dict[str, di
     for rel in paths:
         vid = ptr["files"][rel].get("version_id")
         if not vid:
-            raise LookupError(f"{region}: the last-known-good pointer has no S3 version id for {rel}: it cannot be restored exactly")
+            raise LookupError(
+                f"{region}: the last-known-good pointer has no S3 version id for {rel}: it cannot be restored exactly"
+            )
         out[rel] = {"from_version_id": vid, "new_version_id": store.restore_version(region, pre + rel, vid)}
     return out

@@ -1,5 +1,6 @@
 """`python -m drills release`, `restore` and `release-report`: the same engine, lock, journal, resume and
 rollback as `drills run` (resume with `drills resume ID`, undo with `drills rollback ID`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,10 @@ from drills.cli import default_state_dir, execute_plan, execution_args, register
 
 def _exec_args(p: argparse.ArgumentParser) -> None:
     execution_args(p)
-    p.add_argument("--plan-file", help="drill plan YAML: window, roles, communication, parameters (poll_seconds, probe_clients, ...)")
+    p.add_argument(
+        "--plan-file",
+        help="drill plan YAML: window, roles, communication, parameters (poll_seconds, probe_clients, ...)",
+    )
     p.add_argument("--json", action="store_true", help="print the plan as JSON (dry run)")
 
 
@@ -23,24 +27,59 @@ def _run_plan(args: argparse.Namespace, plan) -> int:
 
 # ---------------------------------------------------------------- release
 def _configure_release(p: argparse.ArgumentParser) -> None:
-    p.add_argument("version", help="the candidate model version, published to every region's bucket (python -m model_build publish)")
+    p.add_argument(
+        "version",
+        help="the candidate model version, published to every region's bucket (python -m model_build publish)",
+    )
     p.add_argument("--env", required=True, help="environment, e.g. prod or staging")
-    p.add_argument("--canary-region", help="region of the first canary (default: release.canary_region in the global stack)")
-    p.add_argument("--canary-weight", type=int, help="percent of each region's traffic on the candidate while it is a canary (default: release.canary_weight)")
-    p.add_argument("--bake", type=float, dest="bake_seconds", help="seconds of traffic on the canary before its gates judge (default: release.bake_seconds)")
-    p.add_argument("--no-shadow", dest="shadow", action="store_false",
-                   help="skip the weight-0 step that compares scores before any user request reaches the candidate")
-    p.add_argument("--manifest", help="the candidate's manifest.json for the offline engine check (default: $DRILLS_MANIFEST or build/)")
+    p.add_argument(
+        "--canary-region", help="region of the first canary (default: release.canary_region in the global stack)"
+    )
+    p.add_argument(
+        "--canary-weight",
+        type=int,
+        help="percent of each region's traffic on the candidate while it is a canary (default: release.canary_weight)",
+    )
+    p.add_argument(
+        "--bake",
+        type=float,
+        dest="bake_seconds",
+        help="seconds of traffic on the canary before its gates judge (default: release.bake_seconds)",
+    )
+    p.add_argument(
+        "--no-shadow",
+        dest="shadow",
+        action="store_false",
+        help="skip the weight-0 step that compares scores before any user request reaches the candidate",
+    )
+    p.add_argument(
+        "--manifest",
+        help="the candidate's manifest.json for the offline engine check (default: $DRILLS_MANIFEST or build/)",
+    )
     _exec_args(p)
 
 
 def _run_release(args: argparse.Namespace) -> int:
     from drills.release.planning import ReleaseOptions, build_release_plan, release_context
 
-    ctx = release_context(args.env, args.canary_region, plan_file=args.plan_file, stacks_dir=args.stacks_dir, manifest=args.manifest,
-                          candidate=args.version)
-    plan = build_release_plan(ctx, ReleaseOptions(candidate=args.version, canary_region=args.canary_region, canary_weight=args.canary_weight,
-                                                  bake_seconds=args.bake_seconds, shadow=args.shadow))
+    ctx = release_context(
+        args.env,
+        args.canary_region,
+        plan_file=args.plan_file,
+        stacks_dir=args.stacks_dir,
+        manifest=args.manifest,
+        candidate=args.version,
+    )
+    plan = build_release_plan(
+        ctx,
+        ReleaseOptions(
+            candidate=args.version,
+            canary_region=args.canary_region,
+            canary_weight=args.canary_weight,
+            bake_seconds=args.bake_seconds,
+            shadow=args.shadow,
+        ),
+    )
     return _run_plan(args, plan)
 
 
@@ -48,8 +87,11 @@ def _run_release(args: argparse.Namespace) -> int:
 def _configure_restore(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", required=True, help="environment, e.g. prod or staging")
     p.add_argument("--region", required=True, help="the region to bring back to its last-known-good model version")
-    p.add_argument("--adopt", action="store_true",
-                   help="instead: verify the version the region serves now and record it as its last-known-good pointer (first use)")
+    p.add_argument(
+        "--adopt",
+        action="store_true",
+        help="instead: verify the version the region serves now and record it as its last-known-good pointer (first use)",
+    )
     _exec_args(p)
 
 
@@ -86,9 +128,23 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 def register() -> None:
-    register_command("release", "roll a published model version through the fleet: canary, region by region, promotion; "
-                     "automatic rollback at the first failed gate (dry run unless --execute --confirm ENV)", _configure_release, _run_release)
-    register_command("restore", "bring a region back to its last-known-good model version and verify exact hashes "
-                     "(dry run unless --execute --confirm ENV)", _configure_restore, _run_restore)
-    register_command("release-report", "write a release's summary (gates with figures, time to rollback, hashes, RPO) from its journal",
-                     _configure_report, _run_report)
+    register_command(
+        "release",
+        "roll a published model version through the fleet: canary, region by region, promotion; "
+        "automatic rollback at the first failed gate (dry run unless --execute --confirm ENV)",
+        _configure_release,
+        _run_release,
+    )
+    register_command(
+        "restore",
+        "bring a region back to its last-known-good model version and verify exact hashes "
+        "(dry run unless --execute --confirm ENV)",
+        _configure_restore,
+        _run_restore,
+    )
+    register_command(
+        "release-report",
+        "write a release's summary (gates with figures, time to rollback, hashes, RPO) from its journal",
+        _configure_report,
+        _run_report,
+    )

@@ -16,11 +16,13 @@ narrow band, so both distances are large even though every request succeeds. Tha
 cannot see. scipy is not a dependency of this project, so both are implemented here on numpy (and tested on
 distributions with known answers).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -42,19 +44,46 @@ class GateResult:
         return asdict(self)
 
 
-def _judge(name: str, value: float | None, threshold: float, op: str, what: str, unit: str = "", fmt: str = "{:.4g}",
-           figures: dict | None = None, missing: str = "not measured") -> GateResult:
+def _judge(
+    name: str,
+    value: float | None,
+    threshold: float,
+    op: str,
+    what: str,
+    unit: str = "",
+    fmt: str = "{:.4g}",
+    figures: dict | None = None,
+    missing: str = "not measured",
+) -> GateResult:
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return GateResult(name, None, threshold, op, False, f"{what}: {missing} (threshold {op} {fmt.format(threshold)}{unit})", figures or {})
+        return GateResult(
+            name,
+            None,
+            threshold,
+            op,
+            False,
+            f"{what}: {missing} (threshold {op} {fmt.format(threshold)}{unit})",
+            figures or {},
+        )
     ok = value <= threshold if op == "<=" else value >= threshold
-    return GateResult(name, float(value), float(threshold), op, ok,
-                      f"{what} {fmt.format(value)}{unit} ({'ok' if ok else 'FAIL'}: threshold {op} {fmt.format(threshold)}{unit})",
-                      figures or {})
+    return GateResult(
+        name,
+        float(value),
+        float(threshold),
+        op,
+        ok,
+        f"{what} {fmt.format(value)}{unit} ({'ok' if ok else 'FAIL'}: threshold {op} {fmt.format(threshold)}{unit})",
+        figures or {},
+    )
 
 
 # ---------------------------------------------------------------- distribution distances
-def psi(expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray, bins: int = PSI_BINS,
-        eps: float = PSI_EPS) -> float:
+def psi(
+    expected: Sequence[float] | np.ndarray,
+    actual: Sequence[float] | np.ndarray,
+    bins: int = PSI_BINS,
+    eps: float = PSI_EPS,
+) -> float:
     """Population stability index of `actual` against `expected`, on quantile bins of `expected`.
 
     Bins are the deciles (by default) of the expected sample, so each holds ~1/bins of it whatever its shape;
@@ -111,39 +140,82 @@ def describe(scores: Sequence[float] | np.ndarray) -> dict[str, float]:
     if s.size == 0:
         return {"n": 0}
     q = np.quantile(s, [0.01, 0.5, 0.99])
-    return {"n": int(s.size), "mean": round(float(s.mean()), 6), "std": round(float(s.std()), 6),
-            "p01": round(float(q[0]), 6), "p50": round(float(q[1]), 6), "p99": round(float(q[2]), 6)}
+    return {
+        "n": int(s.size),
+        "mean": round(float(s.mean()), 6),
+        "std": round(float(s.std()), 6),
+        "p01": round(float(q[0]), 6),
+        "p50": round(float(q[1]), 6),
+        "p99": round(float(q[2]), 6),
+    }
 
 
 # ---------------------------------------------------------------- gates
 def psi_gate(stable: Sequence[float], canary: Sequence[float], psi_max: float) -> GateResult:
     if len(stable) != len(canary):
-        return GateResult("psi", None, psi_max, "<=", False,
-                          f"score PSI: the versions scored different numbers of rows ({len(stable)} vs {len(canary)}); not comparable")
+        return GateResult(
+            "psi",
+            None,
+            psi_max,
+            "<=",
+            False,
+            f"score PSI: the versions scored different numbers of rows ({len(stable)} vs {len(canary)}); not comparable",
+        )
     v = psi(stable, canary)
-    return _judge("psi", v, psi_max, "<=", f"score PSI canary vs stable over {len(stable)} identical rows",
-                  figures={"stable": describe(stable), "canary": describe(canary)})
+    return _judge(
+        "psi",
+        v,
+        psi_max,
+        "<=",
+        f"score PSI canary vs stable over {len(stable)} identical rows",
+        figures={"stable": describe(stable), "canary": describe(canary)},
+    )
 
 
 def ks_gate(stable: Sequence[float], canary: Sequence[float], ks_max: float) -> GateResult:
     if len(stable) != len(canary):
-        return GateResult("ks", None, ks_max, "<=", False, "score KS: the versions scored different numbers of rows; not comparable")
+        return GateResult(
+            "ks", None, ks_max, "<=", False, "score KS: the versions scored different numbers of rows; not comparable"
+        )
     d, p = ks_2samp(stable, canary)
-    return _judge("ks", d, ks_max, "<=", f"score KS statistic canary vs stable over {len(stable)} identical rows",
-                  figures={"p_value": p, "stable": describe(stable), "canary": describe(canary)})
+    return _judge(
+        "ks",
+        d,
+        ks_max,
+        "<=",
+        f"score KS statistic canary vs stable over {len(stable)} identical rows",
+        figures={"p_value": p, "stable": describe(stable), "canary": describe(canary)},
+    )
 
 
-def error_rate_gate(failures: int, requests: int, max_rate: float, min_requests: int, what: str = "canary error rate",
-                    figures: dict | None = None) -> GateResult:
+def error_rate_gate(
+    failures: int,
+    requests: int,
+    max_rate: float,
+    min_requests: int,
+    what: str = "canary error rate",
+    figures: dict | None = None,
+) -> GateResult:
     """Failed / all requests; too few requests is a failed gate (no evidence is not a pass)."""
     figs = {"requests": requests, "failures": failures, **(figures or {})}
     if requests < min_requests:
-        return GateResult("error_rate", None if requests == 0 else failures / requests, max_rate, "<=", False,
-                          f"{what}: only {requests} requests answered, fewer than the {min_requests} the gate needs", figs)
-    return _judge("error_rate", failures / requests, max_rate, "<=", f"{what} ({failures}/{requests})", fmt="{:.3%}", figures=figs)
+        return GateResult(
+            "error_rate",
+            None if requests == 0 else failures / requests,
+            max_rate,
+            "<=",
+            False,
+            f"{what}: only {requests} requests answered, fewer than the {min_requests} the gate needs",
+            figs,
+        )
+    return _judge(
+        "error_rate", failures / requests, max_rate, "<=", f"{what} ({failures}/{requests})", fmt="{:.3%}", figures=figs
+    )
 
 
-def p99_gate(p99_ms: float | None, max_ms: float, source: str, what: str = "canary p99 latency", figures: dict | None = None) -> GateResult:
+def p99_gate(
+    p99_ms: float | None, max_ms: float, source: str, what: str = "canary p99 latency", figures: dict | None = None
+) -> GateResult:
     return _judge("p99_ms", p99_ms, max_ms, "<=", f"{what} ({source})", unit=" ms", fmt="{:.1f}", figures=figures)
 
 
@@ -151,10 +223,22 @@ def offline_gates(metrics: dict[str, Any] | None, auc_min: float, ndcg_min: floa
     """The candidate's offline quality from its manifest (model_build's validation AUC and NDCG@10)."""
     m = metrics or {}
     return [
-        _judge("offline_auc", m.get("validation_auc"), auc_min, ">=", "offline AUC (manifest metrics.validation_auc)",
-               missing="absent from the manifest"),
-        _judge("offline_ndcg", m.get("validation_ndcg_at_10"), ndcg_min, ">=", "offline NDCG@10 (manifest metrics.validation_ndcg_at_10)",
-               missing="absent from the manifest"),
+        _judge(
+            "offline_auc",
+            m.get("validation_auc"),
+            auc_min,
+            ">=",
+            "offline AUC (manifest metrics.validation_auc)",
+            missing="absent from the manifest",
+        ),
+        _judge(
+            "offline_ndcg",
+            m.get("validation_ndcg_at_10"),
+            ndcg_min,
+            ">=",
+            "offline NDCG@10 (manifest metrics.validation_ndcg_at_10)",
+            missing="absent from the manifest",
+        ),
     ]
 
 

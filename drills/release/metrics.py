@@ -21,13 +21,14 @@ Latency: the mean over an interval comes from the duration counters (exact). A p
 quantiles cover Triton's recent window rather than exactly the interval, and quantiles of different instances
 cannot be merged: the delta reports the worst instance's p99, an upper bound, and says so.
 """
+
 from __future__ import annotations
 
 import math
 import re
 from dataclasses import asdict, dataclass, field
 
-_LINE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+-?\d+)?\s*$')
+_LINE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+-?\d+)?\s*$")
 _LABEL = re.compile(r'\s*(?P<k>[a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"(?P<v>(?:[^"\\]|\\.)*)"\s*,?')
 
 
@@ -100,7 +101,7 @@ _COUNTERS = {
 
 def snapshot(text: str, model: str | None = None) -> TritonSnapshot:
     """Counters of `model` (every model when None) in one instance's /metrics text."""
-    sums = {v: 0.0 for v in _COUNTERS.values()}
+    sums = dict.fromkeys(_COUNTERS.values(), 0.0)
     quant: dict[str, float] = {}
     gpus: list[float] = []
     found = False
@@ -116,7 +117,9 @@ def snapshot(text: str, model: str | None = None) -> TritonSnapshot:
         elif s.name == "nv_inference_request_summary_us" and "quantile" in s.labels and not math.isnan(s.value):
             q = s.labels["quantile"]
             quant[q] = max(quant.get(q, 0.0), s.value)  # several models or versions: the worst
-    return TritonSnapshot(**sums, quantiles_us=quant, gpu_utilization=(sum(gpus) / len(gpus)) if gpus else None, found=found)
+    return TritonSnapshot(
+        **sums, quantiles_us=quant, gpu_utilization=(sum(gpus) / len(gpus)) if gpus else None, found=found
+    )
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,7 @@ def delta(before: dict[str, TritonSnapshot], after: dict[str, TritonSnapshot]) -
 
     An instance present only in `after` counts from zero (it started in the interval); one present only in
     `before` is gone and contributes nothing (its last requests are lost to the gate, a known blind spot)."""
-    tot = {k: 0.0 for k in ("success", "failure", "inferences", "request_us", "queue_us")}
+    tot = dict.fromkeys(("success", "failure", "inferences", "request_us", "queue_us"), 0.0)
     restarted, appeared = [], []
     p99s, gpus = [], []
     for inst, b in after.items():
@@ -169,12 +172,18 @@ def delta(before: dict[str, TritonSnapshot], after: dict[str, TritonSnapshot]) -
             gpus.append(b.gpu_utilization)
     req = tot["success"] + tot["failure"]
     return TritonDelta(
-        instances=len(after), requests=req, success=tot["success"], failure=tot["failure"], inferences=tot["inferences"],
+        instances=len(after),
+        requests=req,
+        success=tot["success"],
+        failure=tot["failure"],
+        inferences=tot["inferences"],
         error_rate=(tot["failure"] / req) if req else None,
         mean_request_ms=(tot["request_us"] / tot["success"] / 1000.0) if tot["success"] else None,
         mean_queue_ms=(tot["queue_us"] / tot["success"] / 1000.0) if tot["success"] else None,
-        p99_ms=max(p99s) if p99s else None, gpu_utilization=(sum(gpus) / len(gpus)) if gpus else None,
-        restarted=sorted(restarted), appeared=sorted(appeared),
+        p99_ms=max(p99s) if p99s else None,
+        gpu_utilization=(sum(gpus) / len(gpus)) if gpus else None,
+        restarted=sorted(restarted),
+        appeared=sorted(appeared),
     )
 
 
@@ -182,8 +191,13 @@ def snapshots(texts: dict[str, str], model: str | None = None) -> dict[str, Trit
     return {inst: snapshot(t, model) for inst, t in texts.items()}
 
 
-def render(counters: dict[str, float], model: str, version: str = "1", quantiles_us: dict[str, float] | None = None,
-           gpu_utilization: float | None = None) -> str:
+def render(
+    counters: dict[str, float],
+    model: str,
+    version: str = "1",
+    quantiles_us: dict[str, float] | None = None,
+    gpu_utilization: float | None = None,
+) -> str:
     """The /metrics text a Triton with these counter values would serve (for test servers and fakes), in the
     same layout as Triton 2.51's, so they exercise the same parser."""
     lab = f'model="{model}",version="{version}"'

@@ -14,15 +14,17 @@ Scenarios (comma-separated run in order in one world): release (a good retrain p
 bad-release (the `--bad-labels` build canaried and rolled back), artifact-corruption (a pod start onto the altered
 bytes refused, then the drill: detect, restore from the last-known-good pointer, exact hashes), node-loss.
 """
+
 from __future__ import annotations
 
 import argparse
 import itertools
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from drills.errors import DrillError
 from drills.rehearsal import rehearse as R
@@ -64,8 +66,12 @@ class ReleaseWorld(World):
 def start_release_world(fleet: Any, *, replicas: dict[str, int], **kw: Any) -> Any:
     """`rehearse.start_world` with a ReleaseWorld (replicas per region, node replacement delay from the scaled TTL)."""
     scale = kw["scale"]
-    return R.start_world(fleet, world_cls=ReleaseWorld, world_kw={"replicas": replicas,
-                                                                  "replace_seconds": max(1.0, 30 * scale.ttl / max(1, fleet.glob.ttl))}, **kw)
+    return R.start_world(
+        fleet,
+        world_cls=ReleaseWorld,
+        world_kw={"replicas": replicas, "replace_seconds": max(1.0, 30 * scale.ttl / max(1, fleet.glob.ttl))},
+        **kw,
+    )
 
 
 def attach(b: Any, live: Any) -> Any:
@@ -88,18 +94,32 @@ def attach(b: Any, live: Any) -> Any:
     b.serving = serving
     # The drill's probes timed in their own process (probe_proc): not behind this process's GIL.
     n = next(_PROBE_PROCS)
-    b.probes = ProbeProcess(world.sup, world.workdir / "probes" / str(n), b.probes.clock, endpoints={r: t.url for r, t in world.tritons.items()},
-                            model=world.model_name, dns_server=world.dns_address, name=world.fqdn, port=world.ports["http"],
-                            ip_region=dict(world.ip_region), timeout=live.probe_timeout, seed=live.seed, body=live.probe_body,
-                            child_name=f"probes-{n}").start()
+    b.probes = ProbeProcess(
+        world.sup,
+        world.workdir / "probes" / str(n),
+        b.probes.clock,
+        endpoints={r: t.url for r, t in world.tritons.items()},
+        model=world.model_name,
+        dns_server=world.dns_address,
+        name=world.fqdn,
+        port=world.ports["http"],
+        ip_region=dict(world.ip_region),
+        timeout=live.probe_timeout,
+        seed=live.seed,
+        body=live.probe_body,
+        child_name=f"probes-{n}",
+    ).start()
     b.closers.append(b.probes.stop)
+
     class SmallBatchProbe(TritonScoreProbe):
         # A CPU pod runs one model instance: a 256-row golden batch holds user requests behind it (measured: 1 s
         # client timeouts while the gates scored); 32-row batches interleave with users' requests.
         def scores(self, region: str, track: str, inputs: Any, batch: int = 32) -> Any:
             return super().scores(region, track, inputs, min(batch, 32))
 
-    b.scores = SmallBatchProbe({r: f"http://{world.region_ip[r]}:{world.ports['http']}" for r in world.regions}, world.model_name, timeout=10.0)
+    b.scores = SmallBatchProbe(
+        {r: f"http://{world.region_ip[r]}:{world.ports['http']}" for r in world.regions}, world.model_name, timeout=10.0
+    )
     b.metrics = serving
     b.capacity.pods = serving
     model = next(iter(fleet.regions.values())).model.name
@@ -114,8 +134,10 @@ def attach(b: Any, live: Any) -> Any:
 def _factory(plan: Any, options: dict, clock: Any) -> Any:
     live = LIVE.get(options.get("world", ""))
     if live is None:
-        raise DrillError("backend rehearsal-release: its world lives only inside `python -m drills rehearse-release` (the servers "
-                         "stopped with that process); nothing outside it remains to roll back. Run the rehearsal again.")
+        raise DrillError(
+            "backend rehearsal-release: its world lives only inside `python -m drills rehearse-release` (the servers "
+            "stopped with that process); nothing outside it remains to roll back. Run the rehearsal again."
+        )
     return attach(R.backend_for(live, options, clock), live)
 
 
@@ -144,11 +166,10 @@ def _log(line: str) -> None:
 def run(opts: Options, log: Callable[[str], None] = _log) -> dict:
     """Prepare the stack copy and the three model builds, start the world, run each scenario through the engine
     with client traffic, tear everything down, write the reports. Returns the run's summary (also report.json)."""
-    from infra.config import STACKS_DIR, load_fleet
-
     from drills.rehearsal.model_cache import ensure_model
-    from drills.release import actions as _actions, checks as _checks, scenarios as _scenarios  # noqa: F401 - registrations this run needs
+    from drills.release import actions as _actions  # noqa: F401 - registrations this run needs
     from drills.release.rehearsal_models import candidate
+    from infra.config import STACKS_DIR, load_fleet
 
     # Everything that can refuse the run does so before anything is written or started.
     unknown = [s for s in opts.scenarios if s not in SCENARIOS]
@@ -157,14 +178,18 @@ def run(opts: Options, log: Callable[[str], None] = _log) -> dict:
     src = Path(opts.stacks_dir or STACKS_DIR)
     R.check_run_options(opts.scale, opts.rate, opts.clients, opts.env, src)
     if not 1 <= opts.canary_weight <= 100:
-        raise R.RehearsalError(f"--canary-weight is a percentage of the canary region's traffic, 1..100 (got {opts.canary_weight})")
+        raise R.RehearsalError(
+            f"--canary-weight is a percentage of the canary region's traffic, 1..100 (got {opts.canary_weight})"
+        )
     if opts.bake is not None and opts.bake <= 0:
         raise R.RehearsalError(f"--bake must be > 0 drill seconds (got {opts.bake:g})")
     src_fleet = load_fleet(opts.env, src)
     if opts.region and opts.region not in src_fleet.regions:
-        raise R.RehearsalError(f"--region {opts.region}: not a region of {opts.env} ({', '.join(sorted(src_fleet.regions))})")
+        raise R.RehearsalError(
+            f"--region {opts.region}: not a region of {opts.env} ({', '.join(sorted(src_fleet.regions))})"
+        )
     region = opts.region or R.default_region(src_fleet, "region-outage") or sorted(src_fleet.regions)[0]
-    replicas = {r: 1 for r in src_fleet.regions}
+    replicas = dict.fromkeys(src_fleet.regions, 1)
     node_note = None
     if "node-loss" in opts.scenarios:
         replicas[region], node_note = node_loss_replicas(src_fleet, region)
@@ -174,28 +199,59 @@ def run(opts: Options, log: Callable[[str], None] = _log) -> dict:
     t_start = time.time()
     R.reap_leftovers(log)
     notes = R.prepare_stacks(src, out / "stacks", opts.env)
-    notes.append("no TensorRT engine is built or served here: no TensorRT builder and no GPU; every compute capability of the fleet "
-                 "is declared `model.onnx_fallback_for` in this run's stack copy and the CPU Triton serves model_build's ONNX file "
-                 "through its python-backend model (ONNX Runtime)")
+    notes.append(
+        "no TensorRT engine is built or served here: no TensorRT builder and no GPU; every compute capability of the fleet "
+        "is declared `model.onnx_fallback_for` in this run's stack copy and the CPU Triton serves model_build's ONNX file "
+        "through its python-backend model (ONNX Runtime)"
+    )
     notes += [node_note] if node_note else []
     stacks_dir = out / "stacks"
     fleet = load_fleet(opts.env, stacks_dir)
     stable_info = ensure_model(stacks_dir=src, log_dir=out / "logs", log=log)
-    cands = {k: candidate(stable_info.version, k, stacks_dir=src, log_dir=out / "logs", log=log)
-             for k in (["good"] if "release" in opts.scenarios else []) + (["bad"] if "bad-release" in opts.scenarios else [])}
-    params = {"poll_seconds": max(2.0, round(0.25 / opts.scale, 3)), "probe_clients": 4, "hold_seconds": 20.0, **opts.params}
+    cands = {
+        k: candidate(stable_info.version, k, stacks_dir=src, log_dir=out / "logs", log=log)
+        for k in (["good"] if "release" in opts.scenarios else [])
+        + (["bad"] if "bad-release" in opts.scenarios else [])
+    }
+    params = {
+        "poll_seconds": max(2.0, round(0.25 / opts.scale, 3)),
+        "probe_clients": 4,
+        "hold_seconds": 20.0,
+        **opts.params,
+    }
     from drills.scenarios import build_plan
 
     scale_plan = build_plan("node-loss", opts.env, region, stacks_dir=stacks_dir, overrides=params)
-    scale = R.world_scale(fleet, scale_plan, R.Options(env=opts.env, scale=opts.scale, ready_timeout=opts.ready_timeout))
+    scale = R.world_scale(
+        fleet, scale_plan, R.Options(env=opts.env, scale=opts.scale, ready_timeout=opts.ready_timeout)
+    )
     state = out / "state"
-    summary: dict[str, Any] = {"env": opts.env, "t_start": t_start, "scale": opts.scale, "rate": opts.rate, "canary_weight": opts.canary_weight, "notes": notes,
-                               "models": {"stable": _minfo(stable_info), **{k: _minfo(v) for k, v in cands.items()}}, "drills": []}
+    summary: dict[str, Any] = {
+        "env": opts.env,
+        "t_start": t_start,
+        "scale": opts.scale,
+        "rate": opts.rate,
+        "canary_weight": opts.canary_weight,
+        "notes": notes,
+        "models": {"stable": _minfo(stable_info), **{k: _minfo(v) for k, v in cands.items()}},
+        "drills": [],
+    }
     live = None
     lg = None
     try:
-        live = start_release_world(fleet, model_dir=stable_info.dir, workdir=out / "world", stacks_dir=stacks_dir, stack_state=out / "stack-state",
-                                   scale=scale, base_port=opts.base_port, seed=7, log=log, probe_timeout=1.0, replicas=replicas)
+        live = start_release_world(
+            fleet,
+            model_dir=stable_info.dir,
+            workdir=out / "world",
+            stacks_dir=stacks_dir,
+            stack_state=out / "stack-state",
+            scale=scale,
+            base_port=opts.base_port,
+            seed=7,
+            log=log,
+            probe_timeout=1.0,
+            replicas=replicas,
+        )
         w = live.world
         from drills.rehearsal.world import model_build_publisher
 
@@ -210,7 +266,9 @@ def run(opts: Options, log: Callable[[str], None] = _log) -> dict:
         time.sleep(1.0)
         options = {"world": key, "scale": opts.scale}
         for sc in opts.scenarios:
-            summary["drills"] += _run_scenario(sc, live, fleet, stacks_dir, state, out, opts, params, region, cands, options, log)
+            summary["drills"] += _run_scenario(
+                sc, live, fleet, stacks_dir, state, out, opts, params, region, cands, options, log
+            )
             if any(d.get("interrupted") for d in summary["drills"]):
                 summary["interrupted"] = True
                 log("interrupted (SIGINT/SIGTERM): the drill rolled back; no further scenario runs, everything stops")
@@ -246,29 +304,45 @@ def node_loss_replicas(fleet: Any, region: str) -> tuple[int, str]:
         raise R.RehearsalError(
             f"node-loss in {fleet.env}/{region}: its {f['gpus_desired']} desired GPU(s) are one {f['instance_type']} node, so losing it is a "
             f"region outage, not a node loss (`python -m drills rehearse --env {fleet.env} --scenario region-outage` drills that); "
-            f"pick a region with two or more nodes (--region) or another env")
+            f"pick a region with two or more nodes (--region) or another env"
+        )
     n = min(want, MAX_POD_REPLICAS)
-    note = (f"node-loss: {region} runs {n} stable pod(s), one per {f['instance_type']} node of its {f['gpus_desired']} desired GPUs, so one lost "
-            f"pod costs {1 / n:.0%} of its capacity as one lost node ({f['gpus_per_node']} GPUs) does on AWS")
+    note = (
+        f"node-loss: {region} runs {n} stable pod(s), one per {f['instance_type']} node of its {f['gpus_desired']} desired GPUs, so one lost "
+        f"pod costs {1 / n:.0%} of its capacity as one lost node ({f['gpus_per_node']} GPUs) does on AWS"
+    )
     if n < want:
         note += f"; capped at {MAX_POD_REPLICAS} (the fleet's figure is {f['ceil_loss_fraction']:.0%} per node): the measured fraction is coarser"
     return n, note
 
 
 def _minfo(i: Any) -> dict:
-    return {"dir": str(i.dir), "version": i.version, "cache_hit": i.cache_hit, "build_seconds": i.build_seconds, "manifest_sha256": i.manifest_sha256}
+    return {
+        "dir": str(i.dir),
+        "version": i.version,
+        "cache_hit": i.cache_hit,
+        "build_seconds": i.build_seconds,
+        "manifest_sha256": i.manifest_sha256,
+    }
 
 
 def _engine(plan: Any, state: Path, options: dict, opts: Options, log: Callable[[str], None]) -> Any:
+    from drills.backends import BACKENDS, register_backend
     from drills.engine import start_drill
     from drills.rehearsal.clock import ScaledClock
 
-    from drills.backends import BACKENDS, register_backend
-
     if "rehearsal-release" not in BACKENDS:
-        register_backend("rehearsal-release", _factory, "the rehearsal world with stable/canary tracks (drills rehearse-release)")
-    return start_drill(plan, state, backend_name="rehearsal-release", backend_options=options, clock=ScaledClock(opts.scale),
-                       log=lambda s: log(f"  engine: {s}"))
+        register_backend(
+            "rehearsal-release", _factory, "the rehearsal world with stable/canary tracks (drills rehearse-release)"
+        )
+    return start_drill(
+        plan,
+        state,
+        backend_name="rehearsal-release",
+        backend_options=options,
+        clock=ScaledClock(opts.scale),
+        log=lambda s: log(f"  engine: {s}"),
+    )
 
 
 def _record(sc: str, outcome: Any, state: Path, out: Path, t0: float, extra: dict | None = None) -> dict:
@@ -279,13 +353,33 @@ def _record(sc: str, outcome: Any, state: Path, out: Path, t0: float, extra: dic
     d = out / sc
     d.mkdir(parents=True, exist_ok=True)
     paths = write_report(outcome.drill_id, state, out=d) + write_release_report(outcome.drill_id, state, out=d)
-    return {"scenario": sc, "drill_id": outcome.drill_id, "status": outcome.status, "reason": outcome.reason, "wall": [t0, time.time()],
-            "release": release_summary(load(state, outcome.drill_id)), "paths": [str(p) for p in paths], "interrupted": outcome.interrupted,
-            **(extra or {})}
+    return {
+        "scenario": sc,
+        "drill_id": outcome.drill_id,
+        "status": outcome.status,
+        "reason": outcome.reason,
+        "wall": [t0, time.time()],
+        "release": release_summary(load(state, outcome.drill_id)),
+        "paths": [str(p) for p in paths],
+        "interrupted": outcome.interrupted,
+        **(extra or {}),
+    }
 
 
-def _run_scenario(sc: str, live: Any, fleet: Any, stacks_dir: Path, state: Path, out: Path, opts: Options, params: dict, region: str,
-                  cands: dict, options: dict, log: Callable[[str], None]) -> list[dict]:
+def _run_scenario(
+    sc: str,
+    live: Any,
+    fleet: Any,
+    stacks_dir: Path,
+    state: Path,
+    out: Path,
+    opts: Options,
+    params: dict,
+    region: str,
+    cands: dict,
+    options: dict,
+    log: Callable[[str], None],
+) -> list[dict]:
     from drills.release.planning import ReleaseOptions, build_release_plan, build_restore_plan, release_context
     from drills.scenarios import build_plan
 
@@ -294,10 +388,25 @@ def _run_scenario(sc: str, live: Any, fleet: Any, stacks_dir: Path, state: Path,
     res: list[dict] = []
     if sc in ("release", "bad-release"):
         info = cands["good" if sc == "release" else "bad"]
-        ctx = release_context(opts.env, None, stacks_dir=stacks_dir, manifest=str(info.dir / "manifest.json"), candidate=info.version,
-                              overrides=params)
-        plan = build_release_plan(ctx, ReleaseOptions(candidate=info.version, canary_weight=opts.canary_weight, bake_seconds=opts.bake,
-                                                      offline_blocking=sc == "release", promote=sc == "release", scenario=sc))
+        ctx = release_context(
+            opts.env,
+            None,
+            stacks_dir=stacks_dir,
+            manifest=str(info.dir / "manifest.json"),
+            candidate=info.version,
+            overrides=params,
+        )
+        plan = build_release_plan(
+            ctx,
+            ReleaseOptions(
+                candidate=info.version,
+                canary_weight=opts.canary_weight,
+                bake_seconds=opts.bake,
+                offline_blocking=sc == "release",
+                promote=sc == "release",
+                scenario=sc,
+            ),
+        )
         log(f"{sc}: {info.version}, {len(plan.steps)} steps through the engine")
         outcome = _engine(plan, state, options, opts, log)
         log(f"{sc} {outcome.drill_id}: {outcome.status} {outcome.reason or ''}")
@@ -344,17 +453,27 @@ def _refusal_demo(live: Any, region: str, log: Callable[[str], None]) -> dict:
         b.faults.clear(region, "corrupt-artifact", h)
     refused = [e for e in s.events[n:] if e["event"] == "refused"]
     after = [p.name for p in s._serving(region, "stable")]
-    out = {"region": region, "key": h["key"], "good_sha256": h["good_sha256"], "refused": bool(refused),
-           "reason": refused[0]["reason"] if refused else None, "serving_pods_before": before, "serving_pods_after": after}
-    log(f"artifact-corruption: a pod start onto the altered {h['path']} in {region} was " + ("REFUSED by hash" if refused else "NOT refused")
-        + f"; serving pods unchanged: {before == after}")
+    out = {
+        "region": region,
+        "key": h["key"],
+        "good_sha256": h["good_sha256"],
+        "refused": bool(refused),
+        "reason": refused[0]["reason"] if refused else None,
+        "serving_pods_before": before,
+        "serving_pods_after": after,
+    }
+    log(
+        f"artifact-corruption: a pod start onto the altered {h['path']} in {region} was "
+        + ("REFUSED by hash" if refused else "NOT refused")
+        + f"; serving pods unchanged: {before == after}"
+    )
     return out
 
 
 def _traffic(records: list, drills: list[dict]) -> dict:
     def stats(rs: list) -> dict:
         lat = sorted(r.latency_ms for r in rs if r.ok)
-        q = (lambda f: round(lat[min(len(lat) - 1, int(f * len(lat)))], 1) if lat else None)
+        q = lambda f: round(lat[min(len(lat) - 1, int(f * len(lat)))], 1) if lat else None
         return {"requests": len(rs), "failed": sum(1 for r in rs if not r.ok), "p50_ms": q(0.5), "p99_ms": q(0.99)}
 
     out = {"all": stats(records)}
@@ -367,29 +486,54 @@ def _traffic(records: list, drills: list[dict]) -> dict:
 
 # ---------------------------------------------------------------- command
 def _configure(p: argparse.ArgumentParser) -> None:
-    p.description = ("Run model releases and the drills below a region end to end on this machine: the rehearsal world (moto_server, "
-                     "Route 53/DNS/S3 replication models) with stable and canary Triton tracks per region behind a weighted load-balancer "
-                     "model, the stable build plus a retrained (good) and a --bad-labels (bad) build, client traffic through DNS, each "
-                     "scenario through the drills engine, everything torn down, a report per scenario and an index with a chart.")
+    p.description = (
+        "Run model releases and the drills below a region end to end on this machine: the rehearsal world (moto_server, "
+        "Route 53/DNS/S3 replication models) with stable and canary Triton tracks per region behind a weighted load-balancer "
+        "model, the stable build plus a retrained (good) and a --bad-labels (bad) build, client traffic through DNS, each "
+        "scenario through the drills engine, everything torn down, a report per scenario and an index with a chart."
+    )
     p.add_argument("--env", default="prod", help="environment (default prod: 3 regions; staging: 2)")
-    p.add_argument("--scenario", default="release,bad-release",
-                   help=f"comma-separated, run in order in one world: {', '.join(SCENARIOS)} (default release,bad-release)")
+    p.add_argument(
+        "--scenario",
+        default="release,bad-release",
+        help=f"comma-separated, run in order in one world: {', '.join(SCENARIOS)} (default release,bad-release)",
+    )
     p.add_argument("--region", help="region for artifact-corruption / node-loss (default: the one with most traffic)")
     p.add_argument("--out", type=Path, help="run directory (default build/rehearsal/<UTC time>-<env>-release)")
     p.add_argument("--scale", type=float, default=0.1, help="time scale in (0, 1] as for `rehearse` (default 0.1)")
     p.add_argument("--rate", type=float, default=60.0, help="client ranking requests per wall second (default 60)")
     p.add_argument("--clients", type=int, default=16, help="clients, each with its own DNS cache (default 16)")
-    p.add_argument("--canary-weight", type=int, default=50,
-                   help="percent of a region's requests on the canary (default 50: enough requests for release.gates.min_requests "
-                        "within a scaled bake at this rate)")
-    p.add_argument("--bake", type=float, help="drill seconds of traffic on each canary before its gates judge (default release.bake_seconds)")
+    p.add_argument(
+        "--canary-weight",
+        type=int,
+        default=50,
+        help="percent of a region's requests on the canary (default 50: enough requests for release.gates.min_requests "
+        "within a scaled bake at this rate)",
+    )
+    p.add_argument(
+        "--bake",
+        type=float,
+        help="drill seconds of traffic on each canary before its gates judge (default release.bake_seconds)",
+    )
     p.add_argument("--base-port", type=int, help="first of 5 consecutive ports (default: a free block)")
 
 
 def _run(args: argparse.Namespace) -> int:
-    s = run(Options(env=args.env, scenarios=tuple(x.strip() for x in args.scenario.split(",") if x.strip()), out=args.out, scale=args.scale,
-                    rate=args.rate, clients=args.clients, canary_weight=args.canary_weight, bake=args.bake, region=args.region,
-                    base_port=args.base_port, stacks_dir=args.stacks_dir))
+    s = run(
+        Options(
+            env=args.env,
+            scenarios=tuple(x.strip() for x in args.scenario.split(",") if x.strip()),
+            out=args.out,
+            scale=args.scale,
+            rate=args.rate,
+            clients=args.clients,
+            canary_weight=args.canary_weight,
+            bake=args.bake,
+            region=args.region,
+            base_port=args.base_port,
+            stacks_dir=args.stacks_dir,
+        )
+    )
     for p in s["paths"]:
         print(f"report: {p}")
     if s.get("interrupted"):
@@ -410,6 +554,13 @@ def register() -> None:
     from drills.cli import register_command
 
     if "rehearsal-release" not in BACKENDS:
-        register_backend("rehearsal-release", _factory, "the rehearsal world with stable/canary tracks (drills rehearse-release)")
-    register_command("rehearse-release", "run model releases (good promoted, bad rolled back) and the sub-region drills "
-                     "(artifact-corruption, node-loss) on this machine against real Tritons, and report them", _configure, _run)
+        register_backend(
+            "rehearsal-release", _factory, "the rehearsal world with stable/canary tracks (drills rehearse-release)"
+        )
+    register_command(
+        "rehearse-release",
+        "run model releases (good promoted, bad rolled back) and the sub-region drills "
+        "(artifact-corruption, node-loss) on this machine against real Tritons, and report them",
+        _configure,
+        _run,
+    )

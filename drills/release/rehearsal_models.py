@@ -8,11 +8,12 @@
 The cache key is the rehearsal's own (`model_cache.cache_key`: model_build sources + model config) plus the
 build arguments, so a change to either rebuilds, and the stable build's cache entry is never shadowed.
 """
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from drills.rehearsal.model_cache import CACHE_ROOT, ModelInfo, ensure_model
 
@@ -31,13 +32,28 @@ def build_args(stable: str, kind: str, extra: list[str] | None = None) -> list[s
     return base + list(extra or [])
 
 
-def candidate(stable: str, kind: str, *, stacks_dir: Path, log_dir: Path, cache_root: Path = CACHE_ROOT,
-              extra: list[str] | None = None, rebuild: bool = False, log: Callable[[str], None] = lambda s: None) -> ModelInfo:
+def candidate(
+    stable: str,
+    kind: str,
+    *,
+    stacks_dir: Path,
+    log_dir: Path,
+    cache_root: Path = CACHE_ROOT,
+    extra: list[str] | None = None,
+    rebuild: bool = False,
+    log: Callable[[str], None] = lambda s: None,
+) -> ModelInfo:
     args = build_args(stable, kind, extra)
     # A sub-cache per argument set: ensure_model keys by sources + config, the arguments pick the directory.
     sub = hashlib.sha256("\0".join(args).encode()).hexdigest()[:10]
-    info = ensure_model(cache_root=Path(cache_root) / f"candidate-{kind}-{sub}", stacks_dir=stacks_dir, log_dir=log_dir,
-                        log=log, build_args=args, rebuild=rebuild)
+    info = ensure_model(
+        cache_root=Path(cache_root) / f"candidate-{kind}-{sub}",
+        stacks_dir=stacks_dir,
+        log_dir=log_dir,
+        log=log,
+        build_args=args,
+        rebuild=rebuild,
+    )
     want = candidate_version(stable, kind)
     if info.version != want:  # the manifest is the truth about what was built
         raise RuntimeError(f"the {kind} candidate build says version {info.version}, expected {want}")

@@ -1,31 +1,47 @@
 """Index report of `drills rehearse-release`: per drill the gates (figure vs threshold, verdict, per step), time to
 rollback, last-known-good hashes before/after, the refused pod start, node-loss figures, client traffic; and a
 chart (canary share of each region's users' requests and client failures over time, drills marked)."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from drills.release.report import gate_table
 
 
 def render(s: dict) -> str:
-    L = [f"# Release rehearsal on {s['env']}", "",
-         f"scale {s['scale']}, {s['rate']:g} client requests/s, canary weight {s['canary_weight']} %, {s.get('wall_seconds')} wall s; "
-         f"processes left behind: {s.get('processes_left_behind') or 'none'}", "", "## Models", ""]
+    L = [
+        f"# Release rehearsal on {s['env']}",
+        "",
+        f"scale {s['scale']}, {s['rate']:g} client requests/s, canary weight {s['canary_weight']} %, {s.get('wall_seconds')} wall s; "
+        f"processes left behind: {s.get('processes_left_behind') or 'none'}",
+        "",
+        "## Models",
+        "",
+    ]
     for k, m in s["models"].items():
         how = "cached" if m["cache_hit"] else f"built in {m['build_seconds']} s"
         L.append(f"- {k}: {m['version']} (manifest sha256 {m['manifest_sha256'][:16]}…, {how})")
     L += ["", "## Notes", ""] + [f"- {n}" for n in s["notes"]]
     t = s.get("traffic", {}).get("all", {})
-    L += ["", "## Client traffic", "", f"all: {t.get('requests')} requests, {t.get('failed')} failed, p50 {t.get('p50_ms')} ms, p99 {t.get('p99_ms')} ms", ""]
+    L += [
+        "",
+        "## Client traffic",
+        "",
+        f"all: {t.get('requests')} requests, {t.get('failed')} failed, p50 {t.get('p50_ms')} ms, p99 {t.get('p99_ms')} ms",
+        "",
+    ]
     for d in s["drills"]:
         rel = d.get("release") or {}
         tr = d.get("traffic") or {}
-        L += [f"## {d['scenario']} ({d['drill_id']}): {d['status']}" + (f" — {d['reason']}" if d.get("reason") else ""), "",
-              f"outcome: {rel.get('outcome')}; client requests during the drill: {tr.get('requests')}, failed {tr.get('failed')}, "
-              f"p50 {tr.get('p50_ms')} ms, p99 {tr.get('p99_ms')} ms", ""]
+        L += [
+            f"## {d['scenario']} ({d['drill_id']}): {d['status']}" + (f" — {d['reason']}" if d.get("reason") else ""),
+            "",
+            f"outcome: {rel.get('outcome')}; client requests during the drill: {tr.get('requests')}, failed {tr.get('failed')}, "
+            f"p50 {tr.get('p50_ms')} ms, p99 {tr.get('p99_ms')} ms",
+            "",
+        ]
         L += gate_table(rel.get("gates") or []) + [""]
         if rel.get("time_to_rollback"):
             L += ["time to rollback: `" + json.dumps(rel["time_to_rollback"], default=str) + "`", ""]
@@ -33,14 +49,27 @@ def render(s: dict) -> str:
             if rel.get(k):
                 L += [f"{k}:", "", "```json", json.dumps(rel[k], indent=1, default=str)[:6000], "```", ""]
         if d.get("refused_pod_start"):
-            L += ["refused pod start onto the altered bytes:", "", "```json", json.dumps(d["refused_pod_start"], indent=1), "```", ""]
+            L += [
+                "refused pod start onto the altered bytes:",
+                "",
+                "```json",
+                json.dumps(d["refused_pod_start"], indent=1),
+                "```",
+                "",
+            ]
         L += ["reports: " + ", ".join(d["paths"]), ""]
-    ev = [e for e in s.get("serving_events", []) if e["event"] in ("refused", "rollout-stalled", "node-lost", "node-replaced", "weight")]
+    ev = [
+        e
+        for e in s.get("serving_events", [])
+        if e["event"] in ("refused", "rollout-stalled", "node-lost", "node-replaced", "weight")
+    ]
     if ev:
         t0 = s.get("t_start", ev[0]["wall"])
-        L += ["## Serving events (seconds since the rehearsal started)", ""] + [f"- +{e['wall'] - t0:.1f} s {e['event']} {e.get('region')} " + ", ".join(f"{k}={v}" for k, v in e.items()
-                                                                                                     if k not in ('wall', 'event', 'region', 'served_sha256'))[:400]
-                                          for e in ev]
+        L += ["## Serving events (seconds since the rehearsal started)", ""] + [
+            f"- +{e['wall'] - t0:.1f} s {e['event']} {e.get('region')} "
+            + ", ".join(f"{k}={v}" for k, v in e.items() if k not in ("wall", "event", "region", "served_sha256"))[:400]
+            for e in ev
+        ]
     return "\n".join(L) + "\n"
 
 
@@ -64,7 +93,9 @@ def chart(s: dict, records: list, path: Path) -> Path | None:
         share = []
         for sec in secs:
             tot = sum(c["requests"] for c in counts if c["region"] == r and c["second"] == sec)
-            can = sum(c["requests"] for c in counts if c["region"] == r and c["second"] == sec and c["track"] == "canary")
+            can = sum(
+                c["requests"] for c in counts if c["region"] == r and c["second"] == sec and c["track"] == "canary"
+            )
             share.append(100.0 * can / tot if tot else 0.0)
         a1.plot([x - t0 for x in secs], share, label=r, lw=1)
     a1.set_ylim(0, 100)  # a share; fixed so the drill labels at 95 stay inside when no canary took traffic
@@ -85,7 +116,9 @@ def chart(s: dict, records: list, path: Path) -> Path | None:
     for i, d in enumerate(s["drills"]):
         for ax in (a1, a2):
             ax.axvspan(d["wall"][0] - t0, d["wall"][1] - t0, alpha=0.08)
-        a1.text(d["wall"][0] - t0, 95 - 8 * (i % 3), d["scenario"], fontsize=8, va="top")  # staggered: short drills sit close
+        a1.text(
+            d["wall"][0] - t0, 95 - 8 * (i % 3), d["scenario"], fontsize=8, va="top"
+        )  # staggered: short drills sit close
     fig.suptitle(f"release rehearsal on {s['env']}")
     fig.savefig(path, dpi=90)
     plt.close(fig)

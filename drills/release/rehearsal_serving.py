@@ -29,6 +29,7 @@ with listener rules pinning a request to one track by the `X-Reco-Track` header.
 Comparable to AWS: version-pinned V2 scoring through the load balancer (`TritonScoreProbe` with the header),
 each pod's /metrics scraped directly (Prometheus scrapes pods, not the load balancer).
 """
+
 from __future__ import annotations
 
 import json
@@ -39,9 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from drills.adapters.base import TrackState
-from drills.release.alb_proc import AlbProcess
 from drills.rehearsal.repo import ArtifactError, ServingRepo, prepare_serving_repo, sync_from_bucket
 from drills.rehearsal.triton import TritonServer
+from drills.release.alb_proc import AlbProcess
 
 STABLE, CANARY = "stable", "canary"
 POD_NET = 20  # pod k of region n listens on 127.0.<20 + k % 200>.<n+1>
@@ -115,15 +116,33 @@ class ServingModel:
             self._event(event="refused", region=region, track=track, version=version, pod=name, reason=str(e))
             raise
         addr = self._pod_address(region)
-        t = TritonServer(w.sup, name=name, repository=repo.path, models=repo.models, address=addr, http_port=w.ports["http"],
-                         grpc_port=w.ports["grpc"], metrics_port=w.ports["metrics"], workdir=w.workdir / "regions" / region / "pods" / name / "triton",
-                         ready_timeout=w.scale.ready_timeout, exit_timeout=w.scale.triton_exit_timeout)
+        t = TritonServer(
+            w.sup,
+            name=name,
+            repository=repo.path,
+            models=repo.models,
+            address=addr,
+            http_port=w.ports["http"],
+            grpc_port=w.ports["grpc"],
+            metrics_port=w.ports["metrics"],
+            workdir=w.workdir / "regions" / region / "pods" / name / "triton",
+            ready_timeout=w.scale.ready_timeout,
+            exit_timeout=w.scale.triton_exit_timeout,
+        )
         ready_s = t.start()
         # Warm ONNX Runtime before the pod takes traffic (its first request pays the lazy initialisation).
         t.infer(repo.models[0], w.batches(n=1, batch=8)[0], timeout=30)
         pod = Pod(name, track, version, t, repo, time.time())
-        self._event(event="pod-ready", region=region, track=track, version=version, pod=name, address=addr, ready_s=round(ready_s, 3),
-                    served_sha256=dict(repo.served))
+        self._event(
+            event="pod-ready",
+            region=region,
+            track=track,
+            version=version,
+            pod=name,
+            address=addr,
+            ready_s=round(ready_s, 3),
+            served_sha256=dict(repo.served),
+        )
         return pod
 
     def _stop_pods(self, region: str, pods: list[Pod], why: str) -> None:
@@ -152,8 +171,13 @@ class ServingModel:
             self.weight[region] = 0
             w = self.world
             # The region's load balancer in its own process (alb_proc): not behind this process's GIL.
-            self.proxies[region] = AlbProcess(w.sup, w.workdir / "regions" / region / "alb", {region: (w.region_ip[region], w.ports["http"])},
-                                              seed=w.seed, name=f"alb-{region}").start()
+            self.proxies[region] = AlbProcess(
+                w.sup,
+                w.workdir / "regions" / region / "alb",
+                {region: (w.region_ip[region], w.ports["http"])},
+                seed=w.seed,
+                name=f"alb-{region}",
+            ).start()
             self._push(region)
             self._sync_world(region)
             return dep.pods[0]
@@ -181,7 +205,10 @@ class ServingModel:
         proxy = self.proxies.get(region)
         if proxy is None:
             return
-        targets = {t: [(p.name, p.server.address, p.server.http_port, p.version) for p in self._serving(region, t)] for t in (STABLE, CANARY)}
+        targets = {
+            t: [(p.name, p.server.address, p.server.http_port, p.version) for p in self._serving(region, t)]
+            for t in (STABLE, CANARY)
+        }
         proxy.set(region, self.weight.get(region, 0), targets)
 
     # ------------------------------------------------------------ pulumi up of the regional stack
@@ -195,7 +222,9 @@ class ServingModel:
             if stable is None or stable.version != version:
                 new = self._rollout(region, STABLE, version, self.replicas.get(region, 1))
                 if new.refused:
-                    self._event(event="rollout-stalled", region=region, track=STABLE, version=version, reason=new.refused)
+                    self._event(
+                        event="rollout-stalled", region=region, track=STABLE, version=version, reason=new.refused
+                    )
                     # The Deployment says the new version with 0 ready; the old pods keep serving (kept as `previous`).
                     new.pods = []
                     deps[STABLE] = new
@@ -204,7 +233,9 @@ class ServingModel:
                     deps[STABLE] = new
                     self._sync_world(region)
                     self._push(region)  # the targets switched before the old pods stop
-                    old = (stable.pods if stable is not None else []) + (self._previous.pop(region).pods if self._previous.get(region) else [])
+                    old = (stable.pods if stable is not None else []) + (
+                        self._previous.pop(region).pods if self._previous.get(region) else []
+                    )
                     self._stop_pods(region, old, f"rolled to {version}")
             if canary_version:
                 cur = deps.get(CANARY)
@@ -235,8 +266,18 @@ class ServingModel:
     def tracks(self, region: str) -> dict[str, TrackState]:
         out = {}
         for track, dep in self.deps.get(region, {}).items():
-            w = self.weight.get(region, 0) if track == CANARY else 100 - (self.weight.get(region, 0) if CANARY in self.deps[region] else 0)
-            out[track] = TrackState(track=track, version=dep.version, weight=w, ready=sum(1 for p in dep.pods if p.ready), desired=dep.desired)
+            w = (
+                self.weight.get(region, 0)
+                if track == CANARY
+                else 100 - (self.weight.get(region, 0) if CANARY in self.deps[region] else 0)
+            )
+            out[track] = TrackState(
+                track=track,
+                version=dep.version,
+                weight=w,
+                ready=sum(1 for p in dep.pods if p.ready),
+                desired=dep.desired,
+            )
         return out
 
     def restart(self, region: str, track: str) -> None:
@@ -245,7 +286,9 @@ class ServingModel:
             cur = self.deps[region][track]
             new = self._rollout(region, track, cur.version, cur.desired)
             if new.refused:
-                self._event(event="rollout-stalled", region=region, track=track, version=cur.version, reason=new.refused)
+                self._event(
+                    event="rollout-stalled", region=region, track=track, version=cur.version, reason=new.refused
+                )
                 return  # the old pods keep serving; the restart's caller sees no new ready pod of the template
             self.deps[region][track] = new
             self._sync_world(region)
@@ -273,8 +316,10 @@ class ServingModel:
             dep = self.deps[region][STABLE]
             ready = [p for p in dep.pods if p.ready]
             if len(ready) < 2:
-                raise RuntimeError(f"{region} has {len(ready)} ready stable pod(s): losing one would take the region down, "
-                                   "an outage rather than a node loss")
+                raise RuntimeError(
+                    f"{region} has {len(ready)} ready stable pod(s): losing one would take the region down, "
+                    "an outage rather than a node loss"
+                )
             victim = ready[-1]
             victim.server.fail("kill")
             self._event(event="node-lost", region=region, pod=victim.name)
@@ -318,15 +363,36 @@ class ServingModel:
         for region, p in self.proxies.items():
             rows = self._counts.get(region) if region in self._counts else p.counts()
             for sec, _region, track, version, pinned, n in rows:
-                out.append({"region": region, "second": sec, "track": track, "version": version, "pinned": pinned, "requests": n})
+                out.append(
+                    {
+                        "region": region,
+                        "second": sec,
+                        "track": track,
+                        "version": version,
+                        "pinned": pinned,
+                        "requests": n,
+                    }
+                )
         return out
 
     def describe(self) -> dict:
-        return {r: {"weight": self.weight.get(r, 0), "tracks": {t: {"version": d.version, "desired": d.desired,
-                                                                    "pods": [{"name": p.name, "address": p.server.address, "state": p.server.state}
-                                                                             for p in d.pods], "refused": d.refused}
-                                                                for t, d in deps.items()}}
-                for r, deps in self.deps.items()}
+        return {
+            r: {
+                "weight": self.weight.get(r, 0),
+                "tracks": {
+                    t: {
+                        "version": d.version,
+                        "desired": d.desired,
+                        "pods": [
+                            {"name": p.name, "address": p.server.address, "state": p.server.state} for p in d.pods
+                        ],
+                        "refused": d.refused,
+                    }
+                    for t, d in deps.items()
+                },
+            }
+            for r, deps in self.deps.items()
+        }
 
 
 class NodeLoss:

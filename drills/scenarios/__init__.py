@@ -4,20 +4,20 @@ A scenario is a class with a `name`, what `--region` means to it, the routing mo
 pure `build(ctx) -> Plan`. Register one with `@register`; plugins (e.g. release scenarios) do the same from
 their own modules, and `drills plan NAME` finds them once `drills.plugins.load_plugins()` has run.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, ClassVar, Literal
-
-from infra.config import ROOT, STACKS_DIR, ConfigError, envs, load_fleet
 
 from drills.drillplan import load_drill_file, merged_parameters
 from drills.errors import GuardrailError
 from drills.manifest import find_manifest, manifest_facts
 from drills.model import Plan
 from drills.planning import PlanContext
+from infra.config import ROOT, STACKS_DIR, ConfigError, envs, load_fleet
 
-SCENARIOS: dict[str, type["Scenario"]] = {}
+SCENARIOS: dict[str, type[Scenario]] = {}
 
 
 class Scenario:
@@ -44,9 +44,17 @@ def get(name: str) -> Scenario:
     return SCENARIOS[name]()
 
 
-def build_plan(scenario: str, env: str, region: str | None = None, *, plan_file: str | Path | None = None,
-               stacks_dir: Path = STACKS_DIR, manifest: str | None = None, overrides: dict[str, Any] | None = None,
-               root: Path = ROOT) -> Plan:
+def build_plan(
+    scenario: str,
+    env: str,
+    region: str | None = None,
+    *,
+    plan_file: str | Path | None = None,
+    stacks_dir: Path = STACKS_DIR,
+    manifest: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    root: Path = ROOT,
+) -> Plan:
     """Pure: read the stacks, check the guardrails, return the plan. Raises GuardrailError, never calls a cloud."""
     sc = get(scenario)
     drill = load_drill_file(plan_file)
@@ -58,7 +66,9 @@ def build_plan(scenario: str, env: str, region: str | None = None, *, plan_file:
     region = region or drill.region
     known = envs(stacks_dir)
     if env not in known:
-        raise GuardrailError("unknown-env", f"unknown environment {env!r}; known: {', '.join(known) or '(none)'} (from {stacks_dir})")
+        raise GuardrailError(
+            "unknown-env", f"unknown environment {env!r}; known: {', '.join(known) or '(none)'} (from {stacks_dir})"
+        )
     try:
         fleet = load_fleet(env, stacks_dir)
     except ConfigError as e:
@@ -66,26 +76,41 @@ def build_plan(scenario: str, env: str, region: str | None = None, *, plan_file:
     if sc.region_arg == "required" and not region:
         raise GuardrailError("region-required", f"{sc.name} needs --region, one of {', '.join(sorted(fleet.regions))}")
     if region and region not in fleet.regions:
-        raise GuardrailError("unknown-region", f"{env} has no region {region!r}; its regions: {', '.join(sorted(fleet.regions))}")
+        raise GuardrailError(
+            "unknown-region", f"{env} has no region {region!r}; its regions: {', '.join(sorted(fleet.regions))}"
+        )
     if sc.region_arg == "ignored" and region:
         raise GuardrailError("region-not-applicable", f"{sc.name} does not take --region")
     mode = fleet.glob.routing.mode
     if mode not in sc.modes:
-        raise GuardrailError("mode", f"{sc.name} needs routing mode {' or '.join(sc.modes)}; {env} routes in {mode} mode. {sc.mode_hint}".strip())
+        raise GuardrailError(
+            "mode",
+            f"{sc.name} needs routing mode {' or '.join(sc.modes)}; {env} routes in {mode} mode. {sc.mode_hint}".strip(),
+        )
     versions = sorted({r.model.version for r in fleet.regions.values()})
     doc, source = find_manifest(manifest, versions[0] if len(versions) == 1 else None, root)
     facts = manifest_facts(doc)
-    ctx = PlanContext(fleet=fleet, region=region, params=merged_parameters(drill, overrides or {}), drill=drill,
-                      manifest=facts, manifest_source=source)
+    ctx = PlanContext(
+        fleet=fleet,
+        region=region,
+        params=merged_parameters(drill, overrides or {}),
+        drill=drill,
+        manifest=facts,
+        manifest_source=source,
+    )
     if source is None:
-        ctx.warnings.append("no model manifest found (--manifest or $DRILLS_MANIFEST): engines are verified at precheck from each region's bucket")
+        ctx.warnings.append(
+            "no model manifest found (--manifest or $DRILLS_MANIFEST): engines are verified at precheck from each region's bucket"
+        )
     elif facts.listed - (facts.built or set()):
-        ctx.warnings.append(f"the manifest {source} lists engines not built ({', '.join(sorted(facts.listed - (facts.built or set())))}): "
-                            "precheck requires them built in each region's bucket")
+        ctx.warnings.append(
+            f"the manifest {source} lists engines not built ({', '.join(sorted(facts.listed - (facts.built or set())))}): "
+            "precheck requires them built in each region's bucket"
+        )
     if len(versions) > 1:
         ctx.warnings.append(f"regions configure different model versions: {', '.join(versions)}")
     return sc.build(ctx)
 
 
 # Built-in scenarios register themselves on import.
-from drills.scenarios import evacuate, outage, replication, flip  # noqa: E402,F401
+from drills.scenarios import evacuate, flip, outage, replication  # noqa: E402,F401

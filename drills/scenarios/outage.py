@@ -5,13 +5,23 @@ under test is the one production relies on: health checks fail, Route 53 stops a
 clients move when their cached answer expires. The control-plane variant (`fault: hc-invert`, inverting the
 region's health check) exists for accounts where the data plane may not be touched; the report marks it.
 """
+
 from __future__ import annotations
 
 from drills.errors import GuardrailError
 from drills.model import Condition, Plan, Step
 from drills.planning import (
-    PlanContext, capacity_rows, finish_plan, healthy_condition, hold_step, precheck_step, refuse_unsafe, shares,
-    slo_condition, steady_abort_conditions, verify_step,
+    PlanContext,
+    capacity_rows,
+    finish_plan,
+    healthy_condition,
+    hold_step,
+    precheck_step,
+    refuse_unsafe,
+    shares,
+    slo_condition,
+    steady_abort_conditions,
+    verify_step,
 )
 from drills.scenarios import Scenario, register
 
@@ -28,42 +38,78 @@ class RegionOutage(Scenario):
         assert region
         pre = ctx.weights
         if len(fleet.regions) < 2:
-            raise GuardrailError("no-survivor", f"{fleet.env} has one region: an outage of {region} leaves nothing to fail over to")
+            raise GuardrailError(
+                "no-survivor", f"{fleet.env} has one region: an outage of {region} leaves nothing to fail over to"
+            )
         rows = capacity_rows(ctx, pre, shares(pre), lost=region)
         refuse_unsafe(f"the loss of {region}", rows)
         fault = ctx.params.fault
         if fault in CONTROL_PLANE_FAULTS:
-            ctx.warnings.append(f"fault {fault!r} uses the Route 53 control plane: the drill then proves records and routing, not the data-plane failover path")
+            ctx.warnings.append(
+                f"fault {fault!r} uses the Route 53 control plane: the drill then proves records and routing, not the data-plane failover path"
+            )
         o = fleet.glob.objectives
         deadline = o.rto_seconds * ctx.params.failover_deadline_factor
         survivors = sorted(r.region for r in rows)
         if fleet.glob.routing.mode == "failover" and fleet.glob.routing.regions[region].failover == "SECONDARY":
-            ctx.notes.append(f"{region} is the SECONDARY: its outage moves no traffic; the drill proves its health check and alarms")
+            ctx.notes.append(
+                f"{region} is the SECONDARY: its outage moves no traffic; the drill proves its health check and alarms"
+            )
         steps = [
             precheck_step(ctx, {}, engines_for=[r.region for r in rows if r.gains_share]),
-            Step(name="inject-fault", action="inject_fault", mutates=True, phase="failover", capacity=rows,
-                 params={"region": region, "fault": fault},
-                 description=f"fail {region} in the data plane ({fault}); no Route 53 or Pulumi call makes the failover"),
-            Step(name="observe-failover", action="observe_failover", phase="failover",
-                 params={"region": region, "deadline": deadline},
-                 description="measure detection (health check unhealthy), DNS answers without the region, TTL, first success "
-                             f"from the survivors, SLO recovered; abort if not at SLO within {deadline:g} s",
-                 checks=[Condition(kind="dns_excludes", params={"region": region}, description=f"DNS answers exclude {region}"),
-                         healthy_condition([region])]),
+            Step(
+                name="inject-fault",
+                action="inject_fault",
+                mutates=True,
+                phase="failover",
+                capacity=rows,
+                params={"region": region, "fault": fault},
+                description=f"fail {region} in the data plane ({fault}); no Route 53 or Pulumi call makes the failover",
+            ),
+            Step(
+                name="observe-failover",
+                action="observe_failover",
+                phase="failover",
+                params={"region": region, "deadline": deadline},
+                description="measure detection (health check unhealthy), DNS answers without the region, TTL, first success "
+                f"from the survivors, SLO recovered; abort if not at SLO within {deadline:g} s",
+                checks=[
+                    Condition(
+                        kind="dns_excludes", params={"region": region}, description=f"DNS answers exclude {region}"
+                    ),
+                    healthy_condition([region]),
+                ],
+            ),
             hold_step(ctx, f"with {region} failed", exclude=[region]),
-            Step(name="clear-fault", action="clear_fault", mutates=True, params={"region": region, "fault": fault},
-                 description=f"undo the fault in {region} (restore its Triton replicas / readiness)"),
-            Step(name="observe-recovery", action="observe_recovery", params={"region": region, "timeout": deadline},
-                 description=f"wait until {region}'s health check is healthy and DNS answers include it again",
-                 checks=[healthy_condition(), slo_condition(ctx)]),
+            Step(
+                name="clear-fault",
+                action="clear_fault",
+                mutates=True,
+                params={"region": region, "fault": fault},
+                description=f"undo the fault in {region} (restore its Triton replicas / readiness)",
+            ),
+            Step(
+                name="observe-recovery",
+                action="observe_recovery",
+                params={"region": region, "timeout": deadline},
+                description=f"wait until {region}'s health check is healthy and DNS answers include it again",
+                checks=[healthy_condition(), slo_condition(ctx)],
+            ),
             verify_step(),
         ]
         abort = [
-            Condition(kind="deadline", params={"since": "fault", "until": "slo_recovered", "seconds": deadline},
-                      description=f"abort if the SLO has not recovered {deadline:g} s after the fault ({ctx.params.failover_deadline_factor:g} x RTO objective)"),
+            Condition(
+                kind="deadline",
+                params={"since": "fault", "until": "slo_recovered", "seconds": deadline},
+                description=f"abort if the SLO has not recovered {deadline:g} s after the fault ({ctx.params.failover_deadline_factor:g} x RTO objective)",
+            ),
             *steady_abort_conditions(ctx, exclude=[region]),
         ]
-        rollback = [f"clear the fault in {region} (recorded in the journal with what it changed)",
-                    "verify every region is healthy and answered again"]
-        ctx.notes.append(f"survivors after the loss: {', '.join(survivors)}; they are not pre-scaled: the drill measures autoscaling as an outage would")
+        rollback = [
+            f"clear the fault in {region} (recorded in the journal with what it changed)",
+            "verify every region is healthy and answered again",
+        ]
+        ctx.notes.append(
+            f"survivors after the loss: {', '.join(survivors)}; they are not pre-scaled: the drill measures autoscaling as an outage would"
+        )
         return finish_plan(ctx, self.name, steps, touches={}, pre_config={}, abort=abort, rollback=rollback)

@@ -1,4 +1,5 @@
 """artifact-replication: RPO of the model artifacts and version skew between regions."""
+
 from __future__ import annotations
 
 from drills.errors import GuardrailError
@@ -25,18 +26,53 @@ class ArtifactReplication(Scenario):
         rpo = fleet.glob.objectives.rpo_seconds
         timeout = ctx.params.replication_timeout_seconds or 2 * rpo
         steps = [
-            Step(name="precheck", action="precheck", params={"expect_config": {}, "engines_for": {}, "buckets": regions, "baseline_seconds": 0},
-                 description="every region's artifact bucket answers"),
-            Step(name="canary-write", action="canary_write", mutates=True, params={"sources": sources},
-                 description=f"put a canary object (drills/canary/<drill id>/<source>) in {', '.join(sources)}"),
-            Step(name="measure-replication", action="measure_replication", params={"sources": sources, "timeout": timeout},
-                 description=f"poll HEAD in every other region until each canary is visible (RPO; gives up after {timeout:g} s)",
-                 checks=[Condition(kind="rpo", params={"rpo_seconds": rpo}, blocking=False,
-                                  description=f"every canary visible everywhere within {rpo:g} s (judged in the report; the drill goes on to the skew check)")]),
-            Step(name="manifest-skew", action="manifest_skew", params={"regions": regions},
-                 description="read the current model manifest in each region; report versions and hashes that differ"),
-            Step(name="cleanup", action="canary_delete", mutates=True, params={},
-                 description="delete the canary objects (every version) in every region"),
+            Step(
+                name="precheck",
+                action="precheck",
+                params={"expect_config": {}, "engines_for": {}, "buckets": regions, "baseline_seconds": 0},
+                description="every region's artifact bucket answers",
+            ),
+            Step(
+                name="canary-write",
+                action="canary_write",
+                mutates=True,
+                params={"sources": sources},
+                description=f"put a canary object (drills/canary/<drill id>/<source>) in {', '.join(sources)}",
+            ),
+            Step(
+                name="measure-replication",
+                action="measure_replication",
+                params={"sources": sources, "timeout": timeout},
+                description=f"poll HEAD in every other region until each canary is visible (RPO; gives up after {timeout:g} s)",
+                checks=[
+                    Condition(
+                        kind="rpo",
+                        params={"rpo_seconds": rpo},
+                        blocking=False,
+                        description=f"every canary visible everywhere within {rpo:g} s (judged in the report; the drill goes on to the skew check)",
+                    )
+                ],
+            ),
+            Step(
+                name="manifest-skew",
+                action="manifest_skew",
+                params={"regions": regions},
+                description="read the current model manifest in each region; report versions and hashes that differ",
+            ),
+            Step(
+                name="cleanup",
+                action="canary_delete",
+                mutates=True,
+                params={},
+                description="delete the canary objects (every version) in every region",
+            ),
         ]
-        return finish_plan(ctx, self.name, steps, touches={}, pre_config={}, abort=[],
-                           rollback=["delete every canary object the journal records, in every region"])
+        return finish_plan(
+            ctx,
+            self.name,
+            steps,
+            touches={},
+            pre_config={},
+            abort=[],
+            rollback=["delete every canary object the journal records, in every region"],
+        )

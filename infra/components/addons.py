@@ -7,6 +7,7 @@
 - Prometheus (server only) and prometheus-adapter: serve Triton's `nv_gpu_utilization` through the custom
   metrics API, the metric the Triton HPAs scale on.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,7 +51,9 @@ def cluster_autoscaler_values(cluster_name: str, region: str, role_arn: str, kub
         "autoDiscovery": {"clusterName": cluster_name},
         # The autoscaler's minor version must match the cluster's.
         "image": {"tag": f"v{kubernetes_version}.0"},
-        "rbac": {"serviceAccount": {"create": True, "name": CA_SA, "annotations": {"eks.amazonaws.com/role-arn": role_arn}}},
+        "rbac": {
+            "serviceAccount": {"create": True, "name": CA_SA, "annotations": {"eks.amazonaws.com/role-arn": role_arn}}
+        },
         "extraArgs": {
             "balance-similar-node-groups": "true",  # keep a pool's nodes spread across its three AZs
             "expander": "least-waste",
@@ -90,22 +93,40 @@ def prometheus_adapter_values() -> dict:
         "nodeSelector": {"reco-dr/pool": "system"},
         "rules": {
             "default": False,
-            "custom": [{
-                "seriesQuery": f'{GPU_UTIL_METRIC}{{namespace!="",pod!=""}}',
-                "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
-                "name": {"matches": f"^{GPU_UTIL_METRIC}$", "as": GPU_UTIL_METRIC},
-                "metricsQuery": "avg(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)",
-            }],
+            "custom": [
+                {
+                    "seriesQuery": f'{GPU_UTIL_METRIC}{{namespace!="",pod!=""}}',
+                    "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
+                    "name": {"matches": f"^{GPU_UTIL_METRIC}$", "as": GPU_UTIL_METRIC},
+                    "metricsQuery": "avg(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)",
+                }
+            ],
         },
     }
 
 
-def _release(name: str, chart: str, namespace: str, values, provider: k8s.Provider, parent: pulumi.Resource,
-             depends_on: list | None = None, create_namespace: bool = False) -> k8s.helm.v3.Release:
+def _release(
+    name: str,
+    chart: str,
+    namespace: str,
+    values,
+    provider: k8s.Provider,
+    parent: pulumi.Resource,
+    depends_on: list | None = None,
+    create_namespace: bool = False,
+) -> k8s.helm.v3.Release:
     repo, version = CHARTS[chart]
     return k8s.helm.v3.Release(
-        name, name=chart, chart=chart, version=version, repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=repo),
-        namespace=namespace, create_namespace=create_namespace, values=values, atomic=True, cleanup_on_fail=True,
+        name,
+        name=chart,
+        chart=chart,
+        version=version,
+        repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=repo),
+        namespace=namespace,
+        create_namespace=create_namespace,
+        values=values,
+        atomic=True,
+        cleanup_on_fail=True,
         opts=pulumi.ResourceOptions(parent=parent, provider=provider, depends_on=depends_on or []),
     )
 
@@ -125,8 +146,11 @@ class LoadBalancerController(pulumi.ComponentResource):
     def __init__(self, name: str, args: AddonArgs, provider: k8s.Provider, opts: pulumi.ResourceOptions | None = None):
         super().__init__("reco-dr:regional:LoadBalancerController", name, None, opts)
         values = pulumi.Output.all(args.cluster_name, args.vpc_id, args.lb_controller_role_arn).apply(
-            lambda a: lb_controller_values(a[0], args.region, a[1], a[2]))
-        self.release = _release(f"{name}-chart", "aws-load-balancer-controller", "kube-system", values, provider, self, args.depends_on)
+            lambda a: lb_controller_values(a[0], args.region, a[1], a[2])
+        )
+        self.release = _release(
+            f"{name}-chart", "aws-load-balancer-controller", "kube-system", values, provider, self, args.depends_on
+        )
         self.register_outputs({"status": self.release.status})
 
 
@@ -134,19 +158,36 @@ class ClusterAutoscaler(pulumi.ComponentResource):
     def __init__(self, name: str, args: AddonArgs, provider: k8s.Provider, opts: pulumi.ResourceOptions | None = None):
         super().__init__("reco-dr:regional:ClusterAutoscaler", name, None, opts)
         values = pulumi.Output.all(args.cluster_name, args.autoscaler_role_arn).apply(
-            lambda a: cluster_autoscaler_values(a[0], args.region, a[1], args.kubernetes_version))
-        self.release = _release(f"{name}-chart", "cluster-autoscaler", "kube-system", values, provider, self, args.depends_on)
+            lambda a: cluster_autoscaler_values(a[0], args.region, a[1], args.kubernetes_version)
+        )
+        self.release = _release(
+            f"{name}-chart", "cluster-autoscaler", "kube-system", values, provider, self, args.depends_on
+        )
         self.register_outputs({"status": self.release.status})
 
 
 class GpuMetrics(pulumi.ComponentResource):
     """The custom-metrics path of the Triton HPAs: Prometheus scrapes Triton's :8002, the adapter serves it."""
 
-    def __init__(self, name: str, provider: k8s.Provider, depends_on: list[pulumi.Resource], opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        provider: k8s.Provider,
+        depends_on: list[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ):
         super().__init__("reco-dr:regional:GpuMetrics", name, None, opts)
-        prom = _release(f"{name}-prometheus", "prometheus", MONITORING_NS, prometheus_values(), provider, self, depends_on,
-                        create_namespace=True)
-        self.adapter = _release(f"{name}-adapter", "prometheus-adapter", MONITORING_NS, prometheus_adapter_values(), provider,
-                                self, [prom])
+        prom = _release(
+            f"{name}-prometheus",
+            "prometheus",
+            MONITORING_NS,
+            prometheus_values(),
+            provider,
+            self,
+            depends_on,
+            create_namespace=True,
+        )
+        self.adapter = _release(
+            f"{name}-adapter", "prometheus-adapter", MONITORING_NS, prometheus_adapter_values(), provider, self, [prom]
+        )
         self.register_outputs({"adapter_status": self.adapter.status})
-

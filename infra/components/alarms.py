@@ -8,6 +8,7 @@ one encrypted topic per region that holds alarms:
 Each topic is encrypted with a customer-managed KMS key whose policy lets CloudWatch use it: the AWS-managed
 SNS key cannot be granted to CloudWatch, so alarms published to a topic encrypted with it are dropped.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,11 +36,21 @@ def topic_key_policy(account_id: str) -> dict:
     return {
         "Version": "2012-10-17",
         "Statement": [
-            {"Sid": "AccountAdministers", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
-             "Action": "kms:*", "Resource": "*"},
+            {
+                "Sid": "AccountAdministers",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            },
             # As AWS documents it for alarms on encrypted topics; the key serves only this topic.
-            {"Sid": "CloudWatchPublishesToEncryptedTopic", "Effect": "Allow", "Principal": {"Service": "cloudwatch.amazonaws.com"},
-             "Action": ["kms:Decrypt", "kms:GenerateDataKey*"], "Resource": "*"},
+            {
+                "Sid": "CloudWatchPublishesToEncryptedTopic",
+                "Effect": "Allow",
+                "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+                "Resource": "*",
+            },
         ],
     }
 
@@ -68,7 +79,11 @@ def _replication_alarm(rule: RuleRef, *, description: str, metric: str, statisti
         alarm_description=description,
         namespace="AWS/S3",
         metric_name=metric,
-        dimensions={"SourceBucket": rule.source_bucket, "DestinationBucket": rule.destination_bucket, "RuleId": rule.rule_id},
+        dimensions={
+            "SourceBucket": rule.source_bucket,
+            "DestinationBucket": rule.destination_bucket,
+            "RuleId": rule.rule_id,
+        },
         statistic=statistic,
         period=300,
         evaluation_periods=1,
@@ -81,15 +96,23 @@ def _replication_alarm(rule: RuleRef, *, description: str, metric: str, statisti
 def replication_latency_alarm_args(rule: RuleRef, threshold_seconds: int, env: str) -> dict:
     """Maximum ReplicationLatency above the configured RPO budget."""
     return _replication_alarm(
-        rule, metric="ReplicationLatency", statistic="Maximum", threshold=threshold_seconds,
-        description=f"reco-dr {env}: artifacts from {rule.source_region} reach {rule.destination_region} later than {threshold_seconds} s")
+        rule,
+        metric="ReplicationLatency",
+        statistic="Maximum",
+        threshold=threshold_seconds,
+        description=f"reco-dr {env}: artifacts from {rule.source_region} reach {rule.destination_region} later than {threshold_seconds} s",
+    )
 
 
 def replication_failure_alarm_args(rule: RuleRef, env: str) -> dict:
     """Failed operations never show up as latency (e.g. a KMS grant missing): alarm on any of them."""
     return _replication_alarm(
-        rule, metric="OperationsFailedReplication", statistic="Sum", threshold=0,
-        description=f"reco-dr {env}: replication from {rule.source_region} to {rule.destination_region} is failing")
+        rule,
+        metric="OperationsFailedReplication",
+        statistic="Sum",
+        threshold=0,
+        description=f"reco-dr {env}: replication from {rule.source_region} to {rule.destination_region} is failing",
+    )
 
 
 class Alerting(pulumi.ComponentResource):
@@ -97,12 +120,20 @@ class Alerting(pulumi.ComponentResource):
     health_check_alarms: dict[str, aws.cloudwatch.MetricAlarm]
     replication_alarms: dict[tuple[str, str], list[aws.cloudwatch.MetricAlarm]]
 
-    def __init__(self, name: str, args: AlertingArgs, providers: dict[str, aws.Provider], metrics_region: str,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        args: AlertingArgs,
+        providers: dict[str, aws.Provider],
+        metrics_region: str,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
         """`providers` must hold `metrics_region` (us-east-1, for Route 53 metrics) and every source region."""
         super().__init__("reco-dr:global:Alerting", name, None, opts)
         regions = sorted({metrics_region, *(r.source_region for r in args.replication_rules)})
-        key_policy = pulumi.Output.from_input(args.account_id).apply(lambda a: json.dumps(topic_key_policy(a), sort_keys=True))
+        key_policy = pulumi.Output.from_input(args.account_id).apply(
+            lambda a: json.dumps(topic_key_policy(a), sort_keys=True)
+        )
 
         self.topics = {}
         for region in regions:
@@ -119,14 +150,21 @@ class Alerting(pulumi.ComponentResource):
             topic = aws.sns.Topic(f"{name}-{region}", kms_master_key_id=key.arn, tags=args.tags, opts=o)
             if args.email:
                 # The address must confirm the subscription once; until then nothing is delivered.
-                aws.sns.TopicSubscription(f"{name}-email-{region}", topic=topic.arn, protocol="email", endpoint=args.email, opts=o)
+                aws.sns.TopicSubscription(
+                    f"{name}-email-{region}", topic=topic.arn, protocol="email", endpoint=args.email, opts=o
+                )
             self.topics[region] = topic
 
         def alarm(resource_name: str, region: str, **kw) -> aws.cloudwatch.MetricAlarm:
             topic = self.topics[region].arn
             return aws.cloudwatch.MetricAlarm(
-                resource_name, alarm_actions=[topic], ok_actions=[topic], tags=args.tags,
-                opts=pulumi.ResourceOptions(parent=self, provider=providers[region]), **kw)
+                resource_name,
+                alarm_actions=[topic],
+                ok_actions=[topic],
+                tags=args.tags,
+                opts=pulumi.ResourceOptions(parent=self, provider=providers[region]),
+                **kw,
+            )
 
         self.health_check_alarms = {
             region: alarm(f"{name}-hc-{region}", metrics_region, **health_check_alarm_args(region, hc_id, args.env))
@@ -136,9 +174,14 @@ class Alerting(pulumi.ComponentResource):
         for rule in args.replication_rules:
             pair = f"{rule.source_region}-to-{rule.destination_region}"
             self.replication_alarms[(rule.source_region, rule.destination_region)] = [
-                alarm(f"{name}-repl-latency-{pair}", rule.source_region,
-                      **replication_latency_alarm_args(rule, args.replication_latency_threshold_seconds, args.env)),
-                alarm(f"{name}-repl-failed-{pair}", rule.source_region, **replication_failure_alarm_args(rule, args.env)),
+                alarm(
+                    f"{name}-repl-latency-{pair}",
+                    rule.source_region,
+                    **replication_latency_alarm_args(rule, args.replication_latency_threshold_seconds, args.env),
+                ),
+                alarm(
+                    f"{name}-repl-failed-{pair}", rule.source_region, **replication_failure_alarm_args(rule, args.env)
+                ),
             ]
 
         self.register_outputs({"topic_arns": {r: t.arn for r, t in self.topics.items()}})

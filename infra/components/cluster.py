@@ -1,5 +1,6 @@
 """The EKS control plane, its node role, the CPU system node group, the managed add-ons and the OIDC
 provider that service-account roles (IRSA) trust."""
+
 from __future__ import annotations
 
 import json
@@ -28,11 +29,21 @@ def cluster_name(stack: str) -> str:
 
 def service_assume_policy(service: str) -> str:
     """Trust policy for an AWS service principal (EKS control plane, EC2 nodes)."""
-    return json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": ["sts:AssumeRole", "sts:TagSession"]
-                       if service == "eks.amazonaws.com" else "sts:AssumeRole"}],
-    }, sort_keys=True)
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": service},
+                    "Action": ["sts:AssumeRole", "sts:TagSession"]
+                    if service == "eks.amazonaws.com"
+                    else "sts:AssumeRole",
+                }
+            ],
+        },
+        sort_keys=True,
+    )
 
 
 @dataclass
@@ -50,19 +61,30 @@ class ClusterArgs:
 
 
 class Cluster(pulumi.ComponentResource):
-    def __init__(self, name: str, args: ClusterArgs, provider: aws.Provider, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, args: ClusterArgs, provider: aws.Provider, opts: pulumi.ResourceOptions | None = None
+    ):
         super().__init__("reco-dr:regional:Cluster", name, None, opts)
         o = pulumi.ResourceOptions(parent=self, provider=provider)
 
-        role = aws.iam.Role(f"{name}-control-plane", assume_role_policy=service_assume_policy("eks.amazonaws.com"), opts=o)
-        attach = aws.iam.RolePolicyAttachment(f"{name}-control-plane", role=role.name,
-                                              policy_arn="arn:aws:iam::aws:policy/AmazonEKSClusterPolicy", opts=o)
+        role = aws.iam.Role(
+            f"{name}-control-plane", assume_role_policy=service_assume_policy("eks.amazonaws.com"), opts=o
+        )
+        attach = aws.iam.RolePolicyAttachment(
+            f"{name}-control-plane", role=role.name, policy_arn="arn:aws:iam::aws:policy/AmazonEKSClusterPolicy", opts=o
+        )
         # Envelope encryption of Kubernetes secrets with a customer-managed key.
-        self.secrets_key = aws.kms.Key(f"{name}-secrets", description=f"EKS secrets encryption for {args.name}",
-                                       enable_key_rotation=True, deletion_window_in_days=30, opts=o)
+        self.secrets_key = aws.kms.Key(
+            f"{name}-secrets",
+            description=f"EKS secrets encryption for {args.name}",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            opts=o,
+        )
         # Created before the cluster so Pulumi owns its retention instead of EKS creating it unbounded.
-        logs = aws.cloudwatch.LogGroup(f"{name}-logs", name=f"/aws/eks/{args.name}/cluster",
-                                       retention_in_days=args.log_retention_days, opts=o)
+        logs = aws.cloudwatch.LogGroup(
+            f"{name}-logs", name=f"/aws/eks/{args.name}/cluster", retention_in_days=args.log_retention_days, opts=o
+        )
 
         self.cluster = aws.eks.Cluster(
             f"{name}-eks",
@@ -92,16 +114,31 @@ class Cluster(pulumi.ComponentResource):
         # IRSA: Triton's S3 client is aws-sdk-cpp 1.11.60 (Triton r24.10 to r25.01), older than the 1.11.263
         # that EKS Pod Identity needs, while web-identity federation works with it. One mechanism for all.
         issuer = self.cluster.identities.apply(lambda ids: ids[0].oidcs[0].issuer)
-        self.oidc_provider = aws.iam.OpenIdConnectProvider(f"{name}-oidc", url=issuer, client_id_lists=["sts.amazonaws.com"], opts=o)
+        self.oidc_provider = aws.iam.OpenIdConnectProvider(
+            f"{name}-oidc", url=issuer, client_id_lists=["sts.amazonaws.com"], opts=o
+        )
         self.oidc_issuer = issuer.apply(lambda u: u.removeprefix("https://"))
 
-        self.node_role = aws.iam.Role(f"{name}-nodes", assume_role_policy=service_assume_policy("ec2.amazonaws.com"), opts=o)
-        node_attach = [aws.iam.RolePolicyAttachment(f"{name}-nodes-{k}", role=self.node_role.name, policy_arn=v, opts=o)
-                       for k, v in NODE_POLICIES.items()]
+        self.node_role = aws.iam.Role(
+            f"{name}-nodes", assume_role_policy=service_assume_policy("ec2.amazonaws.com"), opts=o
+        )
+        node_attach = [
+            aws.iam.RolePolicyAttachment(f"{name}-nodes-{k}", role=self.node_role.name, policy_arn=v, opts=o)
+            for k, v in NODE_POLICIES.items()
+        ]
 
-        pre = [aws.eks.Addon(f"{name}-{a}", cluster_name=self.cluster.name, addon_name=a,
-                             resolve_conflicts_on_create="OVERWRITE", resolve_conflicts_on_update="OVERWRITE", opts=o)
-               for a in ADDONS if a != "coredns"]
+        pre = [
+            aws.eks.Addon(
+                f"{name}-{a}",
+                cluster_name=self.cluster.name,
+                addon_name=a,
+                resolve_conflicts_on_create="OVERWRITE",
+                resolve_conflicts_on_update="OVERWRITE",
+                opts=o,
+            )
+            for a in ADDONS
+            if a != "coredns"
+        ]
         p = args.system_pool
         self.system_nodes = aws.eks.NodeGroup(
             f"{name}-system",
@@ -114,12 +151,21 @@ class Cluster(pulumi.ComponentResource):
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(min_size=p.min, desired_size=p.desired, max_size=p.max),
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
             labels=SYSTEM_LABELS,
-            opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[*node_attach, *pre],
-                                        ignore_changes=["scalingConfig.desiredSize"]),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                provider=provider,
+                depends_on=[*node_attach, *pre],
+                ignore_changes=["scalingConfig.desiredSize"],
+            ),
         )
-        aws.eks.Addon(f"{name}-coredns", cluster_name=self.cluster.name, addon_name="coredns",
-                      resolve_conflicts_on_create="OVERWRITE", resolve_conflicts_on_update="OVERWRITE",
-                      opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[self.system_nodes]))
+        aws.eks.Addon(
+            f"{name}-coredns",
+            cluster_name=self.cluster.name,
+            addon_name="coredns",
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[self.system_nodes]),
+        )
 
         self.name = self.cluster.name
         self.arn = self.cluster.arn
@@ -127,7 +173,12 @@ class Cluster(pulumi.ComponentResource):
         self.ca_data = self.cluster.certificate_authority.apply(lambda c: c.data)
         self.security_group_id = self.cluster.vpc_config.apply(lambda v: v.cluster_security_group_id)
         self.node_ready = [*node_attach, *pre]
-        self.register_outputs({
-            "name": self.name, "arn": self.arn, "endpoint": self.endpoint,
-            "oidc_provider_arn": self.oidc_provider.arn, "security_group_id": self.security_group_id,
-        })
+        self.register_outputs(
+            {
+                "name": self.name,
+                "arn": self.arn,
+                "endpoint": self.endpoint,
+                "oidc_provider_arn": self.oidc_provider.arn,
+                "security_group_id": self.security_group_id,
+            }
+        )

@@ -6,6 +6,7 @@ canary, standby at 0) or PRIMARY/SECONDARY. Every record carries its region's he
 /v2/health/ready through the load balancer) or when the load balancer itself has no healthy targets.
 Failover is then a data-plane event: no Route 53 or Pulumi API call is needed when a region dies.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -40,7 +41,9 @@ class DnsFailoverArgs:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-def health_check_args(endpoint: RegionEndpoint, hc: HealthCheckConfig, checker_regions: list[str] | None, tags: dict[str, str], fqdn: str) -> dict:
+def health_check_args(
+    endpoint: RegionEndpoint, hc: HealthCheckConfig, checker_regions: list[str] | None, tags: dict[str, str], fqdn: str
+) -> dict:
     """Keyword arguments of the region's aws.route53.HealthCheck (pure: unit-tested without Pulumi)."""
     return dict(
         type="HTTPS",
@@ -58,7 +61,9 @@ def health_check_args(endpoint: RegionEndpoint, hc: HealthCheckConfig, checker_r
     )
 
 
-def record_args(endpoint: RegionEndpoint, mode: str, fqdn: str, zone_id: pulumi.Input[str], health_check_id: pulumi.Input[str]) -> dict:
+def record_args(
+    endpoint: RegionEndpoint, mode: str, fqdn: str, zone_id: pulumi.Input[str], health_check_id: pulumi.Input[str]
+) -> dict:
     """Keyword arguments of the region's alias A record (pure)."""
     routing: dict = {}
     if mode == "weighted":
@@ -75,7 +80,11 @@ def record_args(endpoint: RegionEndpoint, mode: str, fqdn: str, zone_id: pulumi.
         type="A",
         set_identifier=endpoint.region,
         # Alias records carry no TTL of their own: resolvers see the load balancer record's TTL (60 s for ELB).
-        aliases=[aws.route53.RecordAliasArgs(name=endpoint.lb_dns_name, zone_id=endpoint.lb_zone_id, evaluate_target_health=True)],
+        aliases=[
+            aws.route53.RecordAliasArgs(
+                name=endpoint.lb_dns_name, zone_id=endpoint.lb_zone_id, evaluate_target_health=True
+            )
+        ],
         health_check_id=health_check_id,
         **routing,
     )
@@ -87,7 +96,9 @@ class DnsFailover(pulumi.ComponentResource):
     health_checks: dict[str, aws.route53.HealthCheck]
     records: dict[str, aws.route53.Record]
 
-    def __init__(self, name: str, args: DnsFailoverArgs, provider: aws.Provider, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, args: DnsFailoverArgs, provider: aws.Provider, opts: pulumi.ResourceOptions | None = None
+    ):
         """`provider`: Route 53 is a global service; the control region's provider signs its calls."""
         super().__init__("reco-dr:global:DnsFailover", name, None, opts)
         o = pulumi.ResourceOptions(parent=self, provider=provider)
@@ -111,15 +122,19 @@ class DnsFailover(pulumi.ComponentResource):
         self.health_checks, self.records = {}, {}
         for ep in sorted(args.endpoints, key=lambda e: e.region):
             hc = aws.route53.HealthCheck(
-                f"{name}-hc-{ep.region}", **health_check_args(ep, args.health_check, args.checker_regions, args.tags, args.fqdn), opts=o
+                f"{name}-hc-{ep.region}",
+                **health_check_args(ep, args.health_check, args.checker_regions, args.tags, args.fqdn),
+                opts=o,
             )
             self.health_checks[ep.region] = hc
             self.records[ep.region] = aws.route53.Record(
                 f"{name}-{ep.region}", **record_args(ep, args.mode, args.fqdn, self.zone_id, hc.id), opts=o
             )
 
-        self.register_outputs({
-            "zone_id": self.zone_id,
-            "health_check_ids": {r: hc.id for r, hc in self.health_checks.items()},
-            "record_fqdns": {r: rec.fqdn for r, rec in self.records.items()},
-        })
+        self.register_outputs(
+            {
+                "zone_id": self.zone_id,
+                "health_check_ids": {r: hc.id for r, hc in self.health_checks.items()},
+                "record_fqdns": {r: rec.fqdn for r, rec in self.records.items()},
+            }
+        )

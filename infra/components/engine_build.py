@@ -3,6 +3,7 @@ namespace `model-build`, service account `engine-builder` with an IRSA role, and
 `reco-dr-artifacts` naming the regional bucket. Engines must be built on a GPU of their compute capability,
 so the Jobs run on this region's GPU pools; this component only grants them what they touch in the bucket.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,27 +24,63 @@ CONFIGMAP = "reco-dr-artifacts"
 def engine_builder_policy(bucket_arn: str, key_arn: str, model: str) -> str:
     """Read any published version of the model and the timing caches; write only engines, engine records and
     timing caches (never the graph, the manifest or Triton configs, which the publish step owns)."""
-    return json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Sid": "List", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn,
-             "Condition": {"StringLike": {"s3:prefix": [f"{model}/*", "timing-cache/*"]}}},
-            {"Sid": "Read", "Effect": "Allow", "Action": "s3:GetObject",
-             "Resource": [f"{bucket_arn}/{model}/*", f"{bucket_arn}/timing-cache/*"]},
-            {"Sid": "WriteEngines", "Effect": "Allow", "Action": "s3:PutObject",
-             "Resource": [f"{bucket_arn}/{model}/*/{model}_trt/1/*", f"{bucket_arn}/{model}/*/engine_records/*",
-                          f"{bucket_arn}/timing-cache/*"]},
-            {"Sid": "Kms", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": key_arn},
-        ],
-    }, sort_keys=True)
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "List",
+                    "Effect": "Allow",
+                    "Action": "s3:ListBucket",
+                    "Resource": bucket_arn,
+                    "Condition": {"StringLike": {"s3:prefix": [f"{model}/*", "timing-cache/*"]}},
+                },
+                {
+                    "Sid": "Read",
+                    "Effect": "Allow",
+                    "Action": "s3:GetObject",
+                    "Resource": [f"{bucket_arn}/{model}/*", f"{bucket_arn}/timing-cache/*"],
+                },
+                {
+                    "Sid": "WriteEngines",
+                    "Effect": "Allow",
+                    "Action": "s3:PutObject",
+                    "Resource": [
+                        f"{bucket_arn}/{model}/*/{model}_trt/1/*",
+                        f"{bucket_arn}/{model}/*/engine_records/*",
+                        f"{bucket_arn}/timing-cache/*",
+                    ],
+                },
+                {
+                    "Sid": "Kms",
+                    "Effect": "Allow",
+                    "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                    "Resource": key_arn,
+                },
+            ],
+        },
+        sort_keys=True,
+    )
 
 
 def manifests(bucket: str, role_arn: str) -> list[dict]:
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
-        {"apiVersion": "v1", "kind": "ServiceAccount",
-         "metadata": {"name": SERVICE_ACCOUNT, "namespace": NAMESPACE, "annotations": {"eks.amazonaws.com/role-arn": role_arn}}},
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": CONFIGMAP, "namespace": NAMESPACE}, "data": {"bucket": bucket}},
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {
+                "name": SERVICE_ACCOUNT,
+                "namespace": NAMESPACE,
+                "annotations": {"eks.amazonaws.com/role-arn": role_arn},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": CONFIGMAP, "namespace": NAMESPACE},
+            "data": {"bucket": bucket},
+        },
     ]
 
 
@@ -58,19 +95,41 @@ class EngineBuildAccessArgs:
 
 
 class EngineBuildAccess(pulumi.ComponentResource):
-    def __init__(self, name: str, args: EngineBuildAccessArgs, aws_provider: aws.Provider, k8s_provider: k8s.Provider,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        args: EngineBuildAccessArgs,
+        aws_provider: aws.Provider,
+        k8s_provider: k8s.Provider,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
         super().__init__("reco-dr:regional:EngineBuildAccess", name, None, opts)
         policy = pulumi.Output.all(args.bucket_arn, args.key_arn).apply(
-            lambda a: engine_builder_policy(a[0], a[1], args.model.name))
-        role = ServiceAccountRole(f"{name}-irsa", ServiceAccountRoleArgs(
-            oidc_provider_arn=args.oidc_provider_arn, oidc_issuer=args.oidc_issuer, namespace=NAMESPACE,
-            service_account=SERVICE_ACCOUNT, policy=policy), aws_provider, pulumi.ResourceOptions(parent=self))
+            lambda a: engine_builder_policy(a[0], a[1], args.model.name)
+        )
+        role = ServiceAccountRole(
+            f"{name}-irsa",
+            ServiceAccountRoleArgs(
+                oidc_provider_arn=args.oidc_provider_arn,
+                oidc_issuer=args.oidc_issuer,
+                namespace=NAMESPACE,
+                service_account=SERVICE_ACCOUNT,
+                policy=policy,
+            ),
+            aws_provider,
+            pulumi.ResourceOptions(parent=self),
+        )
         ms = pulumi.Output.all(args.bucket_name, role.arn).apply(lambda a: manifests(a[0], a[1]))
-        ns = k8s.core.v1.Namespace(f"{name}-ns", metadata={"name": NAMESPACE},
-                                   opts=pulumi.ResourceOptions(parent=self, provider=k8s_provider))
+        ns = k8s.core.v1.Namespace(
+            f"{name}-ns", metadata={"name": NAMESPACE}, opts=pulumi.ResourceOptions(parent=self, provider=k8s_provider)
+        )
         o = pulumi.ResourceOptions(parent=self, provider=k8s_provider, depends_on=[ns])
         k8s.core.v1.ServiceAccount(f"{name}-sa", metadata=ms.apply(lambda m: m[1]["metadata"]), opts=o)
-        k8s.core.v1.ConfigMap(f"{name}-bucket", metadata=ms.apply(lambda m: m[2]["metadata"]), data=ms.apply(lambda m: m[2]["data"]), opts=o)
+        k8s.core.v1.ConfigMap(
+            f"{name}-bucket",
+            metadata=ms.apply(lambda m: m[2]["metadata"]),
+            data=ms.apply(lambda m: m[2]["data"]),
+            opts=o,
+        )
         self.role_arn = role.arn
         self.register_outputs({"role_arn": self.role_arn})

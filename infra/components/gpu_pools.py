@@ -1,4 +1,5 @@
 """GPU managed node groups (one per configured pool) and the NVIDIA device plugin where the AMI lacks it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,7 +13,12 @@ from infra.config import GpuPool
 GPU_TAINT_KEY = "nvidia.com/gpu"
 # Only pods that tolerate this taint (Triton, the device plugin, engine builds) land on GPU nodes.
 GPU_TAINT = {"key": GPU_TAINT_KEY, "value": "true", "effect": "NO_SCHEDULE"}  # EKS API spelling
-GPU_TOLERATION = {"key": GPU_TAINT_KEY, "operator": "Equal", "value": "true", "effect": "NoSchedule"}  # Kubernetes spelling
+GPU_TOLERATION = {
+    "key": GPU_TAINT_KEY,
+    "operator": "Equal",
+    "value": "true",
+    "effect": "NoSchedule",
+}  # Kubernetes spelling
 POOL_LABEL = "reco-dr/gpu-pool"
 MODEL_LABEL = "reco-dr/gpu-model"
 CC_LABEL = "reco-dr/compute-capability"
@@ -47,18 +53,35 @@ def device_plugin_daemonset(pool_names: list[str], image: str = DEVICE_PLUGIN_IM
                 "spec": {
                     "priorityClassName": "system-node-critical",
                     "tolerations": [GPU_TOLERATION, {"key": "CriticalAddonsOnly", "operator": "Exists"}],
-                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                        {"matchExpressions": [{"key": POOL_LABEL, "operator": "In", "values": sorted(pool_names)}]}
-                    ]}}},
-                    "containers": [{
-                        "name": "nvidia-device-plugin",
-                        "image": image,
-                        "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}],
-                        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-                        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
-                        "volumeMounts": [{"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"}],
-                    }],
-                    "volumes": [{"name": "device-plugin", "hostPath": {"path": "/var/lib/kubelet/device-plugins", "type": "Directory"}}],
+                    "affinity": {
+                        "nodeAffinity": {
+                            "requiredDuringSchedulingIgnoredDuringExecution": {
+                                "nodeSelectorTerms": [
+                                    {
+                                        "matchExpressions": [
+                                            {"key": POOL_LABEL, "operator": "In", "values": sorted(pool_names)}
+                                        ]
+                                    }
+                                ]
+                            }
+                        }
+                    },
+                    "containers": [
+                        {
+                            "name": "nvidia-device-plugin",
+                            "image": image,
+                            "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}],
+                            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                            "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+                            "volumeMounts": [{"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"}],
+                        }
+                    ],
+                    "volumes": [
+                        {
+                            "name": "device-plugin",
+                            "hostPath": {"path": "/var/lib/kubelet/device-plugins", "type": "Directory"},
+                        }
+                    ],
                 },
             },
         },
@@ -76,7 +99,9 @@ class GpuNodePoolArgs:
 class GpuNodePool(pulumi.ComponentResource):
     """One EKS managed node group of one GPU instance type."""
 
-    def __init__(self, name: str, args: GpuNodePoolArgs, provider: aws.Provider, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, args: GpuNodePoolArgs, provider: aws.Provider, opts: pulumi.ResourceOptions | None = None
+    ):
         super().__init__("reco-dr:regional:GpuNodePool", name, None, opts)
         p = args.pool
         self.node_group = aws.eks.NodeGroup(
@@ -97,7 +122,8 @@ class GpuNodePool(pulumi.ComponentResource):
             taints=[aws.eks.NodeGroupTaintArgs(**GPU_TAINT)],
             tags={"reco-dr/gpu-pool": p.name},
             opts=pulumi.ResourceOptions(
-                parent=self, provider=provider,
+                parent=self,
+                provider=provider,
                 # A component's depends_on does not reach its children: pass it down (node role policies).
                 depends_on=list(opts.depends_on or []) if opts else [],
                 # The cluster autoscaler owns desired size between min and max; `pulumi up` must not reset it.
@@ -109,9 +135,15 @@ class GpuNodePool(pulumi.ComponentResource):
 
 
 class NvidiaDevicePlugin(pulumi.ComponentResource):
-    def __init__(self, name: str, pool_names: list[str], provider: k8s.Provider, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, pool_names: list[str], provider: k8s.Provider, opts: pulumi.ResourceOptions | None = None
+    ):
         super().__init__("reco-dr:regional:NvidiaDevicePlugin", name, None, opts)
         m = device_plugin_daemonset(pool_names)
-        self.daemonset = k8s.apps.v1.DaemonSet(f"{name}-ds", metadata=m["metadata"], spec=m["spec"],
-                                               opts=pulumi.ResourceOptions(parent=self, provider=provider))
+        self.daemonset = k8s.apps.v1.DaemonSet(
+            f"{name}-ds",
+            metadata=m["metadata"],
+            spec=m["spec"],
+            opts=pulumi.ResourceOptions(parent=self, provider=provider),
+        )
         self.register_outputs({"pools": sorted(pool_names)})

@@ -5,6 +5,7 @@ which predates Pod Identity support (1.11.263) but handles web-identity federati
 with IRSA, triton-inference-server/server#8090, given AWS_DEFAULT_REGION, which the Deployment sets). Each role trusts exactly
 one service account of one cluster, and each policy names exactly the resources it needs.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,85 +17,124 @@ import pulumi_aws as aws
 
 def irsa_trust_policy(oidc_provider_arn: str, issuer: str, namespace: str, service_account: str) -> str:
     """Only `system:serviceaccount:<namespace>:<sa>` of this cluster's issuer may assume the role."""
-    return json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"Federated": oidc_provider_arn},
-            "Action": "sts:AssumeRoleWithWebIdentity",
-            "Condition": {"StringEquals": {
-                f"{issuer}:sub": f"system:serviceaccount:{namespace}:{service_account}",
-                f"{issuer}:aud": "sts.amazonaws.com",
-            }},
-        }],
-    }, sort_keys=True)
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Federated": oidc_provider_arn},
+                    "Action": "sts:AssumeRoleWithWebIdentity",
+                    "Condition": {
+                        "StringEquals": {
+                            f"{issuer}:sub": f"system:serviceaccount:{namespace}:{service_account}",
+                            f"{issuer}:aud": "sts.amazonaws.com",
+                        }
+                    },
+                }
+            ],
+        },
+        sort_keys=True,
+    )
 
 
 def model_reader_policy(bucket_arn: str, key_arn: str) -> str:
     """Triton's rights: list and read the artifact bucket, decrypt with its key. Nothing else, no writes."""
-    return json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Sid": "ListArtifacts", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn},
-            {"Sid": "ReadArtifacts", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{bucket_arn}/*"},
-            {"Sid": "DecryptArtifacts", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": key_arn},
-        ],
-    }, sort_keys=True)
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Sid": "ListArtifacts", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn},
+                {"Sid": "ReadArtifacts", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{bucket_arn}/*"},
+                {"Sid": "DecryptArtifacts", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": key_arn},
+            ],
+        },
+        sort_keys=True,
+    )
 
 
 def target_registrar_policy(target_group_arn: str) -> str:
     """The AWS Load Balancer Controller here only reconciles one TargetGroupBinding: it may describe
     (ELB and EC2 describe calls do not support resource scoping) and register/deregister pod IPs in that one
     target group. It cannot create load balancers, target groups or security-group rules: Pulumi owns those."""
-    return json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Sid": "Describe", "Effect": "Allow", "Resource": "*", "Action": [
-                "elasticloadbalancing:DescribeLoadBalancers",
-                "elasticloadbalancing:DescribeListeners",
-                "elasticloadbalancing:DescribeTargetGroups",
-                "elasticloadbalancing:DescribeTargetGroupAttributes",
-                "elasticloadbalancing:DescribeTargetHealth",
-                "elasticloadbalancing:DescribeTags",
-                "ec2:DescribeAvailabilityZones",
-                "ec2:DescribeInstances",
-                "ec2:DescribeNetworkInterfaces",
-                "ec2:DescribeSecurityGroups",
-                "ec2:DescribeSubnets",
-                "ec2:DescribeVpcs",
-            ]},
-            {"Sid": "RegisterPods", "Effect": "Allow", "Resource": target_group_arn, "Action": [
-                "elasticloadbalancing:RegisterTargets",
-                "elasticloadbalancing:DeregisterTargets",
-            ]},
-        ],
-    }, sort_keys=True)
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "Describe",
+                    "Effect": "Allow",
+                    "Resource": "*",
+                    "Action": [
+                        "elasticloadbalancing:DescribeLoadBalancers",
+                        "elasticloadbalancing:DescribeListeners",
+                        "elasticloadbalancing:DescribeTargetGroups",
+                        "elasticloadbalancing:DescribeTargetGroupAttributes",
+                        "elasticloadbalancing:DescribeTargetHealth",
+                        "elasticloadbalancing:DescribeTags",
+                        "ec2:DescribeAvailabilityZones",
+                        "ec2:DescribeInstances",
+                        "ec2:DescribeNetworkInterfaces",
+                        "ec2:DescribeSecurityGroups",
+                        "ec2:DescribeSubnets",
+                        "ec2:DescribeVpcs",
+                    ],
+                },
+                {
+                    "Sid": "RegisterPods",
+                    "Effect": "Allow",
+                    "Resource": target_group_arn,
+                    "Action": [
+                        "elasticloadbalancing:RegisterTargets",
+                        "elasticloadbalancing:DeregisterTargets",
+                    ],
+                },
+            ],
+        },
+        sort_keys=True,
+    )
 
 
 def node_autoscaler_policy(cluster_name: str) -> str:
     """Cluster autoscaler: read everywhere, but resize/terminate only ASGs tagged as this cluster's
     (EKS managed node groups tag their ASGs `k8s.io/cluster-autoscaler/<cluster>=owned`)."""
-    return json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Sid": "Describe", "Effect": "Allow", "Resource": "*", "Action": [
-                "autoscaling:DescribeAutoScalingGroups",
-                "autoscaling:DescribeAutoScalingInstances",
-                "autoscaling:DescribeLaunchConfigurations",
-                "autoscaling:DescribeScalingActivities",
-                "autoscaling:DescribeTags",
-                "ec2:DescribeImages",
-                "ec2:DescribeInstanceTypes",
-                "ec2:DescribeLaunchTemplateVersions",
-                "ec2:GetInstanceTypesFromInstanceRequirements",
-                "eks:DescribeNodegroup",
-            ]},
-            {"Sid": "ScaleOwnGroups", "Effect": "Allow", "Resource": "*", "Action": [
-                "autoscaling:SetDesiredCapacity",
-                "autoscaling:TerminateInstanceInAutoScalingGroup",
-            ], "Condition": {"StringEquals": {f"aws:ResourceTag/k8s.io/cluster-autoscaler/{cluster_name}": "owned"}}},
-        ],
-    }, sort_keys=True)
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "Describe",
+                    "Effect": "Allow",
+                    "Resource": "*",
+                    "Action": [
+                        "autoscaling:DescribeAutoScalingGroups",
+                        "autoscaling:DescribeAutoScalingInstances",
+                        "autoscaling:DescribeLaunchConfigurations",
+                        "autoscaling:DescribeScalingActivities",
+                        "autoscaling:DescribeTags",
+                        "ec2:DescribeImages",
+                        "ec2:DescribeInstanceTypes",
+                        "ec2:DescribeLaunchTemplateVersions",
+                        "ec2:GetInstanceTypesFromInstanceRequirements",
+                        "eks:DescribeNodegroup",
+                    ],
+                },
+                {
+                    "Sid": "ScaleOwnGroups",
+                    "Effect": "Allow",
+                    "Resource": "*",
+                    "Action": [
+                        "autoscaling:SetDesiredCapacity",
+                        "autoscaling:TerminateInstanceInAutoScalingGroup",
+                    ],
+                    "Condition": {
+                        "StringEquals": {f"aws:ResourceTag/k8s.io/cluster-autoscaler/{cluster_name}": "owned"}
+                    },
+                },
+            ],
+        },
+        sort_keys=True,
+    )
 
 
 @dataclass
@@ -109,13 +149,24 @@ class ServiceAccountRoleArgs:
 class ServiceAccountRole(pulumi.ComponentResource):
     """An IAM role assumable by exactly one Kubernetes service account, with one inline policy."""
 
-    def __init__(self, name: str, args: ServiceAccountRoleArgs, provider: aws.Provider, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        args: ServiceAccountRoleArgs,
+        provider: aws.Provider,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
         super().__init__("reco-dr:regional:ServiceAccountRole", name, None, opts)
         o = pulumi.ResourceOptions(parent=self, provider=provider)
         trust = pulumi.Output.all(args.oidc_provider_arn, args.oidc_issuer).apply(
-            lambda a: irsa_trust_policy(a[0], a[1], args.namespace, args.service_account))
-        self.role = aws.iam.Role(f"{name}-role", assume_role_policy=trust,
-                                 description=f"IRSA for {args.namespace}/{args.service_account}", opts=o)
+            lambda a: irsa_trust_policy(a[0], a[1], args.namespace, args.service_account)
+        )
+        self.role = aws.iam.Role(
+            f"{name}-role",
+            assume_role_policy=trust,
+            description=f"IRSA for {args.namespace}/{args.service_account}",
+            opts=o,
+        )
         self.policy = aws.iam.RolePolicy(f"{name}-policy", role=self.role.id, policy=args.policy, opts=o)
         self.arn = self.role.arn
         self.register_outputs({"role_arn": self.arn})

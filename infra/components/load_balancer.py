@@ -10,6 +10,7 @@ the candidate version is a stack config change plus `pulumi up`, like a Route 53
 Two listener rules pin a request to one version by the `X-Reco-Track: stable|canary` header: the release gates
 score the same golden requests on both versions through the same load balancer (the header selects only
 between versions that already serve, so it grants nothing a client could not get by retrying)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -71,23 +72,56 @@ class TritonLoadBalancerArgs:
 
 
 class TritonLoadBalancer(pulumi.ComponentResource):
-    def __init__(self, name: str, args: TritonLoadBalancerArgs, provider: aws.Provider, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        args: TritonLoadBalancerArgs,
+        provider: aws.Provider,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
         super().__init__("reco-dr:regional:TritonLoadBalancer", name, None, opts)
         o = pulumi.ResourceOptions(parent=self, provider=provider)
         c = args.config
 
         # No inline rules: the provider removes AWS's default allow-all egress, so the rules below are all there is.
-        self.security_group = aws.ec2.SecurityGroup(f"{name}-sg", vpc_id=args.vpc_id, description=f"{lb_name(args.stack)} load balancer",
-                                                    tags={"Name": lb_name(args.stack)}, opts=o)
+        self.security_group = aws.ec2.SecurityGroup(
+            f"{name}-sg",
+            vpc_id=args.vpc_id,
+            description=f"{lb_name(args.stack)} load balancer",
+            tags={"Name": lb_name(args.stack)},
+            opts=o,
+        )
         for i, cidr in enumerate(c.allowed_cidrs):
-            aws.vpc.SecurityGroupIngressRule(f"{name}-https-{i}", security_group_id=self.security_group.id, ip_protocol="tcp",
-                                             from_port=443, to_port=443, cidr_ipv4=cidr, description="HTTPS from clients", opts=o)
-        aws.vpc.SecurityGroupEgressRule(f"{name}-to-triton", security_group_id=self.security_group.id, ip_protocol="tcp",
-                                        from_port=HTTP_PORT, to_port=HTTP_PORT, referenced_security_group_id=args.node_security_group_id,
-                                        description="Triton HTTP and health checks", opts=o)
-        aws.vpc.SecurityGroupIngressRule(f"{name}-nodes-from-lb", security_group_id=args.node_security_group_id, ip_protocol="tcp",
-                                         from_port=HTTP_PORT, to_port=HTTP_PORT, referenced_security_group_id=self.security_group.id,
-                                         description="Triton HTTP from the load balancer only", opts=o)
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-https-{i}",
+                security_group_id=self.security_group.id,
+                ip_protocol="tcp",
+                from_port=443,
+                to_port=443,
+                cidr_ipv4=cidr,
+                description="HTTPS from clients",
+                opts=o,
+            )
+        aws.vpc.SecurityGroupEgressRule(
+            f"{name}-to-triton",
+            security_group_id=self.security_group.id,
+            ip_protocol="tcp",
+            from_port=HTTP_PORT,
+            to_port=HTTP_PORT,
+            referenced_security_group_id=args.node_security_group_id,
+            description="Triton HTTP and health checks",
+            opts=o,
+        )
+        aws.vpc.SecurityGroupIngressRule(
+            f"{name}-nodes-from-lb",
+            security_group_id=args.node_security_group_id,
+            ip_protocol="tcp",
+            from_port=HTTP_PORT,
+            to_port=HTTP_PORT,
+            referenced_security_group_id=self.security_group.id,
+            description="Triton HTTP from the load balancer only",
+            opts=o,
+        )
 
         self.lb = aws.lb.LoadBalancer(
             f"{name}-alb",
@@ -127,12 +161,20 @@ class TritonLoadBalancer(pulumi.ComponentResource):
                 opts=o,
             )
             stable_w, canary_w = forward_weights(args.canary_weight)
-            action = aws.lb.ListenerDefaultActionArgs(type="forward", forward=aws.lb.ListenerDefaultActionForwardArgs(
-                target_groups=[aws.lb.ListenerDefaultActionForwardTargetGroupArgs(arn=self.target_group.arn, weight=stable_w),
-                               aws.lb.ListenerDefaultActionForwardTargetGroupArgs(arn=self.canary_target_group.arn, weight=canary_w)],
-                # No stickiness: every request is split independently, so the canary's share of requests is the
-                # configured weight and taking the weight to 0 moves every client back at once (no pinned sessions).
-                stickiness=aws.lb.ListenerDefaultActionForwardStickinessArgs(enabled=False, duration=1)))
+            action = aws.lb.ListenerDefaultActionArgs(
+                type="forward",
+                forward=aws.lb.ListenerDefaultActionForwardArgs(
+                    target_groups=[
+                        aws.lb.ListenerDefaultActionForwardTargetGroupArgs(arn=self.target_group.arn, weight=stable_w),
+                        aws.lb.ListenerDefaultActionForwardTargetGroupArgs(
+                            arn=self.canary_target_group.arn, weight=canary_w
+                        ),
+                    ],
+                    # No stickiness: every request is split independently, so the canary's share of requests is the
+                    # configured weight and taking the weight to 0 moves every client back at once (no pinned sessions).
+                    stickiness=aws.lb.ListenerDefaultActionForwardStickinessArgs(enabled=False, duration=1),
+                ),
+            )
         else:
             action = aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=self.target_group.arn)
         self.listener = aws.lb.Listener(
@@ -148,12 +190,26 @@ class TritonLoadBalancer(pulumi.ComponentResource):
         if self.canary_target_group is not None:
             for track, tg in (("canary", self.canary_target_group), ("stable", self.target_group)):
                 aws.lb.ListenerRule(
-                    f"{name}-pin-{track}", listener_arn=self.listener.arn, priority=PIN_PRIORITY[track],
+                    f"{name}-pin-{track}",
+                    listener_arn=self.listener.arn,
+                    priority=PIN_PRIORITY[track],
                     actions=[aws.lb.ListenerRuleActionArgs(type="forward", target_group_arn=tg.arn)],
-                    conditions=[aws.lb.ListenerRuleConditionArgs(http_header=aws.lb.ListenerRuleConditionHttpHeaderArgs(
-                        http_header_name=TRACK_HEADER, values=[track]))],
-                    opts=o)
+                    conditions=[
+                        aws.lb.ListenerRuleConditionArgs(
+                            http_header=aws.lb.ListenerRuleConditionHttpHeaderArgs(
+                                http_header_name=TRACK_HEADER, values=[track]
+                            )
+                        )
+                    ],
+                    opts=o,
+                )
         self.dns_name = self.lb.dns_name
         self.zone_id = self.lb.zone_id
-        self.register_outputs({"dns_name": self.dns_name, "zone_id": self.zone_id, "target_group_arn": self.target_group.arn,
-                               "canary_target_group_arn": self.canary_target_group.arn if self.canary_target_group else None})
+        self.register_outputs(
+            {
+                "dns_name": self.dns_name,
+                "zone_id": self.zone_id,
+                "target_group_arn": self.target_group.arn,
+                "canary_target_group_arn": self.canary_target_group.arn if self.canary_target_group else None,
+            }
+        )

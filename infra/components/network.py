@@ -1,4 +1,5 @@
 """The regional VPC: three AZs, public subnets for the load balancer, private subnets for nodes and pods."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -42,36 +43,71 @@ class Network(pulumi.ComponentResource):
     public_subnet_ids: list[pulumi.Output[str]]
     private_subnet_ids: list[pulumi.Output[str]]
 
-    def __init__(self, name: str, args: NetworkArgs, provider: aws.Provider, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, args: NetworkArgs, provider: aws.Provider, opts: pulumi.ResourceOptions | None = None
+    ):
         super().__init__("reco-dr:regional:Network", name, None, opts)
         o = pulumi.ResourceOptions(parent=self, provider=provider)
         plan = subnet_plan(args.vpc_cidr, args.azs)
 
-        vpc = aws.ec2.Vpc(f"{name}-vpc", cidr_block=args.vpc_cidr, enable_dns_hostnames=True, enable_dns_support=True,
-                          tags={"Name": args.name}, opts=o)
+        vpc = aws.ec2.Vpc(
+            f"{name}-vpc",
+            cidr_block=args.vpc_cidr,
+            enable_dns_hostnames=True,
+            enable_dns_support=True,
+            tags={"Name": args.name},
+            opts=o,
+        )
         igw = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags={"Name": args.name}, opts=o)
         public_rt = aws.ec2.RouteTable(f"{name}-public", vpc_id=vpc.id, tags={"Name": f"{args.name}-public"}, opts=o)
-        aws.ec2.Route(f"{name}-public-default", route_table_id=public_rt.id, destination_cidr_block="0.0.0.0/0",
-                      gateway_id=igw.id, opts=o)
+        aws.ec2.Route(
+            f"{name}-public-default",
+            route_table_id=public_rt.id,
+            destination_cidr_block="0.0.0.0/0",
+            gateway_id=igw.id,
+            opts=o,
+        )
 
         cluster_tag = {f"kubernetes.io/cluster/{args.name}": "shared"}
         self.public_subnet_ids, self.private_subnet_ids, private_rts = [], [], []
         for i, p in enumerate(plan):
-            pub = aws.ec2.Subnet(f"{name}-public-{i}", vpc_id=vpc.id, cidr_block=p.public_cidr, availability_zone=p.az,
-                                 map_public_ip_on_launch=False,
-                                 tags={"Name": f"{args.name}-public-{p.az}", "kubernetes.io/role/elb": "1", **cluster_tag},
-                                 opts=o)
+            pub = aws.ec2.Subnet(
+                f"{name}-public-{i}",
+                vpc_id=vpc.id,
+                cidr_block=p.public_cidr,
+                availability_zone=p.az,
+                map_public_ip_on_launch=False,
+                tags={"Name": f"{args.name}-public-{p.az}", "kubernetes.io/role/elb": "1", **cluster_tag},
+                opts=o,
+            )
             aws.ec2.RouteTableAssociation(f"{name}-public-{i}", subnet_id=pub.id, route_table_id=public_rt.id, opts=o)
-            priv = aws.ec2.Subnet(f"{name}-private-{i}", vpc_id=vpc.id, cidr_block=p.private_cidr, availability_zone=p.az,
-                                  tags={"Name": f"{args.name}-private-{p.az}", "kubernetes.io/role/internal-elb": "1", **cluster_tag},
-                                  opts=o)
+            priv = aws.ec2.Subnet(
+                f"{name}-private-{i}",
+                vpc_id=vpc.id,
+                cidr_block=p.private_cidr,
+                availability_zone=p.az,
+                tags={"Name": f"{args.name}-private-{p.az}", "kubernetes.io/role/internal-elb": "1", **cluster_tag},
+                opts=o,
+            )
             # One NAT gateway per AZ: losing an AZ must not cut the other AZs' nodes off ECR and S3.
             eip = aws.ec2.Eip(f"{name}-nat-{i}", domain="vpc", tags={"Name": f"{args.name}-nat-{p.az}"}, opts=o)
-            nat = aws.ec2.NatGateway(f"{name}-nat-{i}", allocation_id=eip.id, subnet_id=pub.id,
-                                     tags={"Name": f"{args.name}-{p.az}"}, opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[igw]))
-            rt = aws.ec2.RouteTable(f"{name}-private-{i}", vpc_id=vpc.id, tags={"Name": f"{args.name}-private-{p.az}"}, opts=o)
-            aws.ec2.Route(f"{name}-private-{i}-default", route_table_id=rt.id, destination_cidr_block="0.0.0.0/0",
-                          nat_gateway_id=nat.id, opts=o)
+            nat = aws.ec2.NatGateway(
+                f"{name}-nat-{i}",
+                allocation_id=eip.id,
+                subnet_id=pub.id,
+                tags={"Name": f"{args.name}-{p.az}"},
+                opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[igw]),
+            )
+            rt = aws.ec2.RouteTable(
+                f"{name}-private-{i}", vpc_id=vpc.id, tags={"Name": f"{args.name}-private-{p.az}"}, opts=o
+            )
+            aws.ec2.Route(
+                f"{name}-private-{i}-default",
+                route_table_id=rt.id,
+                destination_cidr_block="0.0.0.0/0",
+                nat_gateway_id=nat.id,
+                opts=o,
+            )
             aws.ec2.RouteTableAssociation(f"{name}-private-{i}", subnet_id=priv.id, route_table_id=rt.id, opts=o)
             self.public_subnet_ids.append(pub.id)
             self.private_subnet_ids.append(priv.id)
@@ -79,13 +115,22 @@ class Network(pulumi.ComponentResource):
 
         # Triton pulls the model repository from the regional bucket: a gateway endpoint keeps that traffic
         # off the NAT gateways (cost) and inside the region's network.
-        aws.ec2.VpcEndpoint(f"{name}-s3", vpc_id=vpc.id, service_name=f"com.amazonaws.{args.region}.s3",
-                            vpc_endpoint_type="Gateway", route_table_ids=private_rts, tags={"Name": f"{args.name}-s3"}, opts=o)
+        aws.ec2.VpcEndpoint(
+            f"{name}-s3",
+            vpc_id=vpc.id,
+            service_name=f"com.amazonaws.{args.region}.s3",
+            vpc_endpoint_type="Gateway",
+            route_table_ids=private_rts,
+            tags={"Name": f"{args.name}-s3"},
+            opts=o,
+        )
 
         self.vpc_id = vpc.id
         self.azs = [p.az for p in plan]
-        self.register_outputs({
-            "vpc_id": self.vpc_id,
-            "public_subnet_ids": self.public_subnet_ids,
-            "private_subnet_ids": self.private_subnet_ids,
-        })
+        self.register_outputs(
+            {
+                "vpc_id": self.vpc_id,
+                "public_subnet_ids": self.public_subnet_ids,
+                "private_subnet_ids": self.private_subnet_ids,
+            }
+        )

@@ -11,6 +11,7 @@ stacks' job; the policy pack checks it there.
 
 The IAM documents are pure functions over plain strings so tests read exactly what AWS will evaluate.
 """
+
 from __future__ import annotations
 
 import json
@@ -82,15 +83,17 @@ def trust_policy(account_id: str, source_bucket_arns: list[str]) -> dict:
     """Only S3, acting for these buckets in this account, may assume the replication role."""
     return {
         "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"Service": "s3.amazonaws.com"},
-            "Action": "sts:AssumeRole",
-            "Condition": {
-                "StringEquals": {"aws:SourceAccount": account_id},
-                "ArnLike": {"aws:SourceArn": sorted(source_bucket_arns)},
-            },
-        }],
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "s3.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+                "Condition": {
+                    "StringEquals": {"aws:SourceAccount": account_id},
+                    "ArnLike": {"aws:SourceArn": sorted(source_bucket_arns)},
+                },
+            }
+        ],
     }
 
 
@@ -102,22 +105,56 @@ def permissions_policy(buckets: list[BucketFacts]) -> dict:
     buckets = sorted(buckets, key=lambda b: b.region)
     arns = [b.arn for b in buckets]
     statements: list[dict] = [
-        {"Sid": "ReadSourceReplicationConfig", "Effect": "Allow", "Action": list(SOURCE_BUCKET_ACTIONS), "Resource": arns},
-        {"Sid": "ReadSourceObjectVersions", "Effect": "Allow", "Action": list(SOURCE_OBJECT_ACTIONS), "Resource": [f"{a}/*" for a in arns]},
-        {"Sid": "WriteReplicas", "Effect": "Allow", "Action": list(DESTINATION_OBJECT_ACTIONS), "Resource": [f"{a}/*" for a in arns]},
+        {
+            "Sid": "ReadSourceReplicationConfig",
+            "Effect": "Allow",
+            "Action": list(SOURCE_BUCKET_ACTIONS),
+            "Resource": arns,
+        },
+        {
+            "Sid": "ReadSourceObjectVersions",
+            "Effect": "Allow",
+            "Action": list(SOURCE_OBJECT_ACTIONS),
+            "Resource": [f"{a}/*" for a in arns],
+        },
+        {
+            "Sid": "WriteReplicas",
+            "Effect": "Allow",
+            "Action": list(DESTINATION_OBJECT_ACTIONS),
+            "Resource": [f"{a}/*" for a in arns],
+        },
     ]
     for b in buckets:
         via = {"kms:ViaService": f"s3.{b.region}.amazonaws.com"}
         ctx = {"kms:EncryptionContext:aws:s3:arn": kms_context(b.arn)}
-        statements.append({"Sid": _sid("DecryptSource", b.region), "Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": [b.kms_key_arn],
-                           "Condition": {"StringEquals": via, "StringLike": ctx}})
-        statements.append({"Sid": _sid("EncryptReplica", b.region), "Effect": "Allow", "Action": ["kms:Encrypt"], "Resource": [b.kms_key_arn],
-                           "Condition": {"StringEquals": via, "StringLike": ctx}})
+        statements.append(
+            {
+                "Sid": _sid("DecryptSource", b.region),
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt"],
+                "Resource": [b.kms_key_arn],
+                "Condition": {"StringEquals": via, "StringLike": ctx},
+            }
+        )
+        statements.append(
+            {
+                "Sid": _sid("EncryptReplica", b.region),
+                "Effect": "Allow",
+                "Action": ["kms:Encrypt"],
+                "Resource": [b.kms_key_arn],
+                "Condition": {"StringEquals": via, "StringLike": ctx},
+            }
+        )
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def replication_rule(destination_region: str, priority: int, destination_bucket_arn: pulumi.Input[str],
-                     destination_kms_key_arn: pulumi.Input[str], rtc_minutes: int) -> aws.s3.BucketReplicationConfigRuleArgs:
+def replication_rule(
+    destination_region: str,
+    priority: int,
+    destination_bucket_arn: pulumi.Input[str],
+    destination_kms_key_arn: pulumi.Input[str],
+    rtc_minutes: int,
+) -> aws.s3.BucketReplicationConfigRuleArgs:
     """One rule: everything in the bucket (empty filter, which multi-destination rules require) to one region."""
     return aws.s3.BucketReplicationConfigRuleArgs(
         id=rule_id(destination_region),
@@ -127,7 +164,9 @@ def replication_rule(destination_region: str, priority: int, destination_bucket_
         delete_marker_replication=aws.s3.BucketReplicationConfigRuleDeleteMarkerReplicationArgs(status="Enabled"),
         source_selection_criteria=aws.s3.BucketReplicationConfigRuleSourceSelectionCriteriaArgs(
             # Without this opt-in S3 silently skips SSE-KMS objects, i.e. every artifact.
-            sse_kms_encrypted_objects=aws.s3.BucketReplicationConfigRuleSourceSelectionCriteriaSseKmsEncryptedObjectsArgs(status="Enabled"),
+            sse_kms_encrypted_objects=aws.s3.BucketReplicationConfigRuleSourceSelectionCriteriaSseKmsEncryptedObjectsArgs(
+                status="Enabled"
+            ),
         ),
         destination=aws.s3.BucketReplicationConfigRuleDestinationArgs(
             bucket=destination_bucket_arn,
@@ -141,7 +180,9 @@ def replication_rule(destination_region: str, priority: int, destination_bucket_
             # RTC requires metrics; the event threshold is what OperationsMissedThreshold counts against.
             metrics=aws.s3.BucketReplicationConfigRuleDestinationMetricsArgs(
                 status="Enabled",
-                event_threshold=aws.s3.BucketReplicationConfigRuleDestinationMetricsEventThresholdArgs(minutes=rtc_minutes),
+                event_threshold=aws.s3.BucketReplicationConfigRuleDestinationMetricsEventThresholdArgs(
+                    minutes=rtc_minutes
+                ),
             ),
         ),
     )
@@ -151,7 +192,9 @@ def _account_of(kms_key_arns: list[str]) -> str:
     accounts = {a.split(":")[4] for a in kms_key_arns}
     if len(accounts) != 1:
         # Cross-account replication needs destination account + owner override; this design is one account.
-        raise ValueError(f"the regional buckets' KMS keys span accounts {sorted(accounts)}: replication here is same-account only")
+        raise ValueError(
+            f"the regional buckets' KMS keys span accounts {sorted(accounts)}: replication here is same-account only"
+        )
     return accounts.pop()
 
 
@@ -165,8 +208,14 @@ class ArtifactReplication(pulumi.ComponentResource):
     configs: dict[str, aws.s3.BucketReplicationConfig]
     rules: list[RuleRef]
 
-    def __init__(self, name: str, args: ReplicationArgs, providers: dict[str, aws.Provider], control: aws.Provider,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        args: ReplicationArgs,
+        providers: dict[str, aws.Provider],
+        control: aws.Provider,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
         """`providers`: one per bucket region (each configuration is written in its source's region);
         `control`: signs the IAM calls (IAM is global)."""
         super().__init__("reco-dr:global:ArtifactReplication", name, None, opts)
@@ -179,12 +228,14 @@ class ArtifactReplication(pulumi.ComponentResource):
             f"{name}-role",
             description="S3 replication of reco-dr model artifacts between regional buckets",
             assume_role_policy=pulumi.Output.all(args.account_id, *[b.arn for b in buckets]).apply(
-                lambda a: json.dumps(trust_policy(a[0], list(a[1:])), sort_keys=True)),
+                lambda a: json.dumps(trust_policy(a[0], list(a[1:])), sort_keys=True)
+            ),
             tags=args.tags,
             opts=oc,
         )
         facts = pulumi.Output.all(*[pulumi.Output.all(b.name, b.arn, b.kms_key_arn) for b in buckets]).apply(
-            lambda rows: [BucketFacts(b.region, *row) for b, row in zip(buckets, rows)])
+            lambda rows: [BucketFacts(b.region, *row) for b, row in zip(buckets, rows)]
+        )
         policy = aws.iam.RolePolicy(
             f"{name}-policy",
             role=self.role.id,
@@ -195,7 +246,9 @@ class ArtifactReplication(pulumi.ComponentResource):
         self.configs, self.rules = {}, []
         for src in buckets:
             dests = [b for b in buckets if b.region != src.region]
-            rules = [replication_rule(d.region, i + 1, d.arn, d.kms_key_arn, args.rtc_minutes) for i, d in enumerate(dests)]
+            rules = [
+                replication_rule(d.region, i + 1, d.arn, d.kms_key_arn, args.rtc_minutes) for i, d in enumerate(dests)
+            ]
             self.configs[src.region] = aws.s3.BucketReplicationConfig(
                 f"{name}-{src.region}",
                 bucket=src.name,
@@ -207,7 +260,9 @@ class ArtifactReplication(pulumi.ComponentResource):
             )
             self.rules += [RuleRef(src.region, d.region, rule_id(d.region), src.name, d.name) for d in dests]
 
-        self.register_outputs({
-            "role_arn": self.role.arn,
-            "configurations": {r: c.id for r, c in self.configs.items()},
-        })
+        self.register_outputs(
+            {
+                "role_arn": self.role.arn,
+                "configurations": {r: c.id for r, c in self.configs.items()},
+            }
+        )

@@ -15,16 +15,17 @@ load balancer's weighted forward action (infra/components/load_balancer.py) spli
 `reco-dr/track` (stable | canary) and `reco-dr/model-version`, which the metrics pipeline turns into series
 labels: the release gates, alerts and dashboard tell the two versions apart by them.
 """
+
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.components.gpu_pools import CC_LABEL, GPU_TOLERATION, POOL_LABEL
-from infra.config import GpuPool, Model, Triton as TritonConfig
+from infra.config import GpuPool, Model
+from infra.config import Triton as TritonConfig
 
 NAMESPACE = "triton"
 SERVICE_ACCOUNT = "triton"
@@ -116,8 +117,13 @@ def selector_labels(pool: str, track: str = STABLE) -> dict[str, str]:
 
 
 def pod_labels(pool: GpuPool, model: Model, track: str = STABLE) -> dict[str, str]:
-    return {**selector_labels(pool.name, track), POOL_LABEL: pool.name, "app.kubernetes.io/part-of": "reco-dr",
-            "reco-dr/model-version": model.version, TRACK_LABEL: track}
+    return {
+        **selector_labels(pool.name, track),
+        POOL_LABEL: pool.name,
+        "app.kubernetes.io/part-of": "reco-dr",
+        "reco-dr/model-version": model.version,
+        TRACK_LABEL: track,
+    }
 
 
 def canary_model(model: Model) -> Model | None:
@@ -151,16 +157,38 @@ def model_init_containers(bucket: str, model: Model, triton: TritonConfig, regio
     sec = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
     mount = [{"name": "models", "mountPath": MODEL_DIR}]
     return [
-        {"name": "fetch-model", "image": AWS_CLI_IMAGE, "imagePullPolicy": "IfNotPresent",
-         "command": ["aws", "s3", "sync", "--only-show-errors", "--exact-timestamps", f"{model_repository_uri(bucket, model)}/", local],
-         # IRSA's webhook adds the role to init containers too; HOME for the CLI's cache as the non-root user.
-         "env": [{"name": "AWS_REGION", "value": region}, {"name": "AWS_DEFAULT_REGION", "value": region}, {"name": "HOME", "value": "/tmp"}],
-         "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
-         "securityContext": sec, "volumeMounts": [*mount, {"name": "tmp", "mountPath": "/tmp"}]},
-        {"name": "verify-model", "image": triton.image, "imagePullPolicy": "IfNotPresent",
-         "command": ["python3", "-c", VERIFY_SCRIPT, local],
-         "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
-         "securityContext": sec, "volumeMounts": mount},
+        {
+            "name": "fetch-model",
+            "image": AWS_CLI_IMAGE,
+            "imagePullPolicy": "IfNotPresent",
+            "command": [
+                "aws",
+                "s3",
+                "sync",
+                "--only-show-errors",
+                "--exact-timestamps",
+                f"{model_repository_uri(bucket, model)}/",
+                local,
+            ],
+            # IRSA's webhook adds the role to init containers too; HOME for the CLI's cache as the non-root user.
+            "env": [
+                {"name": "AWS_REGION", "value": region},
+                {"name": "AWS_DEFAULT_REGION", "value": region},
+                {"name": "HOME", "value": "/tmp"},
+            ],
+            "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+            "securityContext": sec,
+            "volumeMounts": [*mount, {"name": "tmp", "mountPath": "/tmp"}],
+        },
+        {
+            "name": "verify-model",
+            "image": triton.image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["python3", "-c", VERIFY_SCRIPT, local],
+            "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+            "securityContext": sec,
+            "volumeMounts": mount,
+        },
     ]
 
 
@@ -185,7 +213,9 @@ def triton_args(bucket: str, model: Model) -> list[str]:
     ]
 
 
-def deployment_manifest(pool: GpuPool, triton: TritonConfig, model: Model, bucket: str, region: str, track: str = STABLE) -> dict:
+def deployment_manifest(
+    pool: GpuPool, triton: TritonConfig, model: Model, bucket: str, region: str, track: str = STABLE
+) -> dict:
     """One pool's Triton Deployment for `track`; `model.version` is the version that track serves."""
     labels = pod_labels(pool, model, track)
     sel = selector_labels(pool.name, track)
@@ -200,9 +230,14 @@ def deployment_manifest(pool: GpuPool, triton: TritonConfig, model: Model, bucke
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "progressDeadlineSeconds": 1200,
             "template": {
-                "metadata": {"labels": labels, "annotations": {
-                    "prometheus.io/scrape": "true", "prometheus.io/port": str(PORTS["metrics"]), "prometheus.io/path": "/metrics",
-                }},
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(PORTS["metrics"]),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
                 "spec": {
                     "serviceAccountName": SERVICE_ACCOUNT,
                     "terminationGracePeriodSeconds": 60,
@@ -211,44 +246,76 @@ def deployment_manifest(pool: GpuPool, triton: TritonConfig, model: Model, bucke
                     "topologySpreadConstraints": [
                         # Spread across zones so one AZ loss costs a share of capacity, not all of it. ScheduleAnyway:
                         # a zone without GPU capacity (common for p5) must not leave pods pending.
-                        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway",
-                         "labelSelector": {"matchLabels": sel}},
-                        {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
-                         "labelSelector": {"matchLabels": sel}},
-                    ],
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
-                    "initContainers": model_init_containers(bucket, model, triton, region),
-                    "containers": [{
-                        "name": "triton",
-                        "image": triton.image,
-                        "imagePullPolicy": "IfNotPresent",
-                        "args": triton_args(bucket, model),
-                        "env": [
-                            # Triton reads the verified local copy; the region stays for any S3 access of its backends.
-                            {"name": "AWS_REGION", "value": region},
-                            {"name": "AWS_DEFAULT_REGION", "value": region},
-                        ],
-                        "ports": [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in PORTS.items()],
-                        "resources": {
-                            "requests": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"},
-                            "limits": {"memory": "12Gi", "nvidia.com/gpu": "1"},
+                        {
+                            "maxSkew": 1,
+                            "topologyKey": "topology.kubernetes.io/zone",
+                            "whenUnsatisfiable": "ScheduleAnyway",
+                            "labelSelector": {"matchLabels": sel},
                         },
-                        # Engines load at start (from the verified local copy): allow up to 10 minutes before liveness applies.
-                        "startupProbe": {"httpGet": {"path": LIVE_PATH, "port": "http"}, "periodSeconds": 10, "failureThreshold": 60},
-                        "livenessProbe": {"httpGet": {"path": LIVE_PATH, "port": "http"}, "periodSeconds": 10, "timeoutSeconds": 3,
-                                          "failureThreshold": 3},
-                        "readinessProbe": {"httpGet": {"path": READY_PATH, "port": "http"}, "periodSeconds": 5, "timeoutSeconds": 3,
-                                           "failureThreshold": 2},
-                        # Let the ALB deregister the pod before Triton stops accepting requests.
-                        "lifecycle": {"preStop": {"exec": {"command": ["/bin/sh", "-c", "sleep 15"]}}},
-                        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-                        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "models", "mountPath": MODEL_DIR, "readOnly": True}],
-                    }],
-                    "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
-                                # Node disk, sized for a version's engines; gone with the pod, refetched and reverified by the next.
-                                {"name": "models", "emptyDir": {"sizeLimit": "20Gi"}},
-                                {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+                        {
+                            "maxSkew": 1,
+                            "topologyKey": "kubernetes.io/hostname",
+                            "whenUnsatisfiable": "ScheduleAnyway",
+                            "labelSelector": {"matchLabels": sel},
+                        },
+                    ],
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 1000,
+                        "runAsGroup": 1000,
+                        "fsGroup": 1000,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "initContainers": model_init_containers(bucket, model, triton, region),
+                    "containers": [
+                        {
+                            "name": "triton",
+                            "image": triton.image,
+                            "imagePullPolicy": "IfNotPresent",
+                            "args": triton_args(bucket, model),
+                            "env": [
+                                # Triton reads the verified local copy; the region stays for any S3 access of its backends.
+                                {"name": "AWS_REGION", "value": region},
+                                {"name": "AWS_DEFAULT_REGION", "value": region},
+                            ],
+                            "ports": [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in PORTS.items()],
+                            "resources": {
+                                "requests": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"},
+                                "limits": {"memory": "12Gi", "nvidia.com/gpu": "1"},
+                            },
+                            # Engines load at start (from the verified local copy): allow up to 10 minutes before liveness applies.
+                            "startupProbe": {
+                                "httpGet": {"path": LIVE_PATH, "port": "http"},
+                                "periodSeconds": 10,
+                                "failureThreshold": 60,
+                            },
+                            "livenessProbe": {
+                                "httpGet": {"path": LIVE_PATH, "port": "http"},
+                                "periodSeconds": 10,
+                                "timeoutSeconds": 3,
+                                "failureThreshold": 3,
+                            },
+                            "readinessProbe": {
+                                "httpGet": {"path": READY_PATH, "port": "http"},
+                                "periodSeconds": 5,
+                                "timeoutSeconds": 3,
+                                "failureThreshold": 2,
+                            },
+                            # Let the ALB deregister the pod before Triton stops accepting requests.
+                            "lifecycle": {"preStop": {"exec": {"command": ["/bin/sh", "-c", "sleep 15"]}}},
+                            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                            "volumeMounts": [
+                                {"name": "dshm", "mountPath": "/dev/shm"},
+                                {"name": "models", "mountPath": MODEL_DIR, "readOnly": True},
+                            ],
+                        }
+                    ],
+                    "volumes": [
+                        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+                        # Node disk, sized for a version's engines; gone with the pod, refetched and reverified by the next.
+                        {"name": "models", "emptyDir": {"sizeLimit": "20Gi"}},
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+                    ],
                 },
             },
         },
@@ -282,12 +349,25 @@ def hpa_manifest(pool: GpuPool, triton: TritonConfig, track: str = STABLE) -> di
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
             "minReplicas": lo,
             "maxReplicas": hi,
-            "metrics": [{"type": "Pods", "pods": {"metric": {"name": GPU_UTIL_METRIC},
-                                                  "target": {"type": "AverageValue", "averageValue": target}}}],
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": GPU_UTIL_METRIC},
+                        "target": {"type": "AverageValue", "averageValue": target},
+                    },
+                }
+            ],
             "behavior": {
                 # Scale up fast (a failover shifts a region's traffic here within a minute), down slowly.
-                "scaleUp": {"stabilizationWindowSeconds": 0, "policies": [{"type": "Percent", "value": 100, "periodSeconds": 30}]},
-                "scaleDown": {"stabilizationWindowSeconds": 600, "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}]},
+                "scaleUp": {
+                    "stabilizationWindowSeconds": 0,
+                    "policies": [{"type": "Percent", "value": 100, "periodSeconds": 30}],
+                },
+                "scaleDown": {
+                    "stabilizationWindowSeconds": 600,
+                    "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}],
+                },
             },
         },
     }
@@ -310,13 +390,23 @@ def service_manifest(track: str = STABLE) -> dict:
 def namespace_manifest() -> dict:
     # The controller injects a readiness gate into pods here: a rollout waits until the new pod is healthy
     # in the target group, not only in Kubernetes, before the next old pod goes.
-    return {"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": NAMESPACE, "labels": {"elbv2.k8s.aws/pod-readiness-gate-inject": "enabled"}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": NAMESPACE, "labels": {"elbv2.k8s.aws/pod-readiness-gate-inject": "enabled"}},
+    }
 
 
 def service_account_manifest(role_arn: str) -> dict:
-    return {"apiVersion": "v1", "kind": "ServiceAccount",
-            "metadata": {"name": SERVICE_ACCOUNT, "namespace": NAMESPACE, "annotations": {"eks.amazonaws.com/role-arn": role_arn}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {
+            "name": SERVICE_ACCOUNT,
+            "namespace": NAMESPACE,
+            "annotations": {"eks.amazonaws.com/role-arn": role_arn},
+        },
+    }
 
 
 def target_group_binding_manifest(target_group_arn: str, track: str = STABLE) -> dict:
@@ -326,7 +416,11 @@ def target_group_binding_manifest(target_group_arn: str, track: str = STABLE) ->
         "kind": "TargetGroupBinding",
         "metadata": {"name": name, "namespace": NAMESPACE},
         # No `networking` block: Pulumi owns the security-group rule (nodes accept 8000 from the ALB only).
-        "spec": {"serviceRef": {"name": name, "port": PORTS["http"]}, "targetGroupARN": target_group_arn, "targetType": "ip"},
+        "spec": {
+            "serviceRef": {"name": name, "port": PORTS["http"]},
+            "targetGroupARN": target_group_arn,
+            "targetType": "ip",
+        },
     }
 
 
@@ -353,9 +447,11 @@ class TritonServing(pulumi.ComponentResource):
         ns_m = namespace_manifest()
         ns = k8s.core.v1.Namespace(f"{name}-ns", metadata=ns_m["metadata"], opts=o)
         on_ns = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[ns])
-        sa = k8s.core.v1.ServiceAccount(f"{name}-sa",
-                                        metadata=pulumi.Output.from_input(args.role_arn).apply(lambda a: service_account_manifest(a)["metadata"]),
-                                        opts=on_ns)
+        sa = k8s.core.v1.ServiceAccount(
+            f"{name}-sa",
+            metadata=pulumi.Output.from_input(args.role_arn).apply(lambda a: service_account_manifest(a)["metadata"]),
+            opts=on_ns,
+        )
         svc_m = service_manifest()
         self.service = k8s.core.v1.Service(f"{name}-svc", metadata=svc_m["metadata"], spec=svc_m["spec"], opts=on_ns)
 
@@ -366,27 +462,42 @@ class TritonServing(pulumi.ComponentResource):
             if args.canary_target_group_arn is None:
                 raise ValueError("model.canary_version is set but the load balancer has no canary target group")
             c_svc = service_manifest(CANARY)
-            self.canary_service = k8s.core.v1.Service(f"{name}-canary-svc", metadata=c_svc["metadata"], spec=c_svc["spec"], opts=on_ns)
+            self.canary_service = k8s.core.v1.Service(
+                f"{name}-canary-svc", metadata=c_svc["metadata"], spec=c_svc["spec"], opts=on_ns
+            )
             tracks.append((CANARY, canary, args.canary_target_group_arn, self.canary_service))
         for track, model, tg_arn, svc in tracks:
             suffix = "" if track == STABLE else "-canary"
             for pool in args.pools:
                 dep = pulumi.Output.from_input(args.bucket_name).apply(
-                    lambda b, p=pool, m=model, t=track: deployment_manifest(p, args.triton, m, b, args.region, t))
+                    lambda b, p=pool, m=model, t=track: deployment_manifest(p, args.triton, m, b, args.region, t)
+                )
                 key = deployment_name(pool.name, track)
                 self.deployments[key] = k8s.apps.v1.Deployment(
-                    f"{name}-{pool.name}{suffix}", metadata=dep.apply(lambda m: m["metadata"]), spec=dep.apply(lambda m: m["spec"]),
-                    opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[ns, sa, *deps]))
+                    f"{name}-{pool.name}{suffix}",
+                    metadata=dep.apply(lambda m: m["metadata"]),
+                    spec=dep.apply(lambda m: m["spec"]),
+                    opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[ns, sa, *deps]),
+                )
                 pdb = pdb_manifest(pool, track)
-                k8s.policy.v1.PodDisruptionBudget(f"{name}-{pool.name}{suffix}-pdb", metadata=pdb["metadata"], spec=pdb["spec"], opts=on_ns)
+                k8s.policy.v1.PodDisruptionBudget(
+                    f"{name}-{pool.name}{suffix}-pdb", metadata=pdb["metadata"], spec=pdb["spec"], opts=on_ns
+                )
                 hpa = hpa_manifest(pool, args.triton, track)
-                k8s.autoscaling.v2.HorizontalPodAutoscaler(f"{name}-{pool.name}{suffix}-hpa", metadata=hpa["metadata"], spec=hpa["spec"],
-                                                            opts=pulumi.ResourceOptions(parent=self, provider=provider,
-                                                                                        depends_on=[self.deployments[key]]))
+                k8s.autoscaling.v2.HorizontalPodAutoscaler(
+                    f"{name}-{pool.name}{suffix}-hpa",
+                    metadata=hpa["metadata"],
+                    spec=hpa["spec"],
+                    opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[self.deployments[key]]),
+                )
 
             tgb = pulumi.Output.from_input(tg_arn).apply(lambda a, t=track: target_group_binding_manifest(a, t))
             k8s.apiextensions.CustomResource(
-                f"{name}{suffix}-tgb", api_version="elbv2.k8s.aws/v1beta1", kind="TargetGroupBinding",
-                metadata=tgb.apply(lambda m: m["metadata"]), spec=tgb.apply(lambda m: m["spec"]),
-                opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[svc, *deps]))
+                f"{name}{suffix}-tgb",
+                api_version="elbv2.k8s.aws/v1beta1",
+                kind="TargetGroupBinding",
+                metadata=tgb.apply(lambda m: m["metadata"]),
+                spec=tgb.apply(lambda m: m["spec"]),
+                opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[svc, *deps]),
+            )
         self.register_outputs({"namespace": NAMESPACE, "deployments": sorted(self.deployments)})

@@ -7,6 +7,7 @@ the HPAs, with no Alertmanager), Grafana imports dashboard.json. The release eng
 directly (drills/release/metrics.py). `metric_names(expr)` lists the metrics a PromQL expression reads, so tests
 hold every panel to metrics that exist.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,20 +24,49 @@ DASHBOARD = HERE / "dashboard.json"
 # What Triton 2.51 serves on :8002/metrics (checked against a live server; tests/release/fixtures/), the
 # ones the rules and panels may use.
 TRITON_METRICS = (
-    "nv_inference_request_success", "nv_inference_request_failure", "nv_inference_count", "nv_inference_exec_count",
-    "nv_inference_request_duration_us", "nv_inference_queue_duration_us", "nv_inference_compute_input_duration_us",
-    "nv_inference_compute_infer_duration_us", "nv_inference_compute_output_duration_us", "nv_inference_pending_request_count",
-    "nv_inference_request_summary_us", "nv_inference_queue_summary_us", "nv_gpu_utilization", "nv_gpu_memory_used_bytes",
-    "nv_gpu_memory_total_bytes", "nv_gpu_power_usage", "nv_cpu_utilization",
+    "nv_inference_request_success",
+    "nv_inference_request_failure",
+    "nv_inference_count",
+    "nv_inference_exec_count",
+    "nv_inference_request_duration_us",
+    "nv_inference_queue_duration_us",
+    "nv_inference_compute_input_duration_us",
+    "nv_inference_compute_infer_duration_us",
+    "nv_inference_compute_output_duration_us",
+    "nv_inference_pending_request_count",
+    "nv_inference_request_summary_us",
+    "nv_inference_queue_summary_us",
+    "nv_gpu_utilization",
+    "nv_gpu_memory_used_bytes",
+    "nv_gpu_memory_total_bytes",
+    "nv_gpu_power_usage",
+    "nv_cpu_utilization",
 )
 # Not Triton's: Prometheus' own scrape health, and CloudWatch through YACE (aws_<namespace>_<metric>_<statistic>).
 EXTERNAL_METRICS = (
     "up",
-    "aws_s3_replication_latency_maximum", "aws_s3_operations_failed_replication_sum", "aws_s3_operations_pending_replication_sum",
-    "aws_route53_health_check_status_minimum", "aws_route53_health_check_percentage_healthy_average",
+    "aws_s3_replication_latency_maximum",
+    "aws_s3_operations_failed_replication_sum",
+    "aws_s3_operations_pending_replication_sum",
+    "aws_route53_health_check_status_minimum",
+    "aws_route53_health_check_percentage_healthy_average",
 )
 
-_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset", "inf", "nan"}
+_KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+}
 
 
 def metric_names(expr: str) -> set[str]:
@@ -50,7 +80,7 @@ def metric_names(expr: str) -> set[str]:
     out = set()
     for m in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", s):
         name = m.group(0)
-        rest = s[m.end():].lstrip()
+        rest = s[m.end() :].lstrip()
         if rest.startswith("(") or name.lower() in _KEYWORDS:
             continue
         if re.fullmatch(r"\d+[smhdwy]", name):

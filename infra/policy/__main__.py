@@ -8,6 +8,7 @@ two levels up, so a published pack would carry neither. The Pulumi CLI
 runs this file with run_name "__main__"; importing it under another name builds `POLICIES` without
 starting the analyzer server, which is how tests/policy checks the wiring.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,13 +40,13 @@ MANDATORY = EnforcementLevel.MANDATORY
 def plain(value):
     """pulumi_policy's unknown-checking proxies -> plain dicts/lists, preview unknowns -> validators.UNKNOWN.
     The proxies raise on reading an unknown; the validators decide per check what an unknown means instead."""
-    if isinstance(value, (_proxy._DictProxy, _proxy._ListProxy)):  # noqa: SLF001 - no public unwrap exists
+    if isinstance(value, (_proxy._DictProxy, _proxy._ListProxy)):
         value = value["__target"]
     if isinstance(value, dict):
         return {k: plain(x) for k, x in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain(x) for x in value]
-    if _proxy._is_unknown(value):  # noqa: SLF001
+    if _proxy._is_unknown(value):
         return v.UNKNOWN
     return value
 
@@ -70,8 +71,13 @@ def resource_policy(name: str, description: str, resource_type: str) -> Resource
 def stack_policy(name: str, description: str, check) -> StackValidationPolicy:
     def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
         resources = [
-            v.Res(r.resource_type, r.name, plain(r.props), r.urn,
-                  {k: [d.urn for d in deps] for k, deps in (r.property_dependencies or {}).items()})
+            v.Res(
+                r.resource_type,
+                r.name,
+                plain(r.props),
+                r.urn,
+                {k: [d.urn for d in deps] for k, deps in (r.property_dependencies or {}).items()},
+            )
             for r in args.resources
         ]
         for msg in check(resources, _stack(args)):
@@ -86,19 +92,47 @@ def _fleet_check(fn):
 
 
 POLICIES = [
-    resource_policy("route53-record-health-check", "Every weighted or failover Route 53 record has a health check, a set identifier and evaluates target health.", v.RECORD),
-    resource_policy("route53-health-check-https", "Health checks probe HTTPS with a path and measure latency.", v.HEALTH_CHECK),
-    resource_policy("s3-replication-rtc", "Replication rules: enabled, delete-marker replication, RTC and metrics at 15 minutes, SSE-KMS objects re-encrypted with a destination key, distinct priorities.", v.REPLICATION),
-    resource_policy("eks-gpu-node-taint", "GPU node groups carry the nvidia.com/gpu=true:NoSchedule taint.", v.NODE_GROUP),
-    stack_policy("route53-record-sets", "A weighted record set has a weight > 0; a failover record set has exactly one PRIMARY.",
-                 lambda resources, stack: v.record_set_violations(resources)),
-    stack_policy("s3-bucket-controls", "Every S3 bucket is versioned, SSE-KMS encrypted and blocks public access.",
-                 lambda resources, stack: v.bucket_violations(resources)),
-    stack_policy("s3-replication-mesh", "Every regional bucket replicates to every other region's bucket, one configuration per bucket.",
-                 lambda resources, stack: v.replication_mesh_violations(resources)),
-    stack_policy("n-plus-one-capacity", "With any one region lost, the survivors' GPU pools carry peak QPS.", _fleet_check(v.capacity_violations)),
-    stack_policy("model-engines", "Every compute capability has an engine (or an explicit ONNX fallback) built with Triton's TensorRT.",
-                 _fleet_check(v.model_violations)),
+    resource_policy(
+        "route53-record-health-check",
+        "Every weighted or failover Route 53 record has a health check, a set identifier and evaluates target health.",
+        v.RECORD,
+    ),
+    resource_policy(
+        "route53-health-check-https", "Health checks probe HTTPS with a path and measure latency.", v.HEALTH_CHECK
+    ),
+    resource_policy(
+        "s3-replication-rtc",
+        "Replication rules: enabled, delete-marker replication, RTC and metrics at 15 minutes, SSE-KMS objects re-encrypted with a destination key, distinct priorities.",
+        v.REPLICATION,
+    ),
+    resource_policy(
+        "eks-gpu-node-taint", "GPU node groups carry the nvidia.com/gpu=true:NoSchedule taint.", v.NODE_GROUP
+    ),
+    stack_policy(
+        "route53-record-sets",
+        "A weighted record set has a weight > 0; a failover record set has exactly one PRIMARY.",
+        lambda resources, stack: v.record_set_violations(resources),
+    ),
+    stack_policy(
+        "s3-bucket-controls",
+        "Every S3 bucket is versioned, SSE-KMS encrypted and blocks public access.",
+        lambda resources, stack: v.bucket_violations(resources),
+    ),
+    stack_policy(
+        "s3-replication-mesh",
+        "Every regional bucket replicates to every other region's bucket, one configuration per bucket.",
+        lambda resources, stack: v.replication_mesh_violations(resources),
+    ),
+    stack_policy(
+        "n-plus-one-capacity",
+        "With any one region lost, the survivors' GPU pools carry peak QPS.",
+        _fleet_check(v.capacity_violations),
+    ),
+    stack_policy(
+        "model-engines",
+        "Every compute capability has an engine (or an explicit ONNX fallback) built with Triton's TensorRT.",
+        _fleet_check(v.model_violations),
+    ),
 ]
 
 

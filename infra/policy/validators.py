@@ -8,16 +8,24 @@ value comparisons.
 
 Each function returns a list of violation messages; empty means compliant.
 """
+
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from infra.catalog import GPU_INSTANCES
 from infra.config import STACKS_DIR, ConfigError, load_fleet
-from infra.invariants import ERROR, capacity_findings, engine_findings, read_manifest, record_findings, tensorrt_findings
+from infra.invariants import (
+    ERROR,
+    capacity_findings,
+    engine_findings,
+    read_manifest,
+    record_findings,
+    tensorrt_findings,
+)
 
 
 class _Unknown:
@@ -183,9 +191,15 @@ def bucket_violations(resources: Iterable[Res]) -> list[str]:
         related = lambda t: [r for r in resources if r.type == t and _targets(r, b)]  # noqa: E731
         vers = related(VERSIONING)
         if not any(_is(_g(v.props, "versioningConfiguration", "status"), "Enabled") for v in vers):
-            out.append(f"bucket {b.name} is not versioned (no BucketVersioning with status Enabled): replication and rollback need versions")
+            out.append(
+                f"bucket {b.name} is not versioned (no BucketVersioning with status Enabled): replication and rollback need versions"
+            )
         sse = related(SSE)
-        algos = [_g(rule, "applyServerSideEncryptionByDefault", "sseAlgorithm") for s in sse for rule in (_g(s.props, "rules") or [])]
+        algos = [
+            _g(rule, "applyServerSideEncryptionByDefault", "sseAlgorithm")
+            for s in sse
+            for rule in (_g(s.props, "rules") or [])
+        ]
         if not any(a is UNKNOWN or a in ("aws:kms", "aws:kms:dsse") for a in algos):
             out.append(f"bucket {b.name} has no SSE-KMS default encryption (got {algos or 'none'})")
         pab = related(PUBLIC_ACCESS_BLOCK)
@@ -202,7 +216,9 @@ def replication_mesh_violations(resources: Iterable[Res]) -> list[str]:
         return []
     out = []
     if len(sources) != len(configs):
-        out.append(f"more than one replication configuration for one bucket: S3 keeps only the last ({sorted(c.name for c in configs)})")
+        out.append(
+            f"more than one replication configuration for one bucket: S3 keeps only the last ({sorted(c.name for c in configs)})"
+        )
     for src, c in sources.items():
         dests = [_g(rule, "destination", "bucket") for rule in (_g(c.props, "rules") or [])]
         if any(d is UNKNOWN for d in dests):
@@ -244,4 +260,6 @@ def model_violations(stack: str, stacks_dir: Path = STACKS_DIR, manifest: Any = 
     except ConfigError as e:
         return [str(e)]
     facts = read_manifest(manifest)
-    return [f.message for f in [*engine_findings(fleet, facts), *tensorrt_findings(fleet, facts)] if f.severity == ERROR]
+    return [
+        f.message for f in [*engine_findings(fleet, facts), *tensorrt_findings(fleet, facts)] if f.severity == ERROR
+    ]

@@ -4,6 +4,7 @@ moto is started once per test module (`aws`), not per test: creating EKS node gr
 backend per region, which costs seconds. Tests stay apart by names: every `world` gets its own hosted zone,
 buckets and clusters (a uid in each name).
 """
+
 from __future__ import annotations
 
 import sys
@@ -37,11 +38,19 @@ def world(aws, tmp_path, clock):
 
     made = []
 
-    def make(env: str = "prod", overrides: dict | None = None, manifests: dict | None = None, lag: float = 40.0, clients: int = 4):
+    def make(
+        env: str = "prod",
+        overrides: dict | None = None,
+        manifests: dict | None = None,
+        lag: float = 40.0,
+        clients: int = 4,
+    ):
         uid = "u" + uuid.uuid4().hex[:8]
         stacks = copy_stacks(tmp_path / f"stacks-{uid}", overrides, uid=uid)
         state = tmp_path / f"state-{uid}"
-        b = build_test_backend(env, stacks, state, clock, manifests=manifests, replication_lag=lag, clients=clients, uid=uid)
+        b = build_test_backend(
+            env, stacks, state, clock, manifests=manifests, replication_lag=lag, clients=clients, uid=uid
+        )
         made.append(b)
         return SimpleNamespace(stacks=stacks, state=state, backend=b, clock=clock, uid=uid, env=env)
 

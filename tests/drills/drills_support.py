@@ -6,6 +6,7 @@ Pulumi programs would have left AWS (buckets with versioning and replication, ma
 node groups, the global stack's records and health checks through the LocalStackAdapter's applier) and
 returns a drills Backend. The caller must have moto's mock active.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,6 @@ from typing import Any
 import boto3
 import yaml
 
-from infra.config import load_fleet
-
 from drills.adapters.base import Backend
 from drills.adapters.capacity import EksCapacity, StaticPods
 from drills.adapters.faults import CompositeFaults, HealthCheckInversion
@@ -29,13 +28,28 @@ from drills.adapters.probes import PolicyResolver, TritonHttpProbe
 from drills.adapters.route53 import HealthModel, ModelledRoute53
 from drills.adapters.s3 import ReplicatingS3
 from drills.clock import Clock
+from infra.config import load_fleet
 
 ROOT = Path(__file__).resolve().parents[2]
 # Fast drill parameters for the fake clock: fewer clients and polls, short holds.
-FAST = {"steps": 2, "hold_seconds": 60, "poll_seconds": 5, "probe_clients": 4, "min_samples": 10, "slo_window_seconds": 30}
-METADATA = {"name": "ranker", "versions": ["1"], "platform": "python",
-            "inputs": [{"name": "dense", "datatype": "FP32", "shape": [-1, 4]}, {"name": "item_ids", "datatype": "INT32", "shape": [-1, 2]}],
-            "outputs": [{"name": "score", "datatype": "FP32", "shape": [-1, 1]}]}
+FAST = {
+    "steps": 2,
+    "hold_seconds": 60,
+    "poll_seconds": 5,
+    "probe_clients": 4,
+    "min_samples": 10,
+    "slo_window_seconds": 30,
+}
+METADATA = {
+    "name": "ranker",
+    "versions": ["1"],
+    "platform": "python",
+    "inputs": [
+        {"name": "dense", "datatype": "FP32", "shape": [-1, 4]},
+        {"name": "item_ids", "datatype": "INT32", "shape": [-1, 2]},
+    ],
+    "outputs": [{"name": "score", "datatype": "FP32", "shape": [-1, 1]}],
+}
 
 
 class FakeTriton:
@@ -79,10 +93,19 @@ class FakeTriton:
                     time.sleep(outer.latency)
                 if not outer.ready or outer.fail_infer:
                     self._send(503, {"error": "unavailable"})
-                elif self.path != "/v2/models/ranker/infer" or {i["name"] for i in body.get("inputs", [])} != {"dense", "item_ids"}:
+                elif self.path != "/v2/models/ranker/infer" or {i["name"] for i in body.get("inputs", [])} != {
+                    "dense",
+                    "item_ids",
+                }:
                     self._send(400, {"error": "bad request"})
                 else:
-                    self._send(200, {"model_name": "ranker", "outputs": [{"name": "score", "datatype": "FP32", "shape": [1, 1], "data": [0.5]}]})
+                    self._send(
+                        200,
+                        {
+                            "model_name": "ranker",
+                            "outputs": [{"name": "score", "datatype": "FP32", "shape": [1, 1], "data": [0.5]}],
+                        },
+                    )
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.server.daemon_threads = True
@@ -138,12 +161,20 @@ def copy_stacks(dst: Path, env_overrides: dict[str, dict] | None = None, uid: st
 def manifest_for(fleet: Any, ccs: list[str] | None = None, version: str | None = None) -> dict:
     ccs = ccs if ccs is not None else fleet.compute_capabilities
     version = version or next(iter(fleet.regions.values())).model.version
-    return {"model": {"name": "ranker", "version": version}, "tensorrt": "10.8.0",
-            "engines": [{"compute_capability": cc, "file": f"ranker/1/model_sm{cc.replace('.', '')}.plan", "sha256": "ab" * 32} for cc in ccs],
-            "benchmark": {"qps_per_gpu": {}}}
+    return {
+        "model": {"name": "ranker", "version": version},
+        "tensorrt": "10.8.0",
+        "engines": [
+            {"compute_capability": cc, "file": f"ranker/1/model_sm{cc.replace('.', '')}.plan", "sha256": "ab" * 32}
+            for cc in ccs
+        ],
+        "benchmark": {"qps_per_gpu": {}},
+    }
 
 
-def seed_aws(fleet: Any, stacks: LocalStackAdapter, manifests: dict[str, dict | None] | None = None, uid: str = "t") -> dict[str, dict]:
+def seed_aws(
+    fleet: Any, stacks: LocalStackAdapter, manifests: dict[str, dict | None] | None = None, uid: str = "t"
+) -> dict[str, dict]:
     """Create in moto what the regional programs would have created, and the regional stacks' outputs.
     Names carry `uid` so tests can share one moto (its EC2 backend, which EKS node groups touch, is slow to
     create)."""
@@ -157,38 +188,94 @@ def seed_aws(fleet: Any, stacks: LocalStackAdapter, manifests: dict[str, dict | 
         s3.create_bucket(Bucket=bucket, **kw)
         s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
         eks = boto3.client("eks", region_name=region)
-        eks.create_cluster(name=cluster, roleArn="arn:aws:iam::123456789012:role/eks", resourcesVpcConfig={"subnetIds": ["subnet-1"]})
+        eks.create_cluster(
+            name=cluster, roleArn="arn:aws:iam::123456789012:role/eks", resourcesVpcConfig={"subnetIds": ["subnet-1"]}
+        )
         for p in cfg.gpu_pools:
-            eks.create_nodegroup(clusterName=cluster, nodegroupName=f"gpu-{p.name}-20261101", nodeRole="arn:aws:iam::123456789012:role/node",
-                                 subnets=["subnet-1"], scalingConfig={"minSize": p.min, "desiredSize": p.desired, "maxSize": p.max},
-                                 instanceTypes=[p.instance_type], tags={"reco-dr/gpu-pool": p.name})
-        out = {"region": region, "cluster_name": cluster, "lb_dns_name": f"{uid}-{stack}-alb.{region}.elb.amazonaws.com",
-               "lb_zone_id": "Z35SXDOTRQ7X7K", "bucket_name": bucket, "bucket_arn": f"arn:aws:s3:::{bucket}",
-               "kms_key_arn": f"arn:aws:kms:{region}:123456789012:key/k", "triton_image": cfg.triton.image, "model_version": cfg.model.version,
-               "gpu_pools": [{"name": p.name, "instance_type": p.instance_type, "gpu_model": p.gpu.gpu_model, "gpus_per_instance": p.gpu.gpus,
-                              "compute_capability": p.gpu.compute_capability, "min": p.min, "desired": p.desired, "max": p.max} for p in cfg.gpu_pools]}
+            eks.create_nodegroup(
+                clusterName=cluster,
+                nodegroupName=f"gpu-{p.name}-20261101",
+                nodeRole="arn:aws:iam::123456789012:role/node",
+                subnets=["subnet-1"],
+                scalingConfig={"minSize": p.min, "desiredSize": p.desired, "maxSize": p.max},
+                instanceTypes=[p.instance_type],
+                tags={"reco-dr/gpu-pool": p.name},
+            )
+        out = {
+            "region": region,
+            "cluster_name": cluster,
+            "lb_dns_name": f"{uid}-{stack}-alb.{region}.elb.amazonaws.com",
+            "lb_zone_id": "Z35SXDOTRQ7X7K",
+            "bucket_name": bucket,
+            "bucket_arn": f"arn:aws:s3:::{bucket}",
+            "kms_key_arn": f"arn:aws:kms:{region}:123456789012:key/k",
+            "triton_image": cfg.triton.image,
+            "model_version": cfg.model.version,
+            "gpu_pools": [
+                {
+                    "name": p.name,
+                    "instance_type": p.instance_type,
+                    "gpu_model": p.gpu.gpu_model,
+                    "gpus_per_instance": p.gpu.gpus,
+                    "compute_capability": p.gpu.compute_capability,
+                    "min": p.min,
+                    "desired": p.desired,
+                    "max": p.max,
+                }
+                for p in cfg.gpu_pools
+            ],
+        }
         stacks.seed_outputs(stack, out)
         outputs[region] = out
     for region, out in outputs.items():  # every bucket replicates to every other (the global stack's mesh)
-        rules = [{"ID": f"to-{d}", "Priority": i, "Status": "Enabled", "Filter": {"Prefix": ""}, "DeleteMarkerReplication": {"Status": "Enabled"},
-                  "Destination": {"Bucket": outputs[d]["bucket_arn"]}} for i, d in enumerate(sorted(outputs)) if d != region]
+        rules = [
+            {
+                "ID": f"to-{d}",
+                "Priority": i,
+                "Status": "Enabled",
+                "Filter": {"Prefix": ""},
+                "DeleteMarkerReplication": {"Status": "Enabled"},
+                "Destination": {"Bucket": outputs[d]["bucket_arn"]},
+            }
+            for i, d in enumerate(sorted(outputs))
+            if d != region
+        ]
         boto3.client("s3", region_name=region).put_bucket_replication(
-            Bucket=out["bucket_name"], ReplicationConfiguration={"Role": "arn:aws:iam::123456789012:role/replication", "Rules": rules})
+            Bucket=out["bucket_name"],
+            ReplicationConfiguration={"Role": "arn:aws:iam::123456789012:role/replication", "Rules": rules},
+        )
         doc = manifests.get(region, manifest_for(fleet)) if manifests is not None else manifest_for(fleet)
         if doc is not None:
             cfg = fleet.regions[region]
-            boto3.client("s3", region_name=region).put_object(Bucket=out["bucket_name"], Key=f"{cfg.model.name}/{cfg.model.version}/manifest.json",
-                                                              Body=json.dumps(doc).encode())
+            boto3.client("s3", region_name=region).put_object(
+                Bucket=out["bucket_name"],
+                Key=f"{cfg.model.name}/{cfg.model.version}/manifest.json",
+                Body=json.dumps(doc).encode(),
+            )
     return outputs
 
 
-def build_test_backend(env: str, stacks_dir: Path, state_dir: Path, clock: Clock, *, clients: int = 4,
-                       replication_lag: float = 40.0, manifests: dict[str, dict | None] | None = None,
-                       servers: dict[str, FakeTriton] | None = None, seed: bool = True, uid: str = "t") -> Backend:
+def build_test_backend(
+    env: str,
+    stacks_dir: Path,
+    state_dir: Path,
+    clock: Clock,
+    *,
+    clients: int = 4,
+    replication_lag: float = 40.0,
+    manifests: dict[str, dict | None] | None = None,
+    servers: dict[str, FakeTriton] | None = None,
+    seed: bool = True,
+    uid: str = "t",
+) -> Backend:
     fleet = load_fleet(env, stacks_dir)
     r53 = boto3.client("route53", region_name="us-east-1")
     stacks = LocalStackAdapter(stacks_dir, state_dir / "stackstate", appliers={"global": route53_applier(r53)})
-    outputs = seed_aws(fleet, stacks, manifests, uid) if seed else {r: stacks.outputs(s) for r, s in fleet.stack_names.items()}
+    outputs = (
+        seed_aws(fleet, stacks, manifests, uid)
+        if seed
+        else {r: stacks.outputs(s) for r, s in fleet.stack_names.items()}
+    )
     g = stacks.up(fleet.global_stack, "seed")["outputs"]
     own = servers is None
     servers = servers or {r: FakeTriton(r) for r in fleet.regions}
@@ -198,16 +285,40 @@ def build_test_backend(env: str, stacks_dir: Path, state_dir: Path, clock: Clock
     model = HealthModel(clock, hc.request_interval, hc.failure_threshold, lambda region: probe_ready.ready(region).ok)
     for r in sorted(fleet.regions):
         model.watch(r)
-    route53 = ModelledRoute53(r53, g["zone_id"], fleet.glob.fqdn, {r: o["lb_dns_name"] for r, o in outputs.items()}, model, g["health_check_ids"])
-    s3 = ReplicatingS3({r: boto3.client("s3", region_name=r) for r in fleet.regions}, {r: o["bucket_name"] for r, o in outputs.items()},
-                       {r: (c.model.name, c.model.version) for r, c in fleet.regions.items()}, clock, lag=lambda s, d: replication_lag)
-    capacity = EksCapacity({r: boto3.client("eks", region_name=r) for r in fleet.regions}, {r: o["cluster_name"] for r, o in outputs.items()},
-                           StaticPods({r: 2 for r in fleet.regions}))
+    route53 = ModelledRoute53(
+        r53,
+        g["zone_id"],
+        fleet.glob.fqdn,
+        {r: o["lb_dns_name"] for r, o in outputs.items()},
+        model,
+        g["health_check_ids"],
+    )
+    s3 = ReplicatingS3(
+        {r: boto3.client("s3", region_name=r) for r in fleet.regions},
+        {r: o["bucket_name"] for r, o in outputs.items()},
+        {r: (c.model.name, c.model.version) for r, c in fleet.regions.items()},
+        clock,
+        lag=lambda s, d: replication_lag,
+    )
+    capacity = EksCapacity(
+        {r: boto3.client("eks", region_name=r) for r in fleet.regions},
+        {r: o["cluster_name"] for r, o in outputs.items()},
+        StaticPods(dict.fromkeys(fleet.regions, 2)),
+    )
     resolver = PolicyResolver(route53.dns_answer, endpoints, clock, fleet.glob.ttl, clients=clients)
     probes = TritonHttpProbe(endpoints, "ranker", clock, resolver, timeout=1.0)
     faults = CompositeFaults(ServerFaults(servers), HealthCheckInversion(route53))
-    b = Backend("test", {"stacks_dir": str(stacks_dir), "state_dir": str(state_dir)}, stacks, route53, s3, capacity, probes, faults,
-                extras={"servers": servers, "health_model": model, "r53": r53, "outputs": outputs})
+    b = Backend(
+        "test",
+        {"stacks_dir": str(stacks_dir), "state_dir": str(state_dir)},
+        stacks,
+        route53,
+        s3,
+        capacity,
+        probes,
+        faults,
+        extras={"servers": servers, "health_model": model, "r53": r53, "outputs": outputs},
+    )
     b.closers.append(model.stop)
     if own:
         b.closers.append(lambda: [s.stop() for s in servers.values()])

@@ -4,22 +4,25 @@ Each process gets its own in-process moto and fake Tritons; what persists betwee
 in reality: the stack config files (LocalStackAdapter) and the journal. A second process re-applies the stack
 config to its fresh moto, as AWS would still hold what the first process applied.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
+from drills_support import build_test_backend
 from moto import mock_aws
 
 from drills.backends import register_backend
 from drills.clock import Clock
 from drills.model import Plan
-from drills_support import build_test_backend
 
 
 def _factory(plan: Plan, options: dict, clock: Clock):
     mock = mock_aws()
     mock.start()
-    b = build_test_backend(plan.env, Path(options["stacks_dir"]), Path(options["state_dir"]), clock, clients=int(options.get("clients", 4)))
+    b = build_test_backend(
+        plan.env, Path(options["stacks_dir"]), Path(options["state_dir"]), clock, clients=int(options.get("clients", 4))
+    )
     b.options = dict(options)
     b.closers.insert(0, mock.stop)
     return b

@@ -1,5 +1,6 @@
 """Adapters one by one: Triton probes against local HTTP servers, the Automation API adapter against a fake
 Stack, the file-backed stack adapter, Route 53 / S3 / EKS on moto, the health-check model, locks, EKS tokens."""
+
 from __future__ import annotations
 
 import base64
@@ -11,6 +12,7 @@ from urllib.parse import parse_qs, urlparse
 import boto3
 import pytest
 import yaml
+from drills_support import FakeTriton, copy_stacks
 
 from drills.adapters.base import RecordState
 from drills.adapters.capacity import EksCapacity, StaticPods, pool_of
@@ -25,7 +27,6 @@ from drills.checks import percentile, window_stats
 from drills.errors import DrillError, GuardrailError
 from drills.journal import Journal, host
 from drills.lock import Lock, lock_path, lock_status
-from drills_support import FakeTriton, copy_stacks
 
 
 # ---------------------------------------------------------------- probes
@@ -54,11 +55,22 @@ def test_triton_probe_ready_infer_and_failures(servers, clock):
 
 
 def test_infer_body_follows_the_model_signature():
-    body = infer_body({"inputs": [{"name": "dense", "datatype": "FP32", "shape": [-1, 3]}, {"name": "ids", "datatype": "INT32", "shape": [-1, 2]},
-                                  {"name": "q", "datatype": "BYTES", "shape": [1]}]})
-    assert body == {"inputs": [{"name": "dense", "shape": [1, 3], "datatype": "FP32", "data": [0.0] * 3},
-                               {"name": "ids", "shape": [1, 2], "datatype": "INT32", "data": [0, 0]},
-                               {"name": "q", "shape": [1], "datatype": "BYTES", "data": [""]}]}
+    body = infer_body(
+        {
+            "inputs": [
+                {"name": "dense", "datatype": "FP32", "shape": [-1, 3]},
+                {"name": "ids", "datatype": "INT32", "shape": [-1, 2]},
+                {"name": "q", "datatype": "BYTES", "shape": [1]},
+            ]
+        }
+    )
+    assert body == {
+        "inputs": [
+            {"name": "dense", "shape": [1, 3], "datatype": "FP32", "data": [0.0] * 3},
+            {"name": "ids", "shape": [1, 2], "datatype": "INT32", "data": [0, 0]},
+            {"name": "q", "shape": [1], "datatype": "BYTES", "data": [""]},
+        ]
+    }
 
 
 def test_policy_resolver_caches_per_client_for_the_ttl(servers, clock):
@@ -86,7 +98,10 @@ def test_percentile_is_nearest_rank():
 class FakeStack:
     def __init__(self, name):
         self.name, self.calls = name, []
-        self.config = {"reco-dr:routing.regions.us-east-1.weight": "40", "reco-dr:routing.regions.us-east-1.failover": "PRIMARY"}
+        self.config = {
+            "reco-dr:routing.regions.us-east-1.weight": "40",
+            "reco-dr:routing.regions.us-east-1.failover": "PRIMARY",
+        }
 
     def get_config(self, key, *, path=False):
         from pulumi.automation import ConfigValue
@@ -125,13 +140,22 @@ def test_automation_adapter_sets_namespaced_path_keys():
     a.set_config("prod-global", {"routing.regions.us-east-1.weight": 20, "routing.regions.us-west-2.weight": 45})
     st, work_dir = made["acme/prod-global"]
     assert work_dir == "/repo"
-    assert st.calls[-1] == ("set_all_config", {"reco-dr:routing.regions.us-east-1.weight": ("20", False),
-                                               "reco-dr:routing.regions.us-west-2.weight": ("45", False)}, True)
+    assert st.calls[-1] == (
+        "set_all_config",
+        {
+            "reco-dr:routing.regions.us-east-1.weight": ("20", False),
+            "reco-dr:routing.regions.us-west-2.weight": ("45", False),
+        },
+        True,
+    )
     assert a.get_config("prod-global", "routing.regions.us-east-1.weight") == 40  # decoded to the int the file holds
     assert a.get_config("prod-global", "routing.regions.us-east-1.failover") == "PRIMARY"
     assert st.calls[-1] == ("get_config", "reco-dr:routing.regions.us-east-1.failover", True)
     assert a.preview("prod-global") == {"same": 12, "update": 1}
-    assert a.up("prod-global", "drill x: shift-1") == {"summary": {"same": 12, "update": 1}, "outputs": {"zone_id": "Z123"}}
+    assert a.up("prod-global", "drill x: shift-1") == {
+        "summary": {"same": 12, "update": 1},
+        "outputs": {"zone_id": "Z123"},
+    }
     assert ("up", "drill x: shift-1") in st.calls
     assert a.outputs("prod-global") == {"weights": {"us-east-1": 40}}
     a.set_config("prod-usw2", {"gpu_pools[0].desired": 2})
@@ -180,19 +204,30 @@ def test_route53_applier_and_boto3_adapter_on_moto(aws, tmp_path):
     out = a.up("prod-global", "seed")["outputs"]
     again = a.up("prod-global", "again")["outputs"]
     assert again["health_check_ids"] == out["health_check_ids"]  # applying twice creates nothing new
-    lbs = {"us-east-1": "prod-use1.elb.amazonaws.com", "us-west-2": "prod-usw2.elb.amazonaws.com", "eu-west-1": "prod-euw1.elb.amazonaws.com"}
+    lbs = {
+        "us-east-1": "prod-use1.elb.amazonaws.com",
+        "us-west-2": "prod-usw2.elb.amazonaws.com",
+        "eu-west-1": "prod-euw1.elb.amazonaws.com",
+    }
     # moto answers TestDNSAnswer with 404: no samples here; no read cache, so each read sees the last `up`
     b = Boto3Route53(r53, out["zone_id"], "ranker.adp.shop.example.com", lbs, answer_samples=0, cache_seconds=0)
     recs = b.records()
     assert {r: s.weight for r, s in recs.items()} == {"us-east-1": 40, "us-west-2": 30, "eu-west-1": 30}
-    assert {s.set_identifier for s in recs.values()} == set(lbs) and recs["us-east-1"].health_check_id == out["health_check_ids"]["us-east-1"]
+    assert {s.set_identifier for s in recs.values()} == set(lbs) and recs["us-east-1"].health_check_id == out[
+        "health_check_ids"
+    ]["us-east-1"]
     a.set_config("prod-global", {"routing.regions.us-east-1.weight": 0})
     a.up("prod-global", "shift")
     assert b.records()["us-east-1"].weight == 0
     assert b.dns_answer() == {"eu-west-1": 0.5, "us-west-2": 0.5}  # the policy over Route 53's own health verdicts
     # inversion goes through UpdateHealthCheck(Inverted=...); moto stores it
     b.set_inverted("us-west-2", True)
-    assert r53.get_health_check(HealthCheckId=out["health_check_ids"]["us-west-2"])["HealthCheck"]["HealthCheckConfig"]["Inverted"] is True
+    assert (
+        r53.get_health_check(HealthCheckId=out["health_check_ids"]["us-west-2"])["HealthCheck"]["HealthCheckConfig"][
+            "Inverted"
+        ]
+        is True
+    )
     # moto's status is a hard-coded success: the AWS adapter reads it as healthy, inverted as unhealthy
     assert b.health("us-east-1") is True and b.health("us-west-2") is False
 
@@ -228,19 +263,36 @@ def test_health_model_detects_after_threshold_probes_and_recovers(clock):
 # ---------------------------------------------------------------- EKS, S3
 def test_eks_capacity_on_moto(aws):
     eks = boto3.client("eks", region_name="us-west-2")
-    eks.create_cluster(name="capt", roleArn="arn:aws:iam::123456789012:role/eks", resourcesVpcConfig={"subnetIds": ["s"]})
-    eks.create_nodegroup(clusterName="capt", nodegroupName="system", nodeRole="arn:aws:iam::123456789012:role/n", subnets=["s"])
-    eks.create_nodegroup(clusterName="capt", nodegroupName="gpu-a100-2026", nodeRole="arn:aws:iam::123456789012:role/n", subnets=["s"],
-                         scalingConfig={"minSize": 1, "desiredSize": 1, "maxSize": 3})
+    eks.create_cluster(
+        name="capt", roleArn="arn:aws:iam::123456789012:role/eks", resourcesVpcConfig={"subnetIds": ["s"]}
+    )
+    eks.create_nodegroup(
+        clusterName="capt", nodegroupName="system", nodeRole="arn:aws:iam::123456789012:role/n", subnets=["s"]
+    )
+    eks.create_nodegroup(
+        clusterName="capt",
+        nodegroupName="gpu-a100-2026",
+        nodeRole="arn:aws:iam::123456789012:role/n",
+        subnets=["s"],
+        scalingConfig={"minSize": 1, "desiredSize": 1, "maxSize": 3},
+    )
     cap = EksCapacity({"us-west-2": eks}, {"us-west-2": "capt"}, StaticPods({"us-west-2": 2}))
     [g] = cap.node_groups("us-west-2")
     assert (g.pool, g.min, g.desired, g.max, g.status) == ("a100", 1, 1, 3, "ACTIVE")
     cap.set_scaling("us-west-2", "a100", min=2, desired=3)
-    assert eks.describe_nodegroup(clusterName="capt", nodegroupName="gpu-a100-2026")["nodegroup"]["scalingConfig"] == {"minSize": 2, "maxSize": 3, "desiredSize": 3}
+    assert eks.describe_nodegroup(clusterName="capt", nodegroupName="gpu-a100-2026")["nodegroup"]["scalingConfig"] == {
+        "minSize": 2,
+        "maxSize": 3,
+        "desiredSize": 3,
+    }
     with pytest.raises(ValueError, match="max 3"):
         cap.set_scaling("us-west-2", "a100", desired=4)
     assert cap.triton_ready("us-west-2") == (2, 2)
-    assert pool_of("gpu-l40s-20261101123", None) == "l40s" and pool_of("x", {"reco-dr/gpu-pool": "h100"}) == "h100" and pool_of("system", {}) is None
+    assert (
+        pool_of("gpu-l40s-20261101123", None) == "l40s"
+        and pool_of("x", {"reco-dr/gpu-pool": "h100"}) == "h100"
+        and pool_of("system", {}) is None
+    )
 
 
 def test_replicating_s3_model_and_version_cleanup(aws, clock):
@@ -249,9 +301,22 @@ def test_replicating_s3_model_and_version_cleanup(aws, clock):
     c["eu-west-1"].create_bucket(Bucket="rep-dst", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     for r, b in (("us-east-1", "rep-src"), ("eu-west-1", "rep-dst")):
         c[r].put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
-    c["us-east-1"].put_bucket_replication(Bucket="rep-src", ReplicationConfiguration={"Role": "arn:aws:iam::123456789012:role/r", "Rules": [
-        {"ID": "x", "Priority": 1, "Status": "Enabled", "Filter": {"Prefix": ""}, "DeleteMarkerReplication": {"Status": "Disabled"},
-         "Destination": {"Bucket": "arn:aws:s3:::rep-dst"}}]})
+    c["us-east-1"].put_bucket_replication(
+        Bucket="rep-src",
+        ReplicationConfiguration={
+            "Role": "arn:aws:iam::123456789012:role/r",
+            "Rules": [
+                {
+                    "ID": "x",
+                    "Priority": 1,
+                    "Status": "Enabled",
+                    "Filter": {"Prefix": ""},
+                    "DeleteMarkerReplication": {"Status": "Disabled"},
+                    "Destination": {"Bucket": "arn:aws:s3:::rep-dst"},
+                }
+            ],
+        },
+    )
     s3 = ReplicatingS3(c, {"us-east-1": "rep-src", "eu-west-1": "rep-dst"}, {}, clock, lag=lambda s, d: 30)
     s3.put_object("us-east-1", "k", b"x")
     assert s3.head("eu-west-1", "k") is None
@@ -267,7 +332,7 @@ def test_eks_token_is_a_presigned_sts_url_naming_the_cluster():
     session = boto3.Session(aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret", region_name="us-east-1")
     tok = eks_token(session, "eu-west-1", "reco-dr-prod-euw1")
     assert tok.startswith("k8s-aws-v1.")
-    url = base64.urlsafe_b64decode(tok[len("k8s-aws-v1."):] + "==").decode()
+    url = base64.urlsafe_b64decode(tok[len("k8s-aws-v1.") :] + "==").decode()
     q = parse_qs(urlparse(url).query)
     assert urlparse(url).netloc == "sts.eu-west-1.amazonaws.com" and q["Action"] == ["GetCallerIdentity"]
     assert "x-k8s-aws-id" in q["X-Amz-SignedHeaders"][0] and q["X-Amz-Expires"] == ["60"]
@@ -280,7 +345,9 @@ def test_kubernetes_fault_scales_triton_to_zero_and_back():
             self.patches = []
 
         def get(self, path, **params):
-            assert path == "/apis/apps/v1/namespaces/triton/deployments" and params == {"labelSelector": "app.kubernetes.io/name=triton"}
+            assert path == "/apis/apps/v1/namespaces/triton/deployments" and params == {
+                "labelSelector": "app.kubernetes.io/name=triton"
+            }
             return {"items": [{"metadata": {"name": n}, "spec": {"replicas": r}} for n, r in self.replicas.items()]}
 
         def patch(self, path, body):
@@ -313,7 +380,11 @@ def test_lock_stale_detection_and_unfinished_drills(tmp_path, clock):
     assert lock_status(tmp_path, "prod") is None
     # a dead holder whose drill did not finish: refused, naming the rollback
     j = Journal.create(tmp_path, "d-crashed", clock)
-    j.write("start", drill_id="d-crashed", plan={"env": "prod", "scenario": "evacuate-region", "region": "us-east-1", "steps": []})
+    j.write(
+        "start",
+        drill_id="d-crashed",
+        plan={"env": "prod", "scenario": "evacuate-region", "region": "us-east-1", "steps": []},
+    )
     path = lock_path(tmp_path, "prod")
     path.write_text(json.dumps({"drill_id": "d-crashed", "pid": _dead_pid(), "host": host()}))
     assert lock_status(tmp_path, "prod")["alive"] is False

@@ -1,5 +1,6 @@
 """`python -m drills`: plan output, dry run, confirmation, refusals, and a drill process killed mid-shift then
 rolled back by `drills rollback` in another process."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from drills_support import ROOT, copy_stacks
 
 from drills.cli import COMMANDS, build_parser, main
-from drills_support import ROOT, copy_stacks
 
 HERE = Path(__file__).resolve().parent
 
@@ -28,8 +29,16 @@ def run_cli(capsys, *argv):
 def test_plan_prints_weights_and_capacity_checks(capsys):
     rc, out, _ = run_cli(capsys, "plan", "evacuate-region", "--env", "prod", "--region", "us-east-1")
     assert rc == 0
-    for text in ("us-east-1 0 / us-west-2 50 / eu-west-1 50", "GPUs required", "Capacity check per step", "shift-4",
-                 "Abort conditions", "Rollback", "pre-scale", "predicted RTO"):
+    for text in (
+        "us-east-1 0 / us-west-2 50 / eu-west-1 50",
+        "GPUs required",
+        "Capacity check per step",
+        "shift-4",
+        "Abort conditions",
+        "Rollback",
+        "pre-scale",
+        "predicted RTO",
+    ):
         assert text in out, text
 
 
@@ -40,9 +49,20 @@ def test_plan_json(capsys):
 
 
 def test_refusals_exit_3_with_a_reason(capsys, tmp_path):
-    stacks = copy_stacks(tmp_path / "s", {"prod-global": {"routing": {"mode": "weighted", "regions": {
-        "us-east-1": {"weight": 0}, "us-west-2": {"weight": 100}, "eu-west-1": {"weight": 0}}}}})
-    rc, _, err = run_cli(capsys, "plan", "evacuate-region", "--env", "prod", "--region", "us-west-2", "--stacks-dir", str(stacks))
+    stacks = copy_stacks(
+        tmp_path / "s",
+        {
+            "prod-global": {
+                "routing": {
+                    "mode": "weighted",
+                    "regions": {"us-east-1": {"weight": 0}, "us-west-2": {"weight": 100}, "eu-west-1": {"weight": 0}},
+                }
+            }
+        },
+    )
+    rc, _, err = run_cli(
+        capsys, "plan", "evacuate-region", "--env", "prod", "--region", "us-west-2", "--stacks-dir", str(stacks)
+    )
     assert rc == 3 and "REFUSED (last-weighted-region)" in err and "only region of prod with weight > 0" in err
     rc, _, err = run_cli(capsys, "plan", "evacuate-region", "--env", "nope", "--region", "us-east-1")
     assert rc == 3 and "unknown environment 'nope'" in err
@@ -54,7 +74,18 @@ def test_run_is_a_dry_run_unless_executed_and_confirmed(capsys, tmp_path):
     stacks = copy_stacks(tmp_path / "s")
     before = {p.name: p.read_bytes() for p in stacks.iterdir()}
     state = tmp_path / "state"
-    base = ["run", "evacuate-region", "--env", "prod", "--region", "us-east-1", "--stacks-dir", str(stacks), "--state-dir", str(state)]
+    base = [
+        "run",
+        "evacuate-region",
+        "--env",
+        "prod",
+        "--region",
+        "us-east-1",
+        "--stacks-dir",
+        str(stacks),
+        "--state-dir",
+        str(state),
+    ]
     rc, out, _ = run_cli(capsys, *base)
     assert rc == 0 and "DRY RUN" in out and "nothing was changed" in out and "routing.regions.us-east-1.weight=0" in out
     rc, _, err = run_cli(capsys, *base, "--execute")
@@ -77,7 +108,12 @@ def test_every_command_has_help(capsys):
 def test_register_command_hook(capsys):
     from drills.cli import register_command
 
-    register_command("hello-test", "a plugin's subcommand", lambda p: p.add_argument("--name", default="x"), lambda a: print(f"hi {a.name}") or 0)
+    register_command(
+        "hello-test",
+        "a plugin's subcommand",
+        lambda p: p.add_argument("--name", default="x"),
+        lambda a: print(f"hi {a.name}") or 0,
+    )
     try:
         rc, out, _ = run_cli(capsys, "hello-test", "--name", "rehearsal")
         assert rc == 0 and out.strip() == "hi rehearsal"
@@ -87,8 +123,13 @@ def test_register_command_hook(capsys):
 
 def _env() -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_PROFILE")}
-    env.update(PYTHONPATH=f"{ROOT}{os.pathsep}{HERE}", DRILLS_PLUGINS="drills_test_plugin",
-               AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    env.update(
+        PYTHONPATH=f"{ROOT}{os.pathsep}{HERE}",
+        DRILLS_PLUGINS="drills_test_plugin",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
     return env
 
 
@@ -105,14 +146,45 @@ def test_drill_killed_mid_shift_is_rolled_back_by_drills_rollback(tmp_path, caps
     stacks = copy_stacks(tmp_path / "stacks", {"prod-global": {"ttl": 1}})
     world, state = tmp_path / "world", tmp_path / "state"
     plan_file = tmp_path / "drill.yaml"
-    plan_file.write_text(yaml.safe_dump({"roles": {"lead": "a", "operator": "b", "observer": "c"}, "parameters": {
-        "steps": 4, "hold_seconds": 60, "settle_seconds": 0.5, "poll_seconds": 0.2, "probe_clients": 4,
-        "slo_window_seconds": 1, "min_samples": 4, "capacity_timeout_seconds": 10}}))
+    plan_file.write_text(
+        yaml.safe_dump(
+            {
+                "roles": {"lead": "a", "operator": "b", "observer": "c"},
+                "parameters": {
+                    "steps": 4,
+                    "hold_seconds": 60,
+                    "settle_seconds": 0.5,
+                    "poll_seconds": 0.2,
+                    "probe_clients": 4,
+                    "slo_window_seconds": 1,
+                    "min_samples": 4,
+                    "capacity_timeout_seconds": 10,
+                },
+            }
+        )
+    )
     pre = yaml.safe_load((stacks / "Pulumi.prod-global.yaml").read_text())
-    common = ["--env", "prod", "--region", "us-east-1", "--stacks-dir", str(stacks), "--state-dir", str(state), "--plan-file", str(plan_file)]
+    common = [
+        "--env",
+        "prod",
+        "--region",
+        "us-east-1",
+        "--stacks-dir",
+        str(stacks),
+        "--state-dir",
+        str(state),
+        "--plan-file",
+        str(plan_file),
+    ]
     opts = ["--backend", "test", "--backend-opt", f"stacks_dir={stacks}", "--backend-opt", f"state_dir={world}"]
-    proc = subprocess.Popen([sys.executable, "-m", "drills", "run", "evacuate-region", *common, "--execute", "--confirm", "prod", *opts],
-                            cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "drills", "run", "evacuate-region", *common, "--execute", "--confirm", "prod", *opts],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -131,18 +203,34 @@ def test_drill_killed_mid_shift_is_rolled_back_by_drills_rollback(tmp_path, caps
     drill_id, entries = _journal(state)
     assert entries[-1]["type"] not in ("finished", "rollback_done")
     mid = yaml.safe_load((stacks / "Pulumi.prod-global.yaml").read_text())["config"]["reco-dr:routing"]["regions"]
-    assert {r: v["weight"] for r, v in mid.items()} in ({"us-east-1": 20, "us-west-2": 40, "eu-west-1": 40},
-                                                         {"us-east-1": 10, "us-west-2": 45, "eu-west-1": 45})
+    assert {r: v["weight"] for r, v in mid.items()} in (
+        {"us-east-1": 20, "us-west-2": 40, "eu-west-1": 40},
+        {"us-east-1": 10, "us-west-2": 45, "eu-west-1": 45},
+    )
 
     rc, out, _ = run_cli(capsys, "status", "--state-dir", str(state))
     assert rc == 0 and "STALE" in out and drill_id in out
     # a new drill is refused while the crashed one has not been rolled back
-    again = subprocess.run([sys.executable, "-m", "drills", "run", "region-outage", *common, "--execute", "--confirm", "prod", *opts],
-                           cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
-    assert again.returncode == 3 and "unfinished-drill" in again.stderr and f"drills rollback {drill_id}" in again.stderr
+    again = subprocess.run(
+        [sys.executable, "-m", "drills", "run", "region-outage", *common, "--execute", "--confirm", "prod", *opts],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        again.returncode == 3 and "unfinished-drill" in again.stderr and f"drills rollback {drill_id}" in again.stderr
+    )
 
-    rb = subprocess.run([sys.executable, "-m", "drills", "rollback", drill_id, "--state-dir", str(state)],
-                        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=90)
+    rb = subprocess.run(
+        [sys.executable, "-m", "drills", "rollback", drill_id, "--state-dir", str(state)],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert rb.returncode == 0, rb.stdout + rb.stderr
     assert yaml.safe_load((stacks / "Pulumi.prod-global.yaml").read_text()) == pre  # exact pre-drill weights
     entries = _journal(state)[1]

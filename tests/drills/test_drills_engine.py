@@ -1,5 +1,6 @@
 """The engine end to end against moto (Route 53, S3, EKS), the file-backed stack adapter, fake Tritons on
 127.0.0.1 and a fake clock: every scenario, the run-time guardrails, abort and automatic rollback."""
+
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ import signal
 import boto3
 import pytest
 import yaml
+from drills_support import FAST, manifest_for
 
 from drills.engine import start_drill
 from drills.errors import GuardrailError
@@ -15,7 +17,6 @@ from drills.journal import Journal, drill_dir, load
 from drills.lock import Lock
 from drills.report import build_report, render_markdown
 from drills.scenarios import build_plan
-from drills_support import FAST, manifest_for
 
 
 def plan_for(w, scenario, region=None, **extra):
@@ -51,9 +52,18 @@ def test_evacuate_region_end_to_end(world):
     assert types.index("pre_state") < types.index("config_set")
     assert entries[1]["records"]["us-east-1"]["weight"] == 40
     # Route 53 (moto) carried each step's weights: the gates read them back after every `up`
-    applied = [g["figures"]["records"] for e in events(entries, "step_done") for g in e["gates"] if g["kind"] == "weights_applied"]
-    assert applied == [{"us-east-1": 20, "us-west-2": 40, "eu-west-1": 40}, {"us-east-1": 0, "us-west-2": 50, "eu-west-1": 50},
-                       {"us-east-1": 20, "us-west-2": 40, "eu-west-1": 40}, {"us-east-1": 40, "us-west-2": 30, "eu-west-1": 30}]
+    applied = [
+        g["figures"]["records"]
+        for e in events(entries, "step_done")
+        for g in e["gates"]
+        if g["kind"] == "weights_applied"
+    ]
+    assert applied == [
+        {"us-east-1": 20, "us-west-2": 40, "eu-west-1": 40},
+        {"us-east-1": 0, "us-west-2": 50, "eu-west-1": 50},
+        {"us-east-1": 20, "us-west-2": 40, "eu-west-1": 40},
+        {"us-east-1": 40, "us-west-2": 30, "eu-west-1": 30},
+    ]
     # survivors were pre-scaled through EKS (min and desired) before the first shift, and restored after
     scaled = {(e["region"], e["pool"]): e["after"] for e in events(entries, "pools_scaling")}
     assert scaled == {("eu-west-1", "l40s"): {"min": 5, "desired": 5}, ("us-west-2", "a100"): {"min": 2, "desired": 2}}
@@ -66,7 +76,13 @@ def test_evacuate_region_end_to_end(world):
     r = build_report(entries)
     assert r["verdict"] == "PASS" and r["status"] == "completed"
     switch = r["rto"][0]
-    assert switch["kind"] == "switch" and {p["part"] for p in switch["parts"]} >= {"records_in_sync", "dns_changed", "first_success", "drained", "slo_recovered"}
+    assert switch["kind"] == "switch" and {p["part"] for p in switch["parts"]} >= {
+        "records_in_sync",
+        "dns_changed",
+        "first_success",
+        "drained",
+        "slo_recovered",
+    }
     assert 0 < switch["total"] <= plan.ttl + FAST["poll_seconds"] * 2
 
 
@@ -97,7 +113,13 @@ def test_region_outage_measures_rto_in_parts(world, env):
     assert report["failover_window"]["errors"] > 0  # clients on us-east-1 saw the outage until they moved
     assert report["verdict"] == "PASS"
     md = render_markdown(report)
-    for text in ("RTO in its parts", "detection (fault -> health check unhealthy)", "SLO recovered", "| RTO (fault", "PASS"):
+    for text in (
+        "RTO in its parts",
+        "detection (fault -> health check unhealthy)",
+        "SLO recovered",
+        "| RTO (fault",
+        "PASS",
+    ):
         assert text in md
     # restored: the region serves again
     assert servers["us-east-1"].ready and w.backend.route53.health("us-east-1")
@@ -111,7 +133,10 @@ def test_region_outage_control_plane_variant_inverts_and_restores_the_health_che
     out = start_drill(plan, w.state, backend=w.backend, clock=w.clock)
     assert out.status == "completed", out.reason
     hc = w.backend.route53.health_check_id("us-west-2")
-    assert w.backend.extras["r53"].get_health_check(HealthCheckId=hc)["HealthCheck"]["HealthCheckConfig"]["Inverted"] is False
+    assert (
+        w.backend.extras["r53"].get_health_check(HealthCheckId=hc)["HealthCheck"]["HealthCheckConfig"]["Inverted"]
+        is False
+    )
     assert w.backend.extras["servers"]["us-west-2"].ready  # the data plane was never touched
     assert events(load(w.state, out.drill_id), "fault_prepared")[0]["handle"] == {"inverted": False}
 
@@ -128,18 +153,27 @@ def test_artifact_replication_measures_rpo_and_cleans_up(world):
     assert next(o for o in report["objectives"] if o["objective"].startswith("RPO"))["verdict"] == "PASS"
     assert report["version_skew"]["skew"] is False and report["version_skew"]["versions"] == ["2026.11.0"]
     for region, o in w.backend.extras["outputs"].items():  # no canary left, not even as a noncurrent version
-        vs = boto3.client("s3", region_name=region).list_object_versions(Bucket=o["bucket_name"], Prefix="drills/canary/")
+        vs = boto3.client("s3", region_name=region).list_object_versions(
+            Bucket=o["bucket_name"], Prefix="drills/canary/"
+        )
         assert not vs.get("Versions") and not vs.get("DeleteMarkers")
 
 
 def test_artifact_replication_reports_slow_replication_and_version_skew(world):
-    from infra.config import load_fleet
     from drills_support import ROOT
 
+    from infra.config import load_fleet
+
     fleet = load_fleet("prod", ROOT / "stacks")
-    w = world("prod", lag=100.0, overrides={"prod-global": {"objectives": {"rto_seconds": 120, "rpo_seconds": 60}}},
-              manifests={"eu-west-1": manifest_for(fleet, version="2026.10.0")})
-    out = start_drill(plan_for(w, "artifact-replication", replication_timeout_seconds=150), w.state, backend=w.backend, clock=w.clock)
+    w = world(
+        "prod",
+        lag=100.0,
+        overrides={"prod-global": {"objectives": {"rto_seconds": 120, "rpo_seconds": 60}}},
+        manifests={"eu-west-1": manifest_for(fleet, version="2026.10.0")},
+    )
+    out = start_drill(
+        plan_for(w, "artifact-replication", replication_timeout_seconds=150), w.state, backend=w.backend, clock=w.clock
+    )
     assert out.status == "completed"  # the RPO gate does not block: the skew check and cleanup still run
     report = build_report(load(w.state, out.drill_id))
     assert report["verdict"] == "FAIL"
@@ -149,7 +183,11 @@ def test_artifact_replication_reports_slow_replication_and_version_skew(world):
     text = " ".join(f["finding"] for f in report["findings"])
     assert "version skew" in text and "RPO" in text
     for region, o in w.backend.extras["outputs"].items():
-        assert not boto3.client("s3", region_name=region).list_object_versions(Bucket=o["bucket_name"], Prefix="drills/canary/").get("Versions")
+        assert (
+            not boto3.client("s3", region_name=region)
+            .list_object_versions(Bucket=o["bucket_name"], Prefix="drills/canary/")
+            .get("Versions")
+        )
 
 
 def test_stack_flip_swaps_and_restores_roles(world):
@@ -158,8 +196,16 @@ def test_stack_flip_swaps_and_restores_roles(world):
     out = start_drill(plan, w.state, backend=w.backend, clock=w.clock)
     assert out.status == "completed", out.reason
     entries = load(w.state, out.drill_id)
-    roles = [g["figures"]["records"] for e in events(entries, "step_done") for g in e["gates"] if g["kind"] == "roles_applied"]
-    assert roles == [{"us-east-1": "SECONDARY", "us-west-2": "PRIMARY"}, {"us-east-1": "PRIMARY", "us-west-2": "SECONDARY"}]
+    roles = [
+        g["figures"]["records"]
+        for e in events(entries, "step_done")
+        for g in e["gates"]
+        if g["kind"] == "roles_applied"
+    ]
+    assert roles == [
+        {"us-east-1": "SECONDARY", "us-west-2": "PRIMARY"},
+        {"us-east-1": "PRIMARY", "us-west-2": "SECONDARY"},
+    ]
     flip_probes = next(e for e in events(entries, "step_done") if e["name"] == "hold")["probes"]["by_region"]
     assert set(flip_probes) == {"us-west-2"}  # during the hold everything went to the new primary
     assert file_weights(w, "staging-global") == {"us-east-1": "PRIMARY", "us-west-2": "SECONDARY"}
@@ -256,8 +302,9 @@ def test_precheck_refuses_when_live_config_drifted_from_the_plan(world):
 
 
 def test_precheck_refuses_a_survivor_without_engines_in_its_bucket(world):
-    from infra.config import load_fleet
     from drills_support import ROOT
+
+    from infra.config import load_fleet
 
     fleet = load_fleet("prod", ROOT / "stacks")
     w = world("prod", manifests={"us-west-2": manifest_for(fleet, ccs=["9.0", "8.9", "8.6"])})  # no 8.0 for its A100s

@@ -1,16 +1,17 @@
 """Pure planning: weights per step, N+1 capacity per step, pre-scale targets, and the plan-time guardrails."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 import yaml
+from drills_support import copy_stacks
 
 from drills.errors import GuardrailError
 from drills.manifest import manifest_facts
 from drills.planning import shift_schedule
 from drills.scenarios import SCENARIOS, build_plan
-from drills_support import copy_stacks
 
 
 def weights_of(plan, prefix):
@@ -31,10 +32,17 @@ def test_evacuate_prod_shifts_stepwise_with_survivors_renormalised():
     assert [s.name for s in plan.steps][:3] == ["precheck", "prescale", "wait-capacity"]
     assert plan.steps[-1].name == "verify"
     shift = next(s for s in plan.steps if s.name == "shift-1")
-    assert shift.params["changes"] == {"prod-global": {"routing.regions.eu-west-1.weight": 35, "routing.regions.us-east-1.weight": 30,
-                                                       "routing.regions.us-west-2.weight": 35}}
+    assert shift.params["changes"] == {
+        "prod-global": {
+            "routing.regions.eu-west-1.weight": 35,
+            "routing.regions.us-east-1.weight": 30,
+            "routing.regions.us-west-2.weight": 35,
+        }
+    }
     assert {c.kind for c in shift.checks} == {"weights_applied", "healthy", "slo"}
-    assert plan.touches == {"prod-global": [f"routing.regions.{r}.weight" for r in ("eu-west-1", "us-east-1", "us-west-2")]}
+    assert plan.touches == {
+        "prod-global": [f"routing.regions.{r}.weight" for r in ("eu-west-1", "us-east-1", "us-west-2")]
+    }
     assert {c.kind for c in plan.abort_conditions} == {"slo", "healthy"}
 
 
@@ -68,8 +76,17 @@ def test_shift_schedule_properties():
 
 
 def test_evacuating_the_only_weighted_region_is_refused(tmp_path):
-    stacks = copy_stacks(tmp_path / "s", {"prod-global": {"routing": {"mode": "weighted", "regions": {
-        "us-east-1": {"weight": 100}, "us-west-2": {"weight": 0}, "eu-west-1": {"weight": 0}}}}})
+    stacks = copy_stacks(
+        tmp_path / "s",
+        {
+            "prod-global": {
+                "routing": {
+                    "mode": "weighted",
+                    "regions": {"us-east-1": {"weight": 100}, "us-west-2": {"weight": 0}, "eu-west-1": {"weight": 0}},
+                }
+            }
+        },
+    )
     with pytest.raises(GuardrailError) as e:
         build_plan("evacuate-region", "prod", "us-east-1", stacks_dir=stacks)
     assert e.value.code == "last-weighted-region"
@@ -92,7 +109,9 @@ def test_shifting_onto_missing_capacity_is_refused(tmp_path):
 
 def test_engines_must_cover_the_survivors_compute_capabilities(tmp_path):
     manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps({"engines": {"9.0": {"file": "a.plan"}, "8.9": {"file": "b.plan"}, "8.0": {"file": "c.plan"}}}))
+    manifest.write_text(
+        json.dumps({"engines": {"9.0": {"file": "a.plan"}, "8.9": {"file": "b.plan"}, "8.0": {"file": "c.plan"}}})
+    )
     with pytest.raises(GuardrailError) as e:  # eu-west-1 also runs A10G (8.6)
         build_plan("evacuate-region", "prod", "us-east-1", manifest=str(manifest))
     assert e.value.code == "engines" and "8.6" in str(e.value) and "eu-west-1" in str(e.value)
@@ -111,25 +130,54 @@ def test_engines_must_cover_the_survivors_compute_capabilities(tmp_path):
 def test_manifest_reader_tolerates_layouts():
     none = manifest_facts(None)
     assert none.built is None and none.listed == set() and none.qps_per_gpu == {}
-    assert manifest_facts({"engines": [{"compute_capability": "sm_90", "file": "x"}, {"cc": "8.9", "path": "y"}]}).built == {"9.0", "8.9"}
-    assert manifest_facts({"tensorrt": {"engines": {"sm86": {"sha256": "ab"}, "80": "model.plan"}}}).built == {"8.6", "8.0"}
+    assert manifest_facts(
+        {"engines": [{"compute_capability": "sm_90", "file": "x"}, {"cc": "8.9", "path": "y"}]}
+    ).built == {"9.0", "8.9"}
+    assert manifest_facts({"tensorrt": {"engines": {"sm86": {"sha256": "ab"}, "80": "model.plan"}}}).built == {
+        "8.6",
+        "8.0",
+    }
     # listed but not built (a machine without a TensorRT builder) is listed, not built
-    f = manifest_facts({"engines": [{"compute_capability": "9.0", "built": False}, {"cc": "8.0", "status": "skipped"},
-                                    {"cc": "8.9", "file": None}, {"cc": "8.6", "status": "not-built"}]})
+    f = manifest_facts(
+        {
+            "engines": [
+                {"compute_capability": "9.0", "built": False},
+                {"cc": "8.0", "status": "skipped"},
+                {"cc": "8.9", "file": None},
+                {"cc": "8.6", "status": "not-built"},
+            ]
+        }
+    )
     assert f.built == set() and f.listed == {"9.0", "8.0", "8.9", "8.6"}
     # other CC-keyed maps are not engines; benchmark figures and the version are read
-    f = manifest_facts({"benchmark": {"qps_per_gpu": {"9.0": 15000, "sm_89": 4500}}, "cc_model_filenames": {"9.0": "a"},
-                        "model": {"name": "ranker", "version": "2026.11.0"}})
+    f = manifest_facts(
+        {
+            "benchmark": {"qps_per_gpu": {"9.0": 15000, "sm_89": 4500}},
+            "cc_model_filenames": {"9.0": "a"},
+            "model": {"name": "ranker", "version": "2026.11.0"},
+        }
+    )
     assert f.built == set() and f.qps_per_gpu == {"9.0": 15000.0, "8.9": 4500.0} and f.version == "2026.11.0"
 
 
 def test_a_manifest_built_without_a_gpu_leaves_engines_to_the_precheck(tmp_path):
     # model_build's shape on a machine without TensorRT: every engine listed with status "not-built"
     ccs = ("8.0", "8.6", "8.9", "9.0")
-    doc = {"model": {"name": "ranker", "version": "2026.11.0"}, "engines": {
-        cc: {"compute_capability": cc, "file": f"ranker_trt/1/model.sm{cc.replace('.', '')}.plan", "status": "not-built"} for cc in ccs},
+    doc = {
+        "model": {"name": "ranker", "version": "2026.11.0"},
+        "engines": {
+            cc: {
+                "compute_capability": cc,
+                "file": f"ranker_trt/1/model.sm{cc.replace('.', '')}.plan",
+                "status": "not-built",
+            }
+            for cc in ccs
+        },
         # its build plan lists the engines to build, with files: not evidence that they were built
-        "build_plan": {"engines": [{"compute_capability": cc, "file": f"model.sm{cc.replace('.', '')}.plan"} for cc in ccs]}}
+        "build_plan": {
+            "engines": [{"compute_capability": cc, "file": f"model.sm{cc.replace('.', '')}.plan"} for cc in ccs]
+        },
+    }
     (tmp_path / "build" / "model").mkdir(parents=True)
     (tmp_path / "build" / "model" / "manifest.json").write_text(json.dumps(doc))
     plan = build_plan("evacuate-region", "prod", "us-east-1", root=tmp_path)  # found by the artifacts/ build/ search
@@ -144,22 +192,31 @@ def test_a_manifest_built_without_a_gpu_leaves_engines_to_the_precheck(tmp_path)
 
 def test_manifest_benchmark_figures_change_the_capacity_math(tmp_path):
     manifest = tmp_path / "m.json"
-    manifest.write_text(json.dumps({"engines": {cc: {"file": "x"} for cc in ("9.0", "8.9", "8.6", "8.0")},
-                                    "benchmark": {"qps_per_gpu": {"8.0": 3500}}}))  # half the configured A100 figure
+    manifest.write_text(
+        json.dumps(
+            {
+                "engines": {cc: {"file": "x"} for cc in ("9.0", "8.9", "8.6", "8.0")},
+                "benchmark": {"qps_per_gpu": {"8.0": 3500}},
+            }
+        )
+    )  # half the configured A100 figure
     plan = build_plan("evacuate-region", "prod", "us-east-1", manifest=str(manifest))
     row = next(r for r in next(s for s in plan.steps if s.name == "shift-4").capacity if r.region == "us-west-2")
     assert row.gpus_required == 22 and row.prescale == {"a100": 3}
 
 
-@pytest.mark.parametrize("args, code", [
-    (("evacuate-region", "qa", "us-east-1"), "unknown-env"),
-    (("evacuate-region", "prod", "ap-south-1"), "unknown-region"),
-    (("evacuate-region", "prod", None), "region-required"),
-    (("stack-flip", "prod", None), "mode"),
-    (("evacuate-region", "staging", "us-east-1"), "mode"),
-    (("stack-flip", "staging", "us-east-1"), "already-primary"),
-    (("no-such-drill", "prod", None), "unknown-scenario"),
-])
+@pytest.mark.parametrize(
+    "args, code",
+    [
+        (("evacuate-region", "qa", "us-east-1"), "unknown-env"),
+        (("evacuate-region", "prod", "ap-south-1"), "unknown-region"),
+        (("evacuate-region", "prod", None), "region-required"),
+        (("stack-flip", "prod", None), "mode"),
+        (("evacuate-region", "staging", "us-east-1"), "mode"),
+        (("stack-flip", "staging", "us-east-1"), "already-primary"),
+        (("no-such-drill", "prod", None), "unknown-scenario"),
+    ],
+)
 def test_plan_refusals(args, code):
     with pytest.raises(GuardrailError) as e:
         build_plan(*args)
@@ -169,12 +226,25 @@ def test_plan_refusals(args, code):
 def test_scenarios_registered_and_other_scenarios_plan():
     assert {"evacuate-region", "region-outage", "artifact-replication", "stack-flip"} <= set(SCENARIOS)
     outage = build_plan("region-outage", "prod", "us-west-2")
-    assert [s.action for s in outage.steps] == ["precheck", "inject_fault", "observe_failover", "hold", "clear_fault", "observe_recovery", "verify_restored"]
+    assert [s.action for s in outage.steps] == [
+        "precheck",
+        "inject_fault",
+        "observe_failover",
+        "hold",
+        "clear_fault",
+        "observe_recovery",
+        "verify_restored",
+    ]
     assert outage.touches == {} and outage.steps[1].params == {"region": "us-west-2", "fault": "triton-down"}
     assert {c.kind for c in outage.abort_conditions} == {"deadline", "slo", "healthy"}
     flip = build_plan("stack-flip", "staging")
     f = next(s for s in flip.steps if s.name == "flip")
-    assert f.params["changes"] == {"staging-global": {"routing.regions.us-east-1.failover": "SECONDARY", "routing.regions.us-west-2.failover": "PRIMARY"}}
+    assert f.params["changes"] == {
+        "staging-global": {
+            "routing.regions.us-east-1.failover": "SECONDARY",
+            "routing.regions.us-west-2.failover": "PRIMARY",
+        }
+    }
     back = next(s for s in flip.steps if s.name == "flip-back")
     assert back.roles == flip.pre_roles
     rep = build_plan("artifact-replication", "prod")
@@ -185,18 +255,29 @@ def test_scenarios_registered_and_other_scenarios_plan():
 
 def test_plan_file_roles_parameters_and_validation(tmp_path):
     f = tmp_path / "drill.yaml"
-    f.write_text(yaml.safe_dump({"title": "Q4 evacuation", "scenario": "evacuate-region", "env": "prod", "region": "us-east-1",
-                                 "window": {"start": "2026-12-01T14:00:00Z", "end": "2026-12-01T16:00:00Z"},
-                                 "roles": {"lead": "ana", "operator": "bo", "observer": "cy"},
-                                 "communication": {"channel": "#ranker-dr", "notify": ["sre-oncall"], "cadence_minutes": 15},
-                                 "parameters": {"steps": 2, "hold_seconds": 120}}))
+    f.write_text(
+        yaml.safe_dump(
+            {
+                "title": "Q4 evacuation",
+                "scenario": "evacuate-region",
+                "env": "prod",
+                "region": "us-east-1",
+                "window": {"start": "2026-12-01T14:00:00Z", "end": "2026-12-01T16:00:00Z"},
+                "roles": {"lead": "ana", "operator": "bo", "observer": "cy"},
+                "communication": {"channel": "#ranker-dr", "notify": ["sre-oncall"], "cadence_minutes": 15},
+                "parameters": {"steps": 2, "hold_seconds": 120},
+            }
+        )
+    )
     plan = build_plan("evacuate-region", "prod", None, plan_file=f)
     assert plan.region == "us-east-1" and plan.roles["lead"] == "ana" and plan.title == "Q4 evacuation"
     assert len(weights_of(plan, "shift-")) == 2 and plan.parameters["hold_seconds"] == 120
     assert any("#ranker-dr" in c for c in plan.communication) and plan.window["start"].startswith("2026-12-01T14:00")
     assert not any("roles" in w for w in plan.warnings)
     # CLI overrides beat the file
-    assert len(weights_of(build_plan("evacuate-region", "prod", None, plan_file=f, overrides={"steps": 3}), "shift-")) == 3
+    assert (
+        len(weights_of(build_plan("evacuate-region", "prod", None, plan_file=f, overrides={"steps": 3}), "shift-")) == 3
+    )
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"parameters": {"stepz": 2}}))
     with pytest.raises(GuardrailError, match="stepz"):

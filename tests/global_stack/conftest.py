@@ -3,6 +3,7 @@
 StackReference resources are answered with `infra.mocks.regional_outputs(stack)`: what the regional
 program exports for that stack's config. `OverridingMocks` lets a test damage one stack's outputs.
 """
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """The global program under Pulumi mocks, with StackReference answered by realistic regional outputs."""
+
 from __future__ import annotations
 
 import itertools
@@ -10,7 +11,6 @@ import pytest
 from infra import mocks as m
 from infra.components import replication as repl
 from infra.config import load_fleet, read_stack_file
-
 
 HC = "aws:route53/healthCheck:HealthCheck"
 RECORD = "aws:route53/record:Record"
@@ -38,7 +38,13 @@ def test_one_health_check_per_region_against_its_load_balancer(prod):
     assert sorted(h.inputs["fqdn"] for h in hcs) == sorted(o["lb_dns_name"] for o in outs.values())
     for h in hcs:
         i = h.inputs
-        assert (i["type"], i["port"], i["resourcePath"], i["requestInterval"], i["failureThreshold"]) == ("HTTPS", 443, "/v2/health/ready", 10, 3)
+        assert (i["type"], i["port"], i["resourcePath"], i["requestInterval"], i["failureThreshold"]) == (
+            "HTTPS",
+            443,
+            "/v2/health/ready",
+            10,
+            3,
+        )
         assert i["measureLatency"] is True and i["enableSni"] is True
 
 
@@ -51,7 +57,9 @@ def test_one_weighted_alias_record_per_region(prod):
     assert sorted(records) == sorted(outs)
     for region, rec in records.items():
         assert (rec["name"], rec["type"], rec["zoneId"]) == ("ranker.shop.example.com", "A", zone.state["zoneId"])
-        assert rec["aliases"] == [{"name": outs[region]["lb_dns_name"], "zoneId": outs[region]["lb_zone_id"], "evaluateTargetHealth": True}]
+        assert rec["aliases"] == [
+            {"name": outs[region]["lb_dns_name"], "zoneId": outs[region]["lb_zone_id"], "evaluateTargetHealth": True}
+        ]
         assert rec["healthCheckId"] == hc_by_fqdn[outs[region]["lb_dns_name"]]  # its own region's check
         assert rec["weightedRoutingPolicies"] == [{"weight": weights[region]}]
         assert "failoverRoutingPolicies" not in rec and "ttl" not in rec  # alias records take the target's TTL
@@ -60,15 +68,22 @@ def test_one_weighted_alias_record_per_region(prod):
 def test_failover_mode_one_primary_one_secondary(staging):
     records = {r.inputs["setIdentifier"]: r.inputs for r in staging.of_type(RECORD)}
     assert {k: v["failoverRoutingPolicies"] for k, v in records.items()} == {
-        "us-east-1": [{"type": "PRIMARY"}], "us-west-2": [{"type": "SECONDARY"}]}
+        "us-east-1": [{"type": "PRIMARY"}],
+        "us-west-2": [{"type": "SECONDARY"}],
+    }
     assert all("weightedRoutingPolicies" not in v and v["healthCheckId"] for v in records.values())
     assert len(staging.of_type(HC)) == 2
 
 
 def test_weighted_canary_and_standby_weights(run_global):
-    routing = {"mode": "weighted", "regions": {"us-east-1": {"weight": 95}, "us-west-2": {"weight": 5}, "eu-west-1": {"weight": 0}}}
+    routing = {
+        "mode": "weighted",
+        "regions": {"us-east-1": {"weight": 95}, "us-west-2": {"weight": 5}, "eu-west-1": {"weight": 0}},
+    }
     plan = run_global("prod-global", routing=routing)
-    weights = {r.inputs["setIdentifier"]: r.inputs["weightedRoutingPolicies"][0]["weight"] for r in plan.of_type(RECORD)}
+    weights = {
+        r.inputs["setIdentifier"]: r.inputs["weightedRoutingPolicies"][0]["weight"] for r in plan.of_type(RECORD)
+    }
     assert weights == {"us-east-1": 95, "us-west-2": 5, "eu-west-1": 0}
     # A standby at weight 0 still has its health check: it must be healthy to take traffic when needed.
     assert all(r.inputs["healthCheckId"] for r in plan.of_type(RECORD))
@@ -113,7 +128,9 @@ def test_replication_rule_contents(prod):
             assert rule["deleteMarkerReplication"] == {"status": "Enabled"}
             assert rule["sourceSelectionCriteria"] == {"sseKmsEncryptedObjects": {"status": "Enabled"}}
             d = rule["destination"]
-            assert d["encryptionConfiguration"] == {"replicaKmsKeyId": dest["kms_key_arn"]}  # the destination region's key
+            assert d["encryptionConfiguration"] == {
+                "replicaKmsKeyId": dest["kms_key_arn"]
+            }  # the destination region's key
             assert d["replicationTime"] == {"status": "Enabled", "time": {"minutes": 15}}
             assert d["metrics"] == {"status": "Enabled", "eventThreshold": {"minutes": 15}}
 
@@ -125,14 +142,21 @@ def test_replication_role_trust_and_exact_permissions(prod):
     trust = json.loads(role.inputs["assumeRolePolicy"])
     (stmt,) = trust["Statement"]
     assert stmt["Principal"] == {"Service": "s3.amazonaws.com"} and stmt["Action"] == "sts:AssumeRole"
-    assert stmt["Condition"] == {"StringEquals": {"aws:SourceAccount": m.ACCOUNT_ID}, "ArnLike": {"aws:SourceArn": arns}}
+    assert stmt["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": m.ACCOUNT_ID},
+        "ArnLike": {"aws:SourceArn": arns},
+    }
 
     policy = json.loads(prod.one("aws:iam/rolePolicy:RolePolicy").inputs["policy"])
     by_sid = {s["Sid"]: s for s in policy["Statement"]}
     assert all(s["Effect"] == "Allow" for s in by_sid.values())
     assert by_sid["ReadSourceReplicationConfig"]["Action"] == ["s3:GetReplicationConfiguration", "s3:ListBucket"]
     assert by_sid["ReadSourceReplicationConfig"]["Resource"] == arns
-    assert by_sid["ReadSourceObjectVersions"]["Action"] == ["s3:GetObjectVersionForReplication", "s3:GetObjectVersionAcl", "s3:GetObjectVersionTagging"]
+    assert by_sid["ReadSourceObjectVersions"]["Action"] == [
+        "s3:GetObjectVersionForReplication",
+        "s3:GetObjectVersionAcl",
+        "s3:GetObjectVersionTagging",
+    ]
     assert by_sid["ReadSourceObjectVersions"]["Resource"] == [f"{a}/*" for a in arns]
     assert by_sid["WriteReplicas"]["Action"] == ["s3:ReplicateObject", "s3:ReplicateDelete", "s3:ReplicateTags"]
     assert by_sid["WriteReplicas"]["Resource"] == [f"{a}/*" for a in arns]
@@ -142,21 +166,37 @@ def test_replication_role_trust_and_exact_permissions(prod):
             s = by_sid[sid]
             assert s["Action"] == [action] and s["Resource"] == [o["kms_key_arn"]]
             assert s["Condition"]["StringEquals"] == {"kms:ViaService": f"s3.{region}.amazonaws.com"}
-            assert s["Condition"]["StringLike"] == {"kms:EncryptionContext:aws:s3:arn": [o["bucket_arn"], f"{o['bucket_arn']}/*"]}
+            assert s["Condition"]["StringLike"] == {
+                "kms:EncryptionContext:aws:s3:arn": [o["bucket_arn"], f"{o['bucket_arn']}/*"]
+            }
     # Nothing beyond that: no wildcards, no other actions.
     actions = {a for s in policy["Statement"] for a in s["Action"]}
-    assert actions == {*repl.SOURCE_BUCKET_ACTIONS, *repl.SOURCE_OBJECT_ACTIONS, *repl.DESTINATION_OBJECT_ACTIONS, "kms:Decrypt", "kms:Encrypt"}
+    assert actions == {
+        *repl.SOURCE_BUCKET_ACTIONS,
+        *repl.SOURCE_OBJECT_ACTIONS,
+        *repl.DESTINATION_OBJECT_ACTIONS,
+        "kms:Decrypt",
+        "kms:Encrypt",
+    }
     assert len(policy["Statement"]) == 3 + 2 * len(outs)
-    assert all("*" != r for s in policy["Statement"] for r in s["Resource"])
+    assert all(r != "*" for s in policy["Statement"] for r in s["Resource"])
 
 
 def test_permissions_policy_builder_is_pure():
-    b = [repl.BucketFacts("us-west-2", "b2", "arn:aws:s3:::b2", "arn:aws:kms:us-west-2:111111111111:key/2"),
-         repl.BucketFacts("us-east-1", "b1", "arn:aws:s3:::b1", "arn:aws:kms:us-east-1:111111111111:key/1")]
+    b = [
+        repl.BucketFacts("us-west-2", "b2", "arn:aws:s3:::b2", "arn:aws:kms:us-west-2:111111111111:key/2"),
+        repl.BucketFacts("us-east-1", "b1", "arn:aws:s3:::b1", "arn:aws:kms:us-east-1:111111111111:key/1"),
+    ]
     doc = repl.permissions_policy(b)
     assert [s["Sid"] for s in doc["Statement"]] == [
-        "ReadSourceReplicationConfig", "ReadSourceObjectVersions", "WriteReplicas",
-        "DecryptSourceUsEast1", "EncryptReplicaUsEast1", "DecryptSourceUsWest2", "EncryptReplicaUsWest2"]
+        "ReadSourceReplicationConfig",
+        "ReadSourceObjectVersions",
+        "WriteReplicas",
+        "DecryptSourceUsEast1",
+        "EncryptReplicaUsEast1",
+        "DecryptSourceUsWest2",
+        "EncryptReplicaUsWest2",
+    ]
     with pytest.raises(ValueError, match="span accounts"):
         repl._account_of(["arn:aws:kms:us-east-1:111111111111:key/1", "arn:aws:kms:us-west-2:222222222222:key/2"])
 
@@ -168,7 +208,11 @@ def test_health_check_alarms_live_in_us_east_1(prod):
     assert len(alarms) == 3 and {a.inputs["dimensions"]["HealthCheckId"] for a in alarms} == hc_ids
     for a in alarms:
         assert region_of(prod, a) == "us-east-1"
-        assert (a.inputs["metricName"], a.inputs["comparisonOperator"], a.inputs["threshold"]) == ("HealthCheckStatus", "LessThanThreshold", 1)
+        assert (a.inputs["metricName"], a.inputs["comparisonOperator"], a.inputs["threshold"]) == (
+            "HealthCheckStatus",
+            "LessThanThreshold",
+            1,
+        )
         topic_arn = a.inputs["alarmActions"][0]
         assert ":sns:us-east-1:" in topic_arn
 
@@ -226,7 +270,11 @@ def test_stack_outputs(prod):
 
 def test_stack_references_name_org_project_stack(prod):
     refs = sorted(r.inputs["name"] for r in prod.of_type("pulumi:pulumi:StackReference"))
-    assert refs == ["organization/reco-dr/prod-euw1", "organization/reco-dr/prod-use1", "organization/reco-dr/prod-usw2"]
+    assert refs == [
+        "organization/reco-dr/prod-euw1",
+        "organization/reco-dr/prod-use1",
+        "organization/reco-dr/prod-usw2",
+    ]
 
 
 # ---------------------------------------------------------------- failures
@@ -243,14 +291,20 @@ def test_malformed_regional_output_fails_naming_stack_and_output(run_global):
 
 
 def test_all_zero_weights_refused_before_anything_is_declared(run_global):
-    routing = {"mode": "weighted", "regions": {"us-east-1": {"weight": 0}, "us-west-2": {"weight": 0}, "eu-west-1": {"weight": 0}}}
+    routing = {
+        "mode": "weighted",
+        "regions": {"us-east-1": {"weight": 0}, "us-west-2": {"weight": 0}, "eu-west-1": {"weight": 0}},
+    }
     with pytest.raises(pulumi.RunError, match="prod-global.*routing.*weight > 0") as e:
         run_global("prod-global", routing=routing)
     assert e.value.plan.resources == []
 
 
 def test_two_primaries_refused_before_anything_is_declared(run_global):
-    routing = {"mode": "failover", "regions": {"us-east-1": {"failover": "PRIMARY"}, "us-west-2": {"failover": "PRIMARY"}}}
+    routing = {
+        "mode": "failover",
+        "regions": {"us-east-1": {"failover": "PRIMARY"}, "us-west-2": {"failover": "PRIMARY"}},
+    }
     with pytest.raises(pulumi.RunError, match="staging-global.*exactly one PRIMARY") as e:
         run_global("staging-global", values={**read_stack_file("staging-global"), "routing": routing})
     assert e.value.plan.resources == []

@@ -1,4 +1,5 @@
 """Shared fixtures: each stack's program is run once under infra.mocks and the Plan reused by every test."""
+
 from __future__ import annotations
 
 import copy

@@ -1,4 +1,5 @@
 """The regional artifact bucket: versioned, SSE-KMS (CMK with rotation), private, TLS-only, lifecycle."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,10 @@ def test_bucket_and_its_configuration(regional):
     assert rule["applyServerSideEncryptionByDefault"] == {"sseAlgorithm": "aws:kms", "kmsMasterKeyId": key.state["arn"]}
     assert rule["bucketKeyEnabled"] is True
     (pab,) = by_bucket("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
-    assert all(pab.inputs[k] is True for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"))
+    assert all(
+        pab.inputs[k] is True
+        for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+    )
     (own,) = by_bucket("aws:s3/bucketOwnershipControls:BucketOwnershipControls")
     assert own.inputs["rule"]["objectOwnership"] == "BucketOwnerEnforced"
     (lc,) = by_bucket("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
@@ -34,8 +38,16 @@ def test_bucket_and_its_configuration(regional):
 
 def test_tls_only_policy_denies_plain_http_on_bucket_and_objects():
     st = json.loads(tls_only_policy("arn:aws:s3:::b"))["Statement"]
-    assert st == [{"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
-                   "Resource": ["arn:aws:s3:::b", "arn:aws:s3:::b/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]
+    assert st == [
+        {
+            "Sid": "DenyInsecureTransport",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": ["arn:aws:s3:::b", "arn:aws:s3:::b/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        }
+    ]
 
 
 def test_lifecycle_follows_config(values):

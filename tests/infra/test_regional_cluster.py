@@ -1,4 +1,5 @@
 """EKS control plane, system nodes, add-ons and the OIDC provider."""
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,13 @@ def test_eks_cluster(regional):
     assert enc["resources"] == ["secrets"]
     key = plan.one("aws:kms/key:Key", "cluster-secrets")
     assert enc["provider"]["keyArn"] == key.state["arn"] and key.inputs["enableKeyRotation"] is True
-    assert set(c.inputs["enabledClusterLogTypes"]) == {"api", "audit", "authenticator", "controllerManager", "scheduler"}
+    assert set(c.inputs["enabledClusterLogTypes"]) == {
+        "api",
+        "audit",
+        "authenticator",
+        "controllerManager",
+        "scheduler",
+    }
     assert c.inputs["kubernetesNetworkConfig"]["serviceIpv4Cidr"] == cfg.service_cidr
     logs = plan.one("aws:cloudwatch/logGroup:LogGroup")
     assert logs.inputs["name"] == f"/aws/eks/{c.inputs['name']}/cluster" and logs.inputs["retentionInDays"] > 0
@@ -27,8 +34,16 @@ def test_control_plane_and_node_roles(use1):
     roles = {r.name: json.loads(r.inputs["assumeRolePolicy"]) for r in use1.of_type("aws:iam/role:Role")}
     assert roles["cluster-control-plane"]["Statement"][0]["Principal"] == {"Service": "eks.amazonaws.com"}
     assert roles["cluster-nodes"]["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
-    attached = {r.inputs["policyArn"].rsplit("/", 1)[1] for r in use1.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")}
-    assert attached == {"AmazonEKSClusterPolicy", "AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly", "AmazonEKS_CNI_Policy"}
+    attached = {
+        r.inputs["policyArn"].rsplit("/", 1)[1]
+        for r in use1.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    }
+    assert attached == {
+        "AmazonEKSClusterPolicy",
+        "AmazonEKSWorkerNodePolicy",
+        "AmazonEC2ContainerRegistryReadOnly",
+        "AmazonEKS_CNI_Policy",
+    }
 
 
 def test_system_node_group_is_cpu_and_untainted(regional):
@@ -36,8 +51,11 @@ def test_system_node_group_is_cpu_and_untainted(regional):
     ng = plan.one("aws:eks/nodeGroup:NodeGroup", "cluster-system")
     assert ng.inputs["instanceTypes"] == [cfg.system_pool.instance_type]
     assert ng.inputs["amiType"] == "AL2023_x86_64_STANDARD"
-    assert ng.inputs["scalingConfig"] == {"minSize": cfg.system_pool.min, "desiredSize": cfg.system_pool.desired,
-                                          "maxSize": cfg.system_pool.max}
+    assert ng.inputs["scalingConfig"] == {
+        "minSize": cfg.system_pool.min,
+        "desiredSize": cfg.system_pool.desired,
+        "maxSize": cfg.system_pool.max,
+    }
     assert not ng.inputs.get("taints")
     assert ng.options["ignore_changes"] == ["scalingConfig.desiredSize"]
 

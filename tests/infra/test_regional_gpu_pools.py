@@ -1,4 +1,5 @@
 """GPU managed node groups: taint, labels, AMI, scaling, and the device plugin only where needed."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,8 +8,11 @@ from infra.mocks import run_program
 
 
 def _pool_groups(plan):
-    return {r.name.removeprefix("gpu-").removesuffix("-nodes"): r for r in plan.of_type("aws:eks/nodeGroup:NodeGroup")
-            if r.name.startswith("gpu-")}
+    return {
+        r.name.removeprefix("gpu-").removesuffix("-nodes"): r
+        for r in plan.of_type("aws:eks/nodeGroup:NodeGroup")
+        if r.name.startswith("gpu-")
+    }
 
 
 def test_one_tainted_labelled_node_group_per_gpu_pool(regional):
@@ -41,7 +45,9 @@ def test_concrete_labels_prod_use1(use1):
 def test_device_plugin_only_on_pools_whose_ami_lacks_it(euw1, as_manifest):
     # prod-euw1: l40s on AL2023 (needs the plugin), a10g on Bottlerocket (ships its own).
     ds = as_manifest(euw1.one("kubernetes:apps/v1:DaemonSet"))
-    terms = ds["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    terms = ds["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]["nodeSelectorTerms"]
     assert terms == [{"matchExpressions": [{"key": "reco-dr/gpu-pool", "operator": "In", "values": ["l40s"]}]}]
     tol = ds["spec"]["template"]["spec"]["tolerations"]
     assert {"key": "nvidia.com/gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in tol
@@ -60,7 +66,11 @@ def test_no_device_plugin_when_every_pool_is_bottlerocket(values):
 def test_gpu_node_groups_wait_for_node_role_policies(stack, plan_for):
     """The node group's role must carry its policies before EKS launches nodes (else they never join)."""
     plan = plan_for(stack)
-    node_policies = {r.name for r in plan.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") if r.name.startswith("cluster-nodes-")}
+    node_policies = {
+        r.name
+        for r in plan.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+        if r.name.startswith("cluster-nodes-")
+    }
     assert len(node_policies) == 3
     for ng in _pool_groups(plan).values():
         assert ng.parent_type == "reco-dr:regional:GpuNodePool"

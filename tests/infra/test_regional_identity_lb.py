@@ -1,4 +1,5 @@
 """Least-privilege identities and the Pulumi-owned load balancer with its security groups."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,10 @@ def test_triton_reads_only_its_bucket_and_key(regional):
     oidc = plan.one("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
     assert st["Principal"] == {"Federated": oidc.state["arn"]} and st["Action"] == "sts:AssumeRoleWithWebIdentity"
     issuer = oidc.inputs["url"].removeprefix("https://")
-    assert st["Condition"]["StringEquals"] == {f"{issuer}:sub": "system:serviceaccount:triton:triton",
-                                               f"{issuer}:aud": "sts.amazonaws.com"}
+    assert st["Condition"]["StringEquals"] == {
+        f"{issuer}:sub": "system:serviceaccount:triton:triton",
+        f"{issuer}:aud": "sts.amazonaws.com",
+    }
 
 
 def test_model_reader_policy_has_no_write():
@@ -42,7 +45,9 @@ def test_controller_roles_are_scoped(use1):
     assert trust["Statement"][0]["Condition"]["StringEquals"]
     _, _, ca = _policy(use1, "cluster-autoscaler")
     scale = next(s for s in ca["Statement"] if s["Sid"] == "ScaleOwnGroups")
-    assert scale["Condition"] == {"StringEquals": {"aws:ResourceTag/k8s.io/cluster-autoscaler/reco-dr-prod-use1": "owned"}}
+    assert scale["Condition"] == {
+        "StringEquals": {"aws:ResourceTag/k8s.io/cluster-autoscaler/reco-dr-prod-use1": "owned"}
+    }
 
 
 def test_alb_listener_and_target_group(regional):
@@ -56,7 +61,12 @@ def test_alb_listener_and_target_group(regional):
     tg = plan.one("aws:lb/targetGroup:TargetGroup")
     assert (tg.inputs["port"], tg.inputs["protocol"], tg.inputs["targetType"]) == (8000, "HTTP", "ip")
     hc = tg.inputs["healthCheck"]
-    assert (hc["path"], hc["protocol"], hc["port"], hc["matcher"]) == ("/v2/health/ready", "HTTP", "traffic-port", "200")
+    assert (hc["path"], hc["protocol"], hc["port"], hc["matcher"]) == (
+        "/v2/health/ready",
+        "HTTP",
+        "traffic-port",
+        "200",
+    )
     lst = plan.one("aws:lb/listener:Listener")
     assert (lst.inputs["port"], lst.inputs["protocol"]) == (443, "HTTPS")
     assert lst.inputs["certificateArn"] == cfg.load_balancer.certificate_arn
@@ -79,7 +89,11 @@ def test_security_groups_least_privilege(regional):
     assert to_nodes == [{**to_nodes[0], "fromPort": 8000, "toPort": 8000, "referencedSecurityGroupId": lb_sg.id}]
     assert "cidrIpv4" not in to_nodes[0]
     (egress,) = plan.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
-    assert (egress.inputs["securityGroupId"], egress.inputs["referencedSecurityGroupId"], egress.inputs["fromPort"]) == (lb_sg.id, node_sg, 8000)
+    assert (
+        egress.inputs["securityGroupId"],
+        egress.inputs["referencedSecurityGroupId"],
+        egress.inputs["fromPort"],
+    ) == (lb_sg.id, node_sg, 8000)
 
 
 def test_allowed_cidrs_follow_config(values, plan_for):
@@ -88,8 +102,11 @@ def test_allowed_cidrs_follow_config(values, plan_for):
     values["load_balancer"]["allowed_cidrs"] = ["198.51.100.0/24", "203.0.113.0/24"]
     plan = run_program("prod-use1", values=values)
     lb_sg = plan.one("aws:ec2/securityGroup:SecurityGroup")
-    cidrs = sorted(r.inputs["cidrIpv4"] for r in plan.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
-                   if r.inputs["securityGroupId"] == lb_sg.id)
+    cidrs = sorted(
+        r.inputs["cidrIpv4"]
+        for r in plan.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+        if r.inputs["securityGroupId"] == lb_sg.id
+    )
     assert cidrs == ["198.51.100.0/24", "203.0.113.0/24"]
 
 
@@ -110,12 +127,23 @@ def test_engine_builder_access_for_model_build_jobs(regional):
     assert any(v == "system:serviceaccount:model-build:engine-builder" for v in cond.values())
     writes = next(s for s in pol["Statement"] if s["Sid"] == "WriteEngines")
     assert writes["Action"] == "s3:PutObject"
-    assert writes["Resource"] == [f"{bucket}/{m}/*/{m}_trt/1/*", f"{bucket}/{m}/*/engine_records/*", f"{bucket}/timing-cache/*"]
-    assert not any("Delete" in a for s in pol["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))
+    assert writes["Resource"] == [
+        f"{bucket}/{m}/*/{m}_trt/1/*",
+        f"{bucket}/{m}/*/engine_records/*",
+        f"{bucket}/timing-cache/*",
+    ]
+    assert not any(
+        "Delete" in a
+        for s in pol["Statement"]
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    )
     assert next(s for s in pol["Statement"] if s["Sid"] == "Kms")["Resource"] == key
     sa = plan.one("kubernetes:core/v1:ServiceAccount", "engine-build-sa")
-    assert sa.inputs["metadata"] == {"name": "engine-builder", "namespace": "model-build",
-                                     "annotations": {"eks.amazonaws.com/role-arn": role.state["arn"]}}
+    assert sa.inputs["metadata"] == {
+        "name": "engine-builder",
+        "namespace": "model-build",
+        "annotations": {"eks.amazonaws.com/role-arn": role.state["arn"]},
+    }
     cm = plan.one("kubernetes:core/v1:ConfigMap", "engine-build-bucket")
     assert cm.inputs["metadata"] == {"name": "reco-dr-artifacts", "namespace": "model-build"}
     assert cm.inputs["data"] == {"bucket": plan.outputs["bucket_name"]}

@@ -1,4 +1,5 @@
 """VPC over three AZs: private subnets for nodes and pods, public for the load balancer, NAT per AZ."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -17,7 +18,7 @@ def test_subnet_plan_is_disjoint_inside_the_vpc_and_spans_three_azs(vpc):
     nets = [ipaddress.ip_network(c) for p in plan for c in (p.private_cidr, p.public_cidr)]
     net = ipaddress.ip_network(vpc)
     assert all(n.subnet_of(net) for n in nets)
-    assert all(not a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1:])
+    assert all(not a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1 :])
     # Pods take VPC addresses: private subnets get a quarter of the VPC each.
     assert all(ipaddress.ip_network(p.private_cidr).prefixlen == net.prefixlen + 2 for p in plan)
 

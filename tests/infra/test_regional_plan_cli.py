@@ -1,4 +1,5 @@
 """`python -m infra.plan`: text, --json, --diff, and config errors as exit 2 without a traceback."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "infra.plan", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "infra.plan", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_json_lists_what_the_issue_asks_for():
@@ -24,10 +27,16 @@ def test_json_lists_what_the_issue_asks_for():
     assert res.returncode == 0, res.stderr
     d = json.loads(res.stdout)
     types = {r["type"] for r in d["resources"]}
-    for t in ("aws:eks/cluster:Cluster", "aws:eks/nodeGroup:NodeGroup", "aws:s3/bucket:Bucket", "aws:s3/bucketVersioning:BucketVersioning",
-              "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
-              "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "kubernetes:apps/v1:Deployment",
-              "aws:lb/loadBalancer:LoadBalancer"):
+    for t in (
+        "aws:eks/cluster:Cluster",
+        "aws:eks/nodeGroup:NodeGroup",
+        "aws:s3/bucket:Bucket",
+        "aws:s3/bucketVersioning:BucketVersioning",
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+        "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+        "kubernetes:apps/v1:Deployment",
+        "aws:lb/loadBalancer:LoadBalancer",
+    ):
         assert t in types
     assert "/v2/health/ready" in res.stdout and "nvidia.com/gpu" in res.stdout
     assert d["counts"]["aws:eks/nodeGroup:NodeGroup"] == 3
@@ -39,7 +48,7 @@ def test_text_summary(capsys):
     assert P.main(["prod-euw1"]) == 0
     out = capsys.readouterr().out
     assert "aws:eks/nodeGroup:NodeGroup  gpu-a10g-nodes" in out
-    assert "instanceTypes: [\"g5.12xlarge\"]" in out
+    assert 'instanceTypes: ["g5.12xlarge"]' in out
     assert "Counts per type:" in out and "Outputs:" in out and "lb_zone_id: Z32O12XQLNTSW2" in out
 
 
@@ -55,8 +64,10 @@ def test_config_error_exits_2_with_message_and_no_traceback(tmp_path):
     assert res.returncode == 2
     assert res.stdout == ""
     assert "Traceback" not in res.stderr
-    assert res.stderr.strip() == ("error: stack prod-use1: reco-dr:triton.image = 'nvcr.io/nvidia/tritonserver:latest': "
-                                  "rule: the Triton image must be pinned by a version tag (not 'latest') or a sha256 digest")
+    assert res.stderr.strip() == (
+        "error: stack prod-use1: reco-dr:triton.image = 'nvcr.io/nvidia/tritonserver:latest': "
+        "rule: the Triton image must be pinned by a version tag (not 'latest') or a sha256 digest"
+    )
 
 
 def test_unknown_stack_exits_2(capsys):
@@ -65,13 +76,27 @@ def test_unknown_stack_exits_2(capsys):
 
 
 def test_diff_plans_reports_added_removed_changed():
-    old = {"resources": [{"type": "t", "name": "a", "inputs": {"x": 1, "y": {"z": 1}}}, {"type": "t", "name": "gone", "inputs": {}}],
-           "outputs": {"o": 1}}
-    new = {"resources": [{"type": "t", "name": "a", "inputs": {"x": 1, "y": {"z": 2}}}, {"type": "t", "name": "new", "inputs": {}}],
-           "outputs": {"o": 2}}
+    old = {
+        "resources": [
+            {"type": "t", "name": "a", "inputs": {"x": 1, "y": {"z": 1}}},
+            {"type": "t", "name": "gone", "inputs": {}},
+        ],
+        "outputs": {"o": 1},
+    }
+    new = {
+        "resources": [
+            {"type": "t", "name": "a", "inputs": {"x": 1, "y": {"z": 2}}},
+            {"type": "t", "name": "new", "inputs": {}},
+        ],
+        "outputs": {"o": 2},
+    }
     d = P.diff_plans(old, new)
-    assert d == {"added": [{"type": "t", "name": "new"}], "removed": [{"type": "t", "name": "gone"}],
-                 "changed": [{"type": "t", "name": "a", "changed": ["y.z"]}], "outputs_changed": ["o"]}
+    assert d == {
+        "added": [{"type": "t", "name": "new"}],
+        "removed": [{"type": "t", "name": "gone"}],
+        "changed": [{"type": "t", "name": "a", "changed": ["y.z"]}],
+        "outputs_changed": ["o"],
+    }
 
 
 @pytest.fixture
@@ -111,6 +136,7 @@ def test_diff_against_another_revision(baseline_repo):
 
 def test_diff_cli_prints_the_changes(monkeypatch, capsys):
     """The CLI wiring of --diff (the baseline itself is exercised by the test above)."""
+
     def baseline(stack, ref):
         d = P.plan_dict(__import__("infra.mocks", fromlist=["run_program"]).run_program(stack))
         d["resources"] = [r for r in d["resources"] if r["name"] != "triton-h100"]

@@ -1,4 +1,5 @@
 """Stack-wide properties: explicit providers everywhere, per-region providers, the output contract."""
+
 from __future__ import annotations
 
 import pytest
@@ -34,6 +35,7 @@ def test_one_aws_provider_in_the_stacks_region_with_default_tags(regional):
     (aws,) = plan.of_type("pulumi:providers:aws")
     assert aws.inputs["region"] == cfg.region
     import json
+
     tags = json.loads(aws.inputs["defaultTags"])["tags"]
     assert tags["stack"] == stack and tags["env"] == cfg.env and tags["project"] == "reco-dr"
     # ARNs the mocks hand out follow the provider's region: the cluster lives where the provider says.

@@ -1,4 +1,5 @@
 """Triton serving: manifests valid under kubernetes-validate (strict), probes, GPUs, placement, scaling."""
+
 from __future__ import annotations
 
 import kubernetes_validate
@@ -8,8 +9,16 @@ from infra.components import triton as T
 from infra.components.gpu_pools import device_plugin_daemonset
 from infra.config import load_stack
 
-K8S_KINDS = ["core/v1:ConfigMap", "apps/v1:Deployment", "apps/v1:DaemonSet", "autoscaling/v2:HorizontalPodAutoscaler",
-             "policy/v1:PodDisruptionBudget", "core/v1:Service", "core/v1:Namespace", "core/v1:ServiceAccount"]
+K8S_KINDS = [
+    "core/v1:ConfigMap",
+    "apps/v1:Deployment",
+    "apps/v1:DaemonSet",
+    "autoscaling/v2:HorizontalPodAutoscaler",
+    "policy/v1:PodDisruptionBudget",
+    "core/v1:Service",
+    "core/v1:Namespace",
+    "core/v1:ServiceAccount",
+]
 
 
 def _validate(manifest: dict, version: str) -> None:
@@ -23,8 +32,12 @@ def test_pure_manifests_are_valid_strict():
         _validate(T.deployment_manifest(p, cfg.triton, cfg.model, "bucket", cfg.region), v)
         _validate(T.pdb_manifest(p), v)
         _validate(T.hpa_manifest(p, cfg.triton), v)
-    for m in (T.service_manifest(), T.namespace_manifest(), T.service_account_manifest("arn:aws:iam::1:role/x"),
-              device_plugin_daemonset(["a"])):
+    for m in (
+        T.service_manifest(),
+        T.namespace_manifest(),
+        T.service_account_manifest("arn:aws:iam::1:role/x"),
+        device_plugin_daemonset(["a"]),
+    ):
         _validate(m, v)
 
 
@@ -51,8 +64,11 @@ def test_one_deployment_per_gpu_pool(regional, as_manifest):
     stack, plan, cfg = regional
     deps = {d.inputs["metadata"]["name"]: as_manifest(d) for d in plan.of_type("kubernetes:apps/v1:Deployment")}
     assert sorted(deps) == sorted(f"triton-{p.name}" for p in cfg.gpu_pools)
-    groups = {r.inputs["labels"]["reco-dr/gpu-pool"]: r for r in plan.of_type("aws:eks/nodeGroup:NodeGroup") if "labels" in r.inputs
-              and "reco-dr/gpu-pool" in r.inputs["labels"]}
+    groups = {
+        r.inputs["labels"]["reco-dr/gpu-pool"]: r
+        for r in plan.of_type("aws:eks/nodeGroup:NodeGroup")
+        if "labels" in r.inputs and "reco-dr/gpu-pool" in r.inputs["labels"]
+    }
     bucket = plan.outputs["bucket_name"]
     for p in cfg.gpu_pools:
         d = deps[f"triton-{p.name}"]
@@ -62,7 +78,10 @@ def test_one_deployment_per_gpu_pool(regional, as_manifest):
         # Triton serves only the local copy the init containers fetched from the version's prefix and verified.
         assert f"--model-repository=/models/{cfg.model.name}/{cfg.model.version}" in c["args"]
         fetch, verify = spec["initContainers"]
-        assert fetch["command"][:3] == ["aws", "s3", "sync"] and f"s3://{bucket}/{cfg.model.name}/{cfg.model.version}/" in fetch["command"]
+        assert (
+            fetch["command"][:3] == ["aws", "s3", "sync"]
+            and f"s3://{bucket}/{cfg.model.name}/{cfg.model.version}/" in fetch["command"]
+        )
         assert verify["image"] == cfg.triton.image and verify["command"][:2] == ["python3", "-c"]
         assert verify["command"][-1] == fetch["command"][-1] == f"/models/{cfg.model.name}/{cfg.model.version}"
         assert {"name": "models", "mountPath": "/models", "readOnly": True} in c["volumeMounts"]
@@ -70,7 +89,9 @@ def test_one_deployment_per_gpu_pool(regional, as_manifest):
         assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
         assert {pt["containerPort"] for pt in c["ports"]} == {8000, 8001, 8002}
         assert c["resources"]["limits"]["nvidia.com/gpu"] == "1" and c["resources"]["requests"]["nvidia.com/gpu"] == "1"
-        assert {"key": "nvidia.com/gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in spec["tolerations"]
+        assert {"key": "nvidia.com/gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in spec[
+            "tolerations"
+        ]
         # The selector matches the labels the pool's node group puts on its nodes, and no other pool's.
         labels = groups[p.name].inputs["labels"]
         assert all(labels.get(k) == v for k, v in spec["nodeSelector"].items())
@@ -84,8 +105,13 @@ def test_one_deployment_per_gpu_pool(regional, as_manifest):
 
 def test_hpa_and_pdb_per_pool(regional):
     stack, plan, cfg = regional
-    hpas = {h.inputs["metadata"]["name"]: h.inputs["spec"] for h in plan.of_type("kubernetes:autoscaling/v2:HorizontalPodAutoscaler")}
-    pdbs = {p.inputs["metadata"]["name"]: p.inputs["spec"] for p in plan.of_type("kubernetes:policy/v1:PodDisruptionBudget")}
+    hpas = {
+        h.inputs["metadata"]["name"]: h.inputs["spec"]
+        for h in plan.of_type("kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
+    }
+    pdbs = {
+        p.inputs["metadata"]["name"]: p.inputs["spec"] for p in plan.of_type("kubernetes:policy/v1:PodDisruptionBudget")
+    }
     for p in cfg.gpu_pools:
         h = hpas[f"triton-{p.name}"]
         assert h["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"triton-{p.name}"}
@@ -111,7 +137,11 @@ def test_service_and_target_group_binding(regional):
         assert d.inputs["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "triton"
     tgb = plan.one("kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding")
     tg = plan.one("aws:lb/targetGroup:TargetGroup")
-    assert tgb.inputs["spec"] == {"serviceRef": {"name": "triton", "port": 8000}, "targetGroupARN": tg.state["arn"], "targetType": "ip"}
+    assert tgb.inputs["spec"] == {
+        "serviceRef": {"name": "triton", "port": 8000},
+        "targetGroupARN": tg.state["arn"],
+        "targetType": "ip",
+    }
     assert "lb-controller" in tgb.options["depends_on"]
 
 
@@ -130,7 +160,10 @@ def test_controllers_are_pinned_helm_releases(use1):
     assert all(c["version"] and c["version"][0].isdigit() for c in charts.values())
     lbc = charts["aws-load-balancer-controller"]["values"]
     assert lbc["clusterName"] == "reco-dr-prod-use1" and lbc["region"] == "us-east-1"
-    assert lbc["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"] == use1.one("aws:iam/role:Role", "lb-controller-role").state["arn"]
+    assert (
+        lbc["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"]
+        == use1.one("aws:iam/role:Role", "lb-controller-role").state["arn"]
+    )
     ca = charts["cluster-autoscaler"]["values"]
     assert ca["autoDiscovery"]["clusterName"] == "reco-dr-prod-use1" and ca["image"]["tag"] == "v1.33.0"
     rule = charts["prometheus-adapter"]["values"]["rules"]["custom"][0]
@@ -152,7 +185,10 @@ def canary_plan():
 
 
 def test_no_canary_declares_exactly_the_stable_track(use1):
-    assert [d.inputs["metadata"]["name"] for d in use1.of_type("kubernetes:apps/v1:Deployment")] == ["triton-h100", "triton-l40s"]
+    assert [d.inputs["metadata"]["name"] for d in use1.of_type("kubernetes:apps/v1:Deployment")] == [
+        "triton-h100",
+        "triton-l40s",
+    ]
     assert not use1.of_type("aws:lb/listenerRule:ListenerRule")
     for d in use1.of_type("kubernetes:apps/v1:Deployment"):
         assert d.inputs["spec"]["template"]["metadata"]["labels"]["reco-dr/track"] == "stable"
@@ -162,13 +198,20 @@ def test_canary_deployments_serve_their_own_immutable_prefix(canary_plan, as_man
     plan, cfg = canary_plan
     deps = {d.inputs["metadata"]["name"]: as_manifest(d) for d in plan.of_type("kubernetes:apps/v1:Deployment")}
     bucket = plan.outputs["bucket_name"]
-    assert sorted(deps) == sorted([f"triton-{p.name}" for p in cfg.gpu_pools] + [f"triton-{p.name}-canary" for p in cfg.gpu_pools])
+    assert sorted(deps) == sorted(
+        [f"triton-{p.name}" for p in cfg.gpu_pools] + [f"triton-{p.name}-canary" for p in cfg.gpu_pools]
+    )
     for p in cfg.gpu_pools:
         stable, canary = deps[f"triton-{p.name}"], deps[f"triton-{p.name}-canary"]
         _validate(canary, cfg.kubernetes_version)
-        assert f"s3://{bucket}/ranker/{cfg.model.version}/" in stable["spec"]["template"]["spec"]["initContainers"][0]["command"]
+        assert (
+            f"s3://{bucket}/ranker/{cfg.model.version}/"
+            in stable["spec"]["template"]["spec"]["initContainers"][0]["command"]
+        )
         assert f"s3://{bucket}/ranker/2026.12.0/" in canary["spec"]["template"]["spec"]["initContainers"][0]["command"]
-        assert "--model-repository=/models/ranker/2026.12.0" in canary["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert (
+            "--model-repository=/models/ranker/2026.12.0" in canary["spec"]["template"]["spec"]["containers"][0]["args"]
+        )
         # The canary's pods never match the stable selector (so the stable Service and target group never see them).
         sl, cl = stable["spec"]["template"]["metadata"]["labels"], canary["spec"]["template"]["metadata"]["labels"]
         assert cl["app.kubernetes.io/name"] == "triton-canary" and sl["app.kubernetes.io/name"] == "triton"
@@ -176,8 +219,14 @@ def test_canary_deployments_serve_their_own_immutable_prefix(canary_plan, as_man
         assert (sl["reco-dr/track"], sl["reco-dr/model-version"]) == ("stable", cfg.model.version)
         assert canary["spec"]["template"]["spec"]["nodeSelector"] == stable["spec"]["template"]["spec"]["nodeSelector"]
         assert "--metrics-config=summary_latencies=true" in canary["spec"]["template"]["spec"]["containers"][0]["args"]
-    hpas = {h.inputs["metadata"]["name"]: h.inputs["spec"] for h in plan.of_type("kubernetes:autoscaling/v2:HorizontalPodAutoscaler")}
-    assert hpas["triton-h100-canary"]["minReplicas"] == 1 and hpas["triton-h100-canary"]["scaleTargetRef"]["name"] == "triton-h100-canary"
+    hpas = {
+        h.inputs["metadata"]["name"]: h.inputs["spec"]
+        for h in plan.of_type("kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
+    }
+    assert (
+        hpas["triton-h100-canary"]["minReplicas"] == 1
+        and hpas["triton-h100-canary"]["scaleTargetRef"]["name"] == "triton-h100-canary"
+    )
     pdbs = {x.inputs["metadata"]["name"] for x in plan.of_type("kubernetes:policy/v1:PodDisruptionBudget")}
     assert {"triton-h100-canary", "triton-l40s-canary"} <= pdbs
 
@@ -190,17 +239,41 @@ def test_weighted_target_groups_split_the_listener(canary_plan):
     assert canary.inputs["healthCheck"] == stable.inputs["healthCheck"] and canary.inputs["targetType"] == "ip"
     (action,) = plan.one("aws:lb/listener:Listener").inputs["defaultActions"]
     assert action["type"] == "forward" and action["forward"]["stickiness"]["enabled"] is False
-    assert {g["arn"]: g["weight"] for g in action["forward"]["targetGroups"]} == {stable.state["arn"]: 90, canary.state["arn"]: 10}
-    rules = {r.inputs["conditions"][0]["httpHeader"]["values"][0]: r.inputs for r in plan.of_type("aws:lb/listenerRule:ListenerRule")}
+    assert {g["arn"]: g["weight"] for g in action["forward"]["targetGroups"]} == {
+        stable.state["arn"]: 90,
+        canary.state["arn"]: 10,
+    }
+    rules = {
+        r.inputs["conditions"][0]["httpHeader"]["values"][0]: r.inputs
+        for r in plan.of_type("aws:lb/listenerRule:ListenerRule")
+    }
     assert rules["canary"]["actions"][0]["targetGroupArn"] == canary.state["arn"]
     assert rules["stable"]["actions"][0]["targetGroupArn"] == stable.state["arn"]
     assert all(r["conditions"][0]["httpHeader"]["httpHeaderName"] == "X-Reco-Track" for r in rules.values())
     # Two TargetGroupBindings: each track's Service into its own target group.
-    tgbs = {t.inputs["metadata"]["name"]: t.inputs["spec"] for t in plan.of_type("kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding")}
-    assert tgbs == {"triton": {"serviceRef": {"name": "triton", "port": 8000}, "targetGroupARN": stable.state["arn"], "targetType": "ip"},
-                    "triton-canary": {"serviceRef": {"name": "triton-canary", "port": 8000}, "targetGroupARN": canary.state["arn"], "targetType": "ip"}}
-    svcs = {s.inputs["metadata"]["name"]: s.inputs["spec"]["selector"] for s in plan.of_type("kubernetes:core/v1:Service")}
-    assert svcs == {"triton": {"app.kubernetes.io/name": "triton"}, "triton-canary": {"app.kubernetes.io/name": "triton-canary"}}
+    tgbs = {
+        t.inputs["metadata"]["name"]: t.inputs["spec"]
+        for t in plan.of_type("kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding")
+    }
+    assert tgbs == {
+        "triton": {
+            "serviceRef": {"name": "triton", "port": 8000},
+            "targetGroupARN": stable.state["arn"],
+            "targetType": "ip",
+        },
+        "triton-canary": {
+            "serviceRef": {"name": "triton-canary", "port": 8000},
+            "targetGroupARN": canary.state["arn"],
+            "targetType": "ip",
+        },
+    }
+    svcs = {
+        s.inputs["metadata"]["name"]: s.inputs["spec"]["selector"] for s in plan.of_type("kubernetes:core/v1:Service")
+    }
+    assert svcs == {
+        "triton": {"app.kubernetes.io/name": "triton"},
+        "triton-canary": {"app.kubernetes.io/name": "triton-canary"},
+    }
     # The load balancer controller may register pods in both target groups, nothing else.
     role = plan.one("aws:iam/role:Role", "lb-controller-role")
     (pol,) = [p for p in plan.of_type("aws:iam/rolePolicy:RolePolicy") if p.inputs["role"] == role.id]

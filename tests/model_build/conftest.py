@@ -1,4 +1,5 @@
 """One small build per test session (a tiny training run; export, gates and repository as in production)."""
+
 from __future__ import annotations
 
 import shutil

@@ -1,4 +1,5 @@
 """bench: PyTorch eager and ONNX Runtime side by side, into the manifest; no CPU figure posing as a GPU one."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,9 @@ from model_build.manifest import load_manifest, verify
 
 def test_bench_records_both_runtimes_at_every_batch(repo: Path):
     b = run_bench(repo, [1, 64, 4096], budget_s=0.02, log=lambda s: None)
-    assert {(r.runtime, r.batch) for r in b.runs} == {(rt, n) for rt in ("pytorch-eager-cpu", "onnxruntime-cpu") for n in (1, 64, 4096)}
+    assert {(r.runtime, r.batch) for r in b.runs} == {
+        (rt, n) for rt in ("pytorch-eager-cpu", "onnxruntime-cpu") for n in (1, 64, 4096)
+    }
     assert all(r.p50_ms > 0 and r.p99_ms >= r.p50_ms and r.rows_per_s > 0 and r.iterations >= 5 for r in b.runs)
     m = load_manifest(repo)
     assert m.benchmark.status == "measured" and m.benchmark.runs == b.runs

@@ -1,4 +1,5 @@
 """The command line: help everywhere, verify's exit code, the bad-labels candidate, a safe output directory."""
+
 from __future__ import annotations
 
 import subprocess
@@ -36,8 +37,25 @@ def test_plan_prints_json(capsys):
 
 def test_bad_labels_build_is_valid_but_learned_nothing(tmp_path: Path, capsys):
     out = tmp_path / "bad"
-    code = main(["--out", str(out), "--bad-labels", "--train-requests", "256", "--validation-requests", "128",
-                 "--epochs", "1", "--precision", "fp32", "--env", "staging", "--version", "2026.11.1-bad"])
+    code = main(
+        [
+            "--out",
+            str(out),
+            "--bad-labels",
+            "--train-requests",
+            "256",
+            "--validation-requests",
+            "128",
+            "--epochs",
+            "1",
+            "--precision",
+            "fp32",
+            "--env",
+            "staging",
+            "--version",
+            "2026.11.1-bad",
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0, text
     m = load_manifest(out)

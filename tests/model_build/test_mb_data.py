@@ -1,4 +1,5 @@
 """The data generator: deterministic per seed, random access by row, a signal a model can learn."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """ONNX export: dynamo, dynamic batch, int32 ids, no EmbeddingBag, checked, and equal to PyTorch."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,10 @@ def test_both_graphs_have_the_documented_signature(built: BuildResult):
         onnx.checker.check_model(m, full_check=True)
         export.check(m)  # strict shape inference: output float32 [batch, 1]
         assert onnx_signature(path) == {
-            "sparse_ids": ("int32", ["batch", 8]), "dense": ("float32", ["batch", 8]), "score": ("float32", ["batch", 1])}
+            "sparse_ids": ("int32", ["batch", 8]),
+            "dense": ("float32", ["batch", 8]),
+            "score": ("float32", ["batch", 1]),
+        }
         ops = {n.op_type for n in m.graph.node}
         assert not any("bag" in op.lower() for op in ops), ops
         assert "Gather" in ops  # embeddings are plain gathers over int32 ids
@@ -72,13 +76,21 @@ def test_checkpoint_round_trip_reproduces_the_reference_scores(built: BuildResul
 
 def test_export_refuses_embedding_bag():
     g = onnx.helper.make_graph(
-        [onnx.helper.make_node("Identity", ["x"], ["score"])], "g",
+        [onnx.helper.make_node("Identity", ["x"], ["score"])],
+        "g",
         [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 1])],
-        [onnx.helper.make_tensor_value_info("score", onnx.TensorProto.FLOAT, ["batch", 1])])
+        [onnx.helper.make_tensor_value_info("score", onnx.TensorProto.FLOAT, ["batch", 1])],
+    )
     m = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 18)])
     export.check(m)  # a fine graph passes
-    bad = onnx.helper.make_model(onnx.helper.make_graph(
-        [onnx.helper.make_node("EmbeddingBag", ["x"], ["score"], domain="custom")], "g",
-        list(g.input), list(g.output)), opset_imports=[onnx.helper.make_opsetid("", 18), onnx.helper.make_opsetid("custom", 1)])
+    bad = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            [onnx.helper.make_node("EmbeddingBag", ["x"], ["score"], domain="custom")],
+            "g",
+            list(g.input),
+            list(g.output),
+        ),
+        opset_imports=[onnx.helper.make_opsetid("", 18), onnx.helper.make_opsetid("custom", 1)],
+    )
     with pytest.raises(ValueError, match="EmbeddingBag"):
         export.check(bad)

@@ -1,4 +1,5 @@
 """Engine-build Job manifests: valid Kubernetes (strict schemas, offline), on the right GPU pool and image."""
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,9 @@ def test_jobs_validate_strictly_and_target_the_pool(built: BuildResult):
         assert spec["nodeSelector"] == {NODE_LABEL_CC: j.compute_capability}
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
         build = next(c for c in spec["initContainers"] if c["name"] == "build")
-        assert build["image"] == "nvcr.io/nvidia/tensorrt:25.01-py3"  # Triton image nvcr.io/nvidia/tritonserver:25.01-py3
+        assert (
+            build["image"] == "nvcr.io/nvidia/tensorrt:25.01-py3"
+        )  # Triton image nvcr.io/nvidia/tritonserver:25.01-py3
         assert build["resources"]["limits"]["nvidia.com/gpu"] == 1
         others = [c for c in [*spec["initContainers"], *spec["containers"]] if c["name"] != "build"]
         assert all("nvidia.com/gpu" not in c["resources"].get("limits", {}) for c in others)

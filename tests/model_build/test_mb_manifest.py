@@ -1,4 +1,5 @@
 """The manifest describes every file; verify catches every kind of tampering and names the file."""
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,7 @@ def test_manifest_lists_every_file_with_hash_and_size(built: BuildResult):
     for f in m.files:
         assert sha256_file(built.out / f.path) == f.sha256 and (built.out / f.path).stat().st_size == f.size
     assert m.model == {"name": "ranker", "version": "2026.11.0"}
-    assert m.data["seed"] and len(m.git["revision"]) in (40, 7) or m.git["revision"] == "unknown"
+    assert (m.data["seed"] and len(m.git["revision"]) in (40, 7)) or m.git["revision"] == "unknown"
     assert m.compute_capabilities == ["8.0", "8.6", "8.9", "9.0"]
     assert m.tensorrt_version == "10.8.0" and m.triton["release"] == "25.01" and m.triton["version"] == "2.54.0"
     assert [t.name for t in m.signature.inputs] == ["sparse_ids", "dense"] and m.signature.outputs[0].name == "score"
@@ -92,10 +93,21 @@ def test_engine_added_by_a_job_needs_a_matching_record(repo: Path):
     problems = verify(repo)
     assert problems == [f"{e.file}: engine present but its record {e.record} is missing"]
     src = m.file(e.onnx)
-    record = {"compute_capability": "9.0", "file": e.file, "sha256": sha256_file(engine), "size": engine.stat().st_size,
-              "tensorrt_version": e.tensorrt_version, "onnx_sha256": src.sha256, "built_on": "NVIDIA H100 80GB HBM3",
-              "device_compute_capability": "9.0", "hardware_compatibility": "NONE", "version_compatible": False,
-              "profile": e.profile, "parity": [], "built_at": "2026-11-24T00:00:00+00:00"}
+    record = {
+        "compute_capability": "9.0",
+        "file": e.file,
+        "sha256": sha256_file(engine),
+        "size": engine.stat().st_size,
+        "tensorrt_version": e.tensorrt_version,
+        "onnx_sha256": src.sha256,
+        "built_on": "NVIDIA H100 80GB HBM3",
+        "device_compute_capability": "9.0",
+        "hardware_compatibility": "NONE",
+        "version_compatible": False,
+        "profile": e.profile,
+        "parity": [],
+        "built_at": "2026-11-24T00:00:00+00:00",
+    }
     (repo / e.record).parent.mkdir(parents=True)
     (repo / e.record).write_text(json.dumps(record))
     assert verify(repo) == []
@@ -126,12 +138,22 @@ def test_engines_available_reads_records_from_any_store(repo: Path):
 
     m = load_manifest(repo)
     read = lambda rel: (repo / rel).read_bytes() if (repo / rel).is_file() else None  # noqa: E731
-    assert engines_available(m, read) == {cc: "missing" for cc in m.compute_capabilities}
+    assert engines_available(m, read) == dict.fromkeys(m.compute_capabilities, "missing")
     e = m.engines["8.9"]
-    record = {"compute_capability": "8.9", "file": e.file, "sha256": "0" * 64, "size": 1,
-              "tensorrt_version": e.tensorrt_version, "onnx_sha256": m.file(e.onnx).sha256, "built_on": "NVIDIA L4",
-              "device_compute_capability": "8.9", "hardware_compatibility": "NONE", "version_compatible": False,
-              "profile": e.profile, "built_at": "2026-11-24T00:00:00+00:00"}
+    record = {
+        "compute_capability": "8.9",
+        "file": e.file,
+        "sha256": "0" * 64,
+        "size": 1,
+        "tensorrt_version": e.tensorrt_version,
+        "onnx_sha256": m.file(e.onnx).sha256,
+        "built_on": "NVIDIA L4",
+        "device_compute_capability": "8.9",
+        "hardware_compatibility": "NONE",
+        "version_compatible": False,
+        "profile": e.profile,
+        "built_at": "2026-11-24T00:00:00+00:00",
+    }
     store = {e.record: json.dumps(record).encode()}
     assert engines_available(m, store.get)["8.9"] == "added-by-job"
     store[e.record] = json.dumps(record | {"onnx_sha256": "1" * 64}).encode()  # built from another graph

@@ -1,4 +1,5 @@
 """Parity gates: figures at batch 1 / opt / max, and a failing gate leaves no manifest."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,7 +43,7 @@ def test_gate_fails_on_error_and_on_reordering():
 
 def _slice(ref: np.ndarray, b: dict, state: list[int]) -> np.ndarray:
     n = len(b["dense"])
-    out = ref[state[0]:state[0] + n]
+    out = ref[state[0] : state[0] + n]
     state[0] += n
     return out.reshape(-1, 1)
 
@@ -57,13 +58,31 @@ def test_topk_overlap_counts_per_request():
 
 def test_a_failed_gate_fails_the_build_and_writes_no_manifest(tmp_path, monkeypatch):
     def failing(*a, **k):
-        return [ParityFigure(graph="fp32", runtime="onnxruntime-cpu", batch=1, rows=1, max_abs=1.0, max_rel=1.0, topk=8,
-                             topk_overlap_mean=0.0, topk_overlap_min=0.0, ndcg_delta=1.0, limits={}, passed=False)]
+        return [
+            ParityFigure(
+                graph="fp32",
+                runtime="onnxruntime-cpu",
+                batch=1,
+                rows=1,
+                max_abs=1.0,
+                max_rel=1.0,
+                topk=8,
+                topk_overlap_mean=0.0,
+                topk_overlap_min=0.0,
+                ndcg_delta=1.0,
+                limits={},
+                passed=False,
+            )
+        ]
 
     monkeypatch.setattr(build_mod.parity, "run_gates", failing)
     out = tmp_path / "out"
     with pytest.raises(BuildError, match="parity gate failed"):
-        build_mod.build(BuildOptions(out=out, precision="fp32", train=TrainConfig(train_requests=16, validation_requests=8, epochs=1)),
-                        log=lambda s: None)
+        build_mod.build(
+            BuildOptions(
+                out=out, precision="fp32", train=TrainConfig(train_requests=16, validation_requests=8, epochs=1)
+            ),
+            log=lambda s: None,
+        )
     assert (out / "ranker_onnx/1/model.onnx").exists()  # it got that far...
     assert not (out / MANIFEST).exists()  # ...and still does not look like a release

@@ -1,4 +1,5 @@
 """Publish against moto: immutable version prefix, SHA-256 checksums, manifest last, no overwrite."""
+
 from __future__ import annotations
 
 import base64

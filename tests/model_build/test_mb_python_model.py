@@ -1,4 +1,5 @@
 """The python-backend model.py: runs the manifest-verified ONNX file, refuses a mismatching one."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -53,8 +54,11 @@ def model_py(built: BuildResult, monkeypatch):
 def _args(repo: Path) -> dict:
     cfg = text_format.Parse((repo / "ranker_py/config.pbtxt").read_text(), mc.ModelConfig())
     # The python backend hands the config over as JSON, like this.
-    return {"model_config": json.dumps(json_format.MessageToDict(cfg, preserving_proto_field_name=True)),
-            "model_repository": str(repo / "ranker_py"), "model_version": "1"}
+    return {
+        "model_config": json.dumps(json_format.MessageToDict(cfg, preserving_proto_field_name=True)),
+        "model_repository": str(repo / "ranker_py"),
+        "model_version": "1",
+    }
 
 
 def test_compute_path_matches_the_pytorch_reference(built: BuildResult, model_py):

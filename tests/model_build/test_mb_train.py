@@ -1,4 +1,5 @@
 """Metrics and training: AUC is right, a real model learns, a bad-labels model does not."""
+
 from __future__ import annotations
 
 import itertools

@@ -1,4 +1,5 @@
 """config.pbtxt files parse with Triton's own protobuf and say what the fleet needs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,12 @@ def test_every_config_parses_and_is_listed(built: BuildResult):
         assert p.relative_to(built.out).as_posix() in listed
         assert cfg.max_batch_size == 4096
         assert [(i.name, mc.DataType.Name(i.data_type), list(i.dims)) for i in cfg.input] == [
-            ("sparse_ids", "TYPE_INT32", [8]), ("dense", "TYPE_FP32", [8])]
-        assert [(o.name, mc.DataType.Name(o.data_type), list(o.dims)) for o in cfg.output] == [("score", "TYPE_FP32", [1])]
+            ("sparse_ids", "TYPE_INT32", [8]),
+            ("dense", "TYPE_FP32", [8]),
+        ]
+        assert [(o.name, mc.DataType.Name(o.data_type), list(o.dims)) for o in cfg.output] == [
+            ("score", "TYPE_FP32", [1])
+        ]
         assert cfg.HasField("dynamic_batching")
 
 

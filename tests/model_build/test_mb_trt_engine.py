@@ -7,6 +7,7 @@ the plan reaches the documented TensorRT 10.x calls: STRONGLY_TYPED network, one
 shapes, the timing cache created from the cached bytes and set without ignoring mismatches, no FP16 builder
 flag, the compatibility options only when asked.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,12 +34,25 @@ def _job_inputs(built: BuildResult, tmp_path: Path, cc: str = "9.0") -> list[str
     plan, sig = built.plan, built.manifest.signature
     e = plan.engine_for(cc)
     src = built.manifest.file(e.onnx)
-    jp = k8s_jobs.job_plan_json(plan, e, src.sha256, sig.model_dump(mode="json"),
-                                {"batches": [1, 256, 4096], "limits": parity.LIMITS["fp16"], "topk": 8, "batch1_rows": 256},
-                                "golden/golden.npz")
+    jp = k8s_jobs.job_plan_json(
+        plan,
+        e,
+        src.sha256,
+        sig.model_dump(mode="json"),
+        {"batches": [1, 256, 4096], "limits": parity.LIMITS["fp16"], "topk": 8, "batch1_rows": 256},
+        "golden/golden.npz",
+    )
     (tmp_path / "plan.json").write_text(json.dumps(jp))
-    return ["--plan", str(tmp_path / "plan.json"), "--in", str(built.out), "--out", str(tmp_path / "out"),
-            "--cache", str(tmp_path / "cache" / "sm90.cache")]
+    return [
+        "--plan",
+        str(tmp_path / "plan.json"),
+        "--in",
+        str(built.out),
+        "--out",
+        str(tmp_path / "out"),
+        "--cache",
+        str(tmp_path / "cache" / "sm90.cache"),
+    ]
 
 
 def test_job_refuses_to_build_without_tensorrt_or_gpu(built: BuildResult, tmp_path: Path, capsys):
@@ -151,7 +165,10 @@ class _Recorder:
 
         self.module = types.SimpleNamespace(
             Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None}),
-            Builder=Builder, OnnxParser=Parser, NetworkDefinitionCreationFlag=Flag, BuilderFlag=Flag,
+            Builder=Builder,
+            OnnxParser=Parser,
+            NetworkDefinitionCreationFlag=Flag,
+            BuilderFlag=Flag,
             MemoryPoolType=types.SimpleNamespace(WORKSPACE="WORKSPACE"),
             HardwareCompatibilityLevel=types.SimpleNamespace(AMPERE_PLUS="AMPERE_PLUS"),
         )
@@ -163,8 +180,9 @@ def test_plan_reaches_the_documented_tensorrt_calls(monkeypatch, built: BuildRes
     monkeypatch.setitem(sys.modules, "tensorrt", rec.module)
     e = built.plan.engine_for("9.0")
     shapes = e.profile.shapes({t.name: t.dims for t in built.manifest.signature.inputs})
-    engine, cache, io = trt_engine.build_engine(b"onnx", shapes=shapes, timing_cache=b"old-cache",
-                                                hardware_compatibility=hw, version_compatible=vc)
+    engine, cache, io = trt_engine.build_engine(
+        b"onnx", shapes=shapes, timing_cache=b"old-cache", hardware_compatibility=hw, version_compatible=vc
+    )
     assert (engine, cache) == (b"engine-bytes", b"cache-out")
     assert [t["name"] for t in io] == ["sparse_ids", "dense", "score"]
     calls = rec.calls

@@ -6,6 +6,7 @@ pulumi_policy's unknown-checking proxies) and prints the violations per policy a
 
 CASES.json: {case: [{"type", "name", "urn", "props", "property_dependencies"?}, ...]}
 """
+
 import importlib.util
 import json
 import sys
@@ -23,22 +24,31 @@ if len(sys.argv) > 2:
     pack.STACKS_DIR = Path(sys.argv[2])
 
 cases = json.loads(Path(sys.argv[1]).read_text())
-report = {"policies": {p.name: {"kind": type(p).__name__, "mandatory": p.enforcement_level == EnforcementLevel.MANDATORY}
-                       for p in pack.POLICIES},
-          "cases": {}}
+report = {
+    "policies": {
+        p.name: {"kind": type(p).__name__, "mandatory": p.enforcement_level == EnforcementLevel.MANDATORY}
+        for p in pack.POLICIES
+    },
+    "cases": {},
+}
 for case, resources in cases.items():
     violations = []
     by_urn = {}
     for r in resources:
-        by_urn[r["urn"]] = PolicyResource(r["type"], unknown_checking_proxy(r["props"]), r["urn"], r["name"], None, None, None, [], {})
+        by_urn[r["urn"]] = PolicyResource(
+            r["type"], unknown_checking_proxy(r["props"]), r["urn"], r["name"], None, None, None, [], {}
+        )
     for r in resources:
-        by_urn[r["urn"]].property_dependencies = {k: [by_urn[u] for u in urns if u in by_urn]
-                                                   for k, urns in (r.get("property_dependencies") or {}).items()}
+        by_urn[r["urn"]].property_dependencies = {
+            k: [by_urn[u] for u in urns if u in by_urn] for k, urns in (r.get("property_dependencies") or {}).items()
+        }
     for policy in pack.POLICIES:
         report_violation = lambda msg, urn=None, name=policy.name: violations.append([name, msg])
         if isinstance(policy, ResourceValidationPolicy):
             for r in resources:
-                args = ResourceValidationArgs(r["type"], unknown_checking_proxy(r["props"]), r["urn"], r["name"], None, None)
+                args = ResourceValidationArgs(
+                    r["type"], unknown_checking_proxy(r["props"]), r["urn"], r["name"], None, None
+                )
                 policy.validate(args, report_violation)
         elif isinstance(policy, StackValidationPolicy):
             policy.validate(StackValidationArgs(list(by_urn.values())), report_violation)

@@ -5,6 +5,7 @@ these tests drive tests/policy/pack_driver.py with `.venv-policy/bin/python` in 
 skipped where that venv is missing; `make test` always creates it (`make policy-venv`), so in CI they run.
 The resources fed to the pack are the ones the real program declares under infra.mocks, planned here in .venv.
 """
+
 from __future__ import annotations
 
 import copy
@@ -23,7 +24,9 @@ DRIVER = ROOT / "tests" / "policy" / "pack_driver.py"
 # The analyzer's sentinel for a string that is unknown during preview (pulumi_policy.proxy.UNKNOWN_STRING_VALUE).
 UNKNOWN_STRING = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 
-pytestmark = pytest.mark.skipif(not POLICY_PY.exists(), reason="needs .venv-policy (run `make policy-venv`; `make test` does)")
+pytestmark = pytest.mark.skipif(
+    not POLICY_PY.exists(), reason="needs .venv-policy (run `make policy-venv`; `make test` does)"
+)
 
 EXPECTED = {
     "route53-record-health-check": "ResourceValidationPolicy",
@@ -39,8 +42,11 @@ EXPECTED = {
 
 
 def planned(stack: str) -> list[dict]:
-    return [{"type": r.type, "name": r.name, "urn": r.urn, "props": r.inputs}
-            for r in m.run_program(stack).resources if r.custom]
+    return [
+        {"type": r.type, "name": r.name, "urn": r.urn, "props": r.inputs}
+        for r in m.run_program(stack).resources
+        if r.custom
+    ]
 
 
 def edit(resources: list[dict], type_: str, fn, first_only: bool = False) -> list[dict]:
@@ -56,8 +62,14 @@ def run_pack(tmp_path, cases: dict, stacks_dir=None) -> dict:
     path = tmp_path / "cases.json"
     path.write_text(json.dumps(cases))
     cmd = [str(POLICY_PY), str(DRIVER), str(path)] + ([str(stacks_dir)] if stacks_dir else [])
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,
-                         env={"PATH": "/usr/bin:/bin", "RECO_DR_MANIFEST": str(tmp_path / "absent.json")})
+    res = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "RECO_DR_MANIFEST": str(tmp_path / "absent.json")},
+    )
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
 
@@ -80,8 +92,12 @@ def test_pack_reports_violations(tmp_path, plans):
         "no-health-check": edit(g, "aws:route53/record:Record", lambda p: p.pop("healthCheckId"), first_only=True),
         "unknown-health-check": edit(g, "aws:route53/record:Record", lambda p: p.update(healthCheckId=UNKNOWN_STRING)),
         "all-zero": edit(g, "aws:route53/record:Record", lambda p: p.update(weightedRoutingPolicies=[{"weight": 0}])),
-        "no-rtc": edit(g, "aws:s3/bucketReplicationConfig:BucketReplicationConfig",
-                       lambda p: p["rules"][0]["destination"].pop("replicationTime"), first_only=True),
+        "no-rtc": edit(
+            g,
+            "aws:s3/bucketReplicationConfig:BucketReplicationConfig",
+            lambda p: p["rules"][0]["destination"].pop("replicationTime"),
+            first_only=True,
+        ),
         "no-taint": edit(r, "aws:eks/nodeGroup:NodeGroup", lambda p: p.pop("taints", None)),
         "unversioned": [x for x in r if x["type"] != "aws:s3/bucketVersioning:BucketVersioning"],
     }
@@ -103,7 +119,9 @@ def test_pack_enforces_n_plus_one_from_the_stack_files(tmp_path, plans):
         shutil.copy(p, d / p.name)
     path = d / "Pulumi.prod-euw1.yaml"
     doc = yaml.safe_load(path.read_text())
-    doc["config"]["reco-dr:gpu_pools"] = [{"name": "a10g", "instance_type": "g5.12xlarge", "min": 1, "desired": 1, "max": 2}]
+    doc["config"]["reco-dr:gpu_pools"] = [
+        {"name": "a10g", "instance_type": "g5.12xlarge", "min": 1, "desired": 1, "max": 2}
+    ]
     path.write_text(yaml.safe_dump(doc))
     violations = run_pack(tmp_path, {"prod-global": plans["prod-global"]}, stacks_dir=d)["cases"]["prod-global"]
     assert violations and {name for name, _ in violations} == {"n-plus-one-capacity"}
@@ -115,12 +133,19 @@ def test_pack_starts_its_analyzer_as_the_cli_runs_it():
     policies and serves: it prints the port the engine connects to. Stopped here by this test's own process id."""
     import select
 
-    proc = subprocess.Popen([str(POLICY_PY), "-u", str(ROOT / "infra" / "policy" / "__main__.py")], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(POLICY_PY), "-u", str(ROOT / "infra" / "policy" / "__main__.py")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 60)
         line = proc.stdout.readline().strip() if ready else ""
-        assert line.isdigit(), f"no analyzer port printed; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
+        assert line.isdigit(), (
+            f"no analyzer port printed; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
+        )
     finally:
         proc.kill()
         proc.wait(timeout=10)

@@ -1,4 +1,5 @@
 """The policy pack's validators, called directly from the main venv (infra/policy/validators.py)."""
+
 from __future__ import annotations
 
 import copy
@@ -109,7 +110,14 @@ def test_replication_rule_without_rtc_or_delete_markers(global_res):
     del rule["destination"]["encryptionConfiguration"]
     props["rules"][1]["priority"] = rule["priority"]
     msgs = v.replication_config_violations(cfg.name, props)
-    for text in ("delete markers", "Replication Time Control", "metrics", "SSE-KMS", "replica KMS key", "distinct priority"):
+    for text in (
+        "delete markers",
+        "Replication Time Control",
+        "metrics",
+        "SSE-KMS",
+        "replica KMS key",
+        "distinct priority",
+    ):
         assert any(text in x for x in msgs), (text, msgs)
     assert all(rule["id"] in x for x in msgs if "priority" not in x)
 
@@ -134,7 +142,12 @@ def test_replication_mesh_missing_destination_and_duplicate_config(global_res):
 def test_bucket_without_versioning_encryption_or_public_access_block(regional_res):
     no_vers = [r for r in regional_res if r.type != v.VERSIONING]
     assert any("not versioned" in x for x in v.bucket_violations(no_vers))
-    aes = replace(regional_res, v.SSE, None, lambda p: p["rules"][0]["applyServerSideEncryptionByDefault"].update(sseAlgorithm="AES256"))
+    aes = replace(
+        regional_res,
+        v.SSE,
+        None,
+        lambda p: p["rules"][0]["applyServerSideEncryptionByDefault"].update(sseAlgorithm="AES256"),
+    )
     assert any("SSE-KMS" in x and "AES256" in x for x in v.bucket_violations(aes))
     open_ = replace(regional_res, v.PUBLIC_ACCESS_BLOCK, None, lambda p: p.update(restrictPublicBuckets=False))
     assert any("public access block" in x for x in v.bucket_violations(open_))
@@ -143,9 +156,19 @@ def test_bucket_without_versioning_encryption_or_public_access_block(regional_re
 def test_bucket_controls_matched_by_property_dependency_during_preview():
     bucket = v.Res(v.BUCKET, "artifacts", {"bucket": UNKNOWN}, "urn:b")
     deps = {"bucket": ["urn:b"]}
-    vers = v.Res(v.VERSIONING, "vers", {"bucket": UNKNOWN, "versioningConfiguration": {"status": "Enabled"}}, "urn:v", deps)
-    sse = v.Res(v.SSE, "sse", {"bucket": UNKNOWN, "rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "aws:kms"}}]}, "urn:s", deps)
-    pab = v.Res(v.PUBLIC_ACCESS_BLOCK, "pab", {"bucket": UNKNOWN, **{f: True for f in v.PUBLIC_ACCESS_FLAGS}}, "urn:p", deps)
+    vers = v.Res(
+        v.VERSIONING, "vers", {"bucket": UNKNOWN, "versioningConfiguration": {"status": "Enabled"}}, "urn:v", deps
+    )
+    sse = v.Res(
+        v.SSE,
+        "sse",
+        {"bucket": UNKNOWN, "rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "aws:kms"}}]},
+        "urn:s",
+        deps,
+    )
+    pab = v.Res(
+        v.PUBLIC_ACCESS_BLOCK, "pab", {"bucket": UNKNOWN, **dict.fromkeys(v.PUBLIC_ACCESS_FLAGS, True)}, "urn:p", deps
+    )
     assert v.bucket_violations([bucket, vers, sse, pab]) == []
     assert len(v.bucket_violations([bucket])) == 3
 
@@ -154,7 +177,9 @@ def test_bucket_controls_matched_by_property_dependency_during_preview():
 def test_gpu_node_group_needs_the_nvidia_taint(regional_res):
     ng = next(r for r in regional_res if r.type == v.NODE_GROUP and v.is_gpu_node_group(r.props))
     assert v.gpu_node_group_violations(ng.name, ng.props) == []
-    (msg,) = v.gpu_node_group_violations(ng.name, {**ng.props, "taints": [{"key": "nvidia.com/gpu", "value": "true", "effect": "PREFER_NO_SCHEDULE"}]})
+    (msg,) = v.gpu_node_group_violations(
+        ng.name, {**ng.props, "taints": [{"key": "nvidia.com/gpu", "value": "true", "effect": "PREFER_NO_SCHEDULE"}]}
+    )
     assert ng.name in msg and "nvidia.com/gpu=true:NoSchedule" in msg
     cpu = next(r for r in regional_res if r.type == v.NODE_GROUP and not v.is_gpu_node_group(r.props))
     assert v.gpu_node_group_violations(cpu.name, cpu.props) == []
@@ -174,7 +199,12 @@ def _stacks(tmp_path, stack, key, value):
 
 
 def test_capacity_violation_for_a_fleet_that_fails_n_plus_one(tmp_path):
-    d = _stacks(tmp_path, "prod-euw1", "gpu_pools", [{"name": "a10g", "instance_type": "g5.12xlarge", "min": 1, "desired": 1, "max": 2}])
+    d = _stacks(
+        tmp_path,
+        "prod-euw1",
+        "gpu_pools",
+        [{"name": "a10g", "instance_type": "g5.12xlarge", "min": 1, "desired": 1, "max": 2}],
+    )
     msgs = v.capacity_violations("prod-global", d)
     assert any("with us-east-1 lost, eu-west-1" in x and "short by 22 GPUs" in x for x in msgs)
     # Every stack of the environment is held to it, regional ones included.
@@ -189,5 +219,7 @@ def test_model_violations_only_once_a_manifest_exists():
 
 
 def test_stack_from_urn():
-    assert v.stack_from_urn("urn:pulumi:prod-global::reco-dr::aws:route53/record:Record::dns-us-east-1") == "prod-global"
+    assert (
+        v.stack_from_urn("urn:pulumi:prod-global::reco-dr::aws:route53/record:Record::dns-us-east-1") == "prod-global"
+    )
     assert v.stack_from_urn("not-a-urn") is None

@@ -5,6 +5,7 @@ ONNX file, a python-backend model running it, an ONNX Runtime model config and a
 server cannot load), small enough to build in milliseconds. Once model_build's own output is available the
 rehearsal serves that; these tests keep the contract pinned without a minute-long training run.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,9 +35,12 @@ def _tiny_onnx() -> bytes:
         helper.make_node("Sigmoid", ["logit"], ["score"]),
     ]
     graph = helper.make_graph(
-        nodes, "tiny_ranker",
-        [helper.make_tensor_value_info("sparse_ids", TensorProto.INT32, ["batch", 8]),
-         helper.make_tensor_value_info("dense", TensorProto.FLOAT, ["batch", 8])],
+        nodes,
+        "tiny_ranker",
+        [
+            helper.make_tensor_value_info("sparse_ids", TensorProto.INT32, ["batch", 8]),
+            helper.make_tensor_value_info("dense", TensorProto.FLOAT, ["batch", 8]),
+        ],
         [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", 1])],
         initializer=[w, k],
     )
@@ -53,23 +57,32 @@ def tiny_model_build(out: Path) -> Path:
     (out / "ranker_onnx" / "1").mkdir(parents=True, exist_ok=True)
     (out / "ranker_onnx" / "1" / "model.onnx").write_bytes(_tiny_onnx())
     (out / "ranker_onnx" / "config.pbtxt").write_text(
-        'name: "ranker_onnx"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 4096\n')
+        'name: "ranker_onnx"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 4096\n'
+    )
     (out / "trt_src").mkdir(exist_ok=True)
     (out / "trt_src" / "model.fp16.onnx").write_bytes(b"the TensorRT engines' source graph, not served")
     (out / "ranker_trt" / "1").mkdir(parents=True, exist_ok=True)
     (out / "ranker_trt" / "1" / "model_8.9.plan").write_bytes(b"not a real engine")
     (out / "ranker_trt" / "config.pbtxt").write_text(
         'name: "ranker_trt"\nplatform: "tensorrt_plan"\nmax_batch_size: 4096\n'
-        'cc_model_filenames [ { key: "8.9" value: "model_8.9.plan" } ]\n')
+        'cc_model_filenames [ { key: "8.9" value: "model_8.9.plan" } ]\n'
+    )
     files = []
     for p in sorted(out.rglob("*")):
         if p.is_file() and p.name != "manifest.json" and "__pycache__" not in p.parts:
-            files.append({"path": p.relative_to(out).as_posix(), "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
-                          "size": p.stat().st_size})
+            files.append(
+                {
+                    "path": p.relative_to(out).as_posix(),
+                    "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
+                    "size": p.stat().st_size,
+                }
+            )
     manifest = {
         "model": {"name": "ranker", "version": "2026.11.0"},
-        "inputs": [{"name": "sparse_ids", "datatype": "INT32", "shape": [-1, 8]},
-                   {"name": "dense", "datatype": "FP32", "shape": [-1, 8]}],
+        "inputs": [
+            {"name": "sparse_ids", "datatype": "INT32", "shape": [-1, 8]},
+            {"name": "dense", "datatype": "FP32", "shape": [-1, 8]},
+        ],
         "outputs": [{"name": "score", "datatype": "FP32", "shape": [-1, 1]}],
         "files": files,
     }
@@ -124,7 +137,25 @@ def small_model(tmp_path_factory) -> Path:
     import sys
 
     out = tmp_path_factory.mktemp("model_build_small") / "model"
-    r = subprocess.run([sys.executable, "-m", "model_build", "--out", str(out), "--train-requests", "32", "--validation-requests", "8",
-                        "--epochs", "1", "--env", "staging"], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "model_build",
+            "--out",
+            str(out),
+            "--train-requests",
+            "32",
+            "--validation-requests",
+            "8",
+            "--epochs",
+            "1",
+            "--env",
+            "staging",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     return out

@@ -8,6 +8,7 @@ as configured (3). Real model_build output (a small training config), real Trito
 in their own process. One world for the module; each drill restores it, and the last check is that the world's
 processes are all gone after teardown.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,19 @@ def weighted_staging(dst: Path) -> Path:
 @pytest.fixture(scope="module")
 def rehearsal(small_model, tmp_path_factory):
     base = tmp_path_factory.mktemp("rehearsal")
-    opts = R.Options(env="staging", scenario="region-outage", out=base / "run", scale=SCALE, rate=40, clients=16, hold=15,
-                     model_dir=small_model, stacks_dir=weighted_staging(base / "stacks"), params=PARAMS, seed=3)
+    opts = R.Options(
+        env="staging",
+        scenario="region-outage",
+        out=base / "run",
+        scale=SCALE,
+        rate=40,
+        clients=16,
+        hold=15,
+        model_dir=small_model,
+        stacks_dir=weighted_staging(base / "stacks"),
+        params=PARAMS,
+        seed=3,
+    )
     lines: list[str] = []
     prep = R.prepare(opts, lines.append)
     live = R.world_for(prep, lines.append)
@@ -98,7 +110,8 @@ def test_interrupted_evacuation_rolls_back_to_the_pre_drill_weights(rehearsal):
         while not stop.is_set() and time.monotonic() < deadline:
             for j in (prep.state_dir / "drills").glob("staging-evacuate-region-*/journal.jsonl"):
                 if any(e["type"] == "config_set" for e in read_entries(j)[-2:]) and any(
-                        e["type"] == "step_begin" and e["name"] == "shift-2" for e in read_entries(j)):
+                    e["type"] == "step_begin" and e["name"] == "shift-2" for e in read_entries(j)
+                ):
                     os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the engine's handler rolls back
                     return
             time.sleep(0.05)
@@ -115,7 +128,10 @@ def test_interrupted_evacuation_rolls_back_to_the_pre_drill_weights(rehearsal):
     assert done["verified"] and not done["mismatches"]
     # The first shift really happened through the stack: config set, the program re-applied, records changed.
     sw = switches(plan, run.entries, run.records, run.clock, SCALE)
-    assert sw[0]["step"] == "shift-1" and sw[0]["values"] == {f"routing.regions.{PRIMARY}.weight": 30, f"routing.regions.{SECONDARY}.weight": 70}
+    assert sw[0]["step"] == "shift-1" and sw[0]["values"] == {
+        f"routing.regions.{PRIMARY}.weight": 30,
+        f"routing.regions.{SECONDARY}.weight": 70,
+    }
     assert any(e["type"] == "stack_up" and e.get("by") == "rollback" for e in run.entries)
     # Back to the pre-drill weights everywhere: the stack copy, the records in moto, the DNS answers.
     stacks = run.facts and live.backends[-1].stacks

@@ -1,5 +1,6 @@
 """Pure parts of the rehearsal models: routing policy, health-check counting, RTO arithmetic, replication
 rules, the plan translator's shapes, the serving repository's checks. No processes are started here."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,9 @@ from drills.rehearsal.repo import ArtifactError, classify, prepare_serving_repo
 
 # ---------------------------------------------------------------- DNS policy (Route 53 semantics)
 def _w(key, weight, hc=None):
-    return RecordSet(name="ranker.x.com", type="A", set_id=key, weight=weight, alias=f"lb-{key}", health_check_id=hc or key)
+    return RecordSet(
+        name="ranker.x.com", type="A", set_id=key, weight=weight, alias=f"lb-{key}", health_check_id=hc or key
+    )
 
 
 def test_weighted_shares_follow_weights_over_healthy_records():
@@ -80,8 +83,20 @@ def _synthetic(fault=100.0, rate=10, dur=20, failed="a", dead_until=104.0):
         for client in range(3):
             region = "b" if client == 2 or t >= dead_until else failed
             ok = not (region == failed and t >= fault)
-            recs.append(RequestRecord(seq, client, t, t, "127.0.10.1", region, 200 if ok else 0, ok,
-                                      5.0 if ok else 1000.0, None if ok else "refused"))
+            recs.append(
+                RequestRecord(
+                    seq,
+                    client,
+                    t,
+                    t,
+                    "127.0.10.1",
+                    region,
+                    200 if ok else 0,
+                    ok,
+                    5.0 if ok else 1000.0,
+                    None if ok else "refused",
+                )
+            )
             seq += 1
     return recs
 
@@ -90,8 +105,9 @@ def test_rto_parts_on_synthetic_records():
     recs = _synthetic()
     hc = [{"t": 101.5, "label": "a", "healthy": False}]
     dns = [{"t": 99.0, "after": {"a": 0.5, "b": 0.5}}, {"t": 101.6, "after": {"b": 1.0}}]
-    out = rto_parts(recs, 100.0, hc, dns, ttl=2.0, slo=Slo(success_rate=0.99, p99_ms=250, window_s=1.0),
-                    window_limit_s=5.0)
+    out = rto_parts(
+        recs, 100.0, hc, dns, ttl=2.0, slo=Slo(success_rate=0.99, p99_ms=250, window_s=1.0), window_limit_s=5.0
+    )
     assert out["region"] == "a"
     assert out["detection_s"] == pytest.approx(1.5)
     assert out["dns_change_s"] == pytest.approx(1.6)
@@ -116,34 +132,70 @@ def test_slo_never_violated_and_timeline():
 
 # ---------------------------------------------------------------- replication rules
 def test_replication_rules_from_moto_stored_form_and_api_form():
-    stored = {"Role": "r", "Rule": [
-        {"ID": "to-b", "Priority": "2", "Status": "Enabled", "Filter": None,
-         "DeleteMarkerReplication": {"Status": "Enabled"}, "Destination": {"Bucket": "arn:aws:s3:::b"}},
-        {"ID": "logs", "Priority": "1", "Status": "Enabled", "Filter": {"Prefix": "logs/"},
-         "Destination": {"Bucket": "arn:aws:s3:::b"}},
-        {"ID": "off", "Priority": "3", "Status": "Disabled", "Destination": {"Bucket": "arn:aws:s3:::c"}}]}
+    stored = {
+        "Role": "r",
+        "Rule": [
+            {
+                "ID": "to-b",
+                "Priority": "2",
+                "Status": "Enabled",
+                "Filter": None,
+                "DeleteMarkerReplication": {"Status": "Enabled"},
+                "Destination": {"Bucket": "arn:aws:s3:::b"},
+            },
+            {
+                "ID": "logs",
+                "Priority": "1",
+                "Status": "Enabled",
+                "Filter": {"Prefix": "logs/"},
+                "Destination": {"Bucket": "arn:aws:s3:::b"},
+            },
+            {"ID": "off", "Priority": "3", "Status": "Disabled", "Destination": {"Bucket": "arn:aws:s3:::c"}},
+        ],
+    }
     rules = parse_rules(stored)
     assert [r.id for r in rules] == ["to-b", "logs"] and rules[0].delete_markers and not rules[1].delete_markers
     assert rules_for(rules, "logs/x")["b"].id == "to-b"  # highest priority wins per destination
-    api = {"Role": "r", "Rules": [{"ID": "t", "Priority": 1, "Status": "Enabled",
-                                   "Filter": {"And": {"Prefix": "m/", "Tags": [{"Key": "k", "Value": "v"}]}},
-                                   "Destination": {"Bucket": "arn:aws:s3:::c"}}]}
+    api = {
+        "Role": "r",
+        "Rules": [
+            {
+                "ID": "t",
+                "Priority": 1,
+                "Status": "Enabled",
+                "Filter": {"And": {"Prefix": "m/", "Tags": [{"Key": "k", "Value": "v"}]}},
+                "Destination": {"Bucket": "arn:aws:s3:::c"},
+            }
+        ],
+    }
     (r,) = parse_rules(api)
     assert r.prefix == "m/" and r.tags == {"k": "v"}
     assert rules_for([r], "m/x", {"k": "v"}) and not rules_for([r], "m/x", {}) and not rules_for([r], "n/x", {"k": "v"})
 
 
 def test_pulumi_inputs_to_s3_api_shape():
-    rules = [{"id": "to-b", "priority": 1, "status": "Enabled", "filter": {},
-              "deleteMarkerReplication": {"status": "Enabled"},
-              "destination": {"bucket": "arn:aws:s3:::b", "encryptionConfiguration": {"replicaKmsKeyId": "k"},
-                              "replicationTime": {"status": "Enabled", "time": {"minutes": 15}}},
-              "sourceSelectionCriteria": {"sseKmsEncryptedObjects": {"status": "Enabled"}}}]
+    rules = [
+        {
+            "id": "to-b",
+            "priority": 1,
+            "status": "Enabled",
+            "filter": {},
+            "deleteMarkerReplication": {"status": "Enabled"},
+            "destination": {
+                "bucket": "arn:aws:s3:::b",
+                "encryptionConfiguration": {"replicaKmsKeyId": "k"},
+                "replicationTime": {"status": "Enabled", "time": {"minutes": 15}},
+            },
+            "sourceSelectionCriteria": {"sseKmsEncryptedObjects": {"status": "Enabled"}},
+        }
+    ]
     (r,) = s3_shape(rules)
     assert r["ID"] == "to-b" and r["Destination"]["EncryptionConfiguration"] == {"ReplicaKmsKeyID": "k"}
     assert r["Destination"]["ReplicationTime"]["Time"] == {"Minutes": 15}
     assert r["SourceSelectionCriteria"] == {"SseKmsEncryptedObjects": {"Status": "Enabled"}}
-    assert s3_shape({"and": {"prefix": "p", "tags": {"a": "1"}}}) == {"And": {"Prefix": "p", "Tags": [{"Key": "a", "Value": "1"}]}}
+    assert s3_shape({"and": {"prefix": "p", "tags": {"a": "1"}}}) == {
+        "And": {"Prefix": "p", "Tags": [{"Key": "a", "Value": "1"}]}
+    }
 
 
 # ---------------------------------------------------------------- serving repository
@@ -199,8 +251,18 @@ def test_health_transitions_and_dns_queries_do_not_deadlock():
     from drills.rehearsal.dns import PolicyDNS
 
     hc = HealthChecker([CheckSpec("a", "u", 1.0, 1), CheckSpec("b", "u", 1.0, 1)])
-    rrsets = [{"Name": "ranker.x.com.", "Type": "A", "SetIdentifier": k, "Weight": 1, "HealthCheckId": k,
-               "TTL": 1, "ResourceRecords": [{"Value": ip}]} for k, ip in (("a", "127.0.10.1"), ("b", "127.0.10.2"))]
+    rrsets = [
+        {
+            "Name": "ranker.x.com.",
+            "Type": "A",
+            "SetIdentifier": k,
+            "Weight": 1,
+            "HealthCheckId": k,
+            "TTL": 1,
+            "ResourceRecords": [{"Value": ip}],
+        }
+        for k, ip in (("a", "127.0.10.1"), ("b", "127.0.10.2"))
+    ]
     dns = PolicyDNS(port=0, zone="x.com", source=lambda: rrsets, health=hc.status, targets={})
     dns.load(rrsets)
     hc.on_transition = lambda tr: dns.recompute("health")
@@ -230,14 +292,35 @@ def test_dns_server_answers_over_udp_with_ttl_and_rcodes():
     from drills.rehearsal.dns import PolicyDNS, query
     from drills.rehearsal.procs import free_port_block
 
-    rrsets = [{"Name": "ranker.x.com.", "Type": "A", "SetIdentifier": "a", "Failover": "PRIMARY", "HealthCheckId": "a",
-               "AliasTarget": {"DNSName": "lb-a.elb.amazonaws.com.", "HostedZoneId": "Z", "EvaluateTargetHealth": True}},
-              {"Name": "ranker.x.com.", "Type": "A", "SetIdentifier": "b", "Failover": "SECONDARY", "TTL": 5,
-               "ResourceRecords": [{"Value": "127.0.10.2"}]}]
+    rrsets = [
+        {
+            "Name": "ranker.x.com.",
+            "Type": "A",
+            "SetIdentifier": "a",
+            "Failover": "PRIMARY",
+            "HealthCheckId": "a",
+            "AliasTarget": {"DNSName": "lb-a.elb.amazonaws.com.", "HostedZoneId": "Z", "EvaluateTargetHealth": True},
+        },
+        {
+            "Name": "ranker.x.com.",
+            "Type": "A",
+            "SetIdentifier": "b",
+            "Failover": "SECONDARY",
+            "TTL": 5,
+            "ResourceRecords": [{"Value": "127.0.10.2"}],
+        },
+    ]
     healthy = {"a": True}
     port = free_port_block(1)
-    with PolicyDNS(port=port, zone="x.com", source=lambda: rrsets, health=lambda h: healthy[h],
-                   targets={"lb-a.elb.amazonaws.com": "127.0.10.1"}, alias_ttl=60, refresh_interval=0.05) as dns:
+    with PolicyDNS(
+        port=port,
+        zone="x.com",
+        source=lambda: rrsets,
+        health=lambda h: healthy[h],
+        targets={"lb-a.elb.amazonaws.com": "127.0.10.1"},
+        alias_ttl=60,
+        refresh_interval=0.05,
+    ) as dns:
         assert query("ranker.x.com", ("127.0.0.1", port)) == (["127.0.10.1"], 60, "NOERROR")  # alias: target TTL
         healthy["a"] = False
         assert query("ranker.x.com", ("127.0.0.1", port)) == (["127.0.10.2"], 5, "NOERROR")  # record TTL

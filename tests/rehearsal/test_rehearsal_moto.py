@@ -1,6 +1,7 @@
 """The rehearsal's moto_server (drills.rehearsal.moto_server): ListObjectVersions answers as moto does, without
 keeping a copy of the bucket per call (moto 5.2.5 does: the rehearsal's replication model, which lists every bucket
 every 0.2 s, took it past 23 GB and into the OOM killer in a 5-minute release rehearsal)."""
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """The process supervisor: everything started is stopped (helpers included), also after an exception, and a
 port held by someone else is reported before anything starts."""
+
 from __future__ import annotations
 
 import signal
@@ -9,14 +10,23 @@ import time
 
 import pytest
 
-from drills.rehearsal.procs import (PortInUse, Supervisor, check_ports_free, free_port_block, group_pids, pid_alive,
-                                    port_free)
+from drills.rehearsal.procs import (
+    PortInUse,
+    Supervisor,
+    check_ports_free,
+    free_port_block,
+    group_pids,
+    pid_alive,
+    port_free,
+)
 
 # A child that ignores SIGINT and SIGTERM and leaves a grandchild behind: the worst case for cleanup.
-STUBBORN = ("import os, signal, subprocess, sys, time\n"
-            "signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-            "subprocess.Popen([sys.executable, '-c', 'import signal,time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(60)'])\n"
-            "print('up', flush=True); time.sleep(60)\n")
+STUBBORN = (
+    "import os, signal, subprocess, sys, time\n"
+    "signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "subprocess.Popen([sys.executable, '-c', 'import signal,time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(60)'])\n"
+    "print('up', flush=True); time.sleep(60)\n"
+)
 
 
 def _wait_group(child, n, timeout=5.0):
@@ -45,10 +55,9 @@ def test_stop_ladder_kills_stubborn_children_and_grandchildren(tmp_path, no_left
 def test_exception_inside_context_stops_everything(tmp_path, no_leftovers):
     sup = Supervisor(tmp_path)
     no_leftovers.append(sup)
-    with pytest.raises(RuntimeError, match="boom"):
-        with sup:
-            c = sup.start("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"])
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), sup:
+        c = sup.start("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"])
+        raise RuntimeError("boom")
     assert not pid_alive(c.pid) and not sup.leftovers()
 
 
@@ -85,8 +94,13 @@ def test_signals_and_interpreter_exit_stop_children(how, tmp_path):
     import os
     import subprocess
 
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, how], stdout=subprocess.PIPE, text=True,
-                            cwd=os.getcwd(), env={**os.environ, "PYTHONPATH": os.getcwd()})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, how],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.getcwd(),
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     pids = [int(p) for p in proc.stdout.readline().split()]
     assert len(pids) == 2 and all(pid_alive(p) for p in pids)
     if how != "atexit":
@@ -100,13 +114,15 @@ def test_signals_and_interpreter_exit_stop_children(how, tmp_path):
 
 
 # An owner that starts a supervised server (with a helper of its own) and prints their pids, then waits to be killed.
-OWNER = ("import sys, time\n"
-         "from drills.rehearsal.procs import Supervisor, group_pids\n"
-         "sup = Supervisor(sys.argv[1])\n"
-         "c = sup.start('server', [sys.executable, '-c', \"import subprocess, sys, time; "
-         "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)\"])\n"
-         "while len(group_pids(c.pgid)) < 2: time.sleep(0.02)\n"
-         "print(' '.join(map(str, group_pids(c.pgid))), flush=True); time.sleep(60)\n")
+OWNER = (
+    "import sys, time\n"
+    "from drills.rehearsal.procs import Supervisor, group_pids\n"
+    "sup = Supervisor(sys.argv[1])\n"
+    "c = sup.start('server', [sys.executable, '-c', \"import subprocess, sys, time; "
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)\"])\n"
+    "while len(group_pids(c.pgid)) < 2: time.sleep(0.02)\n"
+    "print(' '.join(map(str, group_pids(c.pgid))), flush=True); time.sleep(60)\n"
+)
 
 
 def test_orphans_of_a_sigkilled_owner_are_found_and_stopped(tmp_path):
@@ -115,7 +131,6 @@ def test_orphans_of_a_sigkilled_owner_are_found_and_stopped(tmp_path):
     import subprocess
 
     from drills.rehearsal.procs import orphans, reap_orphans
-
     from infra.config import ROOT
 
     owner = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=ROOT)

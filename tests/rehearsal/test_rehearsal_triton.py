@@ -1,5 +1,6 @@
 """One real Triton 2.51 on the CPU (nvidia-pytriton wheel): ready, inference, the three data-plane faults, and a
 server that never becomes ready. Each test checks that no process and no shared-memory region is left."""
+
 from __future__ import annotations
 
 import shutil
@@ -17,15 +18,27 @@ ADDR = "127.0.10.9"  # a loopback address of its own, like a region's load balan
 
 def _server(sup, repo, tmp_path, **kw):
     base = free_port_block(3, [ADDR])
-    return TritonServer(sup, name="t", repository=repo.path if hasattr(repo, "path") else repo, models=kw.pop("models", ["ranker_py"]),
-                        address=ADDR, http_port=base, grpc_port=base + 1, metrics_port=base + 2,
-                        workdir=tmp_path / "triton", exit_timeout=1, **kw)
+    return TritonServer(
+        sup,
+        name="t",
+        repository=repo.path if hasattr(repo, "path") else repo,
+        models=kw.pop("models", ["ranker_py"]),
+        address=ADDR,
+        http_port=base,
+        grpc_port=base + 1,
+        metrics_port=base + 2,
+        workdir=tmp_path / "triton",
+        exit_timeout=1,
+        **kw,
+    )
 
 
 def test_triton_serves_the_onnx_file_and_survives_faults(model_dir, tmp_path, no_leftovers):
     repo = prepare_serving_repo(model_dir, tmp_path / "repo")
-    x = {"sparse_ids": np.arange(32 * 8, dtype=np.int32).reshape(32, 8) % 3,
-         "dense": np.linspace(-1, 1, 32 * 8, dtype=np.float32).reshape(32, 8)}
+    x = {
+        "sparse_ids": np.arange(32 * 8, dtype=np.int32).reshape(32, 8) % 3,
+        "dense": np.linspace(-1, 1, 32 * 8, dtype=np.float32).reshape(32, 8),
+    }
     with Supervisor(tmp_path / "logs") as sup:
         no_leftovers.append(sup)
         t = _server(sup, repo, tmp_path)
@@ -71,7 +84,8 @@ def test_triton_that_never_becomes_ready_is_stopped_with_its_log(model_dir, tmp_
     repo = tmp_path / "slow"
     shutil.copytree(model_dir / "ranker_py", repo / "ranker_py")
     (repo / "ranker_py/1/model.py").write_text(
-        "import time\nclass TritonPythonModel:\n    def initialize(self, args):\n        time.sleep(60)\n")
+        "import time\nclass TritonPythonModel:\n    def initialize(self, args):\n        time.sleep(60)\n"
+    )
     with Supervisor(tmp_path / "logs") as sup:
         no_leftovers.append(sup)
         t = _server(sup, repo, tmp_path, ready_timeout=3.0)

@@ -4,6 +4,7 @@ the real Pulumi programs, two real Tritons, the health-check, DNS and replicatio
 Timings are scaled (Scale.ci: 0.25 s health-check interval, TTL 1 s); the failure threshold and everything
 else stay as declared. Every world is torn down with no process left behind, also after an exception.
 """
+
 from __future__ import annotations
 
 import time
@@ -28,8 +29,15 @@ def fleet():
 @pytest.fixture(scope="module")
 def world(fleet, model_dir, tmp_path_factory):
     declared = plan_declared(fleet)  # the global and regional programs under Pulumi mocks
-    w = World(fleet, model_dir=model_dir, workdir=tmp_path_factory.mktemp("world"), declared=declared,
-              scale=Scale.ci(), seed=7, publisher=plain_publisher)
+    w = World(
+        fleet,
+        model_dir=model_dir,
+        workdir=tmp_path_factory.mktemp("world"),
+        declared=declared,
+        scale=Scale.ci(),
+        seed=7,
+        publisher=plain_publisher,
+    )
     with w:
         yield w
     assert not w.sup.leftovers(), "processes left behind"
@@ -58,9 +66,15 @@ def test_moto_holds_what_the_programs_declare(world, fleet):
     for region, cfg in fleet.regions.items():
         eks = world.moto.client("eks", region)
         cluster = world.clusters[region]
-        groups = [eks.describe_nodegroup(clusterName=cluster, nodegroupName=n)["nodegroup"]
-                  for n in eks.list_nodegroups(clusterName=cluster)["nodegroups"]]
-        gpu = {g["tags"].get("reco-dr/gpu-pool"): g["scalingConfig"] for g in groups if g.get("tags", {}).get("reco-dr/gpu-pool")}
+        groups = [
+            eks.describe_nodegroup(clusterName=cluster, nodegroupName=n)["nodegroup"]
+            for n in eks.list_nodegroups(clusterName=cluster)["nodegroups"]
+        ]
+        gpu = {
+            g["tags"].get("reco-dr/gpu-pool"): g["scalingConfig"]
+            for g in groups
+            if g.get("tags", {}).get("reco-dr/gpu-pool")
+        }
         assert gpu == {p.name: {"minSize": p.min, "desiredSize": p.desired, "maxSize": p.max} for p in cfg.gpu_pools}
 
 
@@ -72,8 +86,12 @@ def test_each_region_serves_the_model_synced_from_its_bucket(world, model_dir):
         assert out["shape"] == [32, 1] and all(0 < v < 1 for v in out["data"])
         manifest, _ = world.served_manifest(region)
         assert manifest == world.manifest
-        keys = [o["Key"] for o in world.moto.client("s3").list_objects_v2(
-            Bucket=world.buckets[region], Prefix=world.model_prefix)["Contents"]]
+        keys = [
+            o["Key"]
+            for o in world.moto.client("s3").list_objects_v2(Bucket=world.buckets[region], Prefix=world.model_prefix)[
+                "Contents"
+            ]
+        ]
         assert f"{world.model_prefix}/manifest.json" in keys
         assert world.triton_ready(region) == (1, 1)
     d = world.describe()
@@ -157,11 +175,20 @@ def test_figures(world, capsys):
     d = world.describe()
     rto = getattr(world, "last_rto", {})
     with capsys.disabled():
-        print("\nrehearsal figures:", {
-            "triton_ready_s": {r: v["triton"]["ready_s"] for r, v in d["regions"].items()},
-            "triton_rss_mib": {r: v["triton"]["rss_mib"] for r, v in d["regions"].items()},
-            "moto_ready_s": round(d["moto_ready_s"], 2), "timings": d["timings"],
-            "rto": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in rto.items()
-                    if k.endswith("_s") or k.startswith("errors") or k in ("requests", "lost_after_window")},
-            "latency_before": rto.get("before"), "latency_after": rto.get("after"),
-            "rpo_s": getattr(world, "last_rpo", None)})
+        print(
+            "\nrehearsal figures:",
+            {
+                "triton_ready_s": {r: v["triton"]["ready_s"] for r, v in d["regions"].items()},
+                "triton_rss_mib": {r: v["triton"]["rss_mib"] for r, v in d["regions"].items()},
+                "moto_ready_s": round(d["moto_ready_s"], 2),
+                "timings": d["timings"],
+                "rto": {
+                    k: (round(v, 3) if isinstance(v, float) else v)
+                    for k, v in rto.items()
+                    if k.endswith("_s") or k.startswith("errors") or k in ("requests", "lost_after_window")
+                },
+                "latency_before": rto.get("before"),
+                "latency_after": rto.get("after"),
+                "rpo_s": getattr(world, "last_rpo", None),
+            },
+        )

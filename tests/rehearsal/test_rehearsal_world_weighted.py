@@ -1,6 +1,7 @@
 """The rehearsal backend from hand-made declared resources (weighted routing), cleanup after an exception, and
 the bad-input paths that must stop before any process starts (a port in use, a corrupted model artifact).
 A separate module from test_rehearsal_world so the two worlds do not run at the same time on 2 cores."""
+
 from __future__ import annotations
 
 import shutil
@@ -26,60 +27,109 @@ def fleet():
 def hand_made(weights: dict[str, int]) -> list[dict]:
     """Declared resources shaped like infra.mocks' records, weighted mode, for the translator and the DNS model."""
     short = {"us-east-1": "use1", "us-west-2": "usw2"}
-    out = [{"type": "aws:route53/zone:Zone", "name": "zone", "id": "ZHAND", "inputs": {"name": "staging.shop.example.com"}}]
+    out = [
+        {"type": "aws:route53/zone:Zone", "name": "zone", "id": "ZHAND", "inputs": {"name": "staging.shop.example.com"}}
+    ]
     for r, w in weights.items():
         lb = f"lb-{short[r]}.{r}.elb.amazonaws.com"
         bucket = f"hand-{short[r]}-artifacts"
         other = [f"hand-{short[o]}-artifacts" for o in weights if o != r]
         out += [
-            {"type": "aws:route53/healthCheck:HealthCheck", "name": f"hc-{r}", "id": f"hc-id-{r}",
-             "inputs": {"type": "HTTPS", "fqdn": lb, "port": 443, "resourcePath": "/v2/health/ready",
-                        "requestInterval": 10, "failureThreshold": 3, "tags": {"region": r}}},
-            {"type": "aws:route53/record:Record", "name": f"rec-{r}", "id": f"rec-{r}",
-             "inputs": {"zoneId": "ZHAND", "name": "ranker.staging.shop.example.com", "type": "A", "setIdentifier": r,
-                        "weightedRoutingPolicies": [{"weight": w}], "healthCheckId": f"hc-id-{r}",
-                        "aliases": [{"name": lb, "zoneId": "Z35SXDOTRQ7X7K", "evaluateTargetHealth": True}]}},
+            {
+                "type": "aws:route53/healthCheck:HealthCheck",
+                "name": f"hc-{r}",
+                "id": f"hc-id-{r}",
+                "inputs": {
+                    "type": "HTTPS",
+                    "fqdn": lb,
+                    "port": 443,
+                    "resourcePath": "/v2/health/ready",
+                    "requestInterval": 10,
+                    "failureThreshold": 3,
+                    "tags": {"region": r},
+                },
+            },
+            {
+                "type": "aws:route53/record:Record",
+                "name": f"rec-{r}",
+                "id": f"rec-{r}",
+                "inputs": {
+                    "zoneId": "ZHAND",
+                    "name": "ranker.staging.shop.example.com",
+                    "type": "A",
+                    "setIdentifier": r,
+                    "weightedRoutingPolicies": [{"weight": w}],
+                    "healthCheckId": f"hc-id-{r}",
+                    "aliases": [{"name": lb, "zoneId": "Z35SXDOTRQ7X7K", "evaluateTargetHealth": True}],
+                },
+            },
             {"type": "aws:s3/bucket:Bucket", "name": f"b-{r}", "id": bucket, "region": r, "inputs": {"bucket": bucket}},
-            {"type": "aws:s3/bucketVersioning:BucketVersioning", "name": f"v-{r}", "region": r,
-             "inputs": {"bucket": bucket, "versioningConfiguration": {"status": "Enabled"}}},
+            {
+                "type": "aws:s3/bucketVersioning:BucketVersioning",
+                "name": f"v-{r}",
+                "region": r,
+                "inputs": {"bucket": bucket, "versioningConfiguration": {"status": "Enabled"}},
+            },
         ]
     for r in weights:
         bucket = f"hand-{short[r]}-artifacts"
-        out.append({"type": "aws:s3/bucketReplicationConfig:BucketReplicationConfig", "name": f"repl-{r}", "region": r,
-                    "inputs": {"bucket": bucket, "role": "arn:aws:iam::123456789012:role/r", "rules": [
-                        {"id": f"to-{o}", "priority": i + 1, "status": "Enabled", "filter": {},
-                         "deleteMarkerReplication": {"status": "Disabled"},
-                         "destination": {"bucket": f"arn:aws:s3:::hand-{short[o]}-artifacts"}}
-                        for i, o in enumerate(x for x in weights if x != r)]}})
+        out.append(
+            {
+                "type": "aws:s3/bucketReplicationConfig:BucketReplicationConfig",
+                "name": f"repl-{r}",
+                "region": r,
+                "inputs": {
+                    "bucket": bucket,
+                    "role": "arn:aws:iam::123456789012:role/r",
+                    "rules": [
+                        {
+                            "id": f"to-{o}",
+                            "priority": i + 1,
+                            "status": "Enabled",
+                            "filter": {},
+                            "deleteMarkerReplication": {"status": "Disabled"},
+                            "destination": {"bucket": f"arn:aws:s3:::hand-{short[o]}-artifacts"},
+                        }
+                        for i, o in enumerate(x for x in weights if x != r)
+                    ],
+                },
+            }
+        )
     return out
 
 
 def test_weighted_world_from_hand_made_records_and_cleanup_after_an_exception(fleet, model_dir, tmp_path):
-    w = World(fleet, model_dir=model_dir, workdir=tmp_path / "w", declared=hand_made({PRIMARY: 3, SECONDARY: 1}),
-              scale=Scale.ci(), seed=3, publisher=plain_publisher)
-    with pytest.raises(RuntimeError, match="drill blew up"):
-        with w:
-            pids = [p for t in w.tritons.values() for p in t.pids()] + [w.moto.child.pid]
-            assert w.get_weights() == {PRIMARY: 3, SECONDARY: 1}
-            assert w.routing() == pytest.approx({PRIMARY: 0.75, SECONDARY: 0.25})
-            answers = w.resolve(200)
-            assert 0.6 < answers.count(PRIMARY) / 200 < 0.9
-            w.set_weights({PRIMARY: 0, SECONDARY: 1})
-            assert w.routing() == {SECONDARY: 1.0}
-            w.reapply(hand_made({PRIMARY: 1, SECONDARY: 1}))  # what a re-applied global stack does
-            assert w.get_weights() == {PRIMARY: 1, SECONDARY: 1} and w.routing() == {PRIMARY: 0.5, SECONDARY: 0.5}
-            # Weighted traffic reaches both regions through the DNS name.
-            lg = w.loadgen(rate=50, count=100, clients=16, timeout=1.0)
-            recs = lg.run()
-            assert all(r.ok for r in recs) and {r.region for r in recs} == {PRIMARY, SECONDARY}
-            # A corrupted object in a bucket is never served.
-            s3 = w.moto.client("s3")
-            upload_tree(s3, w.buckets[PRIMARY], "models/tampered/1", model_dir)
-            s3.put_object(Bucket=w.buckets[PRIMARY], Key="models/tampered/1/ranker_onnx/1/model.onnx", Body=b"evil")
-            sync_from_bucket(s3, w.buckets[PRIMARY], "models/tampered/1", tmp_path / "tampered")
-            with pytest.raises(ArtifactError, match="refusing to serve"):
-                prepare_serving_repo(tmp_path / "tampered", tmp_path / "tampered-repo")
-            raise RuntimeError("drill blew up")
+    w = World(
+        fleet,
+        model_dir=model_dir,
+        workdir=tmp_path / "w",
+        declared=hand_made({PRIMARY: 3, SECONDARY: 1}),
+        scale=Scale.ci(),
+        seed=3,
+        publisher=plain_publisher,
+    )
+    with pytest.raises(RuntimeError, match="drill blew up"), w:
+        pids = [p for t in w.tritons.values() for p in t.pids()] + [w.moto.child.pid]
+        assert w.get_weights() == {PRIMARY: 3, SECONDARY: 1}
+        assert w.routing() == pytest.approx({PRIMARY: 0.75, SECONDARY: 0.25})
+        answers = w.resolve(200)
+        assert 0.6 < answers.count(PRIMARY) / 200 < 0.9
+        w.set_weights({PRIMARY: 0, SECONDARY: 1})
+        assert w.routing() == {SECONDARY: 1.0}
+        w.reapply(hand_made({PRIMARY: 1, SECONDARY: 1}))  # what a re-applied global stack does
+        assert w.get_weights() == {PRIMARY: 1, SECONDARY: 1} and w.routing() == {PRIMARY: 0.5, SECONDARY: 0.5}
+        # Weighted traffic reaches both regions through the DNS name.
+        lg = w.loadgen(rate=50, count=100, clients=16, timeout=1.0)
+        recs = lg.run()
+        assert all(r.ok for r in recs) and {r.region for r in recs} == {PRIMARY, SECONDARY}
+        # A corrupted object in a bucket is never served.
+        s3 = w.moto.client("s3")
+        upload_tree(s3, w.buckets[PRIMARY], "models/tampered/1", model_dir)
+        s3.put_object(Bucket=w.buckets[PRIMARY], Key="models/tampered/1/ranker_onnx/1/model.onnx", Body=b"evil")
+        sync_from_bucket(s3, w.buckets[PRIMARY], "models/tampered/1", tmp_path / "tampered")
+        with pytest.raises(ArtifactError, match="refusing to serve"):
+            prepare_serving_repo(tmp_path / "tampered", tmp_path / "tampered-repo")
+        raise RuntimeError("drill blew up")
     assert not w.sup.leftovers() and not any(pid_alive(p) for p in pids)
 
 
@@ -89,8 +139,11 @@ def test_port_in_use_stops_before_anything_starts(fleet, model_dir, tmp_path):
         s.bind((f"{LB_NET}2", base + 2))  # someone else's server on us-west-2's Triton HTTP port
         s.listen()
         w = World(fleet, model_dir=model_dir, workdir=tmp_path / "w", declared=[], base_port=base, scale=Scale.ci())
-        with pytest.raises(PortInUse, match=rf"port {base + 2} on {LB_NET}2 is in use by another process: "
-                                            r"stop it or pass --base-port"):
+        with pytest.raises(
+            PortInUse,
+            match=rf"port {base + 2} on {LB_NET}2 is in use by another process: "
+            r"stop it or pass --base-port",
+        ):
             w.start()
     assert not w.sup.all_pids() and w.moto is None
 
@@ -109,7 +162,10 @@ def test_corrupted_model_build_output_refused_before_any_process(fleet, model_di
 def test_feature_batches_use_model_build_data_when_columns_match():
     from drills.rehearsal.loadgen import feature_batches
 
-    sig = [{"name": "sparse_ids", "datatype": "INT32", "shape": [-1, 8]}, {"name": "dense", "datatype": "FP32", "shape": [-1, 8]}]
+    sig = [
+        {"name": "sparse_ids", "datatype": "INT32", "shape": [-1, 8]},
+        {"name": "dense", "datatype": "FP32", "shape": [-1, 8]},
+    ]
     (b,) = feature_batches(sig, n=1, batch=4)
     assert b["sparse_ids"].dtype == np.int32 and b["sparse_ids"].shape == (4, 8) and b["dense"].dtype == np.float32
     (s,) = feature_batches([{"name": "x", "datatype": "FP32", "shape": [-1, 3]}], n=1, batch=2)

@@ -5,6 +5,7 @@ The end-to-end run is `--scenario all` on staging (failover routing, the default
 configured timings with a small real model_build output; test_rehearsal_drills.py drills a weighted world
 in-process, the full prod run is the README's `make rehearse`.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,9 @@ TOLERANCE_WALL = 10 / 30 + 0.5
 
 
 def rehearse(*args: str, timeout: float = 170) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "drills", "rehearse", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "drills", "rehearse", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -48,8 +51,24 @@ def test_rehearse_every_scenario_end_to_end(small_model, tmp_path):
     """`--scenario all` on staging: region-outage, stack-flip and artifact-replication one after the other in one world
     (evacuate-region is refused by staging's failover routing, and says so), a report each, an index, nothing left."""
     out = tmp_path / "run"
-    r = rehearse("--env", "staging", "--scenario", "all", "--scale", SCALE, "--hold", "6", "--rate", "30",
-                 "--clients", "12", "--model-dir", str(small_model), "--out", str(out))
+    r = rehearse(
+        "--env",
+        "staging",
+        "--scenario",
+        "all",
+        "--scale",
+        SCALE,
+        "--hold",
+        "6",
+        "--rate",
+        "30",
+        "--clients",
+        "12",
+        "--model-dir",
+        str(small_model),
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert "engine: [1/7] precheck" in r.stdout and "teardown: every process stopped" in r.stdout  # progress as it goes
     idx = json.loads((out / "report.json").read_text())
@@ -62,7 +81,12 @@ def test_rehearse_every_scenario_end_to_end(small_model, tmp_path):
     fo = rep["rto"]
     parts = {p["part"]: p for p in fo["parts"]}
     assert rep["rehearsal"]["scale"] == pytest.approx(1 / 30) and fo["region"] == "us-east-1"
-    assert fo["predicted"] == {"detection": 30.0, "dns_change": 10.0, "ttl": 30.0, "total": 70.0}  # interval x threshold + propagation + TTL
+    assert fo["predicted"] == {
+        "detection": 30.0,
+        "dns_change": 10.0,
+        "ttl": 30.0,
+        "total": 70.0,
+    }  # interval x threshold + propagation + TTL
     # Detection as Route 53 counts: 3 consecutive failed probes at the (scaled) interval, i.e. 2 to 3 intervals.
     interval = 10 * (1 / 30)
     assert 2 * interval - 0.05 <= parts["detection"]["wall_s"] <= 3 * interval + TOLERANCE_WALL
@@ -84,7 +108,9 @@ def test_rehearse_every_scenario_end_to_end(small_model, tmp_path):
     assert fo["failback"]["errors"] == 0 and fo["failback"]["share"].get("us-east-1", 0) > 0
     assert (out / "region-outage" / "failover.png").stat().st_size > 20_000
     for sc in ("region-outage", "stack-flip", "artifact-replication"):
-        assert (out / sc / "timeline.png").stat().st_size > 20_000 and (out / sc / "report.md").read_text().count("scale") >= 2
+        assert (out / sc / "timeline.png").stat().st_size > 20_000 and (out / sc / "report.md").read_text().count(
+            "scale"
+        ) >= 2
     # stack-flip: the flip and the flip back, as the clients saw them: every client left the old primary, nothing failed.
     rep = json.loads((out / "stack-flip" / "report.json").read_text())
     flips = {s["step"]: s for s in rep["switches"]}
@@ -130,7 +156,16 @@ def test_port_in_use(small_model, tmp_path):
     with socket.socket() as s:
         s.bind((f"{LB_NET}2", base + 2))  # someone else's server on the second region's Triton HTTP port
         s.listen()
-        r = rehearse("--env", "staging", "--model-dir", str(small_model), "--base-port", str(base), "--out", str(tmp_path / "run"))
+        r = rehearse(
+            "--env",
+            "staging",
+            "--model-dir",
+            str(small_model),
+            "--base-port",
+            str(base),
+            "--out",
+            str(tmp_path / "run"),
+        )
     assert r.returncode == 2
     assert f"port {base + 2} on {LB_NET}2 is in use by another process" in r.stderr and "--base-port" in r.stderr
     assert "Nothing is left running" in r.stderr and not processes_mentioning(str(tmp_path / "run"))

@@ -4,6 +4,7 @@ by side behind the weighted load-balancer model, client traffic through DNS, eac
 Staging (2 regions, scale 0.1) runs release, bad-release and artifact-corruption in one world; prod runs node-loss
 (its us-east-1 has two GPU nodes; staging's regions have one, where a node loss is a region outage). The three
 model builds are cached by content hash (~25 s each the first time)."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,19 @@ def _run(tmp_path, env, scenarios, **kw):
     import drills.release.plugin  # noqa: F401 - the release scenarios, actions, checks and backend
     from drills.release.rehearsal import Options, run
 
-    return run(Options(env=env, scenarios=scenarios, out=tmp_path / "run", scale=0.1, rate=30, clients=8,
-                       params={"hold_seconds": 5.0}, **kw), log=lambda line: None)
+    return run(
+        Options(
+            env=env,
+            scenarios=scenarios,
+            out=tmp_path / "run",
+            scale=0.1,
+            rate=30,
+            clients=8,
+            params={"hold_seconds": 5.0},
+            **kw,
+        ),
+        log=lambda line: None,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +63,7 @@ def test_a_good_release_promotes_across_every_region_with_its_gates_in_the_repor
     p99 = [g["value"] for g in rel["release"]["gates"] if g["gate"] == "track_p99"]
     assert p99 and all(0 < v < 250 for v in p99)
     assert rel["traffic"]["requests"] > 0 and rel["traffic"]["failed"] == 0
-    md = (s["paths"] and open(next(p for p in s["paths"] if p.endswith("report.md"))).read())
+    md = s["paths"] and open(next(p for p in s["paths"] if p.endswith("report.md"))).read()
     assert "outcome: promoted" in md and "| track_p99 |" in md
 
 
@@ -77,7 +89,7 @@ def test_a_corrupted_artifact_never_serves_and_restore_brings_back_the_exact_has
     assert refusal["serving_pods_before"] == refusal["serving_pods_after"]
     # Every pod that became ready served exactly its manifest's hashes; the only refused start was onto the altered bytes.
     assert all(e["reason"] and "sha256" in e["reason"] for e in s["serving_events"] if e["event"] == "refused")
-    (region, restore), = ac["release"]["restore"].items()
+    ((region, restore),) = ac["release"]["restore"].items()
     want = _manifest_hashes(s["models"]["good"])  # the region's last-known-good: the release just promoted
     assert restore["version"] == s["models"]["good"]["version"]
     after = {p: h for p, h in restore["hashes_after"].items() if p in want}
@@ -108,19 +120,24 @@ def test_node_loss_measures_capacity_readiness_and_latency_against_n_plus_1(tmp_
 def test_node_loss_where_one_node_is_the_whole_region_is_refused_before_anything_starts(tmp_path):
     from drills.rehearsal.rehearse import RehearsalError
 
-    with pytest.raises(RehearsalError, match=r"node-loss in staging/us-east-1: .* one g6.2xlarge node, so losing it is a region outage"):
+    with pytest.raises(
+        RehearsalError, match=r"node-loss in staging/us-east-1: .* one g6.2xlarge node, so losing it is a region outage"
+    ):
         _run(tmp_path, "staging", ("node-loss",))
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
-@pytest.mark.parametrize("kw,message", [
-    ({"scale": 0}, r"--scale must be in \(0, 1\]"),
-    ({"canary_weight": 150}, r"--canary-weight is a percentage .* 1\.\.100 \(got 150\)"),
-    ({"scenarios": ("release", "nope")}, r"unknown scenario\(s\) \['nope'\]"),
-    ({"env": "qa"}, r"unknown environment 'qa'"),
-    ({"bake": -1.0}, r"--bake must be > 0"),
-    ({"region": "mars-1"}, r"--region mars-1: not a region of prod"),
-])
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        ({"scale": 0}, r"--scale must be in \(0, 1\]"),
+        ({"canary_weight": 150}, r"--canary-weight is a percentage .* 1\.\.100 \(got 150\)"),
+        ({"scenarios": ("release", "nope")}, r"unknown scenario\(s\) \['nope'\]"),
+        ({"env": "qa"}, r"unknown environment 'qa'"),
+        ({"bake": -1.0}, r"--bake must be > 0"),
+        ({"region": "mars-1"}, r"--region mars-1: not a region of prod"),
+    ],
+)
 def test_bad_options_are_refused_before_anything_is_written(tmp_path, kw, message):
     from drills.rehearsal.rehearse import RehearsalError
     from drills.release.rehearsal import Options, run

@@ -1,5 +1,6 @@
 """Fixtures for the release tests: no credentials, moto once per module, a fake clock, one small published
 model repository per version per session (building the real ranker takes ~25 s; these take milliseconds)."""
+
 from __future__ import annotations
 
 import sys
@@ -26,8 +27,9 @@ def repos(tmp_path_factory):
     from support import make_repo
 
     root = tmp_path_factory.mktemp("repos")
-    return lambda version, behaviour="good", **kw: make_repo(root / behaviour / ("fb" if kw.get("onnx_fallback", True) else "eng"),
-                                                            version, behaviour, **kw)
+    return lambda version, behaviour="good", **kw: make_repo(
+        root / behaviour / ("fb" if kw.get("onnx_fallback", True) else "eng"), version, behaviour, **kw
+    )
 
 
 @pytest.fixture
@@ -54,8 +56,16 @@ def release_world(aws, tmp_path, clock, repos):
         state = tmp_path / f"state-{uid}"
         b, fleet = release_backend(env, stacks, state, clock, uid=uid, stable_repo=repos(stable, w_seed=1), **kw)
         made.append(b)
-        return SimpleNamespace(backend=b, fleet=fleet, stacks=stacks, state=state, clock=clock, env=env,
-                               plan_file=plan_file(tmp_path / f"stacks-{uid}"), uid=uid)
+        return SimpleNamespace(
+            backend=b,
+            fleet=fleet,
+            stacks=stacks,
+            state=state,
+            clock=clock,
+            env=env,
+            plan_file=plan_file(tmp_path / f"stacks-{uid}"),
+            uid=uid,
+        )
 
     yield make
     for b in made:

@@ -14,13 +14,14 @@ of the release adapters, driven by one fake fleet.
   per pod, and every failed user request recorded), a node that can be lost and replaced.
 - `FleetServing`, `FleetScores`, `FleetMetrics`, `FleetPods`, `FleetNodeLoss`: the adapters over it.
 """
+
 from __future__ import annotations
 
 import json
 import shutil
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,15 @@ from drills.release.planning import VERSION  # noqa: E402
 
 MODEL = "ranker"
 # Fast release parameters on the fake clock (a plan file's `parameters`).
-FAST = {"poll_seconds": 5, "probe_clients": 2, "min_samples": 4, "slo_window_seconds": 20, "hold_seconds": 10,
-        "capacity_timeout_seconds": 300, "replication_timeout_seconds": 200}
+FAST = {
+    "poll_seconds": 5,
+    "probe_clients": 2,
+    "min_samples": 4,
+    "slo_window_seconds": 20,
+    "hold_seconds": 10,
+    "capacity_timeout_seconds": 300,
+    "replication_timeout_seconds": 200,
+}
 
 
 # ---------------------------------------------------------------- a real (tiny) model repository
@@ -51,8 +59,13 @@ def _onnx(path: Path, w: np.ndarray) -> None:
     sparse = helper.make_tensor_value_info("sparse_ids", TensorProto.INT32, ["batch", 8])
     dense = helper.make_tensor_value_info("dense", TensorProto.FLOAT, ["batch", 8])
     score = helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", 1])
-    g = helper.make_graph([helper.make_node("MatMul", ["dense", "w"], ["logit"]), helper.make_node("Sigmoid", ["logit"], ["score"])],
-                          "ranker", [sparse, dense], [score], [numpy_helper.from_array(w.astype(np.float32).reshape(8, 1), "w")])
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["dense", "w"], ["logit"]), helper.make_node("Sigmoid", ["logit"], ["score"])],
+        "ranker",
+        [sparse, dense],
+        [score],
+        [numpy_helper.from_array(w.astype(np.float32).reshape(8, 1), "w")],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
     m.ir_version = 10
     onnx.save(m, str(path))
@@ -73,8 +86,17 @@ def weights(w_seed: int) -> np.ndarray:
     return base + 0.02 * np.random.default_rng(w_seed).standard_normal(8)
 
 
-def make_repo(root: Path, version: str, behaviour: str = "good", *, w_seed: int = 1, ccs: tuple[str, ...] = ("8.0", "8.6", "8.9", "9.0"),
-              onnx_fallback: bool = True, auc: float | None = None, ndcg: float | None = None) -> Path:
+def make_repo(
+    root: Path,
+    version: str,
+    behaviour: str = "good",
+    *,
+    w_seed: int = 1,
+    ccs: tuple[str, ...] = ("8.0", "8.6", "8.9", "9.0"),
+    onnx_fallback: bool = True,
+    auc: float | None = None,
+    ndcg: float | None = None,
+) -> Path:
     """A repository model_build.manifest.verify() accepts. With `onnx_fallback`, every compute capability is
     served by the ONNX model on purpose (no TensorRT here); without it, the engines are listed but not built."""
     from model_build.manifest import EngineEntry, Manifest, Metrics, Signature, TensorSpec, file_entry, write_manifest
@@ -85,25 +107,70 @@ def make_repo(root: Path, version: str, behaviour: str = "good", *, w_seed: int 
     (d / "ranker_onnx" / "1").mkdir(parents=True)
     _onnx(d / "ranker_onnx" / "1" / "model.onnx", weights(w_seed))
     (d / "ranker_onnx" / "config.pbtxt").write_text(CONFIG)
-    files = [file_entry(d, "ranker_onnx/1/model.onnx", "onnx"), file_entry(d, "ranker_onnx/config.pbtxt", "triton-config")]
+    files = [
+        file_entry(d, "ranker_onnx/1/model.onnx", "onnx"),
+        file_entry(d, "ranker_onnx/config.pbtxt", "triton-config"),
+    ]
     bad = behaviour == "bad-labels"
-    engines = {} if onnx_fallback else {cc: EngineEntry(
-        compute_capability=cc, serves=[cc], file=f"ranker_trt/1/model.sm{cc.replace('.', '')}.plan", status="not-built", tensorrt_version="10.8.0",
-        tensorrt_image="nvcr.io/nvidia/tensorrt:25.01-py3", precision="fp16", strongly_typed=True, hardware_compatibility="NONE",
-        version_compatible=False, profile={"min": 1, "opt": 256, "max": 4096}, timing_cache_key="t", onnx="ranker_onnx/1/model.onnx",
-        record=f"engine_records/model.sm{cc.replace('.', '')}.json") for cc in ccs}
+    engines = (
+        {}
+        if onnx_fallback
+        else {
+            cc: EngineEntry(
+                compute_capability=cc,
+                serves=[cc],
+                file=f"ranker_trt/1/model.sm{cc.replace('.', '')}.plan",
+                status="not-built",
+                tensorrt_version="10.8.0",
+                tensorrt_image="nvcr.io/nvidia/tensorrt:25.01-py3",
+                precision="fp16",
+                strongly_typed=True,
+                hardware_compatibility="NONE",
+                version_compatible=False,
+                profile={"min": 1, "opt": 256, "max": 4096},
+                timing_cache_key="t",
+                onnx="ranker_onnx/1/model.onnx",
+                record=f"engine_records/model.sm{cc.replace('.', '')}.json",
+            )
+            for cc in ccs
+        }
+    )
     m = Manifest(
-        model={"name": MODEL, "version": version}, created_at=datetime.now(timezone.utc).isoformat(), git={"revision": "test", "dirty": False},
-        data={"seed": 20261100, "bad_labels": bad}, ranker={}, training={"behaviour": behaviour, "w_seed": str(w_seed), "bad_labels": bad},
-        metrics=Metrics(validation_auc=auc if auc is not None else (0.5 if bad else 0.76), validation_logloss=0.54,
-                        validation_ndcg_at_10=ndcg if ndcg is not None else (0.45 if bad else 0.66), oracle_auc=0.81, validation_ctr=0.34,
-                        train_rows=1000, validation_rows=100, train_seconds=1.0, parity=[]),
-        signature=Signature(max_batch_size=4096, inputs=[TensorSpec(name="sparse_ids", dtype="int32", dims=[8]), TensorSpec(name="dense", dtype="float32", dims=[8])],
-                            outputs=[TensorSpec(name="score", dtype="float32", dims=[1])]),
-        onnx={"fp32": {"path": "ranker_onnx/1/model.onnx"}}, files=files, compute_capabilities=list(ccs),
-        onnx_fallback_for=list(ccs) if onnx_fallback else [], engines=engines, tensorrt_version="10.8.0",
+        model={"name": MODEL, "version": version},
+        created_at=datetime.now(UTC).isoformat(),
+        git={"revision": "test", "dirty": False},
+        data={"seed": 20261100, "bad_labels": bad},
+        ranker={},
+        training={"behaviour": behaviour, "w_seed": str(w_seed), "bad_labels": bad},
+        metrics=Metrics(
+            validation_auc=auc if auc is not None else (0.5 if bad else 0.76),
+            validation_logloss=0.54,
+            validation_ndcg_at_10=ndcg if ndcg is not None else (0.45 if bad else 0.66),
+            oracle_auc=0.81,
+            validation_ctr=0.34,
+            train_rows=1000,
+            validation_rows=100,
+            train_seconds=1.0,
+            parity=[],
+        ),
+        signature=Signature(
+            max_batch_size=4096,
+            inputs=[
+                TensorSpec(name="sparse_ids", dtype="int32", dims=[8]),
+                TensorSpec(name="dense", dtype="float32", dims=[8]),
+            ],
+            outputs=[TensorSpec(name="score", dtype="float32", dims=[1])],
+        ),
+        onnx={"fp32": {"path": "ranker_onnx/1/model.onnx"}},
+        files=files,
+        compute_capabilities=list(ccs),
+        onnx_fallback_for=list(ccs) if onnx_fallback else [],
+        engines=engines,
+        tensorrt_version="10.8.0",
         triton={"release": "25.01", "version": "2.54.0", "images": ["nvcr.io/nvidia/tritonserver:25.01-py3"]},
-        serving={"onnx_fallback": "ranker_onnx"}, build_plan={})
+        serving={"onnx_fallback": "ranker_onnx"},
+        build_plan={},
+    )
     write_manifest(d, m)
     return d
 
@@ -129,7 +196,7 @@ class Track:
     ready_at: float
     loaded: dict[str, str]  # path -> sha256 of the bytes the pods loaded from the bucket at start
     generation: int
-    previous: "Track | None" = None  # what serves until this rollout is ready (maxUnavailable 0)
+    previous: Track | None = None  # what serves until this rollout is ready (maxUnavailable 0)
 
 
 @dataclass
@@ -142,7 +209,9 @@ class RegionState:
 
 
 class FakeFleet:
-    def __init__(self, backend: Any, clock: Any, *, rollout_seconds: float = 20.0, rate_rps: float = 20.0, pods: int = 2):
+    def __init__(
+        self, backend: Any, clock: Any, *, rollout_seconds: float = 20.0, rate_rps: float = 20.0, pods: int = 2
+    ):
         self.b, self.clock, self.rollout, self.rate, self.pods = backend, clock, rollout_seconds, rate_rps, pods
         self.regions: dict[str, RegionState] = {}
         self.t = clock.now()
@@ -170,7 +239,16 @@ class FakeFleet:
             body = s3.get_object(region, prefix(MODEL, version) + f["path"])
             loaded[f["path"]] = sha256(body or b"")
         tr = man.get("training", {})
-        t = Track(version, tr.get("behaviour", "good"), int(tr.get("w_seed", 1)), desired, self.clock.now() + self.rollout, loaded, self._next(), previous)
+        t = Track(
+            version,
+            tr.get("behaviour", "good"),
+            int(tr.get("w_seed", 1)),
+            desired,
+            self.clock.now() + self.rollout,
+            loaded,
+            self._next(),
+            previous,
+        )
         self.loads.append({"region": region, "version": version, "loaded": loaded, "t": self.clock.now()})
         return t
 
@@ -232,8 +310,10 @@ class FakeFleet:
                     continue
                 req = n * share / 100.0
                 fail = req * self.error_rate(t)
-                c = st.counters.setdefault(f"{region}-{track}-{t.version}-{t.generation}",
-                                           {"success": 0.0, "failure": 0.0, "inferences": 0.0, "request_us": 0.0, "queue_us": 0.0})
+                c = st.counters.setdefault(
+                    f"{region}-{track}-{t.version}-{t.generation}",
+                    {"success": 0.0, "failure": 0.0, "inferences": 0.0, "request_us": 0.0, "queue_us": 0.0},
+                )
                 c["success"] += req - fail
                 c["failure"] += fail
                 c["inferences"] += 32 * req
@@ -241,7 +321,9 @@ class FakeFleet:
                 c["queue_us"] += (req - fail) * 200.0
                 self.user_requests += req
                 if fail >= 0.5 or (fail > 0 and not self.user_failures):
-                    self.user_failures.append({"region": region, "track": track, "version": t.version, "t": now, "n": fail})
+                    self.user_failures.append(
+                        {"region": region, "track": track, "version": t.version, "t": now, "n": fail}
+                    )
 
     def metrics_text(self, region: str, track: str) -> dict[str, str]:
         self.advance()
@@ -250,7 +332,9 @@ class FakeFleet:
         if st is None or t is None:
             return {}
         key = f"{region}-{track}-{t.version}-{t.generation}"
-        c = st.counters.setdefault(key, {"success": 0.0, "failure": 0.0, "inferences": 0.0, "request_us": 0.0, "queue_us": 0.0})
+        c = st.counters.setdefault(
+            key, {"success": 0.0, "failure": 0.0, "inferences": 0.0, "request_us": 0.0, "queue_us": 0.0}
+        )
         return {key: M.render(c, "ranker_onnx", quantiles_us={"0.5": 3000.0, "0.99": 9000.0}, gpu_utilization=0.4)}
 
 
@@ -335,8 +419,18 @@ class FleetNodeLoss:
 
 
 # ---------------------------------------------------------------- assembly
-def release_backend(env: str, stacks: Path, state: Path, clock: Any, *, uid: str, stable_repo: Path,
-                    lag: float = 40.0, rollout_seconds: float = 20.0, rate_rps: float = 200.0) -> tuple[Any, FakeFleet]:
+def release_backend(
+    env: str,
+    stacks: Path,
+    state: Path,
+    clock: Any,
+    *,
+    uid: str,
+    stable_repo: Path,
+    lag: float = 40.0,
+    rollout_seconds: float = 20.0,
+    rate_rps: float = 200.0,
+) -> tuple[Any, FakeFleet]:
     """The drills' test backend with the release adapters: publishes `stable_repo` everywhere and brings every
     region up on it through its regional stack (the applier), as a fleet at steady state."""
     from drills_support import build_test_backend
@@ -344,8 +438,16 @@ def release_backend(env: str, stacks: Path, state: Path, clock: Any, *, uid: str
     from infra.config import load_fleet
 
     # No manifests seeded by the drills' world: the published repository is the truth.
-    b = build_test_backend(env, stacks, state, clock, replication_lag=lag, clients=FAST["probe_clients"], uid=uid,
-                           manifests={r: None for r in load_fleet(env, stacks).regions})
+    b = build_test_backend(
+        env,
+        stacks,
+        state,
+        clock,
+        replication_lag=lag,
+        clients=FAST["probe_clients"],
+        uid=uid,
+        manifests=dict.fromkeys(load_fleet(env, stacks).regions),
+    )
     b.options.update(env=env)
     fleet = FakeFleet(b, clock, rollout_seconds=rollout_seconds, rate_rps=rate_rps)
 

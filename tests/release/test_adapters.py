@@ -1,5 +1,6 @@
 """The release adapters one by one: V2 scoring pinned by header, metrics scrapes, ALB weights + Deployments
 (moto's elbv2 and a fake Kubernetes API), the node-loss fault's choice of instance."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,13 @@ import numpy as np
 import pytest
 
 from drills.release import metrics as M
-from drills.release.adapters import AlbKubeServing, Ec2NodeLoss, HttpTritonMetrics, KubernetesTritonMetrics, TritonScoreProbe
+from drills.release.adapters import (
+    AlbKubeServing,
+    Ec2NodeLoss,
+    HttpTritonMetrics,
+    KubernetesTritonMetrics,
+    TritonScoreProbe,
+)
 
 
 class Server:
@@ -40,13 +47,29 @@ class Server:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 track = self.headers.get("X-Reco-Track", "none")
-                outer.seen.append({"path": self.path, "track": track, "shapes": {i["name"]: i["shape"] for i in body["inputs"]},
-                                   "types": {i["name"]: i["datatype"] for i in body["inputs"]}, "outputs": body.get("outputs")})
+                outer.seen.append(
+                    {
+                        "path": self.path,
+                        "track": track,
+                        "shapes": {i["name"]: i["shape"] for i in body["inputs"]},
+                        "types": {i["name"]: i["datatype"] for i in body["inputs"]},
+                        "outputs": body.get("outputs"),
+                    }
+                )
                 if track == "broken":
                     return self._send(500, {"error": "boom"})
-                dense = np.array(next(i["data"] for i in body["inputs"] if i["name"] == "dense"), dtype=np.float64).reshape(-1, 8)
+                dense = np.array(
+                    next(i["data"] for i in body["inputs"] if i["name"] == "dense"), dtype=np.float64
+                ).reshape(-1, 8)
                 score = dense.sum(axis=1) * (2.0 if track == "canary" else 1.0)
-                self._send(200, {"outputs": [{"name": "score", "datatype": "FP32", "shape": [len(score), 1], "data": score.tolist()}]})
+                self._send(
+                    200,
+                    {
+                        "outputs": [
+                            {"name": "score", "datatype": "FP32", "shape": [len(score), 1], "data": score.tolist()}
+                        ]
+                    },
+                )
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.httpd.daemon_threads = True
@@ -76,20 +99,29 @@ def test_score_probe_pins_the_version_and_keeps_row_order(server):
     assert np.allclose(s.scores, rows["dense"].astype(np.float64).sum(axis=1), rtol=1e-5)
     first = server.seen[0]
     assert first["path"] == "/v2/models/ranker_trt/infer" and first["track"] == "stable"
-    assert first["shapes"] == {"sparse_ids": [128, 8], "dense": [128, 8]} and first["types"] == {"sparse_ids": "INT32", "dense": "FP32"}
+    assert first["shapes"] == {"sparse_ids": [128, 8], "dense": [128, 8]} and first["types"] == {
+        "sparse_ids": "INT32",
+        "dense": "FP32",
+    }
     assert first["outputs"] == [{"name": "score"}] and server.seen[-1]["shapes"]["dense"] == [44, 8]
     bad = p.scores("us-west-2", "broken", rows, batch=128)
     assert not bad.ok and bad.errors == 3 and bad.scores == [] and "HTTP 500" in bad.error
 
 
 def test_score_probe_with_one_url_per_version(server):
-    p = TritonScoreProbe({}, "ranker_py", track_endpoints={"eu-west-1/canary": server.url}, models={"canary": "ranker_py"})
-    r = p.scores("eu-west-1", "canary", {"dense": np.ones((4, 8), np.float32), "sparse_ids": np.zeros((4, 8), np.int32)})
+    p = TritonScoreProbe(
+        {}, "ranker_py", track_endpoints={"eu-west-1/canary": server.url}, models={"canary": "ranker_py"}
+    )
+    r = p.scores(
+        "eu-west-1", "canary", {"dense": np.ones((4, 8), np.float32), "sparse_ids": np.zeros((4, 8), np.int32)}
+    )
     assert r.ok and r.scores == [8.0] * 4 and server.seen[0]["track"] == "none"
 
 
 def test_http_metrics_scrape(server):
-    m = HttpTritonMetrics({"us-west-2/canary": [f"{server.url}/t/canary/metrics"], "us-west-2/stable": [f"{server.url}/metrics"]})
+    m = HttpTritonMetrics(
+        {"us-west-2/canary": [f"{server.url}/t/canary/metrics"], "us-west-2/stable": [f"{server.url}/metrics"]}
+    )
     snaps = M.snapshots(m.scrape("us-west-2", "canary"))
     assert [s.success for s in snaps.values()] == [7]
     assert m.scrape("eu-west-1", "canary") == {}
@@ -118,8 +150,14 @@ class FakeKube:
 
 def _dep(name: str, track: str, version: str, ready: int, updated: int, replicas: int) -> dict:
     app = "triton" if track == "stable" else "triton-canary"
-    return {"metadata": {"name": name, "labels": {"app.kubernetes.io/name": app, "reco-dr/track": track, "reco-dr/model-version": version}},
-            "spec": {"replicas": replicas}, "status": {"readyReplicas": ready, "updatedReplicas": updated}}
+    return {
+        "metadata": {
+            "name": name,
+            "labels": {"app.kubernetes.io/name": app, "reco-dr/track": track, "reco-dr/model-version": version},
+        },
+        "spec": {"replicas": replicas},
+        "status": {"readyReplicas": ready, "updatedReplicas": updated},
+    }
 
 
 def test_alb_weights_and_deployments(aws):
@@ -129,23 +167,59 @@ def test_alb_weights_and_deployments(aws):
 
     ec2, elb = boto3.client("ec2", region_name="us-west-2"), boto3.client("elbv2", region_name="us-west-2")
     vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
-    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.9.{i}.0/24", AvailabilityZone=f"us-west-2{z}")["Subnet"]["SubnetId"]
-               for i, z in enumerate("ab")]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.9.{i}.0/24", AvailabilityZone=f"us-west-2{z}")["Subnet"]["SubnetId"]
+        for i, z in enumerate("ab")
+    ]
     lb = elb.create_load_balancer(Name=lb_name("prod-usw2"), Subnets=subnets)["LoadBalancers"][0]["LoadBalancerArn"]
-    tgs = {t: elb.create_target_group(Name=target_group_name("prod-usw2", t), Protocol="HTTP", Port=8000, VpcId=vpc, TargetType="ip")
-           ["TargetGroups"][0]["TargetGroupArn"] for t in ("stable", "canary")}
-    elb.create_listener(LoadBalancerArn=lb, Protocol="HTTP", Port=443, DefaultActions=[{"Type": "forward", "ForwardConfig": {
-        "TargetGroups": [{"TargetGroupArn": tgs["stable"], "Weight": 90}, {"TargetGroupArn": tgs["canary"], "Weight": 10}]}}])
-    kube = FakeKube([_dep("triton-a100", "stable", "2026.11.0", 2, 2, 2), _dep("triton-a100-canary", "canary", "2026.12.0", 0, 1, 1)],
-                    pods=[{"metadata": {"name": "triton-a100-canary-a", "labels": {"reco-dr/track": "canary"}}, "status": {"phase": "Running"}},
-                          {"metadata": {"name": "triton-a100-canary-b", "labels": {"reco-dr/track": "canary"}}, "status": {"phase": "Pending"}}])
+    tgs = {
+        t: elb.create_target_group(
+            Name=target_group_name("prod-usw2", t), Protocol="HTTP", Port=8000, VpcId=vpc, TargetType="ip"
+        )["TargetGroups"][0]["TargetGroupArn"]
+        for t in ("stable", "canary")
+    }
+    elb.create_listener(
+        LoadBalancerArn=lb,
+        Protocol="HTTP",
+        Port=443,
+        DefaultActions=[
+            {
+                "Type": "forward",
+                "ForwardConfig": {
+                    "TargetGroups": [
+                        {"TargetGroupArn": tgs["stable"], "Weight": 90},
+                        {"TargetGroupArn": tgs["canary"], "Weight": 10},
+                    ]
+                },
+            }
+        ],
+    )
+    kube = FakeKube(
+        [
+            _dep("triton-a100", "stable", "2026.11.0", 2, 2, 2),
+            _dep("triton-a100-canary", "canary", "2026.12.0", 0, 1, 1),
+        ],
+        pods=[
+            {
+                "metadata": {"name": "triton-a100-canary-a", "labels": {"reco-dr/track": "canary"}},
+                "status": {"phase": "Running"},
+            },
+            {
+                "metadata": {"name": "triton-a100-canary-b", "labels": {"reco-dr/track": "canary"}},
+                "status": {"phase": "Pending"},
+            },
+        ],
+    )
     s = AlbKubeServing({"us-west-2": elb}, {"us-west-2": kube}, {"us-west-2": "prod-usw2"})
     t = s.tracks("us-west-2")
     assert (t["stable"].version, t["stable"].weight, t["stable"].ready, t["stable"].desired) == ("2026.11.0", 90, 2, 2)
     assert (t["canary"].version, t["canary"].weight, t["canary"].ready) == ("2026.12.0", 10, 0)
     s.restart("us-west-2", "canary")
-    (path, body), = kube.patches
-    assert path.endswith("/deployments/triton-a100-canary") and "kubectl.kubernetes.io/restartedAt" in body["spec"]["template"]["metadata"]["annotations"]
+    ((path, body),) = kube.patches
+    assert (
+        path.endswith("/deployments/triton-a100-canary")
+        and "kubectl.kubernetes.io/restartedAt" in body["spec"]["template"]["metadata"]["annotations"]
+    )
     texts = KubernetesTritonMetrics({"us-west-2": kube}).scrape("us-west-2", "canary")
     assert list(texts) == ["triton-a100-canary-a"]  # the pending pod is not scraped
     assert M.snapshot(texts["triton-a100-canary-a"]).failure == 1
@@ -159,23 +233,39 @@ def test_node_loss_terminates_one_in_service_instance_of_the_pool():
             return {"nodegroups": ["system-1", "gpu-a100-2026"]}
 
         def describe_nodegroup(self, clusterName, nodegroupName):
-            return {"nodegroup": {"tags": {"reco-dr/gpu-pool": "a100"} if "gpu" in nodegroupName else {},
-                                  "resources": {"autoScalingGroups": [{"name": f"asg-{nodegroupName}"}]}}}
+            return {
+                "nodegroup": {
+                    "tags": {"reco-dr/gpu-pool": "a100"} if "gpu" in nodegroupName else {},
+                    "resources": {"autoScalingGroups": [{"name": f"asg-{nodegroupName}"}]},
+                }
+            }
 
     class Asg:
         def describe_auto_scaling_groups(self, AutoScalingGroupNames):
             calls["asg"] = AutoScalingGroupNames
-            return {"AutoScalingGroups": [{"Instances": [{"InstanceId": "i-2", "LifecycleState": "InService"},
-                                                         {"InstanceId": "i-1", "LifecycleState": "Terminating"},
-                                                         {"InstanceId": "i-3", "LifecycleState": "InService"}]}]}
+            return {
+                "AutoScalingGroups": [
+                    {
+                        "Instances": [
+                            {"InstanceId": "i-2", "LifecycleState": "InService"},
+                            {"InstanceId": "i-1", "LifecycleState": "Terminating"},
+                            {"InstanceId": "i-3", "LifecycleState": "InService"},
+                        ]
+                    }
+                ]
+            }
 
     class Ec2:
         def terminate_instances(self, InstanceIds):
             calls["terminated"] = InstanceIds
 
-    f = Ec2NodeLoss({"us-west-2": Eks()}, {"us-west-2": Ec2()}, {"us-west-2": Asg()}, {"us-west-2": "c"}, {"us-west-2": "a100"})
+    f = Ec2NodeLoss(
+        {"us-west-2": Eks()}, {"us-west-2": Ec2()}, {"us-west-2": Asg()}, {"us-west-2": "c"}, {"us-west-2": "a100"}
+    )
     h = f.prepare("us-west-2", "gpu-node-loss")
-    assert h == {"nodegroup": "gpu-a100-2026", "instance_id": "i-2", "pool": "a100"} and calls["asg"] == ["asg-gpu-a100-2026"]
+    assert h == {"nodegroup": "gpu-a100-2026", "instance_id": "i-2", "pool": "a100"} and calls["asg"] == [
+        "asg-gpu-a100-2026"
+    ]
     f.inject("us-west-2", "gpu-node-loss", h)
     assert calls["terminated"] == ["i-2"]
     f.clear("us-west-2", "gpu-node-loss", h)  # nothing to undo: the node group replaces the instance
@@ -186,22 +276,27 @@ def test_the_aws_backend_gets_the_release_adapters(monkeypatch):
     regional stacks' outputs (no AWS call is made to build them)."""
     from types import SimpleNamespace
 
-    from infra.config import load_fleet
-    from infra.mocks import regional_outputs
-
     from drills.adapters.faults import CompositeFaults
     from drills.backends import BACKENDS
     from drills.plugins import load_plugins
     from drills.release.plugin import _wrap_aws, attach_aws
+    from infra.config import load_fleet
+    from infra.mocks import regional_outputs
 
     load_plugins()
     _wrap_aws()
     assert getattr(BACKENDS["aws"][0], "_release_wrapped", False) and "release adapters" in BACKENDS["aws"][1]
     fleet = load_fleet("prod")
-    b = SimpleNamespace(stacks=SimpleNamespace(outputs=lambda s: regional_outputs(s), get_config=lambda s, p: "2026.11.0"),
-                        s3=SimpleNamespace(buckets={r: f"b-{r}" for r in fleet.regions}), faults=CompositeFaults())
+    b = SimpleNamespace(
+        stacks=SimpleNamespace(outputs=lambda s: regional_outputs(s), get_config=lambda s, p: "2026.11.0"),
+        s3=SimpleNamespace(buckets={r: f"b-{r}" for r in fleet.regions}),
+        faults=CompositeFaults(),
+    )
     attach_aws(b, SimpleNamespace(env="prod"), {})
     assert isinstance(b.serving, AlbKubeServing) and isinstance(b.metrics, KubernetesTritonMetrics)
-    assert b.scores.endpoints["us-west-2"] == "https://" + regional_outputs("prod-usw2")["lb_dns_name"] and b.scores.model == "ranker_trt"
+    assert (
+        b.scores.endpoints["us-west-2"] == "https://" + regional_outputs("prod-usw2")["lb_dns_name"]
+        and b.scores.model == "ranker_trt"
+    )
     assert b.scores.server_name == fleet.glob.fqdn
     assert set(b.faults.kinds) == {"corrupt-artifact", "gpu-node-loss"}

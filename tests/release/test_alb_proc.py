@@ -1,5 +1,6 @@
 """The rehearsal's weighted load-balancer model (drills.release.alb_proc) in its child process: routing by the
 canary weight and the track header, target failover, and HTTP connection semantics clients rely on."""
+
 from __future__ import annotations
 
 import json
@@ -15,13 +16,14 @@ from drills.release.alb_proc import TRACK_HEADER, AlbProcess
 
 class _Pod(BaseHTTPRequestHandler):
     """A target that answers with its own name (what served the request)."""
+
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
 
     def log_message(self, *a):
         return
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         data = json.dumps({"pod": self.server.name}).encode()
         self.send_response(200)
@@ -58,12 +60,18 @@ def _targets(addrs: dict, names: list[str], track: str) -> list:
 
 def _served(url: str, n: int, headers: dict | None = None) -> list[str]:
     with requests.Session() as s:
-        return [s.post(f"{url}/v2/models/m/infer", json={}, headers=headers or {}, timeout=5).json()["pod"] for _ in range(n)]
+        return [
+            s.post(f"{url}/v2/models/m/infer", json={}, headers=headers or {}, timeout=5).json()["pod"]
+            for _ in range(n)
+        ]
 
 
 def test_weight_splits_requests_and_the_header_pins_a_track(alb):
     a, url, addrs = alb
-    targets = {"stable": _targets(addrs, ["stable-1", "stable-2"], "stable"), "canary": _targets(addrs, ["canary-1"], "canary")}
+    targets = {
+        "stable": _targets(addrs, ["stable-1", "stable-2"], "stable"),
+        "canary": _targets(addrs, ["canary-1"], "canary"),
+    }
     a.set("r1", 0, targets)
     assert set(_served(url, 40)) == {"stable-1", "stable-2"}  # weight 0: never the canary, both stable pods used
     assert set(_served(url, 10, {TRACK_HEADER: "canary"})) == {"canary-1"}
@@ -76,8 +84,11 @@ def test_weight_splits_requests_and_the_header_pins_a_track(alb):
     for c in a.counts():
         counts[(c[2], c[3], c[4])] = counts.get((c[2], c[3], c[4]), 0) + c[5]
     # Pinned (the gates' scoring) and weight-routed (users') requests are told apart.
-    assert counts == {("stable", "v-stable", False): 40 + 400 - round(share * 400), ("canary", "v-canary", True): 10,
-                      ("canary", "v-canary", False): round(share * 400) + 20}
+    assert counts == {
+        ("stable", "v-stable", False): 40 + 400 - round(share * 400),
+        ("canary", "v-canary", True): 10,
+        ("canary", "v-canary", False): round(share * 400) + 20,
+    }
 
 
 def test_a_dead_target_is_routed_around_and_no_target_is_a_503(alb, tmp_path):
@@ -101,9 +112,14 @@ def test_a_close_request_gets_a_close_response_so_pooling_clients_never_reuse_a_
         errors = []
         for _ in range(300):
             try:
-                s.post(f"{url}/v2/models/m/infer", json={}, headers={"Connection": "close"}, timeout=5).raise_for_status()
+                s.post(
+                    f"{url}/v2/models/m/infer", json={}, headers={"Connection": "close"}, timeout=5
+                ).raise_for_status()
             except requests.RequestException as e:
                 errors.append(repr(e))
         assert errors == []
     # Keep-alive stays keep-alive: no close header when the client did not ask for one.
-    assert "close" not in requests.post(f"{url}/v2/models/m/infer", json={}, timeout=5).headers.get("Connection", "").lower()
+    assert (
+        "close"
+        not in requests.post(f"{url}/v2/models/m/infer", json={}, timeout=5).headers.get("Connection", "").lower()
+    )

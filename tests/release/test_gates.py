@@ -1,4 +1,5 @@
 """Gate math on distributions with known answers (numpy implementations; scipy is not a dependency)."""
+
 from __future__ import annotations
 
 import math
@@ -6,7 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from drills.release.gates import error_rate_gate, ks_2samp, kolmogorov_sf, offline_gates, p99_gate, psi, psi_gate, ks_gate
+from drills.release.gates import (
+    error_rate_gate,
+    kolmogorov_sf,
+    ks_2samp,
+    ks_gate,
+    offline_gates,
+    p99_gate,
+    psi,
+    psi_gate,
+)
 
 
 def test_psi_of_a_sample_against_itself_is_zero_and_of_a_shift_is_its_squared_size():

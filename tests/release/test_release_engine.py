@@ -1,5 +1,6 @@
 """Releases end to end on the drills engine against the test adapters (moto S3/Route 53/EKS, a fake fleet of
 stable/canary Deployments with users' traffic, a fake clock)."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,14 @@ from drills.release.report import release_summary
 
 
 def _plan(w, candidate: str, **kw):
-    ctx = release_context(w.env, kw.pop("canary_region", None), plan_file=w.plan_file, stacks_dir=w.stacks, candidate=candidate, manifest=None)
+    ctx = release_context(
+        w.env,
+        kw.pop("canary_region", None),
+        plan_file=w.plan_file,
+        stacks_dir=w.stacks,
+        candidate=candidate,
+        manifest=None,
+    )
     return build_release_plan(ctx, ReleaseOptions(candidate=candidate, bake_seconds=kw.pop("bake", 30), **kw))
 
 
@@ -36,7 +44,9 @@ def test_a_good_release_promotes_everywhere_and_records_lkg(release_world, repos
     publish(w.backend, repos("2026.12.0", w_seed=2))
     outcome = start_drill(_plan(w, "2026.12.0"), w.state, backend=w.backend, clock=w.clock)
     entries = _entries(w, outcome)
-    assert outcome.status == "completed", [(e.get("reason"), e.get("traceback")) for e in entries if e["type"] == "abort"]
+    assert outcome.status == "completed", [
+        (e.get("reason"), e.get("traceback")) for e in entries if e["type"] == "abort"
+    ]
     assert set(_model_cfg(w).values()) == {("2026.12.0", None, 0)}
     for r in w.fleet.regions:
         t = w.backend.serving.tracks(r)
@@ -54,7 +64,10 @@ def test_a_good_release_promotes_everywhere_and_records_lkg(release_world, repos
     assert errs["ok"] and errs["value"] == 0.0
     # The canary went first, region by region, then promotion, then the pointers.
     names = [e["name"] for e in entries if e["type"] == "step_begin"]
-    assert names[:3] == ["precheck", "canary-us-west-2", "shift-us-west-2"] and names[-2:] == ["verify-release", "record-lkg"]
+    assert names[:3] == ["precheck", "canary-us-west-2", "shift-us-west-2"] and names[-2:] == [
+        "verify-release",
+        "record-lkg",
+    ]
     assert w.fleet.user_failures == []
 
 
@@ -119,13 +132,18 @@ def test_candidates_are_refused_before_any_traffic_moves(release_world, repos):
     w = release_world()
     publish(w.backend, repos("2026.12.0-t", w_seed=2))
     bucket = w.backend.extras["outputs"]["eu-west-1"]["bucket_name"]
-    boto3.client("s3", region_name="eu-west-1").put_object(Bucket=bucket, Key=prefix("ranker", "2026.12.0-t") + "ranker_onnx/config.pbtxt",
-                                                           Body=b'name: "tampered"\n')
+    boto3.client("s3", region_name="eu-west-1").put_object(
+        Bucket=bucket, Key=prefix("ranker", "2026.12.0-t") + "ranker_onnx/config.pbtxt", Body=b'name: "tampered"\n'
+    )
     publish(w.backend, repos("2026.12.0-u", w_seed=2), regions=["us-west-2", "us-east-1"])
     publish(w.backend, repos("2026.12.0-e", w_seed=2, onnx_fallback=False))
     publish(w.backend, repos("2026.12.0-low", auc=0.6))
-    cases = {"2026.12.0-t": "eu-west-1: ranker_onnx/config.pbtxt", "2026.12.0-u": "is not in eu-west-1's bucket",
-             "2026.12.0-e": "no engine for compute capability 8.0", "2026.12.0-low": "offline AUC (manifest metrics.validation_auc) 0.6 (FAIL"}
+    cases = {
+        "2026.12.0-t": "eu-west-1: ranker_onnx/config.pbtxt",
+        "2026.12.0-u": "is not in eu-west-1's bucket",
+        "2026.12.0-e": "no engine for compute capability 8.0",
+        "2026.12.0-low": "offline AUC (manifest metrics.validation_auc) 0.6 (FAIL",
+    }
     before = _model_cfg(w)
     for version, expect in cases.items():
         outcome = start_drill(_plan(w, version), w.state, backend=w.backend, clock=w.clock)

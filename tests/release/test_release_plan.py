@@ -1,11 +1,20 @@
 """Release plans are pure (no cloud calls): steps, order, rollback order, guardrails, CLI with --help everywhere."""
+
 from __future__ import annotations
 
 import pytest
 
 from drills.errors import GuardrailError
 from drills.release.planning import (
-    CANARY_VERSION, CANARY_WEIGHT, VERSION, ReleaseOptions, build_release_plan, node_loss_figures, release_context, rollout_order, split_capacity,
+    CANARY_VERSION,
+    CANARY_WEIGHT,
+    VERSION,
+    ReleaseOptions,
+    build_release_plan,
+    node_loss_figures,
+    release_context,
+    rollout_order,
+    split_capacity,
 )
 
 
@@ -18,8 +27,20 @@ def _plan(env="prod", candidate="2026.12.0", stacks_dir=None, **kw):
 def test_prod_release_plan_canary_then_region_by_region_then_promotion():
     p = _plan()
     names = [s.name for s in p.steps]
-    assert names == ["precheck", "canary-us-west-2", "shift-us-west-2", "canary-eu-west-1", "shift-eu-west-1", "canary-us-east-1", "shift-us-east-1",
-                     "promote-us-west-2", "promote-eu-west-1", "promote-us-east-1", "verify-release", "record-lkg"]
+    assert names == [
+        "precheck",
+        "canary-us-west-2",
+        "shift-us-west-2",
+        "canary-eu-west-1",
+        "shift-eu-west-1",
+        "canary-us-east-1",
+        "shift-us-east-1",
+        "promote-us-west-2",
+        "promote-eu-west-1",
+        "promote-us-east-1",
+        "verify-release",
+        "record-lkg",
+    ]
     # Only regional stacks and only the three model keys; rollback restores the canary region first.
     assert list(p.touches) == ["prod-usw2", "prod-euw1", "prod-use1"]
     assert all(v == [VERSION, CANARY_VERSION, CANARY_WEIGHT] for v in p.touches.values())
@@ -29,7 +50,10 @@ def test_prod_release_plan_canary_then_region_by_region_then_promotion():
     kinds = [c.kind for c in shift.checks]
     assert kinds == ["traffic_split", "track_errors", "track_p99", "score_drift", "score_drift"]
     promote = p.steps[7]
-    assert promote.params["values"] == {VERSION: "2026.12.0", CANARY_VERSION: "", CANARY_WEIGHT: 0} and promote.params["allow_deletes"] == 8
+    assert (
+        promote.params["values"] == {VERSION: "2026.12.0", CANARY_VERSION: "", CANARY_WEIGHT: 0}
+        and promote.params["allow_deletes"] == 8
+    )
     assert {c.kind for c in p.abort_conditions} == {"slo", "healthy", "canary_errors"}
     assert all(s.mutates for s in p.steps if s.action in ("release_set", "record_lkg"))
     assert "canary region us-west-2 first" in p.rollback[0]
@@ -40,7 +64,11 @@ def test_options_and_no_shadow():
     assert [s.name for s in p.steps][:3] == ["precheck", "canary-us-east-1", "canary-eu-west-1"]
     first = p.steps[1]
     assert first.params["values"] == {CANARY_VERSION: "2026.12.0", CANARY_WEIGHT: 25} and first.wait_seconds == 60
-    assert rollout_order(__import__("infra.config", fromlist=["load_fleet"]).load_fleet("prod"), "us-east-1") == ["us-east-1", "eu-west-1", "us-west-2"]
+    assert rollout_order(__import__("infra.config", fromlist=["load_fleet"]).load_fleet("prod"), "us-east-1") == [
+        "us-east-1",
+        "eu-west-1",
+        "us-west-2",
+    ]
 
 
 def test_staging_failover_mode_canaries_in_the_primary_and_shadows_the_secondary():
@@ -69,7 +97,17 @@ def test_capacity_for_stable_and_canary_side_by_side(tmp_path):
     s = split_capacity(f, "us-west-2", 10)
     # 30% of 150,000 QPS at 7,000 QPS per A100: 6 GPUs stable at 90%, 1 canary (its floor: one pod per pool).
     assert (s["stable_gpus"], s["canary_gpus"], s["gpus_max"], s["ok"]) == (6, 1, 24, True)
-    stacks = copy_stacks(tmp_path / "stacks", {"prod-global": {"capacity": {"peak_qps": 1_000_000, "qps_per_gpu": {"9.0": 12000, "8.0": 7000, "8.9": 4000, "8.6": 2500}}}})
+    stacks = copy_stacks(
+        tmp_path / "stacks",
+        {
+            "prod-global": {
+                "capacity": {
+                    "peak_qps": 1_000_000,
+                    "qps_per_gpu": {"9.0": 12000, "8.0": 7000, "8.9": 4000, "8.6": 2500},
+                }
+            }
+        },
+    )
     with pytest.raises(GuardrailError) as e:
         _plan(stacks_dir=stacks)
     assert e.value.code == "capacity" and "side by side at peak" in str(e.value)
@@ -92,7 +130,9 @@ def test_bad_release_candidate_by_convention_or_env(monkeypatch):
     assert p.region == "us-west-2" and p.steps[1].params["values"][CANARY_VERSION] == "2026.11.0-bad"
     assert p.steps[0].params["release"]["offline_blocking"] is False and p.steps[-1].action == "expect_caught"
     monkeypatch.setenv("DRILLS_RELEASE_CANDIDATE", "2026.11.0-shuffled")
-    assert build_plan("bad-release", "prod", "us-west-2").steps[1].params["values"][CANARY_VERSION] == "2026.11.0-shuffled"
+    assert (
+        build_plan("bad-release", "prod", "us-west-2").steps[1].params["values"][CANARY_VERSION] == "2026.11.0-shuffled"
+    )
 
 
 def test_cli_commands_help_plan_and_dry_runs(capsys, tmp_path):

@@ -1,5 +1,6 @@
 """The pods' own guard: the `verify-model` init container's script (stdlib python, run by the Triton image's
 python3) refuses a repository whose bytes differ from its manifest, so a corrupted object never serves."""
+
 from __future__ import annotations
 
 import json
@@ -36,6 +37,10 @@ def test_missing_unexpected_and_unrecorded_engine_files(repos, tmp_path):
     (repo / engine["file"]).write_bytes(b"an engine nobody recorded")
     r = _run(repo)
     assert r.returncode == 1
-    for want in ("ranker_onnx/config.pbtxt: missing", "extra.bin: not in the manifest", f"{engine['file']}: no engine record that matches it"):
+    for want in (
+        "ranker_onnx/config.pbtxt: missing",
+        "extra.bin: not in the manifest",
+        f"{engine['file']}: no engine record that matches it",
+    ):
         assert want in r.stderr
     assert _run(tmp_path / "nothing").returncode == 1
