@@ -12,7 +12,17 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from infra.config import STACKS_DIR, ConfigError, Fleet, RegionConfig, load_fleet
+from infra.config import STACKS_DIR, ConfigError, Fleet, GpuPool, RegionConfig, load_fleet
+from infra.config import Triton as TritonConfig
+
+
+def replica_bounds(pool: GpuPool, triton: TritonConfig) -> tuple[int, int]:
+    """HPA bounds for one pool: the configured bounds, capped by the GPUs the pool has at max size (one GPU
+    per pod), so the HPA never asks for pods no node can hold; at least one pod per pool."""
+    gpus_at_max = pool.max * pool.gpu.gpus
+    hi = max(1, min(triton.max_replicas, gpus_at_max))
+    lo = max(1, min(triton.min_replicas, hi))
+    return lo, hi
 
 
 def shares_after_loss(weights: dict[str, int], lost: str | None) -> dict[str, float]:
@@ -99,7 +109,8 @@ def findings(scenarios: list[Scenario]) -> list[str]:
             if not r.ok:
                 when = f"with {sc.lost} lost" if sc.lost else "with every region up"
                 msgs.append(
-                    f"{when}, {r.region} needs {r.gpus_required} GPUs for {r.share:.0%} of peak but its pools reach {r.gpus_max}: short by {r.shortfall} GPUs"
+                    f"{when}, {r.region} needs {r.gpus_required} GPUs for {r.share:.0%} of peak "
+                    f"but its pools reach {r.gpus_max}: short by {r.shortfall} GPUs"
                 )
     return msgs
 
@@ -136,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(
         prog="python -m infra.capacity",
-        description="N+1 GPU capacity table for an environment: every single-region loss, the survivors' share of peak QPS, the GPUs that needs and the GPUs their pools reach.",
+        description="N+1 GPU capacity table for an environment: every single-region loss, the survivors' share "
+        "of peak QPS, the GPUs that needs and the GPUs their pools reach.",
     )
     ap.add_argument("env", help="environment, e.g. prod or staging")
     ap.add_argument(
@@ -181,10 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _table(a.env, scenarios)
         source = (
-            f"benchmarked in {facts.source}" if measured else f"configured in {fleet.global_stack} capacity.qps_per_gpu"
+            f"benchmarked in {facts.source}"
+            if facts is not None and measured
+            else f"configured in {fleet.global_stack} capacity.qps_per_gpu"
         )
         print(
-            f"QPS per GPU: {source}; peak {fleet.glob.capacity.peak_qps:,} QPS, headroom {fleet.glob.capacity.headroom:.0%}"
+            f"QPS per GPU: {source}; peak {fleet.glob.capacity.peak_qps:,} QPS, "
+            f"headroom {fleet.glob.capacity.headroom:.0%}"
         )
         for p in problems:
             print(f"N+1 FAILS: {p}")

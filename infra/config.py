@@ -106,7 +106,9 @@ class Triton(_Strict):
 
     @property
     def tensorrt(self) -> str:
-        return self.tensorrt_version or TRITON_RELEASES[self.release]["tensorrt"]  # type: ignore[index]
+        if self.tensorrt_version:
+            return self.tensorrt_version
+        return TRITON_RELEASES[self.release]["tensorrt"]  # type: ignore[index]  # _trt_known: release is known here
 
     @model_validator(mode="after")
     def _trt_known(self) -> Triton:
@@ -219,7 +221,9 @@ class RegionConfig(_Strict):
     @field_validator("load_balancer")
     @classmethod
     def _cert_in_region(cls, v: LoadBalancer, info: ValidationInfo) -> LoadBalancer:
-        cert_region = _CERT.match(v.certificate_arn)["region"]  # type: ignore[index]
+        m = _CERT.match(v.certificate_arn)
+        assert m is not None, "LoadBalancer._arn already checked certificate_arn"
+        cert_region = m["region"]
         if info.data.get("region") and cert_region != info.data["region"]:
             raise ValueError(
                 f"rule: certificate_arn must be an ACM certificate in {info.data['region']}, not {cert_region}"
@@ -264,7 +268,8 @@ class Routing(_Strict):
             bad = [r for r, v in self.regions.items() if v.failover is None or v.weight is not None]
             if bad:
                 raise ValueError(
-                    f"rule: failover mode needs failover PRIMARY or SECONDARY (and no weight) on every region; see {bad}"
+                    "rule: failover mode needs failover PRIMARY or SECONDARY (and no weight) on every region; "
+                    f"see {bad}"
                 )
             roles = [v.failover for v in self.regions.values()]
             if roles.count("PRIMARY") != 1:
@@ -382,7 +387,8 @@ def parse(stack: str, values: dict[str, Any]) -> RegionConfig | GlobalConfig:
     if "role" not in values:
         raise ConfigError(stack, "role", None, "rule: required; 'region' or 'global'")
     try:
-        cfg = _Envelope(stack={**values}).stack
+        cfg = _Envelope.model_validate({"stack": {**values}}).stack
+
     except ValidationError as e:
         err = e.errors()[0]
         rule = str(err["msg"]).removeprefix("Value error, ")

@@ -72,7 +72,9 @@ def declare_global(stack: str, cfg: GlobalConfig) -> GlobalStack:
     regions = sorted(cfg.routing.regions)
 
     outputs = {r: regional_outputs(cfg.stack_org, regional_stack_name(cfg.env, r)) for r in regions}
-    field = lambda r, name: outputs[r].apply(lambda o: getattr(o, name))  # noqa: E731
+
+    def field(r: str, name: str) -> pulumi.Output[str]:
+        return outputs[r].apply(lambda o: getattr(o, name))
 
     dns = DnsFailover(
         "dns",

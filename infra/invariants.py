@@ -65,7 +65,8 @@ def routing_findings(stack: str, glob: GlobalConfig) -> list[Finding]:
             Finding(
                 "routing.two-regions",
                 ERROR,
-                f"stack {stack}: routing names {sorted(routing.regions)}; DNS failover and replication need at least two regions",
+                f"stack {stack}: routing names {sorted(routing.regions)}; "
+                "DNS failover and replication need at least two regions",
                 stack,
             )
         )
@@ -76,7 +77,8 @@ def routing_findings(stack: str, glob: GlobalConfig) -> list[Finding]:
                 Finding(
                     "routing.weighted-region",
                     ERROR,
-                    f"stack {stack}: every region has weight 0 ({weights}): nothing would be served; give at least one region a weight > 0",
+                    f"stack {stack}: every region has weight 0 ({weights}): nothing would be served; "
+                    "give at least one region a weight > 0",
                     stack,
                 )
             )
@@ -151,7 +153,7 @@ def record_findings(resources: Iterable[Mapping], sets: bool = True) -> list[Fin
         if res.get("type") != RECORD_TYPE:
             continue
         name = str(res.get("name"))
-        props = res.get("props") if res.get("props") is not None else res.get("inputs") or {}
+        props: Mapping = res["props"] if res.get("props") is not None else res.get("inputs") or {}
         weighted = _get(props, "weightedRoutingPolicies", "weighted_routing_policies")
         failover = _get(props, "failoverRoutingPolicies", "failover_routing_policies")
         if not weighted and not failover:
@@ -162,21 +164,20 @@ def record_findings(resources: Iterable[Mapping], sets: bool = True) -> list[Fin
                 Finding(
                     "routing.health-check",
                     ERROR,
-                    f"{mode} record {name} has no health_check_id: Route 53 would keep answering with it when its region is down",
+                    f"{mode} record {name} has no health_check_id: "
+                    "Route 53 would keep answering with it when its region is down",
                 )
             )
         if not _get(props, "setIdentifier", "set_identifier"):
             out.append(Finding("routing.set-identifier", ERROR, f"{mode} record {name} has no set_identifier"))
-        for alias in _get(props, "aliases", "alias") or []:
-            if _get(alias, "evaluateTargetHealth", "evaluate_target_health") is not True:
-                out.append(
-                    Finding(
-                        "routing.evaluate-target-health", ERROR, f"alias record {name} does not evaluate target health"
-                    )
-                )
+        out.extend(
+            Finding("routing.evaluate-target-health", ERROR, f"alias record {name} does not evaluate target health")
+            for alias in _get(props, "aliases", "alias") or []
+            if _get(alias, "evaluateTargetHealth", "evaluate_target_health") is not True
+        )
         key = (_get(props, "zoneId", "zone_id"), _get(props, "name"), _get(props, "type"), mode)
         groups.setdefault(key, []).append((name, weighted[0] if weighted else failover[0]))
-    for (zone, rname, _typ, mode), members in groups.items() if sets else ():
+    for (_zone, rname, _typ, mode), members in groups.items() if sets else ():
         names = sorted(n for n, _ in members)
         if mode == "weighted":
             weights = [_get(p, "weight") for _, p in members]
@@ -291,8 +292,8 @@ def engine_findings(fleet: Fleet, facts: ManifestFacts | None) -> list[Finding]:
                     Finding(
                         "model.engine-not-built",
                         WARNING,
-                        f"stack {stack} ({region}): the engine for compute capability {cc} is planned in {facts.source} "
-                        f"but not built yet; run its build Job before sending traffic to this region",
+                        f"stack {stack} ({region}): the engine for compute capability {cc} is planned in "
+                        f"{facts.source} but not built yet; run its build Job before sending traffic to this region",
                         stack,
                         region,
                     )
@@ -306,7 +307,8 @@ def engine_findings(fleet: Fleet, facts: ManifestFacts | None) -> list[Finding]:
                     "model.engines",
                     ERROR,
                     f"stack {stack} ({region}): GPU pools {pools} have compute capability {cc} but the manifest "
-                    f"({facts.source}) has engines only for {sorted(facts.engine_ccs)}; build one or list {cc} in model.onnx_fallback_for",
+                    f"({facts.source}) has engines only for {sorted(facts.engine_ccs)}; "
+                    f"build one or list {cc} in model.onnx_fallback_for",
                     stack,
                     region,
                 )
@@ -316,7 +318,8 @@ def engine_findings(fleet: Fleet, facts: ManifestFacts | None) -> list[Finding]:
                 Finding(
                     "model.version",
                     WARNING,
-                    f"stack {stack} ({region}): serves model {rc.model.version} but the manifest describes {facts.model_version}",
+                    f"stack {stack} ({region}): serves model {rc.model.version} "
+                    f"but the manifest describes {facts.model_version}",
                     stack,
                     region,
                 )
@@ -336,7 +339,8 @@ def tensorrt_findings(fleet: Fleet, facts: ManifestFacts | None) -> list[Finding
             Finding(
                 "model.tensorrt",
                 ERROR,
-                f"{fleet.env}: regions run different TensorRT versions {by_version}; one engine set cannot load on all of them",
+                f"{fleet.env}: regions run different TensorRT versions {by_version}; "
+                "one engine set cannot load on all of them",
             )
         )
     if facts is None:
@@ -364,8 +368,8 @@ def tensorrt_findings(fleet: Fleet, facts: ManifestFacts | None) -> list[Finding
                 Finding(
                     "model.tensorrt",
                     ERROR,
-                    f"stack {stack} ({region}): Triton image {rc.triton.image} ships TensorRT {rc.triton.tensorrt} but the engines "
-                    f"were built with {facts.tensorrt_version}: they would fail to deserialize",
+                    f"stack {stack} ({region}): Triton image {rc.triton.image} ships TensorRT {rc.triton.tensorrt} "
+                    f"but the engines were built with {facts.tensorrt_version}: they would fail to deserialize",
                     stack,
                     region,
                 )
@@ -378,7 +382,8 @@ def tensorrt_findings(fleet: Fleet, facts: ManifestFacts | None) -> list[Finding
                     Finding(
                         "model.tensorrt",
                         ERROR,
-                        f"stack {stack} ({region}): the engine for compute capability {cc} was built with TensorRT {built_with}, "
+                        f"stack {stack} ({region}): the engine for compute capability {cc} "
+                        f"was built with TensorRT {built_with}, "
                         f"Triton image {rc.triton.image} ships {rc.triton.tensorrt}",
                         stack,
                         region,

@@ -10,7 +10,8 @@ Public API (used by infra.plan, the tests, and the global stack's tests):
     Works for every stack role. A config error raises `pulumi.RunError` carrying the ConfigError message,
     with `.plan` attached (whose `.resources` is empty: nothing is declared before the config is valid).
 - `ResourceRecord`: `type`, `name`, `urn`, `id`, `inputs`, `state`, `provider` (the provider reference
-  `<urn>::<id>`, or None when the resource would use a default provider), `custom`, `options` (ignore_changes, retain_on_delete, depends_on names... as declared) and `.parent_type`.
+  `<urn>::<id>`, or None when the resource would use a default provider), `custom`, `options` (ignore_changes,
+  retain_on_delete, depends_on names... as declared) and `.parent_type`.
   `Plan.provider_of(record)` returns the provider's own record (for its `region` input, say).
 - `regional_outputs(stack) -> dict`: the outputs a regional stack exports, computed from its config file with
   the same naming functions and the same mock identifiers the program gets, valid under
@@ -35,12 +36,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pulumi
 from pulumi.runtime import mocks as _mocks
 from pulumi.runtime import settings as _settings
-from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.stack import Stack, run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from infra.config import PROJECT, STACKS_DIR, read_stack_file
@@ -491,7 +492,10 @@ class RecordingMocks(_mocks.Mocks):
             rid = arn
             s.update(name=tname, arnSuffix=arn.split(":", 5)[5])
         elif typ == "aws:lb/listener:Listener":
-            arn = f"arn:aws:elasticloadbalancing:{region}:{acct}:listener/app/{name}/{_hex(seed, 16)}/{_hex(seed + 'l', 16)}"
+            arn = (
+                f"arn:aws:elasticloadbalancing:{region}:{acct}:listener/app/{name}/"
+                f"{_hex(seed, 16)}/{_hex(seed + 'l', 16)}"
+            )
             rid = arn
         elif typ == "aws:cloudwatch/logGroup:LogGroup":
             lg = inputs.get("name") or f"{name}-{h8}"
@@ -505,9 +509,9 @@ class RecordingMocks(_mocks.Mocks):
             rid = _uuid(seed)
             arn = f"arn:aws:route53:::healthcheck/{rid}"
         elif typ == "aws:route53/record:Record":
-            rid = f"{inputs.get('zoneId')}_{inputs.get('name')}_{inputs.get('type')}_{inputs.get('setIdentifier', '')}".rstrip(
-                "_"
-            )
+            rid = (
+                f"{inputs.get('zoneId')}_{inputs.get('name')}_{inputs.get('type')}_{inputs.get('setIdentifier', '')}"
+            ).rstrip("_")
             s["fqdn"] = inputs.get("name")
         elif typ == "aws:sns/topic:Topic":
             arn = f"arn:aws:sns:{region}:{acct}:{inputs.get('name') or rid}"
@@ -559,16 +563,18 @@ def run_program(
     plan = Plan(stack, mocks.resources, mocks.calls)
 
     _settings.ROOT.set(None)  # a fresh root Stack per run, so outputs of an earlier run do not leak in
-    _settings.SETTINGS.outputs.clear()  # as pulumi.runtime.test does: a failed run's pending outputs must not fail the next
+    # As pulumi.runtime.test does: a failed run's pending outputs must not fail the next.
+    _settings.SETTINGS.outputs.clear()
     pulumi.runtime.set_all_config({f"{PROJECT}:{k}": _engine_value(v) for k, v in values.items()})
     _mocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=_RecordingMonitor(mocks))
-    root = _settings.get_root_resource()
+    # The root resource is the Stack that run_pulumi_func creates (typed as a plain Resource).
+    root = cast("Stack | None", _settings.get_root_resource())
     pulumi.runtime.register_stack_transformation(mocks.capture_options)
     try:
         _sync_await(run_pulumi_func(program.main))
         outputs = _sync_await(pulumi.Output.from_input(dict(root.outputs)).future()) if root is not None else {}
     except Exception as e:
-        e.plan = plan  # type: ignore[attr-defined]
+        e.plan = plan  # type: ignore[attr-defined]  # callers read the (partial) plan off the raised error
         raise
     plan.outputs = _plain(outputs or {})
     return plan
@@ -580,8 +586,8 @@ def regional_outputs(stack: str, stacks_dir: Path = STACKS_DIR) -> dict:
     `run_program(stack).outputs`, so a StackReference answered with it is exactly what the program exports."""
     from infra.components.artifacts import bucket_name
     from infra.components.cluster import cluster_name
-    from infra.components.load_balancer import lb_name
     from infra.config import RegionConfig, load_stack
+    from infra.names import lb_name
     from infra.regional import gpu_pool_outputs
 
     cfg = load_stack(stack, stacks_dir)

@@ -146,7 +146,9 @@ def _changed_paths(a: Any, b: Any, prefix: str = "", depth: int = 0) -> list[str
 
 
 def diff_plans(old: dict, new: dict) -> dict:
-    key = lambda r: (r["type"], r["name"])  # noqa: E731
+    def key(r: dict) -> tuple[str, str]:
+        return (r["type"], r["name"])
+
     o = {key(r): r for r in old["resources"]}
     n = {key(r): r for r in new["resources"]}
     changed = []
@@ -186,7 +188,10 @@ sys.path.insert(0, '.')
 spec = importlib.util.spec_from_file_location('_plan_mocks', sys.argv[1])
 m = importlib.util.module_from_spec(spec); sys.modules['_plan_mocks'] = m; spec.loader.exec_module(m)
 p = m.run_program(sys.argv[2])
-print(json.dumps({'stack': p.stack, 'resources': [r.as_dict() for r in p.resources], 'counts': p.counts(), 'outputs': p.outputs}, default=str))
+print(json.dumps(
+    {'stack': p.stack, 'resources': [r.as_dict() for r in p.resources], 'counts': p.counts(), 'outputs': p.outputs},
+    default=str,
+))
 """
 
 
@@ -206,7 +211,10 @@ def baseline_plan(stack: str, ref: str, repo: Path = ROOT) -> dict:
     with tempfile.TemporaryDirectory(prefix="reco-dr-plan-") as tmp:
         with tarfile.open(fileobj=BytesIO(blob)) as tar:
             # Our own repository's archive; the safe extraction filter where this Python has it.
-            tar.extractall(tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(tmp, filter="data")
+            else:
+                tar.extractall(tmp)
         if not (Path(tmp) / "stacks" / f"Pulumi.{stack}.yaml").exists():
             raise BaselineMissing(stack)
         if (Path(tmp) / "infra" / "plan.py").exists():
@@ -214,7 +222,7 @@ def baseline_plan(stack: str, ref: str, repo: Path = ROOT) -> dict:
         else:
             cmd = [sys.executable, "-c", _FALLBACK, str(ROOT / "infra" / "mocks.py"), stack]
         env = {**os.environ, "PYTHONPATH": tmp}
-        res = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
+        res = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300, check=False)
     if res.returncode != 0:
         raise RuntimeError(f"plan of {stack} at {ref} failed: {(res.stderr or res.stdout).strip().splitlines()[-1:]}")
     return json.loads(res.stdout)
@@ -243,8 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.diff:
         # Fail on a bad revision before spending time on the plans.
         res = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{a.diff}^{{commit}}"], capture_output=True
+            ["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{a.diff}^{{commit}}"],
+            capture_output=True,
+            check=False,
         )
+
         if res.returncode != 0:
             print(f"error: cannot read revision {a.diff!r}: not a commit in {ROOT}", file=sys.stderr)
             return 1

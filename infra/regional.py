@@ -2,7 +2,8 @@
 
 Order of construction follows the dependencies: AWS provider -> network -> artifact bucket -> EKS (+ system
 nodes, OIDC) -> GPU node groups -> Kubernetes provider -> controllers -> load balancer -> Triton -> access
-for model_build's engine Jobs. Stack outputs are exactly `infra.outputs.RegionalOutputs`, the contract the global stack and the drills read.
+for model_build's engine Jobs. Stack outputs are exactly `infra.outputs.RegionalOutputs`, the contract the global
+stack and the drills read.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from infra.components.identity import (
 )
 from infra.components.load_balancer import TritonLoadBalancer, TritonLoadBalancerArgs
 from infra.components.network import AZ_COUNT, Network, NetworkArgs
-from infra.components.triton import NAMESPACE, SERVICE_ACCOUNT, TritonArgs, TritonServing
+from infra.components.triton import TritonArgs, TritonServing
 from infra.config import RegionConfig
+from infra.names import NAMESPACE, SERVICE_ACCOUNT
 from infra.outputs import OUTPUT_KEYS
 from infra.providers import aws_provider, k8s_provider
 

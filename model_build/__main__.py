@@ -41,7 +41,8 @@ def parser() -> argparse.ArgumentParser:
 
     ap = argparse.ArgumentParser(
         prog="python -m model_build",
-        description="Build the ranker into a Triton model repository with TensorRT engine plans, verify it, publish it, benchmark it. "
+        description="Build the ranker into a Triton model repository with TensorRT engine plans, verify it, "
+        "publish it, benchmark it. "
         "With no subcommand, `build` runs (so `python -m model_build --out DIR` builds).",
     )
     sub = ap.add_subparsers(dest="cmd", metavar="{build,verify,publish,bench,plan}")
@@ -161,7 +162,8 @@ def parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=1,
-        help="intra-op threads per CPU runtime (default %(default)s: like one Triton CPU instance, and steady on a shared machine)",
+        help="intra-op threads per CPU runtime "
+        "(default %(default)s: like one Triton CPU instance, and steady on a shared machine)",
     )
 
     pl = sub.add_parser(
@@ -184,6 +186,7 @@ def _normalise(argv: list[str]) -> list[str]:
 
 
 def cmd_build(a: argparse.Namespace, con: Console) -> int:
+    from pydantic import ValidationError
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from model_build.build import BuildError, BuildOptions, build, summary_lines
@@ -207,7 +210,7 @@ def cmd_build(a: argparse.Namespace, con: Console) -> int:
                 bad_labels=a.bad_labels,
             ),
         )
-    except Exception as e:  # pydantic validation of the options
+    except ValidationError as e:  # pydantic validation of the options
         con.print(f"[red]error:[/red] {e}")
         return 2
     with Progress(
@@ -267,8 +270,8 @@ def cmd_build(a: argparse.Namespace, con: Console) -> int:
         con.print(line)
     con.print(
         f"manifest: {r.out / 'manifest.json'} ({len(m.files)} files hashed); verify: ok; "
-        f"build took {time.perf_counter() - t0:.1f} s (train {r.timings['train_s']:.1f} s, export {r.timings['export_s']:.1f} s, "
-        f"parity {r.timings['parity_s']:.1f} s)"
+        f"build took {time.perf_counter() - t0:.1f} s (train {r.timings['train_s']:.1f} s, "
+        f"export {r.timings['export_s']:.1f} s, parity {r.timings['parity_s']:.1f} s)"
     )
     return 0
 
@@ -285,7 +288,8 @@ def cmd_verify(a: argparse.Namespace, con: Console) -> int:
 
     m = load_manifest(a.dir)
     con.print(
-        f"verify ok: {a.dir} is {m.model['name']} {m.model['version']} ({len(m.files)} files match their sha256 and size; "
+        f"verify ok: {a.dir} is {m.model['name']} {m.model['version']} "
+        f"({len(m.files)} files match their sha256 and size; "
         "ONNX and config.pbtxt signatures match; no unexpected files)"
     )
     return 0
@@ -307,7 +311,8 @@ def cmd_publish(a: argparse.Namespace, con: Console) -> int:
         con.print(f"[red]PUBLISH FAILED:[/red] {e}")
         return 1
     con.print(
-        f"published {len(up)} objects, manifest last ({up[-1].key}, version {up[-1].version_id}); every checksum verified"
+        f"published {len(up)} objects, manifest last ({up[-1].key}, version {up[-1].version_id}); "
+        "every checksum verified"
     )
     return 0
 
@@ -321,7 +326,8 @@ def cmd_bench(a: argparse.Namespace, con: Console) -> int:
         con.print(f"[red]BENCH FAILED:[/red] {e}")
         return 1
     t = Table(
-        title=f"benchmark ({b.host.get('cpu')}, {b.host.get('threads_per_runtime')} thread(s) per CPU runtime; GPU: {b.host.get('gpu') or 'none'})"
+        title=f"benchmark ({b.host.get('cpu')}, {b.host.get('threads_per_runtime')} thread(s) per CPU runtime; "
+        f"GPU: {b.host.get('gpu') or 'none'})"
     )
     runtimes = list(dict.fromkeys(r.runtime for r in b.runs))
     t.add_column("batch")
@@ -338,7 +344,8 @@ def cmd_bench(a: argparse.Namespace, con: Console) -> int:
     if b.cpu:
         con.print(
             f"CPU ({b.cpu['runtime']}, p99 <= {b.latency_budget_ms} ms): {b.cpu['rows_per_s']:,.0f} rows/s = "
-            f"{b.cpu['requests_per_s']:,.0f} ranking requests/s at batch {b.cpu['batch']} (recorded under benchmark.cpu)"
+            f"{b.cpu['requests_per_s']:,.0f} ranking requests/s at batch {b.cpu['batch']} "
+            "(recorded under benchmark.cpu)"
         )
     con.print(
         f"qps_per_gpu: {b.qps_per_gpu or '{} (no GPU measured here; infra.capacity keeps the configured figures)'}"

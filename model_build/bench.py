@@ -22,6 +22,7 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -50,7 +51,7 @@ def time_point(
 ) -> tuple[list[float], int]:
     for _ in range(warmup):
         fn(batch)
-    lat = []
+    lat: list[float] = []
     t_end = time.perf_counter() + budget_s
     while len(lat) < min_calls or time.perf_counter() < t_end:
         t = time.perf_counter()
@@ -105,13 +106,13 @@ def run_bench(
         e = next((e for e in m.engines.values() if cc in e.serves and (directory / e.file).is_file()), None)
         if e is not None:
             engine = trt_engine.Engine((directory / e.file).read_bytes(), host_code_allowed=e.version_compatible)
-            runtimes[f"tensorrt-sm{cc.replace('.', '')}"] = lambda b: engine(b)  # type: ignore[misc]
+            runtimes[f"tensorrt-sm{cc.replace('.', '')}"] = lambda b: engine(b)
         else:
             log(f"TensorRT {env['tensorrt']} and a GPU (sm {cc}) are here, but the repository has no engine for it")
     else:
         log(f"TensorRT not measured: {env['reason']}")
 
-    rows = data.golden_batch(m.data["seed"], max(batches))  # type: ignore[arg-type]
+    rows = data.golden_batch(cast(int, m.data["seed"]), max(batches))
     runs: list[BenchRun] = []
     try:
         for b in batches:
@@ -129,7 +130,8 @@ def run_bench(
                 )
                 runs.append(run)
                 log(
-                    f"batch {b:>5}  {name:<20} p50 {run.p50_ms:8.3f} ms  p99 {run.p99_ms:8.3f} ms  {run.rows_per_s:>12,.0f} rows/s  ({n} calls)"
+                    f"batch {b:>5}  {name:<20} p50 {run.p50_ms:8.3f} ms  p99 {run.p99_ms:8.3f} ms  "
+                    f"{run.rows_per_s:>12,.0f} rows/s  ({n} calls)"
                 )
     finally:
         torch.set_num_threads(threads_before)
@@ -140,7 +142,8 @@ def run_bench(
         ok = [r for r in runs if r.runtime == runtime and r.p99_ms <= latency_budget_ms]
         return max(ok, key=lambda r: r.rows_per_s) if ok else None
 
-    rpr = int(m.data.get("rows_per_request", data.CANDIDATES))  # type: ignore[arg-type]
+    rpr = int(m.data.get("rows_per_request", data.CANDIDATES))
+
     cpu = best("onnxruntime-cpu")
     qps_per_gpu: dict[str, float] = {}
     trt_best = best(f"tensorrt-sm{cc.replace('.', '')}") if engine is not None and cc else None

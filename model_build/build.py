@@ -25,7 +25,9 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -42,6 +44,7 @@ from model_build.manifest import (
     Manifest,
     Metrics,
     ParityFigure,
+    Role,
     file_entry,
     verify,
     write_manifest,
@@ -126,7 +129,7 @@ def git_info() -> dict[str, str | bool]:
         # Dirty only where it changes the model: its code, the fleet config and the schema it reads.
         dirty = bool(git("status", "--porcelain", "--", "model_build", "infra/config.py", "infra/catalog.py", "stacks"))
         return {"revision": rev, "dirty": dirty}
-    except Exception as e:  # not a checkout (a tarball), or git missing
+    except Exception as e:  # noqa: BLE001 - provenance is best effort: not a checkout (a tarball), git missing...
         return {"revision": "unknown", "dirty": True, "error": str(e)[:200]}
 
 
@@ -153,13 +156,15 @@ def load_checkpoint(path: Path) -> Ranker:
     return ranker.eval()
 
 
-def _engine_entry(plan: BuildPlan, e, status: str, reason: str | None, **built) -> EngineEntry:
+def _engine_entry(
+    plan: BuildPlan, e, status: Literal["built", "not-built"], reason: str | None, **built
+) -> EngineEntry:
     return EngineEntry(
         compute_capability=e.compute_capability,
         serves=e.serves,
         file=e.path,
         status=status,
-        reason=reason,  # type: ignore[arg-type]
+        reason=reason,
         tensorrt_version=e.tensorrt_version,
         tensorrt_image=e.tensorrt_image,
         precision=e.precision,
@@ -177,6 +182,16 @@ def _engine_entry(plan: BuildPlan, e, status: str, reason: str | None, **built) 
     )
 
 
+def _ort_scores(sess: Any, b: dict[str, np.ndarray]) -> np.ndarray:
+    """Scores of one batch from an ONNX Runtime session."""
+    return sess.run(["score"], b)[0]
+
+
+def _engine_scores(eng: trt_engine.Engine, b: dict[str, np.ndarray]) -> np.ndarray:
+    """Scores of one batch from a TensorRT engine."""
+    return eng(b)["score"]
+
+
 def build(
     opts: BuildOptions, log: Log = print, progress: Callable[[int, int, float], None] | None = None
 ) -> BuildResult:
@@ -187,8 +202,10 @@ def build(
     prepare_out(out, plan.model)
     dirs = model_dirs(plan.model)
     log(
-        f"plan: {plan.model} {plan.version} for {', '.join(plan.envs)}; compute capabilities {plan.compute_capabilities}; "
-        f"TensorRT {plan.tensorrt_version} (Triton {plan.triton_release}); max batch {plan.max_batch_size}, opt {plan.opt_batch_size}"
+        f"plan: {plan.model} {plan.version} for {', '.join(plan.envs)}; "
+        f"compute capabilities {plan.compute_capabilities}; "
+        f"TensorRT {plan.tensorrt_version} (Triton {plan.triton_release}); "
+        f"max batch {plan.max_batch_size}, opt {plan.opt_batch_size}"
     )
 
     # 1. train
@@ -197,7 +214,8 @@ def build(
     timings["train_s"] = time.perf_counter() - t
     m = result.metrics
     log(
-        f"trained {int(m['train_rows'])} rows x {opts.train.epochs} epochs in {m['train_seconds']:.1f} s: validation AUC "
+        f"trained {int(m['train_rows'])} rows x {opts.train.epochs} epochs in {m['train_seconds']:.1f} s: "
+        "validation AUC "
         f"{m['validation_auc']:.4f} (oracle {m['oracle_auc']:.4f}, chance 0.5), logloss {m['validation_logloss']:.4f}, "
         f"NDCG@10 {m['validation_ndcg_at_10']:.4f}"
         + (" [bad labels: trained on shuffled labels]" if opts.train.bad_labels else "")
@@ -212,7 +230,7 @@ def build(
     meta = {"model": plan.model, "version": plan.version, "data_seed": str(opts.train.seed)}
     sig = export.signature(plan.max_batch_size)
     fp32_rel = f"{dirs['onnx']}/1/model.onnx"
-    graphs = {
+    graphs: dict[Precision, dict] = {
         "fp32": export.export(
             result.ranker,
             out / fp32_rel,
@@ -236,7 +254,8 @@ def build(
         graphs["fp16"]["path"] = trt_src
     timings["export_s"] = time.perf_counter() - t
     log(
-        f"exported ONNX (dynamo, opset {export.OPSET}, dynamic batch, int32 ids): {', '.join(g['path'] for g in graphs.values())} "
+        f"exported ONNX (dynamo, opset {export.OPSET}, dynamic batch, int32 ids): "
+        f"{', '.join(g['path'] for g in graphs.values())} "
         f"in {timings['export_s']:.1f} s; ops {graphs['fp32']['ops']}"
     )
 
@@ -245,10 +264,9 @@ def build(
     figures: list[ParityFigure] = []
     for graph, info in graphs.items():
         sess = export.ort_session(out / info["path"])
-        run = lambda b, s=sess: s.run(["score"], b)[0]  # noqa: E731
         figures += parity.run_gates(
             reference,
-            run,
+            partial(_ort_scores, sess),
             golden,
             opt=plan.opt_batch_size,
             max_batch=plan.max_batch_size,
@@ -258,9 +276,10 @@ def build(
     timings["parity_s"] = time.perf_counter() - t
     for f in figures:
         log(
-            f"parity {f.graph} onnxruntime batch {f.batch:>4} ({f.rows} rows): max_abs {f.max_abs:.2e} max_rel {f.max_rel:.2e} "
-            f"top-{f.topk} overlap mean {f.topk_overlap_mean:.3f} min {f.topk_overlap_min:.3f} NDCG delta {f.ndcg_delta:.1e} "
-            f"-> {'ok' if f.passed else 'FAIL'}"
+            f"parity {f.graph} onnxruntime batch {f.batch:>4} ({f.rows} rows): "
+            f"max_abs {f.max_abs:.2e} max_rel {f.max_rel:.2e} "
+            f"top-{f.topk} overlap mean {f.topk_overlap_mean:.3f} min {f.topk_overlap_min:.3f} "
+            f"NDCG delta {f.ndcg_delta:.1e} -> {'ok' if f.passed else 'FAIL'}"
         )
     failed = [f for f in figures if not f.passed]
     if failed:
@@ -273,7 +292,7 @@ def build(
     # 5. TensorRT engines: only for the local GPU's capability, and only with TensorRT present
     env = trt_engine.probe()
     engines: dict[str, EngineEntry] = {}
-    built_files: list[tuple[str, str]] = []
+    built_files: list[tuple[str, Role]] = []
     for e in plan.engines:
         if env["tensorrt"] and env["compute_capability"] == e.compute_capability:
             t = time.perf_counter()
@@ -292,7 +311,7 @@ def build(
             try:
                 trt_fig = parity.run_gates(
                     reference,
-                    lambda b: eng(b)["score"],
+                    partial(_engine_scores, eng),
                     golden,
                     opt=plan.opt_batch_size,
                     max_batch=plan.max_batch_size,
@@ -360,17 +379,17 @@ def build(
     job_files: list[str] = []
     fp16_sha = file_entry(out, trt_src, "onnx").sha256
     for j in plan.jobs:
-        e = plan.engine_for(j.compute_capability)
-        if e is None or engines[e.compute_capability].status == "built":
+        ep = plan.engine_for(j.compute_capability)
+        if ep is None or engines[ep.compute_capability].status == "built":
             continue
         jp = k8s_jobs.job_plan_json(
             plan,
-            e,
+            ep,
             fp16_sha,
             sig.model_dump(mode="json"),
             {
                 "batches": parity.batch_sizes(plan.opt_batch_size, plan.max_batch_size),
-                "limits": parity.LIMITS[e.precision],
+                "limits": parity.LIMITS[ep.precision],
                 "topk": parity.TOPK,
                 "batch1_rows": parity.BATCH1_ROWS,
             },
@@ -380,9 +399,10 @@ def build(
         job_files.append(j.file)
 
     # 8. manifest, last
-    roles: list[tuple[str, str]] = [
+    trt_source: list[tuple[str, Role]] = [(trt_src, "onnx-trt-source")] if trt_src != fp32_rel else []
+    roles: list[tuple[str, Role]] = [
         (fp32_rel, "onnx"),
-        *([(trt_src, "onnx-trt-source")] if trt_src != fp32_rel else []),
+        *trt_source,
         (f"{dirs['tensorrt']}/config.pbtxt", "triton-config"),
         (f"{dirs['onnx']}/config.pbtxt", "triton-config"),
         (f"{dirs['python']}/config.pbtxt", "triton-config"),
@@ -421,7 +441,7 @@ def build(
         training=opts.train.model_dump(mode="json", exclude={"model"}),
         metrics=metrics,
         signature=sig,
-        onnx={g: {k: v for k, v in info.items()} for g, info in graphs.items()},
+        onnx={g: dict(info.items()) for g, info in graphs.items()},
         files=files,
         compute_capabilities=plan.compute_capabilities,
         onnx_fallback_for=plan.onnx_fallback_for,
@@ -462,8 +482,7 @@ def summary_lines(r: BuildResult) -> list[str]:
                     f"  {sm(cc)} ({e.file}, TensorRT {e.tensorrt_version}, {e.tensorrt_image}): build on {job.stack} "
                     f"GPU pool '{job.pool}' ({job.instance_type}) with `kubectl apply -f {r.out / jf}`"
                 )
-    for cc in r.trt["built"]:
-        lines.append(f"TensorRT engine built here for {sm(cc)}: {r.manifest.engines[cc].file}")
+    lines.extend(f"TensorRT engine built here for {sm(cc)}: {r.manifest.engines[cc].file}" for cc in r.trt["built"])
     return lines
 
 

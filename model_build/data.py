@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TypedDict
 
 import numpy as np
 
@@ -58,7 +59,19 @@ DENSE: tuple[str, ...] = (
     "hour_sin",
     "hour_cos",
 )
-FEATURES = {"sparse": [n for n, _ in SPARSE], "dense": list(DENSE), "cardinalities": [c for _, c in SPARSE]}
+
+
+class Features(TypedDict):
+    sparse: list[str]
+    dense: list[str]
+    cardinalities: list[int]
+
+
+FEATURES: Features = {
+    "sparse": [n for n, _ in SPARSE],
+    "dense": list(DENSE),
+    "cardinalities": [c for _, c in SPARSE],
+}
 SPLITS = {"train": 1, "validation": 2, "golden": 3}
 
 
@@ -187,14 +200,14 @@ def _chunk(seed: int, split: str, k: int) -> Split:
     item = np.where(relevant, from_cat, from_head)
 
     U, Q = np.repeat(user, c), np.repeat(query, c)
-    H, D, I = np.repeat(hour, c), np.repeat(device, c), item.reshape(-1)
-    cat, brand = w.item_cat[I], w.item_brand[I]
+    H, D, It = np.repeat(hour, c), np.repeat(device, c), item.reshape(-1)
+    cat, brand = w.item_cat[It], w.item_brand[It]
     match = np.where(cat == w.query_cats[Q, 0], 1.0, np.where(cat == w.query_cats[Q, 1], 0.6, 0.0))
     taste = w.seg_taste[w.user_seg[U], cat]
-    affinity = (w.user_lat[U] * w.item_lat[I]).sum(1) / np.sqrt(LATENT)
-    log_pop = np.log(w.item_pop[I] * N_ITEMS)
-    rel_price = w.item_log_price[I] - w.cat_price_mu[cat]
-    log_age = np.log(w.item_age[I])
+    affinity = (w.user_lat[U] * w.item_lat[It]).sum(1) / np.sqrt(LATENT)
+    log_pop = np.log(w.item_pop[It] * N_ITEMS)
+    rel_price = w.item_log_price[It] - w.cat_price_mu[cat]
+    log_age = np.log(w.item_age[It])
     mobile = (D == 1).astype(float)
     evening = ((H >= 18) & (H <= 22)).astype(float)
     logit = (
@@ -212,16 +225,16 @@ def _chunk(seed: int, split: str, k: int) -> Split:
     labels = (rng.random(logit.shape) < 1 / (1 + np.exp(-logit))).astype(np.float32)
 
     price_bucket = np.clip(
-        ((w.item_log_price[I] - 1.0) / 6.0 * N_PRICE_BUCKETS).astype(np.int64), 0, N_PRICE_BUCKETS - 1
+        ((w.item_log_price[It] - 1.0) / 6.0 * N_PRICE_BUCKETS).astype(np.int64), 0, N_PRICE_BUCKETS - 1
     )
-    sparse = np.stack([U, I, brand, cat, Q, D, H, price_bucket], 1).astype(np.int32)
+    sparse = np.stack([U, It, brand, cat, Q, D, H, price_bucket], 1).astype(np.int32)
     dense = np.stack(
         [
-            w.item_log_price[I],
+            w.item_log_price[It],
             rel_price,
             log_age,
-            log_pop + rng.normal(0, 0.3, I.shape),  # observed popularity is a noisy count
-            match + rng.normal(0, 0.6, I.shape),  # a lexical match score: informative, not the truth
+            log_pop + rng.normal(0, 0.3, It.shape),  # observed popularity is a noisy count
+            match + rng.normal(0, 0.6, It.shape),  # a lexical match score: informative, not the truth
             np.log(w.user_activity[U]),
             np.sin(2 * np.pi * H / 24),
             np.cos(2 * np.pi * H / 24),

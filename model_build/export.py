@@ -114,6 +114,7 @@ def export(
             opset_version=OPSET,
             verbose=False,
         )
+    assert prog is not None, "the dynamo exporter always returns an ONNXProgram"
     proto = prog.model_proto
     for vi in [*proto.graph.input, *proto.graph.output]:
         vi.type.tensor_type.shape.dim[0].dim_param = "batch"  # one documented name for the dynamic axis

@@ -81,14 +81,16 @@ def render(plan: BuildPlan, job: JobPlan, job_plan: dict) -> list[dict]:
         'aws s3 cp "s3://$BUCKET/$PREFIX/manifest.json" /work/in/manifest.json',
         f'aws s3 cp "s3://$BUCKET/$PREFIX/{engine.onnx}" /work/in/{engine.onnx}',
         f'aws s3 cp "s3://$BUCKET/$PREFIX/{job_plan["golden"]}" /work/in/{job_plan["golden"]}',
-        f'aws s3 cp "s3://$BUCKET/{engine.timing_cache_key}" {cache} || echo "no timing cache yet for {engine.timing_cache_key}"',
+        f'aws s3 cp "s3://$BUCKET/{engine.timing_cache_key}" {cache} '
+        f'|| echo "no timing cache yet for {engine.timing_cache_key}"',
     )
     publish = _sh(
         f'aws s3api put-object --bucket "$BUCKET" --key "$PREFIX/{engine.path}" --body /work/out/{engine.file} '
         "--checksum-algorithm SHA256 --if-none-match '*'",
         f'aws s3api put-object --bucket "$BUCKET" --key "$PREFIX/{engine.record}" --body /work/out/record.json '
         "--checksum-algorithm SHA256 --if-none-match '*'",
-        f'aws s3api put-object --bucket "$BUCKET" --key "{engine.timing_cache_key}" --body {cache} --checksum-algorithm SHA256',
+        f'aws s3api put-object --bucket "$BUCKET" --key "{engine.timing_cache_key}" --body {cache} '
+        "--checksum-algorithm SHA256",
         f'echo "published $PREFIX/{engine.path} to s3://$BUCKET"',
     )
     small = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}

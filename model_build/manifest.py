@@ -222,9 +222,9 @@ class Manifest(_M):
         return [f for f in self.files if f.role == role]
 
 
-def file_entry(root: Path, rel: str, role: str) -> FileEntry:
+def file_entry(root: Path, rel: str, role: Role) -> FileEntry:
     p = root / rel
-    return FileEntry(path=rel, sha256=sha256_file(p), size=p.stat().st_size, role=role)  # type: ignore[arg-type]
+    return FileEntry(path=rel, sha256=sha256_file(p), size=p.stat().st_size, role=role)
 
 
 def write_manifest(directory: str | os.PathLike, manifest: Manifest) -> Path:
@@ -320,16 +320,16 @@ def verify(directory: str | os.PathLike) -> list[str]:
     # Engines the manifest lists as not built here may have been added later by a build Job; they count
     # only with a record that matches them byte for byte and names the right graph and TensorRT version.
     accounted = {MANIFEST, *(f.path for f in m.files)}
-    for cc, e in m.engines.items():
-        if e.status == "built":
-            if e.file not in accounted:
-                problems.append(f"{e.file}: engine for {cc} is 'built' but not among the manifest's files")
+    for cc, entry in m.engines.items():
+        if entry.status == "built":
+            if entry.file not in accounted:
+                problems.append(f"{entry.file}: engine for {cc} is 'built' but not among the manifest's files")
             continue
-        engine, record = root / e.file, root / e.record
+        engine, record = root / entry.file, root / entry.record
         if not engine.exists() and not record.exists():
             continue
-        accounted.update({e.file, e.record})
-        problems += _check_record(root, m, cc, e)
+        accounted.update({entry.file, entry.record})
+        problems += _check_record(root, m, cc, entry)
 
     for rel in sorted(_repo_files(root) - accounted):
         problems.append(f"{rel}: unexpected file, not in the manifest")
@@ -374,7 +374,7 @@ def _check_signatures(root: Path, m: Manifest, intact: set[str]) -> list[str]:
         if f.role in ("onnx", "onnx-trt-source") and f.path in intact:
             try:
                 got = onnx_signature(root / f.path)
-            except Exception as e:  # a corrupt protobuf, for instance
+            except Exception as e:  # noqa: BLE001 - any parser failure (a corrupt protobuf...) is reported
                 problems.append(f"{f.path}: cannot be read as ONNX: {e}")
                 continue
             if got != want_onnx:
@@ -388,7 +388,7 @@ def _check_signatures(root: Path, m: Manifest, intact: set[str]) -> list[str]:
             continue
         try:
             cfg = text_format.Parse((root / f.path).read_text(), model_config_pb2.ModelConfig())
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any parser failure is reported as a problem, not raised
             problems.append(f"{f.path}: does not parse as a Triton ModelConfig: {e}")
             continue
         io = (
@@ -409,7 +409,8 @@ def _check_signatures(root: Path, m: Manifest, intact: set[str]) -> list[str]:
                 )
             maxes = {e.profile.get("max") for e in m.engines.values()}
             if maxes and maxes != {cfg.max_batch_size}:
-                problems.append(f"{f.path}: max_batch_size {cfg.max_batch_size} != engine profile max {sorted(maxes)}")
+                profile_maxes = sorted(maxes)  # type: ignore[type-var]  # build-written profiles all carry "max"
+                problems.append(f"{f.path}: max_batch_size {cfg.max_batch_size} != engine profile max {profile_maxes}")
     return problems
 
 

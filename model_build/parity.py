@@ -20,6 +20,7 @@ import numpy as np
 from model_build import data
 from model_build.manifest import ParityFigure
 from model_build.train import ndcg_at_k
+from model_build.trt_plan import Precision
 
 LIMITS = {
     "fp32": {"max_abs": 1e-5, "max_rel": 1e-4, "topk_overlap_mean": 0.99, "topk_overlap_min": 0.75, "ndcg_delta": 1e-3},
@@ -39,7 +40,7 @@ def _scores(run: Runner, golden: data.Split, batch: int, rows: int) -> np.ndarra
 def topk_overlap(ref: np.ndarray, got: np.ndarray, request: np.ndarray, k: int = TOPK) -> tuple[float, float]:
     bounds = np.flatnonzero(np.diff(request)) + 1
     ov = []
-    for r, g in zip(np.split(ref, bounds), np.split(got, bounds)):
+    for r, g in zip(np.split(ref, bounds), np.split(got, bounds), strict=True):
         kk = min(k, len(r))
         a = set(np.argsort(-r, kind="stable")[:kk].tolist())
         b = set(np.argsort(-g, kind="stable")[:kk].tolist())
@@ -47,7 +48,9 @@ def topk_overlap(ref: np.ndarray, got: np.ndarray, request: np.ndarray, k: int =
     return float(np.mean(ov)), float(np.min(ov))
 
 
-def gate(reference: np.ndarray, run: Runner, golden: data.Split, batch: int, graph: str, runtime: str) -> ParityFigure:
+def gate(
+    reference: np.ndarray, run: Runner, golden: data.Split, batch: int, graph: Precision, runtime: str
+) -> ParityFigure:
     rows = min(len(golden), BATCH1_ROWS) if batch == 1 else len(golden)
     ref = reference[:rows].astype(np.float64)
     got = _scores(run, golden, batch, rows)
@@ -71,7 +74,7 @@ def gate(reference: np.ndarray, run: Runner, golden: data.Split, batch: int, gra
         runtime=runtime,
         batch=batch,
         rows=rows,
-        max_abs=float(err.max()),  # type: ignore[arg-type]
+        max_abs=float(err.max()),
         max_rel=float(rel.max()),
         topk=TOPK,
         topk_overlap_mean=mean_ov,
@@ -87,6 +90,6 @@ def batch_sizes(opt: int, max_batch: int) -> list[int]:
 
 
 def run_gates(
-    reference: np.ndarray, run: Runner, golden: data.Split, *, opt: int, max_batch: int, graph: str, runtime: str
+    reference: np.ndarray, run: Runner, golden: data.Split, *, opt: int, max_batch: int, graph: Precision, runtime: str
 ) -> list[ParityFigure]:
     return [gate(reference, run, golden, b, graph, runtime) for b in batch_sizes(opt, max_batch)]

@@ -53,7 +53,7 @@ def bucket_from_stack(stack: str) -> str:
         s = auto.select_stack(stack_name=stack, work_dir=str(ROOT))
         outputs = s.outputs()
         return str(outputs["bucket_name"].value)
-    except Exception as e:  # no CLI, no state, not logged in, no such output
+    except Exception as e:  # noqa: BLE001 - no CLI, no state, not logged in, no such output: all become PublishError
         raise PublishError(
             f"no --bucket given and stack {stack}'s output bucket_name cannot be read here "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); pass --bucket "
@@ -113,18 +113,20 @@ def publish(
     try:
         if s3.get_bucket_versioning(Bucket=bucket).get("Status") != "Enabled":
             log(f"warning: bucket {bucket} is not versioned; the regional stack declares it versioned")
-    except Exception:  # noqa: BLE001 - a role allowed to put objects may not read bucket settings
+    except Exception:  # noqa: BLE001, S110 - a role allowed to put objects may not read bucket settings
         pass
 
-    uploaded: list[Uploaded] = []
-    for f in sorted(m.files, key=lambda f: f.path):
-        uploaded.append(_put(s3, bucket, f"{prefix}/{f.path}", directory / f.path, f.size, f.sha256, log))
+    uploaded: list[Uploaded] = [
+        _put(s3, bucket, f"{prefix}/{f.path}", directory / f.path, f.size, f.sha256, log)
+        for f in sorted(m.files, key=lambda f: f.path)
+    ]
     for u in uploaded:  # verify every object before the manifest makes the version visible
         head = _head(s3, bucket, u.key)
         if head is None or not _matches(head, u.size, u.sha256):
             raise PublishError(
                 f"s3://{bucket}/{u.key}: after upload, size/checksum do not match the manifest "
-                f"({None if head is None else (head.get('ContentLength'), head.get('ChecksumSHA256'))}); manifest not uploaded"
+                f"({None if head is None else (head.get('ContentLength'), head.get('ChecksumSHA256'))}); "
+                "manifest not uploaded"
             )
     mpath = directory / MANIFEST
     mu = _put(s3, bucket, manifest_key, mpath, mpath.stat().st_size, sha256_file(mpath), log)

@@ -12,6 +12,8 @@ the ONNX graph to operators TensorRT and ONNX Runtime both implement.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 from torch import nn
 
@@ -20,7 +22,7 @@ from model_build.config import RankerConfig
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in pairwise(sizes):
         layers += [nn.Linear(a, b), nn.ReLU()]
     return nn.Sequential(*layers)
 
@@ -39,6 +41,12 @@ class CrossLayer(nn.Module):
 
 
 class Ranker(nn.Module):
+    # Buffers registered in __init__ (nn.Module's __getattr__ is typed as Tensor | Module).
+    cards: torch.Tensor
+    offsets: torch.Tensor
+    dense_mean: torch.Tensor
+    dense_std: torch.Tensor
+
     def __init__(self, cfg: RankerConfig, cardinalities: list[int], dense_mean: torch.Tensor, dense_std: torch.Tensor):
         super().__init__()
         self.cfg = cfg

@@ -54,7 +54,7 @@ def ndcg_at_k(labels: np.ndarray, scores: np.ndarray, request: np.ndarray, k: in
     out = []
     bounds = np.flatnonzero(np.diff(request)) + 1
     disc = 1.0 / np.log2(np.arange(2, k + 2))
-    for y, s in zip(np.split(labels, bounds), np.split(scores, bounds)):
+    for y, s in zip(np.split(labels, bounds), np.split(scores, bounds), strict=True):
         if y.sum() == 0:
             continue
         top = y[np.argsort(-s, kind="stable")[:k]]

@@ -47,7 +47,8 @@ def verified_model_bytes(repo_root: str, onnx_rel: str, manifest_rel: str = "man
     digest = hashlib.sha256(blob).hexdigest()
     if digest != entry.get("sha256") or len(blob) != entry.get("size"):
         raise ManifestMismatch(
-            f"{onnx_rel}: sha256 {digest} / {len(blob)} bytes, manifest says {entry.get('sha256')} / {entry.get('size')} bytes; refusing to load it"
+            f"{onnx_rel}: sha256 {digest} / {len(blob)} bytes, "
+            f"manifest says {entry.get('sha256')} / {entry.get('size')} bytes; refusing to load it"
         )
     return blob, digest
 
@@ -121,7 +122,7 @@ class TritonPythonModel:
                 for i, sp, _ in arrays:
                     outputs[i] = out[start : start + sp.shape[0]]
                     start += sp.shape[0]
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - reported to the batch's clients, the model stays up
                 errors.update({i: str(e) for i, _, _ in arrays})
         responses = []
         for i in range(len(requests)):

@@ -40,12 +40,12 @@ def probe() -> dict:
         import tensorrt as trt
 
         out["tensorrt"] = trt.__version__
-    except Exception as e:  # ImportError, or a broken install missing libnvinfer
+    except Exception as e:  # noqa: BLE001 - ImportError, or a broken install missing libnvinfer: reported, not raised
         out["reason"] = f"TensorRT is not importable here ({type(e).__name__}: {e})"
     try:
         out["compute_capability"] = device_compute_capability()
         out["gpu"] = device_name()
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - no driver, no libcudart, no device...: reported, not raised
         out["reason"] = (out["reason"] + "; " if out["reason"] else "") + f"no CUDA GPU here ({e})"
     return out
 
@@ -79,6 +79,7 @@ class CudaRt:
     def malloc(self, nbytes: int) -> int:
         p = ctypes.c_void_p()
         self._ok(self.lib.cudaMalloc(ctypes.byref(p), ctypes.c_size_t(max(nbytes, 1))), "cudaMalloc")
+        assert p.value is not None, "cudaMalloc succeeded, so it set the pointer"
         return int(p.value)
 
     def free(self, ptr: int) -> None:
@@ -114,7 +115,7 @@ def device_name(device: int = 0) -> str:
             check=True,
         )
         return out.stdout.strip().splitlines()[0]
-    except Exception:
+    except Exception:  # noqa: BLE001 - the name is cosmetic: any nvidia-smi failure falls back to a generic one
         return "unknown NVIDIA GPU"
 
 
@@ -261,7 +262,7 @@ def compare(ref, got, request, topk: int) -> dict:
     err = np.abs(ref - got)
     bounds = np.flatnonzero(np.diff(request)) + 1
     ov = []
-    for r, g in zip(np.split(ref, bounds), np.split(got, bounds)):
+    for r, g in zip(np.split(ref, bounds), np.split(got, bounds), strict=True):
         k = min(topk, len(r))
         ov.append(len(set(np.argsort(-r, kind="stable")[:k]) & set(np.argsort(-g, kind="stable")[:k])) / k)
     return {
@@ -346,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     if env["compute_capability"] != eng["compute_capability"]:
         print(
-            f"this GPU is compute capability {env['compute_capability']}, the engine is for {eng['compute_capability']}: "
+            f"this GPU is compute capability {env['compute_capability']}, "
+            f"the engine is for {eng['compute_capability']}: "
             "an engine must be built on a GPU of its own capability (check the Job's node selector)",
             file=sys.stderr,
         )
@@ -359,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     engine_bytes, cache_out, io = build_engine(
         onnx_bytes,
         shapes=shapes,
-        timing_cache=cache,  # type: ignore[arg-type]
+        timing_cache=cache,
         hardware_compatibility=eng["hardware_compatibility"],
         version_compatible=eng["version_compatible"],
     )
@@ -393,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         for p in parity:
             print(
                 f"parity batch {p['batch']}: max_abs {p['max_abs']:.2e} max_rel {p['max_rel']:.2e} "
-                f"top-{plan['parity']['topk']} overlap {p['topk_overlap_mean']:.3f} -> {'ok' if p['passed'] else 'FAIL'}"
+                f"top-{plan['parity']['topk']} overlap {p['topk_overlap_mean']:.3f} "
+                f"-> {'ok' if p['passed'] else 'FAIL'}"
             )
     engine.close()
     if not parity or not all(p["passed"] for p in parity):

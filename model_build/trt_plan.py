@@ -25,12 +25,14 @@ one model name and version, one TensorRT version, one Triton max batch size.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from infra.catalog import TRITON_RELEASES
-from infra.config import Fleet
+from infra.config import Fleet, RegionConfig
+
+_T = TypeVar("_T")
 
 TENSORRT_IMAGE = "nvcr.io/nvidia/tensorrt:{release}-py3"
 JOB_NAMESPACE = "model-build"
@@ -173,13 +175,15 @@ def make_plan(
     if not regions:
         raise PlanError("the fleet has no regional stacks")
 
-    def one(what: str, values: dict[str, object]) -> object:
+    def one(what: str, values: dict[str, _T]) -> _T:
         distinct = sorted({str(v) for v in values.values()})
         if len(distinct) != 1:
             raise PlanError(f"one model repository needs one {what} across the fleet; stacks disagree: {values}")
         return next(iter(values.values()))
 
-    name = lambda f, r: f.stack_names[r.region]  # noqa: E731
+    def name(f: Fleet, r: RegionConfig) -> str:
+        return f.stack_names[r.region]
+
     model = str(one("model name", {name(f, r): r.model.name for f, r in regions}))
     if version is not None:
         # A candidate built ahead of the stack config (e.g. the bad release of a rollback drill).
@@ -188,7 +192,7 @@ def make_plan(
     else:
         version = str(one("model version", {name(f, r): r.model.version for f, r in regions}))
     trt = str(one("TensorRT version (Triton image)", {name(f, r): r.triton.tensorrt for f, r in regions}))
-    max_batch = int(one("Triton max_batch_size", {name(f, r): r.triton.max_batch_size for f, r in regions}))  # type: ignore[arg-type]
+    max_batch = int(one("Triton max_batch_size", {name(f, r): r.triton.max_batch_size for f, r in regions}))
     releases = sorted({r.triton.release for _, r in regions if r.triton.release})
     release = releases[0] if len(releases) == 1 else None
     if release is None:
@@ -263,15 +267,15 @@ def make_plan(
             here = sorted((p for p in pools[e.compute_capability] if p.env == f.env), key=lambda p: (p.region, p.pool))
             if not here:
                 continue
-            p = here[0]
+            first = here[0]
             jobs.append(
                 JobPlan(
                     env=f.env,
                     compute_capability=e.compute_capability,
-                    region=p.region,
-                    stack=p.stack,
-                    pool=p.pool,
-                    instance_type=p.instance_type,
+                    region=first.region,
+                    stack=first.stack,
+                    pool=first.pool,
+                    instance_type=first.instance_type,
                     name=_k8s_name(model, "engine", sm(e.compute_capability), version),
                     file=f"jobs/{f.env}-engine-{sm(e.compute_capability)}.yaml",
                 )

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from infra import invariants as inv
-from infra.config import STACKS_DIR, ConfigError, RegionRoute, Routing, load_fleet, load_stack
+from infra.config import STACKS_DIR, ConfigError, RegionConfig, RegionRoute, Routing, load_fleet, load_stack
 
 TRT_25_01 = "10.8.0"  # catalog: Triton 25.01 ships TensorRT 10.8.0
 
@@ -37,7 +37,9 @@ def stacks(tmp_path: Path, edits: dict[str, dict] | None = None) -> Path:
 
 
 def pools(stack: str) -> list[dict]:
-    return [p.model_dump() for p in load_stack(stack).gpu_pools]
+    cfg = load_stack(stack)
+    assert isinstance(cfg, RegionConfig), f"{stack} is not a regional stack"
+    return [p.model_dump() for p in cfg.gpu_pools]
 
 
 def manifest(ccs, trt=TRT_25_01, qps=None) -> dict:
@@ -66,7 +68,7 @@ def test_all_zero_weights_is_an_error_and_refused():
     found = inv.routing_findings("prod-global", bad)
     assert [f.id for f in found] == ["routing.weighted-region"]
     assert "prod-global" in found[0].message and "weight 0" in found[0].message
-    with pytest.raises(ConfigError, match="stack prod-global: reco-dr:routing .*every region has weight 0"):
+    with pytest.raises(ConfigError, match=r"stack prod-global: reco-dr:routing .*every region has weight 0"):
         inv.refuse_global("prod-global", bad)
 
 
@@ -82,7 +84,7 @@ def test_all_zero_weights_refused_at_config_load(tmp_path):
             }
         },
     )
-    with pytest.raises(ConfigError, match="prod-global.*routing.*at least one region must have a weight > 0"):
+    with pytest.raises(ConfigError, match=r"prod-global.*routing.*at least one region must have a weight > 0"):
         load_stack("prod-global", d)
 
 
@@ -112,7 +114,7 @@ def test_two_primaries_refused_at_config_load(tmp_path):
             }
         },
     )
-    with pytest.raises(ConfigError, match="staging-global.*exactly one PRIMARY"):
+    with pytest.raises(ConfigError, match=r"staging-global.*exactly one PRIMARY"):
         load_stack("staging-global", d)
 
 
@@ -231,6 +233,7 @@ def test_manifest_read_from_path_and_list_shaped_engines(tmp_path):
         json.dumps({"versions": {"tensorrt": "10.8.0.43"}, "engines": [{"compute_capability": "8.9"}, {"cc": "8.6"}]})
     )
     facts = inv.read_manifest(p)
+    assert facts is not None
     assert facts.engine_ccs == {"8.9", "8.6"} and facts.tensorrt_version == "10.8.0.43"
     assert inv.engine_findings(load_fleet("staging"), facts) == []
     assert [f for f in inv.tensorrt_findings(load_fleet("staging"), facts) if f.severity == "error"] == []
@@ -320,6 +323,7 @@ def test_model_build_manifest_engines_serves_and_status(tmp_path):
     (tmp_path / "repo").mkdir()
     (tmp_path / "repo" / "manifest.json").write_text(json.dumps(doc))
     facts = inv.read_manifest(tmp_path / "repo")  # a repository directory works as well as the file
+    assert facts is not None
     assert facts.engine_status == {"8.9": "built", "8.6": "not-built"} and facts.qps_per_gpu == {"8.9": 4100.0}
     found = inv.engine_findings(load_fleet("staging"), facts)
     # A planned engine is built by a Job on the region's own GPU pool after the stack exists: a warning.

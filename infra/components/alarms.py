@@ -58,39 +58,41 @@ def topic_key_policy(account_id: str) -> dict:
 def health_check_alarm_args(region: str, health_check_id: pulumi.Input[str], env: str) -> dict:
     """HealthCheckStatus is 1 while healthy: alarm when the minimum over a minute drops below 1.
     Missing data counts as breaching because a health check that stops reporting is not a healthy one."""
-    return dict(
-        alarm_description=f"reco-dr {env}: Route 53 health check of {region} is failing; DNS has taken it out of rotation",
-        namespace="AWS/Route53",
-        metric_name="HealthCheckStatus",
-        dimensions={"HealthCheckId": health_check_id},
-        statistic="Minimum",
-        period=60,
-        evaluation_periods=1,
-        threshold=1,
-        comparison_operator="LessThanThreshold",
-        treat_missing_data="breaching",
-    )
+    return {
+        "alarm_description": (
+            f"reco-dr {env}: Route 53 health check of {region} is failing; DNS has taken it out of rotation"
+        ),
+        "namespace": "AWS/Route53",
+        "metric_name": "HealthCheckStatus",
+        "dimensions": {"HealthCheckId": health_check_id},
+        "statistic": "Minimum",
+        "period": 60,
+        "evaluation_periods": 1,
+        "threshold": 1,
+        "comparison_operator": "LessThanThreshold",
+        "treat_missing_data": "breaching",
+    }
 
 
 def _replication_alarm(rule: RuleRef, *, description: str, metric: str, statistic: str, threshold: float) -> dict:
     """An alarm on one replication rule's S3 metric over 5 minutes. No data means nothing was written, which is
     not a breach."""
-    return dict(
-        alarm_description=description,
-        namespace="AWS/S3",
-        metric_name=metric,
-        dimensions={
+    return {
+        "alarm_description": description,
+        "namespace": "AWS/S3",
+        "metric_name": metric,
+        "dimensions": {
             "SourceBucket": rule.source_bucket,
             "DestinationBucket": rule.destination_bucket,
             "RuleId": rule.rule_id,
         },
-        statistic=statistic,
-        period=300,
-        evaluation_periods=1,
-        threshold=threshold,
-        comparison_operator="GreaterThanThreshold",
-        treat_missing_data="notBreaching",
-    )
+        "statistic": statistic,
+        "period": 300,
+        "evaluation_periods": 1,
+        "threshold": threshold,
+        "comparison_operator": "GreaterThanThreshold",
+        "treat_missing_data": "notBreaching",
+    }
 
 
 def replication_latency_alarm_args(rule: RuleRef, threshold_seconds: int, env: str) -> dict:
@@ -100,7 +102,10 @@ def replication_latency_alarm_args(rule: RuleRef, threshold_seconds: int, env: s
         metric="ReplicationLatency",
         statistic="Maximum",
         threshold=threshold_seconds,
-        description=f"reco-dr {env}: artifacts from {rule.source_region} reach {rule.destination_region} later than {threshold_seconds} s",
+        description=(
+            f"reco-dr {env}: artifacts from {rule.source_region} reach {rule.destination_region} "
+            f"later than {threshold_seconds} s"
+        ),
     )
 
 

@@ -38,7 +38,7 @@ def tls_only_policy(bucket_arn: str) -> str:
     )
 
 
-def lifecycle_rules(noncurrent_days: int) -> list[dict]:
+def lifecycle_rules(noncurrent_days: int) -> list[aws.s3.BucketLifecycleConfigurationRuleArgsDict]:
     return [
         {
             "id": "expire-noncurrent-versions",

@@ -4,7 +4,9 @@ provider that service-account roles (IRSA) trust."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import pulumi
 import pulumi_aws as aws
@@ -21,6 +23,15 @@ NODE_POLICIES = {
 # which moves with `kubernetes_version` instead of drifting out of its support window.
 ADDONS = ["vpc-cni", "kube-proxy", "coredns"]
 SYSTEM_LABELS = {"reco-dr/pool": "system"}
+
+
+def oidc_issuer_url(identities: Sequence[aws.eks.outputs.ClusterIdentity]) -> str:
+    """The cluster's OIDC issuer URL, which EKS reports once the cluster exists."""
+    oidcs = identities[0].oidcs
+    assert oidcs is not None, "EKS reports an OIDC identity for every cluster"
+    issuer = oidcs[0].issuer
+    assert issuer is not None, "EKS reports an OIDC issuer for every cluster"
+    return issuer
 
 
 def cluster_name(stack: str) -> str:
@@ -51,7 +62,7 @@ class ClusterArgs:
     name: str
     kubernetes_version: str
     service_cidr: str
-    private_subnet_ids: list[pulumi.Input[str]]
+    private_subnet_ids: Sequence[pulumi.Input[str]]
     system_pool: NodePool
     # The deploy workflow runs on hosted runners outside the VPC, so the API endpoint is also public by
     # default; set this to False (and deploy from inside the VPC) or narrow the CIDRs where policy demands.
@@ -113,7 +124,7 @@ class Cluster(pulumi.ComponentResource):
 
         # IRSA: Triton's S3 client is aws-sdk-cpp 1.11.60 (Triton r24.10 to r25.01), older than the 1.11.263
         # that EKS Pod Identity needs, while web-identity federation works with it. One mechanism for all.
-        issuer = self.cluster.identities.apply(lambda ids: ids[0].oidcs[0].issuer)
+        issuer = self.cluster.identities.apply(oidc_issuer_url)
         self.oidc_provider = aws.iam.OpenIdConnectProvider(
             f"{name}-oidc", url=issuer, client_id_lists=["sts.amazonaws.com"], opts=o
         )
@@ -170,8 +181,11 @@ class Cluster(pulumi.ComponentResource):
         self.name = self.cluster.name
         self.arn = self.cluster.arn
         self.endpoint = self.cluster.endpoint
-        self.ca_data = self.cluster.certificate_authority.apply(lambda c: c.data)
-        self.security_group_id = self.cluster.vpc_config.apply(lambda v: v.cluster_security_group_id)
+        # EKS reports both once the cluster exists (the provider types them as optional).
+        self.ca_data = cast("pulumi.Output[str]", self.cluster.certificate_authority.apply(lambda c: c.data))
+        self.security_group_id = cast(
+            "pulumi.Output[str]", self.cluster.vpc_config.apply(lambda v: v.cluster_security_group_id)
+        )
         self.node_ready = [*node_attach, *pre]
         self.register_outputs(
             {

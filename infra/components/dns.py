@@ -45,20 +45,20 @@ def health_check_args(
     endpoint: RegionEndpoint, hc: HealthCheckConfig, checker_regions: list[str] | None, tags: dict[str, str], fqdn: str
 ) -> dict:
     """Keyword arguments of the region's aws.route53.HealthCheck (pure: unit-tested without Pulumi)."""
-    return dict(
-        type="HTTPS",
+    return {
+        "type": "HTTPS",
         # The load balancer's own name: the check must probe this region, not the DNS name being failed over.
-        fqdn=endpoint.lb_dns_name,
-        port=hc.port,
-        resource_path=hc.path,
-        request_interval=hc.request_interval,
-        failure_threshold=hc.failure_threshold,
-        measure_latency=True,
+        "fqdn": endpoint.lb_dns_name,
+        "port": hc.port,
+        "resource_path": hc.path,
+        "request_interval": hc.request_interval,
+        "failure_threshold": hc.failure_threshold,
+        "measure_latency": True,
         # SNI so a TLS listener with several certificates answers; Route 53 does not validate the certificate.
-        enable_sni=True,
-        regions=checker_regions,
-        tags={**tags, "Name": f"{fqdn} {endpoint.region}", "region": endpoint.region},
-    )
+        "enable_sni": True,
+        "regions": checker_regions,
+        "tags": {**tags, "Name": f"{fqdn} {endpoint.region}", "region": endpoint.region},
+    }
 
 
 def record_args(

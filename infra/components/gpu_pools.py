@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import pulumi
 import pulumi_aws as aws
@@ -92,7 +94,7 @@ def device_plugin_daemonset(pool_names: list[str], image: str = DEVICE_PLUGIN_IM
 class GpuNodePoolArgs:
     cluster_name: pulumi.Input[str]
     node_role_arn: pulumi.Input[str]
-    subnet_ids: list[pulumi.Input[str]]
+    subnet_ids: Sequence[pulumi.Input[str]]
     pool: GpuPool
 
 
@@ -125,7 +127,8 @@ class GpuNodePool(pulumi.ComponentResource):
                 parent=self,
                 provider=provider,
                 # A component's depends_on does not reach its children: pass it down (node role policies).
-                depends_on=list(opts.depends_on or []) if opts else [],
+                # Callers pass it as a list of resources, never a single resource or an Output.
+                depends_on=list(cast("Sequence[pulumi.Resource]", opts.depends_on or [])) if opts else [],
                 # The cluster autoscaler owns desired size between min and max; `pulumi up` must not reset it.
                 ignore_changes=["scalingConfig.desiredSize"],
             ),

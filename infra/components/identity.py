@@ -2,8 +2,9 @@
 
 IRSA rather than EKS Pod Identity: Triton reads S3 through aws-sdk-cpp 1.11.60 (Triton r24.10 to r25.01),
 which predates Pod Identity support (1.11.263) but handles web-identity federation (users run Triton on EKS
-with IRSA, triton-inference-server/server#8090, given AWS_DEFAULT_REGION, which the Deployment sets). Each role trusts exactly
-one service account of one cluster, and each policy names exactly the resources it needs.
+with IRSA, triton-inference-server/server#8090, given AWS_DEFAULT_REGION, which the Deployment sets). Each role trusts
+exactly one service account of one cluster, and each policy names exactly the resources it needs.
+
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def model_reader_policy(bucket_arn: str, key_arn: str) -> str:
     )
 
 
-def target_registrar_policy(target_group_arn: str) -> str:
+def target_registrar_policy(target_group_arn: str | list[str]) -> str:
     """The AWS Load Balancer Controller here only reconciles one TargetGroupBinding: it may describe
     (ELB and EC2 describe calls do not support resource scoping) and register/deregister pod IPs in that one
     target group. It cannot create load balancers, target groups or security-group rules: Pulumi owns those."""

@@ -13,28 +13,16 @@ between versions that already serve, so it grants nothing a client could not get
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
 from infra.config import LoadBalancer as LbConfig
+from infra.names import PIN_PRIORITY, PORTS, READY_PATH, TRACK_HEADER, lb_name, target_group_name
 
-HTTP_PORT = 8000
-READY_PATH = "/v2/health/ready"
-TRACK_HEADER = "X-Reco-Track"
-# Listener rule priorities of the header pins (lower is evaluated first; nothing else uses rules here).
-PIN_PRIORITY = {"canary": 10, "stable": 11}
-# AWS resources that exist only while a canary is configured: its target group and the two header pins.
-CANARY_AWS_RESOURCES = 3
-
-
-def lb_name(stack: str) -> str:
-    return f"reco-dr-{stack}"[:32]  # ELB names are at most 32 characters
-
-
-def target_group_name(stack: str, track: str = "stable") -> str:
-    return f"reco-dr-{stack}-triton"[:32] if track == "stable" else f"reco-dr-{stack}-canary"[:32]
+HTTP_PORT = PORTS["http"]
 
 
 def forward_weights(canary_weight: int) -> tuple[int, int]:
@@ -44,7 +32,7 @@ def forward_weights(canary_weight: int) -> tuple[int, int]:
     return 100 - canary_weight, canary_weight
 
 
-def health_check(interval: int = 10) -> dict:
+def health_check(interval: int = 10) -> aws.lb.TargetGroupHealthCheckArgsDict:
     """Target health is Triton's readiness: a pod whose models are not loaded gets no traffic."""
     return {
         "enabled": True,
@@ -63,7 +51,7 @@ def health_check(interval: int = 10) -> dict:
 class TritonLoadBalancerArgs:
     stack: str
     vpc_id: pulumi.Input[str]
-    public_subnet_ids: list[pulumi.Input[str]]
+    public_subnet_ids: Sequence[pulumi.Input[str]]
     node_security_group_id: pulumi.Input[str]  # the EKS cluster security group, on nodes and pod ENIs
     config: LbConfig
     deletion_protection: bool

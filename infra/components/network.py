@@ -25,7 +25,7 @@ def subnet_plan(vpc_cidr: str, azs: list[str]) -> list[SubnetPlan]:
     if len(azs) < AZ_COUNT:
         raise ValueError(f"need {AZ_COUNT} availability zones, got {azs}")
     net = ipaddress.ip_network(vpc_cidr)
-    quarters = list(net.subnets(prefixlen_diff=2))
+    quarters: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = list(net.subnets(prefixlen_diff=2))
     public = list(quarters[3].subnets(prefixlen_diff=2))
     return [SubnetPlan(az, str(quarters[i]), str(public[i])) for i, az in enumerate(azs[:AZ_COUNT])]
 

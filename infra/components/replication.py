@@ -234,7 +234,7 @@ class ArtifactReplication(pulumi.ComponentResource):
             opts=oc,
         )
         facts = pulumi.Output.all(*[pulumi.Output.all(b.name, b.arn, b.kms_key_arn) for b in buckets]).apply(
-            lambda rows: [BucketFacts(b.region, *row) for b, row in zip(buckets, rows)]
+            lambda rows: [BucketFacts(b.region, *row) for b, row in zip(buckets, rows, strict=True)]
         )
         policy = aws.iam.RolePolicy(
             f"{name}-policy",

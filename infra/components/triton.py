@@ -18,29 +18,33 @@ labels: the release gates, alerts and dashboard tell the two versions apart by t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import cast
 
 import pulumi
 import pulumi_kubernetes as k8s
 
+from infra.capacity import replica_bounds
 from infra.components.gpu_pools import CC_LABEL, GPU_TOLERATION, POOL_LABEL
 from infra.config import GpuPool, Model
 from infra.config import Triton as TritonConfig
+from infra.names import (
+    APP,
+    CANARY,
+    LIVE_PATH,
+    NAMESPACE,
+    PORTS,
+    READY_PATH,
+    SERVICE_ACCOUNT,
+    STABLE,
+    TRACK_LABEL,
+    app_name,
+)
 
-NAMESPACE = "triton"
-SERVICE_ACCOUNT = "triton"
-APP = "triton"
-PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
-LIVE_PATH = "/v2/health/live"
-READY_PATH = "/v2/health/ready"
 # Triton's own Prometheus metric (0..1 per GPU), served to the HPA through the custom metrics API.
 GPU_UTIL_METRIC = "nv_gpu_utilization"
-STABLE, CANARY = "stable", "canary"
-TRACK_LABEL = "reco-dr/track"
-# Resources that exist only while a canary is configured, per GPU pool (Deployment, PDB, HPA) and per region
-# (Service, TargetGroupBinding): a promotion or rollback deletes exactly these (see canary_resource_count).
-CANARY_PER_POOL = 3
-CANARY_PER_REGION = 2
 
 
 # The model repository reaches Triton through two init containers, so that no pod ever serves bytes other than
@@ -102,10 +106,6 @@ def model_repository_uri(bucket: str, model: Model) -> str:
     return f"s3://{bucket}/{model.name}/{model.version}"
 
 
-def app_name(track: str = STABLE) -> str:
-    return APP if track == STABLE else f"{APP}-{CANARY}"
-
-
 def deployment_name(pool: str, track: str = STABLE) -> str:
     return f"{APP}-{pool}" if track == STABLE else f"{APP}-{pool}-{CANARY}"
 
@@ -131,20 +131,6 @@ def canary_model(model: Model) -> Model | None:
     if not model.canary_version:
         return None
     return model.model_copy(update={"version": model.canary_version, "canary_version": None, "canary_weight": 0})
-
-
-def canary_resource_count(pools: int) -> int:
-    """Kubernetes objects a canary adds (and its removal deletes) in a region with `pools` GPU pools."""
-    return CANARY_PER_POOL * pools + CANARY_PER_REGION
-
-
-def replica_bounds(pool: GpuPool, triton: TritonConfig) -> tuple[int, int]:
-    """HPA bounds for one pool: the configured bounds, capped by the GPUs the pool has at max size (one GPU
-    per pod), so the HPA never asks for pods no node can hold; at least one pod per pool."""
-    gpus_at_max = pool.max * pool.gpu.gpus
-    hi = max(1, min(triton.max_replicas, gpus_at_max))
-    lo = max(1, min(triton.min_replicas, hi))
-    return lo, hi
 
 
 def local_repository(model: Model) -> str:
@@ -274,7 +260,8 @@ def deployment_manifest(
                             "imagePullPolicy": "IfNotPresent",
                             "args": triton_args(bucket, model),
                             "env": [
-                                # Triton reads the verified local copy; the region stays for any S3 access of its backends.
+                                # Triton reads the verified local copy; the region stays for any S3 access of its
+                                # backends.
                                 {"name": "AWS_REGION", "value": region},
                                 {"name": "AWS_DEFAULT_REGION", "value": region},
                             ],
@@ -283,7 +270,8 @@ def deployment_manifest(
                                 "requests": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"},
                                 "limits": {"memory": "12Gi", "nvidia.com/gpu": "1"},
                             },
-                            # Engines load at start (from the verified local copy): allow up to 10 minutes before liveness applies.
+                            # Engines load at start (from the verified local copy): allow up to 10 minutes before
+                            # liveness applies.
                             "startupProbe": {
                                 "httpGet": {"path": LIVE_PATH, "port": "http"},
                                 "periodSeconds": 10,
@@ -312,7 +300,8 @@ def deployment_manifest(
                     ],
                     "volumes": [
                         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
-                        # Node disk, sized for a version's engines; gone with the pod, refetched and reverified by the next.
+                        # Node disk, sized for a version's engines; gone with the pod, refetched and reverified by
+                        # the next.
                         {"name": "models", "emptyDir": {"sizeLimit": "20Gi"}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
                     ],
@@ -443,7 +432,8 @@ class TritonServing(pulumi.ComponentResource):
         o = pulumi.ResourceOptions(parent=self, provider=provider)
         # A component's depends_on does not reach its children: pods must wait for GPU nodes, the device
         # plugin and the metrics adapter, the TargetGroupBinding for the controller that serves its CRD.
-        deps = list(opts.depends_on or []) if opts else []
+        # Callers pass depends_on as a list of resources, never a single resource or an Output.
+        deps = list(cast("Sequence[pulumi.Resource]", opts.depends_on or [])) if opts else []
         ns_m = namespace_manifest()
         ns = k8s.core.v1.Namespace(f"{name}-ns", metadata=ns_m["metadata"], opts=o)
         on_ns = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[ns])
@@ -470,7 +460,7 @@ class TritonServing(pulumi.ComponentResource):
             suffix = "" if track == STABLE else "-canary"
             for pool in args.pools:
                 dep = pulumi.Output.from_input(args.bucket_name).apply(
-                    lambda b, p=pool, m=model, t=track: deployment_manifest(p, args.triton, m, b, args.region, t)
+                    partial(deployment_manifest, pool, args.triton, model, region=args.region, track=track)
                 )
                 key = deployment_name(pool.name, track)
                 self.deployments[key] = k8s.apps.v1.Deployment(
@@ -491,7 +481,7 @@ class TritonServing(pulumi.ComponentResource):
                     opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[self.deployments[key]]),
                 )
 
-            tgb = pulumi.Output.from_input(tg_arn).apply(lambda a, t=track: target_group_binding_manifest(a, t))
+            tgb = pulumi.Output.from_input(tg_arn).apply(partial(target_group_binding_manifest, track=track))
             k8s.apiextensions.CustomResource(
                 f"{name}{suffix}-tgb",
                 api_version="elbv2.k8s.aws/v1beta1",

@@ -103,10 +103,10 @@ def load_dashboard(path: Path = DASHBOARD) -> dict:
 
 def panel_exprs(dashboard: dict) -> list[tuple[str, str]]:
     """(panel title, expression) of every target, rows' nested panels included."""
-    out = []
-    for p in dashboard.get("panels", []):
-        for q in [p, *p.get("panels", [])]:
-            for t in q.get("targets", []):
-                if t.get("expr"):
-                    out.append((q.get("title", "?"), t["expr"]))
-    return out
+    return [
+        (q.get("title", "?"), t["expr"])
+        for p in dashboard.get("panels", [])
+        for q in [p, *p.get("panels", [])]
+        for t in q.get("targets", [])
+        if t.get("expr")
+    ]

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pulumi_policy import (  # noqa: E402
+from pulumi_policy import (  # noqa: E402 - after the sys.path setup for the pack directory
     EnforcementLevel,
     PolicyPack,
     ReportViolation,
@@ -29,10 +29,10 @@ from pulumi_policy import (  # noqa: E402
     StackValidationArgs,
     StackValidationPolicy,
 )
-from pulumi_policy import proxy as _proxy  # noqa: E402
+from pulumi_policy import proxy as _proxy  # noqa: E402 - after the sys.path setup for the pack directory
 
-from infra.config import STACKS_DIR  # noqa: E402
-from infra.policy import validators as v  # noqa: E402
+from infra.config import STACKS_DIR  # noqa: E402 - after the sys.path setup for the pack directory
+from infra.policy import validators as v  # noqa: E402 - after the sys.path setup for the pack directory
 
 MANDATORY = EnforcementLevel.MANDATORY
 
@@ -102,7 +102,8 @@ POLICIES = [
     ),
     resource_policy(
         "s3-replication-rtc",
-        "Replication rules: enabled, delete-marker replication, RTC and metrics at 15 minutes, SSE-KMS objects re-encrypted with a destination key, distinct priorities.",
+        "Replication rules: enabled, delete-marker replication, RTC and metrics at 15 minutes, SSE-KMS objects "
+        "re-encrypted with a destination key, distinct priorities.",
         v.REPLICATION,
     ),
     resource_policy(

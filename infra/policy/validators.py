@@ -102,7 +102,7 @@ def health_check_violations(name: str, props: Mapping) -> list[str]:
 def replication_config_violations(name: str, props: Mapping) -> list[str]:
     """Every rule: enabled, V2 (filter), delete markers replicated, RTC + metrics at 15 min, SSE-KMS objects
     selected and re-encrypted with a destination key; priorities unique."""
-    out = []
+    out: list[str] = []
     rules = _g(props, "rules")
     if rules is UNKNOWN:
         return out
@@ -183,18 +183,23 @@ def _targets(rel: Res, bucket: Res) -> bool:
     return _set(name) and name is not UNKNOWN and _g(rel.props, "bucket") == name
 
 
+def _related(resources: list[Res], bucket: Res, typ: str) -> list[Res]:
+    """The resources of type `typ` that target `bucket`."""
+    return [r for r in resources if r.type == typ and _targets(r, bucket)]
+
+
 def bucket_violations(resources: Iterable[Res]) -> list[str]:
     """Every bucket: versioning Enabled, default encryption SSE-KMS, all four public-access blocks on."""
     resources = list(resources)
     out = []
     for b in (r for r in resources if r.type == BUCKET):
-        related = lambda t: [r for r in resources if r.type == t and _targets(r, b)]  # noqa: E731
-        vers = related(VERSIONING)
+        vers = _related(resources, b, VERSIONING)
         if not any(_is(_g(v.props, "versioningConfiguration", "status"), "Enabled") for v in vers):
             out.append(
-                f"bucket {b.name} is not versioned (no BucketVersioning with status Enabled): replication and rollback need versions"
+                f"bucket {b.name} is not versioned (no BucketVersioning with status Enabled): "
+                "replication and rollback need versions"
             )
-        sse = related(SSE)
+        sse = _related(resources, b, SSE)
         algos = [
             _g(rule, "applyServerSideEncryptionByDefault", "sseAlgorithm")
             for s in sse
@@ -202,7 +207,7 @@ def bucket_violations(resources: Iterable[Res]) -> list[str]:
         ]
         if not any(a is UNKNOWN or a in ("aws:kms", "aws:kms:dsse") for a in algos):
             out.append(f"bucket {b.name} has no SSE-KMS default encryption (got {algos or 'none'})")
-        pab = related(PUBLIC_ACCESS_BLOCK)
+        pab = _related(resources, b, PUBLIC_ACCESS_BLOCK)
         if not any(all(_is(_g(p.props, f), True) for f in PUBLIC_ACCESS_FLAGS) for p in pab):
             out.append(f"bucket {b.name} lacks a public access block with {', '.join(PUBLIC_ACCESS_FLAGS)} all true")
     return out
@@ -217,7 +222,8 @@ def replication_mesh_violations(resources: Iterable[Res]) -> list[str]:
     out = []
     if len(sources) != len(configs):
         out.append(
-            f"more than one replication configuration for one bucket: S3 keeps only the last ({sorted(c.name for c in configs)})"
+            "more than one replication configuration for one bucket: S3 keeps only the last "
+            f"({sorted(c.name for c in configs)})"
         )
     for src, c in sources.items():
         dests = [_g(rule, "destination", "bucket") for rule in (_g(c.props, "rules") or [])]

@@ -295,9 +295,9 @@ def test_all_zero_weights_refused_before_anything_is_declared(run_global):
         "mode": "weighted",
         "regions": {"us-east-1": {"weight": 0}, "us-west-2": {"weight": 0}, "eu-west-1": {"weight": 0}},
     }
-    with pytest.raises(pulumi.RunError, match="prod-global.*routing.*weight > 0") as e:
+    with pytest.raises(pulumi.RunError, match=r"prod-global.*routing.*weight > 0") as e:
         run_global("prod-global", routing=routing)
-    assert e.value.plan.resources == []
+    assert e.value.plan.resources == []  # type: ignore[attr-defined]  # run_program attaches .plan
 
 
 def test_two_primaries_refused_before_anything_is_declared(run_global):
@@ -305,9 +305,9 @@ def test_two_primaries_refused_before_anything_is_declared(run_global):
         "mode": "failover",
         "regions": {"us-east-1": {"failover": "PRIMARY"}, "us-west-2": {"failover": "PRIMARY"}},
     }
-    with pytest.raises(pulumi.RunError, match="staging-global.*exactly one PRIMARY") as e:
+    with pytest.raises(pulumi.RunError, match=r"staging-global.*exactly one PRIMARY") as e:
         run_global("staging-global", values={**read_stack_file("staging-global"), "routing": routing})
-    assert e.value.plan.resources == []
+    assert e.value.plan.resources == []  # type: ignore[attr-defined]  # run_program attaches .plan
 
 
 def test_declare_global_refuses_an_invalid_config_object_too():

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import copy
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from infra.config import RegionConfig, list_stacks, load_stack, read_stack_file  # noqa: E402
-from infra.mocks import Plan, run_program  # noqa: E402
+from infra.config import RegionConfig, list_stacks, load_stack, read_stack_file
+from infra.mocks import Plan, run_program
 
 
 def pytest_configure(config):
@@ -44,6 +38,7 @@ def euw1() -> Plan:
 @pytest.fixture(params=REGIONAL_STACKS)
 def regional(request) -> tuple[str, Plan, RegionConfig]:
     cfg = load_stack(request.param)
+    assert isinstance(cfg, RegionConfig)  # REGIONAL_STACKS holds regional stacks only
     return request.param, plan_of(request.param), cfg
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from infra.components.artifacts import bucket_name, lifecycle_rules, tls_only_policy
-from infra.mocks import ACCOUNT_ID, run_program
+from infra.mocks import ACCOUNT_ID, ResourceRecord, run_program
 
 
 def test_bucket_and_its_configuration(regional):
@@ -13,7 +13,10 @@ def test_bucket_and_its_configuration(regional):
     b = plan.one("aws:s3/bucket:Bucket")
     assert b.inputs["bucket"] == bucket_name(stack, ACCOUNT_ID) and b.inputs["forceDestroy"] is False
     assert b.options.get("retain_on_delete") is True
-    by_bucket = lambda t: [r for r in plan.of_type(t) if r.inputs["bucket"] == b.id]  # noqa: E731
+
+    def by_bucket(t: str) -> list[ResourceRecord]:
+        return [r for r in plan.of_type(t) if r.inputs["bucket"] == b.id]
+
     (ver,) = by_bucket("aws:s3/bucketVersioning:BucketVersioning")
     assert ver.inputs["versioningConfiguration"]["status"] == "Enabled"
     (sse,) = by_bucket("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")

@@ -47,7 +47,7 @@ def test_control_plane_and_node_roles(use1):
 
 
 def test_system_node_group_is_cpu_and_untainted(regional):
-    stack, plan, cfg = regional
+    _stack, plan, cfg = regional
     ng = plan.one("aws:eks/nodeGroup:NodeGroup", "cluster-system")
     assert ng.inputs["instanceTypes"] == [cfg.system_pool.instance_type]
     assert ng.inputs["amiType"] == "AL2023_x86_64_STANDARD"

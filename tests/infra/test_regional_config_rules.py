@@ -20,13 +20,13 @@ PIN_RULE = "rule: the Triton image must be pinned by a version tag (not 'latest'
 CASES = {
     "pool out of order": (
         lambda v: v["gpu_pools"][0].update(min=3, desired=2, max=1),
-        "stack prod-use1: reco-dr:gpu_pools[0] = {'name': 'h100', 'instance_type': 'p5.48xlarge', 'min': 3, 'desired': 2, "
-        "'max': 1}: rule: min <= desired <= max (got min 3, desired 2, max 1)",
+        "stack prod-use1: reco-dr:gpu_pools[0] = {'name': 'h100', 'instance_type': 'p5.48xlarge', "
+        "'min': 3, 'desired': 2, 'max': 1}: rule: min <= desired <= max (got min 3, desired 2, max 1)",
     ),
     "non-GPU instance type": (
         lambda v: v["gpu_pools"][1].update(instance_type="m7i.xlarge"),
-        "stack prod-use1: reco-dr:gpu_pools[1].instance_type = 'm7i.xlarge': rule: a GPU pool needs a GPU instance type "
-        "from the catalog (families: g5, g6, g6e, p4d, p4de, p5, p5e, p5en)",
+        "stack prod-use1: reco-dr:gpu_pools[1].instance_type = 'm7i.xlarge': "
+        "rule: a GPU pool needs a GPU instance type from the catalog (families: g5, g6, g6e, p4d, p4de, p5, p5e, p5en)",
     ),
     "unknown region": (
         lambda v: v.update(region="mars-east-1"),
@@ -70,7 +70,7 @@ def test_bad_config_declares_nothing(case, values):
         run_program("prod-use1", values=values, mocks=mocks)
     assert str(e.value) == message
     assert mocks.resources == [] and mocks.calls == []
-    assert e.value.plan.resources == []
+    assert e.value.plan.resources == []  # type: ignore[attr-defined]  # run_program attaches .plan
 
 
 def test_the_same_values_are_fine(values):
@@ -117,4 +117,4 @@ def test_stack_file_values_pass_through_the_engine_encoding(stacks_copy):
     assert "reco-dr:gpu_pools[0].instance_type = 'c7i.large': rule: a GPU pool needs a GPU instance type" in str(
         e.value
     )
-    assert e.value.plan.resources == []
+    assert e.value.plan.resources == []  # type: ignore[attr-defined]  # run_program attaches .plan

@@ -16,7 +16,7 @@ def _pool_groups(plan):
 
 
 def test_one_tainted_labelled_node_group_per_gpu_pool(regional):
-    stack, plan, cfg = regional
+    _stack, plan, cfg = regional
     groups = _pool_groups(plan)
     assert sorted(groups) == sorted(p.name for p in cfg.gpu_pools)
     for p in cfg.gpu_pools:

@@ -14,8 +14,8 @@ def _policy(plan, role_name):
 
 
 def test_triton_reads_only_its_bucket_and_key(regional):
-    stack, plan, cfg = regional
-    role, trust, pol = _policy(plan, "triton")
+    _stack, plan, _cfg = regional
+    _role, trust, pol = _policy(plan, "triton")
     bucket, key = plan.outputs["bucket_arn"], plan.outputs["kms_key_arn"]
     grants = {(s["Action"], s["Resource"]) for s in pol["Statement"]}
     assert grants == {("s3:ListBucket", bucket), ("s3:GetObject", f"{bucket}/*"), ("kms:Decrypt", key)}
@@ -33,7 +33,7 @@ def test_triton_reads_only_its_bucket_and_key(regional):
 def test_model_reader_policy_has_no_write():
     doc = json.loads(model_reader_policy("arn:aws:s3:::b", "arn:aws:kms:us-east-1:1:key/k"))
     actions = [s["Action"] for s in doc["Statement"]]
-    assert not any(a.startswith("s3:Put") or a.startswith("s3:Delete") or a == "kms:Encrypt" for a in actions)
+    assert not any(a.startswith(("s3:Put", "s3:Delete")) or a == "kms:Encrypt" for a in actions)
 
 
 def test_controller_roles_are_scoped(use1):
@@ -51,7 +51,7 @@ def test_controller_roles_are_scoped(use1):
 
 
 def test_alb_listener_and_target_group(regional):
-    stack, plan, cfg = regional
+    _stack, plan, cfg = regional
     lb = plan.one("aws:lb/loadBalancer:LoadBalancer")
     assert lb.inputs["loadBalancerType"] == "application" and lb.inputs["internal"] is False
     public = {s.id for s in plan.of_type("aws:ec2/subnet:Subnet") if "public" in s.name}
@@ -76,7 +76,7 @@ def test_alb_listener_and_target_group(regional):
 
 
 def test_security_groups_least_privilege(regional):
-    stack, plan, cfg = regional
+    _stack, plan, cfg = regional
     lb_sg = plan.one("aws:ec2/securityGroup:SecurityGroup")
     assert plan.one("aws:lb/loadBalancer:LoadBalancer").inputs["securityGroups"] == [lb_sg.id]
     assert not lb_sg.inputs.get("ingress") and not lb_sg.inputs.get("egress")
@@ -113,14 +113,15 @@ def test_allowed_cidrs_follow_config(values, plan_for):
 def test_lb_dns_and_zone_are_real_shape(regional):
     from infra.mocks import ALB_ZONE_IDS
 
-    stack, plan, cfg = regional
+    _stack, plan, cfg = regional
     assert plan.outputs["lb_zone_id"] == ALB_ZONE_IDS[cfg.region]
     assert plan.outputs["lb_dns_name"].endswith(f".{cfg.region}.elb.amazonaws.com")
 
 
 def test_engine_builder_access_for_model_build_jobs(regional):
-    """model_build/k8s_jobs.py's contract: namespace model-build, SA engine-builder (IRSA), ConfigMap with the bucket."""
-    stack, plan, cfg = regional
+    """model_build/k8s_jobs.py's contract: namespace model-build, SA engine-builder (IRSA), ConfigMap with the
+    bucket."""
+    _stack, plan, cfg = regional
     role, trust, pol = _policy(plan, "engine-build-irsa")
     bucket, key, m = plan.outputs["bucket_arn"], plan.outputs["kms_key_arn"], cfg.model.name
     cond = trust["Statement"][0]["Condition"]["StringEquals"]

@@ -15,8 +15,8 @@ AZS = ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d"]
 def test_subnet_plan_is_disjoint_inside_the_vpc_and_spans_three_azs(vpc):
     plan = subnet_plan(vpc, AZS)
     assert [p.az for p in plan] == AZS[:3]
-    nets = [ipaddress.ip_network(c) for p in plan for c in (p.private_cidr, p.public_cidr)]
-    net = ipaddress.ip_network(vpc)
+    nets = [ipaddress.IPv4Network(c) for p in plan for c in (p.private_cidr, p.public_cidr)]
+    net = ipaddress.IPv4Network(vpc)
     assert all(n.subnet_of(net) for n in nets)
     assert all(not a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1 :])
     # Pods take VPC addresses: private subnets get a quarter of the VPC each.
@@ -29,7 +29,7 @@ def test_subnet_plan_needs_three_azs():
 
 
 def test_network_resources(regional):
-    stack, plan, cfg = regional
+    _stack, plan, cfg = regional
     vpc = plan.one("aws:ec2/vpc:Vpc")
     assert vpc.inputs["cidrBlock"] == cfg.vpc_cidr and vpc.inputs["enableDnsHostnames"] is True
     subnets = plan.of_type("aws:ec2/subnet:Subnet")

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _run(*args, cwd=ROOT):
     return subprocess.run(
-        [sys.executable, "-m", "infra.plan", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "infra.plan", *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
     )
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from infra.catalog import GPU_INSTANCES
-from infra.mocks import regional_outputs
+from infra.mocks import Plan, regional_outputs
 from infra.outputs import OUTPUT_KEYS, validate_outputs
 
 PROVIDER_PACKAGE = {"aws": "pulumi:providers:aws", "kubernetes": "pulumi:providers:kubernetes"}
 
 
 def test_every_resource_has_an_explicit_provider_of_its_package(regional):
-    stack, plan, cfg = regional
+    _stack, plan, _cfg = regional
     custom = [r for r in plan.resources if r.custom and not r.type.startswith("pulumi:providers:")]
     assert custom, "nothing declared"
     for r in custom:
@@ -22,7 +22,7 @@ def test_every_resource_has_an_explicit_provider_of_its_package(regional):
 
 
 def test_invokes_use_the_regions_provider(regional):
-    stack, plan, cfg = regional
+    _stack, plan, cfg = regional
     assert plan.calls, "the program looks up the account and the availability zones"
     for c in plan.calls:
         assert c.provider, f"invoke {c.token} uses the default provider"
@@ -46,7 +46,7 @@ def test_one_aws_provider_in_the_stacks_region_with_default_tags(regional):
 def test_one_kubernetes_provider_built_from_the_clusters_outputs(regional):
     import json
 
-    stack, plan, cfg = regional
+    _stack, plan, cfg = regional
     (k,) = plan.of_type("pulumi:providers:kubernetes")
     cluster = plan.one("aws:eks/cluster:Cluster")
     kc = json.loads(k.inputs["kubeconfig"])
@@ -64,14 +64,14 @@ def test_outputs_are_exactly_the_contract_and_valid(regional):
     out = validate_outputs(stack, plan.outputs)
     assert out.region == cfg.region
     assert [p.name for p in out.gpu_pools] == [p.name for p in cfg.gpu_pools]
-    for p, c in zip(out.gpu_pools, cfg.gpu_pools):
+    for p, c in zip(out.gpu_pools, cfg.gpu_pools, strict=True):
         assert (p.instance_type, p.min, p.desired, p.max) == (c.instance_type, c.min, c.desired, c.max)
         assert p.compute_capability == GPU_INSTANCES[c.instance_type].compute_capability
     assert out.triton_image == cfg.triton.image and out.model_version == cfg.model.version
 
 
 def test_outputs_come_from_the_resources(regional):
-    stack, plan, cfg = regional
+    _stack, plan, _cfg = regional
     lb = plan.one("aws:lb/loadBalancer:LoadBalancer")
     bucket = plan.one("aws:s3/bucket:Bucket")
     key = plan.one("aws:kms/key:Key", "artifacts-key")
@@ -85,19 +85,23 @@ def test_outputs_come_from_the_resources(regional):
 
 def test_regional_outputs_helper_matches_what_the_program_exports(regional):
     """The global stack's StackReference mock answers with regional_outputs(): it must be the real thing."""
-    stack, plan, cfg = regional
+    stack, plan, _cfg = regional
     assert regional_outputs(stack) == plan.outputs
 
 
 def test_resource_names_are_unique_per_type(regional):
-    stack, plan, cfg = regional
+    _stack, plan, _cfg = regional
     keys = [(r.type, r.name) for r in plan.resources]
     assert len(keys) == len(set(keys))
 
 
 def test_regions_run_different_gpu_types(use1, euw1):
-    types = lambda p: {t for r in p.of_type("aws:eks/nodeGroup:NodeGroup") for t in r.inputs["instanceTypes"]}  # noqa: E731
-    gpu = lambda p: {t for t in types(p) if t in GPU_INSTANCES}  # noqa: E731
+    def types(p: Plan) -> set[str]:
+        return {t for r in p.of_type("aws:eks/nodeGroup:NodeGroup") for t in r.inputs["instanceTypes"]}
+
+    def gpu(p: Plan) -> set[str]:
+        return {t for t in types(p) if t in GPU_INSTANCES}
+
     assert "p5.48xlarge" in gpu(use1)
     assert gpu(euw1) and gpu(euw1) != gpu(use1)
     assert not any(GPU_INSTANCES[t].gpu_model == "H100" for t in gpu(euw1))
@@ -122,4 +126,4 @@ def test_resources_belong_to_their_components(use1):
     for t, parent in expected.items():
         assert {r.parent_type for r in use1.of_type(t)} == {parent}
     top = {r.type for r in use1.resources if r.parent_type == "pulumi:pulumi:Stack"}
-    assert all(t.startswith("pulumi:providers:") or t.startswith("reco-dr:regional:") for t in top)
+    assert all(t.startswith(("pulumi:providers:", "reco-dr:regional:")) for t in top)

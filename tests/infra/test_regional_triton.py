@@ -5,9 +5,10 @@ from __future__ import annotations
 import kubernetes_validate
 import pytest
 
+from infra.capacity import replica_bounds
 from infra.components import triton as T
 from infra.components.gpu_pools import device_plugin_daemonset
-from infra.config import load_stack
+from infra.config import RegionConfig, load_stack
 
 K8S_KINDS = [
     "core/v1:ConfigMap",
@@ -21,12 +22,18 @@ K8S_KINDS = [
 ]
 
 
+def _use1() -> RegionConfig:
+    cfg = load_stack("prod-use1")
+    assert isinstance(cfg, RegionConfig)
+    return cfg
+
+
 def _validate(manifest: dict, version: str) -> None:
     kubernetes_validate.validate(manifest, f"{version}.0", strict=True)
 
 
 def test_pure_manifests_are_valid_strict():
-    cfg = load_stack("prod-use1")
+    cfg = _use1()
     v = cfg.kubernetes_version
     for p in cfg.gpu_pools:
         _validate(T.deployment_manifest(p, cfg.triton, cfg.model, "bucket", cfg.region), v)
@@ -43,7 +50,7 @@ def test_pure_manifests_are_valid_strict():
 
 def test_declared_kubernetes_objects_are_valid_strict(regional, as_manifest):
     """What the program actually hands the provider, not only what the builders return."""
-    stack, plan, cfg = regional
+    _stack, plan, cfg = regional
     seen = 0
     for kind in K8S_KINDS:
         for rec in plan.of_type(f"kubernetes:{kind}"):
@@ -53,7 +60,7 @@ def test_declared_kubernetes_objects_are_valid_strict(regional, as_manifest):
 
 
 def test_strict_validation_catches_a_typo():
-    cfg = load_stack("prod-use1")
+    cfg = _use1()
     m = T.deployment_manifest(cfg.gpu_pools[0], cfg.triton, cfg.model, "bucket", cfg.region)
     m["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -61,7 +68,7 @@ def test_strict_validation_catches_a_typo():
 
 
 def test_one_deployment_per_gpu_pool(regional, as_manifest):
-    stack, plan, cfg = regional
+    _stack, plan, cfg = regional
     deps = {d.inputs["metadata"]["name"]: as_manifest(d) for d in plan.of_type("kubernetes:apps/v1:Deployment")}
     assert sorted(deps) == sorted(f"triton-{p.name}" for p in cfg.gpu_pools)
     groups = {
@@ -104,7 +111,7 @@ def test_one_deployment_per_gpu_pool(regional, as_manifest):
 
 
 def test_hpa_and_pdb_per_pool(regional):
-    stack, plan, cfg = regional
+    _stack, plan, cfg = regional
     hpas = {
         h.inputs["metadata"]["name"]: h.inputs["spec"]
         for h in plan.of_type("kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
@@ -123,14 +130,14 @@ def test_hpa_and_pdb_per_pool(regional):
 
 
 def test_replica_bounds_capped_by_pool_gpus():
-    cfg = load_stack("prod-use1")
+    cfg = _use1()
     pool = cfg.gpu_pools[0].model_copy(update={"max": 1})  # p5: 8 GPUs per node
     t = cfg.triton.model_copy(update={"min_replicas": 12, "max_replicas": 16})
-    assert T.replica_bounds(pool, t) == (8, 8)
+    assert replica_bounds(pool, t) == (8, 8)
 
 
 def test_service_and_target_group_binding(regional):
-    stack, plan, cfg = regional
+    _stack, plan, _cfg = regional
     svc = plan.one("kubernetes:core/v1:Service")
     assert svc.inputs["spec"]["selector"] == {"app.kubernetes.io/name": "triton"}
     for d in plan.of_type("kubernetes:apps/v1:Deployment"):
@@ -146,7 +153,7 @@ def test_service_and_target_group_binding(regional):
 
 
 def test_service_account_carries_the_triton_role(regional):
-    stack, plan, cfg = regional
+    _stack, plan, _cfg = regional
     sa = plan.one("kubernetes:core/v1:ServiceAccount", "triton-sa")
     role = plan.one("aws:iam/role:Role", "triton-role")
     assert sa.inputs["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == role.state["arn"]
@@ -232,7 +239,7 @@ def test_canary_deployments_serve_their_own_immutable_prefix(canary_plan, as_man
 
 
 def test_weighted_target_groups_split_the_listener(canary_plan):
-    plan, cfg = canary_plan
+    plan, _cfg = canary_plan
     tgs = {t.inputs["name"]: t for t in plan.of_type("aws:lb/targetGroup:TargetGroup")}
     assert sorted(tgs) == ["reco-dr-prod-use1-canary", "reco-dr-prod-use1-triton"]
     stable, canary = tgs["reco-dr-prod-use1-triton"], tgs["reco-dr-prod-use1-canary"]
@@ -287,7 +294,7 @@ def test_canary_resources_are_exactly_what_a_promotion_deletes(canary_plan, use1
     from drills.release.planning import canary_deletes
     from infra.config import load_fleet
 
-    plan, cfg = canary_plan
+    plan, _cfg = canary_plan
     extra = {(r.type, r.name) for r in plan.resources} - {(r.type, r.name) for r in use1.resources}
     assert len(extra) == canary_deletes(load_fleet("prod"), "us-east-1")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -20,7 +21,9 @@ def test_bench_records_both_runtimes_at_every_batch(repo: Path):
     m = load_manifest(repo)
     assert m.benchmark.status == "measured" and m.benchmark.runs == b.runs
     assert m.benchmark.qps_per_gpu == {}  # nothing here ran on a GPU
-    assert m.benchmark.cpu["runtime"] == "onnxruntime-cpu" and m.benchmark.cpu["requests_per_s"] > 0
+    cpu = m.benchmark.cpu
+    assert cpu is not None
+    assert cpu["runtime"] == "onnxruntime-cpu" and cast(float, cpu["requests_per_s"]) > 0
     # what infra.capacity reads from a manifest
     assert json.loads((repo / "manifest.json").read_text())["benchmark"]["qps_per_gpu"] == {}
     assert verify(repo) == []  # only the manifest changed, and it is not a hashed file

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import onnx
 import pytest
@@ -44,7 +46,7 @@ def test_both_graphs_have_the_documented_signature(built: BuildResult):
 def test_any_batch_size_matches_pytorch(built: BuildResult, batch: int):
     model = export.scorer(load_checkpoint(built.out / "checkpoint/ranker.pt"), "fp32")
     sess = export.ort_session(built.out / "ranker_onnx/1/model.onnx")
-    b = data.golden_batch(built.manifest.data["seed"], batch, start=100)
+    b = data.golden_batch(cast(int, built.manifest.data["seed"]), batch, start=100)
     got = sess.run(["score"], b)[0]
     assert got.shape == (batch, 1) and got.dtype == np.float32
     assert np.abs(got - export.torch_scores(model, b)).max() < 1e-5
@@ -53,7 +55,7 @@ def test_any_batch_size_matches_pytorch(built: BuildResult, batch: int):
 def test_out_of_vocabulary_ids_score_like_the_oov_row(built: BuildResult):
     model = export.scorer(load_checkpoint(built.out / "checkpoint/ranker.pt"), "fp32")
     sess = export.ort_session(built.out / "ranker_onnx/1/model.onnx")
-    b = data.golden_batch(built.manifest.data["seed"], 4)
+    b = data.golden_batch(cast(int, built.manifest.data["seed"]), 4)
     cards = np.array(data.FEATURES["cardinalities"], dtype=np.int32)
     weird = {"sparse_ids": b["sparse_ids"].copy(), "dense": b["dense"]}
     weird["sparse_ids"][0] = -5

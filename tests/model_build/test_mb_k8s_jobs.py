@@ -29,6 +29,7 @@ def test_one_job_per_environment_and_engine_listed_in_the_manifest(built: BuildR
 
 def test_jobs_validate_strictly_and_target_the_pool(built: BuildResult):
     fp16 = built.manifest.file("ranker_trt/model.fp16.onnx")
+    assert fp16 is not None
     for j in built.plan.jobs:
         cm, job = _docs(built.out / j.file)
         for doc in (cm, job):

@@ -20,14 +20,16 @@ def test_manifest_lists_every_file_with_hash_and_size(built: BuildResult):
     for f in m.files:
         assert sha256_file(built.out / f.path) == f.sha256 and (built.out / f.path).stat().st_size == f.size
     assert m.model == {"name": "ranker", "version": "2026.11.0"}
-    assert (m.data["seed"] and len(m.git["revision"]) in (40, 7)) or m.git["revision"] == "unknown"
+    rev = m.git["revision"]
+    assert isinstance(rev, str)
+    assert (m.data["seed"] and len(rev) in (40, 7)) or rev == "unknown"
     assert m.compute_capabilities == ["8.0", "8.6", "8.9", "9.0"]
     assert m.tensorrt_version == "10.8.0" and m.triton["release"] == "25.01" and m.triton["version"] == "2.54.0"
     assert [t.name for t in m.signature.inputs] == ["sparse_ids", "dense"] and m.signature.outputs[0].name == "score"
     assert 0 <= m.metrics.validation_auc <= 1 and m.metrics.parity
     assert m.benchmark.status == "not-run" and m.benchmark.qps_per_gpu == {}
     # not built here: no invented hashes, and the Jobs that build them are named
-    for cc, e in m.engines.items():
+    for e in m.engines.values():
         assert e.status == "not-built" and e.sha256 is None and e.size is None
         assert "not built here" in (e.reason or "") and e.build_jobs
         assert not (built.out / e.file).exists()
@@ -93,7 +95,8 @@ def test_engine_added_by_a_job_needs_a_matching_record(repo: Path):
     problems = verify(repo)
     assert problems == [f"{e.file}: engine present but its record {e.record} is missing"]
     src = m.file(e.onnx)
-    record = {
+    assert src is not None
+    record: dict[str, object] = {
         "compute_capability": "9.0",
         "file": e.file,
         "sha256": sha256_file(engine),
@@ -137,16 +140,21 @@ def test_engines_available_reads_records_from_any_store(repo: Path):
     from model_build.manifest import engines_available
 
     m = load_manifest(repo)
-    read = lambda rel: (repo / rel).read_bytes() if (repo / rel).is_file() else None  # noqa: E731
+
+    def read(rel: str) -> bytes | None:
+        return (repo / rel).read_bytes() if (repo / rel).is_file() else None
+
     assert engines_available(m, read) == dict.fromkeys(m.compute_capabilities, "missing")
     e = m.engines["8.9"]
+    src = m.file(e.onnx)
+    assert src is not None
     record = {
         "compute_capability": "8.9",
         "file": e.file,
         "sha256": "0" * 64,
         "size": 1,
         "tensorrt_version": e.tensorrt_version,
-        "onnx_sha256": m.file(e.onnx).sha256,
+        "onnx_sha256": src.sha256,
         "built_on": "NVIDIA L4",
         "device_compute_capability": "8.9",
         "hardware_compatibility": "NONE",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -33,12 +35,18 @@ def _golden(n: int = 512) -> data.Split:
 def test_gate_fails_on_error_and_on_reordering():
     g = _golden()
     ref = np.random.default_rng(0).random(len(g)).astype(np.float32)
-    same = parity.gate(ref, lambda b, s=[0]: _slice(ref, b, s), g, 64, "fp32", "test")
+    same = parity.gate(ref, _replay(ref, lambda x: x), g, 64, "fp32", "test")
     assert same.passed and same.max_abs == 0.0 and same.topk_overlap_min == 1.0
-    noisy = parity.gate(ref, lambda b, s=[0]: _slice(ref, b, s) + 1e-3, g, 64, "fp32", "test")
+    noisy = parity.gate(ref, _replay(ref, lambda x: x + 1e-3), g, 64, "fp32", "test")
     assert not noisy.passed and noisy.max_abs == pytest.approx(1e-3, rel=1e-3)
-    flipped = parity.gate(ref, lambda b, s=[0]: 1 - _slice(ref, b, s), g, 64, "fp16", "test")
+    flipped = parity.gate(ref, _replay(ref, lambda x: 1 - x), g, 64, "fp16", "test")
     assert not flipped.passed and flipped.topk_overlap_mean < 0.5
+
+
+def _replay(ref: np.ndarray, transform: Callable[[np.ndarray], np.ndarray]) -> parity.Runner:
+    """A stand-in runtime: each call returns the next slice of `ref`, transformed."""
+    state = [0]
+    return lambda b: transform(_slice(ref, b, state))
 
 
 def _slice(ref: np.ndarray, b: dict, state: list[int]) -> np.ndarray:

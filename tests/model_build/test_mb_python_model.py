@@ -7,6 +7,7 @@ import json
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,7 +35,7 @@ class _Response:
 
 def _stub_pb_utils() -> types.ModuleType:
     """Enough of `triton_python_backend_utils` for execute(): tensors in, responses out."""
-    m = types.ModuleType("triton_python_backend_utils")
+    m: Any = types.ModuleType("triton_python_backend_utils")  # a stand-in module: attributes set below
     m.Tensor = _Tensor
     m.InferenceResponse = _Response
     m.TritonError = lambda msg: msg
@@ -46,6 +47,7 @@ def _stub_pb_utils() -> types.ModuleType:
 def model_py(built: BuildResult, monkeypatch):
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _stub_pb_utils())
     spec = importlib.util.spec_from_file_location("ranker_py_model", built.out / "ranker_py/1/model.py")
+    assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

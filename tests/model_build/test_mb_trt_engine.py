@@ -33,7 +33,9 @@ def test_module_imports_and_probe_says_why_not_without_tensorrt():
 def _job_inputs(built: BuildResult, tmp_path: Path, cc: str = "9.0") -> list[str]:
     plan, sig = built.plan, built.manifest.signature
     e = plan.engine_for(cc)
+    assert e is not None
     src = built.manifest.file(e.onnx)
+    assert src is not None
     jp = k8s_jobs.job_plan_json(
         plan,
         e,
@@ -179,6 +181,7 @@ def test_plan_reaches_the_documented_tensorrt_calls(monkeypatch, built: BuildRes
     rec = _Recorder()
     monkeypatch.setitem(sys.modules, "tensorrt", rec.module)
     e = built.plan.engine_for("9.0")
+    assert e is not None
     shapes = e.profile.shapes({t.name: t.dims for t in built.manifest.signature.inputs})
     engine, cache, io = trt_engine.build_engine(
         b"onnx", shapes=shapes, timing_cache=b"old-cache", hardware_compatibility=hw, version_compatible=vc

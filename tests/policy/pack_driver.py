@@ -11,6 +11,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from pulumi_policy import EnforcementLevel, ResourceValidationArgs, ResourceValidationPolicy, StackValidationPolicy
 from pulumi_policy.policy import PolicyResource, StackValidationArgs
@@ -18,13 +19,15 @@ from pulumi_policy.proxy import unknown_checking_proxy
 
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("reco_dr_policy_pack", ROOT / "infra" / "policy" / "__main__.py")
-pack = importlib.util.module_from_spec(spec)
+assert spec is not None and spec.loader is not None
+# A module loaded by path: its attributes (POLICIES, STACKS_DIR) are not known statically.
+pack: Any = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(pack)  # builds POLICIES; the PolicyPack server starts only as "__main__"
 if len(sys.argv) > 2:
     pack.STACKS_DIR = Path(sys.argv[2])
 
 cases = json.loads(Path(sys.argv[1]).read_text())
-report = {
+report: dict[str, Any] = {
     "policies": {
         p.name: {"kind": type(p).__name__, "mandatory": p.enforcement_level == EnforcementLevel.MANDATORY}
         for p in pack.POLICIES
@@ -32,7 +35,7 @@ report = {
     "cases": {},
 }
 for case, resources in cases.items():
-    violations = []
+    violations: list[list[str]] = []
     by_urn = {}
     for r in resources:
         by_urn[r["urn"]] = PolicyResource(
@@ -43,7 +46,12 @@ for case, resources in cases.items():
             k: [by_urn[u] for u in urns if u in by_urn] for k, urns in (r.get("property_dependencies") or {}).items()
         }
     for policy in pack.POLICIES:
-        report_violation = lambda msg, urn=None, name=policy.name: violations.append([name, msg])
+
+        def report_violation(
+            msg: str, urn: str | None = None, name: str = policy.name, out: list[list[str]] = violations
+        ) -> None:
+            out.append([name, msg])
+
         if isinstance(policy, ResourceValidationPolicy):
             for r in resources:
                 args = ResourceValidationArgs(

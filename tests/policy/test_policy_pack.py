@@ -69,6 +69,7 @@ def run_pack(tmp_path, cases: dict, stacks_dir=None) -> dict:
         text=True,
         timeout=120,
         env={"PATH": "/usr/bin:/bin", "RECO_DR_MANIFEST": str(tmp_path / "absent.json")},
+        check=False,
     )
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
@@ -141,6 +142,7 @@ def test_pack_starts_its_analyzer_as_the_cli_runs_it():
         text=True,
     )
     try:
+        assert proc.stdout is not None and proc.stderr is not None  # both are PIPEs
         ready, _, _ = select.select([proc.stdout], [], [], 60)
         line = proc.stdout.readline().strip() if ready else ""
         assert line.isdigit(), (
