@@ -9,9 +9,8 @@ Layers, from pure to side-effecting:
   backends (`drills.backends`)  named bundles of adapters (`aws`, plus any a plugin registers)
   report   (`drills.report`)  journal -> Markdown + JSON
 
-Extension points (registries, so later work plugs in without editing these modules): scenarios
-(`drills.scenarios.register`), step actions (`drills.actions.action`), checks and abort conditions
-(`drills.checks.check`), backends (`drills.backends.register_backend`) and CLI subcommands
-(`drills.cli.register_command`). Plugins are modules named `drills/<pkg>/plugin.py` or listed in
-$DRILLS_PLUGINS; `drills.plugins.load_plugins()` imports them.
+Explicit tables, nothing registered by being imported: actions and checks (`drills.registry`), scenarios
+(`drills.scenarios.SCENARIOS`), backends (`drills.backends.BACKENDS`) and subcommands (`drills.cli.COMMANDS`).
+Modules named in $DRILLS_PLUGINS (tests, out-of-tree backends) may add backends and subcommands
+(`drills.plugins.load_plugins()`). Measurements: `drills.measure`; undo of journaled changes: `drills.undo`.
 """

@@ -8,33 +8,25 @@ share, a node loss) register with `@action("name")`.
 
 from __future__ import annotations
 
-import bisect
 import json
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from drills.checks import evaluate, slo_ok, window_stats
+from drills.checks import evaluate, window_stats
 from drills.errors import Abort, GuardrailError
 from drills.manifest import manifest_facts
+from drills.measure import Slo, SloRecovery, plan_slo
+from drills.undo import compare_to_pre, delete_canaries, records_match
 
 if TYPE_CHECKING:
     from drills.engine import Run
     from drills.model import Step
 
 ActionFn = Callable[["Run", "Step"], dict]
-ACTIONS: dict[str, ActionFn] = {}
 
 _WEIGHT = re.compile(r"^routing\.regions\.([a-z0-9-]+)\.weight$")
 _ROLE = re.compile(r"^routing\.regions\.([a-z0-9-]+)\.failover$")
-
-
-def action(name: str) -> Callable[[ActionFn], ActionFn]:
-    def deco(fn: ActionFn) -> ActionFn:
-        ACTIONS[name] = fn
-        return fn
-
-    return deco
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -43,13 +35,6 @@ def routing_of(values: dict[str, Any]) -> tuple[dict[str, int], dict[str, str]]:
     w = {m[1]: int(v) for p, v in values.items() if (m := _WEIGHT.match(p))}
     r = {m[1]: str(v) for p, v in values.items() if (m := _ROLE.match(p))}
     return w, r
-
-
-def records_match(route53: Any, weights: dict[str, int], roles: dict[str, str]) -> bool:
-    recs = route53.records()
-    return all(r in recs and recs[r].weight == w for r, w in weights.items()) and all(
-        r in recs and recs[r].failover == v for r, v in roles.items()
-    )
 
 
 def change_stack(
@@ -126,8 +111,8 @@ class SwitchTracker:
 
     A client is *hit* once, after t0, it fails or is answered by an away region; it has *moved* at its first
     success from another region after that (a later failure or away answer makes it hit again). first_success:
-    the first move; drained: when every hit client has moved (the last move). SLO recovered: the start T of the first
-    window [T, T + W] (T no earlier than the first success) over which the service probes meet the SLO.
+    the first move; drained: when every hit client has moved (the last move). SLO recovered: `drills.measure`'s rule
+    over the service probes since t0.
     """
 
     def __init__(self, away: set[str], t0: float):
@@ -136,7 +121,7 @@ class SwitchTracker:
         self.moved: dict[int, float] = {}
         self.results: list = []
         self.first_any: float | None = None
-        self._cursor = 0
+        self._recovery: SloRecovery | None = None
 
     def feed(self, results: list) -> None:
         for r in results:
@@ -163,27 +148,12 @@ class SwitchTracker:
             return None
         return max(self.moved.values()) if self.moved else self.first_any
 
-    def slo_recovered(self, now: float, window: float, success_rate: float, p99_ms: float, need: int) -> float | None:
-        start = self.first_success
-        if start is None:
-            return None
-        times = [r.t for r in self.results]
-        k = max(self._cursor, bisect.bisect_left(times, start))
-        while k < len(times) and times[k] + window <= now:
-            t = times[k]
-            st = window_stats(self.results[k : bisect.bisect_right(times, t + window)])
-            if st["n"] >= need and slo_ok(st, success_rate, p99_ms):
-                return t
-            k = bisect.bisect_right(times, t)  # next distinct probe time
-        # A window wholly in the past that missed the SLO never meets it later: resume the scan from here.
-        self._cursor = k
-        return None
-
-
-def _slo_params(run: Run) -> tuple[float, float, float, int]:
-    o = run.plan.objectives
-    p = run.params
-    return p.slo_window_seconds, o.success_rate, o.p99_ms, p.min_samples
+    def slo_recovered(self, now: float, slo: Slo) -> float | None:
+        """`drills.measure`'s SLO recovery over the results fed so far, from t0 (the fault or the change)."""
+        if self._recovery is None:
+            self._recovery = SloRecovery(slo, self.t0)
+        self._recovery.feed(self.results[len(self._recovery.records) :])
+        return self._recovery.judge(now)
 
 
 def _milestones(t0: float, named: dict[str, float | None]) -> dict[str, float | None]:
@@ -191,7 +161,6 @@ def _milestones(t0: float, named: dict[str, float | None]) -> dict[str, float | 
 
 
 # ---------------------------------------------------------------- actions
-@action("precheck")
 def _precheck(run: Run, step: Step) -> dict:
     b, p = run.backend, step.params
     problems: list[str] = []
@@ -236,7 +205,6 @@ def _precheck(run: Run, step: Step) -> dict:
     return {"health": health, "engines": engines, "node_groups": groups}
 
 
-@action("set_config")
 def _set_config(run: Run, step: Step) -> dict:
     # The global stack last: pools and regional settings first, then the traffic move that relies on them.
     order = sorted(step.params["changes"].items(), key=lambda kv: kv[0] == run.plan.global_stack)
@@ -245,7 +213,6 @@ def _set_config(run: Run, step: Step) -> dict:
     }
 
 
-@action("scale_pools")
 def _scale_pools(run: Run, step: Step) -> dict:
     cap = run.backend.capacity
     done = {}
@@ -268,7 +235,6 @@ def _scale_pools(run: Run, step: Step) -> dict:
     return {"scaled": done}
 
 
-@action("wait_capacity")
 def _wait_capacity(run: Run, step: Step) -> dict:
     t0 = run.clock.now()
     ok = run.wait(
@@ -279,7 +245,6 @@ def _wait_capacity(run: Run, step: Step) -> dict:
     return {"ready": ok, "seconds": round(run.clock.now() - t0, 3)}
 
 
-@action("restore_pools")
 def _restore_pools(run: Run, step: Step) -> dict:
     pre = run.pre_state.get("node_groups", {})
     out = {}
@@ -294,12 +259,10 @@ def _restore_pools(run: Run, step: Step) -> dict:
     return {"restored": out}
 
 
-@action("hold")
 def _hold(run: Run, step: Step) -> dict:
     return {}
 
 
-@action("inject_fault")
 def _inject(run: Run, step: Step) -> dict:
     region, kind = step.params["region"], step.params["fault"]
     handle = run.backend.faults.prepare(region, kind)
@@ -311,7 +274,6 @@ def _inject(run: Run, step: Step) -> dict:
     return {"t_fault": t, "handle": handle}
 
 
-@action("clear_fault")
 def _clear(run: Run, step: Step) -> dict:
     f = run.state.get("fault") or {}
     region, kind = step.params["region"], step.params["fault"]
@@ -321,12 +283,11 @@ def _clear(run: Run, step: Step) -> dict:
     return {"t_cleared": run.clock.now()}
 
 
-@action("observe_failover")
 def _observe_failover(run: Run, step: Step) -> dict:
     b, region = run.backend, step.params["region"]
     fault = run.state["fault"]
     t0 = fault["t"]
-    window, rate, p99, need = _slo_params(run)
+    slo = plan_slo(run.plan.objectives, run.params)
     tr = SwitchTracker({region}, t0)
     seen = {"n": len(run.monitor.results) - len(run.monitor.since(t0))}  # results before the fault are not fed
     m: dict[str, float | None] = {"detected": None, "dns_changed": None, "slo_recovered": None}
@@ -343,7 +304,7 @@ def _observe_failover(run: Run, step: Step) -> dict:
         seen["n"] += len(new)
         tr.feed(new)
         if m["slo_recovered"] is None and m["dns_changed"] is not None:
-            m["slo_recovered"] = tr.slo_recovered(now, window, rate, p99, need)
+            m["slo_recovered"] = tr.slo_recovered(now, slo)
             if m["slo_recovered"] is not None:
                 run.state["slo_recovered"] = {"t": m["slo_recovered"]}
         return None not in m.values() and tr.drained is not None and now >= m["dns_changed"] + run.plan.ttl
@@ -373,23 +334,22 @@ def _observe_failover(run: Run, step: Step) -> dict:
     return result
 
 
-@action("observe_switch")
 def _observe_switch(run: Run, step: Step) -> dict:
     change = run.state.get("last_change") or {}
     t0 = change.get("t_set", run.clock.now())
     away = set(step.params["away_from"])
-    window, rate, p99, need = _slo_params(run)
+    slo = plan_slo(run.plan.objectives, run.params)
     tr = SwitchTracker(away, t0)
     seen = {"n": len(run.monitor.results) - len(run.monitor.since(t0))}
-    slo: dict[str, float | None] = {"t": None}
+    recovered: dict[str, float | None] = {"t": None}
 
     def progress() -> bool:
         new = run.monitor.results[seen["n"] :]
         seen["n"] += len(new)
         tr.feed(new)
-        if slo["t"] is None and tr.drained is not None:
-            slo["t"] = tr.slo_recovered(run.clock.now(), window, rate, p99, need)
-        return slo["t"] is not None and tr.drained is not None
+        if recovered["t"] is None and tr.drained is not None:
+            recovered["t"] = tr.slo_recovered(run.clock.now(), slo)
+        return recovered["t"] is not None and tr.drained is not None
 
     done = run.wait(step.params["timeout"], until=progress, label="switch")
     milestones = _milestones(
@@ -399,7 +359,7 @@ def _observe_switch(run: Run, step: Step) -> dict:
             "dns_changed": change.get("t_answer"),
             "first_success": tr.first_success,
             "drained": tr.drained,
-            "slo_recovered": slo["t"],
+            "slo_recovered": recovered["t"],
         },
     )
     result = {
@@ -422,7 +382,6 @@ def _observe_switch(run: Run, step: Step) -> dict:
     return result
 
 
-@action("observe_recovery")
 def _observe_recovery(run: Run, step: Step) -> dict:
     b, region = run.backend, step.params["region"]
     t0 = run.clock.now()
@@ -443,17 +402,13 @@ def _observe_recovery(run: Run, step: Step) -> dict:
     return {"healthy_after": round(t1 - t0, 3)}
 
 
-@action("verify_restored")
 def _verify(run: Run, step: Step) -> dict:
-    from drills.engine import compare_to_pre
-
     mismatches = compare_to_pre(run.backend, run.pre_state, run.journal.entries())
     if mismatches:
         raise Abort("not back to the pre-drill state: " + "; ".join(mismatches))
     return {"verified": True}
 
 
-@action("canary_write")
 def _canary_write(run: Run, step: Step) -> dict:
     out = {}
     for src in step.params["sources"]:
@@ -468,7 +423,6 @@ def _canary_write(run: Run, step: Step) -> dict:
     return {"canaries": out}
 
 
-@action("measure_replication")
 def _measure_replication(run: Run, step: Step) -> dict:
     canaries = run.state.get("canaries", {})
     regions = sorted(run.plan.stack_names)
@@ -492,7 +446,6 @@ def _measure_replication(run: Run, step: Step) -> dict:
     return rep
 
 
-@action("manifest_skew")
 def _manifest_skew(run: Run, step: Step) -> dict:
     regions: dict[str, Any] = {}
     for r in step.params["regions"]:
@@ -512,8 +465,26 @@ def _manifest_skew(run: Run, step: Step) -> dict:
     return out
 
 
-@action("canary_delete")
 def _canary_delete(run: Run, step: Step) -> dict:
-    from drills.engine import delete_canaries
-
     return {"deleted": delete_canaries(run.backend, run.journal, run.journal.entries(), sorted(run.plan.stack_names))}
+
+
+# The actions a plan step can name (the engine reads them through drills.registry).
+ACTIONS: dict[str, ActionFn] = {
+    "precheck": _precheck,
+    "set_config": _set_config,
+    "scale_pools": _scale_pools,
+    "wait_capacity": _wait_capacity,
+    "restore_pools": _restore_pools,
+    "hold": _hold,
+    "inject_fault": _inject,
+    "clear_fault": _clear,
+    "observe_failover": _observe_failover,
+    "observe_switch": _observe_switch,
+    "observe_recovery": _observe_recovery,
+    "verify_restored": _verify,
+    "canary_write": _canary_write,
+    "measure_replication": _measure_replication,
+    "manifest_skew": _manifest_skew,
+    "canary_delete": _canary_delete,
+}

@@ -1,10 +1,9 @@
 """Backends: named bundles of adapters, built from (plan, options, clock).
 
-`register_backend(name, factory, description)` adds one; `--backend NAME` picks it. The options are JSON and
-recorded in the journal, so `drills rollback` in a later process rebuilds the same backend. The rehearsal
-registers its own (moto_server, its DNS and health-check models, real Triton processes) from its plugin module,
-reusing the adapters here where they fit (Boto3Route53 on its moto_server endpoint, LocalStackAdapter over its
-stack copy, TritonHttpProbe with a resolver on its DNS server).
+BACKENDS (below) names each; `--backend NAME` picks one. The options are JSON and recorded in the journal, so
+`drills rollback` in a later process rebuilds the same backend. The rehearsal's backends (moto_server, its DNS and
+health-check models, real Triton processes) reuse the adapters where they fit (Boto3Route53 on its moto_server
+endpoint, LocalStackAdapter over its stack copy, TritonHttpProbe with a resolver on its DNS server).
 """
 
 from __future__ import annotations
@@ -19,10 +18,14 @@ from drills.errors import DrillError, GuardrailError
 from drills.model import Plan
 
 BackendFactory = Callable[[Plan, dict[str, Any], Clock], Backend]
+# name -> (factory, description): the backends of this tree, filled in below; `register_backend` is for plugins
+# named in $DRILLS_PLUGINS (drills.plugins), such as the tests' own backend.
 BACKENDS: dict[str, tuple[BackendFactory, str]] = {}
 
 
 def register_backend(name: str, factory: BackendFactory, description: str = "") -> None:
+    if name in BACKENDS:
+        raise ValueError(f"backend {name!r} is already defined")
     BACKENDS[name] = (factory, description)
 
 
@@ -107,9 +110,83 @@ def aws_backend(plan: Plan, options: dict[str, Any], clock: Clock) -> Backend:
                 f"aws backend could not start, nothing was changed: Pulumi said {type(e).__name__}: {e}"
             ) from None
         raise
-    return Backend("aws", options, stacks, route53, s3, capacity, probes, faults)
+    backend = Backend("aws", options, stacks, route53, s3, capacity, probes, faults)
+    return _with_release_adapters(backend, fleet, options, session, out, kubes)
 
 
-register_backend(
-    "aws", aws_backend, "AWS: boto3 (Route 53, S3, EKS), Kubernetes API via EKS tokens, Pulumi Automation API"
+def _with_release_adapters(
+    backend: Backend, fleet: Any, options: dict[str, Any], session: Any, out: dict[str, Any], kubes: dict[str, Any]
+) -> Backend:
+    """What releases, restores and the sub-region drills need beyond the core adapters: ALB + Kubernetes serving
+    state, version-pinned V2 scoring through the load balancer, Triton metrics through the API server's pod proxy,
+    and the faults "corrupt-artifact" and "gpu-node-loss"; from the same session and stack outputs."""
+    from drills.adapters.faults import CompositeFaults
+    from drills.release.adapters import (
+        AlbKubeServing,
+        ArtifactCorruption,
+        Ec2NodeLoss,
+        KubernetesTritonMetrics,
+        TritonScoreProbe,
+    )
+    from drills.release.planning import VERSION, node_loss_figures
+
+    model = next(iter(fleet.regions.values())).model.name
+    backend.serving = AlbKubeServing({r: session.client("elbv2", region_name=r) for r in out}, kubes, fleet.stack_names)
+    # The Triton model the pods serve (model_build's repository: ranker_trt, or ranker_onnx where a region runs the
+    # fallback).
+    backend.scores = TritonScoreProbe(
+        {r: f"https://{o.lb_dns_name}" for r, o in out.items()},
+        options.get("score_model", f"{model}_trt"),
+        server_name=fleet.glob.fqdn,
+    )
+    backend.metrics = KubernetesTritonMetrics(kubes)
+
+    def served(region: str) -> tuple[str, str]:
+        return model, str(backend.stacks.get_config(fleet.stack_names[region], VERSION))
+
+    pools = {r: node_loss_figures(fleet, r)["pool"] for r in fleet.regions}
+    backend.faults = CompositeFaults(
+        backend.faults,
+        ArtifactCorruption(backend.s3, served),
+        Ec2NodeLoss(
+            {r: session.client("eks", region_name=r) for r in out},
+            {r: session.client("ec2", region_name=r) for r in out},
+            {r: session.client("autoscaling", region_name=r) for r in out},
+            {r: o.cluster_name for r, o in out.items()},
+            pools,
+        ),
+    )
+    return backend
+
+
+# The simulators are imported only when their backend is chosen: a production command never loads moto or Triton.
+def _rehearsal(plan: Plan, options: dict[str, Any], clock: Clock) -> Backend:
+    from drills.rehearsal.command import backend_factory
+
+    return backend_factory(plan, options, clock)
+
+
+def _rehearsal_release(plan: Plan, options: dict[str, Any], clock: Clock) -> Backend:
+    from drills.release.rehearsal import backend_factory
+
+    return backend_factory(plan, options, clock)
+
+
+BACKENDS.update(
+    {
+        "aws": (
+            aws_backend,
+            "AWS: boto3 (Route 53, S3, EKS, ELBv2, EC2), Kubernetes API via EKS tokens, Pulumi Automation API; "
+            "with the release adapters (ALB weights, version-pinned scoring, Triton metrics)",
+        ),
+        "rehearsal": (
+            _rehearsal,
+            "this machine: moto_server, Triton per region (CPU), Route 53 health/DNS and S3 replication models, "
+            "stack copy re-applied through the offline plan (drills rehearse)",
+        ),
+        "rehearsal-release": (
+            _rehearsal_release,
+            "the rehearsal world with stable/canary tracks (drills rehearse-release)",
+        ),
+    }
 )

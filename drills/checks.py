@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from drills.adapters.base import ProbeResult
+from drills.measure import Slo, latency_summary, window_ok
 
 if TYPE_CHECKING:
     from drills.engine import Run
@@ -29,51 +30,32 @@ class Verdict:
 
 
 CheckFn = Callable[["Run", dict, str, float | None], Verdict]
-CHECKS: dict[str, CheckFn] = {}
-
-
-def check(kind: str) -> Callable[[CheckFn], CheckFn]:
-    def deco(fn: CheckFn) -> CheckFn:
-        CHECKS[kind] = fn
-        return fn
-
-    return deco
 
 
 def evaluate(run: Run, kind: str, params: dict, mode: str = "gate", since: float | None = None) -> Verdict:
-    if kind not in CHECKS:
-        return Verdict(False, f"unknown check kind {kind!r} (known: {', '.join(sorted(CHECKS))})")
+    """Judge one check kind from the run's table (`run.checks`, drills.registry's unless a test gives another)."""
+    checks = run.checks
+    if kind not in checks:
+        return Verdict(False, f"unknown check kind {kind!r} (known: {', '.join(sorted(checks))})")
     try:
-        return CHECKS[kind](run, params, mode, since)
+        return checks[kind](run, params, mode, since)
     except Exception as e:  # noqa: BLE001 - a check that cannot be evaluated has failed, and says why
         return Verdict(False, f"{kind} could not be evaluated: {type(e).__name__}: {e}")
 
 
 # ---------------------------------------------------------------- probe statistics (pure)
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (no interpolation: a p99 is a latency some request actually had)."""
-    if not values:
-        return None
-    s = sorted(values)
-    k = max(0, min(len(s) - 1, int(-(-q * len(s) // 100)) - 1))
-    return s[k]
-
-
 def window_stats(results: Iterable[ProbeResult]) -> dict[str, Any]:
+    """The journal's probe figures: `drills.measure.latency_summary` (`n` is its `requests`), per-region counts and
+    the first failures."""
     rs = list(results)
-    ok = [r for r in rs if r.ok]
-    lat = [r.latency_ms for r in ok]
+    s = latency_summary(rs)
     by_region: dict[str, int] = {}
     for r in rs:
         by_region[r.region or "?"] = by_region.get(r.region or "?", 0) + 1
     failed = [r for r in rs if not r.ok]
     return {
-        "n": len(rs),
-        "ok": len(ok),
-        "errors": len(failed),
-        "success_rate": (len(ok) / len(rs)) if rs else None,
-        "p50_ms": percentile(lat, 50),
-        "p99_ms": percentile(lat, 99),
+        "n": s["requests"],
+        **{k: s[k] for k in ("ok", "errors", "success_rate", "p50_ms", "p99_ms")},
         "by_region": by_region,
         # The first few failures themselves: an abort must say what failed, not only how often.
         "failures": [
@@ -83,19 +65,15 @@ def window_stats(results: Iterable[ProbeResult]) -> dict[str, Any]:
     }
 
 
-def slo_ok(stats: dict, success_rate: float, p99_ms: float) -> bool:
-    return (
-        stats["n"] > 0
-        and stats["success_rate"] >= success_rate
-        and (stats["p99_ms"] is None or stats["p99_ms"] <= p99_ms)
-    )
-
-
 # ---------------------------------------------------------------- kinds
-@check("slo")
 def _slo(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
-    window = float(p.get("window_seconds", 30))
-    need = int(p.get("min_samples", 20))
+    slo = Slo(
+        success_rate=p["success_rate"],
+        p99_ms=p["p99_ms"],
+        window_s=float(p.get("window_seconds", 30)),
+        min_requests=int(p.get("min_samples", 20)),
+    )
+    window, need = slo.window_s, slo.min_requests
     if mode == "abort" and run.phase == "failover":
         return Verdict(True, "suspended during the failover window (the RTO measures it)")
 
@@ -115,7 +93,7 @@ def _slo(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     st = window_stats(rs)
     if st["n"] < need and mode == "gate":
         return Verdict(False, f"only {st['n']} probes answered in {window:g} s (need {need})", st)
-    ok = slo_ok(st, p["success_rate"], p["p99_ms"])
+    ok = window_ok(rs, slo) is True
     p99 = f"{st['p99_ms']:.1f} ms" if st["p99_ms"] is not None else "n/a"
     rate = f"{st['success_rate']:.2%}" if st["success_rate"] is not None else "n/a"
     failed = "".join(
@@ -130,7 +108,6 @@ def _slo(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     )
 
 
-@check("healthy")
 def _healthy(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     regions = p.get("regions", "serving")
     if regions == "serving":
@@ -145,7 +122,6 @@ def _healthy(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     )
 
 
-@check("weights_applied")
 def _weights(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     recs = run.backend.route53.records()
     got = {r: recs[r].weight if r in recs else None for r in p["weights"]}
@@ -155,7 +131,6 @@ def _weights(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     )
 
 
-@check("roles_applied")
 def _roles(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     recs = run.backend.route53.records()
     got = {r: recs[r].failover if r in recs else None for r in p["roles"]}
@@ -166,14 +141,12 @@ def _roles(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     )
 
 
-@check("dns_excludes")
 def _dns_excludes(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     ans = run.backend.route53.dns_answer()
     share = ans.get(p["region"], 0.0)
     return Verdict(share == 0 and bool(ans), f"answers {ans}" if ans else "no answer at all", {"answer": ans})
 
 
-@check("capacity_ready")
 def _capacity(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     problems, figures = [], {}
     for region, pools in p["targets"].items():
@@ -197,7 +170,6 @@ def _capacity(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     return Verdict(not problems, "; ".join(problems) or "node groups at target and active, Triton pods ready", figures)
 
 
-@check("rpo")
 def _rpo(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     rep = run.state.get("replication") or {}
     missing = rep.get("missing", [])
@@ -211,7 +183,6 @@ def _rpo(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     )
 
 
-@check("deadline")
 def _deadline(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     ref = run.state.get(p.get("since", "fault"))
     start = ref.get("t") if isinstance(ref, dict) else None
@@ -222,3 +193,16 @@ def _deadline(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
         elapsed <= p["seconds"],
         f"{elapsed:.0f} s since the {p.get('since', 'fault')} without SLO recovery (limit {p['seconds']:g} s)",
     )
+
+
+# The check kinds a gate or abort condition can name (the engine reads them through drills.registry).
+CHECKS: dict[str, CheckFn] = {
+    "slo": _slo,
+    "healthy": _healthy,
+    "weights_applied": _weights,
+    "roles_applied": _roles,
+    "dns_excludes": _dns_excludes,
+    "capacity_ready": _capacity,
+    "rpo": _rpo,
+    "deadline": _deadline,
+}

@@ -1,14 +1,15 @@
 """`python -m drills`: plan, run, resume, rollback, status, report.
 
-Subcommands live in a registry: `register_command(name, help, configure, run)`. The rehearsal (`rehearse`) and
-the release path (`release`) add theirs from their own plugin modules (see drills.plugins) without editing this
-file. Exit codes: 0 done, 1 the drill aborted (and was rolled back) or failed its objectives, 2 usage or
+Subcommands are the table COMMANDS at the end of this file; a command defined in another module (release,
+rehearse) is imported only when it runs or its help is shown, so `drills run` never loads the rehearsal's
+simulators. Plugins named in $DRILLS_PLUGINS may add commands with `register_command`. Exit codes: 0 done, 1 the drill aborted (and was rolled back) or failed its objectives, 2 usage or
 config error, 3 refused by a guardrail (nothing changed), 4 rollback failed (state recorded in the journal).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -21,25 +22,33 @@ from drills.errors import DrillError, GuardrailError
 from infra.config import ROOT, STACKS_DIR
 
 
+Configure = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[argparse.Namespace], int]
+
+
 @dataclass(frozen=True)
 class Command:
+    """A subcommand: `configure` adds its arguments, `run(args)` returns the exit code; `load()` gives both. Every
+    command gets the common options (--state-dir, --stacks-dir) too."""
+
     name: str
     help: str
-    configure: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
+    load: Callable[[], tuple[Configure, Run]]
 
 
-COMMANDS: dict[str, Command] = {}
+def _in(module: str, configure: str, run: str) -> Callable[[], tuple[Configure, Run]]:
+    def load() -> tuple[Configure, Run]:
+        m = importlib.import_module(module)
+        return getattr(m, configure), getattr(m, run)
+
+    return load
 
 
-def register_command(
-    name: str, help: str, configure: Callable[[argparse.ArgumentParser], None], run: Callable[[argparse.Namespace], int]
-) -> None:
-    """Add a subcommand. `configure` adds its arguments; `run(args)` returns the exit code. Every command gets
-    the common options (--state-dir, --stacks-dir) too."""
+def register_command(name: str, help: str, configure: Configure, run: Run) -> None:
+    """For plugins named in $DRILLS_PLUGINS: add a subcommand."""
     if name in COMMANDS:
-        raise ValueError(f"command {name!r} is already registered")
-    COMMANDS[name] = Command(name, help, configure, run)
+        raise ValueError(f"command {name!r} is already defined")
+    COMMANDS[name] = Command(name, help, lambda: (configure, run))
 
 
 def default_state_dir() -> Path:
@@ -307,37 +316,74 @@ def _run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-register_command(
-    "plan",
-    "print a drill's plan (objectives, steps, weights, capacity checks, aborts, rollback); no cloud calls",
-    _configure_plan,
-    _run_plan,
-)
-register_command("run", "run a drill: a dry run unless --execute --confirm ENV", _configure_run, _run_run)
-register_command("resume", "continue a crashed drill from its journal", _configure_resume, _run_resume)
-register_command(
-    "rollback",
-    "restore the pre-drill state recorded in a drill's journal (after a crash)",
-    _configure_drill_id,
-    _run_rollback,
-)
-register_command("status", "running and past drills, locks", _configure_status, _run_status)
-register_command(
-    "report", "write a drill's report (Markdown and JSON) from its journal", _configure_report, _run_report
-)
-# Later subcommands: `rehearse` (local rehearsal) and `release` (model release) register from their plugin modules.
+COMMANDS: dict[str, Command] = {
+    c.name: c
+    for c in (
+        Command(
+            "plan",
+            "print a drill's plan (objectives, steps, weights, capacity checks, aborts, rollback); no cloud calls",
+            lambda: (_configure_plan, _run_plan),
+        ),
+        Command(
+            "run", "run a drill: a dry run unless --execute --confirm ENV", lambda: (_configure_run, _run_run)
+        ),
+        Command("resume", "continue a crashed drill from its journal", lambda: (_configure_resume, _run_resume)),
+        Command(
+            "rollback",
+            "restore the pre-drill state recorded in a drill's journal (after a crash)",
+            lambda: (_configure_drill_id, _run_rollback),
+        ),
+        Command("status", "running and past drills, locks", lambda: (_configure_status, _run_status)),
+        Command(
+            "report",
+            "write a drill's report (Markdown and JSON) from its journal",
+            lambda: (_configure_report, _run_report),
+        ),
+        Command(
+            "release",
+            "roll a published model version through the fleet: canary, region by region, promotion; "
+            "automatic rollback at the first failed gate (dry run unless --execute --confirm ENV)",
+            _in("drills.release.commands", "configure_release", "run_release"),
+        ),
+        Command(
+            "restore",
+            "bring a region back to its last-known-good model version and verify exact hashes "
+            "(dry run unless --execute --confirm ENV)",
+            _in("drills.release.commands", "configure_restore", "run_restore"),
+        ),
+        Command(
+            "release-report",
+            "write a release's summary (gates with figures, time to rollback, hashes, RPO) from its journal",
+            _in("drills.release.commands", "configure_report", "run_report"),
+        ),
+        Command(
+            "rehearse",
+            "run a drill end to end on this machine (Triton per region, DNS failover, client traffic) and report it",
+            _in("drills.rehearsal.command", "configure", "run"),
+        ),
+        Command(
+            "rehearse-release",
+            "run model releases (good promoted, bad rolled back) and the sub-region drills "
+            "(artifact-corruption, node-loss) on this machine against real Tritons, and report them",
+            _in("drills.release.rehearsal", "configure", "run_command"),
+        ),
+    )
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `only`, the other commands are listed but not loaded (their modules are not imported)."""
     ap = argparse.ArgumentParser(
         prog="python -m drills", description="Disaster-recovery drills for reco-dr: plan, execute, summarise."
     )
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for cmd in COMMANDS.values():
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
-        cmd.configure(p)
+        if only is None or cmd.name == only:
+            configure, run = cmd.load()
+            configure(p)
+            p.set_defaults(_run=run)
         _common(p)
-        p.set_defaults(_run=cmd.run)
     return ap
 
 
@@ -345,7 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     from drills.plugins import load_plugins
 
     load_plugins()
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    named = next((a for a in argv if a in COMMANDS), None)
+    args = build_parser(named).parse_args(argv)
     try:
         return args._run(args)
     except DrillError as e:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drills.actions import ACTIONS, records_match, routing_of
+from drills.actions import routing_of
 from drills.adapters.base import Backend, ProbeResult
 from drills.checks import evaluate, window_stats
 from drills.clock import Clock, SystemClock
@@ -37,6 +37,8 @@ from drills.errors import Abort, DrillError, GuardrailError, Interrupted
 from drills.journal import Journal, host, load, new_drill_id, summarise
 from drills.lock import Lock
 from drills.model import Plan
+from drills.registry import ACTIONS, CHECKS
+from drills.undo import restore
 from infra.capacity import shares_after_loss
 
 
@@ -83,6 +85,7 @@ class Run:
             log,
         )
         self.params = Parameters.model_validate(plan.parameters)
+        self.checks = CHECKS
         self.monitor = Monitor(self, self.params.probe_clients)
         self.state: dict[str, Any] = {}
         self.pre_state: dict[str, Any] = {}
@@ -186,121 +189,6 @@ def read_pre_state(plan: Plan, backend: Backend) -> dict:
     return out
 
 
-def _scaled_pools(entries: list[dict]) -> dict[tuple[str, str], dict]:
-    out: dict[tuple[str, str], dict] = {}
-    for e in entries:
-        if e["type"] == "pools_scaling":
-            out.setdefault((e["region"], e["pool"]), e["before"])
-    return out
-
-
-def compare_to_pre(backend: Backend, pre: dict, entries: list[dict]) -> list[str]:
-    """Differences between the live state and the recorded pre-drill state, as sentences."""
-    bad = []
-    for stack, values in pre.get("config", {}).items():
-        for path, want in values.items():
-            got = backend.stacks.get_config(stack, path)
-            if got != want:
-                bad.append(f"{stack} {path} = {got!r}, was {want!r}")
-    if pre.get("config"):
-        recs = backend.route53.records()
-        for r, want in pre.get("records", {}).items():
-            got = recs.get(r)
-            if got is None or got.weight != want.get("weight") or got.failover != want.get("failover"):
-                bad.append(
-                    f"Route 53 record {r}: weight {getattr(got, 'weight', None)} / {getattr(got, 'failover', None)}, was {want.get('weight')} / {want.get('failover')}"
-                )
-    groups = {r: {g["pool"]: g for g in gs} for r, gs in pre.get("node_groups", {}).items()}
-    for (region, pool), before in _scaled_pools(entries).items():
-        want = groups.get(region, {}).get(pool, before)
-        live = next((g for g in backend.capacity.node_groups(region) if g.pool == pool), None)
-        if live is None or (live.min, live.desired) != (want["min"], want["desired"]):
-            bad.append(
-                f"{region}/{pool} node group min/desired {getattr(live, 'min', None)}/{getattr(live, 'desired', None)}, was {want['min']}/{want['desired']}"
-            )
-    active = _active_faults(entries)
-    bad += [f"fault {k} still injected in {r}" for (r, k) in active]
-    return bad
-
-
-def _active_faults(entries: list[dict]) -> dict[tuple[str, str], dict]:
-    active: dict[tuple[str, str], dict] = {}
-    for e in entries:
-        if e["type"] == "fault_prepared":
-            active[(e["region"], e["kind"])] = e["handle"]
-        elif e["type"] == "fault_cleared":
-            active.pop((e["region"], e["kind"]), None)
-    return active
-
-
-def delete_canaries(backend: Backend, journal: Journal, entries: list[dict], regions: list[str]) -> list[str]:
-    written = [e["key"] for e in entries if e["type"] == "canary_writing"]
-    gone = {e["key"] for e in entries if e["type"] == "canary_deleted"}
-    out = []
-    for key in dict.fromkeys(written):
-        if key in gone:
-            continue
-        for r in regions:
-            backend.s3.delete_object(r, key)
-        journal.write("canary_deleted", key=key)
-        out.append(key)
-    return out
-
-
-def restore(
-    backend: Backend, plan: Plan, journal: Journal, clock: Clock, log: Callable[[str], None], wait_seconds: float = 120
-) -> dict:
-    """Undo everything the journal says may have changed, then verify against the pre-drill state."""
-    entries = journal.entries()
-    pre = next((e for e in entries if e["type"] == "pre_state"), None)
-    done: list[str] = []
-    for (region, kind), handle in _active_faults(entries).items():
-        backend.faults.clear(region, kind, handle)
-        journal.write("fault_cleared", region=region, kind=kind, by="rollback")
-        done.append(f"cleared fault {kind} in {region}")
-    if pre is None:
-        return {
-            "restored": done,
-            "verified": True,
-            "mismatches": [],
-            "note": "the drill stopped before its pre-drill state was read: nothing had changed",
-        }
-    touched = {e["stack"] for e in entries if e["type"] in ("config_set", "stack_up")}
-    for stack in sorted(pre["config"], key=lambda s: s != plan.global_stack):  # traffic back first, capacity after
-        values = pre["config"][stack]
-        diff = {p: v for p, v in values.items() if backend.stacks.get_config(stack, p) != v}
-        if diff or stack in touched:
-            journal.write("config_set", stack=stack, values=diff, before=None, by="rollback")
-            if diff:
-                backend.stacks.set_config(stack, diff)
-            preview = backend.stacks.preview(stack)
-            res = backend.stacks.up(stack, f"drill rollback: restore {', '.join(diff) or 'applied state'}")
-            journal.write("stack_up", stack=stack, preview=preview, summary=res.get("summary"), by="rollback")
-            done.append(f"{stack}: restored {diff or 'config unchanged'}, pulumi up")
-    want_w = {r: v["weight"] for r, v in pre["records"].items() if v.get("weight") is not None}
-    want_r = {r: v["failover"] for r, v in pre["records"].items() if v.get("failover")}
-    if pre["config"]:
-        end = clock.now() + wait_seconds
-        while not records_match(backend.route53, want_w, want_r) and clock.now() < end:
-            clock.sleep(1.0)
-    groups = {r: {g["pool"]: g for g in gs} for r, gs in pre.get("node_groups", {}).items()}
-    for (region, pool), before in _scaled_pools(entries).items():
-        want = groups.get(region, {}).get(pool, before)
-        backend.capacity.set_scaling(region, pool, min=want["min"], desired=want["desired"])
-        journal.write(
-            "pools_restoring",
-            region=region,
-            pool=pool,
-            to={"min": want["min"], "desired": want["desired"]},
-            by="rollback",
-        )
-        done.append(f"{region}/{pool}: min/desired back to {want['min']}/{want['desired']}")
-    for key in delete_canaries(backend, journal, journal.entries(), sorted(plan.stack_names)):
-        done.append(f"deleted canary {key}")
-    mismatches = compare_to_pre(backend, pre, journal.entries())
-    return {"restored": done, "verified": not mismatches, "mismatches": mismatches}
-
-
 # ---------------------------------------------------------------- execution
 def _install_signals(run: Run) -> Callable[[], None]:
     if threading.current_thread() is not threading.main_thread():
@@ -400,7 +288,8 @@ def _rollback(run: Run, status: str, reason: str) -> Outcome:
     j.write("rollback_done", **res)
     if not res["verified"]:
         j.write("finished", status="rollback-failed", reason=reason)
-        return Outcome(run.drill_id, "rollback-failed", f"{reason}; after rollback: {'; '.join(res['mismatches'])}")
+        left = [f"undo failed: {f}" for f in res["failed"]] + res["mismatches"]
+        return Outcome(run.drill_id, "rollback-failed", f"{reason}; after rollback: {'; '.join(left)}")
     j.write("finished", status=status, reason=reason)
     return Outcome(run.drill_id, status, reason)
 

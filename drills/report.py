@@ -24,6 +24,10 @@ PARTS = [  # (milestone key, label, predicted key)
     ("slo_recovered", "SLO recovered (success rate and p99 back within objective)", None),
 ]
 
+# The engine measures RTO from its own service probes: the figure on AWS, where no client records exist. Where
+# clients are recorded (the rehearsal), their figure replaces it (drills.rehearsal.report.with_client_rto).
+RTO_PROBES = "RTO, probe-based (fault or change -> SLO recovered, the engine's service probes)"
+
 
 def _fmt(v: Any, unit: str = "s") -> str:
     if v is None:
@@ -89,7 +93,7 @@ def build_report(entries: list[dict]) -> dict:
             "verdict": _verdict(p99, obj["p99_ms"], False),
         },
         {
-            "objective": "RTO (fault or change -> SLO recovered)",
+            "objective": RTO_PROBES,
             "target": f"<= {obj['rto_seconds']:g} s",
             "measured": rto,
             "verdict": _verdict(rto, obj["rto_seconds"], False),
@@ -334,7 +338,7 @@ def render_markdown(r: dict) -> str:
     if r["rto"]:
         p = r["predicted_rto"]
         L += [
-            "## RTO in its parts",
+            "## RTO in its parts (probe-based: the engine's service probes)",
             "",
             f"Predicted from config: detection {p.get('detection')} s + DNS change {p.get('dns_change')} s + TTL {p.get('ttl')} s = {p.get('total')} s.",
             "",

@@ -14,7 +14,7 @@ Every part is a model of an AWS behaviour, documented as such in its module:
   dns          Route 53 answers: a real DNS server, weighted/failover over healthy records, TTL, changes
   replicator   S3 replication: stored rules applied with a lag, delete markers, per-object timestamps
   loadgen      clients resolving through the DNS with TTL caches, V2 inference at a fixed rate, per-request
-               records; `rto_parts` (pure) turns records + transitions + DNS changes into RTO parts
+               records; `drills.measure.rto_parts` turns them into RTO parts
   world        `World`: all of the above for a Fleet, as one context manager
   loadgen_proc the load generator in its own process (its clients share no GIL with the drill machinery)
 
@@ -41,7 +41,7 @@ What the drills engine's rehearsal adapters call (all on `World`):
   facts      describe() (ports, pids, ready times, memory, timings, scale), dns_address, region_ip
 """
 
-from drills.rehearsal.loadgen import LoadGenerator, RequestRecord, Slo, rto_parts
+from drills.rehearsal.loadgen import LoadGenerator, RequestRecord
 from drills.rehearsal.procs import PortInUse, ProcessError, Supervisor
 from drills.rehearsal.repo import ArtifactError
 from drills.rehearsal.world import Canary, Scale, World, model_build_publisher, plain_publisher, plan_declared
@@ -54,11 +54,9 @@ __all__ = [
     "ProcessError",
     "RequestRecord",
     "Scale",
-    "Slo",
     "Supervisor",
     "World",
     "model_build_publisher",
     "plain_publisher",
     "plan_declared",
-    "rto_parts",
 ]

@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from drills.measure import percentile
+
 REGION_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"]
 PART_STYLES = {  # part -> (colour, linestyle, label)
     "detection": ("#d62728", (0, (4, 2)), "detected"),
@@ -65,8 +67,8 @@ def timeline_chart(rep: dict, records: list, entries: list[dict], path: Path, zo
     succ = np.array([100.0 * sum(r.ok for r in bins[k]) / len(bins[k]) for k in ks])
 
     def pct(k: int, q: float) -> float:
-        lat = [r.latency_ms for r in bins[k] if r.ok]
-        return float(np.percentile(lat, q)) if lat else np.nan
+        v = percentile([r.latency_ms for r in bins[k] if r.ok], q)
+        return np.nan if v is None else v
 
     p99 = np.array([pct(k, 99) for k in ks])
     p50 = np.array([pct(k, 50) for k in ks])

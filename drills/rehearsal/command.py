@@ -1,4 +1,5 @@
-"""The rehearsal plugin (auto-loaded by drills.plugins): the "rehearsal" backend and the `rehearse` command.
+"""`python -m drills rehearse` (drills.cli's table names `configure` and `run`) and the "rehearsal" backend's factory
+(drills.backends' table).
 
 Backend "rehearsal": adapters over a `World` (drills/rehearsal/adapters.py). Within `python -m drills rehearse`
 the factory wraps the world that command started (looked up by the key in the backend options). In another
@@ -14,14 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from drills.backends import register_backend
-from drills.cli import register_command
 from drills.rehearsal import rehearse as R
 
 SCENARIOS = (*R.SCENARIO_ORDER, R.ALL)
 
 
-def _factory(plan: Any, options: dict, clock: Any) -> Any:
+def backend_factory(plan: Any, options: dict, clock: Any) -> Any:
     live = R.LIVE.get(options.get("world", ""))
     if live is not None:
         return R.backend_for(live, options, clock)
@@ -60,16 +59,8 @@ def _factory(plan: Any, options: dict, clock: Any) -> Any:
     return b
 
 
-register_backend(
-    "rehearsal",
-    _factory,
-    "this machine: moto_server, Triton per region (CPU), Route 53 health/DNS and S3 "
-    "replication models, stack copy re-applied through the offline plan (drills rehearse)",
-)
-
-
 # ---------------------------------------------------------------- `python -m drills rehearse`
-def _configure(p: argparse.ArgumentParser) -> None:
+def configure(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Run a drill scenario end to end on this machine: the cached model_build output published to one bucket per "
         "region in a moto_server, one real Triton per region, Route 53 health checks, DNS and S3 replication modelled, "
@@ -219,7 +210,7 @@ def _summary(res: Any) -> None:
     c.print(t)
 
 
-def _run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from drills.errors import GuardrailError
 
     opts = R.Options(
@@ -270,11 +261,3 @@ def _index_summary(res: Any) -> None:
     for s in rep["skipped"]:
         c.print(f"  {s['scenario']}: not run: {s['reason']}")
     c.print(f"index: {res.out / 'report.md'}")
-
-
-register_command(
-    "rehearse",
-    "run a drill end to end on this machine (Triton per region, DNS failover, client traffic) and report it",
-    _configure,
-    _run,
-)

@@ -14,9 +14,8 @@ Every request is recorded: scheduled and actual send time (wall clock), the clie
 resolved, the region that address stands for, HTTP status (0 when there was no answer), success,
 latency, error text.
 
-`rto_parts(...)` turns those records plus the health-check transitions and DNS changes into the parts of
-RTO (detection, DNS change, TTL expiry, first success from a survivor, SLO recovered), errors during the
-failover and latency before/after. It is pure: no clock, no I/O.
+`drills.measure.rto_parts(...)` turns those records plus the health-check transitions and DNS changes into the
+parts of RTO, by the same definitions the drills engine uses.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 
@@ -282,222 +280,8 @@ class LoadGenerator:
             return sorted(self._records, key=lambda r: r.seq)
 
 
-# ---------------------------------------------------------------- analysis (pure)
-@dataclass(frozen=True)
-class Slo:
-    success_rate: float = 0.99
-    p99_ms: float = 250.0
-    window_s: float = 5.0  # sliding window over which both are evaluated
-    min_requests: int = 5  # a window with fewer requests is not judged
-
-
-def _get(x: Any, name: str, default: Any = None) -> Any:
-    return x.get(name, default) if isinstance(x, Mapping) else getattr(x, name, default)
-
-
-def _pct(values: Sequence[float], q: float) -> float | None:
-    return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else None
-
-
-def latency_summary(records: Iterable[Any]) -> dict[str, Any]:
-    recs = list(records)
-    lat = [_get(r, "latency_ms") for r in recs if _get(r, "ok")]
-    return {
-        "requests": len(recs),
-        "ok": len(lat),
-        "errors": len(recs) - len(lat),
-        "success_rate": (len(lat) / len(recs)) if recs else None,
-        "p50_ms": _pct(lat, 50),
-        "p99_ms": _pct(lat, 99),
-    }
-
-
-def share_by_region(records: Iterable[Any]) -> dict[str, float]:
-    recs = [r for r in records if _get(r, "region")]
-    out: dict[str, float] = {}
-    for r in recs:
-        out[_get(r, "region")] = out.get(_get(r, "region"), 0) + 1
-    return {k: v / len(recs) for k, v in sorted(out.items())}
-
-
-def window_ok(window: Sequence[Any], slo: Slo) -> bool | None:
-    """SLO verdict for one window of records: None when too few requests to judge."""
-    if len(window) < slo.min_requests:
-        return None
-    ok = [r for r in window if _get(r, "ok")]
-    if len(ok) / len(window) < slo.success_rate:
-        return False
-    p99 = _pct([_get(r, "latency_ms") for r in ok], 99)
-    return p99 is not None and p99 <= slo.p99_ms
-
-
-def slo_recovery(records: Sequence[Any], fault_time: float, slo: Slo) -> tuple[float | None, bool]:
-    """(time the SLO was met again for good, whether it was violated at all after the fault).
-
-    Windows [t - window_s, t] are judged at every request time t >= fault_time. The SLO counts as
-    recovered at the *start* of the first judged window after the last violating one: from that moment
-    on, every window meets the SLO. A window's start, as the drills engine dates SLO recovery (its
-    `slo_recovered` is the start of the first window at SLO), so the two measurements compare; the
-    window's end would add one window length to every RTO. None when the records end while the SLO is
-    still violated; fault_time when no window after the fault violated it.
-    """
-    recs = sorted(records, key=lambda r: _get(r, "t"))
-    times = [_get(r, "t") for r in recs]
-    verdicts: list[tuple[float, bool]] = []
-    lo = 0
-    for i, t in enumerate(times):
-        if t < fault_time:
-            continue
-        while times[lo] < t - slo.window_s:
-            lo += 1
-        v = window_ok(recs[lo : i + 1], slo)
-        if v is not None:
-            verdicts.append((t, v))
-    bad = [t for t, v in verdicts if not v]
-    if not bad:
-        return fault_time, False
-    after = [t for t, v in verdicts if v and t > bad[-1]]
-    return (max(fault_time, after[0] - slo.window_s) if after else None), True
-
-
-def rto_parts(
-    records: Sequence[Any],
-    fault_time: float,
-    hc_transitions: Sequence[Any],
-    dns_changes: Sequence[Any],
-    ttl: float,
-    slo: Slo,
-    *,
-    region: str | None = None,
-    window_limit_s: float | None = None,
-) -> dict[str, Any]:
-    """RTO in its parts, from the client's own records (all times in seconds after `fault_time`).
-
-    records: RequestRecord-like (t, client, region, ok, latency_ms); a request still in flight at the fault
-    (sent before, completed after) counts as after the fault; hc_transitions: (t, label, healthy);
-    dns_changes: (t, after = {record key: share}); ttl: the TTL clients saw; region: the failed region
-    (inferred from the records when None: the region with the most failures after the fault).
-    `window_limit_s`: the failover window allowed (e.g. the predicted RTO); errors after it are "lost".
-    """
-    recs = sorted(records, key=lambda r: _get(r, "t"))
-
-    def done(r: Any) -> float:  # when the request completed: one in flight at the fault belongs to the failover
-        return _get(r, "t") + (_get(r, "latency_ms") or 0.0) / 1000
-
-    before = [r for r in recs if done(r) < fault_time]
-    after_fault = [r for r in recs if done(r) >= fault_time]
-    if region is None:
-        fails: dict[str, int] = {}
-        for r in after_fault:
-            if not _get(r, "ok") and _get(r, "region"):
-                fails[_get(r, "region")] = fails.get(_get(r, "region"), 0) + 1
-        region = max(fails, key=fails.get) if fails else None  # type: ignore[arg-type]
-
-    def rel(t: float | None) -> float | None:
-        return None if t is None else t - fault_time
-
-    detect = next(
-        (
-            _get(tr, "t")
-            for tr in sorted(hc_transitions, key=lambda x: _get(x, "t"))
-            if _get(tr, "t") >= fault_time and _get(tr, "label") == region and not _get(tr, "healthy")
-        ),
-        None,
-    )
-    dns_t = next(
-        (
-            _get(c, "t")
-            for c in sorted(dns_changes, key=lambda x: _get(x, "t"))
-            if _get(c, "t") >= fault_time and region not in (_get(c, "after") or {})
-        ),
-        None,
-    )
-    ttl_t = None if dns_t is None else dns_t + ttl
-
-    # Clients the fault reached: those with a failed request after it (a client whose cached answer expired
-    # and moved it to a survivor before its next request never noticed). Each recovers at its first success
-    # from another region after its first failure.
-    by_client: dict[Any, list[Any]] = {}
-    for r in after_fault:
-        by_client.setdefault(_get(r, "client"), []).append(r)
-    recover: dict[Any, float | None] = {}
-    for c, rs in by_client.items():
-        first_fail = next((_get(r, "t") for r in rs if not _get(r, "ok")), None)
-        if first_fail is None:
-            continue
-        recover[c] = next(
-            (
-                _get(r, "t")
-                for r in rs
-                if _get(r, "ok") and _get(r, "region") not in (None, region) and _get(r, "t") > first_fail
-            ),
-            None,
-        )
-    firsts = [t for t in recover.values() if t is not None]
-    first_success = min(firsts) if firsts else None
-    all_recovered = max(firsts) if firsts and len(firsts) == len(recover) else None
-
-    slo_t, violated = slo_recovery(recs, fault_time, slo)
-    end_failover = slo_t if slo_t is not None else (_get(recs[-1], "t") if recs else fault_time)
-    during = [r for r in after_fault if _get(r, "t") <= end_failover]
-    errors_during = sum(1 for r in during if not _get(r, "ok"))
-    after_recovery = [r for r in after_fault if slo_t is not None and _get(r, "t") > slo_t]
-    lost_after = None
-    if window_limit_s is not None:
-        lost_after = sum(1 for r in after_fault if _get(r, "t") > fault_time + window_limit_s and not _get(r, "ok"))
-    errs = [r for r in after_fault if not _get(r, "ok")]
-    return {
-        "fault_time": fault_time,
-        "region": region,
-        "detection_s": rel(detect),
-        "dns_change_s": rel(dns_t),
-        "ttl_expiry_s": rel(ttl_t),
-        "first_success_survivor_s": rel(first_success),
-        "all_clients_recovered_s": rel(all_recovered),
-        "slo_recovered_s": rel(slo_t),
-        "slo_violated": violated,
-        "clients_affected": len(recover),
-        "errors_during_failover": errors_during,
-        "errors_after_fault": len(errs),
-        "last_error_s": rel(_get(errs[-1], "t")) if errs else None,
-        "lost_after_window": lost_after,
-        "window_limit_s": window_limit_s,
-        "requests": len(recs),
-        "before": {**latency_summary(before), "share": share_by_region(before)},
-        "after": {**latency_summary(after_recovery), "share": share_by_region(after_recovery)},
-        "slo": asdict(slo),
-        "ttl_s": ttl,
-    }
-
-
-def timeline(records: Sequence[Any], bin_s: float = 1.0, t0: float | None = None) -> list[dict[str, Any]]:
-    """Per time bin: requests, success rate, p99 of successes and traffic share per region (for charts)."""
-    recs = sorted(records, key=lambda r: _get(r, "t"))
-    if not recs:
-        return []
-    t0 = _get(recs[0], "t") if t0 is None else t0
-    bins: dict[int, list[Any]] = {}
-    for r in recs:
-        bins.setdefault(int((_get(r, "t") - t0) // bin_s), []).append(r)
-    return [
-        {"t": t0 + k * bin_s, **latency_summary(rs), "share": share_by_region(rs)} for k, rs in sorted(bins.items())
-    ]
-
-
 def records_to_json(records: Iterable[RequestRecord]) -> str:
     return json.dumps([asdict(r) for r in records])
 
 
-__all__ = [
-    "CachingResolver",
-    "LoadGenerator",
-    "RequestRecord",
-    "Slo",
-    "feature_batches",
-    "latency_summary",
-    "records_to_json",
-    "rto_parts",
-    "share_by_region",
-    "slo_recovery",
-    "timeline",
-]
+__all__ = ["CachingResolver", "LoadGenerator", "RequestRecord", "feature_batches", "records_to_json"]

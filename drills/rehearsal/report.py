@@ -9,9 +9,10 @@ Written to the run directory:
   requests.jsonl one line per client request (the ground truth: time, client, region, status, latency)
   drill/         the engine's own report files (`drills report` output) beside the journal in state/
 
-Two measurements of the same failover are reported side by side: the *clients'* (every request the load
-generator sent, `loadgen.rto_parts`) and the *engine's* (its monitor's service probes, as on AWS). All times are
-drill seconds (configuration-equivalent; wall seconds / scale), with wall seconds given too.
+One RTO is reported: the *clients'* (every request the load generator sent, `drills.measure.rto_parts`), also in the
+objectives of the engine's inlined drill report, whose probe-based RTO (the figure on AWS, where no clients are
+recorded) is left out where the clients measured the failover. All times are drill seconds (configuration-equivalent;
+wall seconds / scale), with wall seconds given too.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _wall(clock: Any, t: float) -> float:
 
 
 def _stats(records: list) -> dict:
-    from drills.rehearsal.loadgen import latency_summary, share_by_region
+    from drills.measure import latency_summary, share_by_region
 
     s = latency_summary(records)
     return {
@@ -52,7 +53,8 @@ def _stats(records: list) -> dict:
 # ---------------------------------------------------------------- failover (region-outage)
 def failover_rto(plan: Any, facts: dict, records: list, scale: float) -> dict | None:
     """Client-measured RTO parts of the first injected fault, in drill seconds, with the prediction beside."""
-    from drills.rehearsal.loadgen import Slo, rto_parts
+    from drills.drillplan import Parameters
+    from drills.measure import plan_slo, rto_parts
 
     events = facts.get("fault_events") or []
     inj = next((e for e in events if e["event"] == "inject"), None)
@@ -65,12 +67,7 @@ def failover_rto(plan: Any, facts: dict, records: list, scale: float) -> dict | 
     hc_wall = float(plan.health_check["request_interval"]) * scale
     tolerance = hc_wall + 0.5  # the checker's random phase (one interval) + scheduling slack on 2 shared cores
     o = plan.objectives
-    slo = Slo(
-        success_rate=o.success_rate,
-        p99_ms=o.p99_ms,
-        window_s=float(plan.parameters["slo_window_seconds"]) * scale,
-        min_requests=5,
-    )
+    slo = plan_slo(o, Parameters.model_validate(plan.parameters), scale)
     limit = float(pred_wall.get("total_s", 0.0)) + tolerance
     p = rto_parts(
         recs,
@@ -126,6 +123,22 @@ def failover_rto(plan: Any, facts: dict, records: list, scale: float) -> dict | 
         "slo": p["slo"],
         "failback": _stats(after_clear) if clear else None,
     }
+
+
+def with_client_rto(drill: dict, fo: dict | None) -> dict:
+    """The engine's drill report with one RTO: where the clients measured a failover, their figure is the RTO
+    objective's measurement and the probe-based parts are left out (the probes saw the same failover, coarser)."""
+    if fo is None:
+        return drill
+    from drills.report import RTO_PROBES
+
+    client = {
+        "objective": "RTO (fault -> SLO recovered, measured from the clients' records)",
+        "measured": fo["rto_drill_s"],
+        "verdict": fo["verdict_objective"] or "N/A",
+    }
+    objectives = [{**o, **client} if o["objective"] == RTO_PROBES else o for o in drill["objectives"]]
+    return {**drill, "objectives": objectives, "rto": [], "failover_window": None}
 
 
 # ---------------------------------------------------------------- planned switches (evacuate-region, stack-flip)
@@ -247,9 +260,9 @@ def build(
     from drills.report import build_report
 
     scale = opts.scale
-    drill = build_report(entries) if entries else None
     d = facts.get("describe") or {}
     fo = failover_rto(plan, facts, records, scale) if records else None
+    drill = with_client_rto(build_report(entries), fo) if entries else None
     sw = switches(plan, entries, records, clock, scale) if entries and plan.scenario != "region-outage" else []
     traffic = _stats(records)
     traffic.update(
@@ -325,8 +338,7 @@ def build(
             "stack_ups": facts.get("stack_ups"),
             "fault_events": facts.get("fault_events"),
         },
-        "rto": fo or {"kind": "switch" if sw else None, "switches": sw, "engine": drill["rto"] if drill else []},
-        "rto_engine": drill["rto"] if drill else [],
+        "rto": fo or {"kind": "switch" if sw else None, "switches": sw},
         "switches": sw,
         "traffic": traffic,
         "rpo": rpo(plan, facts, scale),

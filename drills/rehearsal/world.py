@@ -39,7 +39,8 @@ from typing import Any
 from drills.rehearsal.declared import Applied, apply_declared, records_from_plan
 from drills.rehearsal.dns import PolicyDNS, query
 from drills.rehearsal.healthcheck import HealthChecker, specs_from_route53
-from drills.rehearsal.loadgen import LoadGenerator, RequestRecord, Slo, feature_batches, rto_parts
+from drills.measure import Slo, rto_parts
+from drills.rehearsal.loadgen import LoadGenerator, RequestRecord, feature_batches
 from drills.rehearsal.moto import MotoServer, replication_config
 from drills.rehearsal.procs import PortInUse, ProcessError, Supervisor, check_ports_free, free_port_block
 from drills.rehearsal.replicator import Replicator

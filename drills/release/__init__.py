@@ -4,8 +4,9 @@ planning   pure: release, restore and sub-region plans (steps, gates, capacity, 
 gates      pure: PSI, two-sample KS, error rate, p99, offline AUC/NDCG -> verdicts
 metrics    pure: Triton's Prometheus text -> counters -> deltas between two scrapes
 artifacts  a published version in a bucket: verification (model_build's own), pinning, last-known-good pointers, repair
-actions    engine actions (journaled changes); checks: engine gates and abort conditions
-adapters   ServingAdapter / ScoreProbe / MetricsSource / fault implementations (AWS, HTTP, any S3)
-scenarios  bad-release, artifact-corruption, node-loss, restore; commands: release, restore, release-report
-plugin     registers all of it and attaches the release adapters to the `aws` backend
+actions    engine actions (journaled changes); checks: engine gates and abort conditions (tables: drills.registry)
+adapters   ServingAdapter / ScoreProbe / MetricsSource / fault implementations (AWS, HTTP, any S3); the `aws`
+           backend (drills.backends) builds them
+scenarios  bad-release, artifact-corruption, node-loss, restore (table: drills.scenarios); commands: release,
+           restore, release-report (table: drills.cli)
 """

@@ -11,9 +11,9 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
-from drills.actions import action, change_stack
-from drills.checks import percentile
+from drills.actions import ActionFn, change_stack
 from drills.errors import Abort, GuardrailError
+from drills.measure import percentile
 from drills.release import artifacts as A
 from drills.release.gates import offline_gates
 from drills.release.metrics import delta, snapshots
@@ -142,7 +142,6 @@ def score_pair(run: Run, region: str, rows: int, seed: int, since: float | None)
 
 
 # ---------------------------------------------------------------- release
-@action("release_precheck")
 def _release_precheck(run: Run, step: Step) -> dict:
     require_release_backend(run)
     b, p = run.backend, step.params
@@ -232,7 +231,6 @@ def _release_precheck(run: Run, step: Step) -> dict:
     return {"verdicts": verdicts, "manifest_sha256": sha, "serving": serving}
 
 
-@action("release_set")
 def _release_set(run: Run, step: Step) -> dict:
     require_release_backend(run)
     p = step.params
@@ -270,7 +268,6 @@ def _release_set(run: Run, step: Step) -> dict:
     return {**res, "ready_seconds": ready_s, "tracks": {k: v.to_dict() for k, v in t.items()}}
 
 
-@action("expect_caught")
 def _expect_caught(run: Run, step: Step) -> dict:
     raise Abort(
         f"the deliberately bad candidate {step.params['candidate']} passed every canary gate: the gates are too lax "
@@ -278,7 +275,6 @@ def _expect_caught(run: Run, step: Step) -> dict:
     )
 
 
-@action("release_verify")
 def _release_verify(run: Run, step: Step) -> dict:
     v = step.params["version"]
     bad, out = [], {}
@@ -301,7 +297,6 @@ def _release_verify(run: Run, step: Step) -> dict:
     return {"serving": out}
 
 
-@action("record_lkg")
 def _record_lkg(run: Run, step: Step) -> dict:
     """Verify again, then write every region's pointer; if a write fails, put back the pointers already
     written (the release is rolled back by the engine, and a pointer must not name a version no region serves)."""
@@ -332,6 +327,7 @@ def _record_lkg(run: Run, step: Step) -> dict:
             run.event(
                 "lkg_writing",
                 region=r,
+                key=A.lkg_key(model, r),
                 version=version,
                 previous_version_id=prev_vid,
                 previous=(prev or {}).get("version"),
@@ -353,7 +349,7 @@ def _record_lkg(run: Run, step: Step) -> dict:
                 s3.restore_version(r, A.lkg_key(model, r), prev_vid)
             else:
                 s3.delete_object(r, A.lkg_key(model, r))
-            run.event("lkg_reverted", region=r, to_version_id=prev_vid)
+            run.event("lkg_reverted", region=r, key=A.lkg_key(model, r), to_version_id=prev_vid)
         raise Abort(
             f"writing the last-known-good pointers failed ({type(e).__name__}: {e}); the ones written were put back"
         ) from e
@@ -383,7 +379,6 @@ def _read_lkg(run: Run, region: str, model: str) -> dict:
     return ptr
 
 
-@action("lkg_precheck")
 def _lkg_precheck(run: Run, step: Step) -> dict:
     require_release_backend(run, ("serving",))
     p = step.params
@@ -504,14 +499,12 @@ def restore_region(run: Run, region: str, model: str, allow_deletes: int, timeou
     return out
 
 
-@action("restore_lkg")
 def _restore_lkg(run: Run, step: Step) -> dict:
     require_release_backend(run, ("serving",))
     p = step.params
     return restore_region(run, p["region"], p["model"], p["allow_deletes"], p["timeout"])
 
 
-@action("adopt_lkg")
 def _adopt_lkg(run: Run, step: Step) -> dict:
     s3, p = run.backend.s3, step.params
     region, model = p["region"], p["model"]
@@ -532,6 +525,7 @@ def _adopt_lkg(run: Run, step: Step) -> dict:
     run.event(
         "lkg_writing",
         region=region,
+        key=A.lkg_key(model, region),
         version=version,
         previous_version_id=prev_vid,
         previous=(prev or {}).get("version"),
@@ -549,7 +543,6 @@ def _adopt_lkg(run: Run, step: Step) -> dict:
 
 
 # ---------------------------------------------------------------- artifact corruption
-@action("verify_served")
 def _verify_served(run: Run, step: Step) -> dict:
     """The check every pod start and every release precheck depends on: does the served version still verify?"""
     region, model = step.params["region"], step.params["model"]
@@ -576,7 +569,6 @@ def _verify_served(run: Run, step: Step) -> dict:
     return {**det, "serving": serving}
 
 
-@action("verify_regions")
 def _verify_regions(run: Run, step: Step) -> dict:
     """Replication copies a corrupt object as faithfully as a good one. Watch every other region until every
     write the source made to the corrupted key since the fault (the corrupt version, then the repair) has been
@@ -676,7 +668,6 @@ def node_loss_capacity(min_ready: int, pre_ready: int, fig: dict[str, Any]) -> d
     }
 
 
-@action("observe_node_loss")
 def _observe_node_loss(run: Run, step: Step) -> dict:
     """From the node's loss until the region's Triton pods are all ready again: capacity, readiness and the
     region's own inference latency at every poll (service probes run beside, as in every drill)."""
@@ -733,3 +724,19 @@ def _observe_node_loss(run: Run, step: Step) -> dict:
             f"(dropped at {m['dropped_at']} s, min ready {m['min_ready']}/{pre_ready})"
         )
     return result
+
+
+# The actions of releases, restores and the sub-region drills (composed in drills.registry).
+ACTIONS: dict[str, ActionFn] = {
+    "release_precheck": _release_precheck,
+    "release_set": _release_set,
+    "expect_caught": _expect_caught,
+    "release_verify": _release_verify,
+    "record_lkg": _record_lkg,
+    "lkg_precheck": _lkg_precheck,
+    "restore_lkg": _restore_lkg,
+    "adopt_lkg": _adopt_lkg,
+    "verify_served": _verify_served,
+    "verify_regions": _verify_regions,
+    "observe_node_loss": _observe_node_loss,
+}

@@ -1,6 +1,6 @@
 """Adapters a model release needs beyond the drills' own (protocols in drills/adapters/base.py).
 
-AWS (attached to the `aws` backend by drills/release/plugin.py):
+AWS (built by the `aws` backend, drills.backends):
   AlbKubeServing         ServingAdapter: the ALB listener's forward weights (elbv2 DescribeListeners) + the Triton
                          Deployments' versions and readiness (Kubernetes API), rollout restart by annotation
   TritonScoreProbe       ScoreProbe: V2 HTTP inference through the region's load balancer, pinned to one version by
@@ -26,8 +26,17 @@ import requests
 
 from drills.adapters.base import ScoreResult, TrackState
 from drills.release.artifacts import MANIFEST, prefix, sha256
-from infra.components.load_balancer import TRACK_HEADER, lb_name, target_group_name
-from infra.components.triton import CANARY, NAMESPACE, PORTS, STABLE, TRACK_LABEL, app_name
+from infra.names import (
+    CANARY,
+    NAMESPACE,
+    PORTS,
+    STABLE,
+    TRACK_HEADER,
+    TRACK_LABEL,
+    app_name,
+    lb_name,
+    target_group_name,
+)
 
 _V2 = {np.dtype("float32"): "FP32", np.dtype("float64"): "FP64", np.dtype("int32"): "INT32", np.dtype("int64"): "INT64"}
 

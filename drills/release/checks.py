@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from drills.checks import Verdict, check
+from drills.checks import CheckFn, Verdict
 from drills.release import artifacts as A
 from drills.release.actions import measure, score_pair, state, tracks
 from drills.release.gates import GateResult, error_rate_gate, ks_gate, p99_gate, psi_gate
@@ -21,7 +21,6 @@ def _v(g: GateResult) -> Verdict:
     return Verdict(g.ok, g.detail, g.to_dict())
 
 
-@check("canary_ready")
 def _canary_ready(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     t = tracks(run, p["region"])
     c = t.get("canary")
@@ -34,7 +33,6 @@ def _canary_ready(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     )
 
 
-@check("traffic_split")
 def _traffic_split(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     t = tracks(run, p["region"])
     got = {k: v.weight for k, v in t.items()}
@@ -44,7 +42,6 @@ def _traffic_split(run: Run, p: dict, mode: str, since: float | None) -> Verdict
     )
 
 
-@check("stable_serving")
 def _stable_serving(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     t = tracks(run, p["region"])
     s = t.get("stable")
@@ -64,7 +61,6 @@ def _stable_serving(run: Run, p: dict, mode: str, since: float | None) -> Verdic
     )
 
 
-@check("score_drift")
 def _score_drift(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     pair = score_pair(run, p["region"], int(p["rows"]), int(p["seed"]), since)
     s, c = pair["stable"], pair["canary"]
@@ -79,7 +75,6 @@ def _score_drift(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     return _v(g)
 
 
-@check("probe_errors")
 def _probe_errors(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     """The candidate answered the golden rows (the only traffic a canary at weight 0 sees)."""
     r = score_pair(run, p["region"], int(p["rows"]), int(p["seed"]), since)[p["track"]]
@@ -87,7 +82,6 @@ def _probe_errors(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     return _v(error_rate_gate(r.errors, n, p["max"], 1, what=f"{p['region']} {p['track']} golden-row requests failing"))
 
 
-@check("track_errors")
 def _track_errors(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     region, track, need = p["region"], p["track"], int(p["min_requests"])
     m = measure(run, region, track)
@@ -114,7 +108,6 @@ def _track_errors(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     return _v(g)
 
 
-@check("track_p99")
 def _track_p99(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     m = measure(run, p["region"], p["track"])
     return _v(
@@ -128,7 +121,6 @@ def _track_p99(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     )
 
 
-@check("canary_errors")
 def _canary_errors(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     """Abort condition: any region whose canary takes traffic and fails more than the gate allows, judged
     at every monitor poll once enough requests were answered (silent before)."""
@@ -153,7 +145,6 @@ def _canary_errors(run: Run, p: dict, mode: str, since: float | None) -> Verdict
     return Verdict(True, "no canary above its error budget" if figures else "no canary takes traffic", figures)
 
 
-@check("lkg_exact")
 def _lkg_exact(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     region = p["region"]
     ptr = state(run)["lkg"].get(region)
@@ -173,7 +164,6 @@ def _lkg_exact(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     )
 
 
-@check("corruption_detected")
 def _corruption_detected(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     det = state(run).get("detection") or {}
     path = ((det.get("fault") or {}).get("path")) or ""
@@ -190,7 +180,6 @@ def _corruption_detected(run: Run, p: dict, mode: str, since: float | None) -> V
     )
 
 
-@check("regions_exact")
 def _regions_exact(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     regions = state(run).get("regions") or {}
     bad = [r for r, v in regions.items() if v.get("exact_at") is None]
@@ -206,7 +195,6 @@ def _regions_exact(run: Run, p: dict, mode: str, since: float | None) -> Verdict
     )
 
 
-@check("node_loss_recovered")
 def _node_loss_recovered(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     nl = state(run).get("node_loss") or {}
     ok = nl.get("dropped_at") is not None and nl.get("recovered_at") is not None
@@ -222,7 +210,6 @@ def _node_loss_recovered(run: Run, p: dict, mode: str, since: float | None) -> V
     )
 
 
-@check("node_loss_capacity")
 def _node_loss_capacity(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     nl = state(run).get("node_loss") or {}
     need, have = nl.get("gpus_required_at_peak"), nl.get("gpus_serving_min")
@@ -243,3 +230,21 @@ def _node_loss_capacity(run: Run, p: dict, mode: str, since: float | None) -> Ve
             )
         },
     )
+
+
+# The gates and abort conditions of releases (composed in drills.registry).
+CHECKS: dict[str, CheckFn] = {
+    "canary_ready": _canary_ready,
+    "traffic_split": _traffic_split,
+    "stable_serving": _stable_serving,
+    "score_drift": _score_drift,
+    "probe_errors": _probe_errors,
+    "track_errors": _track_errors,
+    "track_p99": _track_p99,
+    "canary_errors": _canary_errors,
+    "lkg_exact": _lkg_exact,
+    "corruption_detected": _corruption_detected,
+    "regions_exact": _regions_exact,
+    "node_loss_recovered": _node_loss_recovered,
+    "node_loss_capacity": _node_loss_capacity,
+}

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from drills.cli import default_state_dir, execute_plan, execution_args, register_command
+from drills.cli import default_state_dir, execute_plan, execution_args
 
 
 def _exec_args(p: argparse.ArgumentParser) -> None:
@@ -26,7 +26,7 @@ def _run_plan(args: argparse.Namespace, plan) -> int:
 
 
 # ---------------------------------------------------------------- release
-def _configure_release(p: argparse.ArgumentParser) -> None:
+def configure_release(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "version",
         help="the candidate model version, published to every region's bucket (python -m model_build publish)",
@@ -59,7 +59,7 @@ def _configure_release(p: argparse.ArgumentParser) -> None:
     _exec_args(p)
 
 
-def _run_release(args: argparse.Namespace) -> int:
+def run_release(args: argparse.Namespace) -> int:
     from drills.release.planning import ReleaseOptions, build_release_plan, release_context
 
     ctx = release_context(
@@ -84,7 +84,7 @@ def _run_release(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- restore
-def _configure_restore(p: argparse.ArgumentParser) -> None:
+def configure_restore(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", required=True, help="environment, e.g. prod or staging")
     p.add_argument("--region", required=True, help="the region to bring back to its last-known-good model version")
     p.add_argument(
@@ -95,7 +95,7 @@ def _configure_restore(p: argparse.ArgumentParser) -> None:
     _exec_args(p)
 
 
-def _run_restore(args: argparse.Namespace) -> int:
+def run_restore(args: argparse.Namespace) -> int:
     from drills.release.planning import build_restore_plan, release_context
 
     ctx = release_context(args.env, args.region, plan_file=args.plan_file, stacks_dir=args.stacks_dir)
@@ -104,14 +104,14 @@ def _run_restore(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- release-report
-def _configure_report(p: argparse.ArgumentParser) -> None:
+def configure_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("drill_id", help="a release, restore or sub-region drill (see `drills status`)")
     p.add_argument("--out", type=Path, help="directory to write to (default: the drill's state directory)")
     p.add_argument("--print", action="store_true", help="also print the Markdown")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
-def _run_report(args: argparse.Namespace) -> int:
+def run_report(args: argparse.Namespace) -> int:
     from drills.journal import load
     from drills.release.report import release_summary, write_release_report
 
@@ -125,26 +125,3 @@ def _run_report(args: argparse.Namespace) -> int:
         if args.print and p.suffix == ".md":
             print(p.read_text())
     return 0
-
-
-def register() -> None:
-    register_command(
-        "release",
-        "roll a published model version through the fleet: canary, region by region, promotion; "
-        "automatic rollback at the first failed gate (dry run unless --execute --confirm ENV)",
-        _configure_release,
-        _run_release,
-    )
-    register_command(
-        "restore",
-        "bring a region back to its last-known-good model version and verify exact hashes "
-        "(dry run unless --execute --confirm ENV)",
-        _configure_restore,
-        _run_restore,
-    )
-    register_command(
-        "release-report",
-        "write a release's summary (gates with figures, time to rollback, hashes, RPO) from its journal",
-        _configure_report,
-        _run_report,
-    )

@@ -31,10 +31,9 @@ from drills.errors import GuardrailError
 from drills.manifest import find_manifest, manifest_facts
 from drills.model import Condition, Plan, Step
 from drills.planning import PlanContext, finish_plan, healthy_condition, slo_condition
-from infra.capacity import region_capacity, shares_after_loss
-from infra.components.load_balancer import CANARY_AWS_RESOURCES
-from infra.components.triton import canary_resource_count, replica_bounds
+from infra.capacity import region_capacity, replica_bounds, shares_after_loss
 from infra.config import ROOT, STACKS_DIR, ConfigError, Fleet, Model, envs, load_fleet
+from infra.names import CANARY_AWS_RESOURCES, canary_resource_count
 
 VERSION, CANARY_VERSION, CANARY_WEIGHT = "model.version", "model.canary_version", "model.canary_weight"
 REGION_PATHS = (VERSION, CANARY_VERSION, CANARY_WEIGHT)

@@ -131,7 +131,7 @@ def attach(b: Any, live: Any) -> Any:
     return b
 
 
-def _factory(plan: Any, options: dict, clock: Any) -> Any:
+def backend_factory(plan: Any, options: dict, clock: Any) -> Any:
     live = LIVE.get(options.get("world", ""))
     if live is None:
         raise DrillError(
@@ -327,14 +327,9 @@ def _minfo(i: Any) -> dict:
 
 
 def _engine(plan: Any, state: Path, options: dict, opts: Options, log: Callable[[str], None]) -> Any:
-    from drills.backends import BACKENDS, register_backend
     from drills.engine import start_drill
     from drills.rehearsal.clock import ScaledClock
 
-    if "rehearsal-release" not in BACKENDS:
-        register_backend(
-            "rehearsal-release", _factory, "the rehearsal world with stable/canary tracks (drills rehearse-release)"
-        )
     return start_drill(
         plan,
         state,
@@ -485,7 +480,7 @@ def _traffic(records: list, drills: list[dict]) -> dict:
 
 
 # ---------------------------------------------------------------- command
-def _configure(p: argparse.ArgumentParser) -> None:
+def configure(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Run model releases and the drills below a region end to end on this machine: the rehearsal world (moto_server, "
         "Route 53/DNS/S3 replication models) with stable and canary Triton tracks per region behind a weighted load-balancer "
@@ -518,7 +513,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-port", type=int, help="first of 5 consecutive ports (default: a free block)")
 
 
-def _run(args: argparse.Namespace) -> int:
+def run_command(args: argparse.Namespace) -> int:
     s = run(
         Options(
             env=args.env,
@@ -547,20 +542,3 @@ def _expected(d: dict) -> bool:
     if d["scenario"] == "bad-release":
         return d["release"].get("outcome") == "rolled back"
     return d["status"] == "completed"
-
-
-def register() -> None:
-    from drills.backends import BACKENDS, register_backend
-    from drills.cli import register_command
-
-    if "rehearsal-release" not in BACKENDS:
-        register_backend(
-            "rehearsal-release", _factory, "the rehearsal world with stable/canary tracks (drills rehearse-release)"
-        )
-    register_command(
-        "rehearse-release",
-        "run model releases (good promoted, bad rolled back) and the sub-region drills "
-        "(artifact-corruption, node-loss) on this machine against real Tritons, and report them",
-        _configure,
-        _run,
-    )

@@ -38,10 +38,9 @@ from drills.release.planning import (
     model_config,
     node_loss_figures,
 )
-from drills.scenarios import Scenario, register
+from drills.scenarios.base import Scenario
 
 
-@register
 class BadRelease(Scenario):
     name = "bad-release"
     summary = "canary a deliberately bad model in one region: the canary gates must catch it and roll it back (time to rollback measured)"
@@ -63,7 +62,6 @@ class BadRelease(Scenario):
         )
 
 
-@register
 class ArtifactCorruption(Scenario):
     name = "artifact-corruption"
     summary = "alter a model file in one region's bucket: verification refuses it before it serves, the region is restored from its last-known-good pointer"
@@ -157,7 +155,6 @@ class ArtifactCorruption(Scenario):
         )
 
 
-@register
 class NodeLoss(Scenario):
     name = "node-loss"
     summary = "lose one GPU node of a region: capacity, readiness and latency through the loss and the replacement, against the N+1 figures"
@@ -234,7 +231,6 @@ class NodeLoss(Scenario):
         )
 
 
-@register
 class Restore(Scenario):
     name = "restore"
     summary = "bring a region back to its last-known-good model version (repair pinned files, config, up, exact hashes)"

@@ -1,41 +1,41 @@
-"""Scenario registry and the one entry point that turns (scenario, env, region, plan file) into a Plan.
+"""The table of scenarios and the one entry point that turns (scenario, env, region, plan file) into a Plan.
 
-A scenario is a class with a `name`, what `--region` means to it, the routing modes it can run under, and a
-pure `build(ctx) -> Plan`. Register one with `@register`; plugins (e.g. release scenarios) do the same from
-their own modules, and `drills plan NAME` finds them once `drills.plugins.load_plugins()` has run.
+A scenario (drills.scenarios.base.Scenario) is a class with a `name`, what `--region` means to it, the routing modes
+it can run under, and a pure `build(ctx) -> Plan`. A new one is added to SCENARIOS below.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 from drills.drillplan import load_drill_file, merged_parameters
 from drills.errors import GuardrailError
 from drills.manifest import find_manifest, manifest_facts
 from drills.model import Plan
 from drills.planning import PlanContext
+from drills.release.scenarios import ArtifactCorruption, BadRelease, NodeLoss, Restore
+from drills.scenarios.base import Scenario
+from drills.scenarios.evacuate import EvacuateRegion
+from drills.scenarios.flip import StackFlip
+from drills.scenarios.outage import RegionOutage
+from drills.scenarios.replication import ArtifactReplication
 from infra.config import ROOT, STACKS_DIR, ConfigError, envs, load_fleet
 
-SCENARIOS: dict[str, type[Scenario]] = {}
-
-
-class Scenario:
-    name: ClassVar[str]
-    summary: ClassVar[str]
-    region_arg: ClassVar[Literal["required", "optional", "ignored"]] = "required"
-    modes: ClassVar[tuple[str, ...]] = ("weighted", "failover")
-    mode_hint: ClassVar[str] = ""  # what to run instead where the mode does not fit
-
-    def build(self, ctx: PlanContext) -> Plan:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-
-def register(cls: type[Scenario]) -> type[Scenario]:
-    if cls.name in SCENARIOS and SCENARIOS[cls.name] is not cls:
-        raise ValueError(f"scenario {cls.name!r} is already registered by {SCENARIOS[cls.name].__module__}")
-    SCENARIOS[cls.name] = cls
-    return cls
+# Every scenario, by name: the core ones and those below a region (drills.release).
+SCENARIOS: dict[str, type[Scenario]] = {
+    cls.name: cls
+    for cls in (
+        EvacuateRegion,
+        RegionOutage,
+        ArtifactReplication,
+        StackFlip,
+        BadRelease,
+        ArtifactCorruption,
+        NodeLoss,
+        Restore,
+    )
+}
 
 
 def get(name: str) -> Scenario:
@@ -111,6 +111,3 @@ def build_plan(
         ctx.warnings.append(f"regions configure different model versions: {', '.join(versions)}")
     return sc.build(ctx)
 
-
-# Built-in scenarios register themselves on import.
-from drills.scenarios import evacuate, flip, outage, replication  # noqa: E402,F401

@@ -21,7 +21,7 @@ from drills.planning import (
     verify_step,
     weight_path,
 )
-from drills.scenarios import Scenario, register
+from drills.scenarios.base import Scenario
 
 
 def shift_step(ctx: PlanContext, name: str, weights: dict[str, int], baseline: dict[str, float], note: str) -> Step:
@@ -54,7 +54,6 @@ def shift_step(ctx: PlanContext, name: str, weights: dict[str, int], baseline: d
     )
 
 
-@register
 class EvacuateRegion(Scenario):
     name = "evacuate-region"
     summary = "planned: pre-scale the survivors, shift the region's weight to 0 stepwise with probes between steps, hold, restore"

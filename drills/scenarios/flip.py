@@ -21,7 +21,7 @@ from drills.planning import (
     steady_abort_conditions,
     verify_step,
 )
-from drills.scenarios import Scenario, register
+from drills.scenarios.base import Scenario
 
 
 def _flip_step(ctx: PlanContext, name: str, roles: dict[str, str], baseline: dict[str, float], note: str) -> list[Step]:
@@ -60,7 +60,6 @@ def _flip_step(ctx: PlanContext, name: str, roles: dict[str, str], baseline: dic
     ]
 
 
-@register
 class StackFlip(Scenario):
     name = "stack-flip"
     summary = (

@@ -23,12 +23,11 @@ from drills.planning import (
     steady_abort_conditions,
     verify_step,
 )
-from drills.scenarios import Scenario, register
+from drills.scenarios.base import Scenario
 
 CONTROL_PLANE_FAULTS = {"hc-invert"}
 
 
-@register
 class RegionOutage(Scenario):
     name = "region-outage"
     summary = "unplanned: fail the region's health check in the data plane, observe DNS failover, measure RTO in parts, restore"

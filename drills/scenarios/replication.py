@@ -5,10 +5,9 @@ from __future__ import annotations
 from drills.errors import GuardrailError
 from drills.model import Condition, Plan, Step
 from drills.planning import PlanContext, finish_plan
-from drills.scenarios import Scenario, register
+from drills.scenarios.base import Scenario
 
 
-@register
 class ArtifactReplication(Scenario):
     name = "artifact-replication"
     summary = "write a canary object per region, time its arrival in every other region (RPO), compare current manifests (version skew)"

@@ -7,16 +7,10 @@ buckets and clusters (a uid in each name).
 
 from __future__ import annotations
 
-import sys
 import uuid
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +28,7 @@ def clock():
 @pytest.fixture
 def world(aws, tmp_path, clock):
     """make(env, overrides=..., manifests=..., lag=...) -> namespace(stacks, state, backend, clock, uid)."""
-    from drills_support import build_test_backend, copy_stacks
+    from tests.drills.drills_support import build_test_backend, copy_stacks
 
     made = []
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from drills_support import build_test_backend
 from moto import mock_aws
 
 from drills.backends import register_backend
 from drills.clock import Clock
 from drills.model import Plan
+from tests.drills.drills_support import build_test_backend
 
 
 def _factory(plan: Plan, options: dict, clock: Clock):

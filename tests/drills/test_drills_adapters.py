@@ -12,7 +12,6 @@ from urllib.parse import parse_qs, urlparse
 import boto3
 import pytest
 import yaml
-from drills_support import FakeTriton, copy_stacks
 
 from drills.adapters.base import RecordState
 from drills.adapters.capacity import EksCapacity, StaticPods, pool_of
@@ -23,10 +22,12 @@ from drills.adapters.probes import PolicyResolver, TritonHttpProbe, infer_body
 from drills.adapters.pulumi_stack import AutomationStackAdapter
 from drills.adapters.route53 import Boto3Route53, HealthModel, policy_answer
 from drills.adapters.s3 import ReplicatingS3
-from drills.checks import percentile, window_stats
+from drills.checks import window_stats
+from drills.measure import percentile
 from drills.errors import DrillError, GuardrailError
 from drills.journal import Journal, host
 from drills.lock import Lock, lock_path, lock_status
+from tests.drills.drills_support import FakeTriton, copy_stacks
 
 
 # ---------------------------------------------------------------- probes

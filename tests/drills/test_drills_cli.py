@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from drills_support import ROOT, copy_stacks
 
 from drills.cli import COMMANDS, build_parser, main
+from tests.drills.drills_support import ROOT, copy_stacks
 
-HERE = Path(__file__).resolve().parent
 
 
 def run_cli(capsys, *argv):
@@ -124,8 +123,8 @@ def test_register_command_hook(capsys):
 def _env() -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_PROFILE")}
     env.update(
-        PYTHONPATH=f"{ROOT}{os.pathsep}{HERE}",
-        DRILLS_PLUGINS="drills_test_plugin",
+        PYTHONPATH=str(ROOT),
+        DRILLS_PLUGINS="tests.drills.drills_test_plugin",
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
         AWS_DEFAULT_REGION="us-east-1",
@@ -243,3 +242,20 @@ def test_drill_killed_mid_shift_is_rolled_back_by_drills_rollback(tmp_path, caps
     assert not (state / "locks" / "prod.lock").exists()
     rc, out, _ = run_cli(capsys, "report", drill_id, "--state-dir", str(state), "--format", "md", "--print")
     assert rc == 0 and "rolled-back" in out and "## Rollback" in out
+
+
+def test_drills_plan_loads_no_simulator_and_no_pulumi():
+    """`drills plan` imports neither the rehearsal's simulators (moto, the DNS server, Triton) nor the Pulumi SDK:
+    the command table loads a command's module only when it runs, and drills read names from infra.names."""
+    code = (
+        "import sys\n"
+        "from drills.cli import main\n"
+        "rc = main(['plan', 'evacuate-region', '--env', 'prod', '--region', 'us-east-1'])\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('moto', 'dnslib', 'pulumi', 'pulumi_aws')\n"
+        "             or m.startswith(('drills.rehearsal', 'drills.release.rehearsal', 'infra.components')))\n"
+        "print('LOADED', bad)\n"
+        "sys.exit(rc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "LOADED []" in proc.stdout, proc.stdout.splitlines()[-1]

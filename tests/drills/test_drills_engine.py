@@ -9,7 +9,6 @@ import signal
 import boto3
 import pytest
 import yaml
-from drills_support import FAST, manifest_for
 
 from drills.engine import start_drill
 from drills.errors import GuardrailError
@@ -17,6 +16,7 @@ from drills.journal import Journal, drill_dir, load
 from drills.lock import Lock
 from drills.report import build_report, render_markdown
 from drills.scenarios import build_plan
+from tests.drills.drills_support import FAST, manifest_for
 
 
 def plan_for(w, scenario, region=None, **extra):
@@ -117,7 +117,7 @@ def test_region_outage_measures_rto_in_parts(world, env):
         "RTO in its parts",
         "detection (fault -> health check unhealthy)",
         "SLO recovered",
-        "| RTO (fault",
+        "| RTO, probe-based (fault",
         "PASS",
     ):
         assert text in md
@@ -160,9 +160,8 @@ def test_artifact_replication_measures_rpo_and_cleans_up(world):
 
 
 def test_artifact_replication_reports_slow_replication_and_version_skew(world):
-    from drills_support import ROOT
-
     from infra.config import load_fleet
+    from tests.drills.drills_support import ROOT
 
     fleet = load_fleet("prod", ROOT / "stacks")
     w = world(
@@ -302,9 +301,8 @@ def test_precheck_refuses_when_live_config_drifted_from_the_plan(world):
 
 
 def test_precheck_refuses_a_survivor_without_engines_in_its_bucket(world):
-    from drills_support import ROOT
-
     from infra.config import load_fleet
+    from tests.drills.drills_support import ROOT
 
     fleet = load_fleet("prod", ROOT / "stacks")
     w = world("prod", manifests={"us-west-2": manifest_for(fleet, ccs=["9.0", "8.9", "8.6"])})  # no 8.0 for its A100s

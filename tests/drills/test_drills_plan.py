@@ -6,12 +6,12 @@ import json
 
 import pytest
 import yaml
-from drills_support import copy_stacks
 
 from drills.errors import GuardrailError
 from drills.manifest import manifest_facts
 from drills.planning import shift_schedule
 from drills.scenarios import SCENARIOS, build_plan
+from tests.drills.drills_support import copy_stacks
 
 
 def weights_of(plan, prefix):

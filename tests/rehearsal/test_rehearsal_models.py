@@ -12,7 +12,8 @@ import pytest
 from drills.rehearsal.declared import s3_shape
 from drills.rehearsal.dns import RecordSet, route
 from drills.rehearsal.healthcheck import CheckSpec, CheckState, HealthChecker, reported
-from drills.rehearsal.loadgen import RequestRecord, Slo, rto_parts, slo_recovery, timeline
+from drills.measure import Slo, rto_parts, slo_recovery, timeline
+from drills.rehearsal.loadgen import RequestRecord
 from drills.rehearsal.replicator import parse_rules, rules_for
 from drills.rehearsal.repo import ArtifactError, classify, prepare_serving_repo
 

@@ -102,9 +102,12 @@ def test_rehearse_every_scenario_end_to_end(small_model, tmp_path):
     later = [r for r in recs if moved < r["t"] < fo["cleared_wall"]]
     assert later and {r["region"] for r in later} == {"us-west-2"} and all(r["ok"] for r in later)
     assert fo["before"]["share"] == {"us-east-1": 1.0} and fo["before"]["success_rate"] == 1.0
-    # The engine measured the same failover from its own probes; fail-back after clearing the fault lost nothing.
-    eng = rep["rto_engine"][0]
-    assert eng["kind"] == "failover" and {p["part"]: p["at"] for p in eng["parts"]}["detected"] is not None
+    # One RTO: the clients' figure is the drill report's RTO objective too; the probe-based parts are left out.
+    rto_rows = [o for o in rep["drill"]["objectives"] if o["objective"].startswith("RTO")]
+    assert [(o["measured"], o["verdict"]) for o in rto_rows] == [(fo["rto_drill_s"], fo["verdict_objective"])]
+    assert "clients' records" in rto_rows[0]["objective"] and rep["drill"]["rto"] == [] and "rto_engine" not in rep
+    assert "probe-based" not in (out / "region-outage" / "report.md").read_text()
+    # Fail-back after clearing the fault lost nothing.
     assert fo["failback"]["errors"] == 0 and fo["failback"]["share"].get("us-east-1", 0) > 0
     assert (out / "region-outage" / "failover.png").stat().st_size > 20_000
     for sc in ("region-outage", "stack-flip", "artifact-replication"):

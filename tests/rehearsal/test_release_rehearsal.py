@@ -15,7 +15,6 @@ pytest.importorskip("pytriton")
 
 
 def _run(tmp_path, env, scenarios, **kw):
-    import drills.release.plugin  # noqa: F401 - the release scenarios, actions, checks and backend
     from drills.release.rehearsal import Options, run
 
     return run(

@@ -3,17 +3,10 @@ model repository per version per session (building the real ranker takes ~25 s; 
 
 from __future__ import annotations
 
-import sys
 import uuid
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-HERE = Path(__file__).resolve().parent
-for p in (HERE, HERE.parent / "drills"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +17,7 @@ def _no_aws(no_aws):
 @pytest.fixture(scope="session")
 def repos(tmp_path_factory):
     """repos(version, behaviour="good", **kw) -> a verified model repository directory (cached)."""
-    from support import make_repo
+    from tests.release.support import make_repo
 
     root = tmp_path_factory.mktemp("repos")
     return lambda version, behaviour="good", **kw: make_repo(
@@ -42,10 +35,9 @@ def clock():
 @pytest.fixture
 def release_world(aws, tmp_path, clock, repos):
     """make(env="prod", stable="2026.11.0", **kw) -> namespace(backend, fleet, stacks, state, clock, plan_file, env)."""
-    from drills_support import copy_stacks
-    from support import plan_file, release_backend
-
     from drills.plugins import load_plugins
+    from tests.drills.drills_support import copy_stacks
+    from tests.release.support import plan_file, release_backend
 
     load_plugins()
     made = []

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,16 +26,11 @@ from typing import Any
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-DRILLS_TESTS = HERE.parent / "drills"
-if str(DRILLS_TESTS) not in sys.path:
-    sys.path.insert(0, str(DRILLS_TESTS))
-
-from drills.adapters.base import ScoreResult, TrackState  # noqa: E402
-from drills.adapters.faults import CompositeFaults  # noqa: E402
-from drills.release import metrics as M  # noqa: E402
-from drills.release.adapters import ArtifactCorruption  # noqa: E402
-from drills.release.planning import VERSION  # noqa: E402
+from drills.adapters.base import ScoreResult, TrackState
+from drills.adapters.faults import CompositeFaults
+from drills.release import metrics as M
+from drills.release.adapters import ArtifactCorruption
+from drills.release.planning import VERSION
 
 MODEL = "ranker"
 # Fast release parameters on the fake clock (a plan file's `parameters`).
@@ -433,9 +427,8 @@ def release_backend(
 ) -> tuple[Any, FakeFleet]:
     """The drills' test backend with the release adapters: publishes `stable_repo` everywhere and brings every
     region up on it through its regional stack (the applier), as a fleet at steady state."""
-    from drills_support import build_test_backend
-
     from infra.config import load_fleet
+    from tests.drills.drills_support import build_test_backend
 
     # No manifests seeded by the drills' world: the published repository is the truth.
     b = build_test_backend(

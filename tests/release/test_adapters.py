@@ -163,7 +163,7 @@ def _dep(name: str, track: str, version: str, ready: int, updated: int, replicas
 def test_alb_weights_and_deployments(aws):
     import boto3
 
-    from infra.components.load_balancer import lb_name, target_group_name
+    from infra.names import lb_name, target_group_name
 
     ec2, elb = boto3.client("ec2", region_name="us-west-2"), boto3.client("elbv2", region_name="us-west-2")
     vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
@@ -272,27 +272,29 @@ def test_node_loss_terminates_one_in_service_instance_of_the_pool():
 
 
 def test_the_aws_backend_gets_the_release_adapters(monkeypatch):
-    """The plugin wraps the registered `aws` factory once and attaches AWS implementations built from the
-    regional stacks' outputs (no AWS call is made to build them)."""
+    """The `aws` backend builds the release adapters itself, from the stack outputs, session and Kubernetes clients
+    it built the core adapters with (no AWS call is made to build them)."""
     from types import SimpleNamespace
 
+    import boto3
+
     from drills.adapters.faults import CompositeFaults
-    from drills.backends import BACKENDS
-    from drills.plugins import load_plugins
-    from drills.release.plugin import _wrap_aws, attach_aws
+    from drills.backends import BACKENDS, _with_release_adapters, aws_backend
     from infra.config import load_fleet
     from infra.mocks import regional_outputs
+    from infra.outputs import validate_outputs
 
-    load_plugins()
-    _wrap_aws()
-    assert getattr(BACKENDS["aws"][0], "_release_wrapped", False) and "release adapters" in BACKENDS["aws"][1]
+    assert BACKENDS["aws"][0] is aws_backend and "release adapters" in BACKENDS["aws"][1]
     fleet = load_fleet("prod")
     b = SimpleNamespace(
-        stacks=SimpleNamespace(outputs=lambda s: regional_outputs(s), get_config=lambda s, p: "2026.11.0"),
+        stacks=SimpleNamespace(get_config=lambda s, p: "2026.11.0"),
         s3=SimpleNamespace(buckets={r: f"b-{r}" for r in fleet.regions}),
         faults=CompositeFaults(),
     )
-    attach_aws(b, SimpleNamespace(env="prod"), {})
+    out = {r: validate_outputs(s, regional_outputs(s)) for r, s in fleet.stack_names.items()}
+    session = boto3.Session(region_name="us-east-1")
+    kubes = {r: object() for r in out}
+    _with_release_adapters(b, fleet, {}, session, out, kubes)  # type: ignore[arg-type]  # a stand-in backend
     assert isinstance(b.serving, AlbKubeServing) and isinstance(b.metrics, KubernetesTritonMetrics)
     assert (
         b.scores.endpoints["us-west-2"] == "https://" + regional_outputs("prod-usw2")["lb_dns_name"]

@@ -65,7 +65,7 @@ def test_artifact_corruption_is_refused_before_serving_and_restored_exactly(rele
 def test_restore_brings_back_the_exact_last_known_good_version(release_world, repos):
     """A region left on another version with a tampered file: restore re-points the config at the pointer's
     version, repairs the file from its pinned S3 version and verifies every hash."""
-    from support import publish
+    from tests.release.support import publish
 
     w = release_world()
     ptrs = _adopt_everywhere(w)

@@ -39,7 +39,7 @@ def _entries(w, outcome):
 
 def test_a_good_release_promotes_everywhere_and_records_lkg(release_world, repos):
     w = release_world()
-    from support import publish
+    from tests.release.support import publish
 
     publish(w.backend, repos("2026.12.0", w_seed=2))
     outcome = start_drill(_plan(w, "2026.12.0"), w.state, backend=w.backend, clock=w.clock)
@@ -75,7 +75,7 @@ def test_a_bad_model_is_caught_and_rolled_back_with_no_failed_request(release_wo
     """Shuffled labels: every request succeeds, the scores are wrong. The canary's drift gates catch it before
     any user request reaches it; the rollback takes it away and the time is measured."""
     w = release_world()
-    from support import publish
+    from tests.release.support import publish
 
     publish(w.backend, repos("2026.12.0-bad", "bad-labels"))
     before = _model_cfg(w)
@@ -101,7 +101,7 @@ def test_a_defect_only_traffic_shows_is_taken_off_at_the_first_failed_gate(relea
     """Good scores on the golden rows, 5% of users' requests failing: the shadow step passes, the canary takes
     10% of us-west-2, the error-rate abort/gate fires, the weight goes back to 0 and the stable pods never stopped."""
     w = release_world()
-    from support import publish
+    from tests.release.support import publish
 
     publish(w.backend, repos("2026.12.1", "errors-under-load", w_seed=1))
     outcome = start_drill(_plan(w, "2026.12.1", bake=120), w.state, backend=w.backend, clock=w.clock)
@@ -124,10 +124,10 @@ def test_candidates_are_refused_before_any_traffic_moves(release_world, repos):
     cover the fleet, an offline AUC below the gate: each refused (exit 3) with nothing changed. Then a second
     release while a canary is configured is refused at plan time."""
     import boto3
-    from support import publish
 
     from drills.errors import GuardrailError
     from drills.release.artifacts import prefix
+    from tests.release.support import publish
 
     w = release_world()
     publish(w.backend, repos("2026.12.0-t", w_seed=2))
@@ -165,7 +165,7 @@ def test_the_bad_release_drill_on_the_engine(release_world, repos, monkeypatch):
     from drills.scenarios import build_plan
 
     w = release_world()
-    from support import publish
+    from tests.release.support import publish
 
     publish(w.backend, repos("2026.11.0-bad", "bad-labels"))
     plan = build_plan("bad-release", "prod", "us-west-2", plan_file=w.plan_file, stacks_dir=w.stacks)
@@ -181,10 +181,9 @@ class Crash(BaseException):
 
 
 def test_a_crashed_release_is_rolled_back_or_resumed_from_its_journal(release_world, repos):
-    from support import publish
-
     from drills.engine import resume_drill, rollback_drill
     from drills.journal import summarise
+    from tests.release.support import publish
 
     w = release_world()
     publish(w.backend, repos("2026.12.0", w_seed=2))
@@ -212,3 +211,53 @@ def test_a_crashed_release_is_rolled_back_or_resumed_from_its_journal(release_wo
     out = resume_drill(drill2, w.state, confirm="prod", backend=w.backend, clock=w.clock)
     assert out.status == "completed", out.reason
     assert set(_model_cfg(w).values()) == {("2026.12.0", None, 0)}
+
+
+def test_a_release_killed_while_recording_lkg_is_rolled_back_with_its_pointers(release_world, repos, monkeypatch):
+    """The process dies between two regions' pointer writes: `drills rollback` puts every pointer back to the
+    exact bytes it had (or removes one the release created), as well as the config."""
+    from drills.engine import rollback_drill
+    from drills.journal import summarise
+    from drills.release.artifacts import lkg_key
+    from tests.release.support import publish
+
+    w = release_world()
+    publish(w.backend, repos("2026.12.0", w_seed=2))
+    s3 = w.backend.s3
+    regions = sorted(w.fleet.regions)
+    # One region has a pointer from an earlier release; the others have none yet.
+    earlier = json.dumps({"version": "2026.11.0", "files": {"x": {"sha256": "0" * 64}}}).encode()
+    s3.put_object(regions[0], lkg_key("ranker", regions[0]), earlier)
+    before_cfg = _model_cfg(w)
+    before = {r: s3.get_object(r, lkg_key("ranker", r)) for r in regions}
+    assert before[regions[0]] == earlier and all(before[r] is None for r in regions[1:])
+
+    real_put, puts = s3.put_object, []
+
+    def put_then_die(region, key, body):
+        if "/_lkg/" in key:
+            puts.append(region)
+            if len(puts) == 2:  # the first pointer is written, the second is not: SIGKILL here
+                raise Crash()
+        return real_put(region, key, body)
+
+    monkeypatch.setattr(s3, "put_object", put_then_die)
+    with pytest.raises(Crash):
+        start_drill(_plan(w, "2026.12.0"), w.state, backend=w.backend, clock=w.clock)
+    monkeypatch.setattr(s3, "put_object", real_put)
+    (drill,) = [p.name for p in (w.state / "drills").iterdir()]
+    entries = load(w.state, drill)
+    assert [e["type"] for e in entries].count("lkg_written") == 1
+    first = puts[0]
+    assert s3.get_object(first, lkg_key("ranker", first)) != before[first]  # the crash left one pointer changed
+
+    out = rollback_drill(drill, w.state, backend=w.backend, clock=w.clock)
+    assert out.status == "rolled-back", out.reason
+    assert {r: s3.get_object(r, lkg_key("ranker", r)) for r in regions} == before
+    assert _model_cfg(w) == before_cfg
+    entries = load(w.state, drill)
+    reverted = {e["region"] for e in entries if e["type"] == "lkg_reverted"}
+    assert reverted == set(puts)  # both journaled writes, the one that happened and the one that did not
+    done = next(e for e in entries if e["type"] == "rollback_done")
+    assert done["verified"] and not done["failed"] and not done["mismatches"]
+    assert summarise(entries)["status"] == "rolled-back"

@@ -89,9 +89,8 @@ def test_refusals_at_plan_time(candidate, code):
 
 
 def test_capacity_for_stable_and_canary_side_by_side(tmp_path):
-    from drills_support import copy_stacks
-
     from infra.config import load_fleet
+    from tests.drills.drills_support import copy_stacks
 
     f = load_fleet("prod")
     s = split_capacity(f, "us-west-2", 10)
@@ -122,10 +121,8 @@ def test_node_loss_figures_are_the_n_plus_one_math_of_one_node():
 
 
 def test_bad_release_candidate_by_convention_or_env(monkeypatch):
-    from drills.plugins import load_plugins
     from drills.scenarios import build_plan
 
-    load_plugins()
     p = build_plan("bad-release", "prod", None)
     assert p.region == "us-west-2" and p.steps[1].params["values"][CANARY_VERSION] == "2026.11.0-bad"
     assert p.steps[0].params["release"]["offline_blocking"] is False and p.steps[-1].action == "expect_caught"
