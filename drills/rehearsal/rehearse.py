@@ -490,7 +490,6 @@ def drill(live: LiveWorld, prep: Prepared, log: Callable[[str], None], plan: Any
     Ctrl-C inside the drill makes the engine roll back (its own handler); the outcome then says "aborted"."""
     from drills.engine import start_drill
     from drills.journal import load
-    from drills.rehearsal import plugin as _plugin  # noqa: F401 - registers the "rehearsal" backend (idempotent)
     from drills.rehearsal.clock import ScaledClock
 
     o = prep.opts
