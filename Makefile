@@ -7,10 +7,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 POLICY_VENV := .venv-policy
 
-.PHONY: system venv policy-venv node-deps test rehearse rehearse-release plan capacity build clean help
+.PHONY: system venv policy-venv node-deps lint test rehearse rehearse-release plan capacity build clean help
 help:
 	@echo "make rehearse   run the local multi-region rehearsal (Triton x N, DNS failover, a drill) and write its report"
-	@echo "make test       run the whole test suite"
+	@echo "make test       run the whole test suite (after make lint)"
+	@echo "make lint       ruff (lint and format) and mypy, as configured in pyproject.toml: zero findings"
 	@echo "make rehearse-release   model releases (good promoted, bad rolled back), artifact corruption, node loss on real Tritons"
 	@echo "make plan STACK=prod-use1   offline plan of one stack (Pulumi mocks, no credentials)"
 	@echo "make capacity ENV=prod      N+1 GPU capacity table"
@@ -41,7 +42,13 @@ node-deps: node_modules/.package-lock.json
 # The rehearsal tests start real servers and re-run the Pulumi programs under mocks inside their drills; they run in
 # a pytest process of their own, apart from the hundreds of in-process mock runs of the other tests, whose
 # process-wide Pulumi runtime state they must not share.
-test: system venv policy-venv node-deps
+# Zero findings is the rule (pyproject.toml); a noqa or type: ignore carries its reason (tests/test_lint_policy.py).
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: system venv policy-venv node-deps lint
 	$(PY) -m pytest -q --ignore=tests/rehearsal
 	$(PY) -m pytest -q tests/rehearsal
 

@@ -6,7 +6,7 @@ Layers, from pure to side-effecting:
            journals every step, watches abort conditions, rolls back
   adapters (`drills.adapters`)  small interfaces to Pulumi, Route 53, S3, EKS/Kubernetes, Triton probes,
            fault injection; an AWS implementation and a test/local implementation of each
-  backends (`drills.backends`)  named bundles of adapters (`aws`, plus any a plugin registers)
+  backends (`drills.backends`)  named bundles of adapters (`aws`, `rehearsal`, `rehearsal-release`)
   report   (`drills.report`)  journal -> Markdown + JSON
 
 Explicit tables, nothing registered by being imported: actions and checks (`drills.registry`), scenarios

@@ -307,7 +307,13 @@ def _observe_failover(run: Run, step: Step) -> dict:
             m["slo_recovered"] = tr.slo_recovered(now, slo)
             if m["slo_recovered"] is not None:
                 run.state["slo_recovered"] = {"t": m["slo_recovered"]}
-        return None not in m.values() and tr.drained is not None and now >= m["dns_changed"] + run.plan.ttl
+        dns_changed = m["dns_changed"]
+        return (
+            None not in m.values()
+            and tr.drained is not None
+            and dns_changed is not None
+            and now >= dns_changed + run.plan.ttl
+        )
 
     done = run.wait(step.params["deadline"] - (run.clock.now() - t0), until=progress, label="failover")
     milestones = _milestones(
@@ -362,6 +368,7 @@ def _observe_switch(run: Run, step: Step) -> dict:
             "slo_recovered": recovered["t"],
         },
     )
+    drained, slo_recovered = milestones["drained"], milestones["slo_recovered"]
     result = {
         "t_change": t0,
         "from": sorted(away),
@@ -370,14 +377,13 @@ def _observe_switch(run: Run, step: Step) -> dict:
         "clients_hit": len(tr.hit),
         "during": window_stats(tr.results),
         # A planned move is complete when every client has left and the SLO held: the later of the two.
-        "switch_seconds": None
-        if None in (milestones["drained"], milestones["slo_recovered"])
-        else max(milestones["drained"], milestones["slo_recovered"]),
+        "switch_seconds": None if drained is None or slo_recovered is None else max(drained, slo_recovered),
     }
     run.event("rto", kind="switch", **{k: v for k, v in result.items() if k != "during"})
     if not done:
         raise Abort(
-            f"traffic did not leave {', '.join(sorted(away))} with the SLO met within {step.params['timeout']:g} s: {milestones}"
+            f"traffic did not leave {', '.join(sorted(away))} with the SLO met within {step.params['timeout']:g} s: "
+            f"{milestones}"
         )
     return result
 

@@ -2,8 +2,9 @@
 
 Subcommands are the table COMMANDS at the end of this file; a command defined in another module (release,
 rehearse) is imported only when it runs or its help is shown, so `drills run` never loads the rehearsal's
-simulators. Plugins named in $DRILLS_PLUGINS may add commands with `register_command`. Exit codes: 0 done, 1 the drill aborted (and was rolled back) or failed its objectives, 2 usage or
-config error, 3 refused by a guardrail (nothing changed), 4 rollback failed (state recorded in the journal).
+simulators. Plugins named in $DRILLS_PLUGINS may add commands with `register_command`. Exit codes: 0 done,
+1 the drill aborted (and was rolled back) or failed its objectives, 2 usage or config error, 3 refused by a
+guardrail (nothing changed), 4 rollback failed (state recorded in the journal).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from pathlib import Path
 
 from drills.errors import DrillError, GuardrailError
 from infra.config import ROOT, STACKS_DIR
-
 
 Configure = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
@@ -76,7 +76,8 @@ def _scenario_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plan-file", help="drill plan YAML: window, roles, communication, parameters (see drills/plans/)")
     p.add_argument(
         "--manifest",
-        help="model manifest.json for the engine and throughput checks (default: $DRILLS_MANIFEST or the newest under artifacts/)",
+        help="model manifest.json for the engine and throughput checks (default: $DRILLS_MANIFEST or the newest under "
+        "artifacts/)",
     )
     p.add_argument("--steps", type=int, help="weight-shift steps (default 4)")
     p.add_argument("--hold", type=float, dest="hold_seconds", help="hold seconds at the drilled state (default 300)")
@@ -134,7 +135,8 @@ def execution_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backend",
         default="aws",
-        help="adapters to run through: aws (default) or one a plugin registers (rehearsal, test)",
+        help="adapters to run through: aws (default), rehearsal, rehearsal-release, "
+        "or one a $DRILLS_PLUGINS module adds",
     )
     p.add_argument(
         "--backend-opt",
@@ -160,7 +162,8 @@ def _check_window(plan, ignore: bool) -> None:
     if not start <= now <= end:
         raise GuardrailError(
             "window",
-            f"now ({now:%Y-%m-%d %H:%M} UTC) is outside the drill window {plan.window['start']} .. {plan.window['end']}; pass --ignore-window to override",
+            f"now ({now:%Y-%m-%d %H:%M} UTC) is outside the drill window {plan.window['start']} .. "
+            f"{plan.window['end']}; pass --ignore-window to override",
         )
 
 
@@ -324,9 +327,7 @@ COMMANDS: dict[str, Command] = {
             "print a drill's plan (objectives, steps, weights, capacity checks, aborts, rollback); no cloud calls",
             lambda: (_configure_plan, _run_plan),
         ),
-        Command(
-            "run", "run a drill: a dry run unless --execute --confirm ENV", lambda: (_configure_run, _run_run)
-        ),
+        Command("run", "run a drill: a dry run unless --execute --confirm ENV", lambda: (_configure_run, _run_run)),
         Command("resume", "continue a crashed drill from its journal", lambda: (_configure_resume, _run_resume)),
         Command(
             "rollback",

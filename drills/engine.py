@@ -197,7 +197,8 @@ def _install_signals(run: Run) -> Callable[[], None]:
     def handler(signum: int, frame: Any) -> None:
         if run.in_rollback:
             run.log(
-                f"signal {signum} during rollback: ignored; the rollback finishes first (SIGKILL leaves it to `drills rollback {run.drill_id}`)"
+                f"signal {signum} during rollback: ignored; the rollback finishes first "
+                f"(SIGKILL leaves it to `drills rollback {run.drill_id}`)"
             )
             return
         if run.stack_operations:
@@ -207,7 +208,12 @@ def _install_signals(run: Run) -> Callable[[], None]:
         raise Interrupted(signum)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    return lambda: [signal.signal(s, h) for s, h in old.items()]  # type: ignore[func-returns-value]
+
+    def restore_handlers() -> None:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+    return restore_handlers
 
 
 def _execute(run: Run, start_index: int = 0) -> Outcome:
@@ -279,7 +285,7 @@ def _rollback(run: Run, status: str, reason: str) -> Outcome:
     j.write("rollback_begin", reason=reason)
     try:
         res = restore(run.backend, run.plan, j, run.clock, run.log)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - a failed rollback is journaled and reported, never raised past the drill
         j.write("rollback_failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=8))
         j.write("finished", status="rollback-failed", reason=reason)
         return Outcome(

@@ -145,10 +145,9 @@ def summarise(entries: list[dict]) -> dict:
 
 
 def list_drills(state_dir: Path) -> list[dict]:
-    out = []
     d = drills_dir(state_dir)
-    for p in sorted(d.glob("*/journal.jsonl")) if d.exists() else []:
-        out.append(summarise(read_entries(p)) | {"drill_id": p.parent.name})
+    paths = sorted(d.glob("*/journal.jsonl")) if d.exists() else []
+    out = [summarise(read_entries(p)) | {"drill_id": p.parent.name} for p in paths]
     return sorted(out, key=lambda x: x.get("started", 0), reverse=True)
 
 

@@ -88,7 +88,7 @@ class Lock:
                         "lock",
                         f"drill {held['drill_id']} holds the {env} lock (pid {held['pid']} on {held['host']}); "
                         "one drill per environment. Wait for it, or stop it with SIGINT/SIGTERM (it rolls back).",
-                    )
+                    ) from None
                 if held.get("drill_id") == takeover_of:
                     atomic_write(p, json.dumps(info))
                     return cls(p, info)
@@ -98,8 +98,9 @@ class Lock:
                     raise GuardrailError(
                         "unfinished-drill",
                         f"drill {other} on {env} stopped without finishing (pid {held.get('pid')} is gone) "
-                        f"and may have left {env} mid-drill: run `drills rollback {other}` (or `drills resume {other}`) first",
-                    )
+                        f"and may have left {env} mid-drill: "
+                        f"run `drills rollback {other}` (or `drills resume {other}`) first",
+                    ) from None
                 p.unlink(missing_ok=True)  # stale lock of a finished drill
                 continue
             with os.fdopen(fd, "w") as f:

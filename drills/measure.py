@@ -166,7 +166,7 @@ def rto_parts(
         for r in after_fault:
             if not _get(r, "ok") and _get(r, "region"):
                 fails[_get(r, "region")] = fails.get(_get(r, "region"), 0) + 1
-        region = max(fails, key=fails.get) if fails else None  # type: ignore[arg-type]
+        region = max(fails, key=fails.__getitem__) if fails else None
 
     def rel(t: float | None) -> float | None:
         return None if t is None else t - fault_time

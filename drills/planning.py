@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from drills.drillplan import DrillFile, Parameters, roles_and_communication
 from drills.errors import GuardrailError
@@ -54,7 +54,9 @@ def failover_path(region: str) -> str:
 
 def roles_of(fleet: Fleet) -> dict[str, str] | None:
     r = fleet.glob.routing
-    return {k: v.failover for k, v in r.regions.items()} if r.mode == "failover" else None  # type: ignore[misc]
+    if r.mode != "failover":
+        return None
+    return {k: v.failover for k, v in r.regions.items()}  # type: ignore[misc]  # failover mode: every region has a role
 
 
 # ---------------------------------------------------------------- weights
@@ -135,7 +137,7 @@ def prescale_targets(ctx: PlanContext, region: RegionConfig, qps: float) -> tupl
     ]
 
     def cap() -> float:
-        return sum(d * q for d, q in zip(desired, per_instance))
+        return sum(d * q for d, q in zip(desired, per_instance, strict=True))
 
     while cap() < qps - 1e-6:
         grow = [i for i, p in enumerate(pools) if desired[i] < p.max]
@@ -170,7 +172,7 @@ def capacity_rows(
                 gpus_max=rc.gpus_max,
                 qps_at_desired=round(at_desired, 1),
                 ok=rc.ok,
-                prescale={p.name: t for p, t in zip(cfg.gpu_pools, targets) if t > p.desired},
+                prescale={p.name: t for p, t in zip(cfg.gpu_pools, targets, strict=True) if t > p.desired},
                 engines=engine_coverage(ctx, cfg),
                 gains_share=share > baseline.get(r, 0.0) + 1e-9,
             )
@@ -217,7 +219,8 @@ def slo_condition(ctx: PlanContext, what: str = "service probes") -> Condition:
             "window_seconds": p.slo_window_seconds,
             "min_samples": p.min_samples,
         },
-        description=f"{what}: success rate >= {o.success_rate:.2%} and p99 <= {o.p99_ms:g} ms over {p.slo_window_seconds:g} s",
+        description=f"{what}: success rate >= {o.success_rate:.2%} and p99 <= {o.p99_ms:g} ms over "
+        f"{p.slo_window_seconds:g} s",
     )
 
 
@@ -244,7 +247,8 @@ def precheck_step(ctx: PlanContext, pre_config: dict[str, dict[str, Any]], engin
     return Step(
         name="precheck",
         action="precheck",
-        description="live config equals the plan's, every region healthy, GPU node groups active, engines in the buckets, baseline SLO",
+        description="live config equals the plan's, every region healthy, GPU node groups active, engines in the "
+        "buckets, baseline SLO",
         params={"expect_config": pre_config, "engines_for": ccs, "baseline_seconds": ctx.params.slo_window_seconds},
         checks=[slo_condition(ctx, "baseline")],
     )
@@ -308,12 +312,14 @@ def scale_back_step(ctx: PlanContext, targets: dict[str, dict[str, int]]) -> lis
     ]
 
 
-def hold_step(ctx: PlanContext, what: str, exclude: list[str] | None = None, phase: str = "steady") -> Step:
+def hold_step(
+    ctx: PlanContext, what: str, exclude: list[str] | None = None, phase: Literal["steady", "failover"] = "steady"
+) -> Step:
     return Step(
         name="hold",
         action="hold",
         wait_seconds=ctx.params.hold_seconds,
-        phase=phase,  # type: ignore[arg-type]
+        phase=phase,
         description=f"hold {ctx.params.hold_seconds:g} s {what}, abort conditions watched",
         checks=[slo_condition(ctx), healthy_condition(exclude)],
     )

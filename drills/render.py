@@ -28,18 +28,21 @@ def print_plan(plan: Plan, out: Console | None = None) -> None:
         + (f" — {plan.title}" if plan.title else "")
     )
     c.print(
-        f"routing: {plan.mode} on {plan.fqdn} (TTL {plan.ttl} s; health check every {plan.health_check['request_interval']} s, "
+        f"routing: {plan.mode} on {plan.fqdn} (TTL {plan.ttl} s; health check every "
+        f"{plan.health_check['request_interval']} s, "
         f"{plan.health_check['failure_threshold']} failures)"
     )
     c.print(
         f"pre-drill weights: {_weights(plan.pre_weights)}" + (f"; roles: {plan.pre_roles}" if plan.pre_roles else "")
     )
     c.print(
-        f"objectives: RTO <= {o.rto_seconds:g} s, RPO <= {o.rpo_seconds:g} s, success rate >= {o.success_rate:.2%}, p99 <= {o.p99_ms:g} ms"
+        f"objectives: RTO <= {o.rto_seconds:g} s, RPO <= {o.rpo_seconds:g} s, success rate >= {o.success_rate:.2%}, "
+        f"p99 <= {o.p99_ms:g} ms"
     )
     p = plan.predicted
     c.print(
-        f"predicted RTO from config: detection {p['detection']:g} s + DNS change {p['dns_change']:g} s + TTL {p['ttl']:g} s = {p['total']:g} s"
+        f"predicted RTO from config: detection {p['detection']:g} s + DNS change {p['dns_change']:g} s + TTL "
+        f"{p['ttl']:g} s = {p['total']:g} s"
     )
     if plan.window:
         c.print(f"window: {plan.window['start']} to {plan.window['end']} ({plan.window['timezone']})")

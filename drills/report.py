@@ -50,24 +50,22 @@ def build_report(entries: list[dict]) -> dict:
     t0 = start["t"]
     obj = plan["objectives"]
     phase_of = {s["name"]: s.get("phase", "steady") for s in plan["steps"]}
-    steps = []
     begun = {e["name"]: e for e in entries if e["type"] == "step_begin"}
-    for e in entries:
-        if e["type"] == "step_done":
-            steps.append(
-                {
-                    "name": e["name"],
-                    "at": round(begun[e["name"]]["t"] - t0, 1) if e["name"] in begun else None,
-                    "seconds": e.get("seconds"),
-                    "phase": phase_of.get(e["name"], "steady"),
-                    "gates": [
-                        {"description": g["description"], "ok": g["ok"], "detail": g["detail"]}
-                        for g in e.get("gates", [])
-                    ],
-                    "probes": e.get("probes", {}),
-                    "result": e.get("result", {}),
-                }
-            )
+    steps = [
+        {
+            "name": e["name"],
+            "at": round(begun[e["name"]]["t"] - t0, 1) if e["name"] in begun else None,
+            "seconds": e.get("seconds"),
+            "phase": phase_of.get(e["name"], "steady"),
+            "gates": [
+                {"description": g["description"], "ok": g["ok"], "detail": g["detail"]} for g in e.get("gates", [])
+            ],
+            "probes": e.get("probes", {}),
+            "result": e.get("result", {}),
+        }
+        for e in entries
+        if e["type"] == "step_done"
+    ]
     done_names = {s["name"] for s in steps}
     unfinished = [n for n in begun if n not in done_names]
 
@@ -190,7 +188,10 @@ def build_report(entries: list[dict]) -> dict:
 def _describe(e: dict) -> str:
     t = e["type"]
     if t == "start":
-        return f"drill {e['drill_id']} started (pid {e.get('pid')} on {e.get('host')}), backend {e.get('backend', {}).get('name')}"
+        return (
+            f"drill {e['drill_id']} started (pid {e.get('pid')} on {e.get('host')}), backend "
+            f"{e.get('backend', {}).get('name')}"
+        )
     if t == "pre_state":
         return "pre-drill state recorded: weights " + ", ".join(
             f"{r} {v.get('weight') if v.get('weight') is not None else v.get('failover')}"
@@ -243,17 +244,22 @@ def findings(report: dict, plan: dict, entries: list[dict]) -> list[dict]:
     if report["rollback"] and not report["rollback"]["verified"]:
         add(
             f"rollback did not restore the pre-drill state: {report['rollback']['mismatches']}",
-            f"restore by hand or run `drills rollback {report['drill_id']}`; do not start another drill in {plan['env']} first",
+            f"restore by hand or run `drills rollback {report['drill_id']}`; do not start another drill in "
+            f"{plan['env']} first",
         )
     for o in report["objectives"]:
         if o["verdict"] == "FAIL":
             add(
                 f"{o['objective']}: measured {o['measured']} against {o['target']}",
                 {
-                    "RTO": "shorten detection (health check interval/threshold), the record TTL, or the survivors' scale-up time",
-                    "RPO": "check S3 Replication Time Control and the replication latency metrics and alarms for the slow pair",
-                    "service success rate": "look at the failing requests in the step with the lowest success rate: capacity, engines or routing",
-                    "service p99": "check the survivors' GPU utilisation and HPA/cluster autoscaler reaction during the step with the highest p99",
+                    "RTO": "shorten detection (health check interval/threshold), the record TTL, or the survivors' "
+                    "scale-up time",
+                    "RPO": "check S3 Replication Time Control and the replication latency metrics and alarms for the "
+                    "slow pair",
+                    "service success rate": "look at the failing requests in the step with the lowest success rate: "
+                    "capacity, engines or routing",
+                    "service p99": "check the survivors' GPU utilisation and HPA/cluster autoscaler reaction during "
+                    "the step with the highest p99",
                 }[
                     next(
                         k for k in ("RTO", "RPO", "service success rate", "service p99") if o["objective"].startswith(k)
@@ -272,7 +278,8 @@ def findings(report: dict, plan: dict, entries: list[dict]) -> list[dict]:
             and det["at"] > pred["detection"] + hc["request_interval"]
         ):
             add(
-                f"detection took {det['at']:.0f} s, more than interval x threshold = {pred['detection']:g} s plus one interval",
+                f"detection took {det['at']:.0f} s, more than interval x threshold = {pred['detection']:g} s plus one "
+                "interval",
                 "check the health check's endpoint, timeouts and checker regions",
             )
         dr, dns = parts.get("drained"), parts.get("dns_changed")
@@ -284,18 +291,23 @@ def findings(report: dict, plan: dict, entries: list[dict]) -> list[dict]:
             and dr["at"] - dns["at"] > plan["ttl"] + plan["parameters"].get("poll_seconds", 2) * 2
         ):
             add(
-                f"clients took {dr['at'] - dns['at']:.0f} s after the DNS change to move, longer than the TTL of {plan['ttl']} s",
-                "look for clients that cache DNS beyond the TTL (JVM networkaddress.cache.ttl, connection pools pinned to old addresses)",
+                f"clients took {dr['at'] - dns['at']:.0f} s after the DNS change to move, longer than the TTL of "
+                f"{plan['ttl']} s",
+                "look for clients that cache DNS beyond the TTL (JVM networkaddress.cache.ttl, connection pools pinned "
+                "to old addresses)",
             )
     if pred.get("total") is not None and pred["total"] > plan["objectives"]["rto_seconds"]:
         add(
-            f"the configuration predicts an RTO of {pred['total']:g} s, above the {plan['objectives']['rto_seconds']:g} s objective",
+            f"the configuration predicts an RTO of {pred['total']:g} s, above the "
+            f"{plan['objectives']['rto_seconds']:g} s objective",
             "lower the TTL or the health check's failure threshold, or revisit the objective",
         )
     if any(e["type"] == "pools_scaling" for e in entries):
         add(
-            "the survivors' node groups had to be pre-scaled: at their desired sizes they could not carry the evacuated share",
-            "in an unplanned outage the cluster autoscaler must do this under load: measure its scale-up time (node-loss drill) or raise min sizes",
+            "the survivors' node groups had to be pre-scaled: at their desired sizes they could not carry the "
+            "evacuated share",
+            "in an unplanned outage the cluster autoscaler must do this under load: measure its scale-up time "
+            "(node-loss drill) or raise min sizes",
         )
     sk = report.get("version_skew")
     if sk and sk["skew"]:
@@ -332,7 +344,8 @@ def render_markdown(r: dict) -> str:
     L += ["## Objectives", "", "| objective | target | measured | verdict |", "|---|---|---|---|"]
     for o in r["objectives"]:
         L.append(
-            f"| {o['objective']} | {o['target']} | {'n/a' if o['measured'] is None else o['measured']} | {o['verdict']} |"
+            f"| {o['objective']} | {o['target']} | {'n/a' if o['measured'] is None else o['measured']} | "
+            f"{o['verdict']} |"
         )
     L.append("")
     if r["rto"]:
@@ -340,25 +353,29 @@ def render_markdown(r: dict) -> str:
         L += [
             "## RTO in its parts (probe-based: the engine's service probes)",
             "",
-            f"Predicted from config: detection {p.get('detection')} s + DNS change {p.get('dns_change')} s + TTL {p.get('ttl')} s = {p.get('total')} s.",
+            f"Predicted from config: detection {p.get('detection')} s + DNS change {p.get('dns_change')} s + TTL "
+            f"{p.get('ttl')} s = {p.get('total')} s.",
             "",
         ]
         for x in r["rto"]:
             L += [
-                f"### {x['kind']} ({x['region']}): {_fmt(x['total'])} total, {x['clients_hit']} simulated clients affected",
+                f"### {x['kind']} ({x['region']}): {_fmt(x['total'])} total, {x['clients_hit']} simulated clients "
+                "affected",
                 "",
                 "| part | at (s after start) | duration (s) | predicted (s) |",
                 "|---|---|---|---|",
             ]
             for part in x["parts"]:
                 L.append(
-                    f"| {part['label']} | {_fmt(part['at'], '')} | {_fmt(part['duration'], '')} | {'' if part['predicted'] is None else part['predicted']} |"
+                    f"| {part['label']} | {_fmt(part['at'], '')} | {_fmt(part['duration'], '')} | "
+                    f"{'' if part['predicted'] is None else part['predicted']} |"
                 )
             L.append("")
         if r.get("failover_window"):
             fw = r["failover_window"]
             L += [
-                f"During the failover window: {fw['n']} probes, {fw['errors']} errors, p50 {_fmt(fw.get('p50_ms'), 'ms')}, p99 {_fmt(fw.get('p99_ms'), 'ms')}.",
+                f"During the failover window: {fw['n']} probes, {fw['errors']} errors, p50 "
+                f"{_fmt(fw.get('p50_ms'), 'ms')}, p99 {_fmt(fw.get('p99_ms'), 'ms')}.",
                 "",
             ]
     if r.get("replication"):
@@ -402,7 +419,8 @@ def render_markdown(r: dict) -> str:
     if r["rollback"]:
         L += ["## Rollback", ""] + [f"- {x}" for x in r["rollback"]["restored"] or ["(nothing to undo)"]]
         L += [
-            f"- verified against the pre-drill state: {'yes' if r['rollback']['verified'] else 'NO: ' + '; '.join(r['rollback']['mismatches'])}",
+            "- verified against the pre-drill state: "
+            f"{'yes' if r['rollback']['verified'] else 'NO: ' + '; '.join(r['rollback']['mismatches'])}",
             "",
         ]
     L += ["## Findings and follow-up actions", ""]

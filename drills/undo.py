@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from drills.adapters.base import Backend
+from drills.adapters.base import Backend, release_s3
 from drills.clock import Clock
 from drills.journal import Journal
 from drills.model import Plan
@@ -149,7 +149,7 @@ def restore_pointers(c: UndoContext) -> list[str]:
     version: the drill's pointer stays as a noncurrent version), or deleted where the drill wrote the first one.
     Journaled before the write, so a pointer whose write never happened is put back to what it already was."""
     done = []
-    s3 = c.backend.s3
+    s3 = release_s3(c.backend.s3)
     for (region, key), e in _pointer_writes(c.entries()).items():
         if not key:
             raise RuntimeError(
@@ -256,7 +256,8 @@ def compare_to_pre(backend: Backend, pre: dict, entries: list[dict]) -> list[str
 def _pointer_mismatches(backend: Backend, entries: list[dict]) -> list[str]:
     """Every pointer the drill wrote, compared byte for byte with its pre-drill version."""
     bad = []
-    written = {}
+    s3 = release_s3(backend.s3)
+    written: dict[tuple[str, str], str | None] = {}
     for e in entries:
         if e["type"] == "lkg_writing" and e.get("key"):
             written.setdefault((e["region"], e["key"]), e.get("previous_version_id"))
@@ -265,8 +266,8 @@ def _pointer_mismatches(backend: Backend, entries: list[dict]) -> list[str]:
         if region not in reverted:
             bad.append(f"{region}: last-known-good pointer {key} written by the drill and not put back")
             continue
-        got = backend.s3.get_object(region, key)
-        want = backend.s3.get_object(region, key, prev) if prev else None
+        got = s3.get_object(region, key)
+        want = s3.get_object(region, key, prev) if prev else None
         if got != want:
             bad.append(f"{region}: last-known-good pointer {key} differs from its pre-drill version {prev or '(none)'}")
     return bad

@@ -23,7 +23,13 @@ def _dry_run(target: str) -> list[str]:
     # Under `make test` this runs inside make: its flags and level must not leak into the dry run.
     env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
     proc = subprocess.run(
-        ["make", "-n", "--no-print-directory", target], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+        ["make", "-n", "--no-print-directory", target],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
@@ -52,7 +58,9 @@ def test_the_set_up_script_passes_shellcheck():
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
         pytest.fail("shellcheck is not installed: `bash requirements/system.sh` installs it", pytrace=False)
-    proc = subprocess.run([shellcheck, "--format=gcc", str(SCRIPT)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [shellcheck, "--format=gcc", str(SCRIPT)], capture_output=True, text=True, timeout=60, check=False
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -88,7 +96,7 @@ def _run(bindir: Path, *args: str, user: list[str] | None = None) -> subprocess.
     script.chmod(script.stat().st_mode | stat.S_IROTH)
     cmd = [*(user or []), "/bin/bash", str(script), *args]
     env = {"PATH": str(bindir), "LANG": "C"}
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, cwd=bindir.parent)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, cwd=bindir.parent, check=False)
 
 
 # The tools every case needs; anything else is "missing" because it is not on the test's PATH.
@@ -132,8 +140,8 @@ def test_an_unprivileged_user_without_sudo_gets_one_line_and_no_changes(tmp_path
     wanted = " ".join(PACKAGES_FOR_TOOLS)
     assert f"missing Debian packages: {wanted};" in lines[0]
     assert (
-        f"sudo sh -c 'apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {wanted}'"
-        in lines[0]
+        "sudo sh -c 'apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+        f"{wanted}'" in lines[0]
     )
     assert not apt_log.exists()
 
@@ -163,6 +171,6 @@ def test_root_installs_only_what_is_missing_without_starting_services(tmp_path):
 
 
 def test_unknown_argument_is_refused():
-    proc = subprocess.run(["bash", str(SCRIPT), "--yes"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(["bash", str(SCRIPT), "--yes"], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2
     assert "unknown argument '--yes'" in proc.stderr

@@ -6,9 +6,10 @@ them and a second process can act on them.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,16 @@ class ArtifactStore(Protocol):
         """Make an earlier version of `key` current again (a copy of it); returns the new version id."""
 
 
+class ReleaseS3(S3Adapter, ArtifactStore, Protocol):
+    """`Backend.s3` of a backend that runs releases: an S3Adapter that also implements ArtifactStore."""
+
+
+def release_s3(s3: S3Adapter) -> ReleaseS3:
+    """`s3` typed as the ReleaseS3 that a release's steps and undos use. A static cast, no runtime check:
+    drills.release.actions.require_release_backend refuses a backend lacking them before any change."""
+    return cast("ReleaseS3", s3)
+
+
 @dataclass
 class Backend:
     """A named bundle of adapters. `options` is JSON and recorded in the journal, so `drills rollback` in
@@ -230,8 +241,6 @@ class Backend:
 
     def close(self) -> None:
         for fn in reversed(self.closers):
-            try:
+            with contextlib.suppress(Exception):  # closing is best effort: one failed closer must not stop the others
                 fn()
-            except Exception:  # noqa: BLE001 - closing is best effort
-                pass
         self.closers.clear()

@@ -40,10 +40,14 @@ class EksKube:
             return
         c = self.session.client("eks", region_name=self.region).describe_cluster(name=self.cluster)["cluster"]
         self._endpoint = c["endpoint"]
-        f = tempfile.NamedTemporaryFile("wb", suffix=".crt", delete=False)
-        f.write(base64.b64decode(c["certificateAuthority"]["data"]))
-        f.close()
+        with tempfile.NamedTemporaryFile("wb", suffix=".crt", delete=False) as f:
+            f.write(base64.b64decode(c["certificateAuthority"]["data"]))
         self._ca = f.name
+
+    def _url(self, path: str) -> str:
+        self._setup()
+        assert self._endpoint is not None  # _setup() sets it or raises
+        return self._endpoint + path
 
     def _headers(self) -> dict[str, str]:
         if not self._token or time.time() - self._token[0] > 600:  # tokens live 15 min; renew well before
@@ -51,26 +55,19 @@ class EksKube:
         return {"Authorization": f"Bearer {self._token[1]}"}
 
     def get(self, path: str, **params: Any) -> dict:
-        self._setup()
-        r = requests.get(
-            self._endpoint + path, params=params, headers=self._headers(), verify=self._ca, timeout=self.timeout
-        )
+        r = requests.get(self._url(path), params=params, headers=self._headers(), verify=self._ca, timeout=self.timeout)
         r.raise_for_status()
         return r.json()
 
     def get_text(self, path: str, **params: Any) -> str:
         """A non-JSON read, e.g. a pod's /metrics through the API server's proxy subresource."""
-        self._setup()
-        r = requests.get(
-            self._endpoint + path, params=params, headers=self._headers(), verify=self._ca, timeout=self.timeout
-        )
+        r = requests.get(self._url(path), params=params, headers=self._headers(), verify=self._ca, timeout=self.timeout)
         r.raise_for_status()
         return r.text
 
     def patch(self, path: str, body: dict) -> dict:
-        self._setup()
         r = requests.patch(
-            self._endpoint + path,
+            self._url(path),
             json=body,
             verify=self._ca,
             timeout=self.timeout,

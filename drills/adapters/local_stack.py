@@ -31,7 +31,8 @@ _TOKEN = re.compile(r'\.?(?:\[(\d+)\]|\["((?:[^"\\]|\\.)*)"\]|([^.\[]+))')
 
 
 def parse_path(path: str) -> list[str | int]:
-    """Pulumi's config path syntax: `a.b`, `a[0].b`, `a["key.with.dots"]` (sdk/go/common/resource/properties_path.go)."""
+    """Pulumi's config path syntax: `a.b`, `a[0].b`, `a["key.with.dots"]`
+    (sdk/go/common/resource/properties_path.go)."""
     out: list[str | int] = []
     pos = 0
     while pos < len(path):

@@ -189,4 +189,4 @@ class SystemResolver:
             ip = socket.getaddrinfo(self.fqdn, 443, proto=socket.IPPROTO_TCP)[0][4][0]
         except OSError:
             return None, None
-        return self.region_ips().get(ip), f"{self.scheme}://{self.fqdn}"
+        return self.region_ips().get(str(ip)), f"{self.scheme}://{self.fqdn}"

@@ -177,7 +177,7 @@ class Boto3Route53:
         ips = self._region_ips()
         for _ in range(self.answer_samples):
             ans = self.client.test_dns_answer(HostedZoneId=self.zone_id, RecordName=self.fqdn, RecordType="A")
-            for r in {ips.get(ip) for ip in ans.get("RecordData", [])} - {None}:
+            for r in {ips[ip] for ip in ans.get("RecordData", []) if ip in ips}:
                 if shares.get(r, 0.0) == 0.0:
                     shares[r] = 1e-9  # observed, though the policy says not: report it as still answered
         return shares

@@ -177,7 +177,7 @@ class ReplicatingS3(Boto3S3):
         now = self.clock.now()
         due = [p for p in self._pending if p[0] <= now]
         self._pending = [p for p in self._pending if p[0] > now]
-        for _, src, dst, key, body in due:
+        for _, _src, dst, key, body in due:
             # A replica is not replicated again (S3 replicates replicas only when configured to; ours is not).
             self.clients[dst].put_object(Bucket=self.buckets[dst], Key=key, Body=body)
 

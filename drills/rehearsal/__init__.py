@@ -21,7 +21,7 @@ Every part is a model of an AWS behaviour, documented as such in its module:
 The drills side (`python -m drills rehearse`, README.md here):
   adapters     the drills adapter protocols over a World: stack copy + offline plan re-applied (StackAdapter),
                Route 53, S3, EKS capacity, probes through the DNS, data-plane faults; `make_backend`
-  plugin       registers the "rehearsal" backend and the `rehearse` command
+  command      `python -m drills rehearse` and the "rehearsal" backend's factory (tabled in drills.cli, drills.backends)
   rehearse     prepare (stack copy, plan, model) -> world -> traffic + drill(s) through the engine -> teardown
   clock        ScaledClock: the engine in configuration-equivalent seconds while the world runs scaled
   model_cache  model_build output cached by the content hash of its inputs, verified before use

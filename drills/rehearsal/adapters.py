@@ -18,8 +18,8 @@ replaces only what moto lacks by the world's models:
   WorldFaults       FaultAdapter: data-plane faults on the region's Triton process (kill, stall, unload);
                     `hc-invert` (control-plane variant) through `HealthCheckInversion` on the Route 53 API.
 
-`make_backend(world, ...)` bundles them into a `drills.adapters.base.Backend` named "rehearsal"; the plugin
-registers the factory with `drills.backends.register_backend`.
+`make_backend(world, ...)` bundles them into a `drills.adapters.base.Backend` named "rehearsal" (its factory,
+drills.rehearsal.command.backend_factory, is in the table drills.backends.BACKENDS).
 """
 
 from __future__ import annotations

@@ -165,7 +165,8 @@ def timeline_chart(rep: dict, records: list, entries: list[dict], path: Path, zo
             marks.append(
                 (
                     x + s["last_request_to_away_drill_s"],
-                    f"last request to {', '.join(s['away'])} after {s['step']}: +{s['last_request_to_away_drill_s']:.0f} s (TTL)",
+                    f"last request to {', '.join(s['away'])} after {s['step']}: "
+                    f"+{s['last_request_to_away_drill_s']:.0f} s (TTL)",
                     "#2ca02c",
                     "-.",
                 )
@@ -206,6 +207,7 @@ def timeline_chart(rep: dict, records: list, entries: list[dict], path: Path, zo
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
     if zoom:
+        assert fo0 is not None  # a zoom without a failover returned None above
         xf = x_wall(fo0["fault_wall"])
         ax_s.set_xlim(xf - 20, xf + float(fo0["predicted"].get("total") or 60) + 40)
     title = f"Rehearsal: {rh['scenario']} on {rh['env']}" + (f" ({rh['region']})" if rh.get("region") else "")
@@ -218,7 +220,10 @@ def timeline_chart(rep: dict, records: list, entries: list[dict], path: Path, zo
             f"predicted {fo['predicted'].get('total'):g} s; errors during failover {fo['errors_during_failover']}"
         )
     if rep.get("switches"):
-        sub += f"; {len(rep['switches'])} planned config changes, {sum(x['errors'] for x in rep['switches'])} errors after them"
+        sub += (
+            f"; {len(rep['switches'])} planned config changes, "
+            f"{sum(x['errors'] for x in rep['switches'])} errors after them"
+        )
     fig.suptitle(f"{title}\n{sub}", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=110)

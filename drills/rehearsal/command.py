@@ -177,7 +177,8 @@ def _summary(res: Any) -> None:
         t.add_row(
             "RTO measured vs predicted (drill s)",
             f"{fo['rto_drill_s']} (SLO recovered) / all moved {fo['all_clients_moved_drill_s']} "
-            f"vs predicted {fo['predicted'].get('total'):g}; objective {fo['objective_s']:g}: {fo['verdict_objective']}",
+            f"vs predicted {fo['predicted'].get('total'):g}; "
+            f"objective {fo['objective_s']:g}: {fo['verdict_objective']}",
         )
         for name, s in (("before the fault", fo["before"]), ("after recovery", fo["after"])):
             t.add_row(
@@ -252,11 +253,13 @@ def _index_summary(res: Any) -> None:
     c = console()
     rep = res.report
     c.print(
-        f"[bold]all scenarios on {rep['rehearsal']['env']}: verdict {rep['verdict']}[/bold] ({rep['rehearsal']['wall_seconds']} wall s)"
+        f"[bold]all scenarios on {rep['rehearsal']['env']}: verdict {rep['verdict']}[/bold] "
+        f"({rep['rehearsal']['wall_seconds']} wall s)"
     )
     for r in rep["scenarios"]:
         c.print(
-            f"  {r['scenario']}: {r['status']}, {r['verdict']}, {r['requests']} requests, {r['errors']} failed -> {r['report']}"
+            f"  {r['scenario']}: {r['status']}, {r['verdict']}, {r['requests']} requests, "
+            f"{r['errors']} failed -> {r['report']}"
         )
     for s in rep["skipped"]:
         c.print(f"  {s['scenario']}: not run: {s['reason']}")

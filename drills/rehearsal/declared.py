@@ -316,15 +316,15 @@ def apply_declared(
         rules = s3_shape(i.get("rules") or [])
         for rule in rules:
             dest = _bucket_name(rule["Destination"]["Bucket"])
-            for b in (src, dest):
-                if b not in ap.buckets:
+            for bucket in (src, dest):
+                if bucket not in ap.buckets:
                     raise DeclaredError(
-                        f"{rc['name']}: replication between {src} and {dest}, but bucket {b!r} is not "
+                        f"{rc['name']}: replication between {src} and {dest}, but bucket {bucket!r} is not "
                         f"declared by the applied plans; apply the regional stacks' plans too"
                     )
-                if b not in ap.versioned:
+                if bucket not in ap.versioned:
                     raise DeclaredError(
-                        f"{rc['name']}: bucket {b!r} is not versioned; S3 refuses replication without "
+                        f"{rc['name']}: bucket {bucket!r} is not versioned; S3 refuses replication without "
                         f"versioning on source and destination"
                     )
             if "Filter" in rule and not rule["Filter"]:
@@ -368,20 +368,20 @@ def _ensure_nodegroup(eks, g: dict, ap: Applied) -> None:
     existing = eks.list_nodegroups(clusterName=cluster).get("nodegroups", [])
     if name not in existing:
         sc = i.get("scalingConfig") or {}
-        kw: dict[str, Any] = dict(
-            clusterName=cluster,
-            nodegroupName=name,
-            nodeRole=i["nodeRoleArn"],
-            subnets=i.get("subnetIds", []),
-            scalingConfig={
+        kw: dict[str, Any] = {
+            "clusterName": cluster,
+            "nodegroupName": name,
+            "nodeRole": i["nodeRoleArn"],
+            "subnets": i.get("subnetIds", []),
+            "scalingConfig": {
                 "minSize": int(sc.get("minSize", 1)),
                 "maxSize": int(sc.get("maxSize", 1)),
                 "desiredSize": int(sc.get("desiredSize", sc.get("minSize", 1))),
             },
-            instanceTypes=i.get("instanceTypes") or [],
-            labels={k: str(v) for k, v in (i.get("labels") or {}).items()},
-            tags={k: str(v) for k, v in (i.get("tags") or {}).items()},
-        )
+            "instanceTypes": i.get("instanceTypes") or [],
+            "labels": {k: str(v) for k, v in (i.get("labels") or {}).items()},
+            "tags": {k: str(v) for k, v in (i.get("tags") or {}).items()},
+        }
         for src, dst in [("amiType", "amiType"), ("capacityType", "capacityType"), ("diskSize", "diskSize")]:
             if i.get(src) is not None:
                 kw[dst] = int(i[src]) if dst == "diskSize" else i[src]
@@ -403,9 +403,9 @@ def _find_zone(route53, name: str) -> str | None:
 def _zone_for_record(route53, inputs: dict, ap: Applied, default_zone_name: str | None) -> str:
     """A record whose zone is not declared (the stack uses an existing zone by id): find or make it."""
     name = inputs["name"].rstrip(".")
-    for zid, zname in ap.zone_names.items():
+    for known_id, zname in ap.zone_names.items():
         if name == zname or name.endswith("." + zname):
-            return zid
+            return known_id
     zname = default_zone_name or name.split(".", 1)[1]
     zid = _find_zone(route53, zname)
     if zid is None:

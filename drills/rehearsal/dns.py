@@ -109,8 +109,9 @@ def route(group: list[RecordSet], healthy: Callable[[RecordSet], bool]) -> Outco
         pool = ok or group
         nonzero = [r for r in pool if (r.weight or 0) > 0]
         if nonzero:
-            total = sum(r.weight for r in nonzero)  # type: ignore[misc]
-            return Outcome("weighted", {r.key: r.weight / total for r in nonzero}, fail_open)  # type: ignore[operator]
+            # every weight in `nonzero` is > 0, so `r.weight or 0` is the weight itself (typed without the None)
+            total = sum(r.weight or 0 for r in nonzero)
+            return Outcome("weighted", {r.key: (r.weight or 0) / total for r in nonzero}, fail_open)
         return Outcome("weighted", {r.key: 1 / len(pool) for r in pool}, fail_open)
     if any(r.failover for r in group):
         primary = next((r for r in group if r.failover == "PRIMARY"), None)
@@ -120,7 +121,8 @@ def route(group: list[RecordSet], healthy: Callable[[RecordSet], bool]) -> Outco
         if secondary is not None and healthy(secondary):
             return Outcome("failover", {secondary.key: 1.0})
         chosen = primary or secondary
-        return Outcome("failover", {chosen.key: 1.0}, fail_open=True)  # type: ignore[union-attr]
+        assert chosen is not None  # Route 53 failover records are PRIMARY or SECONDARY
+        return Outcome("failover", {chosen.key: 1.0}, fail_open=True)
     return Outcome("simple", {group[0].key: 1.0})
 
 
@@ -234,9 +236,7 @@ class PolicyDNS:
                     return False
             except KeyError:
                 pass  # a health check the checker does not know: Route 53 would have rejected the record
-        if rs.alias and rs.evaluate_target_health and not self.target_healthy(rs.alias):
-            return False
-        return True
+        return not (rs.alias and rs.evaluate_target_health and not self.target_healthy(rs.alias))
 
     def recompute(self, cause: str = "health") -> None:
         """Re-evaluate the routing outcome of every name; record the names whose outcome changed."""

@@ -23,6 +23,7 @@ written atomically to that JSON file (a drills adapter can read it without impor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -141,13 +142,13 @@ class HealthChecker:
     # ------------------------------------------------------------ configuration
     def set_specs(self, specs: Iterable[CheckSpec]) -> None:
         """Add, update or remove checks; an updated check keeps its counters (Route 53 keeps its history)."""
-        specs = {s.id: s for s in specs}
+        by_id = {s.id: s for s in specs}
         changed = []
         with self._lock:
-            for cid in set(self._specs) - set(specs):
+            for cid in set(self._specs) - set(by_id):
                 del self._specs[cid]
                 self._state.pop(cid, None)
-            for cid, spec in specs.items():
+            for cid, spec in by_id.items():
                 old = self._specs.get(cid)
                 self._specs[cid] = spec
                 st = self._state.setdefault(cid, CheckState(spec.failure_threshold))
@@ -155,7 +156,7 @@ class HealthChecker:
                 if old is not None and reported(old, st.raw_healthy) != reported(spec, st.raw_healthy):
                     changed.append(self._record(cid, "configuration changed (inverted/disabled)"))
             if self._running:
-                for cid in specs:
+                for cid in by_id:
                     self._ensure_thread(cid)
             self._write()
         self._notify(changed)
@@ -181,10 +182,10 @@ class HealthChecker:
 
     def _source_loop(self) -> None:
         while not self._stop.wait(self.source_interval):
-            try:
-                self.set_specs(self.source())  # type: ignore[misc]
-            except Exception:  # noqa: BLE001 - the API briefly unavailable: keep the checks as they are
-                pass
+            # the API briefly unavailable: keep the checks as they are
+            with contextlib.suppress(Exception):
+                assert self.source is not None  # this loop runs only when a source was given (start)
+                self.set_specs(self.source())
 
     def stop(self) -> None:
         self._stop.set()
@@ -251,10 +252,9 @@ class HealthChecker:
         # it while holding ours would deadlock against a DNS query evaluating health.
         for tr in transitions:
             if self.on_transition:
-                try:
+                # a listener's bug must not stop the health checks
+                with contextlib.suppress(Exception):
                     self.on_transition(tr)
-                except Exception:  # noqa: BLE001 - a listener's bug must not stop the health checks
-                    pass
 
     # ------------------------------------------------------------ reading
     def status(self, cid: str) -> bool:
@@ -330,7 +330,7 @@ def specs_from_route53(
     specs = []
     marker = None
     while True:
-        kw = {"Marker": marker} if marker else {}
+        kw: dict[str, str] = {"Marker": marker} if marker else {}
         page = r53.list_health_checks(**kw)
         for hc in page["HealthChecks"]:
             cfg = hc["HealthCheckConfig"]

@@ -47,13 +47,13 @@ def feature_batches(
     """
     names = [s["name"] for s in inputs_sig]
     try:
-        from model_build import data as mb_data  # type: ignore[import-not-found]
+        from model_build import data as mb_data
 
         seed_ = seed if seed is not None else mb_data.DEFAULT_SEED
         rows = mb_data.golden_batch(seed_, n * batch)
         if sorted(rows) == sorted(names):
             return [{k: np.ascontiguousarray(rows[k][i * batch : (i + 1) * batch]) for k in names} for i in range(n)]
-    except Exception:  # noqa: BLE001 - generator absent or different: synthetic inputs below
+    except Exception:  # noqa: BLE001, S110 - generator absent or different: synthetic inputs below
         pass
     rng = np.random.default_rng(seed or 0)
     out = []

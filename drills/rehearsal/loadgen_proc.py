@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from drills.rehearsal.loadgen import LoadGenerator, RequestRecord, feature_batches
-from drills.rehearsal.procs import announce, start_announcing
+from drills.rehearsal.procs import Child, announce, start_announcing
 
 
 class LoadProcess:
@@ -44,7 +44,7 @@ class LoadProcess:
         ready_timeout: float = 30.0,
     ):
         self.sup, self.workdir = sup, Path(workdir)
-        self.spec = {
+        self.spec: dict[str, Any] = {
             "dns_server": list(dns_server),
             "name": name,
             "port": port,
@@ -60,7 +60,7 @@ class LoadProcess:
             "batch": batch,
         }
         self.ready_timeout = ready_timeout
-        self.child = None
+        self.child: Child | None = None
         self._records: list[RequestRecord] | None = None
 
     def start(self) -> LoadProcess:

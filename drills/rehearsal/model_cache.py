@@ -144,7 +144,8 @@ def ensure_model(
     if d.exists():
         version, sha = verify_model(d)
         log(
-            f"model: cached build {d} (key {key}: model_build sources + model config unchanged), version {version}, verified"
+            f"model: cached build {d} (key {key}: model_build sources + model config unchanged), "
+            f"version {version}, verified"
         )
         return ModelInfo(d, key, True, None, version, sha)
     partial = d.with_name(d.name + ".partial")

@@ -32,12 +32,13 @@ def _patch_list_object_versions() -> None:
         )
 
     class VersionView:
-        """A version as ListObjectVersions renders it: attributes read from the key; what the listing sets stays here."""
+        """A version as ListObjectVersions renders it: attributes read from the key; what the listing sets
+        stays here."""
 
         def __init__(self, key: Any):
             self.__dict__["_key"] = key
 
-        @property  # type: ignore[misc]
+        @property  # type: ignore[misc]  # a property standing in for __class__, which mypy types as a plain attribute
         def __class__(self) -> type:  # the listing tells versions from delete markers with isinstance
             return models.FakeKey
 
@@ -54,7 +55,7 @@ def _patch_list_object_versions() -> None:
     shallow = types.ModuleType("copy")
     shallow.__dict__.update(copy.__dict__)
     shallow.deepcopy = view  # type: ignore[attr-defined]  # models' only deepcopy is list_object_versions' (checked above)
-    models.copy = shallow  # type: ignore[attr-defined]
+    models.copy = shallow
 
 
 def main(argv: list[str]) -> None:

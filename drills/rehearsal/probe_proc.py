@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from drills.adapters.base import ProbeResult
-from drills.rehearsal.procs import announce, start_announcing
+from drills.rehearsal.procs import Child, announce, start_announcing
 
 
 class ProbeProcess:
@@ -46,7 +46,7 @@ class ProbeProcess:
         child_name: str = "probes",
     ):
         self.sup, self.workdir, self.clock, self.child_name = sup, Path(workdir), clock, child_name
-        self.spec = {
+        self.spec: dict[str, Any] = {
             "endpoints": endpoints,
             "model": model,
             "dns_server": list(dns_server),
@@ -58,7 +58,7 @@ class ProbeProcess:
             "body": body,
         }
         self.ready_timeout = ready_timeout
-        self.child = None
+        self.child: Child | None = None
         self.control: str | None = None
 
     def start(self) -> ProbeProcess:
@@ -79,6 +79,7 @@ class ProbeProcess:
     def _probe(self, **req: Any) -> ProbeResult:
         t = self.clock.now()
         body = json.dumps(req).encode()
+        assert self.control is not None, "start() first"
         http = urllib.request.Request(
             self.control + "/probe", data=body, method="POST", headers={"Content-Type": "application/json"}
         )
@@ -114,9 +115,8 @@ def main(argv: list[str]) -> int:
     probes = TritonHttpProbe(
         spec["endpoints"], spec["model"], SystemClock(), resolver, timeout=spec["timeout"], body=spec["body"]
     )
-    lock = (
-        threading.Lock()
-    )  # one probe at a time, as the drill asks them: a requests.Session is not shared across threads
+    # one probe at a time, as the drill asks them: a requests.Session is not shared across threads
+    lock = threading.Lock()
 
     class Control(BaseHTTPRequestHandler):
         def log_message(self, *a: Any) -> None:

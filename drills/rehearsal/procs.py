@@ -19,6 +19,7 @@ or fails a check must not leave any of them behind, and must not collide with a 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import errno
 import os
 import random
@@ -31,6 +32,8 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 from drills.lock import pid_alive
 
@@ -216,10 +219,8 @@ def reap_orphans(grace: float = 3.0) -> list[int]:
         time.sleep(0.05)
     for pid in found:
         if pid_alive(pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     return sorted(found)
 
 
@@ -291,7 +292,8 @@ class Supervisor:
         self.children: dict[str, Child] = {}
         self.stopped: list[Child] = []  # every child ever stopped, for "nothing left behind" audits
         self._lock = threading.RLock()
-        self._prev_handlers: dict[int, object] = {}
+        # as signal.signal returns them: a handler, SIG_DFL / SIG_IGN (ints), or None (not set from Python)
+        self._prev_handlers: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
         _LIVE.add(self)
 
     # ------------------------------------------------------------ lifecycle
@@ -306,7 +308,7 @@ class Supervisor:
             self.stop_all()
         finally:
             for sig, prev in self._prev_handlers.items():
-                signal.signal(sig, prev)  # type: ignore[arg-type]
+                signal.signal(sig, prev)
             self._prev_handlers.clear()
 
     def _on_signal(self, signum: int, frame) -> None:
@@ -337,7 +339,8 @@ class Supervisor:
             if log_path is None and self.log_dir is not None:
                 self.log_dir.mkdir(parents=True, exist_ok=True)
                 log_path = self.log_dir / f"{name}.log"
-            log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+            # closed in the `finally` below, once the child holds its own descriptor
+            log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed after Popen
             # Every child (and its own children, who inherit the environment) carries its owner's identity, so
             # the next rehearsal can find and stop what a SIGKILLed one left behind (`reap_orphans`).
             env = {**(os.environ if env is None else env), OWNER_VAR: owner_tag()}
@@ -355,7 +358,7 @@ class Supervisor:
             except FileNotFoundError as e:
                 raise ProcessError(f"cannot start {name}: {e}") from None
             finally:
-                if log is not subprocess.DEVNULL:
+                if not isinstance(log, int):  # an open file, not subprocess.DEVNULL
                     log.close()  # the child has its own descriptor now
             child = Child(
                 name,
@@ -401,10 +404,8 @@ class Supervisor:
                     child.popen.wait(5)
         self._drain_group(child)
         for hook in child.on_stop:
-            try:
+            with contextlib.suppress(Exception):  # a failing cleanup hook must not stop the others
                 hook(child)
-            except Exception:  # noqa: BLE001 - a failing cleanup hook must not stop the others
-                pass
         with self._lock:
             if child not in self.stopped:
                 self.stopped.append(child)

@@ -117,7 +117,8 @@ def check_run_options(scale: float, rate: float, clients: int, env: str, stacks_
         raise RehearsalError(f"--rate must be > 0 and --clients >= 1 (got {rate:g} and {clients})")
     if env not in envs(stacks_dir):
         raise RehearsalError(
-            f"unknown environment {env!r}; known: {', '.join(envs(stacks_dir))} (from {stacks_dir}). Nothing was started."
+            f"unknown environment {env!r}; known: {', '.join(envs(stacks_dir))} (from {stacks_dir}). "
+            "Nothing was started."
         )
 
 
@@ -128,7 +129,8 @@ def reap_leftovers(log: Callable[[str], None]) -> None:
     reaped = reap_orphans()
     if reaped:
         log(
-            f"stopped {len(reaped)} processes left running by an earlier rehearsal that was killed (SIGKILL): pids {reaped}"
+            f"stopped {len(reaped)} processes left running by an earlier rehearsal that was killed (SIGKILL): "
+            f"pids {reaped}"
         )
 
 
@@ -278,7 +280,7 @@ def start_world(
 ) -> LiveWorld:
     """Offline plans -> World (started) -> the stack adapter's applied state seeded from the same plans.
 
-    `world_cls` (default `World`) and `world_kw` (its extra keyword arguments) let a plugin start a World subclass
+    `world_cls` (default `World`) and `world_kw` (its extra keyword arguments) let a caller start a World subclass
     (drills.release's ReleaseWorld) through the same sequence."""
     from drills.rehearsal.adapters import RehearsalStacks
     from drills.rehearsal.world import World, model_build_publisher
@@ -299,7 +301,8 @@ def start_world(
     world._claim_ports()
     t0 = time.monotonic()
     log(
-        f"offline plan of {fleet.global_stack} and {', '.join(fleet.stack_names.values())} (Pulumi programs under mocks) ..."
+        f"offline plan of {fleet.global_stack} and {', '.join(fleet.stack_names.values())} "
+        "(Pulumi programs under mocks) ..."
     )
     declared, per = declared_resources(fleet, stacks_dir)
     log(f"offline plan: {len(declared)} declared resources in {time.monotonic() - t0:.1f} s")
@@ -444,8 +447,10 @@ def prepare(opts: Options, log: Callable[[str], None]) -> Prepared:
     (out / "plan.json").write_text(prep.plan.model_dump_json(indent=1))
     prep.scale = scale = world_scale(fleet, prep.plan, opts)
     log(
-        f"scale {opts.scale:g}: health check every {scale.hc_interval:g} s (configured {fleet.glob.health_check.request_interval} s, "
-        f"threshold {fleet.glob.health_check.failure_threshold}), TTL {scale.ttl} s (configured {fleet.glob.ttl} s), propagation "
+        f"scale {opts.scale:g}: health check every {scale.hc_interval:g} s "
+        f"(configured {fleet.glob.health_check.request_interval} s, "
+        f"threshold {fleet.glob.health_check.failure_threshold}), TTL {scale.ttl} s "
+        f"(configured {fleet.glob.ttl} s), propagation "
         f"{scale.dns_refresh:g} s, replication lag {scale.replication_lag:g} s; the engine runs in drill seconds "
         f"(1 drill second = {opts.scale:g} wall seconds)"
     )
@@ -588,7 +593,8 @@ def run(opts: Options, log: Callable[[str], None] | None = None) -> Result:
                 break  # Ctrl-C or a failure of the rehearsal itself: stop here whatever --keep-going says
             if dr.outcome.status != "completed" and not opts.keep_going and len(runs) < len(todo):
                 log(
-                    f"[yellow]{sc} ended {dr.outcome.status}: the remaining scenarios are skipped (--keep-going runs them)[/yellow]"
+                    f"[yellow]{sc} ended {dr.outcome.status}: the remaining scenarios are skipped "
+                    "(--keep-going runs them)[/yellow]"
                 )
                 break
     except KeyboardInterrupt:
@@ -646,7 +652,7 @@ def run(opts: Options, log: Callable[[str], None] | None = None) -> Result:
     paths = write_index(prep.out, rep)
     code = next((r.exit_code for r in results if r.exit_code), 0) or (1 if len(runs) < len(todo) else 0)
     res = Result(code, prep.out, "completed" if not code else "failed", rep, paths)
-    res.children = results  # type: ignore[attr-defined]
+    res.children = results  # type: ignore[attr-defined]  # per-scenario results, only on a --scenario all run
     return res
 
 
@@ -686,7 +692,7 @@ def _facts(live: LiveWorld) -> dict[str, Any]:
         for c in b.s3.canaries:
             try:
                 rep = w.replication_of(c)
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - best effort: a canary that cannot be read shows no replication
                 rep = {}
             out["canaries"].append({"region": c.region, "key": c.key, "t_put": c.t_put, "replicated": rep})
     return out

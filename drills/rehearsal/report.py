@@ -289,7 +289,8 @@ def build(
             "scale": scale,
             "clock_origin": getattr(clock, "origin", None),  # drill seconds and wall seconds coincide here
             "time_model": (
-                f"every modelled timing runs at {scale:g} x its configured value; drill seconds = wall seconds / {scale:g} "
+                f"every modelled timing runs at {scale:g} x its configured value; "
+                f"drill seconds = wall seconds / {scale:g} "
                 "(the engine's clock runs 1/scale times faster), so figures compare directly with the objectives. "
                 "Latencies are real milliseconds. Process start-up and scheduling jitter are not scaled and read "
                 f"{1 / scale:g}x longer in drill seconds."
@@ -375,18 +376,22 @@ def findings(rep: dict) -> list[dict]:
             add(
                 f"the last affected client moved at {fo['all_clients_moved_drill_s']} s, later than the prediction "
                 f"{fo['predicted'].get('total')} s + tolerance {fo['tolerance_drill_s']} s",
-                "look at the clients that moved last in requests.jsonl: resolvers caching beyond the TTL, or a slow survivor",
+                "look at the clients that moved last in requests.jsonl: "
+                "resolvers caching beyond the TTL, or a slow survivor",
             )
         if fo["lost_after_window"]:
             add(
                 f"{fo['lost_after_window']} requests failed after the failover window ({fo['window_drill_s']} s)",
-                "failures after the predicted window are lost requests: check the survivors' capacity and the clients' caches",
+                "failures after the predicted window are lost requests: "
+                "check the survivors' capacity and the clients' caches",
             )
         if fo["errors_during_failover"]:
             add(
-                f"{fo['errors_during_failover']} of the clients' requests failed during the failover ({fo['clients_affected']} clients affected): "
+                f"{fo['errors_during_failover']} of the clients' requests failed during the failover "
+                f"({fo['clients_affected']} clients affected): "
                 "expected, the price of DNS failover",
-                "to shorten it, lower the TTL or the failure threshold; to hide it, let clients retry on another address",
+                "to shorten it, lower the TTL or the failure threshold; "
+                "to hide it, let clients retry on another address",
             )
     for s in rep.get("switches") or []:
         if s["errors"]:
@@ -433,7 +438,8 @@ def render_markdown(rep: dict) -> str:
     L += [
         "## Client traffic",
         "",
-        f"{t['requests']} ranking requests sent ({t['rate_per_s']:g}/s from {t['clients']} clients, {t['request_timeout_s']:g} s timeout), "
+        f"{t['requests']} ranking requests sent ({t['rate_per_s']:g}/s "
+        f"from {t['clients']} clients, {t['request_timeout_s']:g} s timeout), "
         f"{t['errors']} failed; share by region: " + ", ".join(f"{k} {v:.0%}" for k, v in t["share"].items()),
         "",
     ]
@@ -449,8 +455,10 @@ def render_markdown(rep: dict) -> str:
             )
         L += [
             "",
-            f"Errors during the failover: **{fo['errors_during_failover']}** ({fo['clients_affected']} clients affected); "
-            f"failed after the failover window of {fo['window_drill_s']} s (predicted RTO + tolerance): **{fo['lost_after_window']}**.",
+            f"Errors during the failover: **{fo['errors_during_failover']}** "
+            f"({fo['clients_affected']} clients affected); "
+            f"failed after the failover window of {fo['window_drill_s']} s "
+            f"(predicted RTO + tolerance): **{fo['lost_after_window']}**.",
             "",
         ]
         L += [
@@ -461,7 +469,8 @@ def render_markdown(rep: dict) -> str:
         ]
         for p in fo["parts"]:
             L.append(
-                f"| {p['label']} | {_s(p['drill_s'])} | {_s(p['wall_s'], 3)} | {'' if p['predicted_drill_s'] is None else p['predicted_drill_s']} |"
+                f"| {p['label']} | {_s(p['drill_s'])} | {_s(p['wall_s'], 3)} | "
+                f"{'' if p['predicted_drill_s'] is None else p['predicted_drill_s']} |"
             )
         pr = fo["predicted"]
         L += [
@@ -471,26 +480,31 @@ def render_markdown(rep: dict) -> str:
             f"{fo['predicted_modelled_wall'].get('total_s', 0):.2f} wall s.",
             f"**Measured**: every affected client on a survivor at **{_s(fo['all_clients_moved_drill_s'])} s** "
             f"(within prediction + {fo['tolerance_drill_s']} s tolerance: {_yes(fo['within_prediction'])}); "
-            f"SLO recovered (RTO) at **{_s(fo['rto_drill_s'])} s** against the objective of {fo['objective_s']:g} s: **{fo['verdict_objective']}**.",
+            f"SLO recovered (RTO) at **{_s(fo['rto_drill_s'])} s** "
+            f"against the objective of {fo['objective_s']:g} s: **{fo['verdict_objective']}**.",
             "",
         ]
         if fo.get("failback"):
             fb = fo["failback"]
             L += [
-                f"After the fault was cleared (fail-back): {fb['requests']} requests, {fb['errors']} failed, p99 {_ms(fb['p99_ms'])} ms.",
+                f"After the fault was cleared (fail-back): {fb['requests']} requests, {fb['errors']} failed, "
+                f"p99 {_ms(fb['p99_ms'])} ms.",
                 "",
             ]
     if rep.get("switches"):
         L += [
             "## Planned changes, as the clients saw them",
             "",
-            "| step | at (drill s) | regions leaving | records in sync (s) | DNS changed (s) | last request to them (s) | requests | errors | observed share |",
+            "| step | at (drill s) | regions leaving | records in sync (s) | DNS changed (s) | "
+            "last request to them (s) | requests | errors | observed share |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for s in rep["switches"]:
             L.append(
-                f"| {s['step']} | {s['at_drill_s']} | {', '.join(s['away']) or '-'} | {_s(s['records_in_sync_drill_s'])} | "
-                f"{_s(s['dns_changed_drill_s'])} | {_s(s['last_request_to_away_drill_s'])} | {s['requests']} | {s['errors']} | "
+                f"| {s['step']} | {s['at_drill_s']} | {', '.join(s['away']) or '-'} | "
+                f"{_s(s['records_in_sync_drill_s'])} | "
+                f"{_s(s['dns_changed_drill_s'])} | {_s(s['last_request_to_away_drill_s'])} | "
+                f"{s['requests']} | {s['errors']} | "
                 + ", ".join(f"{k} {v:.0%}" for k, v in s["share_observed"].items())
                 + " |"
             )
@@ -538,7 +552,8 @@ def render_markdown(rep: dict) -> str:
     ]
     for r, v in w["regions"].items():
         L.append(
-            f"| {r} | {v['address']} | {v['bucket']} | {v['cluster']} | {', '.join(f'{x:.1f}' for x in v['triton_ready_s'] or [])} | {v['triton_rss_mib']} |"
+            f"| {r} | {v['address']} | {v['bucket']} | {v['cluster']} | "
+            f"{', '.join(f'{x:.1f}' for x in v['triton_ready_s'] or [])} | {v['triton_rss_mib']} |"
         )
     L += ["", "Stack copy: " + ("; ".join(rh["stack_copy_notes"]) or "identical to stacks/"), ""]
     if rep.get("drill"):
@@ -603,7 +618,9 @@ def write(rep: dict, records: list, out: Path, state_dir: Path, entries: list[di
 
 
 # ---------------------------------------------------------------- --scenario all: the index of the run
-def index(prep: Any, results: list, skipped: list[tuple[str, str]], wall_seconds: float, leftovers: list[int]) -> dict:
+def index(
+    prep: Any, results: list, skipped: list[tuple[str, str | None]], wall_seconds: float, leftovers: list[int]
+) -> dict:
     """One line per scenario of a `--scenario all` run (each has its full report in its own directory)."""
     rows = []
     for res in results:
@@ -653,18 +670,22 @@ def render_index(rep: dict) -> str:
         f"# Rehearsal of every scenario on {rh['env']}",
         "",
         f"- verdict **{rep['verdict']}**; scale {rh['scale']:g} (figures in drill seconds, see each report); "
-        f"{rh['wall_seconds']} wall s in all; one world for every drill; processes left behind: {rh['processes_left_behind'] or 'none'}",
+        f"{rh['wall_seconds']} wall s in all; one world for every drill; "
+        f"processes left behind: {rh['processes_left_behind'] or 'none'}",
         f"- model: {rh['model']}",
         "",
-        "| scenario | region | status | verdict | requests | failed | RTO (s) | all moved (s) | predicted (s) | planned changes | RPO (s) | report |",
+        "| scenario | region | status | verdict | requests | failed | RTO (s) | all moved (s) "
+        "| predicted (s) | planned changes | RPO (s) | report |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rep["scenarios"]:
-        L.append(
-            f"| {r['scenario']} | {r['region'] or ''} | {r['status']} | {r['verdict']} | {r['requests']} | {r['errors']} | "
-            f"{_s(r['rto_drill_s'])} | {_s(r['all_clients_moved_drill_s'])} | {'' if r['predicted_rto_s'] is None else r['predicted_rto_s']} | "
-            f"{r['planned_changes']} | {_s(r['rpo_drill_s'])} | [{r['report']}]({r['report']}) |"
-        )
+    L.extend(
+        f"| {r['scenario']} | {r['region'] or ''} | {r['status']} | {r['verdict']} | "
+        f"{r['requests']} | {r['errors']} | "
+        f"{_s(r['rto_drill_s'])} | {_s(r['all_clients_moved_drill_s'])} | "
+        f"{'' if r['predicted_rto_s'] is None else r['predicted_rto_s']} | "
+        f"{r['planned_changes']} | {_s(r['rpo_drill_s'])} | [{r['report']}]({r['report']}) |"
+        for r in rep["scenarios"]
+    )
     if rep["skipped"]:
         L += ["", "Not run:"] + [f"- {s['scenario']}: {s['reason']}" for s in rep["skipped"]]
     return "\n".join(L) + "\n"

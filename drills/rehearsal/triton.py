@@ -38,6 +38,7 @@ Faults (data plane only; nothing touches Route 53 or Pulumi):
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -73,7 +74,8 @@ class PyTritonLayout:
 def locate(python_version: tuple[int, int] | None = None) -> PyTritonLayout:
     """Find the server pieces inside the installed `nvidia-pytriton` wheel; explain what is missing."""
     sp = Path(sysconfig.get_paths()["purelib"])
-    ver = "%d.%d" % (python_version or sys.version_info[:2])
+    major, minor = python_version or sys.version_info[:2]
+    ver = f"{major:d}.{minor:d}"
     base = sp / "pytriton" / "tritonserver"
     layout = PyTritonLayout(
         site_packages=sp,
@@ -266,10 +268,8 @@ class TritonServer:
     def _cleanup_shm(self, child: Child) -> None:
         if self._shm_prefix:
             for path in glob.glob(f"/dev/shm/{self._shm_prefix}*"):
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
-                except FileNotFoundError:
-                    pass
 
     def shm_regions(self) -> list[str]:
         return sorted(glob.glob(f"/dev/shm/{self._shm_prefix}*")) if self._shm_prefix else []

@@ -9,7 +9,8 @@ exception during start-up, on SIGINT/SIGTERM and at interpreter exit, through `p
    the offline plan of the global and regional stacks, `infra.mocks.run_program`), not from a second
    description;
 3. the model: the model_build output is verified against its manifest, published to every region's bucket
-   under `<name>/<version>/` (by `model_build.publish` unless another publisher is given), synced back from each bucket and prepared as that region's serving
+   under `<name>/<version>/` (by `model_build.publish` unless another publisher is given), synced back from each
+   bucket and prepared as that region's serving
    repository (`repo.prepare_serving_repo`: only what the CPU Triton loads, hashes checked);
 4. one real Triton per region on its own loopback address (`127.0.10.<n>`: the region's load balancer),
    all on the same ports, so the DNS answer alone decides which region a client reaches;
@@ -26,6 +27,7 @@ canaries, traffic, RTO).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -36,10 +38,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from drills.measure import Slo, rto_parts
 from drills.rehearsal.declared import Applied, apply_declared, records_from_plan
 from drills.rehearsal.dns import PolicyDNS, query
-from drills.rehearsal.healthcheck import HealthChecker, specs_from_route53
-from drills.measure import Slo, rto_parts
+from drills.rehearsal.healthcheck import HealthChecker, Transition, specs_from_route53
 from drills.rehearsal.loadgen import LoadGenerator, RequestRecord, feature_batches
 from drills.rehearsal.moto import MotoServer, replication_config
 from drills.rehearsal.procs import PortInUse, ProcessError, Supervisor, check_ports_free, free_port_block
@@ -233,25 +235,22 @@ class World:
         """Stop everything this world started (idempotent)."""
         for part in (self.replicator, self.dns, self.health):
             if part is not None:
-                try:
+                with contextlib.suppress(Exception):  # keep tearing down
                     part.stop()
-                except Exception:  # noqa: BLE001 - keep tearing down
-                    pass
         for t in self.tritons.values():
-            try:
+            with contextlib.suppress(Exception):  # best effort: the supervisor below stops the Tritons anyway
                 t._session.close()
-            except Exception:  # noqa: BLE001
-                pass
         self.sup.__exit__(None, None, None)  # stops Tritons and moto in parallel, restores signal handlers
         self._started = False
 
     # ------------------------------------------------------------ setup steps
     def _apply(self, declared: Sequence[Any]) -> None:
         assert self.moto is not None
-        r53 = self.moto.client("route53")
+        moto = self.moto
+        r53 = moto.client("route53")
 
         def s3_for(region: str | None):
-            return self.moto.client("s3", region or "us-east-1")  # type: ignore[union-attr]
+            return moto.client("s3", region or "us-east-1")
 
         self.applied = apply_declared(
             declared,
@@ -259,8 +258,8 @@ class World:
             s3_for,
             applied=self.applied,
             default_zone_name=self.fleet.glob.zone.name,
-            eks_for=lambda region: self.moto.client("eks", region or "us-east-1"),
-        )  # type: ignore[union-attr]
+            eks_for=lambda region: moto.client("eks", region or "us-east-1"),
+        )
         self._topology()
 
     def _topology(self) -> None:
@@ -356,12 +355,16 @@ class World:
                 r53, self._hc_endpoint, interval=self.scale.hc_interval, timeout=self.scale.probe_timeout, labels=labels
             )
 
+        def on_transition(tr: Transition) -> None:
+            if self.dns:
+                self.dns.recompute("health")
+
         # Health checks are re-read from moto at the DNS propagation interval, so one updated through the
         # Route 53 API (inverted for a control-plane drill, disabled) takes effect like in Route 53.
         self.health = HealthChecker(
             status_file=self.workdir / "health-status.json",
             seed=self.seed,
-            on_transition=lambda tr: self.dns and self.dns.recompute("health"),
+            on_transition=on_transition,
             source=specs,
             source_interval=self.scale.dns_refresh,
         )
@@ -493,13 +496,14 @@ class World:
         self._apply(declared)
         if self.dns and propagate_now:
             self.dns.refresh()
-        return self.applied  # type: ignore[return-value]
+        assert self.applied is not None  # set by _apply
+        return self.applied
 
     def set_inverted(self, region: str, inverted: bool) -> None:
         """Invert the region's health check through the Route 53 API (control-plane drill variant)."""
-        assert self.moto is not None and self.health is not None
+        assert self.moto is not None and self.health is not None and self.health.source is not None
         self.moto.client("route53").update_health_check(HealthCheckId=self.health_check_ids[region], Inverted=inverted)
-        self.health.set_specs(self.health.source())  # type: ignore[misc]  # no need to wait for the next re-read
+        self.health.set_specs(self.health.source())  # no need to wait for the next re-read
 
     def health_status(self) -> dict[str, bool]:
         """region -> the modelled Route 53 health-check status."""
@@ -517,7 +521,10 @@ class World:
         """region -> probability that an answer for the name now points at it (the DNS model's outcome)."""
         assert self.dns is not None
         out = self.dns.outcome(self.fqdn)
-        return {} if out is None else {self.applied.record_regions().get(k, k): v for k, v in out.shares.items()}  # type: ignore[union-attr]
+        if out is None:
+            return {}
+        assert self.applied is not None
+        return {self.applied.record_regions().get(k, k): v for k, v in out.shares.items()}
 
     def resolve(self, n: int = 1) -> list[str | None]:
         """Ask the DNS server for the name `n` times over UDP; the regions answered (a TestDNSAnswer stand-in)."""
@@ -704,7 +711,7 @@ class World:
             "fqdn": self.fqdn,
             "ports": self.ports,
             "moto": self.moto.endpoint if self.moto else None,
-            "dns": "%s:%d" % self.dns_address,
+            "dns": "{}:{:d}".format(*self.dns_address),
             "regions": {
                 r: {
                     "address": self.region_ip[r],

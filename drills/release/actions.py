@@ -12,6 +12,7 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from drills.actions import ActionFn, change_stack
+from drills.adapters.base import release_s3
 from drills.errors import Abort, GuardrailError
 from drills.measure import percentile
 from drills.release import artifacts as A
@@ -20,6 +21,7 @@ from drills.release.metrics import delta, snapshots
 from drills.release.planning import CANARY_VERSION, CANARY_WEIGHT, NO_CANARY, VERSION, same_model_value
 
 if TYPE_CHECKING:
+    from drills.adapters.base import MetricsSource, ScoreProbe, ServingAdapter
     from drills.engine import Run
     from drills.model import Step
 
@@ -45,6 +47,22 @@ def require_release_backend(run: Run, need: tuple[str, ...] = ("serving", "score
         )
 
 
+# Backend's optional adapters, typed: a release backend has them (require_release_backend refuses one without).
+def _serving(run: Run) -> ServingAdapter:
+    assert run.backend.serving is not None
+    return run.backend.serving
+
+
+def _scores(run: Run) -> ScoreProbe:
+    assert run.backend.scores is not None
+    return run.backend.scores
+
+
+def _metrics(run: Run) -> MetricsSource:
+    assert run.backend.metrics is not None
+    return run.backend.metrics
+
+
 def _stack(run: Run, region: str) -> str:
     return run.plan.stack_names[region]
 
@@ -61,7 +79,7 @@ def golden(seed: int, rows: int) -> dict:
     return golden_batch(seed, rows)
 
 
-# ---------------------------------------------------------------- stack changes (drills.actions.change_stack, release rules)
+# ----------------------------------------------------------- stack changes (drills.actions.change_stack, release rules)
 def apply_region(run: Run, stack: str, values: dict[str, Any], allow_deletes: int, message: str) -> dict:
     """Set config, preview, up. A release step may create resources (a canary) and a promotion may delete
     exactly the canary's; anything else destructive (a replace, more deletes) is refused before `up`."""
@@ -79,7 +97,7 @@ def apply_region(run: Run, stack: str, values: dict[str, Any], allow_deletes: in
 
 
 def tracks(run: Run, region: str) -> dict[str, Any]:
-    return run.backend.serving.tracks(region)  # type: ignore[union-attr]
+    return _serving(run).tracks(region)
 
 
 def take_baseline(run: Run, region: str) -> None:
@@ -88,7 +106,7 @@ def take_baseline(run: Run, region: str) -> None:
     for track in ("stable", "canary"):
         key = f"{region}/{track}"
         try:
-            st["baseline"][key] = {"t": run.clock.now(), "snaps": snapshots(run.backend.metrics.scrape(region, track))}  # type: ignore[union-attr]
+            st["baseline"][key] = {"t": run.clock.now(), "snaps": snapshots(_metrics(run).scrape(region, track))}
         except Exception as e:  # noqa: BLE001 - no pods of that track yet: its gates say so
             st["baseline"][key] = {"t": run.clock.now(), "snaps": {}, "error": f"{type(e).__name__}: {e}"}
         st["probe"][key] = {"requests": 0, "errors": 0, "latency_ms": []}
@@ -104,7 +122,7 @@ def measure(run: Run, region: str, track: str) -> dict[str, Any]:
     base = st["baseline"].get(key)
     if base is None:
         raise LookupError(f"no metrics baseline for {key}: the step that changed it did not record one")
-    d = delta(base["snaps"], snapshots(run.backend.metrics.scrape(region, track)))  # type: ignore[union-attr]
+    d = delta(base["snaps"], snapshots(_metrics(run).scrape(region, track)))
     pr = st["probe"].get(key, {"requests": 0, "errors": 0, "latency_ms": []})
     requests = int(d.requests) + pr["errors"]
     failures = int(d.failure) + pr["errors"]
@@ -131,7 +149,7 @@ def score_pair(run: Run, region: str, rows: int, seed: int, since: float | None)
     inputs = golden(seed, rows)
     out: dict[str, Any] = {"t": run.clock.now(), "rows": rows}
     for track in ("stable", "canary"):
-        r = run.backend.scores.scores(region, track, inputs)  # type: ignore[union-attr]
+        r = _scores(run).scores(region, track, inputs)
         out[track] = r
         pr = st["probe"].setdefault(f"{region}/{track}", {"requests": 0, "errors": 0, "latency_ms": []})
         pr["requests"] += len(r.latency_ms)
@@ -164,7 +182,8 @@ def _release_precheck(run: Run, step: Step) -> dict:
         stable = t.get("stable")
         if stable is None or stable.version != rel["stable"][r]:
             problems.append(
-                f"{r} serves {getattr(stable, 'version', None)!r}, not the stable version {rel['stable'][r]!r} in its stack config"
+                f"{r} serves {getattr(stable, 'version', None)!r}, not the stable version {rel['stable'][r]!r} in its "
+                "stack config"
             )
         if "canary" in t and t["canary"].weight > 0:
             problems.append(f"{r} already sends {t['canary'].weight}% to a canary ({t['canary'].version})")
@@ -180,7 +199,8 @@ def _release_precheck(run: Run, step: Step) -> dict:
                 "ok": v.ok,
                 "blocking": True,
                 "detail": (
-                    f"{model}/{cand}/ verifies in {r}'s bucket ({len(v.files)} files, manifest sha256 {str(v.manifest_sha256)[:12]})"
+                    f"{model}/{cand}/ verifies in {r}'s bucket ({len(v.files)} files, manifest sha256 "
+                    f"{str(v.manifest_sha256)[:12]})"
                     if v.ok
                     else f"{r}: " + "; ".join(v.problems[:4])
                 ),
@@ -199,23 +219,24 @@ def _release_precheck(run: Run, step: Step) -> dict:
                 "blocking": True,
                 "detail": (f"{r}: " + ", ".join(f"{cc} {s}" for cc, s in cov["engines"].items()))
                 if cov["ok"]
-                else f"{r}: no engine for compute capability {', '.join(cov['missing'])} (build it, or declare model.onnx_fallback_for)",
+                else f"{r}: no engine for compute capability {', '.join(cov['missing'])} (build it, or declare "
+                "model.onnx_fallback_for)",
                 "figures": cov,
             }
         )
         if manifest is None and v.manifest is not None:
             manifest = v.manifest
     g = rel["gates"]
-    for gr in offline_gates((manifest or {}).get("metrics"), g["auc_min"], g["ndcg_min"]):
-        verdicts.append(
-            {
-                "name": gr.name,
-                "ok": gr.ok,
-                "blocking": rel["offline_blocking"],
-                "detail": gr.detail,
-                "figures": gr.to_dict(),
-            }
-        )
+    verdicts.extend(
+        {
+            "name": gr.name,
+            "ok": gr.ok,
+            "blocking": rel["offline_blocking"],
+            "detail": gr.detail,
+            "figures": gr.to_dict(),
+        }
+        for gr in offline_gates((manifest or {}).get("metrics"), g["auc_min"], g["ndcg_min"])
+    )
     run.event("candidate_verdicts", candidate=cand, verdicts=verdicts, serving=serving)
     refused = [v for v in verdicts if not v["ok"] and v["blocking"]]
     if problems or refused:
@@ -256,8 +277,8 @@ def _release_set(run: Run, step: Step) -> dict:
 
     if not run.wait(p["timeout"], until=matched, label=f"{region} {want['track']} ready"):
         raise Abort(
-            f"{region}: the {want['track']} pods did not serve {want['version']} at {want['weight']}% within {p['timeout']:g} s: "
-            f"{ {k: v.to_dict() for k, v in tracks(run, region).items()} }"
+            f"{region}: the {want['track']} pods did not serve {want['version']} at {want['weight']}% within "
+            f"{p['timeout']:g} s: { {k: v.to_dict() for k, v in tracks(run, region).items()} }"
         )
     ready_s = round(run.clock.now() - t0, 3)
     take_baseline(run, region)
@@ -300,7 +321,7 @@ def _release_verify(run: Run, step: Step) -> dict:
 def _record_lkg(run: Run, step: Step) -> dict:
     """Verify again, then write every region's pointer; if a write fails, put back the pointers already
     written (the release is rolled back by the engine, and a pointer must not name a version no region serves)."""
-    s3, p = run.backend.s3, step.params
+    s3, p = release_s3(run.backend.s3), step.params
     model, version = p["model"], p["version"]
     docs, written = {}, []
     for r in p["regions"]:
@@ -368,8 +389,8 @@ def _read_lkg(run: Run, region: str, model: str) -> dict:
         raise GuardrailError(
             "no-lkg",
             f"{region} has no last-known-good pointer ({A.lkg_key(model, region)}): a promoted release writes one; "
-            f"`python -m drills restore --env {run.plan.env} --region {region} --adopt` records the verified version it serves now. "
-            "Nothing was changed.",
+            f"`python -m drills restore --env {run.plan.env} --region {region} --adopt` records the verified version "
+            "it serves now. Nothing was changed.",
         )
     if ptr.get("unreadable") or not ptr.get("files"):
         raise GuardrailError(
@@ -395,11 +416,13 @@ def _lkg_precheck(run: Run, step: Step) -> dict:
     if p.get("require_clean"):
         if differ:
             problems.append(
-                f"{region}'s bucket already differs from its last-known-good pointer ({', '.join(differ)}): restore it first"
+                f"{region}'s bucket already differs from its last-known-good pointer ({', '.join(differ)}): restore it "
+                "first"
             )
         if served != ptr["version"]:
             problems.append(
-                f"{region} serves {served}, its last-known-good pointer names {ptr['version']}: the drill starts from a region at its pointer"
+                f"{region} serves {served}, its last-known-good pointer names {ptr['version']}: the drill starts from "
+                "a region at its pointer"
             )
     if problems:
         raise GuardrailError("precheck", "; ".join(problems) + ". Nothing was changed.")
@@ -453,7 +476,7 @@ def restore_region(run: Run, region: str, model: str, allow_deletes: int, timeou
     if repaired and live[VERSION] == ptr["version"]:
         # Pods started after the corruption loaded the bad bytes: every pod of the version reloads the repaired ones.
         run.event("pods_restarting", region=region, track="stable", reason="repaired files of the served version")
-        run.backend.serving.restart(region, "stable")  # type: ignore[union-attr]
+        _serving(run).restart(region, "stable")
         restarted = True
     t0 = run.clock.now()
 
@@ -574,9 +597,9 @@ def _verify_regions(run: Run, step: Step) -> dict:
     write the source made to the corrupted key since the fault (the corrupt version, then the repair) has been
     replicated there (counted in the key's versions) and its files equal its own last-known-good pointer;
     record when the corrupt version arrived. At the deadline, repair any region still wrong from its own pins."""
-    s3, p = run.backend.s3, step.params
+    s3, p = release_s3(run.backend.s3), step.params
     model = p["model"]
-    handle = (state(run).get("detection") or {}).get("fault") or {}
+    handle: dict[str, Any] = (state(run).get("detection") or {}).get("fault") or {}
     key, source, before = handle.get("key"), handle.get("region"), handle.get("versions_before") or {}
     t_fault = (run.state.get("release", {}).get("fault_t") or {}).get(source)
     out: dict[str, dict] = {}
@@ -597,7 +620,11 @@ def _verify_regions(run: Run, step: Step) -> dict:
         return round(run.clock.now() - (t_fault if t_fault is not None else t0), 3)
 
     def check() -> bool:
-        expected = (len(s3.versions(source, key)) - before.get(source, 0)) if key and source in before else 0
+        expected = (
+            (len(s3.versions(source, key)) - before.get(source, 0))
+            if key and source is not None and source in before
+            else 0
+        )
         for r, ptr in ptrs.items():
             if ptr is None or out[r]["exact_at"] is not None:
                 continue

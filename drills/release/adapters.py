@@ -297,7 +297,8 @@ class ArtifactCorruption:
             return
         if not handle.get("good_version_id"):
             raise LookupError(
-                f"{region}: {handle['key']} has no recorded good version id; restore it from the last-known-good pointer"
+                f"{region}: {handle['key']} has no recorded good version id; restore it from the last-known-good "
+                "pointer"
             )
         self.store.restore_version(region, handle["key"], handle["good_version_id"])
 

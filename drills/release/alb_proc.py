@@ -15,6 +15,7 @@ refused/reset: a pod that just died) goes to another target; a timeout is not re
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import random
@@ -25,10 +26,13 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from drills.rehearsal.procs import announce, start_announcing
 from infra.names import TRACK_HEADER
+
+if TYPE_CHECKING:
+    from drills.rehearsal.procs import Child
 
 
 # ---------------------------------------------------------------- parent side
@@ -49,7 +53,7 @@ class AlbProcess:
         self.sup, self.workdir, self.name = sup, Path(workdir), name
         self.spec = {"listeners": {r: list(a) for r, a in listeners.items()}, "seed": seed, "timeout": timeout}
         self.ready_timeout = ready_timeout
-        self.child = None
+        self.child: Child | None = None
         self.control: str | None = None
         self._lock = threading.Lock()
         self._last_counts: list[list] = []
@@ -71,6 +75,7 @@ class AlbProcess:
 
     def _call(self, path: str, body: dict | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
+        assert self.control is not None, "start() first"
         req = urllib.request.Request(
             self.control + path,
             data=data,
@@ -80,8 +85,9 @@ class AlbProcess:
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read())
 
-    def set(self, region: str, weight: int, targets: dict[str, list[tuple[str, str, int]]]) -> None:
-        """targets: track -> [(pod name, address, port, version)] of its ready pods. Returns once the child routes by it."""
+    def set(self, region: str, weight: int, targets: dict[str, list[tuple[str, str, int, str]]]) -> None:
+        """targets: track -> [(pod name, address, port, version)] of its ready pods. Returns once the child routes
+        by it."""
         with self._lock:
             self._call(
                 "/route",
@@ -96,10 +102,8 @@ class AlbProcess:
         """[[wall second, region, track, version, pinned, requests answered]]; `pinned`: the request named its track
         (`X-Reco-Track`: the gates' scoring), else the weight routed it (users' traffic)."""
         if self.child is not None and self.child.alive():
-            try:
+            with contextlib.suppress(OSError):
                 self._last_counts = self._call("/counts")
-            except OSError:
-                pass
         return self._last_counts
 
     def stop(self) -> None:
@@ -125,7 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._forward("POST")
 
     def _forward(self, method: str) -> None:
-        srv: _Proxy = self.server  # type: ignore[assignment]
+        srv = cast("_Proxy", self.server)
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else None
         track = self.headers.get(TRACK_HEADER)

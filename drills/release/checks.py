@@ -158,7 +158,8 @@ def _lkg_exact(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
         (
             f"{region}: all {len(ptr['files'])} files equal the pointer's sha256 and stable serves {ptr['version']}"
             if ok
-            else f"{region}: differing files {sorted(differ)}; stable serves {getattr(s, 'version', None)} (pointer {ptr['version']})"
+            else f"{region}: differing files {sorted(differ)}; stable serves {getattr(s, 'version', None)} (pointer "
+            f"{ptr['version']})"
         ),
         {"differ": differ, "version": ptr["version"], "manifest_sha256": ptr["manifest_sha256"]},
     )
@@ -187,7 +188,8 @@ def _regions_exact(run: Run, p: dict, mode: str, since: float | None) -> Verdict
     return Verdict(
         not bad,
         (
-            f"every other region back to its last-known-good bytes; the corrupt object replicated to {', '.join(spread) or 'none'} first"
+            "every other region back to its last-known-good bytes; the corrupt object replicated to "
+            f"{', '.join(spread) or 'none'} first"
             if not bad
             else f"not exact: {', '.join(bad)}"
         ),
@@ -201,8 +203,8 @@ def _node_loss_recovered(run: Run, p: dict, mode: str, since: float | None) -> V
     return Verdict(
         ok,
         (
-            f"pods dropped to {nl.get('min_ready')}/{nl.get('pre_ready')} at {nl.get('dropped_at')} s and were all ready again at "
-            f"{nl.get('recovered_at')} s after the loss"
+            f"pods dropped to {nl.get('min_ready')}/{nl.get('pre_ready')} at {nl.get('dropped_at')} s and were all "
+            f"ready again at {nl.get('recovered_at')} s after the loss"
             if ok
             else f"no loss and recovery observed: {nl}"
         ),
@@ -216,9 +218,9 @@ def _node_loss_capacity(run: Run, p: dict, mode: str, since: float | None) -> Ve
     ok = need is not None and have is not None and have >= need
     return Verdict(
         ok,
-        f"at its lowest {nl.get('capacity_fraction_min', 0):.0%} of the region's pods served (= {have} of its GPUs at desired "
-        f"size; predicted after one node {nl.get('capacity_fraction_predicted', 0):.0%}); its share of peak needs {need} GPUs "
-        f"({nl.get('capacity_fraction_required', 0):.0%}, N+1 math)",
+        f"at its lowest {nl.get('capacity_fraction_min', 0):.0%} of the region's pods served (= {have} of its GPUs at "
+        f"desired size; predicted after one node {nl.get('capacity_fraction_predicted', 0):.0%}); its share of peak "
+        f"needs {need} GPUs ({nl.get('capacity_fraction_required', 0):.0%}, N+1 math)",
         {
             k: nl.get(k)
             for k in (

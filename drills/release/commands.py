@@ -90,7 +90,8 @@ def configure_restore(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--adopt",
         action="store_true",
-        help="instead: verify the version the region serves now and record it as its last-known-good pointer (first use)",
+        help="instead: verify the version the region serves now and record it as its last-known-good pointer (first "
+        "use)",
     )
     _exec_args(p)
 

@@ -159,7 +159,8 @@ def psi_gate(stable: Sequence[float], canary: Sequence[float], psi_max: float) -
             psi_max,
             "<=",
             False,
-            f"score PSI: the versions scored different numbers of rows ({len(stable)} vs {len(canary)}); not comparable",
+            f"score PSI: the versions scored different numbers of rows ({len(stable)} vs {len(canary)}); not "
+            "comparable",
         )
     v = psi(stable, canary)
     return _judge(

@@ -193,7 +193,8 @@ def release_abort_conditions(ctx: PlanContext) -> list[Condition]:
         Condition(
             kind="canary_errors",
             params={"max": g.error_rate_max, "min_requests": g.min_requests},
-            description=f"abort if a canary's error rate (Triton counters + probes) exceeds {g.error_rate_max:.2%} over {g.min_requests}+ requests",
+            description=f"abort if a canary's error rate (Triton counters + probes) exceeds {g.error_rate_max:.2%} "
+            f"over {g.min_requests}+ requests",
         ),
     ]
 
@@ -249,7 +250,8 @@ def build_release_plan(ctx: PlanContext, opts: ReleaseOptions) -> Plan:
         raise GuardrailError(
             "capacity",
             f"{s['region']} cannot hold the stable ({s['stable_gpus']} GPUs) and the canary ({s['canary_gpus']} GPUs) "
-            f"side by side at peak: its pools reach {s['gpus_max']} GPUs. Lower --canary-weight or raise the pools' max. Nothing was changed.",
+            f"side by side at peak: its pools reach {s['gpus_max']} GPUs. Lower --canary-weight or raise the pools' "
+            "max. Nothing was changed.",
         )
     # Engines, where a manifest of the candidate is available offline; otherwise judged at precheck from the buckets.
     if ctx.manifest.built is not None and ctx.manifest.version == cand:
@@ -259,8 +261,8 @@ def build_release_plan(ctx: PlanContext, opts: ReleaseOptions) -> Plan:
             if absent:
                 raise GuardrailError(
                     "engines",
-                    f"{cand}'s manifest ({ctx.manifest_source}) has no engine for compute capability {', '.join(absent)} "
-                    f"of {r}: build it or declare model.onnx_fallback_for. Nothing was changed.",
+                    f"{cand}'s manifest ({ctx.manifest_source}) has no engine for compute capability "
+                    f"{', '.join(absent)} of {r}: build it or declare model.onnx_fallback_for. Nothing was changed.",
                 )
     pre_config = model_config(fleet)
     stack_of = fleet.stack_names
@@ -290,7 +292,8 @@ def build_release_plan(ctx: PlanContext, opts: ReleaseOptions) -> Plan:
             Condition(
                 kind="score_drift",
                 params={"region": region, "stat": "psi", "max": gates.psi_max, **drift},
-                description=f"{region}: score PSI canary vs stable on {gates.golden_rows} golden rows <= {gates.psi_max:g}",
+                description=f"{region}: score PSI canary vs stable on {gates.golden_rows} golden rows <= "
+                f"{gates.psi_max:g}",
             ),
             Condition(
                 kind="score_drift",
@@ -319,7 +322,8 @@ def build_release_plan(ctx: PlanContext, opts: ReleaseOptions) -> Plan:
                     "min_requests": gates.min_requests,
                     "window": max(bake, ttl),
                 },
-                description=f"{region}: {track} error rate <= {gates.error_rate_max:.2%} over >= {gates.min_requests} requests",
+                description=f"{region}: {track} error rate <= {gates.error_rate_max:.2%} over >= {gates.min_requests} "
+                "requests",
             ),
             Condition(
                 kind="track_p99",
@@ -361,8 +365,8 @@ def build_release_plan(ctx: PlanContext, opts: ReleaseOptions) -> Plan:
         Step(
             name="precheck",
             action="release_precheck",
-            description=f"{cand} published and verified in every region's bucket (hashes, sizes, signatures), engines for every compute "
-            f"capability, offline AUC >= {gates.auc_min:g} and NDCG@10 >= {gates.ndcg_min:g}"
+            description=f"{cand} published and verified in every region's bucket (hashes, sizes, signatures), engines "
+            f"for every compute capability, offline AUC >= {gates.auc_min:g} and NDCG@10 >= {gates.ndcg_min:g}"
             + ("" if opts.offline_blocking else " (recorded, not enforced: the drill exercises the online gates)")
             + "; live config and serving as planned; baseline SLO",
             params={
@@ -384,8 +388,8 @@ def build_release_plan(ctx: PlanContext, opts: ReleaseOptions) -> Plan:
                     f"canary-{r}",
                     r,
                     {CANARY_VERSION: cand, CANARY_WEIGHT: 0},
-                    f"{stack_of[r]}: canary_version={cand}, canary_weight=0, pulumi up; canary pods ready beside stable; "
-                    "score both versions on the same golden rows (no user request reaches the candidate yet)",
+                    f"{stack_of[r]}: canary_version={cand}, canary_weight=0, pulumi up; canary pods ready beside "
+                    "stable; score both versions on the same golden rows (no user request reaches the candidate yet)",
                     ready={"track": "canary", "version": cand, "weight": 0},
                     checks=[
                         Condition(
@@ -396,7 +400,8 @@ def build_release_plan(ctx: PlanContext, opts: ReleaseOptions) -> Plan:
                         Condition(
                             kind="probe_errors",
                             params={"region": r, "track": "canary", "max": gates.error_rate_max, **drift},
-                            description=f"{r}: the candidate answers the golden rows (error rate <= {gates.error_rate_max:.2%})",
+                            description=f"{r}: the candidate answers the golden rows (error rate <= "
+                            f"{gates.error_rate_max:.2%})",
                         ),
                         *drift_checks(r),
                     ],
@@ -408,7 +413,8 @@ def build_release_plan(ctx: PlanContext, opts: ReleaseOptions) -> Plan:
                         f"shift-{r}",
                         r,
                         {CANARY_WEIGHT: w},
-                        f"{stack_of[r]}: canary_weight={w}, pulumi up: {w}% of {r}'s requests on {cand}; bake {bake:g} s, aborts watched",
+                        f"{stack_of[r]}: canary_weight={w}, pulumi up: {w}% of {r}'s requests on {cand}; bake {bake:g} "
+                        "s, aborts watched",
                         ready={"track": "canary", "version": cand, "weight": w},
                         wait=bake,
                         checks=[*traffic_checks(r, "canary", w), *drift_checks(r)],
@@ -440,13 +446,13 @@ def build_release_plan(ctx: PlanContext, opts: ReleaseOptions) -> Plan:
                 name="expect-caught",
                 action="expect_caught",
                 params={"candidate": cand},
-                description=f"{cand} is a deliberately bad candidate: if every canary gate passed, the gates are too lax. "
-                "Either way the drill ends by rolling the canary back (never promoted)",
+                description=f"{cand} is a deliberately bad candidate: if every canary gate passed, the gates are too "
+                "lax. Either way the drill ends by rolling the canary back (never promoted)",
             )
         )
         rollback = [
-            f"take the canary away: {', '.join(stack_of[r] for r in targets)} model.canary_version/canary_weight back to "
-            "the values recorded before the first change, pulumi up (the stable pods never stopped serving)",
+            f"take the canary away: {', '.join(stack_of[r] for r in targets)} model.canary_version/canary_weight back "
+            "to the values recorded before the first change, pulumi up (the stable pods never stopped serving)",
             "measure the time from the failed gate to the canary's weight at 0",
         ]
         return _finish(ctx, opts.scenario, steps, touches, pre_config, rollback)
@@ -466,8 +472,8 @@ def build_release_plan(ctx: PlanContext, opts: ReleaseOptions) -> Plan:
                 f"promote-{r}",
                 r,
                 {VERSION: cand, CANARY_VERSION: NO_CANARY, CANARY_WEIGHT: 0},
-                f"{stack_of[r]}: version={cand}, canary cleared, pulumi up (stable Deployments roll to {cand}, the canary's "
-                f"{canary_deletes(fleet, r)} resources go)" + (f"; bake {bake:g} s" if gets_traffic else ""),
+                f"{stack_of[r]}: version={cand}, canary cleared, pulumi up (stable Deployments roll to {cand}, the "
+                f"canary's {canary_deletes(fleet, r)} resources go)" + (f"; bake {bake:g} s" if gets_traffic else ""),
                 ready={"track": "stable", "version": cand, "weight": 100},
                 wait=bake if gets_traffic else 0.0,
                 deletes=canary_deletes(fleet, r),
@@ -488,15 +494,17 @@ def build_release_plan(ctx: PlanContext, opts: ReleaseOptions) -> Plan:
             action="record_lkg",
             mutates=True,
             params={"version": cand, "model": model, "regions": order},
-            description=f"each region's last-known-good pointer ({model}/_lkg/<region>.json) := {cand} with the S3 version id and "
-            "sha256 of every file, verified again first",
+            description=f"each region's last-known-good pointer ({model}/_lkg/<region>.json) := {cand} with the S3 "
+            "version id and sha256 of every file, verified again first",
         )
     )
     rollback = [
-        "before promotion: every touched regional stack's model.canary_version/canary_weight back to the recorded values "
-        f"(canary region {canary_region} first), pulumi up: the candidate's weight goes to 0 at once, the stable pods never stopped",
+        "before promotion: every touched regional stack's model.canary_version/canary_weight back to the recorded "
+        f"values (canary region {canary_region} first), pulumi up: the candidate's weight goes to 0 at once, the "
+        "stable pods never stopped",
         "after a promotion began: model.version back as well: the stable Deployments roll back to the previous version",
-        "verify the config equals the recorded pre-release state; the time from the failed gate to the canary's removal is reported",
+        "verify the config equals the recorded pre-release state; the time from the failed gate to the canary's "
+        "removal is reported",
     ]
     return _finish(ctx, opts.scenario, steps, touches, pre_config, rollback)
 
@@ -535,7 +543,8 @@ def build_restore_plan(ctx: PlanContext, region: str, *, adopt: bool = False, sc
                 action="adopt_lkg",
                 mutates=True,
                 params={"region": region, "model": model},
-                description=f"verify the version {region} serves in its bucket and record it as its last-known-good pointer",
+                description=f"verify the version {region} serves in its bucket and record it as its last-known-good "
+                "pointer",
             )
         ]
         return finish_plan(
@@ -565,13 +574,14 @@ def build_restore_plan(ctx: PlanContext, region: str, *, adopt: bool = False, sc
                 "allow_deletes": canary_deletes(fleet, region),
                 "timeout": fleet.glob.release.ready_timeout_seconds,
             },
-            description=f"repair differing files from their pinned S3 versions; {stack}: model.version := the pointer's version, "
-            "canary cleared, pulumi up; roll the pods if a served file was repaired; wait ready",
+            description=f"repair differing files from their pinned S3 versions; {stack}: model.version := the "
+            "pointer's version, canary cleared, pulumi up; roll the pods if a served file was repaired; wait ready",
             checks=[
                 Condition(
                     kind="lkg_exact",
                     params={"region": region, "model": model},
-                    description=f"{region}: every file's sha256 equals the last-known-good pointer's and the stable pods serve its version",
+                    description=f"{region}: every file's sha256 equals the last-known-good pointer's and the stable "
+                    "pods serve its version",
                 ),
                 healthy_condition(),
             ],

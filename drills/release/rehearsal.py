@@ -200,9 +200,9 @@ def run(opts: Options, log: Callable[[str], None] = _log) -> dict:
     R.reap_leftovers(log)
     notes = R.prepare_stacks(src, out / "stacks", opts.env)
     notes.append(
-        "no TensorRT engine is built or served here: no TensorRT builder and no GPU; every compute capability of the fleet "
-        "is declared `model.onnx_fallback_for` in this run's stack copy and the CPU Triton serves model_build's ONNX file "
-        "through its python-backend model (ONNX Runtime)"
+        "no TensorRT engine is built or served here: no TensorRT builder and no GPU; every compute capability of the "
+        "fleet is declared `model.onnx_fallback_for` in this run's stack copy and the CPU Triton serves model_build's "
+        "ONNX file through its python-backend model (ONNX Runtime)"
     )
     notes += [node_note] if node_note else []
     stacks_dir = out / "stacks"
@@ -302,17 +302,21 @@ def node_loss_replicas(fleet: Any, region: str) -> tuple[int, str]:
     want = max(1, round(1 / f["ceil_loss_fraction"])) if f["ceil_loss_fraction"] else 1
     if want < 2:
         raise R.RehearsalError(
-            f"node-loss in {fleet.env}/{region}: its {f['gpus_desired']} desired GPU(s) are one {f['instance_type']} node, so losing it is a "
-            f"region outage, not a node loss (`python -m drills rehearse --env {fleet.env} --scenario region-outage` drills that); "
-            f"pick a region with two or more nodes (--region) or another env"
+            f"node-loss in {fleet.env}/{region}: its {f['gpus_desired']} desired GPU(s) are one {f['instance_type']} "
+            f"node, so losing it is a region outage, not a node loss (`python -m drills rehearse --env {fleet.env} "
+            "--scenario region-outage` drills that); pick a region with two or more nodes (--region) or another env"
         )
     n = min(want, MAX_POD_REPLICAS)
     note = (
-        f"node-loss: {region} runs {n} stable pod(s), one per {f['instance_type']} node of its {f['gpus_desired']} desired GPUs, so one lost "
-        f"pod costs {1 / n:.0%} of its capacity as one lost node ({f['gpus_per_node']} GPUs) does on AWS"
+        f"node-loss: {region} runs {n} stable pod(s), one per {f['instance_type']} node of its {f['gpus_desired']} "
+        f"desired GPUs, so one lost pod costs {1 / n:.0%} of its capacity as one lost node ({f['gpus_per_node']} GPUs) "
+        "does on AWS"
     )
     if n < want:
-        note += f"; capped at {MAX_POD_REPLICAS} (the fleet's figure is {f['ceil_loss_fraction']:.0%} per node): the measured fraction is coarser"
+        note += (
+            f"; capped at {MAX_POD_REPLICAS} (the fleet's figure is {f['ceil_loss_fraction']:.0%} per node): the "
+            "measured fraction is coarser"
+        )
     return n, note
 
 
@@ -468,7 +472,10 @@ def _refusal_demo(live: Any, region: str, log: Callable[[str], None]) -> dict:
 def _traffic(records: list, drills: list[dict]) -> dict:
     def stats(rs: list) -> dict:
         lat = sorted(r.latency_ms for r in rs if r.ok)
-        q = lambda f: round(lat[min(len(lat) - 1, int(f * len(lat)))], 1) if lat else None
+
+        def q(f: float) -> float | None:
+            return round(lat[min(len(lat) - 1, int(f * len(lat)))], 1) if lat else None
+
         return {"requests": len(rs), "failed": sum(1 for r in rs if not r.ok), "p50_ms": q(0.5), "p99_ms": q(0.99)}
 
     out = {"all": stats(records)}
@@ -482,10 +489,11 @@ def _traffic(records: list, drills: list[dict]) -> dict:
 # ---------------------------------------------------------------- command
 def configure(p: argparse.ArgumentParser) -> None:
     p.description = (
-        "Run model releases and the drills below a region end to end on this machine: the rehearsal world (moto_server, "
-        "Route 53/DNS/S3 replication models) with stable and canary Triton tracks per region behind a weighted load-balancer "
-        "model, the stable build plus a retrained (good) and a --bad-labels (bad) build, client traffic through DNS, each "
-        "scenario through the drills engine, everything torn down, a report per scenario and an index with a chart."
+        "Run model releases and the drills below a region end to end on this machine: the rehearsal world "
+        "(moto_server, Route 53/DNS/S3 replication models) with stable and canary Triton tracks per region behind a "
+        "weighted load-balancer model, the stable build plus a retrained (good) and a --bad-labels (bad) build, client "
+        "traffic through DNS, each scenario through the drills engine, everything torn down, a report per scenario and "
+        "an index with a chart."
     )
     p.add_argument("--env", default="prod", help="environment (default prod: 3 regions; staging: 2)")
     p.add_argument(

@@ -14,7 +14,8 @@ def render(s: dict) -> str:
     L = [
         f"# Release rehearsal on {s['env']}",
         "",
-        f"scale {s['scale']}, {s['rate']:g} client requests/s, canary weight {s['canary_weight']} %, {s.get('wall_seconds')} wall s; "
+        f"scale {s['scale']}, {s['rate']:g} client requests/s, canary weight {s['canary_weight']} %, "
+        f"{s.get('wall_seconds')} wall s; "
         f"processes left behind: {s.get('processes_left_behind') or 'none'}",
         "",
         "## Models",
@@ -29,7 +30,8 @@ def render(s: dict) -> str:
         "",
         "## Client traffic",
         "",
-        f"all: {t.get('requests')} requests, {t.get('failed')} failed, p50 {t.get('p50_ms')} ms, p99 {t.get('p99_ms')} ms",
+        f"all: {t.get('requests')} requests, {t.get('failed')} failed, p50 {t.get('p50_ms')} ms, p99 {t.get('p99_ms')} "
+        "ms",
         "",
     ]
     for d in s["drills"]:
@@ -38,11 +40,11 @@ def render(s: dict) -> str:
         L += [
             f"## {d['scenario']} ({d['drill_id']}): {d['status']}" + (f" — {d['reason']}" if d.get("reason") else ""),
             "",
-            f"outcome: {rel.get('outcome')}; client requests during the drill: {tr.get('requests')}, failed {tr.get('failed')}, "
-            f"p50 {tr.get('p50_ms')} ms, p99 {tr.get('p99_ms')} ms",
+            f"outcome: {rel.get('outcome')}; client requests during the drill: {tr.get('requests')}, failed "
+            f"{tr.get('failed')}, p50 {tr.get('p50_ms')} ms, p99 {tr.get('p99_ms')} ms",
             "",
         ]
-        L += gate_table(rel.get("gates") or []) + [""]
+        L += [*gate_table(rel.get("gates") or []), ""]
         if rel.get("time_to_rollback"):
             L += ["time to rollback: `" + json.dumps(rel["time_to_rollback"], default=str) + "`", ""]
         for k in ("lkg", "hashes", "restore", "corruption", "node_loss", "rpo"):

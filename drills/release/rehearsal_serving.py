@@ -32,6 +32,7 @@ each pod's /metrics scraped directly (Prometheus scrapes pods, not the load bala
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -233,9 +234,10 @@ class ServingModel:
                     deps[STABLE] = new
                     self._sync_world(region)
                     self._push(region)  # the targets switched before the old pods stop
-                    old = (stable.pods if stable is not None else []) + (
-                        self._previous.pop(region).pods if self._previous.get(region) else []
-                    )
+                    prev = self._previous.get(region)
+                    if prev:
+                        del self._previous[region]
+                    old = (stable.pods if stable is not None else []) + (prev.pods if prev else [])
                     self._stop_pods(region, old, f"rolled to {version}")
             if canary_version:
                 cur = deps.get(CANARY)
@@ -304,10 +306,9 @@ class ServingModel:
     def scrape(self, region: str, track: str) -> dict[str, str]:
         out = {}
         for p in self._serving(region, track):
-            try:
+            # A pod that just died has no metrics; its counters are gone as on AWS.
+            with contextlib.suppress(Exception):
                 out[p.name] = p.server.metrics()
-            except Exception:  # noqa: BLE001 - a pod that just died has no metrics; its counters are gone as on AWS
-                pass
         return out
 
     # ------------------------------------------------------------ node loss
@@ -350,18 +351,16 @@ class ServingModel:
     # ------------------------------------------------------------ lifecycle / facts
     def close(self) -> None:
         for region, p in self.proxies.items():
-            try:
+            with contextlib.suppress(Exception):  # keep tearing down
                 self._counts[region] = p.counts()
                 p.stop()
-            except Exception:  # noqa: BLE001 - keep tearing down
-                pass
         for th in self._threads:
             th.join(timeout=self.world.scale.ready_timeout)
 
     def track_counts(self) -> list[dict]:
         out = []
         for region, p in self.proxies.items():
-            rows = self._counts.get(region) if region in self._counts else p.counts()
+            rows = self._counts[region] if region in self._counts else p.counts()
             for sec, _region, track, version, pinned, n in rows:
                 out.append(
                     {

@@ -193,7 +193,8 @@ def render_markdown(s: dict[str, Any]) -> str:
         L.append(
             f"- candidate **{s['candidate']}**; stable "
             + ", ".join(f"{r} {v}" for r, v in (s.get("stable") or {}).items())
-            + f"; canary {s.get('canary_region')} at {s.get('canary_weight')}%; order {' -> '.join(s.get('order') or [])}"
+            + f"; canary {s.get('canary_region')} at {s.get('canary_weight')}%; order "
+            f"{' -> '.join(s.get('order') or [])}"
         )
     if s.get("drill_objective"):
         L.append(f"- drill objective: **{s['drill_objective']}**")
@@ -209,11 +210,12 @@ def render_markdown(s: dict[str, Any]) -> str:
         ]
         for v in s["candidate_verdicts"]:
             L.append(
-                f"| {v['name']} | {'PASS' if v['ok'] else 'FAIL'} | {'yes' if v['blocking'] else 'recorded'} | {v['detail'].replace('|', '/')} |"
+                f"| {v['name']} | {'PASS' if v['ok'] else 'FAIL'} | {'yes' if v['blocking'] else 'recorded'} | "
+                f"{v['detail'].replace('|', '/')} |"
             )
         L.append("")
     if s["gates"]:
-        L += ["## Gates", ""] + gate_table(s["gates"]) + [""]
+        L += ["## Gates", "", *gate_table(s["gates"]), ""]
     if s.get("time_to_rollback"):
         t = s["time_to_rollback"]
         L += [
@@ -222,8 +224,10 @@ def render_markdown(s: dict[str, Any]) -> str:
             f"- candidate exposed to user traffic for {_fmt(t['exposed_seconds'])} s before the failed gate"
             if t["candidate_took_traffic"]
             else "- the candidate never took user traffic (caught at weight 0)",
-            f"- failed gate -> canary weight 0 (rollback `pulumi up` of the canary region done): {_fmt(t['canary_removed_seconds'])} s",
-            f"- failed gate -> rollback verified against the pre-release state: {_fmt(t['rollback_done_seconds'])} s (verified: {t['verified']})",
+            "- failed gate -> canary weight 0 (rollback `pulumi up` of the canary region done): "
+            f"{_fmt(t['canary_removed_seconds'])} s",
+            f"- failed gate -> rollback verified against the pre-release state: {_fmt(t['rollback_done_seconds'])} s "
+            f"(verified: {t['verified']})",
             "",
         ]
     if s.get("lkg"):
@@ -234,7 +238,8 @@ def render_markdown(s: dict[str, Any]) -> str:
         L += [
             "## Corruption",
             "",
-            f"{c['region']} {c['version']}: refused by verification {c['detected_after_fault_seconds']} s after the fault:",
+            f"{c['region']} {c['version']}: refused by verification {c['detected_after_fault_seconds']} s after the "
+            "fault:",
             "",
         ]
         L += [f"- {p}" for p in c["problems"][:5]] + [""]
@@ -242,7 +247,8 @@ def render_markdown(s: dict[str, Any]) -> str:
         L += ["## Restore to the last-known-good version", ""]
         for r, v in s["restore"].items():
             L += [
-                f"### {r}: {v['version']} (RPO {_fmt(v['rpo_seconds'])} s; repaired {v['repaired'] or 'nothing'}; pods restarted: {v['restarted']})",
+                f"### {r}: {v['version']} (RPO {_fmt(v['rpo_seconds'])} s; repaired {v['repaired'] or 'nothing'}; pods "
+                f"restarted: {v['restarted']})",
                 "",
                 "| file | sha256 before | sha256 after |",
                 "|---|---|---|",
@@ -261,7 +267,8 @@ def render_markdown(s: dict[str, Any]) -> str:
         ]
         for r, v in s["other_regions"].items():
             L.append(
-                f"| {r} | {_fmt(v.get('saw_corrupt'))} | {_fmt(v.get('exact_at'))} | {sorted(v.get('repaired') or {}) or 'no'} | {v.get('note', '')} |"
+                f"| {r} | {_fmt(v.get('saw_corrupt'))} | {_fmt(v.get('exact_at'))} | "
+                f"{sorted(v.get('repaired') or {}) or 'no'} | {v.get('note', '')} |"
             )
         L.append("")
     if s.get("node_loss"):
@@ -270,12 +277,17 @@ def render_markdown(s: dict[str, Any]) -> str:
         L += [
             "## Node loss",
             "",
-            f"- pods ready before {n.get('pre_ready')}, lowest {n.get('min_ready')} (at {n.get('dropped_at')} s), all ready again at {n.get('recovered_at')} s",
-            f"- region inference during the loss: {n.get('samples')} samples, {n.get('infer_errors')} errors, p50 {_fmt(n.get('infer_p50_ms'))} ms, p99 {_fmt(n.get('infer_p99_ms'))} ms; "
+            f"- pods ready before {n.get('pre_ready')}, lowest {n.get('min_ready')} (at {n.get('dropped_at')} s), all "
+            f"ready again at {n.get('recovered_at')} s",
+            f"- region inference during the loss: {n.get('samples')} samples, {n.get('infer_errors')} errors, p50 "
+            f"{_fmt(n.get('infer_p50_ms'))} ms, p99 {_fmt(n.get('infer_p99_ms'))} ms; "
             f"readiness probe failures {n.get('ready_probe_failures')}",
-            f"- N+1 figures: {f.get('gpus_desired')} GPUs at desired, one {f.get('instance_type')} node = {f.get('gpus_per_node')} GPUs, "
-            f"{f.get('gpus_after_loss')} after the loss vs {f.get('gpus_required_at_peak')} required for {_fmt(f.get('share'))} of peak; "
-            f"lowest capacity {_fmt(n.get('capacity_fraction_min'))} of the region's pods (predicted {_fmt(n.get('capacity_fraction_predicted'))}, "
+            f"- N+1 figures: {f.get('gpus_desired')} GPUs at desired, one {f.get('instance_type')} node = "
+            f"{f.get('gpus_per_node')} GPUs, "
+            f"{f.get('gpus_after_loss')} after the loss vs {f.get('gpus_required_at_peak')} required for "
+            f"{_fmt(f.get('share'))} of peak; "
+            f"lowest capacity {_fmt(n.get('capacity_fraction_min'))} of the region's pods (predicted "
+            f"{_fmt(n.get('capacity_fraction_predicted'))}, "
             f"required {_fmt(n.get('capacity_fraction_required'))}) = {_fmt(n.get('gpus_serving_min'))} GPUs serving: "
             f"{'covered' if n.get('covered_peak_through_loss') else 'NOT covered'}",
             "",

@@ -43,7 +43,10 @@ from drills.scenarios.base import Scenario
 
 class BadRelease(Scenario):
     name = "bad-release"
-    summary = "canary a deliberately bad model in one region: the canary gates must catch it and roll it back (time to rollback measured)"
+    summary = (
+        "canary a deliberately bad model in one region: the canary gates must catch it and roll it back (time "
+        "to rollback measured)"
+    )
     region_arg = "optional"  # the canary region (default: release.canary_region)
 
     def build(self, ctx: PlanContext) -> Plan:
@@ -51,8 +54,9 @@ class BadRelease(Scenario):
         stable = ctx.fleet.regions[region].model.version
         candidate = os.environ.get("DRILLS_RELEASE_CANDIDATE") or f"{stable}-bad"
         ctx.notes.append(
-            f"candidate {candidate}: build it with `python -m model_build --bad-labels --version {candidate} --out build/{candidate}` "
-            f"and publish it to every region's bucket (`python -m model_build publish build/{candidate} --stack <stack>`)"
+            f"candidate {candidate}: build it with `python -m model_build --bad-labels --version {candidate} --out "
+            f"build/{candidate}` and publish it to every region's bucket (`python -m model_build publish "
+            f"build/{candidate} --stack <stack>`)"
         )
         return build_release_plan(
             ctx,
@@ -64,7 +68,10 @@ class BadRelease(Scenario):
 
 class ArtifactCorruption(Scenario):
     name = "artifact-corruption"
-    summary = "alter a model file in one region's bucket: verification refuses it before it serves, the region is restored from its last-known-good pointer"
+    summary = (
+        "alter a model file in one region's bucket: verification refuses it before it serves, the region is "
+        "restored from its last-known-good pointer"
+    )
     region_arg = "required"
 
     def build(self, ctx: PlanContext) -> Plan:
@@ -80,21 +87,23 @@ class ArtifactCorruption(Scenario):
                 name="precheck",
                 action="lkg_precheck",
                 params={"region": region, "model": model, "expect_config": pre, "require_clean": True},
-                description=f"{region} has a last-known-good pointer, serves its version, and every pinned file's bytes match (hashes before)",
+                description=f"{region} has a last-known-good pointer, serves its version, and every pinned file's "
+                "bytes match (hashes before)",
             ),
             Step(
                 name="corrupt",
                 action="inject_fault",
                 mutates=True,
                 params={"region": region, "fault": "corrupt-artifact"},
-                description=f"overwrite the served version's ONNX graph in {region}'s bucket with same-size altered bytes (a new object version)",
+                description=f"overwrite the served version's ONNX graph in {region}'s bucket with same-size altered "
+                "bytes (a new object version)",
             ),
             Step(
                 name="detect",
                 action="verify_served",
                 params={"region": region, "model": model},
-                description=f"verify {region}'s served version in its bucket as a release precheck, a restore and every pod's "
-                "verify-model init container do (no pod restarted in between)",
+                description=f"verify {region}'s served version in its bucket as a release precheck, a restore and "
+                "every pod's verify-model init container do (no pod restarted in between)",
                 checks=[
                     Condition(
                         kind="corruption_detected",
@@ -113,13 +122,14 @@ class ArtifactCorruption(Scenario):
                     "allow_deletes": canary_deletes(fleet, region),
                     "timeout": fleet.glob.release.ready_timeout_seconds,
                 },
-                description=f"repair from the pinned S3 versions of {region}'s last-known-good pointer, config at the pointer's version, "
-                "roll the pods so none keeps the bad bytes, wait ready",
+                description=f"repair from the pinned S3 versions of {region}'s last-known-good pointer, config at the "
+                "pointer's version, roll the pods so none keeps the bad bytes, wait ready",
                 checks=[
                     Condition(
                         kind="lkg_exact",
                         params={"region": region, "model": model},
-                        description=f"{region}: every file's sha256 equals the pointer's (hashes after) and stable serves its version",
+                        description=f"{region}: every file's sha256 equals the pointer's (hashes after) and stable "
+                        "serves its version",
                     ),
                     healthy_condition(),
                 ],
@@ -128,8 +138,9 @@ class ArtifactCorruption(Scenario):
                 name="other-regions",
                 action="verify_regions",
                 params={"regions": others, "model": model, "timeout": timeout},
-                description=f"watch {', '.join(others)} (replication copies the corrupt object, then the repair) until each equals its own "
-                f"last-known-good bytes, at most {timeout:g} s; repair from their pinned versions if not",
+                description=f"watch {', '.join(others)} (replication copies the corrupt object, then the repair) until "
+                f"each equals its own last-known-good bytes, at most {timeout:g} s; repair from their pinned versions "
+                "if not",
                 checks=[
                     Condition(
                         kind="regions_exact",
@@ -141,8 +152,8 @@ class ArtifactCorruption(Scenario):
             hold_step(ctx, f"with {region} restored"),
         ]
         rollback = [
-            f"put back the pinned good version of the altered object in {region} (the fault's clear), then any model key of {stack} "
-            "the restore changed, pulumi up"
+            f"put back the pinned good version of the altered object in {region} (the fault's clear), then any model "
+            f"key of {stack} the restore changed, pulumi up"
         ]
         return finish_plan(
             ctx,
@@ -157,7 +168,10 @@ class ArtifactCorruption(Scenario):
 
 class NodeLoss(Scenario):
     name = "node-loss"
-    summary = "lose one GPU node of a region: capacity, readiness and latency through the loss and the replacement, against the N+1 figures"
+    summary = (
+        "lose one GPU node of a region: capacity, readiness and latency through the loss and the replacement, "
+        "against the N+1 figures"
+    )
     region_arg = "required"
 
     def build(self, ctx: PlanContext) -> Plan:
@@ -166,13 +180,15 @@ class NodeLoss(Scenario):
         fig = node_loss_figures(fleet, region, ctx.manifest.qps_per_gpu)
         verdict = "covers" if fig["covers_peak_after_loss"] else "does NOT cover"
         ctx.notes.append(
-            f"N+1 of one node in {region}: {fig['gpus_desired']} GPUs at desired size, losing one {fig['instance_type']} "
-            f"({fig['gpus_per_node']} GPUs) leaves {fig['gpus_after_loss']}, which {verdict} the {fig['gpus_required_at_peak']} GPUs "
-            f"its {fig['share']:.0%} share of peak needs; the pools reach {fig['gpus_max']}"
+            f"N+1 of one node in {region}: {fig['gpus_desired']} GPUs at desired size, losing one "
+            f"{fig['instance_type']} ({fig['gpus_per_node']} GPUs) leaves {fig['gpus_after_loss']}, which {verdict} "
+            f"the {fig['gpus_required_at_peak']} GPUs its {fig['share']:.0%} share of peak needs; the pools reach "
+            f"{fig['gpus_max']}"
         )
         if not fig["covers_peak_after_loss"]:
             ctx.warnings.append(
-                f"{region} is not N+1 at node level at peak: the drill measures how long the autoscaler takes to make it up"
+                f"{region} is not N+1 at node level at peak: the drill measures how long the autoscaler takes to make "
+                "it up"
             )
         timeout = ctx.params.capacity_timeout_seconds
         steps = [
@@ -188,14 +204,15 @@ class NodeLoss(Scenario):
                 action="inject_fault",
                 mutates=True,
                 params={"region": region, "fault": "gpu-node-loss"},
-                description=f"lose one {fig['pool']} node ({fig['instance_type']}, {fig['gpus_per_node']} GPUs) of {region}",
+                description=f"lose one {fig['pool']} node ({fig['instance_type']}, {fig['gpus_per_node']} GPUs) of "
+                f"{region}",
             ),
             Step(
                 name="observe-loss",
                 action="observe_node_loss",
                 params={"region": region, "timeout": timeout, "figures": fig},
-                description=f"every poll: ready Triton pods, node groups, /v2/health/ready and inference latency in {region}, until every pod "
-                f"is ready again (at most {timeout:g} s)",
+                description="every poll: ready Triton pods, node groups, /v2/health/ready and inference latency in "
+                f"{region}, until every pod is ready again (at most {timeout:g} s)",
                 checks=[
                     Condition(
                         kind="node_loss_recovered",
@@ -206,7 +223,8 @@ class NodeLoss(Scenario):
                         kind="node_loss_capacity",
                         params={},
                         blocking=False,
-                        description="at its lowest, the region served with at least the GPUs its share of peak needs (judged in the report)",
+                        description="at its lowest, the region served with at least the GPUs its share of peak needs "
+                        "(judged in the report)",
                     ),
                     slo_condition(ctx, "service probes through the loss"),
                 ],
@@ -216,7 +234,8 @@ class NodeLoss(Scenario):
                 action="clear_fault",
                 mutates=True,
                 params={"region": region, "fault": "gpu-node-loss"},
-                description="nothing to undo on AWS (the node group replaced the instance); test backends restore their node",
+                description="nothing to undo on AWS (the node group replaced the instance); test backends restore "
+                "their node",
             ),
             hold_step(ctx, f"after the node loss in {region}"),
         ]

@@ -85,7 +85,8 @@ def build_plan(
     if mode not in sc.modes:
         raise GuardrailError(
             "mode",
-            f"{sc.name} needs routing mode {' or '.join(sc.modes)}; {env} routes in {mode} mode. {sc.mode_hint}".strip(),
+            f"{sc.name} needs routing mode {' or '.join(sc.modes)}; {env} routes in {mode} mode. "
+            f"{sc.mode_hint}".strip(),
         )
     versions = sorted({r.model.version for r in fleet.regions.values()})
     doc, source = find_manifest(manifest, versions[0] if len(versions) == 1 else None, root)
@@ -100,14 +101,15 @@ def build_plan(
     )
     if source is None:
         ctx.warnings.append(
-            "no model manifest found (--manifest or $DRILLS_MANIFEST): engines are verified at precheck from each region's bucket"
+            "no model manifest found (--manifest or $DRILLS_MANIFEST): engines are verified at precheck from each "
+            "region's bucket"
         )
     elif facts.listed - (facts.built or set()):
         ctx.warnings.append(
-            f"the manifest {source} lists engines not built ({', '.join(sorted(facts.listed - (facts.built or set())))}): "
+            f"the manifest {source} lists engines not built "
+            f"({', '.join(sorted(facts.listed - (facts.built or set())))}): "
             "precheck requires them built in each region's bucket"
         )
     if len(versions) > 1:
         ctx.warnings.append(f"regions configure different model versions: {', '.join(versions)}")
     return sc.build(ctx)
-

@@ -56,7 +56,10 @@ def shift_step(ctx: PlanContext, name: str, weights: dict[str, int], baseline: d
 
 class EvacuateRegion(Scenario):
     name = "evacuate-region"
-    summary = "planned: pre-scale the survivors, shift the region's weight to 0 stepwise with probes between steps, hold, restore"
+    summary = (
+        "planned: pre-scale the survivors, shift the region's weight to 0 stepwise with probes between steps, "
+        "hold, restore"
+    )
     modes = ("weighted",)
     mode_hint = "In failover mode move the primary with stack-flip."
 
@@ -87,7 +90,8 @@ class EvacuateRegion(Scenario):
             action="observe_switch",
             phase="steady",
             params={"away_from": [region], "timeout": ctx.params.slo_window_seconds + 3 * fleet.glob.ttl},
-            description=f"measure until no client is answered by {region}: records in sync, TTL, first success from the survivors, SLO",
+            description=f"measure until no client is answered by {region}: records in sync, TTL, first success from "
+            "the survivors, SLO",
             checks=[
                 Condition(kind="dns_excludes", params={"region": region}, description=f"DNS answers exclude {region}")
             ],

@@ -98,7 +98,8 @@ class StackFlip(Scenario):
             verify_step(),
         ]
         rollback = [
-            f"restore the failover roles recorded in the journal ({primary} PRIMARY, {secondary} SECONDARY; global stack config, pulumi up)"
+            f"restore the failover roles recorded in the journal ({primary} PRIMARY, {secondary} SECONDARY; global "
+            "stack config, pulumi up)"
         ]
         if targets:
             rollback.append("then return pre-scaled node groups to their recorded min and desired sizes (EKS API)")

@@ -30,7 +30,10 @@ CONTROL_PLANE_FAULTS = {"hc-invert"}
 
 class RegionOutage(Scenario):
     name = "region-outage"
-    summary = "unplanned: fail the region's health check in the data plane, observe DNS failover, measure RTO in parts, restore"
+    summary = (
+        "unplanned: fail the region's health check in the data plane, observe DNS failover, measure RTO in "
+        "parts, restore"
+    )
 
     def build(self, ctx: PlanContext) -> Plan:
         fleet, region = ctx.fleet, ctx.region
@@ -45,7 +48,8 @@ class RegionOutage(Scenario):
         fault = ctx.params.fault
         if fault in CONTROL_PLANE_FAULTS:
             ctx.warnings.append(
-                f"fault {fault!r} uses the Route 53 control plane: the drill then proves records and routing, not the data-plane failover path"
+                f"fault {fault!r} uses the Route 53 control plane: the drill then proves records and routing, not the "
+                "data-plane failover path"
             )
         o = fleet.glob.objectives
         deadline = o.rto_seconds * ctx.params.failover_deadline_factor
@@ -70,8 +74,8 @@ class RegionOutage(Scenario):
                 action="observe_failover",
                 phase="failover",
                 params={"region": region, "deadline": deadline},
-                description="measure detection (health check unhealthy), DNS answers without the region, TTL, first success "
-                f"from the survivors, SLO recovered; abort if not at SLO within {deadline:g} s",
+                description="measure detection (health check unhealthy), DNS answers without the region, TTL, first "
+                f"success from the survivors, SLO recovered; abort if not at SLO within {deadline:g} s",
                 checks=[
                     Condition(
                         kind="dns_excludes", params={"region": region}, description=f"DNS answers exclude {region}"
@@ -100,7 +104,8 @@ class RegionOutage(Scenario):
             Condition(
                 kind="deadline",
                 params={"since": "fault", "until": "slo_recovered", "seconds": deadline},
-                description=f"abort if the SLO has not recovered {deadline:g} s after the fault ({ctx.params.failover_deadline_factor:g} x RTO objective)",
+                description=f"abort if the SLO has not recovered {deadline:g} s after the fault "
+                f"({ctx.params.failover_deadline_factor:g} x RTO objective)",
             ),
             *steady_abort_conditions(ctx, exclude=[region]),
         ]
@@ -109,6 +114,7 @@ class RegionOutage(Scenario):
             "verify every region is healthy and answered again",
         ]
         ctx.notes.append(
-            f"survivors after the loss: {', '.join(survivors)}; they are not pre-scaled: the drill measures autoscaling as an outage would"
+            f"survivors after the loss: {', '.join(survivors)}; they are not pre-scaled: the drill measures "
+            "autoscaling as an outage would"
         )
         return finish_plan(ctx, self.name, steps, touches={}, pre_config={}, abort=abort, rollback=rollback)

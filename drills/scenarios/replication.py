@@ -10,7 +10,10 @@ from drills.scenarios.base import Scenario
 
 class ArtifactReplication(Scenario):
     name = "artifact-replication"
-    summary = "write a canary object per region, time its arrival in every other region (RPO), compare current manifests (version skew)"
+    summary = (
+        "write a canary object per region, time its arrival in every other region (RPO), compare current "
+        "manifests (version skew)"
+    )
     region_arg = "optional"
 
     def build(self, ctx: PlanContext) -> Plan:
@@ -42,13 +45,15 @@ class ArtifactReplication(Scenario):
                 name="measure-replication",
                 action="measure_replication",
                 params={"sources": sources, "timeout": timeout},
-                description=f"poll HEAD in every other region until each canary is visible (RPO; gives up after {timeout:g} s)",
+                description="poll HEAD in every other region until each canary is visible (RPO; gives up after "
+                f"{timeout:g} s)",
                 checks=[
                     Condition(
                         kind="rpo",
                         params={"rpo_seconds": rpo},
                         blocking=False,
-                        description=f"every canary visible everywhere within {rpo:g} s (judged in the report; the drill goes on to the skew check)",
+                        description=f"every canary visible everywhere within {rpo:g} s (judged in the report; the "
+                        "drill goes on to the skew check)",
                     )
                 ],
             ),

@@ -321,5 +321,10 @@ def build_test_backend(
     )
     b.closers.append(model.stop)
     if own:
-        b.closers.append(lambda: [s.stop() for s in servers.values()])
+
+        def stop_servers() -> None:
+            for s in servers.values():
+                s.stop()
+
+        b.closers.append(stop_servers)
     return b

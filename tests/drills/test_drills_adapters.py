@@ -7,6 +7,7 @@ import base64
 import json
 import subprocess
 import sys
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import boto3
@@ -23,10 +24,10 @@ from drills.adapters.pulumi_stack import AutomationStackAdapter
 from drills.adapters.route53 import Boto3Route53, HealthModel, policy_answer
 from drills.adapters.s3 import ReplicatingS3
 from drills.checks import window_stats
-from drills.measure import percentile
 from drills.errors import DrillError, GuardrailError
 from drills.journal import Journal, host
 from drills.lock import Lock, lock_path, lock_status
+from drills.measure import percentile
 from tests.drills.drills_support import FakeTriton, copy_stacks
 
 
@@ -52,7 +53,7 @@ def test_triton_probe_ready_infer_and_failures(servers, clock):
     assert st["success_rate"] == 1.0 and st["p50_ms"] >= 50 and st["p99_ms"] >= st["p50_ms"]
     servers["b"].stop()
     dead = p.infer("b")
-    assert not dead.ok and dead.status is None and "Error" in dead.error
+    assert not dead.ok and dead.status is None and "Error" in (dead.error or "")
 
 
 def test_infer_body_follows_the_model_signature():
@@ -137,7 +138,7 @@ def test_automation_adapter_sets_namespaced_path_keys():
         made[stack_name] = (FakeStack(stack_name), work_dir)
         return made[stack_name][0]
 
-    a = AutomationStackAdapter("/repo", org="acme", select=select)
+    a = AutomationStackAdapter(Path("/repo"), org="acme", select=select)
     a.set_config("prod-global", {"routing.regions.us-east-1.weight": 20, "routing.regions.us-west-2.weight": 45})
     st, work_dir = made["acme/prod-global"]
     assert work_dir == "/repo"
@@ -192,7 +193,7 @@ def test_local_stack_adapter_edits_validates_and_previews(tmp_path):
     assert a.get_config("prod-global", "routing.regions.us-east-1.weight") == 20
     assert a.preview("prod-global")["update"] >= 1
     a.set_config("prod-global", {"routing.regions.us-east-1.weight": 300})  # Route 53 allows 0..255
-    with pytest.raises(DrillError, match="pulumi up would fail.*weight"):
+    with pytest.raises(DrillError, match=r"pulumi up would fail.*weight"):
         a.up("prod-global", "x")
 
 
@@ -200,12 +201,12 @@ def test_route53_applier_and_boto3_adapter_on_moto(aws, tmp_path):
     stacks = copy_stacks(tmp_path / "s", uid="adp")
     r53 = boto3.client("route53", region_name="us-east-1")
     a = LocalStackAdapter(stacks, tmp_path / "state", {"global": route53_applier(r53)})
-    for region, stack in (("us-east-1", "prod-use1"), ("us-west-2", "prod-usw2"), ("eu-west-1", "prod-euw1")):
+    for _region, stack in (("us-east-1", "prod-use1"), ("us-west-2", "prod-usw2"), ("eu-west-1", "prod-euw1")):
         a.seed_outputs(stack, {"lb_dns_name": f"{stack}.elb.amazonaws.com", "lb_zone_id": "Z35SXDOTRQ7X7K"})
     out = a.up("prod-global", "seed")["outputs"]
     again = a.up("prod-global", "again")["outputs"]
     assert again["health_check_ids"] == out["health_check_ids"]  # applying twice creates nothing new
-    lbs = {
+    lbs: dict[str, str | None] = {
         "us-east-1": "prod-use1.elb.amazonaws.com",
         "us-west-2": "prod-usw2.elb.amazonaws.com",
         "eu-west-1": "prod-euw1.elb.amazonaws.com",
@@ -388,7 +389,8 @@ def test_lock_stale_detection_and_unfinished_drills(tmp_path, clock):
     )
     path = lock_path(tmp_path, "prod")
     path.write_text(json.dumps({"drill_id": "d-crashed", "pid": _dead_pid(), "host": host()}))
-    assert lock_status(tmp_path, "prod")["alive"] is False
+    held = lock_status(tmp_path, "prod")
+    assert held is not None and held["alive"] is False
     with pytest.raises(GuardrailError) as e:
         Lock.acquire(tmp_path, "prod", "d-new")
     assert e.value.code == "unfinished-drill" and "drills rollback d-crashed" in str(e.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import yaml
@@ -94,7 +95,7 @@ def test_evacuating_the_only_weighted_region_is_refused(tmp_path):
 
 
 def test_shifting_onto_missing_capacity_is_refused(tmp_path):
-    doc = yaml.safe_load(open(copy_stacks(tmp_path / "s0") / "Pulumi.prod-euw1.yaml"))
+    doc = yaml.safe_load((copy_stacks(tmp_path / "s0") / "Pulumi.prod-euw1.yaml").read_text())
     pools = doc["config"]["reco-dr:gpu_pools"]
     for p in pools:
         p["max"] = p["desired"] = max(p["min"], 1)
@@ -116,7 +117,7 @@ def test_engines_must_cover_the_survivors_compute_capabilities(tmp_path):
         build_plan("evacuate-region", "prod", "us-east-1", manifest=str(manifest))
     assert e.value.code == "engines" and "8.6" in str(e.value) and "eu-west-1" in str(e.value)
     # an explicit ONNX fallback for 8.6 counts as covered
-    doc = yaml.safe_load(open(copy_stacks(tmp_path / "s0") / "Pulumi.prod-euw1.yaml"))
+    doc = yaml.safe_load((copy_stacks(tmp_path / "s0") / "Pulumi.prod-euw1.yaml").read_text())
     model = {**doc["config"]["reco-dr:model"], "onnx_fallback_for": ["8.6"]}
     stacks = copy_stacks(tmp_path / "s", {"prod-euw1": {"model": model}})
     plan = build_plan("evacuate-region", "prod", "us-east-1", manifest=str(manifest), stacks_dir=stacks)
@@ -163,7 +164,7 @@ def test_manifest_reader_tolerates_layouts():
 def test_a_manifest_built_without_a_gpu_leaves_engines_to_the_precheck(tmp_path):
     # model_build's shape on a machine without TensorRT: every engine listed with status "not-built"
     ccs = ("8.0", "8.6", "8.9", "9.0")
-    doc = {
+    doc: dict[str, Any] = {
         "model": {"name": "ranker", "version": "2026.11.0"},
         "engines": {
             cc: {
@@ -181,12 +182,12 @@ def test_a_manifest_built_without_a_gpu_leaves_engines_to_the_precheck(tmp_path)
     (tmp_path / "build" / "model").mkdir(parents=True)
     (tmp_path / "build" / "model" / "manifest.json").write_text(json.dumps(doc))
     plan = build_plan("evacuate-region", "prod", "us-east-1", root=tmp_path)  # found by the artifacts/ build/ search
-    assert plan.manifest_source.endswith("build/model/manifest.json")
+    assert plan.manifest_source is not None and plan.manifest_source.endswith("build/model/manifest.json")
     assert {r.engines.status for s in plan.steps for r in s.capacity} == {"unverified"}
     assert any("not built" in w for w in plan.warnings)
     del doc["engines"]["8.6"]  # a compute capability without even a planned engine is refused
     (tmp_path / "build" / "model" / "manifest.json").write_text(json.dumps(doc))
-    with pytest.raises(GuardrailError, match="8.6"):
+    with pytest.raises(GuardrailError, match=r"8.6"):
         build_plan("evacuate-region", "prod", "us-east-1", root=tmp_path)
 
 
@@ -272,7 +273,8 @@ def test_plan_file_roles_parameters_and_validation(tmp_path):
     plan = build_plan("evacuate-region", "prod", None, plan_file=f)
     assert plan.region == "us-east-1" and plan.roles["lead"] == "ana" and plan.title == "Q4 evacuation"
     assert len(weights_of(plan, "shift-")) == 2 and plan.parameters["hold_seconds"] == 120
-    assert any("#ranker-dr" in c for c in plan.communication) and plan.window["start"].startswith("2026-12-01T14:00")
+    assert any("#ranker-dr" in c for c in plan.communication) and plan.window is not None
+    assert plan.window["start"].startswith("2026-12-01T14:00")
     assert not any("roles" in w for w in plan.warnings)
     # CLI overrides beat the file
     assert (

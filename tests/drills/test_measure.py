@@ -105,7 +105,7 @@ def test_slo_recovery_is_the_first_good_window_after_the_last_bad_one():
         return {"t": t, "ok": ok, "latency_ms": 1.0}
 
     # one failure at 1.5 among successes every 0.5 s
-    recs = [rec(t / 2, t != 3) for t in range(0, 12)]
+    recs = [rec(t / 2, t != 3) for t in range(12)]
     t, violated = slo_recovery(recs, 0.0, slo)
     assert violated and t == 2.0  # windows anchored at 0.5, 1.0 and 1.5 hold the failure at 1.5
     t, violated = slo_recovery([rec(x / 2, True) for x in range(12)], 0.0, slo)
@@ -125,19 +125,18 @@ NOT_MEASUREMENTS = {"drills/release/gates.py"}
 
 
 def test_no_second_percentile_in_drills():
-    found = []
+    found: list[str] = []
     for path in sorted((ROOT / "drills").rglob("*.py")):
         rel = path.relative_to(ROOT).as_posix()
         if rel == "drills/measure.py" or rel in NOT_MEASUREMENTS:
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if (
-                isinstance(node, ast.FunctionDef)
-                and "percentile" in node.name
-                or (
-                    isinstance(node, ast.Attribute)
-                    and node.attr in {"percentile", "quantile", "quantiles", "nanpercentile"}
-                )
-            ):
-                found.append(f"{rel}:{node.lineno}")
+        found.extend(
+            f"{rel}:{node.lineno}"
+            for node in ast.walk(ast.parse(path.read_text()))
+            if (isinstance(node, ast.FunctionDef) and "percentile" in node.name)
+            or (
+                isinstance(node, ast.Attribute)
+                and node.attr in {"percentile", "quantile", "quantiles", "nanpercentile"}
+            )
+        )
     assert not found, f"percentiles computed outside drills.measure: {found}"

@@ -80,6 +80,7 @@ def test_artifact_replication_measures_rpo_and_cleans_up(rehearsal):
     run = R.drill(live, prep, log.append, plan)
     assert run.outcome.status == "completed", run.outcome.reason
     r = rpo(plan, run.facts, SCALE)
+    assert r is not None
     lag = prep.scale.replication_lag
     lags = {(c["source"], c["destination"]): c["lag_wall_s"] for c in r["canaries"]}
     assert set(lags) == {(PRIMARY, SECONDARY), (SECONDARY, PRIMARY)}
@@ -134,7 +135,8 @@ def test_interrupted_evacuation_rolls_back_to_the_pre_drill_weights(rehearsal):
     }
     assert any(e["type"] == "stack_up" and e.get("by") == "rollback" for e in run.entries)
     # Back to the pre-drill weights everywhere: the stack copy, the records in moto, the DNS answers.
-    stacks = run.facts and live.backends[-1].stacks
+    assert run.facts
+    stacks = live.backends[-1].stacks
     assert {r: stacks.get_config(plan.global_stack, f"routing.regions.{r}.weight") for r in WEIGHTS} == WEIGHTS
     assert world.get_weights() == WEIGHTS
     deadline = time.monotonic() + 5
@@ -146,6 +148,6 @@ def test_interrupted_evacuation_rolls_back_to_the_pre_drill_weights(rehearsal):
 
 
 def test_scenario_the_env_cannot_run_is_refused_before_anything_changes(rehearsal):
-    prep, live, log = rehearsal
+    prep, _live, _log = rehearsal
     with pytest.raises(GuardrailError, match="stack-flip needs routing mode failover"):
         R.plan_for(prep, "stack-flip")

@@ -9,10 +9,10 @@ import shutil
 
 import pytest
 
+from drills.measure import Slo, rto_parts, slo_recovery, timeline
 from drills.rehearsal.declared import s3_shape
 from drills.rehearsal.dns import RecordSet, route
 from drills.rehearsal.healthcheck import CheckSpec, CheckState, HealthChecker, reported
-from drills.measure import Slo, rto_parts, slo_recovery, timeline
 from drills.rehearsal.loadgen import RequestRecord
 from drills.rehearsal.replicator import parse_rules, rules_for
 from drills.rehearsal.repo import ArtifactError, classify, prepare_serving_repo
@@ -293,7 +293,7 @@ def test_dns_server_answers_over_udp_with_ttl_and_rcodes():
     from drills.rehearsal.dns import PolicyDNS, query
     from drills.rehearsal.procs import free_port_block
 
-    rrsets = [
+    rrsets: list[dict] = [
         {
             "Name": "ranker.x.com.",
             "Type": "A",

@@ -32,6 +32,7 @@ def test_list_object_versions_answers_like_moto_and_keeps_no_copies(tmp_path, no
         # The listing changed nothing: the older version still reads back its own bytes.
         assert s3.get_object(Bucket="artifacts-x", Key="m/a", VersionId=first)["Body"].read() == b"one"
 
+        assert m.child is not None
         before = rss_kib(m.child.group())
         for _ in range(40):  # 40 listings of a 20 MB bucket: unpatched moto keeps ~800 MB of copies
             s3.list_object_versions(Bucket="artifacts-x")

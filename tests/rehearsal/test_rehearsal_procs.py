@@ -24,7 +24,8 @@ from drills.rehearsal.procs import (
 STUBBORN = (
     "import os, signal, subprocess, sys, time\n"
     "signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-    "subprocess.Popen([sys.executable, '-c', 'import signal,time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(60)'])\n"
+    "subprocess.Popen([sys.executable, '-c', "
+    "'import signal,time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(60)'])\n"
     "print('up', flush=True); time.sleep(60)\n"
 )
 
@@ -43,7 +44,7 @@ def test_stop_ladder_kills_stubborn_children_and_grandchildren(tmp_path, no_left
         no_leftovers.append(sup)
         polite = sup.start("polite", [sys.executable, "-c", "import time; time.sleep(60)"])
         stubborn = sup.start("stubborn", [sys.executable, "-c", STUBBORN])
-        pids = _wait_group(stubborn, 2) + [polite.pid]
+        pids = [*_wait_group(stubborn, 2), polite.pid]
         t0 = time.monotonic()
         sup.stop(stubborn, grace=0.3, term_grace=0.3)
         assert time.monotonic() - t0 < 3
@@ -101,6 +102,7 @@ def test_signals_and_interpreter_exit_stop_children(how, tmp_path):
         cwd=os.getcwd(),
         env={**os.environ, "PYTHONPATH": os.getcwd()},
     )
+    assert proc.stdout is not None
     pids = [int(p) for p in proc.stdout.readline().split()]
     assert len(pids) == 2 and all(pid_alive(p) for p in pids)
     if how != "atexit":
@@ -134,6 +136,7 @@ def test_orphans_of_a_sigkilled_owner_are_found_and_stopped(tmp_path):
     from infra.config import ROOT
 
     owner = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert owner.stdout is not None
     try:
         pids = [int(p) for p in owner.stdout.readline().split()]
         assert len(pids) == 2 and all(pid_alive(p) for p in pids)

@@ -49,7 +49,7 @@ def test_moto_holds_what_the_programs_declare(world, fleet):
     assert {r: rr.get("Failover") for r, rr in recs.items()} == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
     assert all(rr["AliasTarget"]["EvaluateTargetHealth"] and rr["HealthCheckId"] for rr in recs.values())
     r53 = world.moto.client("route53")
-    for region, hid in world.health_check_ids.items():
+    for hid in world.health_check_ids.values():
         cfg = r53.get_health_check(HealthCheckId=hid)["HealthCheck"]["HealthCheckConfig"]
         # moto keeps the declared timings; only the model runs them scaled.
         assert (cfg["RequestInterval"], cfg["FailureThreshold"]) == (10, fleet.glob.health_check.failure_threshold)

@@ -33,7 +33,6 @@ def hand_made(weights: dict[str, int]) -> list[dict]:
     for r, w in weights.items():
         lb = f"lb-{short[r]}.{r}.elb.amazonaws.com"
         bucket = f"hand-{short[r]}-artifacts"
-        other = [f"hand-{short[o]}-artifacts" for o in weights if o != r]
         out += [
             {
                 "type": "aws:route53/healthCheck:HealthCheck",
@@ -109,6 +108,7 @@ def test_weighted_world_from_hand_made_records_and_cleanup_after_an_exception(fl
         publisher=plain_publisher,
     )
     with pytest.raises(RuntimeError, match="drill blew up"), w:
+        assert w.moto is not None and w.moto.child is not None
         pids = [p for t in w.tritons.values() for p in t.pids()] + [w.moto.child.pid]
         assert w.get_weights() == {PRIMARY: 3, SECONDARY: 1}
         assert w.routing() == pytest.approx({PRIMARY: 0.75, SECONDARY: 0.25})
@@ -154,7 +154,7 @@ def test_corrupted_model_build_output_refused_before_any_process(fleet, model_di
     onnx = src / "ranker_onnx/1/model.onnx"
     onnx.write_bytes(onnx.read_bytes()[:-1] + b"\x00")
     w = World(fleet, model_dir=src, workdir=tmp_path / "w", declared=[], scale=Scale.ci())
-    with pytest.raises(ArtifactError, match="ranker_onnx/1/model.onnx.*refusing to serve"):
+    with pytest.raises(ArtifactError, match=r"ranker_onnx/1/model.onnx.*refusing to serve"):
         w.start()
     assert not w.sup.all_pids()
 

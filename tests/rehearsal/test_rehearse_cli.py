@@ -29,7 +29,12 @@ TOLERANCE_WALL = 10 / 30 + 0.5
 
 def rehearse(*args: str, timeout: float = 170) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "drills", "rehearse", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "drills", "rehearse", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -114,7 +119,8 @@ def test_rehearse_every_scenario_end_to_end(small_model, tmp_path):
         assert (out / sc / "timeline.png").stat().st_size > 20_000 and (out / sc / "report.md").read_text().count(
             "scale"
         ) >= 2
-    # stack-flip: the flip and the flip back, as the clients saw them: every client left the old primary, nothing failed.
+    # stack-flip: the flip and the flip back, as the clients saw them: every client left the old primary,
+    # nothing failed.
     rep = json.loads((out / "stack-flip" / "report.json").read_text())
     flips = {s["step"]: s for s in rep["switches"]}
     assert flips["flip"]["away"] == ["us-east-1"] and flips["flip-back"]["away"] == ["us-west-2"]

@@ -8,6 +8,7 @@ model builds are cached by content hash (~25 s each the first time)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -62,7 +63,7 @@ def test_a_good_release_promotes_across_every_region_with_its_gates_in_the_repor
     p99 = [g["value"] for g in rel["release"]["gates"] if g["gate"] == "track_p99"]
     assert p99 and all(0 < v < 250 for v in p99)
     assert rel["traffic"]["requests"] > 0 and rel["traffic"]["failed"] == 0
-    md = s["paths"] and open(next(p for p in s["paths"] if p.endswith("report.md"))).read()
+    md = s["paths"] and Path(next(p for p in s["paths"] if p.endswith("report.md"))).read_text()
     assert "outcome: promoted" in md and "| track_p99 |" in md
 
 
@@ -86,9 +87,10 @@ def test_a_corrupted_artifact_never_serves_and_restore_brings_back_the_exact_has
     refusal = ac["refused_pod_start"]
     assert refusal["refused"] and "sha256" in refusal["reason"]
     assert refusal["serving_pods_before"] == refusal["serving_pods_after"]
-    # Every pod that became ready served exactly its manifest's hashes; the only refused start was onto the altered bytes.
+    # Every pod that became ready served exactly its manifest's hashes; the only refused start was onto the
+    # altered bytes.
     assert all(e["reason"] and "sha256" in e["reason"] for e in s["serving_events"] if e["event"] == "refused")
-    ((region, restore),) = ac["release"]["restore"].items()
+    ((_region, restore),) = ac["release"]["restore"].items()
     want = _manifest_hashes(s["models"]["good"])  # the region's last-known-good: the release just promoted
     assert restore["version"] == s["models"]["good"]["version"]
     after = {p: h for p, h in restore["hashes_after"].items() if p in want}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +28,9 @@ from typing import Any
 import numpy as np
 
 from drills.adapters.base import ScoreResult, TrackState
+from drills.adapters.capacity import EksCapacity
 from drills.adapters.faults import CompositeFaults
+from drills.adapters.local_stack import LocalStackAdapter
 from drills.release import metrics as M
 from drills.release.adapters import ArtifactCorruption
 from drills.release.planning import VERSION
@@ -339,7 +342,7 @@ class FleetServing:
 
     def tracks(self, region: str) -> dict[str, TrackState]:
         st = self.fleet.regions.get(region)
-        out = {}
+        out: dict[str, TrackState] = {}
         if st is None:
             return out
         for name in ("stable", "canary"):
@@ -362,7 +365,7 @@ class FleetScores:
         self.fleet = fleet
         self.calls = 0
 
-    def scores(self, region: str, track: str, inputs: dict, batch: int = 256) -> ScoreResult:
+    def scores(self, region: str, track: str, inputs: Mapping[str, Any], batch: int = 256) -> ScoreResult:
         self.calls += 1
         t = self.fleet.serving(region, track)
         rows = len(inputs["dense"])
@@ -448,6 +451,7 @@ def release_backend(
         fleet.apply(cfg.region, cfg)
         return adapter.outputs(stack)
 
+    assert isinstance(b.stacks, LocalStackAdapter) and isinstance(b.capacity, EksCapacity)
     b.stacks.appliers["region"] = region_applier
     b.serving, b.scores, b.metrics = FleetServing(fleet), FleetScores(fleet), FleetMetrics(fleet)
     b.capacity.pods = FleetPods(fleet)
@@ -459,7 +463,7 @@ def release_backend(
     b.faults = CompositeFaults(b.faults, ArtifactCorruption(b.s3, served), FleetNodeLoss(fleet))
     b.extras["fleet"] = fleet
     publish(b, stable_repo)
-    for region, stack in f.stack_names.items():
+    for stack in f.stack_names.values():
         b.stacks.up(stack, "seed")
     clock.sleep(rollout_seconds + 1)
     return b, fleet

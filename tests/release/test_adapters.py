@@ -105,7 +105,7 @@ def test_score_probe_pins_the_version_and_keeps_row_order(server):
     }
     assert first["outputs"] == [{"name": "score"}] and server.seen[-1]["shapes"]["dense"] == [44, 8]
     bad = p.scores("us-west-2", "broken", rows, batch=128)
-    assert not bad.ok and bad.errors == 3 and bad.scores == [] and "HTTP 500" in bad.error
+    assert not bad.ok and bad.errors == 3 and bad.scores == [] and "HTTP 500" in (bad.error or "")
 
 
 def test_score_probe_with_one_url_per_version(server):
@@ -129,7 +129,9 @@ def test_http_metrics_scrape(server):
 
 class FakeKube:
     def __init__(self, deployments: list[dict], pods: list[dict] | None = None):
-        self.deployments, self.pods, self.patches, self.reads = deployments, pods or [], [], []
+        self.deployments, self.pods = deployments, pods or []
+        self.patches: list[tuple[str, dict]] = []
+        self.reads: list[tuple[str, dict[str, Any]]] = []
 
     def get(self, path: str, **params: Any) -> dict:
         self.reads.append((path, params))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import cast
 
 import pytest
 import requests
@@ -25,7 +26,7 @@ class _Pod(BaseHTTPRequestHandler):
 
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        data = json.dumps({"pod": self.server.name}).encode()
+        data = json.dumps({"pod": cast("_PodServer", self.server).name}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -33,8 +34,12 @@ class _Pod(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-def _pod(name: str, address: str = "127.0.0.1") -> ThreadingHTTPServer:
-    s = ThreadingHTTPServer((address, 0), _Pod)
+class _PodServer(ThreadingHTTPServer):
+    name = ""  # the pod's name, which its answers carry
+
+
+def _pod(name: str, address: str = "127.0.0.1") -> _PodServer:
+    s = _PodServer((address, 0), _Pod)
     s.daemon_threads = True
     s.name = name
     threading.Thread(target=s.serve_forever, daemon=True).start()

@@ -6,20 +6,20 @@ import copy
 
 import pytest
 
-from infra.config import ConfigError, load_fleet, parse, read_stack_file
+from infra.config import ConfigError, RegionConfig, load_fleet, parse, read_stack_file
 
 CASES = {
     "canary weight without a canary version": (
         "prod-usw2",
         lambda v: v["model"].update(canary_version="", canary_weight=10),
-        "stack prod-usw2: reco-dr:model = {'name': 'ranker', 'version': '2026.11.0', 'canary_version': '', 'canary_weight': 10}: "
-        "rule: canary_weight 10 needs canary_version (the version the canary serves)",
+        "stack prod-usw2: reco-dr:model = {'name': 'ranker', 'version': '2026.11.0', 'canary_version': '', "
+        "'canary_weight': 10}: rule: canary_weight 10 needs canary_version (the version the canary serves)",
     ),
     "canary version equal to the stable one": (
         "prod-usw2",
         lambda v: v["model"].update(canary_version="2026.11.0"),
-        "stack prod-usw2: reco-dr:model = {'name': 'ranker', 'version': '2026.11.0', 'canary_version': '2026.11.0', 'canary_weight': 0}: "
-        "rule: canary_version must differ from version '2026.11.0' (the stable version)",
+        "stack prod-usw2: reco-dr:model = {'name': 'ranker', 'version': '2026.11.0', 'canary_version': '2026.11.0', "
+        "'canary_weight': 0}: rule: canary_version must differ from version '2026.11.0' (the stable version)",
     ),
     "canary weight above 100 percent": (
         "prod-usw2",
@@ -29,14 +29,16 @@ CASES = {
     "malformed canary version": (
         "prod-usw2",
         lambda v: v["model"].update(canary_version="2026 12"),
-        "stack prod-usw2: reco-dr:model.canary_version = '2026 12': rule: String should match pattern '^[0-9A-Za-z][0-9A-Za-z.\\-]{0,40}$'",
+        "stack prod-usw2: reco-dr:model.canary_version = '2026 12': rule: String should match pattern "
+        "'^[0-9A-Za-z][0-9A-Za-z.\\-]{0,40}$'",
     ),
     "canary region outside the routing": (
         "prod-global",
         lambda v: v["release"].update(canary_region="ap-south-1"),
-        "stack prod-global: reco-dr:release = {'canary_region': 'ap-south-1', 'canary_weight': 10, 'bake_seconds': 300, 'gates': "
-        "{'error_rate_max': 0.01, 'p99_ms_max': 250, 'psi_max': 0.2, 'ks_max': 0.15, 'auc_min': 0.7, 'ndcg_min': 0.55, 'min_requests': 200}}: "
-        "rule: release.canary_region must be one of routing.regions ['eu-west-1', 'us-east-1', 'us-west-2']",
+        "stack prod-global: reco-dr:release = {'canary_region': 'ap-south-1', 'canary_weight': 10, 'bake_seconds': "
+        "300, 'gates': {'error_rate_max': 0.01, 'p99_ms_max': 250, 'psi_max': 0.2, 'ks_max': 0.15, 'auc_min': 0.7, "
+        "'ndcg_min': 0.55, 'min_requests': 200}}: rule: release.canary_region must be one of routing.regions "
+        "['eu-west-1', 'us-east-1', 'us-west-2']",
     ),
     "canary weight of zero in the release policy": (
         "prod-global",
@@ -68,12 +70,15 @@ def test_rule_messages(case):
 
 def test_no_canary_reads_as_none_and_defaults_apply():
     cfg = parse("prod-usw2", read_stack_file("prod-usw2"))
+    assert isinstance(cfg, RegionConfig)
     assert cfg.model.canary_version is None and cfg.model.canary_weight == 0
     v = copy.deepcopy(read_stack_file("prod-usw2"))
     del v["model"]["canary_version"], v["model"]["canary_weight"]  # a stack written before releases existed
-    assert parse("prod-usw2", v).model.canary_version is None
+    cfg = parse("prod-usw2", v)
+    assert isinstance(cfg, RegionConfig) and cfg.model.canary_version is None
     v["model"].update(canary_version="2026.12.0", canary_weight=25)
-    assert parse("prod-usw2", v).model.canary_weight == 25
+    cfg = parse("prod-usw2", v)
+    assert isinstance(cfg, RegionConfig) and cfg.model.canary_weight == 25
     g = load_fleet("staging").glob
     assert g.release.gates.p99_ms_max is None and g.release_p99_ms == g.objectives.p99_ms  # defaults to the objective
     assert load_fleet("prod").glob.release_p99_ms == 250

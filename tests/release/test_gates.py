@@ -83,7 +83,14 @@ def test_drift_gates_verdicts_and_figures():
     assert psi_gate(a, a, 0.2).ok and ks_gate(a, a, 0.15).ok
     shifted = [x + 1 for x in a]
     g = psi_gate(a, shifted, 0.2)
-    assert not g.ok and g.value > 0.2 and g.threshold == 0.2 and g.op == "<=" and "FAIL" in g.detail
+    assert (
+        not g.ok
+        and g.value is not None
+        and g.value > 0.2
+        and g.threshold == 0.2
+        and g.op == "<="
+        and "FAIL" in g.detail
+    )
     k = ks_gate(a, shifted, 0.15)
     assert not k.ok and "p_value" in k.figures
     # Different row counts are not "the same requests": refused, not compared.
