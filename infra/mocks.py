@@ -36,14 +36,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pulumi
-from pulumi.runtime import mocks as _mocks
-from pulumi.runtime import settings as _settings
-from pulumi.runtime.stack import Stack, run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
 
+from infra import pulumi_runtime
 from infra.config import PROJECT, STACKS_DIR, read_stack_file
 
 ACCOUNT_ID = "123456789012"
@@ -235,7 +232,7 @@ def _policy_document(args: dict) -> dict:
 
 
 # ------------------------------------------------------------------ the mocks
-class RecordingMocks(_mocks.Mocks):
+class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self, stack: str, account_id: str = ACCOUNT_ID):
         self.stack = stack
         self.account_id = account_id
@@ -267,12 +264,12 @@ class RecordingMocks(_mocks.Mocks):
             return self._provider_region.get(provider.rsplit("::", 1)[0], DEFAULT_REGION)
         return DEFAULT_REGION
 
-    def _urn(self, args: _mocks.MockResourceArgs) -> str:
+    def _urn(self, args: pulumi.runtime.MockResourceArgs) -> str:
         # Set by _RecordingMonitor for the registration in progress on this thread (it knows the parent).
         return getattr(_current, "urn", None) or f"urn:pulumi:{self.stack}::{PROJECT}::{args.typ}::{args.name}"
 
     # -- Mocks interface
-    def call(self, args: _mocks.MockCallArgs):
+    def call(self, args: pulumi.runtime.MockCallArgs):
         inputs = _plain(dict(args.args))
         self.calls.append(CallRecord(args.token, inputs, args.provider or None))
         region = self._region(args.provider)
@@ -310,7 +307,7 @@ class RecordingMocks(_mocks.Mocks):
             return _policy_document(inputs)
         raise NotImplementedError(f"infra.mocks: no mock answer for invoke {tok}; add one with register_call()")
 
-    def new_resource(self, args: _mocks.MockResourceArgs):
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         inputs = _plain(dict(args.inputs))
         typ, name = args.typ, args.name
         urn = self._urn(args)
@@ -528,7 +525,7 @@ class RecordingMocks(_mocks.Mocks):
 _current = threading.local()
 
 
-class _RecordingMonitor(_mocks.MockMonitor):
+class _RecordingMonitor(pulumi_runtime.MockMonitor):
     """The stock mock monitor, telling the mocks each resource's full URN (Mocks.new_resource is not given
     the parent, so it cannot compute it): provider references and parent chains then resolve exactly."""
 
@@ -562,17 +559,13 @@ def run_program(
     mocks = mocks or RecordingMocks(stack)
     plan = Plan(stack, mocks.resources, mocks.calls)
 
-    _settings.ROOT.set(None)  # a fresh root Stack per run, so outputs of an earlier run do not leak in
-    # As pulumi.runtime.test does: a failed run's pending outputs must not fail the next.
-    _settings.SETTINGS.outputs.clear()
+    pulumi_runtime.reset()
     pulumi.runtime.set_all_config({f"{PROJECT}:{k}": _engine_value(v) for k, v in values.items()})
-    _mocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=_RecordingMonitor(mocks))
-    # The root resource is the Stack that run_pulumi_func creates (typed as a plain Resource).
-    root = cast("Stack | None", _settings.get_root_resource())
+    root = pulumi_runtime.install_mocks(mocks, project=PROJECT, stack=stack, monitor=_RecordingMonitor(mocks))
     pulumi.runtime.register_stack_transformation(mocks.capture_options)
     try:
-        _sync_await(run_pulumi_func(program.main))
-        outputs = _sync_await(pulumi.Output.from_input(dict(root.outputs)).future()) if root is not None else {}
+        pulumi_runtime.run_program(program.main)
+        outputs = pulumi_runtime.resolve(dict(root.outputs)) if root is not None else {}
     except Exception as e:
         e.plan = plan  # type: ignore[attr-defined]  # callers read the (partial) plan off the raised error
         raise

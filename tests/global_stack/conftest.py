@@ -7,9 +7,9 @@ program exports for that stack's config. `OverridingMocks` lets a test damage on
 from __future__ import annotations
 
 import pytest
-from pulumi.runtime.sync_await import _ensure_event_loop
 
 from infra import mocks as m
+from infra import pulumi_runtime
 from infra.config import read_stack_file
 from infra.outputs import OutputError
 
@@ -19,7 +19,7 @@ def _quiet_abandoned_output_errors():
     """A run that fails on a bad regional output leaves every derived Output failed with the same OutputError;
     asyncio logs each unretrieved one with a full traceback when it is collected (about 100k lines, seconds
     of formatting). The test asserts on the raised error; the echoes are dropped, anything else still logs."""
-    loop = _ensure_event_loop()
+    loop = pulumi_runtime.event_loop()
     previous = loop.get_exception_handler()
 
     def handler(lp, context):
