@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from drills.checks import evaluate, window_stats
-from drills.errors import Abort, GuardrailError
+from drills.errors import Abort, DrillError, GuardrailError
 from drills.manifest import manifest_facts
 from drills.measure import Slo, SloRecovery, plan_slo
 from drills.undo import compare_to_pre, delete_canaries, records_match
@@ -96,7 +96,7 @@ def apply_stack(run: Run, stack: str, values: dict[str, Any], message: str) -> d
             "answer_follows": answered,
             "step": run.current_step,
         }
-        run.state["last_change"] = change
+        run.state.last_change = change
         run.event("change_applied", **change)
         if not in_sync:
             raise Abort(
@@ -269,23 +269,25 @@ def _inject(run: Run, step: Step) -> dict:
     run.event("fault_prepared", region=region, kind=kind, handle=handle)
     run.backend.faults.inject(region, kind, handle)
     t = run.clock.now()
-    run.state["fault"] = {"t": t, "region": region, "kind": kind, "handle": handle}
+    run.state.fault = {"t": t, "region": region, "kind": kind, "handle": handle}
     run.event("fault_injected", region=region, kind=kind)
     return {"t_fault": t, "handle": handle}
 
 
 def _clear(run: Run, step: Step) -> dict:
-    f = run.state.get("fault") or {}
+    f = run.state.fault or {}
     region, kind = step.params["region"], step.params["fault"]
     run.backend.faults.clear(region, kind, f.get("handle") or {})
     run.event("fault_cleared", region=region, kind=kind)
-    run.state["fault_cleared"] = {"t": run.clock.now()}
+    run.state.fault_cleared_at = run.clock.now()
     return {"t_cleared": run.clock.now()}
 
 
 def _observe_failover(run: Run, step: Step) -> dict:
     b, region = run.backend, step.params["region"]
-    fault = run.state["fault"]
+    fault = run.state.fault
+    if fault is None:
+        raise DrillError("observe_failover: no fault was injected before it")
     t0 = fault["t"]
     slo = plan_slo(run.plan.objectives, run.params)
     tr = SwitchTracker({region}, t0)
@@ -306,7 +308,7 @@ def _observe_failover(run: Run, step: Step) -> dict:
         if m["slo_recovered"] is None and m["dns_changed"] is not None:
             m["slo_recovered"] = tr.slo_recovered(now, slo)
             if m["slo_recovered"] is not None:
-                run.state["slo_recovered"] = {"t": m["slo_recovered"]}
+                run.state.slo_recovered_at = m["slo_recovered"]
         dns_changed = m["dns_changed"]
         return (
             None not in m.values()
@@ -341,7 +343,7 @@ def _observe_failover(run: Run, step: Step) -> dict:
 
 
 def _observe_switch(run: Run, step: Step) -> dict:
-    change = run.state.get("last_change") or {}
+    change = run.state.last_change or {}
     t0 = change.get("t_set", run.clock.now())
     away = set(step.params["away_from"])
     slo = plan_slo(run.plan.objectives, run.params)
@@ -402,7 +404,7 @@ def _observe_recovery(run: Run, step: Step) -> dict:
         raise Abort(
             f"{region} did not return to healthy and answered within {step.params['timeout']:g} s of clearing the fault"
         )
-    run.state.pop("fault", None)
+    run.state.fault = None
     # Clients return as their caches expire; let one TTL pass under the monitor before the gates judge.
     run.wait(run.plan.ttl, label="clients return")
     return {"healthy_after": round(t1 - t0, 3)}
@@ -425,12 +427,12 @@ def _canary_write(run: Run, step: Step) -> dict:
         version = run.backend.s3.put_object(src, key, body)
         run.event("canary_written", region=src, key=key, version_id=version, t_put=t)
         out[src] = {"key": key, "t_put": t, "version_id": version}
-    run.state["canaries"] = out
+    run.state.canaries = out
     return {"canaries": out}
 
 
 def _measure_replication(run: Run, step: Step) -> dict:
-    canaries = run.state.get("canaries", {})
+    canaries = run.state.canaries
     regions = sorted(run.plan.stack_names)
     lags: dict[str, dict[str, float | None]] = {src: {d: None for d in regions if d != src} for src in canaries}
 
@@ -447,7 +449,7 @@ def _measure_replication(run: Run, step: Step) -> dict:
     seen = [v for d in lags.values() for v in d.values() if v is not None]
     missing = [f"{s}->{d}" for s, dd in lags.items() for d, v in dd.items() if v is None]
     rep = {"lags": lags, "rpo_seconds": max(seen) if seen else None, "missing": missing}
-    run.state["replication"] = rep
+    run.state.replication = rep
     run.event("rpo", **rep)
     return rep
 

@@ -167,7 +167,7 @@ def _rehearsal(plan: Plan, options: dict[str, Any], clock: Clock) -> Backend:
 
 
 def _rehearsal_release(plan: Plan, options: dict[str, Any], clock: Clock) -> Backend:
-    from drills.release.rehearsal import backend_factory
+    from drills.rehearsal.release_run import backend_factory
 
     return backend_factory(plan, options, clock)
 

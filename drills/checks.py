@@ -171,7 +171,7 @@ def _capacity(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
 
 
 def _rpo(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
-    rep = run.state.get("replication") or {}
+    rep = run.state.replication or {}
     missing = rep.get("missing", [])
     rpo = rep.get("rpo_seconds")
     if missing:
@@ -184,9 +184,8 @@ def _rpo(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
 
 
 def _deadline(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
-    ref = run.state.get(p.get("since", "fault"))
-    start = ref.get("t") if isinstance(ref, dict) else None
-    if start is None or run.state.get(p.get("until", "slo_recovered")):
+    start = run.state.moment(p.get("since", "fault"))
+    if start is None or run.state.moment(p.get("until", "slo_recovered")) is not None:
         return Verdict(True, "not running")
     elapsed = run.clock.now() - start
     return Verdict(

@@ -366,7 +366,7 @@ COMMANDS: dict[str, Command] = {
             "rehearse-release",
             "run model releases (good promoted, bad rolled back) and the sub-region drills "
             "(artifact-corruption, node-loss) on this machine against real Tritons, and report them",
-            _in("drills.release.rehearsal", "configure", "run_command"),
+            _in("drills.rehearsal.release_run", "configure", "run_command"),
         ),
     )
 }

@@ -38,6 +38,7 @@ from drills.journal import Journal, host, load, new_drill_id, summarise
 from drills.lock import Lock
 from drills.model import Plan
 from drills.registry import ACTIONS, CHECKS
+from drills.state import RunState
 from drills.undo import restore
 from infra.capacity import shares_after_loss
 
@@ -87,7 +88,7 @@ class Run:
         self.params = Parameters.model_validate(plan.parameters)
         self.checks = CHECKS
         self.monitor = Monitor(self, self.params.probe_clients)
-        self.state: dict[str, Any] = {}
+        self.state = RunState()
         self.pre_state: dict[str, Any] = {}
         self.weights: dict[str, int] = dict(plan.pre_weights)
         self.roles: dict[str, str] = dict(plan.pre_roles or {})
@@ -151,17 +152,17 @@ class Run:
                     {r: v["weight"] for r, v in e.get("records", {}).items() if v.get("weight") is not None}
                 )
             elif t == "change_applied":
-                self.state["last_change"] = {k: v for k, v in e.items() if k.startswith("t_")}
+                self.state.last_change = {k: v for k, v in e.items() if k.startswith("t_")}
             elif t == "config_set":
                 w, r = routing_of(e["values"])
                 self.weights.update(w)
                 self.roles.update(r)
             elif t == "fault_prepared":
-                self.state["fault"] = {"t": e["t"], "region": e["region"], "kind": e["kind"], "handle": e["handle"]}
+                self.state.fault = {"t": e["t"], "region": e["region"], "kind": e["kind"], "handle": e["handle"]}
             elif t == "fault_cleared":
-                self.state.pop("fault", None)
+                self.state.fault = None
             elif t == "canary_written":
-                self.state.setdefault("canaries", {})[e["region"]] = {
+                self.state.canaries[e["region"]] = {
                     "key": e["key"],
                     "t_put": e["t_put"],
                     "version_id": e.get("version_id"),

@@ -3,7 +3,7 @@
 In the rehearsal's main process the engine, the Pulumi programs, the DNS/health/replication models and the
 gates' scoring all share one GIL; a proxy thread there adds that wait to every user request (measured: 1 s
 client timeouts on a 2-core box while a gate scored). As `loadgen_proc` does for the clients, `AlbProcess` runs
-every region's proxy in a supervised child (`python -m drills.release.alb_proc SPEC STARTED`). The parent owns
+every region's proxy in a supervised child (`python -m drills.rehearsal.alb_proc SPEC STARTED`). The parent owns
 the routing state (which pods are ready targets of which track, the canary weight) and pushes it on every
 change through a loopback control endpoint; the push returns once the child routes by the new table, so "weight
 0 before the canary pods stop" stays ordered as the listener change before the Deployment change on AWS.
@@ -65,7 +65,7 @@ class AlbProcess:
         self.child, port = start_announcing(
             self.sup,
             self.name,
-            [sys.executable, "-m", "drills.release.alb_proc", str(spec), str(started)],
+            [sys.executable, "-m", "drills.rehearsal.alb_proc", str(spec), str(started)],
             started,
             "the load-balancer model",
             self.ready_timeout,

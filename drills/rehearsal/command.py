@@ -21,10 +21,8 @@ SCENARIOS = (*R.SCENARIO_ORDER, R.ALL)
 
 
 def backend_factory(plan: Any, options: dict, clock: Any) -> Any:
-    live = R.LIVE.get(options.get("world", ""))
-    if live is not None:
-        return R.backend_for(live, options, clock)
-    # Another process: a fresh world from the journaled options.
+    """For `drills rollback ID` / `drills resume ID` of a rehearsal drill in another process (the rehearsal itself
+    hands its world to the engine as an object): a fresh world from the journaled options."""
     from drills.errors import DrillError
     from drills.rehearsal.model_cache import verify_model
     from infra.config import load_fleet

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -233,9 +232,6 @@ class LiveWorld:
     probe_body: dict | None
     backends: list[Any] = field(default_factory=list)
     stacks: Any = None  # the RehearsalStacks the world was seeded with (its applied state)
-
-
-LIVE: dict[str, LiveWorld] = {}
 
 
 def probe_body(world: Any) -> dict:
@@ -500,8 +496,6 @@ def drill(live: LiveWorld, prep: Prepared, log: Callable[[str], None], plan: Any
     o = prep.opts
     plan = plan or prep.plan
     world = live.world
-    key = uuid.uuid4().hex
-    LIVE[key] = live
     run = DrillRun(None, [], [], None)
     lg = None
     try:
@@ -514,8 +508,9 @@ def drill(live: LiveWorld, prep: Prepared, log: Callable[[str], None], plan: Any
         )
         time.sleep(min(2.0, max(0.5, 5 * o.scale)))  # a little steady traffic before the drill starts
         run.clock = ScaledClock(o.scale)
+        # The world is handed to the engine as a backend object; these options are what the journal records, so
+        # that `drills rollback` in another process can start a fresh world (drills.rehearsal.command).
         options = {
-            "world": key,
             "stacks_dir": str(prep.stacks_dir),
             "stack_state": str(prep.stack_state),
             "model_dir": str(prep.model.dir),
@@ -530,14 +525,13 @@ def drill(live: LiveWorld, prep: Prepared, log: Callable[[str], None], plan: Any
             f"drill: {plan.scenario}" + (f" of {plan.region}" if plan.region else "") + f", {len(plan.steps)} steps, "
             "executed (no --confirm: the rehearsal changes only its own copy of the environment)"
         )
-        run.outcome = start_drill(
-            plan,
-            prep.state_dir,
-            backend_name="rehearsal",
-            backend_options=options,
-            clock=run.clock,
-            log=lambda s: log(f"  engine: {s}"),
-        )
+        backend = backend_for(live, options, run.clock)
+        try:
+            run.outcome = start_drill(
+                plan, prep.state_dir, backend=backend, clock=run.clock, log=lambda s: log(f"  engine: {s}")
+            )
+        finally:
+            backend.close()
         log(
             f"drill {run.outcome.drill_id}: {run.outcome.status}"
             + (f" ({run.outcome.reason})" if run.outcome.reason else "")
@@ -562,7 +556,6 @@ def drill(live: LiveWorld, prep: Prepared, log: Callable[[str], None], plan: Any
             run.facts = _facts(live)
         except Exception as e:  # noqa: BLE001 - facts are for the report
             run.facts = {"error": f"{type(e).__name__}: {e}"}
-        LIVE.pop(key, None)
     if run.interrupted:
         log(f"[red]{run.interrupted}[/red]: stopping traffic and every process")
     if run.outcome is not None:

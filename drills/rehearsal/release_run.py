@@ -1,7 +1,7 @@
 """Release and sub-region drills in the local rehearsal: `python -m drills rehearse-release`.
 
 The rehearsal's world (moto_server, Route 53 health/DNS/S3 replication models, loopback only) with each region
-served by stable and canary Triton tracks behind a weighted load-balancer model (rehearsal_serving.py), and the
+served by stable and canary Triton tracks behind a weighted load-balancer model (release_serving.py), and the
 release engine driven through the rehearsal backend's own adapters plus the release ones:
 
   backend "rehearsal-release" = drills.rehearsal's backend over this world (stack copy re-applied through the
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +28,10 @@ from typing import Any
 from drills.errors import DrillError
 from drills.rehearsal import rehearse as R
 from drills.rehearsal.probe_proc import ProbeProcess
+from drills.rehearsal.release_serving import NodeLoss, ServingModel
 from drills.rehearsal.world import World
-from drills.release.rehearsal_serving import NodeLoss, ServingModel
 
 SCENARIOS = ("release", "bad-release", "artifact-corruption", "node-loss")
-LIVE: dict[str, Any] = {}
 _PROBE_PROCS = itertools.count(1)
 
 
@@ -132,13 +130,12 @@ def attach(b: Any, live: Any) -> Any:
 
 
 def backend_factory(plan: Any, options: dict, clock: Any) -> Any:
-    live = LIVE.get(options.get("world", ""))
-    if live is None:
-        raise DrillError(
-            "backend rehearsal-release: its world lives only inside `python -m drills rehearse-release` (the servers "
-            "stopped with that process); nothing outside it remains to roll back. Run the rehearsal again."
-        )
-    return attach(R.backend_for(live, options, clock), live)
+    """`drills rollback`/`resume` of a release rehearsal's drill from another process: refused with the reason (the
+    rehearsal hands its world to the engine as an object; nothing of it outlives its process)."""
+    raise DrillError(
+        "backend rehearsal-release: its world lives only inside `python -m drills rehearse-release` (the servers "
+        "stopped with that process); nothing outside it remains to roll back. Run the rehearsal again."
+    )
 
 
 # ---------------------------------------------------------------- the run
@@ -167,8 +164,7 @@ def run(opts: Options, log: Callable[[str], None] = _log) -> dict:
     """Prepare the stack copy and the three model builds, start the world, run each scenario through the engine
     with client traffic, tear everything down, write the reports. Returns the run's summary (also report.json)."""
     from drills.rehearsal.model_cache import ensure_model
-    from drills.release import actions as _actions  # noqa: F401 - registrations this run needs
-    from drills.release.rehearsal_models import candidate
+    from drills.rehearsal.release_models import candidate
     from infra.config import STACKS_DIR, load_fleet
 
     # Everything that can refuse the run does so before anything is written or started.
@@ -259,12 +255,10 @@ def run(opts: Options, log: Callable[[str], None] = _log) -> dict:
             for r, bucket in w.buckets.items():
                 model_build_publisher(info.dir, bucket, "", w.moto.client("s3", r))
             log(f"published the {k} candidate {info.version} to {', '.join(w.buckets.values())}")
-        key = uuid.uuid4().hex
-        LIVE[key] = live
         lg = w.loadgen_process(rate=opts.rate, duration=3600, clients=opts.clients, timeout=1.0)
         lg.start()
         time.sleep(1.0)
-        options = {"world": key, "scale": opts.scale}
+        options = {"scale": opts.scale}
         for sc in opts.scenarios:
             summary["drills"] += _run_scenario(
                 sc, live, fleet, stacks_dir, state, out, opts, params, region, cands, options, log
@@ -284,7 +278,7 @@ def run(opts: Options, log: Callable[[str], None] = _log) -> dict:
     records = lg.records() if lg is not None else []
     summary["traffic"] = _traffic(records, summary["drills"])
     summary["wall_seconds"] = round(time.time() - t_start, 1)
-    from drills.release.rehearsal_report import write
+    from drills.rehearsal.release_report import write
 
     summary["paths"] = [str(p) for p in write(summary, records, out)]
     return summary
@@ -330,18 +324,18 @@ def _minfo(i: Any) -> dict:
     }
 
 
-def _engine(plan: Any, state: Path, options: dict, opts: Options, log: Callable[[str], None]) -> Any:
+def _engine(plan: Any, state: Path, live: Any, options: dict, opts: Options, log: Callable[[str], None]) -> Any:
+    """One drill on the engine, the world handed over as a backend object (journaled as "rehearsal-release")."""
     from drills.engine import start_drill
     from drills.rehearsal.clock import ScaledClock
 
-    return start_drill(
-        plan,
-        state,
-        backend_name="rehearsal-release",
-        backend_options=options,
-        clock=ScaledClock(opts.scale),
-        log=lambda s: log(f"  engine: {s}"),
-    )
+    clock = ScaledClock(opts.scale)
+    backend = attach(R.backend_for(live, options, clock), live)
+    backend.name = "rehearsal-release"
+    try:
+        return start_drill(plan, state, backend=backend, clock=clock, log=lambda s: log(f"  engine: {s}"))
+    finally:
+        backend.close()
 
 
 def _record(sc: str, outcome: Any, state: Path, out: Path, t0: float, extra: dict | None = None) -> dict:
@@ -407,7 +401,7 @@ def _run_scenario(
             ),
         )
         log(f"{sc}: {info.version}, {len(plan.steps)} steps through the engine")
-        outcome = _engine(plan, state, options, opts, log)
+        outcome = _engine(plan, state, live, options, opts, log)
         log(f"{sc} {outcome.drill_id}: {outcome.status} {outcome.reason or ''}")
         res.append(_record(sc, outcome, state, out, t0))
     elif sc == "artifact-corruption":
@@ -419,16 +413,18 @@ def _run_scenario(
             if b0 is not None and read_pointer(b0.s3, r, w.serving._model)[0]:
                 continue
             ctx = release_context(opts.env, r, stacks_dir=stacks_dir, overrides=params)
-            o = _engine(build_restore_plan(ctx, r, adopt=True, scenario="restore-adopt"), state, options, opts, log)
+            o = _engine(
+                build_restore_plan(ctx, r, adopt=True, scenario="restore-adopt"), state, live, options, opts, log
+            )
             log(f"restore --adopt {r}: {o.status}")
         refusal = _refusal_demo(live, region, log)
         plan = build_plan("artifact-corruption", opts.env, region, stacks_dir=stacks_dir, overrides=params)
-        outcome = _engine(plan, state, options, opts, log)
+        outcome = _engine(plan, state, live, options, opts, log)
         log(f"artifact-corruption {outcome.drill_id}: {outcome.status} {outcome.reason or ''}")
         res.append(_record(sc, outcome, state, out, t0, {"refused_pod_start": refusal}))
     elif sc == "node-loss":
         plan = build_plan("node-loss", opts.env, region, stacks_dir=stacks_dir, overrides=params)
-        outcome = _engine(plan, state, options, opts, log)
+        outcome = _engine(plan, state, live, options, opts, log)
         log(f"node-loss {outcome.drill_id}: {outcome.status} {outcome.reason or ''}")
         res.append(_record(sc, outcome, state, out, t0))
     return res

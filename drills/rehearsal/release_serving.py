@@ -41,9 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from drills.adapters.base import TrackState
+from drills.rehearsal.alb_proc import AlbProcess
 from drills.rehearsal.repo import ArtifactError, ServingRepo, prepare_serving_repo, sync_from_bucket
 from drills.rehearsal.triton import TritonServer
-from drills.release.alb_proc import AlbProcess
 
 STABLE, CANARY = "stable", "canary"
 POD_NET = 20  # pod k of region n listens on 127.0.<20 + k % 200>.<n+1>

@@ -3,7 +3,7 @@
 Each follows the engine's rules (drills/actions.py): every change is journaled before it is made, with what it
 replaces (`config_set`/`stack_up` for stack config, so the engine's rollback and `drills rollback` restore it;
 `artifact_repairing`, `lkg_writing` for bucket writes), and values are absolute, so `drills resume` can re-run a
-half-done step. State the gates read lives in `run.state["release"]` (see `state()`).
+half-done step. State the gates read lives in `run.state.release` (see `state()`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ def state(run: Run) -> dict:
     scores: region -> {t, stable, canary}: the last pair of score results (shared by the PSI and KS gates);
     active: region -> canary weight while the candidate takes traffic (the abort condition watches these);
     lkg: region -> pointer read; detection, node_loss: scenario results."""
-    return run.state.setdefault("release", {"baseline": {}, "probe": {}, "scores": {}, "active": {}, "lkg": {}})
+    if not run.state.release:
+        run.state.release.update({"baseline": {}, "probe": {}, "scores": {}, "active": {}, "lkg": {}})
+    return run.state.release
 
 
 def require_release_backend(run: Run, need: tuple[str, ...] = ("serving", "scores", "metrics")) -> None:
@@ -456,11 +458,11 @@ def restore_region(run: Run, region: str, model: str, allow_deletes: int, timeou
         )
         repaired = A.repair(s3, region, ptr, sorted(differ))
         run.event("artifact_repaired", region=region, repaired=repaired)
-    fault = run.state.get("fault") or {}
+    fault = run.state.fault or {}
     if fault.get("region") == region and fault.get("kind") == "corrupt-artifact":
         # The repair is what clearing this fault means: the engine must not "clear" it again on rollback.
         run.event("fault_cleared", region=region, kind="corrupt-artifact", by="restore")
-        run.state.pop("fault", None)
+        run.state.fault = None
     stack = _stack(run, region)
     values = {VERSION: ptr["version"], CANARY_VERSION: NO_CANARY, CANARY_WEIGHT: 0}
     live = {p: run.backend.stacks.get_config(stack, p) for p in values}
@@ -572,7 +574,7 @@ def _verify_served(run: Run, step: Step) -> dict:
     version = served_version(run, region)
     t = run.clock.now()
     v = A.verify_in_bucket(run.backend.s3, region, model, version)
-    fault = run.state.get("fault") or {}
+    fault = run.state.fault or {}
     state(run).setdefault("fault_t", {})
     if fault.get("region") == region:
         state(run)["fault_t"][region] = fault["t"]
@@ -601,7 +603,7 @@ def _verify_regions(run: Run, step: Step) -> dict:
     model = p["model"]
     handle: dict[str, Any] = (state(run).get("detection") or {}).get("fault") or {}
     key, source, before = handle.get("key"), handle.get("region"), handle.get("versions_before") or {}
-    t_fault = (run.state.get("release", {}).get("fault_t") or {}).get(source)
+    t_fault = (run.state.release.get("fault_t") or {}).get(source)
     out: dict[str, dict] = {}
     ptrs = {}
     for r in p["regions"]:
@@ -700,7 +702,7 @@ def _observe_node_loss(run: Run, step: Step) -> dict:
     region's own inference latency at every poll (service probes run beside, as in every drill)."""
     b, p = run.backend, step.params
     region = p["region"]
-    fault = run.state.get("fault") or {}
+    fault = run.state.fault or {}
     t0 = fault.get("t", run.clock.now())
     pre = (run.pre_state.get("triton") or {}).get(region) or list(b.capacity.triton_ready(region))
     pre_ready = int(pre[0])

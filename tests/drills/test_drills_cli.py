@@ -256,7 +256,7 @@ def test_drills_plan_loads_no_simulator_and_no_pulumi():
         "from drills.cli import main\n"
         "rc = main(['plan', 'evacuate-region', '--env', 'prod', '--region', 'us-east-1'])\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('moto', 'dnslib', 'pulumi', 'pulumi_aws')\n"
-        "             or m.startswith(('drills.rehearsal', 'drills.release.rehearsal', 'infra.components')))\n"
+        "             or m.startswith(('drills.rehearsal', 'drills.rehearsal.release_run', 'infra.components')))\n"
         "print('LOADED', bad)\n"
         "sys.exit(rc)\n"
     )

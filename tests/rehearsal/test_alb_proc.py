@@ -1,4 +1,4 @@
-"""The rehearsal's weighted load-balancer model (drills.release.alb_proc) in its child process: routing by the
+"""The rehearsal's weighted load-balancer model (drills.rehearsal.alb_proc) in its child process: routing by the
 canary weight and the track header, target failover, and HTTP connection semantics clients rely on."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import cast
 import pytest
 import requests
 
+from drills.rehearsal.alb_proc import TRACK_HEADER, AlbProcess
 from drills.rehearsal.procs import Supervisor, free_port_block
-from drills.release.alb_proc import TRACK_HEADER, AlbProcess
 
 
 class _Pod(BaseHTTPRequestHandler):

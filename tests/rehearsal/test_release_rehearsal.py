@@ -16,7 +16,7 @@ pytest.importorskip("pytriton")
 
 
 def _run(tmp_path, env, scenarios, **kw):
-    from drills.release.rehearsal import Options, run
+    from drills.rehearsal.release_run import Options, run
 
     return run(
         Options(
@@ -141,7 +141,7 @@ def test_node_loss_where_one_node_is_the_whole_region_is_refused_before_anything
 )
 def test_bad_options_are_refused_before_anything_is_written(tmp_path, kw, message):
     from drills.rehearsal.rehearse import RehearsalError
-    from drills.release.rehearsal import Options, run
+    from drills.rehearsal.release_run import Options, run
 
     opts = {"env": "prod", "scenarios": ("release",), "out": tmp_path / "run", **kw}
     with pytest.raises(RehearsalError, match=message):

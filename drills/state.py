@@ -1,0 +1,26 @@
+"""What a run's steps hand to later steps and to checks: one typed object, rebuilt from the journal on resume."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# The moments a check may measure from or to (the "deadline" abort condition's `since` and `until`).
+Moment = Literal["fault", "fault_cleared", "slo_recovered"]
+
+
+@dataclass
+class RunState:
+    fault: dict[str, Any] | None = None  # the fault injected and not cleared: {t, region, kind, handle}
+    fault_cleared_at: float | None = None
+    slo_recovered_at: float | None = None  # the SLO met again after the fault (drills.measure's rule)
+    last_change: dict[str, Any] | None = None  # timings of the last config change: t_set, t_in_sync, t_answer, ...
+    canaries: dict[str, dict[str, Any]] = field(default_factory=dict)  # region -> {key, t_put, version_id}
+    replication: dict[str, Any] | None = None  # the RPO measurement (lags, missing, rpo_seconds)
+    # A release's own state (baselines, score probes, active canaries, pointers read): drills.release.actions.state
+    release: dict[str, Any] = field(default_factory=dict)
+
+    def moment(self, name: Moment) -> float | None:
+        if name == "fault":
+            return self.fault["t"] if self.fault else None
+        return self.fault_cleared_at if name == "fault_cleared" else self.slo_recovered_at
