@@ -27,6 +27,13 @@ The drills side (`python -m drills rehearse`, README.md here):
   model_cache  model_build output cached by the content hash of its inputs, verified before use
   report/chart the rehearsal report (Markdown, JSON, timeline PNG) around the engine's drills report
 
+The release rehearsal (`python -m drills rehearse-release`, drills/release/README.md):
+  release_serving  stable and canary Triton "Deployments" per region behind a weighted load-balancer model
+  alb_proc         that load-balancer model in its own process (routing by weight and the track header)
+  release_models   candidate builds (good, bad-labels), cached by content hash like the stable model
+  release_run      prepare -> world with tracks -> release, bad-release, artifact-corruption, node-loss -> report
+  release_report   its index report and chart
+
 What the drills engine's rehearsal adapters call (all on `World`):
   Route 53   records(), get_weights(), set_weights({region: w}), get_failover(), set_failover(primary),
              reapply(declared) (a re-applied stack), health_status(), health_check_ids, set_inverted(),
