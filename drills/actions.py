@@ -18,6 +18,7 @@ from drills.errors import Abort, DrillError, GuardrailError
 from drills.manifest import manifest_facts
 from drills.measure import Slo, SloRecovery, plan_slo
 from drills.undo import compare_to_pre, delete_canaries, records_match
+from infra.engines import coverage
 
 if TYPE_CHECKING:
     from drills.engine import Run
@@ -185,7 +186,8 @@ def _precheck(run: Run, step: Step) -> dict:
             continue
         manifest, sha = b.s3.current_manifest(r)
         found = manifest_facts(manifest).built or set()
-        missing = sorted(set(ccs) - found)
+        # The plan's `engines_for` already leaves out the stack's ONNX fallbacks; a listed engine must be built here.
+        missing = coverage(ccs, dict.fromkeys(found, "built")).missing
         engines[r] = {"manifest_sha256": sha, "engines": sorted(found), "missing": missing}
         if manifest is None:
             problems.append(

@@ -17,6 +17,7 @@ from drills.manifest import ManifestFacts, manifest_facts
 from drills.model import CapacityRow, Condition, EngineCoverage, Objectives, Plan, Step
 from infra.capacity import qps_per_gpu, region_capacity, shares_after_loss
 from infra.config import Fleet, RegionConfig
+from infra.engines import coverage
 
 MAX_WEIGHT = 255  # Route 53's weight range is 0..255
 
@@ -100,28 +101,27 @@ def shares(weights: dict[str, int]) -> dict[str, float]:
 # ---------------------------------------------------------------- engines and capacity
 def engine_coverage(ctx: PlanContext, region: RegionConfig) -> EngineCoverage:
     """Every compute capability of the region's GPU pools has an engine, or is an explicit ONNX fallback."""
-    fallback = set(region.model.onnx_fallback_for)
-    need = [cc for cc in region.compute_capabilities if cc not in fallback]
-    if not need:
-        return EngineCoverage(status="ok", detail="ONNX Runtime fallback for " + ", ".join(region.compute_capabilities))
     m = ctx.manifest
-    if m.built is None:
+    if m.built is None:  # no manifest offline: only the stack's own fallback can be judged here
+        cov = coverage(region.compute_capabilities, {}, region.model.onnx_fallback_for)
+        if cov.ok:
+            return EngineCoverage(status="ok", detail="ONNX Runtime fallback for " + ", ".join(cov.states))
         return EngineCoverage(
             status="unverified", detail="no manifest offline; checked at precheck from the region's bucket"
         )
-    absent = [cc for cc in need if cc not in m.listed]
-    if absent:
+    available = dict.fromkeys(m.built, "built") | dict.fromkeys(m.listed - m.built, "planned")
+    cov = coverage(region.compute_capabilities, available, region.model.onnx_fallback_for)
+    if cov.missing:
         return EngineCoverage(
-            status="missing", missing=absent, detail=f"no engine for compute capability {', '.join(absent)}"
+            status="missing", missing=cov.missing, detail=f"no engine for compute capability {', '.join(cov.missing)}"
         )
-    pending = [cc for cc in need if cc not in m.built]
-    if pending:
+    if cov.planned:
         return EngineCoverage(
             status="unverified",
-            detail=f"engines for {', '.join(pending)} listed but not built in this manifest; "
+            detail=f"engines for {', '.join(cov.planned)} listed but not built in this manifest; "
             "precheck requires them built in the region's bucket",
         )
-    return EngineCoverage(status="ok", detail="engines for " + ", ".join(need))
+    return EngineCoverage(status="ok", detail=", ".join(f"{cc} {s}" for cc, s in cov.states.items()))
 
 
 def prescale_targets(ctx: PlanContext, region: RegionConfig, qps: float) -> tuple[list[int], bool]:

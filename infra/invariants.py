@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from infra.capacity import n_plus_one
 from infra.config import ROOT, STACKS_DIR, ConfigError, Fleet, GlobalConfig, load_fleet
+from infra.engines import coverage
 
 ERROR: Literal["error"] = "error"
 WARNING: Literal["warning"] = "warning"
@@ -279,28 +280,25 @@ def engine_findings(fleet: Fleet, facts: ManifestFacts | None) -> list[Finding]:
                 f"no manifest yet: engines for {fleet.compute_capabilities} cannot be checked (build the model first)",
             )
         ]
-    out = []
+    out: list[Finding] = []
+    available = {cc: "planned" if facts.engine_status.get(cc) == "not-built" else "built" for cc in facts.engine_ccs}
     for region, rc in sorted(fleet.regions.items()):
         stack = fleet.stack_names[region]
-        for cc in rc.compute_capabilities:
-            if cc in rc.model.onnx_fallback_for:
-                continue
-            if facts.engine_status.get(cc) == "not-built":
-                # Planned, to be built by the Job on this region's GPU pool (which needs the stack to exist
-                # first): blocking the stack on it would deadlock, so it is a warning until the Job has run.
-                out.append(
-                    Finding(
-                        "model.engine-not-built",
-                        WARNING,
-                        f"stack {stack} ({region}): the engine for compute capability {cc} is planned in "
-                        f"{facts.source} but not built yet; run its build Job before sending traffic to this region",
-                        stack,
-                        region,
-                    )
-                )
-                continue
-            if cc in facts.engine_ccs:
-                continue
+        cov = coverage(rc.compute_capabilities, available, rc.model.onnx_fallback_for)
+        # Planned, to be built by the Job on this region's GPU pool (which needs the stack to exist first):
+        # blocking the stack on it would deadlock, so it is a warning until the Job has run.
+        out.extend(
+            Finding(
+                "model.engine-not-built",
+                WARNING,
+                f"stack {stack} ({region}): the engine for compute capability {cc} is planned in "
+                f"{facts.source} but not built yet; run its build Job before sending traffic to this region",
+                stack,
+                region,
+            )
+            for cc in cov.planned
+        )
+        for cc in cov.missing:
             pools = [p.name for p in rc.gpu_pools if p.gpu.compute_capability == cc]
             out.append(
                 Finding(

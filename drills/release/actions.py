@@ -19,6 +19,7 @@ from drills.release import artifacts as A
 from drills.release.gates import offline_gates
 from drills.release.metrics import delta, snapshots
 from drills.release.planning import CANARY_VERSION, CANARY_WEIGHT, NO_CANARY, VERSION, same_model_value
+from infra.engines import coverage
 
 if TYPE_CHECKING:
     from drills.adapters.base import MetricsSource, ScoreProbe, ServingAdapter
@@ -209,11 +210,12 @@ def _release_precheck(run: Run, step: Step) -> dict:
                 "figures": {"manifest_sha256": v.manifest_sha256, "problems": v.problems[:20]},
             }
         )
-        cov = (
-            A.engine_coverage(v.engines, p["regions"][r]["ccs"], p["regions"][r]["fallback"])
-            if v.present
-            else {"ok": False, "missing": p["regions"][r]["ccs"], "engines": {}}
-        )
+        if v.present:
+            c = coverage(p["regions"][r]["ccs"], v.engines, p["regions"][r]["fallback"])
+            # A listed engine without a build (or a Job's record) cannot serve: planned counts as missing here.
+            cov: dict[str, Any] = {"engines": c.states, "missing": c.missing + c.planned, "ok": c.ok}
+        else:
+            cov = {"ok": False, "missing": p["regions"][r]["ccs"], "engines": {}}
         verdicts.append(
             {
                 "name": f"engines {r}",

@@ -104,20 +104,6 @@ def verify_in_bucket(
     return out
 
 
-def engine_coverage(engines: dict[str, str], ccs: list[str], fallback: list[str]) -> dict[str, Any]:
-    """Does the version serve every compute capability `ccs` of a region's GPU pools? An engine (built, or added
-    by a build Job with a matching record), the manifest's ONNX fallback, or the stack's explicit
-    `model.onnx_fallback_for` (`fallback`) counts; anything else is missing."""
-    per_cc = {}
-    for cc in ccs:
-        state = engines.get(cc, "missing")
-        if state == "missing" and cc in fallback:
-            state = "onnx-fallback (stack config)"
-        per_cc[cc] = state
-    missing = sorted(cc for cc, s in per_cc.items() if s == "missing")
-    return {"engines": per_cc, "missing": missing, "ok": not missing}
-
-
 # ---------------------------------------------------------------- last-known-good pointer
 LKG_KEY = "{model}/_lkg/{region}.json"  # "_lkg" cannot be a model version (versions start with a letter or digit)
 
