@@ -203,7 +203,7 @@ def _summary(res: Any) -> None:
         )
     drill = rep.get("drill") or {}
     for o in drill.get("objectives", []):
-        t.add_row(f"engine: {o['objective']}", f"{o['measured']} ({o['target']}): {o['verdict']}")
+        t.add_row(f"objective: {o['objective']}", f"{o['measured']} ({o['target']}): {o['verdict']}")
     t.add_row("processes left behind", str(rh.get("processes_left_behind") or "none"))
     t.add_row("report", str(res.out / "report.md"))
     c.print(t)
