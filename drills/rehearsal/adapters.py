@@ -29,7 +29,8 @@ import json
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +77,14 @@ def _digests(declared: list[dict]) -> dict[str, str]:
 class RehearsalStacks(LocalStackAdapter):
     """Stack config of record: the run's copy of the stack files. Up = the program's offline plan applied to moto."""
 
-    def __init__(self, world: Any, stacks_dir: Path, state_dir: Path):
-        super().__init__(stacks_dir, state_dir, appliers={"global": self._apply, "region": self._apply})
+    def __init__(
+        self, world: Any, stacks_dir: Path, state_dir: Path, on_region_up: Callable[[Any], None] | None = None
+    ):
+        """`on_region_up(cfg)`: what else a regional `up` changes in this world beyond the declared AWS objects (the
+        release rehearsal: its stable/canary Deployments and listener weights)."""
+        super().__init__(stacks_dir, state_dir, appliers={"global": self._apply, "region": self._apply_region})
         self.world = world
+        self.on_region_up = on_region_up
         self._plans: dict[str, tuple[str, Any]] = {}  # stack -> (config digest, offline plan)
         self.ups: list[dict] = []  # every up: stack, wall time, summary (the report's timeline)
 
@@ -121,6 +127,12 @@ class RehearsalStacks(LocalStackAdapter):
         atomic_write(self._declared_file(stack), json.dumps(_digests(declared), sort_keys=True))
         self.ups.append({"stack": stack, "wall": t0, "seconds": round(time.time() - t0, 3)})
         return self._as_applied(plan.outputs)
+
+    def _apply_region(self, adapter: LocalStackAdapter, stack: str, cfg: Any) -> dict:
+        out = self._apply(adapter, stack, cfg)
+        if self.on_region_up is not None:
+            self.on_region_up(cfg)
+        return out
 
     def _as_applied(self, outputs: dict) -> dict:
         """The program's outputs with the mocks' ids replaced by the ids moto gave the applied objects."""
@@ -271,27 +283,37 @@ def make_backend(
     probe_timeout: float = 1.0,
     seed: int = 7,
     probe_body: dict | None = None,
+    release: ReleaseParts | None = None,
 ) -> Backend:
-    """A drills Backend over a started world. The world itself is not closed by the backend (its owner does)."""
+    """A drills Backend over a started world. The world itself is not closed by the backend (its owner does).
+    With `release`, the backend a release rehearsal drives (named "rehearsal-release")."""
     fleet = world.fleet
-    stacks = RehearsalStacks(world, stacks_dir, state_dir)
+    stacks = RehearsalStacks(world, stacks_dir, state_dir, release.on_region_up if release else None)
     route53 = RehearsalRoute53(world)
     s3 = RehearsalS3(world, {r: (c.model.name, c.model.version) for r, c in fleet.regions.items()})
     capacity = EksCapacity(
-        {r: world.moto.client("eks", r) for r in world.regions}, dict(world.clusters), WorldPods(world)
+        {r: world.moto.client("eks", r) for r in world.regions},
+        dict(world.clusters),
+        release.pods if release else WorldPods(world),
     )
-    probes = TritonHttpProbe(
-        {r: t.url for r, t in world.tritons.items()},
-        world.model_name,
-        clock,
-        DnsClients.for_world(world, seed),
-        timeout=probe_timeout,
-        body=probe_body,
-    )
+    probes: Any = release.probes if release else None
+    closers: list[Any] = [probes.stop] if release else []
+    if probes is None:
+        http = TritonHttpProbe(
+            {r: t.url for r, t in world.tritons.items()},
+            world.model_name,
+            clock,
+            DnsClients.for_world(world, seed),
+            timeout=probe_timeout,
+            body=probe_body,
+        )
+        probes, closers = http, [http.session.close]
     faults_world = WorldFaults(world)
-    faults = CompositeFaults(faults_world, HealthCheckInversion(route53))
+    faults = CompositeFaults(
+        faults_world, HealthCheckInversion(route53), *(release.faults(s3, stacks) if release else ())
+    )
     b = Backend(
-        "rehearsal",
+        "rehearsal-release" if release else "rehearsal",
         options,
         stacks,
         route53,
@@ -300,6 +322,30 @@ def make_backend(
         probes,
         faults,
         extras={"world": world, "world_faults": faults_world, "stacks": stacks},
+        closers=closers,
+        serving=release.serving if release else None,
+        scores=release.scores if release else None,
+        metrics=release.metrics if release else None,
     )
-    b.closers.append(probes.session.close)
     return b
+
+
+@dataclass
+class ReleaseParts:
+    """What a release rehearsal's backend has beyond the rehearsal's own: its stable/canary serving (also the pods and
+    the Triton metrics), the drill's probes in their own process, version-pinned scoring, a hook run after each
+    regional `up`, and the faults below a region (built once the backend's S3 and stacks exist)."""
+
+    serving: Any
+    probes: Any
+    scores: Any
+    on_region_up: Callable[[Any], None]
+    faults: Callable[[Any, Any], list[Any]]
+
+    @property
+    def pods(self) -> Any:
+        return self.serving
+
+    @property
+    def metrics(self) -> Any:
+        return self.serving

@@ -241,7 +241,8 @@ def probe_body(world: Any) -> dict:
     return json.loads(v2_infer_body(world.batches(n=1, batch=1)[0]))
 
 
-def backend_for(live: LiveWorld, options: dict, clock: Any) -> Any:
+def backend_for(live: LiveWorld, options: dict, clock: Any, release: Any = None) -> Any:
+    """The drills Backend over a live world (`release`: drills.rehearsal.adapters.ReleaseParts: rehearse-release)."""
     from drills.rehearsal.adapters import make_backend
 
     b = make_backend(
@@ -253,6 +254,7 @@ def backend_for(live: LiveWorld, options: dict, clock: Any) -> Any:
         probe_timeout=live.probe_timeout,
         seed=live.seed,
         probe_body=live.probe_body,
+        release=release,
     )
     live.backends.append(b)
     return b

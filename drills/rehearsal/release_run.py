@@ -72,30 +72,23 @@ def start_release_world(fleet: Any, *, replicas: dict[str, int], **kw: Any) -> A
     )
 
 
-def attach(b: Any, live: Any) -> Any:
-    """The release adapters on a rehearsal backend (the same ones the aws backend gets, over this world)."""
-    from drills.adapters.faults import CompositeFaults
+def release_backend(live: Any, options: dict, clock: Any) -> Any:
+    """The backend a release rehearsal drives: the rehearsal's, built with the release parts (the same adapters the
+    aws backend gets, over this world)."""
+    from drills.rehearsal.adapters import ReleaseParts
     from drills.release.adapters import ArtifactCorruption, TritonScoreProbe
     from drills.release.planning import VERSION
 
     world: ReleaseWorld = live.world
     serving = world.serving
     fleet = world.fleet
-    orig = b.stacks.appliers["region"]
-
-    def region_up(adapter: Any, stack: str, cfg: Any) -> dict:
-        out = orig(adapter, stack, cfg)  # the program re-applied to moto (buckets, node groups, ...)
-        serving.apply(cfg.region, cfg.model)  # and to serving: what the Deployments + listener weights do on AWS
-        return out
-
-    b.stacks.appliers["region"] = region_up
-    b.serving = serving
+    model = next(iter(fleet.regions.values())).model.name
     # The drill's probes timed in their own process (probe_proc): not behind this process's GIL.
     n = next(_PROBE_PROCS)
-    b.probes = ProbeProcess(
+    probes = ProbeProcess(
         world.sup,
         world.workdir / "probes" / str(n),
-        b.probes.clock,
+        clock,
         endpoints={r: t.url for r, t in world.tritons.items()},
         model=world.model_name,
         dns_server=world.dns_address,
@@ -107,7 +100,6 @@ def attach(b: Any, live: Any) -> Any:
         body=live.probe_body,
         child_name=f"probes-{n}",
     ).start()
-    b.closers.append(b.probes.stop)
 
     class SmallBatchProbe(TritonScoreProbe):
         # A CPU pod runs one model instance: a 256-row golden batch holds user requests behind it (measured: 1 s
@@ -115,18 +107,26 @@ def attach(b: Any, live: Any) -> Any:
         def scores(self, region: str, track: str, inputs: Any, batch: int = 32) -> Any:
             return super().scores(region, track, inputs, min(batch, 32))
 
-    b.scores = SmallBatchProbe(
-        {r: f"http://{world.region_ip[r]}:{world.ports['http']}" for r in world.regions}, world.model_name, timeout=10.0
+    def faults(s3: Any, stacks: Any) -> list[Any]:
+        def served(region: str) -> tuple[str, str]:
+            return model, str(stacks.get_config(fleet.stack_names[region], VERSION))
+
+        return [ArtifactCorruption(s3, served, list(world.regions)), NodeLoss(serving)]
+
+    parts = ReleaseParts(
+        serving=serving,
+        probes=probes,
+        scores=SmallBatchProbe(
+            {r: f"http://{world.region_ip[r]}:{world.ports['http']}" for r in world.regions},
+            world.model_name,
+            timeout=10.0,
+        ),
+        # A regional `up` re-applies the program to moto (buckets, node groups, ...) and, as the Deployments and
+        # listener weights do on AWS, to serving.
+        on_region_up=lambda cfg: serving.apply(cfg.region, cfg.model),
+        faults=faults,
     )
-    b.metrics = serving
-    b.capacity.pods = serving
-    model = next(iter(fleet.regions.values())).model.name
-
-    def served(region: str) -> tuple[str, str]:
-        return model, str(b.stacks.get_config(fleet.stack_names[region], VERSION))
-
-    b.faults = CompositeFaults(b.faults, ArtifactCorruption(b.s3, served, list(world.regions)), NodeLoss(serving))
-    return b
+    return R.backend_for(live, options, clock, release=parts)
 
 
 def backend_factory(plan: Any, options: dict, clock: Any) -> Any:
@@ -330,8 +330,7 @@ def _engine(plan: Any, state: Path, live: Any, options: dict, opts: Options, log
     from drills.rehearsal.clock import ScaledClock
 
     clock = ScaledClock(opts.scale)
-    backend = attach(R.backend_for(live, options, clock), live)
-    backend.name = "rehearsal-release"
+    backend = release_backend(live, options, clock)
     try:
         return start_drill(plan, state, backend=backend, clock=clock, log=lambda s: log(f"  engine: {s}"))
     finally:
@@ -436,7 +435,7 @@ def _refusal_demo(live: Any, region: str, log: Callable[[str], None]) -> dict:
     verification refuses the file (expected vs found sha256) and that the serving pods never changed."""
     from drills.clock import SystemClock
 
-    b = live.backends[-1] if live.backends else attach(R.backend_for(live, {"world": ""}, SystemClock()), live)
+    b = live.backends[-1] if live.backends else release_backend(live, {}, SystemClock())
     s = live.world.serving
     before = [p.name for p in s._serving(region, "stable")]
     h = b.faults.prepare(region, "corrupt-artifact")
