@@ -8,6 +8,7 @@ endpoint, LocalStackAdapter over its stack copy, TritonHttpProbe with a resolver
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -159,17 +160,15 @@ def _with_release_adapters(
     return backend
 
 
-# The simulators are imported only when their backend is chosen: a production command never loads moto or Triton.
-def _rehearsal(plan: Plan, options: dict[str, Any], clock: Clock) -> Backend:
-    from drills.rehearsal.command import backend_factory
+def _imported(module: str) -> BackendFactory:
+    """`module.backend_factory`, imported only when the backend is chosen: the rehearsals' simulators (moto,
+    Triton) are never loaded by a production command."""
 
-    return backend_factory(plan, options, clock)
+    def factory(plan: Plan, options: dict[str, Any], clock: Clock) -> Backend:
+        built: Backend = importlib.import_module(module).backend_factory(plan, options, clock)
+        return built
 
-
-def _rehearsal_release(plan: Plan, options: dict[str, Any], clock: Clock) -> Backend:
-    from drills.rehearsal.release_run import backend_factory
-
-    return backend_factory(plan, options, clock)
+    return factory
 
 
 BACKENDS.update(
@@ -180,12 +179,12 @@ BACKENDS.update(
             "with the release adapters (ALB weights, version-pinned scoring, Triton metrics)",
         ),
         "rehearsal": (
-            _rehearsal,
+            _imported("drills.rehearsal.command"),
             "this machine: moto_server, Triton per region (CPU), Route 53 health/DNS and S3 replication models, "
             "stack copy re-applied through the offline plan (drills rehearse)",
         ),
         "rehearsal-release": (
-            _rehearsal_release,
+            _imported("drills.rehearsal.release_run"),
             "the rehearsal world with stable/canary tracks (drills rehearse-release)",
         ),
     }

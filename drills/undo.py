@@ -144,6 +144,15 @@ def _delete_canaries(c: UndoContext) -> list[str]:
     return [f"deleted canary {k}" for k in keys]
 
 
+def put_pointer_back(s3: Any, region: str, key: str, previous_version_id: str | None) -> None:
+    """A pointer back to an earlier S3 version (a server-side copy: the replaced one stays as a noncurrent
+    version), or removed where there was none before."""
+    if previous_version_id:
+        s3.restore_version(region, key, previous_version_id)
+    else:
+        s3.delete_object(region, key)
+
+
 def restore_pointers(c: UndoContext) -> list[str]:
     """Last-known-good pointers back to the S3 version they had before the drill (a server-side copy of that
     version: the drill's pointer stays as a noncurrent version), or deleted where the drill wrote the first one.
@@ -158,10 +167,7 @@ def restore_pointers(c: UndoContext) -> list[str]:
                 f"{e.get('previous_version_id') or '(none: delete it)'}"
             )
         prev = e.get("previous_version_id")
-        if prev:
-            s3.restore_version(region, key, prev)
-        else:
-            s3.delete_object(region, key)
+        put_pointer_back(s3, region, key, prev)
         c.journal.write("lkg_reverted", region=region, key=key, to_version_id=prev, by="rollback")
         done.append(f"{region}: last-known-good pointer back to " + (f"S3 version {prev}" if prev else "none"))
     return done
@@ -255,16 +261,15 @@ def compare_to_pre(backend: Backend, pre: dict, entries: list[dict]) -> list[str
 
 def _pointer_mismatches(backend: Backend, entries: list[dict]) -> list[str]:
     """Every pointer the drill wrote, compared byte for byte with its pre-drill version."""
-    bad = []
+    pending = _pointer_writes(entries)
+    bad = [f"{r}: last-known-good pointer {k} written by the drill and not put back" for r, k in pending]
     s3 = release_s3(backend.s3)
-    written: dict[tuple[str, str], str | None] = {}
+    first: dict[tuple[str, str], str | None] = {}  # the first write's previous version is the pre-drill one
     for e in entries:
         if e["type"] == "lkg_writing" and e.get("key"):
-            written.setdefault((e["region"], e["key"]), e.get("previous_version_id"))
-    reverted = {e["region"] for e in entries if e["type"] == "lkg_reverted"}
-    for (region, key), prev in written.items():
-        if region not in reverted:
-            bad.append(f"{region}: last-known-good pointer {key} written by the drill and not put back")
+            first.setdefault((e["region"], e["key"]), e.get("previous_version_id"))
+    for (region, key), prev in first.items():
+        if (region, key) in pending:
             continue
         got = s3.get_object(region, key)
         want = s3.get_object(region, key, prev) if prev else None

@@ -296,10 +296,11 @@ def make_backend(
         dict(world.clusters),
         release.pods if release else WorldPods(world),
     )
-    probes: Any = release.probes if release else None
-    closers: list[Any] = [probes.stop] if release else []
-    if probes is None:
-        http = TritonHttpProbe(
+    probes: Any
+    if release:
+        probes, closers = release.probes, [release.probes.stop]
+    else:
+        probes = TritonHttpProbe(
             {r: t.url for r, t in world.tritons.items()},
             world.model_name,
             clock,
@@ -307,7 +308,7 @@ def make_backend(
             timeout=probe_timeout,
             body=probe_body,
         )
-        probes, closers = http, [http.session.close]
+        closers = [probes.session.close]
     faults_world = WorldFaults(world)
     faults = CompositeFaults(
         faults_world, HealthCheckInversion(route53), *(release.faults(s3, stacks) if release else ())

@@ -19,6 +19,7 @@ from drills.release import artifacts as A
 from drills.release.gates import offline_gates
 from drills.release.metrics import delta, snapshots
 from drills.release.planning import CANARY_VERSION, CANARY_WEIGHT, NO_CANARY, VERSION, same_model_value
+from drills.undo import put_pointer_back
 from infra.engines import coverage
 
 if TYPE_CHECKING:
@@ -322,6 +323,41 @@ def _release_verify(run: Run, step: Step) -> dict:
     return {"serving": out}
 
 
+def _pointer_doc(
+    run: Run, s3: Any, region: str, model: str, version: str, v: Any
+) -> tuple[dict, dict | None, str | None]:
+    """(the pointer to write for a verified version, the region's current pointer, its S3 version id)."""
+    prev, prev_vid = A.read_pointer(s3, region, model)
+    files = A.pin(s3, region, model, version, v.files)
+    doc = A.pointer(
+        region, model, version, v.manifest_sha256 or "", files, run.clock.to_wall(run.clock.now()), run.drill_id, prev
+    )
+    return doc, prev, prev_vid
+
+
+def _write_pointer(
+    run: Run, s3: Any, region: str, model: str, doc: dict, prev: dict | None, prev_vid: str | None
+) -> None:
+    """Write a region's pointer, journaled first with what it replaces (drills.undo puts it back on rollback)."""
+    run.event(
+        "lkg_writing",
+        region=region,
+        key=A.lkg_key(model, region),
+        version=doc["version"],
+        previous_version_id=prev_vid,
+        previous=(prev or {}).get("version"),
+    )
+    vid = A.write_pointer(s3, region, model, doc)
+    run.event(
+        "lkg_written",
+        region=region,
+        version=doc["version"],
+        version_id=vid,
+        manifest_sha256=doc["manifest_sha256"],
+        files={k: f["sha256"] for k, f in doc["files"].items()},
+    )
+
+
 def _record_lkg(run: Run, step: Step) -> dict:
     """Verify again, then write every region's pointer; if a write fails, put back the pointers already
     written (the release is rolled back by the engine, and a pointer must not name a version no region serves)."""
@@ -332,48 +368,15 @@ def _record_lkg(run: Run, step: Step) -> dict:
         v = A.verify_in_bucket(s3, r, model, version)
         if not v.ok:
             raise Abort(f"{r}: {model} {version} no longer verifies in its bucket: " + "; ".join(v.problems[:4]))
-        prev, prev_vid = A.read_pointer(s3, r, model)
-        docs[r] = (
-            A.pointer(
-                r,
-                model,
-                version,
-                v.manifest_sha256 or "",
-                A.pin(s3, r, model, version, v.files),
-                run.clock.to_wall(run.clock.now()),
-                run.drill_id,
-                prev,
-            ),
-            prev,
-            prev_vid,
-        )
+        docs[r] = _pointer_doc(run, s3, r, model, version, v)
     try:
         for r, (doc, prev, prev_vid) in docs.items():
-            run.event(
-                "lkg_writing",
-                region=r,
-                key=A.lkg_key(model, r),
-                version=version,
-                previous_version_id=prev_vid,
-                previous=(prev or {}).get("version"),
-            )
-            vid = A.write_pointer(s3, r, model, doc)
+            _write_pointer(run, s3, r, model, doc, prev, prev_vid)
             written.append(r)
-            run.event(
-                "lkg_written",
-                region=r,
-                version=version,
-                version_id=vid,
-                manifest_sha256=doc["manifest_sha256"],
-                files={k: f["sha256"] for k, f in doc["files"].items()},
-            )
     except Exception as e:
         for r in written:
             prev_vid = docs[r][2]
-            if prev_vid:
-                s3.restore_version(r, A.lkg_key(model, r), prev_vid)
-            else:
-                s3.delete_object(r, A.lkg_key(model, r))
+            put_pointer_back(s3, r, A.lkg_key(model, r), prev_vid)
             run.event("lkg_reverted", region=r, key=A.lkg_key(model, r), to_version_id=prev_vid)
         raise Abort(
             f"writing the last-known-good pointers failed ({type(e).__name__}: {e}); the ones written were put back"
@@ -544,28 +547,8 @@ def _adopt_lkg(run: Run, step: Step) -> dict:
             + "; ".join(v.problems[:4])
             + ". It cannot be a last-known-good version. Nothing was changed.",
         )
-    prev, prev_vid = A.read_pointer(s3, region, model)
-    files = A.pin(s3, region, model, version, v.files)
-    doc = A.pointer(
-        region, model, version, v.manifest_sha256 or "", files, run.clock.to_wall(run.clock.now()), run.drill_id, prev
-    )
-    run.event(
-        "lkg_writing",
-        region=region,
-        key=A.lkg_key(model, region),
-        version=version,
-        previous_version_id=prev_vid,
-        previous=(prev or {}).get("version"),
-    )
-    vid = A.write_pointer(s3, region, model, doc)
-    run.event(
-        "lkg_written",
-        region=region,
-        version=version,
-        version_id=vid,
-        manifest_sha256=doc["manifest_sha256"],
-        files={k: f["sha256"] for k, f in doc["files"].items()},
-    )
+    doc, prev, prev_vid = _pointer_doc(run, s3, region, model, version, v)
+    _write_pointer(run, s3, region, model, doc, prev, prev_vid)
     return {"pointer": {"version": version, "manifest_sha256": doc["manifest_sha256"], "files": len(doc["files"])}}
 
 
