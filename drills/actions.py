@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from drills.checks import evaluate, window_stats
 from drills.errors import Abort, DrillError, GuardrailError
-from drills.manifest import manifest_facts
+from drills.manifest import served_facts
 from drills.measure import Slo, SloRecovery, plan_slo
 from drills.undo import compare_to_pre, delete_canaries, records_match
 from infra.engines import coverage
+from model_build.manifest import ManifestError
 
 if TYPE_CHECKING:
     from drills.engine import Run
@@ -184,15 +185,21 @@ def _precheck(run: Run, step: Step) -> dict:
         if not ccs:
             engines[r] = "ONNX fallback only"
             continue
-        manifest, sha = b.s3.current_manifest(r)
-        found = manifest_facts(manifest).built or set()
+        doc, sha = b.s3.current_manifest(r)
+        try:
+            facts = served_facts(r, doc)
+        except ManifestError as e:
+            engines[r] = {"manifest_sha256": sha, "engines": [], "missing": list(ccs), "invalid": str(e)}
+            problems.append(f"{r}: {e}: cannot verify its engines")
+            continue
         # The plan's `engines_for` already leaves out the stack's ONNX fallbacks; a listed engine must be built here.
-        missing = coverage(ccs, dict.fromkeys(found, "built")).missing
-        engines[r] = {"manifest_sha256": sha, "engines": sorted(found), "missing": missing}
-        if manifest is None:
-            problems.append(
-                f"{r}: no model manifest in its bucket for the version it serves: cannot verify its engines"
-            )
+        cov = coverage(ccs, facts.available if facts else {})
+        missing = [cc for cc, s in cov.states.items() if s in ("missing", "planned")]
+        engines[r] = {"manifest_sha256": sha, "engines": sorted(facts.built if facts else ()), "missing": missing}
+        if facts is None:
+            # current_manifest gives a hash without a document for bytes that are not JSON
+            what = "the manifest in its bucket is not valid JSON" if sha else "no model manifest in its bucket"
+            problems.append(f"{r}: {what} for the version it serves: cannot verify its engines")
         elif missing:
             problems.append(
                 f"{r}: the manifest in its bucket has no engine for compute capability {', '.join(missing)}"
@@ -460,16 +467,17 @@ def _manifest_skew(run: Run, step: Step) -> dict:
     regions: dict[str, Any] = {}
     for r in step.params["regions"]:
         doc, sha = run.backend.s3.current_manifest(r)
-        facts = manifest_facts(doc if isinstance(doc, dict) else None)
-        regions[r] = {
-            "present": doc is not None or sha is not None,
-            "version": facts.version,
-            "sha256": sha,
-            "engines": sorted(facts.built or []),
-        }
+        regions[r] = {"present": doc is not None or sha is not None, "version": None, "sha256": sha, "engines": []}
+        try:
+            facts = served_facts(r, doc)
+        except ManifestError as e:
+            regions[r]["invalid"] = str(e)
+            continue
+        if facts is not None:
+            regions[r] |= {"version": facts.model_version, "engines": sorted(facts.built)}
     versions = sorted({str(v["version"]) for v in regions.values() if v["version"] is not None})
     hashes = sorted({v["sha256"] for v in regions.values() if v["sha256"]})
-    skew = len(versions) > 1 or len(hashes) > 1 or any(not v["present"] for v in regions.values())
+    skew = len(versions) > 1 or len(hashes) > 1 or any(not v["present"] or v.get("invalid") for v in regions.values())
     out = {"regions": regions, "versions": versions, "skew": skew}
     run.event("skew", **out)
     return out

@@ -13,11 +13,11 @@ from typing import Any, Literal
 
 from drills.drillplan import DrillFile, Parameters, roles_and_communication
 from drills.errors import GuardrailError
-from drills.manifest import ManifestFacts, manifest_facts
 from drills.model import CapacityRow, Condition, EngineCoverage, Objectives, Plan, Step
 from infra.capacity import qps_per_gpu, region_capacity, shares_after_loss
 from infra.config import Fleet, RegionConfig
 from infra.engines import coverage
+from infra.invariants import ManifestFacts
 
 MAX_WEIGHT = 255  # Route 53's weight range is 0..255
 
@@ -30,8 +30,7 @@ class PlanContext:
     region: str | None
     params: Parameters
     drill: DrillFile = field(default_factory=DrillFile)
-    manifest: ManifestFacts = field(default_factory=lambda: manifest_facts(None))
-    manifest_source: str | None = None
+    manifest: ManifestFacts | None = None  # the model manifest found offline (drills.manifest.find_manifest)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -42,6 +41,15 @@ class PlanContext:
     @property
     def mode(self) -> str:
         return self.fleet.glob.routing.mode
+
+    @property
+    def manifest_source(self) -> str | None:
+        return self.manifest.source if self.manifest else None
+
+    @property
+    def measured_qps(self) -> dict[str, float]:
+        """The manifest's benchmarked QPS per GPU by compute capability ({} without a manifest: configured figures)."""
+        return self.manifest.qps_per_gpu if self.manifest else {}
 
 
 # ---------------------------------------------------------------- config paths the drills set
@@ -102,15 +110,14 @@ def shares(weights: dict[str, int]) -> dict[str, float]:
 def engine_coverage(ctx: PlanContext, region: RegionConfig) -> EngineCoverage:
     """Every compute capability of the region's GPU pools has an engine, or is an explicit ONNX fallback."""
     m = ctx.manifest
-    if m.built is None:  # no manifest offline: only the stack's own fallback can be judged here
+    if m is None:  # no manifest offline: only the stack's own fallback can be judged here
         cov = coverage(region.compute_capabilities, {}, region.model.onnx_fallback_for)
         if cov.ok:
             return EngineCoverage(status="ok", detail="ONNX Runtime fallback for " + ", ".join(cov.states))
         return EngineCoverage(
             status="unverified", detail="no manifest offline; checked at precheck from the region's bucket"
         )
-    available = dict.fromkeys(m.built, "built") | dict.fromkeys(m.listed - m.built, "planned")
-    cov = coverage(region.compute_capabilities, available, region.model.onnx_fallback_for)
+    cov = coverage(region.compute_capabilities, m.available, region.model.onnx_fallback_for)
     if cov.missing:
         return EngineCoverage(
             status="missing", missing=cov.missing, detail=f"no engine for compute capability {', '.join(cov.missing)}"
@@ -132,9 +139,7 @@ def prescale_targets(ctx: PlanContext, region: RegionConfig, qps: float) -> tupl
     """
     pools = region.gpu_pools
     desired = [p.desired for p in pools]
-    per_instance = [
-        p.gpu.gpus * qps_per_gpu(ctx.fleet, p.gpu.compute_capability, ctx.manifest.qps_per_gpu) for p in pools
-    ]
+    per_instance = [p.gpu.gpus * qps_per_gpu(ctx.fleet, p.gpu.compute_capability, ctx.measured_qps) for p in pools]
 
     def cap() -> float:
         return sum(d * q for d, q in zip(desired, per_instance, strict=True))
@@ -155,10 +160,10 @@ def capacity_rows(
     rows = []
     for r, share in sorted(shares_after_loss(weights, lost).items()):
         cfg = ctx.fleet.regions[r]
-        rc = region_capacity(ctx.fleet, cfg, share, ctx.manifest.qps_per_gpu)
+        rc = region_capacity(ctx.fleet, cfg, share, ctx.measured_qps)
         targets, _ = prescale_targets(ctx, cfg, rc.qps)
         at_desired = sum(
-            p.desired * p.gpu.gpus * qps_per_gpu(ctx.fleet, p.gpu.compute_capability, ctx.manifest.qps_per_gpu)
+            p.desired * p.gpu.gpus * qps_per_gpu(ctx.fleet, p.gpu.compute_capability, ctx.measured_qps)
             for p in cfg.gpu_pools
         )
         rows.append(

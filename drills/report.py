@@ -37,6 +37,13 @@ def _fmt(v: Any, unit: str = "s") -> str:
     return f"{v} {unit}".strip()
 
 
+def _served_version(region: dict) -> str:
+    """A region's row of the skew check: its model version, or why it has none."""
+    if region.get("invalid"):
+        return f"invalid manifest ({region['invalid']})"
+    return region["version"] or "absent"
+
+
 def _verdict(measured: float | None, target: float, higher_is_better: bool) -> str:
     if measured is None:
         return "N/A"
@@ -311,9 +318,7 @@ def findings(report: dict, plan: dict, entries: list[dict]) -> list[dict]:
         )
     sk = report.get("version_skew")
     if sk and sk["skew"]:
-        detail = ", ".join(
-            f"{r}: {v['version'] or 'absent'} ({(v['sha256'] or '')[:12]})" for r, v in sk["regions"].items()
-        )
+        detail = ", ".join(f"{r}: {_served_version(v)} ({(v['sha256'] or '')[:12]})" for r, v in sk["regions"].items())
         add(
             f"model version skew between regions: {detail}",
             "re-publish the current version to the regions that differ and check replication of the model prefix",
@@ -399,7 +404,7 @@ def render_markdown(r: dict) -> str:
             "|---|---|---|---|",
         ]
         for reg, v in sk["regions"].items():
-            L.append(f"| {reg} | {v['version'] or 'absent'} | {(v['sha256'] or '')[:16]} | {', '.join(v['engines'])} |")
+            L.append(f"| {reg} | {_served_version(v)} | {(v['sha256'] or '')[:16]} | {', '.join(v['engines'])} |")
         L += ["", "Skew: " + ("**yes**" if sk["skew"] else "none"), ""]
     L += [
         "## Steps",

@@ -166,8 +166,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Imported here: infra.invariants imports this module at load time.
     from infra.invariants import read_manifest
+    from model_build.manifest import ManifestError
 
-    facts = read_manifest(a.manifest)
+    try:
+        facts = read_manifest(a.manifest)
+    except ManifestError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     measured = facts.qps_per_gpu if facts else None
     scenarios = n_plus_one(fleet, measured)
     problems = findings(scenarios)

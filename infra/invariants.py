@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from infra.capacity import n_plus_one
 from infra.config import ROOT, STACKS_DIR, ConfigError, Fleet, GlobalConfig, load_fleet
-from infra.engines import coverage
+from infra.engines import Available, coverage
+from model_build.manifest import MANIFEST, Manifest, ManifestError, parse_manifest
 
 ERROR: Literal["error"] = "error"
 WARNING: Literal["warning"] = "warning"
@@ -206,63 +207,84 @@ def record_findings(resources: Iterable[Mapping], sets: bool = True) -> list[Fin
 # ---------------------------------------------------------------- model manifest
 @dataclass(frozen=True)
 class ManifestFacts:
-    """What the invariants need from model_build's manifest.json (schema: model_build/manifest.py)."""
+    """What the invariants, the capacity table and the drills need from a model manifest, derived by `of` from
+    model_build's typed `Manifest` (the schema: model_build/manifest.py)."""
 
-    source: str
+    source: str  # where the manifest was read: its path, or e.g. "the manifest in us-east-1's bucket"
     model_version: str | None
-    engine_ccs: frozenset[str]  # compute capabilities some engine entry serves, built or not
     tensorrt_version: str | None  # the build's TensorRT
     qps_per_gpu: dict[str, float]  # benchmarked, only for GPUs actually measured
-    engine_status: dict[str, str] = field(default_factory=dict)  # served cc -> "built" | "not-built"
-    engine_tensorrt: dict[str, str] = field(default_factory=dict)  # served cc -> TensorRT of that engine
+    engine_status: dict[str, str]  # served cc -> "built" | "not-built" (a built engine wins over a planned one)
+    engine_tensorrt: dict[str, str]  # served cc -> TensorRT of that engine
+    onnx_fallback_for: frozenset[str]  # served by the ONNX Runtime model on purpose
+
+    @classmethod
+    def of(cls, m: Manifest, source: str) -> ManifestFacts:
+        status: dict[str, str] = {}
+        engine_trt: dict[str, str] = {}
+        for e in m.engines.values():
+            for cc in e.serves:
+                if status.get(cc) != "built":
+                    status[cc], engine_trt[cc] = e.status, e.tensorrt_version
+        return cls(
+            source,
+            m.model.get("version"),
+            m.tensorrt_version or None,
+            dict(m.benchmark.qps_per_gpu),
+            status,
+            engine_trt,
+            frozenset(m.onnx_fallback_for),
+        )
+
+    @property
+    def engine_ccs(self) -> frozenset[str]:
+        """Compute capabilities some engine entry serves, built or not."""
+        return frozenset(self.engine_status)
+
+    @property
+    def built(self) -> frozenset[str]:
+        """Compute capabilities with a built engine."""
+        return frozenset(cc for cc, s in self.engine_status.items() if s == "built")
+
+    @property
+    def available(self) -> dict[str, Available]:
+        """What the manifest offers per compute capability, as infra.engines.coverage reads it: a built engine, a
+        planned one (listed, not built where the manifest was written) or the manifest's own ONNX fallback."""
+        out: dict[str, Available] = dict.fromkeys(self.onnx_fallback_for, "onnx-fallback")
+        for cc, s in self.engine_status.items():
+            out[cc] = "built" if s == "built" else "planned"
+        return out
 
 
-def read_manifest(manifest: Mapping | str | Path | None = None) -> ManifestFacts | None:
-    """The manifest as facts, or None when no model has been built yet.
+def manifest_facts(manifest: Manifest | Mapping | str | Path, source: str = "manifest") -> ManifestFacts:
+    """The facts of a `Manifest`, a parsed dict, a manifest.json path or a model repository directory.
 
-    Accepts a parsed dict, a manifest.json path or a model repository directory; with none of them,
-    $RECO_DR_MANIFEST or build/model/manifest.json. `engines` is {built-on cc: {serves, status,
-    tensorrt_version, ...}} as model_build writes it; a list of {"compute_capability"} entries and a
-    TensorRT version under `versions.tensorrt` are read too, so older or hand-written manifests still work.
+    A dict or a file is validated against model_build's schema: one that is not JSON or does not match it, or a
+    path that cannot be read, raises ManifestError naming it (`source` for a dict, else the path) and the first
+    problem.
     """
+    if isinstance(manifest, Manifest):
+        return ManifestFacts.of(manifest, source)
+    if isinstance(manifest, Mapping):
+        return ManifestFacts.of(parse_manifest(manifest, source), source)
+    path = Path(manifest)
+    path = path / MANIFEST if path.is_dir() else path
+    try:
+        text = path.read_bytes()
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot read the manifest: {e.strerror or e}") from None
+    return ManifestFacts.of(parse_manifest(text, str(path)), str(path))
+
+
+def read_manifest(manifest: Manifest | Mapping | str | Path | None = None) -> ManifestFacts | None:
+    """`manifest_facts` of the manifest given, or with none of $RECO_DR_MANIFEST or build/model/manifest.json; None
+    when that file does not exist (no model has been built yet). ManifestError as `manifest_facts` raises it."""
     if manifest is None:
         path = Path(os.environ.get(MANIFEST_ENV) or DEFAULT_MANIFEST)
         if not path.exists():
             return None
         manifest = path
-    source = "manifest"
-    if isinstance(manifest, (str, Path)):
-        path = Path(manifest)
-        path = path / "manifest.json" if path.is_dir() else path
-        source = str(path)
-        doc = json.loads(path.read_text())
-    else:
-        doc = dict(manifest)
-    versions = doc.get("versions") if isinstance(doc.get("versions"), Mapping) else {}
-    trt = doc.get("tensorrt_version") or versions.get("tensorrt")
-    engines = doc.get("engines") or {}
-    entries = (
-        engines.items()
-        if isinstance(engines, Mapping)
-        else [(e.get("compute_capability") or e.get("cc"), e) for e in engines if isinstance(e, Mapping)]
-    )
-    status: dict[str, str] = {}
-    engine_trt: dict[str, str] = {}
-    for cc, e in entries:
-        e = e if isinstance(e, Mapping) else {}
-        for served in e.get("serves") or [cc]:
-            # A built engine wins over a planned one for the same capability.
-            if status.get(str(served)) != "built":
-                status[str(served)] = str(e.get("status", "built"))
-            if e.get("tensorrt_version") or trt:
-                engine_trt[str(served)] = str(e.get("tensorrt_version") or trt)
-    bench = doc.get("benchmark") if isinstance(doc.get("benchmark"), Mapping) else {}
-    qps = {str(k): float(v) for k, v in (bench.get("qps_per_gpu") or {}).items()}
-    model = doc.get("model") if isinstance(doc.get("model"), Mapping) else {}
-    version = model.get("version") or doc.get("model_version")
-    return ManifestFacts(
-        source, str(version) if version else None, frozenset(status), str(trt) if trt else None, qps, status, engine_trt
-    )
+    return manifest_facts(manifest)
 
 
 def _same_trt(a: str, b: str) -> bool:
@@ -281,10 +303,9 @@ def engine_findings(fleet: Fleet, facts: ManifestFacts | None) -> list[Finding]:
             )
         ]
     out: list[Finding] = []
-    available = {cc: "planned" if facts.engine_status.get(cc) == "not-built" else "built" for cc in facts.engine_ccs}
     for region, rc in sorted(fleet.regions.items()):
         stack = fleet.stack_names[region]
-        cov = coverage(rc.compute_capabilities, available, rc.model.onnx_fallback_for)
+        cov = coverage(rc.compute_capabilities, facts.available, rc.model.onnx_fallback_for)
         # Planned, to be built by the Job on this region's GPU pool (which needs the stack to exist first):
         # blocking the stack on it would deadlock, so it is a warning until the Job has run.
         out.extend(
@@ -426,9 +447,18 @@ def capacity_findings(
 
 
 # ---------------------------------------------------------------- the fleet
-def check_fleet(fleet: Fleet, manifest: Mapping | str | Path | None = None) -> list[Finding]:
-    """Every invariant over one environment. `manifest`: dict, path, or None for the default location."""
-    facts = read_manifest(manifest)
+def check_fleet(fleet: Fleet, manifest: Manifest | Mapping | str | Path | None = None) -> list[Finding]:
+    """Every invariant over one environment. `manifest`: as `read_manifest` takes it (None: the default location).
+    A manifest that cannot be read or does not match the schema is one `model.manifest` error; capacity is then
+    judged on the configured throughput figures and the engine checks wait for a readable manifest."""
+    try:
+        facts = read_manifest(manifest)
+    except ManifestError as e:
+        return [
+            *routing_findings(fleet.global_stack, fleet.glob),
+            *capacity_findings(fleet),
+            Finding("model.manifest", ERROR, f"{e}; rebuild the model (`python -m model_build`) or fix the path"),
+        ]
     return [
         *routing_findings(fleet.global_stack, fleet.glob),
         *capacity_findings(fleet, facts),
@@ -438,10 +468,11 @@ def check_fleet(fleet: Fleet, manifest: Mapping | str | Path | None = None) -> l
 
 
 def fleet_findings(
-    env: str, *, stacks_dir: Path = STACKS_DIR, manifest: Mapping | str | Path | None = None
+    env: str, *, stacks_dir: Path = STACKS_DIR, manifest: Manifest | Mapping | str | Path | None = None
 ) -> list[Finding]:
     """Fleet-level findings for `python -m infra.plan`. Never raises for a bad config: a ConfigError is
-    returned as one `config.invalid` error finding naming the stack, key and rule."""
+    returned as one `config.invalid` error finding naming the stack, key and rule (and an unreadable manifest as
+    a `model.manifest` error, see `check_fleet`)."""
     try:
         fleet = load_fleet(env, stacks_dir)
     except ConfigError as e:

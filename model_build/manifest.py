@@ -14,6 +14,9 @@ Public API (kept small; the drills and the rehearsal import it):
   `metrics` (`validation_auc`, parity figures); `benchmark.qps_per_gpu` ({compute capability: ranking
   requests/s per GPU}, only for GPUs actually measured; CPU figures live under `benchmark.cpu`).
 - `load_manifest(path) -> Manifest`: `path` is a manifest file or a repository directory.
+- `parse_manifest(doc, source) -> Manifest`: a parsed manifest (a mapping) or its JSON text, validated; a document
+  that is not JSON or not of this schema raises `ManifestError`, one line naming `source` and the first problem
+  (what the other readers of a manifest, infra.invariants and the drills, report).
 - `verify(directory) -> list[str]`: every problem found, each naming the offending file (hash, size,
   missing file, unexpected file, ONNX or config.pbtxt signature mismatch, engine without a valid record);
   an empty list means the directory is exactly the build the manifest describes.
@@ -32,9 +35,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -249,6 +252,34 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
     if p.is_dir():
         p = p / MANIFEST
     return Manifest.model_validate_json(p.read_text())
+
+
+class ManifestError(ValueError):
+    """A document that is not JSON or not a manifest of this schema; the message is one line naming where it was
+    read and the first problem."""
+
+
+def parse_manifest(doc: Mapping[str, Any] | str | bytes, source: str) -> Manifest:
+    """Validate a parsed manifest (a mapping) or its JSON text (`source` names where it came from, for the error).
+
+    Raises ManifestError with the first problem (the dotted path of the offending field and what is wrong with it)
+    instead of pydantic's report of one paragraph per error.
+    """
+    try:
+        if isinstance(doc, (str, bytes)):
+            return Manifest.model_validate_json(doc)
+        return Manifest.model_validate(doc)
+    except ValidationError as e:
+        first = e.errors()[0]
+        if first["type"] == "json_invalid":
+            raise ManifestError(
+                f"{source} is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}"
+            ) from None
+        where = ".".join(str(part) for part in first["loc"]) or "the document"
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise ManifestError(
+            f"{source} does not match model_build's manifest schema: {where}: {first['msg']}{more}"
+        ) from None
 
 
 def engines_available(m: Manifest, read: Callable[[str], bytes | None]) -> dict[str, str]:

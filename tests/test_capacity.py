@@ -13,6 +13,8 @@ import yaml
 
 from infra.capacity import findings, main, n_plus_one, region_capacity, shares_after_loss
 from infra.config import ROOT, STACKS_DIR, load_fleet
+from model_build.manifest import write_manifest
+from tests.manifests import manifest
 
 
 @pytest.fixture(autouse=True)
@@ -101,10 +103,17 @@ def test_cli_json(tmp_path, capsys):
 
 
 def test_cli_uses_manifest_benchmarks(tmp_path, capsys):
-    m = tmp_path / "manifest.json"
-    m.write_text(json.dumps({"benchmark": {"qps_per_gpu": {"8.9": 100, "8.6": 100}}}))
+    m = write_manifest(tmp_path, manifest(built=["8.9", "8.6"], qps_per_gpu={"8.9": 100, "8.6": 100}))
     assert main(["staging", "--manifest", str(m)]) == 1
     assert "benchmarked in" in capsys.readouterr().out
+
+
+def test_cli_refuses_a_manifest_that_does_not_validate(tmp_path, capsys):
+    m = tmp_path / "manifest.json"
+    m.write_text(json.dumps({"benchmark": {"qps_per_gpu": {"8.9": 100, "8.6": 100}}}))  # a fragment, not a manifest
+    assert main(["staging", "--manifest", str(m)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {m} does not match model_build's manifest schema: model: Field required")
 
 
 def test_cli_bad_env_exits_2(capsys):

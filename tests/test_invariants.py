@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from infra import invariants as inv
-from infra.config import STACKS_DIR, ConfigError, RegionConfig, RegionRoute, Routing, load_fleet, load_stack
+from infra.config import ROOT, STACKS_DIR, ConfigError, RegionConfig, RegionRoute, Routing, load_fleet, load_stack
+from model_build.manifest import Manifest, ManifestError, write_manifest
+from tests import manifests as M
 
 TRT_25_01 = "10.8.0"  # catalog: Triton 25.01 ships TensorRT 10.8.0
 
@@ -42,13 +46,9 @@ def pools(stack: str) -> list[dict]:
     return [p.model_dump() for p in cfg.gpu_pools]
 
 
-def manifest(ccs, trt=TRT_25_01, qps=None) -> dict:
-    return {
-        "model": {"name": "ranker", "version": "2026.11.0"},
-        "tensorrt_version": trt,
-        "engines": {cc: {"file": f"model.cc{cc}.plan"} for cc in ccs},
-        "benchmark": {"qps_per_gpu": qps or {}},
-    }
+def manifest(ccs, trt=TRT_25_01, qps=None) -> Manifest:
+    """Engines built for `ccs` with TensorRT `trt`, benchmarked at `qps` {cc: QPS per GPU}."""
+    return M.manifest(built=ccs, tensorrt_version=trt, qps_per_gpu=qps)
 
 
 def ids(findings, severity=None):
@@ -227,16 +227,62 @@ def test_no_manifest_yet_is_a_warning_not_a_failure():
     assert found and {f.severity for f in found} == {"warning"} and all("no manifest yet" in f.message for f in found)
 
 
-def test_manifest_read_from_path_and_list_shaped_engines(tmp_path):
-    p = tmp_path / "manifest.json"
-    p.write_text(
-        json.dumps({"versions": {"tensorrt": "10.8.0.43"}, "engines": [{"compute_capability": "8.9"}, {"cc": "8.6"}]})
-    )
-    facts = inv.read_manifest(p)
-    assert facts is not None
+def test_manifest_read_from_path_with_a_four_part_tensorrt_version(tmp_path):
+    write_manifest(tmp_path, M.manifest(built=["8.9", "8.6"], tensorrt_version="10.8.0.43"))
+    facts = inv.read_manifest(tmp_path / "manifest.json")
+    assert facts is not None and facts.source == str(tmp_path / "manifest.json")
     assert facts.engine_ccs == {"8.9", "8.6"} and facts.tensorrt_version == "10.8.0.43"
     assert inv.engine_findings(load_fleet("staging"), facts) == []
     assert [f for f in inv.tensorrt_findings(load_fleet("staging"), facts) if f.severity == "error"] == []
+
+
+def test_a_manifest_off_the_schema_is_refused_naming_it_and_its_first_problem(tmp_path):
+    # List-shaped engines and a TensorRT version under `versions`: not model_build's manifest, so not read at all.
+    doc = M.as_json(M.manifest(built=["8.9", "8.6"])) | {
+        "engines": [{"compute_capability": "8.9"}, {"cc": "8.6"}],
+        "versions": {"tensorrt": "10.8.0.43"},
+    }
+    p = tmp_path / "manifest.json"
+    p.write_text(json.dumps(doc))
+    with pytest.raises(ManifestError) as e:
+        inv.read_manifest(p)
+    assert (
+        str(e.value)
+        == f"{p} does not match model_build's manifest schema: engines: Input should be an object (and 1 more)"
+    )
+    with pytest.raises(ManifestError) as e:
+        inv.read_manifest(doc)  # the parsed dict: the same check
+    assert str(e.value).startswith("manifest does not match model_build's manifest schema: engines: ")
+    p.write_text("{not json")
+    with pytest.raises(ManifestError, match=rf"^{p} is not valid JSON"):
+        inv.read_manifest(p)
+    with pytest.raises(ManifestError, match=r"absent\.json: cannot read the manifest"):
+        inv.read_manifest(tmp_path / "absent.json")
+    # The plan tool reports it as one error (capacity judged on the configured figures), and so does its CLI.
+    p.write_text(json.dumps(doc))
+    found = inv.fleet_findings("staging", manifest=p)
+    assert inv.errors(found) == [f for f in found if f.id == "model.manifest"] and len(inv.errors(found)) == 1
+    assert str(p) in found[-1].message and "engines: Input should be an object" in found[-1].message
+    assert not any(f.id.startswith("model.") and f.id != "model.manifest" for f in found)
+
+
+def test_the_manifests_own_onnx_fallback_covers_a_compute_capability():
+    fleet = load_fleet("prod")
+    facts = inv.read_manifest(M.manifest(built=["9.0", "8.9", "8.0"], onnx_fallback=["8.6"]))
+    assert facts is not None and facts.available["8.6"] == "onnx-fallback"
+    assert inv.engine_findings(fleet, facts) == []
+
+
+def test_importing_the_invariants_loads_no_model_runtime():
+    """infra.invariants runs in the policy pack's venv (pydantic, no onnx, protobuf 5): the manifest schema it reads
+    must come without onnx, torch or protobuf."""
+    code = (
+        "import sys, infra.invariants\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('onnx', 'torch', 'onnxruntime', 'tensorrt')\n"
+        "             or m.startswith('google.protobuf')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 # ---------------------------------------------------------------- TensorRT
@@ -269,7 +315,7 @@ def test_fleet_findings_prod_has_no_errors():
 def test_fleet_findings_with_manifest_dict_and_failing_fleet(tmp_path):
     small = [{"name": "a10g", "instance_type": "g5.12xlarge", "min": 1, "desired": 1, "max": 2}]
     d = stacks(tmp_path, {"prod-euw1": {"gpu_pools": small}})
-    found = inv.fleet_findings("prod", stacks_dir=d, manifest=manifest(["9.0", "8.9", "8.0"]))
+    found = inv.fleet_findings("prod", stacks_dir=d, manifest=M.as_json(manifest(["9.0", "8.9", "8.0"])))
     assert ids(found, "error") == {"capacity.n-plus-one", "model.engines"}
     assert all(f.to_dict()["message"] for f in found)
 
@@ -301,43 +347,20 @@ def test_cli_exit_status(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- model_build's manifest layout
-def _mb_engine(cc, serves, status, trt=TRT_25_01):
-    return {
-        "compute_capability": cc,
-        "serves": serves,
-        "status": status,
-        "file": f"ranker_trt/1/model.sm{cc.replace('.', '')}.plan",
-        "tensorrt_version": trt,
-        "reason": None if status == "built" else "built by the Job on the region's GPU pool",
-    }
-
-
 def test_model_build_manifest_engines_serves_and_status(tmp_path):
-    doc = {
-        "model": {"name": "ranker", "version": "2026.11.0"},
-        "tensorrt_version": TRT_25_01,
-        "onnx_fallback_for": [],
-        "engines": {"8.9": _mb_engine("8.9", ["8.9"], "built"), "8.6": _mb_engine("8.6", ["8.6"], "not-built")},
-        "benchmark": {"status": "measured", "qps_per_gpu": {"8.9": 4100.0}},
-    }
     (tmp_path / "repo").mkdir()
-    (tmp_path / "repo" / "manifest.json").write_text(json.dumps(doc))
+    write_manifest(tmp_path / "repo", M.manifest(built=["8.9"], not_built=["8.6"], qps_per_gpu={"8.9": 4100.0}))
     facts = inv.read_manifest(tmp_path / "repo")  # a repository directory works as well as the file
     assert facts is not None
     assert facts.engine_status == {"8.9": "built", "8.6": "not-built"} and facts.qps_per_gpu == {"8.9": 4100.0}
+    assert facts.built == {"8.9"} and facts.available == {"8.9": "built", "8.6": "planned"}
     found = inv.engine_findings(load_fleet("staging"), facts)
     # A planned engine is built by a Job on the region's own GPU pool after the stack exists: a warning.
     assert [(f.id, f.severity, f.region) for f in found] == [("model.engine-not-built", "warning", "us-west-2")]
 
 
 def test_model_build_manifest_per_engine_tensorrt_mismatch():
-    doc = {
-        "tensorrt_version": TRT_25_01,
-        "engines": {
-            "8.9": _mb_engine("8.9", ["8.9"], "built", trt="10.7.0"),
-            "8.6": _mb_engine("8.6", ["8.6"], "built"),
-        },
-    }
+    doc = M.as_json(M.manifest(built=["8.9", "8.6"], engine_tensorrt={"8.9": "10.7.0"}))
     found = inv.tensorrt_findings(load_fleet("staging"), inv.read_manifest(doc))
     assert [(f.severity, f.region) for f in found] == [("error", "us-east-1")]
     assert "compute capability 8.9" in found[0].message and "10.7.0" in found[0].message

@@ -20,14 +20,14 @@ cover stops the preparation with `ArtifactError` and nothing is served: a corrup
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-MANIFEST = "manifest.json"
+from model_build.manifest import MANIFEST, FileEntry, Manifest, ManifestError, parse_manifest
+
+_V2_DATATYPE = {"int32": "INT32", "float32": "FP32"}  # manifest dtype -> KServe V2 datatype
 
 
 class ArtifactError(RuntimeError):
@@ -38,7 +38,7 @@ class ArtifactError(RuntimeError):
 class ServingRepo:
     path: Path
     models: list[str]  # the python-backend model(s) to --load-model
-    manifest: dict
+    manifest: Manifest
     served: dict[str, str] = field(default_factory=dict)  # relative path -> sha256 (verified)
     excluded: dict[str, str] = field(default_factory=dict)  # relative path -> why it is not served
     unlisted: list[str] = field(default_factory=list)  # served files the manifest does not list
@@ -60,7 +60,9 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_manifest(src: Path) -> dict:
+def read_manifest(src: Path) -> Manifest:
+    """The manifest of a model_build output (or a bucket sync), validated against model_build's schema; ArtifactError
+    naming the file when it is missing, not JSON or not a manifest of that schema."""
     path = Path(src) / MANIFEST
     if not path.exists():
         raise ArtifactError(
@@ -68,62 +70,39 @@ def read_manifest(src: Path) -> dict:
             f"(the manifest is written last); run `python -m model_build --out {src}`"
         )
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ArtifactError(f"{path} is not valid JSON ({e}): rebuild with `python -m model_build`") from None
+        return parse_manifest(path.read_bytes(), str(path))
+    except ManifestError as e:
+        raise ArtifactError(f"{e}: rebuild with `python -m model_build`") from None
 
 
-def manifest_files(manifest: dict) -> dict[str, dict[str, Any]]:
-    """relative path -> {"sha256": ..., "size": ...}, from the shapes a manifest may use for its file list."""
-    files = manifest.get("files") or manifest.get("artifacts") or {}
-    out: dict[str, dict[str, Any]] = {}
-    if isinstance(files, dict):
-        for rel, v in files.items():
-            out[rel] = {"sha256": v} if isinstance(v, str) else dict(v)
-    else:
-        for v in files:
-            out[v["path"]] = dict(v)
-    for rel, v in out.items():
-        if not re.fullmatch(r"[0-9a-f]{64}", str(v.get("sha256", ""))):
-            raise ArtifactError(f"manifest entry {rel!r} has no sha256: the manifest cannot vouch for it")
-        if rel.startswith("/") or ".." in Path(rel).parts:
-            raise ArtifactError(f"manifest entry {rel!r} points outside the repository")
-    return out
+def manifest_files(manifest: Manifest) -> dict[str, FileEntry]:
+    """relative path -> its entry (sha256, size, role); the schema keeps every path inside the repository."""
+    return {f.path: f for f in manifest.files}
 
 
-def manifest_model(manifest: dict) -> tuple[str, str]:
-    m = manifest.get("model")
-    if isinstance(m, dict):
-        return str(m.get("name", "ranker")), str(m.get("version", "0"))
-    return str(manifest.get("model_name") or m or "ranker"), str(
-        manifest.get("model_version") or manifest.get("version") or "0"
-    )
+def manifest_model(manifest: Manifest) -> tuple[str, str]:
+    """(model name, version): the bucket prefix `<name>/<version>` the version is published under."""
+    name, version = manifest.model.get("name"), manifest.model.get("version")
+    if not name or not version:
+        raise ArtifactError(f"the manifest's `model` {manifest.model} lacks a name or a version: rebuild the model")
+    return name, version
 
 
-def manifest_inputs(manifest: dict) -> list[dict]:
-    """The input signature as [{name, datatype (V2: INT32, FP32...), shape (batch first, -1)}].
+def manifest_inputs(manifest: Manifest) -> list[dict]:
+    """The input signature as [{name, datatype (V2: INT32, FP32), shape (batch first, -1)}].
 
-    model_build's manifest has `signature.inputs[] = {name, dtype: "int32", dims: [8]}` (Triton's dims,
-    without the batch dimension); a `shape` (with the batch dimension) is accepted too.
+    model_build's manifest has `signature.inputs[] = {name, dtype: "int32", dims: [8]}` (Triton's dims, without the
+    batch dimension).
     """
-    sig = manifest.get("inputs") or (manifest.get("signature") or {}).get("inputs") or []
-    if isinstance(sig, dict):
-        sig = [{"name": k, **v} for k, v in sig.items()]
-    out = []
-    for s in sig:
-        dt = str(s.get("datatype") or s.get("dtype") or s.get("data_type") or "FP32").upper()
-        dt = {
-            "FLOAT32": "FP32",
-            "FLOAT": "FP32",
-            "TYPE_FP32": "FP32",
-            "TYPE_INT32": "INT32",
-            "INT": "INT32",
-            "FLOAT64": "FP64",
-            "TYPE_INT64": "INT64",
-        }.get(dt, dt)
-        shape = list(s["shape"]) if s.get("shape") is not None else [-1, *(s.get("dims") or [])]
-        out.append({"name": s["name"], "datatype": dt, "shape": shape})
-    return out
+    return [
+        {"name": t.name, "datatype": _V2_DATATYPE[t.dtype], "shape": [-1, *t.dims]} for t in manifest.signature.inputs
+    ]
+
+
+def manifest_seed(manifest: Manifest) -> int | None:
+    """The data seed the build drew its golden rows from (`data.seed`), None when the manifest records none."""
+    seed = manifest.data.get("seed")
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
 def _config_kind(config_text: str) -> str:
@@ -206,22 +185,22 @@ def classify(src: Path) -> tuple[list[str], dict[str, str], list[str]]:
     return py_models, excluded, served
 
 
-def _verify(path: Path, rel: str, want: dict[str, Any], where: str) -> None:
+def _verify(path: Path, rel: str, want: FileEntry, where: str) -> None:
     if not path.exists():
         raise ArtifactError(
             f"{where}: {rel} is listed in the manifest but missing; the artifact is incomplete, "
             f"republish the model version"
         )
     size = path.stat().st_size
-    if "size" in want and int(want["size"]) != size:
+    if want.size != size:
         raise ArtifactError(
-            f"{where}: {rel} is {size} bytes, the manifest says {want['size']}: corrupted or "
+            f"{where}: {rel} is {size} bytes, the manifest says {want.size}: corrupted or "
             f"truncated artifact, refusing to serve it; republish the model version"
         )
     got = sha256_file(path)
-    if got != want["sha256"]:
+    if got != want.sha256:
         raise ArtifactError(
-            f"{where}: {rel} has sha256 {got[:16]}…, the manifest says {want['sha256'][:16]}…: "
+            f"{where}: {rel} has sha256 {got[:16]}…, the manifest says {want.sha256[:16]}…: "
             f"corrupted artifact, refusing to serve it; republish the model version"
         )
 
@@ -234,7 +213,7 @@ def verify_tree(src: Path, rels: list[str] | None = None) -> dict[str, str]:
     for rel in rels if rels is not None else sorted(files):
         if rel in files:
             _verify(src / rel, rel, files[rel], str(src))
-            ok[rel] = files[rel]["sha256"]
+            ok[rel] = files[rel].sha256
     return ok
 
 
@@ -287,7 +266,7 @@ def prepare_serving_repo(src: Path, dest: Path) -> ServingRepo:
         path=dest,
         models=py_models,
         manifest=manifest,
-        served={r: files[r]["sha256"] for r in served if r in files},
+        served={r: files[r].sha256 for r in served if r in files},
         excluded=excluded,
         unlisted=[r for r in served if r not in files and r != MANIFEST],
     )

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from drills.adapters.base import MetricsSource, ScoreProbe, ServingAdapter
     from drills.engine import Run
     from drills.model import Step
+    from model_build.manifest import Metrics
 
 
 def state(run: Run) -> dict:
@@ -192,7 +193,7 @@ def _release_precheck(run: Run, step: Step) -> dict:
         if "canary" in t and t["canary"].weight > 0:
             problems.append(f"{r} already sends {t['canary'].weight}% to a canary ({t['canary'].version})")
     verdicts: list[dict] = []
-    manifest = None
+    metrics: Metrics | None = None  # the candidate's offline figures, from the first manifest that verifies
     sha: dict[str, str | None] = {}
     for r in rel["order"]:
         v = A.verify_in_bucket(b.s3, r, model, cand)
@@ -229,8 +230,8 @@ def _release_precheck(run: Run, step: Step) -> dict:
                 "figures": cov,
             }
         )
-        if manifest is None and v.manifest is not None:
-            manifest = v.manifest
+        if metrics is None and v.manifest is not None:
+            metrics = v.manifest.metrics
     g = rel["gates"]
     verdicts.extend(
         {
@@ -240,7 +241,7 @@ def _release_precheck(run: Run, step: Step) -> dict:
             "detail": gr.detail,
             "figures": gr.to_dict(),
         }
-        for gr in offline_gates((manifest or {}).get("metrics"), g["auc_min"], g["ndcg_min"])
+        for gr in offline_gates(metrics, g["auc_min"], g["ndcg_min"])
     )
     run.event("candidate_verdicts", candidate=cand, verdicts=verdicts, serving=serving)
     refused = [v for v in verdicts if not v["ok"] and v["blocking"]]

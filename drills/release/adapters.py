@@ -37,6 +37,7 @@ from infra.names import (
     lb_name,
     target_group_name,
 )
+from model_build.manifest import ManifestError, parse_manifest
 
 _V2 = {np.dtype("float32"): "FP32", np.dtype("float64"): "FP64", np.dtype("int32"): "INT32", np.dtype("int64"): "INT64"}
 
@@ -262,24 +263,26 @@ class ArtifactCorruption:
         self.regions = list(regions if regions is not None else getattr(store, "buckets", {}))
 
     def prepare(self, region: str, kind: str) -> dict:
-        import json
-
         model, version = self.served(region)
         pre = prefix(model, version)
-        manifest = json.loads(self.store.get_object(region, pre + MANIFEST) or b"{}")
-        files = manifest.get("files") or []
-        target = max(
-            (f for f in files if f.get("role") == "onnx"), key=lambda f: f.get("size", 0), default=None
-        ) or max(files, key=lambda f: f.get("size", 0), default=None)
-        if target is None:
+        body = self.store.get_object(region, pre + MANIFEST)
+        if body is None:
             raise LookupError(f"{region}: no manifest for {model} {version} in its bucket: nothing to corrupt")
-        key = pre + target["path"]
+        try:
+            files = parse_manifest(body, f"{region}'s manifest of {model} {version}").files
+        except ManifestError as e:
+            raise LookupError(f"{e}: no listed file to corrupt") from None
+        # The largest ONNX graph (what the servers load), else the largest file the manifest lists.
+        target = max([f for f in files if f.role == "onnx"] or files, key=lambda f: f.size, default=None)
+        if target is None:
+            raise LookupError(f"{region}: the manifest of {model} {version} lists no file: nothing to corrupt")
+        key = pre + target.path
         head = self.store.head(region, key) or {}
         return {
             "key": key,
-            "path": target["path"],
+            "path": target.path,
             "good_version_id": head.get("version_id"),
-            "good_sha256": target["sha256"],
+            "good_sha256": target.sha256,
             "model": model,
             "version": version,
             "region": region,

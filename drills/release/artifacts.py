@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-MANIFEST = "manifest.json"
+from model_build.manifest import MANIFEST, Manifest, engines_available, load_manifest, verify
 
 
 def prefix(model: str, version: str) -> str:
@@ -40,7 +40,7 @@ class BucketVerification:
     present: bool  # a manifest exists under the prefix (the version is published in this region)
     problems: list[str] = field(default_factory=list)
     manifest_sha256: str | None = None
-    manifest: dict | None = None
+    manifest: Manifest | None = None  # as verified (None: absent or unreadable)
     files: dict[str, dict] = field(default_factory=dict)  # path -> {sha256, size} as found in the bucket
     engines: dict[str, str] = field(default_factory=dict)  # cc -> built | added-by-job | onnx-fallback | missing
 
@@ -59,8 +59,6 @@ def verify_in_bucket(
     store: Any, region: str, model: str, version: str, workdir: Path | None = None
 ) -> BucketVerification:
     """Download `<model>/<version>/` from the region's bucket into a temporary directory and verify it."""
-    from model_build.manifest import engines_available, load_manifest, verify
-
     out = BucketVerification(region=region, model=model, version=version, present=False)
     pre = prefix(model, version)
     keys = store.list_keys(region, pre)
@@ -92,7 +90,7 @@ def verify_in_bucket(
         except Exception as e:  # noqa: BLE001 - an unreadable manifest is one more problem, already in verify()'s list
             out.problems.append(f"{MANIFEST}: cannot be loaded: {type(e).__name__}")
             return out
-        out.manifest = json.loads((tmp / MANIFEST).read_text())
+        out.manifest = m
 
         def read(rel: str) -> bytes | None:
             p = tmp / rel

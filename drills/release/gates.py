@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from model_build.manifest import Metrics
+
 PSI_BINS = 10
 PSI_EPS = 1e-4  # floor of a bin's share, so an empty bin gives a large but finite term
 
@@ -220,13 +222,13 @@ def p99_gate(
     return _judge("p99_ms", p99_ms, max_ms, "<=", f"{what} ({source})", unit=" ms", fmt="{:.1f}", figures=figures)
 
 
-def offline_gates(metrics: dict[str, Any] | None, auc_min: float, ndcg_min: float) -> list[GateResult]:
-    """The candidate's offline quality from its manifest (model_build's validation AUC and NDCG@10)."""
-    m = metrics or {}
+def offline_gates(metrics: Metrics | None, auc_min: float, ndcg_min: float) -> list[GateResult]:
+    """The candidate's offline quality from its manifest (model_build's validation AUC and NDCG@10); `metrics` is
+    None when no region holds a manifest of it that verifies."""
     return [
         _judge(
             "offline_auc",
-            m.get("validation_auc"),
+            metrics.validation_auc if metrics else None,
             auc_min,
             ">=",
             "offline AUC (manifest metrics.validation_auc)",
@@ -234,7 +236,7 @@ def offline_gates(metrics: dict[str, Any] | None, auc_min: float, ndcg_min: floa
         ),
         _judge(
             "offline_ndcg",
-            m.get("validation_ndcg_at_10"),
+            metrics.validation_ndcg_at_10 if metrics else None,
             ndcg_min,
             ">=",
             "offline NDCG@10 (manifest metrics.validation_ndcg_at_10)",

@@ -28,11 +28,12 @@ from typing import Any
 
 from drills.drillplan import load_drill_file, merged_parameters
 from drills.errors import GuardrailError
-from drills.manifest import find_manifest, manifest_facts
+from drills.manifest import find_manifest
 from drills.model import Condition, Plan, Step
 from drills.planning import PlanContext, finish_plan, healthy_condition, slo_condition
 from infra.capacity import region_capacity, replica_bounds, shares_after_loss
 from infra.config import ROOT, STACKS_DIR, ConfigError, Fleet, Model, envs, load_fleet
+from infra.engines import coverage
 from infra.names import CANARY_AWS_RESOURCES, canary_resource_count
 
 VERSION, CANARY_VERSION, CANARY_WEIGHT = "model.version", "model.canary_version", "model.canary_weight"
@@ -85,16 +86,15 @@ def release_context(
             "unknown-region", f"{env} has no region {region!r}; its regions: {', '.join(sorted(fleet.regions))}"
         )
     version = candidate or next(iter(fleet.regions.values())).model.version
-    doc, source = find_manifest(manifest, version, root)
-    if doc is not None and manifest_facts(doc).version not in (None, version):
-        doc, source = None, None  # the newest manifest on disk is another version's: not evidence for this one
+    facts = find_manifest(manifest, version, root)
+    if facts is not None and facts.model_version not in (None, version):
+        facts = None  # the newest manifest on disk is another version's: not evidence for this one
     ctx = PlanContext(
         fleet=fleet,
         region=region,
         params=merged_parameters(drill, overrides or {}),
         drill=drill,
-        manifest=manifest_facts(doc),
-        manifest_source=source,
+        manifest=facts,
     )
     return ctx
 
@@ -243,7 +243,7 @@ def build_release_plan(ctx: PlanContext, opts: ReleaseOptions) -> Plan:
         )
     order = rollout_order(fleet, canary_region)
     # Capacity: the region must hold the stable and the canary pods side by side at peak.
-    splits = [split_capacity(fleet, r, weight, ctx.manifest.qps_per_gpu) for r in order if shares.get(r, 0) > 0]
+    splits = [split_capacity(fleet, r, weight, ctx.measured_qps) for r in order if shares.get(r, 0) > 0]
     short = [s for s in splits if not s["ok"]]
     if short:
         s = short[0]
@@ -254,10 +254,10 @@ def build_release_plan(ctx: PlanContext, opts: ReleaseOptions) -> Plan:
             "max. Nothing was changed.",
         )
     # Engines, where a manifest of the candidate is available offline; otherwise judged at precheck from the buckets.
-    if ctx.manifest.built is not None and ctx.manifest.version == cand:
+    if ctx.manifest is not None and ctx.manifest.model_version == cand:
         for r, c in fleet.regions.items():
-            need = [cc for cc in c.compute_capabilities if cc not in c.model.onnx_fallback_for]
-            absent = [cc for cc in need if cc not in ctx.manifest.listed]
+            # Planned engines pass here (the precheck requires them built or added by a Job in the buckets).
+            absent = coverage(c.compute_capabilities, ctx.manifest.available, c.model.onnx_fallback_for).missing
             if absent:
                 raise GuardrailError(
                     "engines",

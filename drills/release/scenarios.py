@@ -177,7 +177,7 @@ class NodeLoss(Scenario):
     def build(self, ctx: PlanContext) -> Plan:
         fleet, region = ctx.fleet, ctx.region
         assert region
-        fig = node_loss_figures(fleet, region, ctx.manifest.qps_per_gpu)
+        fig = node_loss_figures(fleet, region, ctx.measured_qps)
         verdict = "covers" if fig["covers_peak_after_loss"] else "does NOT cover"
         ctx.notes.append(
             f"N+1 of one node in {region}: {fig['gpus_desired']} GPUs at desired size, losing one "

@@ -11,7 +11,7 @@ from typing import Any
 
 from drills.drillplan import load_drill_file, merged_parameters
 from drills.errors import GuardrailError
-from drills.manifest import find_manifest, manifest_facts
+from drills.manifest import find_manifest
 from drills.model import Plan
 from drills.planning import PlanContext
 from drills.release.scenarios import ArtifactCorruption, BadRelease, NodeLoss, Restore
@@ -89,25 +89,22 @@ def build_plan(
             f"{sc.mode_hint}".strip(),
         )
     versions = sorted({r.model.version for r in fleet.regions.values()})
-    doc, source = find_manifest(manifest, versions[0] if len(versions) == 1 else None, root)
-    facts = manifest_facts(doc)
+    facts = find_manifest(manifest, versions[0] if len(versions) == 1 else None, root)
     ctx = PlanContext(
         fleet=fleet,
         region=region,
         params=merged_parameters(drill, overrides or {}),
         drill=drill,
         manifest=facts,
-        manifest_source=source,
     )
-    if source is None:
+    if facts is None:
         ctx.warnings.append(
             "no model manifest found (--manifest or $DRILLS_MANIFEST): engines are verified at precheck from each "
             "region's bucket"
         )
-    elif facts.listed - (facts.built or set()):
+    elif planned := sorted(facts.engine_ccs - facts.built):
         ctx.warnings.append(
-            f"the manifest {source} lists engines not built "
-            f"({', '.join(sorted(facts.listed - (facts.built or set())))}): "
+            f"the manifest {facts.source} lists engines not built ({', '.join(planned)}): "
             "precheck requires them built in each region's bucket"
         )
     if len(versions) > 1:

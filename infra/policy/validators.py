@@ -26,6 +26,7 @@ from infra.invariants import (
     record_findings,
     tensorrt_findings,
 )
+from model_build.manifest import ManifestError
 
 
 class _Unknown:
@@ -248,24 +249,33 @@ def stack_from_urn(urn: str) -> str | None:
 
 def capacity_violations(stack: str, stacks_dir: Path = STACKS_DIR, manifest: Any = None) -> list[str]:
     """N+1 over the stack's environment as its stack files declare it (the checkout being previewed):
-    with any one region lost, every survivor's GPU pools reach its renormalised share of peak."""
+    with any one region lost, every survivor's GPU pools reach its renormalised share of peak. A manifest that
+    does not validate leaves the configured throughput figures in force here (`model_violations` reports it)."""
     env = stack.rsplit("-", 1)[0]
     try:
         fleet = load_fleet(env, stacks_dir)
     except ConfigError as e:
         return [str(e)]
-    return [f.message for f in capacity_findings(fleet, read_manifest(manifest)) if f.severity == ERROR]
+    try:
+        facts = read_manifest(manifest)
+    except ManifestError:
+        facts = None
+    return [f.message for f in capacity_findings(fleet, facts) if f.severity == ERROR]
 
 
 def model_violations(stack: str, stacks_dir: Path = STACKS_DIR, manifest: Any = None) -> list[str]:
     """Engines for every compute capability and matching TensorRT. Warnings ("no manifest yet") are not
-    violations: a preview before the first model build must not be blocked."""
+    violations: a preview before the first model build must not be blocked; a manifest that does not validate
+    against model_build's schema is one, naming the file and its first problem."""
     env = stack.rsplit("-", 1)[0]
     try:
         fleet = load_fleet(env, stacks_dir)
     except ConfigError as e:
         return [str(e)]
-    facts = read_manifest(manifest)
+    try:
+        facts = read_manifest(manifest)
+    except ManifestError as e:
+        return [str(e)]
     return [
         f.message for f in [*engine_findings(fleet, facts), *tensorrt_findings(fleet, facts)] if f.severity == ERROR
     ]

@@ -13,6 +13,7 @@ import json
 import shutil
 import threading
 import time
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from drills.adapters.route53 import HealthModel, ModelledRoute53
 from drills.adapters.s3 import ReplicatingS3
 from drills.clock import Clock
 from infra.config import load_fleet
+from model_build.manifest import Manifest
+from tests.manifests import manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Fast drill parameters for the fake clock: fewer clients and polls, short holds.
@@ -158,26 +161,19 @@ def copy_stacks(dst: Path, env_overrides: dict[str, dict] | None = None, uid: st
     return dst
 
 
-def manifest_for(fleet: Any, ccs: list[str] | None = None, version: str | None = None) -> dict:
+def manifest_for(fleet: Any, ccs: list[str] | None = None, version: str | None = None) -> Manifest:
+    """The fleet's model (or `version`) with an engine built for each of `ccs` (default: every GPU in the fleet)."""
     ccs = ccs if ccs is not None else fleet.compute_capabilities
-    version = version or next(iter(fleet.regions.values())).model.version
-    return {
-        "model": {"name": "ranker", "version": version},
-        "tensorrt": "10.8.0",
-        "engines": [
-            {"compute_capability": cc, "file": f"ranker/1/model_sm{cc.replace('.', '')}.plan", "sha256": "ab" * 32}
-            for cc in ccs
-        ],
-        "benchmark": {"qps_per_gpu": {}},
-    }
+    return manifest(version or next(iter(fleet.regions.values())).model.version, built=ccs)
 
 
 def seed_aws(
-    fleet: Any, stacks: LocalStackAdapter, manifests: dict[str, dict | None] | None = None, uid: str = "t"
+    fleet: Any, stacks: LocalStackAdapter, manifests: Mapping[str, Manifest | dict | None] | None = None, uid: str = "t"
 ) -> dict[str, dict]:
     """Create in moto what the regional programs would have created, and the regional stacks' outputs.
     Names carry `uid` so tests can share one moto (its EC2 backend, which EKS node groups touch, is slow to
-    create)."""
+    create). `manifests`: per region, the manifest its bucket holds for the version it serves (default
+    `manifest_for(fleet)`; None: none; a dict is written as it is, for a manifest that does not validate)."""
     outputs = {}
     for region, cfg in fleet.regions.items():
         stack = fleet.stack_names[region]
@@ -250,7 +246,7 @@ def seed_aws(
             boto3.client("s3", region_name=region).put_object(
                 Bucket=out["bucket_name"],
                 Key=f"{cfg.model.name}/{cfg.model.version}/manifest.json",
-                Body=json.dumps(doc).encode(),
+                Body=doc.model_dump_json().encode() if isinstance(doc, Manifest) else json.dumps(doc).encode(),
             )
     return outputs
 
@@ -263,7 +259,7 @@ def build_test_backend(
     *,
     clients: int = 4,
     replication_lag: float = 40.0,
-    manifests: dict[str, dict | None] | None = None,
+    manifests: Mapping[str, Manifest | dict | None] | None = None,
     servers: dict[str, FakeTriton] | None = None,
     seed: bool = True,
     uid: str = "t",

@@ -313,6 +313,54 @@ def test_precheck_refuses_a_survivor_without_engines_in_its_bucket(world):
     assert live_weights(w) == {"us-east-1": 40, "us-west-2": 30, "eu-west-1": 30}
 
 
+def test_precheck_refuses_a_survivor_whose_manifest_does_not_validate(world):
+    from infra.config import load_fleet
+    from tests.drills.drills_support import ROOT
+    from tests.manifests import as_json
+
+    fleet = load_fleet("prod", ROOT / "stacks")
+    # list-shaped engines: once guessed at by a tolerant reader, now not a manifest at all (and not "no engines")
+    bad = as_json(manifest_for(fleet)) | {"engines": [{"compute_capability": cc} for cc in fleet.compute_capabilities]}
+    w = world("prod", manifests={"us-west-2": bad})
+    out = start_drill(plan_for(w, "evacuate-region", "us-east-1"), w.state, backend=w.backend, clock=w.clock)
+    assert out.status == "refused"
+    assert (
+        "us-west-2: the manifest in us-west-2's bucket does not match model_build's manifest schema: engines: "
+        "Input should be a valid dictionary" in (out.reason or "")
+    )
+    assert not events(load(w.state, out.drill_id), "config_set")
+
+
+def test_manifest_skew_names_a_region_whose_manifest_does_not_validate():
+    from types import SimpleNamespace
+
+    from drills.actions import ACTIONS
+    from drills.report import _served_version
+    from tests.manifests import as_json, manifest
+
+    good = as_json(manifest("2026.11.0", built=["9.0"]))
+    docs = {"us-east-1": (good, "a" * 64), "us-west-2": (good | {"engines": []}, "b" * 64), "eu-west-1": (None, None)}
+    events_seen: list = []
+    run = SimpleNamespace(
+        backend=SimpleNamespace(s3=SimpleNamespace(current_manifest=docs.__getitem__)),
+        event=lambda type_, **kw: events_seen.append((type_, kw)),
+    )
+    out = ACTIONS["manifest_skew"](run, SimpleNamespace(params={"regions": list(docs)}))  # type: ignore[arg-type]  # a stub run
+    assert out["skew"] and out["versions"] == ["2026.11.0"]
+    assert out["regions"]["us-east-1"] == {
+        "present": True,
+        "version": "2026.11.0",
+        "sha256": "a" * 64,
+        "engines": ["9.0"],
+    }
+    usw2 = out["regions"]["us-west-2"]
+    assert usw2["present"] and usw2["version"] is None and usw2["engines"] == []
+    assert usw2["invalid"].startswith("the manifest in us-west-2's bucket does not match model_build's manifest schema")
+    assert _served_version(usw2).startswith("invalid manifest (the manifest in us-west-2's bucket")
+    assert out["regions"]["eu-west-1"]["present"] is False and _served_version(out["regions"]["eu-west-1"]) == "absent"
+    assert events_seen == [("skew", out)]
+
+
 def test_resume_continues_after_the_last_completed_step(world, monkeypatch):
     from drills import engine
 

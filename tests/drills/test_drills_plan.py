@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 import yaml
 
 from drills.errors import GuardrailError
-from drills.manifest import manifest_facts
+from drills.manifest import find_manifest, served_facts
 from drills.planning import shift_schedule
 from drills.scenarios import SCENARIOS, build_plan
+from infra.invariants import ManifestFacts
+from model_build.manifest import ManifestError, write_manifest
+from tests import manifests as M
 from tests.drills.drills_support import copy_stacks
 
 
@@ -109,10 +111,7 @@ def test_shifting_onto_missing_capacity_is_refused(tmp_path):
 
 
 def test_engines_must_cover_the_survivors_compute_capabilities(tmp_path):
-    manifest = tmp_path / "manifest.json"
-    manifest.write_text(
-        json.dumps({"engines": {"9.0": {"file": "a.plan"}, "8.9": {"file": "b.plan"}, "8.0": {"file": "c.plan"}}})
-    )
+    manifest = write_manifest(tmp_path, M.manifest(built=["9.0", "8.9", "8.0"]))
     with pytest.raises(GuardrailError) as e:  # eu-west-1 also runs A10G (8.6)
         build_plan("evacuate-region", "prod", "us-east-1", manifest=str(manifest))
     assert e.value.code == "engines" and "8.6" in str(e.value) and "eu-west-1" in str(e.value)
@@ -122,85 +121,86 @@ def test_engines_must_cover_the_survivors_compute_capabilities(tmp_path):
     stacks = copy_stacks(tmp_path / "s", {"prod-euw1": {"model": model}})
     plan = build_plan("evacuate-region", "prod", "us-east-1", manifest=str(manifest), stacks_dir=stacks)
     assert all(r.engines.status == "ok" for s in plan.steps for r in s.capacity)
+    # so does the manifest's own ONNX fallback for it
+    (tmp_path / "fallback").mkdir()
+    fallback = write_manifest(tmp_path / "fallback", M.manifest(built=["9.0", "8.9", "8.0"], onnx_fallback=["8.6"]))
+    plan = build_plan("evacuate-region", "prod", "us-east-1", manifest=str(fallback))
+    assert all(r.engines.status == "ok" for s in plan.steps for r in s.capacity)
     # no manifest at all: unverified offline (warned), verified at precheck from the buckets
     plan = build_plan("evacuate-region", "prod", "us-east-1", root=tmp_path)
     assert {r.engines.status for s in plan.steps for r in s.capacity} == {"unverified"}
     assert any("manifest" in w for w in plan.warnings)
 
 
-def test_manifest_reader_tolerates_layouts():
-    none = manifest_facts(None)
-    assert none.built is None and none.listed == set() and none.qps_per_gpu == {}
-    assert manifest_facts(
-        {"engines": [{"compute_capability": "sm_90", "file": "x"}, {"cc": "8.9", "path": "y"}]}
-    ).built == {"9.0", "8.9"}
-    assert manifest_facts({"tensorrt": {"engines": {"sm86": {"sha256": "ab"}, "80": "model.plan"}}}).built == {
-        "8.6",
-        "8.0",
-    }
-    # listed but not built (a machine without a TensorRT builder) is listed, not built
-    f = manifest_facts(
-        {
-            "engines": [
-                {"compute_capability": "9.0", "built": False},
-                {"cc": "8.0", "status": "skipped"},
-                {"cc": "8.9", "file": None},
-                {"cc": "8.6", "status": "not-built"},
-            ]
-        }
-    )
-    assert f.built == set() and f.listed == {"9.0", "8.0", "8.9", "8.6"}
-    # other CC-keyed maps are not engines; benchmark figures and the version are read
-    f = manifest_facts(
-        {
-            "benchmark": {"qps_per_gpu": {"9.0": 15000, "sm_89": 4500}},
-            "cc_model_filenames": {"9.0": "a"},
-            "model": {"name": "ranker", "version": "2026.11.0"},
-        }
-    )
-    assert f.built == set() and f.qps_per_gpu == {"9.0": 15000.0, "8.9": 4500.0} and f.version == "2026.11.0"
+def test_the_manifest_is_read_through_model_builds_schema(tmp_path, monkeypatch):
+    monkeypatch.delenv("DRILLS_MANIFEST", raising=False)
+    assert find_manifest(None, "2026.11.0", tmp_path) is None  # none given, none under artifacts/ or build/
+    m = M.manifest(built=["9.0", "8.9"], not_built=["8.6"], onnx_fallback=["8.0"], qps_per_gpu={"9.0": 15000})
+    (tmp_path / "m.json").write_text(m.model_dump_json())
+    f = find_manifest(str(tmp_path / "m.json"), None, tmp_path)
+    assert f is not None and f.source == str(tmp_path / "m.json") and f.model_version == "2026.11.0"
+    # a listed engine that is not built (a machine without a TensorRT builder) is planned, not built
+    assert f.built == {"9.0", "8.9"} and f.engine_ccs == {"9.0", "8.9", "8.6"}
+    assert f.available == {"9.0": "built", "8.9": "built", "8.6": "planned", "8.0": "onnx-fallback"}
+    assert f.qps_per_gpu == {"9.0": 15000.0}
+    # $DRILLS_MANIFEST when no --manifest; a directory stands for the manifest.json in it
+    write_manifest(tmp_path, m)
+    monkeypatch.setenv("DRILLS_MANIFEST", str(tmp_path))
+    assert find_manifest(None, None, tmp_path) == ManifestFacts.of(m, str(tmp_path / "manifest.json"))
+    # a region's served manifest (an adapter's parsed JSON) is read the same way, named after the region
+    served = served_facts("us-west-2", M.as_json(m))
+    assert served is not None and served.source == "the manifest in us-west-2's bucket" and served.built == f.built
+    assert served_facts("us-west-2", None) is None
+
+
+def test_a_malformed_manifest_is_refused_naming_the_file_and_its_first_problem(tmp_path, monkeypatch):
+    monkeypatch.delenv("DRILLS_MANIFEST", raising=False)
+    # the layouts the drills once guessed at (list-shaped engines, TensorRT under `tensorrt`) are not manifests
+    doc = M.as_json(M.manifest(built=["9.0"])) | {"engines": [{"compute_capability": "sm_90", "file": "x"}]}
+    bad = tmp_path / "m.json"
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(GuardrailError) as e:
+        build_plan("evacuate-region", "prod", "us-east-1", manifest=str(bad))
+    assert e.value.code == "manifest"
+    assert f"{bad} does not match model_build's manifest schema: engines: Input should be an object" in str(e.value)
+    bad.write_text("{")
+    with pytest.raises(GuardrailError, match=rf"{bad} is not valid JSON"):
+        build_plan("evacuate-region", "prod", "us-east-1", manifest=str(bad))
+    # found under build/ (it names the fleet's version) rather than given: refused the same way, not skipped
+    (tmp_path / "build" / "model").mkdir(parents=True)
+    (tmp_path / "build" / "model" / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(GuardrailError, match=r"build/model/manifest.json does not match"):
+        build_plan("evacuate-region", "prod", "us-east-1", root=tmp_path)
+    # and a region's served manifest that does not validate names the region and the first problem
+    with pytest.raises(ManifestError, match=r"^the manifest in eu-west-1's bucket does not match .*: engines: "):
+        served_facts("eu-west-1", doc)
 
 
 def test_a_manifest_built_without_a_gpu_leaves_engines_to_the_precheck(tmp_path):
     # model_build's shape on a machine without TensorRT: every engine listed with status "not-built"
-    ccs = ("8.0", "8.6", "8.9", "9.0")
-    doc: dict[str, Any] = {
-        "model": {"name": "ranker", "version": "2026.11.0"},
-        "engines": {
-            cc: {
-                "compute_capability": cc,
-                "file": f"ranker_trt/1/model.sm{cc.replace('.', '')}.plan",
-                "status": "not-built",
-            }
-            for cc in ccs
-        },
-        # its build plan lists the engines to build, with files: not evidence that they were built
-        "build_plan": {
-            "engines": [{"compute_capability": cc, "file": f"model.sm{cc.replace('.', '')}.plan"} for cc in ccs]
-        },
+    ccs = ["8.0", "8.6", "8.9", "9.0"]
+    # its build plan lists the engines to build, with files: not evidence that they were built
+    build_plan_doc = {
+        "engines": [{"compute_capability": cc, "file": f"model.sm{cc.replace('.', '')}.plan"} for cc in ccs]
     }
     (tmp_path / "build" / "model").mkdir(parents=True)
-    (tmp_path / "build" / "model" / "manifest.json").write_text(json.dumps(doc))
+    write_manifest(
+        tmp_path / "build" / "model", M.manifest(not_built=ccs).model_copy(update={"build_plan": build_plan_doc})
+    )
     plan = build_plan("evacuate-region", "prod", "us-east-1", root=tmp_path)  # found by the artifacts/ build/ search
     assert plan.manifest_source is not None and plan.manifest_source.endswith("build/model/manifest.json")
     assert {r.engines.status for s in plan.steps for r in s.capacity} == {"unverified"}
     assert any("not built" in w for w in plan.warnings)
-    del doc["engines"]["8.6"]  # a compute capability without even a planned engine is refused
-    (tmp_path / "build" / "model" / "manifest.json").write_text(json.dumps(doc))
+    # a compute capability without even a planned engine is refused
+    write_manifest(tmp_path / "build" / "model", M.manifest(not_built=[cc for cc in ccs if cc != "8.6"]))
     with pytest.raises(GuardrailError, match=r"8.6"):
         build_plan("evacuate-region", "prod", "us-east-1", root=tmp_path)
 
 
 def test_manifest_benchmark_figures_change_the_capacity_math(tmp_path):
     manifest = tmp_path / "m.json"
-    manifest.write_text(
-        json.dumps(
-            {
-                "engines": {cc: {"file": "x"} for cc in ("9.0", "8.9", "8.6", "8.0")},
-                "benchmark": {"qps_per_gpu": {"8.0": 3500}},
-            }
-        )
-    )  # half the configured A100 figure
+    # half the configured A100 figure
+    manifest.write_text(M.manifest(built=["9.0", "8.9", "8.6", "8.0"], qps_per_gpu={"8.0": 3500}).model_dump_json())
     plan = build_plan("evacuate-region", "prod", "us-east-1", manifest=str(manifest))
     row = next(r for r in next(s for s in plan.steps if s.name == "shift-4").capacity if r.region == "us-west-2")
     assert row.gpus_required == 22 and row.prescale == {"a100": 3}

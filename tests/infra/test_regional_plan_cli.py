@@ -104,7 +104,8 @@ def baseline_repo(tmp_path):
     """A git repository holding this program with prod-euw1's a10g pool at a different max and no l40s pool."""
     repo = tmp_path / "repo"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(ROOT / "infra", repo / "infra", ignore=ignore)
+    for package in ("infra", "model_build"):  # infra reads model manifests through model_build.manifest
+        shutil.copytree(ROOT / package, repo / package, ignore=ignore)
     shutil.copytree(ROOT / "stacks", repo / "stacks")
     path = repo / "stacks" / "Pulumi.prod-euw1.yaml"
     doc = yaml.safe_load(path.read_text())

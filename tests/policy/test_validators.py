@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 
 import pytest
@@ -11,6 +12,8 @@ import yaml
 from infra import mocks as m
 from infra.config import STACKS_DIR
 from infra.policy import validators as v
+from tests.manifests import as_json
+from tests.manifests import manifest as make_manifest
 
 UNKNOWN = v.UNKNOWN
 
@@ -213,9 +216,20 @@ def test_capacity_violation_for_a_fleet_that_fails_n_plus_one(tmp_path):
 
 def test_model_violations_only_once_a_manifest_exists():
     assert v.model_violations("prod-global") == []  # no manifest yet: a warning, not a violation
-    manifest = {"tensorrt_version": "10.7.0", "engines": {"9.0": {}, "8.9": {}, "8.0": {}, "8.6": {}}}
+    manifest = as_json(make_manifest(built=["9.0", "8.9", "8.0", "8.6"], tensorrt_version="10.7.0"))
     msgs = v.model_violations("prod-global", manifest=manifest)
     assert len(msgs) == 3 and all("TensorRT 10.8.0" in x and "10.7.0" in x for x in msgs)
+
+
+def test_a_manifest_that_does_not_validate_is_a_model_violation(tmp_path, monkeypatch):
+    bad = tmp_path / "manifest.json"
+    bad.write_text(json.dumps(as_json(make_manifest(built=["9.0"])) | {"tensorrt_version": None}))
+    monkeypatch.setenv("RECO_DR_MANIFEST", str(bad))  # where the pack finds it at preview time
+    assert v.model_violations("prod-global") == [
+        f"{bad} does not match model_build's manifest schema: tensorrt_version: Input should be a valid string"
+    ]
+    # capacity keeps to the configured figures: the manifest problem is reported once, by the model policy
+    assert v.capacity_violations("prod-global") == []
 
 
 def test_stack_from_urn():

@@ -1,19 +1,21 @@
 """Fixtures for the rehearsal tests: a tiny model_build-shaped output and a leftover-process audit.
 
-`tiny_model_build(dir)` writes what `python -m model_build` leaves (manifest.json with sha256 and sizes, an
-ONNX file, a python-backend model running it, an ONNX Runtime model config and a TensorRT model the CPU
-server cannot load), small enough to build in milliseconds. Once model_build's own output is available the
-rehearsal serves that; these tests keep the contract pinned without a minute-long training run.
+`tiny_model_build(dir)` writes what `python -m model_build` leaves (a manifest.json of model_build's schema with
+every file's sha256, size and role, an ONNX file, a python-backend model running it, an ONNX Runtime model config
+and a TensorRT model the CPU server cannot load), small enough to build in milliseconds. Once model_build's own
+output is available the rehearsal serves that; these tests keep the contract pinned without a minute-long training
+run.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from pathlib import Path
 
 import pytest
+
+from model_build.manifest import MANIFEST, Role, file_entry, write_manifest
+from tests.manifests import manifest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -67,26 +69,35 @@ def tiny_model_build(out: Path) -> Path:
         'name: "ranker_trt"\nplatform: "tensorrt_plan"\nmax_batch_size: 4096\n'
         'cc_model_filenames [ { key: "8.9" value: "model_8.9.plan" } ]\n'
     )
-    files = [
-        {
-            "path": p.relative_to(out).as_posix(),
-            "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
-            "size": p.stat().st_size,
-        }
-        for p in sorted(out.rglob("*"))
-        if p.is_file() and p.name != "manifest.json" and "__pycache__" not in p.parts
-    ]
-    manifest = {
-        "model": {"name": "ranker", "version": "2026.11.0"},
-        "inputs": [
-            {"name": "sparse_ids", "datatype": "INT32", "shape": [-1, 8]},
-            {"name": "dense", "datatype": "FP32", "shape": [-1, 8]},
-        ],
-        "outputs": [{"name": "score", "datatype": "FP32", "shape": [-1, 1]}],
-        "files": files,
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    rels = sorted(
+        p.relative_to(out).as_posix()
+        for p in out.rglob("*")
+        if p.is_file() and p.name != MANIFEST and "__pycache__" not in p.parts
+    )
+    files = [file_entry(out, rel, _role(rel)) for rel in rels]
+    m = manifest(
+        built=["8.9"],  # the TensorRT model the CPU server cannot load
+        engine_file="ranker_trt/1/model_{cc}.plan",
+        files=files,
+        serving={"tensorrt": "ranker_trt", "onnx_fallback": "ranker_onnx", "cpu_rehearsal": "ranker_py"},
+    )
+    write_manifest(out, m)
     return out
+
+
+def _role(rel: str) -> Role:
+    """A file's role in the tiny build, as model_build assigns them."""
+    if rel.startswith("trt_src/"):
+        return "onnx-trt-source"
+    if rel.endswith(".plan"):
+        return "engine"
+    if rel.endswith(".onnx"):
+        return "onnx"
+    if rel.endswith("config.pbtxt"):
+        return "triton-config"
+    if rel.endswith(".py"):
+        return "python-model"
+    raise ValueError(f"tiny_model_build: no role for {rel}")
 
 
 @pytest.fixture(scope="session")

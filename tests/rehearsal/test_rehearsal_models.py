@@ -15,7 +15,16 @@ from drills.rehearsal.dns import RecordSet, route
 from drills.rehearsal.healthcheck import CheckSpec, CheckState, HealthChecker, reported
 from drills.rehearsal.loadgen import RequestRecord
 from drills.rehearsal.replicator import parse_rules, rules_for
-from drills.rehearsal.repo import ArtifactError, classify, prepare_serving_repo
+from drills.rehearsal.repo import (
+    ArtifactError,
+    classify,
+    manifest_files,
+    manifest_inputs,
+    manifest_model,
+    manifest_seed,
+    prepare_serving_repo,
+    read_manifest,
+)
 
 
 # ---------------------------------------------------------------- DNS policy (Route 53 semantics)
@@ -233,6 +242,31 @@ def test_corrupted_artifact_is_refused(model_dir, tmp_path, damage):
     msg = str(e.value)
     assert ("model.onnx" in msg or "manifest.json" in msg) and ("refusing" in msg or "missing" in msg)
     assert not (tmp_path / "serve").exists()  # nothing half-built to serve
+
+
+def test_the_manifest_is_read_through_model_builds_schema(model_dir, tmp_path):
+    m = read_manifest(model_dir)
+    assert manifest_model(m) == ("ranker", "2026.11.0") and manifest_seed(m) == 20261100
+    assert manifest_inputs(m) == [
+        {"name": "sparse_ids", "datatype": "INT32", "shape": [-1, 8]},
+        {"name": "dense", "datatype": "FP32", "shape": [-1, 8]},
+    ]
+    assert manifest_files(m)["ranker_onnx/1/model.onnx"].role == "onnx"
+    # a file list in a layout once guessed at ("artifacts": {path: sha256}) is not a manifest: refused, named
+    src = tmp_path / "src"
+    shutil.copytree(model_dir, src)
+    doc = json.loads((src / "manifest.json").read_text())
+    doc["artifacts"] = {f["path"]: f["sha256"] for f in doc.pop("files")}
+    (src / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError) as e:
+        prepare_serving_repo(src, tmp_path / "serve")
+    assert str(e.value).startswith(
+        f"{src / 'manifest.json'} does not match model_build's manifest schema: files: Field required"
+    )
+    (src / "manifest.json").write_text("{")
+    with pytest.raises(ArtifactError, match=r"manifest.json is not valid JSON"):
+        prepare_serving_repo(src, tmp_path / "serve")
+    assert not (tmp_path / "serve").exists()
 
 
 def test_weighted_choice_is_random_by_weight():

@@ -7,7 +7,6 @@ model builds are cached by content hash (~25 s each the first time)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -40,10 +39,9 @@ def staging(tmp_path_factory):
 
 
 def _manifest_hashes(model: dict) -> dict[str, str]:
-    from pathlib import Path
+    from model_build.manifest import load_manifest
 
-    m = json.loads((Path(model["dir"]) / "manifest.json").read_text())
-    return {f["path"]: f["sha256"] for f in m["files"]}
+    return {f.path: f.sha256 for f in load_manifest(model["dir"]).files}
 
 
 def test_a_good_release_promotes_across_every_region_with_its_gates_in_the_report(staging):

@@ -17,7 +17,6 @@ of the release adapters, driven by one fake fleet.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -96,7 +95,8 @@ def make_repo(
 ) -> Path:
     """A repository model_build.manifest.verify() accepts. With `onnx_fallback`, every compute capability is
     served by the ONNX model on purpose (no TensorRT here); without it, the engines are listed but not built."""
-    from model_build.manifest import EngineEntry, Manifest, Metrics, Signature, TensorSpec, file_entry, write_manifest
+    from model_build.manifest import file_entry, write_manifest
+    from tests.manifests import SEED, manifest
 
     d = root / f"{version}"
     if (d / "manifest.json").exists():
@@ -109,64 +109,17 @@ def make_repo(
         file_entry(d, "ranker_onnx/config.pbtxt", "triton-config"),
     ]
     bad = behaviour == "bad-labels"
-    engines = (
-        {}
-        if onnx_fallback
-        else {
-            cc: EngineEntry(
-                compute_capability=cc,
-                serves=[cc],
-                file=f"ranker_trt/1/model.sm{cc.replace('.', '')}.plan",
-                status="not-built",
-                tensorrt_version="10.8.0",
-                tensorrt_image="nvcr.io/nvidia/tensorrt:25.01-py3",
-                precision="fp16",
-                strongly_typed=True,
-                hardware_compatibility="NONE",
-                version_compatible=False,
-                profile={"min": 1, "opt": 256, "max": 4096},
-                timing_cache_key="t",
-                onnx="ranker_onnx/1/model.onnx",
-                record=f"engine_records/model.sm{cc.replace('.', '')}.json",
-            )
-            for cc in ccs
-        }
-    )
-    m = Manifest(
-        model={"name": MODEL, "version": version},
-        created_at=datetime.now(UTC).isoformat(),
-        git={"revision": "test", "dirty": False},
-        data={"seed": 20261100, "bad_labels": bad},
-        ranker={},
-        training={"behaviour": behaviour, "w_seed": str(w_seed), "bad_labels": bad},
-        metrics=Metrics(
-            validation_auc=auc if auc is not None else (0.5 if bad else 0.76),
-            validation_logloss=0.54,
-            validation_ndcg_at_10=ndcg if ndcg is not None else (0.45 if bad else 0.66),
-            oracle_auc=0.81,
-            validation_ctr=0.34,
-            train_rows=1000,
-            validation_rows=100,
-            train_seconds=1.0,
-            parity=[],
-        ),
-        signature=Signature(
-            max_batch_size=4096,
-            inputs=[
-                TensorSpec(name="sparse_ids", dtype="int32", dims=[8]),
-                TensorSpec(name="dense", dtype="float32", dims=[8]),
-            ],
-            outputs=[TensorSpec(name="score", dtype="float32", dims=[1])],
-        ),
-        onnx={"fp32": {"path": "ranker_onnx/1/model.onnx"}},
+    m = manifest(
+        version,
+        name=MODEL,
+        not_built=() if onnx_fallback else ccs,
+        onnx_fallback=ccs if onnx_fallback else (),
         files=files,
-        compute_capabilities=list(ccs),
-        onnx_fallback_for=list(ccs) if onnx_fallback else [],
-        engines=engines,
-        tensorrt_version="10.8.0",
-        triton={"release": "25.01", "version": "2.54.0", "images": ["nvcr.io/nvidia/tritonserver:25.01-py3"]},
-        serving={"onnx_fallback": "ranker_onnx"},
-        build_plan={},
+        validation_auc=auc if auc is not None else (0.5 if bad else 0.76),
+        validation_ndcg_at_10=ndcg if ndcg is not None else (0.45 if bad else 0.66),
+        data={"seed": SEED, "bad_labels": bad},
+        training={"behaviour": behaviour, "w_seed": str(w_seed), "bad_labels": bad},
+        created_at=datetime.now(UTC).isoformat(),
     )
     write_manifest(d, m)
     return d
@@ -225,17 +178,18 @@ class FakeFleet:
     # -------------------------------------------------------- pulumi up of a regional stack
     def _start(self, region: str, version: str, desired: int, previous: Track | None) -> Track:
         from drills.release.artifacts import MANIFEST, prefix, sha256
+        from model_build.manifest import Manifest
 
         s3 = self.b.s3
         raw = s3.get_object(region, prefix(MODEL, version) + MANIFEST)
         if raw is None:  # Triton with --exit-on-error: the pods never become ready
             return Track(version, "missing", 0, desired, float("inf"), {}, self._next(), previous)
-        man = json.loads(raw)
+        man = Manifest.model_validate_json(raw)
         loaded = {}
-        for f in man["files"]:
-            body = s3.get_object(region, prefix(MODEL, version) + f["path"])
-            loaded[f["path"]] = sha256(body or b"")
-        tr = man.get("training", {})
+        for f in man.files:
+            body = s3.get_object(region, prefix(MODEL, version) + f.path)
+            loaded[f.path] = sha256(body or b"")
+        tr = man.training
         t = Track(
             version,
             tr.get("behaviour", "good"),

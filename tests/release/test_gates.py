@@ -17,6 +17,7 @@ from drills.release.gates import (
     psi,
     psi_gate,
 )
+from tests.manifests import manifest
 
 
 def test_psi_of_a_sample_against_itself_is_zero_and_of_a_shift_is_its_squared_size():
@@ -107,8 +108,8 @@ def test_error_rate_gate_needs_evidence():
 def test_p99_and_offline_gates():
     assert p99_gate(120.0, 250, "summary").ok and not p99_gate(300.0, 250, "summary").ok
     assert not p99_gate(None, 250, "summary").ok
-    ok = offline_gates({"validation_auc": 0.76, "validation_ndcg_at_10": 0.66}, 0.7, 0.55)
+    ok = offline_gates(manifest(validation_auc=0.76, validation_ndcg_at_10=0.66).metrics, 0.7, 0.55)
     assert all(g.ok for g in ok)
-    bad = offline_gates({"validation_auc": 0.5, "validation_ndcg_at_10": 0.45}, 0.7, 0.55)
+    bad = offline_gates(manifest(validation_auc=0.5, validation_ndcg_at_10=0.45).metrics, 0.7, 0.55)
     assert [g.ok for g in bad] == [False, False] and bad[0].op == ">="
     assert not any(g.ok for g in offline_gates(None, 0.7, 0.55))

@@ -3,12 +3,12 @@ python3) refuses a repository whose bytes differ from its manifest, so a corrupt
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
 
 from infra.components.triton import VERIFY_SCRIPT
+from model_build.manifest import load_manifest
 
 
 def _run(path) -> subprocess.CompletedProcess:
@@ -34,15 +34,15 @@ def test_missing_unexpected_and_unrecorded_engine_files(repos, tmp_path):
     repo = shutil.copytree(repos("2026.12.0", w_seed=2, onnx_fallback=False), tmp_path / "repo")
     (repo / "ranker_onnx" / "config.pbtxt").unlink()
     (repo / "extra.bin").write_bytes(b"x")
-    engine = json.loads((repo / "manifest.json").read_text())["engines"]["9.0"]
-    (repo / engine["file"]).parent.mkdir(parents=True, exist_ok=True)
-    (repo / engine["file"]).write_bytes(b"an engine nobody recorded")
+    engine = load_manifest(repo).engines["9.0"]
+    (repo / engine.file).parent.mkdir(parents=True, exist_ok=True)
+    (repo / engine.file).write_bytes(b"an engine nobody recorded")
     r = _run(repo)
     assert r.returncode == 1
     for want in (
         "ranker_onnx/config.pbtxt: missing",
         "extra.bin: not in the manifest",
-        f"{engine['file']}: no engine record that matches it",
+        f"{engine.file}: no engine record that matches it",
     ):
         assert want in r.stderr
     assert _run(tmp_path / "nothing").returncode == 1
