@@ -5,12 +5,16 @@ explicit dummy credentials passed as client arguments (and, for the server proce
 environment only), so nothing here reads or writes `~/.aws` and nothing can reach a real account.
 
 What moto does not do is modelled elsewhere in this package (health checks, DNS answers, replication).
-Two moto gaps matter to those models:
+Three moto gaps matter to the rehearsal:
 - `GetBucketReplication` answers with a hard-coded `DeleteMarkerReplication: Disabled` and an empty prefix
   filter, whatever was stored (moto 5.2.5 `s3/responses.py`); `replication_config()` merges those two
   fields back from the configuration that was put. moto's model dump (`/moto-api/data.json`) does hold
   the stored form, but once EKS/EC2 models exist it is ~12 MB and takes seconds: not usable in a poll loop.
 - `GetHealthCheckStatus` is a hard-coded success; the health checker model is the status source.
+- A bucket policy is enforced on object requests without the request's context: a condition other than
+  StringEquals counts as met (moto 5.2.5 `iam/policy_conditions.py`), so a TLS-only statement (Deny s3:* where
+  aws:SecureTransport is false) denies every object request; `declared.apply_declared` puts bucket policies only
+  when asked to (`put_bucket_policies`).
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ class MotoServer:
             AWS_ACCESS_KEY_ID="rehearsal",
             AWS_SECRET_ACCESS_KEY="rehearsal",
             AWS_DEFAULT_REGION="us-east-1",
+            # The AWS managed policies (arn:aws:iam::aws:policy/...) the programs attach to their roles; moto
+            # refuses to attach one it has not loaded. Loading them costs ~0.1 s, on the first IAM request.
+            MOTO_IAM_LOAD_MANAGED_POLICIES="true",
             PYTHONUNBUFFERED="1",
         )
         t0 = time.monotonic()

@@ -1,4 +1,6 @@
-"""`python -m moto.server` with one memory fix, as the rehearsal runs it: `python -m drills.rehearsal.moto_server ARGS`.
+"""`python -m moto.server` with two fixes, as the rehearsal runs it: `python -m drills.rehearsal.moto_server ARGS`.
+
+1. Memory (ListObjectVersions):
 
 moto 5.2.5's ListObjectVersions deep-copies every version of every key in the bucket on each call (bytes included:
 FakeKey's __getstate__/__setstate__ copy the value into a new buffer), only to set `is_latest` on the copies, and
@@ -7,7 +9,13 @@ emptied. Every listing therefore keeps a full copy of the bucket: measured on th
 of 45 objects of 800 KB. The rehearsal's replication model lists every bucket every 0.2 s, so a 5-minute release
 rehearsal took moto_server past 23 GB and the kernel's OOM killer stopped it mid-drill. Here the copies are views
 (the key's attributes read through, `is_latest` their own), untracked and sharing nothing they could close.
-The patch refuses to run, loudly, if moto's code is no longer the one it was written for.
+
+2. Bucket policies on object requests: moto evaluates a condition it cannot evaluate as met, so the stacks' TLS-only
+Deny would refuse every object request; statements that apply only to insecure transport are left out (the
+rehearsal's plain-HTTP endpoint stands for production's HTTPS clients). Every other statement is evaluated as moto
+does, so a declared policy that denies the serving or replication principals still fails the rehearsal.
+
+Each patch refuses to run, loudly, if moto's code is no longer the one it was written for.
 """
 
 from __future__ import annotations
@@ -58,8 +66,40 @@ def _patch_list_object_versions() -> None:
     models.copy = shallow
 
 
+def _patch_bucket_policy_transport() -> None:
+    """moto evaluates a bucket policy on object requests without the request's context, and a condition it cannot
+    evaluate (every operator but StringEquals) counts as met: the programs' TLS-only statement (Deny s3:* where
+    aws:SecureTransport is false) would refuse every object request. The rehearsal's clients stand for production's
+    HTTPS clients (moto's endpoint is plain HTTP only as a transport shortcut), so statements that apply only to
+    insecure transport are left out of the evaluation; every other statement is evaluated as moto does."""
+    import json
+
+    from moto.iam.access_control import IAMPolicy, PermissionResult
+    from moto.s3 import models
+
+    if "IAMPolicy(self.policy.decode())" not in inspect.getsource(models.FakeBucket.get_permission):
+        raise SystemExit(
+            "drills.rehearsal.moto_server: moto.s3.models.FakeBucket.get_permission changed; re-check the "
+            "bucket policy transport fix against this moto version"
+        )
+
+    def insecure_only(statement: dict) -> bool:
+        return (statement.get("Condition") or {}).get("Bool", {}).get("aws:SecureTransport") in ("false", ["false"])
+
+    def get_permission(self: Any, action: str, resource: str) -> Any:
+        if self.policy is None:
+            return PermissionResult.NEUTRAL
+        doc = json.loads(self.policy)
+        statements = doc["Statement"] if isinstance(doc["Statement"], list) else [doc["Statement"]]
+        doc["Statement"] = [s for s in statements if not insecure_only(s)]
+        return IAMPolicy(json.dumps(doc)).is_action_permitted(action, resource)
+
+    models.FakeBucket.get_permission = get_permission  # type: ignore[method-assign]  # the fix above
+
+
 def main(argv: list[str]) -> None:
     _patch_list_object_versions()
+    _patch_bucket_policy_transport()
     from moto.server import main as moto_main
 
     moto_main(argv)
