@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drills.adapters.base import Backend
 from drills.adapters.capacity import EksCapacity
@@ -46,6 +46,9 @@ from drills.errors import DrillError
 from drills.journal import atomic_write
 from drills.rehearsal.declared import records_from_plan
 from drills.rehearsal.loadgen import CachingResolver
+
+if TYPE_CHECKING:  # the adapters are built over a started world; the world imports none of them
+    from drills.rehearsal.world import World
 
 # infra.mocks drives the Pulumi runtime through process-global settings: one offline program run at a time.
 _PROGRAM_LOCK = threading.Lock()
@@ -78,7 +81,7 @@ class RehearsalStacks(LocalStackAdapter):
     """Stack config of record: the run's copy of the stack files. Up = the program's offline plan applied to moto."""
 
     def __init__(
-        self, world: Any, stacks_dir: Path, state_dir: Path, on_region_up: Callable[[Any], None] | None = None
+        self, world: World, stacks_dir: Path, state_dir: Path, on_region_up: Callable[[Any], None] | None = None
     ):
         """`on_region_up(cfg)`: what else a regional `up` changes in this world beyond the declared AWS objects (the
         release rehearsal: its stable/canary Deployments and listener weights)."""
@@ -152,11 +155,12 @@ class RehearsalRoute53(Boto3Route53):
     """Records from moto through boto3 (as on AWS, no read cache: moto has no API budget); health and answers from
     the world's models, which stand for Route 53's checkers and name servers."""
 
-    def __init__(self, world: Any):
-        regions = {r: name for name, r in world.applied.alias_targets().items()}
+    def __init__(self, world: World):
+        assert world.applied is not None, "the world has not started"
+        regions: dict[str, str | None] = {r: name for name, r in world.applied.alias_targets().items()}
         super().__init__(
-            world.moto.client("route53"),
-            world._zone_id(),
+            world.client("route53"),
+            world.route53.zone_id(),
             world.fqdn,
             regions,
             dict(world.health_check_ids),
@@ -167,13 +171,13 @@ class RehearsalRoute53(Boto3Route53):
 
     def health(self, region: str) -> bool:
         # The model reports what Route 53 would: inversion and disabling already applied.
-        return bool(self.world.health_status().get(region, False))
+        return bool(self.world.route53.health_status().get(region, False))
 
     def dns_answer(self) -> dict[str, float]:
-        return self.world.routing()
+        return self.world.route53.routing()
 
     def set_inverted(self, region: str, inverted: bool) -> None:
-        self.world.set_inverted(region, inverted)
+        self.world.route53.set_inverted(region, inverted)
         self._inverted[region] = inverted
 
 
@@ -181,32 +185,22 @@ class RehearsalRoute53(Boto3Route53):
 class RehearsalS3(Boto3S3):
     """Artifact buckets in moto. The world's replicator copies objects by the stored replication rules."""
 
-    def __init__(self, world: Any, models: Mapping[str, tuple[str, str]]):
-        super().__init__({r: world.moto.client("s3", r) for r in world.regions}, dict(world.buckets), dict(models))
+    def __init__(self, world: World, models: Mapping[str, tuple[str, str]]):
+        super().__init__({r: world.client("s3", r) for r in world.regions}, dict(world.buckets), dict(models))
         self.world = world
-        self.canaries: list[Any] = []  # drills.rehearsal.world.Canary, for the exact RPO in the report
+        self.canaries: list[Any] = []  # drills.rehearsal.storage.Canary, for the exact RPO in the report
 
     def put_object(self, region: str, key: str, body: bytes) -> str | None:
-        c = self.world.put_canary(region, key=key, body=body)
+        c = self.world.storage.put_canary(region, key=key, body=body)
         self.canaries.append(c)
         return c.version_id
 
     def current_manifest(self, region: str) -> tuple[dict | None, str | None]:
         # What the region's Triton serves (synced from its bucket and hash-checked when it started), not just
         # what the bucket holds: version skew is about what answers requests.
-        if region in self.world.repos:
+        if self.world.serving.repo(region) is not None:
             return self.world.served_manifest(region)
         return super().current_manifest(region)
-
-
-class WorldPods:
-    """Triton readiness per region: one server stands for the region's Triton pods."""
-
-    def __init__(self, world: Any):
-        self.world = world
-
-    def ready(self, region: str) -> tuple[int, int]:
-        return self.world.triton_ready(region)
 
 
 # ---------------------------------------------------------------- probes
@@ -220,7 +214,7 @@ class DnsClients:
         self._resolvers: dict[int, CachingResolver] = {}
 
     @classmethod
-    def for_world(cls, world: Any, seed: int = 7) -> DnsClients:
+    def for_world(cls, world: World, seed: int = 7) -> DnsClients:
         return cls(world.dns_address, world.fqdn, dict(world.ip_region), world.ports["http"], seed)
 
     def resolve(self, client: int) -> tuple[str | None, str | None]:
@@ -251,7 +245,7 @@ class WorldFaults:
 
     kinds = tuple(FAULT_MODES)
 
-    def __init__(self, world: Any):
+    def __init__(self, world: World):
         self.world = world
         self.events: list[dict] = []
 
@@ -274,7 +268,7 @@ class WorldFaults:
 
 # ---------------------------------------------------------------- the bundle
 def make_backend(
-    world: Any,
+    world: World,
     *,
     stacks_dir: Path,
     state_dir: Path,
@@ -292,17 +286,17 @@ def make_backend(
     route53 = RehearsalRoute53(world)
     s3 = RehearsalS3(world, {r: (c.model.name, c.model.version) for r, c in fleet.regions.items()})
     capacity = EksCapacity(
-        {r: world.moto.client("eks", r) for r in world.regions},
+        {r: world.client("eks", r) for r in world.regions},
         dict(world.clusters),
-        release.pods if release else WorldPods(world),
+        world.serving,  # ready and desired servers per region: the pods
     )
     probes: Any
     if release:
         probes, closers = release.probes, [release.probes.stop]
     else:
         probes = TritonHttpProbe(
-            {r: t.url for r, t in world.tritons.items()},
-            world.model_name,
+            {r: t.url for r, t in world.serving.servers().items()},
+            world.traffic.model,
             clock,
             DnsClients.for_world(world, seed),
             timeout=probe_timeout,
@@ -342,10 +336,6 @@ class ReleaseParts:
     scores: Any
     on_region_up: Callable[[Any], None]
     faults: Callable[[Any, Any], list[Any]]
-
-    @property
-    def pods(self) -> Any:
-        return self.serving
 
     @property
     def metrics(self) -> Any:

@@ -45,7 +45,7 @@ class AlbProcess:
         workdir: Path,
         listeners: dict[str, tuple[str, int]],
         *,
-        seed: int = 0,
+        seed: int | None = 0,  # None: a random one
         timeout: float = 10.0,
         ready_timeout: float = 30.0,
         name: str = "alb",

@@ -26,12 +26,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from drills.errors import DrillError
+from drills.rehearsal.runner import Session
 from infra.config import PROJECT, ROOT, STACKS_DIR, load_fleet
+
+if TYPE_CHECKING:  # the adapters are built over a started world; the world imports none of them
+    from drills.rehearsal.world import World
 
 ALL = "all"
 SCENARIO_ORDER = ("region-outage", "evacuate-region", "stack-flip", "artifact-replication")
@@ -119,6 +123,7 @@ def check_run_options(scale: float, rate: float, clients: int, env: str, stacks_
             f"unknown environment {env!r}; known: {', '.join(envs(stacks_dir))} (from {stacks_dir}). "
             "Nothing was started."
         )
+    load_fleet(env, Path(stacks_dir))  # a stack that does not validate: ConfigError, one line, nothing written
 
 
 def reap_leftovers(log: Callable[[str], None]) -> None:
@@ -224,7 +229,7 @@ def declared_resources(fleet: Any, stacks_dir: Path) -> tuple[list[dict], dict[s
 # ---------------------------------------------------------------- live worlds (for the backend factory)
 @dataclass
 class LiveWorld:
-    world: Any
+    world: World
     stacks_dir: Path
     stack_state: Path
     probe_timeout: float
@@ -234,11 +239,11 @@ class LiveWorld:
     stacks: Any = None  # the RehearsalStacks the world was seeded with (its applied state)
 
 
-def probe_body(world: Any) -> dict:
+def probe_body(world: World) -> dict:
     """One real feature row as the drills' probe request (the probes then rank what clients rank)."""
     from drills.rehearsal.triton import v2_infer_body
 
-    return json.loads(v2_infer_body(world.batches(n=1, batch=1)[0]))
+    return json.loads(v2_infer_body(world.traffic.batches(n=1, batch=1)[0]))
 
 
 def backend_for(live: LiveWorld, options: dict, clock: Any, release: Any = None) -> Any:
@@ -273,30 +278,28 @@ def start_world(
     log: Callable[[str], None],
     probe_timeout: float,
     publisher: Any = None,
-    world_cls: Any = None,
-    world_kw: dict[str, Any] | None = None,
+    serving: Any = None,
 ) -> LiveWorld:
     """Offline plans -> World (started) -> the stack adapter's applied state seeded from the same plans.
 
-    `world_cls` (default `World`) and `world_kw` (its extra keyword arguments) let a caller start a World subclass
-    (drills.release's ReleaseWorld) through the same sequence."""
+    `serving`: the world's serving factory (default one Triton per region; rehearse-release: its tracks)."""
     from drills.rehearsal.adapters import RehearsalStacks
+    from drills.rehearsal.serving import TritonPerRegion
     from drills.rehearsal.world import World, model_build_publisher
 
-    world = (world_cls or World)(
+    world = World(
         fleet,
         model_dir=model_dir,
         workdir=workdir,
-        declared=[],
         base_port=base_port,
         scale=scale,
         seed=seed,
         publisher=publisher or model_build_publisher,
+        serving=serving or TritonPerRegion,
         log=log,
-        **(world_kw or {}),
     )
     # The ports first (a port in use stops the run at once, before seconds of offline planning); start() checks again.
-    world._claim_ports()
+    world.claim_ports()
     t0 = time.monotonic()
     log(
         f"offline plan of {fleet.global_stack} and {', '.join(fleet.stack_names.values())} "
@@ -304,9 +307,8 @@ def start_world(
     )
     declared, per = declared_resources(fleet, stacks_dir)
     log(f"offline plan: {len(declared)} declared resources in {time.monotonic() - t0:.1f} s")
-    world._declared = declared
     world.timings["offline plan of the stacks"] = round(time.monotonic() - t0, 3)
-    world.start()
+    world.start(declared)
     try:
         stacks = RehearsalStacks(world, stacks_dir, stack_state)
         for stack, (recs, outputs) in per.items():
@@ -488,22 +490,21 @@ def world_for(prep: Prepared, log: Callable[[str], None]) -> LiveWorld:
     return live
 
 
-def drill(live: LiveWorld, prep: Prepared, log: Callable[[str], None], plan: Any = None) -> DrillRun:
-    """Client traffic + one drill through the engine (backend "rehearsal" over `live`) + traffic stopped.
+def drill(session: Session, prep: Prepared, log: Callable[[str], None], plan: Any = None) -> DrillRun:
+    """Client traffic + one drill through the engine (backend "rehearsal" over the session's world) + traffic stopped.
     Ctrl-C inside the drill makes the engine roll back (its own handler); the outcome then says "aborted"."""
-    from drills.engine import start_drill
     from drills.journal import load
     from drills.rehearsal.clock import ScaledClock
 
     o = prep.opts
     plan = plan or prep.plan
+    live = session.live
     world = live.world
     run = DrillRun(None, [], [], None)
     lg = None
     try:
         bound = _drill_bound(plan) * o.scale + 120.0  # wall seconds: the traffic stops by then at the latest
-        lg = world.loadgen_process(rate=o.rate, duration=bound, clients=o.clients, timeout=o.request_timeout)
-        lg.start()
+        lg = session.traffic(rate=o.rate, duration=bound, clients=o.clients, timeout=o.request_timeout)
         log(
             f"traffic: {o.rate:g} ranking requests/s (32 real feature rows each) from {o.clients} clients resolving "
             f"{world.fqdn} through the DNS model (a separate process)"
@@ -527,13 +528,7 @@ def drill(live: LiveWorld, prep: Prepared, log: Callable[[str], None], plan: Any
             f"drill: {plan.scenario}" + (f" of {plan.region}" if plan.region else "") + f", {len(plan.steps)} steps, "
             "executed (no --confirm: the rehearsal changes only its own copy of the environment)"
         )
-        backend = backend_for(live, options, run.clock)
-        try:
-            run.outcome = start_drill(
-                plan, prep.state_dir, backend=backend, clock=run.clock, log=lambda s: log(f"  engine: {s}")
-            )
-        finally:
-            backend.close()
+        run.outcome = session.drill(plan, prep.state_dir, lambda clock: backend_for(live, options, clock), run.clock)
         log(
             f"drill {run.outcome.drill_id}: {run.outcome.status}"
             + (f" ({run.outcome.reason})" if run.outcome.reason else "")
@@ -575,14 +570,13 @@ def run(opts: Options, log: Callable[[str], None] | None = None) -> Result:
     todo = (
         [(sc, p) for sc, p, _ in prep.plans if p is not None] if opts.scenario == ALL else [(opts.scenario, prep.plan)]
     )
-    live: LiveWorld | None = None
+    session = Session(lambda: world_for(prep, log), log)
     runs: list[tuple[str, Any, DrillRun]] = []
-    leftovers: list[int] = []
     stopped: DrillRun | None = None
     try:
-        live = world_for(prep, log)
+        session.start()
         for sc, plan in todo:
-            dr = drill(live, prep, log, plan)
+            dr = drill(session, prep, log, plan)
             runs.append((sc, plan, dr))
             if dr.interrupted or dr.error or dr.outcome is None:
                 break  # Ctrl-C or a failure of the rehearsal itself: stop here whatever --keep-going says
@@ -599,14 +593,8 @@ def run(opts: Options, log: Callable[[str], None] | None = None) -> Result:
         stopped = DrillRun(None, [], [], None, interrupted=f"terminated (exit {e.code})")
         log(f"[red]{stopped.interrupted}[/red]: stopping every process")
     finally:
-        if live is not None:
-            live.world.close()
-            leftovers = live.world.sup.leftovers()
-            log(
-                "teardown: every process stopped"
-                if not leftovers
-                else f"[red]teardown: processes left behind: {leftovers}[/red]"
-            )
+        session.close()
+    leftovers = session.leftovers
     if not runs:
         runs.append((todo[0][0], todo[0][1], stopped or DrillRun(None, [], [], None)))
     results = []
@@ -674,10 +662,10 @@ def _facts(live: LiveWorld) -> dict[str, Any]:
     b = live.backends[-1] if live.backends else None
     out: dict[str, Any] = {
         "describe": w.describe(),
-        "predicted_wall": w.predicted_rto(),
-        "hc_transitions": [asdict(t) for t in w.hc_transitions()],
-        "dns_changes": [asdict(c) for c in w.dns_changes()],
-        "ttl_wall": w.ttl,
+        "predicted_wall": w.route53.predicted_rto(),
+        "hc_transitions": [asdict(t) for t in w.route53.hc_transitions()],
+        "dns_changes": [asdict(c) for c in w.route53.dns_changes()],
+        "ttl_wall": w.route53.ttl,
         "ip_region": dict(w.ip_region),
         "fault_events": list(b.extras["world_faults"].events) if b else [],
         "stack_ups": list(b.extras["stacks"].ups) if b else [],
@@ -686,7 +674,7 @@ def _facts(live: LiveWorld) -> dict[str, Any]:
     if b is not None:
         for c in b.s3.canaries:
             try:
-                rep = w.replication_of(c)
+                rep = w.storage.replication_of(c)
             except Exception:  # noqa: BLE001 - best effort: a canary that cannot be read shows no replication
                 rep = {}
             out["canaries"].append({"region": c.region, "key": c.key, "t_put": c.t_put, "replicated": rep})

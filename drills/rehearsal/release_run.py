@@ -29,47 +29,23 @@ from drills.errors import DrillError
 from drills.rehearsal import rehearse as R
 from drills.rehearsal.probe_proc import ProbeProcess
 from drills.rehearsal.release_serving import NodeLoss, ServingModel
-from drills.rehearsal.world import World
+from drills.rehearsal.runner import Session
 
 SCENARIOS = ("release", "bad-release", "artifact-corruption", "node-loss")
 _PROBE_PROCS = itertools.count(1)
 
 
-class ReleaseWorld(World):
-    """The rehearsal world with each region's serving replaced by stable/canary tracks behind a weighted proxy on
-    the region's load-balancer address (what DNS answers, what the health checker probes)."""
-
-    def __init__(self, *a: Any, replicas: dict[str, int] | None = None, replace_seconds: float = 3.0, **kw: Any):
-        super().__init__(*a, **kw)
-        self.serving = ServingModel(self, replicas, replace_seconds)
-
-    def _start_one(self, region: str) -> float:
-        t0 = time.monotonic()
-        self.serving.start_region(region, self.model_prefix.split("/", 1)[1])
-        return time.monotonic() - t0
-
-    def triton_ready(self, region: str) -> tuple[int, int]:
-        return self.serving.ready(region)
-
-    def close(self) -> None:
-        self.serving.close()
-        super().close()
-
-    def describe(self) -> dict[str, Any]:
-        d = super().describe()
-        d["serving"] = self.serving.describe()
-        return d
-
-
 def start_release_world(fleet: Any, *, replicas: dict[str, int], **kw: Any) -> Any:
-    """`rehearse.start_world` with a ReleaseWorld (replicas per region, node replacement delay from the scaled TTL)."""
-    scale = kw["scale"]
-    return R.start_world(
-        fleet,
-        world_cls=ReleaseWorld,
-        world_kw={"replicas": replicas, "replace_seconds": max(1.0, 30 * scale.ttl / max(1, fleet.glob.ttl))},
-        **kw,
-    )
+    """`rehearse.start_world` with each region served by stable/canary tracks (`ServingModel`: replicas per region,
+    node replacement delay from the scaled TTL)."""
+    replace_seconds = max(1.0, 30 * kw["scale"].ttl / max(1, fleet.glob.ttl))
+    return R.start_world(fleet, serving=lambda w: ServingModel(w, replicas, replace_seconds), **kw)
+
+
+def serving_of(live: Any) -> ServingModel:
+    serving = live.world.serving
+    assert isinstance(serving, ServingModel), "a release rehearsal's world is served by tracks"
+    return serving
 
 
 def release_backend(live: Any, options: dict, clock: Any) -> Any:
@@ -79,8 +55,8 @@ def release_backend(live: Any, options: dict, clock: Any) -> Any:
     from drills.release.adapters import ArtifactCorruption, TritonScoreProbe
     from drills.release.planning import VERSION
 
-    world: ReleaseWorld = live.world
-    serving = world.serving
+    world = live.world
+    serving = serving_of(live)
     fleet = world.fleet
     model = next(iter(fleet.regions.values())).model.name
     # The drill's probes timed in their own process (probe_proc): not behind this process's GIL.
@@ -89,8 +65,8 @@ def release_backend(live: Any, options: dict, clock: Any) -> Any:
         world.sup,
         world.workdir / "probes" / str(n),
         clock,
-        endpoints={r: t.url for r, t in world.tritons.items()},
-        model=world.model_name,
+        endpoints={r: t.url for r, t in serving.servers().items()},
+        model=world.traffic.model,
         dns_server=world.dns_address,
         name=world.fqdn,
         port=world.ports["http"],
@@ -118,7 +94,7 @@ def release_backend(live: Any, options: dict, clock: Any) -> Any:
         probes=probes,
         scores=SmallBatchProbe(
             {r: f"http://{world.region_ip[r]}:{world.ports['http']}" for r in world.regions},
-            world.model_name,
+            world.traffic.model,
             timeout=10.0,
         ),
         # A regional `up` re-applies the program to moto (buckets, node groups, ...) and, as the Deployments and
@@ -232,10 +208,8 @@ def run(opts: Options, log: Callable[[str], None] = _log) -> dict:
         "models": {"stable": _minfo(stable_info), **{k: _minfo(v) for k, v in cands.items()}},
         "drills": [],
     }
-    live = None
-    lg = None
-    try:
-        live = start_release_world(
+    session = Session(
+        lambda: start_release_world(
             fleet,
             model_dir=stable_info.dir,
             workdir=out / "world",
@@ -247,7 +221,12 @@ def run(opts: Options, log: Callable[[str], None] = _log) -> dict:
             log=log,
             probe_timeout=1.0,
             replicas=replicas,
-        )
+        ),
+        log,
+    )
+    lg = None
+    try:
+        live = session.start().live
         w = live.world
         from drills.rehearsal.world import model_build_publisher
 
@@ -255,13 +234,12 @@ def run(opts: Options, log: Callable[[str], None] = _log) -> dict:
             for r, bucket in w.buckets.items():
                 model_build_publisher(info.dir, bucket, "", w.moto.client("s3", r))
             log(f"published the {k} candidate {info.version} to {', '.join(w.buckets.values())}")
-        lg = w.loadgen_process(rate=opts.rate, duration=3600, clients=opts.clients, timeout=1.0)
-        lg.start()
+        lg = session.traffic(rate=opts.rate, duration=3600, clients=opts.clients, timeout=1.0)
         time.sleep(1.0)
         options = {"scale": opts.scale}
         for sc in opts.scenarios:
             summary["drills"] += _run_scenario(
-                sc, live, fleet, stacks_dir, state, out, opts, params, region, cands, options, log
+                sc, session, fleet, stacks_dir, state, out, opts, params, region, cands, options, log
             )
             if any(d.get("interrupted") for d in summary["drills"]):
                 summary["interrupted"] = True
@@ -270,11 +248,12 @@ def run(opts: Options, log: Callable[[str], None] = _log) -> dict:
     finally:
         if lg is not None:
             lg.stop()
-        if live is not None:
-            summary["serving_events"] = list(live.world.serving.events)
-            summary["track_counts"] = live.world.serving.track_counts()
-            live.world.close()
-            summary["processes_left_behind"] = live.world.sup.leftovers()
+        if session.live is not None:
+            serving = serving_of(session.live)
+            summary["serving_events"] = list(serving.events)
+            summary["track_counts"] = serving.track_counts()
+        session.close()
+        summary["processes_left_behind"] = session.leftovers
     records = lg.records() if lg is not None else []
     summary["traffic"] = _traffic(records, summary["drills"])
     summary["wall_seconds"] = round(time.time() - t_start, 1)
@@ -324,17 +303,12 @@ def _minfo(i: Any) -> dict:
     }
 
 
-def _engine(plan: Any, state: Path, live: Any, options: dict, opts: Options, log: Callable[[str], None]) -> Any:
+def _engine(plan: Any, state: Path, session: Session, options: dict, opts: Options) -> Any:
     """One drill on the engine, the world handed over as a backend object (journaled as "rehearsal-release")."""
-    from drills.engine import start_drill
     from drills.rehearsal.clock import ScaledClock
 
-    clock = ScaledClock(opts.scale)
-    backend = release_backend(live, options, clock)
-    try:
-        return start_drill(plan, state, backend=backend, clock=clock, log=lambda s: log(f"  engine: {s}"))
-    finally:
-        backend.close()
+    live = session.live
+    return session.drill(plan, state, lambda clock: release_backend(live, options, clock), ScaledClock(opts.scale))
 
 
 def _record(sc: str, outcome: Any, state: Path, out: Path, t0: float, extra: dict | None = None) -> dict:
@@ -360,7 +334,7 @@ def _record(sc: str, outcome: Any, state: Path, out: Path, t0: float, extra: dic
 
 def _run_scenario(
     sc: str,
-    live: Any,
+    session: Session,
     fleet: Any,
     stacks_dir: Path,
     state: Path,
@@ -375,7 +349,7 @@ def _run_scenario(
     from drills.release.planning import ReleaseOptions, build_release_plan, build_restore_plan, release_context
     from drills.scenarios import build_plan
 
-    w = live.world
+    live = session.live
     t0 = time.time()
     res: list[dict] = []
     if sc in ("release", "bad-release"):
@@ -400,7 +374,7 @@ def _run_scenario(
             ),
         )
         log(f"{sc}: {info.version}, {len(plan.steps)} steps through the engine")
-        outcome = _engine(plan, state, live, options, opts, log)
+        outcome = _engine(plan, state, session, options, opts)
         log(f"{sc} {outcome.drill_id}: {outcome.status} {outcome.reason or ''}")
         res.append(_record(sc, outcome, state, out, t0))
     elif sc == "artifact-corruption":
@@ -409,21 +383,19 @@ def _run_scenario(
             from drills.release.artifacts import read_pointer
 
             b0 = live.backends[-1] if live.backends else None
-            if b0 is not None and read_pointer(b0.s3, r, w.serving._model)[0]:
+            if b0 is not None and read_pointer(b0.s3, r, serving_of(live).model)[0]:
                 continue
             ctx = release_context(opts.env, r, stacks_dir=stacks_dir, overrides=params)
-            o = _engine(
-                build_restore_plan(ctx, r, adopt=True, scenario="restore-adopt"), state, live, options, opts, log
-            )
+            o = _engine(build_restore_plan(ctx, r, adopt=True, scenario="restore-adopt"), state, session, options, opts)
             log(f"restore --adopt {r}: {o.status}")
         refusal = _refusal_demo(live, region, log)
         plan = build_plan("artifact-corruption", opts.env, region, stacks_dir=stacks_dir, overrides=params)
-        outcome = _engine(plan, state, live, options, opts, log)
+        outcome = _engine(plan, state, session, options, opts)
         log(f"artifact-corruption {outcome.drill_id}: {outcome.status} {outcome.reason or ''}")
         res.append(_record(sc, outcome, state, out, t0, {"refused_pod_start": refusal}))
     elif sc == "node-loss":
         plan = build_plan("node-loss", opts.env, region, stacks_dir=stacks_dir, overrides=params)
-        outcome = _engine(plan, state, live, options, opts, log)
+        outcome = _engine(plan, state, session, options, opts)
         log(f"node-loss {outcome.drill_id}: {outcome.status} {outcome.reason or ''}")
         res.append(_record(sc, outcome, state, out, t0))
     return res
@@ -436,8 +408,8 @@ def _refusal_demo(live: Any, region: str, log: Callable[[str], None]) -> dict:
     from drills.clock import SystemClock
 
     b = live.backends[-1] if live.backends else release_backend(live, {}, SystemClock())
-    s = live.world.serving
-    before = [p.name for p in s._serving(region, "stable")]
+    s = serving_of(live)
+    before = [p.name for p in s.serving_pods(region, "stable")]
     h = b.faults.prepare(region, "corrupt-artifact")
     b.faults.inject(region, "corrupt-artifact", h)
     n = len(s.events)
@@ -446,7 +418,7 @@ def _refusal_demo(live: Any, region: str, log: Callable[[str], None]) -> dict:
     finally:
         b.faults.clear(region, "corrupt-artifact", h)
     refused = [e for e in s.events[n:] if e["event"] == "refused"]
-    after = [p.name for p in s._serving(region, "stable")]
+    after = [p.name for p in s.serving_pods(region, "stable")]
     out = {
         "region": region,
         "key": h["key"],
@@ -465,13 +437,16 @@ def _refusal_demo(live: Any, region: str, log: Callable[[str], None]) -> dict:
 
 
 def _traffic(records: list, drills: list[dict]) -> dict:
+    """Client figures of the whole run and of each drill's wall-clock span (drills.measure's one percentile)."""
+    from drills.measure import latency_summary
+
     def stats(rs: list) -> dict:
-        lat = sorted(r.latency_ms for r in rs if r.ok)
-
-        def q(f: float) -> float | None:
-            return round(lat[min(len(lat) - 1, int(f * len(lat)))], 1) if lat else None
-
-        return {"requests": len(rs), "failed": sum(1 for r in rs if not r.ok), "p50_ms": q(0.5), "p99_ms": q(0.99)}
+        s = latency_summary(rs)
+        return {
+            "requests": s["requests"],
+            "failed": s["errors"],
+            **{k: None if s[k] is None else round(s[k], 1) for k in ("p50_ms", "p99_ms")},
+        }
 
     out = {"all": stats(records)}
     for d in drills:

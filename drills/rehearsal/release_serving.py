@@ -1,6 +1,6 @@
 """Release serving in the rehearsal: stable and canary Triton "Deployments" per region behind a weighted "ALB".
 
-The rehearsal's `World` runs one real Triton per region on the region's load-balancer address (127.0.10.<n>).
+The rehearsal's `World` serves each region's load-balancer address (127.0.10.<n>) through a `serving.RegionServing`.
 A release needs what the regional stack declares on AWS (infra/components/triton.py, load_balancer.py): two
 tracks per region, each its own pods, and a load balancer splitting the region's requests by the canary weight,
 with listener rules pinning a request to one track by the `X-Reco-Track` header. Modelled here:
@@ -38,12 +38,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drills.adapters.base import TrackState
 from drills.rehearsal.alb_proc import AlbProcess
 from drills.rehearsal.repo import ArtifactError, ServingRepo, prepare_serving_repo, sync_from_bucket
 from drills.rehearsal.triton import TritonServer
+
+if TYPE_CHECKING:  # the world builds its serving; serving reads the world's started parts
+    from drills.rehearsal.world import World
 
 STABLE, CANARY = "stable", "canary"
 POD_NET = 20  # pod k of region n listens on 127.0.<20 + k % 200>.<n+1>
@@ -73,9 +76,10 @@ class Deployment:
 
 # ---------------------------------------------------------------- the serving model
 class ServingModel:
-    """Stable/canary Deployments per region over real Tritons; the rehearsal's `ServingAdapter`."""
+    """Stable/canary Deployments per region over real Tritons: the world's `serving.RegionServing` in a release
+    rehearsal, and the drills' `ServingAdapter` there."""
 
-    def __init__(self, world: Any, replicas: dict[str, int] | None = None, replace_seconds: float = 3.0):
+    def __init__(self, world: World, replicas: dict[str, int] | None = None, replace_seconds: float = 3.0):
         self.world = world
         self.replicas = dict(replicas or {})
         self.replace_seconds = replace_seconds  # wall seconds until a lost node's replacement pod starts
@@ -87,7 +91,8 @@ class ServingModel:
         self._slot = 0
         self._locks: dict[str, threading.RLock] = {}
         self._threads: list[threading.Thread] = []
-        self._model = next(iter(world.fleet.regions.values())).model.name
+        self.model = next(iter(world.fleet.regions.values())).model.name
+        self._handle: dict[str, Pod] = {}  # region -> the stable pod its handle follows
 
     def _lock(self, region: str) -> threading.RLock:
         return self._locks.setdefault(region, threading.RLock())
@@ -104,8 +109,9 @@ class ServingModel:
         """Sync the version's prefix from the region's bucket and check every served file against the manifest
         (raises ArtifactError naming the file and both hashes: the pod is refused)."""
         w = self.world
+        assert w.moto is not None  # pods start once the world runs
         d = w.workdir / "regions" / region / "pods" / tag
-        sync_from_bucket(w.moto.client("s3", region), w.buckets[region], f"{self._model}/{version}", d / "synced")
+        sync_from_bucket(w.moto.client("s3", region), w.buckets[region], f"{self.model}/{version}", d / "synced")
         return prepare_serving_repo(d / "synced", d / "repository")
 
     def start_pod(self, region: str, track: str, version: str) -> Pod:
@@ -132,7 +138,7 @@ class ServingModel:
         )
         ready_s = t.start()
         # Warm ONNX Runtime before the pod takes traffic (its first request pays the lazy initialisation).
-        t.infer(repo.models[0], w.batches(n=1, batch=8)[0], timeout=30)
+        t.infer(repo.models[0], w.traffic.batches(n=1, batch=8)[0], timeout=30)
         pod = Pod(name, track, version, t, repo, time.time())
         self._event(
             event="pod-ready",
@@ -163,6 +169,12 @@ class ServingModel:
         return dep
 
     # ------------------------------------------------------------ start-up (the world's first pulumi up)
+    def start(self, region: str) -> float:
+        """The region's stable track at the world's published version, and its load balancer (RegionServing)."""
+        t0 = time.monotonic()
+        self.start_region(region, self.world.model_prefix.split("/", 1)[1])
+        return time.monotonic() - t0
+
     def start_region(self, region: str, version: str) -> Pod:
         with self._lock(region):
             dep = self._rollout(region, STABLE, version, self.replicas.get(region, 1))
@@ -180,18 +192,25 @@ class ServingModel:
                 name=f"alb-{region}",
             ).start()
             self._push(region)
-            self._sync_world(region)
+            self._follow_stable(region)
             return dep.pods[0]
 
-    def _sync_world(self, region: str) -> None:
-        """The world's per-region handles (faults, served manifest, describe) follow the serving stable pod."""
-        pods = self._serving(region, STABLE)
+    def _follow_stable(self, region: str) -> None:
+        """The region's handle (faults, served manifest, describe: `servers`, `repo`) follows the serving stable pod;
+        while none serves, it stays on the last one."""
+        pods = self.serving_pods(region, STABLE)
         if pods:
-            self.world.tritons[region] = pods[0].server
-            self.world.repos[region] = pods[0].repo
+            self._handle[region] = pods[0]
+
+    def servers(self) -> dict[str, TritonServer]:
+        return {r: p.server for r, p in self._handle.items()}
+
+    def repo(self, region: str) -> ServingRepo | None:
+        p = self._handle.get(region)
+        return p.repo if p else None
 
     # ------------------------------------------------------------ routing
-    def _serving(self, region: str, track: str) -> list[Pod]:
+    def serving_pods(self, region: str, track: str) -> list[Pod]:
         """Pods answering for the track: the current template's ready pods, else (rollout stalled or not ready
         yet) the previous template's, which `previous` keeps until the new one is ready."""
         dep = self.deps.get(region, {}).get(track)
@@ -207,7 +226,7 @@ class ServingModel:
         if proxy is None:
             return
         targets = {
-            t: [(p.name, p.server.address, p.server.http_port, p.version) for p in self._serving(region, t)]
+            t: [(p.name, p.server.address, p.server.http_port, p.version) for p in self.serving_pods(region, t)]
             for t in (STABLE, CANARY)
         }
         proxy.set(region, self.weight.get(region, 0), targets)
@@ -232,7 +251,7 @@ class ServingModel:
                     self._previous.setdefault(region, stable)
                 else:
                     deps[STABLE] = new
-                    self._sync_world(region)
+                    self._follow_stable(region)
                     self._push(region)  # the targets switched before the old pods stop
                     prev = self._previous.get(region)
                     if prev:
@@ -293,7 +312,7 @@ class ServingModel:
                 )
                 return  # the old pods keep serving; the restart's caller sees no new ready pod of the template
             self.deps[region][track] = new
-            self._sync_world(region)
+            self._follow_stable(region)
             self._push(region)
             self._stop_pods(region, cur.pods, "restarted")
 
@@ -305,7 +324,7 @@ class ServingModel:
     # ------------------------------------------------------------ metrics (each pod, as Prometheus scrapes them)
     def scrape(self, region: str, track: str) -> dict[str, str]:
         out = {}
-        for p in self._serving(region, track):
+        for p in self.serving_pods(region, track):
             # A pod that just died has no metrics; its counters are gone as on AWS.
             with contextlib.suppress(Exception):
                 out[p.name] = p.server.metrics()
@@ -326,7 +345,7 @@ class ServingModel:
             self._event(event="node-lost", region=region, pod=victim.name)
             dep.pods.remove(victim)
             dep.pods.append(victim)  # stays counted (not ready) until its replacement is ready
-            self._sync_world(region)
+            self._follow_stable(region)
             self._push(region)  # target deregistration (until then the proxy routes around the refused connections)
 
         def replace() -> None:

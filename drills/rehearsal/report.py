@@ -321,6 +321,8 @@ def build(
                 "dns": d.get("dns"),
                 "moto": d.get("moto"),
                 "timings_s": d.get("timings"),
+                "declared_in_moto": (d.get("declared") or {}).get("applied_types"),
+                "declared_not_applied": (d.get("declared") or {}).get("ignored_types"),
                 "regions": {
                     r: {
                         "address": v.get("address"),
@@ -555,6 +557,16 @@ def render_markdown(rep: dict) -> str:
             f"| {r} | {v['address']} | {v['bucket']} | {v['cluster']} | "
             f"{', '.join(f'{x:.1f}' for x in v['triton_ready_s'] or [])} | {v['triton_rss_mib']} |"
         )
+    applied, ignored = w.get("declared_in_moto") or {}, w.get("declared_not_applied") or {}
+    L += [
+        "",
+        f"Declared AWS resources created in moto: {sum(applied.values())} of {len(applied)} types "
+        f"({', '.join(f'{t} x{n}' for t, n in sorted(applied.items()))}).",
+        "Declared but not applied (networking, load balancers, Kubernetes objects, alarms: nothing here reads them; "
+        "the rehearsal models the load balancers and serving itself): "
+        + (", ".join(f"{t} x{n}" for t, n in sorted(ignored.items())) or "none")
+        + ".",
+    ]
     L += ["", "Stack copy: " + ("; ".join(rh["stack_copy_notes"]) or "identical to stacks/"), ""]
     if rep.get("drill"):
         md = drill_md(rep["drill"])

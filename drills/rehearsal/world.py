@@ -21,8 +21,14 @@ exception during start-up, on SIGINT/SIGTERM and at interpreter exit, through `p
 values stored in moto stay exactly as declared, the models apply the scaled timings, and `describe()`
 records both. Nothing listens outside 127.0.0.0/8.
 
-The methods below are what the drills engine's rehearsal adapters call (weights, health, faults,
-canaries, traffic, RTO).
+`World` holds the lifecycle and the topology (which bucket, cluster and health check is whose) and composes
+the parts, each in its own module, that the drills' rehearsal adapters call:
+
+  world.route53   route53.Route53Model    records, weights, health checks, the DNS model, failover timing (RTO)
+  world.storage   storage.Storage         artifact buckets, replication, canaries (RPO)
+  world.serving   serving.RegionServing   what answers on each region's address (a factory picks it)
+  world.traffic   traffic.Traffic         client traffic of the served model's signature
+  world.fail_region / restore_region      data-plane faults on the serving Tritons
 """
 
 from __future__ import annotations
@@ -31,33 +37,29 @@ import contextlib
 import hashlib
 import json
 import time
-import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from drills.measure import Slo, rto_parts
 from drills.rehearsal.declared import Applied, apply_declared, records_from_plan
-from drills.rehearsal.dns import PolicyDNS, query
-from drills.rehearsal.healthcheck import HealthChecker, Transition, specs_from_route53
-from drills.rehearsal.loadgen import LoadGenerator, RequestRecord, feature_batches
-from drills.rehearsal.moto import MotoServer, replication_config
+from drills.rehearsal.moto import MotoServer
 from drills.rehearsal.procs import PortInUse, ProcessError, Supervisor, check_ports_free, free_port_block
-from drills.rehearsal.replicator import Replicator
 from drills.rehearsal.repo import (
     ArtifactError,
-    ServingRepo,
     manifest_inputs,
     manifest_model,
-    prepare_serving_repo,
+    manifest_seed,
     read_manifest,
-    sync_from_bucket,
     upload_tree,
     verify_tree,
 )
-from drills.rehearsal.triton import TritonServer, locate
+from drills.rehearsal.route53 import Route53Model
+from drills.rehearsal.serving import RegionServing, ServingFactory, TritonPerRegion, start_all
+from drills.rehearsal.storage import Storage
+from drills.rehearsal.traffic import Traffic
+from drills.rehearsal.triton import locate
+from model_build.manifest import Manifest
 
 LB_NET = "127.0.10."  # region n's load balancer is 127.0.10.<n+1>; 127.0.0.0/8 is all loopback on Linux
 PORTS = 5  # base: moto, base+1: DNS (UDP), base+2..4: Triton HTTP, gRPC, metrics on every region address
@@ -88,15 +90,6 @@ class Scale:
             ready_timeout=60.0,
             triton_exit_timeout=1,
         )
-
-
-@dataclass
-class Canary:
-    region: str
-    bucket: str
-    key: str
-    version_id: str
-    t_put: float  # wall clock just before the PUT was sent
 
 
 Publisher = Callable[[Path, str, str, Any], Any]  # (model_dir, bucket, prefix, s3 client)
@@ -138,6 +131,7 @@ class World:
         scale: Scale = Scale(),
         seed: int | None = None,
         publisher: Publisher = model_build_publisher,
+        serving: ServingFactory = TritonPerRegion,
         log: Callable[[str], None] = lambda s: None,
     ):
         self.fleet, self.model_dir, self.workdir = fleet, Path(model_dir), Path(workdir)
@@ -151,19 +145,40 @@ class World:
         self.sup = Supervisor(self.workdir / "logs")
         self.moto: MotoServer | None = None
         self.applied: Applied | None = None
-        self.tritons: dict[str, TritonServer] = {}
-        self.repos: dict[str, ServingRepo] = {}
-        self.health: HealthChecker | None = None
-        self.dns: PolicyDNS | None = None
-        self.replicator: Replicator | None = None
-        self.buckets: dict[str, str] = {}  # region -> bucket
-        self.clusters: dict[str, str] = {}  # region -> EKS cluster name (node groups in moto, for capacity)
-        self.health_check_ids: dict[str, str] = {}  # region -> moto health check id
+        # The topology: region -> its bucket, EKS cluster (node groups in moto, for capacity), health check id.
+        self.buckets: dict[str, str] = {}
+        self.clusters: dict[str, str] = {}
+        self.health_check_ids: dict[str, str] = {}
         self.model_prefix = ""
-        self.manifest: dict = {}
+        self.manifest: Manifest  # the model_build output's, read first thing in start() (read_manifest)
         self.timings: dict[str, float] = {}
         self._faults: list[dict] = []
-        self._started = False
+        self.serving: RegionServing = serving(self)
+        # Built in start(), once moto listens and the model's signature is read.
+        self._route53: Route53Model | None = None
+        self._storage: Storage | None = None
+        self._traffic: Traffic | None = None
+
+    # ------------------------------------------------------------ the parts
+    @property
+    def route53(self) -> Route53Model:
+        assert self._route53 is not None, "the world has not started"
+        return self._route53
+
+    @property
+    def storage(self) -> Storage:
+        assert self._storage is not None, "the world has not started"
+        return self._storage
+
+    @property
+    def traffic(self) -> Traffic:
+        assert self._traffic is not None, "the world has not started"
+        return self._traffic
+
+    def client(self, service: str, region: str = "us-east-1") -> Any:
+        """A boto3 client of the world's moto_server (the AWS APIs here)."""
+        assert self.moto is not None, "the world has not started"
+        return self.moto.client(service, region)
 
     # ------------------------------------------------------------ ports
     @property
@@ -175,7 +190,8 @@ class World:
     def dns_address(self) -> tuple[str, int]:
         return ("127.0.0.1", self.ports["dns"])
 
-    def _claim_ports(self) -> None:
+    def claim_ports(self) -> None:
+        """Pick a free block of ports (unless given) and check that every one is free, before anything starts."""
         hosts = ["127.0.0.1", *self.region_ip.values()]
         if self.base_port is None:
             self.base_port = free_port_block(PORTS, hosts)
@@ -193,15 +209,17 @@ class World:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def start(self) -> World:
-        """Bring everything up; on any failure tear down what started and re-raise."""
+    def start(self, declared: Sequence[Any] | None = None) -> World:
+        """Bring everything up (`declared`: the stacks' declared resources, when the caller planned them already);
+        on any failure tear down what started and re-raise."""
+        if declared is not None:
+            self._declared = list(declared)
         self.sup.__enter__()  # signal handlers + atexit cleanup from here on
         try:
             self._start()
         except BaseException:
             self.close()
             raise
-        self._started = True
         return self
 
     def _step(self, name: str, fn: Callable[[], Any]) -> Any:
@@ -218,9 +236,39 @@ class World:
         # A corrupted or partial model_build output stops the run before any process starts.
         self.manifest = read_manifest(self.model_dir)
         self._step("verify model artifacts", lambda: verify_tree(self.model_dir))
-        self._claim_ports()
+        self.claim_ports()
         self.moto = MotoServer(self.sup, port=self.ports["moto"])
         self._step("moto_server", self.moto.start)
+        moto = self.moto
+        self._route53 = Route53Model(
+            self.fleet,
+            moto.client("route53"),
+            region_ip=self.region_ip,
+            dns_address=self.dns_address,
+            http_port=self.ports["http"],
+            scale=self.scale,
+            workdir=self.workdir,
+            seed=self.seed,
+        )
+        self._storage = Storage(
+            lambda region: moto.client("s3", region or "us-east-1"),
+            lag=self.scale.replication_lag,
+            poll=self.scale.replication_poll,
+        )
+        m = self.manifest
+        seed = manifest_seed(m)
+        self._traffic = Traffic(
+            inputs=manifest_inputs(m),
+            data_seed=seed,
+            model=lambda: next(r for r in (self.serving.repo(x) for x in self.regions) if r).models[0],
+            dns_address=self.dns_address,
+            fqdn=self.fqdn,
+            http_port=self.ports["http"],
+            ip_region=self.ip_region,
+            seed=self.seed,
+            sup=self.sup,
+            workdir=self.workdir,
+        )
         declared = (
             self._declared
             if self._declared is not None
@@ -228,39 +276,38 @@ class World:
         )
         self._step("create declared AWS objects in moto", lambda: self._apply(declared))
         self._step("publish model to regional buckets", self._publish)
-        self._step("start Triton per region", self._start_tritons)
+        self._step("start serving per region", lambda: start_all(self.serving, self.regions, self.log))
         self._step("health checker, DNS, replicator", self._start_models)
 
     def close(self) -> None:
         """Stop everything this world started (idempotent)."""
-        for part in (self.replicator, self.dns, self.health):
-            if part is not None:
+        for stop in (
+            self._storage.stop if self._storage else None,
+            self._route53.stop if self._route53 else None,
+            self.serving.close,
+        ):
+            if stop is not None:
                 with contextlib.suppress(Exception):  # keep tearing down
-                    part.stop()
-        for t in self.tritons.values():
-            with contextlib.suppress(Exception):  # best effort: the supervisor below stops the Tritons anyway
-                t._session.close()
+                    stop()
         self.sup.__exit__(None, None, None)  # stops Tritons and moto in parallel, restores signal handlers
-        self._started = False
 
     # ------------------------------------------------------------ setup steps
     def _apply(self, declared: Sequence[Any]) -> None:
         assert self.moto is not None
         moto = self.moto
-        r53 = moto.client("route53")
-
-        def s3_for(region: str | None):
-            return moto.client("s3", region or "us-east-1")
-
         self.applied = apply_declared(
             declared,
-            r53,
-            s3_for,
+            moto.client("route53"),
+            lambda region: moto.client("s3", region or "us-east-1"),
             applied=self.applied,
             default_zone_name=self.fleet.glob.zone.name,
             eks_for=lambda region: moto.client("eks", region or "us-east-1"),
+            clients=moto.client,
+            put_bucket_policies=True,  # moto_server.py evaluates them as S3 does for HTTPS clients
         )
         self._topology()
+        self.route53.update(self.applied, self.health_check_ids)
+        self.storage.update(self.applied, self.buckets)
 
     def _topology(self) -> None:
         ap = self.applied
@@ -275,10 +322,7 @@ class World:
             if info.get("region") in self.region_ip:
                 self.health_check_ids.setdefault(info["region"], hid)
         self.clusters = {region: name for name, region in ap.clusters.items() if region in self.region_ip}
-        self.buckets = {}
-        for name, region in ap.buckets.items():
-            if region in self.region_ip:
-                self.buckets[region] = name
+        self.buckets = {region: name for name, region in ap.buckets.items() if region in self.region_ip}
         missing = {
             r: [
                 what
@@ -305,187 +349,9 @@ class World:
         for region, bucket in self.buckets.items():
             self.publisher(self.model_dir, bucket, self.model_prefix, self.moto.client("s3", region))
 
-    def _start_one(self, region: str) -> float:
-        assert self.moto is not None
-        rdir = self.workdir / "regions" / region
-        synced = rdir / "synced"
-        sync_from_bucket(self.moto.client("s3", region), self.buckets[region], self.model_prefix, synced)
-        repo = prepare_serving_repo(synced, rdir / "repository")
-        self.repos[region] = repo
-        t = TritonServer(
-            self.sup,
-            name=region,
-            repository=repo.path,
-            models=repo.models,
-            address=self.region_ip[region],
-            http_port=self.ports["http"],
-            grpc_port=self.ports["grpc"],
-            metrics_port=self.ports["metrics"],
-            workdir=rdir / "triton",
-            ready_timeout=self.scale.ready_timeout,
-            exit_timeout=self.scale.triton_exit_timeout,
-        )
-        self.tritons[region] = t
-        ready = t.start()
-        # One inference before traffic: the first request pays for ONNX Runtime's lazy initialisation (tens
-        # of ms), which would otherwise show up as a latency outlier or a client timeout in the records.
-        t.infer(repo.models[0], self.batches(n=1, batch=8)[0], timeout=30)
-        return ready
-
-    def _start_tritons(self) -> None:
-        # In parallel: each spends most of its ~2 s start-up loading the python stub and ONNX Runtime.
-        with ThreadPoolExecutor(len(self.regions)) as pool:
-            futures = {r: pool.submit(self._start_one, r) for r in self.regions}
-            errors = []
-            for r, f in futures.items():
-                try:
-                    self.log(f"  Triton {r} ready in {f.result():.2f} s on {self.tritons[r].url}")
-                except Exception as e:  # noqa: BLE001 - collect, then raise the first with all named
-                    errors.append((r, e))
-        if errors:
-            raise errors[0][1]
-
     def _start_models(self) -> None:
-        assert self.moto is not None and self.applied is not None
-        r53 = self.moto.client("route53")
-        labels = {hid: r for r, hid in self.health_check_ids.items()}
-
-        def specs():
-            return specs_from_route53(
-                r53, self._hc_endpoint, interval=self.scale.hc_interval, timeout=self.scale.probe_timeout, labels=labels
-            )
-
-        def on_transition(tr: Transition) -> None:
-            if self.dns:
-                self.dns.recompute("health")
-
-        # Health checks are re-read from moto at the DNS propagation interval, so one updated through the
-        # Route 53 API (inverted for a control-plane drill, disabled) takes effect like in Route 53.
-        self.health = HealthChecker(
-            status_file=self.workdir / "health-status.json",
-            seed=self.seed,
-            on_transition=on_transition,
-            source=specs,
-            source_interval=self.scale.dns_refresh,
-        )
-        self.health.start()
-        zone_id = self._zone_id()
-        targets = {name: self.region_ip[r] for name, r in self.applied.alias_targets().items() if r in self.region_ip}
-        self.dns = PolicyDNS(
-            host="127.0.0.1",
-            port=self.ports["dns"],
-            zone=self.applied.zone_names[zone_id],
-            source=lambda: _rrsets(r53, zone_id),
-            health=self.health.status,
-            targets=targets,
-            target_healthy=self._target_healthy,
-            alias_ttl=self.fleet.glob.ttl,
-            ttl_override=self.scale.ttl,
-            refresh_interval=self.scale.dns_refresh,
-            seed=self.seed,
-        )
-        self.dns.start()
-        self.replicator = Replicator(
-            self.moto.client("s3"),
-            self._replication_configs,
-            lag=self.scale.replication_lag,
-            poll=self.scale.replication_poll,
-        )
-        self.replicator.start()
-
-    def _replication_configs(self) -> dict[str, dict | None]:
-        """bucket -> its replication configuration in moto (fields moto drops restored from what was put)."""
-        assert self.moto is not None and self.applied is not None
-        s3 = self.moto.client("s3")
-        return {b: replication_config(s3, b, self.applied.replication.get(b)) for b in self.applied.buckets}
-
-    def _zone_id(self) -> str:
-        """The hosted zone holding the service name (the longest zone name it ends with)."""
-        assert self.applied is not None
-        name = self.fqdn.rstrip(".")
-        zones = [(len(z), zid) for zid, z in self.applied.zone_names.items() if name == z or name.endswith("." + z)]
-        if not zones:
-            raise ProcessError(
-                f"no declared hosted zone holds {name}; declared zones: {sorted(self.applied.zone_names.values())}"
-            )
-        return max(zones)[1]
-
-    def _hc_endpoint(self, cfg: dict) -> tuple[str, int] | None:
-        """A health check's target -> the loopback endpoint standing for it (its region's Triton HTTP port)."""
-        assert self.applied is not None
-        fqdn = (cfg.get("FullyQualifiedDomainName") or "").lower().rstrip(".")
-        region = self.applied.alias_targets().get(fqdn)
-        if region is None:
-            region = next(
-                (i["region"] for i in self.applied.hc_info.values() if i["fqdn"] == fqdn and i["region"]), None
-            )
-        if region in self.region_ip:
-            return self.region_ip[region], self.ports["http"]
-        ip = cfg.get("IPAddress")
-        if ip and ip.startswith("127."):
-            return ip, int(cfg.get("Port") or self.ports["http"])
-        return None
-
-    def _target_healthy(self, alias_name: str) -> bool:
-        """EvaluateTargetHealth: the ELB's target health, approximated by its region's health check."""
-        assert self.applied is not None and self.health is not None
-        region = self.applied.alias_targets().get(alias_name)
-        hid = self.health_check_ids.get(region or "")
-        return self.health.status(hid) if hid else True
-
-    # ------------------------------------------------------------ Route 53 side (adapters)
-    def records(self) -> list[dict]:
-        assert self.moto is not None and self.applied is not None
-        zone_id = self._zone_id()
-        name = self.fqdn.rstrip(".") + "."
-        return [rr for rr in _rrsets(self.moto.client("route53"), zone_id) if rr["Name"] == name and rr["Type"] == "A"]
-
-    def _region_of(self, rr: dict) -> str:
-        assert self.applied is not None
-        return self.applied.record_regions().get(rr.get("SetIdentifier", ""), rr.get("SetIdentifier", ""))
-
-    def get_weights(self) -> dict[str, int | None]:
-        """region -> Weight of its record as stored in Route 53 (moto); None for failover records."""
-        return {self._region_of(rr): rr.get("Weight") for rr in self.records()}
-
-    def get_failover(self) -> dict[str, str | None]:
-        return {self._region_of(rr): rr.get("Failover") for rr in self.records()}
-
-    def _upsert(self, changes: list[dict]) -> None:
-        assert self.moto is not None and self.applied is not None
-        zone_id = self._zone_id()
-        self.moto.client("route53").change_resource_record_sets(
-            HostedZoneId=zone_id,
-            ChangeBatch={"Changes": [{"Action": "UPSERT", "ResourceRecordSet": rr} for rr in changes]},
-        )
-        if self.dns:
-            self.dns.refresh()  # still subject to the modelled propagation for other readers
-
-    def set_weights(self, weights: dict[str, int]) -> None:
-        """Route 53 API path: UPSERT the weighted records' weights (the Pulumi path is `reapply`)."""
-        unknown = set(weights) - set(self.regions)
-        if unknown:
-            raise ValueError(f"unknown regions {sorted(unknown)}; this world has {self.regions}")
-        changes = []
-        for rr in self.records():
-            region = self._region_of(rr)
-            if region in weights:
-                if "Weight" not in rr:
-                    raise ValueError(
-                        f"record {rr.get('SetIdentifier')} is a {('failover' if rr.get('Failover') else 'simple')}"
-                        f" record; weights apply to weighted routing only"
-                    )
-                changes.append({**rr, "Weight": int(weights[region])})
-        self._upsert(changes)
-
-    def set_failover(self, primary: str) -> None:
-        """Make `primary` the PRIMARY record and the other the SECONDARY (stack flip, Route 53 API path)."""
-        changes = []
-        for rr in self.records():
-            if "Failover" not in rr:
-                raise ValueError("set_failover applies to failover routing only")
-            changes.append({**rr, "Failover": "PRIMARY" if self._region_of(rr) == primary else "SECONDARY"})
-        self._upsert(changes)
+        self.route53.start()
+        self.storage.start()
 
     def reapply(self, declared: Sequence[Any], *, propagate_now: bool = True) -> Applied:
         """Re-create moto's objects from a new offline plan (the stack adapter's `pulumi up`).
@@ -494,218 +360,40 @@ class World:
         modelled Route 53 propagation delay (`Scale.dns_refresh`), as a real change reaches the name servers some
         seconds after it is INSYNC in the API; the drills' stack adapter applies that way."""
         self._apply(declared)
-        if self.dns and propagate_now:
-            self.dns.refresh()
+        if propagate_now:
+            self.route53.propagate()
         assert self.applied is not None  # set by _apply
         return self.applied
 
-    def set_inverted(self, region: str, inverted: bool) -> None:
-        """Invert the region's health check through the Route 53 API (control-plane drill variant)."""
-        assert self.moto is not None and self.health is not None and self.health.source is not None
-        self.moto.client("route53").update_health_check(HealthCheckId=self.health_check_ids[region], Inverted=inverted)
-        self.health.set_specs(self.health.source())  # no need to wait for the next re-read
-
-    def health_status(self) -> dict[str, bool]:
-        """region -> the modelled Route 53 health-check status."""
-        assert self.health is not None
-        st = self.health.statuses()
-        return {r: st[h] for r, h in self.health_check_ids.items() if h in st}
-
-    def hc_transitions(self) -> list:
-        return self.health.transitions() if self.health else []
-
-    def dns_changes(self) -> list:
-        return self.dns.changes(self.fqdn) if self.dns else []
-
-    def routing(self) -> dict[str, float]:
-        """region -> probability that an answer for the name now points at it (the DNS model's outcome)."""
-        assert self.dns is not None
-        out = self.dns.outcome(self.fqdn)
-        if out is None:
-            return {}
-        assert self.applied is not None
-        return {self.applied.record_regions().get(k, k): v for k, v in out.shares.items()}
-
-    def resolve(self, n: int = 1) -> list[str | None]:
-        """Ask the DNS server for the name `n` times over UDP; the regions answered (a TestDNSAnswer stand-in)."""
-        out = []
-        for _ in range(n):
-            ips, _ttl, _rc = query(self.fqdn, self.dns_address)
-            out.append(self.ip_region.get(ips[0]) if ips else None)
-        return out
-
     # ------------------------------------------------------------ data plane (faults)
     def fail_region(self, region: str, mode: str = "kill") -> float:
-        """Inject a data-plane fault into `region`'s Triton; return the wall-clock time of injection."""
+        """Inject a data-plane fault into `region`'s serving Triton; return the wall-clock time of injection."""
         t = time.time()
-        self.tritons[region].fail(mode)
+        self.serving.servers()[region].fail(mode)
         self._faults.append({"region": region, "mode": mode, "t": t})
         self.log(f"fault: {mode} {region} at {t:.3f}")
         return t
 
     def restore_region(self, region: str) -> float:
         """Undo the region's fault; return seconds until its Triton is ready again."""
-        dt = self.tritons[region].restore()
+        dt = self.serving.servers()[region].restore()
         self._faults.append({"region": region, "mode": "restore", "t": time.time(), "ready_s": dt})
         return dt
 
     def triton_state(self) -> dict[str, str]:
-        return {r: t.state for r, t in self.tritons.items()}
-
-    def triton_ready(self, region: str) -> tuple[int, int]:
-        """(ready servers, desired servers) in the region: one Triton stands for the region's pods."""
-        return (1 if self.tritons[region].is_ready(0.5) else 0), 1
+        return {r: t.state for r, t in self.serving.servers().items()}
 
     def served_manifest(self, region: str) -> tuple[dict, str]:
         """(manifest of the model version the region serves, sha256 of its bytes)."""
-        p = self.repos[region].path / "manifest.json"
+        repo = self.serving.repo(region)
+        assert repo is not None, f"{region} serves nothing yet"
+        p = repo.path / "manifest.json"
         return json.loads(p.read_text()), hashlib.sha256(p.read_bytes()).hexdigest()
-
-    # ------------------------------------------------------------ S3 side (adapters)
-    def put_canary(self, region: str, key: str | None = None, body: bytes | None = None) -> Canary:
-        assert self.moto is not None
-        bucket = self.buckets[region]
-        key = key or f"drills/canary/{uuid.uuid4().hex}"
-        body = body if body is not None else json.dumps({"t": time.time(), "region": region}).encode()
-        t = time.time()
-        r = self.moto.client("s3", region).put_object(Bucket=bucket, Key=key, Body=body)
-        return Canary(region, bucket, key, r["VersionId"], t)
-
-    def replication_of(self, canary: Canary) -> dict[str, dict]:
-        """destination region -> {bucket, replicated_at, rpo_s (landing time - PUT time)} for a canary."""
-        assert self.replicator is not None
-        bucket_region = {b: r for r, b in self.buckets.items()}
-        out = {}
-        for dest, rec in self.replicator.replicated(canary.bucket, canary.key, canary.version_id).items():
-            out[bucket_region.get(dest, dest)] = {
-                "bucket": dest,
-                "replicated_at": rec.replicated_at,
-                "error": rec.error,
-                "rpo_s": None if rec.replicated_at is None else rec.replicated_at - canary.t_put,
-            }
-        return out
-
-    def wait_replicated(self, canary: Canary, timeout: float = 30.0) -> dict[str, dict]:
-        assert self.replicator is not None and self.applied is not None
-        cfg = self.applied.replication.get(canary.bucket, {})
-        dests = [r["Destination"]["Bucket"].split(":::")[-1] for r in cfg.get("Rules", [])]
-        self.replicator.wait(canary.bucket, canary.key, canary.version_id, dests, timeout)
-        return self.replication_of(canary)
-
-    # ------------------------------------------------------------ traffic
-    @property
-    def model_name(self) -> str:
-        return next(iter(self.repos.values())).models[0]
-
-    def batches(self, n: int = 32, batch: int = 32) -> list:
-        # The build's golden rows (its data seed when the manifest records one), not this world's RNG seed.
-        m = self.manifest
-        seed = (m.get("data") or {}).get("seed") if isinstance(m.get("data"), dict) else m.get("data_seed")
-        return feature_batches(manifest_inputs(m), n=n, batch=batch, seed=seed)
-
-    def loadgen(
-        self,
-        *,
-        rate: float,
-        duration: float | None = None,
-        count: int | None = None,
-        clients: int = 8,
-        timeout: float = 1.0,
-        batch: int = 32,
-        stagger: bool = True,
-    ) -> LoadGenerator:
-        return LoadGenerator(
-            dns_server=self.dns_address,
-            name=self.fqdn,
-            port=self.ports["http"],
-            model=self.model_name,
-            batches=self.batches(batch=batch),
-            rate=rate,
-            duration=duration,
-            count=count,
-            clients=clients,
-            timeout=timeout,
-            ip_region=self.ip_region,
-            stagger=stagger,
-            seed=self.seed,
-        )
-
-    def loadgen_process(self, *, rate: float, duration: float, clients: int = 8, timeout: float = 1.0, batch: int = 32):
-        """The same traffic from a supervised child process (`loadgen_proc.LoadProcess`): its clients do not share this
-        process's GIL with the drill machinery, so their latencies are the servers' and the network's, not ours."""
-        from drills.rehearsal.loadgen_proc import LoadProcess
-
-        m = self.manifest
-        seed = (m.get("data") or {}).get("seed") if isinstance(m.get("data"), dict) else m.get("data_seed")
-        return LoadProcess(
-            self.sup,
-            self.workdir / "loadgen",
-            dns_server=self.dns_address,
-            name=self.fqdn,
-            port=self.ports["http"],
-            model=self.model_name,
-            inputs=manifest_inputs(m),
-            data_seed=seed,
-            rate=rate,
-            duration=duration,
-            clients=clients,
-            timeout=timeout,
-            ip_region=self.ip_region,
-            seed=self.seed,
-            batch=batch,
-        )
-
-    @property
-    def ttl(self) -> int:
-        return self.scale.ttl if self.scale.ttl is not None else self.fleet.glob.ttl
-
-    def predicted_rto(self) -> dict[str, float]:
-        """interval x threshold (detection) + propagation + TTL: the configuration's prediction."""
-        hc = self.fleet.glob.health_check
-        interval = self.scale.hc_interval if self.scale.hc_interval is not None else hc.request_interval
-        detection = interval * hc.failure_threshold
-        return {
-            "detection_s": detection,
-            "propagation_s": self.scale.dns_refresh,
-            "ttl_s": float(self.ttl),
-            "total_s": detection + self.scale.dns_refresh + self.ttl,
-        }
-
-    def slo(self, window_s: float | None = None) -> Slo:
-        """The objectives' success rate and p99, judged over a sliding window: by default the TTL (a one-minute
-        window at full scale, shrinking with the scaled timings)."""
-        o = self.fleet.glob.objectives
-        return Slo(
-            success_rate=o.success_rate,
-            p99_ms=o.p99_ms,
-            window_s=window_s if window_s is not None else max(1.0, float(self.ttl)),
-        )
-
-    def rto(
-        self,
-        records: Sequence[RequestRecord],
-        fault_time: float,
-        region: str,
-        *,
-        slo: Slo | None = None,
-        window_limit_s: float | None = None,
-    ) -> dict[str, Any]:
-        out = rto_parts(
-            records,
-            fault_time,
-            self.hc_transitions(),
-            self.dns_changes(),
-            self.ttl,
-            slo or self.slo(),
-            region=region,
-            window_limit_s=window_limit_s,
-        )
-        out["predicted"] = self.predicted_rto()
-        return out
 
     # ------------------------------------------------------------ facts
     def describe(self) -> dict[str, Any]:
         hc = self.fleet.glob.health_check
+        servers = self.serving.servers()
         return {
             "env": self.fleet.env,
             "fqdn": self.fqdn,
@@ -725,31 +413,26 @@ class World:
                         "rss_mib": round(t.rss_mib(), 1),
                         "pids": t.pids(),
                     }
-                    if (t := self.tritons.get(r))
+                    if (t := servers.get(r))
                     else None,
-                    "served": sorted(self.repos[r].served) if r in self.repos else None,
-                    "excluded": self.repos[r].excluded if r in self.repos else None,
+                    "served": sorted(repo.served) if (repo := self.serving.repo(r)) else None,
+                    "excluded": repo.excluded if repo else None,
                 }
                 for r in self.regions
             },
             "declared": {
                 "health_check": {"request_interval": hc.request_interval, "failure_threshold": hc.failure_threshold},
                 "ttl": self.fleet.glob.ttl,
-                "ignored_types": self.applied.ignored if self.applied else {},
+                "applied_types": dict(self.applied.applied_types) if self.applied else {},
+                "ignored_types": dict(self.applied.ignored) if self.applied else {},
             },
             "scale": asdict(self.scale),
             "model_prefix": self.model_prefix,
             "timings": self.timings,
             "faults": list(self._faults),
             "moto_ready_s": self.moto.ready_s if self.moto else None,
+            "serving": self.serving.describe(),
         }
 
 
-def _rrsets(route53, zone_id: str) -> list[dict]:
-    out = []
-    for page in route53.get_paginator("list_resource_record_sets").paginate(HostedZoneId=zone_id):
-        out += page["ResourceRecordSets"]
-    return out
-
-
-__all__ = ["ArtifactError", "Canary", "PortInUse", "ProcessError", "Scale", "World", "plan_declared"]
+__all__ = ["ArtifactError", "PortInUse", "ProcessError", "Scale", "World", "plan_declared"]

@@ -25,6 +25,7 @@ from drills.errors import GuardrailError
 from drills.journal import read_entries
 from drills.rehearsal import rehearse as R
 from drills.rehearsal.report import rpo, switches
+from drills.rehearsal.runner import Session
 from infra.config import ROOT
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -65,19 +66,21 @@ def rehearsal(small_model, tmp_path_factory):
     )
     lines: list[str] = []
     prep = R.prepare(opts, lines.append)
-    live = R.world_for(prep, lines.append)
+    session = Session(lambda: R.world_for(prep, lines.append), lines.append).start()
+    world = session.live.world
     try:
-        yield prep, live, lines
+        yield prep, session, lines
     finally:
-        live.world.close()
-    assert not live.world.sup.leftovers(), "processes left behind"
-    assert all(not t.shm_regions() for t in live.world.tritons.values())
+        session.close()
+    assert not session.leftovers, "processes left behind"
+    assert all(not t.shm_regions() for t in world.serving.servers().values())
 
 
 def test_artifact_replication_measures_rpo_and_cleans_up(rehearsal):
-    prep, live, log = rehearsal
+    prep, session, log = rehearsal
+    live = session.live
     plan = R.plan_for(prep, "artifact-replication")
-    run = R.drill(live, prep, log.append, plan)
+    run = R.drill(session, prep, log.append, plan)
     assert run.outcome.status == "completed", run.outcome.reason
     r = rpo(plan, run.facts, SCALE)
     assert r is not None
@@ -99,11 +102,12 @@ def test_interrupted_evacuation_rolls_back_to_the_pre_drill_weights(rehearsal):
     """Evacuate-region goes through config + `pulumi up` (the offline plan re-applied to moto); SIGINT as the second
     shift begins (its stack change in progress: the signal waits for `up`, which a cut-short program run would
     deadlock) makes the engine roll back: config, records and DNS answers are the pre-drill ones again."""
-    prep, live, log = rehearsal
+    prep, session, log = rehearsal
+    live = session.live
     plan = R.plan_for(prep, "evacuate-region", PRIMARY, {"steps": 2})
     assert [s.name for s in plan.steps if s.name.startswith("shift")] == ["shift-1", "shift-2"]
     world = live.world
-    assert world.get_weights() == WEIGHTS
+    assert world.route53.get_weights() == WEIGHTS
     stop = threading.Event()
 
     def interrupt_after_first_shift() -> None:
@@ -120,7 +124,7 @@ def test_interrupted_evacuation_rolls_back_to_the_pre_drill_weights(rehearsal):
     t = threading.Thread(target=interrupt_after_first_shift, daemon=True)
     t.start()
     try:
-        run = R.drill(live, prep, log.append, plan)
+        run = R.drill(session, prep, log.append, plan)
     finally:
         stop.set()
         t.join()
@@ -138,11 +142,11 @@ def test_interrupted_evacuation_rolls_back_to_the_pre_drill_weights(rehearsal):
     assert run.facts
     stacks = live.backends[-1].stacks
     assert {r: stacks.get_config(plan.global_stack, f"routing.regions.{r}.weight") for r in WEIGHTS} == WEIGHTS
-    assert world.get_weights() == WEIGHTS
+    assert world.route53.get_weights() == WEIGHTS
     deadline = time.monotonic() + 5
-    while world.routing() != pytest.approx({PRIMARY: 0.6, SECONDARY: 0.4}) and time.monotonic() < deadline:
+    while world.route53.routing() != pytest.approx({PRIMARY: 0.6, SECONDARY: 0.4}) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert world.routing() == pytest.approx({PRIMARY: 0.6, SECONDARY: 0.4})
+    assert world.route53.routing() == pytest.approx({PRIMARY: 0.6, SECONDARY: 0.4})
     # A planned shift and its rollback lose no request.
     assert run.records and not [r for r in run.records if not r.ok]
 

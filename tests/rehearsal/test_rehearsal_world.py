@@ -11,8 +11,10 @@ import time
 
 import pytest
 
+from drills.measure import Slo
 from drills.rehearsal.world import LB_NET, Scale, World, plain_publisher, plan_declared
 from infra.config import load_fleet
+from model_build.manifest import Manifest
 
 # The Pulumi programs use deprecated pulumi_aws classes; that is for their owners, not this test.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -41,11 +43,11 @@ def world(fleet, model_dir, tmp_path_factory):
     with w:
         yield w
     assert not w.sup.leftovers(), "processes left behind"
-    assert all(not t.shm_regions() for t in w.tritons.values())
+    assert all(not t.shm_regions() for t in w.serving.servers().values())
 
 
 def test_moto_holds_what_the_programs_declare(world, fleet):
-    recs = {rr["SetIdentifier"]: rr for rr in world.records()}
+    recs = {rr["SetIdentifier"]: rr for rr in world.route53.records()}
     assert {r: rr.get("Failover") for r, rr in recs.items()} == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
     assert all(rr["AliasTarget"]["EvaluateTargetHealth"] and rr["HealthCheckId"] for rr in recs.values())
     r53 = world.moto.client("route53")
@@ -54,7 +56,7 @@ def test_moto_holds_what_the_programs_declare(world, fleet):
         # moto keeps the declared timings; only the model runs them scaled.
         assert (cfg["RequestInterval"], cfg["FailureThreshold"]) == (10, fleet.glob.health_check.failure_threshold)
         assert cfg["ResourcePath"] == "/v2/health/ready"
-    stored = world._replication_configs()
+    stored = world.storage.replication_configs()
     for region, bucket in world.buckets.items():
         (rule,) = stored[bucket]["Rules"]
         assert rule["DeleteMarkerReplication"] == {"Status": "Enabled"}  # as declared (moto's GET says Disabled)
@@ -79,13 +81,13 @@ def test_moto_holds_what_the_programs_declare(world, fleet):
 
 
 def test_each_region_serves_the_model_synced_from_its_bucket(world, model_dir):
-    batch = world.batches(n=1, batch=32)[0]
-    for region, t in world.tritons.items():
+    batch = world.traffic.batches(n=1, batch=32)[0]
+    for region, t in world.serving.servers().items():
         assert t.address == world.region_ip[region] and t.address.startswith(LB_NET)
-        out = t.infer(world.model_name, batch)["outputs"][0]
+        out = t.infer(world.traffic.model, batch)["outputs"][0]
         assert out["shape"] == [32, 1] and all(0 < v < 1 for v in out["data"])
         manifest, _ = world.served_manifest(region)
-        assert manifest == world.manifest
+        assert Manifest.model_validate(manifest) == world.manifest
         keys = [
             o["Key"]
             for o in world.moto.client("s3").list_objects_v2(Bucket=world.buckets[region], Prefix=world.model_prefix)[
@@ -93,27 +95,30 @@ def test_each_region_serves_the_model_synced_from_its_bucket(world, model_dir):
             ]
         ]
         assert f"{world.model_prefix}/manifest.json" in keys
-        assert world.triton_ready(region) == (1, 1)
+        assert world.serving.ready(region) == (1, 1)
     d = world.describe()
     assert all(r["triton"]["ready_s"][0] < 30 and r["triton"]["rss_mib"] > 10 for r in d["regions"].values())
 
 
 def test_dns_answers_the_primary_while_it_is_healthy(world):
-    assert world.health_status() == {PRIMARY: True, SECONDARY: True}
-    assert world.routing() == {PRIMARY: 1.0}
-    assert set(world.resolve(5)) == {PRIMARY}
+    assert world.route53.health_status() == {PRIMARY: True, SECONDARY: True}
+    assert world.route53.routing() == {PRIMARY: 1.0}
+    assert set(world.route53.resolve(5)) == {PRIMARY}
 
 
 def test_region_outage_moves_traffic_and_loses_nothing_after_the_window(world):
-    pred = world.predicted_rto()
-    lg = world.loadgen(rate=40, duration=6.0, clients=8, timeout=1.0)
+    pred = world.route53.predicted_rto()
+    lg = world.traffic.loadgen(rate=40, duration=6.0, clients=8, timeout=1.0)
     with lg:
         time.sleep(1.5)
         fault = world.fail_region(PRIMARY, "kill")
         lg.join()
     recs = lg.records()
     window = pred["total_s"] + TOLERANCE_S
-    rto = world.rto(recs, fault, PRIMARY, window_limit_s=window)
+    o = world.fleet.glob.objectives
+    # The objectives judged over one TTL (one minute at full scale, shrinking with the scaled timings).
+    slo = Slo(success_rate=o.success_rate, p99_ms=o.p99_ms, window_s=max(1.0, float(world.route53.ttl)))
+    rto = world.route53.rto(recs, fault, PRIMARY, slo, window_limit_s=window)
     # Requests completed before the fault all succeeded (one in flight when the process died may not have).
     errors_before = [(round(r.t - fault, 3), r.error) for r in recs if r.t + r.latency_ms / 1000 < fault and not r.ok]
     assert rto["before"]["share"] == {PRIMARY: 1.0} and not errors_before, errors_before
@@ -125,13 +130,13 @@ def test_region_outage_moves_traffic_and_loses_nothing_after_the_window(world):
     assert rto["all_clients_recovered_s"] <= pred["total_s"] + TOLERANCE_S
     assert rto["lost_after_window"] == 0 and rto["errors_during_failover"] > 0
     assert len(recs) >= 0.9 * 40 * 6
-    assert set(world.resolve(3)) == {SECONDARY}
+    assert set(world.route53.resolve(3)) == {SECONDARY}
     world.last_rto = rto  # for the figures printed by the last test
 
 
 def test_canary_replication_lag_is_measured(world):
-    canary = world.put_canary(SECONDARY)
-    got = world.wait_replicated(canary, timeout=10)
+    canary = world.storage.put_canary(SECONDARY)
+    got = world.storage.wait_replicated(canary, timeout=10)
     rpo = got[PRIMARY]["rpo_s"]
     assert world.scale.replication_lag <= rpo < world.scale.replication_lag + 2.0
     s3 = world.moto.client("s3")
@@ -140,7 +145,7 @@ def test_canary_replication_lag_is_measured(world):
     # A delete marker follows, because the declared rules replicate delete markers.
     s3.delete_object(Bucket=canary.bucket, Key=canary.key)
     marker = s3.list_object_versions(Bucket=canary.bucket, Prefix=canary.key)["DeleteMarkers"][0]["VersionId"]
-    world.replicator.wait(canary.bucket, canary.key, marker, [world.buckets[PRIMARY]], timeout=10)
+    world.storage.replicator.wait(canary.bucket, canary.key, marker, [world.buckets[PRIMARY]], timeout=10)
     assert s3.list_object_versions(Bucket=world.buckets[PRIMARY], Prefix=canary.key).get("DeleteMarkers")
     world.last_rpo = rpo
 
@@ -155,18 +160,18 @@ def test_restore_fails_back_then_stall_and_inversion_fail_over(world):
         raise AssertionError("condition not reached")
 
     world.restore_region(PRIMARY)
-    wait_for(lambda: world.routing() == {PRIMARY: 1.0})  # Route 53 failover fails back once healthy again
+    wait_for(lambda: world.route53.routing() == {PRIMARY: 1.0})  # Route 53 failover fails back once healthy again
     t0 = time.monotonic()
     world.fail_region(PRIMARY, "stall")  # SIGSTOP: probes time out instead of being refused
-    t1 = wait_for(lambda: world.routing() == {SECONDARY: 1.0})
-    assert t1 - t0 <= world.predicted_rto()["detection_s"] + world.scale.probe_timeout + TOLERANCE_S
+    t1 = wait_for(lambda: world.route53.routing() == {SECONDARY: 1.0})
+    assert t1 - t0 <= world.route53.predicted_rto()["detection_s"] + world.scale.probe_timeout + TOLERANCE_S
     world.restore_region(PRIMARY)
-    wait_for(lambda: world.routing() == {PRIMARY: 1.0})
-    world.set_inverted(PRIMARY, True)  # the control-plane variant: Route 53 API only
-    wait_for(lambda: world.routing() == {SECONDARY: 1.0}, timeout=2)
-    world.set_inverted(PRIMARY, False)
-    wait_for(lambda: world.routing() == {PRIMARY: 1.0}, timeout=2)
-    causes = [c.cause for c in world.dns_changes()]
+    wait_for(lambda: world.route53.routing() == {PRIMARY: 1.0})
+    world.route53.set_inverted(PRIMARY, True)  # the control-plane variant: Route 53 API only
+    wait_for(lambda: world.route53.routing() == {SECONDARY: 1.0}, timeout=2)
+    world.route53.set_inverted(PRIMARY, False)
+    wait_for(lambda: world.route53.routing() == {PRIMARY: 1.0}, timeout=2)
+    causes = [c.cause for c in world.route53.dns_changes()]
     assert causes[0] == "start" and causes.count("health") >= 6
 
 

@@ -109,17 +109,18 @@ def test_weighted_world_from_hand_made_records_and_cleanup_after_an_exception(fl
     )
     with pytest.raises(RuntimeError, match="drill blew up"), w:
         assert w.moto is not None and w.moto.child is not None
-        pids = [p for t in w.tritons.values() for p in t.pids()] + [w.moto.child.pid]
-        assert w.get_weights() == {PRIMARY: 3, SECONDARY: 1}
-        assert w.routing() == pytest.approx({PRIMARY: 0.75, SECONDARY: 0.25})
-        answers = w.resolve(200)
+        pids = [p for t in w.serving.servers().values() for p in t.pids()] + [w.moto.child.pid]
+        assert w.route53.get_weights() == {PRIMARY: 3, SECONDARY: 1}
+        assert w.route53.routing() == pytest.approx({PRIMARY: 0.75, SECONDARY: 0.25})
+        answers = w.route53.resolve(200)
         assert 0.6 < answers.count(PRIMARY) / 200 < 0.9
-        w.set_weights({PRIMARY: 0, SECONDARY: 1})
-        assert w.routing() == {SECONDARY: 1.0}
+        w.route53.set_weights({PRIMARY: 0, SECONDARY: 1})
+        assert w.route53.routing() == {SECONDARY: 1.0}
         w.reapply(hand_made({PRIMARY: 1, SECONDARY: 1}))  # what a re-applied global stack does
-        assert w.get_weights() == {PRIMARY: 1, SECONDARY: 1} and w.routing() == {PRIMARY: 0.5, SECONDARY: 0.5}
+        assert w.route53.get_weights() == {PRIMARY: 1, SECONDARY: 1}
+        assert w.route53.routing() == {PRIMARY: 0.5, SECONDARY: 0.5}
         # Weighted traffic reaches both regions through the DNS name.
-        lg = w.loadgen(rate=50, count=100, clients=16, timeout=1.0)
+        lg = w.traffic.loadgen(rate=50, count=100, clients=16, timeout=1.0)
         recs = lg.run()
         assert all(r.ok for r in recs) and {r.region for r in recs} == {PRIMARY, SECONDARY}
         # A corrupted object in a bucket is never served.
