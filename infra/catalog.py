@@ -63,6 +63,20 @@ GPU_INSTANCES: dict[str, GpuInstance] = {
     **_family("g6e", "L40S", 48, "8.9", _SINGLE_TO_OCTO),
 }
 
+# Instance types of the CPU system node group (CoreDNS, the cluster autoscaler, the load balancer controller, the
+# Prometheus stack). Its nodes run the AL2023_x86_64_STANDARD AMI (infra/components/cluster.py), so x86_64 only:
+# current general-purpose (m), compute (c) and memory (r) families, large to 4xlarge.
+SYSTEM_INSTANCE_TYPES: frozenset[str] = frozenset(
+    f"{family}.{size}"
+    for family in ("m5", "m6i", "m6a", "m7i", "m7a", "c6i", "c7i", "r6i", "r7i")
+    for size in ("large", "xlarge", "2xlarge", "4xlarge")
+)
+
+# Kubernetes versions EKS offers in standard support that this program is tested with (the cluster autoscaler's
+# image tag follows the version: infra/components/addons.py). A version leaves this set when EKS ends its
+# standard support; one enters it when the program has been planned and rehearsed with it.
+KUBERNETES_VERSIONS: tuple[str, ...] = ("1.31", "1.32", "1.33")
+
 # Triton container release -> the TensorRT version it ships (NVIDIA framework support matrix).
 # An engine only deserialises on the TensorRT version that built it, so this pairing is an invariant.
 TRITON_RELEASES: dict[str, dict[str, str]] = {

@@ -4,40 +4,114 @@ Every stack file `stacks/Pulumi.<stack>.yaml` holds keys in the `reco-dr:` names
 schema validates them inside the Pulumi program (`from_pulumi`) and from plain Python (`load_stack`,
 `load_fleet`), so model_build, drills and tests read exactly what `pulumi up` reads. Nothing here declares
 resources: a bad config raises `ConfigError` before the program touches a provider.
+
+Validation is strict throughout: no value is coerced (a string or a boolean is not a number, `"40"` and `true`
+are refused where an integer is expected), NaN and infinity are refused in every float, and a YAML list is the
+only input a tuple field accepts. Stack files are read with a YAML loader that refuses anchors, aliases and
+repeated keys while composing, before anything is constructed (`read_stack_file`).
+
+Patterns: `Field(pattern=...)` runs in pydantic-core's Rust regex engine, where `$` is the end of the text (a
+trailing newline does not match); the Python `re` patterns below are applied with `fullmatch`, never `match` with
+`$` (which accepts a trailing newline). tests/infra/test_config_refusals.py holds every one of them to that.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import re
+import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from infra.catalog import GPU_INSTANCES, REGIONS, SHORT_TO_REGION, TRITON_RELEASES, GpuInstance
+from infra.catalog import (
+    GPU_INSTANCES,
+    KUBERNETES_VERSIONS,
+    REGIONS,
+    SHORT_TO_REGION,
+    SYSTEM_INSTANCE_TYPES,
+    TRITON_RELEASES,
+    GpuInstance,
+)
 
 PROJECT = "reco-dr"
 ROOT = Path(__file__).resolve().parent.parent
 STACKS_DIR = ROOT / "stacks"
 
+# The namespaces a key under a stack file's `config:` may use (`<namespace>:<name>`). A key in any other namespace
+# would reach no code: a typo such as `reco_dr:vpc_cidr` is silently ignored by the engine, and so is a provider
+# namespace such as `aws:region`, because no resource uses a default provider (`pulumi:disable-default-providers`)
+# and explicit providers do not read stack config: regions come from `reco-dr:region` / `reco-dr:control_region`.
+# These are exactly the namespaces the shipped stacks use; a new one is added here, with its reason.
+#
+#   namespace   what reads it
+#   reco-dr     this program: every key is validated by the schema below (an unknown name is a typo, refused)
+#   pulumi      the Pulumi engine's own settings (`pulumi:disable-default-providers` in every stack)
+NAMESPACES: dict[str, str] = {
+    PROJECT: "this program's keys, validated by infra/config.py",
+    "pulumi": "the Pulumi engine's own settings",
+}
+
+# The most nodes one GPU pool may scale to. A pool's max is the spend the cluster autoscaler may reach unattended
+# (a p5.48xlarge node is 8 H100s); the largest shipped pool has max 6, so a max above this bound is far more
+# likely a typo (60 for 6) than a plan. Raising it is a reviewed change of this constant, not a stack edit.
+MAX_GPU_POOL_NODES = 32
 
 _MISSING = object()  # marks a required key that is absent
 
 
 class ConfigError(Exception):
-    """A config value broke a rule. Carries what a user needs to fix it, never a traceback."""
+    """A config value broke a rule. Carries what a user needs to fix it, never a traceback.
 
-    def __init__(self, stack: str, key: str, value: Any, rule: str):
+    `key` is a path under the `reco-dr:` namespace (`gpu_pools[0].max`), shown with the namespace; with
+    `as_written` it is shown as the stack file spells it (a key in another namespace, a YAML path, `(file)`)."""
+
+    def __init__(self, stack: str, key: str, value: Any, rule: str, *, as_written: bool = False):
         self.stack, self.key, self.value, self.rule = stack, key, value, rule
         shown = "is missing" if value is _MISSING else f"= {value!r}"
-        super().__init__(f"stack {stack}: {PROJECT}:{key} {shown}: {rule}")
+        super().__init__(f"stack {stack}: {key if as_written else f'{PROJECT}:{key}'} {shown}: {rule}")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+_T = TypeVar("_T")
+
+
+def _list_as_tuple(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+# A tuple field of a strict model: a YAML or JSON list is its input (made a tuple), nothing else is coerced.
+Items = Annotated[tuple[_T, ...], BeforeValidator(_list_as_tuple)]
+
+
+def _ipv4_cidr(v: str) -> ipaddress.IPv4Network:
+    """`v` as an IPv4 network, or ValueError with the rule: a CIDR block without host bits, IPv4."""
+    try:
+        net = ipaddress.ip_network(v)
+    except ValueError:
+        raise ValueError(
+            f"rule: an IPv4 CIDR block such as 10.10.0.0/16 (address/prefix, no host bits set); {v!r} is not one"
+        ) from None
+    if not isinstance(net, ipaddress.IPv4Network):
+        raise ValueError(f"rule: an IPv4 CIDR block; {v} is an IPv6 range (this field is IPv4 only)")
+    return net
 
 
 # ---------------------------------------------------------------- regional stack
@@ -56,6 +130,21 @@ class NodePool(_Strict):
         return self
 
 
+class SystemPool(NodePool):
+    """The CPU node group of cluster services (AL2023_x86_64_STANDARD AMI)."""
+
+    @field_validator("instance_type")
+    @classmethod
+    def _in_catalog(cls, v: str) -> str:
+        if v not in SYSTEM_INSTANCE_TYPES:
+            families = ", ".join(sorted({t.split(".")[0] for t in SYSTEM_INSTANCE_TYPES}))
+            raise ValueError(
+                "rule: a system pool instance type from infra/catalog.py SYSTEM_INSTANCE_TYPES "
+                f"(x86_64 families {families}; sizes large to 4xlarge)"
+            )
+        return v
+
+
 class GpuPool(NodePool):
     name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")
     ami_type: Literal["AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA"] = "AL2023_x86_64_NVIDIA"
@@ -69,6 +158,16 @@ class GpuPool(NodePool):
             raise ValueError(f"rule: a GPU pool needs a GPU instance type from the catalog (families: {known})")
         return v
 
+    @field_validator("max")
+    @classmethod
+    def _bounded(cls, v: int) -> int:
+        if v > MAX_GPU_POOL_NODES:
+            raise ValueError(
+                f"rule: a GPU pool scales to at most MAX_GPU_POOL_NODES = {MAX_GPU_POOL_NODES} nodes "
+                "(infra/config.py: the spend the autoscaler may reach unattended)"
+            )
+        return v
+
     @property
     def gpu(self) -> GpuInstance:
         return GPU_INSTANCES[self.instance_type]
@@ -80,7 +179,7 @@ class GpuPool(NodePool):
         return self.ami_type.startswith("AL2023")
 
 
-_IMAGE = re.compile(r"^(?P<repo>[a-z0-9.\-/:]+?)(?::(?P<tag>[\w.\-]+))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")
+_IMAGE = re.compile(r"(?P<repo>[a-z0-9.\-/:]+?)(?::(?P<tag>[\w.\-]+))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?")
 
 
 class Triton(_Strict):
@@ -94,7 +193,7 @@ class Triton(_Strict):
     @field_validator("image")
     @classmethod
     def _pinned(cls, v: str) -> str:
-        m = _IMAGE.match(v)
+        m = _IMAGE.fullmatch(v)
         if not m or not (m["digest"] or (m["tag"] and m["tag"] != "latest")):
             raise ValueError("rule: the Triton image must be pinned by a version tag (not 'latest') or a sha256 digest")
         return v
@@ -129,7 +228,7 @@ class Model(_Strict):
     # The stable version: what the region serves (and what every drill, capacity check and rollback reads).
     version: str = Field(pattern=_VERSION)
     # Compute capabilities served by the ONNX Runtime model instead of a TensorRT engine, on purpose.
-    onnx_fallback_for: tuple[str, ...] = ()
+    onnx_fallback_for: Items[str] = ()
     # Gray release: a second set of Triton Deployments serving `canary_version` beside the stable one, with
     # `canary_weight` percent of the region's traffic on the load balancer (weighted target groups). A release
     # step is a change of these two keys plus `pulumi up`; promotion sets `version` and clears them.
@@ -154,19 +253,32 @@ class Model(_Strict):
         return self
 
 
-_CERT = re.compile(r"^arn:aws:acm:(?P<region>[a-z0-9-]+):\d{12}:certificate/[0-9a-f-]{36}$")
+_CERT = re.compile(r"arn:aws:acm:(?P<region>[a-z0-9-]+):\d{12}:certificate/[0-9a-f-]{36}")
 
 
 class LoadBalancer(_Strict):
     certificate_arn: str
     ssl_policy: str = "ELBSecurityPolicy-TLS13-1-2-2021-06"
-    allowed_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
+    # Sources of the HTTPS listener's ingress rules (security group `cidrIpv4`): IPv4 only.
+    allowed_cidrs: Items[str] = ("0.0.0.0/0",)
 
     @field_validator("certificate_arn")
     @classmethod
     def _arn(cls, v: str) -> str:
-        if not _CERT.match(v):
+        if not _CERT.fullmatch(v):
             raise ValueError("rule: an ACM certificate ARN (arn:aws:acm:<region>:<account>:certificate/<uuid>)")
+        return v
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError(
+                "rule: at least one IPv4 CIDR block; an empty list closes the listener to every client "
+                "(0.0.0.0/0 opens it to all)"
+            )
+        for cidr in v:
+            _ipv4_cidr(cidr)
         return v
 
 
@@ -176,9 +288,9 @@ class RegionConfig(_Strict):
     region: str
     vpc_cidr: str
     service_cidr: str = "172.20.0.0/16"
-    kubernetes_version: str = Field(default="1.33", pattern=r"^1\.\d\d$")
-    system_pool: NodePool
-    gpu_pools: tuple[GpuPool, ...] = Field(min_length=1)
+    kubernetes_version: str = "1.33"
+    system_pool: SystemPool
+    gpu_pools: Items[GpuPool] = Field(min_length=1)
     triton: Triton
     model: Model
     load_balancer: LoadBalancer
@@ -191,14 +303,20 @@ class RegionConfig(_Strict):
             raise ValueError(f"rule: one of the supported AWS regions {sorted(REGIONS)}")
         return v
 
+    @field_validator("kubernetes_version")
+    @classmethod
+    def _supported_version(cls, v: str) -> str:
+        if v not in KUBERNETES_VERSIONS:
+            raise ValueError(
+                f"rule: one of the supported EKS versions {list(KUBERNETES_VERSIONS)} (infra/catalog.py, quoted)"
+            )
+        return v
+
     @field_validator("vpc_cidr", "service_cidr")
     @classmethod
     def _cidr(cls, v: str) -> str:
-        try:
-            net = ipaddress.ip_network(v)
-        except ValueError:
-            raise ValueError("rule: an IPv4 CIDR block such as 10.10.0.0/16") from None
-        if not (net.version == 4 and net.is_private and 16 <= net.prefixlen <= 20):
+        net = _ipv4_cidr(v)
+        if not (net.is_private and 16 <= net.prefixlen <= 20):
             raise ValueError("rule: a private IPv4 block from /16 to /20")
         return v
 
@@ -221,7 +339,7 @@ class RegionConfig(_Strict):
     @field_validator("load_balancer")
     @classmethod
     def _cert_in_region(cls, v: LoadBalancer, info: ValidationInfo) -> LoadBalancer:
-        m = _CERT.match(v.certificate_arn)
+        m = _CERT.fullmatch(v.certificate_arn)
         assert m is not None, "LoadBalancer._arn already checked certificate_arn"
         cert_region = m["region"]
         if info.data.get("region") and cert_region != info.data["region"]:
@@ -292,6 +410,20 @@ class HealthCheck(_Strict):
     request_interval: Literal[10, 30] = 10  # Route 53 accepts only these
     failure_threshold: int = Field(default=3, ge=1, le=10)
 
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not re.fullmatch(r"/\S{0,254}", v):
+            raise ValueError("rule: an HTTP path starting with / (Route 53 ResourcePath: no spaces, 255 characters)")
+        return v
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, v: int) -> int:
+        if not 1 <= v <= 65535:
+            raise ValueError("rule: a TCP port from 1 to 65535")
+        return v
+
 
 class Zone(_Strict):
     name: str = Field(pattern=r"^([a-z0-9-]+\.)+[a-z]{2,}$")
@@ -302,7 +434,7 @@ class Capacity(_Strict):
     peak_qps: int = Field(gt=0)
     # Ranking requests per second one GPU sustains, by compute capability. Used until the model
     # manifest carries benchmarked figures for that capability.
-    qps_per_gpu: dict[str, float]
+    qps_per_gpu: dict[str, Annotated[float, Field(gt=0)]]  # finite (allow_inf_nan=False) and > 0
     headroom: float = Field(default=0.0, ge=0, le=1)
 
 
@@ -316,14 +448,35 @@ class Objectives(_Strict):
 class ReleaseGates(_Strict):
     """Thresholds of a model release's gates (drills/release/gates.py): each gate's verdict is in the report."""
 
-    error_rate_max: float = Field(default=0.01, ge=0, le=1)  # failed / all requests of the canary (Triton counters)
+    # No threshold may switch its gate off: every float is finite (allow_inf_nan=False: an infinite PSI or p99
+    # bound never fails), a fraction's maximum is below 1 (an error rate or a KS statistic is at most 1, so a
+    # maximum of 1 never fails) and a minimum is above 0 (an AUC or NDCG is at least 0).
+    error_rate_max: float = Field(default=0.01, ge=0)  # failed / all requests of the canary (Triton counters)
     p99_ms_max: float | None = Field(default=None, gt=0)  # default: objectives.p99_ms
     psi_max: float = Field(default=0.2, gt=0)  # population stability index, canary vs stable, same requests
-    ks_max: float = Field(default=0.15, gt=0, le=1)  # two-sample Kolmogorov-Smirnov statistic, same requests
-    auc_min: float = Field(default=0.7, ge=0, le=1)  # the candidate's offline AUC from its manifest
-    ndcg_min: float = Field(default=0.55, ge=0, le=1)  # the candidate's offline NDCG@10 from its manifest
+    ks_max: float = Field(default=0.15, gt=0)  # two-sample Kolmogorov-Smirnov statistic, same requests
+    auc_min: float = Field(default=0.7, le=1)  # the candidate's offline AUC from its manifest
+    ndcg_min: float = Field(default=0.55, le=1)  # the candidate's offline NDCG@10 from its manifest
     min_requests: int = Field(default=200, ge=1)  # requests the canary must have answered before it is judged
     golden_rows: int = Field(default=2048, ge=100, le=65536)  # golden rows scored by both versions for PSI/KS
+
+    @field_validator("error_rate_max", "ks_max")
+    @classmethod
+    def _max_below_one(cls, v: float, info: ValidationInfo) -> float:
+        if v >= 1:
+            raise ValueError(
+                f"rule: {info.field_name} < 1 (the statistic is at most 1: a maximum of {v:g} switches the gate off)"
+            )
+        return v
+
+    @field_validator("auc_min", "ndcg_min")
+    @classmethod
+    def _min_above_zero(cls, v: float, info: ValidationInfo) -> float:
+        if v <= 0:
+            raise ValueError(
+                f"rule: {info.field_name} > 0 (the metric is at least 0: a minimum of {v:g} switches the gate off)"
+            )
+        return v
 
 
 class Release(_Strict):
@@ -331,7 +484,14 @@ class Release(_Strict):
     canary_weight: int = Field(default=10, ge=1, le=100)  # percent of the canary region's traffic
     bake_seconds: int = Field(default=300, ge=0)  # traffic on the canary before its gates judge
     ready_timeout_seconds: int = Field(default=900, gt=0)  # canary/rolled pods ready (engines load from S3)
+    # How long after a release its undo (`drills rollback ID`: the previous last-known-good pointer) and a `restore`
+    # (the S3 versions the pointer pins, made noncurrent by an overwrite) must still find the versions they copy
+    # back. Every region's artifact_noncurrent_days must cover it (check_fleet): S3 expires noncurrent versions then.
+    rollback_window_days: int = Field(default=14, ge=1, le=3650)
     gates: ReleaseGates = ReleaseGates()
+
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[a-zA-Z]{2,}")
 
 
 class GlobalConfig(_Strict):
@@ -346,7 +506,7 @@ class GlobalConfig(_Strict):
     health_check: HealthCheck = HealthCheck()
     replication_rtc_minutes: Literal[15] = 15  # S3 RTC offers exactly 15 minutes
     replication_latency_alarm_seconds: int = Field(default=900, ge=60)
-    alarm_email: str | None = None
+    alarm_email: str | None = None  # absent: no email subscription; present: an address (null and "" are refused)
     capacity: Capacity
     objectives: Objectives = Objectives()
     release: Release = Release()
@@ -354,6 +514,21 @@ class GlobalConfig(_Strict):
     @property
     def fqdn(self) -> str:
         return f"{self.record}.{self.zone.name}"
+
+    @field_validator("control_region")
+    @classmethod
+    def _known_control_region(cls, v: str) -> str:
+        if v not in REGIONS:
+            raise ValueError(f"rule: one of the supported AWS regions {sorted(REGIONS)}")
+        return v
+
+    @field_validator("alarm_email")
+    @classmethod
+    def _email(cls, v: str | None) -> str:
+        # Runs only when the key is given: absent, the default None means no subscription.
+        if v is None or not _EMAIL.fullmatch(v):
+            raise ValueError("rule: an email address (name@domain.tld) for the alarm topic; leave the key out for none")
+        return v
 
     @field_validator("release")
     @classmethod
@@ -382,6 +557,14 @@ def _key(loc: tuple) -> str:
     return "".join(parts).lstrip(".") or "(stack)"
 
 
+# Type errors of strict validation, with what the stack file must write instead.
+_STRICT_TYPES = {
+    "int_type": "strict: a string, a boolean or a float is not an integer",
+    "float_type": "strict: a string or a boolean is not a number",
+    "string_type": 'strict: a number is not a string; quote it in YAML ("1.33")',
+}
+
+
 def parse(stack: str, values: dict[str, Any]) -> RegionConfig | GlobalConfig:
     """Validate un-namespaced config values for `stack`; raise ConfigError naming key, value and rule."""
     if "role" not in values:
@@ -396,6 +579,8 @@ def parse(stack: str, values: dict[str, Any]) -> RegionConfig | GlobalConfig:
             raise ConfigError(stack, _key(err["loc"]), _MISSING, "rule: required key") from None
         elif err["type"] == "extra_forbidden":
             rule = "rule: unknown key (a typo?)"
+        elif err["type"] in _STRICT_TYPES:
+            rule = f"rule: {rule} ({_STRICT_TYPES[err['type']]})"
         elif not rule.startswith("rule:"):
             rule = f"rule: {rule}"
         raise ConfigError(stack, _key(err["loc"]), err.get("input"), rule) from None
@@ -423,33 +608,194 @@ def _check_name(stack: str, cfg: RegionConfig | GlobalConfig) -> None:
         )
 
 
+# ---------------------------------------------------------------- reading stack files
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _yaml_key(path: list[str | int]) -> str:
+    """A node's path as the stack file spells it: `reco-dr:gpu_pools[0].max` (under `config:`), `(file)` at the top."""
+    parts = path[1:] if len(path) > 1 and path[0] == "config" else path
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(file)"
+
+
+def _at(mark: Any) -> str:  # a yaml Mark (the pure-Python or the libyaml one) or None
+    return f"line {mark.line + 1}" if mark is not None else "line unknown"
+
+
+class _StackFileLoader(yaml.SafeLoader):
+    """yaml.SafeLoader refusing, while the document is composed and before anything is constructed, anchors and
+    aliases (a value is written where it applies; an alias bomb, "billion laughs", is refused at its first anchor
+    instead of expanding) and a key repeated in one mapping (YAML would keep the last one silently). Each refusal
+    is a ConfigError naming the node's path, its value and the rule with the line."""
+
+    def __init__(self, text: str, stack: str) -> None:
+        super().__init__(text)
+        self.stack = stack
+        self.path: list[str | int] = []  # of the node being composed
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        # index: the key node of a mapping value, the position of a sequence item, None for the root and for keys.
+        step = index.value if isinstance(index, yaml.ScalarNode) else index if isinstance(index, int) else None
+        if step is not None:
+            self.path.append(step)
+        try:
+            event = self.peek_event()
+            if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
+                sigil = "*" if isinstance(event, yaml.AliasEvent) else "&"
+                raise ConfigError(
+                    self.stack,
+                    _yaml_key(self.path),
+                    f"{sigil}{event.anchor}",
+                    "rule: no YAML anchors (&) or aliases (*): write each value where it applies "
+                    f"({_at(event.start_mark)})",
+                    as_written=True,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            if step is not None:
+                self.path.pop()
+
+    def compose_mapping_node(self, anchor: Any) -> yaml.MappingNode:
+        node = super().compose_mapping_node(anchor)
+        seen: dict[Any, str] = {}
+        for key_node, value_node in node.value:
+            line = _at(key_node.start_mark)
+            if key_node.tag == _MERGE_TAG:
+                raise ConfigError(
+                    self.stack,
+                    _yaml_key(self.path),
+                    "<<",
+                    f"rule: no YAML merge keys (<<): write each key where it applies ({line})",
+                    as_written=True,
+                )
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue  # a collection as a key: construction refuses it (unhashable), a YAML error
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise ConfigError(
+                    self.stack,
+                    _yaml_key([*self.path, key_node.value]),
+                    self.construct_object(value_node, deep=True),
+                    f"rule: a key appears once in a mapping ({line} repeats {seen[key]}; "
+                    "YAML would keep the last one silently)",
+                    as_written=True,
+                )
+            seen[key] = line
+        return node
+
+
+def _read_yaml(stack: str, path: Path) -> Any:
+    loader = _StackFileLoader(path.read_text(), stack)
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as e:
+        raise ConfigError(
+            stack, "(file)", str(path), f"rule: valid YAML ({e.problem}, {_at(e.problem_mark)})", as_written=True
+        ) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(stack, "(file)", str(path), f"rule: valid YAML ({e})", as_written=True) from None
+    finally:
+        loader.dispose()
+
+
+def _check_namespaces(stack: str, config: Mapping[Any, Any]) -> None:
+    for key, value in config.items():
+        ns, sep, name = str(key).partition(":")
+        if sep and name and ns in NAMESPACES:
+            continue
+        near = difflib.get_close_matches(ns, NAMESPACES, n=1)
+        hint = f"; {ns!r} looks like a typo of {near[0]!r}" if sep and near else ""
+        raise ConfigError(
+            stack,
+            str(key),
+            value,
+            f"rule: config keys are <namespace>:<name> with a namespace from {sorted(NAMESPACES)} "
+            f"(infra/config.py NAMESPACES){hint}",
+            as_written=True,
+        )
+
+
 def read_stack_file(stack: str, stacks_dir: Path = STACKS_DIR) -> dict[str, Any]:
+    """The un-namespaced `reco-dr:` values of `stacks_dir/Pulumi.<stack>.yaml`, once the file is valid YAML without
+    anchors, aliases or repeated keys, and every key under `config:` is in a namespace of NAMESPACES."""
     path = stacks_dir / f"Pulumi.{stack}.yaml"
     if not path.exists():
         known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in stacks_dir.glob("Pulumi.*.yaml"))
-        raise ConfigError(stack, "(file)", str(path), f"rule: the stack file must exist; known stacks: {known}")
-    doc = yaml.safe_load(path.read_text()) or {}
+        raise ConfigError(
+            stack, "(file)", str(path), f"rule: the stack file must exist; known stacks: {known}", as_written=True
+        )
+    doc = _read_yaml(stack, path)
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ConfigError(stack, "(file)", str(path), "rule: a stack file is a YAML mapping", as_written=True)
+    config = doc.get("config") or {}
+    if not isinstance(config, dict):
+        raise ConfigError(
+            stack, "config", config, "rule: a mapping of <namespace>:<name> keys to values", as_written=True
+        )
+    _check_namespaces(stack, config)
     prefix = f"{PROJECT}:"
-    return {k[len(prefix) :]: v for k, v in (doc.get("config") or {}).items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in config.items() if k.startswith(prefix)}
 
 
 def load_stack(stack: str, stacks_dir: Path = STACKS_DIR) -> RegionConfig | GlobalConfig:
     return parse(stack, read_stack_file(stack, stacks_dir))
 
 
+# ---------------------------------------------------------------- inside the Pulumi program
+def _takes_text(tp: Any) -> bool:
+    if typing.get_origin(tp) is Literal:
+        return all(isinstance(a, str) for a in typing.get_args(tp))
+    return tp is str or any(_takes_text(a) for a in typing.get_args(tp))
+
+
+# Top-level keys whose field takes a string: the engine's text is their value as is (`kubernetes_version` "1.33").
+_TEXT_KEYS = frozenset(
+    k for m in (RegionConfig, GlobalConfig) for k, f in m.model_fields.items() if _takes_text(f.annotation)
+)
+
+
+def _unique_keys(stack: str, key: str, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ConfigError(stack, key, k, "rule: a key appears once in a mapping (the engine's JSON repeats it)")
+        out[k] = v
+    return out
+
+
+def _engine_value(stack: str, key: str, raw: str) -> Any:
+    """A value as the engine hands it to a program: structured values JSON-encoded, scalars as text. Text is decoded
+    as JSON (`60` -> 60, `true` -> True) unless the key's field takes a string, so that strict validation judges
+    the value the stack file holds; text that is no JSON stays text, for the schema to refuse with its rule."""
+    if raw[:1] not in ("{", "[") and key in _TEXT_KEYS:
+        return raw
+    try:
+        return json.loads(raw, object_pairs_hook=lambda pairs: _unique_keys(stack, key, pairs))
+    except json.JSONDecodeError:
+        return raw
+
+
 def from_pulumi() -> RegionConfig | GlobalConfig:
     """Inside the Pulumi program: the engine's config for the current stack, through the same schema."""
     import pulumi
 
+    stack = pulumi.get_stack()
     cfg = pulumi.Config(PROJECT)
+    prefix = f"{PROJECT}:"
+    # The engine hands the program its whole config (PULUMI_CONFIG): a key of ours outside the schema (a typo) is
+    # read as well, so that parse refuses it rather than the program never looking at it.
+    given = {k[len(prefix) :] for k in pulumi.runtime.get_config_env() if k.startswith(prefix)}
     values: dict[str, Any] = {}
-    for key in {*RegionConfig.model_fields, *GlobalConfig.model_fields}:
+    for key in sorted({*RegionConfig.model_fields, *GlobalConfig.model_fields, *given}):
         raw = cfg.get(key)
-        if raw is None:
-            continue
-        # Structured values arrive JSON-encoded; scalars as strings, which pydantic coerces.
-        values[key] = json.loads(raw) if raw[:1] in "{[" else raw
-    return parse(pulumi.get_stack(), values)
+        if raw is not None:
+            values[key] = _engine_value(stack, key, raw)
+    return parse(stack, values)
 
 
 # ---------------------------------------------------------------- fleet
@@ -514,6 +860,17 @@ def check_fleet(fleet: Fleet) -> None:
                     b.vpc_cidr,
                     f"rule: VPC CIDRs in one environment must not overlap ({a.vpc_cidr} in {fleet.stack_names[ra]})",
                 )
+    window = fleet.glob.release.rollback_window_days
+    for region, cfg in sorted(fleet.regions.items()):
+        if cfg.artifact_noncurrent_days < window:
+            raise ConfigError(
+                fleet.stack_names[region],
+                "artifact_noncurrent_days",
+                cfg.artifact_noncurrent_days,
+                f"rule: at least release.rollback_window_days of {fleet.global_stack} "
+                f"({cfg.artifact_noncurrent_days} < {window}): a rollback or restore within that window copies back "
+                "noncurrent S3 versions, and S3 expires them after artifact_noncurrent_days",
+            )
     missing = [cc for cc in fleet.compute_capabilities if cc not in fleet.glob.capacity.qps_per_gpu]
     if missing:
         raise ConfigError(

@@ -5,9 +5,14 @@
     python -m infra.plan STACK --json          every resource with all its inputs, counts and outputs, as JSON
     python -m infra.plan STACK --diff GIT_REF  resources added, removed and changed against the program (and
                                                stack files) at GIT_REF, with the changed input paths
+    --stacks-dir DIR                           read Pulumi.<stack>.yaml files from DIR instead of stacks/
 
-It runs the real program (`infra.program.main`) under `infra.mocks`. A config error prints its message on
-stderr and exits 2. PR reviewers without cloud access read this instead of `pulumi preview`.
+It runs the real program (`infra.program.main`) under `infra.mocks`, beside the fleet findings of the stack's
+environment (`infra.invariants`). PR reviewers without cloud access read this instead of `pulumi preview`.
+
+Exit status: 0 planned, no ERROR finding (warnings are reported, not failed); 1 GIT_REF is not a commit or its
+plan failed; 2 a config error, its one-line message on stderr (nothing planned); 3 planned, but the fleet
+findings include an ERROR (each also on stderr).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+EXIT_CONFIG_ERROR = 2
+EXIT_ERROR_FINDINGS = 3  # the plan is complete (stdout as usual); a fleet finding is an ERROR
 
 # Per type: the input paths a reviewer looks at first. Other types show their first few scalar inputs.
 KEY_INPUTS: dict[str, list[str]] = {
@@ -223,27 +230,40 @@ def baseline_plan(stack: str, ref: str, repo: Path = ROOT) -> dict:
             cmd = [sys.executable, "-c", _FALLBACK, str(ROOT / "infra" / "mocks.py"), stack]
         env = {**os.environ, "PYTHONPATH": tmp}
         res = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300, check=False)
-    if res.returncode != 0:
+    # A baseline with ERROR findings is still a plan to compare with.
+    if res.returncode not in (0, EXIT_ERROR_FINDINGS):
         raise RuntimeError(f"plan of {stack} at {ref} failed: {(res.stderr or res.stdout).strip().splitlines()[-1:]}")
     return json.loads(res.stdout)
 
 
+def error_findings(d: dict) -> list[dict]:
+    return [f for f in d["findings"] if f["severity"] == "error"]
+
+
 # ------------------------------------------------------------------ entry point
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m infra.plan", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m infra.plan",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n")[-1],
+    )
     ap.add_argument("stack", help="stack name, e.g. prod-use1 (stacks/Pulumi.<stack>.yaml)")
     ap.add_argument(
         "--json", action="store_true", help="print every resource with all inputs, counts and outputs as JSON"
     )
     ap.add_argument("--diff", metavar="GIT_REF", help="compare with the program and stack files at this git revision")
     ap.add_argument(
-        "--stacks-dir", type=Path, default=None, help="directory of Pulumi.<stack>.yaml files (default: stacks/)"
+        "--stacks-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="directory of the Pulumi.<stack>.yaml files of the stack and its environment (default: stacks/)",
     )
     a = ap.parse_args(argv)
 
     import pulumi
 
-    from infra.config import STACKS_DIR, ConfigError
+    from infra.config import STACKS_DIR, ConfigError, load_stack
     from infra.invariants import fleet_findings
     from infra.mocks import run_program
     from infra.outputs import OutputError
@@ -262,10 +282,13 @@ def main(argv: list[str] | None = None) -> int:
 
     stacks_dir = a.stacks_dir or STACKS_DIR
     try:
+        # The stack file as a whole first: keys outside the schema or the namespaces, YAML anchors and repeated
+        # keys are refused here (the program reads only the keys it knows, through the engine's encoding).
+        load_stack(a.stack, stacks_dir)
         plan = run_program(a.stack, stacks_dir=stacks_dir)
     except (ConfigError, OutputError, pulumi.RunError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG_ERROR
     # Fleet-level invariants (N+1, engines, TensorRT pairing) span stacks: report them beside the plan.
     env = a.stack.rsplit("-", 1)[0]
     current = plan_dict(plan, [f.to_dict() for f in fleet_findings(env, stacks_dir=stacks_dir)])
@@ -283,13 +306,14 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"stack": a.stack, "ref": a.diff, **d}, indent=2))
         else:
             print_diff(d, a.stack, a.diff)
-        return 0
-
-    if a.json:
+    elif a.json:
         print(json.dumps(current, indent=2, default=str))
     else:
         print_text(current)
-    return 0
+    errors = error_findings(current)
+    for f in errors:
+        print(f"error: fleet finding [{f['id']}] {f['message']}", file=sys.stderr)
+    return EXIT_ERROR_FINDINGS if errors else 0
 
 
 def _close_loop() -> None:
