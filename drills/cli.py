@@ -1,4 +1,4 @@
-"""`python -m drills`: plan, run, resume, rollback, status, report.
+"""`python -m drills`: plan, run, resume, rollback, resolve, status, report.
 
 Subcommands are the table COMMANDS at the end of this file; a command defined in another module (release,
 rehearse) is imported only when it runs or its help is shown, so `drills run` never loads the rehearsal's
@@ -255,6 +255,29 @@ def _run_rollback(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
+def _configure_resolve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("drill_id", help="the drill whose rollback failed (see `drills status`)")
+    p.add_argument("--confirm", metavar="ENV", required=True, help="the drill's environment, typed again")
+    p.add_argument(
+        "--reason",
+        required=True,
+        help="what you put right by hand and how you checked it (journaled with the drill)",
+    )
+    p.add_argument("--operator", help="who resolved it (journaled; default: your login name)")
+
+
+def _run_resolve(args: argparse.Namespace) -> int:
+    from drills.engine import resolve_drill
+    from drills.render import console
+    from drills.report import write_report
+
+    state = args.state_dir or default_state_dir()
+    outcome = resolve_drill(args.drill_id, state, confirm=args.confirm, reason=args.reason, operator=args.operator)
+    write_report(outcome.drill_id, state)
+    console().print(f"drill {outcome.drill_id}: {outcome.status} ({outcome.reason})")
+    return outcome.exit_code
+
+
 # ---------------------------------------------------------------- status / report
 def _configure_status(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", help="only this environment")
@@ -278,7 +301,13 @@ def _run_status(args: argparse.Namespace) -> int:
     c = console()
     for e, held in locks.items():
         if held:
-            alive = "running" if held.get("alive") else "STALE (process gone: resume or roll back the drill)"
+            alive = (
+                "running"
+                if held.get("alive")
+                else "ROLLBACK FAILED (roll it back again, or fix by hand and `drills resolve` it)"
+                if held.get("state") == "rollback-failed"
+                else "STALE (process gone: resume or roll back the drill)"
+            )
             c.print(f"{e}: locked by {held['drill_id']} pid {held['pid']} on {held.get('host')}: {alive}")
     t = Table(title=f"Drills in {state}")
     for col in ("drill id", "env", "scenario", "region", "started (UTC)", "status", "last step"):
@@ -333,6 +362,12 @@ COMMANDS: dict[str, Command] = {
             "rollback",
             "restore the pre-drill state recorded in a drill's journal (after a crash)",
             lambda: (_configure_drill_id, _run_rollback),
+        ),
+        Command(
+            "resolve",
+            "after a failed rollback, once the environment was put right by hand: journal who and why, end the drill "
+            "as resolved and release the environment's lock (refused unless the drill's rollback failed)",
+            lambda: (_configure_resolve, _run_resolve),
         ),
         Command("status", "running and past drills, locks", lambda: (_configure_status, _run_status)),
         Command(
@@ -395,11 +430,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     named = next((a for a in argv if a in COMMANDS), None)
     args = build_parser(named).parse_args(argv)
+    from infra.config import ConfigError
+
     try:
         return args._run(args)
     except DrillError as e:
         print(str(e), file=sys.stderr)
         return e.exit_code
+    except ConfigError as e:  # a stack file a command reads does not validate: one line, as infra.plan prints it
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

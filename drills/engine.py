@@ -4,6 +4,7 @@ Entry points:
   start_drill(plan, state_dir, backend_name=..., backend_options=..., backend=None, clock=None) -> Outcome
   resume_drill(drill_id, state_dir, confirm=ENV, ...) -> Outcome
   rollback_drill(drill_id, state_dir, ...) -> Outcome
+  resolve_drill(drill_id, state_dir, confirm=ENV, reason=..., operator=None) -> Outcome
 
 Order of a run: take the environment's lock; build the backend; journal "start" (plan, backend, pid); read and
 journal the pre-drill state (config the plan touches, Route 53 records, health, node groups) before any change;
@@ -13,11 +14,22 @@ during every wait and evaluates the plan's abort conditions. An abort condition,
 SIGINT/SIGTERM leads to `restore()`: faults cleared, config restored and applied, node groups restored,
 canaries deleted, then verified against the pre-drill state. A SIGKILL leaves the journal, from which
 `drills rollback` runs the same `restore()` in another process.
+
+A stack's `up` (minutes for a real `pulumi up`) runs in a worker thread while the engine keeps polling the monitor
+and the abort conditions (`WatchedStacks`); an abort stops the wait, and the rollback waits for that up only where
+it must change the same stack again. SIGINT/SIGTERM still let an up finish first (Run.stack_operation).
+
+The environment's lock is released only when the drill's journal says it ended. A drill that stopped mid-way or
+whose rollback failed leaves it (drills.lock), so the next drill or release is refused until that drill is rolled
+back, resumed or, after a failed rollback, resolved by an operator (`resolve_drill`, `drills resolve`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import copy
+import getpass
 import os
 import signal
 import threading
@@ -34,8 +46,18 @@ from drills.checks import evaluate, window_stats
 from drills.clock import Clock, SystemClock
 from drills.drillplan import Parameters
 from drills.errors import Abort, DrillError, GuardrailError, Interrupted
-from drills.journal import Journal, host, load, new_drill_id, summarise
-from drills.lock import Lock
+from drills.journal import (
+    Journal,
+    JournalError,
+    drill_dir,
+    host,
+    load,
+    new_drill_id,
+    read_entries,
+    rollback_failures,
+    summarise,
+)
+from drills.lock import Lock, resolve_command, rollback_command
 from drills.model import Plan
 from drills.registry import ACTIONS, CHECKS
 from drills.state import RunState
@@ -52,7 +74,9 @@ class Outcome:
 
     @property
     def exit_code(self) -> int:
-        return {"completed": 0, "rolled-back": 0, "noop": 0, "refused": 3, "rollback-failed": 4}.get(self.status, 1)
+        return {"completed": 0, "rolled-back": 0, "noop": 0, "resolved": 0, "refused": 3, "rollback-failed": 4}.get(
+            self.status, 1
+        )
 
 
 class Monitor:
@@ -71,6 +95,115 @@ class Monitor:
         return self.results[i:]
 
 
+class _Up:
+    """One `up` running in a worker thread."""
+
+    def __init__(self, stack: str, t0: float):
+        self.stack, self.t0 = stack, t0
+        self.done = threading.Event()
+        self.guard = threading.Lock()  # orders "finished" against "abandoned": exactly one side journals the outcome
+        self.finished = False
+        self.abandoned = False
+        self.result: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+
+
+class WatchedStacks:
+    """The backend's StackAdapter as a run's actions see it. A drill's `up` runs in a worker thread while this
+    thread polls the monitor and the abort conditions every `poll_seconds`, as any other wait does: an abort stops
+    the wait at once. The abandoned up runs on (cutting it short would leave the stack with pending operations);
+    its outcome is journaled when it ends (`stack_up` with `after_abort`, or `stack_up_failed`), and the next
+    operation on that stack (the rollback's) waits for it first. During a rollback `up` is called directly."""
+
+    def __init__(self, inner: Any, run: Run):
+        self._inner, self._run = inner, run
+        self._ups: dict[str, _Up] = {}
+
+    def __getattr__(self, name: str) -> Any:  # everything else the adapter offers, unchanged
+        if name in ("_inner", "_run", "_ups"):  # not set yet (a copy being made): no recursion through _inner
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+    def get_config(self, stack: str, path: str) -> Any:
+        return self._inner.get_config(stack, path)
+
+    def outputs(self, stack: str) -> dict[str, Any]:
+        return self._inner.outputs(stack)
+
+    def set_config(self, stack: str, values: Any) -> None:
+        self.settle(stack)
+        self._inner.set_config(stack, values)
+
+    def preview(self, stack: str) -> dict[str, int]:
+        self.settle(stack)
+        return self._inner.preview(stack)
+
+    def up(self, stack: str, message: str) -> dict[str, Any]:
+        self.settle(stack)
+        if self._run.in_rollback:
+            return self._inner.up(stack, message)
+        run = self._run
+        u = _Up(stack, run.clock.now())
+        self._ups[stack] = u
+        threading.Thread(target=self._work, args=(u, message), name=f"drill-up-{stack}", daemon=True).start()
+        try:
+            while not u.done.wait(self._poll_wall_seconds()):
+                run.poll()  # raises Abort when an abort condition trips
+        except BaseException as e:
+            with u.guard:
+                if not u.finished:
+                    u.abandoned = True
+                    run.journal.write("stack_up_running", stack=stack, reason=str(e) or type(e).__name__)
+                    run.log(f"{stack}: stopped waiting for pulumi up ({e}); it runs on, the rollback waits for it")
+                    raise
+            self._record(u)  # it ended as the abort tripped: journal it, as the action will not
+            raise
+        if u.error is not None:
+            raise u.error
+        assert u.result is not None
+        return u.result
+
+    def settle(self, stack: str | None = None) -> None:
+        """Wait for the abandoned ups (of `stack`, or all) to end; their outcomes are journaled by then."""
+        for name, u in list(self._ups.items()):
+            if stack in (None, name) and not u.done.is_set():
+                self._run.log(f"{name}: waiting for the pulumi up started before the abort to finish")
+                u.done.wait()
+
+    def _work(self, u: _Up, message: str) -> None:
+        # An adapter may run asyncio code that expects its thread to have an event loop, as the main thread has
+        # (the Pulumi SDK: the rehearsal's offline program run fails in a bare thread).
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            u.result = self._inner.up(u.stack, message)
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread, or journaled if it left
+            u.error = e
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+        with u.guard:
+            u.finished = True
+            if u.abandoned:
+                self._record(u)
+        u.done.set()
+
+    def _record(self, u: _Up) -> None:
+        seconds = round(self._run.clock.now() - u.t0, 3)
+        if u.error is not None:
+            self._run.journal.write(
+                "stack_up_failed", stack=u.stack, error=f"{type(u.error).__name__}: {u.error}", seconds=seconds
+            )
+        else:
+            summary = (u.result or {}).get("summary")
+            self._run.journal.write("stack_up", stack=u.stack, summary=summary, seconds=seconds, after_abort=True)
+
+    def _poll_wall_seconds(self) -> float:
+        # The wait is real time (a fake clock only moves when slept on, and sleeping it would race the worker).
+        now, poll = self._run.clock.now(), self._run.params.poll_seconds
+        return max(0.01, self._run.clock.to_wall(now + poll) - self._run.clock.to_wall(now))
+
+
 class Run:
     """One execution of a plan: what actions and checks see."""
 
@@ -86,6 +219,11 @@ class Run:
             log,
         )
         self.params = Parameters.model_validate(plan.parameters)
+        # Actions reach the stacks through the watcher; a shallow copy leaves the caller's Backend untouched.
+        self.stacks = WatchedStacks(backend.stacks, self)
+        self.backend = copy.copy(backend)
+        self.backend.stacks = self.stacks
+        self.state_dir: Path | None = None  # for the operator commands a refusal or failure names
         self.checks = CHECKS
         self.monitor = Monitor(self, self.params.probe_clients)
         self.state = RunState()
@@ -285,20 +423,53 @@ def _rollback(run: Run, status: str, reason: str) -> Outcome:
     j = run.journal
     j.write("rollback_begin", reason=reason)
     try:
-        res = restore(run.backend, run.plan, j, run.clock, run.log)
+        try:
+            res = restore(run.backend, run.plan, j, run.clock, run.log)
+        finally:
+            run.stacks.settle()  # an abandoned up that restore did not wait for: journaled before the verdict
     except Exception as e:  # noqa: BLE001 - a failed rollback is journaled and reported, never raised past the drill
         j.write("rollback_failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=8))
         j.write("finished", status="rollback-failed", reason=reason)
         return Outcome(
-            run.drill_id, "rollback-failed", f"{reason}; rollback failed: {e}: run `drills rollback {run.drill_id}`"
+            run.drill_id,
+            "rollback-failed",
+            f"{reason}; rollback failed: {e}" + _resolve_hint(run),
         )
     j.write("rollback_done", **res)
     if not res["verified"]:
         j.write("finished", status="rollback-failed", reason=reason)
         left = [f"undo failed: {f}" for f in res["failed"]] + res["mismatches"]
-        return Outcome(run.drill_id, "rollback-failed", f"{reason}; after rollback: {'; '.join(left)}")
+        return Outcome(
+            run.drill_id, "rollback-failed", f"{reason}; after rollback: {'; '.join(left)}" + _resolve_hint(run)
+        )
     j.write("finished", status=status, reason=reason)
     return Outcome(run.drill_id, status, reason)
+
+
+def _resolve_hint(run: Run) -> str:
+    if run.state_dir is None:
+        return f": run `drills rollback {run.drill_id}`"
+    return (
+        f". The {run.plan.env} lock stays held: retry `{rollback_command(run.state_dir, run.drill_id)}`, or put it "
+        "right by hand and run "
+        f"`{resolve_command(run.state_dir, run.plan.env, run.drill_id)}`"
+    )
+
+
+def _finish_lock(lock: Lock, state_dir: Path, drill_id: str) -> None:
+    """Release the lock if the drill's journal says it ended (or it never journaled anything); otherwise leave
+    it, marked, so that the next drill or release is refused until this one is rolled back, resumed or resolved."""
+    jp = drill_dir(state_dir, drill_id) / "journal.jsonl"
+    try:
+        entries = read_entries(jp) if jp.exists() else []
+    except JournalError as e:
+        lock.leave(state="journal-unreadable", error=str(e))
+        return
+    summary = summarise(entries) if entries else {"terminal": True}
+    if summary.get("terminal"):
+        lock.release()
+    else:
+        lock.leave(state=summary["status"], failures=rollback_failures(entries))
 
 
 def _log(log: Callable[[str], None] | None) -> Callable[[str], None]:
@@ -334,14 +505,18 @@ def start_drill(
             host=host(),
         )
         run = Run(plan, backend, journal, clock, drill_id, _log(log))
+        run.state_dir = Path(state_dir)
         try:
             return _execute(run)
         finally:
+            run.stacks.settle()  # no up outlives the drill's lock or journal
             journal.close()
     finally:
-        if owned and backend is not None:
-            backend.close()
-        lock.release()
+        try:
+            if owned and backend is not None:
+                backend.close()
+        finally:
+            _finish_lock(lock, Path(state_dir), drill_id)
 
 
 def _reopen(
@@ -380,13 +555,22 @@ def _taken_over(
         entries, plan, backend_obj, owned = _reopen(drill_id, state_dir, backend, options_override, clock)
         journal = Journal.open(Path(state_dir), drill_id, clock)
         try:
-            yield Run(plan, backend_obj, journal, clock, drill_id, _log(log)), entries
+            run = Run(plan, backend_obj, journal, clock, drill_id, _log(log))
+            run.state_dir = Path(state_dir)
+            if journal.torn is not None:
+                run.log(journal.torn.describe(journal.path) + ": cut off (journal_torn)")
+            try:
+                yield run, entries
+            finally:
+                run.stacks.settle()
         finally:
             journal.close()
     finally:
-        if owned and backend_obj is not None:
-            backend_obj.close()
-        lock.release()
+        try:
+            if owned and backend_obj is not None:
+                backend_obj.close()
+        finally:
+            _finish_lock(lock, Path(state_dir), drill_id)
 
 
 def rollback_drill(
@@ -443,3 +627,65 @@ def resume_drill(
         start = (max(done) + 1) if done else 0
         run.journal.write("takeover", pid=os.getpid(), host=host(), purpose="resume", from_index=start)
         return _execute(run, start)
+
+
+def resolve_drill(
+    drill_id: str,
+    state_dir: Path,
+    *,
+    confirm: str,
+    reason: str,
+    operator: str | None = None,
+    clock: Clock | None = None,
+) -> Outcome:
+    """An operator's record that a drill whose rollback failed was put right by hand: who, why and what the
+    rollback had left, journaled; the drill ends as "resolved" and the environment's lock is released. Refused
+    for a drill in any other state (a crashed drill is rolled back or resumed, not resolved)."""
+    clock = clock or SystemClock()
+    reason = reason.strip()
+    entries = load(Path(state_dir), drill_id)
+    env = entries[0]["plan"]["env"]
+    if confirm != env:
+        raise GuardrailError("confirm", f"resolving drill {drill_id} releases {env}: confirm with --confirm {env}")
+    if not reason:
+        raise GuardrailError("usage", "--reason: say what was put right by hand and how it was checked")
+
+    def refuse_unless_failed(entries: list[dict]) -> None:
+        status = summarise(entries).get("status")
+        if status != "rollback-failed":
+            raise GuardrailError(
+                "resolve",
+                f"drill {drill_id} is {status}, not rollback-failed: only a failed rollback is resolved by hand "
+                f"(a stopped drill: `drills rollback {drill_id}` or `drills resume {drill_id}`)",
+            )
+
+    refuse_unless_failed(entries)
+    lock = Lock.acquire(Path(state_dir), env, drill_id, takeover_of=drill_id)
+    try:
+        entries = load(Path(state_dir), drill_id)  # again, holding the lock: a rollback retry may have ended since
+        refuse_unless_failed(entries)
+        who = operator or _login_name()
+        journal = Journal.open(Path(state_dir), drill_id, clock)
+        try:
+            journal.write(
+                "resolved",
+                operator=who,
+                reason=reason,
+                left=rollback_failures(entries),
+                host=host(),
+                pid=os.getpid(),
+                uid=os.getuid(),
+            )
+            journal.write("finished", status="resolved", reason=f"resolved by {who}: {reason}")
+        finally:
+            journal.close()
+    finally:
+        _finish_lock(lock, Path(state_dir), drill_id)
+    return Outcome(drill_id, "resolved", f"resolved by {who}: {reason}; the {env} lock is released")
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no $USER/$LOGNAME (a bare container)
+        return f"uid {os.getuid()}"

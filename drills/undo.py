@@ -4,7 +4,8 @@ Every event type a drill journals is in exactly one of two tables (tests/drills/
 the source): `UNDO`, a change to the world and the function that undoes it, or `NO_UNDO`, with the reason it needs
 none (a record of what was observed, an undo's own record, or a change that restores rather than alters).
 `restore()` runs the undos in `UNDO`'s order (traffic back first, then capacity, then objects), carries on past
-one that fails, and verifies the result against the pre-drill state the journal recorded.
+one that fails, and verifies the result against the pre-drill state the journal recorded. Within an undo each part
+(a fault, a stack, a node group, a pointer) is tried even when another fails, and every failed part is reported.
 
 Each undo reads the journal, not the process that wrote it: `drills rollback` runs the same code after a SIGKILL.
 """
@@ -12,8 +13,9 @@ Each undo reads the journal, not the process that wrote it: `drills rollback` ru
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from drills.adapters.base import Backend, release_s3
@@ -37,9 +39,41 @@ class UndoContext:
     clock: Clock
     pre: dict
     wait_seconds: float
+    log: Callable[[str], None] = field(default=lambda line: None)
 
     def entries(self) -> list[dict]:
         return self.journal.entries()
+
+
+class PartsFailed(Exception):
+    """Some parts of one undo failed; `done` lists the parts that were put back nonetheless."""
+
+    def __init__(self, done: list[str], failed: list[str]):
+        self.done, self.failed = done, failed
+        super().__init__("; ".join(failed))
+
+
+class _Parts:
+    """An undo's parts, each tried on its own: `with parts.part(name): ...`; `result()` raises PartsFailed if
+    any failed."""
+
+    def __init__(self, c: UndoContext):
+        self.c = c
+        self.done: list[str] = []
+        self.failed: list[str] = []
+
+    @contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as e:  # noqa: BLE001 - one part that cannot be put back must not keep the next from it
+            self.failed.append(f"{name}: {type(e).__name__}: {e}")
+            self.c.log(f"rollback: {self.failed[-1]}\n{traceback.format_exc(limit=4)}")
+
+    def result(self) -> list[str]:
+        if self.failed:
+            raise PartsFailed(self.done, self.failed)
+        return self.done
 
 
 # ---------------------------------------------------------------- what is still changed, from the journal
@@ -74,55 +108,63 @@ def _pointer_writes(entries: list[dict]) -> dict[tuple[str, str], dict]:
 
 # ---------------------------------------------------------------- undos, by event type
 def clear_faults(c: UndoContext) -> list[str]:
-    done = []
+    parts = _Parts(c)
     for (region, kind), handle in _active_faults(c.entries()).items():
-        c.backend.faults.clear(region, kind, handle)
-        c.journal.write("fault_cleared", region=region, kind=kind, by="rollback")
-        done.append(f"cleared fault {kind} in {region}")
-    return done
+        with parts.part(f"fault {kind} in {region}"):
+            c.backend.faults.clear(region, kind, handle)
+            c.journal.write("fault_cleared", region=region, kind=kind, by="rollback")
+            parts.done.append(f"cleared fault {kind} in {region}")
+    return parts.result()
+
+
+# Event types saying a stack may differ from its pre-drill config or applied state.
+_STACK_CHANGES = ("config_set", "stack_up", "stack_up_running", "stack_up_failed")
 
 
 def restore_config(c: UndoContext) -> list[str]:
     """Stack config back to the pre-drill values and `pulumi up` (the global stack first: traffic before capacity),
     then wait for Route 53's records to carry the pre-drill weights and roles."""
-    done = []
-    touched = {e["stack"] for e in c.entries() if e["type"] in ("config_set", "stack_up")}
+    parts = _Parts(c)
+    touched = {e["stack"] for e in c.entries() if e["type"] in _STACK_CHANGES}
     stacks = c.backend.stacks
     for stack in sorted(c.pre["config"], key=lambda s: s != c.plan.global_stack):
-        values = c.pre["config"][stack]
-        diff = {p: v for p, v in values.items() if stacks.get_config(stack, p) != v}
-        if diff or stack in touched:
-            c.journal.write("config_set", stack=stack, values=diff, before=None, by="rollback")
-            if diff:
-                stacks.set_config(stack, diff)
-            preview = stacks.preview(stack)
-            res = stacks.up(stack, f"drill rollback: restore {', '.join(diff) or 'applied state'}")
-            c.journal.write("stack_up", stack=stack, preview=preview, summary=res.get("summary"), by="rollback")
-            done.append(f"{stack}: restored {diff or 'config unchanged'}, pulumi up")
+        with parts.part(f"stack {stack}"):
+            values = c.pre["config"][stack]
+            diff = {p: v for p, v in values.items() if stacks.get_config(stack, p) != v}
+            if diff or stack in touched:
+                c.journal.write("config_set", stack=stack, values=diff, before=None, by="rollback")
+                if diff:
+                    stacks.set_config(stack, diff)
+                preview = stacks.preview(stack)
+                res = stacks.up(stack, f"drill rollback: restore {', '.join(diff) or 'applied state'}")
+                c.journal.write("stack_up", stack=stack, preview=preview, summary=res.get("summary"), by="rollback")
+                parts.done.append(f"{stack}: restored {diff or 'config unchanged'}, pulumi up")
     want_w = {r: v["weight"] for r, v in c.pre["records"].items() if v.get("weight") is not None}
     want_r = {r: v["failover"] for r, v in c.pre["records"].items() if v.get("failover")}
-    if c.pre["config"]:
+    global_failed = any(f.startswith(f"stack {c.plan.global_stack}:") for f in parts.failed)
+    if c.pre["config"] and not global_failed:  # records cannot follow a global stack that was not applied
         end = c.clock.now() + c.wait_seconds
         while not records_match(c.backend.route53, want_w, want_r) and c.clock.now() < end:
             c.clock.sleep(1.0)
-    return done
+    return parts.result()
 
 
 def restore_pools(c: UndoContext) -> list[str]:
-    done = []
+    parts = _Parts(c)
     groups = {r: {g["pool"]: g for g in gs} for r, gs in c.pre.get("node_groups", {}).items()}
     for (region, pool), before in _scaled_pools(c.entries()).items():
         want = groups.get(region, {}).get(pool, before)
-        c.backend.capacity.set_scaling(region, pool, min=want["min"], desired=want["desired"])
-        c.journal.write(
-            "pools_restoring",
-            region=region,
-            pool=pool,
-            to={"min": want["min"], "desired": want["desired"]},
-            by="rollback",
-        )
-        done.append(f"{region}/{pool}: min/desired back to {want['min']}/{want['desired']}")
-    return done
+        with parts.part(f"node group {region}/{pool}"):
+            c.backend.capacity.set_scaling(region, pool, min=want["min"], desired=want["desired"])
+            c.journal.write(
+                "pools_restoring",
+                region=region,
+                pool=pool,
+                to={"min": want["min"], "desired": want["desired"]},
+                by="rollback",
+            )
+            parts.done.append(f"{region}/{pool}: min/desired back to {want['min']}/{want['desired']}")
+    return parts.result()
 
 
 def delete_canaries(backend: Backend, journal: Journal, entries: list[dict], regions: list[str]) -> list[str]:
@@ -157,20 +199,23 @@ def restore_pointers(c: UndoContext) -> list[str]:
     """Last-known-good pointers back to the S3 version they had before the drill (a server-side copy of that
     version: the drill's pointer stays as a noncurrent version), or deleted where the drill wrote the first one.
     Journaled before the write, so a pointer whose write never happened is put back to what it already was."""
-    done = []
+    parts = _Parts(c)
     s3 = release_s3(c.backend.s3)
     for (region, key), e in _pointer_writes(c.entries()).items():
-        if not key:
-            raise RuntimeError(
-                f"{region}: the journal's lkg_writing (version {e.get('version')}) does not name the pointer's key "
-                f"(a journal from before pointers were undoable); put it back by hand to S3 version "
-                f"{e.get('previous_version_id') or '(none: delete it)'}"
+        with parts.part(f"pointer {key or '?'} in {region}"):
+            if not key:
+                raise RuntimeError(
+                    f"{region}: the journal's lkg_writing (version {e.get('version')}) does not name the pointer's "
+                    f"key (a journal from before pointers were undoable); put it back by hand to S3 version "
+                    f"{e.get('previous_version_id') or '(none: delete it)'}"
+                )
+            prev = e.get("previous_version_id")
+            put_pointer_back(s3, region, key, prev)
+            c.journal.write("lkg_reverted", region=region, key=key, to_version_id=prev, by="rollback")
+            parts.done.append(
+                f"{region}: last-known-good pointer back to " + (f"S3 version {prev}" if prev else "none")
             )
-        prev = e.get("previous_version_id")
-        put_pointer_back(s3, region, key, prev)
-        c.journal.write("lkg_reverted", region=region, key=key, to_version_id=prev, by="rollback")
-        done.append(f"{region}: last-known-good pointer back to " + (f"S3 version {prev}" if prev else "none"))
-    return done
+    return parts.result()
 
 
 Undo = Callable[[UndoContext], list[str]]
@@ -181,6 +226,9 @@ UNDO: dict[str, Undo] = {
     "fault_prepared": clear_faults,
     "config_set": restore_config,
     "stack_up": restore_config,
+    # an up the drill stopped waiting for at an abort (still running), or one that failed part-way
+    "stack_up_running": restore_config,
+    "stack_up_failed": restore_config,
     "pools_scaling": restore_pools,
     "canary_writing": _delete_canaries,
     "lkg_writing": restore_pointers,
@@ -208,6 +256,8 @@ NO_UNDO: dict[str, str] = {
     "rollback_failed": "bookkeeping",
     "finished": "bookkeeping",
     "takeover": "bookkeeping",
+    "resolved": "an operator's record that the environment was put right by hand after a failed rollback",
+    "journal_torn": "records a torn last record cut off on reopening (its change was never made)",
     "fault_injected": "the fault was prepared (fault_prepared) before it was injected",
     "canary_written": "the canary was journaled (canary_writing) before it was written",
     "lkg_written": "the pointer was journaled (lkg_writing) before it was written",
@@ -285,7 +335,7 @@ def restore(
     fails does not stop the others: each failure is reported, and the result is then not verified."""
     entries = journal.entries()
     pre = next((e for e in entries if e["type"] == "pre_state"), None)
-    ctx = UndoContext(backend, plan, journal, clock, pre or {}, wait_seconds)
+    ctx = UndoContext(backend, plan, journal, clock, pre or {}, wait_seconds, log)
     done: list[str] = []
     failed: list[str] = []
     # Each undo acts only where the journal (or, for config, the live state) differs from before the drill. Before
@@ -294,6 +344,9 @@ def restore(
     for undo in dict.fromkeys(runs.values()):
         try:
             done += undo(ctx)
+        except PartsFailed as e:  # each part logged as it failed
+            done += e.done
+            failed += [f"{undo.__name__.lstrip('_')}: {f}" for f in e.failed]
         except Exception as e:  # noqa: BLE001 - one failed undo must not keep the others from running
             failed.append(f"{undo.__name__.lstrip('_')}: {type(e).__name__}: {e}")
             log(f"rollback: {failed[-1]}\n{traceback.format_exc(limit=4)}")
