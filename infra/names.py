@@ -3,6 +3,9 @@ Pulumi-free module: drills import these, never a component (which would pull in 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import NamedTuple
+
 # ---------------------------------------------------------------- Triton on Kubernetes
 NAMESPACE = "triton"
 SERVICE_ACCOUNT = "triton"
@@ -18,6 +21,20 @@ CANARY_PER_POOL = 3
 CANARY_PER_REGION = 2
 
 
+# What model_build publishes, by Triton model name (its directories in the version's repository): the TensorRT
+# engines, the ONNX Runtime fallback, and the python-backend model the CPU rehearsal runs the ONNX file with.
+def triton_models(model_name: str) -> dict[str, str]:
+    return {"tensorrt": f"{model_name}_trt", "onnx": f"{model_name}_onnx", "python": f"{model_name}_py"}
+
+
+def served_models(model_name: str, compute_capability: str, onnx_fallback_for: Sequence[str]) -> list[str]:
+    """The Triton models a pod on a GPU of `compute_capability` loads: the TensorRT model, or the ONNX Runtime
+    fallback where the stack declares that capability in `model.onnx_fallback_for` (an engine for it does not exist,
+    so loading the TensorRT model there would fail the pod). Never the python-backend model."""
+    names = triton_models(model_name)
+    return [names["onnx"] if compute_capability in onnx_fallback_for else names["tensorrt"]]
+
+
 def app_name(track: str = STABLE) -> str:
     return APP if track == STABLE else f"{APP}-{CANARY}"
 
@@ -29,10 +46,55 @@ def canary_resource_count(pools: int) -> int:
 
 # ---------------------------------------------------------------- the load balancer
 TRACK_HEADER = "X-Reco-Track"
-# Listener rule priorities of the header pins (lower is evaluated first; nothing else uses rules here).
+# Listener rules of the HTTPS listener, by priority (lower is evaluated first; a request no rule matches gets the
+# listener's default action, a fixed 404). The header pins, present only while a canary runs and only where the
+# stack names the release tooling's addresses (`load_balancer.release_tooling_cidrs`), come first.
 PIN_PRIORITY = {"canary": 10, "stable": 11}
-# AWS resources that exist only while a canary is configured: its target group and the two header pins.
+# Any other request carrying TRACK_HEADER is refused (403): a public client cannot pick a version, and the release
+# gates' pinned scoring fails loudly from an address that may not pin instead of scoring a weighted mix.
+TRACK_GUARD_PRIORITY = 20
+# AWS resources that exist only while a canary is configured, at most: its target group and the two header pins
+# (canary_aws_resources: the pins only where release_tooling_cidrs is set).
 CANARY_AWS_RESOURCES = 3
+# The Triton models the load balancer forwards requests for (infra.names.triton_models kinds): the TensorRT model and
+# the ONNX Runtime fallback. Never the python-backend model (the CPU rehearsal's), nor any other Triton endpoint.
+EDGE_MODEL_KINDS = ("tensorrt", "onnx")
+
+
+class EdgeRoute(NamedTuple):
+    """One listener rule forwarding to Triton: requests with this method on one of these paths (ALB path patterns:
+    case-sensitive, `*` is any run of characters) go to the target groups; everything else is answered 404."""
+
+    priority: int
+    method: str
+    paths: tuple[str, ...]
+
+
+def edge_routes(model_name: str) -> dict[str, EdgeRoute]:
+    """The whole public surface of a region: Triton's readiness and liveness (GET, the Route 53 health check path
+    among them), and for each served model of `model_name` its V2 inference (POST, with or without a version) and its
+    metadata and readiness (GET: the signature a client builds its request from). Not the model configuration, the
+    repository index or its load/unload, statistics, trace or logging settings, shared memory, nor gRPC."""
+    models = triton_models(model_name)
+    routes = {"health": EdgeRoute(100, "GET", (READY_PATH, LIVE_PATH))}
+    for i, kind in enumerate(EDGE_MODEL_KINDS):
+        m = models[kind]
+        routes[f"infer-{kind}"] = EdgeRoute(
+            110 + i, "POST", (f"/v2/models/{m}/infer", f"/v2/models/{m}/versions/*/infer")
+        )
+        routes[f"model-{kind}"] = EdgeRoute(120 + i, "GET", (f"/v2/models/{m}", f"/v2/models/{m}/ready"))
+    return routes
+
+
+def pin_paths(model_name: str) -> tuple[str, ...]:
+    """The paths a header pin forwards: inference on each served model (what the release gates' scoring posts)."""
+    models = triton_models(model_name)
+    return tuple(f"/v2/models/{models[kind]}/infer" for kind in EDGE_MODEL_KINDS)
+
+
+def canary_aws_resources(pins: bool) -> int:
+    """AWS resources a canary adds (and its removal deletes): its target group, and the two pins if `pins`."""
+    return 1 + (len(PIN_PRIORITY) if pins else 0)
 
 
 def lb_name(stack: str) -> str:

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from infra.catalog import TRITON_RELEASES
 from infra.config import Fleet, RegionConfig
+from infra.names import triton_models
 
 _T = TypeVar("_T")
 
@@ -139,8 +140,9 @@ class BuildPlan(_M):
 
 
 def model_dirs(model: str) -> dict[str, str]:
-    """Triton model names in the repository: TensorRT, the explicit ONNX Runtime fallback, the CPU rehearsal."""
-    return {"tensorrt": f"{model}_trt", "onnx": f"{model}_onnx", "python": f"{model}_py"}
+    """Triton model names in the repository: TensorRT, the explicit ONNX Runtime fallback, the CPU rehearsal (the
+    names the regional stack's pods load: infra.names)."""
+    return triton_models(model)
 
 
 def timing_cache_key(cc: str, tensorrt_version: str, hardware_compatibility: HardwareCompat = "NONE") -> str:

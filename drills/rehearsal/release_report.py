@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from drills.rehearsal.report import triton_as_declared
 from drills.release.report import gate_table
 
 
@@ -25,6 +26,8 @@ def render(s: dict) -> str:
         how = "cached" if m["cache_hit"] else f"built in {m['build_seconds']} s"
         L.append(f"- {k}: {m['version']} (manifest sha256 {m['manifest_sha256'][:16]}…, {how})")
     L += ["", "## Notes", ""] + [f"- {n}" for n in s["notes"]]
+    tr_ = s.get("triton") or {}
+    L += triton_as_declared(tr_.get("pods") or {}, tr_.get("substitutions") or [])
     t = s.get("traffic", {}).get("all", {})
     L += [
         "",

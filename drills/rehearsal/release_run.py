@@ -249,6 +249,8 @@ def run(opts: Options, log: Callable[[str], None] = _log) -> dict:
         if lg is not None:
             lg.stop()
         if session.live is not None:
+            d = session.live.world.describe()
+            summary["triton"] = {"pods": d["pods"], "substitutions": d["substitutions"]}
             serving = serving_of(session.live)
             summary["serving_events"] = list(serving.events)
             summary["track_counts"] = serving.track_counts()

@@ -112,7 +112,7 @@ class ServingModel:
         assert w.moto is not None  # pods start once the world runs
         d = w.workdir / "regions" / region / "pods" / tag
         sync_from_bucket(w.moto.client("s3", region), w.buckets[region], f"{self.model}/{version}", d / "synced")
-        return prepare_serving_repo(d / "synced", d / "repository")
+        return prepare_serving_repo(d / "synced", d / "repository", w.pods[region])
 
     def start_pod(self, region: str, track: str, version: str) -> Pod:
         w = self.world
@@ -133,6 +133,7 @@ class ServingModel:
             grpc_port=w.ports["grpc"],
             metrics_port=w.ports["metrics"],
             workdir=w.workdir / "regions" / region / "pods" / name / "triton",
+            pod=w.pods[region],
             ready_timeout=w.scale.ready_timeout,
             exit_timeout=w.scale.triton_exit_timeout,
         )

@@ -1,20 +1,20 @@
-"""The per-region serving repository: the part of the model_build output the CPU Triton can load, verified.
+"""The per-region serving repository, built as the regional stack's pod builds it, plus the CPU stand-in.
 
-Model of AWS: in a region, Triton pods load the model repository synced from the region's artifact bucket
-(the immutable version prefix `model_build publish` wrote). Here the same files are synced from the
-region's bucket in moto (`sync_from_bucket`) and `prepare_serving_repo` builds the directory Triton serves.
-
-What is served, and why only that: the `nvidia-pytriton` server has the python backend and nothing else.
-- python-backend models (`backend: "python"` in config.pbtxt, e.g. `<model>_py/`) are copied whole;
-- ONNX files are copied at their own relative path (the python model runs them with ONNX Runtime), but the
-  ONNX Runtime model's `config.pbtxt` is not: `platform: onnxruntime_onnx` cannot load on this server;
-- TensorRT models (`tensorrt_plan`, engine files) are excluded entirely: they need the TensorRT backend
-  and a GPU of the engine's compute capability, neither of which this server has;
-- `manifest.json` is copied (the python model re-checks the ONNX hash against it at load).
-Relative paths are kept, so whatever path the python model uses to find the ONNX file and the manifest
-works the same in the serving copy. Every served file that the manifest lists is checked (sha256, size)
-in the source and again in the copy; a mismatch, a missing file or an ONNX file the manifest does not
-cover stops the preparation with `ArtifactError` and nothing is served: a corrupted artifact never serves.
+Model of AWS: in a region, Triton pods fetch the immutable version prefix `model_build publish` wrote, and their
+verify-model init container verifies it and links the models the pod serves into the repository Triton reads. Here
+the same files are synced from the region's bucket in moto (`sync_from_bucket`) and `prepare_serving_repo` runs the
+declared verify-model command (drills.rehearsal.pod) over them, then adds the python-backend model that stands in
+for the declared TensorRT / ONNX Runtime model on this CPU server (the `nvidia-pytriton` server has the python
+backend and nothing else):
+- the declared models' directories, linked by the declared script, exactly as on a pod (Triton does not load them
+  here: the stand-in's `--load-model` replaces theirs);
+- python-backend models (`backend: "python"` in config.pbtxt, e.g. `<model>_py/`), whole, and the ONNX file and
+  `manifest.json` they read (by the `onnx_model` and `manifest` parameters), at their own relative paths;
+- nothing else: TensorRT engines, the TensorRT source graph, checkpoints, golden rows and Job manifests stay in the
+  verified version, outside what Triton reads.
+Every file the stand-in needs is checked (sha256, size) in the source and again in the repository; a mismatch, a
+missing file or an ONNX file the manifest does not cover stops the preparation with `ArtifactError` and nothing is
+served: a corrupted artifact never serves.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from drills.rehearsal.pod import PodError, PodSpec, build_serving_repo
 from model_build.manifest import MANIFEST, FileEntry, Manifest, ManifestError, parse_manifest
 
 _V2_DATATYPE = {"int32": "INT32", "float32": "FP32"}  # manifest dtype -> KServe V2 datatype
@@ -217,11 +218,14 @@ def verify_tree(src: Path, rels: list[str] | None = None) -> dict[str, str]:
     return ok
 
 
-def prepare_serving_repo(src: Path, dest: Path) -> ServingRepo:
-    """Build `dest` from the model_build output (or bucket sync) `src`: only servable files, all verified.
+def prepare_serving_repo(src: Path, dest: Path, pod: PodSpec) -> ServingRepo:
+    """Build `dest`, the repository this region's Triton reads, from the version `src` synced from the bucket, as
+    the regional stack's pod does: its declared verify-model command verifies the version and links the declared
+    models into it; then the stand-in python-backend model (pod.SUBSTITUTIONS) and the files it reads are linked
+    beside them, after the rehearsal's own checks of those files.
 
-    The copy is made in `<dest>.partial` and renamed into place only after every check passed, so `dest`
-    is either a complete verified repository or absent.
+    Built in `<dest>.partial` and renamed into place only once complete, so `dest` is either a complete verified
+    repository or absent. A refusal (the script's, or a stand-in file that fails its hash) is an ArtifactError.
     """
     src, dest = Path(src), Path(dest)
     manifest = read_manifest(src)
@@ -253,22 +257,33 @@ def prepare_serving_repo(src: Path, dest: Path) -> ServingRepo:
             _verify(src / rel, rel, files[rel], str(src))
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    for rel in served:
-        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src / rel, tmp / rel)
-    # Check the copy too: what Triton reads is what was verified.
-    for rel in served:
+    try:
+        loads = build_serving_repo(pod, src, tmp, served)
+    except PodError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ArtifactError(str(e)) from None
+    missing = [m for m in loads if m not in py_models]
+    if missing:
+        raise ArtifactError(f"{src}: the pod would load {missing}, which the version does not hold as a python model")
+    in_repo = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+    # Check what Triton reads too: it is what was verified.
+    for rel in in_repo:
         if rel in files:
-            _verify(tmp / rel, rel, files[rel], f"serving copy {tmp}")
+            _verify(tmp / rel, rel, files[rel], f"serving repository {tmp}")
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
+    not_loaded = "in the repository as declared, not loaded here: the python-backend model stands in for it"
     return ServingRepo(
         path=dest,
-        models=py_models,
+        models=loads,
         manifest=manifest,
-        served={r: files[r].sha256 for r in served if r in files},
-        excluded=excluded,
-        unlisted=[r for r in served if r not in files and r != MANIFEST],
+        served={r: files[r].sha256 for r in in_repo if r in files},
+        excluded={
+            **{r: why for r, why in excluded.items() if r not in in_repo},
+            **{r: not_loaded for r in in_repo if r not in served},
+            **{r: "verified by verify-model; not a model this pod serves" for r in files if r not in in_repo},
+        },
+        unlisted=[r for r in in_repo if r not in files and r != MANIFEST],
     )
 
 

@@ -321,6 +321,8 @@ def build(
                 "dns": d.get("dns"),
                 "moto": d.get("moto"),
                 "timings_s": d.get("timings"),
+                "pods": d.get("pods"),
+                "substitutions": d.get("substitutions"),
                 "declared_in_moto": (d.get("declared") or {}).get("applied_types"),
                 "declared_not_applied": (d.get("declared") or {}).get("ignored_types"),
                 "regions": {
@@ -402,6 +404,18 @@ def findings(rep: dict) -> list[dict]:
                 "a planned move should lose nothing: check the survivors' readiness before each shift",
             )
     return out
+
+
+def triton_as_declared(pods: dict, substitutions: list) -> list[str]:
+    """Markdown: each region's Triton args as its stack declares them, and the substitutions the rehearsal made."""
+    if not pods:
+        return []
+    L = ["", "### Triton, as the regional stacks declare it", ""]
+    for r, p in pods.items():
+        L.append(f"- {r} ({p['stack']}, {', '.join(p['deployments'])}): `{' '.join(p['args'])}`")
+    L += ["", "Run here with these substitutions and no other:", "", "| declared | here | why |", "|---|---|---|"]
+    L += [f"| `{a}` | {b} | {c} |" for a, b, c in substitutions]
+    return L
 
 
 def render_markdown(rep: dict) -> str:
@@ -557,6 +571,7 @@ def render_markdown(rep: dict) -> str:
             f"| {r} | {v['address']} | {v['bucket']} | {v['cluster']} | "
             f"{', '.join(f'{x:.1f}' for x in v['triton_ready_s'] or [])} | {v['triton_rss_mib']} |"
         )
+    L += triton_as_declared(w.get("pods") or {}, w.get("substitutions") or [])
     applied, ignored = w.get("declared_in_moto") or {}, w.get("declared_not_applied") or {}
     L += [
         "",

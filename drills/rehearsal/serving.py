@@ -78,7 +78,7 @@ class TritonPerRegion:
         rdir = w.workdir / "regions" / region
         synced = rdir / "synced"
         sync_from_bucket(w.moto.client("s3", region), w.buckets[region], w.model_prefix, synced)
-        repo = prepare_serving_repo(synced, rdir / "repository")
+        repo = prepare_serving_repo(synced, rdir / "repository", w.pods[region])
         self.repos[region] = repo
         t = TritonServer(
             w.sup,
@@ -90,6 +90,7 @@ class TritonPerRegion:
             grpc_port=w.ports["grpc"],
             metrics_port=w.ports["metrics"],
             workdir=rdir / "triton",
+            pod=w.pods[region],
             ready_timeout=w.scale.ready_timeout,
             exit_timeout=w.scale.triton_exit_timeout,
         )

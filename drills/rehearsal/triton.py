@@ -14,8 +14,9 @@ Launch recipe (ARCHITECTURE.md "What this workplace can and cannot run"):
   `libtriton_python.so` in `<backend dir>/python/`, so each run assembles a backend dir of symlinks;
 - the venv's bin first on PATH: the stub derives `sys.prefix` from the `python3` it finds there, which is
   how `model.py` sees the venv's numpy and onnxruntime (the stub links Debian's libpython3.11);
-- `--model-control-mode explicit --load-model <m>`: only the python-backend model is loaded (the wheel has
-  no onnxruntime or TensorRT backend); `--exit-timeout-secs` bounds shutdown;
+- the arguments are the regional stack's declared ones (`pod.rehearsal_argv`: explicit model control, the declared
+  models' python-backend stand-in, the addresses and ports of this machine; pod.SUBSTITUTIONS lists every change);
+  `--exit-timeout-secs` bounds shutdown;
 - `--backend-config=python,shm-region-prefix-name=<unique>`: the python backend keeps a shared-memory
   region per model instance in /dev/shm. The stub removes it when the server dies, but a SIGKILL of the
   whole group (the last resort of a stop) kills the stub too and leaves the region behind; a unique prefix
@@ -54,6 +55,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from drills.rehearsal.pod import PodSpec, rehearsal_argv
 from drills.rehearsal.procs import Child, ProcessError, Supervisor, check_ports_free, rss_kib
 
 
@@ -148,6 +150,15 @@ def v2_infer_body(inputs: Mapping[str, np.ndarray], outputs: Sequence[str] = ())
 
 
 # ---------------------------------------------------------------- server
+def _why(child: Child) -> str:
+    """What an early exit says. Triton answers bad arguments with its 200-line usage text and one line of complaint
+    (first: "unrecognized option ..."; last: "Error: ..."): that line, rather than the usage's tail."""
+    lines = child.log_path.read_text(errors="replace").splitlines() if child.log_path else []
+    if (lines and lines[0].startswith("Usage")) or any("unrecognized option" in x for x in lines[:1]):
+        return "\n".join(x for x in lines if "unrecognized option" in x or x.startswith("Error"))
+    return child.log_tail()
+
+
 class TritonServer:
     """One region's Triton, supervised. `start()` returns once /v2/health/ready answers 200."""
 
@@ -163,6 +174,7 @@ class TritonServer:
         grpc_port: int,
         metrics_port: int,
         workdir: Path,
+        pod: PodSpec,
         ready_timeout: float = 60.0,
         exit_timeout: int = 2,
         layout: PyTritonLayout | None = None,
@@ -170,6 +182,7 @@ class TritonServer:
         self.sup, self.name, self.repository, self.models = sup, name, Path(repository), list(models)
         self.address, self.http_port, self.grpc_port, self.metrics_port = address, http_port, grpc_port, metrics_port
         self.workdir, self.ready_timeout, self.exit_timeout = Path(workdir), ready_timeout, exit_timeout
+        self.pod = pod
         self.layout = layout or locate()
         self.child: Child | None = None
         self.state = "new"  # new | ready | killed | stalled | unloaded | stopped
@@ -186,38 +199,20 @@ class TritonServer:
 
     # ------------------------------------------------------------ lifecycle
     def argv(self) -> list[str]:
+        """The regional stack's declared Triton args with the rehearsal's substitutions (drills.rehearsal.pod)."""
         backend = make_backend_dir(self.workdir / "backends", self.layout)
-        a = [
-            str(self.layout.tritonserver),
-            "--model-repository",
-            str(self.repository),
-            "--backend-directory",
-            str(backend),
-            "--model-control-mode",
-            "explicit",
-            "--http-address",
-            self.address,
-            "--http-port",
-            str(self.http_port),
-            "--grpc-address",
-            self.address,
-            "--grpc-port",
-            str(self.grpc_port),
-            "--metrics-address",
-            self.address,
-            "--metrics-port",
-            str(self.metrics_port),
-            "--allow-gpu-metrics",
-            "false",  # no GPU here; avoids a DCGM/NVML error at every start
-            # As the regional stack runs it (infra/components/triton.py): the p99 gates read Triton's own summary.
-            "--metrics-config=summary_latencies=true",
-            "--exit-timeout-secs",
-            str(self.exit_timeout),
-            f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
-        ]
-        for m in self.models:
-            a += ["--load-model", m]
-        return a
+        return rehearsal_argv(
+            self.pod,
+            binary=str(self.layout.tritonserver),
+            repository=self.repository,
+            address=self.address,
+            ports={"http": self.http_port, "grpc": self.grpc_port, "metrics": self.metrics_port},
+            extra=[
+                f"--backend-directory={backend}",
+                f"--exit-timeout-secs={self.exit_timeout}",
+                f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
+            ],
+        )
 
     def start(self) -> float:
         """Spawn and wait for readiness; return the seconds it took. Raise ProcessError with the log tail."""
@@ -240,7 +235,7 @@ class TritonServer:
                 self.state = "stopped"
                 raise ProcessError(
                     f"Triton for {self.name} exited with status {rc} before it was ready "
-                    f"(log {self.child.log_path}):\n{self.child.log_tail()}"
+                    f"(log {self.child.log_path}):\n{_why(self.child)}"
                 )
             if self.is_ready(timeout=0.5):
                 dt = time.monotonic() - t0

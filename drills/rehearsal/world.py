@@ -44,6 +44,7 @@ from typing import Any
 
 from drills.rehearsal.declared import Applied, apply_declared, records_from_plan
 from drills.rehearsal.moto import MotoServer
+from drills.rehearsal.pod import SUBSTITUTIONS, PodSpec, declared_pod
 from drills.rehearsal.procs import PortInUse, ProcessError, Supervisor, check_ports_free, free_port_block
 from drills.rehearsal.repo import (
     ArtifactError,
@@ -149,6 +150,8 @@ class World:
         self.buckets: dict[str, str] = {}
         self.clusters: dict[str, str] = {}
         self.health_check_ids: dict[str, str] = {}
+        # region -> what its declared Triton pods run (args, verify-model command, models), from the offline plan
+        self.pods: dict[str, PodSpec] = {}
         self.model_prefix = ""
         self.manifest: Manifest  # the model_build output's, read first thing in start() (read_manifest)
         self.timings: dict[str, float] = {}
@@ -306,6 +309,14 @@ class World:
             put_bucket_policies=True,  # moto_server.py evaluates them as S3 does for HTTPS clients
         )
         self._topology()
+        records = [r for r in declared if isinstance(r, dict)]
+        stacks = {str(r.get("urn", "")).split("::")[0].removeprefix("urn:pulumi:") for r in records}
+        for region, stack in self.fleet.stack_names.items():
+            if region in self.region_ip and stack in stacks:  # a re-applied stack's pods change with it
+                self.pods[region] = declared_pod(records, stack)
+        missing = [r for r in self.regions if r not in self.pods]
+        if missing:
+            raise ProcessError(f"no declared Triton pod for {missing}: apply the plans of every regional stack")
         self.route53.update(self.applied, self.health_check_ids)
         self.storage.update(self.applied, self.buckets)
 
@@ -432,6 +443,8 @@ class World:
             "faults": list(self._faults),
             "moto_ready_s": self.moto.ready_s if self.moto else None,
             "serving": self.serving.describe(),
+            "pods": {r: asdict(p) for r, p in self.pods.items()},
+            "substitutions": [list(x) for x in SUBSTITUTIONS],
         }
 
 

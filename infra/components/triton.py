@@ -41,6 +41,7 @@ from infra.names import (
     STABLE,
     TRACK_LABEL,
     app_name,
+    served_models,
 )
 
 # Triton's own Prometheus metric (0..1 per GPU), served to the HPA through the custom metrics API.
@@ -50,15 +51,19 @@ GPU_UTIL_METRIC = "nv_gpu_utilization"
 # The model repository reaches Triton through two init containers, so that no pod ever serves bytes other than
 # the ones the manifest names: `fetch-model` copies the version's immutable prefix from the bucket to a local
 # volume (the AWS CLI, pinned), `verify-model` checks every file against manifest.json (sha256 and size; engines
-# added later by a build Job only with a matching record; nothing unexpected) with the Triton image's own python3.
+# added later by a build Job only with a matching record; nothing unexpected) with the Triton image's own python3,
+# then links the models this pod serves into SERVING_DIR, the only repository Triton reads: build artifacts
+# published beside them (checkpoint/, golden/, jobs/, the python-backend model) are verified but never polled.
 # A corrupted or tampered object fails the pod before Triton starts; the rollout stalls on it
 # (maxUnavailable 0) while the old pods keep serving. Replication copies a corrupt object as faithfully as a good
 # one, so this check runs on every pod start, not only at publish time.
 AWS_CLI_IMAGE = "public.ecr.aws/aws-cli/aws-cli:2.22.35"
 MODEL_DIR = "/models"
+SERVING_DIR = f"{MODEL_DIR}/serving"
+# argv: the verified version's directory, the serving repository to build, then the Triton models it serves.
 VERIFY_SCRIPT = r"""
 import hashlib, json, os, sys
-root = sys.argv[1]
+root, serving, models = sys.argv[1], sys.argv[2], sys.argv[3:]
 def sha(p):
     h = hashlib.sha256()
     with open(p, "rb") as f:
@@ -75,8 +80,11 @@ for f in m.get("files", []):
     seen.add(f["path"])
     if not os.path.isfile(p):
         bad.append(f"{f['path']}: missing")
-    elif os.path.getsize(p) != f["size"] or sha(p) != f["sha256"]:
-        bad.append(f"{f['path']}: sha256/size differ from the manifest")
+        continue
+    size, got = os.path.getsize(p), sha(p)
+    if size != f["size"] or got != f["sha256"]:
+        want = f"{f['sha256']} ({f['size']} bytes)"
+        bad.append(f"{f['path']}: sha256 {got} ({size} bytes) differs from the manifest's {want}")
 for e in (m.get("engines") or {}).values():
     if e.get("status") == "built" or not os.path.exists(os.path.join(root, e["file"])):
         continue
@@ -93,9 +101,19 @@ for d, _, names in os.walk(root):
         rel = os.path.relpath(os.path.join(d, n), root)
         if rel not in seen:
             bad.append(f"{rel}: not in the manifest")
+for name in models:
+    if not os.path.isfile(os.path.join(root, name, "config.pbtxt")):
+        bad.append(f"{name}: declared to serve, but the version has no such model (no {name}/config.pbtxt)")
 if bad:
     sys.exit("verify-model: refusing to serve " + root + ": " + "; ".join(bad))
-print(f"verify-model: {len(seen)} files match manifest.json ({m['model']['name']} {m['model']['version']})")
+for name in models:  # hard links: the verified bytes themselves, no copy, on the same volume
+    for d, _, names in os.walk(os.path.join(root, name)):
+        os.makedirs(os.path.join(serving, os.path.relpath(d, root)), exist_ok=True)
+        for n in names:
+            src = os.path.join(d, n)
+            os.link(src, os.path.join(serving, os.path.relpath(src, root)))
+print(f"verify-model: {len(seen)} files match manifest.json ({m['model']['name']} {m['model']['version']}); "
+      f"serving {', '.join(models)} from {serving}")
 """
 
 
@@ -137,8 +155,14 @@ def local_repository(model: Model) -> str:
     return f"{MODEL_DIR}/{model.name}/{model.version}"
 
 
-def model_init_containers(bucket: str, model: Model, triton: TritonConfig, region: str) -> list[dict]:
-    """Fetch the version's prefix from the bucket, then verify it against its manifest (see VERIFY_SCRIPT)."""
+def pod_models(pool: GpuPool, model: Model) -> list[str]:
+    """The Triton models the pool's pods load (infra.names.served_models for the pool's compute capability)."""
+    return served_models(model.name, pool.gpu.compute_capability, model.onnx_fallback_for)
+
+
+def model_init_containers(pool: GpuPool, bucket: str, model: Model, triton: TritonConfig, region: str) -> list[dict]:
+    """Fetch the version's prefix from the bucket, verify it against its manifest and link the models this pool
+    serves into SERVING_DIR (see VERIFY_SCRIPT)."""
     local = local_repository(model)
     sec = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
     mount = [{"name": "models", "mountPath": MODEL_DIR}]
@@ -170,7 +194,7 @@ def model_init_containers(bucket: str, model: Model, triton: TritonConfig, regio
             "name": "verify-model",
             "image": triton.image,
             "imagePullPolicy": "IfNotPresent",
-            "command": ["python3", "-c", VERIFY_SCRIPT, local],
+            "command": ["python3", "-c", VERIFY_SCRIPT, local, SERVING_DIR, *pod_models(pool, model)],
             "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
             "securityContext": sec,
             "volumeMounts": mount,
@@ -178,13 +202,15 @@ def model_init_containers(bucket: str, model: Model, triton: TritonConfig, regio
     ]
 
 
-def triton_args(bucket: str, model: Model) -> list[str]:
-    """`bucket` is where the init container fetched from; Triton itself reads only the verified local copy."""
+def triton_args(pool: GpuPool, model: Model) -> list[str]:
+    """Triton reads only SERVING_DIR, built by verify-model from the verified copy, and loads exactly the models
+    this pool serves: explicit control, one --load-model each, and it exits if any of them cannot load."""
     return [
         "tritonserver",
-        f"--model-repository={local_repository(model)}",
-        "--model-control-mode=none",
-        # Refuse to start half-loaded: a missing engine must fail the pod, not serve a subset.
+        f"--model-repository={SERVING_DIR}",
+        "--model-control-mode=explicit",
+        *(f"--load-model={m}" for m in pod_models(pool, model)),
+        # Refuse to start half-loaded: a declared model that cannot load must fail the pod, not serve a subset.
         "--exit-on-error=true",
         "--strict-readiness=true",
         "--disable-auto-complete-config",
@@ -252,13 +278,13 @@ def deployment_manifest(
                         "fsGroup": 1000,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
-                    "initContainers": model_init_containers(bucket, model, triton, region),
+                    "initContainers": model_init_containers(pool, bucket, model, triton, region),
                     "containers": [
                         {
                             "name": "triton",
                             "image": triton.image,
                             "imagePullPolicy": "IfNotPresent",
-                            "args": triton_args(bucket, model),
+                            "args": triton_args(pool, model),
                             "env": [
                                 # Triton reads the verified local copy; the region stays for any S3 access of its
                                 # backends.

@@ -82,15 +82,22 @@ def test_one_deployment_per_gpu_pool(regional, as_manifest):
         spec = d["spec"]["template"]["spec"]
         (c,) = spec["containers"]
         assert c["image"] == cfg.triton.image
-        # Triton serves only the local copy the init containers fetched from the version's prefix and verified.
-        assert f"--model-repository=/models/{cfg.model.name}/{cfg.model.version}" in c["args"]
+        # Triton reads only the serving repository verify-model builds from the verified copy of the version's
+        # prefix, and loads exactly the pool's model, explicitly: the TensorRT model, or the ONNX fallback where the
+        # stack declares it for the pool's compute capability; never the python-backend model.
+        served = [f"{cfg.model.name}_onnx" if p.gpu.compute_capability in cfg.model.onnx_fallback_for else "ranker_trt"]
+        assert "--model-repository=/models/serving" in c["args"] and "--model-control-mode=explicit" in c["args"]
+        assert [a for a in c["args"] if a.startswith("--load-model=")] == [f"--load-model={m}" for m in served]
+        assert "--exit-on-error=true" in c["args"] and not any("_py" in a for a in c["args"])
         fetch, verify = spec["initContainers"]
+        local = f"/models/{cfg.model.name}/{cfg.model.version}"
         assert (
             fetch["command"][:3] == ["aws", "s3", "sync"]
             and f"s3://{bucket}/{cfg.model.name}/{cfg.model.version}/" in fetch["command"]
         )
+        assert fetch["command"][-1] == local
         assert verify["image"] == cfg.triton.image and verify["command"][:2] == ["python3", "-c"]
-        assert verify["command"][-1] == fetch["command"][-1] == f"/models/{cfg.model.name}/{cfg.model.version}"
+        assert verify["command"][3:] == [local, "/models/serving", *served]
         assert {"name": "models", "mountPath": "/models", "readOnly": True} in c["volumeMounts"]
         assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
         assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
@@ -188,6 +195,8 @@ def canary_plan():
 
     v = copy.deepcopy(read_stack_file("prod-use1"))
     v["model"].update(canary_version="2026.12.0", canary_weight=10)
+    # The header pins exist only for the release tooling's addresses (issue 15, the edge).
+    v["load_balancer"]["release_tooling_cidrs"] = ["198.51.100.0/24"]
     return run_program("prod-use1", values=v), load_stack("prod-use1")
 
 
@@ -196,7 +205,7 @@ def test_no_canary_declares_exactly_the_stable_track(use1):
         "triton-h100",
         "triton-l40s",
     ]
-    assert not use1.of_type("aws:lb/listenerRule:ListenerRule")
+    assert not [r for r in use1.of_type("aws:lb/listenerRule:ListenerRule") if r.name.startswith("ingress-pin-")]
     for d in use1.of_type("kubernetes:apps/v1:Deployment"):
         assert d.inputs["spec"]["template"]["metadata"]["labels"]["reco-dr/track"] == "stable"
 
@@ -217,7 +226,8 @@ def test_canary_deployments_serve_their_own_immutable_prefix(canary_plan, as_man
         )
         assert f"s3://{bucket}/ranker/2026.12.0/" in canary["spec"]["template"]["spec"]["initContainers"][0]["command"]
         assert (
-            "--model-repository=/models/ranker/2026.12.0" in canary["spec"]["template"]["spec"]["containers"][0]["args"]
+            "/models/ranker/2026.12.0" in canary["spec"]["template"]["spec"]["initContainers"][1]["command"]
+            and "--model-repository=/models/serving" in canary["spec"]["template"]["spec"]["containers"][0]["args"]
         )
         # The canary's pods never match the stable selector (so the stable Service and target group never see them).
         sl, cl = stable["spec"]["template"]["metadata"]["labels"], canary["spec"]["template"]["metadata"]["labels"]
@@ -244,16 +254,22 @@ def test_weighted_target_groups_split_the_listener(canary_plan):
     assert sorted(tgs) == ["reco-dr-prod-use1-canary", "reco-dr-prod-use1-triton"]
     stable, canary = tgs["reco-dr-prod-use1-triton"], tgs["reco-dr-prod-use1-canary"]
     assert canary.inputs["healthCheck"] == stable.inputs["healthCheck"] and canary.inputs["targetType"] == "ip"
-    (action,) = plan.one("aws:lb/listener:Listener").inputs["defaultActions"]
-    assert action["type"] == "forward" and action["forward"]["stickiness"]["enabled"] is False
-    assert {g["arn"]: g["weight"] for g in action["forward"]["targetGroups"]} == {
-        stable.state["arn"]: 90,
-        canary.state["arn"]: 10,
-    }
+    # Every forwarding rule of the edge splits by weight (the listener's default action answers 404).
+    routes = [r for r in plan.of_type("aws:lb/listenerRule:ListenerRule") if r.name.startswith("ingress-route-")]
+    assert routes
+    for route in routes:
+        (action,) = route.inputs["actions"]
+        assert action["type"] == "forward" and action["forward"]["stickiness"]["enabled"] is False
+        assert {g["arn"]: g["weight"] for g in action["forward"]["targetGroups"]} == {
+            stable.state["arn"]: 90,
+            canary.state["arn"]: 10,
+        }
     rules = {
         r.inputs["conditions"][0]["httpHeader"]["values"][0]: r.inputs
         for r in plan.of_type("aws:lb/listenerRule:ListenerRule")
+        if r.name.startswith("ingress-pin-")
     }
+    assert sorted(rules) == ["canary", "stable"]
     assert rules["canary"]["actions"][0]["targetGroupArn"] == canary.state["arn"]
     assert rules["stable"]["actions"][0]["targetGroupArn"] == stable.state["arn"]
     assert all(r["conditions"][0]["httpHeader"]["httpHeaderName"] == "X-Reco-Track" for r in rules.values())
@@ -312,5 +328,8 @@ def test_canary_weight_zero_keeps_the_candidate_out_of_user_traffic():
     v = copy.deepcopy(read_stack_file("prod-usw2"))
     v["model"].update(canary_version="2026.12.0", canary_weight=0)
     plan = run_program("prod-usw2", values=v)
-    (action,) = plan.one("aws:lb/listener:Listener").inputs["defaultActions"]
-    assert sorted(g["weight"] for g in action["forward"]["targetGroups"]) == [0, 100]
+    routes = [r for r in plan.of_type("aws:lb/listenerRule:ListenerRule") if r.name.startswith("ingress-route-")]
+    assert routes
+    for route in routes:
+        (action,) = route.inputs["actions"]
+        assert sorted(g["weight"] for g in action["forward"]["targetGroups"]) == [0, 100]

@@ -170,3 +170,39 @@ def small_model(tmp_path_factory) -> Path:
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     return out
+
+
+def declared_pods(fleet, onnx_fallback: bool = True) -> list[dict]:
+    """Every regional stack's stable Triton Deployments as declared records (the component's own manifests, as the
+    offline plan records them), for worlds built from hand-made records. `onnx_fallback`: every compute capability
+    declared `model.onnx_fallback_for`, as the rehearsal's stack copy declares it."""
+    from drills.rehearsal.pod import DEPLOYMENT
+    from infra.components.triton import deployment_manifest
+
+    out = []
+    for region, cfg in fleet.regions.items():
+        stack = fleet.stack_names[region]
+        model = cfg.model
+        if onnx_fallback:
+            model = model.model_copy(update={"onnx_fallback_for": cfg.compute_capabilities})
+        for pool in cfg.gpu_pools:
+            m = deployment_manifest(pool, cfg.triton, model, f"{stack}-artifacts", region)
+            name = m["metadata"]["name"]
+            urn = f"urn:pulumi:{stack}::reco-dr::{DEPLOYMENT}::{name}"
+            out.append({"type": DEPLOYMENT, "name": name, "urn": urn, "inputs": m})
+    return out
+
+
+def pod_for(fleet, region: str, onnx_fallback: bool = True):
+    """What `region`'s declared Triton pods run (drills.rehearsal.pod.PodSpec)."""
+    from drills.rehearsal.pod import declared_pod
+
+    return declared_pod(declared_pods(fleet, onnx_fallback), fleet.stack_names[region])
+
+
+@pytest.fixture(scope="session")
+def pod():
+    """staging us-east-1's declared Triton pod, as the rehearsal's stack copy declares it (ONNX fallback)."""
+    from infra.config import load_fleet
+
+    return pod_for(load_fleet("staging"), "us-east-1")

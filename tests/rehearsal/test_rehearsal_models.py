@@ -209,21 +209,31 @@ def test_pulumi_inputs_to_s3_api_shape():
 
 
 # ---------------------------------------------------------------- serving repository
-def test_serving_repo_keeps_only_what_the_cpu_triton_loads(model_dir, tmp_path):
+def test_serving_repo_keeps_only_what_the_cpu_triton_loads(model_dir, tmp_path, pod):
     py, excluded, served = classify(model_dir)
     assert py == ["ranker_py"]
     assert "ranker_onnx/1/model.onnx" in served and "manifest.json" in served
     assert "ranker_onnx/config.pbtxt" in excluded and "onnxruntime" in excluded["ranker_onnx/config.pbtxt"]
     assert "TensorRT" in excluded["ranker_trt/1/model_8.9.plan"]
     assert "does not load" in excluded["trt_src/model.fp16.onnx"]
-    repo = prepare_serving_repo(model_dir, tmp_path / "serve")
+    repo = prepare_serving_repo(model_dir, tmp_path / "serve", pod)
     files = sorted(p.relative_to(repo.path).as_posix() for p in repo.path.rglob("*") if p.is_file())
-    assert files == ["manifest.json", "ranker_onnx/1/model.onnx", "ranker_py/1/model.py", "ranker_py/config.pbtxt"]
+    # The declared model's directory (linked by the declared verify-model script) and the python stand-in with what
+    # it reads; never the TensorRT model, its source graph or anything else of the version.
+    assert files == [
+        "manifest.json",
+        "ranker_onnx/1/model.onnx",
+        "ranker_onnx/config.pbtxt",
+        "ranker_py/1/model.py",
+        "ranker_py/config.pbtxt",
+    ]
     assert repo.models == ["ranker_py"] and not repo.unlisted
+    assert "not loaded here" in repo.excluded["ranker_onnx/config.pbtxt"]
+    assert "ranker_trt/1/model_8.9.plan" in repo.excluded
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "no-manifest"])
-def test_corrupted_artifact_is_refused(model_dir, tmp_path, damage):
+def test_corrupted_artifact_is_refused(model_dir, tmp_path, damage, pod):
     src = tmp_path / "src"
     shutil.copytree(model_dir, src)
     onnx = src / "ranker_onnx" / "1" / "model.onnx"
@@ -238,13 +248,13 @@ def test_corrupted_artifact_is_refused(model_dir, tmp_path, damage):
     else:
         (src / "manifest.json").unlink()
     with pytest.raises(ArtifactError) as e:
-        prepare_serving_repo(src, tmp_path / "serve")
+        prepare_serving_repo(src, tmp_path / "serve", pod)
     msg = str(e.value)
     assert ("model.onnx" in msg or "manifest.json" in msg) and ("refusing" in msg or "missing" in msg)
     assert not (tmp_path / "serve").exists()  # nothing half-built to serve
 
 
-def test_the_manifest_is_read_through_model_builds_schema(model_dir, tmp_path):
+def test_the_manifest_is_read_through_model_builds_schema(model_dir, tmp_path, pod):
     m = read_manifest(model_dir)
     assert manifest_model(m) == ("ranker", "2026.11.0") and manifest_seed(m) == 20261100
     assert manifest_inputs(m) == [
@@ -259,13 +269,13 @@ def test_the_manifest_is_read_through_model_builds_schema(model_dir, tmp_path):
     doc["artifacts"] = {f["path"]: f["sha256"] for f in doc.pop("files")}
     (src / "manifest.json").write_text(json.dumps(doc))
     with pytest.raises(ArtifactError) as e:
-        prepare_serving_repo(src, tmp_path / "serve")
+        prepare_serving_repo(src, tmp_path / "serve", pod)
     assert str(e.value).startswith(
         f"{src / 'manifest.json'} does not match model_build's manifest schema: files: Field required"
     )
     (src / "manifest.json").write_text("{")
     with pytest.raises(ArtifactError, match=r"manifest.json is not valid JSON"):
-        prepare_serving_repo(src, tmp_path / "serve")
+        prepare_serving_repo(src, tmp_path / "serve", pod)
     assert not (tmp_path / "serve").exists()
 
 

@@ -16,7 +16,7 @@ from drills.rehearsal.triton import TritonServer
 ADDR = "127.0.10.9"  # a loopback address of its own, like a region's load balancer
 
 
-def _server(sup, repo, tmp_path, **kw):
+def _server(sup, repo, tmp_path, pod, **kw):
     base = free_port_block(3, [ADDR])
     return TritonServer(
         sup,
@@ -28,20 +28,21 @@ def _server(sup, repo, tmp_path, **kw):
         grpc_port=base + 1,
         metrics_port=base + 2,
         workdir=tmp_path / "triton",
+        pod=pod,
         exit_timeout=1,
         **kw,
     )
 
 
-def test_triton_serves_the_onnx_file_and_survives_faults(model_dir, tmp_path, no_leftovers):
-    repo = prepare_serving_repo(model_dir, tmp_path / "repo")
+def test_triton_serves_the_onnx_file_and_survives_faults(model_dir, tmp_path, no_leftovers, pod):
+    repo = prepare_serving_repo(model_dir, tmp_path / "repo", pod)
     x = {
         "sparse_ids": np.arange(32 * 8, dtype=np.int32).reshape(32, 8) % 3,
         "dense": np.linspace(-1, 1, 32 * 8, dtype=np.float32).reshape(32, 8),
     }
     with Supervisor(tmp_path / "logs") as sup:
         no_leftovers.append(sup)
-        t = _server(sup, repo, tmp_path)
+        t = _server(sup, repo, tmp_path, pod)
         ready_s = t.start()
         assert ready_s < 30 and t.is_ready()
         out = t.infer("ranker_py", x)["outputs"][0]
@@ -80,7 +81,7 @@ def test_triton_serves_the_onnx_file_and_survives_faults(model_dir, tmp_path, no
     assert not t.shm_regions()
 
 
-def test_triton_that_never_becomes_ready_is_stopped_with_its_log(model_dir, tmp_path, no_leftovers):
+def test_triton_that_never_becomes_ready_is_stopped_with_its_log(model_dir, tmp_path, no_leftovers, pod):
     repo = tmp_path / "slow"
     shutil.copytree(model_dir / "ranker_py", repo / "ranker_py")
     (repo / "ranker_py/1/model.py").write_text(
@@ -88,7 +89,7 @@ def test_triton_that_never_becomes_ready_is_stopped_with_its_log(model_dir, tmp_
     )
     with Supervisor(tmp_path / "logs") as sup:
         no_leftovers.append(sup)
-        t = _server(sup, repo, tmp_path, ready_timeout=3.0)
+        t = _server(sup, repo, tmp_path, pod, ready_timeout=3.0)
         with pytest.raises(ProcessError) as e:
             t.start()
         msg = str(e.value)
@@ -96,13 +97,67 @@ def test_triton_that_never_becomes_ready_is_stopped_with_its_log(model_dir, tmp_
         assert not sup.leftovers() and t.state == "stopped"
 
 
-def test_triton_that_exits_reports_why(tmp_path, no_leftovers):
+def test_triton_that_exits_reports_why(tmp_path, no_leftovers, pod):
     repo = tmp_path / "broken"
     (repo / "ranker_py" / "1").mkdir(parents=True)
     (repo / "ranker_py" / "config.pbtxt").write_text('name: "ranker_py"\nplatform: "onnxruntime_onnx"\n')
     with Supervisor(tmp_path / "logs") as sup:
         no_leftovers.append(sup)
-        t = _server(sup, repo, tmp_path)
+        t = _server(sup, repo, tmp_path, pod)
         with pytest.raises(ProcessError, match="exited with status") as e:
             t.start()
         assert "onnxruntime" in str(e.value)  # Triton's own words: the backend is not in this build
+
+
+def test_triton_runs_the_declared_args_with_the_listed_substitutions_only(model_dir, tmp_path, no_leftovers, pod):
+    """The regional stack's own args reach the server: explicit model control, the declared models (their python
+    stand-in), exit on a load error, strict readiness, no auto-completed config; Triton's log shows it."""
+    repo = prepare_serving_repo(model_dir, tmp_path / "repo", pod)
+    with Supervisor(tmp_path / "logs") as sup:
+        no_leftovers.append(sup)
+        t = _server(sup, repo, tmp_path, pod)
+        argv = t.argv()
+        declared_kept = [a for a in pod.args[1:] if a.split("=")[0] in KEPT]
+        assert declared_kept and all(a in argv for a in declared_kept)
+        assert "--model-control-mode=explicit" in argv and "--load-model=ranker_py" in argv
+        assert not any(a.startswith(("--load-model=ranker_onnx", "--load-model=ranker_trt")) for a in argv)
+        assert "--allow-gpu-metrics=false" in argv and f"--http-address={ADDR}" in argv
+        t.start()
+        log = t.child.log_path.read_text() if t.child else ""
+        assert "model_control_mode" in log and "MODE_EXPLICIT" in log and "strict_readiness" in log
+        assert _loaded(t) == ["ranker_py"]  # the declared model's stand-in only; ranker_onnx sits there unloaded
+
+
+KEPT = ("--model-control-mode", "--exit-on-error", "--strict-readiness", "--disable-auto-complete-config")
+
+
+def _loaded(t) -> list[str]:
+    import requests
+
+    r = requests.post(f"{t.url}/v2/repository/index", json={"ready": True}, timeout=5)
+    return [m["name"] for m in r.json()]
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (("--exit-on-error=true", "--exit-on-eror=true"), "exit-on-eror"),  # a typo in a declared flag
+        # The old defect (poll the whole repository): refused with the declared models.
+        (("--model-control-mode=explicit", "--model-control-mode=none"), "--model-control-mode=explicit"),
+        (("--load-model=ranker_onnx", "--load-model=ranker_missing"), "ranker_missing"),  # a model not in the repo
+    ],
+)
+def test_a_broken_declared_flag_fails_the_start_naming_it(model_dir, tmp_path, no_leftovers, pod, change, named):
+    from dataclasses import replace
+
+    old, new = change
+    assert old in pod.args
+    broken = replace(pod, args=tuple(new if a == old else a for a in pod.args))
+    repo = prepare_serving_repo(model_dir, tmp_path / "repo", pod)
+    with Supervisor(tmp_path / "logs") as sup:
+        no_leftovers.append(sup)
+        t = _server(sup, repo, tmp_path, broken, ready_timeout=30.0)
+        with pytest.raises(ProcessError) as e:
+            t.start()
+        assert named in str(e.value), str(e.value)[-2000:]
+        assert not sup.leftovers()

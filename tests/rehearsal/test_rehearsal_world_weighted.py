@@ -10,10 +10,11 @@ import socket
 import numpy as np
 import pytest
 
-from drills.rehearsal.procs import PortInUse, free_port_block, pid_alive
+from drills.rehearsal.procs import PortInUse, ProcessError, free_port_block, pid_alive
 from drills.rehearsal.repo import ArtifactError, prepare_serving_repo, sync_from_bucket, upload_tree
 from drills.rehearsal.world import LB_NET, Scale, World, plain_publisher
 from infra.config import load_fleet
+from tests.rehearsal.conftest import declared_pods, pod_for
 
 PRIMARY, SECONDARY = "us-east-1", "us-west-2"
 
@@ -94,7 +95,7 @@ def hand_made(weights: dict[str, int]) -> list[dict]:
                 },
             }
         )
-    return out
+    return out + declared_pods(load_fleet("staging"))  # what each region's Triton pods run
 
 
 def test_weighted_world_from_hand_made_records_and_cleanup_after_an_exception(fleet, model_dir, tmp_path):
@@ -129,7 +130,7 @@ def test_weighted_world_from_hand_made_records_and_cleanup_after_an_exception(fl
         s3.put_object(Bucket=w.buckets[PRIMARY], Key="models/tampered/1/ranker_onnx/1/model.onnx", Body=b"evil")
         sync_from_bucket(s3, w.buckets[PRIMARY], "models/tampered/1", tmp_path / "tampered")
         with pytest.raises(ArtifactError, match="refusing to serve"):
-            prepare_serving_repo(tmp_path / "tampered", tmp_path / "tampered-repo")
+            prepare_serving_repo(tmp_path / "tampered", tmp_path / "tampered-repo", pod_for(fleet, PRIMARY))
         raise RuntimeError("drill blew up")
     assert not w.sup.leftovers() and not any(pid_alive(p) for p in pids)
 
@@ -171,3 +172,24 @@ def test_feature_batches_use_model_build_data_when_columns_match():
     assert b["sparse_ids"].dtype == np.int32 and b["sparse_ids"].shape == (4, 8) and b["dense"].dtype == np.float32
     (s,) = feature_batches([{"name": "x", "datatype": "FP32", "shape": [-1, 3]}], n=1, batch=2)
     assert s["x"].shape == (2, 3)
+
+
+def test_a_broken_regional_flag_fails_the_world_at_start_naming_it(fleet, model_dir, tmp_path):
+    """A regional program whose Triton Deployment declares a bad flag: the rehearsal's Triton runs what is declared,
+    so the world does not start, Triton's complaint names the flag, and nothing is left running."""
+    declared = hand_made({PRIMARY: 1, SECONDARY: 1})
+    for r in declared:
+        if r["type"] == "kubernetes:apps/v1:Deployment":
+            (c,) = r["inputs"]["spec"]["template"]["spec"]["containers"]
+            c["args"] = [a.replace("--strict-readiness=true", "--strict-readyness=true") for a in c["args"]]
+    w = World(
+        fleet,
+        model_dir=model_dir,
+        workdir=tmp_path / "w",
+        declared=declared,
+        scale=Scale.ci(),
+        publisher=plain_publisher,
+    )
+    with pytest.raises(ProcessError, match="unrecognized option '--strict-readyness=true'"):
+        w.start()
+    assert not w.sup.leftovers()

@@ -11,9 +11,14 @@ from infra.components.triton import VERIFY_SCRIPT
 from model_build.manifest import load_manifest
 
 
-def _run(path) -> subprocess.CompletedProcess:
+def _run(path, serving=None, *models: str) -> subprocess.CompletedProcess:
+    serving = serving or path.parent / f"{path.name}-serving"
     return subprocess.run(
-        [sys.executable, "-c", VERIFY_SCRIPT, str(path)], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", VERIFY_SCRIPT, str(path), str(serving), *models],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -27,7 +32,8 @@ def test_a_verified_repository_passes_and_a_tampered_one_never_starts(repos, tmp
     b[len(b) // 2] ^= 0xFF
     onnx.write_bytes(bytes(b))
     bad = _run(repo)
-    assert bad.returncode == 1 and "ranker_onnx/1/model.onnx: sha256/size differ from the manifest" in bad.stderr
+    assert bad.returncode == 1 and "ranker_onnx/1/model.onnx: sha256 " in bad.stderr
+    assert "differs from the manifest's" in bad.stderr
 
 
 def test_missing_unexpected_and_unrecorded_engine_files(repos, tmp_path):
@@ -46,3 +52,27 @@ def test_missing_unexpected_and_unrecorded_engine_files(repos, tmp_path):
     ):
         assert want in r.stderr
     assert _run(tmp_path / "nothing").returncode == 1
+
+
+def test_the_serving_repository_holds_the_declared_models_only(repos, tmp_path):
+    """What Triton polls: the models the pod serves, linked from the verified copy; build artifacts stay outside."""
+    repo = shutil.copytree(repos("2026.12.0", w_seed=2), tmp_path / "repo")
+    (repo / "checkpoint").mkdir()  # an artifact beside the models: verified (here: refused as unlisted), never served
+    (repo / "checkpoint" / "ranker.pt").write_bytes(b"weights")
+    assert "checkpoint/ranker.pt: not in the manifest" in _run(repo, tmp_path / "s0", "ranker_onnx").stderr
+    (repo / "checkpoint" / "ranker.pt").unlink()
+    (repo / "checkpoint").rmdir()
+    serving = tmp_path / "serving"
+    ok = _run(repo, serving, "ranker_onnx")
+    assert ok.returncode == 0 and "serving ranker_onnx from" in ok.stdout, ok.stderr
+    got = sorted(p.relative_to(serving).as_posix() for p in serving.rglob("*") if p.is_file())
+    assert got == ["ranker_onnx/1/model.onnx", "ranker_onnx/config.pbtxt"]
+    # Linked, not copied: the bytes Triton reads are the verified ones.
+    assert (serving / "ranker_onnx/1/model.onnx").stat().st_ino == (repo / "ranker_onnx/1/model.onnx").stat().st_ino
+
+
+def test_a_declared_model_the_version_lacks_fails_the_pod(repos, tmp_path):
+    repo = shutil.copytree(repos("2026.12.0", w_seed=2), tmp_path / "repo")
+    r = _run(repo, tmp_path / "serving", "ranker_trt")
+    assert r.returncode == 1 and "ranker_trt: declared to serve, but the version has no such model" in r.stderr
+    assert not (tmp_path / "serving").exists()
