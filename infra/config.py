@@ -47,6 +47,7 @@ from infra.catalog import (
     TRITON_RELEASES,
     GpuInstance,
 )
+from infra.names import EDGE_MODEL_KINDS, edge_routes
 
 PROJECT = "reco-dr"
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +71,14 @@ NAMESPACES: dict[str, str] = {
 # (a p5.48xlarge node is 8 H100s); the largest shipped pool has max 6, so a max above this bound is far more
 # likely a typo (60 for 6) than a plan. Raising it is a reviewed change of this constant, not a stack edit.
 MAX_GPU_POOL_NODES = 32
+
+# An ALB listener rule holds at most five match evaluations (the values of all its conditions together). A header pin
+# (infra/components/load_balancer.py) holds the header's value, one inference path per served model
+# (infra.names.pin_paths) and the release tooling's source blocks: what is left bounds release_tooling_cidrs.
+ALB_RULE_EVALUATIONS = 5
+MAX_RELEASE_TOOLING_CIDRS = ALB_RULE_EVALUATIONS - 1 - len(EDGE_MODEL_KINDS)
+# EKS accepts at most 40 CIDR blocks in a cluster's publicAccessCidrs (service quota, not adjustable).
+MAX_PUBLIC_ACCESS_CIDRS = 40
 
 _MISSING = object()  # marks a required key that is absent
 
@@ -256,11 +265,48 @@ class Model(_Strict):
 _CERT = re.compile(r"arn:aws:acm:(?P<region>[a-z0-9-]+):\d{12}:certificate/[0-9a-f-]{36}")
 
 
+def _unique_blocks(v: tuple[str, ...]) -> list[ipaddress.IPv4Network]:
+    """`v` as IPv4 networks (each a CIDR block without host bits), each block once."""
+    nets: list[ipaddress.IPv4Network] = []
+    for cidr in v:
+        net = _ipv4_cidr(cidr)
+        if net in nets:
+            raise ValueError(f"rule: each CIDR block once; {cidr} is listed twice")
+        nets.append(net)
+    return nets
+
+
+class Waf(_Strict):
+    """AWS WAF on the region's load balancer: AWS managed rule groups and a rate-based rule per client address.
+    Off unless a stack turns it on: WAF charges per request, at the ranker's request rate (prod peaks at 150,000
+    per second) that is a budget decision, and a per-address limit must be sized for callers behind one NAT."""
+
+    enabled: bool = False
+    # Requests one client address may send in any 5 minutes before WAF blocks it. No default: a backend calling the
+    # ranker from one NAT address carries many users' requests, so only the stack knows its callers' rate.
+    rate_limit_per_5min: int | None = Field(default=None, ge=10, le=2_000_000_000)  # AWS WAF's bounds
+
+    @model_validator(mode="after")
+    def _limit(self) -> Waf:
+        if self.enabled and self.rate_limit_per_5min is None:
+            raise ValueError(
+                "rule: waf.enabled needs rate_limit_per_5min (requests one client address may send in 5 minutes "
+                "before WAF blocks it; size it above your busiest caller's rate, a backend's NAT address included)"
+            )
+        return self
+
+
 class LoadBalancer(_Strict):
     certificate_arn: str
     ssl_policy: str = "ELBSecurityPolicy-TLS13-1-2-2021-06"
-    # Sources of the HTTPS listener's ingress rules (security group `cidrIpv4`): IPv4 only.
-    allowed_cidrs: Items[str] = ("0.0.0.0/0",)
+    # Sources of the HTTPS listener's ingress rules (security group `cidrIpv4`): IPv4 only. Required, no default: a
+    # stack says who its clients are (0.0.0.0/0 for a public endpoint, written out). The Route 53 health checkers
+    # reach the listener too, from AWS's published ranges: a narrowed list must keep them, or every check fails.
+    allowed_cidrs: Items[str]
+    # Where the release tooling's requests come from (its runner's or VPN's egress): the only sources whose
+    # X-Reco-Track header pins a version. Empty (the default): no pins; the header is refused from everyone.
+    release_tooling_cidrs: Items[str] = ()
+    waf: Waf = Waf()
 
     @field_validator("certificate_arn")
     @classmethod
@@ -281,6 +327,54 @@ class LoadBalancer(_Strict):
             _ipv4_cidr(cidr)
         return v
 
+    @field_validator("release_tooling_cidrs")
+    @classmethod
+    def _tooling(cls, v: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if len(v) > MAX_RELEASE_TOOLING_CIDRS:
+            raise ValueError(
+                f"rule: at most {MAX_RELEASE_TOOLING_CIDRS} CIDR blocks (an ALB listener rule holds "
+                f"{ALB_RULE_EVALUATIONS} match evaluations: a pin spends one on the header and "
+                f"{len(EDGE_MODEL_KINDS)} on the inference paths)"
+            )
+        nets = _unique_blocks(v)
+        for net in nets:
+            if net.prefixlen < 16:
+                raise ValueError(
+                    f"rule: the release tooling's egress addresses, a /16 or narrower; {net} would let a large part "
+                    "of the internet pin a model version"
+                )
+        allowed = info.data.get("allowed_cidrs")
+        if allowed is not None:
+            outside = [str(n) for n in nets if not any(n.subnet_of(_ipv4_cidr(a)) for a in allowed)]
+            if outside:
+                raise ValueError(
+                    f"rule: inside allowed_cidrs {list(allowed)}: the load balancer's security group drops "
+                    f"{', '.join(outside)} before any listener rule sees it"
+                )
+        return v
+
+
+class ClusterAccess(_Strict):
+    """Who reaches the EKS API server. The private endpoint is always on (nodes, and anything inside the VPC); the
+    public one only for the blocks listed here. Empty (the default): no public endpoint at all."""
+
+    # `pulumi up` (its Kubernetes provider) and the drills (drills/adapters/kube.py) call the API server from
+    # wherever they run: outside the VPC, their egress must be listed here.
+    endpoint_public_access_cidrs: Items[str] = ()
+
+    @field_validator("endpoint_public_access_cidrs")
+    @classmethod
+    def _public(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(v) > MAX_PUBLIC_ACCESS_CIDRS:
+            raise ValueError(f"rule: at most {MAX_PUBLIC_ACCESS_CIDRS} CIDR blocks (the EKS quota per cluster)")
+        for net in _unique_blocks(v):
+            if net.prefixlen and not net.is_global:
+                raise ValueError(
+                    f"rule: public IPv4 blocks; {net} is a private or reserved range, which EKS refuses in "
+                    "publicAccessCidrs (clients inside the VPC reach the private endpoint without being listed)"
+                )
+        return v
+
 
 class RegionConfig(_Strict):
     role: Literal["region"]
@@ -294,6 +388,7 @@ class RegionConfig(_Strict):
     triton: Triton
     model: Model
     load_balancer: LoadBalancer
+    cluster: ClusterAccess = ClusterAccess()
     artifact_noncurrent_days: int = Field(default=30, ge=1, le=3650)
 
     @field_validator("region")
@@ -860,6 +955,17 @@ def check_fleet(fleet: Fleet) -> None:
                     b.vpc_cidr,
                     f"rule: VPC CIDRs in one environment must not overlap ({a.vpc_cidr} in {fleet.stack_names[ra]})",
                 )
+    path = fleet.glob.health_check.path
+    for region, cfg in sorted(fleet.regions.items()):
+        public = edge_routes(cfg.model.name)["health"].paths
+        if path not in public:
+            raise ConfigError(
+                fleet.global_stack,
+                "health_check.path",
+                path,
+                f"rule: a path the regional load balancers forward to Triton ({', '.join(public)}); every other "
+                f"path is answered 404 at the edge, so the health check of {region} would always fail",
+            )
     window = fleet.glob.release.rollback_window_days
     for region, cfg in sorted(fleet.regions.items()):
         if cfg.artifact_noncurrent_days < window:
@@ -879,3 +985,120 @@ def check_fleet(fleet: Fleet) -> None:
             fleet.glob.capacity.qps_per_gpu,
             f"rule: a throughput figure for every compute capability in the fleet; missing {missing}",
         )
+
+
+# ---------------------------------------------------------------- CI identity (infra/ci/: a Pulumi project of its own)
+# The CI identity program (GitHub OIDC provider, preview and deploy roles: infra/components/ci_identity.py) is not a
+# fleet stack: its stack file is infra/ci/Pulumi.<stack>.yaml with keys in the `reco-dr-ci:` namespace, applied by
+# an administrator. Kept apart from the fleet's schema above: nothing in stacks/ reads or writes these keys.
+CI_PROJECT = "reco-dr-ci"
+CI_DIR = ROOT / "infra" / "ci"
+CI_NAMESPACES: dict[str, str] = {
+    CI_PROJECT: "the CI identity program's keys, validated by infra/config.py CiConfig",
+    "pulumi": "the Pulumi engine's own settings",
+}
+
+# A GitHub repository as the OIDC `sub` claim spells it: `<owner>/<repo>`, or the immutable form
+# `<owner>@<owner id>/<repo>@<repo id>` that repositories created from 15 July 2026 (or opted in) emit. Owner: 1 to
+# 39 letters, digits or hyphens, not starting or ending with a hyphen; repository: 1 to 100 letters, digits, `.`,
+# `_` or `-`. No `*`, `?` or `:` can pass, so a subject built from it matches one repository only.
+_GITHUB_REPOSITORY = re.compile(
+    r"(?P<owner>[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?)(?:@[1-9][0-9]{0,19})?"
+    r"/(?P<repo>[A-Za-z0-9._-]{1,100})(?:@[1-9][0-9]{0,19})?"
+)
+_GITHUB_OIDC_PROVIDER_ARN = re.compile(r"arn:aws:iam::\d{12}:oidc-provider/token\.actions\.githubusercontent\.com")
+
+
+class CiConfig(_Strict):
+    # The one repository whose workflows may assume the CI roles (exact OIDC subjects are built from it).
+    github_repository: str
+    # Region of the program's AWS provider (IAM itself is global).
+    region: str = "us-east-1"
+    # The account's existing GitHub OIDC provider (one per account and URL); absent: the program declares it.
+    github_oidc_provider_arn: str | None = None
+
+    @field_validator("github_repository")
+    @classmethod
+    def _repository(cls, v: str) -> str:
+        m = _GITHUB_REPOSITORY.fullmatch(v)
+        if not m or m["repo"] in (".", ".."):
+            raise ValueError(
+                "rule: a GitHub repository <owner>/<repo> as the OIDC sub claim spells it (or the immutable "
+                "<owner>@<id>/<repo>@<id>): letters, digits, '-' in the owner; letters, digits, '.', '_', '-' in "
+                "the name; no wildcard"
+            )
+        return v
+
+    @field_validator("region")
+    @classmethod
+    def _known_ci_region(cls, v: str) -> str:
+        if v not in REGIONS:
+            raise ValueError(f"rule: one of the supported AWS regions {sorted(REGIONS)}")
+        return v
+
+    @field_validator("github_oidc_provider_arn")
+    @classmethod
+    def _provider_arn(cls, v: str | None) -> str:
+        # Runs only when the key is given: absent, the default None means the program declares the provider.
+        if v is None or not _GITHUB_OIDC_PROVIDER_ARN.fullmatch(v):
+            raise ValueError(
+                "rule: the ARN of the account's GitHub OIDC provider, "
+                "arn:aws:iam::<account>:oidc-provider/token.actions.githubusercontent.com; leave the key out to "
+                "declare it"
+            )
+        return v
+
+
+def parse_ci(stack: str, values: dict[str, Any]) -> CiConfig:
+    """Validate un-namespaced `reco-dr-ci:` values; raise ConfigError naming stack, key, value and rule."""
+    try:
+        return CiConfig.model_validate(values)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = f"{CI_PROJECT}:" + ".".join(str(p) for p in err["loc"])
+        rule = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "missing":
+            raise ConfigError(stack, key, _MISSING, "rule: required key", as_written=True) from None
+        if err["type"] == "extra_forbidden":
+            rule = "rule: unknown key (a typo?)"
+        elif err["type"] in _STRICT_TYPES:
+            rule = f"rule: {rule} ({_STRICT_TYPES[err['type']]})"
+        elif not rule.startswith("rule:"):
+            rule = f"rule: {rule}"
+        raise ConfigError(stack, key, err.get("input"), rule, as_written=True) from None
+
+
+def read_ci_stack_file(stack: str, ci_dir: Path = CI_DIR) -> dict[str, Any]:
+    """The un-namespaced `reco-dr-ci:` values of `ci_dir/Pulumi.<stack>.yaml` (same YAML rules as the fleet's)."""
+    path = ci_dir / f"Pulumi.{stack}.yaml"
+    if not path.exists():
+        raise ConfigError(stack, "(file)", str(path), "rule: the CI identity's stack file must exist", as_written=True)
+    doc = _read_yaml(stack, path) or {}
+    if not isinstance(doc, dict):
+        raise ConfigError(stack, "(file)", str(path), "rule: a stack file is a YAML mapping", as_written=True)
+    config = doc.get("config") or {}
+    if not isinstance(config, dict):
+        raise ConfigError(stack, "config", config, "rule: a mapping of <namespace>:<name> keys", as_written=True)
+    for key, value in config.items():
+        ns, sep, name = str(key).partition(":")
+        if not (sep and name and ns in CI_NAMESPACES):
+            raise ConfigError(
+                stack,
+                str(key),
+                value,
+                f"rule: config keys are <namespace>:<name> with a namespace from {sorted(CI_NAMESPACES)}",
+                as_written=True,
+            )
+    prefix = f"{CI_PROJECT}:"
+    return {k[len(prefix) :]: v for k, v in config.items() if k.startswith(prefix)}
+
+
+def ci_from_pulumi() -> CiConfig:
+    """Inside the CI identity program: the engine's `reco-dr-ci:` config, every key of ours (typos included)."""
+    import pulumi
+
+    prefix = f"{CI_PROJECT}:"
+    cfg = pulumi.Config(CI_PROJECT)
+    given = {k[len(prefix) :] for k in pulumi.runtime.get_config_env() if k.startswith(prefix)}
+    values = {k: raw for k in sorted({*CiConfig.model_fields, *given}) if (raw := cfg.get(k)) is not None}
+    return parse_ci(pulumi.get_stack(), values)

@@ -1,9 +1,9 @@
 """The regional stack: everything one AWS region needs to serve the ranker on GPUs.
 
 Order of construction follows the dependencies: AWS provider -> network -> artifact bucket -> EKS (+ system
-nodes, OIDC) -> GPU node groups -> Kubernetes provider -> controllers -> load balancer -> Triton -> access
-for model_build's engine Jobs. Stack outputs are exactly `infra.outputs.RegionalOutputs`, the contract the global
-stack and the drills read.
+nodes, OIDC) -> GPU node groups -> Kubernetes provider -> controllers -> load balancer -> Triton (and the
+NetworkPolicies of its namespace) -> access for model_build's engine Jobs. Stack outputs are exactly
+`infra.outputs.RegionalOutputs`, the contract the global stack and the drills read.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from infra.components.identity import (
 )
 from infra.components.load_balancer import TritonLoadBalancer, TritonLoadBalancerArgs
 from infra.components.network import AZ_COUNT, Network, NetworkArgs
+from infra.components.network_policy import TritonNetworkPolicies, TritonNetworkPoliciesArgs
 from infra.components.triton import TritonArgs, TritonServing
 from infra.config import RegionConfig
 from infra.names import NAMESPACE, SERVICE_ACCOUNT
@@ -57,11 +58,14 @@ def declare_regional(stack: str, cfg: RegionConfig) -> None:
     azs = sorted(aws.get_availability_zones(state="available", opts=invoke).names)[:AZ_COUNT]
     name = cluster_name(stack)
 
-    net = Network("net", NetworkArgs(name=name, vpc_cidr=cfg.vpc_cidr, azs=azs, region=cfg.region), provider)
-    artifacts = ArtifactBucket(
-        "artifacts",
-        ArtifactBucketArgs(bucket=bucket_name(stack, account_id), noncurrent_days=cfg.artifact_noncurrent_days),
+    bucket = bucket_name(stack, account_id)
+    net = Network(
+        "net",
+        NetworkArgs(name=name, vpc_cidr=cfg.vpc_cidr, azs=azs, region=cfg.region, artifact_buckets=[bucket]),
         provider,
+    )
+    artifacts = ArtifactBucket(
+        "artifacts", ArtifactBucketArgs(bucket=bucket, noncurrent_days=cfg.artifact_noncurrent_days), provider
     )
     cluster = Cluster(
         "cluster",
@@ -71,6 +75,7 @@ def declare_regional(stack: str, cfg: RegionConfig) -> None:
             service_cidr=cfg.service_cidr,
             private_subnet_ids=net.private_subnet_ids,
             system_pool=cfg.system_pool,
+            endpoint_public_access_cidrs=cfg.cluster.endpoint_public_access_cidrs,
         ),
         provider,
     )
@@ -123,6 +128,7 @@ def declare_regional(stack: str, cfg: RegionConfig) -> None:
             node_security_group_id=cluster.security_group_id,
             config=cfg.load_balancer,
             deletion_protection=cfg.env == "prod",
+            model_name=cfg.model.name,
             canary=cfg.model.canary_version is not None,
             canary_weight=cfg.model.canary_weight,
         ),
@@ -159,7 +165,7 @@ def declare_regional(stack: str, cfg: RegionConfig) -> None:
         SERVICE_ACCOUNT,
         pulumi.Output.all(artifacts.arn, artifacts.key_arn).apply(lambda a: model_reader_policy(a[0], a[1])),
     )
-    TritonServing(
+    serving = TritonServing(
         "triton",
         TritonArgs(
             pools=list(cfg.gpu_pools),
@@ -173,6 +179,12 @@ def declare_regional(stack: str, cfg: RegionConfig) -> None:
         ),
         kube,
         pulumi.ResourceOptions(depends_on=[*pools, *plugin, lbc, metrics]),
+    )
+    TritonNetworkPolicies(
+        "triton-network",
+        TritonNetworkPoliciesArgs(lb_source_cidrs=net.public_subnet_cidrs),
+        kube,
+        pulumi.ResourceOptions(depends_on=[serving]),
     )
 
     # model_build's TensorRT engine Jobs run on these GPU pools and publish into this bucket.

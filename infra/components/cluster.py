@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import cast
 
 import pulumi
@@ -22,6 +22,11 @@ NODE_POLICIES = {
 # Managed add-ons; no version pinned so EKS installs the default for the cluster's Kubernetes version,
 # which moves with `kubernetes_version` instead of drifting out of its support window.
 ADDONS = ["vpc-cni", "kube-proxy", "coredns"]
+# Add-on configuration (the add-on's JSON schema). The VPC CNI enforces Kubernetes NetworkPolicies only when asked
+# to: its network policy agent (eBPF, VPC CNI >= 1.14, EKS >= 1.25) is what makes the Triton namespace's policies
+# (infra/components/network_policy.py) more than declarations. It allows the node's own address, so kubelet probes
+# still reach the pods.
+ADDON_CONFIG: dict[str, dict[str, str]] = {"vpc-cni": {"enableNetworkPolicy": "true"}}
 SYSTEM_LABELS = {"reco-dr/pool": "system"}
 
 
@@ -64,10 +69,9 @@ class ClusterArgs:
     service_cidr: str
     private_subnet_ids: Sequence[pulumi.Input[str]]
     system_pool: NodePool
-    # The deploy workflow runs on hosted runners outside the VPC, so the API endpoint is also public by
-    # default; set this to False (and deploy from inside the VPC) or narrow the CIDRs where policy demands.
-    endpoint_public_access: bool = True
-    public_access_cidrs: list[str] = field(default_factory=lambda: ["0.0.0.0/0"])
+    # The API server's public endpoint admits these blocks only (`cluster.endpoint_public_access_cidrs`); none:
+    # no public endpoint, the private one (always on) is the only way in.
+    endpoint_public_access_cidrs: Sequence[str] = ()
     log_retention_days: int = 90
 
 
@@ -105,8 +109,8 @@ class Cluster(pulumi.ComponentResource):
             vpc_config=aws.eks.ClusterVpcConfigArgs(
                 subnet_ids=args.private_subnet_ids,
                 endpoint_private_access=True,
-                endpoint_public_access=args.endpoint_public_access,
-                public_access_cidrs=args.public_access_cidrs if args.endpoint_public_access else None,
+                endpoint_public_access=bool(args.endpoint_public_access_cidrs),
+                public_access_cidrs=list(args.endpoint_public_access_cidrs) or None,
             ),
             access_config=aws.eks.ClusterAccessConfigArgs(
                 authentication_mode="API",
@@ -143,6 +147,7 @@ class Cluster(pulumi.ComponentResource):
                 f"{name}-{a}",
                 cluster_name=self.cluster.name,
                 addon_name=a,
+                configuration_values=json.dumps(ADDON_CONFIG[a], sort_keys=True) if a in ADDON_CONFIG else None,
                 resolve_conflicts_on_create="OVERWRITE",
                 resolve_conflicts_on_update="OVERWRITE",
                 opts=o,

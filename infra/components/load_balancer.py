@@ -3,13 +3,31 @@ plain resource outputs the global stack's alias records and health checks can us
 Kubernetes status). TLS ends at the ALB (ACM certificate); pods are IP targets on Triton's HTTP port,
 registered by a TargetGroupBinding.
 
+The edge: the HTTPS listener forwards only what clients of the ranker need, the routes of
+infra.names.edge_routes (one listener rule each):
+
+    GET  /v2/health/ready, /v2/health/live                      Triton's readiness (Route 53's check) and liveness
+    POST /v2/models/<m>/infer, /v2/models/<m>/versions/*/infer  inference, <m> = <model.name>_trt and _onnx
+    GET  /v2/models/<m>, /v2/models/<m>/ready                   the model's metadata (its signature), readiness
+
+and answers everything else with a fixed 404 (the listener's default action): the model configuration, the model
+repository (index, load, unload), statistics, trace and logging settings, shared-memory registration, other models
+(the python-backend one) and any path Triton may add never reach a pod. The security group admits `allowed_cidrs`;
+`waf.enabled` puts an AWS WAF web ACL (managed rule groups and a per-address rate limit) in front.
+
 Gray release: while the regional stack configures a canary (`model.canary_version`), a second target group
-holds the canary pods and the listener's default action forwards to both with weights
-`100 - canary_weight` / `canary_weight` (ALB weighted target groups), so moving traffic between the stable and
-the candidate version is a stack config change plus `pulumi up`, like a Route 53 weight shift one level up.
-Two listener rules pin a request to one version by the `X-Reco-Track: stable|canary` header: the release gates
-score the same golden requests on both versions through the same load balancer (the header selects only
-between versions that already serve, so it grants nothing a client could not get by retrying)."""
+holds the canary pods and every forwarding rule splits between both with weights `100 - canary_weight` /
+`canary_weight` (ALB weighted target groups), so moving traffic between the stable and the candidate version is
+a stack config change plus `pulumi up`, like a Route 53 weight shift one level up.
+
+The `X-Reco-Track: stable|canary` header pins a request to one version, for the release gates, which score the same
+golden requests on both versions through the same load balancer. An ALB cannot strip or rewrite a request header
+(its rules match headers; its transforms rewrite only the host and the URL), so the header is judged where it
+arrives: the two pin rules match it only from `release_tooling_cidrs` (a `source-ip` condition: the address that
+opened the connection, never X-Forwarded-For) and only on the inference paths, and a rule right after them refuses
+every other request that carries it (403). A client cannot choose a version; the release tooling run from elsewhere
+fails its pinned scoring loudly instead of comparing two weighted mixes. Without `release_tooling_cidrs` there are
+no pins at all."""
 
 from __future__ import annotations
 
@@ -20,9 +38,33 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.config import LoadBalancer as LbConfig
-from infra.names import PIN_PRIORITY, PORTS, READY_PATH, TRACK_HEADER, lb_name, target_group_name
+from infra.names import (
+    PIN_PRIORITY,
+    PORTS,
+    READY_PATH,
+    TRACK_GUARD_PRIORITY,
+    TRACK_HEADER,
+    edge_routes,
+    lb_name,
+    pin_paths,
+    target_group_name,
+)
 
 HTTP_PORT = PORTS["http"]
+NOT_FOUND = "404"
+TRACK_REFUSED = "403"
+TRACK_REFUSED_BODY = f"{TRACK_HEADER} is honoured only from the release tooling's addresses\n"
+
+# AWS managed rule groups of the web ACL, in evaluation order, after the rate-based rule.
+WAF_MANAGED_RULE_GROUPS = (
+    "AWSManagedRulesAmazonIpReputationList",
+    "AWSManagedRulesKnownBadInputsRuleSet",
+    "AWSManagedRulesCommonRuleSet",
+)
+# Rules of those groups that only count. SizeRestrictions_BODY blocks bodies over 8 KB, and a ranking request (a
+# batch of candidates, V2 JSON) is larger than that: blocking it would refuse the ranker's own traffic.
+WAF_COUNT_ONLY = {"AWSManagedRulesCommonRuleSet": ("SizeRestrictions_BODY",)}
+WAF_RATE_WINDOW_SECONDS = 300
 
 
 def forward_weights(canary_weight: int) -> tuple[int, int]:
@@ -47,6 +89,84 @@ def health_check(interval: int = 10) -> aws.lb.TargetGroupHealthCheckArgsDict:
     }
 
 
+def forward_action(
+    stable_arn: pulumi.Input[str], canary_arn: pulumi.Input[str] | None, canary_weight: int
+) -> aws.lb.ListenerRuleActionArgs:
+    """What an allowed request gets: the stable target group, or both with the canary's weight while one runs."""
+    if canary_arn is None:
+        return aws.lb.ListenerRuleActionArgs(type="forward", target_group_arn=stable_arn)
+    stable_w, canary_w = forward_weights(canary_weight)
+    return aws.lb.ListenerRuleActionArgs(
+        type="forward",
+        forward=aws.lb.ListenerRuleActionForwardArgs(
+            target_groups=[
+                aws.lb.ListenerRuleActionForwardTargetGroupArgs(arn=stable_arn, weight=stable_w),
+                aws.lb.ListenerRuleActionForwardTargetGroupArgs(arn=canary_arn, weight=canary_w),
+            ],
+            # No stickiness: every request is split independently, so the canary's share of requests is the
+            # configured weight and taking the weight to 0 moves every client back at once (no pinned sessions).
+            stickiness=aws.lb.ListenerRuleActionForwardStickinessArgs(enabled=False, duration=1),
+        ),
+    )
+
+
+def fixed_response(status: str, body: str) -> aws.lb.ListenerRuleActionArgs:
+    return aws.lb.ListenerRuleActionArgs(
+        type="fixed-response",
+        fixed_response=aws.lb.ListenerRuleActionFixedResponseArgs(
+            content_type="text/plain", message_body=body, status_code=status
+        ),
+    )
+
+
+def _visibility(metric: str) -> aws.wafv2.WebAclRuleVisibilityConfigArgs:
+    return aws.wafv2.WebAclRuleVisibilityConfigArgs(
+        cloudwatch_metrics_enabled=True, metric_name=metric, sampled_requests_enabled=True
+    )
+
+
+def web_acl_rules(metric_prefix: str, rate_limit_per_5min: int) -> list[aws.wafv2.WebAclRuleArgs]:
+    """A rate-based rule first (an address that sends more than `rate_limit_per_5min` requests in 5 minutes is
+    blocked until its rate falls again; it counts every request, before any other rule decides), then the managed
+    rule groups with their own actions, but for the rules of WAF_COUNT_ONLY."""
+    count = aws.wafv2.WebAclRuleStatementManagedRuleGroupStatementRuleActionOverrideActionToUseArgs(
+        count=aws.wafv2.WebAclRuleStatementManagedRuleGroupStatementRuleActionOverrideActionToUseCountArgs()
+    )
+    rate = aws.wafv2.WebAclRuleArgs(
+        name="rate-per-address",
+        priority=0,
+        action=aws.wafv2.WebAclRuleActionArgs(block=aws.wafv2.WebAclRuleActionBlockArgs()),
+        statement=aws.wafv2.WebAclRuleStatementArgs(
+            rate_based_statement=aws.wafv2.WebAclRuleStatementRateBasedStatementArgs(
+                aggregate_key_type="IP", limit=rate_limit_per_5min, evaluation_window_sec=WAF_RATE_WINDOW_SECONDS
+            )
+        ),
+        visibility_config=_visibility(f"{metric_prefix}-rate-per-address"),
+    )
+    return [rate] + [
+        aws.wafv2.WebAclRuleArgs(
+            name=group,
+            priority=i,
+            override_action=aws.wafv2.WebAclRuleOverrideActionArgs(none=aws.wafv2.WebAclRuleOverrideActionNoneArgs()),
+            statement=aws.wafv2.WebAclRuleStatementArgs(
+                managed_rule_group_statement=aws.wafv2.WebAclRuleStatementManagedRuleGroupStatementArgs(
+                    name=group,
+                    vendor_name="AWS",
+                    rule_action_overrides=[
+                        aws.wafv2.WebAclRuleStatementManagedRuleGroupStatementRuleActionOverrideArgs(
+                            name=rule, action_to_use=count
+                        )
+                        for rule in WAF_COUNT_ONLY.get(group, ())
+                    ]
+                    or None,
+                )
+            ),
+            visibility_config=_visibility(f"{metric_prefix}-{group}"),
+        )
+        for i, group in enumerate(WAF_MANAGED_RULE_GROUPS, start=1)
+    ]
+
+
 @dataclass
 class TritonLoadBalancerArgs:
     stack: str
@@ -55,6 +175,7 @@ class TritonLoadBalancerArgs:
     node_security_group_id: pulumi.Input[str]  # the EKS cluster security group, on nodes and pod ENIs
     config: LbConfig
     deletion_protection: bool
+    model_name: str  # `model.name`: the Triton models the edge forwards are named from it (infra.names.edge_routes)
     canary: bool = False  # a canary version is configured: second target group, weighted forward, header pins
     canary_weight: int = 0  # percent of the region's traffic on the canary target group
 
@@ -148,23 +269,10 @@ class TritonLoadBalancer(pulumi.ComponentResource):
                 health_check=health_check(),
                 opts=o,
             )
-            stable_w, canary_w = forward_weights(args.canary_weight)
-            action = aws.lb.ListenerDefaultActionArgs(
-                type="forward",
-                forward=aws.lb.ListenerDefaultActionForwardArgs(
-                    target_groups=[
-                        aws.lb.ListenerDefaultActionForwardTargetGroupArgs(arn=self.target_group.arn, weight=stable_w),
-                        aws.lb.ListenerDefaultActionForwardTargetGroupArgs(
-                            arn=self.canary_target_group.arn, weight=canary_w
-                        ),
-                    ],
-                    # No stickiness: every request is split independently, so the canary's share of requests is the
-                    # configured weight and taking the weight to 0 moves every client back at once (no pinned sessions).
-                    stickiness=aws.lb.ListenerDefaultActionForwardStickinessArgs(enabled=False, duration=1),
-                ),
-            )
-        else:
-            action = aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=self.target_group.arn)
+        canary_arn = self.canary_target_group.arn if self.canary_target_group is not None else None
+
+        # Nothing is forwarded unless a rule below allows it. (The first `up` with this listener answers 404 for the
+        # seconds between the listener's update and the rules' creation: run it with the region drained.)
         self.listener = aws.lb.Listener(
             f"{name}-https",
             load_balancer_arn=self.lb.arn,
@@ -172,10 +280,46 @@ class TritonLoadBalancer(pulumi.ComponentResource):
             protocol="HTTPS",
             certificate_arn=c.certificate_arn,
             ssl_policy=c.ssl_policy,
-            default_actions=[action],
+            default_actions=[
+                aws.lb.ListenerDefaultActionArgs(
+                    type="fixed-response",
+                    fixed_response=aws.lb.ListenerDefaultActionFixedResponseArgs(
+                        content_type="text/plain", message_body="Not Found\n", status_code=NOT_FOUND
+                    ),
+                )
+            ],
             opts=o,
         )
-        if self.canary_target_group is not None:
+        self.routes: dict[str, aws.lb.ListenerRule] = {}
+        for key, route in edge_routes(args.model_name).items():
+            self.routes[key] = aws.lb.ListenerRule(
+                f"{name}-route-{key}",
+                listener_arn=self.listener.arn,
+                priority=route.priority,
+                actions=[forward_action(self.target_group.arn, canary_arn, args.canary_weight)],
+                conditions=[
+                    aws.lb.ListenerRuleConditionArgs(
+                        http_request_method=aws.lb.ListenerRuleConditionHttpRequestMethodArgs(values=[route.method])
+                    ),
+                    aws.lb.ListenerRuleConditionArgs(
+                        path_pattern=aws.lb.ListenerRuleConditionPathPatternArgs(values=list(route.paths))
+                    ),
+                ],
+                opts=o,
+            )
+        aws.lb.ListenerRule(
+            f"{name}-track-guard",
+            listener_arn=self.listener.arn,
+            priority=TRACK_GUARD_PRIORITY,
+            actions=[fixed_response(TRACK_REFUSED, TRACK_REFUSED_BODY)],
+            conditions=[
+                aws.lb.ListenerRuleConditionArgs(
+                    http_header=aws.lb.ListenerRuleConditionHttpHeaderArgs(http_header_name=TRACK_HEADER, values=["*"])
+                )
+            ],
+            opts=o,
+        )
+        if self.canary_target_group is not None and c.release_tooling_cidrs:
             for track, tg in (("canary", self.canary_target_group), ("stable", self.target_group)):
                 aws.lb.ListenerRule(
                     f"{name}-pin-{track}",
@@ -187,10 +331,37 @@ class TritonLoadBalancer(pulumi.ComponentResource):
                             http_header=aws.lb.ListenerRuleConditionHttpHeaderArgs(
                                 http_header_name=TRACK_HEADER, values=[track]
                             )
-                        )
+                        ),
+                        aws.lb.ListenerRuleConditionArgs(
+                            source_ip=aws.lb.ListenerRuleConditionSourceIpArgs(values=list(c.release_tooling_cidrs))
+                        ),
+                        aws.lb.ListenerRuleConditionArgs(
+                            path_pattern=aws.lb.ListenerRuleConditionPathPatternArgs(
+                                values=list(pin_paths(args.model_name))
+                            )
+                        ),
                     ],
                     opts=o,
                 )
+
+        self.web_acl = None
+        if c.waf.enabled:
+            assert c.waf.rate_limit_per_5min is not None, "infra.config.Waf requires it when enabled"
+            acl_name = f"{lb_name(args.stack)}-edge"
+            self.web_acl = aws.wafv2.WebAcl(
+                f"{name}-waf",
+                name=acl_name,
+                description=f"{lb_name(args.stack)}: AWS managed rules and a per-address rate limit",
+                scope="REGIONAL",
+                default_action=aws.wafv2.WebAclDefaultActionArgs(allow=aws.wafv2.WebAclDefaultActionAllowArgs()),
+                rules=web_acl_rules(acl_name, c.waf.rate_limit_per_5min),
+                visibility_config=aws.wafv2.WebAclVisibilityConfigArgs(
+                    cloudwatch_metrics_enabled=True, metric_name=acl_name, sampled_requests_enabled=True
+                ),
+                opts=o,
+            )
+            aws.wafv2.WebAclAssociation(f"{name}-waf", resource_arn=self.lb.arn, web_acl_arn=self.web_acl.arn, opts=o)
+
         self.dns_name = self.lb.dns_name
         self.zone_id = self.lb.zone_id
         self.register_outputs(
@@ -198,6 +369,7 @@ class TritonLoadBalancer(pulumi.ComponentResource):
                 "dns_name": self.dns_name,
                 "zone_id": self.zone_id,
                 "target_group_arn": self.target_group.arn,
-                "canary_target_group_arn": self.canary_target_group.arn if self.canary_target_group else None,
+                "canary_target_group_arn": canary_arn,
+                "web_acl_arn": self.web_acl.arn if self.web_acl is not None else None,
             }
         )

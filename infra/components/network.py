@@ -1,8 +1,11 @@
-"""The regional VPC: three AZs, public subnets for the load balancer, private subnets for nodes and pods."""
+"""The regional VPC: three AZs, public subnets for the load balancer, private subnets for nodes and pods, and an
+S3 gateway endpoint whose policy admits the fleet's artifact bucket and the AWS-owned buckets image pulls read."""
 
 from __future__ import annotations
 
 import ipaddress
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -30,12 +33,50 @@ def subnet_plan(vpc_cidr: str, azs: list[str]) -> list[SubnetPlan]:
     return [SubnetPlan(az, str(quarters[i]), str(public[i])) for i, az in enumerate(azs[:AZ_COUNT])]
 
 
+def s3_endpoint_policy(region: str, artifact_buckets: Sequence[str]) -> str:
+    """The S3 gateway endpoint's policy: what anything in the VPC may reach in S3 through it, whatever its IAM
+    permissions (which still decide within it). A gateway endpoint carries requests to buckets in its own region
+    only (another region's bucket is reached through the NAT gateways, never through it), so the fleet's buckets
+    here are this region's: the artifact bucket Triton's init containers read and model_build's engine Jobs write.
+    Image pulls read layers from S3 buckets the registries own, in the node's region:
+      - ECR (the EKS add-ons' images, any private repository): `prod-<region>-starport-layer-bucket`, the "minimum
+        Amazon S3 bucket permissions for Amazon ECR" of
+        https://docs.aws.amazon.com/AmazonECR/latest/userguide/vpc-endpoints.html
+      - registry.k8s.io (cluster-autoscaler, prometheus-adapter) redirects pulls from AWS to its bucket in the
+        caller's region, `prod-registry-k8s-io-<region>` (the 403 of https://github.com/kubernetes/k8s.io/issues/4214
+        behind an endpoint policy without it).
+    nvcr.io, quay.io and public.ecr.aws serve layers from their own CDN names, not through this endpoint."""
+    statements = [
+        {
+            "Sid": "FleetArtifactBuckets",
+            "Effect": "Allow",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [r for b in artifact_buckets for r in (f"arn:aws:s3:::{b}", f"arn:aws:s3:::{b}/*")],
+        },
+        {
+            "Sid": "ImageLayers",
+            "Effect": "Allow",
+            "Principal": "*",
+            "Action": "s3:GetObject",
+            "Resource": [
+                f"arn:aws:s3:::prod-{region}-starport-layer-bucket/*",
+                f"arn:aws:s3:::prod-registry-k8s-io-{region}/*",
+            ],
+        },
+    ]
+    return json.dumps({"Version": "2012-10-17", "Statement": statements}, sort_keys=True)
+
+
 @dataclass
 class NetworkArgs:
     name: str  # the cluster name: subnets are tagged for it so the load balancer controller can find them
     vpc_cidr: str
     azs: list[str]
     region: str
+    # The buckets anything in the VPC may use through the S3 gateway endpoint (s3_endpoint_policy): the region's
+    # artifact bucket. Names, not resources: the bucket is declared after the network.
+    artifact_buckets: Sequence[str]
 
 
 class Network(pulumi.ComponentResource):
@@ -114,19 +155,23 @@ class Network(pulumi.ComponentResource):
             private_rts.append(rt.id)
 
         # Triton pulls the model repository from the regional bucket: a gateway endpoint keeps that traffic
-        # off the NAT gateways (cost) and inside the region's network.
-        aws.ec2.VpcEndpoint(
+        # off the NAT gateways (cost) and inside the region's network; its policy keeps it to the fleet's buckets.
+        self.s3_endpoint = aws.ec2.VpcEndpoint(
             f"{name}-s3",
             vpc_id=vpc.id,
             service_name=f"com.amazonaws.{args.region}.s3",
             vpc_endpoint_type="Gateway",
             route_table_ids=private_rts,
+            policy=s3_endpoint_policy(args.region, args.artifact_buckets),
             tags={"Name": f"{args.name}-s3"},
             opts=o,
         )
 
         self.vpc_id = vpc.id
         self.azs = [p.az for p in plan]
+        # Where the load balancer's interfaces live (nothing else but NAT gateways): the only sources of traffic to
+        # Triton's HTTP port that the Triton namespace's NetworkPolicy admits (pods have private-subnet addresses).
+        self.public_subnet_cidrs = [p.public_cidr for p in plan]
         self.register_outputs(
             {
                 "vpc_id": self.vpc_id,

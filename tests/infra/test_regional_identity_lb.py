@@ -72,7 +72,12 @@ def test_alb_listener_and_target_group(regional):
     assert lst.inputs["certificateArn"] == cfg.load_balancer.certificate_arn
     assert lst.inputs["sslPolicy"] == cfg.load_balancer.ssl_policy
     assert lst.inputs["loadBalancerArn"] == lb.state["arn"]
-    assert lst.inputs["defaultActions"] == [{"type": "forward", "targetGroupArn": tg.state["arn"]}]
+    # Nothing is forwarded by default (issue 15, the edge): only the routes of tests/infra/test_edge_listener.py.
+    assert [a["type"] for a in lst.inputs["defaultActions"]] == ["fixed-response"]
+    routes = [r for r in plan.of_type("aws:lb/listenerRule:ListenerRule") if r.name.startswith("ingress-route-")]
+    assert routes and all(
+        r.inputs["actions"] == [{"type": "forward", "targetGroupArn": tg.state["arn"]}] for r in routes
+    )
 
 
 def test_security_groups_least_privilege(regional):
