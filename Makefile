@@ -27,9 +27,13 @@ $(VENV)/.installed: requirements-dev.txt infra/requirements.txt model_build/requ
 	touch $@
 venv: $(VENV)/.installed
 
-$(POLICY_VENV)/.installed: infra/policy/requirements.txt | system
+# From the hash-pinned lock of infra/policy/requirements.txt (requirements/policy.lock.txt, pip-compile
+# --generate-hashes; its header has the command): pip refuses a file whose sha256 is not listed, wheels only.
+# The workflows build the policy venv with this target too.
+$(POLICY_VENV)/.installed: requirements/policy.lock.txt infra/policy/requirements.txt | system
 	test -x $(POLICY_VENV)/bin/python || $(PY_BASE) -m venv $(POLICY_VENV)
-	$(POLICY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r infra/policy/requirements.txt
+	$(POLICY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --only-binary :all: \
+		-r requirements/policy.lock.txt
 	touch $@
 policy-venv: $(POLICY_VENV)/.installed
 

@@ -6,6 +6,12 @@ time. That build cannot run shellcheck on `run:` scripts itself, so a test here 
 
 The stack lists in the workflows are written out by hand; the tests derive the stacks from
 stacks/Pulumi.<stack>.yaml, so a new stack file without its workflow entries fails here.
+
+Supply chain: every action is pinned to a full commit SHA with the tag it was taken from as a trailing comment
+(PINNED below), and every virtualenv that runs Pulumi installs from a hash-pinned lock (requirements/*.lock.txt,
+--require-hashes). Credentials: which OIDC subject may assume which role is declared in
+infra/components/ci_identity.py and tested in tests/infra/test_ci_identity.py; the tests here hold the workflows
+to the role and team names that program declares.
 """
 
 from __future__ import annotations
@@ -18,6 +24,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from infra.components.ci_identity import (
+    DEPLOY_SESSION_SECONDS,
+    PREVIEW_ROLE,
+    PREVIEW_SESSION_SECONDS,
+    ROLE_PREFIX,
+    deploy_role_name,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS_DIR = REPO / ".github" / "workflows"
@@ -53,10 +67,25 @@ const [outFile, ...files] = process.argv.slice(1);
 });
 """
 
-# Inputs of the action majors the workflows use, copied from each action.yml at that tag. actionlint's
-# bundled action metadata predates these majors, so it does not check their inputs; this does.
+# The commit each action is pinned to and the release tag it was taken from. Each SHA is the commit the tag names
+# in the action's own repository (`git rev-parse <tag>^{commit}`: an annotated tag is dereferenced to its commit);
+# the major tags the workflows used before (checkout v7, setup-python v7, configure-aws-credentials v6, pulumi
+# actions v7) named the same commits. Updating an action: read its diff, then change the SHA and the comment
+# together (test_actions_are_pinned_to_commits holds both to this table).
+PINNED = {
+    "actions/checkout": ("3d3c42e5aac5ba805825da76410c181273ba90b1", "v7.0.1"),
+    "actions/setup-python": ("5fda3b95a4ea91299a34e894583c3862153e4b97", "v7.0.0"),
+    "aws-actions/configure-aws-credentials": ("e6de054238d6b7531b4efff3b6587d9aade6a06c", "v6.2.3"),
+    "pulumi/actions": ("8e5e406f4007fca908480587cb9893c07090f58d", "v7.0.0"),
+    "pulumi/auth-actions": ("141415910c3beb54e03b48e9057c204c97b956f2", "v2.1.0"),
+}
+USES = re.compile(r"^\s*(?:-\s+)?uses:\s*(?P<value>.*?)\s*$")
+PINNED_USES = re.compile(r"(?P<action>[\w.-]+/[\w.-]+)@(?P<sha>[0-9a-f]{40}) # (?P<tag>v\d+\.\d+\.\d+)")
+
+# Inputs of the actions at those commits, copied from each action.yml. actionlint's bundled action metadata
+# predates these releases, so it does not check their inputs; this does.
 KNOWN_INPUTS = {
-    "actions/checkout@v7": {
+    "actions/checkout": {
         "repository",
         "ref",
         "token",
@@ -77,8 +106,9 @@ KNOWN_INPUTS = {
         "submodules",
         "set-safe-directory",
         "github-server-url",
+        # allow-unsafe-pr-checkout left out on purpose: it checks out a fork's code in a privileged workflow.
     },
-    "actions/setup-python@v7": {
+    "actions/setup-python": {
         "python-version",
         "python-version-file",
         "cache",
@@ -91,7 +121,7 @@ KNOWN_INPUTS = {
         "freethreaded",
         "pip-version",
     },
-    "aws-actions/configure-aws-credentials@v6": {
+    "aws-actions/configure-aws-credentials": {
         "aws-region",
         "aws-profile",
         "overwrite-aws-profile",
@@ -123,7 +153,7 @@ KNOWN_INPUTS = {
         "sts-endpoint",
         # aws-access-key-id, aws-secret-access-key and aws-session-token left out on purpose: no static keys.
     },
-    "pulumi/actions@v7": {
+    "pulumi/actions": {
         "command",
         "stack-name",
         "pulumi-version",
@@ -162,7 +192,22 @@ KNOWN_INPUTS = {
         "log-flow",
         "debug",
     },
+    "pulumi/auth-actions": {
+        "organization",
+        "requested-token-type",
+        "scope",
+        "token-expiration",
+        "export-environment-variables",
+        "cloud-url",
+    },
 }
+# Lock files the Pulumi virtualenvs install from, and the requirement files they lock.
+LOCKS = {
+    "requirements/infra.lock.txt": "infra/requirements.txt",  # .venv-pulumi: the fleet and CI identity programs
+    "requirements/policy.lock.txt": "infra/policy/requirements.txt",  # .venv-policy: the policy pack
+}
+TEAM_TOKEN = "urn:pulumi:token-type:access_token:team"
+ACCOUNT_ROLE = re.compile(r"arn:aws:iam::\$\{\{ vars\.AWS_ACCOUNT_ID \}\}:role/(?P<name>[\w+=,.@-]+)")
 
 EXPR = re.compile(r"\$\{\{.*?\}\}", re.S)
 
@@ -489,6 +534,20 @@ def test_test_workflow_runs_ci_run():
 # ---------------------------------------------------------------------------------------------------
 # everything that talks to Pulumi and AWS
 
+CI_IDENTITY_DIR = "infra/ci"  # the CI identity program (its own Pulumi project, stack `ci`)
+
+
+def _is_ci_identity(name: str, job: dict) -> bool:
+    return _pulumi_step(name, job)["with"]["work-dir"] == CI_IDENTITY_DIR
+
+
+def _identity(job: dict) -> str:
+    """The AWS role and Pulumi team a job must use. A job behind a GitHub environment gets the subject
+    repo:<owner>/<repo>:environment:<env>, which only that environment's deploy identity admits; every other job
+    (pull requests, main's drift check) the read-only one."""
+    env = job.get("environment")
+    return deploy_role_name(env) if env else PREVIEW_ROLE
+
 
 @pytest.mark.parametrize("workflow", ["preview.yml", "up.yml", "drift.yml"])
 def test_pulumi_jobs_setup(workflow):
@@ -499,27 +558,73 @@ def test_pulumi_jobs_setup(workflow):
     for name, job in _pulumi_jobs(wf).items():
         step = _pulumi_step(name, job)
         assert step["with"]["pulumi-version"] == "${{ env.PULUMI_VERSION }}"
-        assert step["env"] == {"PULUMI_ACCESS_TOKEN": "${{ secrets.PULUMI_ACCESS_TOKEN }}"}
+        # No stored token: pulumi/auth-actions exports the job's own (test_credentials_are_the_jobs_identity).
+        assert "env" not in step, f"{workflow} job {name}: the Pulumi token comes from pulumi/auth-actions"
         script = _run_scripts(job)
-        # Pulumi.yaml runs the program from .venv-pulumi; the policy pack from .venv-policy.
-        assert "python -m venv .venv-pulumi" in script and "-r infra/requirements.txt" in script
-        assert "make policy-venv" in script
-        # One run per stack at a time.
-        assert "${{ matrix.stack }}" in job["concurrency"]["group"], f"{workflow} job {name}"
+        # Pulumi.yaml (and infra/ci/Pulumi.yaml) run the program from .venv-pulumi; the policy pack from .venv-policy.
+        assert "python -m venv .venv-pulumi" in script and "-r requirements/infra.lock.txt" in script
+        if "policyPacks" in step["with"]:
+            assert "make policy-venv" in script, f"{workflow} job {name}: the policy pack runs from .venv-policy"
+        assert job.get("concurrency", {}).get("group"), f"{workflow} job {name}: one run per stack at a time"
+        if _is_ci_identity(name, job):
+            assert step["with"]["stack-name"] == "${{ vars.PULUMI_ORG }}/ci"
+            assert (REPO / CI_IDENTITY_DIR / "Pulumi.ci.yaml").is_file()
+        else:
+            assert step["with"]["work-dir"] == "."
+            assert step["with"]["policyPacks"] == POLICY_PACK
+            assert "${{ matrix.stack }}" in job["concurrency"]["group"], f"{workflow} job {name}"
 
 
 @pytest.mark.parametrize("workflow", ["preview.yml", "up.yml", "drift.yml"])
-def test_aws_credentials_come_from_oidc(workflow):
+def test_credentials_are_the_jobs_identity(workflow):
     wf = _load(workflow)
     for name, job in _pulumi_jobs(wf).items():
+        label = f"{workflow} job {name}"
+        identity = _identity(job)
+        assert job["permissions"].get("id-token") == "write", f"{label}: OIDC needs id-token: write"
         aws = _steps_using(job, "aws-actions/configure-aws-credentials")
-        assert len(aws) == 1, f"{workflow} job {name}: expected one configure-aws-credentials step"
-        role = aws[0]["with"]["role-to-assume"]
-        assert re.fullmatch(r"\$\{\{ (vars|secrets)\.[A-Z0-9_]+ \}\}", role), role
-        assert job["permissions"].get("id-token") == "write", f"{workflow} job {name}: OIDC needs id-token"
-        # Deploys use the environment's role; previews and drift a read-only one.
-        expected = "AWS_DEPLOY_ROLE_ARN" if workflow == "up.yml" else "AWS_READONLY_ROLE_ARN"
-        assert expected in role, f"{workflow} job {name}: role {role}"
+        auth = _steps_using(job, "pulumi/auth-actions")
+        assert len(aws) == 1 and len(auth) == 1, f"{label}: one configure-aws-credentials and one auth-actions step"
+        w = aws[0]["with"]
+        role = ACCOUNT_ROLE.fullmatch(w["role-to-assume"])
+        assert role, f"{label}: role-to-assume {w['role-to-assume']!r} is not arn:aws:iam::<AWS_ACCOUNT_ID>:role/<name>"
+        assert role["name"] == identity, f"{label}: assumes {role['name']}, must assume {identity}"
+        assert w["allowed-account-ids"] == "${{ vars.AWS_ACCOUNT_ID }}"
+        # The session outlasts the job (credentials expiring halfway through `pulumi up` leave pending operations)
+        # and stays within the role's maximum (infra/components/ci_identity.py), or STS refuses it.
+        limit = PREVIEW_SESSION_SECONDS if identity == PREVIEW_ROLE else DEPLOY_SESSION_SECONDS
+        job_seconds = job["timeout-minutes"] * 60
+        assert job_seconds <= int(w["role-duration-seconds"]) <= limit, f"{label}: role-duration-seconds"
+        a = auth[0]["with"]
+        assert a["organization"] == "${{ vars.PULUMI_ORG }}"
+        assert a["requested-token-type"] == TEAM_TOKEN, f"{label}: a team token (its team's stack permissions)"
+        assert a["scope"] == f"team:{identity}", f"{label}: Pulumi team {a['scope']}, must be team:{identity}"
+        assert int(a["token-expiration"]) >= job_seconds, f"{label}: token-expiration"
+        # Both exchanges happen before Pulumi runs.
+        steps = job["steps"]
+        pulumi_at = steps.index(_pulumi_step(name, job))
+        assert steps.index(aws[0]) < pulumi_at and steps.index(auth[0]) < pulumi_at, label
+
+
+def test_pull_requests_and_drift_never_reach_a_deploy_identity():
+    """A job that names no environment gets the pull_request (or main-branch) subject, which no deploy identity
+    admits; naming an environment in these workflows would be the one way to ask for a deploy subject."""
+    for workflow in ("preview.yml", "drift.yml"):
+        text = (WORKFLOWS_DIR / workflow).read_text()
+        assert f"{ROLE_PREFIX}deploy" not in text, f"{workflow} names a deploy role or team"
+        for name, job in _load(workflow)["jobs"].items():
+            assert "environment" not in job, f"{workflow} job {name}: no environment (its subject would change)"
+            for step in job["steps"]:
+                for value in step.get("with", {}).values():
+                    for m in re.finditer(rf"{ROLE_PREFIX}[\w-]+", str(value)):
+                        assert m.group() == PREVIEW_ROLE, f"{workflow} job {name}: {m.group()}"
+
+
+def test_no_stored_pulumi_or_cloud_token():
+    for workflow in ("preview.yml", "up.yml", "drift.yml"):
+        text = (WORKFLOWS_DIR / workflow).read_text()
+        assert "secrets." not in text, f"{workflow}: credentials come from OIDC exchanges, no stored secret"
+        assert "PULUMI_ACCESS_TOKEN" not in yaml.safe_dump(_load(workflow)), workflow
 
 
 def test_no_static_aws_keys_anywhere():
@@ -532,6 +637,91 @@ def test_no_static_aws_keys_anywhere():
             assert not pattern.search(line), f"{path.name}:{n}: static AWS credentials: {line.strip()}"
 
 
+def test_drift_checks_run_on_main_only():
+    # main's subject is the only branch subject the read-only role admits; a manual run elsewhere is skipped.
+    for name, job in _load("drift.yml")["jobs"].items():
+        assert job.get("if") == "github.ref == 'refs/heads/main'", f"drift.yml job {name}"
+
+
+def test_ci_identity_is_previewed_and_watched_never_deployed():
+    previews = {n: j for n, j in _pulumi_jobs(_load("preview.yml")).items() if _is_ci_identity(n, j)}
+    drifts = {n: j for n, j in _pulumi_jobs(_load("drift.yml")).items() if _is_ci_identity(n, j)}
+    assert len(previews) == 1 and len(drifts) == 1
+    (pname, pjob), (dname, djob) = next(iter(previews.items())), next(iter(drifts.items()))
+    assert _pulumi_step(pname, pjob)["with"]["command"] == "preview"
+    assert _is_true(_pulumi_step(pname, pjob)["with"]["comment-on-pr"])
+    assert pjob["if"] == "github.event.pull_request.head.repo.full_name == github.repository"
+    drift = _pulumi_step(dname, djob)["with"]
+    assert drift["command"] == "preview" and _is_true(drift["refresh"]) and _is_true(drift["expect-no-changes"])
+    up_jobs = _pulumi_jobs(_load("up.yml"))
+    assert not [n for n, j in up_jobs.items() if _is_ci_identity(n, j)], "an administrator applies infra/ci"
+
+
+# ---------------------------------------------------------------------------------------------------
+# hash-checked installs
+
+
+def _requirements(text: str) -> list[str]:
+    """Logical lines of a requirements file: continuations joined, comments and blank lines dropped."""
+    joined = re.sub(r"\\\n", " ", text)
+    out = []
+    for line in joined.splitlines():
+        line = re.sub(r"(^|\s)#.*$", "", line).strip()
+        if line:
+            out.append(line)
+    return out
+
+
+def _pins(lines: list[str]) -> dict[str, str]:
+    pins = {}
+    for line in lines:
+        m = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", line)
+        if m:
+            pins[re.sub(r"[-_.]+", "-", m[1]).lower()] = m[2]
+    return pins
+
+
+@pytest.mark.parametrize("lock", sorted(LOCKS))
+def test_lock_files_pin_every_package_with_its_hashes(lock):
+    text = (REPO / lock).read_text()
+    assert "pip-compile --generate-hashes" in text, f"{lock}: its header names the command that regenerates it"
+    lines = _requirements(text)
+    assert lines, lock
+    for line in lines:
+        m = re.fullmatch(r"(?P<req>[A-Za-z0-9][A-Za-z0-9._-]*==[^\s;]+)(?P<hashes>(\s+--hash=\S+)+)", line)
+        assert m, f"{lock}: `{line[:80]}` is not `name==version --hash=sha256:...`"
+        hashes = m["hashes"].split()
+        assert all(re.fullmatch(r"--hash=sha256:[0-9a-f]{64}", h) for h in hashes), f"{lock}: {m['req']}: {hashes}"
+    # The lock is of its requirement file: every top-level pin there, at the same version.
+    locked = _pins(lines)
+    source = _pins(_requirements((REPO / LOCKS[lock]).read_text()))
+    assert source and all(locked.get(k) == v for k, v in source.items()), (
+        f"{lock} is stale against {LOCKS[lock]}: regenerate it with the command in its header"
+    )
+    if lock == "requirements/infra.lock.txt":
+        # Compiled with -c requirements/constraints.txt: the program's CI venv runs the versions the tests ran.
+        constraints = _pins(_requirements((REPO / "requirements" / "constraints.txt").read_text()))
+        differ = {k: (v, constraints[k]) for k, v in locked.items() if k in constraints and constraints[k] != v}
+        assert not differ, f"{lock} differs from requirements/constraints.txt: {differ}"
+
+
+def test_pulumi_virtualenvs_install_with_hashes():
+    for path in _workflow_files():
+        for name, job in _load(path.name)["jobs"].items():
+            for line in _run_scripts(job).splitlines():
+                if "pip install" not in line:
+                    continue
+                label = f"{path.name} job {name}: {line.strip()}"
+                assert "--require-hashes" in line and "--only-binary :all:" in line, label
+                files = re.findall(r"-r (\S+)", line)
+                assert files and set(files) <= set(LOCKS), label
+    makefile = (REPO / "Makefile").read_text()
+    policy = re.search(r"^\$\(POLICY_VENV\)/\.installed:.*?(?=^\S)", makefile, re.M | re.S)
+    assert policy, "Makefile: no policy venv target"
+    assert "requirements/policy.lock.txt" in policy.group().splitlines()[0], "the target depends on the lock"
+    assert "--require-hashes" in policy.group() and "-r requirements/policy.lock.txt" in policy.group()
+
+
 # ---------------------------------------------------------------------------------------------------
 # hygiene across all workflows
 
@@ -539,8 +729,9 @@ def test_no_static_aws_keys_anywhere():
 def test_permissions_are_least_privilege():
     allowed_writes = {
         ("preview.yml", "preview"): {"id-token", "pull-requests"},
+        ("preview.yml", "preview-ci-identity"): {"id-token", "pull-requests"},
         ("up.yml", "*"): {"id-token"},
-        ("drift.yml", "drift"): {"id-token"},
+        ("drift.yml", "*"): {"id-token"},
     }
     for path in _workflow_files():
         wf = _load(path.name)
@@ -554,21 +745,57 @@ def test_permissions_are_least_privilege():
             writes = {k for k, v in perms.items() if v == "write"}
             allowed = allowed_writes.get((path.name, name), allowed_writes.get((path.name, "*"), set()))
             assert writes <= allowed, f"{path.name} job {name}: write scopes {sorted(writes - allowed)}"
+            assert set(perms) <= {"contents", "id-token", "pull-requests"}, f"{path.name} job {name}: {perms}"
+            # An OIDC token exactly where one is exchanged.
+            exchanges = _steps_using(job, "aws-actions/configure-aws-credentials") + _steps_using(
+                job, "pulumi/auth-actions"
+            )
+            assert (perms.get("id-token") == "write") == bool(exchanges), f"{path.name} job {name}: id-token"
 
 
-def test_actions_are_pinned_and_inputs_exist():
+def test_actions_are_pinned_to_commits():
+    for path in _workflow_files():
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            m = USES.match(line)
+            if not m or m["value"].startswith("./"):  # a local action is this repository's own code
+                continue
+            pin = PINNED_USES.fullmatch(m["value"])
+            assert pin, (
+                f"{path.name}:{n}: `{m['value']}`: pin to a full commit SHA with its tag as a comment "
+                "(`owner/action@<40 hex> # vX.Y.Z`)"
+            )
+            assert PINNED.get(pin["action"]) == (pin["sha"], pin["tag"]), (
+                f"{path.name}:{n}: {pin['action']}@{pin['sha']} # {pin['tag']} is not the reviewed pin "
+                f"{PINNED.get(pin['action'])}"
+            )
+
+
+def test_the_pin_rule_itself():
+    good = "      - uses: actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1 # v7.0.1"
+    m = USES.match(good)
+    assert m and PINNED_USES.fullmatch(m["value"])
+    for bad in (
+        "      - uses: actions/checkout@v7",
+        "      - uses: actions/checkout@v7.0.1",
+        "      - uses: actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1",
+        "      - uses: actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b # v7.0.1",
+        "      - uses: actions/checkout@3D3C42E5AAC5BA805825DA76410C181273BA90B1 # v7.0.1",
+        "      - uses: actions/checkout@main # v7.0.1",
+    ):
+        m = USES.match(bad)
+        assert m and not PINNED_USES.fullmatch(m["value"]), bad
+
+
+def test_action_inputs_exist():
     for path in _workflow_files():
         wf = _load(path.name)
         for name, job in wf["jobs"].items():
             for step in job.get("steps", []):
                 uses = step.get("uses")
-                if not uses:
+                if not uses or uses.startswith("./"):
                     continue
-                _action, _, ref = uses.partition("@")
-                assert re.fullmatch(r"v\d+(\.\d+){0,2}|[0-9a-f]{40}", ref), (
-                    f"{path.name} job {name}: pin {uses} to a major tag or a commit"
-                )
-                known = KNOWN_INPUTS.get(uses)
-                assert known is not None, f"{path.name} job {name}: {uses} is not a reviewed action major"
+                action = uses.partition("@")[0]
+                known = KNOWN_INPUTS.get(action)
+                assert known is not None, f"{path.name} job {name}: {action} is not a reviewed action"
                 unknown = set(step.get("with", {})) - known
-                assert not unknown, f"{path.name} job {name}: {uses} has no input(s) {sorted(unknown)}"
+                assert not unknown, f"{path.name} job {name}: {action} has no input(s) {sorted(unknown)}"
