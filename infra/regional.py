@@ -163,7 +163,9 @@ def declare_regional(stack: str, cfg: RegionConfig) -> None:
         "triton",
         NAMESPACE,
         SERVICE_ACCOUNT,
-        pulumi.Output.all(artifacts.arn, artifacts.key_arn).apply(lambda a: model_reader_policy(a[0], a[1])),
+        pulumi.Output.all(artifacts.arn, artifacts.key_arn).apply(
+            lambda a: model_reader_policy(a[0], a[1], cfg.region)
+        ),
     )
     serving = TritonServing(
         "triton",

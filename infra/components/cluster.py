@@ -11,14 +11,21 @@ from typing import cast
 import pulumi
 import pulumi_aws as aws
 
+from infra.components.gpu_pools import node_group_launch_template, node_launch_template
+from infra.components.identity import irsa_trust_policy
 from infra.config import NodePool
 
 CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 NODE_POLICIES = {
     "worker": "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
     "ecr": "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
-    "cni": "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
 }
+# The VPC CNI's rights (create and attach ENIs, assign IPs) on their own IRSA role for kube-system/aws-node, not on
+# the node role: every pod that reached the node role's credentials would otherwise hold them too.
+CNI_POLICY = "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy"
+CNI_NAMESPACE = "kube-system"
+CNI_SERVICE_ACCOUNT = "aws-node"
+SYSTEM_AMI_TYPE = "AL2023_x86_64_STANDARD"
 # Managed add-ons; no version pinned so EKS installs the default for the cluster's Kubernetes version,
 # which moves with `kubernetes_version` instead of drifting out of its support window.
 ADDONS = ["vpc-cni", "kube-proxy", "coredns"]
@@ -141,6 +148,17 @@ class Cluster(pulumi.ComponentResource):
             aws.iam.RolePolicyAttachment(f"{name}-nodes-{k}", role=self.node_role.name, policy_arn=v, opts=o)
             for k, v in NODE_POLICIES.items()
         ]
+        self.cni_role = aws.iam.Role(
+            f"{name}-vpc-cni",
+            assume_role_policy=pulumi.Output.all(self.oidc_provider.arn, self.oidc_issuer).apply(
+                lambda a: irsa_trust_policy(a[0], a[1], CNI_NAMESPACE, CNI_SERVICE_ACCOUNT)
+            ),
+            description=f"IRSA for {CNI_NAMESPACE}/{CNI_SERVICE_ACCOUNT} (VPC CNI)",
+            opts=o,
+        )
+        cni_attach = aws.iam.RolePolicyAttachment(
+            f"{name}-vpc-cni", role=self.cni_role.name, policy_arn=CNI_POLICY, opts=o
+        )
 
         pre = [
             aws.eks.Addon(
@@ -148,29 +166,37 @@ class Cluster(pulumi.ComponentResource):
                 cluster_name=self.cluster.name,
                 addon_name=a,
                 configuration_values=json.dumps(ADDON_CONFIG[a], sort_keys=True) if a in ADDON_CONFIG else None,
+                # EKS annotates aws-node with the role; the role carries its policy before the CNI starts.
+                service_account_role_arn=self.cni_role.arn if a == "vpc-cni" else None,
                 resolve_conflicts_on_create="OVERWRITE",
                 resolve_conflicts_on_update="OVERWRITE",
-                opts=o,
+                opts=pulumi.ResourceOptions(
+                    parent=self, provider=provider, depends_on=[cni_attach] if a == "vpc-cni" else []
+                ),
             )
             for a in ADDONS
             if a != "coredns"
         ]
         p = args.system_pool
+        # No disk size set on the system group: the launch template carries only the metadata options (IMDSv2, hop
+        # limit 1) and EKS keeps its default disk.
+        self.system_launch_template = node_launch_template(f"{name}-system", SYSTEM_AMI_TYPE, None, o)
         self.system_nodes = aws.eks.NodeGroup(
             f"{name}-system",
             cluster_name=self.cluster.name,
             node_group_name_prefix="system-",
             node_role_arn=self.node_role.arn,
             subnet_ids=args.private_subnet_ids,
-            ami_type="AL2023_x86_64_STANDARD",
+            ami_type=SYSTEM_AMI_TYPE,
             instance_types=[p.instance_type],
+            launch_template=node_group_launch_template(self.system_launch_template),
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(min_size=p.min, desired_size=p.desired, max_size=p.max),
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
             labels=SYSTEM_LABELS,
             opts=pulumi.ResourceOptions(
                 parent=self,
                 provider=provider,
-                depends_on=[*node_attach, *pre],
+                depends_on=[*node_attach, cni_attach, *pre],
                 ignore_changes=["scalingConfig.desiredSize"],
             ),
         )
@@ -191,7 +217,7 @@ class Cluster(pulumi.ComponentResource):
         self.security_group_id = cast(
             "pulumi.Output[str]", self.cluster.vpc_config.apply(lambda v: v.cluster_security_group_id)
         )
-        self.node_ready = [*node_attach, *pre]
+        self.node_ready = [*node_attach, cni_attach, *pre]
         self.register_outputs(
             {
                 "name": self.name,

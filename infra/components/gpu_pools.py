@@ -24,8 +24,12 @@ GPU_TOLERATION = {
 POOL_LABEL = "reco-dr/gpu-pool"
 MODEL_LABEL = "reco-dr/gpu-model"
 CC_LABEL = "reco-dr/compute-capability"
-# Pinned: the plugin's API to the kubelet changes between releases; v0.17 supports Kubernetes 1.33.
-DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.1"
+# Pinned: the plugin's API to the kubelet changes between releases; v0.17 supports Kubernetes 1.33. By digest too (the
+# kubelet pulls the digest, the tag documents it): the v0.17.1 index digest as other public repositories pin it; check
+# with `crane digest nvcr.io/nvidia/k8s-device-plugin:v0.17.1` before changing the tag.
+DEVICE_PLUGIN_IMAGE = (
+    "nvcr.io/nvidia/k8s-device-plugin:v0.17.1@sha256:af31e2b7c7f89834c4e5219860def7ac2e49a207b3d4e8610d5a26772b7738e5"
+)
 GPU_DISK_GIB = 200  # the Triton image is ~15 GiB unpacked, plus the model repository Triton copies from S3
 
 
@@ -54,6 +58,11 @@ def device_plugin_daemonset(pool_names: list[str], image: str = DEVICE_PLUGIN_IM
                 "metadata": {"labels": labels},
                 "spec": {
                     "priorityClassName": "system-node-critical",
+                    # The runtime's default seccomp profile (the kubelet's default is Unconfined); the plugin only
+                    # talks gRPC over the kubelet's socket directory and NVML, which RuntimeDefault allows.
+                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                    # It needs no Kubernetes API access (it registers with the kubelet over the socket).
+                    "automountServiceAccountToken": False,
                     "tolerations": [GPU_TOLERATION, {"key": "CriticalAddonsOnly", "operator": "Exists"}],
                     "affinity": {
                         "nodeAffinity": {
@@ -90,6 +99,59 @@ def device_plugin_daemonset(pool_names: list[str], image: str = DEVICE_PLUGIN_IM
     }
 
 
+# Instance metadata: IMDSv2 only (a session token, no plain GET that an SSRF could turn into credentials), and a
+# hop limit of 1 so the token response never leaves the node's own network namespace: pods (which have their own
+# namespace on the VPC CNI) cannot reach the node role's credentials; they use IRSA. hostNetwork pods (aws-node,
+# kube-proxy) still can. The controllers here get region and VPC from their values, not from IMDS.
+IMDS_TOKENS = "required"
+IMDS_HOP_LIMIT = 1
+
+
+def root_device_name(ami_type: str) -> str:
+    """The volume EKS sizes with `diskSize`: Bottlerocket keeps the OS on /dev/xvda and containers and images on its
+    data volume /dev/xvdb; AL2023 has one root volume, /dev/xvda."""
+    return "/dev/xvdb" if ami_type.startswith("BOTTLEROCKET") else "/dev/xvda"
+
+
+def node_launch_template(
+    name: str,
+    ami_type: str,
+    disk_gib: int | None,
+    opts: pulumi.ResourceOptions,
+) -> aws.ec2.LaunchTemplate:
+    """The launch template of an EKS managed node group: metadata options (IMDS) and, where the group sizes its disk,
+    the disk (EKS refuses `diskSize` on a node group with a launch template). No image, no user data: EKS still
+    picks the AMI of the group's `amiType` and bootstraps the node as before."""
+    disks = (
+        [
+            aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+                device_name=root_device_name(ami_type),
+                ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                    volume_size=disk_gib, volume_type="gp3", encrypted="true", delete_on_termination="true"
+                ),
+            )
+        ]
+        if disk_gib
+        else None
+    )
+    return aws.ec2.LaunchTemplate(
+        name,
+        name_prefix=f"{name}-",
+        description="EKS managed nodes: IMDSv2 only, hop limit 1",
+        metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
+            http_endpoint="enabled", http_tokens=IMDS_TOKENS, http_put_response_hop_limit=IMDS_HOP_LIMIT
+        ),
+        block_device_mappings=disks,
+        update_default_version=True,
+        opts=opts,
+    )
+
+
+def node_group_launch_template(lt: aws.ec2.LaunchTemplate) -> aws.eks.NodeGroupLaunchTemplateArgs:
+    # The template's latest version: a change to it rolls the group's nodes (EKS updates them, max_unavailable 1).
+    return aws.eks.NodeGroupLaunchTemplateArgs(id=lt.id, version=lt.latest_version.apply(str))
+
+
 @dataclass
 class GpuNodePoolArgs:
     cluster_name: pulumi.Input[str]
@@ -106,6 +168,9 @@ class GpuNodePool(pulumi.ComponentResource):
     ):
         super().__init__("reco-dr:regional:GpuNodePool", name, None, opts)
         p = args.pool
+        self.launch_template = node_launch_template(
+            f"{name}-nodes", p.ami_type, GPU_DISK_GIB, pulumi.ResourceOptions(parent=self, provider=provider)
+        )
         self.node_group = aws.eks.NodeGroup(
             f"{name}-nodes",
             cluster_name=args.cluster_name,
@@ -117,7 +182,8 @@ class GpuNodePool(pulumi.ComponentResource):
             ami_type=p.ami_type,
             capacity_type=p.capacity_type,
             instance_types=[p.instance_type],
-            disk_size=GPU_DISK_GIB,
+            # The disk (GPU_DISK_GIB) is in the launch template, with the metadata options.
+            launch_template=node_group_launch_template(self.launch_template),
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(min_size=p.min, desired_size=p.desired, max_size=p.max),
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
             labels=gpu_node_labels(p),

@@ -39,15 +39,30 @@ def irsa_trust_policy(oidc_provider_arn: str, issuer: str, namespace: str, servi
     )
 
 
-def model_reader_policy(bucket_arn: str, key_arn: str) -> str:
-    """Triton's rights: list and read the artifact bucket, decrypt with its key. Nothing else, no writes."""
+def kms_via_s3(regions: str | list[str]) -> dict:
+    """A KMS grant usable only through S3 in `regions`: the key decrypts the bucket's objects for this role, but the
+    role cannot call kms:Decrypt on the key directly (with a ciphertext obtained some other way)."""
+    services = [f"s3.{r}.amazonaws.com" for r in ([regions] if isinstance(regions, str) else sorted(set(regions)))]
+    return {"StringEquals": {"kms:ViaService": services[0] if len(services) == 1 else services}}
+
+
+def model_reader_policy(bucket_arn: str, key_arn: str, region: str | None = None) -> str:
+    """Triton's rights: list and read the artifact bucket, decrypt with its key through S3 in the bucket's region
+    (by default the key's region: the bucket and its key live in the same region). Nothing else, no writes."""
+    region = region or key_arn.split(":")[3]
     return json.dumps(
         {
             "Version": "2012-10-17",
             "Statement": [
                 {"Sid": "ListArtifacts", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn},
                 {"Sid": "ReadArtifacts", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{bucket_arn}/*"},
-                {"Sid": "DecryptArtifacts", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": key_arn},
+                {
+                    "Sid": "DecryptArtifacts",
+                    "Effect": "Allow",
+                    "Action": "kms:Decrypt",
+                    "Resource": key_arn,
+                    "Condition": kms_via_s3(region),
+                },
             ],
         },
         sort_keys=True,

@@ -57,6 +57,8 @@ GPU_UTIL_METRIC = "nv_gpu_utilization"
 # A corrupted or tampered object fails the pod before Triton starts; the rollout stalls on it
 # (maxUnavailable 0) while the old pods keep serving. Replication copies a corrupt object as faithfully as a good
 # one, so this check runs on every pod start, not only at publish time.
+# Not pinned by digest: the only published digest found for 2.22.35 is Docker Hub's amazon/aws-cli index, and this is
+# the ECR Public copy, whose digest was not verifiable here (tests/infra/test_pods_nodes.py allow-lists it).
 AWS_CLI_IMAGE = "public.ecr.aws/aws-cli/aws-cli:2.22.35"
 MODEL_DIR = "/models"
 SERVING_DIR = f"{MODEL_DIR}/serving"
@@ -160,12 +162,40 @@ def pod_models(pool: GpuPool, model: Model) -> list[str]:
     return served_models(model.name, pool.gpu.compute_capability, model.onnx_fallback_for)
 
 
+# Pod Security Standards "restricted" (enforced on the namespace, see namespace_manifest): every container runs as
+# the image's non-root user with no privilege escalation, no capabilities and the runtime's default seccomp
+# profile (set on the pod), and a read-only root filesystem; what they write goes to emptyDirs: /models (the fetched
+# and verified version), /tmp (the CLI's cache, HOME) and /dev/shm (Triton's shared memory).
+POD_SECURITY_LEVEL = "restricted"
+POD_SECURITY_VERSION = "latest"
+
+
+def container_security_context() -> dict:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_security_context() -> dict:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "fsGroup": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 def model_init_containers(pool: GpuPool, bucket: str, model: Model, triton: TritonConfig, region: str) -> list[dict]:
     """Fetch the version's prefix from the bucket, verify it against its manifest and link the models this pool
     serves into SERVING_DIR (see VERIFY_SCRIPT)."""
     local = local_repository(model)
-    sec = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
-    mount = [{"name": "models", "mountPath": MODEL_DIR}]
+    sec = container_security_context()
+    mount = [{"name": "models", "mountPath": MODEL_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
     return [
         {
             "name": "fetch-model",
@@ -188,13 +218,14 @@ def model_init_containers(pool: GpuPool, bucket: str, model: Model, triton: Trit
             ],
             "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
             "securityContext": sec,
-            "volumeMounts": [*mount, {"name": "tmp", "mountPath": "/tmp"}],
+            "volumeMounts": mount,
         },
         {
             "name": "verify-model",
             "image": triton.image,
             "imagePullPolicy": "IfNotPresent",
             "command": ["python3", "-c", VERIFY_SCRIPT, local, SERVING_DIR, *pod_models(pool, model)],
+            "env": [{"name": "HOME", "value": "/tmp"}],
             "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
             "securityContext": sec,
             "volumeMounts": mount,
@@ -252,6 +283,12 @@ def deployment_manifest(
                 },
                 "spec": {
                     "serviceAccountName": SERVICE_ACCOUNT,
+                    # No Kubernetes API token: nothing in the pod calls the API server. IRSA keeps working: the EKS
+                    # pod identity webhook (github.com/aws/amazon-eks-pod-identity-webhook, README) mutates pods of an
+                    # annotated service account by adding its own projected `aws-iam-token` volume (a
+                    # serviceAccountToken source with audience sts.amazonaws.com) plus AWS_ROLE_ARN and
+                    # AWS_WEB_IDENTITY_TOKEN_FILE, independent of the default token mount this field turns off.
+                    "automountServiceAccountToken": False,
                     "terminationGracePeriodSeconds": 60,
                     "nodeSelector": {POOL_LABEL: pool.name, CC_LABEL: pool.gpu.compute_capability},
                     "tolerations": [GPU_TOLERATION],
@@ -271,13 +308,7 @@ def deployment_manifest(
                             "labelSelector": {"matchLabels": sel},
                         },
                     ],
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 1000,
-                        "runAsGroup": 1000,
-                        "fsGroup": 1000,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    "securityContext": pod_security_context(),
                     "initContainers": model_init_containers(pool, bucket, model, triton, region),
                     "containers": [
                         {
@@ -290,6 +321,9 @@ def deployment_manifest(
                                 # backends.
                                 {"name": "AWS_REGION", "value": region},
                                 {"name": "AWS_DEFAULT_REGION", "value": region},
+                                # The root filesystem is read-only: anything Triton or its backends cache goes to
+                                # the /tmp emptyDir.
+                                {"name": "HOME", "value": "/tmp"},
                             ],
                             "ports": [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in PORTS.items()],
                             "resources": {
@@ -317,10 +351,11 @@ def deployment_manifest(
                             },
                             # Let the ALB deregister the pod before Triton stops accepting requests.
                             "lifecycle": {"preStop": {"exec": {"command": ["/bin/sh", "-c", "sleep 15"]}}},
-                            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                            "securityContext": container_security_context(),
                             "volumeMounts": [
                                 {"name": "dshm", "mountPath": "/dev/shm"},
                                 {"name": "models", "mountPath": MODEL_DIR, "readOnly": True},
+                                {"name": "tmp", "mountPath": "/tmp"},
                             ],
                         }
                     ],
@@ -408,7 +443,19 @@ def namespace_manifest() -> dict:
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"name": NAMESPACE, "labels": {"elbv2.k8s.aws/pod-readiness-gate-inject": "enabled"}},
+        # Pod Security Admission: pods that break the "restricted" profile are refused (enforce) and reported (audit,
+        # warn). "latest" follows the cluster's own Kubernetes version, which moves with `kubernetes_version`.
+        "metadata": {
+            "name": NAMESPACE,
+            "labels": {
+                "elbv2.k8s.aws/pod-readiness-gate-inject": "enabled",
+                **{
+                    f"pod-security.kubernetes.io/{mode}{suffix}": value
+                    for mode in ("enforce", "audit", "warn")
+                    for suffix, value in (("", POD_SECURITY_LEVEL), ("-version", POD_SECURITY_VERSION))
+                },
+            },
+        },
     }
 
 
@@ -421,6 +468,9 @@ def service_account_manifest(role_arn: str) -> dict:
             "namespace": NAMESPACE,
             "annotations": {"eks.amazonaws.com/role-arn": role_arn},
         },
+        # No pod of this account calls the Kubernetes API (the pods also opt out themselves, see
+        # deployment_manifest); IRSA's token is the webhook's own projected volume, unaffected.
+        "automountServiceAccountToken": False,
     }
 
 
@@ -466,6 +516,7 @@ class TritonServing(pulumi.ComponentResource):
         sa = k8s.core.v1.ServiceAccount(
             f"{name}-sa",
             metadata=pulumi.Output.from_input(args.role_arn).apply(lambda a: service_account_manifest(a)["metadata"]),
+            automount_service_account_token=service_account_manifest("")["automountServiceAccountToken"],
             opts=on_ns,
         )
         svc_m = service_manifest()
