@@ -87,13 +87,14 @@ def aws_backend(plan: Plan, options: dict[str, Any], clock: Clock) -> Backend:
             {r: o.cluster_name for r, o in out.items()},
             KubernetesPods(kubes),
         )
-        model = next(iter(fleet.regions.values())).model.name
+        probe_models = edge_probe_models(fleet)
         probes = TritonHttpProbe(
             {r: f"https://{o.lb_dns_name}" for r, o in out.items()},
-            model,
+            probe_models[min(probe_models)],
             clock,
             SystemResolver(fleet.glob.fqdn, route53._region_ips),
             server_name=fleet.glob.fqdn,
+            models=probe_models,
         )
         faults = CompositeFaults(KubernetesFaults(kubes), HealthCheckInversion(route53))
     except (BotoCoreError, ClientError, OutputError) as e:
@@ -115,11 +116,29 @@ def aws_backend(plan: Plan, options: dict[str, Any], clock: Clock) -> Backend:
     return _with_release_adapters(backend, fleet, options, session, out, kubes)
 
 
+def edge_probe_models(fleet: Any) -> dict[str, str]:
+    """Region -> the Triton model its probes infer on: what its pods serve (infra.names.served_models: `<name>_trt`,
+    or `<name>_onnx` where the stack declares the GPUs' capability in model.onnx_fallback_for), a model the load
+    balancer forwards (infra.names.edge_routes), never the bare `model.name`. A region whose pools differ (some on
+    the fallback) gets the TensorRT model: the load balancer splits by target, not by model, so there the fallback
+    pods answer a share of those probes 404 (declare the fallback for every capability of such a region)."""
+    from infra.names import served_models
+
+    out = {}
+    for r, c in sorted(fleet.regions.items()):
+        served = sorted(
+            {m for cc in c.compute_capabilities for m in served_models(c.model.name, cc, c.model.onnx_fallback_for)}
+        )
+        trt = [m for m in served if m.endswith("_trt")]
+        out[r] = (trt or served)[0]
+    return out
+
+
 def _with_release_adapters(
     backend: Backend, fleet: Any, options: dict[str, Any], session: Any, out: dict[str, Any], kubes: dict[str, Any]
 ) -> Backend:
     """What releases, restores and the sub-region drills need beyond the core adapters: ALB + Kubernetes serving
-    state, version-pinned V2 scoring through the load balancer, Triton metrics through the API server's pod proxy,
+    state, version-pinned V2 scoring through the load balancer, Triton metrics from the cluster's Prometheus,
     and the faults "corrupt-artifact" and "gpu-node-loss"; from the same session and stack outputs."""
     from drills.adapters.faults import CompositeFaults
     from drills.release.adapters import (
@@ -132,7 +151,9 @@ def _with_release_adapters(
     from drills.release.planning import VERSION, node_loss_figures
 
     model = next(iter(fleet.regions.values())).model.name
-    backend.serving = AlbKubeServing({r: session.client("elbv2", region_name=r) for r in out}, kubes, fleet.stack_names)
+    backend.serving = AlbKubeServing(
+        {r: session.client("elbv2", region_name=r) for r in out}, kubes, fleet.stack_names, model=model
+    )
     # The Triton model the pods serve (model_build's repository: ranker_trt, or ranker_onnx where a region runs the
     # fallback).
     backend.scores = TritonScoreProbe(

@@ -71,10 +71,13 @@ class TritonHttpProbe:
         timeout: float = 2.0,
         server_name: str | None = None,
         body: dict | None = None,
+        models: dict[str, str] | None = None,
     ):
         """`endpoints`: region -> base URL (http://127.0.0.1:8000, https://<lb dns name>); `server_name`: the
-        certificate's name when endpoints are load balancers behind a TLS listener for the service name."""
+        certificate's name when endpoints are load balancers behind a TLS listener for the service name; `models`:
+        region -> the Triton model to infer on there, where it is not `model` (a region serving the ONNX fallback)."""
         self.endpoints, self.model, self.clock, self.resolver = endpoints, model, clock, resolver
+        self.models = dict(models or {})
         self.timeout, self.server_name = timeout, server_name
         self._fixed_body = body
         self._bodies: dict[str, dict] = {}
@@ -102,9 +105,10 @@ class TritonHttpProbe:
             if kind == "ready":
                 r = self.session.get(f"{base}/v2/health/ready", headers=self._headers(), timeout=self.timeout)
             else:
-                body = self._fixed_body or self._body(base)
+                model = self.models.get(region or "", self.model)
+                body = self._fixed_body or self._body(base, model)
                 r = self.session.post(
-                    f"{base}/v2/models/{self.model}/infer", json=body, headers=self._headers(), timeout=self.timeout
+                    f"{base}/v2/models/{model}/infer", json=body, headers=self._headers(), timeout=self.timeout
                 )
             status = r.status_code
             ok = r.status_code == 200
@@ -126,12 +130,13 @@ class TritonHttpProbe:
             error=err,
         )
 
-    def _body(self, base: str) -> dict:
-        if base not in self._bodies:
-            r = self.session.get(f"{base}/v2/models/{self.model}", headers=self._headers(), timeout=self.timeout)
+    def _body(self, base: str, model: str) -> dict:
+        key = f"{base} {model}"
+        if key not in self._bodies:
+            r = self.session.get(f"{base}/v2/models/{model}", headers=self._headers(), timeout=self.timeout)
             r.raise_for_status()
-            self._bodies[base] = infer_body(r.json())
-        return self._bodies[base]
+            self._bodies[key] = infer_body(r.json())
+        return self._bodies[key]
 
     def ready(self, region: str) -> ProbeResult:
         return self._call(region, "ready", self.endpoints.get(region), region, None)

@@ -8,31 +8,99 @@ the routing state (which pods are ready targets of which track, the canary weigh
 change through a loopback control endpoint; the push returns once the child routes by the new table, so "weight
 0 before the canary pods stop" stays ordered as the listener change before the Deployment change on AWS.
 
-Routing in the child (unchanged from the in-process model): `X-Reco-Track` pins a track; otherwise the canary
-with probability weight/100 when it has targets, else stable; a request that reached no server (connection
-refused/reset: a pod that just died) goes to another target; a timeout is not retried.
+The edge, as the regional ALB's listener rules have it (infra/components/load_balancer.py), when the spec names
+the model (`AlbProcess(model=...)`; without one every request is routed: tests of the routing alone):
+  1. `X-Reco-Track: stable|canary` pins that track, only while a canary is configured, only on the pin paths
+     (infra.names.pin_paths) and only from the release tooling's addresses (`tooling_cidrs`: the region's
+     `load_balancer.release_tooling_cidrs` from the stack copy, which in the rehearsal must name loopback);
+  2. any other request carrying the header: 403;
+  3. the routes of infra.names.edge_routes (method + ALB path pattern): weighted forward;
+  4. anything else: 404 (the listener's default action).
+Stand-in substitution: the rehearsal's CPU Triton serves the python-backend `<model>_py` where the stacks declare
+the ONNX fallback (its stack copy declares it for every capability), so the table the child routes by names `_py`
+wherever infra.names.edge_routes names `<model>_onnx` (`rehearsal_routes`); the TensorRT routes are kept.
+
+Weighted forward in the child (unchanged from the in-process model): the canary with probability weight/100 when
+it has targets, else stable; a request that reached no server (connection refused/reset: a pod that just died)
+goes to another target; a timeout is not retried.
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import ipaddress
 import json
 import random
+import re
 import signal
 import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from drills.rehearsal.procs import announce, start_announcing
-from infra.names import TRACK_HEADER
+from infra.names import CANARY, STABLE, TRACK_HEADER, edge_routes, pin_paths, triton_models
 
 if TYPE_CHECKING:
     from drills.rehearsal.procs import Child
+
+
+# ---------------------------------------------------------------- the edge's table, stand-in substituted
+def rehearsal_routes(model_name: str) -> dict[str, Any]:
+    """The listener rules the child applies, as JSON: {"routes": [[method, [patterns]]], "pin_paths": [patterns]},
+    from infra.names.edge_routes / pin_paths with the ONNX fallback's name replaced by the python-backend stand-in
+    the rehearsal serves in its place (`<model>_onnx` -> `<model>_py`)."""
+    names = triton_models(model_name)
+
+    onnx = re.compile(rf"(?<=/){re.escape(names['onnx'])}(?=/|$)")
+
+    def sub(path: str) -> str:
+        return onnx.sub(names["python"], path)
+
+    routes = sorted(edge_routes(model_name).values())
+    return {
+        "routes": [[r.method, [sub(p) for p in r.paths]] for r in routes],
+        "pin_paths": [sub(p) for p in pin_paths(model_name)],
+    }
+
+
+def _pattern(path: str) -> re.Pattern[str]:
+    """An ALB path pattern: case-sensitive, `*` any run of characters, `?` one character."""
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in path))
+
+
+class Edge:
+    """The listener's decision for one request: ("forward", track or None for weighted), or (status, message)."""
+
+    def __init__(self, table: dict[str, Any] | None, tooling_cidrs: Sequence[str]):
+        self.filtered = table is not None
+        self.routes = [(m, [_pattern(p) for p in ps]) for m, ps in (table or {}).get("routes", [])]
+        self.pins = [_pattern(p) for p in (table or {}).get("pin_paths", [])]
+        self.tooling = [ipaddress.ip_network(c, strict=False) for c in tooling_cidrs]
+
+    def decide(self, method: str, target: str, track: str | None, source: str, canary: bool) -> tuple[Any, str]:
+        path = target.split("?", 1)[0]
+        if not self.filtered:
+            return "forward", track or ""
+        if track is not None:
+            pinned = (
+                canary
+                and track.lower() in (STABLE, CANARY)  # ALB header values match case-insensitively
+                and any(p.fullmatch(path) for p in self.pins)
+                and any(ipaddress.ip_address(source) in n for n in self.tooling)
+            )
+            if pinned:
+                return "forward", track.lower()
+            return 403, f"{TRACK_HEADER} is honoured only from the release tooling's addresses\n"
+        for m, ps in self.routes:
+            if m == method and any(p.fullmatch(path) for p in ps):
+                return "forward", ""
+        return 404, "Not Found\n"
 
 
 # ---------------------------------------------------------------- parent side
@@ -49,9 +117,20 @@ class AlbProcess:
         timeout: float = 10.0,
         ready_timeout: float = 30.0,
         name: str = "alb",
+        model: str | None = None,
+        tooling_cidrs: Sequence[str] = (),
     ):
+        """`model`: `model.name`, whose edge the child applies (rehearsal_routes); None routes every request and
+        honours the track header from anywhere. `tooling_cidrs`: the sources whose track header pins (the
+        region's `load_balancer.release_tooling_cidrs`)."""
         self.sup, self.workdir, self.name = sup, Path(workdir), name
-        self.spec = {"listeners": {r: list(a) for r, a in listeners.items()}, "seed": seed, "timeout": timeout}
+        self.spec = {
+            "listeners": {r: list(a) for r, a in listeners.items()},
+            "seed": seed,
+            "timeout": timeout,
+            "edge": rehearsal_routes(model) if model is not None else None,
+            "tooling_cidrs": list(tooling_cidrs),
+        }
         self.ready_timeout = ready_timeout
         self.child: Child | None = None
         self.control: str | None = None
@@ -85,9 +164,15 @@ class AlbProcess:
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read())
 
-    def set(self, region: str, weight: int, targets: dict[str, list[tuple[str, str, int, str]]]) -> None:
-        """targets: track -> [(pod name, address, port, version)] of its ready pods. Returns once the child routes
-        by it."""
+    def set(
+        self,
+        region: str,
+        weight: int,
+        targets: dict[str, list[tuple[str, str, int, str]]],
+        canary: bool | None = None,
+    ) -> None:
+        """targets: track -> [(pod name, address, port, version)] of its ready pods; `canary`: a canary is configured
+        (the header pins exist; default: the canary has targets). Returns once the child routes by it."""
         with self._lock:
             self._call(
                 "/route",
@@ -95,6 +180,7 @@ class AlbProcess:
                     "region": region,
                     "weight": weight,
                     "targets": {t: [list(p) for p in ps] for t, ps in targets.items()},
+                    "canary": bool(targets.get(CANARY)) if canary is None else canary,
                 },
             )
 
@@ -132,10 +218,16 @@ class _Handler(BaseHTTPRequestHandler):
         srv = cast("_Proxy", self.server)
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else None
-        track = self.headers.get(TRACK_HEADER)
+        header = self.headers.get(TRACK_HEADER)
+        table = srv.table
+        verdict, track = srv.edge.decide(method, self.path, header, self.client_address[0], bool(table.get("canary")))
+        if verdict != "forward":
+            self._reply(int(verdict), "text/plain", track.encode())
+            return
+        pinned = track or None
         tried: set[str] = set()
         for _ in range(3):
-            picked = srv.pick(track, tried)
+            picked = srv.pick(pinned, tried, table)
             if picked is None:
                 break
             t, pod = picked
@@ -147,7 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError as e:  # a timeout: the request may have been served; not retried
                 self._reply(504, "text/plain", f"upstream {pod[0]}: {e}".encode())
                 return
-            srv.count(t, pod[3], track is not None)
+            srv.count(t, pod[3], pinned is not None)
             self._reply(status, ctype, data)
             return
         self._reply(503, "text/plain", b"no ready target for this request")
@@ -178,14 +270,16 @@ class _Proxy(ThreadingHTTPServer):
         timeout: float,
         counts: dict,
         lock: threading.Lock,
+        edge: Edge,
     ):
         super().__init__((address, port), _Handler)
         self.region, self.rng, self.timeout, self._counts, self._clock = region, rng, timeout, counts, lock
-        self.table: dict[str, Any] = {"weight": 0, "targets": {}}
+        self.edge = edge
+        self.table: dict[str, Any] = {"weight": 0, "targets": {}, "canary": False}
         self._local = threading.local()
 
-    def pick(self, track: str | None, exclude: set[str]) -> tuple[str, list] | None:
-        table = self.table  # one consistent snapshot (replaced whole by the control endpoint)
+    def pick(self, track: str | None, exclude: set[str], table: dict[str, Any]) -> tuple[str, list] | None:
+        """`table`: one consistent snapshot (replaced whole by the control endpoint)."""
         targets = table["targets"]
         if track not in ("stable", "canary"):
             canary = [p for p in targets.get("canary", []) if p[0] not in exclude]
@@ -230,8 +324,9 @@ def main(argv: list[str]) -> int:
     counts: dict = {}
     lock = threading.Lock()
     rng = random.Random(spec.get("seed"))
+    edge = Edge(spec.get("edge"), spec.get("tooling_cidrs") or [])
     proxies = {
-        r: _Proxy(r, a, int(p), rng, float(spec.get("timeout", 10.0)), counts, lock)
+        r: _Proxy(r, a, int(p), rng, float(spec.get("timeout", 10.0)), counts, lock, edge)
         for r, (a, p) in spec["listeners"].items()
     }
 
@@ -249,7 +344,11 @@ def main(argv: list[str]) -> int:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-            proxies[body["region"]].table = {"weight": int(body["weight"]), "targets": body["targets"]}
+            proxies[body["region"]].table = {
+                "weight": int(body["weight"]),
+                "targets": body["targets"],
+                "canary": bool(body.get("canary")),
+            }
             self._json({"ok": True})
 
         def do_GET(self) -> None:

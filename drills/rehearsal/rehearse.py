@@ -138,10 +138,15 @@ def reap_leftovers(log: Callable[[str], None]) -> None:
         )
 
 
+LOOPBACK_TOOLING = "127.0.0.0/16"  # the config's narrowest accepted width that holds 127.0.0.1
+
+
 def prepare_stacks(src: Path, dst: Path, env: str) -> list[str]:
-    """Copy every stack file into the run; in the env's regional stacks declare the ONNX fallback for every compute
-    capability, because that is what the rehearsal serves (the CPU Triton runs model_build's ONNX file through ONNX
-    Runtime: no TensorRT engine can run here). The engine guardrail and the precheck then judge what is served."""
+    """Copy every stack file into the run, with two declared differences in the env's regional stacks, each returned
+    as a note for the report: the ONNX fallback for every compute capability (the CPU Triton runs model_build's ONNX
+    file through ONNX Runtime: no TensorRT engine can run here), so the engine guardrail and the precheck judge what
+    is served; and the release tooling's source range at the load balancer (`load_balancer.release_tooling_cidrs`:
+    the drills' pinned scoring runs on this machine's loopback), so the track-header pins exist as on AWS."""
     dst.mkdir(parents=True, exist_ok=True)
     for f in Path(src).glob("Pulumi.*.yaml"):
         shutil.copy(f, dst / f.name)
@@ -151,16 +156,27 @@ def prepare_stacks(src: Path, dst: Path, env: str) -> list[str]:
         stack = fleet.stack_names[region]
         p = dst / f"Pulumi.{stack}.yaml"
         doc = yaml.safe_load(p.read_text())
+        changed = []
         model = dict(doc["config"].get(f"{PROJECT}:model") or {})
         ccs = sorted(set(cfg.compute_capabilities))
         if sorted(model.get("onnx_fallback_for") or []) != ccs:
             model["onnx_fallback_for"] = ccs
             doc["config"][f"{PROJECT}:model"] = model
-            p.write_text(yaml.safe_dump(doc, sort_keys=False))
-            notes.append(
-                f"{stack}: model.onnx_fallback_for = {ccs} in the rehearsal's stack copy (CPU Triton serves the ONNX "
-                "file with ONNX Runtime; TensorRT engines cannot run here)"
+            changed.append(
+                f"model.onnx_fallback_for = {ccs} (CPU Triton serves the ONNX file with ONNX Runtime; TensorRT "
+                "engines cannot run here)"
             )
+        lb = dict(doc["config"].get(f"{PROJECT}:load_balancer") or {})
+        if not lb.get("release_tooling_cidrs"):
+            lb["release_tooling_cidrs"] = [LOOPBACK_TOOLING]
+            doc["config"][f"{PROJECT}:load_balancer"] = lb
+            changed.append(
+                f"load_balancer.release_tooling_cidrs = [{LOOPBACK_TOOLING}] (the release tooling's scoring runs on "
+                "this machine's loopback)"
+            )
+        if changed:
+            p.write_text(yaml.safe_dump(doc, sort_keys=False))
+            notes += [f"{stack}: {c} in the rehearsal's stack copy" for c in changed]
     load_fleet(env, dst)  # still valid
     return notes
 

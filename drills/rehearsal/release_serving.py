@@ -191,6 +191,10 @@ class ServingModel:
                 {region: (w.region_ip[region], w.ports["http"])},
                 seed=w.seed,
                 name=f"alb-{region}",
+                # The regional ALB's listener rules (alb_proc: edge routes with the `_py` stand-in, 404 else; the
+                # track header pins only from the stack copy's release_tooling_cidrs, 403 from anywhere else).
+                model=self.model,
+                tooling_cidrs=w.fleet.regions[region].load_balancer.release_tooling_cidrs,
             ).start()
             self._push(region)
             self._follow_stable(region)
@@ -230,7 +234,8 @@ class ServingModel:
             t: [(p.name, p.server.address, p.server.http_port, p.version) for p in self.serving_pods(region, t)]
             for t in (STABLE, CANARY)
         }
-        proxy.set(region, self.weight.get(region, 0), targets)
+        # The pins exist while a canary is configured (its Deployment), ready pods or not, as on AWS.
+        proxy.set(region, self.weight.get(region, 0), targets, canary=CANARY in self.deps.get(region, {}))
 
     # ------------------------------------------------------------ pulumi up of the regional stack
     def apply(self, region: str, model: Any) -> None:

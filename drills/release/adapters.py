@@ -1,11 +1,14 @@
 """Adapters a model release needs beyond the drills' own (protocols in drills/adapters/base.py).
 
 AWS (built by the `aws` backend, drills.backends):
-  AlbKubeServing         ServingAdapter: the ALB listener's forward weights (elbv2 DescribeListeners) + the Triton
+  AlbKubeServing         ServingAdapter: the forward weights of the ALB's inference rule (elbv2 DescribeRules: the
+                         listener's default action is a fixed 404, infra.names.edge_routes) + the Triton
                          Deployments' versions and readiness (Kubernetes API), rollout restart by annotation
   TritonScoreProbe       ScoreProbe: V2 HTTP inference through the region's load balancer, pinned to one version by
                          the `X-Reco-Track` header (infra/components/load_balancer.py's listener rules)
-  KubernetesTritonMetrics MetricsSource: each Triton pod's /metrics through the API server's pod proxy
+  KubernetesTritonMetrics MetricsSource: each Triton pod's metrics as the cluster's Prometheus scraped them (its
+                         /federate, through the API server's service proxy: the NetworkPolicy admits Triton's
+                         metrics port from Prometheus only)
   Ec2NodeLoss            FaultAdapter "gpu-node-loss": terminate one instance of the region's largest GPU node
                          group (its Auto Scaling group replaces it, as after a hardware failure)
 Any backend (moto, the rehearsal, AWS):
@@ -29,11 +32,11 @@ from drills.release.artifacts import MANIFEST, prefix, sha256
 from infra.names import (
     CANARY,
     NAMESPACE,
-    PORTS,
     STABLE,
     TRACK_HEADER,
     TRACK_LABEL,
     app_name,
+    edge_routes,
     lb_name,
     target_group_name,
 )
@@ -150,9 +153,18 @@ class HttpTritonMetrics:
         return out
 
 
+# The prometheus chart's server Service (infra/components/addons.py: release "prometheus" in MONITORING_NS, the URL
+# prometheus-adapter reads), reached through the API server's service proxy on its "http" port.
+PROMETHEUS_NAMESPACE = "monitoring"
+PROMETHEUS_SERVICE = "prometheus-server"
+PROMETHEUS_FEDERATE = f"/api/v1/namespaces/{PROMETHEUS_NAMESPACE}/services/http:{PROMETHEUS_SERVICE}:80/proxy/federate"
+
+
 class KubernetesTritonMetrics:
-    """Each Triton pod of the track, scraped through the API server's proxy (the drills run outside the cluster;
-    Prometheus inside it scrapes the same :8002/metrics)."""
+    """Each running Triton pod of the track, as the cluster's Prometheus last scraped its :8002/metrics, read from
+    Prometheus's /federate with `match[]={namespace="triton",pod="<pod>"}` through the API server's service proxy
+    (the drills run outside the cluster). Not the pod proxy: the NetworkPolicy (infra/components/network_policy.py)
+    admits Triton's metrics port from the Prometheus server only. Same interface: pod name -> exposition text."""
 
     def __init__(self, kubes: Mapping[str, Any]):
         self.kubes = kubes  # region -> drills.adapters.kube.EksKube
@@ -165,23 +177,40 @@ class KubernetesTritonMetrics:
             if p.get("status", {}).get("phase") != "Running":
                 continue
             name = p["metadata"]["name"]
-            out[name] = kube.get_text(f"/api/v1/namespaces/{NAMESPACE}/pods/{name}:{PORTS['metrics']}/proxy/metrics")
+            match = f'{{namespace="{NAMESPACE}",pod="{name}"}}'
+            # The federation format is the exposition format with timestamps (drills.release.metrics.parse reads
+            # them) and Prometheus's target labels (job, namespace, pod) beside Triton's own.
+            out[name] = kube.get_text(PROMETHEUS_FEDERATE, **{"match[]": match})
         return out
 
 
 # ---------------------------------------------------------------- serving: weights, versions, readiness
 class AlbKubeServing:
     """`elbv2`: region -> boto3 elbv2 client; `kubes`: region -> EksKube; `stacks`: region -> stack name (the
-    load balancer and target groups are named from it: infra/components/load_balancer.py)."""
+    load balancer and target groups are named from it: infra/components/load_balancer.py); `model`: `model.name`
+    (the listener rules are laid out from it: infra.names.edge_routes)."""
 
-    def __init__(self, elbv2: Mapping[str, Any], kubes: Mapping[str, Any], stacks: Mapping[str, str]):
-        self.elbv2, self.kubes, self.stacks = elbv2, kubes, stacks
+    def __init__(self, elbv2: Mapping[str, Any], kubes: Mapping[str, Any], stacks: Mapping[str, str], *, model: str):
+        self.elbv2, self.kubes, self.stacks, self.model = elbv2, kubes, stacks, model
 
     def weights(self, region: str) -> dict[str, int]:
+        """The canary's and the stable version's shares of the region's requests: the weighted forward of the
+        listener rule for inference on the TensorRT model (every forwarding rule of infra.names.edge_routes carries
+        the same one; the listener's default action is a fixed 404)."""
         c, stack = self.elbv2[region], self.stacks[region]
         lb = c.describe_load_balancers(Names=[lb_name(stack)])["LoadBalancers"][0]["LoadBalancerArn"]
-        listener = next(x for x in c.describe_listeners(LoadBalancerArn=lb)["Listeners"] if x["Port"] == 443)
-        action = next(a for a in listener["DefaultActions"] if a["Type"] == "forward")
+        listener = next((x for x in c.describe_listeners(LoadBalancerArn=lb)["Listeners"] if x["Port"] == 443), None)
+        if listener is None:
+            raise LookupError(f"{region}: {lb_name(stack)} has no listener on port 443")
+        priority = str(edge_routes(self.model)["infer-tensorrt"].priority)
+        rules = c.describe_rules(ListenerArn=listener["ListenerArn"])["Rules"]
+        rule = next((x for x in rules if x["Priority"] == priority), None)
+        action = next((a for a in (rule or {}).get("Actions", []) if a["Type"] == "forward"), None)
+        if action is None:
+            raise LookupError(
+                f"{region}: {lb_name(stack)}'s listener has no forwarding rule at priority {priority} (inference on "
+                f"{self.model}'s models, infra.names.edge_routes): the stack's edge is not the one the drills know"
+            )
         groups = (action.get("ForwardConfig") or {}).get("TargetGroups") or [
             {"TargetGroupArn": action["TargetGroupArn"], "Weight": 1}
         ]

@@ -34,11 +34,12 @@ from drills.planning import PlanContext, finish_plan, healthy_condition, slo_con
 from infra.capacity import region_capacity, replica_bounds, shares_after_loss
 from infra.config import ROOT, STACKS_DIR, ConfigError, Fleet, Model, envs, load_fleet
 from infra.engines import coverage
-from infra.names import CANARY_AWS_RESOURCES, canary_resource_count
+from infra.names import TRACK_HEADER, canary_aws_resources, canary_resource_count
 
 VERSION, CANARY_VERSION, CANARY_WEIGHT = "model.version", "model.canary_version", "model.canary_weight"
 REGION_PATHS = (VERSION, CANARY_VERSION, CANARY_WEIGHT)
 NO_CANARY = ""  # how stack config says "no canary" (infra.config.Model)
+RELEASE_TOOLING = "load_balancer.release_tooling_cidrs"  # where the X-Reco-Track pins are allowed from
 GOLDEN_SEED = 20261100  # model_build.data.DEFAULT_SEED: the golden rows the build's parity gates used
 
 
@@ -170,9 +171,34 @@ def ccs_by_region(fleet: Fleet) -> dict[str, dict[str, list[str]]]:
     }
 
 
+def has_pins(fleet: Fleet, region: str) -> bool:
+    """Whether the region's load balancer gets the X-Reco-Track pin rules while a canary runs: only where its stack
+    names the release tooling's addresses (infra/components/load_balancer.py)."""
+    return bool(fleet.regions[region].load_balancer.release_tooling_cidrs)
+
+
 def canary_deletes(fleet: Fleet, region: str) -> int:
-    """Resources a promotion or rollback removes in the region (Kubernetes and AWS)."""
-    return canary_resource_count(len(fleet.regions[region].gpu_pools)) + CANARY_AWS_RESOURCES
+    """Resources a promotion or rollback removes in the region: the canary's Kubernetes objects, its target group,
+    and the two header pins where the stack has them (infra.names.canary_aws_resources)."""
+    return canary_resource_count(len(fleet.regions[region].gpu_pools)) + canary_aws_resources(has_pins(fleet, region))
+
+
+def check_pinned_scoring(fleet: Fleet, regions: list[str]) -> None:
+    """Refuse a plan whose canary gates score pinned versions (score drift, probe errors: the same golden rows on
+    stable and canary through the load balancer, chosen by X-Reco-Track) in a region whose stack gives the header no
+    pin rules: every pinned request would get the listener's 403, so the release would fail its first gate after
+    deploying a canary. Judged at plan time, before anything changes."""
+    unpinned = [r for r in regions if not has_pins(fleet, r)]
+    if unpinned:
+        stacks = ", ".join(fleet.stack_names[r] for r in unpinned)
+        raise GuardrailError(
+            "release-tooling",
+            f"{stacks}: {RELEASE_TOOLING} is empty, so the load balancer refuses {TRACK_HEADER} (HTTP 403) and the "
+            f"canary gates' pinned scoring cannot reach either version. Set {RELEASE_TOOLING} in "
+            + (" and ".join(f"Pulumi.{fleet.stack_names[r]}.yaml" for r in unpinned))
+            + " to the egress blocks (IPv4, /16 or narrower, inside allowed_cidrs) of wherever `python -m drills "
+            "release` runs, and `pulumi up`. Nothing was changed.",
+        )
 
 
 def _check_candidate_name(candidate: str) -> None:
@@ -242,6 +268,8 @@ def build_release_plan(ctx: PlanContext, opts: ReleaseOptions) -> Plan:
             + "): finish or roll back that release first (`drills status`). Nothing was changed.",
         )
     order = rollout_order(fleet, canary_region)
+    # Every region that gets a canary step scores both versions pinned by the header (drift and probe gates).
+    check_pinned_scoring(fleet, order if opts.promote else [canary_region])
     # Capacity: the region must hold the stable and the canary pods side by side at peak.
     splits = [split_capacity(fleet, r, weight, ctx.measured_qps) for r in order if shares.get(r, 0) > 0]
     short = [s for s in splits if not s["ok"]]

@@ -142,16 +142,26 @@ class ServerFaults:
         self.servers[region].ready = handle.get("ready", True)
 
 
-def copy_stacks(dst: Path, env_overrides: dict[str, dict] | None = None, uid: str | None = None) -> Path:
+# The release tooling's egress range the copies declare (stacks/ declares none: an operator sets theirs), so releases
+# plan with the track-header pins they score through.
+TOOLING_CIDRS = ["10.250.0.0/16"]
+
+
+def copy_stacks(
+    dst: Path, env_overrides: dict[str, dict] | None = None, uid: str | None = None, release_tooling: bool = True
+) -> Path:
     """A copy of stacks/ with per-stack config overrides ({stack: {key: value}} without the namespace). `uid`
-    puts every environment under its own hosted zone, so tests sharing one moto do not see each other's records."""
+    puts every environment under its own hosted zone, so tests sharing one moto do not see each other's records.
+    `release_tooling`: every regional stack declares TOOLING_CIDRS as load_balancer.release_tooling_cidrs."""
     dst.mkdir(parents=True, exist_ok=True)
     for f in (ROOT / "stacks").glob("Pulumi.*.yaml"):
         shutil.copy(f, dst / f.name)
+        doc = yaml.safe_load((dst / f.name).read_text())
         if uid and f.name.endswith("-global.yaml"):
-            doc = yaml.safe_load((dst / f.name).read_text())
             doc["config"]["reco-dr:zone"]["name"] = f"{uid}.{doc['config']['reco-dr:zone']['name']}"
-            (dst / f.name).write_text(yaml.safe_dump(doc, sort_keys=False))
+        if release_tooling and "reco-dr:load_balancer" in doc["config"]:
+            doc["config"]["reco-dr:load_balancer"]["release_tooling_cidrs"] = TOOLING_CIDRS
+        (dst / f.name).write_text(yaml.safe_dump(doc, sort_keys=False))
     for stack, values in (env_overrides or {}).items():
         p = dst / f"Pulumi.{stack}.yaml"
         doc = yaml.safe_load(p.read_text())

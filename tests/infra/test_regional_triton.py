@@ -306,13 +306,17 @@ def test_weighted_target_groups_split_the_listener(canary_plan):
     assert sorted(reg["Resource"]) == sorted([stable.state["arn"], canary.state["arn"]])
 
 
-def test_canary_resources_are_exactly_what_a_promotion_deletes(canary_plan, use1):
+def test_canary_resources_are_exactly_what_a_promotion_deletes(canary_plan, use1, tmp_path):
     from drills.release.planning import canary_deletes
     from infra.config import load_fleet
+    from tests.drills.drills_support import copy_stacks
 
     plan, _cfg = canary_plan
     extra = {(r.type, r.name) for r in plan.resources} - {(r.type, r.name) for r in use1.resources}
-    assert len(extra) == canary_deletes(load_fleet("prod"), "us-east-1")
+    # A fleet whose stacks declare the release tooling's range, as canary_plan does: the header pins count too.
+    fleet = load_fleet("prod", copy_stacks(tmp_path / "stacks"))
+    assert len(extra) == canary_deletes(fleet, "us-east-1")
+    assert canary_deletes(load_fleet("prod"), "us-east-1") == len(extra) - 2  # without the range: no pins
 
 
 def test_canary_weight_zero_keeps_the_candidate_out_of_user_traffic():

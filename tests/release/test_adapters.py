@@ -142,8 +142,9 @@ class FakeKube:
         k, v = sel.split("=")
         return {"items": [p for p in self.pods if p["metadata"]["labels"].get(k) == v]}
 
-    def get_text(self, path: str) -> str:
-        return M.render({"success": 5, "failure": 1}, "ranker_trt") if "canary-a" in path else ""
+    def get_text(self, path: str, **params: Any) -> str:
+        self.reads.append((path, params))
+        return M.render({"success": 5, "failure": 1}, "ranker_trt") if "canary-a" in f"{path} {params}" else ""
 
     def patch(self, path: str, body: dict) -> dict:
         self.patches.append((path, body))
@@ -180,22 +181,9 @@ def test_alb_weights_and_deployments(aws):
         )["TargetGroups"][0]["TargetGroupArn"]
         for t in ("stable", "canary")
     }
-    elb.create_listener(
-        LoadBalancerArn=lb,
-        Protocol="HTTP",
-        Port=443,
-        DefaultActions=[
-            {
-                "Type": "forward",
-                "ForwardConfig": {
-                    "TargetGroups": [
-                        {"TargetGroupArn": tgs["stable"], "Weight": 90},
-                        {"TargetGroupArn": tgs["canary"], "Weight": 10},
-                    ]
-                },
-            }
-        ],
-    )
+    from tests.release.test_edge_followups import closed_listener
+
+    closed_listener(elb, lb, tgs, (90, 10))
     kube = FakeKube(
         [
             _dep("triton-a100", "stable", "2026.11.0", 2, 2, 2),
@@ -212,7 +200,7 @@ def test_alb_weights_and_deployments(aws):
             },
         ],
     )
-    s = AlbKubeServing({"us-west-2": elb}, {"us-west-2": kube}, {"us-west-2": "prod-usw2"})
+    s = AlbKubeServing({"us-west-2": elb}, {"us-west-2": kube}, {"us-west-2": "prod-usw2"}, model="ranker")
     t = s.tracks("us-west-2")
     assert (t["stable"].version, t["stable"].weight, t["stable"].ready, t["stable"].desired) == ("2026.11.0", 90, 2, 2)
     assert (t["canary"].version, t["canary"].weight, t["canary"].ready) == ("2026.12.0", 10, 0)

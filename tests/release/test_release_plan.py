@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from drills.errors import GuardrailError
@@ -17,11 +19,33 @@ from drills.release.planning import (
     split_capacity,
 )
 
+_COPY: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stacks(tmp_path_factory):
+    """stacks/ with the release tooling's egress range declared (stacks/ declares none; a release refuses without)."""
+    from tests.drills.drills_support import copy_stacks
+
+    _COPY["stacks"] = copy_stacks(tmp_path_factory.mktemp("stacks"))
+
+
+def stacks() -> Path:
+    return _COPY["stacks"]
+
 
 def _plan(env="prod", candidate="2026.12.0", stacks_dir=None, **kw):
-    extra = {"stacks_dir": stacks_dir} if stacks_dir else {}
-    ctx = release_context(env, kw.pop("canary_region", None), candidate=candidate, manifest=None, **extra)
+    ctx = release_context(
+        env, kw.pop("canary_region", None), candidate=candidate, manifest=None, stacks_dir=stacks_dir or stacks()
+    )
     return build_release_plan(ctx, ReleaseOptions(candidate=candidate, **kw))
+
+
+def test_a_release_against_stacks_without_the_tooling_range_is_refused():
+    from infra.config import STACKS_DIR
+
+    with pytest.raises(GuardrailError, match="release_tooling_cidrs"):
+        _plan(stacks_dir=STACKS_DIR)
 
 
 def test_prod_release_plan_canary_then_region_by_region_then_promotion():
@@ -123,12 +147,13 @@ def test_node_loss_figures_are_the_n_plus_one_math_of_one_node():
 def test_bad_release_candidate_by_convention_or_env(monkeypatch):
     from drills.scenarios import build_plan
 
-    p = build_plan("bad-release", "prod", None)
+    p = build_plan("bad-release", "prod", None, stacks_dir=stacks())
     assert p.region == "us-west-2" and p.steps[1].params["values"][CANARY_VERSION] == "2026.11.0-bad"
     assert p.steps[0].params["release"]["offline_blocking"] is False and p.steps[-1].action == "expect_caught"
     monkeypatch.setenv("DRILLS_RELEASE_CANDIDATE", "2026.11.0-shuffled")
     assert (
-        build_plan("bad-release", "prod", "us-west-2").steps[1].params["values"][CANARY_VERSION] == "2026.11.0-shuffled"
+        build_plan("bad-release", "prod", "us-west-2", stacks_dir=stacks()).steps[1].params["values"][CANARY_VERSION]
+        == "2026.11.0-shuffled"
     )
 
 
@@ -140,9 +165,9 @@ def test_cli_commands_help_plan_and_dry_runs(capsys, tmp_path):
             main([cmd, "--help"])
         assert e.value.code == 0 and flag in capsys.readouterr().out
     for sc in ("bad-release", "artifact-corruption", "node-loss", "restore"):
-        assert main(["plan", sc, "--env", "prod", "--region", "us-west-2"]) == 0
+        assert main(["plan", sc, "--env", "prod", "--region", "us-west-2", "--stacks-dir", str(stacks())]) == 0
     capsys.readouterr()
-    state = ["--state-dir", str(tmp_path)]
+    state = ["--state-dir", str(tmp_path), "--stacks-dir", str(stacks())]
     assert main(["release", "2026.12.0", "--env", "prod", *state]) == 0
     out = capsys.readouterr().out
     assert "DRY RUN" in out and "prod-usw2: canary_version=2026.12.0" in out and "--execute --confirm prod" in out
