@@ -18,7 +18,15 @@ from drills.measure import percentile
 from drills.release import artifacts as A
 from drills.release.gates import offline_gates
 from drills.release.metrics import delta, snapshots
-from drills.release.planning import CANARY_VERSION, CANARY_WEIGHT, NO_CANARY, VERSION, same_model_value
+from drills.release.planning import (
+    CANARY_VERSION,
+    CANARY_WEIGHT,
+    NO_CANARY,
+    RELEASE_TOOLING,
+    VERSION,
+    pinned_scoring_refusal,
+    same_model_value,
+)
 from drills.undo import put_pointer_back
 from infra.engines import coverage
 
@@ -170,6 +178,9 @@ def _release_precheck(run: Run, step: Step) -> dict:
     b, p = run.backend, step.params
     rel = p["release"]
     cand, model = rel["candidate"], rel["model"]
+    unpinned = [s for s in rel.get("pinned_scoring", {}).values() if not b.stacks.get_config(s, RELEASE_TOOLING)]
+    if unpinned:
+        raise pinned_scoring_refusal(unpinned)
     problems: list[str] = []
     for stack, values in p["expect_config"].items():
         for path, want in values.items():

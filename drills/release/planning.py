@@ -183,22 +183,19 @@ def canary_deletes(fleet: Fleet, region: str) -> int:
     return canary_resource_count(len(fleet.regions[region].gpu_pools)) + canary_aws_resources(has_pins(fleet, region))
 
 
-def check_pinned_scoring(fleet: Fleet, regions: list[str]) -> None:
-    """Refuse a plan whose canary gates score pinned versions (score drift, probe errors: the same golden rows on
-    stable and canary through the load balancer, chosen by X-Reco-Track) in a region whose stack gives the header no
-    pin rules: every pinned request would get the listener's 403, so the release would fail its first gate after
-    deploying a canary. Judged at plan time, before anything changes."""
-    unpinned = [r for r in regions if not has_pins(fleet, r)]
-    if unpinned:
-        stacks = ", ".join(fleet.stack_names[r] for r in unpinned)
-        raise GuardrailError(
-            "release-tooling",
-            f"{stacks}: {RELEASE_TOOLING} is empty, so the load balancer refuses {TRACK_HEADER} (HTTP 403) and the "
-            f"canary gates' pinned scoring cannot reach either version. Set {RELEASE_TOOLING} in "
-            + (" and ".join(f"Pulumi.{fleet.stack_names[r]}.yaml" for r in unpinned))
-            + " to the egress blocks (IPv4, /16 or narrower, inside allowed_cidrs) of wherever `python -m drills "
-            "release` runs, and `pulumi up`. Nothing was changed.",
-        )
+def pinned_scoring_refusal(stacks: list[str]) -> GuardrailError:
+    """Why a release cannot score pinned versions (drift and probe gates: the same golden rows on stable and canary
+    through the load balancer, chosen by X-Reco-Track) where these stacks give the header no pin rules: every pinned
+    request gets the listener's 403, so the release would fail its first gate after deploying a canary. The release
+    precheck raises it from the live config, before anything changes; `drills plan` shows the requirement."""
+    return GuardrailError(
+        "release-tooling",
+        f"{', '.join(stacks)}: {RELEASE_TOOLING} is empty, so the load balancer refuses {TRACK_HEADER} (HTTP 403) and "
+        f"the canary gates' pinned scoring cannot reach either version. Set {RELEASE_TOOLING} in "
+        + " and ".join(f"Pulumi.{s}.yaml" for s in stacks)
+        + " to the egress blocks (IPv4, /16 or narrower, inside allowed_cidrs) of wherever `python -m drills "
+        "release` runs, and `pulumi up`. Nothing was changed.",
+    )
 
 
 def _check_candidate_name(candidate: str) -> None:
@@ -268,8 +265,9 @@ def build_release_plan(ctx: PlanContext, opts: ReleaseOptions) -> Plan:
             + "): finish or roll back that release first (`drills status`). Nothing was changed.",
         )
     order = rollout_order(fleet, canary_region)
-    # Every region that gets a canary step scores both versions pinned by the header (drift and probe gates).
-    check_pinned_scoring(fleet, order if opts.promote else [canary_region])
+    # Every region that gets a canary step scores both versions pinned by the header (drift and probe gates): the
+    # precheck refuses, from the live config, where its stack names no release tooling range.
+    pinned = order if opts.promote else [canary_region]
     # Capacity: the region must hold the stable and the canary pods side by side at peak.
     splits = [split_capacity(fleet, r, weight, ctx.measured_qps) for r in order if shares.get(r, 0) > 0]
     short = [s for s in splits if not s["ok"]]
@@ -313,6 +311,7 @@ def build_release_plan(ctx: PlanContext, opts: ReleaseOptions) -> Plan:
         "offline_blocking": opts.offline_blocking,
         "promote": opts.promote,
         "capacity": splits,
+        "pinned_scoring": {r: stack_of[r] for r in pinned},  # stacks whose pins the gates score through
     }
 
     def drift_checks(region: str) -> list[Condition]:

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import yaml
 
-from drills.errors import GuardrailError
 from drills.release import metrics as M
 from drills.release.adapters import PROMETHEUS_FEDERATE, AlbKubeServing, KubernetesTritonMetrics
 from drills.release.planning import (
@@ -19,6 +18,7 @@ from drills.release.planning import (
     ReleaseOptions,
     build_release_plan,
     canary_deletes,
+    pinned_scoring_refusal,
     release_context,
 )
 from infra.config import ROOT, load_fleet
@@ -152,14 +152,19 @@ def test_canary_deletes_count_the_pins_only_where_the_stack_has_them(tmp_path):
     assert canary_deletes(pinned, r) == canary_resource_count(pools) + 3
 
 
-def test_a_release_is_refused_where_pinned_scoring_would_get_403(tmp_path):
+def test_the_plan_names_the_stacks_whose_pins_the_gates_score_through(tmp_path):
+    """Planned from stacks without a tooling range (stacks/ ships none): the plan shows the requirement, and the
+    release precheck refuses it from the live config (tests/release/test_release_engine.py)."""
     fleet = load_fleet("prod")
-    with pytest.raises(GuardrailError) as e:
-        _plan(_stacks(tmp_path, {}))
-    assert e.value.code == "release-tooling"
-    msg = str(e.value)
+    plan = _plan(_stacks(tmp_path, {}))
+    assert plan.steps[0].params["release"]["pinned_scoring"] == {
+        r: fleet.stack_names[r] for r in plan.steps[0].params["release"]["order"]
+    }
+    e = pinned_scoring_refusal(list(fleet.stack_names.values()))
+    assert e.code == "release-tooling"
+    msg = str(e)
     assert RELEASE_TOOLING in msg and "403" in msg and "Nothing was changed" in msg
-    assert all(s in msg for s in fleet.stack_names.values())  # every region a canary goes to
+    assert all(f"Pulumi.{s}.yaml" in msg for s in fleet.stack_names.values())
 
 
 def test_only_the_regions_a_canary_reaches_need_pins(tmp_path):
@@ -169,12 +174,10 @@ def test_only_the_regions_a_canary_reaches_need_pins(tmp_path):
     # A bad-release drill canaries one region only: its pins suffice.
     plan = _plan(one, canary_region=region, promote=False, offline_blocking=False, scenario="bad-release")
     assert plan.steps[0].name == "precheck"
-    # A release goes to every region: the others are named.
-    with pytest.raises(GuardrailError) as e:
-        _plan(one, canary_region=region)
-    others = [s for r, s in fleet.stack_names.items() if r != region]
-    assert f"Pulumi.{fleet.stack_names[region]}.yaml" not in str(e.value)
-    assert all(f"Pulumi.{s}.yaml" in str(e.value) for s in others)
+    assert plan.steps[0].params["release"]["pinned_scoring"] == {region: fleet.stack_names[region]}
+    # A release goes to every region: all of them are named.
+    plan = _plan(one, canary_region=region)
+    assert set(plan.steps[0].params["release"]["pinned_scoring"].values()) == set(fleet.stack_names.values())
     all_pinned = tmp_path / "all"
     all_pinned.mkdir()
     plan = _plan(_stacks(all_pinned, dict.fromkeys(fleet.stack_names.values(), TOOLING)), canary_region=region)

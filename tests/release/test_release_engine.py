@@ -272,3 +272,20 @@ def test_a_release_killed_while_recording_lkg_is_rolled_back_with_its_pointers(r
     done = next(e for e in entries if e["type"] == "rollback_done")
     assert done["verified"] and not done["failed"] and not done["mismatches"]
     assert summarise(entries)["status"] == "rolled-back"
+
+
+def test_a_release_is_refused_at_its_precheck_where_the_live_stack_has_no_tooling_range(release_world, repos):
+    """Planned while the stacks named the release tooling's range; by the time it runs one live stack names none:
+    every pinned score would get the listener's 403, so the precheck refuses it and nothing changes."""
+    from tests.release.support import publish
+
+    w = release_world()
+    publish(w.backend, repos("2026.12.0-p", w_seed=2))
+    plan = _plan(w, "2026.12.0-p")
+    w.backend.stacks.set_config("prod-euw1", {"load_balancer.release_tooling_cidrs": []})
+    before = _model_cfg(w)
+    outcome = start_drill(plan, w.state, backend=w.backend, clock=w.clock)
+    assert outcome.status == "refused" and outcome.exit_code == 3
+    assert "prod-euw1: load_balancer.release_tooling_cidrs is empty" in (outcome.reason or "")
+    assert "Pulumi.prod-euw1.yaml" in (outcome.reason or "") and "Nothing was changed" in (outcome.reason or "")
+    assert _model_cfg(w) == before
