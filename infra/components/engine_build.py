@@ -13,7 +13,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra.components.identity import ServiceAccountRole, ServiceAccountRoleArgs
+from infra.components.identity import ServiceAccountRole, ServiceAccountRoleArgs, kms_via_s3
 from infra.config import Model
 
 NAMESPACE = "model-build"
@@ -56,6 +56,8 @@ def engine_builder_policy(bucket_arn: str, key_arn: str, model: str) -> str:
                     "Effect": "Allow",
                     "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
                     "Resource": key_arn,
+                    # Only through S3 in the key's (and bucket's) region: no direct use of the key.
+                    "Condition": kms_via_s3(key_arn.split(":")[3]),
                 },
             ],
         },

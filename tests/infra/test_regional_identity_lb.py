@@ -143,7 +143,10 @@ def test_engine_builder_access_for_model_build_jobs(regional):
         for s in pol["Statement"]
         for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
     )
-    assert next(s for s in pol["Statement"] if s["Sid"] == "Kms")["Resource"] == key
+    kms = next(s for s in pol["Statement"] if s["Sid"] == "Kms")
+    # The key decrypts the bucket's objects through S3 in the stack's region only, never directly.
+    assert kms["Resource"] == key
+    assert kms["Condition"] == {"StringEquals": {"kms:ViaService": f"s3.{cfg.region}.amazonaws.com"}}
     sa = plan.one("kubernetes:core/v1:ServiceAccount", "engine-build-sa")
     assert sa.inputs["metadata"] == {
         "name": "engine-builder",
