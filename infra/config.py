@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -100,6 +101,16 @@ class _Strict(BaseModel):
 
 
 _T = TypeVar("_T")
+
+
+def _supported_region(v: str) -> str:
+    if v not in REGIONS:
+        raise ValueError(f"rule: one of the supported AWS regions {sorted(REGIONS)}")
+    return v
+
+
+# A region the catalog supports: a regional stack's, the global stack's control_region, the CI identity's.
+AwsRegion = Annotated[str, AfterValidator(_supported_region)]
 
 
 def _list_as_tuple(v: Any) -> Any:
@@ -379,7 +390,7 @@ class ClusterAccess(_Strict):
 class RegionConfig(_Strict):
     role: Literal["region"]
     env: str = Field(pattern=r"^[a-z][a-z0-9]{1,15}$")
-    region: str
+    region: AwsRegion
     vpc_cidr: str
     service_cidr: str = "172.20.0.0/16"
     kubernetes_version: str = "1.33"
@@ -390,13 +401,6 @@ class RegionConfig(_Strict):
     load_balancer: LoadBalancer
     cluster: ClusterAccess = ClusterAccess()
     artifact_noncurrent_days: int = Field(default=30, ge=1, le=3650)
-
-    @field_validator("region")
-    @classmethod
-    def _known_region(cls, v: str) -> str:
-        if v not in REGIONS:
-            raise ValueError(f"rule: one of the supported AWS regions {sorted(REGIONS)}")
-        return v
 
     @field_validator("kubernetes_version")
     @classmethod
@@ -592,7 +596,7 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[a-zA-Z]{2,}")
 class GlobalConfig(_Strict):
     role: Literal["global"]
     env: str = Field(pattern=r"^[a-z][a-z0-9]{1,15}$")
-    control_region: str = "us-east-1"  # where Route 53 health-check metrics and their alarms live
+    control_region: AwsRegion = "us-east-1"  # where Route 53 health-check metrics and their alarms live
     stack_org: str = "organization"
     zone: Zone
     record: str = Field(pattern=r"^[a-z0-9-]+$")  # label under the zone: <record>.<zone>
@@ -609,13 +613,6 @@ class GlobalConfig(_Strict):
     @property
     def fqdn(self) -> str:
         return f"{self.record}.{self.zone.name}"
-
-    @field_validator("control_region")
-    @classmethod
-    def _known_control_region(cls, v: str) -> str:
-        if v not in REGIONS:
-            raise ValueError(f"rule: one of the supported AWS regions {sorted(REGIONS)}")
-        return v
 
     @field_validator("alarm_email")
     @classmethod
@@ -1013,7 +1010,7 @@ class CiConfig(_Strict):
     # The one repository whose workflows may assume the CI roles (exact OIDC subjects are built from it).
     github_repository: str
     # Region of the program's AWS provider (IAM itself is global).
-    region: str = "us-east-1"
+    region: AwsRegion = "us-east-1"
     # The account's existing GitHub OIDC provider (one per account and URL); absent: the program declares it.
     github_oidc_provider_arn: str | None = None
 
@@ -1027,13 +1024,6 @@ class CiConfig(_Strict):
                 "<owner>@<id>/<repo>@<id>): letters, digits, '-' in the owner; letters, digits, '.', '_', '-' in "
                 "the name; no wildcard"
             )
-        return v
-
-    @field_validator("region")
-    @classmethod
-    def _known_ci_region(cls, v: str) -> str:
-        if v not in REGIONS:
-            raise ValueError(f"rule: one of the supported AWS regions {sorted(REGIONS)}")
         return v
 
     @field_validator("github_oidc_provider_arn")
