@@ -48,7 +48,7 @@ from infra.catalog import (
     TRITON_RELEASES,
     GpuInstance,
 )
-from infra.names import EDGE_MODEL_KINDS, edge_routes
+from infra.names import EDGE_MODEL_KINDS, GITHUB_OIDC_ISSUER, edge_routes
 
 PROJECT = "reco-dr"
 ROOT = Path(__file__).resolve().parent.parent
@@ -241,6 +241,34 @@ class Triton(_Strict):
 
 
 _VERSION = r"^[0-9A-Za-z][0-9A-Za-z.\-]{0,40}$"
+MODEL_VERSION = _VERSION  # what a model version may be: stack config and the release tooling check the same rule
+_PEM_PUBLIC = re.compile(r"-----BEGIN PUBLIC KEY-----\n[A-Za-z0-9+/=\n]+-----END PUBLIC KEY-----\n?")
+
+
+class KeySigner(_Strict):
+    """Releases signed with one key (model_build's offline signing): its public half, PEM (public, so safe here)."""
+
+    kind: Literal["key"]
+    public_key: str
+
+    @field_validator("public_key")
+    @classmethod
+    def _pem(cls, v: str) -> str:
+        if not _PEM_PUBLIC.fullmatch(v.strip() + "\n"):
+            raise ValueError("rule: a PEM public key (-----BEGIN PUBLIC KEY----- ... -----END PUBLIC KEY-----)")
+        return v
+
+
+class SigstoreSigner(_Strict):
+    """Keyless Sigstore signing, bound to the build workflow's OIDC identity: the AWS path (no key to keep)."""
+
+    kind: Literal["sigstore"]
+    # The certificate's subject: for GitHub Actions the workflow file at a ref.
+    identity: str = Field(pattern=r"^https://\S+$")
+    issuer: str = Field(default=GITHUB_OIDC_ISSUER, pattern=r"^https://\S+$")
+
+
+Signer = Annotated[KeySigner | SigstoreSigner, Field(discriminator="kind")]
 
 
 class Model(_Strict):
@@ -254,6 +282,11 @@ class Model(_Strict):
     # step is a change of these two keys plus `pulumi up`; promotion sets `version` and clears them.
     canary_version: str | None = Field(default=None, pattern=_VERSION)
     canary_weight: int = Field(default=0, ge=0, le=100)
+    # Supply chain: who must have signed a release (model_build.signing) and, per version, the sha256 of its
+    # manifest.json. A pod serves a version only when its manifest has this digest, and the manifest lists every
+    # file's sha256: a writer of the bucket cannot swap model and manifest together.
+    signer: Signer
+    digests: dict[Annotated[str, Field(pattern=_VERSION)], Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]]
 
     @field_validator("canary_version", mode="before")
     @classmethod
@@ -270,7 +303,16 @@ class Model(_Strict):
             )
         if self.canary_version is not None and self.canary_version == self.version:
             raise ValueError(f"rule: canary_version must differ from version {self.version!r} (the stable version)")
+        unpinned = [v for v in (self.version, self.canary_version) if v is not None and v not in self.digests]
+        if unpinned:
+            raise ValueError(
+                f"rule: digests must pin the manifest sha256 of every served version; {unpinned} not in "
+                f"{sorted(self.digests)} (`python -m model_build verify DIR` prints a release's digest)"
+            )
         return self
+
+    def digest(self, version: str) -> str | None:
+        return self.digests.get(version)
 
 
 _CERT = re.compile(r"arn:aws:acm:(?P<region>[a-z0-9-]+):\d{12}:certificate/[0-9a-f-]{36}")

@@ -14,6 +14,38 @@ PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 LIVE_PATH = "/v2/health/live"
 READY_PATH = "/v2/health/ready"
 STABLE, CANARY = "stable", "canary"
+
+# ---------------------------------------------------------------- identities the stacks name
+# GitHub Actions' OIDC issuer: what keyless release signatures (model.signer) and the CI roles' trust name.
+GITHUB_OIDC_ISSUER = "https://token.actions.githubusercontent.com"
+
+ROLE_PREFIX = "reco-dr-ci-"  # the CI roles (infra/components/ci_identity.py declares them)
+
+
+def deploy_role_name(environment: str) -> str:
+    """The env's deploy role: `pulumi up` in CI, and the release tooling's identity (the LKG pointers' writer)."""
+    return f"{ROLE_PREFIX}deploy-{environment}"
+
+
+def role_arn(account_id: str, name: str) -> str:
+    return f"arn:aws:iam::{account_id}:role/{name}"
+
+
+# ---------------------------------------------------------------- the artifact bucket
+# The one IAM role that may overwrite or delete published model files (artifact bucket policy): made outside these
+# stacks, assumed only with MFA during an incident, and audited in CloudTrail.
+BREAK_GLASS_ROLE = "reco-dr-break-glass"
+# Last-known-good pointers live under their own prefix, `_lkg/<model>/<region>.json`, apart from the immutable
+# version prefixes `<model>/<version>/`: they move (by the release tooling only); versions never do.
+LKG_PREFIX = "_lkg"
+
+
+def lkg_key(model: str, region: str) -> str:
+    # One key per region: replication copies every region's pointer into every bucket, and a shared key would
+    # let another region's promotion overwrite this region's pointer.
+    return f"{LKG_PREFIX}/{model}/{region}.json"
+
+
 TRACK_LABEL = "reco-dr/track"
 # Resources that exist only while a canary is configured, per GPU pool (Deployment, PDB, HPA) and per region
 # (Service, TargetGroupBinding): a promotion or rollback deletes exactly these (see canary_resource_count).

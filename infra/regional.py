@@ -28,7 +28,7 @@ from infra.components.network import AZ_COUNT, Network, NetworkArgs
 from infra.components.network_policy import TritonNetworkPolicies, TritonNetworkPoliciesArgs
 from infra.components.triton import TritonArgs, TritonServing
 from infra.config import RegionConfig
-from infra.names import NAMESPACE, SERVICE_ACCOUNT
+from infra.names import BREAK_GLASS_ROLE, NAMESPACE, SERVICE_ACCOUNT, deploy_role_name, role_arn
 from infra.outputs import OUTPUT_KEYS
 from infra.providers import aws_provider, k8s_provider
 
@@ -65,7 +65,15 @@ def declare_regional(stack: str, cfg: RegionConfig) -> None:
         provider,
     )
     artifacts = ArtifactBucket(
-        "artifacts", ArtifactBucketArgs(bucket=bucket, noncurrent_days=cfg.artifact_noncurrent_days), provider
+        "artifacts",
+        ArtifactBucketArgs(
+            bucket=bucket,
+            noncurrent_days=cfg.artifact_noncurrent_days,
+            model=cfg.model.name,
+            break_glass_arn=role_arn(account_id, BREAK_GLASS_ROLE),
+            pointer_writer_arn=role_arn(account_id, deploy_role_name(cfg.env)),
+        ),
+        provider,
     )
     cluster = Cluster(
         "cluster",

@@ -11,6 +11,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -115,17 +116,38 @@ def parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser(
         "verify",
-        help="check a repository against its manifest (hashes, sizes, signatures, unexpected files)",
-        description="Exit 1 naming every offending file when a hash, size or signature does not match the "
-        "manifest, a file is missing, or a file is there that the manifest does not list.",
+        help="check a repository: its release signature, pinned digest and every file against its manifest",
+        description="Exit 1 naming every offending file when the release signature (model.sig) is missing or not "
+        "the pinned signer's, the manifest's sha256 is not the pinned digest, a hash, size or tensor signature does "
+        "not match the manifest, a file is missing, or a file is there that the manifest does not list. The signer "
+        "and digest come from --stack (its model.signer and model.digests), else --public-key and --digest, else the "
+        "development key that local builds sign with. Prints the manifest digest a stack pins.",
     )
     v.add_argument("dir", type=Path, help="repository directory (holding manifest.json)")
+    v.add_argument("--stack", help="regional stack whose model.signer and model.digests[version] must match")
+    v.add_argument("--public-key", type=Path, help="PEM public key of the signer (instead of --stack)")
+    v.add_argument("--digest", help="expected sha256 of manifest.json (instead of --stack)")
+    v.add_argument("--stacks-dir", type=Path, default=None, help="directory of Pulumi.<stack>.yaml (default: stacks/)")
+    b.add_argument(
+        "--sign",
+        choices=["key", "sigstore"],
+        default="key",
+        help="release signature: key (offline, --signing-key) or sigstore (keyless, the CI job's OIDC identity)",
+    )
+    b.add_argument(
+        "--signing-key",
+        type=Path,
+        default=None,
+        help="EC private key (PEM) for --sign key, its public half beside it as .pub (default: $RECO_DR_SIGNING_KEY, "
+        "else the development key .signing/release.key, made on first use)",
+    )
 
     p = sub.add_parser(
         "publish",
-        help="upload a verified repository to the stack's regional bucket, manifest last",
-        description="Upload to <bucket>/<model>/<version>/ with SHA-256 checksums and If-None-Match, manifest last; "
-        "refuse an existing version; check every object after upload.",
+        help="upload a verified, signed repository to the stack's regional bucket, manifest last",
+        description="Refuse a release not signed by the stack's model.signer; upload to <bucket>/<model>/<version>/ "
+        "with SHA-256 checksums and If-None-Match, the signature and then the manifest last; refuse an existing "
+        "version; check every object after upload. It serves once the stack pins its digest (model.digests).",
     )
     p.add_argument("dir", type=Path, help="repository directory (holding manifest.json)")
     p.add_argument(
@@ -138,6 +160,7 @@ def parser() -> argparse.ArgumentParser:
         help="bucket name; overrides the stack's bucket_name output (read via the Pulumi Automation API otherwise)",
     )
     p.add_argument("--endpoint-url", help="S3 endpoint, e.g. a moto_server for the local rehearsal")
+    p.add_argument("--stacks-dir", type=Path, default=None, help="directory of Pulumi.<stack>.yaml (default: stacks/)")
 
     be = sub.add_parser(
         "bench",
@@ -198,6 +221,8 @@ def cmd_build(a: argparse.Namespace, con: Console) -> int:
             out=a.out,
             envs=a.envs,
             version=a.version,
+            sign=a.sign,
+            signing_key=a.signing_key,
             opt_batch=a.opt_batch,
             precision=a.precision,
             hardware_compatibility=a.hardware_compatibility,
@@ -276,31 +301,76 @@ def cmd_build(a: argparse.Namespace, con: Console) -> int:
     return 0
 
 
+def _stack_signer(model: Any) -> Any:
+    """model_build's Signer for a stack's validated `model.signer`."""
+    from model_build.signing import signer_from_config
+
+    signer = signer_from_config(model.signer.model_dump())
+    assert signer is not None  # the stack validated: a well-formed signer
+    return signer
+
+
+def _trust(a: argparse.Namespace, version: str | None) -> tuple[Any, str | None]:
+    """(Signer, pinned digest or None) from --stack, else --public-key/--digest, else the development key."""
+    from model_build.publish import regional_config
+    from model_build.signing import Signer, dev_key
+
+    if a.stack:
+        m = regional_config(a.stack, a.stacks_dir).model
+        return _stack_signer(m), (m.digest(version) if version else None) or (
+            f"(none: {a.stack} pins no digest for {version})"
+        )
+    public = a.public_key or dev_key()[1]
+    return Signer(public_key_pem=Path(public).read_text()), a.digest
+
+
 def cmd_verify(a: argparse.Namespace, con: Console) -> int:
-    from model_build.manifest import verify
+    from infra.config import ConfigError
+    from model_build.manifest import load_manifest, verify
+    from model_build.publish import PublishError
+    from model_build.signing import manifest_digest, verify_signature
 
     problems = verify(a.dir)
+    version = None
+    if not problems:
+        version = str(load_manifest(a.dir).model["version"])
+    try:
+        signer, pinned = _trust(a, version)
+    except (ConfigError, OSError, ValueError, PublishError) as e:
+        con.print(f"[red]error:[/red] no signer to verify against: {e}")
+        return 2
+    problems += verify_signature(a.dir, signer)
+    digest = manifest_digest(a.dir) if (a.dir / "manifest.json").is_file() else None
+    if pinned is not None and digest != pinned:
+        problems.append(f"manifest.json: sha256 {digest} is not the pinned digest {pinned}")
     for p in problems:
         con.print(f"[red]VERIFY FAILED[/red] {p}", soft_wrap=True)
     if problems:
         return 1
-    from model_build.manifest import load_manifest
-
     m = load_manifest(a.dir)
     con.print(
         f"verify ok: {a.dir} is {m.model['name']} {m.model['version']} "
         f"({len(m.files)} files match their sha256 and size; "
-        "ONNX and config.pbtxt signatures match; no unexpected files)"
+        f"ONNX and config.pbtxt signatures match; no unexpected files; signed by {signer.describe()}"
+        + ("; manifest digest is the pinned one" if pinned else "")
+        + ")"
     )
+    con.print(f'manifest sha256 (model.digests["{m.model["version"]}"]): {digest}')
     return 0
 
 
 def cmd_publish(a: argparse.Namespace, con: Console) -> int:
     from infra.config import ConfigError
-    from model_build.publish import PublishError, bucket_from_stack, publish, region_of
+    from model_build.publish import PublishError, bucket_from_stack, publish, regional_config
+    from model_build.signing import verify_signature
 
     try:
-        region = region_of(a.stack)
+        cfg = regional_config(a.stack, a.stacks_dir)
+        region = cfg.region
+        unsigned = verify_signature(a.dir, _stack_signer(cfg.model))
+        if unsigned:  # nothing another signer made is published where this stack would pin it
+            con.print(f"[red]PUBLISH FAILED:[/red] {a.dir}: {unsigned[0]}; nothing uploaded")
+            return 1
         bucket = a.bucket or bucket_from_stack(a.stack)
         con.print(f"publishing {a.dir} to s3://{bucket} ({region}{', ' + a.endpoint_url if a.endpoint_url else ''})")
         up = publish(a.dir, bucket, region=region, endpoint_url=a.endpoint_url, log=con.print)

@@ -34,10 +34,11 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from infra.config import ROOT, ConfigError, envs, load_fleet
-from model_build import data, export, k8s_jobs, parity, triton_repo, trt_engine
+from model_build import data, export, k8s_jobs, parity, signing, triton_repo, trt_engine
 from model_build.config import DEFAULT_OUT, RankerConfig, TrainConfig
 from model_build.manifest import (
     MANIFEST,
+    SIGNATURE,
     Benchmark,
     EngineEntry,
     FileEntry,
@@ -56,7 +57,7 @@ from model_build.trt_plan import BuildPlan, HardwareCompat, PlanError, Precision
 GOLDEN = "golden/golden.npz"
 CHECKPOINT = "checkpoint/ranker.pt"
 LOCAL_TIMING_CACHE = ROOT / "build"  # + timing-cache/tensorrt-<version>/<sm>.cache
-KNOWN_TOP = {MANIFEST, "golden", "checkpoint", "jobs", "engine_records"}
+KNOWN_TOP = {MANIFEST, SIGNATURE, "golden", "checkpoint", "jobs", "engine_records"}
 
 
 class BuildError(Exception):
@@ -73,6 +74,10 @@ class BuildOptions(BaseModel):
     hardware_compatibility: HardwareCompat = "NONE"
     version_compatible: bool = False
     version: str | None = None  # None: the stack config's model.version
+    # Release signature (model_build.signing): "key" signs with `signing_key` (None: the development key), offline;
+    # "sigstore" signs keyless with the CI job's OIDC identity (the build workflow on GitHub Actions).
+    sign: Literal["key", "sigstore"] = "key"
+    signing_key: Path | None = None
 
 
 @dataclass
@@ -459,11 +464,28 @@ def build(
     )
     write_manifest(out, manifest)
     problems = verify(out)
+    if not problems:
+        log(f"signing every file of the release ({opts.sign}) -> {SIGNATURE}")
+        problems = _sign(out, opts)
     if problems:
         (out / MANIFEST).unlink(missing_ok=True)
+        (out / SIGNATURE).unlink(missing_ok=True)
         raise BuildError("the fresh repository does not verify: " + "; ".join(problems))
     timings["total_s"] = time.perf_counter() - t_all
     return BuildResult(out, manifest, plan, timings, trt_summary)
+
+
+def _sign(out: Path, opts: BuildOptions) -> list[str]:
+    """Sign the finished repository and check the signature as a consumer will; the problems, [] when signed."""
+    if opts.sign == "sigstore":
+        signing.sign_with_sigstore(out)
+        return []  # verifying needs the identity the stack pins; `model_build verify --stack` checks it
+    private = opts.signing_key or signing.dev_key()[0]
+    signing.sign_with_key(out, private)
+    public = private.with_suffix(".pub")
+    if not public.is_file():
+        return [f"{public}: the public half of {private} is not beside it (needed to check the signature)"]
+    return signing.verify_signature(out, signing.Signer(public_key_pem=public.read_text()))
 
 
 def summary_lines(r: BuildResult) -> list[str]:

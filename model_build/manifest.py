@@ -20,7 +20,7 @@ Public API (kept small; the drills and the rehearsal import it):
 - `verify(directory) -> list[str]`: every problem found, each naming the offending file (hash, size,
   missing file, unexpected file, ONNX or config.pbtxt signature mismatch, engine without a valid record);
   an empty list means the directory is exactly the build the manifest describes.
-- `sha256_file(path)`, `write_manifest(directory, manifest)` (atomic), `MANIFEST` (the file name).
+- `sha256_file(path)`, `write_manifest(directory, manifest)` (atomic), `MANIFEST` and `SIGNATURE` (file names).
 - `EngineRecord`: what an engine-build Job writes next to an engine it adds to a published version
   (`engine_records/<engine>.json`); `verify` accepts an engine file that the manifest lists as
   "not-built" only when such a record matches it.
@@ -42,6 +42,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 MANIFEST = "manifest.json"
+# The release signature beside the manifest (model_build.signing): the one file a signature cannot list.
+SIGNATURE = "model.sig"
 SCHEMA_VERSION = 1
 Role = Literal["onnx", "onnx-trt-source", "triton-config", "python-model", "k8s-job", "checkpoint", "golden", "engine"]
 
@@ -350,7 +352,7 @@ def verify(directory: str | os.PathLike) -> list[str]:
 
     # Engines the manifest lists as not built here may have been added later by a build Job; they count
     # only with a record that matches them byte for byte and names the right graph and TensorRT version.
-    accounted = {MANIFEST, *(f.path for f in m.files)}
+    accounted = {MANIFEST, SIGNATURE, *(f.path for f in m.files)}
     for cc, entry in m.engines.items():
         if entry.status == "built":
             if entry.file not in accounted:

@@ -7,6 +7,8 @@
 - How: every file with a SHA-256 checksum computed here and sent with the object (S3 rejects a body that
   does not match it) and `If-None-Match: *` (S3 refuses to replace an existing key); `manifest.json` last,
   so a reader never sees a manifest whose files are not all there.
+- Signed only: a repository without its `model.sig` is refused; the CLI also refuses one that the stack's
+  `model.signer` did not sign. The signature is uploaded after the files it covers and before the manifest.
 - Never twice: if `<prefix>/manifest.json` exists the version is published and nothing is uploaded.
   Objects left by an interrupted publish (no manifest yet) are accepted only when their stored checksum
   equals the local file's; anything else is a conflict and stops the publish.
@@ -20,8 +22,12 @@ import base64
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from model_build.manifest import MANIFEST, load_manifest, sha256_file, verify
+from model_build.manifest import MANIFEST, SIGNATURE, load_manifest, sha256_file, verify
+
+if TYPE_CHECKING:
+    from infra.config import RegionConfig
 
 MAX_SINGLE_PUT = 5 * 1024**3  # S3's limit for one PutObject
 
@@ -61,13 +67,15 @@ def bucket_from_stack(stack: str) -> str:
         ) from None
 
 
-def region_of(stack: str) -> str:
-    from infra.config import RegionConfig, load_stack
+def regional_config(stack: str, stacks_dir: Path | None = None) -> RegionConfig:
+    """A regional stack's config: where a release is published (its region's bucket) and what pins it (its signer
+    and digests). PublishError for a global stack."""
+    from infra.config import STACKS_DIR, RegionConfig, load_stack
 
-    cfg = load_stack(stack)
+    cfg = load_stack(stack, stacks_dir or STACKS_DIR)
     if not isinstance(cfg, RegionConfig):
-        raise PublishError(f"{stack} is not a regional stack: artifacts go to a region's bucket")
-    return cfg.region
+        raise PublishError(f"{stack} is not a regional stack: releases go to, and are pinned by, a region's stack")
+    return cfg
 
 
 def _head(s3, bucket: str, key: str) -> dict | None:
@@ -98,6 +106,8 @@ def publish(
     problems = verify(directory)
     if problems:
         raise PublishError(f"{directory} does not verify; nothing uploaded: " + "; ".join(problems[:5]))
+    if not (directory / SIGNATURE).is_file():
+        raise PublishError(f"{directory} has no {SIGNATURE}: an unsigned release is never published; nothing uploaded")
     m = load_manifest(directory)
     if s3 is None:
         import boto3
@@ -120,6 +130,8 @@ def publish(
         _put(s3, bucket, f"{prefix}/{f.path}", directory / f.path, f.size, f.sha256, log)
         for f in sorted(m.files, key=lambda f: f.path)
     ]
+    sig = directory / SIGNATURE  # beside the files it covers, before the manifest makes the version visible
+    uploaded.append(_put(s3, bucket, f"{prefix}/{SIGNATURE}", sig, sig.stat().st_size, sha256_file(sig), log))
     for u in uploaded:  # verify every object before the manifest makes the version visible
         head = _head(s3, bucket, u.key)
         if head is None or not _matches(head, u.size, u.sha256):

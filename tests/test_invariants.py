@@ -12,7 +12,17 @@ import pytest
 import yaml
 
 from infra import invariants as inv
-from infra.config import ROOT, STACKS_DIR, ConfigError, RegionConfig, RegionRoute, Routing, load_fleet, load_stack
+from infra.config import (
+    ROOT,
+    STACKS_DIR,
+    ConfigError,
+    RegionConfig,
+    RegionRoute,
+    Routing,
+    load_fleet,
+    load_stack,
+    read_stack_file,
+)
 from model_build.manifest import Manifest, ManifestError, write_manifest
 from tests import manifests as M
 
@@ -214,9 +224,8 @@ def test_missing_engine_fails_naming_region_and_cc():
 
 
 def test_explicit_onnx_fallback_satisfies_a_missing_engine(tmp_path):
-    d = stacks(
-        tmp_path, {"prod-euw1": {"model": {"name": "ranker", "version": "2026.11.0", "onnx_fallback_for": ["8.6"]}}}
-    )
+    model = {**read_stack_file("prod-euw1")["model"], "onnx_fallback_for": ["8.6"]}
+    d = stacks(tmp_path, {"prod-euw1": {"model": model}})
     fleet = load_fleet("prod", d)
     assert inv.engine_findings(fleet, inv.read_manifest(manifest(["9.0", "8.9", "8.0"]))) == []
 

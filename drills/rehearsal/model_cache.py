@@ -26,6 +26,7 @@ import yaml
 
 from drills.errors import DrillError
 from infra.config import PROJECT, ROOT, STACKS_DIR
+from model_build.signing import dev_key
 
 CACHE_ROOT = ROOT / "build" / "model-cache"
 BUILD_TIMEOUT_S = 900.0  # the build takes ~25 s on 2 cores; a hung build must not hang the rehearsal
@@ -53,17 +54,24 @@ def cache_key(stacks_dir: Path = STACKS_DIR, package: Path = ROOT / "model_build
     for p in sorted(package.rglob("*")):
         if p.is_file() and "__pycache__" not in p.parts and p.suffix in (".py", ".txt", ".pbtxt", ".json", ".yaml"):
             h.update(p.relative_to(package).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    # The signing key: a build signed by another key is not this machine's to serve.
+    h.update(dev_key()[1].read_bytes())
     for f in sorted(Path(stacks_dir).glob("Pulumi.*.yaml")):
         cfg = (yaml.safe_load(f.read_text()) or {}).get("config") or {}
         part = {k: cfg.get(f"{PROJECT}:{k}") for k in ("model", "gpu_pools", "triton") if f"{PROJECT}:{k}" in cfg}
+        model = part.get("model")
+        if isinstance(model, dict):  # who signs and which digests are pinned do not change a build
+            part["model"] = {k: v for k, v in model.items() if k not in ("signer", "digests")}
         if part:
             h.update(f.name.encode() + b"\0" + yaml.safe_dump(part, sort_keys=True).encode())
     return h.hexdigest()[:20]
 
 
 def verify_model(d: Path) -> tuple[str, str]:
-    """(model version, manifest sha256) of a verified model_build output; ModelError naming what is wrong."""
+    """(model version, manifest sha256) of a verified model_build output, signed by this machine's development key
+    (the one model_build signs with here); ModelError naming what is wrong."""
     from model_build.manifest import load_manifest, verify
+    from model_build.signing import Signer, verify_signature
 
     d = Path(d)
     if not (d / "manifest.json").exists():
@@ -73,7 +81,7 @@ def verify_model(d: Path) -> tuple[str, str]:
             "--model-dir to use the cached build."
         )
     try:
-        problems = verify(d)
+        problems = verify(d) + verify_signature(d, Signer(public_key_pem=dev_key()[1].read_text()))
     except Exception as e:  # noqa: BLE001 - an unreadable manifest is a corrupted artifact too
         problems = [f"manifest.json cannot be read: {type(e).__name__}: {e}"]
     if problems:

@@ -26,16 +26,50 @@ import time
 
 import requests
 
+from drills.rehearsal.moto_server import PRINCIPAL_ENV
 from drills.rehearsal.procs import Child, ProcessError, Supervisor, check_ports_free
 
 DUMMY_CREDENTIALS = {"aws_access_key_id": "rehearsal", "aws_secret_access_key": "rehearsal"}
+
+# (what AWS does, what the rehearsal's moto does instead, why): how bucket policies are evaluated here
+# (drills.rehearsal.moto_server, fix 2); listed in every report beside the pod's substitutions.
+POLICY_SUBSTITUTIONS: list[tuple[str, str, str]] = [
+    (
+        "bucket policy: TLS-only Deny (aws:SecureTransport)",
+        "left out of moto's evaluation",
+        "moto's endpoint is plain HTTP as a transport shortcut; the clients stand for production's HTTPS clients",
+    ),
+    (
+        "bucket policy: conditions on aws:PrincipalArn, for each caller",
+        "evaluated for one caller, the env's deploy role (the release tooling's identity)",
+        "the rehearsal has no IAM identities: every request is made with the same dummy credentials",
+    ),
+    (
+        "bucket policy: create-only writes (s3:if-none-match) on published versions",
+        "left out of moto's evaluation; clients send If-None-Match (publish, engine Jobs); asserted on the declared "
+        "policy under mocks. A copy-over repair (`drills restore`) that AWS allows only to the break-glass role runs "
+        "here",
+        "moto evaluates a policy without the request's headers",
+    ),
+]
 
 
 class MotoServer:
     """`python -m moto.server -H HOST -p PORT` as a supervised child; `client()` gives boto3 clients on it."""
 
-    def __init__(self, sup: Supervisor, *, host: str = "127.0.0.1", port: int, ready_timeout: float = 20.0):
+    def __init__(
+        self,
+        sup: Supervisor,
+        *,
+        host: str = "127.0.0.1",
+        port: int,
+        ready_timeout: float = 20.0,
+        principal: str | None = None,
+    ):
+        """`principal`: the IAM ARN every request stands for when a bucket policy conditions on aws:PrincipalArn
+        (POLICY_SUBSTITUTIONS); None leaves such conditions to moto, which counts them as met."""
         self.sup, self.host, self.port, self.ready_timeout = sup, host, port, ready_timeout
+        self.principal = principal
         self.child: Child | None = None
         self.ready_s: float | None = None
         self._clients: dict[tuple[str, str], object] = {}
@@ -58,6 +92,8 @@ class MotoServer:
             MOTO_IAM_LOAD_MANAGED_POLICIES="true",
             PYTHONUNBUFFERED="1",
         )
+        if self.principal:
+            env[PRINCIPAL_ENV] = self.principal
         t0 = time.monotonic()
         self.child = self.sup.start(
             "moto",

@@ -10,10 +10,17 @@ of 45 objects of 800 KB. The rehearsal's replication model lists every bucket ev
 rehearsal took moto_server past 23 GB and the kernel's OOM killer stopped it mid-drill. Here the copies are views
 (the key's attributes read through, `is_latest` their own), untracked and sharing nothing they could close.
 
-2. Bucket policies on object requests: moto evaluates a condition it cannot evaluate as met, so the stacks' TLS-only
-Deny would refuse every object request; statements that apply only to insecure transport are left out (the
-rehearsal's plain-HTTP endpoint stands for production's HTTPS clients). Every other statement is evaluated as moto
-does, so a declared policy that denies the serving or replication principals still fails the rehearsal.
+2. Bucket policies on object requests: moto evaluates a policy without the request's context and counts a condition
+it cannot evaluate as met, so the stacks' TLS-only Deny would refuse every object request. Here, before moto
+evaluates a bucket policy (the list is `drills.rehearsal.moto.POLICY_SUBSTITUTIONS`, in every report):
+- statements that apply only to insecure transport are left out (the plain-HTTP endpoint stands for HTTPS clients);
+- conditions on `aws:PrincipalArn` are evaluated for the one caller of the rehearsal, $RECO_DR_REHEARSAL_PRINCIPAL
+  (the env's deploy role: the release tooling's identity): a statement whose principal condition does not hold is
+  left out, one whose condition holds is evaluated without it;
+- statements conditioned on a request header (`s3:if-none-match`: the create-only rule) are left out; clients send
+  the header (model_build publish, the engine Jobs), and the statement is asserted on the declared policy instead.
+Every other statement is evaluated as moto does, so a declared policy that denies the serving or replication
+principals, or the release tooling's pointer writes, still fails the rehearsal.
 
 Each patch refuses to run, loudly, if moto's code is no longer the one it was written for.
 """
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 import sys
 import types
 from typing import Any
@@ -66,6 +74,39 @@ def _patch_list_object_versions() -> None:
     models.copy = shallow
 
 
+PRINCIPAL_ENV = "RECO_DR_REHEARSAL_PRINCIPAL"
+_ARN_TESTS = {
+    "ArnEquals": lambda have, want: have in want,
+    "ArnNotEquals": lambda have, want: have not in want,
+    "StringEquals": lambda have, want: have in want,
+    "StringNotEquals": lambda have, want: have not in want,
+}
+
+
+def evaluable(statement: dict, principal: str | None) -> dict | None:
+    """`statement` as moto can evaluate it for `principal` (see the module's docstring, fix 2), or None where it
+    does not apply here. Without a principal, principal conditions stay for moto (which counts them as met)."""
+    cond = statement.get("Condition") or {}
+    if cond.get("Bool", {}).get("aws:SecureTransport") in ("false", ["false"]):
+        return None
+    if any(k.startswith("s3:if-") for block in cond.values() for k in block):
+        return None
+    if principal is None:
+        return statement
+    kept: dict = {}
+    for op, block in cond.items():
+        rest = {}
+        for key, want in block.items():
+            if key == "aws:PrincipalArn" and op in _ARN_TESTS:
+                if not _ARN_TESTS[op](principal, want if isinstance(want, list) else [want]):
+                    return None
+            else:
+                rest[key] = want
+        if rest:
+            kept[op] = rest
+    return {k: v for k, v in statement.items() if k != "Condition"} | ({"Condition": kept} if kept else {})
+
+
 def _patch_bucket_policy_transport() -> None:
     """moto evaluates a bucket policy on object requests without the request's context, and a condition it cannot
     evaluate (every operator but StringEquals) counts as met: the programs' TLS-only statement (Deny s3:* where
@@ -83,15 +124,14 @@ def _patch_bucket_policy_transport() -> None:
             "bucket policy transport fix against this moto version"
         )
 
-    def insecure_only(statement: dict) -> bool:
-        return (statement.get("Condition") or {}).get("Bool", {}).get("aws:SecureTransport") in ("false", ["false"])
+    principal = os.environ.get(PRINCIPAL_ENV)
 
     def get_permission(self: Any, action: str, resource: str) -> Any:
         if self.policy is None:
             return PermissionResult.NEUTRAL
         doc = json.loads(self.policy)
         statements = doc["Statement"] if isinstance(doc["Statement"], list) else [doc["Statement"]]
-        doc["Statement"] = [s for s in statements if not insecure_only(s)]
+        doc["Statement"] = [t for s in statements if (t := evaluable(s, principal)) is not None]
         return IAMPolicy(json.dumps(doc)).is_action_permitted(action, resource)
 
     models.FakeBucket.get_permission = get_permission  # type: ignore[method-assign]  # the fix above

@@ -129,16 +129,22 @@ def stand_in(model: str) -> str:
     return model  # anything else runs as declared (and fails to load if the version lacks it)
 
 
-def build_serving_repo(pod: PodSpec, version_dir: Path, serving_dir: Path, python_files: list[str]) -> list[str]:
+def build_serving_repo(
+    pod: PodSpec, version_dir: Path, serving_dir: Path, python_files: list[str], digest: str
+) -> list[str]:
     """Run the declared verify-model command over `version_dir` (synced from the bucket), building `serving_dir`;
     then link the stand-in python models (`python_files`: their files and the ONNX file and manifest they read,
-    relative paths in the version, all verified by the script). Returns the models Triton loads here. Raises
-    PodError with the script's own message when it refuses (a tampered or incomplete version)."""
+    relative paths in the version, all verified by the script). `digest` is the manifest sha256 the stack copy pins
+    for this version (each Deployment's command carries its own version's, as on AWS). Returns the models Triton
+    loads here. Raises PodError with the script's own message when it refuses (a tampered, unsigned or unpinned
+    version)."""
     cmd = list(pod.verify)
-    if len(cmd) < 5 or cmd[:2] != ["python3", "-c"]:
-        raise PodError(f"{pod.stack}: verify-model's command is not `python3 -c <script> <version> <serving> ...`")
+    if len(cmd) < 6 or cmd[:2] != ["python3", "-c"]:
+        raise PodError(
+            f"{pod.stack}: verify-model's command is not `python3 -c <script> <version> <serving> <digest> ...`"
+        )
     serving_dir.parent.mkdir(parents=True, exist_ok=True)
-    run = [sys.executable, "-c", cmd[2], str(version_dir), str(serving_dir), *cmd[5:]]
+    run = [sys.executable, "-c", cmd[2], str(version_dir), str(serving_dir), digest, *cmd[6:]]
     r = subprocess.run(run, capture_output=True, text=True, timeout=600, check=False)
     if r.returncode != 0:
         raise PodError((r.stderr or r.stdout).strip() or f"verify-model exited {r.returncode}")

@@ -33,6 +33,7 @@ import yaml
 from drills.errors import DrillError
 from drills.rehearsal.runner import Session
 from infra.config import PROJECT, ROOT, STACKS_DIR, load_fleet
+from model_build.signing import dev_key
 
 if TYPE_CHECKING:  # the adapters are built over a started world; the world imports none of them
     from drills.rehearsal.world import World
@@ -179,6 +180,33 @@ def prepare_stacks(src: Path, dst: Path, env: str) -> list[str]:
             notes += [f"{stack}: {c} in the rehearsal's stack copy" for c in changed]
     load_fleet(env, dst)  # still valid
     return notes
+
+
+def pin_releases(stacks_dir: Path, env: str, releases: dict[str, str], public_key_pem: str) -> list[str]:
+    """Pin the rehearsal's builds in the env's regional stack copies, as the PR that publishes a release does:
+    `model.signer` the key model_build signed them with (here the development key; on AWS the build workflow's
+    Sigstore identity), `model.digests[version]` each build's manifest sha256 (`releases`: version -> digest).
+    Returns the report's note; the declared verify-model then refuses any other manifest, signed or not."""
+    from model_build.signing import key_fingerprint
+
+    pem = public_key_pem
+    fleet = load_fleet(env, stacks_dir)
+    for stack in fleet.stack_names.values():
+        p = stacks_dir / f"Pulumi.{stack}.yaml"
+        doc = yaml.safe_load(p.read_text())
+        model = dict(doc["config"].get(f"{PROJECT}:model") or {})
+        model["signer"] = {"kind": "key", "public_key": pem}
+        model["digests"] = {**(model.get("digests") or {}), **releases}
+        doc["config"][f"{PROJECT}:model"] = model
+        p.write_text(yaml.safe_dump(doc, sort_keys=False))
+    load_fleet(env, stacks_dir)  # still valid
+    pins = ", ".join(f"{v} {d[:12]}" for v, d in sorted(releases.items()))
+    return [
+        f"{env} regional stacks: model.signer = the key model_build signed with here (sha256:"
+        f"{key_fingerprint(pem)[:16]}, offline signing) instead of the build workflow's Sigstore identity; "
+        "model.digests pins the "
+        f"rehearsal's builds ({pins}) in the stack copy"
+    ]
 
 
 def default_region(fleet: Any, scenario: str) -> str | None:
@@ -457,6 +485,10 @@ def prepare(opts: Options, log: Callable[[str], None]) -> Prepared:
         log_dir=out / "logs",
         log=log,
     )
+    prep.notes += pin_releases(
+        stacks_dir, opts.env, {prep.model.version: prep.model.manifest_sha256}, dev_key()[1].read_text()
+    )
+    prep.fleet = fleet = load_fleet(opts.env, stacks_dir)
     prep.plan = plan_for(prep)
     if opts.scenario == ALL:  # again, now with the model's manifest
         prep.plans = [(sc, plan_for(prep, sc) if p is not None else None, why) for sc, p, why in prep.plans]

@@ -30,6 +30,7 @@ from drills.rehearsal import rehearse as R
 from drills.rehearsal.probe_proc import ProbeProcess
 from drills.rehearsal.release_serving import NodeLoss, ServingModel
 from drills.rehearsal.runner import Session
+from model_build.signing import dev_key
 
 SCENARIOS = ("release", "bad-release", "artifact-corruption", "node-loss")
 _PROBE_PROCS = itertools.count(1)
@@ -185,6 +186,13 @@ def run(opts: Options, log: Callable[[str], None] = _log) -> dict:
         for k in (["good"] if "release" in opts.scenarios else [])
         + (["bad"] if "bad-release" in opts.scenarios else [])
     }
+    notes += R.pin_releases(
+        stacks_dir,
+        opts.env,
+        {i.version: i.manifest_sha256 for i in (stable_info, *cands.values())},
+        dev_key()[1].read_text(),
+    )
+    fleet = load_fleet(opts.env, stacks_dir)
     params = {
         "poll_seconds": max(2.0, round(0.25 / opts.scale, 3)),
         "probe_clients": 4,

@@ -93,6 +93,7 @@ class ServingModel:
         self._threads: list[threading.Thread] = []
         self.model = next(iter(world.fleet.regions.values())).model.name
         self._handle: dict[str, Pod] = {}  # region -> the stable pod its handle follows
+        self.pins: dict[str, dict[str, str]] = {}  # region -> {version: manifest sha256} of the last `up`
 
     def _lock(self, region: str) -> threading.RLock:
         return self._locks.setdefault(region, threading.RLock())
@@ -112,7 +113,8 @@ class ServingModel:
         assert w.moto is not None  # pods start once the world runs
         d = w.workdir / "regions" / region / "pods" / tag
         sync_from_bucket(w.moto.client("s3", region), w.buckets[region], f"{self.model}/{version}", d / "synced")
-        return prepare_serving_repo(d / "synced", d / "repository", w.pods[region])
+        pins = self.pins.get(region) or w.fleet.regions[region].model.digests
+        return prepare_serving_repo(d / "synced", d / "repository", w.pods[region], pins.get(version, ""))
 
     def start_pod(self, region: str, track: str, version: str) -> Pod:
         w = self.world
@@ -241,6 +243,7 @@ class ServingModel:
     def apply(self, region: str, model: Any) -> None:
         version, canary_version, weight = model.version, (model.canary_version or ""), int(model.canary_weight or 0)
         with self._lock(region):
+            self.pins[region] = dict(model.digests)  # each Deployment's verify-model gets its version's pin
             deps = self.deps.setdefault(region, {})
             if not canary_version and CANARY in deps:
                 self._set_weight(region, 0)  # the listener first: no request goes to pods about to stop

@@ -218,10 +218,11 @@ def verify_tree(src: Path, rels: list[str] | None = None) -> dict[str, str]:
     return ok
 
 
-def prepare_serving_repo(src: Path, dest: Path, pod: PodSpec) -> ServingRepo:
+def prepare_serving_repo(src: Path, dest: Path, pod: PodSpec, digest: str) -> ServingRepo:
     """Build `dest`, the repository this region's Triton reads, from the version `src` synced from the bucket, as
     the regional stack's pod does: its declared verify-model command verifies the version and links the declared
-    models into it; then the stand-in python-backend model (pod.SUBSTITUTIONS) and the files it reads are linked
+    models into it (refusing a manifest whose sha256 is not `digest`, the stack's pin); then the stand-in
+    python-backend model (pod.SUBSTITUTIONS) and the files it reads are linked
     beside them, after the rehearsal's own checks of those files.
 
     Built in `<dest>.partial` and renamed into place only once complete, so `dest` is either a complete verified
@@ -258,7 +259,7 @@ def prepare_serving_repo(src: Path, dest: Path, pod: PodSpec) -> ServingRepo:
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        loads = build_serving_repo(pod, src, tmp, served)
+        loads = build_serving_repo(pod, src, tmp, served, digest)
     except PodError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ArtifactError(str(e)) from None

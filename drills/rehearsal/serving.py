@@ -78,7 +78,8 @@ class TritonPerRegion:
         rdir = w.workdir / "regions" / region
         synced = rdir / "synced"
         sync_from_bucket(w.moto.client("s3", region), w.buckets[region], w.model_prefix, synced)
-        repo = prepare_serving_repo(synced, rdir / "repository", w.pods[region])
+        model = w.fleet.regions[region].model
+        repo = prepare_serving_repo(synced, rdir / "repository", w.pods[region], model.digests.get(model.version, ""))
         self.repos[region] = repo
         t = TritonServer(
             w.sup,

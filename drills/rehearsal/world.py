@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from drills.rehearsal.declared import Applied, apply_declared, records_from_plan
-from drills.rehearsal.moto import MotoServer
+from drills.rehearsal.moto import POLICY_SUBSTITUTIONS, MotoServer
 from drills.rehearsal.pod import SUBSTITUTIONS, PodSpec, declared_pod
 from drills.rehearsal.procs import PortInUse, ProcessError, Supervisor, check_ports_free, free_port_block
 from drills.rehearsal.repo import (
@@ -60,6 +60,7 @@ from drills.rehearsal.serving import RegionServing, ServingFactory, TritonPerReg
 from drills.rehearsal.storage import Storage
 from drills.rehearsal.traffic import Traffic
 from drills.rehearsal.triton import locate
+from infra.names import deploy_role_name, role_arn
 from model_build.manifest import Manifest
 
 LB_NET = "127.0.10."  # region n's load balancer is 127.0.10.<n+1>; 127.0.0.0/8 is all loopback on Linux
@@ -240,7 +241,12 @@ class World:
         self.manifest = read_manifest(self.model_dir)
         self._step("verify model artifacts", lambda: verify_tree(self.model_dir))
         self.claim_ports()
-        self.moto = MotoServer(self.sup, port=self.ports["moto"])
+        from infra.mocks import ACCOUNT_ID  # the account the offline plan's ARNs name
+
+        # Every request stands for the release tooling (the env's deploy role) where a bucket policy names principals.
+        self.moto = MotoServer(
+            self.sup, port=self.ports["moto"], principal=role_arn(ACCOUNT_ID, deploy_role_name(self.fleet.env))
+        )
         self._step("moto_server", self.moto.start)
         moto = self.moto
         self._route53 = Route53Model(
@@ -444,7 +450,7 @@ class World:
             "moto_ready_s": self.moto.ready_s if self.moto else None,
             "serving": self.serving.describe(),
             "pods": {r: asdict(p) for r, p in self.pods.items()},
-            "substitutions": [list(x) for x in SUBSTITUTIONS],
+            "substitutions": [list(x) for x in (*SUBSTITUTIONS, *POLICY_SUBSTITUTIONS)],
         }
 
 

@@ -29,6 +29,7 @@ from drills.release.planning import (
 )
 from drills.undo import put_pointer_back
 from infra.engines import coverage
+from model_build.signing import signer_from_config
 
 if TYPE_CHECKING:
     from drills.adapters.base import MetricsSource, ScoreProbe, ServingAdapter
@@ -107,6 +108,16 @@ def apply_region(run: Run, stack: str, values: dict[str, Any], allow_deletes: in
 
     ch = change_stack(run, stack, values, message, refuse)
     return {k: ch[k] for k in ("stack", "preview", "up_seconds")}
+
+
+def verified(run: Run, region: str, model: str, version: str) -> A.BucketVerification:
+    """The version as it is in the region's bucket, verified against the region's live stack config: the signer
+    it names and the manifest digest it pins for `version` (a version it does not pin does not verify)."""
+    stack = _stack(run, region)
+    digests = run.backend.stacks.get_config(stack, "model.digests") or {}
+    pinned = digests.get(version) if isinstance(digests, dict) else None
+    signer = signer_from_config(run.backend.stacks.get_config(stack, "model.signer"))
+    return A.verify_in_bucket(run.backend.s3, region, model, version, signer, pinned)
 
 
 def tracks(run: Run, region: str) -> dict[str, Any]:
@@ -207,7 +218,7 @@ def _release_precheck(run: Run, step: Step) -> dict:
     metrics: Metrics | None = None  # the candidate's offline figures, from the first manifest that verifies
     sha: dict[str, str | None] = {}
     for r in rel["order"]:
-        v = A.verify_in_bucket(b.s3, r, model, cand)
+        v = verified(run, r, model, cand)
         sha[r] = v.manifest_sha256
         verdicts.append(
             {
@@ -377,7 +388,7 @@ def _record_lkg(run: Run, step: Step) -> dict:
     model, version = p["model"], p["version"]
     docs, written = {}, []
     for r in p["regions"]:
-        v = A.verify_in_bucket(s3, r, model, version)
+        v = verified(run, r, model, version)
         if not v.ok:
             raise Abort(f"{r}: {model} {version} no longer verifies in its bucket: " + "; ".join(v.problems[:4]))
         docs[r] = _pointer_doc(run, s3, r, model, version, v)
@@ -551,7 +562,7 @@ def _adopt_lkg(run: Run, step: Step) -> dict:
     s3, p = run.backend.s3, step.params
     region, model = p["region"], p["model"]
     version = served_version(run, region)
-    v = A.verify_in_bucket(s3, region, model, version)
+    v = verified(run, region, model, version)
     if not v.ok:
         raise GuardrailError(
             "adopt",
@@ -570,7 +581,7 @@ def _verify_served(run: Run, step: Step) -> dict:
     region, model = step.params["region"], step.params["model"]
     version = served_version(run, region)
     t = run.clock.now()
-    v = A.verify_in_bucket(run.backend.s3, region, model, version)
+    v = verified(run, region, model, version)
     fault = run.state.fault or {}
     state(run).setdefault("fault_t", {})
     if fault.get("region") == region:
@@ -639,7 +650,7 @@ def _verify_regions(run: Run, step: Step) -> dict:
     run.wait(p["timeout"], until=check, label="the corrupt version, then the repair, replicated to every other region")
     for r, ptr in ptrs.items():
         if ptr is None:
-            v = A.verify_in_bucket(s3, r, model, served_version(run, r))
+            v = verified(run, r, model, served_version(run, r))
             out[r].update(
                 note="no last-known-good pointer: verified against its manifest only",
                 problems=v.problems[:5],

@@ -1,8 +1,9 @@
 """A published model version as it is in a region's bucket: verified, pinned, restored.
 
-- `verify_in_bucket(store, region, model, version)`: download the immutable prefix `<model>/<version>/` through
-  the S3 adapter and run model_build's own verification on it (every file's sha256 and size against the
-  manifest, missing and unexpected files, ONNX and config.pbtxt signatures, engine records), then
+- `verify_in_bucket(store, region, model, version, signer, pinned)`: download the immutable prefix
+  `<model>/<version>/` through the S3 adapter and run model_build's own verification on it (every file's sha256
+  and size against the manifest, missing and unexpected files, ONNX and config.pbtxt signatures, engine records),
+  the manifest digest against the stack's pin and the release signature against the stack's signer, then
   `engines_available`. The same check a publish ran before upload, now on what a pod would load.
 - `pin(...)`: the S3 version id of every file of a verified version: the exact bytes a last-known-good pointer
   refers to. The bucket is versioned and model_build publishes create-only (If-None-Match: *), so those
@@ -21,7 +22,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model_build.manifest import MANIFEST, Manifest, engines_available, load_manifest, verify
+from infra.names import lkg_key
+from model_build.manifest import MANIFEST, SIGNATURE, Manifest, engines_available, load_manifest, verify
+from model_build.signing import Signer, verify_signature
 
 
 def prefix(model: str, version: str) -> str:
@@ -56,9 +59,18 @@ class BucketVerification:
 
 
 def verify_in_bucket(
-    store: Any, region: str, model: str, version: str, workdir: Path | None = None
+    store: Any,
+    region: str,
+    model: str,
+    version: str,
+    signer: Signer | None,
+    pinned: str | None,
+    workdir: Path | None = None,
 ) -> BucketVerification:
-    """Download `<model>/<version>/` from the region's bucket into a temporary directory and verify it."""
+    """Download `<model>/<version>/` from the region's bucket into a temporary directory and verify it: the files
+    against the manifest, the manifest's sha256 against `pinned` (the stack config's `model.digests[version]`), and
+    the release signature against `signer` (the stack config's `model.signer`). A version no stack pins, or with
+    no signer to check, does not verify: nothing unpinned or unsigned may serve."""
     out = BucketVerification(region=region, model=model, version=version, present=False)
     pre = prefix(model, version)
     keys = store.list_keys(region, pre)
@@ -84,7 +96,21 @@ def verify_in_bucket(
             dest.write_bytes(body)
             out.files[rel] = {"sha256": sha256(body), "size": len(body)}
         out.manifest_sha256 = out.files.get(MANIFEST, {}).get("sha256")
+        if pinned is None:
+            out.problems.append(
+                f"{MANIFEST}: {model} {version} has no pinned digest in {region}'s stack config (model.digests)"
+            )
+        elif out.manifest_sha256 != pinned:
+            out.problems.append(
+                f"{MANIFEST}: sha256 {out.manifest_sha256} is not the digest {region}'s stack config pins for "
+                f"{version} ({pinned}): a manifest rewritten with its model"
+            )
         out.problems += verify(tmp)
+        out.problems += (
+            verify_signature(tmp, signer)
+            if signer is not None
+            else [f"{SIGNATURE}: {region}'s stack config names no signer (model.signer), so nothing can verify"]
+        )
         try:
             m = load_manifest(tmp)
         except Exception as e:  # noqa: BLE001 - an unreadable manifest is one more problem, already in verify()'s list
@@ -103,15 +129,6 @@ def verify_in_bucket(
 
 
 # ---------------------------------------------------------------- last-known-good pointer
-LKG_KEY = "{model}/_lkg/{region}.json"  # "_lkg" cannot be a model version (versions start with a letter or digit)
-
-
-def lkg_key(model: str, region: str) -> str:
-    # One key per region: replication copies every region's pointer into every bucket, and a shared key would
-    # let another region's promotion overwrite this region's pointer.
-    return LKG_KEY.format(model=model, region=region)
-
-
 def pin(store: Any, region: str, model: str, version: str, files: dict[str, dict]) -> dict[str, dict]:
     """{path: {sha256, size, version_id}} for every file of a verified version (HEAD gives the version ids)."""
     pre = prefix(model, version)

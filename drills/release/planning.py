@@ -22,6 +22,7 @@ stack's three model keys back to the values recorded before the first change, ca
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,9 @@ from drills.manifest import find_manifest
 from drills.model import Condition, Plan, Step
 from drills.planning import PlanContext, finish_plan, healthy_condition, slo_condition
 from infra.capacity import region_capacity, replica_bounds, shares_after_loss
-from infra.config import ROOT, STACKS_DIR, ConfigError, Fleet, Model, envs, load_fleet
+from infra.config import MODEL_VERSION, ROOT, STACKS_DIR, ConfigError, Fleet, envs, load_fleet
 from infra.engines import coverage
-from infra.names import TRACK_HEADER, canary_aws_resources, canary_resource_count
+from infra.names import TRACK_HEADER, canary_aws_resources, canary_resource_count, lkg_key
 
 VERSION, CANARY_VERSION, CANARY_WEIGHT = "model.version", "model.canary_version", "model.canary_weight"
 REGION_PATHS = (VERSION, CANARY_VERSION, CANARY_WEIGHT)
@@ -199,13 +200,11 @@ def pinned_scoring_refusal(stacks: list[str]) -> GuardrailError:
 
 
 def _check_candidate_name(candidate: str) -> None:
-    try:
-        Model(version=candidate)
-    except Exception:  # noqa: BLE001 - pydantic's message is about the field; ours names the rule
+    if not re.fullmatch(MODEL_VERSION, candidate):
         raise GuardrailError(
             "candidate",
             f"{candidate!r} is not a model version (letters, digits, '.' and '-', starting with a letter or digit)",
-        ) from None
+        )
 
 
 def release_abort_conditions(ctx: PlanContext) -> list[Condition]:
@@ -392,8 +391,9 @@ def build_release_plan(ctx: PlanContext, opts: ReleaseOptions) -> Plan:
         Step(
             name="precheck",
             action="release_precheck",
-            description=f"{cand} published and verified in every region's bucket (hashes, sizes, signatures), engines "
-            f"for every compute capability, offline AUC >= {gates.auc_min:g} and NDCG@10 >= {gates.ndcg_min:g}"
+            description=f"{cand} published and verified in every region's bucket (hashes, sizes, the release "
+            "signature of the stack's signer and the manifest digest it pins), engines for every compute capability"
+            f", offline AUC >= {gates.auc_min:g} and NDCG@10 >= {gates.ndcg_min:g}"
             + ("" if opts.offline_blocking else " (recorded, not enforced: the drill exercises the online gates)")
             + "; live config and serving as planned; baseline SLO",
             params={
@@ -521,7 +521,7 @@ def build_release_plan(ctx: PlanContext, opts: ReleaseOptions) -> Plan:
             action="record_lkg",
             mutates=True,
             params={"version": cand, "model": model, "regions": order},
-            description=f"each region's last-known-good pointer ({model}/_lkg/<region>.json) := {cand} with the S3 "
+            description=f"each region's last-known-good pointer ({lkg_key(model, '<region>')}) := {cand} with the S3 "
             "version id and sha256 of every file, verified again first",
         )
     )

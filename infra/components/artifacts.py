@@ -1,7 +1,8 @@
 """The regional artifact bucket that Triton reads its model repository from.
 
 Versioned (replication and rollback need it), SSE-KMS with a customer-managed, rotating key (the global
-stack's replication grants decrypt on it), private, TLS-only, noncurrent versions expire.
+stack's replication grants decrypt on it), private, TLS-only, noncurrent versions expire, and published model
+versions immutable (`bucket_policy`: create-only writes, no deletes, pointers moved by the release tooling only).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from infra.names import LKG_PREFIX
+
 
 def bucket_name(stack: str, account_id: str) -> str:
     """Globally unique and stable per stack: the global stack and the drills find buckets by output, and a
@@ -19,7 +22,15 @@ def bucket_name(stack: str, account_id: str) -> str:
     return f"reco-dr-{stack}-artifacts-{account_id}"
 
 
-def tls_only_policy(bucket_arn: str) -> str:
+def bucket_policy(bucket_arn: str, model: str, break_glass_arn: str, pointer_writer_arn: str) -> str:
+    """TLS only; and published model versions immutable to every principal but the break-glass role:
+    - writes under `<model>/` must be create-only (`If-None-Match: *`, enforced with S3's `s3:if-none-match`
+      condition key), so no one can overwrite a published file or manifest, and CopyObject (a copy-over) is refused;
+    - no object or object version under `<model>/` may be deleted (replication does not copy delete markers either);
+    - the last-known-good pointers (`_lkg/`) move, or go, only by the release tooling's role (the env's deploy role).
+    Object Lock was the alternative: its retention stops deletes but still lets a new current version be written
+    over a key, which is exactly the swap to prevent; create-only writes prevent it."""
+    versions, pointers = f"{bucket_arn}/{model}/*", f"{bucket_arn}/{LKG_PREFIX}/*"
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -31,7 +42,34 @@ def tls_only_policy(bucket_arn: str) -> str:
                     "Action": "s3:*",
                     "Resource": [bucket_arn, f"{bucket_arn}/*"],
                     "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                }
+                },
+                {
+                    "Sid": "DenyOverwriteOfPublishedVersions",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:PutObject",
+                    "Resource": versions,
+                    "Condition": {
+                        "Null": {"s3:if-none-match": "true"},
+                        "ArnNotEquals": {"aws:PrincipalArn": break_glass_arn},
+                    },
+                },
+                {
+                    "Sid": "DenyDeletesOfPublishedVersions",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion"],
+                    "Resource": versions,
+                    "Condition": {"ArnNotEquals": {"aws:PrincipalArn": break_glass_arn}},
+                },
+                {
+                    "Sid": "PointersOnlyByReleaseTooling",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": ["s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"],
+                    "Resource": pointers,
+                    "Condition": {"ArnNotEquals": {"aws:PrincipalArn": [break_glass_arn, pointer_writer_arn]}},
+                },
             ],
         },
         sort_keys=True,
@@ -54,6 +92,9 @@ def lifecycle_rules(noncurrent_days: int) -> list[aws.s3.BucketLifecycleConfigur
 class ArtifactBucketArgs:
     bucket: str
     noncurrent_days: int
+    model: str  # the model name: its version prefixes are the immutable ones
+    break_glass_arn: str  # the one role that may overwrite or delete published files (an incident's last resort)
+    pointer_writer_arn: str  # the release tooling's role: moves the last-known-good pointers
 
 
 class ArtifactBucket(pulumi.ComponentResource):
@@ -123,7 +164,9 @@ class ArtifactBucket(pulumi.ComponentResource):
         aws.s3.BucketPolicy(
             f"{name}-tls-only",
             bucket=b,
-            policy=self.bucket.arn.apply(tls_only_policy),
+            policy=self.bucket.arn.apply(
+                lambda arn: bucket_policy(arn, args.model, args.break_glass_arn, args.pointer_writer_arn)
+            ),
             opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[pab, own]),
         )
 

@@ -39,12 +39,13 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
+from infra.names import GITHUB_OIDC_ISSUER, ROLE_PREFIX, deploy_role_name
+
+GITHUB_OIDC_HOST = GITHUB_OIDC_ISSUER.removeprefix("https://")
 GITHUB_OIDC_URL = f"https://{GITHUB_OIDC_HOST}"
 STS_AUDIENCE = "sts.amazonaws.com"  # aws-actions/configure-aws-credentials' default audience
 MAIN_REF = "refs/heads/main"
 
-ROLE_PREFIX = "reco-dr-ci-"
 PREVIEW_ROLE = f"{ROLE_PREFIX}preview"
 # Seconds a session may last: a preview job's timeout is 30 minutes; an `up` job's is 120 (an EKS cluster and its
 # node groups), and credentials that expire halfway through `pulumi up` leave pending operations in the state.
@@ -161,14 +162,6 @@ def preview_subjects(repository: str) -> tuple[str, ...]:
 def deploy_subjects(repository: str, environment: str) -> tuple[str, ...]:
     """Only jobs that name the GitHub environment `environment` (up.yml), which admits `main` only."""
     return (environment_subject(repository, environment),)
-
-
-def deploy_role_name(environment: str) -> str:
-    return f"{ROLE_PREFIX}deploy-{environment}"
-
-
-def role_arn(account_id: str, name: str) -> str:
-    return f"arn:aws:iam::{account_id}:role/{name}"
 
 
 # ---------------------------------------------------------------- policy documents

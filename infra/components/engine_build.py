@@ -21,9 +21,11 @@ SERVICE_ACCOUNT = "engine-builder"
 CONFIGMAP = "reco-dr-artifacts"
 
 
-def engine_builder_policy(bucket_arn: str, key_arn: str, model: str) -> str:
+def engine_builder_policy(bucket_arn: str, key_arn: str, model: Model) -> str:
     """Read any published version of the model and the timing caches; write only engines, engine records and
-    timing caches (never the graph, the manifest or Triton configs, which the publish step owns)."""
+    timing caches (never the graph, the manifest or Triton configs, which the publish step owns), and never into a
+    version this region serves (`version`, `canary_version`): engines are added before a version serves."""
+    serving = [v for v in (model.version, model.canary_version) if v]
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -33,23 +35,29 @@ def engine_builder_policy(bucket_arn: str, key_arn: str, model: str) -> str:
                     "Effect": "Allow",
                     "Action": "s3:ListBucket",
                     "Resource": bucket_arn,
-                    "Condition": {"StringLike": {"s3:prefix": [f"{model}/*", "timing-cache/*"]}},
+                    "Condition": {"StringLike": {"s3:prefix": [f"{model.name}/*", "timing-cache/*"]}},
                 },
                 {
                     "Sid": "Read",
                     "Effect": "Allow",
                     "Action": "s3:GetObject",
-                    "Resource": [f"{bucket_arn}/{model}/*", f"{bucket_arn}/timing-cache/*"],
+                    "Resource": [f"{bucket_arn}/{model.name}/*", f"{bucket_arn}/timing-cache/*"],
                 },
                 {
                     "Sid": "WriteEngines",
                     "Effect": "Allow",
                     "Action": "s3:PutObject",
                     "Resource": [
-                        f"{bucket_arn}/{model}/*/{model}_trt/1/*",
-                        f"{bucket_arn}/{model}/*/engine_records/*",
+                        f"{bucket_arn}/{model.name}/*/{model.name}_trt/1/*",
+                        f"{bucket_arn}/{model.name}/*/engine_records/*",
                         f"{bucket_arn}/timing-cache/*",
                     ],
+                },
+                {
+                    "Sid": "NoWritesToServingVersions",
+                    "Effect": "Deny",
+                    "Action": "s3:PutObject",
+                    "Resource": [f"{bucket_arn}/{model.name}/{v}/*" for v in serving],
                 },
                 {
                     "Sid": "Kms",
@@ -107,7 +115,7 @@ class EngineBuildAccess(pulumi.ComponentResource):
     ):
         super().__init__("reco-dr:regional:EngineBuildAccess", name, None, opts)
         policy = pulumi.Output.all(args.bucket_arn, args.key_arn).apply(
-            lambda a: engine_builder_policy(a[0], a[1], args.model.name)
+            lambda a: engine_builder_policy(a[0], a[1], args.model)
         )
         role = ServiceAccountRole(
             f"{name}-irsa",

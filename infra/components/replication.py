@@ -161,7 +161,8 @@ def replication_rule(
         priority=priority,
         status="Enabled",
         filter=aws.s3.BucketReplicationConfigRuleFilterArgs(),
-        delete_marker_replication=aws.s3.BucketReplicationConfigRuleDeleteMarkerReplicationArgs(status="Enabled"),
+        # A delete (or a delete marker hiding a published file) in one region must not spread to every region.
+        delete_marker_replication=aws.s3.BucketReplicationConfigRuleDeleteMarkerReplicationArgs(status="Disabled"),
         source_selection_criteria=aws.s3.BucketReplicationConfigRuleSourceSelectionCriteriaArgs(
             # Without this opt-in S3 silently skips SSE-KMS objects, i.e. every artifact.
             sse_kms_encrypted_objects=aws.s3.BucketReplicationConfigRuleSourceSelectionCriteriaSseKmsEncryptedObjectsArgs(

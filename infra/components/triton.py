@@ -65,18 +65,25 @@ SERVING_DIR = f"{MODEL_DIR}/serving"
 # argv: the verified version's directory, the serving repository to build, then the Triton models it serves.
 VERIFY_SCRIPT = r"""
 import hashlib, json, os, sys
-root, serving, models = sys.argv[1], sys.argv[2], sys.argv[3:]
+root, serving, pinned, models = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 def sha(p):
     h = hashlib.sha256()
     with open(p, "rb") as f:
         for b in iter(lambda: f.read(1 << 20), b""):
             h.update(b)
     return h.hexdigest()
+mpath = os.path.join(root, "manifest.json")
+got = sha(mpath) if os.path.isfile(mpath) else "(no manifest.json)"
+if got != pinned:
+    sys.exit(f"verify-model: refusing to serve {root}: manifest.json sha256 {got} is not the digest the stack pins "
+             f"for this version ({pinned}); a manifest rewritten with its model is refused here")
+if not os.path.isfile(os.path.join(root, "model.sig")):
+    sys.exit(f"verify-model: refusing to serve {root}: no model.sig (the release is unsigned)")
 try:
-    m = json.load(open(os.path.join(root, "manifest.json")))
+    m = json.load(open(mpath))
 except Exception as e:
     sys.exit(f"verify-model: no readable manifest.json in {root}: {e}")
-bad, seen = [], {"manifest.json"}
+bad, seen = [], {"manifest.json", "model.sig"}
 for f in m.get("files", []):
     p = os.path.join(root, f["path"])
     seen.add(f["path"])
@@ -190,6 +197,14 @@ def pod_security_context() -> dict:
     }
 
 
+def pinned_digest(model: Model) -> str:
+    """The manifest sha256 stack config pins for the version this Deployment serves (config validation guarantees
+    one for `version` and `canary_version`)."""
+    digest = model.digest(model.version)
+    assert digest is not None  # Model's validator: every served version is pinned
+    return digest
+
+
 def model_init_containers(pool: GpuPool, bucket: str, model: Model, triton: TritonConfig, region: str) -> list[dict]:
     """Fetch the version's prefix from the bucket, verify it against its manifest and link the models this pool
     serves into SERVING_DIR (see VERIFY_SCRIPT)."""
@@ -224,7 +239,17 @@ def model_init_containers(pool: GpuPool, bucket: str, model: Model, triton: Trit
             "name": "verify-model",
             "image": triton.image,
             "imagePullPolicy": "IfNotPresent",
-            "command": ["python3", "-c", VERIFY_SCRIPT, local, SERVING_DIR, *pod_models(pool, model)],
+            # The pinned manifest digest is the trust root here: the stack config is reviewed and signed-off, the
+            # manifest lists every file's sha256, and the release tooling verified the signature before pinning.
+            "command": [
+                "python3",
+                "-c",
+                VERIFY_SCRIPT,
+                local,
+                SERVING_DIR,
+                pinned_digest(model),
+                *pod_models(pool, model),
+            ],
             "env": [{"name": "HOME", "value": "/tmp"}],
             "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
             "securityContext": sec,

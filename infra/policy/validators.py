@@ -101,8 +101,9 @@ def health_check_violations(name: str, props: Mapping) -> list[str]:
 
 
 def replication_config_violations(name: str, props: Mapping) -> list[str]:
-    """Every rule: enabled, V2 (filter), delete markers replicated, RTC + metrics at 15 min, SSE-KMS objects
-    selected and re-encrypted with a destination key; priorities unique."""
+    """Every rule: enabled, V2 (filter), delete markers NOT replicated (a delete hiding a published file in one region
+    must not spread to every region), RTC + metrics at 15 min, SSE-KMS objects selected and re-encrypted with a
+    destination key; priorities unique."""
     out: list[str] = []
     rules = _g(props, "rules")
     if rules is UNKNOWN:
@@ -116,9 +117,9 @@ def replication_config_violations(name: str, props: Mapping) -> list[str]:
         if not _is(_g(rule, "status"), "Enabled"):
             out.append(f"{where} is not Enabled")
         if _g(rule, "filter") is None:
-            out.append(f"{where} has no filter: a V1 rule cannot replicate delete markers nor carry a priority")
-        if not _is(_g(rule, "deleteMarkerReplication", "status"), "Enabled"):
-            out.append(f"{where} does not replicate delete markers")
+            out.append(f"{where} has no filter: a V1 rule cannot carry a priority")
+        if not _is(_g(rule, "deleteMarkerReplication", "status"), "Disabled"):
+            out.append(f"{where} replicates delete markers: a delete in one region would hide the file in every region")
         rt = _g(rule, "destination", "replicationTime")
         if not (_is(_g(rt, "status"), "Enabled") and _is(_g(rt, "time", "minutes"), RTC_MINUTES)):
             out.append(f"{where} lacks Replication Time Control at {RTC_MINUTES} minutes")

@@ -32,6 +32,7 @@ from drills.clock import Clock
 from infra.config import load_fleet
 from model_build.manifest import Manifest
 from tests.manifests import manifest
+from tests.signing import signer_config
 
 ROOT = Path(__file__).resolve().parents[2]
 # Fast drill parameters for the fake clock: fewer clients and polls, short holds.
@@ -159,6 +160,8 @@ def copy_stacks(
         doc = yaml.safe_load((dst / f.name).read_text())
         if uid and f.name.endswith("-global.yaml"):
             doc["config"]["reco-dr:zone"]["name"] = f"{uid}.{doc['config']['reco-dr:zone']['name']}"
+        if "reco-dr:model" in doc["config"]:  # releases in tests are signed by the test signer
+            doc["config"]["reco-dr:model"]["signer"] = signer_config()
         if release_tooling and "reco-dr:load_balancer" in doc["config"]:
             doc["config"]["reco-dr:load_balancer"]["release_tooling_cidrs"] = TOOLING_CIDRS
         (dst / f.name).write_text(yaml.safe_dump(doc, sort_keys=False))

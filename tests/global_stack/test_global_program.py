@@ -125,7 +125,7 @@ def test_replication_rule_contents(prod):
             dest = by_arn[rule["destination"]["bucket"]]
             assert rule["id"] == f"to-{dest['region']}"
             assert rule["status"] == "Enabled" and rule["filter"] == {}
-            assert rule["deleteMarkerReplication"] == {"status": "Enabled"}
+            assert rule["deleteMarkerReplication"] == {"status": "Disabled"}  # a delete must not spread
             assert rule["sourceSelectionCriteria"] == {"sseKmsEncryptedObjects": {"status": "Enabled"}}
             d = rule["destination"]
             assert d["encryptionConfiguration"] == {

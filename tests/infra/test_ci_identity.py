@@ -34,6 +34,7 @@ from infra.config import (
     parse_ci,
     read_ci_stack_file,
 )
+from infra.names import role_arn
 
 ROLE = "aws:iam/role:Role"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
@@ -159,7 +160,7 @@ def test_roles_one_preview_and_one_deploy_per_environment(plan):
     assert names == sorted([ci.PREVIEW_ROLE, *(ci.deploy_role_name(e) for e in envs())])
     assert set(plan.outputs["deploy_role_arns"]) == set(envs()) == {"prod", "staging"}
     for name in names:
-        assert role_named(plan, name).state["arn"] == ci.role_arn(m.ACCOUNT_ID, name)
+        assert role_named(plan, name).state["arn"] == role_arn(m.ACCOUNT_ID, name)
 
 
 def _the_statement(trust: dict) -> dict:

@@ -22,6 +22,7 @@ import yaml
 from infra import config as C
 from infra.config import ConfigError, RegionConfig, load_fleet, load_stack, parse, read_stack_file
 from infra.mocks import run_program
+from tests.signing import with_canary
 
 ROOT = Path(__file__).resolve().parents[2]
 REGIONS = str(sorted(C.REGIONS))
@@ -129,7 +130,7 @@ FOREIGN_KEYS = {
 
 
 @pytest.mark.parametrize("case", sorted(FOREIGN_KEYS))
-def test_key_in_an_unknown_namespace_refused(case, stacks_copy):
+def signing_key_in_an_unknown_namespace_refused(case, stacks_copy):
     key, value, rule = FOREIGN_KEYS[case]
     edit(stacks_copy, "prod-use1", "  reco-dr:role: region", f"  {key}: {value}")
     assert str(file_refusal(stacks_copy, "prod-use1")) == f"stack prod-use1: {key} = {value!r}: {rule}"
@@ -227,6 +228,7 @@ PATTERNED = {
     "model name": ("prod-use1", ("model", "name"), None),
     "model version": ("prod-use1", ("model", "version"), None),
     "canary version": ("prod-use1", ("model", "canary_version"), "2026.12.0"),
+    "pinned digest": ("prod-use1", ("model", "digests", "2026.11.0"), None),
     "global env": ("prod-global", ("env",), None),
     "zone name": ("prod-global", ("zone", "name"), None),
     "zone id": ("prod-global", ("zone", "zone_id"), "Z0123456789ABC"),
@@ -252,7 +254,9 @@ def _get(v: dict, path: tuple) -> Any:
 def test_trailing_newline_refused(case):
     stack, path, valid = PATTERNED[case]
     v = copy.deepcopy(read_stack_file(stack))
-    if valid is not None:
+    if path == ("model", "canary_version"):  # a served version is valid only with its manifest digest pinned
+        with_canary(v["model"], str(valid), 0)
+    elif valid is not None:
         _put(v, path, valid)
     good = _get(v, path)
     parse(stack, v)  # the value as it is passes
@@ -396,7 +400,7 @@ STRICT = {
     ),
     "canary weight as a string": (
         "prod-use1",
-        lambda v: v["model"].update(canary_version="2026.12.0", canary_weight="10"),
+        lambda v: with_canary(v["model"], "2026.12.0", "10"),
         "model.canary_weight",
         "10",
         STRICT_INT,

@@ -15,6 +15,7 @@ from infra.components.network import s3_endpoint_policy, subnet_plan
 from infra.config import read_stack_file
 from infra.mocks import run_program
 from infra.names import PORTS
+from tests.signing import with_canary
 
 POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 
@@ -150,7 +151,7 @@ def test_no_policy_admits_grpc(regional):
 
 def test_policies_select_every_triton_pod_stable_and_canary():
     v = copy.deepcopy(read_stack_file("prod-use1"))
-    v["model"].update(canary_version="2026.12.0", canary_weight=10)
+    with_canary(v["model"], "2026.12.0", 10)
     plan = run_program("prod-use1", values=v)
     pods = [d.inputs["spec"]["template"]["metadata"]["labels"] for d in plan.of_type("kubernetes:apps/v1:Deployment")]
     assert {p["reco-dr/track"] for p in pods} == {"stable", "canary"}

@@ -12,6 +12,7 @@ import pytest
 from infra.config import read_stack_file
 from infra.mocks import ResourceRecord, run_program
 from infra.names import PIN_PRIORITY, TRACK_GUARD_PRIORITY, TRACK_HEADER, edge_routes
+from tests.signing import with_canary
 
 RULE = "aws:lb/listenerRule:ListenerRule"
 TOOLING = ["198.51.100.0/24", "192.0.2.16/28"]  # as many blocks as a pin rule has room for
@@ -40,7 +41,7 @@ def documented_routes(m: str) -> dict[str, tuple[int, list[str], list[str]]]:
 
 def _canary_values(stack: str, tooling: list[str] | None, weight: int = 10) -> dict:
     v = copy.deepcopy(read_stack_file(stack))
-    v["model"].update(canary_version="2026.12.0", canary_weight=weight)
+    with_canary(v["model"], "2026.12.0", weight)
     if tooling is not None:
         v["load_balancer"]["release_tooling_cidrs"] = tooling
     return v

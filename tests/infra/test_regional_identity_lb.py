@@ -138,6 +138,9 @@ def test_engine_builder_access_for_model_build_jobs(regional):
         f"{bucket}/{m}/*/engine_records/*",
         f"{bucket}/timing-cache/*",
     ]
+    # Engines are added to versions before they serve: never into the version the region serves.
+    deny = next(s for s in pol["Statement"] if s["Sid"] == "NoWritesToServingVersions")
+    assert deny["Effect"] == "Deny" and deny["Resource"] == [f"{bucket}/{m}/{cfg.model.version}/*"]
     assert not any(
         "Delete" in a
         for s in pol["Statement"]

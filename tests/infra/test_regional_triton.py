@@ -9,6 +9,7 @@ from infra.capacity import replica_bounds
 from infra.components import triton as T
 from infra.components.gpu_pools import device_plugin_daemonset
 from infra.config import RegionConfig, load_stack
+from tests.signing import with_canary
 
 K8S_KINDS = [
     "core/v1:ConfigMap",
@@ -97,7 +98,8 @@ def test_one_deployment_per_gpu_pool(regional, as_manifest):
         )
         assert fetch["command"][-1] == local
         assert verify["image"] == cfg.triton.image and verify["command"][:2] == ["python3", "-c"]
-        assert verify["command"][3:] == [local, "/models/serving", *served]
+        # The manifest digest the stack pins for the version: the pod serves no other manifest.
+        assert verify["command"][3:] == [local, "/models/serving", cfg.model.digests[cfg.model.version], *served]
         assert {"name": "models", "mountPath": "/models", "readOnly": True} in c["volumeMounts"]
         assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
         assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
@@ -194,7 +196,7 @@ def canary_plan():
     from infra.mocks import run_program
 
     v = copy.deepcopy(read_stack_file("prod-use1"))
-    v["model"].update(canary_version="2026.12.0", canary_weight=10)
+    with_canary(v["model"], "2026.12.0", 10)
     # The header pins exist only for the release tooling's addresses (issue 15, the edge).
     v["load_balancer"]["release_tooling_cidrs"] = ["198.51.100.0/24"]
     return run_program("prod-use1", values=v), load_stack("prod-use1")
@@ -330,7 +332,7 @@ def test_canary_weight_zero_keeps_the_candidate_out_of_user_traffic():
     with pytest.raises(ValueError):
         forward_weights(101)
     v = copy.deepcopy(read_stack_file("prod-usw2"))
-    v["model"].update(canary_version="2026.12.0", canary_weight=0)
+    with_canary(v["model"], "2026.12.0", 0)
     plan = run_program("prod-usw2", values=v)
     routes = [r for r in plan.of_type("aws:lb/listenerRule:ListenerRule") if r.name.startswith("ingress-route-")]
     assert routes

@@ -9,6 +9,7 @@ import pytest
 
 from model_build.build import BuildOptions, BuildResult, build
 from model_build.config import TrainConfig
+from tests.signing import signing_key
 
 TINY = TrainConfig(train_requests=256, validation_requests=64, epochs=1)
 
@@ -16,7 +17,7 @@ TINY = TrainConfig(train_requests=256, validation_requests=64, epochs=1)
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
     out = tmp_path_factory.mktemp("model_build") / "repo"
-    return build(BuildOptions(out=out, train=TINY), log=lambda s: None)
+    return build(BuildOptions(out=out, train=TINY, signing_key=signing_key()[0]), log=lambda s: None)
 
 
 @pytest.fixture

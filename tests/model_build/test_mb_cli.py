@@ -11,6 +11,7 @@ import pytest
 from model_build.__main__ import main
 from model_build.build import BuildResult
 from model_build.manifest import load_manifest, verify
+from tests.signing import signing_key
 
 
 @pytest.mark.parametrize("cmd", [[], ["build"], ["verify"], ["publish"], ["bench"], ["plan"]])
@@ -22,15 +23,12 @@ def test_help_on_every_subcommand(cmd, capsys):
 
 
 def test_verify_exit_codes_through_the_real_entry_point(repo: Path):
-    ok = subprocess.run(
-        [sys.executable, "-m", "model_build", "verify", str(repo)], capture_output=True, text=True, check=False
-    )
+    verify = [sys.executable, "-m", "model_build", "verify", str(repo), "--public-key", str(signing_key()[1])]
+    ok = subprocess.run(verify, capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     with open(repo / "ranker_trt/model.fp16.onnx", "ab") as f:
         f.write(b"x")
-    bad = subprocess.run(
-        [sys.executable, "-m", "model_build", "verify", str(repo)], capture_output=True, text=True, check=False
-    )
+    bad = subprocess.run(verify, capture_output=True, text=True, check=False)
     assert bad.returncode == 1 and "ranker_trt/model.fp16.onnx" in bad.stdout
 
 

@@ -10,12 +10,13 @@ import onnx
 import pytest
 
 from model_build.build import BuildResult
-from model_build.manifest import MANIFEST, Manifest, load_manifest, sha256_file, verify, write_manifest
+from model_build.manifest import MANIFEST, SIGNATURE, Manifest, load_manifest, sha256_file, verify, write_manifest
 
 
 def test_manifest_lists_every_file_with_hash_and_size(built: BuildResult):
     m = load_manifest(built.out)
-    on_disk = {p.relative_to(built.out).as_posix() for p in built.out.rglob("*") if p.is_file()} - {MANIFEST}
+    # Every file but the manifest and the signature over all of them (model_build.signing).
+    on_disk = {p.relative_to(built.out).as_posix() for p in built.out.rglob("*") if p.is_file()} - {MANIFEST, SIGNATURE}
     assert {f.path for f in m.files} == on_disk
     for f in m.files:
         assert sha256_file(built.out / f.path) == f.sha256 and (built.out / f.path).stat().st_size == f.size

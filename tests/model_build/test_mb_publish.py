@@ -11,8 +11,9 @@ from moto import mock_aws
 
 from model_build.__main__ import main
 from model_build.build import BuildResult
-from model_build.manifest import MANIFEST, load_manifest
+from model_build.manifest import MANIFEST, SIGNATURE, load_manifest
 from model_build.publish import PublishError, bucket_from_stack, publish
+from tests.drills.drills_support import copy_stacks
 
 BUCKET = "reco-dr-prod-use1-artifacts"
 
@@ -37,8 +38,9 @@ def test_publish_uploads_every_file_with_checksums_manifest_last(built: BuildRes
     up = publish(built.out, BUCKET, s3=s3, log=lambda s: None)
     m = load_manifest(built.out)
     prefix = "ranker/2026.11.0"
-    assert puts[-1] == f"{prefix}/{MANIFEST}" and len(puts) == len(m.files) + 1
-    assert sorted(puts[:-1]) == sorted(f"{prefix}/{f.path}" for f in m.files)
+    # Every file, then the signature over them, then the manifest that makes the version visible.
+    assert puts[-1] == f"{prefix}/{MANIFEST}" and puts[-2] == f"{prefix}/{SIGNATURE}" and len(puts) == len(m.files) + 2
+    assert sorted(puts[:-2]) == sorted(f"{prefix}/{f.path}" for f in m.files)
     for f in m.files:
         head = s3.head_object(Bucket=BUCKET, Key=f"{prefix}/{f.path}", ChecksumMode="ENABLED")
         assert head["ContentLength"] == f.size
@@ -83,11 +85,13 @@ def test_a_repository_that_does_not_verify_is_not_published(repo: Path, s3):
     assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
 
 
-def test_cli_publish_with_bucket_and_stack(built: BuildResult, s3, capsys):
-    assert main(["publish", str(built.out), "--stack", "prod-use1", "--bucket", BUCKET]) == 0
+def test_cli_publish_with_bucket_and_stack(built: BuildResult, s3, capsys, tmp_path):
+    stacks = str(copy_stacks(tmp_path / "stacks"))  # the regional stacks name the test signer
+    publish = ["publish", str(built.out), "--bucket", BUCKET, "--stacks-dir", stacks]
+    assert main([*publish, "--stack", "prod-use1"]) == 0
     assert "manifest last" in capsys.readouterr().out
-    assert main(["publish", str(built.out), "--stack", "prod-use1", "--bucket", BUCKET]) == 1
-    assert main(["publish", str(built.out), "--stack", "prod-global", "--bucket", BUCKET]) == 1  # not regional
+    assert main([*publish, "--stack", "prod-use1"]) == 1
+    assert main([*publish, "--stack", "prod-global"]) == 1  # not regional
 
 
 def test_without_bucket_the_stack_output_is_needed():

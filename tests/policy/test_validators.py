@@ -106,7 +106,7 @@ def test_replication_rule_without_rtc_or_delete_markers(global_res):
     cfg = next(r for r in global_res if r.type == v.REPLICATION)
     props = copy.deepcopy(dict(cfg.props))
     rule = props["rules"][0]
-    rule["deleteMarkerReplication"] = {"status": "Disabled"}
+    rule["deleteMarkerReplication"] = {"status": "Enabled"}
     rule["destination"]["replicationTime"] = {"status": "Disabled", "time": {"minutes": 15}}
     del rule["destination"]["metrics"]
     del rule["sourceSelectionCriteria"]
@@ -114,7 +114,7 @@ def test_replication_rule_without_rtc_or_delete_markers(global_res):
     props["rules"][1]["priority"] = rule["priority"]
     msgs = v.replication_config_violations(cfg.name, props)
     for text in (
-        "delete markers",
+        "replicates delete markers",
         "Replication Time Control",
         "metrics",
         "SSE-KMS",

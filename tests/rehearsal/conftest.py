@@ -2,20 +2,24 @@
 
 `tiny_model_build(dir)` writes what `python -m model_build` leaves (a manifest.json of model_build's schema with
 every file's sha256, size and role, an ONNX file, a python-backend model running it, an ONNX Runtime model config
-and a TensorRT model the CPU server cannot load), small enough to build in milliseconds. Once model_build's own
-output is available the rehearsal serves that; these tests keep the contract pinned without a minute-long training
-run.
+and a TensorRT model the CPU server cannot load, signed by the test signer), small enough to build in milliseconds.
+Once model_build's own output is available the rehearsal serves that; these tests keep the contract pinned without
+a minute-long training run. `pinned_stacks` pins it in a copy of stacks/.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from model_build.manifest import MANIFEST, Role, file_entry, write_manifest
+from infra.config import STACKS_DIR
+from model_build.manifest import MANIFEST, SIGNATURE, Role, file_entry, write_manifest
+from model_build.signing import manifest_digest
 from tests.manifests import manifest
+from tests.signing import sign, signing_key
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -72,7 +76,7 @@ def tiny_model_build(out: Path) -> Path:
     rels = sorted(
         p.relative_to(out).as_posix()
         for p in out.rglob("*")
-        if p.is_file() and p.name != MANIFEST and "__pycache__" not in p.parts
+        if p.is_file() and p.name not in (MANIFEST, SIGNATURE) and "__pycache__" not in p.parts
     )
     files = [file_entry(out, rel, _role(rel)) for rel in rels]
     m = manifest(
@@ -82,7 +86,23 @@ def tiny_model_build(out: Path) -> Path:
         serving={"tensorrt": "ranker_trt", "onnx_fallback": "ranker_onnx", "cpu_rehearsal": "ranker_py"},
     )
     write_manifest(out, m)
+    sign(out)
     return out
+
+
+def pinned_stacks(dst: Path, model_dir: Path) -> Path:
+    """A copy of stacks/ whose regional stacks pin the test signer and `model_dir`'s manifest digest, as the change
+    that publishes a release does (the committed stacks pin a placeholder digest no build has)."""
+    from drills.rehearsal.rehearse import pin_releases
+    from infra.config import envs
+
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in STACKS_DIR.glob("Pulumi.*.yaml"):
+        shutil.copy(f, dst / f.name)
+    version = str(json.loads((model_dir / MANIFEST).read_text())["model"]["version"])
+    for env in envs(dst):
+        pin_releases(dst, env, {version: manifest_digest(model_dir)}, signing_key()[1].read_text())
+    return dst
 
 
 def _role(rel: str) -> Role:
@@ -103,6 +123,12 @@ def _role(rel: str) -> Role:
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
     return tiny_model_build(tmp_path_factory.mktemp("model_build") / "out")
+
+
+@pytest.fixture(scope="session")
+def stacks_dir(model_dir, tmp_path_factory) -> Path:
+    """stacks/ with the tiny build pinned (`pinned_stacks`)."""
+    return pinned_stacks(tmp_path_factory.mktemp("stacks"), model_dir)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from drills.rehearsal.repo import (
     prepare_serving_repo,
     read_manifest,
 )
+from model_build.signing import manifest_digest
 
 
 # ---------------------------------------------------------------- DNS policy (Route 53 semantics)
@@ -216,7 +217,7 @@ def test_serving_repo_keeps_only_what_the_cpu_triton_loads(model_dir, tmp_path, 
     assert "ranker_onnx/config.pbtxt" in excluded and "onnxruntime" in excluded["ranker_onnx/config.pbtxt"]
     assert "TensorRT" in excluded["ranker_trt/1/model_8.9.plan"]
     assert "does not load" in excluded["trt_src/model.fp16.onnx"]
-    repo = prepare_serving_repo(model_dir, tmp_path / "serve", pod)
+    repo = prepare_serving_repo(model_dir, tmp_path / "serve", pod, manifest_digest(model_dir))
     files = sorted(p.relative_to(repo.path).as_posix() for p in repo.path.rglob("*") if p.is_file())
     # The declared model's directory (linked by the declared verify-model script) and the python stand-in with what
     # it reads; never the TensorRT model, its source graph or anything else of the version.
@@ -248,7 +249,7 @@ def test_corrupted_artifact_is_refused(model_dir, tmp_path, damage, pod):
     else:
         (src / "manifest.json").unlink()
     with pytest.raises(ArtifactError) as e:
-        prepare_serving_repo(src, tmp_path / "serve", pod)
+        prepare_serving_repo(src, tmp_path / "serve", pod, manifest_digest(model_dir))
     msg = str(e.value)
     assert ("model.onnx" in msg or "manifest.json" in msg) and ("refusing" in msg or "missing" in msg)
     assert not (tmp_path / "serve").exists()  # nothing half-built to serve
@@ -269,13 +270,13 @@ def test_the_manifest_is_read_through_model_builds_schema(model_dir, tmp_path, p
     doc["artifacts"] = {f["path"]: f["sha256"] for f in doc.pop("files")}
     (src / "manifest.json").write_text(json.dumps(doc))
     with pytest.raises(ArtifactError) as e:
-        prepare_serving_repo(src, tmp_path / "serve", pod)
+        prepare_serving_repo(src, tmp_path / "serve", pod, manifest_digest(model_dir))
     assert str(e.value).startswith(
         f"{src / 'manifest.json'} does not match model_build's manifest schema: files: Field required"
     )
     (src / "manifest.json").write_text("{")
     with pytest.raises(ArtifactError, match=r"manifest.json is not valid JSON"):
-        prepare_serving_repo(src, tmp_path / "serve", pod)
+        prepare_serving_repo(src, tmp_path / "serve", pod, manifest_digest(model_dir))
     assert not (tmp_path / "serve").exists()
 
 

@@ -39,3 +39,30 @@ def test_list_object_versions_answers_like_moto_and_keeps_no_copies(tmp_path, no
         grown_mib = (rss_kib(m.child.group()) - before) / 1024
         assert grown_mib < 200, f"moto_server grew {grown_mib:.0f} MiB over 40 listings"
         assert s3.get_object(Bucket="artifacts-x", Key="m/big-3")["ContentLength"] == 1_000_000
+
+
+def test_bucket_policy_statements_as_the_rehearsal_evaluates_them():
+    """The declared artifact bucket policy as moto sees it here (moto.POLICY_SUBSTITUTIONS): TLS-only and header
+    conditions left out; principal conditions decided for the one caller, the env's deploy role."""
+    import json
+
+    from drills.rehearsal.moto_server import evaluable
+    from infra.components.artifacts import bucket_policy
+
+    bg, deploy, other = (f"arn:aws:iam::1:role/{n}" for n in ("bg", "deploy", "other"))
+    doc = json.loads(bucket_policy("arn:aws:s3:::b", "ranker", bg, deploy))
+    by_sid = {s["Sid"]: s for s in doc["Statement"]}
+
+    def sids(principal):
+        return sorted(t["Sid"] for s in doc["Statement"] if (t := evaluable(s, principal)) is not None)
+
+    # The release tooling: no overwrite rule (a header condition), deletes of versions denied, pointers its own.
+    assert sids(deploy) == ["DenyDeletesOfPublishedVersions"]
+    deletes = evaluable(by_sid["DenyDeletesOfPublishedVersions"], deploy)
+    assert deletes is not None and "Condition" not in deletes
+    # Anyone else may not move a pointer either; the break-glass role is denied nothing.
+    assert sids(other) == ["DenyDeletesOfPublishedVersions", "PointersOnlyByReleaseTooling"]
+    assert sids(bg) == []
+    # Without a principal, moto decides (it counts the condition as met: everything it can match is denied).
+    assert sids(None) == ["DenyDeletesOfPublishedVersions", "PointersOnlyByReleaseTooling"]
+    assert evaluable(by_sid["PointersOnlyByReleaseTooling"], None) == by_sid["PointersOnlyByReleaseTooling"]

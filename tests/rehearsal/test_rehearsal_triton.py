@@ -12,6 +12,7 @@ from drills.rehearsal.healthcheck import probe
 from drills.rehearsal.procs import ProcessError, Supervisor, free_port_block
 from drills.rehearsal.repo import prepare_serving_repo
 from drills.rehearsal.triton import TritonServer
+from model_build.signing import manifest_digest
 
 ADDR = "127.0.10.9"  # a loopback address of its own, like a region's load balancer
 
@@ -35,7 +36,7 @@ def _server(sup, repo, tmp_path, pod, **kw):
 
 
 def test_triton_serves_the_onnx_file_and_survives_faults(model_dir, tmp_path, no_leftovers, pod):
-    repo = prepare_serving_repo(model_dir, tmp_path / "repo", pod)
+    repo = prepare_serving_repo(model_dir, tmp_path / "repo", pod, manifest_digest(model_dir))
     x = {
         "sparse_ids": np.arange(32 * 8, dtype=np.int32).reshape(32, 8) % 3,
         "dense": np.linspace(-1, 1, 32 * 8, dtype=np.float32).reshape(32, 8),
@@ -112,7 +113,7 @@ def test_triton_that_exits_reports_why(tmp_path, no_leftovers, pod):
 def test_triton_runs_the_declared_args_with_the_listed_substitutions_only(model_dir, tmp_path, no_leftovers, pod):
     """The regional stack's own args reach the server: explicit model control, the declared models (their python
     stand-in), exit on a load error, strict readiness, no auto-completed config; Triton's log shows it."""
-    repo = prepare_serving_repo(model_dir, tmp_path / "repo", pod)
+    repo = prepare_serving_repo(model_dir, tmp_path / "repo", pod, manifest_digest(model_dir))
     with Supervisor(tmp_path / "logs") as sup:
         no_leftovers.append(sup)
         t = _server(sup, repo, tmp_path, pod)
@@ -153,7 +154,7 @@ def test_a_broken_declared_flag_fails_the_start_naming_it(model_dir, tmp_path, n
     old, new = change
     assert old in pod.args
     broken = replace(pod, args=tuple(new if a == old else a for a in pod.args))
-    repo = prepare_serving_repo(model_dir, tmp_path / "repo", pod)
+    repo = prepare_serving_repo(model_dir, tmp_path / "repo", pod, manifest_digest(model_dir))
     with Supervisor(tmp_path / "logs") as sup:
         no_leftovers.append(sup)
         t = _server(sup, repo, tmp_path, broken, ready_timeout=30.0)

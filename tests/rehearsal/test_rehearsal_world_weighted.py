@@ -14,14 +14,16 @@ from drills.rehearsal.procs import PortInUse, ProcessError, free_port_block, pid
 from drills.rehearsal.repo import ArtifactError, prepare_serving_repo, sync_from_bucket, upload_tree
 from drills.rehearsal.world import LB_NET, Scale, World, plain_publisher
 from infra.config import load_fleet
+from model_build.signing import manifest_digest
 from tests.rehearsal.conftest import declared_pods, pod_for
+from tests.signing import tamper_consistently
 
 PRIMARY, SECONDARY = "us-east-1", "us-west-2"
 
 
 @pytest.fixture(scope="module")
-def fleet():
-    return load_fleet("staging")
+def fleet(stacks_dir):
+    return load_fleet("staging", stacks_dir)  # the tiny build pinned
 
 
 # ---------------------------------------------------------------- hand-made declared resources
@@ -130,7 +132,19 @@ def test_weighted_world_from_hand_made_records_and_cleanup_after_an_exception(fl
         s3.put_object(Bucket=w.buckets[PRIMARY], Key="models/tampered/1/ranker_onnx/1/model.onnx", Body=b"evil")
         sync_from_bucket(s3, w.buckets[PRIMARY], "models/tampered/1", tmp_path / "tampered")
         with pytest.raises(ArtifactError, match="refusing to serve"):
-            prepare_serving_repo(tmp_path / "tampered", tmp_path / "tampered-repo", pod_for(fleet, PRIMARY))
+            prepare_serving_repo(
+                tmp_path / "tampered", tmp_path / "tampered-repo", pod_for(fleet, PRIMARY), manifest_digest(model_dir)
+            )
+        # Nor is a consistent tampered pair (the model changed and its hash rewritten in the manifest): every file
+        # matches its manifest, but the manifest is not the digest the stack pins. The regions serve on, unchanged.
+        forged = tamper_consistently(shutil.copytree(model_dir, tmp_path / "forged"))
+        upload_tree(s3, w.buckets[PRIMARY], "models/forged/1", forged)
+        sync_from_bucket(s3, w.buckets[PRIMARY], "models/forged/1", tmp_path / "forged-synced")
+        pinned = fleet.regions[PRIMARY].model.digests[fleet.regions[PRIMARY].model.version]
+        with pytest.raises(ArtifactError, match="is not the digest the stack pins for this version"):
+            prepare_serving_repo(tmp_path / "forged-synced", tmp_path / "forged-repo", pod_for(fleet, PRIMARY), pinned)
+        assert not (tmp_path / "forged-repo").exists()
+        assert all(r.ok for r in w.traffic.loadgen(rate=50, count=50, clients=8, timeout=1.0).run())
         raise RuntimeError("drill blew up")
     assert not w.sup.leftovers() and not any(pid_alive(p) for p in pids)
 

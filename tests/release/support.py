@@ -33,6 +33,10 @@ from drills.adapters.local_stack import LocalStackAdapter
 from drills.release import metrics as M
 from drills.release.adapters import ArtifactCorruption
 from drills.release.planning import VERSION
+from infra.config import load_fleet
+from model_build.manifest import load_manifest
+from model_build.signing import manifest_digest
+from tests.signing import sign
 
 MODEL = "ranker"
 # Fast release parameters on the fake clock (a plan file's `parameters`).
@@ -122,6 +126,7 @@ def make_repo(
         created_at=datetime.now(UTC).isoformat(),
     )
     write_manifest(d, m)
+    sign(d)
     return d
 
 
@@ -131,9 +136,13 @@ def publish(backend: Any, repo: Path, regions: list[str] | None = None) -> None:
 
     from model_build.publish import publish as mb_publish
 
+    version = str(load_manifest(repo).model["version"])
+    stacks = load_fleet(backend.options["env"], backend.stacks.stacks_dir).stack_names
     for r, bucket in backend.extras["outputs"].items():
         if regions is None or r in regions:
             mb_publish(repo, bucket["bucket_name"], s3=boto3.client("s3", region_name=r), log=lambda s: None)
+            # The publish PR pins the release's manifest digest in the region's stack config.
+            backend.stacks.set_config(stacks[r], {f'model.digests["{version}"]': manifest_digest(repo)})
 
 
 # ---------------------------------------------------------------- the fake fleet

@@ -7,19 +7,23 @@ import copy
 import pytest
 
 from infra.config import ConfigError, RegionConfig, load_fleet, parse, read_stack_file
+from tests.signing import with_canary
+
+_M = read_stack_file("prod-usw2")["model"]
+PINS = f"'signer': {_M['signer']!r}, 'digests': {_M['digests']!r}"  # the supply-chain keys, as the stack writes them
 
 CASES = {
     "canary weight without a canary version": (
         "prod-usw2",
         lambda v: v["model"].update(canary_version="", canary_weight=10),
         "stack prod-usw2: reco-dr:model = {'name': 'ranker', 'version': '2026.11.0', 'canary_version': '', "
-        "'canary_weight': 10}: rule: canary_weight 10 needs canary_version (the version the canary serves)",
+        f"'canary_weight': 10, {PINS}}}: rule: canary_weight 10 needs canary_version (the version the canary serves)",
     ),
     "canary version equal to the stable one": (
         "prod-usw2",
         lambda v: v["model"].update(canary_version="2026.11.0"),
         "stack prod-usw2: reco-dr:model = {'name': 'ranker', 'version': '2026.11.0', 'canary_version': '2026.11.0', "
-        "'canary_weight': 0}: rule: canary_version must differ from version '2026.11.0' (the stable version)",
+        f"'canary_weight': 0, {PINS}}}: rule: canary_version must differ from version '2026.11.0' (the stable version)",
     ),
     "canary weight above 100 percent": (
         "prod-usw2",
@@ -76,7 +80,7 @@ def test_no_canary_reads_as_none_and_defaults_apply():
     del v["model"]["canary_version"], v["model"]["canary_weight"]  # a stack written before releases existed
     cfg = parse("prod-usw2", v)
     assert isinstance(cfg, RegionConfig) and cfg.model.canary_version is None
-    v["model"].update(canary_version="2026.12.0", canary_weight=25)
+    with_canary(v["model"], "2026.12.0", 25)
     cfg = parse("prod-usw2", v)
     assert isinstance(cfg, RegionConfig) and cfg.model.canary_weight == 25
     g = load_fleet("staging").glob

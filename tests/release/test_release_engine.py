@@ -130,13 +130,18 @@ def test_a_defect_only_traffic_shows_is_taken_off_at_the_first_failed_gate(relea
 
 def test_candidates_are_refused_before_any_traffic_moves(release_world, repos):
     """A manifest that fails verification in one region, a version missing from one region, engines that do not
-    cover the fleet, an offline AUC below the gate: each refused (exit 3) with nothing changed. Then a second
+    cover the fleet, an offline AUC below the gate, a consistent tampered pair in one region, another signer's
+    release: each refused (exit 3) with nothing changed. Then a second
     release while a canary is configured is refused at plan time."""
+    import shutil
+
     import boto3
 
     from drills.errors import GuardrailError
     from drills.release.artifacts import prefix
+    from model_build.signing import dev_key, sign_with_key
     from tests.release.support import publish
+    from tests.signing import tamper_consistently
 
     w = release_world()
     publish(w.backend, repos("2026.12.0-t", w_seed=2))
@@ -147,7 +152,21 @@ def test_candidates_are_refused_before_any_traffic_moves(release_world, repos):
     publish(w.backend, repos("2026.12.0-u", w_seed=2), regions=["us-west-2", "us-east-1"])
     publish(w.backend, repos("2026.12.0-e", w_seed=2, onnx_fallback=False))
     publish(w.backend, repos("2026.12.0-low", auc=0.6))
+    # A consistent tampered pair in one region (model changed, its hash rewritten in the manifest): every file matches
+    # that manifest, but the manifest is not the digest the stack pins and the signature no longer covers it.
+    publish(w.backend, repos("2026.12.0-p", w_seed=2))
+    s3, pre = boto3.client("s3", region_name="us-west-2"), prefix("ranker", "2026.12.0-p")
+    pbucket = w.backend.extras["outputs"]["us-west-2"]["bucket_name"]
+    forged = tamper_consistently(shutil.copytree(repos("2026.12.0-p", w_seed=2), w.state / "forged"))
+    for rel in ("ranker_onnx/1/model.onnx", "manifest.json"):
+        s3.put_object(Bucket=pbucket, Key=pre + rel, Body=(forged / rel).read_bytes())
+    # Published and pinned, but signed by someone else.
+    other = shutil.copytree(repos("2026.12.0-s", w_seed=2), w.state / "other-signer")
+    sign_with_key(other, dev_key(w.state / "other-key")[0])
+    publish(w.backend, other)
     cases = {
+        "2026.12.0-p": "us-west-2: manifest.json: sha256 ",
+        "2026.12.0-s": "model.sig: not a valid signature of key",
         "2026.12.0-t": "eu-west-1: ranker_onnx/config.pbtxt",
         "2026.12.0-u": "is not in eu-west-1's bucket",
         "2026.12.0-e": "no engine for compute capability 8.0",
@@ -165,7 +184,10 @@ def test_candidates_are_refused_before_any_traffic_moves(release_world, repos):
         assert _model_cfg(w) == before and all(set(w.backend.serving.tracks(r)) == {"stable"} for r in w.fleet.regions)
         verdicts = release_summary(entries)["candidate_verdicts"]
         assert verdicts and any(not v["ok"] for v in verdicts)
-    w.backend.stacks.set_config("prod-euw1", {"model.canary_version": "2026.10.9", "model.canary_weight": 5})
+    w.backend.stacks.set_config(
+        "prod-euw1",
+        {'model.digests["2026.10.9"]': "1" * 64, "model.canary_version": "2026.10.9", "model.canary_weight": 5},
+    )
     with pytest.raises(GuardrailError) as e:
         _plan(w, "2026.12.0")
     assert e.value.code == "release-in-progress" and "eu-west-1: 2026.10.9 at 5%" in str(e.value)
@@ -229,7 +251,7 @@ def test_a_release_killed_while_recording_lkg_is_rolled_back_with_its_pointers(r
     exact bytes it had (or removes one the release created), as well as the config."""
     from drills.engine import rollback_drill
     from drills.journal import summarise
-    from drills.release.artifacts import lkg_key
+    from infra.names import lkg_key
     from tests.release.support import publish
 
     w = release_world()
@@ -246,7 +268,7 @@ def test_a_release_killed_while_recording_lkg_is_rolled_back_with_its_pointers(r
     real_put, puts = s3.put_object, []
 
     def put_then_die(region, key, body):
-        if "/_lkg/" in key:
+        if key in {lkg_key("ranker", r) for r in regions}:
             puts.append(region)
             if len(puts) == 2:  # the first pointer is written, the second is not: SIGKILL here
                 raise Crash()

@@ -9,12 +9,17 @@ import sys
 
 from infra.components.triton import VERIFY_SCRIPT
 from model_build.manifest import load_manifest
+from model_build.signing import manifest_digest
+from tests.signing import tamper_consistently
 
 
-def _run(path, serving=None, *models: str) -> subprocess.CompletedProcess:
+def _run(path, serving=None, *models: str, digest: str | None = None) -> subprocess.CompletedProcess:
+    """The init container as declared; `digest` is the stack's pin (default: the repository's own manifest's)."""
     serving = serving or path.parent / f"{path.name}-serving"
+    if digest is None:
+        digest = manifest_digest(path) if (path / "manifest.json").is_file() else "0" * 64
     return subprocess.run(
-        [sys.executable, "-c", VERIFY_SCRIPT, str(path), str(serving), *models],
+        [sys.executable, "-c", VERIFY_SCRIPT, str(path), str(serving), digest, *models],
         capture_output=True,
         text=True,
         timeout=60,
@@ -25,7 +30,7 @@ def _run(path, serving=None, *models: str) -> subprocess.CompletedProcess:
 def test_a_verified_repository_passes_and_a_tampered_one_never_starts(repos, tmp_path):
     repo = shutil.copytree(repos("2026.12.0", w_seed=2), tmp_path / "repo")
     ok = _run(repo)
-    assert ok.returncode == 0 and "3 files match manifest.json (ranker 2026.12.0)" in ok.stdout
+    assert ok.returncode == 0 and "4 files match manifest.json (ranker 2026.12.0)" in ok.stdout
     # Same size, other bytes: only the hash catches it.
     onnx = repo / "ranker_onnx" / "1" / "model.onnx"
     b = bytearray(onnx.read_bytes())
@@ -76,3 +81,23 @@ def test_a_declared_model_the_version_lacks_fails_the_pod(repos, tmp_path):
     r = _run(repo, tmp_path / "serving", "ranker_trt")
     assert r.returncode == 1 and "ranker_trt: declared to serve, but the version has no such model" in r.stderr
     assert not (tmp_path / "serving").exists()
+
+
+def test_a_consistent_tampered_pair_is_refused_by_the_pinned_digest(repos, tmp_path):
+    """Model changed and its hash rewritten in the manifest: every file matches the manifest, so only the digest the
+    stack pins (of the manifest as released) tells; the pod refuses and nothing is linked for Triton."""
+    repo = shutil.copytree(repos("2026.12.0", w_seed=2), tmp_path / "repo")
+    pinned = manifest_digest(repo)
+    tamper_consistently(repo)
+    serving = tmp_path / "serving"
+    r = _run(repo, serving, "ranker_onnx", digest=pinned)
+    assert r.returncode == 1 and f"is not the digest the stack pins for this version ({pinned})" in r.stderr
+    assert not serving.exists()
+    assert _run(repo, serving, "ranker_onnx").returncode == 0  # the same pair, had it been the one pinned
+
+
+def test_an_unsigned_release_never_starts(repos, tmp_path):
+    repo = shutil.copytree(repos("2026.12.0", w_seed=2), tmp_path / "repo")
+    (repo / "model.sig").unlink()
+    r = _run(repo, tmp_path / "serving", "ranker_onnx")
+    assert r.returncode == 1 and "no model.sig (the release is unsigned)" in r.stderr
