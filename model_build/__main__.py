@@ -310,18 +310,19 @@ def _stack_signer(model: Any) -> Any:
     return signer
 
 
-def _trust(a: argparse.Namespace, version: str | None) -> tuple[Any, str | None]:
-    """(Signer, pinned digest or None) from --stack, else --public-key/--digest, else the development key."""
+def _trust(a: argparse.Namespace, version: str | None) -> tuple[Any, str | None, list[str]]:
+    """(Signer, pinned digest or None, problems) from --stack, else --public-key/--digest, else the development
+    key. With --stack a version it does not pin is a problem: it could not serve there."""
     from model_build.publish import regional_config
     from model_build.signing import Signer, dev_key
 
     if a.stack:
         m = regional_config(a.stack, a.stacks_dir).model
-        return _stack_signer(m), (m.digest(version) if version else None) or (
-            f"(none: {a.stack} pins no digest for {version})"
-        )
+        pinned = m.digest(version) if version else None
+        unpinned = [f"manifest.json: {a.stack} pins no digest for {version} (model.digests)"] if version else []
+        return _stack_signer(m), pinned, unpinned if pinned is None else []
     public = a.public_key or dev_key()[1]
-    return Signer(public_key_pem=Path(public).read_text()), a.digest
+    return Signer(public_key_pem=Path(public).read_text()), a.digest, []
 
 
 def cmd_verify(a: argparse.Namespace, con: Console) -> int:
@@ -335,11 +336,11 @@ def cmd_verify(a: argparse.Namespace, con: Console) -> int:
     if not problems:
         version = str(load_manifest(a.dir).model["version"])
     try:
-        signer, pinned = _trust(a, version)
+        signer, pinned, unpinned = _trust(a, version)
     except (ConfigError, OSError, ValueError, PublishError) as e:
         con.print(f"[red]error:[/red] no signer to verify against: {e}")
         return 2
-    problems += verify_signature(a.dir, signer)
+    problems += unpinned + verify_signature(a.dir, signer)
     digest = manifest_digest(a.dir) if (a.dir / "manifest.json").is_file() else None
     if pinned is not None and digest != pinned:
         problems.append(f"manifest.json: sha256 {digest} is not the pinned digest {pinned}")

@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from model_build.__main__ import main
+from model_build.manifest import load_manifest, write_manifest
 from model_build.publish import PublishError, publish
-from model_build.signing import SIGNATURE, Signer, dev_key, manifest_digest, verify_signature
+from model_build.signing import SIGNATURE, Signer, dev_key, manifest_digest, sign_with_key, verify_signature
+from tests.drills.drills_support import copy_stacks
 from tests.signing import signing_key, tamper_consistently
 
 
@@ -70,3 +72,15 @@ def test_publish_cli_refuses_a_release_the_stack_would_not_accept(repo: Path, ca
     assert main(["publish", str(repo), "--stack", "prod-use1", "--bucket", "b"]) == 1
     out = capsys.readouterr().out
     assert "PUBLISH FAILED" in out and "not a valid signature of sigstore" in out and "nothing uploaded" in out
+
+
+def test_verify_cli_against_a_stack_that_pins_the_release(repo: Path, tmp_path: Path, capsys):
+    stacks = copy_stacks(tmp_path / "stacks")  # the regional stacks name the test signer
+    verify = ["verify", str(repo), "--stack", "prod-use1", "--stacks-dir", str(stacks)]
+    assert main(verify) == 1  # signed by the stack's signer, but 2026.11.0's pinned digest is the placeholder
+    assert "is not the pinned digest 0000" in capsys.readouterr().out
+    with_version = load_manifest(repo).model_copy(update={"model": {"name": "ranker", "version": "2026.99.0"}})
+    write_manifest(repo, with_version)
+    sign_with_key(repo, signing_key()[0])
+    assert main(verify) == 1
+    assert "prod-use1 pins no digest for 2026.99.0 (model.digests)" in capsys.readouterr().out
