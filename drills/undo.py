@@ -236,15 +236,15 @@ UNDO: dict[str, Undo] = {
 
 NO_UNDO: dict[str, str] = {
     # changes that restore rather than alter
-    "artifact_repairing": "writes back the bytes the last-known-good pointer pins: undoing it would reinstate "
-    "the corruption the restore removed",
+    "pins_writing": "points the region's pod fetches at the S3 versions the last-known-good pointer pins: undoing "
+    "it would let pods fetch the altered objects the restore stepped around",
     "pods_restarting": "restarts pods of the version the config declares: they load the same version again",
     # the undos' own records
     "fault_cleared": "records a fault's clearing",
     "pools_restoring": "records node groups put back",
     "canary_deleted": "records a canary object's deletion",
     "lkg_reverted": "records a pointer put back",
-    "artifact_repaired": "records the outcome of artifact_repairing",
+    "pins_written": "records the outcome of pins_writing",
     # observations and the drill's own bookkeeping
     "start": "the drill's plan and backend",
     "pre_state": "the state restore() returns to",
@@ -272,7 +272,7 @@ NO_UNDO: dict[str, str] = {
     "candidate_verdicts": "an observation",
     "corruption_detected": "an observation",
     "regions_verified": "an observation",
-    "restored": "records the evidence of restore_lkg (its changes are journaled as config_set and artifact_repairing)",
+    "restored": "records the evidence of restore_lkg (its changes are journaled as config_set and pins_writing)",
     "node_loss": "the figures of a node loss (the loss itself is a fault: fault_prepared)",
 }
 

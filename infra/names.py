@@ -46,6 +46,13 @@ def lkg_key(model: str, region: str) -> str:
     return f"{LKG_PREFIX}/{model}/{region}.json"
 
 
+def pins_key(model: str, region: str) -> str:
+    """The fetch pins a restore writes beside the pointer: plain text the pods' fetch script reads with the shell
+    alone (the AWS CLI image has no JSON tool). First line `<version> <manifest sha256>`, then `<S3 version id>
+    <path>` per file: when the version matches, each file is fetched at its pinned S3 version, not the current one."""
+    return f"{LKG_PREFIX}/{model}/{region}.pins"
+
+
 TRACK_LABEL = "reco-dr/track"
 # Resources that exist only while a canary is configured, per GPU pool (Deployment, PDB, HPA) and per region
 # (Service, TargetGroupBinding): a promotion or rollback deletes exactly these (see canary_resource_count).

@@ -206,6 +206,8 @@ LOCKS = {
     "requirements/infra.lock.txt": "infra/requirements.txt",  # .venv-pulumi: the fleet and CI identity programs
     "requirements/policy.lock.txt": "infra/policy/requirements.txt",  # .venv-policy: the policy pack
 }
+# Locks `make` installs that no workflow names: held to the same form and freshness as LOCKS.
+MAKE_LOCKS = {"requirements/checkov.lock.txt": "requirements/checkov.in"}  # .venv-checkov: tests/infra/test_checkov.py
 TEAM_TOKEN = "urn:pulumi:token-type:access_token:team"
 ACCOUNT_ROLE = re.compile(r"arn:aws:iam::\$\{\{ vars\.AWS_ACCOUNT_ID \}\}:role/(?P<name>[\w+=,.@-]+)")
 
@@ -681,7 +683,7 @@ def _pins(lines: list[str]) -> dict[str, str]:
     return pins
 
 
-@pytest.mark.parametrize("lock", sorted(LOCKS))
+@pytest.mark.parametrize("lock", sorted(LOCKS | MAKE_LOCKS))
 def test_lock_files_pin_every_package_with_its_hashes(lock):
     text = (REPO / lock).read_text()
     assert "pip-compile --generate-hashes" in text, f"{lock}: its header names the command that regenerates it"
@@ -694,9 +696,10 @@ def test_lock_files_pin_every_package_with_its_hashes(lock):
         assert all(re.fullmatch(r"--hash=sha256:[0-9a-f]{64}", h) for h in hashes), f"{lock}: {m['req']}: {hashes}"
     # The lock is of its requirement file: every top-level pin there, at the same version.
     locked = _pins(lines)
-    source = _pins(_requirements((REPO / LOCKS[lock]).read_text()))
+    source_file = (LOCKS | MAKE_LOCKS)[lock]
+    source = _pins(_requirements((REPO / source_file).read_text()))
     assert source and all(locked.get(k) == v for k, v in source.items()), (
-        f"{lock} is stale against {LOCKS[lock]}: regenerate it with the command in its header"
+        f"{lock} is stale against {source_file}: regenerate it with the command in its header"
     )
     if lock == "requirements/infra.lock.txt":
         # Compiled with -c requirements/constraints.txt: the program's CI venv runs the versions the tests ran.

@@ -47,8 +47,8 @@ POLICY_SUBSTITUTIONS: list[tuple[str, str, str]] = [
     (
         "bucket policy: create-only writes (s3:if-none-match) on published versions",
         "left out of moto's evaluation; clients send If-None-Match (publish, engine Jobs); asserted on the declared "
-        "policy under mocks. A copy-over repair (`drills restore`) that AWS allows only to the break-glass role runs "
-        "here",
+        "policy under mocks. Restores write no published key (they pin the pods' fetch to S3 version ids); "
+        "the fault injector's overwrite stands for a break-glass or compromised writer",
         "moto evaluates a policy without the request's headers",
     ),
 ]

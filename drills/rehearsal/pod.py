@@ -20,10 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from drills.rehearsal import aws_shim
 from infra.names import APP, triton_models
 
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the shim runs as `python -m drills.rehearsal.aws_shim`
+
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
-TRITON_CONTAINER, VERIFY_CONTAINER = "triton", "verify-model"
+TRITON_CONTAINER, FETCH_CONTAINER, VERIFY_CONTAINER = "triton", "fetch-model", "verify-model"
 
 # (what the stack declares, what runs here instead, why): the one list of differences between a pod and the
 # rehearsal's Triton. Everything else in the declared args and verify command runs as declared.
@@ -52,6 +55,12 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
         "the wheel's python backend assembled per run; bounded shutdown; shared memory removable after a SIGKILL",
     ),
     (
+        "fetch-model: /bin/sh -c <fetch script> with the AWS CLI (aws s3 sync, aws s3api get-object)",
+        "the same script under /bin/sh, with drills/rehearsal/aws_shim.py as `aws` (those two commands against "
+        "moto_server; any other option refused), the rehearsal's bucket, a local directory and $TMPDIR",
+        "no AWS CLI image or S3 here",
+    ),
+    (
         "python3 -c <verify script> /models/<model>/<version> /models/serving <models>",
         "this interpreter, the version synced from the region's bucket, the run's serving repository",
         "no init container",
@@ -69,6 +78,7 @@ class PodSpec:
     deployments: tuple[str, ...]
     args: tuple[str, ...]  # Triton's declared container args (the first pool's; --load-model: the union)
     verify: tuple[str, ...]  # the verify-model init container's declared command
+    fetch: tuple[str, ...]  # the fetch-model init container's declared command
     models: tuple[str, ...]  # the Triton models the pods load (the union over the pools)
 
 
@@ -96,29 +106,69 @@ def declared_pod(records: list[dict[str, Any]], stack: str) -> PodSpec:
         raise PodError(f"{stack}: its offline plan declares no Triton Deployment (label app.kubernetes.io/name={APP})")
     args: list[str] | None = None
     verify: list[str] | None = None
+    fetch: list[str] | None = None
     models: list[str] = []
     for r in deps:
         where = f"{stack} Deployment {r['inputs']['metadata']['name']}"
         pod = r["inputs"]["spec"]["template"]["spec"]
         a = [str(x) for x in _container(pod, TRITON_CONTAINER, where).get("args") or []]
         v = [str(x) for x in _container(pod, VERIFY_CONTAINER, where, init=True).get("command") or []]
+        f = [str(x) for x in _container(pod, FETCH_CONTAINER, where, init=True).get("command") or []]
         loads = [x.split("=", 1)[1] for x in a if _flag(x) == "--load-model"]
         models += [m for m in loads if m not in models]
         rest = [x for x in a if _flag(x) != "--load-model"]
-        if args is None or verify is None:
-            args, verify = a, v
-        elif rest != [x for x in args if _flag(x) != "--load-model"] or v[:4] != verify[:4]:
+        if args is None or verify is None or fetch is None:
+            args, verify, fetch = a, v, f
+        elif rest != [x for x in args if _flag(x) != "--load-model"] or v[:4] != verify[:4] or f != fetch:
             raise PodError(
-                f"{where}: its Triton args or verify command differ from {deps[0]['inputs']['metadata']['name']}'s "
-                "beyond the models loaded; one rehearsal Triton cannot stand for both"
+                f"{where}: its Triton args, fetch or verify command differ from "
+                f"{deps[0]['inputs']['metadata']['name']}'s beyond the models loaded; one rehearsal Triton cannot "
+                "stand for both"
             )
-    assert args is not None and verify is not None
+    assert args is not None and verify is not None and fetch is not None
     first_load = next((i for i, x in enumerate(args) if _flag(x) == "--load-model"), len(args))
     union = [x for x in args if _flag(x) != "--load-model"]
     union[first_load:first_load] = [f"--load-model={m}" for m in models]
     return PodSpec(
-        stack, tuple(str(r["inputs"]["metadata"]["name"]) for r in deps), tuple(union), tuple(verify), tuple(models)
+        stack,
+        tuple(str(r["inputs"]["metadata"]["name"]) for r in deps),
+        tuple(union),
+        tuple(verify),
+        tuple(fetch),
+        tuple(models),
     )
+
+
+def fetch_declared(
+    pod: PodSpec, *, bucket: str, prefix: str, version: str, dest: Path, region: str, endpoint: str
+) -> str:
+    """Run the declared fetch-model command (`/bin/sh -c <script> fetch-model <bucket> <prefix> <local> <pins key>
+    <version>`) for `version` under `prefix` of the region's rehearsal bucket into `dest`, with the aws shim first
+    on PATH (SUBSTITUTIONS); the pins key runs as declared. Returns the script's own line; raises PodError with its
+    words when it fails."""
+    cmd = list(pod.fetch)
+    if len(cmd) != 9 or cmd[:2] != ["/bin/sh", "-c"]:
+        raise PodError(
+            f"{pod.stack}: fetch-model's command is not `/bin/sh -c <script> fetch-model <bucket> <prefix> <local> "
+            f"<pins> <version>`: {cmd[:2]} ... ({len(cmd)} words)"
+        )
+    script, name, pins = cmd[2], cmd[3], cmd[7]
+    work = dest.parent / f"{dest.name}.fetch"
+    tmp = work / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        "PATH": f"{aws_shim.install(work / 'bin')}{os.pathsep}{os.environ.get('PATH', '')}",
+        "TMPDIR": str(tmp),
+        "PYTHONPATH": str(REPO_ROOT),
+        aws_shim.ENDPOINT_ENV: endpoint,
+        "AWS_DEFAULT_REGION": region,
+    }
+    argv = ["/bin/sh", "-c", script, name, bucket, prefix.rstrip("/") + "/", str(dest), pins, version]
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)
+    if r.returncode != 0:
+        raise PodError(f"fetch-model exited {r.returncode}: {(r.stderr or r.stdout).strip()}")
+    return r.stdout.strip()
 
 
 def stand_in(model: str) -> str:

@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 from drills.adapters.base import TrackState
 from drills.rehearsal.alb_proc import AlbProcess
-from drills.rehearsal.repo import ArtifactError, ServingRepo, prepare_serving_repo, sync_from_bucket
+from drills.rehearsal.pod import PodError, fetch_declared
+from drills.rehearsal.repo import ArtifactError, ServingRepo, prepare_serving_repo
 from drills.rehearsal.triton import TritonServer
 
 if TYPE_CHECKING:  # the world builds its serving; serving reads the world's started parts
@@ -106,21 +107,33 @@ class ServingModel:
         self._slot += 1
         return f"127.0.{POD_NET + self._slot % 200}.{self.world.regions.index(region) + 1}"
 
-    def verified_repo(self, region: str, version: str, tag: str) -> ServingRepo:
-        """Sync the version's prefix from the region's bucket and check every served file against the manifest
-        (raises ArtifactError naming the file and both hashes: the pod is refused)."""
+    def verified_repo(self, region: str, version: str, tag: str) -> tuple[ServingRepo, str]:
+        """Fetch the version's prefix from the region's bucket with the declared fetch-model script (at a restore's
+        pinned S3 versions, if any) and check every served file against the manifest (raises ArtifactError naming
+        the file and both hashes: the pod is refused). Returns the repository and the fetch script's own line."""
         w = self.world
         assert w.moto is not None  # pods start once the world runs
         d = w.workdir / "regions" / region / "pods" / tag
-        sync_from_bucket(w.moto.client("s3", region), w.buckets[region], f"{self.model}/{version}", d / "synced")
+        try:
+            fetched = fetch_declared(
+                w.pods[region],
+                bucket=w.buckets[region],
+                prefix=f"{self.model}/{version}",
+                version=version,
+                dest=d / "synced",
+                region=region,
+                endpoint=w.moto.endpoint,
+            )
+        except PodError as e:  # a pod whose fetch fails is refused like one whose verification fails
+            raise ArtifactError(str(e)) from e
         pins = self.pins.get(region) or w.fleet.regions[region].model.digests
-        return prepare_serving_repo(d / "synced", d / "repository", w.pods[region], pins.get(version, ""))
+        return prepare_serving_repo(d / "synced", d / "repository", w.pods[region], pins.get(version, "")), fetched
 
     def start_pod(self, region: str, track: str, version: str) -> Pod:
         w = self.world
         name = f"{region}-{track}-{self._slot + 1}"
         try:
-            repo = self.verified_repo(region, version, name)
+            repo, fetched = self.verified_repo(region, version, name)
         except ArtifactError as e:
             self._event(event="refused", region=region, track=track, version=version, pod=name, reason=str(e))
             raise
@@ -152,6 +165,7 @@ class ServingModel:
             address=addr,
             ready_s=round(ready_s, 3),
             served_sha256=dict(repo.served),
+            fetched=fetched,
         )
         return pod
 

@@ -2,8 +2,9 @@
 
 Model of AWS: in a region, Triton pods fetch the immutable version prefix `model_build publish` wrote, and their
 verify-model init container verifies it and links the models the pod serves into the repository Triton reads. Here
-the same files are synced from the region's bucket in moto (`sync_from_bucket`) and `prepare_serving_repo` runs the
-declared verify-model command (drills.rehearsal.pod) over them, then adds the python-backend model that stands in
+the declared fetch-model script fetches the same files from the region's bucket in moto (`pod.fetch_declared`),
+`prepare_serving_repo` runs the declared verify-model command (drills.rehearsal.pod) over them, then adds the
+python-backend model that stands in
 for the declared TensorRT / ONNX Runtime model on this CPU server (the `nvidia-pytriton` server has the python
 backend and nothing else):
 - the declared models' directories, linked by the declared script, exactly as on a pod (Triton does not load them
@@ -298,25 +299,3 @@ def upload_tree(s3, bucket: str, prefix: str, src: Path) -> list[str]:
     for rel in rels:
         s3.put_object(Bucket=bucket, Key=f"{prefix.rstrip('/')}/{rel}", Body=(src / rel).read_bytes())
     return rels
-
-
-def sync_from_bucket(s3, bucket: str, prefix: str, dest: Path) -> list[str]:
-    """Download every object under `prefix` into `dest` (relative paths kept), like `aws s3 sync`."""
-    dest = Path(dest)
-    prefix = prefix.rstrip("/") + "/"
-    got = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            rel = obj["Key"][len(prefix) :]
-            if not rel or rel.startswith("/") or ".." in Path(rel).parts:
-                continue
-            out = dest / rel
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
-            got.append(rel)
-    if MANIFEST not in got:
-        raise ArtifactError(
-            f"s3://{bucket}/{prefix} has no {MANIFEST}: the model version is missing or its publish "
-            f"did not finish; publish it with `python -m model_build publish`"
-        )
-    return got

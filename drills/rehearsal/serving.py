@@ -17,7 +17,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
-from drills.rehearsal.repo import ServingRepo, prepare_serving_repo, sync_from_bucket
+from drills.rehearsal.pod import fetch_declared
+from drills.rehearsal.repo import ServingRepo, prepare_serving_repo
 from drills.rehearsal.triton import TritonServer
 
 if TYPE_CHECKING:  # the world builds its serving; serving reads the world's started parts
@@ -77,8 +78,16 @@ class TritonPerRegion:
         assert w.moto is not None
         rdir = w.workdir / "regions" / region
         synced = rdir / "synced"
-        sync_from_bucket(w.moto.client("s3", region), w.buckets[region], w.model_prefix, synced)
         model = w.fleet.regions[region].model
+        fetch_declared(
+            w.pods[region],
+            bucket=w.buckets[region],
+            prefix=w.model_prefix,
+            version=model.version,
+            dest=synced,
+            region=region,
+            endpoint=w.moto.endpoint,
+        )
         repo = prepare_serving_repo(synced, rdir / "repository", w.pods[region], model.digests.get(model.version, ""))
         self.repos[region] = repo
         t = TritonServer(

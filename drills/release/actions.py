@@ -2,7 +2,7 @@
 
 Each follows the engine's rules (drills/actions.py): every change is journaled before it is made, with what it
 replaces (`config_set`/`stack_up` for stack config, so the engine's rollback and `drills rollback` restore it;
-`artifact_repairing`, `lkg_writing` for bucket writes), and values are absolute, so `drills resume` can re-run a
+`pins_writing`, `lkg_writing` for bucket writes), and values are absolute, so `drills resume` can re-run a
 half-done step. State the gates read lives in `run.state.release` (see `state()`).
 """
 
@@ -456,7 +456,7 @@ def _lkg_precheck(run: Run, step: Step) -> dict:
             )
     if problems:
         raise GuardrailError("precheck", "; ".join(problems) + ". Nothing was changed.")
-    hashes = A.current_hashes(run.backend.s3, region, model, ptr["version"], sorted(ptr["files"]))
+    hashes = A.fetched_hashes(run.backend.s3, region, model, ptr["version"], sorted(ptr["files"]))
     state(run).setdefault("hashes_before", {})[region] = hashes
     return {
         "pointer": {k: ptr.get(k) for k in ("version", "manifest_sha256", "recorded_at", "drill_id")},
@@ -466,29 +466,34 @@ def _lkg_precheck(run: Run, step: Step) -> dict:
     }
 
 
+def pin_region(run: Run, s3: Any, region: str, ptr: dict, differ: dict) -> dict[str, str]:
+    """Restore by version id: write the region's fetch pins for the pointer (journaled first), so every pod's
+    fetch takes the pointer's S3 versions of its files; nothing under the published prefix is written. Returns
+    {path: pinned S3 version id} for the files that differed."""
+    key = A.pins_key(ptr["model"], region)
+    run.event("pins_writing", region=region, key=key, version=ptr["version"], paths=sorted(differ))
+    vid = A.write_pins(s3, region, ptr)
+    pinned = {path: ptr["files"][path]["version_id"] for path in sorted(differ)}
+    run.event("pins_written", region=region, key=key, version_id=vid, pinned=pinned)
+    return pinned
+
+
 def restore_region(run: Run, region: str, model: str, allow_deletes: int, timeout: float) -> dict:
-    """Repair, re-point the config, roll the pods if needed, wait; returns the evidence (hashes before/after)."""
+    """Pin the fetch to the pointer's S3 versions, re-point the config, roll the pods if needed, wait; returns the
+    evidence (what a pod fetches, before and after)."""
     s3, st = run.backend.s3, state(run)
     ptr = st["lkg"].get(region) or _read_lkg(run, region, model)
-    before = A.current_hashes(s3, region, model, ptr["version"], sorted(ptr["files"]))
+    before = A.fetched_hashes(s3, region, model, ptr["version"], sorted(ptr["files"]))
     differ = {
         path: {"want": ptr["files"][path]["sha256"], "got": h}
         for path, h in before.items()
         if h != ptr["files"][path]["sha256"]
     }
-    repaired = {}
-    if differ:
-        run.event(
-            "artifact_repairing",
-            region=region,
-            paths=sorted(differ),
-            pinned={k: ptr["files"][k].get("version_id") for k in differ},
-        )
-        repaired = A.repair(s3, region, ptr, sorted(differ))
-        run.event("artifact_repaired", region=region, repaired=repaired)
+    pinned = pin_region(run, s3, region, ptr, differ) if differ else {}
     fault = run.state.fault or {}
     if fault.get("region") == region and fault.get("kind") == "corrupt-artifact":
-        # The repair is what clearing this fault means: the engine must not "clear" it again on rollback.
+        # The pins are what clearing this fault means: the engine must not "clear" it again on rollback (the
+        # altered object stays the key's current version, as evidence; pods no longer fetch it).
         run.event("fault_cleared", region=region, kind="corrupt-artifact", by="restore")
         run.state.fault = None
     stack = _stack(run, region)
@@ -503,9 +508,9 @@ def restore_region(run: Run, region: str, model: str, allow_deletes: int, timeou
         else None
     )
     restarted = False
-    if repaired and live[VERSION] == ptr["version"]:
-        # Pods started after the corruption loaded the bad bytes: every pod of the version reloads the repaired ones.
-        run.event("pods_restarting", region=region, track="stable", reason="repaired files of the served version")
+    if pinned and live[VERSION] == ptr["version"]:
+        # Every pod of the version fetches again, at the pinned versions (none keeps bytes fetched before the pins).
+        run.event("pods_restarting", region=region, track="stable", reason="fetch pinned to the pointer's versions")
         _serving(run).restart(region, "stable")
         restarted = True
     t0 = run.clock.now()
@@ -517,7 +522,7 @@ def restore_region(run: Run, region: str, model: str, allow_deletes: int, timeou
 
     if not run.wait(timeout, until=ready, label=f"{region} serving its last-known-good version"):
         raise Abort(f"{region} does not serve {ptr['version']} with every pod ready {timeout:g} s after the restore")
-    after = A.current_hashes(s3, region, model, ptr["version"], sorted(ptr["files"]))
+    after = A.fetched_hashes(s3, region, model, ptr["version"], sorted(ptr["files"]))
     f_t = (st.get("fault_t") or {}).get(region)
     out = {
         "pointer": {
@@ -525,7 +530,7 @@ def restore_region(run: Run, region: str, model: str, allow_deletes: int, timeou
             "manifest_sha256": ptr["manifest_sha256"],
             "recorded_at": ptr.get("recorded_at"),
         },
-        "repaired": repaired,
+        "pinned": pinned,
         "hashes_before": before,
         "hashes_after": after,
         "config_changed": changed,
@@ -543,7 +548,7 @@ def restore_region(run: Run, region: str, model: str, allow_deletes: int, timeou
         "restored",
         region=region,
         version=ptr["version"],
-        repaired=sorted(repaired),
+        pinned=sorted(pinned),
         restarted=restarted,
         hashes_before=before,
         hashes_after=after,
@@ -603,10 +608,11 @@ def _verify_served(run: Run, step: Step) -> dict:
 
 
 def _verify_regions(run: Run, step: Step) -> dict:
-    """Replication copies a corrupt object as faithfully as a good one. Watch every other region until every
-    write the source made to the corrupted key since the fault (the corrupt version, then the repair) has been
-    replicated there (counted in the key's versions) and its files equal its own last-known-good pointer;
-    record when the corrupt version arrived. At the deadline, repair any region still wrong from its own pins."""
+    """Replication copies a corrupt object as faithfully as a good one. Watch every other region until the writes
+    the source made to the corrupted key since the fault (the corrupt version) have been replicated there (counted
+    in the key's versions), recording when it arrived; then restore the region by version id like the source (its
+    fetch pins, if what a pod would fetch differs from its own last-known-good pointer) until it is exact. At the
+    deadline, pin any region not yet exact from its own pointer: a late replica may still land."""
     s3, p = release_s3(run.backend.s3), step.params
     model = p["model"]
     handle: dict[str, Any] = (state(run).get("detection") or {}).get("fault") or {}
@@ -622,7 +628,7 @@ def _verify_regions(run: Run, step: Step) -> dict:
             "saw_corrupt": None,
             "exact_at": None,
             "replicated_writes": 0,
-            "repaired": {},
+            "pinned": {},
         }
     t0 = run.clock.now()
 
@@ -643,11 +649,14 @@ def _verify_regions(run: Run, step: Step) -> dict:
             differ = A.compare_to_pointer(s3, r, ptr)
             if out[r]["saw_corrupt"] is None and (arrived >= 1 or handle.get("path") in differ):
                 out[r]["saw_corrupt"] = since_fault()  # the first write replicated after the fault is the corrupt one
+            if arrived >= expected and differ:
+                out[r]["pinned"] = pin_region(run, s3, r, ptr, differ)
+                differ = A.compare_to_pointer(s3, r, ptr)
             if arrived >= expected and not differ:
                 out[r]["exact_at"] = since_fault()
         return all(v["exact_at"] is not None for r, v in out.items() if ptrs[r] is not None)
 
-    run.wait(p["timeout"], until=check, label="the corrupt version, then the repair, replicated to every other region")
+    run.wait(p["timeout"], until=check, label="the corrupt version replicated to every other region, then pinned")
     for r, ptr in ptrs.items():
         if ptr is None:
             v = verified(run, r, model, served_version(run, r))
@@ -659,23 +668,11 @@ def _verify_regions(run: Run, step: Step) -> dict:
             continue
         if out[r]["exact_at"] is not None:
             continue
-        differ = A.compare_to_pointer(s3, r, ptr)
-        if differ:
-            run.event(
-                "artifact_repairing",
-                region=r,
-                paths=sorted(differ),
-                pinned={k: ptr["files"][k].get("version_id") for k in differ},
-            )
-            out[r]["repaired"] = A.repair(s3, r, ptr, sorted(differ))
-            run.event("artifact_repaired", region=r, repaired=out[r]["repaired"])
+        # Pinned whether or not the bytes differ now: a late replica of the corrupt version cannot reach a pod.
+        out[r]["pinned"] = pin_region(run, s3, r, ptr, A.compare_to_pointer(s3, r, ptr))
         out[r]["note"] = (
-            f"not every write was replicated within {p['timeout']:g} s ({out[r]['replicated_writes']}): "
-            + (
-                "repaired from its own pinned versions"
-                if differ
-                else "its bytes are the pinned ones now; a late replica may still land"
-            )
+            f"not every write was replicated within {p['timeout']:g} s ({out[r]['replicated_writes']}): its fetch is "
+            "pinned to its own last-known-good versions, so a late replica cannot reach a pod"
         )
         out[r]["exact_at"] = since_fault() if not A.compare_to_pointer(s3, r, ptr) else None
     state(run)["regions"] = out

@@ -286,8 +286,8 @@ class ArtifactCorruption:
 
     def __init__(self, store: Any, served: Callable[[str], tuple[str, str]], regions: list[str] | None = None):
         """`regions`: every region whose bucket replicates the object (default: the store's buckets); the handle
-        records how many versions of the key each has, so the drill can tell when the corrupt write and the
-        repair have both been replicated."""
+        records how many versions of the key each has, so the drill can tell when the corrupt write has been
+        replicated."""
         self.store, self.served = store, served
         self.regions = list(regions if regions is not None else getattr(store, "buckets", {}))
 
@@ -323,7 +323,8 @@ class ArtifactCorruption:
         self.store.put_object(region, handle["key"], _corrupt(body or b""))
 
     def clear(self, region: str, kind: str, handle: dict) -> None:
-        # Idempotent: only when the current bytes are not the good ones (a restore may already have repaired them).
+        # Idempotent: only when the current bytes are not the good ones (a break-glass clean-up may have put them
+        # back). Clearing overwrites a published key: on AWS only the break-glass role may (the fault stands for it).
         body = self.store.get_object(region, handle["key"])
         if body is not None and sha256(body) == handle["good_sha256"]:
             return

@@ -8,8 +8,11 @@
 - `pin(...)`: the S3 version id of every file of a verified version: the exact bytes a last-known-good pointer
   refers to. The bucket is versioned and model_build publishes create-only (If-None-Match: *), so those
   version ids keep their bytes: a later overwrite adds a version, it cannot change the pinned one.
-- `repair(...)`: make the pinned version of every file whose current bytes differ current again (a copy of
-  the pinned version; the bad version stays behind as evidence).
+- fetch pins (`pins_text`, `write_pins`, `read_pins`): a restore points the region's pods at the pointer's S3
+  version ids (`infra.names.pins_key`, read by the pods' fetch-model script) instead of copying the good bytes over
+  the published key, which the bucket policy refuses to everyone but the break-glass role. The altered object
+  stays the key's current version, as evidence; pods, verification and the hashes below all read what a pod's
+  fetch gets (`fetched_hashes`): the pinned version where the pins cover the version, else the current object.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.names import lkg_key
+from infra.names import lkg_key, pins_key
 from model_build.manifest import MANIFEST, SIGNATURE, Manifest, engines_available, load_manifest, verify
 from model_build.signing import Signer, verify_signature
 
@@ -46,6 +49,7 @@ class BucketVerification:
     manifest: Manifest | None = None  # as verified (None: absent or unreadable)
     files: dict[str, dict] = field(default_factory=dict)  # path -> {sha256, size} as found in the bucket
     engines: dict[str, str] = field(default_factory=dict)  # cc -> built | added-by-job | onnx-fallback | missing
+    pinned: dict[str, str] = field(default_factory=dict)  # path -> S3 version id a restore's fetch pins name
 
     @property
     def ok(self) -> bool:
@@ -67,7 +71,8 @@ def verify_in_bucket(
     pinned: str | None,
     workdir: Path | None = None,
 ) -> BucketVerification:
-    """Download `<model>/<version>/` from the region's bucket into a temporary directory and verify it: the files
+    """Download `<model>/<version>/` from the region's bucket into a temporary directory, as a pod's fetch does
+    (at the pinned S3 versions where a restore pinned this version), and verify it: the files
     against the manifest, the manifest's sha256 against `pinned` (the stack config's `model.digests[version]`), and
     the release signature against `signer` (the stack config's `model.signer`). A version no stack pins, or with
     no signer to check, does not verify: nothing unpinned or unsigned may serve."""
@@ -81,13 +86,14 @@ def verify_in_bucket(
         )
         return out
     out.present = True
+    out.pinned = pinned_versions(store, region, model, version)
     tmp = Path(tempfile.mkdtemp(prefix="release-verify-", dir=workdir))
     try:
         for key in keys:
             rel = key[len(pre) :]
             if not rel or rel.endswith("/"):
                 continue
-            body = store.get_object(region, key)
+            body = store.get_object(region, key, out.pinned.get(rel))
             if body is None:  # listed, then gone: a concurrent delete
                 out.problems.append(f"{rel}: listed but could not be read")
                 continue
@@ -184,31 +190,63 @@ def write_pointer(store: Any, region: str, model: str, doc: dict) -> str | None:
     return store.put_object(region, lkg_key(model, region), json.dumps(doc, indent=1, sort_keys=True).encode())
 
 
-def current_hashes(store: Any, region: str, model: str, version: str, paths: list[str]) -> dict[str, str | None]:
-    """sha256 of the current object of each path (None: absent)."""
-    pre = prefix(model, version)
+# ---------------------------------------------------------------- fetch pins (restore by version id)
+def pins_text(ptr: dict) -> str:
+    """The pins a restore writes for the pointer `ptr` (format: infra.names.pins_key). Every file needs its S3
+    version id: a pointer without them cannot pin exactly, and nothing is written."""
+    lines = [f"{ptr['version']} {ptr['manifest_sha256']}"]
+    for rel, f in sorted(ptr["files"].items()):
+        vid = f.get("version_id")
+        if not vid:
+            raise LookupError(
+                f"{ptr.get('region')}: the last-known-good pointer has no S3 version id for {rel}: it cannot be "
+                "restored exactly"
+            )
+        if any(c.isspace() for c in vid) or rel != rel.strip() or "\n" in rel:
+            raise ValueError(f"{rel!r} / {vid!r}: a path or version id the fetch script's `read` cannot split")
+        lines.append(f"{vid} {rel}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_pins(text: str) -> tuple[str, str, dict[str, str]]:
+    """(version, manifest sha256, {path: S3 version id}) from pins text, read the way the fetch script reads it."""
+    head, *rows = [line for line in text.splitlines() if line.strip()]
+    version, _, digest = head.strip().partition(" ")
+    files = {}
+    for row in rows:
+        vid, _, rel = row.strip().partition(" ")
+        files[rel.strip()] = vid
+    return version, digest.strip(), files
+
+
+def write_pins(store: Any, region: str, ptr: dict) -> str | None:
+    return store.put_object(region, pins_key(ptr["model"], region), pins_text(ptr).encode())
+
+
+def read_pins(store: Any, region: str, model: str) -> tuple[str, str, dict[str, str]] | None:
+    body = store.get_object(region, pins_key(model, region))
+    return None if body is None else parse_pins(body.decode())
+
+
+def pinned_versions(store: Any, region: str, model: str, version: str) -> dict[str, str]:
+    """{path: S3 version id} a pod's fetch takes for `version` in `region` ({}: the pins name another version, or
+    there are none, and the current objects are fetched)."""
+    pins = read_pins(store, region, model)
+    return pins[2] if pins is not None and pins[0] == version else {}
+
+
+def fetched_hashes(store: Any, region: str, model: str, version: str, paths: list[str]) -> dict[str, str | None]:
+    """sha256 of what a pod's fetch gets for each path (None: absent): the pinned S3 version where the region's
+    pins cover `version`, else the current object."""
+    pre, pinned = prefix(model, version), pinned_versions(store, region, model, version)
     out = {}
     for rel in paths:
-        body = store.get_object(region, pre + rel)
+        body = store.get_object(region, pre + rel, pinned.get(rel))
         out[rel] = None if body is None else sha256(body)
     return out
 
 
 def compare_to_pointer(store: Any, region: str, ptr: dict) -> dict[str, dict]:
-    """Files whose current bytes differ from the pointer's: {path: {want, got}} (empty: exact match)."""
-    got = current_hashes(store, region, ptr["model"], ptr["version"], sorted(ptr["files"]))
+    """Files a pod would fetch with other bytes than the pointer's: {path: {want, got}} (empty: exact match)."""
+    got = fetched_hashes(store, region, ptr["model"], ptr["version"], sorted(ptr["files"]))
     return {p: {"want": ptr["files"][p]["sha256"], "got": h} for p, h in got.items() if h != ptr["files"][p]["sha256"]}
-
-
-def repair(store: Any, region: str, ptr: dict, paths: list[str]) -> dict[str, dict]:
-    """Restore the pinned version of each path; returns {path: {from_version_id, new_version_id}}."""
-    pre = prefix(ptr["model"], ptr["version"])
-    out = {}
-    for rel in paths:
-        vid = ptr["files"][rel].get("version_id")
-        if not vid:
-            raise LookupError(
-                f"{region}: the last-known-good pointer has no S3 version id for {rel}: it cannot be restored exactly"
-            )
-        out[rel] = {"from_version_id": vid, "new_version_id": store.restore_version(region, pre + rel, vid)}
-    return out

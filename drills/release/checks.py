@@ -156,7 +156,8 @@ def _lkg_exact(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     return Verdict(
         ok,
         (
-            f"{region}: all {len(ptr['files'])} files equal the pointer's sha256 and stable serves {ptr['version']}"
+            f"{region}: all {len(ptr['files'])} files a pod fetches equal the pointer's sha256 and stable serves "
+            f"{ptr['version']}"
             if ok
             else f"{region}: differing files {sorted(differ)}; stable serves {getattr(s, 'version', None)} (pointer "
             f"{ptr['version']})"

@@ -553,10 +553,10 @@ def _finish(
 
 # ---------------------------------------------------------------- restore to the last-known-good version
 def build_restore_plan(ctx: PlanContext, region: str, *, adopt: bool = False, scenario: str = "restore") -> Plan:
-    """Bring `region` back to its last-known-good pointer: repair any file whose bytes differ from the pinned
-    versions, model.version := the pointer's version, canary cleared, pulumi up, roll the pods if a file they
-    serve was repaired, then verify exact hashes. `adopt`: record the currently served version as the pointer
-    (first use, before any release wrote one) after verifying it."""
+    """Bring `region` back to its last-known-good pointer: pin the pods' fetch to the pointer's S3 versions when
+    any file a pod would fetch differs from the pinned versions, model.version := the pointer's version, canary
+    cleared, pulumi up, roll the pods if a file they serve was pinned, then verify exact hashes. `adopt`: record
+    the currently served version as the pointer (first use, before any release wrote one) after verifying it."""
     fleet = ctx.fleet
     if region not in fleet.regions:
         raise GuardrailError("unknown-region", f"{fleet.env} has no region {region!r}")
@@ -601,8 +601,8 @@ def build_restore_plan(ctx: PlanContext, region: str, *, adopt: bool = False, sc
                 "allow_deletes": canary_deletes(fleet, region),
                 "timeout": fleet.glob.release.ready_timeout_seconds,
             },
-            description=f"repair differing files from their pinned S3 versions; {stack}: model.version := the "
-            "pointer's version, canary cleared, pulumi up; roll the pods if a served file was repaired; wait ready",
+            description=f"pin the fetch to the pointer's S3 versions if a file differs; {stack}: model.version := the "
+            "pointer's version, canary cleared, pulumi up; roll the pods if a served file was pinned; wait ready",
             checks=[
                 Condition(
                     kind="lkg_exact",
@@ -615,7 +615,7 @@ def build_restore_plan(ctx: PlanContext, region: str, *, adopt: bool = False, sc
         ),
     ]
     rollback = [
-        f"{stack}: model keys back to the recorded values, pulumi up (file repairs are kept: they restore pinned bytes)"
+        f"{stack}: model keys back to the recorded values, pulumi up (fetch pins are kept: they point at pinned bytes)"
     ]
     return finish_plan(
         ctx,

@@ -137,7 +137,7 @@ def release_summary(entries: list[dict]) -> dict[str, Any]:
         out["restore"] = {
             e["region"]: {
                 "version": e["version"],
-                "repaired": e.get("repaired"),
+                "pinned": e.get("pinned"),
                 "restarted": e.get("restarted"),
                 "rpo_seconds": e.get("rpo_seconds"),
                 "hashes_before": e.get("hashes_before"),
@@ -247,28 +247,31 @@ def render_markdown(s: dict[str, Any]) -> str:
         L += ["## Restore to the last-known-good version", ""]
         for r, v in s["restore"].items():
             L += [
-                f"### {r}: {v['version']} (RPO {_fmt(v['rpo_seconds'])} s; repaired {v['repaired'] or 'nothing'}; pods "
-                f"restarted: {v['restarted']})",
+                f"### {r}: {v['version']} (RPO {_fmt(v['rpo_seconds'])} s; fetch pinned to the pointer's S3 "
+                f"versions for {v['pinned'] or 'nothing'}; pods restarted: {v['restarted']})",
+                "",
+                "What a pod's fetch gets, before and after the restore (the altered object stays the key's current "
+                "version, as evidence; nothing under the published prefix is written):",
                 "",
                 "| file | sha256 before | sha256 after |",
                 "|---|---|---|",
             ]
             for path, before in sorted((v.get("hashes_before") or {}).items()):
                 after = (v.get("hashes_after") or {}).get(path)
-                mark = "" if before == after else " **(repaired)**"
+                mark = "" if before == after else " **(pinned)**"
                 L.append(f"| {path} | {str(before)[:16]} | {str(after)[:16]}{mark} |")
             L.append("")
     if s.get("other_regions"):
         L += [
-            "## Other regions (replication of the corrupt object, then of the repair)",
+            "## Other regions (replication of the corrupt object, then each region's own pins)",
             "",
-            "| region | corrupt seen (s) | exact again (s) | repaired here | note |",
+            "| region | corrupt seen (s) | exact again (s) | pinned here | note |",
             "|---|---|---|---|---|",
         ]
         for r, v in s["other_regions"].items():
             L.append(
                 f"| {r} | {_fmt(v.get('saw_corrupt'))} | {_fmt(v.get('exact_at'))} | "
-                f"{sorted(v.get('repaired') or {}) or 'no'} | {v.get('note', '')} |"
+                f"{sorted(v.get('pinned') or {}) or 'no'} | {v.get('note', '')} |"
             )
         L.append("")
     if s.get("node_loss"):

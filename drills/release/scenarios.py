@@ -122,8 +122,8 @@ class ArtifactCorruption(Scenario):
                     "allow_deletes": canary_deletes(fleet, region),
                     "timeout": fleet.glob.release.ready_timeout_seconds,
                 },
-                description=f"repair from the pinned S3 versions of {region}'s last-known-good pointer, config at the "
-                "pointer's version, roll the pods so none keeps the bad bytes, wait ready",
+                description=f"pin the pods' fetch to the S3 versions of {region}'s last-known-good pointer, config "
+                "at the pointer's version, roll the pods so none keeps the bad bytes, wait ready",
                 checks=[
                     Condition(
                         kind="lkg_exact",
@@ -138,9 +138,9 @@ class ArtifactCorruption(Scenario):
                 name="other-regions",
                 action="verify_regions",
                 params={"regions": others, "model": model, "timeout": timeout},
-                description=f"watch {', '.join(others)} (replication copies the corrupt object, then the repair) until "
-                f"each equals its own last-known-good bytes, at most {timeout:g} s; repair from their pinned versions "
-                "if not",
+                description=f"watch {', '.join(others)} (replication copies the corrupt object) until "
+                f"it arrives, then pin each to its own last-known-good versions, at most {timeout:g} s (any region "
+                "not yet exact is pinned at the deadline)",
                 checks=[
                     Condition(
                         kind="regions_exact",
@@ -252,7 +252,10 @@ class NodeLoss(Scenario):
 
 class Restore(Scenario):
     name = "restore"
-    summary = "bring a region back to its last-known-good model version (repair pinned files, config, up, exact hashes)"
+    summary = (
+        "bring a region back to its last-known-good model version (fetch pinned to its S3 versions, config, up, "
+        "exact hashes)"
+    )
     region_arg = "required"
 
     def build(self, ctx: PlanContext) -> Plan:

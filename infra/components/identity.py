@@ -47,7 +47,8 @@ def kms_via_s3(regions: str | list[str]) -> dict:
 
 
 def model_reader_policy(bucket_arn: str, key_arn: str, region: str | None = None) -> str:
-    """Triton's rights: list and read the artifact bucket, decrypt with its key through S3 in the bucket's region
+    """Triton's rights: list and read the artifact bucket (current objects, and the earlier object versions a
+    restore's fetch pins name, see infra.names.pins_key), decrypt with its key through S3 in the bucket's region
     (by default the key's region: the bucket and its key live in the same region). Nothing else, no writes."""
     region = region or key_arn.split(":")[3]
     return json.dumps(
@@ -55,7 +56,12 @@ def model_reader_policy(bucket_arn: str, key_arn: str, region: str | None = None
             "Version": "2012-10-17",
             "Statement": [
                 {"Sid": "ListArtifacts", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn},
-                {"Sid": "ReadArtifacts", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{bucket_arn}/*"},
+                {
+                    "Sid": "ReadArtifacts",
+                    "Effect": "Allow",
+                    "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+                    "Resource": f"{bucket_arn}/*",
+                },
                 {
                     "Sid": "DecryptArtifacts",
                     "Effect": "Allow",

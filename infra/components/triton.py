@@ -41,6 +41,7 @@ from infra.names import (
     STABLE,
     TRACK_LABEL,
     app_name,
+    pins_key,
     served_models,
 )
 
@@ -50,16 +51,46 @@ GPU_UTIL_METRIC = "nv_gpu_utilization"
 
 # The model repository reaches Triton through two init containers, so that no pod ever serves bytes other than
 # the ones the manifest names: `fetch-model` copies the version's immutable prefix from the bucket to a local
-# volume (the AWS CLI, pinned), `verify-model` checks every file against manifest.json (sha256 and size; engines
-# added later by a build Job only with a matching record; nothing unexpected) with the Triton image's own python3,
-# then links the models this pod serves into SERVING_DIR, the only repository Triton reads: build artifacts
-# published beside them (checkpoint/, golden/, jobs/, the python-backend model) are verified but never polled.
+# volume (the AWS CLI, pinned; at a restore's pinned S3 versions, see FETCH_SCRIPT), `verify-model` checks every
+# file against manifest.json (sha256 and size; engines added later by a build Job only with a matching record;
+# nothing unexpected) with the Triton image's own python3, then links the models this pod serves into
+# SERVING_DIR, the only repository Triton reads: build artifacts published beside them (checkpoint/, golden/,
+# jobs/, the python-backend model) are verified but never polled.
 # A corrupted or tampered object fails the pod before Triton starts; the rollout stalls on it
 # (maxUnavailable 0) while the old pods keep serving. Replication copies a corrupt object as faithfully as a good
 # one, so this check runs on every pod start, not only at publish time.
 # Not pinned by digest: the only published digest found for 2.22.35 is Docker Hub's amazon/aws-cli index, and this is
 # the ECR Public copy, whose digest was not verifiable here (tests/infra/test_pods_nodes.py allow-lists it).
 AWS_CLI_IMAGE = "public.ecr.aws/aws-cli/aws-cli:2.22.35"
+# argv: bucket, the version's prefix (`<model>/<version>/`), the local directory, the region's fetch-pins key
+# (infra.names.pins_key), the version. The prefix is synced; then, if a restore pinned this version, every pinned
+# file is fetched again at its pinned S3 version id: a restore points pods at the last-known-good bytes instead of
+# copying them over a published key (which the bucket policy refuses). Shell builtins and the CLI only: the image
+# has no JSON tool. A missing pins object is normal; any other error reading it fails the pod.
+FETCH_SCRIPT = r"""
+set -eu
+bucket=$1 prefix=$2 dest=$3 pins=$4 version=$5 tmp=${TMPDIR:-/tmp}
+aws s3 sync --only-show-errors --exact-timestamps "s3://$bucket/$prefix" "$dest"
+if ! aws s3api get-object --bucket "$bucket" --key "$pins" "$tmp/pins" >/dev/null 2>"$tmp/pins.err"; then
+  case "$(cat "$tmp/pins.err")" in
+    *NoSuchKey*) echo "fetch-model: $version synced (no fetch pins in s3://$bucket/$pins)"; exit 0 ;;
+    *) cat "$tmp/pins.err" >&2; exit 1 ;;
+  esac
+fi
+{
+  read -r pinned digest
+  if [ "$pinned" != "$version" ]; then
+    echo "fetch-model: $version synced (the fetch pins name $pinned)"
+    exit 0
+  fi
+  n=0
+  while read -r vid rel; do
+    aws s3api get-object --bucket "$bucket" --key "$prefix$rel" --version-id "$vid" "$dest/$rel" >/dev/null
+    n=$((n + 1))
+  done
+  echo "fetch-model: $version, $n files at the S3 versions a restore pinned (manifest $digest)"
+} < "$tmp/pins"
+"""
 MODEL_DIR = "/models"
 SERVING_DIR = f"{MODEL_DIR}/serving"
 # argv: the verified version's directory, the serving repository to build, then the Triton models it serves.
@@ -126,11 +157,11 @@ print(f"verify-model: {len(seen)} files match manifest.json ({m['model']['name']
 """
 
 
-def model_repository_uri(bucket: str, model: Model) -> str:
+def version_prefix(model: Model) -> str:
     """The contract with model_build's publish step: the repository root of one immutable model version is
-    `s3://<bucket>/<model name>/<model version>/` (holding `<model name>/config.pbtxt`, engines, fallback).
-    Rolling out a model is a config change of `model.version`, which rolls the Deployments."""
-    return f"s3://{bucket}/{model.name}/{model.version}"
+    `s3://<bucket>/<model name>/<model version>/` (holding `<model name>/config.pbtxt`, engines, fallback); this is
+    its key prefix. Rolling out a model is a config change of `model.version`, which rolls the Deployments."""
+    return f"{model.name}/{model.version}/"
 
 
 def deployment_name(pool: str, track: str = STABLE) -> str:
@@ -217,13 +248,15 @@ def model_init_containers(pool: GpuPool, bucket: str, model: Model, triton: Trit
             "image": AWS_CLI_IMAGE,
             "imagePullPolicy": "IfNotPresent",
             "command": [
-                "aws",
-                "s3",
-                "sync",
-                "--only-show-errors",
-                "--exact-timestamps",
-                f"{model_repository_uri(bucket, model)}/",
+                "/bin/sh",
+                "-c",
+                FETCH_SCRIPT,
+                "fetch-model",
+                bucket,
+                version_prefix(model),
                 local,
+                pins_key(model.name, region),
+                model.version,
             ],
             # IRSA's webhook adds the role to init containers too; HOME for the CLI's cache as the non-root user.
             "env": [

@@ -13,13 +13,24 @@ def _policy(plan, role_name):
     return role, json.loads(role.inputs["assumeRolePolicy"]), json.loads(pol.inputs["policy"])
 
 
+def _actions(statement: dict) -> list[str]:
+    a = statement["Action"]
+    return [a] if isinstance(a, str) else a
+
+
 def test_triton_reads_only_its_bucket_and_key(regional):
     _stack, plan, _cfg = regional
     _role, trust, pol = _policy(plan, "triton")
     bucket, key = plan.outputs["bucket_arn"], plan.outputs["kms_key_arn"]
-    grants = {(s["Action"], s["Resource"]) for s in pol["Statement"]}
-    assert grants == {("s3:ListBucket", bucket), ("s3:GetObject", f"{bucket}/*"), ("kms:Decrypt", key)}
-    assert all(s["Effect"] == "Allow" and "*" not in s["Action"] for s in pol["Statement"])
+    grants = {(a, s["Resource"]) for s in pol["Statement"] for a in _actions(s)}
+    # GetObjectVersion: a restore's fetch pins name earlier object versions (infra.names.pins_key).
+    assert grants == {
+        ("s3:ListBucket", bucket),
+        ("s3:GetObject", f"{bucket}/*"),
+        ("s3:GetObjectVersion", f"{bucket}/*"),
+        ("kms:Decrypt", key),
+    }
+    assert all(s["Effect"] == "Allow" and "*" not in _actions(s) for s in pol["Statement"])
     (st,) = trust["Statement"]
     oidc = plan.one("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
     assert st["Principal"] == {"Federated": oidc.state["arn"]} and st["Action"] == "sts:AssumeRoleWithWebIdentity"
@@ -32,7 +43,7 @@ def test_triton_reads_only_its_bucket_and_key(regional):
 
 def test_model_reader_policy_has_no_write():
     doc = json.loads(model_reader_policy("arn:aws:s3:::b", "arn:aws:kms:us-east-1:1:key/k"))
-    actions = [s["Action"] for s in doc["Statement"]]
+    actions = [a for s in doc["Statement"] for a in _actions(s)]
     assert not any(a.startswith(("s3:Put", "s3:Delete")) or a == "kms:Encrypt" for a in actions)
 
 

@@ -9,6 +9,7 @@ from infra.capacity import replica_bounds
 from infra.components import triton as T
 from infra.components.gpu_pools import device_plugin_daemonset
 from infra.config import RegionConfig, load_stack
+from infra.names import pins_key
 from tests.signing import with_canary
 
 K8S_KINDS = [
@@ -92,11 +93,15 @@ def test_one_deployment_per_gpu_pool(regional, as_manifest):
         assert "--exit-on-error=true" in c["args"] and not any("_py" in a for a in c["args"])
         fetch, verify = spec["initContainers"]
         local = f"/models/{cfg.model.name}/{cfg.model.version}"
-        assert (
-            fetch["command"][:3] == ["aws", "s3", "sync"]
-            and f"s3://{bucket}/{cfg.model.name}/{cfg.model.version}/" in fetch["command"]
-        )
-        assert fetch["command"][-1] == local
+        # The fetch script's argv: bucket, the version's prefix, the local copy, the region's fetch pins, the version.
+        assert fetch["command"][:4] == ["/bin/sh", "-c", T.FETCH_SCRIPT, "fetch-model"]
+        assert fetch["command"][4:] == [
+            bucket,
+            f"{cfg.model.name}/{cfg.model.version}/",
+            local,
+            pins_key(cfg.model.name, cfg.region),
+            cfg.model.version,
+        ]
         assert verify["image"] == cfg.triton.image and verify["command"][:2] == ["python3", "-c"]
         # The manifest digest the stack pins for the version: the pod serves no other manifest.
         assert verify["command"][3:] == [local, "/models/serving", cfg.model.digests[cfg.model.version], *served]
@@ -222,11 +227,11 @@ def test_canary_deployments_serve_their_own_immutable_prefix(canary_plan, as_man
     for p in cfg.gpu_pools:
         stable, canary = deps[f"triton-{p.name}"], deps[f"triton-{p.name}-canary"]
         _validate(canary, cfg.kubernetes_version)
-        assert (
-            f"s3://{bucket}/ranker/{cfg.model.version}/"
-            in stable["spec"]["template"]["spec"]["initContainers"][0]["command"]
-        )
-        assert f"s3://{bucket}/ranker/2026.12.0/" in canary["spec"]["template"]["spec"]["initContainers"][0]["command"]
+        # fetch-model's argv after the script: bucket, prefix, local copy, pins key, version.
+        stable_fetch = stable["spec"]["template"]["spec"]["initContainers"][0]["command"][4:]
+        canary_fetch = canary["spec"]["template"]["spec"]["initContainers"][0]["command"][4:]
+        assert stable_fetch[:2] == [bucket, f"ranker/{cfg.model.version}/"] and stable_fetch[-1] == cfg.model.version
+        assert canary_fetch[:2] == [bucket, "ranker/2026.12.0/"] and canary_fetch[-1] == "2026.12.0"
         assert (
             "/models/ranker/2026.12.0" in canary["spec"]["template"]["spec"]["initContainers"][1]["command"]
             and "--model-repository=/models/serving" in canary["spec"]["template"]["spec"]["containers"][0]["args"]

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import shutil
 import socket
+from functools import partial
 
 import numpy as np
 import pytest
 
+from drills.rehearsal.pod import fetch_declared
 from drills.rehearsal.procs import PortInUse, ProcessError, free_port_block, pid_alive
-from drills.rehearsal.repo import ArtifactError, prepare_serving_repo, sync_from_bucket, upload_tree
+from drills.rehearsal.repo import ArtifactError, prepare_serving_repo, upload_tree
 from drills.rehearsal.world import LB_NET, Scale, World, plain_publisher
 from infra.config import load_fleet
 from model_build.signing import manifest_digest
@@ -130,7 +132,8 @@ def test_weighted_world_from_hand_made_records_and_cleanup_after_an_exception(fl
         s3 = w.moto.client("s3")
         upload_tree(s3, w.buckets[PRIMARY], "models/tampered/1", model_dir)
         s3.put_object(Bucket=w.buckets[PRIMARY], Key="models/tampered/1/ranker_onnx/1/model.onnx", Body=b"evil")
-        sync_from_bucket(s3, w.buckets[PRIMARY], "models/tampered/1", tmp_path / "tampered")
+        fetch = partial(fetch_declared, pod_for(fleet, PRIMARY), bucket=w.buckets[PRIMARY], region=PRIMARY)
+        fetch(prefix="models/tampered/1", version="1", dest=tmp_path / "tampered", endpoint=w.moto.endpoint)
         with pytest.raises(ArtifactError, match="refusing to serve"):
             prepare_serving_repo(
                 tmp_path / "tampered", tmp_path / "tampered-repo", pod_for(fleet, PRIMARY), manifest_digest(model_dir)
@@ -139,7 +142,7 @@ def test_weighted_world_from_hand_made_records_and_cleanup_after_an_exception(fl
         # matches its manifest, but the manifest is not the digest the stack pins. The regions serve on, unchanged.
         forged = tamper_consistently(shutil.copytree(model_dir, tmp_path / "forged"))
         upload_tree(s3, w.buckets[PRIMARY], "models/forged/1", forged)
-        sync_from_bucket(s3, w.buckets[PRIMARY], "models/forged/1", tmp_path / "forged-synced")
+        fetch(prefix="models/forged/1", version="1", dest=tmp_path / "forged-synced", endpoint=w.moto.endpoint)
         pinned = fleet.regions[PRIMARY].model.digests[fleet.regions[PRIMARY].model.version]
         with pytest.raises(ArtifactError, match="is not the digest the stack pins for this version"):
             prepare_serving_repo(tmp_path / "forged-synced", tmp_path / "forged-repo", pod_for(fleet, PRIMARY), pinned)

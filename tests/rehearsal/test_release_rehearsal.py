@@ -94,7 +94,12 @@ def test_a_corrupted_artifact_never_serves_and_restore_brings_back_the_exact_has
     after = {p: h for p, h in restore["hashes_after"].items() if p in want}
     assert after == want
     changed = {p for p in want if restore["hashes_before"].get(p) != want[p]}
-    assert changed == set(restore["repaired"]) == {"ranker_onnx/1/model.onnx"}
+    assert changed == set(restore["pinned"]) == {"ranker_onnx/1/model.onnx"}
+    # The pods restarted by the restore ran the declared fetch script with the restore's pins and loaded the
+    # pinned bytes (every ready pod serves exactly its manifest's hashes, above), without any write to the key.
+    assert restore["restarted"]
+    pinned_starts = [e for e in s["serving_events"] if "a restore pinned" in (e.get("fetched") or "")]
+    assert pinned_starts and all(e["event"] == "pod-ready" for e in pinned_starts)
     # RPO: the last-known-good point (written by the release drill, another clock) was older than the fault, by at most
     # the rehearsal's whole run in drill seconds.
     assert 0 < restore["rpo_seconds"] <= (ac["wall"][1] - s["t_start"]) / s["scale"]

@@ -186,17 +186,19 @@ class FakeFleet:
 
     # -------------------------------------------------------- pulumi up of a regional stack
     def _start(self, region: str, version: str, desired: int, previous: Track | None) -> Track:
-        from drills.release.artifacts import MANIFEST, prefix, sha256
+        from drills.release.artifacts import MANIFEST, pinned_versions, prefix, sha256
         from model_build.manifest import Manifest
 
         s3 = self.b.s3
-        raw = s3.get_object(region, prefix(MODEL, version) + MANIFEST)
+        # As the pods' fetch-model does: at the S3 versions a restore pinned for this version, else the current ones.
+        pinned = pinned_versions(s3, region, MODEL, version)
+        raw = s3.get_object(region, prefix(MODEL, version) + MANIFEST, pinned.get(MANIFEST))
         if raw is None:  # Triton with --exit-on-error: the pods never become ready
             return Track(version, "missing", 0, desired, float("inf"), {}, self._next(), previous)
         man = Manifest.model_validate_json(raw)
         loaded = {}
         for f in man.files:
-            body = s3.get_object(region, prefix(MODEL, version) + f.path)
+            body = s3.get_object(region, prefix(MODEL, version) + f.path, pinned.get(f.path))
             loaded[f.path] = sha256(body or b"")
         tr = man.training
         t = Track(

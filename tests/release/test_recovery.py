@@ -7,7 +7,7 @@ import pytest
 
 from drills.engine import start_drill
 from drills.journal import load
-from drills.release.artifacts import compare_to_pointer, prefix, read_pointer
+from drills.release.artifacts import compare_to_pointer, prefix, read_pins, read_pointer, sha256
 from drills.release.planning import build_restore_plan, release_context
 from drills.release.report import release_summary, render_markdown
 from drills.scenarios import build_plan
@@ -46,26 +46,44 @@ def test_artifact_corruption_is_refused_before_serving_and_restored_exactly(rele
     new_loads = [x for x in w.fleet.loads[loads_before:] if x["region"] == "us-west-2"]
     assert new_loads and all(
         h == good[p] for x in new_loads for p, h in x["loaded"].items()
-    )  # the restart after the repair loaded the pinned bytes
+    )  # the restart after the restore fetched the pinned bytes
     # Restored to the pointer's exact hashes; before/after in the report; RPO measured.
     r = s["restore"]["us-west-2"]
     assert (
         r["hashes_after"] == good and r["hashes_before"]["ranker_onnx/1/model.onnx"] != good["ranker_onnx/1/model.onnx"]
     )
-    assert r["repaired"] == ["ranker_onnx/1/model.onnx"] and r["restarted"] is True and 600 <= r["rpo_seconds"] <= 700
+    assert r["pinned"] == ["ranker_onnx/1/model.onnx"] and r["restarted"] is True and 600 <= r["rpo_seconds"] <= 700
     assert not compare_to_pointer(w.backend.s3, "us-west-2", ptrs["us-west-2"])
-    # Replication carried the corrupt object to the other regions, then the repair: both exact again.
+    # Restored by version id, not by copy-over: the only write to the published key since the pointer is the
+    # corruption itself, which stays its current version; the fetch pins name the pointer's version ids.
+    key = prefix("ranker", ptrs["us-west-2"]["version"]) + "ranker_onnx/1/model.onnx"
+    (corruption,) = [v for v in w.backend.s3.versions("us-west-2", key) if v["version_id"] != _vid(ptrs, key)]
+    assert corruption["latest"]
+    current = w.backend.s3.get_object("us-west-2", key)
+    assert current is not None and sha256(current) != good["ranker_onnx/1/model.onnx"]
+    pins = read_pins(w.backend.s3, "us-west-2", "ranker")
+    assert pins is not None
+    version, digest, pinned = pins
+    assert (version, digest) == (ptrs["us-west-2"]["version"], ptrs["us-west-2"]["manifest_sha256"])
+    assert pinned == {p: f["version_id"] for p, f in ptrs["us-west-2"]["files"].items()}
+    # Replication carried the corrupt object to the other regions; each was pinned to its own pointer: exact.
     for region in ("us-east-1", "eu-west-1"):
         o = s["other_regions"][region]
-        assert o["saw_corrupt"] is not None and o["exact_at"] is not None
+        assert o["saw_corrupt"] is not None and o["exact_at"] is not None and o["pinned"]
         assert not compare_to_pointer(w.backend.s3, region, ptrs[region])
     md = render_markdown(s)
-    assert "sha256 before" in md and "(repaired)" in md
+    assert "sha256 before" in md and "(pinned)" in md
+
+
+def _vid(ptrs: dict, key: str) -> str:
+    """The S3 version id us-west-2's pointer pins for `key`."""
+    rel = key.split("/", 2)[2]
+    return ptrs["us-west-2"]["files"][rel]["version_id"]
 
 
 def test_restore_brings_back_the_exact_last_known_good_version(release_world, repos):
     """A region left on another version with a tampered file: restore re-points the config at the pointer's
-    version, repairs the file from its pinned S3 version and verifies every hash."""
+    version, pins the fetch of the file to its pinned S3 version and verifies every hash."""
     from tests.release.support import publish
 
     w = release_world()
@@ -87,7 +105,7 @@ def test_restore_brings_back_the_exact_last_known_good_version(release_world, re
     assert w.backend.serving.tracks("eu-west-1")["stable"].version == "2026.11.0"
     assert not compare_to_pointer(w.backend.s3, "eu-west-1", ptrs["eu-west-1"])
     r = release_summary(entries)["restore"]["eu-west-1"]
-    assert r["repaired"] == ["ranker_onnx/config.pbtxt"] and r["hashes_after"] == {
+    assert r["pinned"] == ["ranker_onnx/config.pbtxt"] and r["hashes_after"] == {
         p: f["sha256"] for p, f in ptrs["eu-west-1"]["files"].items()
     }
 
