@@ -12,6 +12,7 @@ The output directory is the model repository (and, published, the bucket's `<mod
     <model>_py/1/model.py              runs <model>_onnx/1/model.onnx with ONNX Runtime after a hash check
     golden/golden.npz                  golden rows, labels, requests and PyTorch reference scores
     checkpoint/ranker.pt               trained weights (the benchmark's PyTorch side; reproducibility)
+    fallback.json                      the degraded answer for clients: item popularity in the training data
     jobs/<env>-engine-sm<cc>.yaml      Kubernetes Job per environment and engine not built here
     engine_records/<engine>.json       added later by those Jobs, next to the engines they publish
 """
@@ -34,8 +35,9 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from infra.config import ROOT, ConfigError, envs, load_fleet
-from model_build import data, export, k8s_jobs, parity, signing, triton_repo, trt_engine
+from model_build import data, export, fallback, k8s_jobs, parity, signing, triton_repo, trt_engine
 from model_build.config import DEFAULT_OUT, RankerConfig, TrainConfig
+from model_build.fallback import FALLBACK
 from model_build.manifest import (
     MANIFEST,
     SIGNATURE,
@@ -57,7 +59,7 @@ from model_build.trt_plan import BuildPlan, HardwareCompat, PlanError, Precision
 GOLDEN = "golden/golden.npz"
 CHECKPOINT = "checkpoint/ranker.pt"
 LOCAL_TIMING_CACHE = ROOT / "build"  # + timing-cache/tensorrt-<version>/<sm>.cache
-KNOWN_TOP = {MANIFEST, SIGNATURE, "golden", "checkpoint", "jobs", "engine_records"}
+KNOWN_TOP = {MANIFEST, SIGNATURE, FALLBACK, "golden", "checkpoint", "jobs", "engine_records"}
 
 
 class BuildError(Exception):
@@ -381,6 +383,8 @@ def build(
         reference=reference.astype(np.float32),
     )
     save_checkpoint(out / CHECKPOINT, result.ranker)
+    # The degraded answer a client shows when no region can rank (drills.client), signed with the release.
+    fallback.write(out, plan.model, plan.version, result.popularity)
     job_files: list[str] = []
     fp16_sha = file_entry(out, trt_src, "onnx").sha256
     for j in plan.jobs:
@@ -414,6 +418,7 @@ def build(
         (f"{dirs['python']}/1/model.py", "python-model"),
         (GOLDEN, "golden"),
         (CHECKPOINT, "checkpoint"),
+        (FALLBACK, "fallback"),
         *[(f, "k8s-job") for f in job_files],
         *built_files,
     ]

@@ -45,7 +45,9 @@ MANIFEST = "manifest.json"
 # The release signature beside the manifest (model_build.signing): the one file a signature cannot list.
 SIGNATURE = "model.sig"
 SCHEMA_VERSION = 1
-Role = Literal["onnx", "onnx-trt-source", "triton-config", "python-model", "k8s-job", "checkpoint", "golden", "engine"]
+Role = Literal[
+    "onnx", "onnx-trt-source", "triton-config", "python-model", "k8s-job", "checkpoint", "golden", "engine", "fallback"
+]
 
 
 class _M(BaseModel):

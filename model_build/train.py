@@ -16,6 +16,7 @@ import torch
 
 from model_build import data
 from model_build.config import TrainConfig
+from model_build.fallback import popularity_order
 from model_build.ranker import Ranker
 
 
@@ -24,6 +25,7 @@ class TrainResult:
     ranker: Ranker
     metrics: dict[str, float]
     validation: data.Split
+    popularity: list[int]  # item ids by clicks in the training data the model saw (model_build.fallback)
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -132,4 +134,5 @@ def _train(cfg: TrainConfig, progress: Callable[[int, int, float], None] | None)
         "train_seconds": train_s,
     }
     ranker.eval()
-    return TrainResult(ranker, metrics, va)
+    item = [name for name, _ in data.SPARSE].index("item_id")
+    return TrainResult(ranker, metrics, va, popularity_order(tr.sparse_ids[:, item], labels))
