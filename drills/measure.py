@@ -73,6 +73,30 @@ def latency_summary(records: Iterable[Any]) -> dict[str, Any]:
     }
 
 
+def client_kind_summary(records: Iterable[Any]) -> dict[str, dict[str, Any]]:
+    """Per client kind (a record's `kind`, naive when absent): requests; errors (no answer at all); degraded (the
+    fallback ranking answered, no region did); p50_ms and p99_ms of the answers a region gave; extra_requests (the
+    requests sent beyond one per ranking: retries and hedges) and amplification (requests sent per ranking)."""
+    kinds: dict[str, list[Any]] = {}
+    for r in records:
+        kinds.setdefault(_get(r, "kind") or "naive", []).append(r)
+    out = {}
+    for kind, recs in sorted(kinds.items()):
+        answered = [_get(r, "latency_ms") for r in recs if _get(r, "ok")]
+        degraded = sum(1 for r in recs if not _get(r, "ok") and _get(r, "degraded"))
+        sent = sum(int(_get(r, "attempts") or 1) for r in recs)
+        out[kind] = {
+            "requests": len(recs),
+            "errors": len(recs) - len(answered) - degraded,
+            "degraded": degraded,
+            "p50_ms": percentile(answered, 50),
+            "p99_ms": percentile(answered, 99),
+            "extra_requests": sent - len(recs),
+            "amplification": sent / len(recs),
+        }
+    return out
+
+
 def share_by_region(records: Iterable[Any]) -> dict[str, float]:
     recs = [r for r in records if _get(r, "region")]
     out: dict[str, float] = {}

@@ -80,6 +80,7 @@ def declare_global(stack: str, cfg: GlobalConfig) -> GlobalStack:
         "dns",
         DnsFailoverArgs(
             zone_name=cfg.zone.name,
+            record=cfg.record,
             zone_id=cfg.zone.zone_id,
             fqdn=cfg.fqdn,
             mode=cfg.routing.mode,
@@ -131,6 +132,8 @@ def declare_global(stack: str, cfg: GlobalConfig) -> GlobalStack:
     pulumi.export("weights", cfg.routing.weights())
     pulumi.export("health_check_ids", {r: hc.id for r, hc in dns.health_checks.items()})
     pulumi.export("record_set_identifiers", regions)
+    # region -> its plain name (`<record>-<region short>.<zone>`): what resilient clients resolve to pick a region
+    pulumi.export("regional_fqdns", dict(dns.regional_fqdns))
     pulumi.export("replication_role_arn", replication.role.arn)
     pulumi.export("alarm_topic_arns", {r: t.arn for r, t in alerting.topics.items()})
     pulumi.export("regional_stacks", {r: regional_stack_name(cfg.env, r) for r in regions})

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from infra.catalog import REGIONS
+
 # ---------------------------------------------------------------- Triton on Kubernetes
 NAMESPACE = "triton"
 SERVICE_ACCOUNT = "triton"
@@ -14,6 +16,16 @@ PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 LIVE_PATH = "/v2/health/live"
 READY_PATH = "/v2/health/ready"
 STABLE, CANARY = "stable", "canary"
+
+
+# ---------------------------------------------------------------- DNS names clients use
+def regional_fqdn(record: str, region: str, zone: str) -> str:
+    """The plain per-region name the global stack declares beside the weighted `<record>.<zone>`:
+    `<record>-<region short>.<zone>` (ranker-use1.shop.example.com), an alias of the region's load balancer with no
+    weight and no failover. Clients that choose the region themselves (drills.client.RankerClient) use these: a
+    region they eject is still resolvable, and a retry goes where they send it, not where DNS answered."""
+    return f"{record}-{REGIONS[region]}.{zone}"
+
 
 # ---------------------------------------------------------------- identities the stacks name
 # GitHub Actions' OIDC issuer: what keyless release signatures (model.signer) and the CI roles' trust name.

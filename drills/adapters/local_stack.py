@@ -5,9 +5,9 @@ rehearsal's copy there). `set_config` edits them the way `pulumi config set --pa
 atomically (temp file, fsync, rename), so a drill killed at any instant leaves either the old or the new file
 and a second process (`drills rollback`) reads exactly what the first wrote. `up` validates the config with the
 same schema the Pulumi program uses (infra.config) and then applies it through an *applier*: a callable that
-does what the program would do to the outside world (for the global stack: the Route 53 health checks and
-weighted/failover alias records of infra/components/dns.py). Appliers are pluggable, so the rehearsal can apply
-through its own moto_server while tests apply to in-process moto.
+does what the program would do to the outside world (for the global stack: the Route 53 health checks,
+weighted/failover alias records and plain per-region records of infra/components/dns.py). Appliers are pluggable,
+so the rehearsal can apply through its own moto_server while tests apply to in-process moto.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import yaml
 from drills.errors import DrillError
 from drills.journal import atomic_write
 from infra.config import PROJECT, ConfigError, GlobalConfig, RegionConfig, load_fleet, load_stack
+from infra.names import regional_fqdn
 
 Applier = Callable[["LocalStackAdapter", str, Any], dict]
 
@@ -150,7 +151,8 @@ def route53_applier(client: Any) -> Applier:
     """Apply a global stack config to Route 53 as infra/components/dns.py declares it: one HTTPS health check
     per region on its load balancer's /v2/health/ready, one alias A record per region with
     set_identifier=<region>, the weight or failover role from config, the health check and
-    evaluate_target_health. Records are UPSERTed, so applying twice changes nothing."""
+    evaluate_target_health, and one plain alias A record per region (`regional_fqdn`: simple routing, no health
+    check, evaluate_target_health false). Records are UPSERTed, so applying twice changes nothing."""
 
     def apply(adapter: LocalStackAdapter, stack: str, cfg: GlobalConfig) -> dict:
         fleet = load_fleet(cfg.env, adapter.stacks_dir)
@@ -166,6 +168,7 @@ def route53_applier(client: Any) -> Applier:
             ).split("/")[-1]
         previous = adapter.outputs(stack).get("health_check_ids", {})
         hc_ids: dict[str, str] = {}
+        regional: dict[str, str] = {}
         changes = []
         for region in sorted(cfg.routing.regions):
             out = adapter.outputs(fleet.stack_names[region])
@@ -206,6 +209,15 @@ def route53_applier(client: Any) -> Applier:
             else:
                 rrset["Failover"] = route.failover
             changes.append({"Action": "UPSERT", "ResourceRecordSet": rrset})
+            regional[region] = regional_fqdn(cfg.record, region, cfg.zone.name)
+            # Simple routing: no set identifier, weight, failover role or health check; the target is not evaluated.
+            plain_target = {
+                "HostedZoneId": out["lb_zone_id"],
+                "DNSName": out["lb_dns_name"],
+                "EvaluateTargetHealth": False,
+            }
+            plain = {"Name": regional[region] + ".", "Type": "A", "AliasTarget": plain_target}
+            changes.append({"Action": "UPSERT", "ResourceRecordSet": plain})
         # Switching mode would need DELETE of the other kind first; the drills never switch mode.
         client.change_resource_record_sets(
             HostedZoneId=zone_id, ChangeBatch={"Comment": f"{stack} up", "Changes": changes}
@@ -217,6 +229,7 @@ def route53_applier(client: Any) -> Applier:
             "weights": cfg.routing.weights(),
             "health_check_ids": hc_ids,
             "record_set_identifiers": sorted(cfg.routing.regions),
+            "regional_fqdns": regional,
             "regional_stacks": {r: fleet.stack_names[r] for r in sorted(cfg.routing.regions)},
         }
 

@@ -15,6 +15,7 @@ from drills.client.errors import ClientConfigError
 from drills.client.fallback import Fallback
 from drills.client.messages import AttemptError, RankRequest, RankResponse
 from drills.client.transport import Outcome, Transport, parse_endpoint
+from infra.names import triton_models
 
 # An attempt with less time left than this can only time out: not worth a token or a connection.
 MIN_ATTEMPT_MS = 5.0
@@ -88,7 +89,9 @@ class RankerClient:
             raise ClientConfigError("max_attempts", max_attempts, "must be >= 1 (1: no retry, no hedge)")
         if max_workers < 2:
             raise ClientConfigError("max_workers", max_workers, "must be >= 2 (a hedge runs beside its primary)")
-        if fallback is not None and fallback.model_name != model:
+        # The fallback names the model family (the manifest's model.name); `model` is a Triton model of it (the
+        # family itself, or its TensorRT / ONNX Runtime / python-backend model: infra.names.triton_models).
+        if fallback is not None and model not in (fallback.model_name, *triton_models(fallback.model_name).values()):
             raise ClientConfigError("fallback", fallback.model_name, f"is the fallback of another model than {model!r}")
         self.regions = tuple(endpoints)
         self.model = model

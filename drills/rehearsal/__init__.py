@@ -48,7 +48,8 @@ What the drills engine's rehearsal adapters call:
   world.storage  buckets, put_canary(region) -> Canary, replication_of(canary), wait_replicated(canary)
   world.serving  servers(), repo(region), ready(region) (the pods: ready and desired)
   world.traffic  batches(), loadgen(rate=, duration=|count=, clients=) -> LoadGenerator, process(...) -> LoadProcess
-  world          reapply(declared) (a re-applied stack), health_check_ids, clusters, served_manifest(region),
+  world          reapply(declared) (a re-applied stack), health_check_ids, regional_names (region -> its plain
+                 per-region name, as declared), clusters, served_manifest(region),
                  fail_region(region, "kill" | "stall" | "unload") -> fault time, restore_region(region),
                  triton_state(), describe() (ports, pids, ready times, memory, timings, scale), dns_address,
                  region_ip

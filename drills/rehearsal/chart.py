@@ -1,6 +1,7 @@
 """The rehearsal's timeline chart (matplotlib, Agg: no display needed).
 
-Three panels over drill seconds since the first client request, all from the clients' own records:
+Four panels over drill seconds since the first client request, all from the clients' own records (with a client
+mix: the naive clients' lines, and the resilient clients' success, served-or-fallback and p99 beside them):
   1. success rate per time bin, with the SLO's success-rate objective;
   2. latency of the successful requests per bin (p50 and p99; log scale), with the p99 objective;
   3. traffic share per region (which region answered, or was asked and failed), stacked.
@@ -61,17 +62,24 @@ def timeline_chart(rep: dict, records: list, entries: list[dict], path: Path, zo
         return None
     # ~25 requests a bin (a p99 over fewer is one request's latency); ~12 in the zoom, where timing matters more.
     bin_wall = max(0.1, 12.0 / rate) if zoom else max(0.2, 25.0 / rate)
-    bins = _bins(records, t0, bin_wall)
+    # With a client mix, the black lines are the naive clients' (the DNS failover); the resilient clients' success
+    # (a region answered) and served (a region or the fallback answered) rates and p99 are drawn beside them.
+    resilient = [r for r in records if getattr(r, "kind", "naive") == "resilient"]
+    naive = [r for r in records if getattr(r, "kind", "naive") == "naive"] or records
+    bins = _bins(naive, t0, bin_wall)
     ks = sorted(bins)
     xs = np.array([(k + 0.5) * bin_wall / scale for k in ks])
     succ = np.array([100.0 * sum(r.ok for r in bins[k]) / len(bins[k]) for k in ks])
 
-    def pct(k: int, q: float) -> float:
-        v = percentile([r.latency_ms for r in bins[k] if r.ok], q)
+    def pct(rs: list, q: float) -> float:
+        v = percentile([r.latency_ms for r in rs if r.ok], q)
         return np.nan if v is None else v
 
-    p99 = np.array([pct(k, 99) for k in ks])
-    p50 = np.array([pct(k, 50) for k in ks])
+    p99 = np.array([pct(bins[k], 99) for k in ks])
+    p50 = np.array([pct(bins[k], 50) for k in ks])
+    rbins = _bins(resilient, t0, bin_wall)
+    rks = sorted(rbins)
+    rxs = np.array([(k + 0.5) * bin_wall / scale for k in rks])
     regions = sorted({r.region for r in records if r.region})
     share = {g: np.array([sum(1 for r in bins[k] if r.region == g) / len(bins[k]) for k in ks]) for g in regions}
     none = np.array([sum(1 for r in bins[k] if not r.region) / len(bins[k]) for k in ks])
@@ -82,7 +90,16 @@ def timeline_chart(rep: dict, records: list, entries: list[dict], path: Path, zo
     plan_obj = {o["objective"].split(" (")[0]: o["target"] for o in obj}
     fo = rep["rto"] if rep["rto"].get("kind") == "failover" else None
 
-    ax_s.plot(xs, succ, color="black", lw=1.4, drawstyle="steps-mid", label="success rate")
+    ax_s.plot(
+        xs, succ, color="black", lw=1.4, drawstyle="steps-mid", label="success rate" + (" (naive)" if rks else "")
+    )
+    if rks:
+        r_ok = np.array([100.0 * sum(r.ok for r in rbins[k]) / len(rbins[k]) for k in rks])
+        r_served = np.array([100.0 * sum(r.ok or r.degraded for r in rbins[k]) / len(rbins[k]) for k in rks])
+        ax_s.plot(rxs, r_ok, color="#2ca02c", lw=1.3, drawstyle="steps-mid", label="resilient: a region answered")
+        ax_s.plot(
+            rxs, r_served, color="#2ca02c", lw=1.0, ls=":", drawstyle="steps-mid", label="resilient: region or fallback"
+        )
     slo_rate = fo["slo"]["success_rate"] * 100 if fo else None
     if slo_rate is None and "service success rate" in plan_obj:
         slo_rate = float(plan_obj["service success rate"].split()[-1].rstrip("%"))
@@ -93,6 +110,9 @@ def timeline_chart(rep: dict, records: list, entries: list[dict], path: Path, zo
 
     ax_l.plot(xs, p99, color="#d62728", lw=1.3, drawstyle="steps-mid", label="p99")
     ax_l.plot(xs, p50, color="#1f77b4", lw=1.0, drawstyle="steps-mid", label="p50")
+    if rks:
+        r99 = np.array([pct(rbins[k], 99) for k in rks])
+        ax_l.plot(rxs, r99, color="#2ca02c", lw=1.2, drawstyle="steps-mid", label="p99 (resilient)")
     if fo:
         ax_l.axhline(
             fo["slo"]["p99_ms"], color="#d62728", lw=0.8, ls="--", label=f"p99 objective {fo['slo']['p99_ms']:g} ms"

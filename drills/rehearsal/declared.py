@@ -159,6 +159,20 @@ class Applied:
             if rr.get("AliasTarget") and rr.get("SetIdentifier") in regions
         }
 
+    def regional_names(self) -> dict[str, str]:
+        """region -> its plain per-region name: a simple alias record (no set identifier, so no weight, failover role
+        or health check) whose target is that region's load balancer, as the global program declares one per region
+        (infra/components/dns.py, `infra.names.regional_fqdn`). Read from the records applied, not derived here."""
+        targets = self.alias_targets()
+        out = {}
+        for rr in self.records:
+            alias = rr.get("AliasTarget")
+            if alias and not rr.get("SetIdentifier") and rr.get("Type") == "A":
+                region = targets.get(alias["DNSName"].lower().rstrip("."))
+                if region:
+                    out[region] = rr["Name"].lower().rstrip(".")
+        return dict(sorted(out.items()))
+
     def _count(self, r: dict, applied: bool) -> None:
         t, urn = r["type"], r.get("urn") or f"{r.get('region')}::{r['name']}"
         mine, other = (self._applied_urns, self._ignored_urns) if applied else (self._ignored_urns, self._applied_urns)

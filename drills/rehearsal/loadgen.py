@@ -16,6 +16,14 @@ latency, error text.
 
 `drills.measure.rto_parts(...)` turns those records plus the health-check transitions and DNS changes into the
 parts of RTO, by the same definitions the drills engine uses.
+
+Two kinds of client (`--client-mix naive=N,resilient=M`), side by side on the same faults:
+- naive (above): every request to the address the weighted name answered, no retry;
+- resilient: the project's ranker client (drills.client.RankerClient, one per process, shared by these clients as
+  a shop's service shares it), over the plain per-region names the global stack declares (resolved through the
+  same DNS at start), preferring the region the weighted name answered for that client; it retries on another
+  region, ejects a failing one and answers with the release's fallback ranking when no region does. Its records
+  carry `degraded` and `attempts` (the extra requests it sent: amplification).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -121,6 +130,33 @@ class RequestRecord:
     latency_ms: float
     error: str | None = None
     resolved: bool = False  # this request triggered a DNS lookup (cache miss)
+    kind: str = "naive"  # naive | resilient (see the module docstring)
+    degraded: bool = False  # resilient: no region answered in time, the fallback ranking did (ok is False)
+    attempts: int = 1  # requests sent for this ranking (retries and hedges included)
+
+
+@dataclass(frozen=True)
+class Resilient:
+    """The resilient clients of a load: how many, the plain per-region names they reach (region -> fqdn), the
+    release's fallback ranking (path and the sha256 its manifest lists) and the client's deadline settings."""
+
+    clients: int
+    regional_names: dict[str, str]
+    fallback_path: str
+    fallback_sha256: str
+    deadline_ms: float = 250.0
+    attempt_timeout_ms: float = 100.0
+    hedging_delay_ms: float | None = None
+
+
+def item_ids(batch: Mapping[str, np.ndarray]) -> list[int]:
+    """The candidates of a feature batch: its item_id column (model_build's sparse layout), else row numbers."""
+    sparse = batch.get("sparse_ids")
+    if sparse is not None:
+        from model_build.data import SPARSE
+
+        return [int(x) for x in sparse[:, [n for n, _ in SPARSE].index("item_id")]]
+    return list(range(len(next(iter(batch.values())))))
 
 
 class LoadGenerator:
@@ -143,7 +179,9 @@ class LoadGenerator:
         workers: int | None = None,
         stagger: bool = True,
         seed: int | None = None,
+        resilient: Resilient | None = None,
     ):
+        """`clients` naive clients, then `resilient.clients` resilient ones (client numbers after the naive)."""
         if duration is None and count is None:
             raise ValueError("bound the load: give duration and/or count")
         self.dns_server, self.name, self.port, self.model = dns_server, name, port, model
@@ -153,15 +191,20 @@ class LoadGenerator:
             if not ip.startswith("127."):
                 raise ValueError(f"{ip} is not a loopback address: the load generator only talks to 127.0.0.0/8")
         self.bodies = [v2_infer_body(b) for b in batches]
+        self.candidates = [item_ids(b) for b in batches]
+        self.naive, self.resilient = clients, resilient
+        total = clients + (resilient.clients if resilient else 0)
+        if total < 1:
+            raise ValueError("a load needs at least one client (naive or resilient)")
         rng = random.Random(seed)
         self.resolvers = [
-            CachingResolver(dns_server, stagger=random.Random(rng.random()) if stagger else None)
-            for _ in range(clients)
+            CachingResolver(dns_server, stagger=random.Random(rng.random()) if stagger else None) for _ in range(total)
         ]
+        self.client: Any = None  # the shared RankerClient of the resilient clients, built when the load starts
         self.workers = workers or max(4, min(64, int(rate * timeout * 1.5) + 2))
         self._records: list[RequestRecord] = []
         self._lock = threading.Lock()
-        self._client_locks = [threading.Lock() for _ in range(clients)]
+        self._client_locks = [threading.Lock() for _ in range(total)]
         self._local = threading.local()
         self._conns: list[http.client.HTTPConnection] = []
         self._stop = threading.Event()
@@ -193,6 +236,8 @@ class LoadGenerator:
         self.started_at = t0
         mono0 = time.monotonic()
         n_max = self.count if self.count is not None else int(self.rate * (self.duration or 0)) + 1
+        if self.resilient is not None and self.client is None:
+            self.client = self.ranker_client(self.resilient)
         with ThreadPoolExecutor(self.workers, thread_name_prefix="loadgen") as pool:
             for i in range(n_max):
                 if self.duration is not None and i / self.rate >= self.duration:
@@ -204,7 +249,30 @@ class LoadGenerator:
                     break
                 pool.submit(self._one, i, t0 + i / self.rate)
         self._close_connections()  # Triton waits on open keep-alive connections at shutdown
+        if self.client is not None:
+            self.client.close()
         return self.records()
+
+    def ranker_client(self, r: Resilient) -> Any:
+        """The resilient clients' RankerClient: the plain per-region names resolved through the rehearsal DNS (as a
+        service resolves its endpoints at start), the fallback checked against its published sha256."""
+        from drills.client import RankerClient, load_fallback
+
+        endpoints = {}
+        for region, name in r.regional_names.items():
+            ips, _ttl, rcode = query(name, self.dns_server, 2.0)
+            if not ips:
+                raise LookupError(f"DNS {rcode} for {name} ({region}'s plain name): the resilient clients need it")
+            endpoints[region] = f"http://{ips[0]}:{self.port}"
+        return RankerClient(
+            endpoints,
+            self.model,
+            deadline_ms=r.deadline_ms,
+            attempt_timeout_ms=r.attempt_timeout_ms,
+            hedging_delay_ms=r.hedging_delay_ms,
+            fallback=load_fallback(r.fallback_path, r.fallback_sha256),
+            max_workers=max(2, self.workers * 2),
+        )
 
     def _conn(self, ip: str) -> http.client.HTTPConnection:
         conns = getattr(self._local, "conns", None)
@@ -230,6 +298,9 @@ class LoadGenerator:
 
     def _one(self, seq: int, scheduled: float) -> None:
         client = seq % len(self.resolvers)
+        if client >= self.naive:
+            self._resilient(seq, client, scheduled)
+            return
         body = self.bodies[seq % len(self.bodies)]
         t = time.time()
         ip = None
@@ -271,6 +342,42 @@ class LoadGenerator:
             )
         )
 
+    def _resilient(self, seq: int, client: int, scheduled: float) -> None:
+        """One ranking through the shared RankerClient, preferring the region the weighted name answered."""
+        from drills.client import RankRequest
+
+        prefer, resolved = None, False
+        try:
+            with self._client_locks[client]:
+                ip, cached = self.resolvers[client].resolve(self.name)
+            prefer, resolved = self.ip_region.get(ip), not cached
+        except Exception:  # noqa: BLE001, S110 - no answer: the client's own region order decides
+            pass
+        i = seq % len(self.bodies)
+        req = RankRequest(tuple(self.candidates[i]), self.bodies[i])
+        t = time.time()
+        resp = self.client.rank(req, prefer=prefer if prefer in self.client.regions else None)
+        region = resp.region
+        err = None if region else "; ".join(f"{e.region}: {e.kind} {e.detail}"[:80] for e in resp.errors)[:200]
+        self._add(
+            RequestRecord(
+                seq,
+                client,
+                scheduled,
+                t,
+                None,
+                region,
+                200 if region else 0,
+                region is not None,
+                resp.latency_ms,
+                err,
+                resolved,
+                kind="resilient",
+                degraded=resp.degraded and not resp.failed,
+                attempts=resp.attempts,
+            )
+        )
+
     def _add(self, rec: RequestRecord) -> None:
         with self._lock:
             self._records.append(rec)
@@ -284,4 +391,4 @@ def records_to_json(records: Iterable[RequestRecord]) -> str:
     return json.dumps([asdict(r) for r in records])
 
 
-__all__ = ["CachingResolver", "LoadGenerator", "RequestRecord", "feature_batches", "records_to_json"]
+__all__ = ["CachingResolver", "LoadGenerator", "RequestRecord", "Resilient", "feature_batches", "records_to_json"]

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from drills.rehearsal.loadgen import LoadGenerator, RequestRecord, feature_batches
+from drills.rehearsal.loadgen import LoadGenerator, RequestRecord, Resilient, feature_batches
 from drills.rehearsal.procs import Child, announce, start_announcing
 
 
@@ -42,6 +42,7 @@ class LoadProcess:
         seed: int | None,
         batch: int = 32,
         ready_timeout: float = 30.0,
+        resilient: Resilient | None = None,
     ):
         self.sup, self.workdir = sup, Path(workdir)
         self.spec: dict[str, Any] = {
@@ -58,9 +59,11 @@ class LoadProcess:
             "ip_region": ip_region,
             "seed": seed,
             "batch": batch,
+            "resilient": asdict(resilient) if resilient else None,
         }
         self.ready_timeout = ready_timeout
         self.child: Child | None = None
+        self.log_path: Path | None = None
         self._records: list[RequestRecord] | None = None
 
     def start(self) -> LoadProcess:
@@ -78,6 +81,7 @@ class LoadProcess:
             "the load generator",
             self.ready_timeout,
         )
+        self.log_path = self.child.log_path
         return self
 
     def stop(self) -> None:
@@ -86,6 +90,15 @@ class LoadProcess:
         # SIGTERM: the child stops sending, waits for requests in flight (bounded by their timeout), writes its records.
         self.sup.stop(self.child, first=signal.SIGTERM, first_to_group=False, grace=self.spec["timeout"] + 15.0)
         self.child = None
+
+    def error(self) -> str | None:
+        """Why the child wrote no records (it died: a bad setting, an exception), with its log's last lines; None
+        when its records are there. A load generator that died must fail the run, not report zero requests."""
+        if getattr(self, "out", None) is not None and self.out.exists():
+            return None
+        log = self.log_path
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-8:]) if log and log.exists() else "(no log)"
+        return f"the load generator wrote no records; its log ends:\n{tail}"
 
     def records(self) -> list[RequestRecord]:
         if self._records is None:
@@ -113,6 +126,7 @@ def main(argv: list[str]) -> int:
         timeout=spec["timeout"],
         ip_region=spec["ip_region"],
         seed=spec["seed"],
+        resilient=Resilient(**spec["resilient"]) if spec.get("resilient") else None,
     )
 
     def stop(signum: int, frame: Any) -> None:

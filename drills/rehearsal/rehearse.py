@@ -62,7 +62,8 @@ class Options:
     out: Path | None = None
     scale: float = DEFAULT_SCALE
     rate: float = DEFAULT_RATE
-    clients: int = DEFAULT_CLIENTS
+    clients: int = DEFAULT_CLIENTS  # naive clients (see loadgen)
+    resilient_clients: int = 0  # clients through drills.client.RankerClient beside them (--client-mix)
     request_timeout: float = 1.0  # a client's budget per ranking request (wall seconds: latency is not scaled)
     base_port: int | None = None
     hold: float | None = None  # drill seconds
@@ -125,6 +126,58 @@ def check_run_options(scale: float, rate: float, clients: int, env: str, stacks_
             "Nothing was started."
         )
     load_fleet(env, Path(stacks_dir))  # a stack that does not validate: ConfigError, one line, nothing written
+
+
+CLIENT_KINDS = ("naive", "resilient")
+
+
+def parse_client_mix(text: str) -> dict[str, int]:
+    """`naive=N,resilient=M` -> {"naive": N, "resilient": M} (a kind left out: 0). RehearsalError names the part,
+    its value and the rule."""
+    mix = dict.fromkeys(CLIENT_KINDS, 0)
+    seen: set[str] = set()
+    for part in (p.strip() for p in text.split(",")):
+        kind, eq, value = part.partition("=")
+        kind = kind.strip()
+        if not eq or kind not in CLIENT_KINDS:
+            raise RehearsalError(
+                f"--client-mix: {part!r} is not KIND=COUNT with KIND one of {', '.join(CLIENT_KINDS)} "
+                "(e.g. naive=16,resilient=16)"
+            )
+        if kind in seen:
+            raise RehearsalError(f"--client-mix: {kind} is given twice; give each kind once")
+        seen.add(kind)
+        try:
+            n = int(value)
+        except ValueError:
+            n = -1
+        if n < 0:
+            raise RehearsalError(f"--client-mix: {kind}={value.strip()!r} is not a whole number >= 0")
+        mix[kind] = n
+    if mix["naive"] < 1:
+        raise RehearsalError(
+            f"--client-mix: naive={mix['naive']}: at least one naive client is needed (the naive clients measure the "
+            "DNS failover, the RTO the resilient ones are compared with)"
+        )
+    return mix
+
+
+def resilient_setup(world: World, model_dir: Path, clients: int) -> Any:
+    """The resilient clients' settings: the plain per-region names the global stack declares, and the release's
+    fallback ranking with the sha256 its manifest lists (the client refuses it otherwise)."""
+    from drills.rehearsal.loadgen import Resilient
+    from model_build.fallback import FALLBACK
+    from model_build.manifest import load_manifest
+
+    entry = next((f for f in load_manifest(model_dir).files if f.path == FALLBACK), None)
+    if entry is None:
+        raise RehearsalError(f"{model_dir} has no {FALLBACK} in its manifest: rebuild the model (--rebuild-model)")
+    return Resilient(
+        clients=clients,
+        regional_names=dict(world.regional_names),
+        fallback_path=str(model_dir / FALLBACK),
+        fallback_sha256=entry.sha256,
+    )
 
 
 def reap_leftovers(log: Callable[[str], None]) -> None:
@@ -552,10 +605,19 @@ def drill(session: Session, prep: Prepared, log: Callable[[str], None], plan: An
     lg = None
     try:
         bound = _drill_bound(plan) * o.scale + 120.0  # wall seconds: the traffic stops by then at the latest
-        lg = session.traffic(rate=o.rate, duration=bound, clients=o.clients, timeout=o.request_timeout)
+        resilient = resilient_setup(world, prep.model.dir, o.resilient_clients) if o.resilient_clients else None
+        lg = session.traffic(
+            rate=o.rate, duration=bound, clients=o.clients, timeout=o.request_timeout, resilient=resilient
+        )
         log(
             f"traffic: {o.rate:g} ranking requests/s (32 real feature rows each) from {o.clients} clients resolving "
             f"{world.fqdn} through the DNS model (a separate process)"
+            + (
+                f", and {o.resilient_clients} resilient clients (drills.client.RankerClient) over "
+                f"{', '.join(resilient.regional_names.values())}"
+                if resilient
+                else ""
+            )
         )
         time.sleep(min(2.0, max(0.5, 5 * o.scale)))  # a little steady traffic before the drill starts
         run.clock = ScaledClock(o.scale)
@@ -597,6 +659,10 @@ def drill(session: Session, prep: Prepared, log: Callable[[str], None], plan: An
         if lg is not None:
             lg.stop()
             run.records = lg.records()
+            died = lg.error()
+            if died and not run.error:
+                run.error = died
+                log(f"[red]traffic failed[/red]: {died}")
         try:
             run.facts = _facts(live)
         except Exception as e:  # noqa: BLE001 - facts are for the report

@@ -125,6 +125,23 @@ def failover_rto(plan: Any, facts: dict, records: list, scale: float) -> dict | 
     }
 
 
+def by_client_kind(facts: dict, records: list) -> dict[str, dict]:
+    """drills.measure.client_kind_summary per kind over the whole run, and over the fault (injection to clearing,
+    where the drill injected one) as `during_fault`."""
+    from drills.measure import client_kind_summary
+
+    out = client_kind_summary(records)
+    events = facts.get("fault_events") or []
+    inj = next((e for e in events if e["event"] == "inject"), None)
+    if inj is not None:
+        clears = [e["wall"] for e in events if e["event"] == "clear" and e["wall"] >= inj["wall"]]
+        end = max(clears) if clears else float("inf")  # every fault's (total-outage injects one per region)
+        during = client_kind_summary(r for r in records if inj["wall"] <= r.t < end)
+        for kind, v in out.items():
+            v["during_fault"] = during.get(kind)
+    return out
+
+
 def with_client_rto(drill: dict, fo: dict | None) -> dict:
     """The engine's drill report with one RTO: where the clients measured a failover, their figure is the RTO
     objective's measurement and the probe-based parts are left out (the probes saw the same failover, coarser)."""
@@ -261,13 +278,20 @@ def build(
 
     scale = opts.scale
     d = facts.get("describe") or {}
-    fo = failover_rto(plan, facts, records, scale) if records else None
+    # The DNS failover is measured on the naive clients (no retry: what DNS alone gives a client); the resilient
+    # ones are reported beside them, by kind.
+    naive = [r for r in records if getattr(r, "kind", "naive") == "naive"]
+    # A total outage has no failover to measure (no survivor): its clients are reported by kind, below.
+    fo = failover_rto(plan, facts, naive, scale) if naive and plan.scenario != "total-outage" else None
     drill = with_client_rto(build_report(entries), fo) if entries else None
-    sw = switches(plan, entries, records, clock, scale) if entries and plan.scenario != "region-outage" else []
-    traffic = _stats(records)
+    sw = switches(plan, entries, naive, clock, scale) if entries and plan.scenario != "region-outage" else []
+    traffic = _stats(naive)
     traffic.update(
+        measured_from="the naive clients' records" if len(naive) < len(records) else "every client's records",
+        by_client_kind=by_client_kind(facts, records),
         rate_per_s=opts.rate,
         clients=opts.clients,
+        resilient_clients=getattr(opts, "resilient_clients", 0),
         request_timeout_s=opts.request_timeout,
         errors_during_failover=fo["errors_during_failover"] if fo else None,
         lost_after_window=fo["lost_after_window"] if fo else None,
@@ -459,6 +483,23 @@ def render_markdown(rep: dict) -> str:
         f"{t['errors']} failed; share by region: " + ", ".join(f"{k} {v:.0%}" for k, v in t["share"].items()),
         "",
     ]
+    kinds = t.get("by_client_kind") or {}
+    if len(kinds) > 1:
+        L += [
+            f"By client kind (the figures above and the RTO are the naive clients'; {t.get('resilient_clients', 0)} "
+            "resilient clients ran beside them through `drills.client.RankerClient`):",
+            "",
+            "| kind | | requests | errors | degraded | p50 (ms) | p99 (ms) | extra requests | amplification |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for kind, k in kinds.items():
+            for when, v in (("whole run", k), ("during the fault", k.get("during_fault"))):
+                if v:
+                    L.append(
+                        f"| {kind} | {when} | {v['requests']} | {v['errors']} | {v['degraded']} | {_ms(v['p50_ms'])} "
+                        f"| {_ms(v['p99_ms'])} | {v['extra_requests']} | {v['amplification']:.3f} |"
+                    )
+        L.append("")
     fo = rep["rto"] if rep["rto"].get("kind") == "failover" else None
     if fo:
         b, a = fo["before"], fo["after"]

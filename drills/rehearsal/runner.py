@@ -35,9 +35,12 @@ class Session:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def traffic(self, *, rate: float, duration: float, clients: int, timeout: float) -> Any:
-        """Client traffic through the DNS model from its own process, started now; stopped at teardown at the latest."""
-        lg = self.live.world.traffic.process(rate=rate, duration=duration, clients=clients, timeout=timeout)
+    def traffic(self, *, rate: float, duration: float, clients: int, timeout: float, resilient: Any = None) -> Any:
+        """Client traffic through the DNS model from its own process, started now; stopped at teardown at the latest.
+        `clients` naive clients, and the resilient ones `resilient` (loadgen.Resilient) describes."""
+        lg = self.live.world.traffic.process(
+            rate=rate, duration=duration, clients=clients, timeout=timeout, resilient=resilient
+        )
         self._traffic.append(lg)
         lg.start()
         return lg

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from drills.rehearsal.loadgen import LoadGenerator, feature_batches
+from drills.rehearsal.loadgen import LoadGenerator, Resilient, feature_batches
 
 
 class Traffic:
@@ -49,6 +49,7 @@ class Traffic:
         timeout: float = 1.0,
         batch: int = 32,
         stagger: bool = True,
+        resilient: Resilient | None = None,
     ) -> LoadGenerator:
         return LoadGenerator(
             dns_server=self.dns_address,
@@ -64,9 +65,19 @@ class Traffic:
             ip_region=self.ip_region,
             stagger=stagger,
             seed=self.seed,
+            resilient=resilient,
         )
 
-    def process(self, *, rate: float, duration: float, clients: int = 8, timeout: float = 1.0, batch: int = 32) -> Any:
+    def process(
+        self,
+        *,
+        rate: float,
+        duration: float,
+        clients: int = 8,
+        timeout: float = 1.0,
+        batch: int = 32,
+        resilient: Resilient | None = None,
+    ) -> Any:
         """The same traffic from a supervised child process (`loadgen_proc.LoadProcess`): its clients do not share this
         process's GIL with the drill machinery, so their latencies are the servers' and the network's, not ours."""
         from drills.rehearsal.loadgen_proc import LoadProcess
@@ -87,4 +98,5 @@ class Traffic:
             ip_region=self.ip_region,
             seed=self.seed,
             batch=batch,
+            resilient=resilient,
         )

@@ -15,7 +15,8 @@ exception during start-up, on SIGINT/SIGTERM and at interpreter exit, through `p
 4. one real Triton per region on its own loopback address (`127.0.10.<n>`: the region's load balancer),
    all on the same ports, so the DNS answer alone decides which region a client reaches;
 5. the models of what moto lacks: the Route 53 health checker (`healthcheck`), the DNS server answering
-   the record name by the stored routing policy over healthy records (`dns`), the S3 replicator (`replicator`).
+   the record name by the stored routing policy over healthy records, and each plain per-region name
+   (`regional_names`) with its region's address whatever its health (`dns`), the S3 replicator (`replicator`).
 
 `Scale` shrinks the timings for CI (health-check interval, DNS TTL, replication lag, propagation); the
 values stored in moto stay exactly as declared, the models apply the scaled timings, and `describe()`
@@ -183,6 +184,15 @@ class World:
         """A boto3 client of the world's moto_server (the AWS APIs here)."""
         assert self.moto is not None, "the world has not started"
         return self.moto.client(service, region)
+
+    @property
+    def regional_names(self) -> dict[str, str]:
+        """region -> its plain per-region name (`<record>-<region short>.<zone>`), from the records the global
+        stack declares (`Applied.regional_names`): the world's DNS answers each with its region's address, healthy or
+        not, for resilient clients that pick the region themselves. Empty when the declared records have none."""
+        assert self.applied is not None, "the world has not started"
+        names = self.applied.regional_names()
+        return {r: names[r] for r in self.regions if r in names}
 
     # ------------------------------------------------------------ ports
     @property
@@ -420,6 +430,7 @@ class World:
             "regions": {
                 r: {
                     "address": self.region_ip[r],
+                    "regional_name": self.applied.regional_names().get(r) if self.applied else None,
                     "bucket": self.buckets.get(r),
                     "cluster": self.clusters.get(r),
                     "health_check_id": self.health_check_ids.get(r),

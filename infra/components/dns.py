@@ -1,10 +1,15 @@
-"""DNS failover across regions: hosted zone, one Route 53 health check and one alias record per region.
+"""DNS failover across regions: hosted zone, one Route 53 health check and one alias record per region, plus
+one plain per-region name per region.
 
 Route 53 answers `<record>.<zone>` from the records whose health check passes: by weight (active-active,
 canary, standby at 0) or PRIMARY/SECONDARY. Every record carries its region's health check *and*
 `evaluate_target_health`, so a region leaves DNS when Triton stops being ready (the health check probes
 /v2/health/ready through the load balancer) or when the load balancer itself has no healthy targets.
 Failover is then a data-plane event: no Route 53 or Pulumi API call is needed when a region dies.
+
+Beside it, `<record>-<region short>.<zone>` (infra.names.regional_fqdn) is a simple alias record of that
+region's load balancer: no weight, no failover, no health check. Resilient clients (drills.client) resolve these
+to reach the region of their choice and eject a failing region themselves; DNS never takes a region away from them.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.config import HealthCheck as HealthCheckConfig
+from infra.names import regional_fqdn
 
 
 @dataclass
@@ -32,6 +38,7 @@ class RegionEndpoint:
 @dataclass
 class DnsFailoverArgs:
     zone_name: str
+    record: str  # the label under the zone: the weighted name is <record>.<zone>, the plain ones regional_fqdn(...)
     fqdn: str  # <record>.<zone>
     mode: Literal["weighted", "failover"]
     endpoints: list[RegionEndpoint]
@@ -90,11 +97,31 @@ def record_args(
     )
 
 
+def regional_record_args(endpoint: RegionEndpoint, name: str, zone_id: pulumi.Input[str]) -> dict:
+    """Keyword arguments of the region's plain alias A record `name` (pure): simple routing, so no set_identifier,
+    weight, failover policy or health check; a client that finds the region failing ejects it itself."""
+    return {
+        "zone_id": zone_id,
+        "name": name,
+        "type": "A",
+        "aliases": [
+            aws.route53.RecordAliasArgs(
+                name=endpoint.lb_dns_name,
+                zone_id=endpoint.lb_zone_id,
+                # False: Route 53 answers a lone simple record even with every target unhealthy; True would gate nothing
+                evaluate_target_health=False,
+            )
+        ],
+    }
+
+
 class DnsFailover(pulumi.ComponentResource):
     zone: aws.route53.Zone | None  # None when an existing zone is used
     zone_id: pulumi.Output[str]
     health_checks: dict[str, aws.route53.HealthCheck]
     records: dict[str, aws.route53.Record]
+    regional_records: dict[str, aws.route53.Record]  # region -> its plain per-region record
+    regional_fqdns: dict[str, str]  # region -> regional_fqdn(record, region, zone)
 
     def __init__(
         self, name: str, args: DnsFailoverArgs, provider: aws.Provider, opts: pulumi.ResourceOptions | None = None
@@ -120,6 +147,7 @@ class DnsFailover(pulumi.ComponentResource):
             self.zone_id = self.zone.zone_id
 
         self.health_checks, self.records = {}, {}
+        self.regional_records, self.regional_fqdns = {}, {}
         for ep in sorted(args.endpoints, key=lambda e: e.region):
             hc = aws.route53.HealthCheck(
                 f"{name}-hc-{ep.region}",
@@ -130,11 +158,17 @@ class DnsFailover(pulumi.ComponentResource):
             self.records[ep.region] = aws.route53.Record(
                 f"{name}-{ep.region}", **record_args(ep, args.mode, args.fqdn, self.zone_id, hc.id), opts=o
             )
+            plain = regional_fqdn(args.record, ep.region, args.zone_name)
+            self.regional_fqdns[ep.region] = plain
+            self.regional_records[ep.region] = aws.route53.Record(
+                f"{name}-regional-{ep.region}", **regional_record_args(ep, plain, self.zone_id), opts=o
+            )
 
         self.register_outputs(
             {
                 "zone_id": self.zone_id,
                 "health_check_ids": {r: hc.id for r, hc in self.health_checks.items()},
                 "record_fqdns": {r: rec.fqdn for r, rec in self.records.items()},
+                "regional_fqdns": dict(self.regional_fqdns),
             }
         )

@@ -60,9 +60,11 @@ class FakeRegion(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64  # the default 5 drops SYNs when many client threads connect at once
 
-    def __init__(self, mode: str, delay_ms: float = 0) -> None:
+    def __init__(self, mode: str, delay_ms: float = 0, address: tuple[str, int] = ("127.0.0.1", 0)) -> None:
+        """`address`: where to listen (default an ephemeral port on 127.0.0.1; the rehearsal's load generator
+        wants every region on one port, each on its own loopback address)."""
         assert mode in MODES, mode
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(address, _Handler)
         self.mode, self.delay_s = mode, delay_ms / 1000
         self.stop = threading.Event()
         self.arrivals: list[float] = []  # time.monotonic() of each request

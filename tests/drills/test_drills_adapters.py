@@ -218,6 +218,21 @@ def test_route53_applier_and_boto3_adapter_on_moto(aws, tmp_path):
     assert {s.set_identifier for s in recs.values()} == set(lbs) and recs["us-east-1"].health_check_id == out[
         "health_check_ids"
     ]["us-east-1"]
+    # Beside the routed name, one plain alias per region (infra/components/dns.py): no routing, no health check.
+    zone = "adp.shop.example.com"
+    assert out["regional_fqdns"] == {
+        r: f"ranker-{s}.{zone}" for r, s in (("us-east-1", "use1"), ("us-west-2", "usw2"), ("eu-west-1", "euw1"))
+    }
+    stored = r53.list_resource_record_sets(HostedZoneId=out["zone_id"])["ResourceRecordSets"]
+    plain = {rr["Name"]: rr for rr in stored if rr["Type"] == "A" and rr["Name"] != f"ranker.{zone}."}
+    assert plain == {
+        f"{name}.": {
+            "Name": f"{name}.",
+            "Type": "A",
+            "AliasTarget": {"HostedZoneId": "Z35SXDOTRQ7X7K", "DNSName": lbs[r], "EvaluateTargetHealth": False},
+        }
+        for r, name in out["regional_fqdns"].items()
+    }
     a.set_config("prod-global", {"routing.regions.us-east-1.weight": 0})
     a.up("prod-global", "shift")
     assert b.records()["us-east-1"].weight == 0

@@ -10,7 +10,9 @@ import pytest
 
 from infra import mocks as m
 from infra.components import replication as repl
+from infra.components.dns import RegionEndpoint, regional_record_args
 from infra.config import load_fleet, read_stack_file
+from infra.names import regional_fqdn
 
 HC = "aws:route53/healthCheck:HealthCheck"
 RECORD = "aws:route53/record:Record"
@@ -29,6 +31,16 @@ def region_of(plan: m.Plan, r: m.ResourceRecord) -> str:
 def outputs_by_region(env: str) -> dict[str, dict]:
     fleet = load_fleet(env)
     return {r: m.regional_outputs(s) for r, s in fleet.stack_names.items()}
+
+
+def routed(plan: m.Plan) -> list[m.ResourceRecord]:
+    """The weighted/failover records of `<record>.<zone>` (they carry a set identifier)."""
+    return [r for r in plan.of_type(RECORD) if "setIdentifier" in r.inputs]
+
+
+def plain(plan: m.Plan) -> list[m.ResourceRecord]:
+    """The plain per-region records (simple routing: no set identifier)."""
+    return [r for r in plan.of_type(RECORD) if "setIdentifier" not in r.inputs]
 
 
 # ---------------------------------------------------------------- DNS
@@ -53,8 +65,8 @@ def test_one_weighted_alias_record_per_region(prod):
     weights = load_fleet("prod").glob.routing.weights()
     hc_by_fqdn = {h.inputs["fqdn"]: h.id for h in prod.of_type(HC)}
     zone = prod.one(ZONE)
-    records = {r.inputs["setIdentifier"]: r.inputs for r in prod.of_type(RECORD)}
-    assert sorted(records) == sorted(outs)
+    records = {r.inputs["setIdentifier"]: r.inputs for r in routed(prod)}
+    assert sorted(records) == sorted(outs) and len(routed(prod)) == len(outs)
     for region, rec in records.items():
         assert (rec["name"], rec["type"], rec["zoneId"]) == ("ranker.shop.example.com", "A", zone.state["zoneId"])
         assert rec["aliases"] == [
@@ -66,7 +78,7 @@ def test_one_weighted_alias_record_per_region(prod):
 
 
 def test_failover_mode_one_primary_one_secondary(staging):
-    records = {r.inputs["setIdentifier"]: r.inputs for r in staging.of_type(RECORD)}
+    records = {r.inputs["setIdentifier"]: r.inputs for r in routed(staging)}
     assert {k: v["failoverRoutingPolicies"] for k, v in records.items()} == {
         "us-east-1": [{"type": "PRIMARY"}],
         "us-west-2": [{"type": "SECONDARY"}],
@@ -81,12 +93,14 @@ def test_weighted_canary_and_standby_weights(run_global):
         "regions": {"us-east-1": {"weight": 95}, "us-west-2": {"weight": 5}, "eu-west-1": {"weight": 0}},
     }
     plan = run_global("prod-global", routing=routing)
-    weights = {
-        r.inputs["setIdentifier"]: r.inputs["weightedRoutingPolicies"][0]["weight"] for r in plan.of_type(RECORD)
-    }
+    weights = {r.inputs["setIdentifier"]: r.inputs["weightedRoutingPolicies"][0]["weight"] for r in routed(plan)}
     assert weights == {"us-east-1": 95, "us-west-2": 5, "eu-west-1": 0}
     # A standby at weight 0 still has its health check: it must be healthy to take traffic when needed.
-    assert all(r.inputs["healthCheckId"] for r in plan.of_type(RECORD))
+    assert all(r.inputs["healthCheckId"] for r in routed(plan))
+    # Its plain name is declared all the same: weights route the shared name, not the per-region ones.
+    assert sorted(r.inputs["name"] for r in plain(plan)) == sorted(
+        regional_fqdn("ranker", r, "shop.example.com") for r in weights
+    )
 
 
 def test_created_zone_is_protected_and_existing_zone_is_used_by_id(prod, run_global):
@@ -94,7 +108,42 @@ def test_created_zone_is_protected_and_existing_zone_is_used_by_id(prod, run_glo
 
     plan = run_global("prod-global", zone={"name": "shop.example.com", "zone_id": "Z0123456789ABCDEFGHIJ"})
     assert plan.of_type(ZONE) == []
-    assert {r.inputs["zoneId"] for r in plan.of_type(RECORD)} == {"Z0123456789ABCDEFGHIJ"}
+    assert {r.inputs["zoneId"] for r in plan.of_type(RECORD)} == {"Z0123456789ABCDEFGHIJ"}  # plain records too
+
+
+@pytest.mark.parametrize(("env", "zone"), [("prod", "shop.example.com"), ("staging", "staging.shop.example.com")])
+def test_one_plain_alias_record_per_region(env, zone, prod, staging):
+    """Beside the weighted/failover name, each region has exactly one simple alias record of its own load balancer,
+    `<record>-<region short>.<zone>`: no set identifier, weight, failover role or health check (a resilient client
+    ejects a failing region itself), evaluate_target_health False (it would gate nothing on a lone simple record)."""
+    plan = {"prod": prod, "staging": staging}[env]
+    outs = outputs_by_region(env)
+    zone_id = plan.one(ZONE).state["zoneId"]
+    # Records of the global stack: one routed and one plain per region (prod: 3 + 3, staging: 2 + 2).
+    assert len(plan.of_type(RECORD)) == 2 * len(outs)
+    by_name = {r.inputs["name"]: r for r in plain(plan)}
+    assert len(by_name) == len(plain(plan)) == len(outs)
+    assert sorted(by_name) == sorted(regional_fqdn("ranker", r, zone) for r in outs)
+    assert {f"ranker-use1.{zone}", f"ranker-usw2.{zone}"} <= set(by_name)  # the names clients are told to use
+    for region, o in outs.items():
+        rec = by_name[regional_fqdn("ranker", region, zone)]
+        assert rec.name == f"dns-regional-{region}" and rec.parent_type == "reco-dr:global:DnsFailover"
+        assert rec.inputs == {
+            "zoneId": zone_id,
+            "name": regional_fqdn("ranker", region, zone),
+            "type": "A",
+            "aliases": [{"name": o["lb_dns_name"], "zoneId": o["lb_zone_id"], "evaluateTargetHealth": False}],
+        }
+        assert region_of(plan, rec) == region_of(plan, routed(plan)[0])  # the control region's provider signs it
+
+
+def test_regional_record_args_is_pure_and_simple():
+    ep = RegionEndpoint("us-west-2", "lb.us-west-2.elb.amazonaws.com", "Z1H1FL5HABSF5", weight=30)
+    args = regional_record_args(ep, "ranker-usw2.shop.example.com", "ZONE")
+    assert set(args) == {"zone_id", "name", "type", "aliases"}  # no set_identifier, routing policy or health check
+    assert (args["zone_id"], args["name"], args["type"]) == ("ZONE", "ranker-usw2.shop.example.com", "A")
+    (alias,) = args["aliases"]
+    assert (alias.name, alias.zone_id, alias.evaluate_target_health) == (ep.lb_dns_name, ep.lb_zone_id, False)
 
 
 # ---------------------------------------------------------------- replication
@@ -265,6 +314,14 @@ def test_stack_outputs(prod):
     assert o["fqdn"] == "ranker.shop.example.com" and o["routing_mode"] == "weighted"
     assert o["weights"] == {"us-east-1": 40, "us-west-2": 30, "eu-west-1": 30}
     assert sorted(o["health_check_ids"]) == ["eu-west-1", "us-east-1", "us-west-2"]
+    assert o["record_set_identifiers"] == ["eu-west-1", "us-east-1", "us-west-2"]
+    assert o["regional_fqdns"] == {
+        "eu-west-1": "ranker-euw1.shop.example.com",
+        "us-east-1": "ranker-use1.shop.example.com",
+        "us-west-2": "ranker-usw2.shop.example.com",
+    }
+    # The very names the plain records declare.
+    assert sorted(o["regional_fqdns"].values()) == sorted(r.inputs["name"] for r in plain(prod))
     assert o["regional_stacks"] == {"eu-west-1": "prod-euw1", "us-east-1": "prod-use1", "us-west-2": "prod-usw2"}
 
 

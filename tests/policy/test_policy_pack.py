@@ -49,10 +49,15 @@ def planned(stack: str) -> list[dict]:
     ]
 
 
-def edit(resources: list[dict], type_: str, fn, first_only: bool = False) -> list[dict]:
+def routed(props: dict) -> bool:
+    """A weighted/failover record (it has a set identifier), not a plain per-region one."""
+    return "setIdentifier" in props
+
+
+def edit(resources: list[dict], type_: str, fn, first_only: bool = False, where=lambda props: True) -> list[dict]:
     out, done = copy.deepcopy(resources), False
     for r in out:
-        if r["type"] == type_ and not (first_only and done):
+        if r["type"] == type_ and where(r["props"]) and not (first_only and done):
             fn(r["props"])
             done = True
     return out
@@ -90,9 +95,15 @@ def test_pack_wiring_and_declared_stacks_comply(tmp_path, plans):
 def test_pack_reports_violations(tmp_path, plans):
     g, r = plans["prod-global"], plans["prod-use1"]
     cases = {
-        "no-health-check": edit(g, "aws:route53/record:Record", lambda p: p.pop("healthCheckId"), first_only=True),
-        "unknown-health-check": edit(g, "aws:route53/record:Record", lambda p: p.update(healthCheckId=UNKNOWN_STRING)),
-        "all-zero": edit(g, "aws:route53/record:Record", lambda p: p.update(weightedRoutingPolicies=[{"weight": 0}])),
+        "no-health-check": edit(
+            g, "aws:route53/record:Record", lambda p: p.pop("healthCheckId"), first_only=True, where=routed
+        ),
+        "unknown-health-check": edit(
+            g, "aws:route53/record:Record", lambda p: p.update(healthCheckId=UNKNOWN_STRING), where=routed
+        ),
+        "all-zero": edit(
+            g, "aws:route53/record:Record", lambda p: p.update(weightedRoutingPolicies=[{"weight": 0}]), where=routed
+        ),
         "no-rtc": edit(
             g,
             "aws:s3/bucketReplicationConfig:BucketReplicationConfig",

@@ -54,6 +54,12 @@ def replace(res: list[v.Res], type_: str, name: str | None, props_fn) -> list[v.
     return out
 
 
+def routed(res: list[v.Res]) -> list[v.Res]:
+    """The weighted/failover records of the shared name; the plain per-region records (simple routing, no set
+    identifier) are not routed and need no health check."""
+    return [r for r in res if r.type == v.RECORD and "setIdentifier" in r.props]
+
+
 # ---------------------------------------------------------------- the declared stacks comply
 @pytest.mark.parametrize("stack", ["prod-global", "prod-use1", "staging-global", "staging-usw2"])
 def test_declared_stacks_have_no_violations(stack):
@@ -62,7 +68,7 @@ def test_declared_stacks_have_no_violations(stack):
 
 # ---------------------------------------------------------------- Route 53
 def test_weighted_record_without_health_check(global_res):
-    rec = next(r for r in global_res if r.type == v.RECORD)
+    rec = routed(global_res)[0]
     props = {k: x for k, x in rec.props.items() if k != "healthCheckId"}
     assert any("no health_check_id" in msg and rec.name in msg for msg in v.record_violations(rec.name, props))
     # During preview a new health check's id is unknown, not absent.
@@ -70,7 +76,7 @@ def test_weighted_record_without_health_check(global_res):
 
 
 def test_alias_without_target_health_and_record_without_set_identifier(global_res):
-    rec = next(r for r in global_res if r.type == v.RECORD)
+    rec = routed(global_res)[0]
     props = copy.deepcopy(dict(rec.props))
     props["aliases"][0]["evaluateTargetHealth"] = False
     del props["setIdentifier"]
@@ -79,7 +85,9 @@ def test_alias_without_target_health_and_record_without_set_identifier(global_re
 
 
 def test_all_zero_weights_in_a_record_set(global_res):
-    bad = replace(global_res, v.RECORD, None, lambda p: p.update(weightedRoutingPolicies=[{"weight": 0}]))
+    bad = global_res
+    for rec in routed(global_res):
+        bad = replace(bad, v.RECORD, rec.name, lambda p: p.update(weightedRoutingPolicies=[{"weight": 0}]))
     (msg,) = v.record_set_violations(bad)
     assert "every weight 0" in msg and "ranker.shop.example.com" in msg
     # A single record at weight 0 (a standby) is fine on its own.
@@ -88,9 +96,21 @@ def test_all_zero_weights_in_a_record_set(global_res):
 
 def test_two_primaries_in_a_failover_record_set():
     res = resources("staging-global")
-    bad = replace(res, v.RECORD, None, lambda p: p.update(failoverRoutingPolicies=[{"type": "PRIMARY"}]))
+    bad = res
+    for rec in routed(res):
+        bad = replace(bad, v.RECORD, rec.name, lambda p: p.update(failoverRoutingPolicies=[{"type": "PRIMARY"}]))
     (msg,) = v.record_set_violations(bad)
     assert "exactly one PRIMARY" in msg
+
+
+def test_plain_per_region_records_need_no_health_check_but_a_routed_one_does(global_res):
+    plain = [r for r in global_res if r.type == v.RECORD and "setIdentifier" not in r.props]
+    assert len(plain) == len(routed(global_res)) == 3
+    assert all(v.validate_resource(r.type, r.name, r.props) == [] for r in plain)  # simple routing: nothing to gate
+    # The same record given a weight is routed, and then needs what every routed record needs.
+    weighted = {**plain[0].props, "weightedRoutingPolicies": [{"weight": 1}]}
+    msgs = v.record_violations(plain[0].name, weighted)
+    assert any("no health_check_id" in x for x in msgs) and any("set_identifier" in x for x in msgs)
 
 
 def test_health_check_must_be_https_with_path_and_latency(global_res):

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from drills.measure import Slo
+from drills.rehearsal.dns import query
 from drills.rehearsal.world import LB_NET, Scale, World, plain_publisher, plan_declared
 from infra.config import load_fleet
 from model_build.manifest import Manifest
@@ -21,6 +22,15 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 PRIMARY, SECONDARY = "us-east-1", "us-west-2"
 TOLERANCE_S = 1.0  # scheduling on 2 shared cores: probe phase, thread wake-ups, one extra probe
+
+
+def wait_for(cond, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return time.monotonic()
+        time.sleep(0.05)
+    raise AssertionError("condition not reached")
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +116,36 @@ def test_dns_answers_the_primary_while_it_is_healthy(world):
     assert set(world.route53.resolve(5)) == {PRIMARY}
 
 
+def test_plain_regional_names_answer_their_region_even_with_its_health_check_failing(world):
+    """The global stack's plain per-region names (beside the failover name) are answered from the declared records
+    with their region's address, with no health gating: when PRIMARY's health check fails the failover name leaves
+    it, its plain name still answers it (a resilient client decides for itself)."""
+    names = world.regional_names
+    assert names == {
+        PRIMARY: "ranker-use1.staging.shop.example.com",
+        SECONDARY: "ranker-usw2.staging.shop.example.com",
+    }
+
+    def answers() -> dict[str, tuple[list[str], str]]:
+        out = {}
+        for region, name in names.items():
+            ips, _ttl, rcode = query(name, world.dns_address)
+            out[region] = (ips, rcode)
+        return out
+
+    everyone = {r: ([world.region_ip[r]], "NOERROR") for r in names}
+    assert answers() == everyone
+    world.route53.set_inverted(PRIMARY, True)  # PRIMARY's health check fails (Route 53 API: nothing else moves)
+    try:
+        wait_for(lambda: world.route53.routing() == {SECONDARY: 1.0}, timeout=2)
+        assert world.route53.health_status()[PRIMARY] is False
+        assert set(world.route53.resolve(3)) == {SECONDARY}  # the failover name excludes PRIMARY
+        assert answers() == everyone  # its plain name does not
+    finally:
+        world.route53.set_inverted(PRIMARY, False)
+        wait_for(lambda: world.route53.routing() == {PRIMARY: 1.0}, timeout=2)  # as the next test expects
+
+
 def test_region_outage_moves_traffic_and_loses_nothing_after_the_window(world):
     pred = world.route53.predicted_rto()
     lg = world.traffic.loadgen(rate=40, duration=6.0, clients=8, timeout=1.0)
@@ -154,14 +194,6 @@ def test_canary_replication_lag_is_measured(world):
 
 
 def test_restore_fails_back_then_stall_and_inversion_fail_over(world):
-    def wait_for(cond, timeout=5.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if cond():
-                return time.monotonic()
-            time.sleep(0.05)
-        raise AssertionError("condition not reached")
-
     world.restore_region(PRIMARY)
     wait_for(lambda: world.route53.routing() == {PRIMARY: 1.0})  # Route 53 failover fails back once healthy again
     t0 = time.monotonic()
