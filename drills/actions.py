@@ -272,24 +272,85 @@ def _hold(run: Run, step: Step) -> dict:
     return {}
 
 
+def _fault_regions(step: Step) -> list[str]:
+    """The regions a fault step acts on: its `regions` (total-outage: every region of the environment), or its one
+    `region` (region-outage)."""
+    return list(step.params["regions"]) if "regions" in step.params else [step.params["region"]]
+
+
 def _inject(run: Run, step: Step) -> dict:
-    region, kind = step.params["region"], step.params["fault"]
-    handle = run.backend.faults.prepare(region, kind)
-    run.event("fault_prepared", region=region, kind=kind, handle=handle)
-    run.backend.faults.inject(region, kind, handle)
-    t = run.clock.now()
-    run.state.fault = {"t": t, "region": region, "kind": kind, "handle": handle}
-    run.event("fault_injected", region=region, kind=kind)
-    return {"t_fault": t, "handle": handle}
+    """Inject the fault in each region in turn, each journaled (`fault_prepared`, with its handle) before it is made,
+    so a rollback clears every fault that was injected, also when an injection part-way fails."""
+    kind = step.params["fault"]
+    injected: dict[str, dict[str, Any]] = {}
+    for region in _fault_regions(step):
+        handle = run.backend.faults.prepare(region, kind)
+        run.event("fault_prepared", region=region, kind=kind, handle=handle)
+        run.backend.faults.inject(region, kind, handle)
+        t = run.clock.now()
+        run.state.fault_added({"t": t, "region": region, "kind": kind, "handle": handle})
+        run.event("fault_injected", region=region, kind=kind)
+        injected[region] = {"t_fault": t, "handle": handle}
+    if "regions" not in step.params:
+        return next(iter(injected.values()))
+    return {"t_fault": min(v["t_fault"] for v in injected.values()), "regions": injected}
 
 
 def _clear(run: Run, step: Step) -> dict:
-    f = run.state.fault or {}
-    region, kind = step.params["region"], step.params["fault"]
-    run.backend.faults.clear(region, kind, f.get("handle") or {})
-    run.event("fault_cleared", region=region, kind=kind)
+    """Clear the fault in each region with the handle its own injection recorded."""
+    kind = step.params["fault"]
+    t_begin = run.clock.now()
+    cleared = {}
+    for region in _fault_regions(step):
+        run.backend.faults.clear(region, kind, run.state.handle(region))
+        run.event("fault_cleared", region=region, kind=kind)
+        run.state.fault_removed(region)
+        cleared[region] = round(run.clock.now() - t_begin, 3)
     run.state.fault_cleared_at = run.clock.now()
-    return {"t_cleared": run.clock.now()}
+    if "regions" not in step.params:
+        return {"t_cleared": run.clock.now()}
+    return {"t_cleared": run.clock.now(), "cleared_after": cleared}
+
+
+def _observe_outage(run: Run, step: Step) -> dict:
+    """Every region down (total-outage): from the first fault, wait until every region's health check is unhealthy,
+    measuring each one's detection and what the service probes saw. No DNS assertion: with every record unhealthy,
+    Route 53 answers with all of them (it fails open); the answer is recorded."""
+    b, regions = run.backend, list(step.params["regions"])
+    fault = run.state.fault
+    if fault is None:
+        raise DrillError("observe_outage: no fault was injected before it")
+    t0 = fault["t"]
+    detected: dict[str, float | None] = dict.fromkeys(regions)
+
+    def every_region_down() -> bool:
+        now = run.clock.now()
+        for r in regions:
+            if detected[r] is None and not b.route53.health(r):
+                detected[r] = now
+                run.event("detected", region=r, after=round(now - t0, 3))
+        return all(t is not None for t in detected.values())
+
+    deadline = step.params["deadline"]
+    done = run.wait(deadline - (run.clock.now() - t0), until=every_region_down, label="every region down")
+    probes = run.monitor.since(t0)
+    first_failure = next((p.t for p in probes if not p.ok), None)
+    after = _milestones(t0, detected)
+    result = {
+        "t_fault": t0,
+        "detected": after,
+        "all_down": max((t for t in after.values() if t is not None), default=None) if done else None,
+        "first_failure": None if first_failure is None else round(first_failure - t0, 3),
+        "dns_answer": b.route53.dns_answer(),
+        "during": window_stats(probes),
+    }
+    run.event("outage", regions=regions, **{k: v for k, v in result.items() if k != "during"})
+    if not done:
+        still = ", ".join(r for r, t in detected.items() if t is None)
+        raise Abort(
+            f"not every region's health check was unhealthy {deadline:g} s after the fault: still healthy {still}"
+        )
+    return result
 
 
 def _observe_failover(run: Run, step: Step) -> dict:
@@ -400,23 +461,70 @@ def _observe_switch(run: Run, step: Step) -> dict:
 
 
 def _observe_recovery(run: Run, step: Step) -> dict:
-    b, region = run.backend, step.params["region"]
+    """Wait until the faulted region (`region`) or every one of `regions` is healthy again and answered where it
+    carries traffic; with `slo_recovery` also until the SLO has recovered since the fault was cleared (total-outage:
+    the service itself was down), which sets the `slo_recovered` moment. Then one TTL for the clients to return."""
+    b, p = run.backend, step.params
+    regions = _fault_regions(step)
     t0 = run.clock.now()
-    expect_answer = run.current_shares().get(region, 0) > 0
+    shares = run.current_shares()
+    answered = [r for r in regions if shares.get(r, 0) > 0]
+    healthy_at: dict[str, float | None] = dict.fromkeys(regions)
+    answered_at: dict[str, float | None] = {"t": None}
+    start = run.state.fault_cleared_at if run.state.fault_cleared_at is not None else t0
+    slo = SloRecovery(plan_slo(run.plan.objectives, run.params), start) if p.get("slo_recovery") else None
+    seen = {"n": len(run.monitor.results) - len(run.monitor.since(start))}
+    recovered: dict[str, float | None] = {"t": None}
 
     def back() -> bool:
-        return b.route53.health(region) and (not expect_answer or b.route53.dns_answer().get(region, 0) > 0)
+        now = run.clock.now()
+        health = {r: b.route53.health(r) for r in regions}
+        for r, ok in health.items():
+            if ok and healthy_at[r] is None:
+                healthy_at[r] = now
+        if slo is not None:
+            new = run.monitor.results[seen["n"] :]
+            seen["n"] += len(new)
+            slo.feed(new)
+            recovered["t"] = slo.judge(now)
+        if not all(health.values()):
+            return False
+        if answered:
+            ans = b.route53.dns_answer()
+            if not all(ans.get(r, 0) > 0 for r in answered):
+                return False
+            if answered_at["t"] is None:
+                answered_at["t"] = now
+        return slo is None or recovered["t"] is not None
 
-    ok = run.wait(step.params["timeout"], until=back, label="recovery")
+    ok = run.wait(p["timeout"], until=back, label="recovery")
     t1 = run.clock.now()
+    if slo is not None and recovered["t"] is not None:
+        run.state.slo_recovered_at = recovered["t"]
+    figures = {  # seconds after the fault was cleared
+        "healthy": _milestones(start, healthy_at),
+        "dns_answers_every_region": _milestones(start, answered_at)["t"],
+        "slo_recovered": _milestones(start, recovered)["t"] if slo is not None else None,
+    }
+    if "regions" in p:
+        run.event("recovery", regions=regions, ok=ok, **figures)
     if not ok:
+        waiting = [f"{r} healthy" for r, t in healthy_at.items() if t is None]
+        if answered and answered_at["t"] is None:
+            waiting.append(f"DNS answers with {', '.join(answered)}")
+        if slo is not None and recovered["t"] is None:
+            waiting.append("the SLO recovered")
         raise Abort(
-            f"{region} did not return to healthy and answered within {step.params['timeout']:g} s of clearing the fault"
+            f"{', '.join(regions)} not recovered within {p['timeout']:g} s of clearing the fault: "
+            f"still waiting for {'; '.join(waiting) or 'a stable verdict'}"
         )
     run.state.fault = None
     # Clients return as their caches expire; let one TTL pass under the monitor before the gates judge.
     run.wait(run.plan.ttl, label="clients return")
-    return {"healthy_after": round(t1 - t0, 3)}
+    out: dict[str, Any] = {"healthy_after": round(t1 - t0, 3)}
+    if "regions" in p:
+        out.update(figures)
+    return out
 
 
 def _verify(run: Run, step: Step) -> dict:
@@ -500,6 +608,7 @@ ACTIONS: dict[str, ActionFn] = {
     "observe_failover": _observe_failover,
     "observe_switch": _observe_switch,
     "observe_recovery": _observe_recovery,
+    "observe_outage": _observe_outage,
     "verify_restored": _verify,
     "canary_write": _canary_write,
     "measure_replication": _measure_replication,

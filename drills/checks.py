@@ -122,6 +122,16 @@ def _healthy(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     )
 
 
+def _unhealthy(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
+    """Every listed region's Route 53 health check unhealthy: the fault is seen where failover decides (total-outage).
+    Nothing about DNS: with every record unhealthy Route 53 answers with all of them (it fails open)."""
+    status = {r: run.backend.route53.health(r) for r in sorted(p["regions"])}
+    up = [r for r, ok in status.items() if ok]
+    return Verdict(
+        not up, f"still healthy: {', '.join(up)}" if up else f"unhealthy: {', '.join(status)}", {"health": status}
+    )
+
+
 def _weights(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     recs = run.backend.route53.records()
     got = {r: recs[r].weight if r in recs else None for r in p["weights"]}
@@ -188,9 +198,13 @@ def _deadline(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
     if start is None or run.state.moment(p.get("until", "slo_recovered")) is not None:
         return Verdict(True, "not running")
     elapsed = run.clock.now() - start
+    until = {"fault_cleared": "the fault cleared", "slo_recovered": "SLO recovery"}.get(
+        p.get("until", "slo_recovered"), p.get("until", "slo_recovered")
+    )
     return Verdict(
         elapsed <= p["seconds"],
-        f"{elapsed:.0f} s since the {p.get('since', 'fault')} without SLO recovery (limit {p['seconds']:g} s)",
+        f"{elapsed:.0f} s since the {p.get('since', 'fault').replace('_', ' ')} without {until} "
+        f"(limit {p['seconds']:g} s)",
     )
 
 
@@ -198,6 +212,7 @@ def _deadline(run: Run, p: dict, mode: str, since: float | None) -> Verdict:
 CHECKS: dict[str, CheckFn] = {
     "slo": _slo,
     "healthy": _healthy,
+    "unhealthy": _unhealthy,
     "weights_applied": _weights,
     "roles_applied": _roles,
     "dns_excludes": _dns_excludes,

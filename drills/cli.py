@@ -72,7 +72,10 @@ def _scenario_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("scenario", help="one of: " + ", ".join(sorted(SCENARIOS)))
     p.add_argument("--env", required=True, help="environment (a global stack <env>-global exists), e.g. prod, staging")
-    p.add_argument("--region", help="the region the scenario acts on (evacuate-region, region-outage: required)")
+    p.add_argument(
+        "--region",
+        help="the region the scenario acts on (evacuate-region, region-outage: required; total-outage: not taken)",
+    )
     p.add_argument("--plan-file", help="drill plan YAML: window, roles, communication, parameters (see drills/plans/)")
     p.add_argument(
         "--manifest",
@@ -81,6 +84,12 @@ def _scenario_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--steps", type=int, help="weight-shift steps (default 4)")
     p.add_argument("--hold", type=float, dest="hold_seconds", help="hold seconds at the drilled state (default 300)")
+    p.add_argument(
+        "--allow-total-outage",
+        metavar="ENV",
+        help="total-outage: the environment's name, typed again, to allow a drill that takes every region down at "
+        "once (refused without it; in production a game day with the shop's fallback in place)",
+    )
 
 
 def _plan(args: argparse.Namespace):
@@ -93,7 +102,11 @@ def _plan(args: argparse.Namespace):
         plan_file=args.plan_file,
         stacks_dir=args.stacks_dir,
         manifest=args.manifest,
-        overrides={"steps": args.steps, "hold_seconds": args.hold_seconds},
+        overrides={
+            "steps": args.steps,
+            "hold_seconds": args.hold_seconds,
+            "allow_total_outage": args.allow_total_outage,
+        },
     )
 
 

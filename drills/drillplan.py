@@ -46,6 +46,11 @@ class Parameters(_Strict):
     source_region: str | None = Field(
         default=None, description="artifact-replication: write canaries here only (default: every region)"
     )
+    allow_total_outage: str | None = Field(
+        default=None,
+        description="total-outage: the environment's name, typed again, to allow a drill that takes every region of "
+        "it down at once (refused without it)",
+    )
 
 
 class Window(_Strict):
@@ -89,9 +94,7 @@ def load_drill_file(path: str | Path | None) -> DrillFile:
         return DrillFile.model_validate(yaml.safe_load(p.read_text()) or {})
     except (ValidationError, yaml.YAMLError) as e:
         if isinstance(e, ValidationError):
-            err = e.errors()[0]
-            where = ".".join(str(x) for x in err["loc"])
-            raise GuardrailError("plan-file", f"{p}: {where}: {err['msg']}") from None
+            raise GuardrailError("plan-file", f"{p}: {_first_error(e)}") from None
         raise GuardrailError("plan-file", f"{p}: not valid YAML: {e}") from None
 
 
@@ -102,8 +105,18 @@ def merged_parameters(drill: DrillFile, overrides: dict[str, Any]) -> Parameters
     try:
         return Parameters.model_validate(values)
     except ValidationError as e:
-        err = e.errors()[0]
-        raise GuardrailError("parameters", f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        raise GuardrailError("parameters", _first_error(e)) from None
+
+
+def _first_error(e: ValidationError) -> str:
+    """The first validation error as `key = value: rule: ...` (the value left out where the key is missing or the
+    value is a whole section)."""
+    err = e.errors()[0]
+    where = ".".join(map(str, err["loc"]))
+    value = err.get("input")
+    if err["type"] == "missing" or isinstance(value, dict | list):
+        return f"{where}: {err['msg']}"
+    return f"{where} = {value!r}: rule: {err['msg']}"
 
 
 def roles_and_communication(drill: DrillFile, env: str, fqdn: str) -> tuple[dict[str, str], list[str], list[str]]:

@@ -296,9 +296,10 @@ class Run:
                 self.weights.update(w)
                 self.roles.update(r)
             elif t == "fault_prepared":
-                self.state.fault = {"t": e["t"], "region": e["region"], "kind": e["kind"], "handle": e["handle"]}
+                self.state.fault_added({"t": e["t"], "region": e["region"], "kind": e["kind"], "handle": e["handle"]})
             elif t == "fault_cleared":
-                self.state.fault = None
+                self.state.fault_removed(e["region"])
+                self.state.fault = min(self.state.faults.values(), key=lambda f: f["t"], default=None)
             elif t == "canary_written":
                 self.state.canaries[e["region"]] = {
                     "key": e["key"],

@@ -141,6 +141,8 @@ def build_report(entries: list[dict]) -> dict:
             }
         )
     failover_probes = [s["probes"] for s in steps if s["phase"] == "failover" and (s["probes"] or {}).get("n")]
+    outage = next((e for e in entries if e["type"] == "outage"), None)
+    recovery = next((e for e in reversed(entries) if e["type"] == "recovery"), None)
     skew = next((e for e in reversed(entries) if e["type"] == "skew"), None)
     abort = next((e for e in entries if e["type"] == "abort"), None)
     rb = next((e for e in reversed(entries) if e["type"] == "rollback_done"), None)
@@ -168,6 +170,7 @@ def build_report(entries: list[dict]) -> dict:
             if rpo_event
             else None
         ),
+        "total_outage": _total_outage(outage, recovery, steps) if outage or recovery else None,
         "version_skew": (
             {"skew": skew["skew"], "regions": skew["regions"], "versions": skew["versions"]} if skew else None
         ),
@@ -190,6 +193,30 @@ def build_report(entries: list[dict]) -> dict:
         else "FAIL"
     )
     return report
+
+
+def _total_outage(outage: dict | None, recovery: dict | None, steps: list[dict]) -> dict:
+    """total-outage: when every region was seen down, what the probes saw while it was, and the recovery after the
+    clearing (drills.actions' `outage` and `recovery` measurements)."""
+    down = []  # the failover-phase steps before the clearing: every region down
+    for s in steps:
+        if s["name"] == "clear-fault":
+            break
+        if s["phase"] == "failover":
+            down.append(s["probes"] or {})
+    clearing = next((s.get("seconds") for s in steps if s["name"] == "clear-fault"), None)
+    n, ok = sum(p.get("n", 0) for p in down), sum(p.get("ok", 0) for p in down)
+    keys = ("regions", "detected", "all_down", "first_failure", "dns_answer")
+    return {
+        "outage": {k: outage.get(k) for k in keys} if outage else None,
+        "probes_while_down": {"n": n, "ok": ok, "errors": n - ok},
+        "clearing_seconds": clearing,
+        "recovery": (
+            {k: recovery.get(k) for k in ("ok", "healthy", "dns_answers_every_region", "slo_recovered")}
+            if recovery
+            else None
+        ),
+    }
 
 
 def _describe(e: dict) -> str:
@@ -334,6 +361,35 @@ def findings(report: dict, plan: dict, entries: list[dict]) -> list[dict]:
     return out
 
 
+def _total_outage_lines(t: dict) -> list[str]:
+    def secs(d: dict) -> str:
+        return ", ".join(f"{k} {_fmt(v)}" for k, v in d.items())
+
+    L = ["## Total outage (every region down)", ""]
+    o, rec, pr = t["outage"], t["recovery"], t["probes_while_down"]
+    if o:
+        L.append(
+            f"- every region's health check unhealthy {_fmt(o['all_down'])} after the first fault "
+            f"({secs(o['detected'] or {})}); first failed probe at {_fmt(o['first_failure'])}"
+        )
+        L.append(
+            "- DNS answers while every region was unhealthy (Route 53 fails open): "
+            + (", ".join(f"{k} {v:.0%}" for k, v in (o["dns_answer"] or {}).items()) or "none")
+        )
+    L.append(
+        f"- while every region was down: {pr['n']} service probes, {pr['ok']} answered, {pr['errors']} failed (a "
+        "client without a fallback answer fails for the whole outage)"
+    )
+    if rec:
+        L.append(
+            f"- after the last region's fault was cleared (the clearing took {_fmt(t['clearing_seconds'])}): SLO "
+            f"recovered at {_fmt(rec['slo_recovered'])}; health checks healthy at "
+            f"{secs(rec['healthy'] or {})}; DNS answering every region at {_fmt(rec['dns_answers_every_region'])}"
+            + ("" if rec["ok"] else " (**not recovered within the deadline**)")
+        )
+    return [*L, ""]
+
+
 def render_markdown(r: dict) -> str:
     L = [f"# Drill report: {r['scenario']} on {r['env']}" + (f" ({r['region']})" if r.get("region") else ""), ""]
     if r.get("title"):
@@ -383,6 +439,8 @@ def render_markdown(r: dict) -> str:
                 f"{_fmt(fw.get('p50_ms'), 'ms')}, p99 {_fmt(fw.get('p99_ms'), 'ms')}.",
                 "",
             ]
+    if r.get("total_outage"):
+        L += _total_outage_lines(r["total_outage"])
     if r.get("replication"):
         rep = r["replication"]
         L += ["## RPO (artifact replication)", "", "| source | destination | lag (s) |", "|---|---|---|"]

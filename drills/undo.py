@@ -265,6 +265,8 @@ NO_UNDO: dict[str, str] = {
     "detected": "an observation",
     "dns_changed": "an observation",
     "rto": "a measurement",
+    "outage": "a measurement (total-outage: detection per region, what the probes saw)",
+    "recovery": "a measurement (total-outage: health, DNS and SLO back after the fault was cleared)",
     "rpo": "a measurement",
     "skew": "a measurement",
     "replicated": "an observation",

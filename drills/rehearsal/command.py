@@ -17,7 +17,9 @@ from typing import Any
 
 from drills.rehearsal import rehearse as R
 
-SCENARIOS = (*R.SCENARIO_ORDER, R.ALL)
+# Run only when named, never by `--scenario all`: total-outage takes every region down (drills.scenarios.total_outage).
+NAMED_ONLY = ("total-outage",)
+SCENARIOS = (*R.SCENARIO_ORDER, *NAMED_ONLY, R.ALL)
 
 
 def backend_factory(plan: Any, options: dict, clock: Any) -> Any:
@@ -74,7 +76,8 @@ def configure(p: argparse.ArgumentParser) -> None:
         default="region-outage",
         choices=SCENARIOS,
         help="drill scenario (default region-outage); `all`: every scenario the environment's routing allows, one "
-        "after the other in one world, a report each plus an index",
+        "after the other in one world, a report each plus an index (total-outage only when named: every region down "
+        "for --hold drill seconds, allowed here because the environment is this run's own copy)",
     )
     p.add_argument(
         "--keep-going",
@@ -110,6 +113,14 @@ def configure(p: argparse.ArgumentParser) -> None:
         type=int,
         default=R.DEFAULT_CLIENTS,
         help=f"clients, each with its own DNS cache (default {R.DEFAULT_CLIENTS})",
+    )
+    p.add_argument(
+        "--client-mix",
+        metavar="naive=N,resilient=M",
+        help="two client populations side by side on the same faults (replaces --clients): naive clients send to "
+        "what DNS answered, no retry; resilient ones use drills.client.RankerClient over the plain per-region names "
+        "(retry on another region, ejection, the release's fallback ranking); report.json gains "
+        "traffic.by_client_kind",
     )
     p.add_argument(
         "--request-timeout", type=float, default=1.0, help="client timeout per request, wall seconds (default 1)"
@@ -212,6 +223,7 @@ def _summary(res: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from drills.errors import GuardrailError
 
+    mix = R.parse_client_mix(args.client_mix) if args.client_mix else {"naive": args.clients, "resilient": 0}
     opts = R.Options(
         env=args.env,
         scenario=args.scenario,
@@ -219,7 +231,8 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         scale=args.scale,
         rate=args.rate,
-        clients=args.clients,
+        clients=mix["naive"],
+        resilient_clients=mix["resilient"],
         request_timeout=args.request_timeout,
         base_port=args.base_port,
         hold=args.hold,
@@ -233,6 +246,8 @@ def run(args: argparse.Namespace) -> int:
         stacks_dir=args.stacks_dir,
         state_dir=args.state_dir,
         keep_going=args.keep_going,
+        # The rehearsal's environment is its own copy (no --confirm either): it allows total-outage for it.
+        params={"allow_total_outage": args.env} if args.scenario == "total-outage" else {},
     )
     try:
         res = R.run(opts)

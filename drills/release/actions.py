@@ -495,6 +495,7 @@ def restore_region(run: Run, region: str, model: str, allow_deletes: int, timeou
         # The pins are what clearing this fault means: the engine must not "clear" it again on rollback (the
         # altered object stays the key's current version, as evidence; pods no longer fetch it).
         run.event("fault_cleared", region=region, kind="corrupt-artifact", by="restore")
+        run.state.fault_removed(region)
         run.state.fault = None
     stack = _stack(run, region)
     values = {VERSION: ptr["version"], CANARY_VERSION: NO_CANARY, CANARY_WEIGHT: 0}

@@ -20,6 +20,7 @@ from drills.scenarios.evacuate import EvacuateRegion
 from drills.scenarios.flip import StackFlip
 from drills.scenarios.outage import RegionOutage
 from drills.scenarios.replication import ArtifactReplication
+from drills.scenarios.total_outage import TotalOutage
 from infra.config import ROOT, STACKS_DIR, ConfigError, envs, load_fleet
 
 # Every scenario, by name: the core ones and those below a region (drills.release).
@@ -28,6 +29,7 @@ SCENARIOS: dict[str, type[Scenario]] = {
     for cls in (
         EvacuateRegion,
         RegionOutage,
+        TotalOutage,
         ArtifactReplication,
         StackFlip,
         BadRelease,

@@ -225,7 +225,7 @@ def test_plan_refusals(args, code):
 
 
 def test_scenarios_registered_and_other_scenarios_plan():
-    assert {"evacuate-region", "region-outage", "artifact-replication", "stack-flip"} <= set(SCENARIOS)
+    assert {"evacuate-region", "region-outage", "total-outage", "artifact-replication", "stack-flip"} <= set(SCENARIOS)
     outage = build_plan("region-outage", "prod", "us-west-2")
     assert [s.action for s in outage.steps] == [
         "precheck",
