@@ -38,9 +38,10 @@ $(POLICY_VENV)/.installed: requirements/policy.lock.txt infra/policy/requirement
 	touch $@
 policy-venv: $(POLICY_VENV)/.installed
 
-# checkov for tests/infra/test_checkov.py, in a venv of its own: it pulls some 95 packages (boto3, networkx,
-# cyclonedx, gitpython, ...) that .venv does not need. Hash-locked the same way (requirements/checkov.lock.txt,
-# from requirements/checkov.in; its header has the command); `make test` points $CHECKOV at it.
+# checkov for tests/infra/test_checkov.py and test_checkov_aws.py, in a venv of its own: it pulls some 95
+# packages (boto3, networkx, cyclonedx, gitpython, ...) that .venv does not need. Hash-locked the same way
+# (requirements/checkov.lock.txt, from requirements/checkov.in; its header has the command); `make test` points
+# $CHECKOV at it.
 $(CHECKOV_VENV)/.installed: requirements/checkov.lock.txt requirements/checkov.in | system
 	test -x $(CHECKOV_VENV)/bin/python || $(PY_BASE) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --only-binary :all: \

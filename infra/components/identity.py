@@ -118,8 +118,9 @@ def target_registrar_policy(target_group_arn: str | list[str]) -> str:
 
 
 def node_autoscaler_policy(cluster_name: str) -> str:
-    """Cluster autoscaler: read everywhere, but resize/terminate only ASGs tagged as this cluster's
-    (EKS managed node groups tag their ASGs `k8s.io/cluster-autoscaler/<cluster>=owned`)."""
+    """Cluster autoscaler: describe calls (which take no resource scoping, but this cluster's node groups), and
+    resize/terminate only ASGs tagged as this cluster's (EKS managed node groups tag their ASGs
+    `k8s.io/cluster-autoscaler/<cluster>=owned`)."""
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -138,8 +139,14 @@ def node_autoscaler_policy(cluster_name: str) -> str:
                         "ec2:DescribeInstanceTypes",
                         "ec2:DescribeLaunchTemplateVersions",
                         "ec2:GetInstanceTypesFromInstanceRequirements",
-                        "eks:DescribeNodegroup",
                     ],
+                },
+                {
+                    # The only describe call with a resource to scope: this cluster's node groups.
+                    "Sid": "DescribeOwnNodegroups",
+                    "Effect": "Allow",
+                    "Resource": f"arn:aws:eks:*:*:nodegroup/{cluster_name}/*/*",
+                    "Action": "eks:DescribeNodegroup",
                 },
                 {
                     "Sid": "ScaleOwnGroups",

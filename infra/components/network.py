@@ -99,6 +99,11 @@ class Network(pulumi.ComponentResource):
             tags={"Name": args.name},
             opts=o,
         )
+        # The VPC's default security group, emptied: nothing uses it, so nothing may reach or leave through it
+        # (a resource launched without a group would otherwise get its allow-all-within-the-group rules).
+        aws.ec2.DefaultSecurityGroup(
+            f"{name}-default-sg", vpc_id=vpc.id, ingress=[], egress=[], tags={"Name": f"{args.name}-default"}, opts=o
+        )
         igw = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags={"Name": args.name}, opts=o)
         public_rt = aws.ec2.RouteTable(f"{name}-public", vpc_id=vpc.id, tags={"Name": f"{args.name}-public"}, opts=o)
         aws.ec2.Route(

@@ -66,7 +66,17 @@ def test_checkov_kubernetes_checks_pass_but_the_allow_listed(tmp_path: Path):
     for i, m in enumerate(_objects()):
         (tmp_path / f"{i:02d}-{m['kind'].lower()}.yaml").write_text(yaml.safe_dump(m, sort_keys=False))
     run = subprocess.run(
-        [exe, "--framework", "kubernetes", "--directory", str(tmp_path), "--output", "json", "--compact"],
+        [
+            exe,
+            "--framework",
+            "kubernetes",
+            "--directory",
+            str(tmp_path),
+            "--output",
+            "json",
+            "--compact",
+            "--skip-download",
+        ],
         capture_output=True,
         text=True,
         timeout=300,

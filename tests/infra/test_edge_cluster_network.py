@@ -186,3 +186,12 @@ def test_s3_endpoint_policy_function():
     assert doc["Version"] == "2012-10-17"
     fleet = next(s for s in doc["Statement"] if s["Sid"] == "FleetArtifactBuckets")
     assert fleet["Resource"] == ["arn:aws:s3:::a", "arn:aws:s3:::a/*", "arn:aws:s3:::b", "arn:aws:s3:::b/*"]
+
+
+def test_the_vpcs_default_security_group_is_emptied(regional):
+    """Nothing uses the default security group; declared with no rules, it admits and lets out nothing."""
+    _stack, plan, _cfg = regional
+    (vpc,) = plan.of_type("aws:ec2/vpc:Vpc")
+    (sg,) = plan.of_type("aws:ec2/defaultSecurityGroup:DefaultSecurityGroup")
+    assert sg.inputs["vpcId"] == vpc.id
+    assert not sg.inputs.get("ingress") and not sg.inputs.get("egress")

@@ -59,6 +59,10 @@ def test_controller_roles_are_scoped(use1):
     assert scale["Condition"] == {
         "StringEquals": {"aws:ResourceTag/k8s.io/cluster-autoscaler/reco-dr-prod-use1": "owned"}
     }
+    # The one describe call that takes a resource is scoped to this cluster's node groups.
+    ng = next(s for s in ca["Statement"] if s["Sid"] == "DescribeOwnNodegroups")
+    assert ng["Resource"] == "arn:aws:eks:*:*:nodegroup/reco-dr-prod-use1/*/*"
+    assert not any("eks:" in a for s in ca["Statement"] if s["Resource"] == "*" for a in _actions(s))
 
 
 def test_alb_listener_and_target_group(regional):
