@@ -147,6 +147,9 @@ class Resilient:
     deadline_ms: float = 250.0
     attempt_timeout_ms: float = 100.0
     hedging_delay_ms: float | None = None
+    # 400 and 404 too: every client sends the same well-formed request to every region, so a region that answers it
+    # with "unknown model" (a brownout: its model unloaded) is failing, not the request.
+    retryable_status: tuple[int, ...] = (*range(500, 600), 400, 404)
 
 
 def item_ids(batch: Mapping[str, np.ndarray]) -> list[int]:
@@ -271,6 +274,7 @@ class LoadGenerator:
             attempt_timeout_ms=r.attempt_timeout_ms,
             hedging_delay_ms=r.hedging_delay_ms,
             fallback=load_fallback(r.fallback_path, r.fallback_sha256),
+            retryable_status=r.retryable_status,
             max_workers=max(2, self.workers * 2),
         )
 

@@ -126,7 +126,11 @@ def main(argv: list[str]) -> int:
         timeout=spec["timeout"],
         ip_region=spec["ip_region"],
         seed=spec["seed"],
-        resilient=Resilient(**spec["resilient"]) if spec.get("resilient") else None,
+        resilient=(
+            Resilient(**{**spec["resilient"], "retryable_status": tuple(spec["resilient"]["retryable_status"])})
+            if spec.get("resilient")
+            else None
+        ),
     )
 
     def stop(signum: int, frame: Any) -> None:

@@ -78,12 +78,14 @@ def _load(w: dict, naive: int, resilient: int, count: int) -> LoadGenerator:
     )
 
 
-def test_resilient_clients_do_not_see_a_failing_region_that_naive_clients_see(world):
+@pytest.mark.parametrize("failing", ["503", "400"])  # 400: "unknown model", a region whose model was unloaded
+def test_resilient_clients_do_not_see_a_failing_region_that_naive_clients_see(world, failing):
+    world["regions"][A].mode = failing
     recs = _load(world, naive=2, resilient=2, count=80).run()
     naive = [r for r in recs if r.kind == "naive"]
     resilient = [r for r in recs if r.kind == "resilient"]
     assert len(naive) == len(resilient) == 40
-    assert all(not r.ok and r.status == 503 and r.region == "us-east-1" for r in naive)
+    assert all(not r.ok and r.status == int(failing) and r.region == "us-east-1" for r in naive)
     assert all(r.ok and r.region == "us-west-2" and not r.degraded for r in resilient)
     s = client_kind_summary(recs)
     assert s["naive"]["errors"] == 40 and s["naive"]["extra_requests"] == 0
