@@ -1,5 +1,6 @@
-"""The regional VPC: three AZs, public subnets for the load balancer, private subnets for nodes and pods, and an
-S3 gateway endpoint whose policy admits the fleet's artifact bucket and the AWS-owned buckets image pulls read."""
+"""The regional VPC: three AZs, public subnets for the load balancer, private subnets for nodes and pods, an
+S3 gateway endpoint whose policy admits the fleet's artifact bucket and the AWS-owned buckets image pulls read,
+flow logs of every flow, and the default security group emptied."""
 
 from __future__ import annotations
 
@@ -66,6 +67,45 @@ def s3_endpoint_policy(region: str, artifact_buckets: Sequence[str]) -> str:
         },
     ]
     return json.dumps({"Version": "2012-10-17", "Statement": statements}, sort_keys=True)
+
+
+# VPC flow logs: every accepted and rejected flow, for the forensics of a network fault or an intrusion; kept as
+# long as the EKS control-plane logs.
+FLOW_LOG_RETENTION_DAYS = 90
+
+
+def flow_log_trust_policy() -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        },
+        sort_keys=True,
+    )
+
+
+def flow_log_writer_policy(log_group_arn: str) -> str:
+    """What the flow-log service may do with its role: write streams of this one log group, nothing else."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "WriteFlowLogs",
+                    "Effect": "Allow",
+                    "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                    "Resource": f"{log_group_arn}:*",
+                }
+            ],
+        },
+        sort_keys=True,
+    )
 
 
 @dataclass
@@ -169,6 +209,28 @@ class Network(pulumi.ComponentResource):
             route_table_ids=private_rts,
             policy=s3_endpoint_policy(args.region, args.artifact_buckets),
             tags={"Name": f"{args.name}-s3"},
+            opts=o,
+        )
+
+        flow_logs = aws.cloudwatch.LogGroup(
+            f"{name}-flow-logs",
+            name=f"/reco-dr/{args.name}/vpc-flow-logs",
+            retention_in_days=FLOW_LOG_RETENTION_DAYS,
+            opts=o,
+        )
+        flow_role = aws.iam.Role(f"{name}-flow-logs", assume_role_policy=flow_log_trust_policy(), opts=o)
+        aws.iam.RolePolicy(
+            f"{name}-flow-logs", role=flow_role.id, policy=flow_logs.arn.apply(flow_log_writer_policy), opts=o
+        )
+        aws.ec2.FlowLog(
+            f"{name}-flow-log",
+            vpc_id=vpc.id,
+            traffic_type="ALL",
+            log_destination_type="cloud-watch-logs",
+            log_destination=flow_logs.arn,
+            iam_role_arn=flow_role.arn,
+            max_aggregation_interval=60,
+            tags={"Name": args.name},
             opts=o,
         )
 

@@ -195,3 +195,21 @@ def test_the_vpcs_default_security_group_is_emptied(regional):
     (sg,) = plan.of_type("aws:ec2/defaultSecurityGroup:DefaultSecurityGroup")
     assert sg.inputs["vpcId"] == vpc.id
     assert not sg.inputs.get("ingress") and not sg.inputs.get("egress")
+
+
+def test_every_flow_of_the_vpc_is_logged_by_a_role_that_can_write_only_its_log_group(regional):
+    import json
+
+    _stack, plan, _cfg = regional
+    (vpc,) = plan.of_type("aws:ec2/vpc:Vpc")
+    (fl,) = plan.of_type("aws:ec2/flowLog:FlowLog")
+    (lg,) = [g for g in plan.of_type("aws:cloudwatch/logGroup:LogGroup") if g.inputs["name"].endswith("vpc-flow-logs")]
+    assert fl.inputs["vpcId"] == vpc.id and fl.inputs["trafficType"] == "ALL"
+    assert fl.inputs["logDestinationType"] == "cloud-watch-logs" and fl.inputs["logDestination"] == lg.state["arn"]
+    assert lg.inputs["retentionInDays"] == 90
+    role = next(r for r in plan.of_type("aws:iam/role:Role") if r.state["arn"] == fl.inputs["iamRoleArn"])
+    trust = json.loads(role.inputs["assumeRolePolicy"])
+    assert trust["Statement"][0]["Principal"] == {"Service": "vpc-flow-logs.amazonaws.com"}
+    (pol,) = [p for p in plan.of_type("aws:iam/rolePolicy:RolePolicy") if p.inputs["role"] == role.id]
+    (st,) = json.loads(pol.inputs["policy"])["Statement"]
+    assert st["Resource"] == f"{lg.state['arn']}:*" and all(a.startswith("logs:") for a in st["Action"])

@@ -26,7 +26,7 @@ def test_eks_cluster(regional):
         "scheduler",
     }
     assert c.inputs["kubernetesNetworkConfig"]["serviceIpv4Cidr"] == cfg.service_cidr
-    logs = plan.one("aws:cloudwatch/logGroup:LogGroup")
+    logs = plan.one("aws:cloudwatch/logGroup:LogGroup", "cluster-logs")
     assert logs.inputs["name"] == f"/aws/eks/{c.inputs['name']}/cluster" and logs.inputs["retentionInDays"] > 0
 
 
