@@ -23,6 +23,7 @@ from infra.components.identity import (
     node_autoscaler_policy,
     target_registrar_policy,
 )
+from infra.components.kms import LogsKey, LogsKeyArgs
 from infra.components.load_balancer import TritonLoadBalancer, TritonLoadBalancerArgs
 from infra.components.network import AZ_COUNT, Network, NetworkArgs
 from infra.components.network_policy import TritonNetworkPolicies, TritonNetworkPoliciesArgs
@@ -59,9 +60,17 @@ def declare_regional(stack: str, cfg: RegionConfig) -> None:
     name = cluster_name(stack)
 
     bucket = bucket_name(stack, account_id)
+    logs_key = LogsKey("logs", LogsKeyArgs(name=name, account_id=account_id, region=cfg.region), provider)
     net = Network(
         "net",
-        NetworkArgs(name=name, vpc_cidr=cfg.vpc_cidr, azs=azs, region=cfg.region, artifact_buckets=[bucket]),
+        NetworkArgs(
+            name=name,
+            vpc_cidr=cfg.vpc_cidr,
+            azs=azs,
+            region=cfg.region,
+            artifact_buckets=[bucket],
+            logs_key_arn=logs_key.arn,
+        ),
         provider,
     )
     artifacts = ArtifactBucket(
@@ -72,6 +81,7 @@ def declare_regional(stack: str, cfg: RegionConfig) -> None:
             model=cfg.model.name,
             break_glass_arn=role_arn(account_id, BREAK_GLASS_ROLE),
             pointer_writer_arn=role_arn(account_id, deploy_role_name(cfg.env)),
+            account_id=account_id,
         ),
         provider,
     )
@@ -84,6 +94,8 @@ def declare_regional(stack: str, cfg: RegionConfig) -> None:
             private_subnet_ids=net.private_subnet_ids,
             system_pool=cfg.system_pool,
             endpoint_public_access_cidrs=cfg.cluster.endpoint_public_access_cidrs,
+            logs_key_arn=logs_key.arn,
+            account_id=account_id,
         ),
         provider,
     )

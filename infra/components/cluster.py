@@ -13,6 +13,7 @@ import pulumi_aws as aws
 
 from infra.components.gpu_pools import node_group_launch_template, node_launch_template
 from infra.components.identity import irsa_trust_policy
+from infra.components.kms import account_key_policy
 from infra.config import NodePool
 
 CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
@@ -80,6 +81,8 @@ class ClusterArgs:
     # no public endpoint, the private one (always on) is the only way in.
     endpoint_public_access_cidrs: Sequence[str] = ()
     log_retention_days: int = 90
+    logs_key_arn: pulumi.Input[str] | None = None  # the region's log key (infra.components.kms.LogsKey)
+    account_id: str | None = None  # for the secrets key's explicit policy (infra.components.kms)
 
 
 class Cluster(pulumi.ComponentResource):
@@ -101,11 +104,16 @@ class Cluster(pulumi.ComponentResource):
             description=f"EKS secrets encryption for {args.name}",
             enable_key_rotation=True,
             deletion_window_in_days=30,
+            policy=account_key_policy(args.account_id) if args.account_id else None,
             opts=o,
         )
         # Created before the cluster so Pulumi owns its retention instead of EKS creating it unbounded.
         logs = aws.cloudwatch.LogGroup(
-            f"{name}-logs", name=f"/aws/eks/{args.name}/cluster", retention_in_days=args.log_retention_days, opts=o
+            f"{name}-logs",
+            name=f"/aws/eks/{args.name}/cluster",
+            retention_in_days=args.log_retention_days,
+            kms_key_id=args.logs_key_arn,
+            opts=o,
         )
 
         self.cluster = aws.eks.Cluster(

@@ -117,6 +117,7 @@ class NetworkArgs:
     # The buckets anything in the VPC may use through the S3 gateway endpoint (s3_endpoint_policy): the region's
     # artifact bucket. Names, not resources: the bucket is declared after the network.
     artifact_buckets: Sequence[str]
+    logs_key_arn: pulumi.Input[str] | None = None  # the region's log key (infra.components.kms.LogsKey)
 
 
 class Network(pulumi.ComponentResource):
@@ -216,6 +217,7 @@ class Network(pulumi.ComponentResource):
             f"{name}-flow-logs",
             name=f"/reco-dr/{args.name}/vpc-flow-logs",
             retention_in_days=FLOW_LOG_RETENTION_DAYS,
+            kms_key_id=args.logs_key_arn,
             opts=o,
         )
         flow_role = aws.iam.Role(f"{name}-flow-logs", assume_role_policy=flow_log_trust_policy(), opts=o)

@@ -53,11 +53,8 @@ ALLOWED = {
     "CKV_AWS_38": "the same public endpoint open to 0.0.0.0/0, by the stack files' endpoint_public_access_cidrs; "
     "narrow it there to the runners' and operators' egress blocks",
     # Genuine findings without a reason in the code to accept them.
-    "CKV_AWS_158": _GAP + "the EKS control-plane log group has no KMS key (kms_key_id)",
     "CKV_AWS_91": _GAP + "the ALB has no access logs (access_logs)",
     "CKV_AWS_18": _GAP + "the artifact bucket has no server access logging (aws_s3_bucket_logging)",
-    "CKV2_AWS_64": _GAP + "the artifact bucket's and the EKS secrets' KMS keys have the default key policy (the "
-    "account's IAM decides who uses them); the global stack's alarm keys have explicit policies",
     "CKV2_AWS_38": _GAP + "no DNSSEC signing on the public hosted zone (aws_route53_hosted_zone_dnssec)",
     "CKV2_AWS_39": _GAP + "no DNS query logging on the hosted zone (aws_route53_query_log)",
     "CKV2_AWS_31": _GAP + "WAF on only: the web ACL has no logging configuration",
