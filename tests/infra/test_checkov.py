@@ -61,22 +61,11 @@ def _objects() -> list[dict]:
     return out
 
 
-def test_checkov_kubernetes_checks_pass_but_the_allow_listed(tmp_path: Path):
-    exe = _checkov()
-    for i, m in enumerate(_objects()):
-        (tmp_path / f"{i:02d}-{m['kind'].lower()}.yaml").write_text(yaml.safe_dump(m, sort_keys=False))
+def run_checkov(framework: str, *targets: str) -> list[dict]:
+    """checkov's JSON reports (one per framework run) over `targets` (`--directory D` / `-f F` arguments); offline
+    (--skip-download: no call to the vendor's API)."""
     run = subprocess.run(
-        [
-            exe,
-            "--framework",
-            "kubernetes",
-            "--directory",
-            str(tmp_path),
-            "--output",
-            "json",
-            "--compact",
-            "--skip-download",
-        ],
+        [_checkov(), *targets, "--framework", framework, "--output", "json", "--compact", "--skip-download"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -84,7 +73,13 @@ def test_checkov_kubernetes_checks_pass_but_the_allow_listed(tmp_path: Path):
     )
     assert run.stdout, run.stderr
     report = json.loads(run.stdout)
-    reports = report if isinstance(report, list) else [report]
+    return report if isinstance(report, list) else [report]
+
+
+def test_checkov_kubernetes_checks_pass_but_the_allow_listed(tmp_path: Path):
+    for i, m in enumerate(_objects()):
+        (tmp_path / f"{i:02d}-{m['kind'].lower()}.yaml").write_text(yaml.safe_dump(m, sort_keys=False))
+    reports = run_checkov("kubernetes", "--directory", str(tmp_path))
     failed = {(c["check_id"], c["resource"]) for r in reports for c in r["results"]["failed_checks"]}
     passed = {c["check_id"] for r in reports for c in r["results"]["passed_checks"]}
     assert passed, "checkov ran no checks"

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from infra.config import read_stack_file
 from infra.mocks import Plan, run_program
-from tests.infra.test_checkov import _checkov
+from tests.infra.test_checkov import run_checkov
 from tests.infra.tfplan import terraform_plan, tf_type
 
 _GAP = "OPEN GAP, reported for a fix in infra/ (drop this entry with the fix): "
@@ -177,21 +176,11 @@ def test_tf_type_names():
 
 
 def test_checkov_terraform_checks_pass_but_the_allow_listed(plans, tmp_path: Path):
-    exe = _checkov()
     files = []
     for name, plan in plans.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(plan))
         files += ["-f", str(tmp_path / f"{name}.json")]
-    run = subprocess.run(
-        [exe, *files, "--framework", "terraform_plan", "--output", "json", "--compact", "--skip-download"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert run.stdout, run.stderr
-    report = json.loads(run.stdout)
-    reports = report if isinstance(report, list) else [report]
+    reports = run_checkov("terraform_plan", *files)
     results = [r["results"] for r in reports]
     failed = {(c["check_id"], c["file_path"], c["resource"]) for r in results for c in r["failed_checks"]}
     passed = {(c["check_id"], c["file_path"], c["resource"]) for r in results for c in r["passed_checks"]}
