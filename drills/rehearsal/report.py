@@ -50,6 +50,24 @@ def _stats(records: list) -> dict:
     }
 
 
+def fail_open_periods(changes: list[dict], fqdn: str, scale: float) -> list[dict]:
+    """When Route 53 failed open for `fqdn` (every record unhealthy: it answers as if all were healthy, see
+    drills/rehearsal/dns.py `route`), from the DNS model's own answer changes: wall clock from / to (None: still at
+    the end) and the length in drill seconds."""
+    name = fqdn.rstrip(".").lower()
+    out: list[dict] = []
+    start = None
+    for c in sorted((c for c in changes if str(c["name"]).rstrip(".").lower() == name), key=lambda c: c["t"]):
+        if c["fail_open"] and start is None:
+            start = c["t"]
+        elif not c["fail_open"] and start is not None:
+            out.append({"from_wall": start, "to_wall": c["t"], "drill_s": _r((c["t"] - start) / scale)})
+            start = None
+    if start is not None:
+        out.append({"from_wall": start, "to_wall": None, "drill_s": None})
+    return out
+
+
 # ---------------------------------------------------------------- failover (region-outage)
 def failover_rto(plan: Any, facts: dict, records: list, scale: float) -> dict | None:
     """Client-measured RTO parts of the first injected fault, in drill seconds, with the prediction beside."""
@@ -376,6 +394,7 @@ def build(
         # The models' own records (wall clock): Route 53 health transitions and DNS answer changes.
         "health_transitions": facts.get("hc_transitions") or [],
         "dns_changes": facts.get("dns_changes") or [],
+        "dns_fail_open": fail_open_periods(facts.get("dns_changes") or [], plan.fqdn, scale),
     }
     rep["findings"] = findings(rep)
     verdicts = [x for x in (drill["verdict"] if drill else "FAIL", (fo or {}).get("verdict_objective") or "PASS") if x]
@@ -421,6 +440,13 @@ def findings(rep: dict) -> list[dict]:
                 "to shorten it, lower the TTL or the failure threshold; "
                 "to hide it, let clients retry on another address",
             )
+    for p in rep.get("dns_fail_open") or []:
+        add(
+            f"Route 53 failed open for {rep['rehearsal']['fqdn']}: every record unhealthy, all answered "
+            + (f"for {p['drill_s']} s" if p["drill_s"] is not None else "until the end of the run"),
+            "expected when every region is down (total-outage): clients keep resolving every region; only a client "
+            "with a fallback answers (drills.client); anywhere else it means every health check failed at once",
+        )
     for s in rep.get("switches") or []:
         if s["errors"]:
             add(

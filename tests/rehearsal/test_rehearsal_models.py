@@ -374,3 +374,23 @@ def test_dns_server_answers_over_udp_with_ttl_and_rcodes():
         assert query("nothing.x.com", ("127.0.0.1", port))[2] == "NXDOMAIN"
         assert query("example.org", ("127.0.0.1", port))[2] == "REFUSED"
         assert [c.after for c in dns.changes()] == [{"a": 1.0}, {"b": 1.0}]
+
+
+def test_fail_open_periods_of_the_service_name_from_the_dns_models_changes():
+    from drills.rehearsal.report import fail_open_periods
+
+    def change(t: float, fail_open: bool, name: str = "ranker.x.com") -> dict:
+        return {"t": t, "name": name, "before": None, "after": {"a": 1.0}, "fail_open": fail_open, "cause": "health"}
+
+    changes = [
+        change(100.0, False),
+        change(105.0, True),
+        change(106.0, True, "ranker-use1.x.com"),  # another name: not the service's
+        change(108.0, False),
+        change(120.0, True),
+    ]
+    assert fail_open_periods(changes, "ranker.x.com.", scale=0.1) == [
+        {"from_wall": 105.0, "to_wall": 108.0, "drill_s": 30.0},
+        {"from_wall": 120.0, "to_wall": None, "drill_s": None},
+    ]
+    assert fail_open_periods([change(1.0, False)], "ranker.x.com", scale=0.1) == []
