@@ -71,8 +71,12 @@ test: system venv policy-venv checkov-venv node-deps lint
 # The README's main command: a prod region-outage rehearsal (report under build/rehearsal/). Other runs:
 # `make rehearse SCENARIO=evacuate-region`, `make rehearse REHEARSE_ENV=staging SCENARIO=all`,
 # `make rehearse REHEARSE_ARGS="--scale 1"` (real time). Not ENV: POSIX shells export ENV for their own use.
+# Both client populations by default, so the report shows what DNS failover costs a client that does not retry
+# and what the resilient client (drills.client) sees on the same fault. `CLIENT_MIX=naive=32,resilient=0`: naive only.
+CLIENT_MIX ?= naive=16,resilient=16
 rehearse: system venv
-	$(PY) -m drills rehearse --env $(or $(REHEARSE_ENV),prod) --scenario $(or $(SCENARIO),region-outage) $(REHEARSE_ARGS)
+	$(PY) -m drills rehearse --env $(or $(REHEARSE_ENV),prod) --scenario $(or $(SCENARIO),region-outage) \
+		--client-mix $(CLIENT_MIX) $(REHEARSE_ARGS)
 
 # Model releases and the drills below a region against real Tritons (report under build/rehearsal/):
 # a good release promoted, a bad one rolled back, artifact corruption restored, a GPU node lost.
