@@ -41,7 +41,9 @@ class CapacityRow(_Model):
     gpus_desired: int  # GPUs at the pools' current desired sizes
     gpus_max: int
     qps_at_desired: float
-    ok: bool  # gpus_required <= gpus_max
+    ok: bool  # the region's guaranteed GPUs (running or reserved, infra/capacity.py) carry its share
+    gpus_guaranteed: int = 0  # per pool max(min, reserved); 0 in journals written before it was recorded
+    shortfall: int = 0  # GPUs missing from guaranteed capacity
     prescale: dict[str, int] = {}  # pool name -> desired count needed for this share (only pools that grow)
     engines: EngineCoverage
     gains_share: bool = False  # this step moves traffic onto the region

@@ -135,7 +135,7 @@ def prescale_targets(ctx: PlanContext, region: RegionConfig, qps: float) -> tupl
     """Desired instance counts per pool that carry `qps`, growing from the current desired counts.
 
     Greedy by throughput per instance (fewest instances added), never past a pool's max. Returns the counts
-    and whether they reach `qps` (they always do when the N+1 check passes, since that is judged at max).
+    and whether they reach `qps` (they always do when the N+1 check passes: guaranteed capacity is within max).
     """
     pools = region.gpu_pools
     desired = [p.desired for p in pools]
@@ -177,6 +177,8 @@ def capacity_rows(
                 gpus_max=rc.gpus_max,
                 qps_at_desired=round(at_desired, 1),
                 ok=rc.ok,
+                gpus_guaranteed=rc.gpus_guaranteed,
+                shortfall=rc.shortfall,
                 prescale={p.name: t for p, t in zip(cfg.gpu_pools, targets, strict=True) if t > p.desired},
                 engines=engine_coverage(ctx, cfg),
                 gains_share=share > baseline.get(r, 0.0) + 1e-9,
@@ -194,8 +196,9 @@ def refuse_unsafe(step: str, rows: list[CapacityRow]) -> None:
             raise GuardrailError(
                 "capacity",
                 f"at {step}, {row.region} would carry {row.share:.0%} of peak ({row.qps:,.0f} QPS) and needs "
-                f"{row.gpus_required} GPUs, but its GPU pools reach {row.gpus_max} (N+1 math): raise its pools' "
-                "max in its regional stack first. Nothing was changed.",
+                f"{row.gpus_required} GPUs, but has {row.gpus_guaranteed} guaranteed (running or reserved; its pools "
+                f"reach {row.gpus_max} at max, not guaranteed) (N+1 math): reserve capacity for its pools "
+                "(gpu_pools[].capacity) or raise their min in its regional stack first. Nothing was changed.",
             )
         if row.engines.status == "missing":
             raise GuardrailError(

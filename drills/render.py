@@ -73,7 +73,7 @@ def print_plan(plan: Plan, out: Console | None = None) -> None:
             t.add_column(col, no_wrap=col in ("step", "region"))
         for s in cap:
             for r in s.capacity:
-                verdict = "ok" if r.ok else f"SHORT {r.gpus_required - r.gpus_max} GPUs"
+                verdict = "ok" if r.ok else f"SHORT {r.shortfall} guaranteed GPUs"
                 if r.ok and r.gpus_required > r.gpus_desired:
                     verdict = "ok at max (pre-scale)"
                 pre = ", ".join(f"{k} {v}" for k, v in r.prescale.items()) if r.gains_share else ""

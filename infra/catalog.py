@@ -84,3 +84,85 @@ TRITON_RELEASES: dict[str, dict[str, str]] = {
     "24.12": {"triton": "2.53.0", "tensorrt": "10.7.0"},
     "25.01": {"triton": "2.54.0", "tensorrt": "10.8.0"},
 }
+
+
+# ---------------------------------------------------------------- prices and start-up times (infra.postures)
+@dataclass(frozen=True)
+class OnDemandPrice:
+    usd_per_hour: float
+    checked: bool  # True: cross-checked against a published source when this table was written (PRICES_SOURCE)
+
+
+# EC2 On-Demand, Linux, us-east-1, USD per instance-hour, as published on AWS's EC2 On-Demand pricing page
+# (aws.amazon.com/ec2/pricing/on-demand/), P4d/P5 after AWS's June 2025 price reduction. Written on 2026-12-05 from
+# the figures as last published to the author's knowledge, NOT re-read from AWS on that date: the search available
+# then confirmed only g5.xlarge ($1.006/h, a June 2026 page quoting AWS); every other figure is unverified and
+# marked so (`checked`), and p4de/p5e/p5en are left out rather than guessed. Other regions cost more (eu-west-1
+# about 10-15%); an ODCR bills at these rates whether used or not. Re-check before budgeting:
+# `aws pricing get-products --service-code AmazonEC2 --region us-east-1`.
+PRICES_SOURCE = (
+    "AWS EC2 On-Demand, Linux, us-east-1 (aws.amazon.com/ec2/pricing/on-demand/), as published to the best of our "
+    "knowledge on 2026-12-05; only g5.xlarge cross-checked, the rest unverified (~)"
+)
+PRICES: dict[str, OnDemandPrice] = {
+    "p5.48xlarge": OnDemandPrice(55.04, False),
+    "p4d.24xlarge": OnDemandPrice(21.96, False),
+    "g5.xlarge": OnDemandPrice(1.006, True),
+    "g5.2xlarge": OnDemandPrice(1.212, False),
+    "g5.4xlarge": OnDemandPrice(1.624, False),
+    "g5.8xlarge": OnDemandPrice(2.448, False),
+    "g5.12xlarge": OnDemandPrice(5.672, False),
+    "g5.16xlarge": OnDemandPrice(4.096, False),
+    "g5.24xlarge": OnDemandPrice(8.144, False),
+    "g5.48xlarge": OnDemandPrice(16.288, False),
+    "g6.xlarge": OnDemandPrice(0.8048, False),
+    "g6.2xlarge": OnDemandPrice(0.9776, False),
+    "g6.4xlarge": OnDemandPrice(1.3232, False),
+    "g6.8xlarge": OnDemandPrice(2.0144, False),
+    "g6.12xlarge": OnDemandPrice(4.6016, False),
+    "g6.16xlarge": OnDemandPrice(3.3968, False),
+    "g6.24xlarge": OnDemandPrice(6.6752, False),
+    "g6.48xlarge": OnDemandPrice(13.3504, False),
+    "g6e.xlarge": OnDemandPrice(1.861, False),
+    "g6e.2xlarge": OnDemandPrice(2.24208, False),
+    "g6e.4xlarge": OnDemandPrice(3.00424, False),
+    "g6e.8xlarge": OnDemandPrice(4.52856, False),
+    "g6e.12xlarge": OnDemandPrice(10.49264, False),
+    "g6e.16xlarge": OnDemandPrice(7.57719, False),
+    "g6e.24xlarge": OnDemandPrice(15.06559, False),
+    "g6e.48xlarge": OnDemandPrice(30.13118, False),
+}
+HOURS_PER_MONTH = 730  # AWS's own monthly figure (8,760 h / 12)
+
+
+@dataclass(frozen=True)
+class StartupPart:
+    name: str
+    seconds: float
+    source: str  # where the figure comes from, or the assumption it is
+
+
+# The capacity part of RTO: from "the autoscaler asks for a node" to "a new pod answers a good inference". Stated
+# figures, not measurements of this fleet: the rehearsal and the drills measure the real ones (issue 18's
+# time-to-first-inference parts). Replace a figure with a measured one once a drill has it.
+CAPACITY_STARTUP: tuple[StartupPart, ...] = (
+    StartupPart(
+        "node boot",
+        150,
+        "assumption: EC2 launch + AL2023 NVIDIA AMI boot + kubelet join + device plugin advertising GPUs; "
+        "EKS documents no figure, 2-3 min is typical for GPU instances",
+    ),
+    StartupPart(
+        "image pull",
+        180,
+        "assumption: the Triton image (~15 GiB unpacked, infra/components/gpu_pools.py GPU_DISK_GIB) at ~50-100 MB/s "
+        "from the registry to a gp3 root volume; 0 where the image is pre-pulled",
+    ),
+    StartupPart(
+        "model fetch+verify",
+        30,
+        "assumption: model repository (ONNX + engines, a few hundred MB) from the region's S3 bucket, sha256 checked",
+    ),
+    StartupPart("Triton load", 30, "assumption: TensorRT engine deserialisation and model load, per Triton's log"),
+    StartupPart("warm-up", 20, "assumption: Triton model_warmup samples before /v2/health/ready turns ready"),
+)

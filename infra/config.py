@@ -165,10 +165,118 @@ class SystemPool(NodePool):
         return v
 
 
+_RESERVATION_ID = re.compile(r"cr-[0-9a-f]{17}")
+_RESERVATION_GROUP = re.compile(r"arn:aws:resource-groups:[a-z0-9-]+:\d{12}:group/[A-Za-z0-9._-]{1,128}")
+_AZ = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d[a-z]")
+_END_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+
+
+class CapacityGuarantee(_Strict):
+    """EC2 capacity a GPU pool can count on beyond its running nodes (infra/capacity.py counts it as guaranteed).
+
+    kind `none`: nothing reserved. `odcr`: an On-Demand Capacity Reservation of `instances` nodes, either an
+    existing one (`reservation_id` cr-..., or `reservation_group_arn`, a resource group of reservations) or one the
+    stack creates in `availability_zone`. `capacity-block`: an EC2 Capacity Block for ML (`reservation_id`,
+    `instances`, `end_date` in UTC); it guarantees nothing after its end. The pool's launch template targets the
+    reservation (infra/components/gpu_pools.py)."""
+
+    kind: Literal["none", "odcr", "capacity-block"] = "none"
+    reservation_id: str | None = None
+    reservation_group_arn: str | None = None
+    availability_zone: str | None = None
+    instances: int = Field(default=0, ge=0)
+    end_date: str | None = None
+
+    @field_validator("reservation_id")
+    @classmethod
+    def _reservation_id(cls, v: str | None) -> str | None:
+        if v is not None and not _RESERVATION_ID.fullmatch(v):
+            raise ValueError("rule: a capacity reservation id, cr- and 17 hex digits")
+        return v
+
+    @field_validator("reservation_group_arn")
+    @classmethod
+    def _group_arn(cls, v: str | None) -> str | None:
+        if v is not None and not _RESERVATION_GROUP.fullmatch(v):
+            raise ValueError(
+                "rule: a resource group ARN holding capacity reservations "
+                "(arn:aws:resource-groups:<region>:<account>:group/<name>)"
+            )
+        return v
+
+    @field_validator("availability_zone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        if v is not None and not _AZ.fullmatch(v):
+            raise ValueError("rule: an availability zone name such as us-east-1a")
+        return v
+
+    @field_validator("end_date")
+    @classmethod
+    def _end(cls, v: str | None) -> str | None:
+        if v is not None and not _END_DATE.fullmatch(v):
+            raise ValueError('rule: a UTC time written YYYY-MM-DDTHH:MM:SSZ, quoted ("2026-03-01T11:30:00Z")')
+        return v
+
+    @model_validator(mode="after")
+    def _complete(self) -> CapacityGuarantee:
+        targets = {
+            k: v
+            for k, v in (
+                ("reservation_id", self.reservation_id),
+                ("reservation_group_arn", self.reservation_group_arn),
+                ("availability_zone", self.availability_zone),
+            )
+            if v is not None
+        }
+        if self.kind == "none":
+            extra = [*targets, *(["instances"] if self.instances else []), *(["end_date"] if self.end_date else [])]
+            if extra:
+                raise ValueError(f"rule: capacity.kind none takes no other key (got {sorted(extra)})")
+            return self
+        if self.instances < 1:
+            raise ValueError(f"rule: capacity.kind {self.kind} needs instances >= 1 (the nodes it guarantees)")
+        if self.kind == "odcr":
+            if len(targets) != 1:
+                raise ValueError(
+                    "rule: capacity.kind odcr needs exactly one of reservation_id, reservation_group_arn or "
+                    f"availability_zone (the stack creates the reservation there); got {sorted(targets) or 'none'}"
+                )
+            if self.end_date is not None:
+                raise ValueError("rule: end_date is for capacity-block; a reservation the stack holds has no end")
+        elif set(targets) != {"reservation_id"} or self.end_date is None:
+            raise ValueError(
+                "rule: capacity.kind capacity-block needs reservation_id and end_date (and no "
+                "reservation_group_arn or availability_zone: a Capacity Block is bought, not created by the stack)"
+            )
+        return self
+
+    @property
+    def creates(self) -> bool:
+        """The stack declares the reservation itself (aws.ec2.CapacityReservation)."""
+        return self.kind == "odcr" and self.availability_zone is not None
+
+
 class GpuPool(NodePool):
     name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")
     ami_type: Literal["AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA"] = "AL2023_x86_64_NVIDIA"
     capacity_type: Literal["ON_DEMAND", "SPOT"] = "ON_DEMAND"
+    capacity: CapacityGuarantee = CapacityGuarantee()
+
+    @model_validator(mode="after")
+    def _reservation_fits(self) -> GpuPool:
+        c = self.capacity
+        if c.kind != "none" and self.capacity_type != "ON_DEMAND":
+            raise ValueError(
+                f"rule: capacity.kind {c.kind} reserves On-Demand capacity; a SPOT pool cannot use it "
+                "(capacity_type ON_DEMAND)"
+            )
+        if c.instances > self.max:
+            raise ValueError(
+                f"rule: capacity.instances {c.instances} <= max {self.max}: the pool never launches the rest, "
+                "which would be paid for and unused"
+            )
+        return self
 
     @field_validator("instance_type")
     @classmethod
@@ -475,6 +583,16 @@ class RegionConfig(_Strict):
         names = [p.name for p in v]
         if len(set(names)) != len(names):
             raise ValueError(f"rule: GPU pool names must be unique (got {names})")
+        return v
+
+    @field_validator("gpu_pools")
+    @classmethod
+    def _reservations_in_region(cls, v: tuple[GpuPool, ...], info: ValidationInfo) -> tuple[GpuPool, ...]:
+        region = info.data.get("region")
+        for p in v:
+            az = p.capacity.availability_zone
+            if region and az is not None and not (az.startswith(region) and len(az) == len(region) + 1):
+                raise ValueError(f"rule: {p.name}.capacity.availability_zone {az} must be a zone of {region}")
         return v
 
     @field_validator("load_balancer")

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from infra.capacity import n_plus_one
+from infra.capacity import n_plus_one, shortfall_text
 from infra.config import ROOT, STACKS_DIR, ConfigError, Fleet, GlobalConfig, load_fleet
 from infra.engines import Available, coverage
 from model_build.manifest import MANIFEST, Manifest, ManifestError, parse_manifest
@@ -415,7 +415,8 @@ def tensorrt_findings(fleet: Fleet, facts: ManifestFacts | None) -> list[Finding
 def capacity_findings(
     fleet: Fleet, facts: ManifestFacts | None = None, weights: dict[str, int] | None = None
 ) -> list[Finding]:
-    """N+1: with any one region lost and weights renormalised, every survivor's pools reach its new share."""
+    """N+1: with any one region lost and weights renormalised, every survivor's guaranteed GPUs (running or
+    reserved, infra/capacity.py) carry its new share; reaching it only at max is not enough."""
     measured = facts.qps_per_gpu if facts else None
     out = []
     for sc in n_plus_one(fleet, measured, weights):
@@ -437,8 +438,7 @@ def capacity_findings(
                     Finding(
                         "capacity.n-plus-one",
                         ERROR,
-                        f"{when}, {r.region} ({stack}) needs {r.gpus_required} GPUs for {r.share:.0%} of peak "
-                        f"({r.qps:,.0f} QPS) but its GPU pools reach {r.gpus_max}: short by {r.shortfall} GPUs",
+                        f"{when}, {r.region} ({stack}) {shortfall_text(r)}",
                         stack,
                         r.region,
                     )

@@ -165,6 +165,14 @@ def _as_list(v: Any) -> list:
     return [] if v is None else list(v) if isinstance(v, (list, tuple)) else [v]
 
 
+CAPACITY_RESERVATION = "aws:ec2/capacityReservation:CapacityReservation"
+
+
+def capacity_reservation_id(stack: str, name: str) -> str:
+    """The id these mocks give the capacity reservation `name` of `stack` (regional_outputs predicts it)."""
+    return f"cr-{_hex(f'{stack}/{CAPACITY_RESERVATION}/{name}', 17)}"
+
+
 def _hex(seed: str, n: int) -> str:
     return hashlib.sha256(seed.encode()).hexdigest()[:n]
 
@@ -395,6 +403,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
             rid = f"rtbassoc-{h17}"
         elif typ == "aws:ec2/route:Route":
             rid = f"r-{h17}"
+        elif typ == CAPACITY_RESERVATION:
+            rid = capacity_reservation_id(self.stack, name)
+            arn = f"arn:aws:ec2:{region}:{acct}:capacity-reservation/{rid}"
         elif typ == "aws:ec2/vpcEndpoint:VpcEndpoint":
             rid = f"vpce-{h17}"
             s["prefixListId"] = f"pl-{h8}"
@@ -595,7 +606,14 @@ def regional_outputs(stack: str, stacks_dir: Path = STACKS_DIR) -> dict:
         "bucket_name": bucket_name(stack, ACCOUNT_ID),
         "bucket_arn": f"arn:aws:s3:::{bucket_name(stack, ACCOUNT_ID)}",
         "kms_key_arn": kms_key_arn(cfg.region, f"{stack}/aws:kms/key:Key/{ARTIFACT_KEY_NAME}"),
-        "gpu_pools": gpu_pool_outputs(cfg),
+        "gpu_pools": gpu_pool_outputs(
+            cfg,
+            {
+                p.name: capacity_reservation_id(stack, f"gpu-{p.name}-reservation")
+                for p in cfg.gpu_pools
+                if p.capacity.creates
+            },
+        ),
         "triton_image": cfg.triton.image,
         "model_version": cfg.model.version,
     }

@@ -7,6 +7,8 @@ the key instead of surfacing as a provider error halfway through an update.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
@@ -20,6 +22,11 @@ class GpuPoolOutput(BaseModel):
     min: int = Field(ge=0)
     desired: int = Field(ge=0)
     max: int = Field(ge=1)
+    # Defaults: a stack last updated before pools declared capacity guarantees exports none of these.
+    capacity: Literal["none", "odcr", "capacity-block"] = "none"
+    reserved_instances: int = Field(default=0, ge=0)
+    reservation: str | None = Field(default=None, pattern=r"^(cr-[0-9a-f]{17}|arn:aws:resource-groups:.+)$")
+    reservation_end: str | None = None
 
 
 class RegionalOutputs(BaseModel):

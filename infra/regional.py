@@ -8,6 +8,9 @@ NetworkPolicies of its namespace) -> access for model_build's engine Jobs. Stack
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pulumi
 import pulumi_aws as aws
 
@@ -15,7 +18,7 @@ from infra.components.addons import CA_SA, LBC_SA, AddonArgs, ClusterAutoscaler,
 from infra.components.artifacts import ArtifactBucket, ArtifactBucketArgs, bucket_name
 from infra.components.cluster import Cluster, ClusterArgs, cluster_name
 from infra.components.engine_build import EngineBuildAccess, EngineBuildAccessArgs
-from infra.components.gpu_pools import GpuNodePool, GpuNodePoolArgs, NvidiaDevicePlugin
+from infra.components.gpu_pools import GpuNodePool, GpuNodePoolArgs, NvidiaDevicePlugin, pool_subnets
 from infra.components.identity import (
     ServiceAccountRole,
     ServiceAccountRoleArgs,
@@ -34,8 +37,10 @@ from infra.outputs import OUTPUT_KEYS
 from infra.providers import aws_provider, k8s_provider
 
 
-def gpu_pool_outputs(cfg: RegionConfig) -> list[dict]:
-    """The `gpu_pools` output: what each pool is and how far it can scale (read by capacity checks)."""
+def gpu_pool_outputs(cfg: RegionConfig, created: Mapping[str, Any] | None = None) -> list[dict]:
+    """The `gpu_pools` output: what each pool is, how far it can scale and what capacity it has reserved (read by
+    capacity checks and `drills readiness`). `created`: pool name -> id of the reservation the stack declared."""
+    created = created or {}
     return [
         {
             "name": p.name,
@@ -46,6 +51,11 @@ def gpu_pool_outputs(cfg: RegionConfig) -> list[dict]:
             "min": p.min,
             "desired": p.desired,
             "max": p.max,
+            "capacity": p.capacity.kind,
+            "reserved_instances": p.capacity.instances,
+            # The reservation's id (or its group's ARN) for drills to read its state; None without one.
+            "reservation": created.get(p.name) or p.capacity.reservation_id or p.capacity.reservation_group_arn,
+            "reservation_end": p.capacity.end_date,
         }
         for p in cfg.gpu_pools
     ]
@@ -105,7 +115,7 @@ def declare_regional(stack: str, cfg: RegionConfig) -> None:
             GpuNodePoolArgs(
                 cluster_name=cluster.name,
                 node_role_arn=cluster.node_role.arn,
-                subnet_ids=net.private_subnet_ids,
+                subnet_ids=pool_subnets(p, net.azs, net.private_subnet_ids),
                 pool=p,
             ),
             provider,
@@ -232,7 +242,7 @@ def declare_regional(stack: str, cfg: RegionConfig) -> None:
         "bucket_name": artifacts.name,
         "bucket_arn": artifacts.arn,
         "kms_key_arn": artifacts.key_arn,
-        "gpu_pools": gpu_pool_outputs(cfg),
+        "gpu_pools": gpu_pool_outputs(cfg, {p.pool.name: p.reservation.id for p in pools if p.reservation}),
         "triton_image": cfg.triton.image,
         "model_version": cfg.model.version,
     }

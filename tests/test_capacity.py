@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -73,14 +74,14 @@ def test_failing_fleet_names_lost_region_survivor_and_shortfall(tmp_path):
     fleet = load_fleet("prod", stacks(tmp_path, SMALL_EUW1))
     problems = findings(n_plus_one(fleet))
     assert any(
-        p.startswith("with us-east-1 lost, eu-west-1 needs 30 GPUs") and "short by 22 GPUs" in p for p in problems
+        p.startswith("with us-east-1 lost, eu-west-1 needs 30 GPUs") and "short by 26 GPUs" in p for p in problems
     )
 
 
 def test_cli_prints_table_and_exits_zero_for_prod(capsys):
     assert main(["prod"]) == 0
     out = capsys.readouterr().out
-    for text in ("N+1 GPU capacity for prod", "lost region", "GPUs required", "GPUs min", "GPUs max", "N+1 holds"):
+    for text in ("N+1 GPU capacity for prod", "lost region", "GPUs required", "guaranteed", "reachable at max"):
         assert text in out
 
 
@@ -88,7 +89,7 @@ def test_cli_reports_a_failing_fleet_and_exits_nonzero(tmp_path, capsys):
     d = stacks(tmp_path, SMALL_EUW1)
     assert main(["prod", "--stacks-dir", str(d)]) == 1
     out = capsys.readouterr().out
-    assert "N+1 FAILS: with us-east-1 lost, eu-west-1 needs 30 GPUs" in out and "short by 22 GPUs" in out
+    assert "N+1 FAILS: with us-east-1 lost, eu-west-1 needs 30 GPUs" in out and "short by 26 GPUs" in out
     assert "N+1 does not hold" in out
 
 
@@ -99,7 +100,8 @@ def test_cli_json(tmp_path, capsys):
     assert doc["ok"] is False
     lost = next(s for s in doc["scenarios"] if s["lost"] == "us-east-1")
     euw1 = next(r for r in lost["regions"] if r["region"] == "eu-west-1")
-    assert (euw1["gpus_required"], euw1["gpus_max"], euw1["shortfall"]) == (30, 8, 22)
+    assert (euw1["gpus_required"], euw1["gpus_guaranteed"], euw1["gpus_max"]) == (30, 4, 8)
+    assert (euw1["shortfall"], euw1["shortfall_at_max"], euw1["reachable_at_max"]) == (26, 22, False)
 
 
 def test_cli_uses_manifest_benchmarks(tmp_path, capsys):
@@ -133,4 +135,87 @@ def test_module_entry_point_exit_status(tmp_path):
         check=False,
     )
     assert run.returncode == 1, run.stderr
-    assert "short by 22 GPUs" in run.stdout
+    assert "short by 26 GPUs" in run.stdout
+
+
+# ---------------------------------------------------------------- guaranteed capacity (issue 18)
+def _without_reservations(tmp_path: Path) -> Path:
+    """The prod stacks with every pool's `capacity` removed: the same pools, nothing reserved."""
+    edits = {}
+    for stack in ("prod-use1", "prod-usw2", "prod-euw1"):
+        pools = yaml.safe_load((STACKS_DIR / f"Pulumi.{stack}.yaml").read_text())["config"]["reco-dr:gpu_pools"]
+        edits[stack] = {"gpu_pools": [{k: v for k, v in p.items() if k != "capacity"} for p in pools]}
+    return stacks(tmp_path, edits)
+
+
+def test_prod_passes_on_guaranteed_capacity_with_its_reservations():
+    scenarios = n_plus_one(load_fleet("prod"))
+    lost_use1 = {r.region: r for r in next(s for s in scenarios if s.lost == "us-east-1").regions}
+    euw1 = lost_use1["eu-west-1"]
+    # l40s: 4 reserved x 4 L40S; a10g: 2 reserved x 4 A10G (min 1 each, so reservations decide).
+    assert (euw1.gpus_min, euw1.gpus_reserved, euw1.gpus_guaranteed) == (8, 24, 24)
+    assert euw1.qps_guaranteed == 4 * 4 * 4000 + 2 * 4 * 2500 >= euw1.qps == 75_000
+    assert all(r.ok for s in scenarios for r in s.regions)
+
+
+def test_without_reservations_n_plus_one_fails_though_reachable_at_max_holds(tmp_path):
+    fleet = load_fleet("prod", _without_reservations(tmp_path))
+    scenarios = n_plus_one(fleet)
+    failing = [(s.lost, r) for s in scenarios for r in s.regions if not r.ok]
+    assert failing and all(r.reachable_at_max for _, r in failing)
+    euw1 = next(r for lost, r in failing if lost == "us-east-1" and r.region == "eu-west-1")
+    # 1 L40S node + 1 A10G node running = 26,000 QPS of 75,000.
+    assert (euw1.gpus_guaranteed, euw1.gpus_reserved, euw1.qps_guaranteed) == (8, 0, 26_000)
+    assert any(
+        "eu-west-1 needs 23 GPUs" in p and "has 8 guaranteed (running 8, reserved 0)" in p and "not guaranteed" in p
+        for p in findings(scenarios)
+    )
+
+
+def test_capacity_block_counts_until_its_end():
+    from infra.capacity import guaranteed_instances
+    from infra.config import GpuPool
+
+    pool = GpuPool.model_validate(
+        {
+            "name": "h100",
+            "instance_type": "p5.48xlarge",
+            "min": 1,
+            "desired": 1,
+            "max": 4,
+            "capacity": {
+                "kind": "capacity-block",
+                "reservation_id": "cr-0123456789abcdef0",
+                "instances": 3,
+                "end_date": "2027-01-01T11:30:00Z",
+            },
+        }
+    )
+    assert guaranteed_instances(pool, datetime(2026, 12, 31, tzinfo=UTC)) == 3
+    assert guaranteed_instances(pool, datetime(2027, 1, 1, 11, 30, tzinfo=UTC)) == 1  # ended: back to min
+
+
+def test_postures_json(capsys):
+    assert main(["prod", "--postures", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["primary"] == "us-east-1" and "as published" in doc["prices_source"]
+    by = {p["name"]: p for p in doc["postures"]}
+    assert set(by) == {"active-active N+1 (as configured)", "active-active N+1, hot", "warm standby", "pilot light"}
+    configured = by["active-active N+1 (as configured)"]
+    assert configured["capacity_guaranteed"] and configured["gpus_held"] == 12 + 16 + 24
+    assert configured["gpus_running"] == 12 + 8 + 8
+    # Reserved nodes still boot after a loss: the capacity part is in the RTO; a hot posture has none.
+    startup = sum(s["seconds"] for s in doc["startup"])
+    assert configured["rto_seconds"] == by["active-active N+1, hot"]["rto_seconds"] + startup
+    assert set(configured["rto_parts"]) >= {"detection", "dns ttl", "node boot", "image pull", "warm-up"}
+    pilot = by["pilot light"]
+    assert not pilot["capacity_guaranteed"] and pilot["gpus_held"] < by["warm standby"]["gpus_held"]
+    assert all(r["gpus_held"] == 0 for r in pilot["regions"] if r["role"] == "standby")
+    assert 0 < pilot["monthly_usd"] < configured["monthly_usd"] and pilot["unpriced"] == []
+
+
+def test_postures_table(capsys):
+    assert main(["prod", "--postures"]) == 0
+    out = capsys.readouterr().out
+    for text in ("DR postures for prod", "warm standby", "pilot light", "predicted RTO", "as published"):
+        assert text in out

@@ -194,20 +194,19 @@ def test_n_plus_one_fails_naming_lost_region_survivor_and_shortfall(tmp_path):
     assert found and ids(found) == {"capacity.n-plus-one"}
     lost_use1 = [f for f in found if "with us-east-1 lost" in f.message]
     assert len(lost_use1) == 1 and lost_use1[0].region == "eu-west-1" and lost_use1[0].stack == "prod-euw1"
-    # 75,000 QPS at 2,500 QPS per A10G = 30 GPUs; the pool reaches 2 x 4 = 8: short by 22.
-    assert (
-        "needs 30 GPUs" in lost_use1[0].message
-        and "reach 8" in lost_use1[0].message
-        and "short by 22 GPUs" in lost_use1[0].message
-    )
+    # 75,000 QPS at 2,500 QPS per A10G = 30 GPUs; N+1 counts guaranteed GPUs: 1 running node x 4, none reserved,
+    # short by 26; even the pool's max (2 x 4 = 8) would be short.
+    msg = lost_use1[0].message
+    assert "needs 30 GPUs" in msg and "has 4 guaranteed (running 4, reserved 0)" in msg
+    assert "short by 26 GPUs" in msg and "reach 8 at max, short even then" in msg
 
 
 def test_n_plus_one_uses_benchmarked_throughput_from_manifest():
     fleet = load_fleet("staging")
     facts = inv.read_manifest(manifest(["8.9", "8.6"], qps={"8.6": 100.0, "8.9": 100.0}))
     found = inv.capacity_findings(fleet, facts)
-    # 2,000 QPS at 100 QPS/GPU = 20 GPUs; each staging region reaches 4.
-    assert found and all("short by 16 GPUs" in f.message for f in found)
+    # 2,000 QPS at 100 QPS/GPU = 20 GPUs; each staging region guarantees 1 (one running node, nothing reserved).
+    assert found and all("short by 19 GPUs" in f.message for f in found)
 
 
 # ---------------------------------------------------------------- engines

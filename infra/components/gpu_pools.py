@@ -10,7 +10,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra.config import GpuPool
+from infra.config import CapacityGuarantee, GpuPool
 
 GPU_TAINT_KEY = "nvidia.com/gpu"
 # Only pods that tolerate this taint (Triton, the device plugin, engine builds) land on GPU nodes.
@@ -113,15 +113,64 @@ def root_device_name(ami_type: str) -> str:
     return "/dev/xvdb" if ami_type.startswith("BOTTLEROCKET") else "/dev/xvda"
 
 
+@dataclass(frozen=True)
+class ReservationTarget:
+    """What a GPU pool's launch template says about capacity reservations (None fields: nothing reserved)."""
+
+    specification: aws.ec2.LaunchTemplateCapacityReservationSpecificationArgs | None = None
+    market: aws.ec2.LaunchTemplateInstanceMarketOptionsArgs | None = None
+
+
+def reservation_target(cap: CapacityGuarantee, created_id: pulumi.Input[str] | None = None) -> ReservationTarget:
+    """The launch template's capacity reservation settings for `cap`; `created_id` is the reservation the stack
+    declared when `cap.creates`. A target (an id or a group) launches the pool's nodes into that reservation, so they
+    use the capacity paid for instead of competing for the region's On-Demand pool; a Capacity Block also needs the
+    `capacity-block` market type (EKS: launch template with InstanceMarketOptions and the block's id)."""
+    if cap.kind == "none":
+        return ReservationTarget()
+    target = aws.ec2.LaunchTemplateCapacityReservationSpecificationCapacityReservationTargetArgs(
+        capacity_reservation_id=created_id if cap.creates else cap.reservation_id,
+        capacity_reservation_resource_group_arn=cap.reservation_group_arn,
+    )
+    spec = aws.ec2.LaunchTemplateCapacityReservationSpecificationArgs(capacity_reservation_target=target)
+    market = (
+        aws.ec2.LaunchTemplateInstanceMarketOptionsArgs(market_type="capacity-block")
+        if cap.kind == "capacity-block"
+        else None
+    )
+    return ReservationTarget(spec, market)
+
+
+def node_group_capacity_type(pool: GpuPool) -> str:
+    # EKS's API takes CAPACITY_BLOCK for a group launching into a Capacity Block (the provider's docs list only
+    # ON_DEMAND and SPOT; the value passes through to CreateNodegroup).
+    return "CAPACITY_BLOCK" if pool.capacity.kind == "capacity-block" else pool.capacity_type
+
+
+def pool_subnets(pool: GpuPool, azs: Sequence[str], subnet_ids: Sequence[pulumi.Input[str]]) -> list:
+    """The subnets a pool launches into: all of them, except for a reservation the stack creates in one zone, where
+    only that zone's subnet is given (a node launched in another zone would not use the reservation)."""
+    az = pool.capacity.availability_zone
+    if az is None:
+        return list(subnet_ids)
+    if az not in azs:
+        raise ValueError(
+            f"GPU pool {pool.name}: capacity.availability_zone {az} is not a zone the network uses {list(azs)}"
+        )
+    return [subnet_ids[list(azs).index(az)]]
+
+
 def node_launch_template(
     name: str,
     ami_type: str,
     disk_gib: int | None,
     opts: pulumi.ResourceOptions,
+    reservation: ReservationTarget | None = None,
 ) -> aws.ec2.LaunchTemplate:
     """The launch template of an EKS managed node group: metadata options (IMDS) and, where the group sizes its disk,
-    the disk (EKS refuses `diskSize` on a node group with a launch template). No image, no user data: EKS still
-    picks the AMI of the group's `amiType` and bootstraps the node as before."""
+    the disk (EKS refuses `diskSize` on a node group with a launch template), and a GPU pool's capacity reservation.
+    No image, no user data: EKS still picks the AMI of the group's `amiType` and bootstraps the node as before."""
+    reservation = reservation or ReservationTarget()
     disks = (
         [
             aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
@@ -142,6 +191,8 @@ def node_launch_template(
             http_endpoint="enabled", http_tokens=IMDS_TOKENS, http_put_response_hop_limit=IMDS_HOP_LIMIT
         ),
         block_device_mappings=disks,
+        capacity_reservation_specification=reservation.specification,
+        instance_market_options=reservation.market,
         update_default_version=True,
         opts=opts,
     )
@@ -168,8 +219,30 @@ class GpuNodePool(pulumi.ComponentResource):
     ):
         super().__init__("reco-dr:regional:GpuNodePool", name, None, opts)
         p = args.pool
+        child = pulumi.ResourceOptions(parent=self, provider=provider)
+        # A reservation the stack holds (an On-Demand Capacity Reservation, paid for from creation whether used or
+        # not); targeted, so only this pool's nodes, launched through the template below, consume it.
+        self.reservation = (
+            aws.ec2.CapacityReservation(
+                f"{name}-reservation",
+                instance_type=p.instance_type,
+                instance_platform="Linux/UNIX",
+                availability_zone=p.capacity.availability_zone,
+                instance_count=p.capacity.instances,
+                instance_match_criteria="targeted",
+                end_date_type="unlimited",
+                tags={"reco-dr/gpu-pool": p.name},
+                opts=child,
+            )
+            if p.capacity.creates
+            else None
+        )
         self.launch_template = node_launch_template(
-            f"{name}-nodes", p.ami_type, GPU_DISK_GIB, pulumi.ResourceOptions(parent=self, provider=provider)
+            f"{name}-nodes",
+            p.ami_type,
+            GPU_DISK_GIB,
+            child,
+            reservation_target(p.capacity, self.reservation.id if self.reservation else None),
         )
         self.node_group = aws.eks.NodeGroup(
             f"{name}-nodes",
@@ -180,7 +253,7 @@ class GpuNodePool(pulumi.ComponentResource):
             node_role_arn=args.node_role_arn,
             subnet_ids=args.subnet_ids,
             ami_type=p.ami_type,
-            capacity_type=p.capacity_type,
+            capacity_type=node_group_capacity_type(p),
             instance_types=[p.instance_type],
             # The disk (GPU_DISK_GIB) is in the launch template, with the metadata options.
             launch_template=node_group_launch_template(self.launch_template),
@@ -200,7 +273,13 @@ class GpuNodePool(pulumi.ComponentResource):
             ),
         )
         self.pool = p
-        self.register_outputs({"node_group_name": self.node_group.node_group_name, "arn": self.node_group.arn})
+        self.register_outputs(
+            {
+                "node_group_name": self.node_group.node_group_name,
+                "arn": self.node_group.arn,
+                "reservation_id": self.reservation.id if self.reservation else None,
+            }
+        )
 
 
 class NvidiaDevicePlugin(pulumi.ComponentResource):

@@ -101,6 +101,7 @@ def test_shifting_onto_missing_capacity_is_refused(tmp_path):
     pools = doc["config"]["reco-dr:gpu_pools"]
     for p in pools:
         p["max"] = p["desired"] = max(p["min"], 1)
+        p.pop("capacity", None)  # nothing reserved: only the running nodes are guaranteed
     stacks = copy_stacks(tmp_path / "s", {"prod-euw1": {"gpu_pools": pools}})
     with pytest.raises(GuardrailError) as e:
         build_plan("evacuate-region", "prod", "us-east-1", stacks_dir=stacks)
@@ -201,7 +202,12 @@ def test_manifest_benchmark_figures_change_the_capacity_math(tmp_path):
     manifest = tmp_path / "m.json"
     # half the configured A100 figure
     manifest.write_text(M.manifest(built=["9.0", "8.9", "8.6", "8.0"], qps_per_gpu={"8.0": 3500}).model_dump_json())
-    plan = build_plan("evacuate-region", "prod", "us-east-1", manifest=str(manifest))
+    # At half the throughput us-west-2 needs 22 A100s: reserve all 3 nodes so the guardrail (guaranteed GPUs) passes.
+    doc = yaml.safe_load((copy_stacks(tmp_path / "s0") / "Pulumi.prod-usw2.yaml").read_text())
+    pools = doc["config"]["reco-dr:gpu_pools"]
+    pools[0]["capacity"]["instances"] = 3
+    stacks = copy_stacks(tmp_path / "s", {"prod-usw2": {"gpu_pools": pools}})
+    plan = build_plan("evacuate-region", "prod", "us-east-1", manifest=str(manifest), stacks_dir=stacks)
     row = next(r for r in next(s for s in plan.steps if s.name == "shift-4").capacity if r.region == "us-west-2")
     assert row.gpus_required == 22 and row.prescale == {"a100": 3}
 

@@ -21,7 +21,8 @@ CASES = {
     "pool out of order": (
         lambda v: v["gpu_pools"][0].update(min=3, desired=2, max=1),
         "stack prod-use1: reco-dr:gpu_pools[0] = {'name': 'h100', 'instance_type': 'p5.48xlarge', "
-        "'min': 3, 'desired': 2, 'max': 1}: rule: min <= desired <= max (got min 3, desired 2, max 1)",
+        "'min': 3, 'desired': 2, 'max': 1, 'capacity': {'kind': 'odcr', 'reservation_id': 'cr-0b1c2d3e000000001', "
+        "'instances': 1}}: rule: min <= desired <= max (got min 3, desired 2, max 1)",
     ),
     "non-GPU instance type": (
         lambda v: v["gpu_pools"][1].update(instance_type="m7i.xlarge"),

@@ -137,7 +137,7 @@ def test_pack_enforces_n_plus_one_from_the_stack_files(tmp_path, plans):
     path.write_text(yaml.safe_dump(doc))
     violations = run_pack(tmp_path, {"prod-global": plans["prod-global"]}, stacks_dir=d)["cases"]["prod-global"]
     assert violations and {name for name, _ in violations} == {"n-plus-one-capacity"}
-    assert any("with us-east-1 lost, eu-west-1" in msg and "short by 22 GPUs" in msg for _, msg in violations)
+    assert any("with us-east-1 lost, eu-west-1" in msg and "short by 26 GPUs" in msg for _, msg in violations)
 
 
 def test_pack_starts_its_analyzer_as_the_cli_runs_it():

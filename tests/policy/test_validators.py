@@ -229,7 +229,7 @@ def test_capacity_violation_for_a_fleet_that_fails_n_plus_one(tmp_path):
         [{"name": "a10g", "instance_type": "g5.12xlarge", "min": 1, "desired": 1, "max": 2}],
     )
     msgs = v.capacity_violations("prod-global", d)
-    assert any("with us-east-1 lost, eu-west-1" in x and "short by 22 GPUs" in x for x in msgs)
+    assert any("with us-east-1 lost, eu-west-1" in x and "short by 26 GPUs" in x for x in msgs)
     # Every stack of the environment is held to it, regional ones included.
     assert v.capacity_violations("prod-use1", d) == msgs
 
