@@ -406,6 +406,12 @@ COMMANDS: dict[str, Command] = {
             _in("drills.release.commands", "configure_report", "run_report"),
         ),
         Command(
+            "readiness",
+            "evaluate the live fleet: guaranteed capacity for N+1, engines and TensorRT, served digest parity, "
+            "replication, config and health-check drift (exit 0 ready, 1 naming each failing check)",
+            _in("drills.readiness.command", "configure", "run"),
+        ),
+        Command(
             "rehearse",
             "run a drill end to end on this machine (Triton per region, DNS failover, client traffic) and report it",
             _in("drills.rehearsal.command", "configure", "run"),

@@ -42,8 +42,12 @@ TRITON_METRICS = (
     "nv_gpu_power_usage",
     "nv_cpu_utilization",
 )
-# Not Triton's: Prometheus' own scrape health, and CloudWatch through YACE (aws_<namespace>_<metric>_<statistic>).
+# The gauge `python -m drills readiness --prom-file` writes, one series per check (drills/readiness/checks.py).
+READINESS_METRIC = "reco_readiness"
+# Not Triton's: Prometheus' own scrape health, CloudWatch through YACE (aws_<namespace>_<metric>_<statistic>), and
+# the readiness gauge.
 EXTERNAL_METRICS = (
+    READINESS_METRIC,
     "up",
     "aws_s3_replication_latency_maximum",
     "aws_s3_operations_failed_replication_sum",
