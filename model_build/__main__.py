@@ -113,6 +113,19 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="build version-compatible engines (Triton then needs version-compatible=true)",
     )
+    b.add_argument(
+        "--sign",
+        choices=["key", "sigstore"],
+        default="key",
+        help="release signature: key (offline, --signing-key) or sigstore (keyless, the CI job's OIDC identity)",
+    )
+    b.add_argument(
+        "--signing-key",
+        type=Path,
+        default=None,
+        help="EC private key (PEM) for --sign key, its public half beside it as .pub (default: $RECO_DR_SIGNING_KEY, "
+        "else the development key .signing/release.key, made on first use)",
+    )
 
     v = sub.add_parser(
         "verify",
@@ -128,19 +141,6 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--public-key", type=Path, help="PEM public key of the signer (instead of --stack)")
     v.add_argument("--digest", help="expected sha256 of manifest.json (instead of --stack)")
     v.add_argument("--stacks-dir", type=Path, default=None, help="directory of Pulumi.<stack>.yaml (default: stacks/)")
-    b.add_argument(
-        "--sign",
-        choices=["key", "sigstore"],
-        default="key",
-        help="release signature: key (offline, --signing-key) or sigstore (keyless, the CI job's OIDC identity)",
-    )
-    b.add_argument(
-        "--signing-key",
-        type=Path,
-        default=None,
-        help="EC private key (PEM) for --sign key, its public half beside it as .pub (default: $RECO_DR_SIGNING_KEY, "
-        "else the development key .signing/release.key, made on first use)",
-    )
 
     p = sub.add_parser(
         "publish",

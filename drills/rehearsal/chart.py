@@ -64,8 +64,8 @@ def timeline_chart(rep: dict, records: list, entries: list[dict], path: Path, zo
     bin_wall = max(0.1, 12.0 / rate) if zoom else max(0.2, 25.0 / rate)
     # With a client mix, the black lines are the naive clients' (the DNS failover); the resilient clients' success
     # (a region answered) and served (a region or the fallback answered) rates and p99 are drawn beside them.
-    resilient = [r for r in records if getattr(r, "kind", "naive") == "resilient"]
-    naive = [r for r in records if getattr(r, "kind", "naive") == "naive"] or records
+    resilient = [r for r in records if r.kind == "resilient"]
+    naive = [r for r in records if r.kind == "naive"] or records
     bins = _bins(naive, t0, bin_wall)
     ks = sorted(bins)
     xs = np.array([(k + 0.5) * bin_wall / scale for k in ks])

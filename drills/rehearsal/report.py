@@ -298,7 +298,7 @@ def build(
     d = facts.get("describe") or {}
     # The DNS failover is measured on the naive clients (no retry: what DNS alone gives a client); the resilient
     # ones are reported beside them, by kind.
-    naive = [r for r in records if getattr(r, "kind", "naive") == "naive"]
+    naive = [r for r in records if r.kind == "naive"]
     # A total outage has no failover to measure (no survivor): its clients are reported by kind, below.
     fo = failover_rto(plan, facts, naive, scale) if naive and plan.scenario != "total-outage" else None
     drill = with_client_rto(build_report(entries), fo) if entries else None

@@ -484,11 +484,7 @@ def restore_region(run: Run, region: str, model: str, allow_deletes: int, timeou
     s3, st = run.backend.s3, state(run)
     ptr = st["lkg"].get(region) or _read_lkg(run, region, model)
     before = A.fetched_hashes(s3, region, model, ptr["version"], sorted(ptr["files"]))
-    differ = {
-        path: {"want": ptr["files"][path]["sha256"], "got": h}
-        for path, h in before.items()
-        if h != ptr["files"][path]["sha256"]
-    }
+    differ = A.differing(ptr, before)
     pinned = pin_region(run, s3, region, ptr, differ) if differ else {}
     fault = run.state.fault or {}
     if fault.get("region") == region and fault.get("kind") == "corrupt-artifact":

@@ -246,7 +246,12 @@ def fetched_hashes(store: Any, region: str, model: str, version: str, paths: lis
     return out
 
 
+def differing(ptr: dict, hashes: dict[str, str | None]) -> dict[str, dict]:
+    """The files of `hashes` whose sha256 is not the pointer's: {path: {want, got}} (empty: exact match)."""
+    want = {p: f["sha256"] for p, f in ptr["files"].items()}
+    return {p: {"want": want[p], "got": h} for p, h in hashes.items() if h != want[p]}
+
+
 def compare_to_pointer(store: Any, region: str, ptr: dict) -> dict[str, dict]:
     """Files a pod would fetch with other bytes than the pointer's: {path: {want, got}} (empty: exact match)."""
-    got = fetched_hashes(store, region, ptr["model"], ptr["version"], sorted(ptr["files"]))
-    return {p: {"want": ptr["files"][p]["sha256"], "got": h} for p, h in got.items() if h != ptr["files"][p]["sha256"]}
+    return differing(ptr, fetched_hashes(store, region, ptr["model"], ptr["version"], sorted(ptr["files"])))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from infra.components.kms import rotating_key
 from infra.components.replication import RuleRef
 
 
@@ -143,14 +144,8 @@ class Alerting(pulumi.ComponentResource):
         self.topics = {}
         for region in regions:
             o = pulumi.ResourceOptions(parent=self, provider=providers[region])
-            key = aws.kms.Key(
-                f"{name}-key-{region}",
-                description=f"reco-dr {args.env} alarm topic in {region}",
-                enable_key_rotation=True,
-                deletion_window_in_days=30,
-                policy=key_policy,
-                tags=args.tags,
-                opts=o,
+            key = rotating_key(
+                f"{name}-key-{region}", f"reco-dr {args.env} alarm topic in {region}", key_policy, o, args.tags
             )
             topic = aws.sns.Topic(f"{name}-{region}", kms_master_key_id=key.arn, tags=args.tags, opts=o)
             if args.email:

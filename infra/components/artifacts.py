@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra.components.kms import account_key_policy
+from infra.components.kms import account_key_policy, rotating_key
 from infra.names import LKG_PREFIX
 
 
@@ -96,7 +96,7 @@ class ArtifactBucketArgs:
     model: str  # the model name: its version prefixes are the immutable ones
     break_glass_arn: str  # the one role that may overwrite or delete published files (an incident's last resort)
     pointer_writer_arn: str  # the release tooling's role: moves the last-known-good pointers
-    account_id: str | None = None  # for the key's explicit policy (infra.components.kms)
+    account_id: str  # for the key's explicit policy (infra.components.kms)
 
 
 class ArtifactBucket(pulumi.ComponentResource):
@@ -105,14 +105,7 @@ class ArtifactBucket(pulumi.ComponentResource):
     ):
         super().__init__("reco-dr:regional:ArtifactBucket", name, None, opts)
         o = pulumi.ResourceOptions(parent=self, provider=provider)
-        self.key = aws.kms.Key(
-            f"{name}-key",
-            description=f"SSE-KMS for {args.bucket}",
-            enable_key_rotation=True,
-            deletion_window_in_days=30,
-            policy=account_key_policy(args.account_id) if args.account_id else None,
-            opts=o,
-        )
+        self.key = rotating_key(f"{name}-key", f"SSE-KMS for {args.bucket}", account_key_policy(args.account_id), o)
         aws.kms.Alias(f"{name}-key-alias", name=f"alias/{args.bucket}", target_key_id=self.key.key_id, opts=o)
         # Keep the bucket if the stack is destroyed by mistake: it holds the only copy of this region's engines.
         self.bucket = aws.s3.Bucket(

@@ -13,7 +13,7 @@ import pulumi_aws as aws
 
 from infra.components.gpu_pools import node_group_launch_template, node_launch_template
 from infra.components.identity import irsa_trust_policy
-from infra.components.kms import account_key_policy
+from infra.components.kms import account_key_policy, rotating_key
 from infra.config import NodePool
 
 CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
@@ -77,12 +77,12 @@ class ClusterArgs:
     service_cidr: str
     private_subnet_ids: Sequence[pulumi.Input[str]]
     system_pool: NodePool
+    logs_key_arn: pulumi.Input[str]  # the region's log key (infra.components.kms.LogsKey)
+    account_id: str  # for the secrets key's explicit policy (infra.components.kms)
     # The API server's public endpoint admits these blocks only (`cluster.endpoint_public_access_cidrs`); none:
     # no public endpoint, the private one (always on) is the only way in.
     endpoint_public_access_cidrs: Sequence[str] = ()
     log_retention_days: int = 90
-    logs_key_arn: pulumi.Input[str] | None = None  # the region's log key (infra.components.kms.LogsKey)
-    account_id: str | None = None  # for the secrets key's explicit policy (infra.components.kms)
 
 
 class Cluster(pulumi.ComponentResource):
@@ -99,13 +99,8 @@ class Cluster(pulumi.ComponentResource):
             f"{name}-control-plane", role=role.name, policy_arn="arn:aws:iam::aws:policy/AmazonEKSClusterPolicy", opts=o
         )
         # Envelope encryption of Kubernetes secrets with a customer-managed key.
-        self.secrets_key = aws.kms.Key(
-            f"{name}-secrets",
-            description=f"EKS secrets encryption for {args.name}",
-            enable_key_rotation=True,
-            deletion_window_in_days=30,
-            policy=account_key_policy(args.account_id) if args.account_id else None,
-            opts=o,
+        self.secrets_key = rotating_key(
+            f"{name}-secrets", f"EKS secrets encryption for {args.name}", account_key_policy(args.account_id), o
         )
         # Created before the cluster so Pulumi owns its retention instead of EKS creating it unbounded.
         logs = aws.cloudwatch.LogGroup(

@@ -29,6 +29,26 @@ def account_key_policy(account_id: str) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": [_account_statement(account_id)]}, sort_keys=True)
 
 
+def rotating_key(
+    resource_name: str,
+    description: str,
+    policy: pulumi.Input[str],
+    opts: pulumi.ResourceOptions,
+    tags: dict[str, str] | None = None,
+) -> aws.kms.Key:
+    """A customer-managed key as every stack declares one: yearly rotation, a 30-day deletion window (time to
+    notice a mistaken delete), and an explicit policy."""
+    return aws.kms.Key(
+        resource_name,
+        description=description,
+        enable_key_rotation=True,
+        deletion_window_in_days=30,
+        policy=policy,
+        tags=tags,
+        opts=opts,
+    )
+
+
 def logs_key_policy(account_id: str, region: str) -> str:
     """The account's statement, and CloudWatch Logs in `region` encrypting and decrypting for this account's log
     groups only (the encryption context CloudWatch Logs sends names the log group)."""
@@ -62,13 +82,11 @@ class LogsKey(pulumi.ComponentResource):
     ):
         super().__init__("reco-dr:regional:LogsKey", name, None, opts)
         o = pulumi.ResourceOptions(parent=self, provider=provider)
-        self.key = aws.kms.Key(
+        self.key = rotating_key(
             f"{name}-key",
-            description=f"CloudWatch Logs encryption for {args.name}",
-            enable_key_rotation=True,
-            deletion_window_in_days=30,
-            policy=pulumi.Output.from_input(args.account_id).apply(lambda a: logs_key_policy(a, args.region)),
-            opts=o,
+            f"CloudWatch Logs encryption for {args.name}",
+            pulumi.Output.from_input(args.account_id).apply(lambda a: logs_key_policy(a, args.region)),
+            o,
         )
         aws.kms.Alias(f"{name}-alias", name=f"alias/{args.name}-logs", target_key_id=self.key.key_id, opts=o)
         self.arn = self.key.arn

@@ -117,7 +117,7 @@ class NetworkArgs:
     # The buckets anything in the VPC may use through the S3 gateway endpoint (s3_endpoint_policy): the region's
     # artifact bucket. Names, not resources: the bucket is declared after the network.
     artifact_buckets: Sequence[str]
-    logs_key_arn: pulumi.Input[str] | None = None  # the region's log key (infra.components.kms.LogsKey)
+    logs_key_arn: pulumi.Input[str]  # the region's log key (infra.components.kms.LogsKey)
 
 
 class Network(pulumi.ComponentResource):
