@@ -171,7 +171,19 @@ def _summary(res: Any) -> None:
     t.add_column("figure")
     t.add_column("value")
     tr = rep.get("traffic") or {}
-    t.add_row("requests sent / failed", f"{tr.get('requests')} / {tr.get('errors')}")
+    kinds = tr.get("by_client_kind") or {}
+    t.add_row(
+        "requests sent / failed" + (" (naive clients: no retry)" if len(kinds) > 1 else ""),
+        f"{tr.get('requests')} / {tr.get('errors')}",
+    )
+    for kind, k in kinds.items():
+        if kind != "naive":
+            d = k.get("during_fault") or k
+            t.add_row(
+                f"{kind} clients{' during the fault' if k.get('during_fault') else ''}: requests / failed / degraded",
+                f"{d['requests']} / {d['errors']} / {d['degraded']} (p99 {d['p99_ms'] or 0:.1f} ms, "
+                f"{d['extra_requests']} extra requests)",
+            )
     fo = rep.get("rto") if (rep.get("rto") or {}).get("kind") == "failover" else None
     if fo:
         t.add_row(
