@@ -341,10 +341,19 @@ def verify_step() -> Step:
     )
 
 
+# Brownout faults seen first by an ALB alarm (drills.brownout): detection is the alarm's, not the endpoint check's.
+ALARM_DETECTED = ("errors", "latency", "bandwidth")
+
+
 def predicted_rto(ctx: PlanContext) -> dict[str, float]:
-    """RTO predicted from config: detection (interval x threshold) + Route 53 acting on it + record TTL."""
+    """RTO predicted from config: detection + Route 53 acting on it + record TTL. Detection is the endpoint check's
+    interval x threshold, or for a fault only an ALB alarm sees (ALARM_DETECTED) the alarm's worst case: the fault's
+    own first period, which may not breach, then `datapoints_to_alarm` breaching periods."""
     g = ctx.fleet.glob
     det = g.health_check.request_interval * g.health_check.failure_threshold
+    if ctx.params.fault.partition("=")[0] in ALARM_DETECTED:
+        a = g.health_alarms
+        det = a.period_seconds * (a.datapoints_to_alarm + 1)
     parts = {"detection": float(det), "dns_change": float(ctx.params.dns_propagation_seconds), "ttl": float(g.ttl)}
     parts["total"] = sum(parts.values())
     return parts

@@ -100,6 +100,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
+class _SubKeyRule(ValueError):
+    """A rule that spans fields, broken by `key` below the field being validated: `parse` reports that key and its
+    value (`health_alarms.latency_ms = 300`) instead of the whole block the validator was given."""
+
+    def __init__(self, key: str, value: Any, rule: str):
+        self.key, self.value, self.rule = key, value, rule
+        super().__init__(rule)
+
+
 _T = TypeVar("_T")
 
 
@@ -684,6 +693,62 @@ class HealthCheck(_Strict):
         return v
 
 
+# CloudWatch evaluates an alarm over at most one day of periods (period x evaluation periods).
+CLOUDWATCH_EVALUATION_SECONDS = 86_400
+
+
+class HealthAlarms(_Strict):
+    """The CloudWatch alarms on each region's load balancer that its Route 53 metric checks follow (infra/health.py):
+    the 5xx ratio above `error_ratio`, and the mean target response time above `latency_ms`.
+
+    M of N, with hysteresis: an alarm goes to ALARM when `datapoints_to_alarm` of the last `evaluation_periods`
+    periods breach, and back to OK only when none of them does. With the defaults (1 of 2 one-minute periods) the
+    first bad minute takes the region out of DNS, and it returns only after two clean minutes in a row: quick to drain,
+    slow to come back, so a fault that comes and goes holds the region out instead of flapping it in and out of DNS.
+    One bad minute plus the record's TTL fits the RTO objective (120 s in prod). False alarms are kept off by
+    thresholds far from normal operation (errors near 0, a mean well under the p99 objective), not by waiting longer."""
+
+    period_seconds: int = Field(default=60, ge=60)
+    evaluation_periods: int = Field(default=2, ge=1)
+    datapoints_to_alarm: int = Field(default=1, ge=1)
+    # 5xx answers (the targets' and the load balancer's own) over requests, in one period.
+    error_ratio: float = Field(default=0.01, gt=0)
+    # The mean TargetResponseTime of the stable Triton target group, in one period; below objectives.p99_ms
+    # (GlobalConfig checks it): Route 53 cannot follow a p99 alarm, so the mean stands in for it.
+    latency_ms: float = Field(default=100, gt=0)
+
+    @field_validator("period_seconds")
+    @classmethod
+    def _whole_minutes(cls, v: int) -> int:
+        if v % 60:
+            raise ValueError("rule: a multiple of 60 (the load balancer publishes its metrics once a minute)")
+        return v
+
+    @field_validator("error_ratio")
+    @classmethod
+    def _ratio(cls, v: float) -> float:
+        if v >= 1:
+            raise ValueError(f"rule: error_ratio < 1 (a ratio is at most 1: a threshold of {v:g} never alarms)")
+        return v
+
+    @model_validator(mode="after")
+    def _m_of_n(self) -> HealthAlarms:
+        if self.datapoints_to_alarm > self.evaluation_periods:
+            raise _SubKeyRule(
+                "datapoints_to_alarm",
+                self.datapoints_to_alarm,
+                f"rule: at most evaluation_periods ({self.evaluation_periods}): CloudWatch refuses M of N with M > N",
+            )
+        if self.period_seconds * self.evaluation_periods > CLOUDWATCH_EVALUATION_SECONDS:
+            raise _SubKeyRule(
+                "evaluation_periods",
+                self.evaluation_periods,
+                f"rule: evaluation_periods x period_seconds ({self.period_seconds}) at most "
+                f"{CLOUDWATCH_EVALUATION_SECONDS} s (CloudWatch evaluates an alarm over one day at most)",
+            )
+        return self
+
+
 class Zone(_Strict):
     name: str = Field(pattern=r"^([a-z0-9-]+\.)+[a-z]{2,}$")
     zone_id: str | None = Field(default=None, pattern=r"^Z[A-Z0-9]{4,32}$")  # existing zone; else created
@@ -768,6 +833,8 @@ class GlobalConfig(_Strict):
     alarm_email: str | None = None  # absent: no email subscription; present: an address (null and "" are refused)
     capacity: Capacity
     objectives: Objectives = Objectives()
+    # After `objectives`: its validator reads objectives.p99_ms, and runs on the default too (a lowered objective).
+    health_alarms: HealthAlarms = Field(default=HealthAlarms(), validate_default=True)
     release: Release = Release()
 
     @property
@@ -780,6 +847,19 @@ class GlobalConfig(_Strict):
         # Runs only when the key is given: absent, the default None means no subscription.
         if v is None or not _EMAIL.fullmatch(v):
             raise ValueError("rule: an email address (name@domain.tld) for the alarm topic; leave the key out for none")
+        return v
+
+    @field_validator("health_alarms")
+    @classmethod
+    def _latency_below_the_objective(cls, v: HealthAlarms, info: ValidationInfo) -> HealthAlarms:
+        objectives = info.data.get("objectives")
+        if objectives is not None and v.latency_ms >= objectives.p99_ms:
+            raise _SubKeyRule(
+                "latency_ms",
+                v.latency_ms,
+                f"rule: below objectives.p99_ms ({objectives.p99_ms:g} ms): the mean that drains a region must sit "
+                "under the p99 users are promised, or most requests are slower than the objective before DNS moves",
+            )
         return v
 
     @field_validator("release")
@@ -827,6 +907,11 @@ def parse(stack: str, values: dict[str, Any]) -> RegionConfig | GlobalConfig:
     except ValidationError as e:
         err = e.errors()[0]
         rule = str(err["msg"]).removeprefix("Value error, ")
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, _SubKeyRule):
+            given = err.get("input")  # the value as the stack file writes it (300, not the validated 300.0)
+            value = given.get(cause.key, cause.value) if isinstance(given, Mapping) else cause.value
+            raise ConfigError(stack, f"{_key(err['loc'])}.{cause.key}", value, cause.rule) from None
         if err["type"] == "missing":
             raise ConfigError(stack, _key(err["loc"]), _MISSING, "rule: required key") from None
         elif err["type"] == "extra_forbidden":

@@ -1,5 +1,6 @@
-"""The global stack (`<env>-global`): DNS failover across the environment's regions, artifact replication
-between their buckets, and the alarms on both.
+"""The global stack (`<env>-global`): DNS failover across the environment's regions (each region's health: shallow,
+deep and load-balancer metric checks combined by a calculated check, infra/health.py), artifact replication between
+their buckets, and the alarms on both.
 
 It reads each regional stack's outputs through a StackReference and validates them against
 infra.outputs.RegionalOutputs, so a regional stack that was never deployed, or exports something else,
@@ -14,7 +15,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.catalog import REGIONS
-from infra.components.alarms import Alerting, AlertingArgs
+from infra.components.alarms import AlbDimensions, Alerting, AlertingArgs, EdgeAlarms, EdgeAlarmsArgs
 from infra.components.dns import DnsFailover, DnsFailoverArgs, RegionEndpoint
 from infra.components.replication import ArtifactReplication, ReplicatedBucket, ReplicationArgs, account_from_kms_arns
 from infra.config import PROJECT, GlobalConfig
@@ -61,6 +62,7 @@ class GlobalStack:
     dns: DnsFailover
     replication: ArtifactReplication
     alerting: Alerting
+    edge_alarms: EdgeAlarms
 
 
 def declare_global(stack: str, cfg: GlobalConfig) -> GlobalStack:
@@ -75,6 +77,15 @@ def declare_global(stack: str, cfg: GlobalConfig) -> GlobalStack:
 
     def field(r: str, name: str) -> pulumi.Output[str]:
         return outputs[r].apply(lambda o: getattr(o, name))
+
+    albs = {r: AlbDimensions(field(r, "lb_arn_suffix"), field(r, "target_group_arn_suffix")) for r in regions}
+    # Before the DNS: each region's metric checks name these alarms, and Route 53 refuses a check on an alarm that does
+    # not exist yet (the alarm's name, an output, orders the two).
+    edge_alarms = EdgeAlarms(
+        "edge-alarms",
+        EdgeAlarmsArgs(env=cfg.env, load_balancers=albs, config=cfg.health_alarms, tags=tags),
+        providers=providers,
+    )
 
     dns = DnsFailover(
         "dns",
@@ -92,6 +103,7 @@ def declare_global(stack: str, cfg: GlobalConfig) -> GlobalStack:
                     field(r, "lb_zone_id"),
                     weight=cfg.routing.regions[r].weight,
                     failover=cfg.routing.regions[r].failover,
+                    alarm_names={k: a.name for k, a in edge_alarms.alarms[r].items()},
                 )
                 for r in regions
             ],
@@ -119,6 +131,9 @@ def declare_global(stack: str, cfg: GlobalConfig) -> GlobalStack:
             health_checks={r: hc.id for r, hc in dns.health_checks.items()},
             replication_rules=replication.rules,
             replication_latency_threshold_seconds=cfg.replication_latency_alarm_seconds,
+            load_balancers=albs,
+            health_alarms=cfg.health_alarms,
+            p99_ms=cfg.objectives.p99_ms,
             email=cfg.alarm_email,
             tags=tags,
         ),
@@ -130,11 +145,15 @@ def declare_global(stack: str, cfg: GlobalConfig) -> GlobalStack:
     pulumi.export("zone_id", dns.zone_id)
     pulumi.export("routing_mode", cfg.routing.mode)
     pulumi.export("weights", cfg.routing.weights())
+    # region -> the record's (calculated) check; its children by kind (infra.health.CHILD_KINDS); the load-balancer
+    # alarms they follow by kind (infra.health.ALARM_KINDS)
     pulumi.export("health_check_ids", {r: hc.id for r, hc in dns.health_checks.items()})
+    pulumi.export("health_check_children", {r: {k: c.id for k, c in x.items()} for r, x in dns.children.items()})
+    pulumi.export("health_alarm_names", {r: {k: a.name for k, a in x.items()} for r, x in edge_alarms.alarms.items()})
     pulumi.export("record_set_identifiers", regions)
     # region -> its plain name (`<record>-<region short>.<zone>`): what resilient clients resolve to pick a region
     pulumi.export("regional_fqdns", dict(dns.regional_fqdns))
     pulumi.export("replication_role_arn", replication.role.arn)
     pulumi.export("alarm_topic_arns", {r: t.arn for r, t in alerting.topics.items()})
     pulumi.export("regional_stacks", {r: regional_stack_name(cfg.env, r) for r in regions})
-    return GlobalStack(providers, outputs, dns, replication, alerting)
+    return GlobalStack(providers, outputs, dns, replication, alerting, edge_alarms)

@@ -4,7 +4,8 @@ ARCHITECTURE.md lists them; this module is their single implementation, used thr
   1. `refuse_global(stack, cfg)`: the global program refuses a stack that is wrong on its own before it
      declares anything (defence in depth behind infra.config's routing validation);
   2. `fleet_findings(env)`: `python -m infra.plan` reports fleet-level findings;
-  3. `infra/policy/validators.py` calls `record_findings`, `capacity_findings`, ... at `pulumi preview`.
+  3. `infra/policy/validators.py` calls `record_findings`, `health_findings`, `capacity_findings`, ... at
+     `pulumi preview`.
 
 Every check returns `Finding`s rather than raising, so one run reports every problem at once.
 """
@@ -21,6 +22,17 @@ from typing import Any, Literal
 from infra.capacity import n_plus_one, shortfall_text
 from infra.config import ROOT, STACKS_DIR, ConfigError, Fleet, GlobalConfig, load_fleet
 from infra.engines import Available, coverage
+from infra.health import (
+    ALARM_KINDS,
+    CALCULATED,
+    CHECK_TAG,
+    CHILD_HEALTH_THRESHOLD,
+    CHILD_KINDS,
+    DEEP,
+    DEEP_HEALTH_OK,
+    REGION_TAG,
+    SHALLOW,
+)
 from model_build.manifest import MANIFEST, Manifest, ManifestError, parse_manifest
 
 ERROR: Literal["error"] = "error"
@@ -34,6 +46,9 @@ MANIFEST_ENV = "RECO_DR_MANIFEST"  # overrides the default path (CI points it at
 ROUTE53_METRICS_REGION = "us-east-1"
 
 RECORD_TYPE = "aws:route53/record:Record"
+HEALTH_CHECK_TYPE = "aws:route53/healthCheck:HealthCheck"
+# The Route 53 type each child of a region's calculated check must have, by its `check` tag (infra/health.py).
+CHILD_TYPES = {SHALLOW: "HTTPS", DEEP: "HTTPS_STR_MATCH", **dict.fromkeys(ALARM_KINDS, "CLOUDWATCH_METRIC")}
 
 
 @dataclass(frozen=True)
@@ -201,6 +216,76 @@ def record_findings(resources: Iterable[Mapping], sets: bool = True) -> list[Fin
                         f"failover record set {rname} needs exactly one PRIMARY record, got {prim or 'none'}",
                     )
                 )
+    return out
+
+
+def health_findings(resources: Iterable[Mapping]) -> list[Finding]:
+    """Over declared resources ({type, name, urn, props|inputs, property_dependencies}): every weighted/failover record
+    carries its own region's CALCULATED check, which needs every child (child_health_threshold CHILD_HEALTH_THRESHOLD)
+    and whose children are one check of each CHILD_KINDS of that region (by their `region` and `check` tags), each of
+    its type (CHILD_TYPES; the deep one matching DEEP_HEALTH_OK). Checks are linked through the property
+    dependencies (input name -> URNs), as the engine hands them to a policy pack and infra.mocks records them: during
+    a preview the ids of new checks are unknown, their URNs never are."""
+    res = list(resources)
+
+    def props(r: Mapping) -> Mapping:
+        return r["props"] if r.get("props") is not None else r.get("inputs") or {}
+
+    def deps(r: Mapping, key: str) -> list[Mapping]:
+        urns = (r.get("property_dependencies") or {}).get(key) or []
+        return [c for c in res if c.get("type") == HEALTH_CHECK_TYPE and c.get("urn") in urns]
+
+    def tag(check: Mapping, key: str) -> Any:
+        return (check.get("tags") or {}).get(key)
+
+    def fits(child: Mapping, region: Any) -> bool:
+        kind = tag(child, CHECK_TAG)
+        return (
+            tag(child, REGION_TAG) == region
+            and child.get("type") == CHILD_TYPES.get(kind)
+            and (kind != DEEP or child.get("searchString") == DEEP_HEALTH_OK)
+        )
+
+    out: list[Finding] = []
+    for rec in res:
+        p = props(rec)
+        if rec.get("type") != RECORD_TYPE or not _get(p, "weightedRoutingPolicies", "failoverRoutingPolicies"):
+            continue
+        name, region = str(rec.get("name")), _get(p, "setIdentifier")
+        calcs = deps(rec, "healthCheckId")
+        calc = props(calcs[0]) if len(calcs) == 1 else {}
+        if calc.get("type") != "CALCULATED" or tag(calc, CHECK_TAG) != CALCULATED or tag(calc, REGION_TAG) != region:
+            out.append(
+                Finding(
+                    "health.calculated",
+                    ERROR,
+                    f"record {name} does not carry the CALCULATED check of its region {region} declared in this stack "
+                    "(a child or another region's check would leave the region's other evidence out)",
+                )
+            )
+            continue
+        if calc.get("childHealthThreshold") != CHILD_HEALTH_THRESHOLD:
+            out.append(
+                Finding(
+                    "health.threshold",
+                    ERROR,
+                    f"record {name}: its check's child_health_threshold {calc.get('childHealthThreshold')} lets a "
+                    f"failing child keep {region} in DNS (needs {CHILD_HEALTH_THRESHOLD}: every child)",
+                )
+            )
+        kids = [props(k) for k in deps(calcs[0], "childHealthchecks")]
+        kinds = sorted(str(tag(k, CHECK_TAG)) for k in kids)
+        wrong = sorted(str(tag(k, CHECK_TAG)) for k in kids if not fits(k, region))
+        if kinds != sorted(CHILD_KINDS) or wrong:
+            out.append(
+                Finding(
+                    "health.children",
+                    ERROR,
+                    f"record {name}: its check's children must be one check of {region} per kind, of its type "
+                    f"{CHILD_TYPES} (the deep one matching {DEEP_HEALTH_OK!r}); got kinds {kinds}"
+                    + (f", wrong: {wrong}" if wrong else ""),
+                )
+            )
     return out
 
 

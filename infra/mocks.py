@@ -11,7 +11,8 @@ Public API (used by infra.plan, the tests, and the global stack's tests):
     with `.plan` attached (whose `.resources` is empty: nothing is declared before the config is valid).
 - `ResourceRecord`: `type`, `name`, `urn`, `id`, `inputs`, `state`, `provider` (the provider reference
   `<urn>::<id>`, or None when the resource would use a default provider), `custom`, `options` (ignore_changes,
-  retain_on_delete, depends_on names... as declared) and `.parent_type`.
+  retain_on_delete, depends_on names... as declared), `property_dependencies` (input name -> URNs of the resources
+  its value came from, as the engine hands them to a policy pack) and `.parent_type`.
   `Plan.provider_of(record)` returns the provider's own record (for its `region` input, say).
 - `regional_outputs(stack) -> dict`: the outputs a regional stack exports, computed from its config file with
   the same naming functions and the same mock identifiers the program gets, valid under
@@ -22,7 +23,8 @@ Public API (used by infra.plan, the tests, and the global stack's tests):
   getAvailabilityZones, getPartition, getRegion, iam getPolicyDocument; `register_call(token, fn)` adds an
   answer for another (fn(args: dict, region: str) -> dict); an unknown invoke fails loudly.
 - Constants and helpers: `ACCOUNT_ID` ("123456789012"), `ALB_ZONE_IDS` / `NLB_ZONE_IDS` (region -> ELB hosted
-  zone id), `lb_dns_name(name, region, type)`, `lb_zone_id(region, type)`, `kms_key_arn(region, seed)`.
+  zone id), `lb_dns_name(name, region, type)`, `lb_zone_id(region, type)`, `lb_arn_suffix(stack, resource, name)`,
+  `target_group_arn_suffix(stack, resource, name)`, `kms_key_arn(region, seed)`.
 - `Plan` helpers: `of_type(type)`, `one(type, name=None)`, `provider_of(record)`, `counts()`.
 """
 
@@ -94,6 +96,7 @@ class ResourceRecord:
     provider: str | None
     custom: bool
     options: dict = field(default_factory=dict)  # ignore_changes, retain_on_delete, protect as declared
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)  # input -> URNs its value came from
 
     @property
     def parent_type(self) -> str | None:
@@ -194,6 +197,21 @@ def lb_dns_name(lb_name: str, region: str, lb_type: str = "application") -> str:
 
 def lb_zone_id(region: str, lb_type: str = "application") -> str:
     return (NLB_ZONE_IDS if lb_type == "network" else ALB_ZONE_IDS)[region]
+
+
+LOAD_BALANCER = "aws:lb/loadBalancer:LoadBalancer"
+TARGET_GROUP = "aws:lb/targetGroup:TargetGroup"
+
+
+def lb_arn_suffix(stack: str, resource: str, lb_name: str, lb_type: str = "application") -> str:
+    """The ARN suffix (CloudWatch's `LoadBalancer` dimension) these mocks give load balancer `resource` of `stack`."""
+    kind = "app" if lb_type == "application" else "net"
+    return f"{kind}/{lb_name}/{_hex(f'{stack}/{LOAD_BALANCER}/{resource}', 16)}"
+
+
+def target_group_arn_suffix(stack: str, resource: str, tg_name: str) -> str:
+    """The ARN suffix (CloudWatch's `TargetGroup` dimension) these mocks give target group `resource` of `stack`."""
+    return f"targetgroup/{tg_name}/{_hex(f'{stack}/{TARGET_GROUP}/{resource}', 16)}"
 
 
 CallFn = Callable[[dict, str], dict]
@@ -356,6 +374,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 args.provider or None,
                 bool(args.custom),
                 self._options.get((typ, name), {}),
+                getattr(_current, "property_dependencies", {}),
             )
         )
         return rid, state
@@ -482,23 +501,24 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 f"arn:aws:eks:{region}:{acct}:addon/{inputs.get('clusterName')}/{inputs.get('addonName')}/{_uuid(seed)}"
             )
             s.setdefault("addonVersion", "v0.0.0-eksbuild.1")
-        elif typ == "aws:lb/loadBalancer:LoadBalancer":
+        elif typ == LOAD_BALANCER:
             lbtype = inputs.get("loadBalancerType", "application")
             lname = inputs.get("name") or f"{name[:23]}-{h8}"
-            kind = "app" if lbtype == "application" else "net"
-            arn = f"arn:aws:elasticloadbalancing:{region}:{acct}:loadbalancer/{kind}/{lname}/{_hex(seed, 16)}"
+            suffix = lb_arn_suffix(self.stack, name, lname, lbtype)
+            arn = f"arn:aws:elasticloadbalancing:{region}:{acct}:loadbalancer/{suffix}"
             rid = arn
             s.update(
                 name=lname,
                 dnsName=lb_dns_name(lname, region, lbtype),
                 zoneId=lb_zone_id(region, lbtype),
-                arnSuffix=arn.split(":loadbalancer/")[1],
+                arnSuffix=suffix,
             )
-        elif typ == "aws:lb/targetGroup:TargetGroup":
+        elif typ == TARGET_GROUP:
             tname = inputs.get("name") or f"{name[:23]}-{h8}"
-            arn = f"arn:aws:elasticloadbalancing:{region}:{acct}:targetgroup/{tname}/{_hex(seed, 16)}"
+            suffix = target_group_arn_suffix(self.stack, name, tname)
+            arn = f"arn:aws:elasticloadbalancing:{region}:{acct}:{suffix}"
             rid = arn
-            s.update(name=tname, arnSuffix=arn.split(":", 5)[5])
+            s.update(name=tname, arnSuffix=suffix)
         elif typ == "aws:lb/listener:Listener":
             arn = (
                 f"arn:aws:elasticloadbalancing:{region}:{acct}:listener/app/{name}/"
@@ -544,10 +564,11 @@ class _RecordingMonitor(pulumi_runtime.MockMonitor):
         _current.urn = (
             None if request.type == "pulumi:pulumi:Stack" else self.make_urn(request.parent, request.type, request.name)
         )
+        _current.property_dependencies = {k: list(v.urns) for k, v in request.propertyDependencies.items() if v.urns}
         try:
             return super().RegisterResource(request)
         finally:
-            _current.urn = None
+            _current.urn, _current.property_dependencies = None, {}
 
 
 # ------------------------------------------------------------------ running a program
@@ -591,7 +612,7 @@ def regional_outputs(stack: str, stacks_dir: Path = STACKS_DIR) -> dict:
     from infra.components.artifacts import bucket_name
     from infra.components.cluster import cluster_name
     from infra.config import RegionConfig, load_stack
-    from infra.names import lb_name
+    from infra.names import lb_name, target_group_name
     from infra.regional import gpu_pool_outputs
 
     cfg = load_stack(stack, stacks_dir)
@@ -603,6 +624,8 @@ def regional_outputs(stack: str, stacks_dir: Path = STACKS_DIR) -> dict:
         "cluster_name": cluster_name(stack),
         "lb_dns_name": lb_dns_name(lname, cfg.region),
         "lb_zone_id": lb_zone_id(cfg.region),
+        "lb_arn_suffix": lb_arn_suffix(stack, LB_RESOURCE, lname),
+        "target_group_arn_suffix": target_group_arn_suffix(stack, TARGET_GROUP_RESOURCE, target_group_name(stack)),
         "bucket_name": bucket_name(stack, ACCOUNT_ID),
         "bucket_arn": f"arn:aws:s3:::{bucket_name(stack, ACCOUNT_ID)}",
         "kms_key_arn": kms_key_arn(cfg.region, f"{stack}/aws:kms/key:Key/{ARTIFACT_KEY_NAME}"),
@@ -620,3 +643,5 @@ def regional_outputs(stack: str, stacks_dir: Path = STACKS_DIR) -> dict:
 
 
 ARTIFACT_KEY_NAME = "artifacts-key"  # regional.py's ArtifactBucket("artifacts") names its key "<name>-key"
+# regional.py's TritonLoadBalancer("ingress") names its ALB "<name>-alb" and its stable target group "<name>-triton".
+LB_RESOURCE, TARGET_GROUP_RESOURCE = "ingress-alb", "ingress-triton"

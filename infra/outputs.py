@@ -37,6 +37,10 @@ class RegionalOutputs(BaseModel):
     cluster_name: str
     lb_dns_name: str = Field(min_length=1)
     lb_zone_id: str = Field(pattern=r"^Z[A-Z0-9]{4,32}$")
+    # CloudWatch dimensions of the global stack's ALB alarms (infra/health.py): `LoadBalancer` (app/<name>/<id>) and
+    # `TargetGroup` of the stable Triton target group (targetgroup/<name>/<id>).
+    lb_arn_suffix: str = Field(pattern=r"^app/[A-Za-z0-9-]{1,32}/[0-9a-f]{16}$")
+    target_group_arn_suffix: str = Field(pattern=r"^targetgroup/[A-Za-z0-9-]{1,32}/[0-9a-f]{16}$")
     bucket_name: str = Field(min_length=3)
     bucket_arn: str = Field(pattern=r"^arn:aws:s3:::[a-z0-9.\-]{3,63}$")
     kms_key_arn: str = Field(pattern=r"^arn:aws:kms:[a-z0-9-]+:\d{12}:key/.+$")

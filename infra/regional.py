@@ -165,15 +165,12 @@ def declare_regional(stack: str, cfg: RegionConfig) -> None:
         provider,
     )
 
-    # The controller registers pods in the canary target group too while a canary runs (IAM takes a list of
-    # resources); without one the policy names the stable group alone, as before.
-    registrar = (
-        lb.target_group.arn.apply(target_registrar_policy)
-        if lb.canary_target_group is None
-        else pulumi.Output.all(lb.target_group.arn, lb.canary_target_group.arn).apply(
-            lambda a: target_registrar_policy(list(a))
-        )
-    )
+    # The controller registers pods in the stable and the deep-health target groups, and in the canary target group
+    # too while a canary runs (IAM takes a list of resources).
+    registered = [lb.target_group, lb.deep_health_target_group]
+    if lb.canary_target_group is not None:
+        registered.append(lb.canary_target_group)
+    registrar = pulumi.Output.all(*(tg.arn for tg in registered)).apply(lambda a: target_registrar_policy(list(a)))
     lbc_role = irsa("lb-controller", "kube-system", LBC_SA, registrar)
     ca_role = irsa("cluster-autoscaler", "kube-system", CA_SA, cluster.name.apply(node_autoscaler_policy))
     addon_args = AddonArgs(
@@ -207,6 +204,7 @@ def declare_regional(stack: str, cfg: RegionConfig) -> None:
             bucket_name=artifacts.name,
             role_arn=reader.arn,
             target_group_arn=lb.target_group.arn,
+            deep_health_target_group_arn=lb.deep_health_target_group.arn,
             canary_target_group_arn=lb.canary_target_group.arn if lb.canary_target_group is not None else None,
         ),
         kube,
@@ -239,6 +237,8 @@ def declare_regional(stack: str, cfg: RegionConfig) -> None:
         "cluster_name": cluster.name,
         "lb_dns_name": lb.dns_name,
         "lb_zone_id": lb.zone_id,
+        "lb_arn_suffix": lb.arn_suffix,
+        "target_group_arn_suffix": lb.target_group.arn_suffix,
         "bucket_name": artifacts.name,
         "bucket_arn": artifacts.arn,
         "kms_key_arn": artifacts.key_arn,

@@ -67,9 +67,10 @@ class CompositeFaults:
         self.kinds = tuple(self._by_kind)
 
     def _get(self, kind: str) -> Any:
-        if kind not in self._by_kind:
+        base = kind.partition("=")[0]  # a kind with its value (region-brownout's errors=0.3) goes by its name
+        if base not in self._by_kind:
             raise LookupError(f"fault {kind!r} is not offered by this backend (it offers {', '.join(self.kinds)})")
-        return self._by_kind[kind]
+        return self._by_kind[base]
 
     def prepare(self, region: str, kind: str) -> dict:
         return self._get(kind).prepare(region, kind)

@@ -153,7 +153,11 @@ class AwsFleetView:
                 replication_backlog=backlog,
                 replication_lag_seconds=lag,
                 config=live_cfg,
-                health_check=self._health_check(r53, (g_out.get("health_check_ids") or {}).get(r)),
+                # The shallow check: the one whose configuration the stack's `health_check` declares (the record
+                # carries the calculated check over it and the deep and metric checks, infra/health.py).
+                health_check=self._health_check(
+                    r53, ((g_out.get("health_check_children") or {}).get(r) or {}).get("shallow")
+                ),
             )
         return FleetSnapshot(self.env, regions)
 

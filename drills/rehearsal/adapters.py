@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from drills import brownout
 from drills.adapters.base import Backend
 from drills.adapters.capacity import EksCapacity
 from drills.adapters.faults import CompositeFaults, HealthCheckInversion
@@ -235,34 +236,45 @@ FAULT_MODES = {"triton-down": "kill", "triton-stall": "stall", "triton-unload": 
 
 
 class WorldFaults:
-    """Data-plane faults on a region's Triton process; nothing here calls Route 53 or changes a stack.
+    """Data-plane faults on a region; nothing here calls Route 53 or changes a stack.
 
     triton-down   SIGKILL the server (a crash: connections refused) -- the AWS adapter scales the pods to 0
     triton-stall  SIGSTOP its process group (a hang: requests and health probes time out)
     triton-unload unload the model (a gray failure: readiness blips, inference fails; Route 53 may not notice)
+    drills.brownout's kinds (region-brownout, `KIND[=VALUE]`): the network ones on the region's load-balancer model's
+    data path (world.degrade), `unload` as triton-unload.
     Every injection and clearing is recorded with its wall time (`events`): the client-side RTO starts there.
     """
 
-    kinds = tuple(FAULT_MODES)
+    kinds = (*FAULT_MODES, *brownout.KINDS)
 
     def __init__(self, world: World):
         self.world = world
         self.events: list[dict] = []
 
     def prepare(self, region: str, kind: str) -> dict:
-        return {"mode": FAULT_MODES[kind], "state_before": self.world.triton_state().get(region)}
+        if kind in FAULT_MODES:
+            return {"mode": FAULT_MODES[kind], "state_before": self.world.triton_state().get(region)}
+        f = brownout.parse(kind)
+        if f.kind in brownout.NETWORK:
+            return {"mode": "network", "fault": f.lb()}
+        return {"mode": "unload", "state_before": self.world.triton_state().get(region)}
 
     def inject(self, region: str, kind: str, handle: dict) -> None:
-        t = self.world.fail_region(region, FAULT_MODES[kind])
+        if handle["mode"] == "network":
+            t = self.world.degrade(region, handle["fault"])
+        else:
+            t = self.world.fail_region(region, handle["mode"])
         self.events.append({"event": "inject", "region": region, "kind": kind, "wall": t})
 
     def clear(self, region: str, kind: str, handle: dict) -> None:
         # Safe to repeat and after a crash mid-inject: restoring a ready region does nothing.
         t = time.time()
-        if self.world.triton_state().get(region) not in ("ready", None):
+        ready_s = 0.0
+        if handle.get("mode") == "network":
+            self.world.degrade(region, None)
+        elif self.world.triton_state().get(region) not in ("ready", None):
             ready_s = self.world.restore_region(region)
-        else:
-            ready_s = 0.0
         self.events.append({"event": "clear", "region": region, "kind": kind, "wall": t, "ready_s": round(ready_s, 3)})
 
 
@@ -295,7 +307,8 @@ def make_backend(
         probes, closers = release.probes, [release.probes.stop]
     else:
         probes = TritonHttpProbe(
-            {r: t.url for r, t in world.serving.servers().items()},
+            # each region through its load balancer, as the drills probe a region on AWS
+            {r: f"http://{world.region_ip[r]}:{world.ports['http']}" for r in world.regions},
             world.traffic.model,
             clock,
             DnsClients.for_world(world, seed),

@@ -20,9 +20,33 @@ Stand-in substitution: the rehearsal's CPU Triton serves the python-backend `<mo
 the ONNX fallback (its stack copy declares it for every capability), so the table the child routes by names `_py`
 wherever infra.names.edge_routes names `<model>_onnx` (`rehearsal_routes`); the TensorRT routes are kept.
 
+The deep-health rule (`AlbProcess(deep_health_port=...)`, with the model's edge only): a GET of exactly
+infra.health.DEEP_HEALTH_PATH goes to a stable target's address at the deep-health sidecar's port, as the listener
+rule at DEEP_HEALTH_PRIORITY (after the header pins and guard, before the edge routes) forwards it to the deep
+target group. Those requests are no track's traffic: `counts()` leaves them out (it is the users' split).
+
 Weighted forward in the child (unchanged from the in-process model): the canary with probability weight/100 when
 it has targets, else stable; a request that reached no server (connection refused/reset: a pod that just died)
 goes to another target; a timeout is not retried.
+
+Faults (`fault(region, {...})`, one per region at a time, None clears): gray failures on the region's data path
+between the listener and its targets, where AWS FIS's aws:eks:pod-network-* actions inject them (the pods' network),
+so they hit every request the listener forwards, users' and health checkers' (shallow and deep) alike, while the
+listener's own answers (403/404 at the edge) stay unaffected, as they do on AWS. Per forwarded request, drawn from
+the child's seeded RNG (a run is reproducible for the same request order):
+  errors     a fraction answered 502 by the load balancer, no target reached;
+  latency    a delay drawn from N(ms, jitter_ms) clipped at 0 before forwarding; it counts in the target time;
+  loss       a fraction held unanswered until the load balancer's `timeout`, then the connection is closed;
+  blackhole  every request held so (the region unreachable);
+  reset      a fraction of connections reset (RST) unanswered;
+  bandwidth  the target's response body paced at bytes_per_s; the target time (to its first byte, as the ALB's
+             TargetResponseTime) does not see it, the client does.
+
+The request log (`requests(since)`), for the CloudWatch model (drills/rehearsal/cloudwatch.py, `requests_from_log`):
+one entry per request any listener handled, forwarded or answered by the load balancer itself, as [wall time of
+arrival (time.time()), region, status the load balancer counted, target response time in ms or None when no target
+answered, path]. The status counted is the one the client got, except that a held request (loss, blackhole) counts
+504 at its arrival (an ALB whose target never answers returns 504 after its timeout) and a reset counts 502.
 """
 
 from __future__ import annotations
@@ -31,19 +55,24 @@ import contextlib
 import http.client
 import ipaddress
 import json
+import math
 import random
 import re
 import signal
+import socket
+import struct
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from drills.rehearsal.procs import announce, start_announcing
+from infra.health import DEEP_HEALTH_PATH
 from infra.names import CANARY, STABLE, TRACK_HEADER, edge_routes, pin_paths, triton_models
 
 if TYPE_CHECKING:
@@ -51,10 +80,11 @@ if TYPE_CHECKING:
 
 
 # ---------------------------------------------------------------- the edge's table, stand-in substituted
-def rehearsal_routes(model_name: str) -> dict[str, Any]:
+def rehearsal_routes(model_name: str, deep_health_port: int | None = None) -> dict[str, Any]:
     """The listener rules the child applies, as JSON: {"routes": [[method, [patterns]]], "pin_paths": [patterns]},
     from infra.names.edge_routes / pin_paths with the ONNX fallback's name replaced by the python-backend stand-in
-    the rehearsal serves in its place (`<model>_onnx` -> `<model>_py`)."""
+    the rehearsal serves in its place (`<model>_onnx` -> `<model>_py`); with `deep_health_port`, also
+    "deep_health": {"path": infra.health.DEEP_HEALTH_PATH, "port": the sidecar's port on each target}."""
     names = triton_models(model_name)
 
     onnx = re.compile(rf"(?<=/){re.escape(names['onnx'])}(?=/|$)")
@@ -63,10 +93,13 @@ def rehearsal_routes(model_name: str) -> dict[str, Any]:
         return onnx.sub(names["python"], path)
 
     routes = sorted(edge_routes(model_name).values())
-    return {
+    table: dict[str, Any] = {
         "routes": [[r.method, [sub(p) for p in r.paths]] for r in routes],
         "pin_paths": [sub(p) for p in pin_paths(model_name)],
     }
+    if deep_health_port is not None:
+        table["deep_health"] = {"path": DEEP_HEALTH_PATH, "port": int(deep_health_port)}
+    return table
 
 
 def _pattern(path: str) -> re.Pattern[str]:
@@ -74,19 +107,26 @@ def _pattern(path: str) -> re.Pattern[str]:
     return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in path))
 
 
+FORWARD, DEEP = "forward", "deep-health"
+
+
 class Edge:
-    """The listener's decision for one request: ("forward", track or None for weighted), or (status, message)."""
+    """The listener's decision for one request: (FORWARD, track or "" for weighted), (DEEP, "") for the deep-health
+    rule (a stable target at `deep_port`), or (status, message)."""
 
     def __init__(self, table: dict[str, Any] | None, tooling_cidrs: Sequence[str]):
         self.filtered = table is not None
         self.routes = [(m, [_pattern(p) for p in ps]) for m, ps in (table or {}).get("routes", [])]
         self.pins = [_pattern(p) for p in (table or {}).get("pin_paths", [])]
         self.tooling = [ipaddress.ip_network(c, strict=False) for c in tooling_cidrs]
+        deep = (table or {}).get("deep_health")
+        self.deep_path: str | None = deep["path"] if deep else None
+        self.deep_port: int | None = int(deep["port"]) if deep else None
 
     def decide(self, method: str, target: str, track: str | None, source: str, canary: bool) -> tuple[Any, str]:
         path = target.split("?", 1)[0]
         if not self.filtered:
-            return "forward", track or ""
+            return FORWARD, track or ""
         if track is not None:
             pinned = (
                 canary
@@ -95,17 +135,57 @@ class Edge:
                 and any(ipaddress.ip_address(source) in n for n in self.tooling)
             )
             if pinned:
-                return "forward", track.lower()
+                return FORWARD, track.lower()
             return 403, f"{TRACK_HEADER} is honoured only from the release tooling's addresses\n"
+        if method == "GET" and path == self.deep_path:
+            return DEEP, ""
         for m, ps in self.routes:
             if m == method and any(p.fullmatch(path) for p in ps):
-                return "forward", ""
+                return FORWARD, ""
         return 404, "Not Found\n"
+
+
+# ---------------------------------------------------------------- faults
+# kind -> {parameter: (rule, what the rule says)}, parameters in the order they are checked.
+_FRACTION: tuple[Callable[[float], bool], str] = (lambda v: 0 <= v <= 1, "a fraction in [0, 1]")
+_NON_NEGATIVE: tuple[Callable[[float], bool], str] = (lambda v: v >= 0, ">= 0")
+_FAULT_PARAMS: dict[str, dict[str, tuple[Callable[[float], bool], str]]] = {
+    "errors": {"fraction": _FRACTION},
+    "latency": {"ms": _NON_NEGATIVE, "jitter_ms": _NON_NEGATIVE},
+    "loss": {"fraction": _FRACTION},
+    "blackhole": {},
+    "reset": {"fraction": _FRACTION},
+    "bandwidth": {"bytes_per_s": (lambda v: v > 0, "> 0")},
+}
+FAULT_KINDS: tuple[str, ...] = tuple(_FAULT_PARAMS)
+
+
+def validate_fault(fault: Mapping[str, Any]) -> dict[str, Any]:
+    """The fault as the child applies it (latency's jitter_ms defaulted to 10 % of ms, numbers as floats); ValueError
+    naming the kind, the value and the rule for an unknown kind, an unknown parameter or a value out of range."""
+    if not isinstance(fault, Mapping):
+        raise ValueError(f"a fault is a mapping with a kind in {FAULT_KINDS}, not {fault!r}")
+    kind = fault.get("kind")
+    if kind not in _FAULT_PARAMS:
+        raise ValueError(f"fault kind {kind!r} is not one of {FAULT_KINDS}")
+    params = _FAULT_PARAMS[kind]
+    unknown = sorted(set(fault) - {"kind", *params})
+    if unknown:
+        raise ValueError(f"fault {kind!r}: {unknown} are not among its parameters {sorted(params)}")
+    out: dict[str, Any] = {"kind": kind}
+    for key, (ok, rule) in params.items():
+        # jitter_ms's default is 10 % of ms, which is checked before it.
+        value = 0.1 * out["ms"] if key == "jitter_ms" and key not in fault else fault.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or not ok(value):
+            raise ValueError(f"fault {kind!r}: {key}={value!r}, but {key} must be {rule}")
+        out[key] = float(value)
+    return out
 
 
 # ---------------------------------------------------------------- parent side
 class AlbProcess:
-    """Start the child, `set(region, weight, targets)` to route, `counts()` for what each track answered."""
+    """Start the child, `set(region, weight, targets)` to route, `fault(region, fault)` to inject a network fault,
+    `counts()` for what each track answered, `requests(since)` for the request log."""
 
     def __init__(
         self,
@@ -119,16 +199,22 @@ class AlbProcess:
         name: str = "alb",
         model: str | None = None,
         tooling_cidrs: Sequence[str] = (),
+        deep_health_port: int | None = None,
     ):
         """`model`: `model.name`, whose edge the child applies (rehearsal_routes); None routes every request and
         honours the track header from anywhere. `tooling_cidrs`: the sources whose track header pins (the
-        region's `load_balancer.release_tooling_cidrs`)."""
+        region's `load_balancer.release_tooling_cidrs`). `deep_health_port`: the deep-health sidecar's port beside
+        each target, which GET DEEP_HEALTH_PATH is forwarded to (a rule of the model's edge: needs `model`).
+        `timeout`: the load balancer's, for a target's answer and for a request a fault holds."""
+        if deep_health_port is not None and model is None:
+            raise ValueError("deep_health_port is a rule of the model's edge: it needs model")
         self.sup, self.workdir, self.name = sup, Path(workdir), name
+        self.regions = tuple(listeners)
         self.spec = {
             "listeners": {r: list(a) for r, a in listeners.items()},
             "seed": seed,
             "timeout": timeout,
-            "edge": rehearsal_routes(model) if model is not None else None,
+            "edge": rehearsal_routes(model, deep_health_port) if model is not None else None,
             "tooling_cidrs": list(tooling_cidrs),
         }
         self.ready_timeout = ready_timeout
@@ -136,6 +222,8 @@ class AlbProcess:
         self.control: str | None = None
         self._lock = threading.Lock()
         self._last_counts: list[list] = []
+        self._log: list[list] = []  # the child's request log as read so far (it outlives the child)
+        self._log_lock = threading.Lock()
 
     def start(self) -> AlbProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -184,6 +272,24 @@ class AlbProcess:
                 },
             )
 
+    def fault(self, region: str, fault: Mapping[str, Any] | None) -> None:
+        """Inject `fault` (see the module's list; validate_fault) on `region`'s data path, replacing any before; None
+        clears. Returns once the child applies it."""
+        if region not in self.regions:
+            raise ValueError(f"region {region!r} has no listener here ({sorted(self.regions)})")
+        checked = validate_fault(fault) if fault is not None else None
+        with self._lock:
+            self._call("/fault", {"region": region, "fault": checked})
+
+    def requests(self, since: int = 0) -> tuple[int, list[list]]:
+        """(next index, the request log's entries from `since`): [wall time of arrival, region, status counted,
+        target ms or None, path] (see the module). After stop(), what the child logged up to then."""
+        with self._log_lock:
+            if self.child is not None and self.child.alive():
+                with contextlib.suppress(OSError):
+                    self._log.extend(self._call(f"/requests?since={len(self._log)}")["entries"])
+            return len(self._log), self._log[since:]
+
     def counts(self) -> list[list]:
         """[[wall second, region, track, version, pinned, requests answered]]; `pinned`: the request named its track
         (`X-Reco-Track`: the gates' scoring), else the weight routed it (users' traffic)."""
@@ -196,6 +302,7 @@ class AlbProcess:
         if self.child is None:
             return
         self.counts()
+        self.requests()
         self.sup.stop(self.child, first=signal.SIGTERM, first_to_group=False, grace=5.0)
         self.child = None
 
@@ -215,36 +322,85 @@ class _Handler(BaseHTTPRequestHandler):
         self._forward("POST")
 
     def _forward(self, method: str) -> None:
+        arrived = time.time()
         srv = cast("_Proxy", self.server)
+        path = self.path.split("?", 1)[0]
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else None
         header = self.headers.get(TRACK_HEADER)
         table = srv.table
         verdict, track = srv.edge.decide(method, self.path, header, self.client_address[0], bool(table.get("canary")))
-        if verdict != "forward":
-            self._reply(int(verdict), "text/plain", track.encode())
+        if verdict not in (FORWARD, DEEP):
+            self._answer(arrived, path, int(verdict), None, "text/plain", track.encode())
             return
-        pinned = track or None
+        fault = srv.fault or {}
+        kind = fault.get("kind")
+        if kind == "errors" and srv.rng.random() < fault["fraction"]:
+            self._answer(arrived, path, 502, None, "text/plain", b"502 Bad Gateway (injected fault: errors)")
+            return
+        if kind == "blackhole" or (kind == "loss" and srv.rng.random() < fault["fraction"]):
+            srv.record(arrived, path, 504, None)
+            self._hold(srv)
+            return
+        if kind == "reset" and srv.rng.random() < fault["fraction"]:
+            srv.record(arrived, path, 502, None)
+            self._reset()
+            return
+        delay_ms = max(0.0, srv.rng.normalvariate(fault["ms"], fault["jitter_ms"])) if kind == "latency" else 0.0
+        if delay_ms:
+            srv.stopping.wait(delay_ms / 1000)
+        deep = verdict == DEEP
+        pinned = STABLE if deep else (track or None)
+        port = srv.edge.deep_port if deep else None
         tried: set[str] = set()
         for _ in range(3):
             picked = srv.pick(pinned, tried, table)
             if picked is None:
                 break
             t, pod = picked
+            t0 = time.perf_counter()
             try:
-                status, ctype, data = srv.send(pod, method, self.path, body)
+                status, ctype, data = srv.send(pod, method, self.path, body, port)
             except (ConnectionRefusedError, ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
                 tried.add(pod[0])  # reached no server: another target
                 continue
             except OSError as e:  # a timeout: the request may have been served; not retried
-                self._reply(504, "text/plain", f"upstream {pod[0]}: {e}".encode())
+                self._answer(arrived, path, 504, None, "text/plain", f"upstream {pod[0]}: {e}".encode())
                 return
-            srv.count(t, pod[3], pinned is not None)
-            self._reply(status, ctype, data)
+            target_ms = delay_ms + (time.perf_counter() - t0) * 1000
+            if not deep:  # the deep-health target group is no track's: counts() stays the users' split
+                srv.count(t, pod[3], pinned is not None)
+            self._answer(arrived, path, status, target_ms, ctype, data, fault.get("bytes_per_s"))
             return
-        self._reply(503, "text/plain", b"no ready target for this request")
+        self._answer(arrived, path, 503, None, "text/plain", b"no ready target for this request")
 
-    def _reply(self, status: int, ctype: str, data: bytes) -> None:
+    def _answer(
+        self,
+        arrived: float,
+        path: str,
+        status: int,
+        target_ms: float | None,
+        ctype: str,
+        data: bytes,
+        bytes_per_s: float | None = None,
+    ) -> None:
+        cast("_Proxy", self.server).record(arrived, path, status, target_ms)
+        self._reply(status, ctype, data, bytes_per_s)
+
+    def _hold(self, srv: _Proxy) -> None:
+        """A lost request: no answer until the load balancer's timeout, then the connection closes unanswered (at
+        once when the child stops: a held request never delays shutdown)."""
+        srv.stopping.wait(srv.timeout)
+        self.close_connection = True
+
+    def _reset(self) -> None:
+        """TCP RST instead of an answer: SO_LINGER 0, then close before the server's own close could send a FIN."""
+        self.close_connection = True
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.rfile.close()  # it holds a reference that would defer the socket's close (and the RST) past a FIN
+        self.connection.close()
+
+    def _reply(self, status: int, ctype: str, data: bytes, bytes_per_s: float | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype or "application/octet-stream")
         self.send_header("Content-Length", str(len(data)))
@@ -254,7 +410,17 @@ class _Handler(BaseHTTPRequestHandler):
             # with "Remote end closed connection without response" (seen as 1-in-40 drill probe failures).
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(data)
+        if bytes_per_s is None:
+            self.wfile.write(data)
+            return
+        # A throttled path: the body leaves in 10 ms slices, each when the rate allows, so it takes len/bytes_per_s.
+        srv = cast("_Proxy", self.server)
+        step, start = max(1, int(bytes_per_s / 100)), time.monotonic()
+        for off in range(0, len(data), step):
+            end = min(len(data), off + step)
+            self.wfile.write(data[off:end])
+            if srv.stopping.wait(max(0.0, start + end / bytes_per_s - time.monotonic())):
+                return
 
 
 class _Proxy(ThreadingHTTPServer):
@@ -269,13 +435,16 @@ class _Proxy(ThreadingHTTPServer):
         rng: random.Random,
         timeout: float,
         counts: dict,
+        log: list[list],
         lock: threading.Lock,
         edge: Edge,
+        stopping: threading.Event,
     ):
         super().__init__((address, port), _Handler)
         self.region, self.rng, self.timeout, self._counts, self._clock = region, rng, timeout, counts, lock
-        self.edge = edge
+        self.log, self.edge, self.stopping = log, edge, stopping
         self.table: dict[str, Any] = {"weight": 0, "targets": {}, "canary": False}
+        self.fault: dict[str, Any] | None = None  # replaced whole by the control endpoint, like the table
         self._local = threading.local()
 
     def pick(self, track: str | None, exclude: set[str], table: dict[str, Any]) -> tuple[str, list] | None:
@@ -288,8 +457,11 @@ class _Proxy(ThreadingHTTPServer):
         pods = [p for p in targets.get(track, []) if p[0] not in exclude]
         return (track, self.rng.choice(pods)) if pods else None
 
-    def send(self, pod: list, method: str, path: str, body: bytes | None) -> tuple[int, str, bytes]:
-        name, addr, port = pod[0], pod[1], pod[2]
+    def send(
+        self, pod: list, method: str, path: str, body: bytes | None, port: int | None = None
+    ) -> tuple[int, str, bytes]:
+        """`port`: another port of the pod's address than its target port (the deep-health sidecar's)."""
+        name, addr, port = pod[0], pod[1], port or pod[2]
         conns = self._local.__dict__.setdefault("conns", {})
         key = (name, addr, port)
         for attempt in (0, 1):
@@ -317,16 +489,22 @@ class _Proxy(ThreadingHTTPServer):
             k = (int(time.time()), self.region, track, version, pinned)
             self._counts[k] = self._counts.get(k, 0) + 1
 
+    def record(self, arrived: float, path: str, status: int, target_ms: float | None) -> None:
+        with self._clock:
+            self.log.append([arrived, self.region, status, target_ms, path])
+
 
 def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     started = Path(argv[1])
     counts: dict = {}
+    log: list[list] = []  # every request of every listener, kept whole: a rehearsal is minutes long
     lock = threading.Lock()
+    stopping = threading.Event()
     rng = random.Random(spec.get("seed"))
     edge = Edge(spec.get("edge"), spec.get("tooling_cidrs") or [])
     proxies = {
-        r: _Proxy(r, a, int(p), rng, float(spec.get("timeout", 10.0)), counts, lock, edge)
+        r: _Proxy(r, a, int(p), rng, float(spec.get("timeout", 10.0)), counts, log, lock, edge, stopping)
         for r, (a, p) in spec["listeners"].items()
     }
 
@@ -344,16 +522,32 @@ def main(argv: list[str]) -> int:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-            proxies[body["region"]].table = {
-                "weight": int(body["weight"]),
-                "targets": body["targets"],
-                "canary": bool(body.get("canary")),
-            }
+            if self.path == "/route":
+                proxies[body["region"]].table = {
+                    "weight": int(body["weight"]),
+                    "targets": body["targets"],
+                    "canary": bool(body.get("canary")),
+                }
+            elif self.path == "/fault":
+                proxies[body["region"]].fault = body["fault"]  # validated by the parent (validate_fault)
+            else:
+                self.send_error(404)
+                return
             self._json({"ok": True})
 
         def do_GET(self) -> None:
-            with lock:
-                self._json([[*k, n] for k, n in sorted(counts.items())])
+            url = urllib.parse.urlsplit(self.path)
+            if url.path == "/counts":
+                with lock:
+                    out: Any = [[*k, n] for k, n in sorted(counts.items())]
+            elif url.path == "/requests":
+                since = int(urllib.parse.parse_qs(url.query).get("since", ["0"])[0])
+                with lock:
+                    out = {"next": len(log), "entries": log[since:]}
+            else:
+                self.send_error(404)
+                return
+            self._json(out)
 
     control = ThreadingHTTPServer(("127.0.0.1", 0), Control)
     control.daemon_threads = True
@@ -365,6 +559,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, lambda *a: done.set())
     announce(started, str(control.server_address[1]))
     done.wait()
+    stopping.set()  # held and paced requests let go
     for s in [*proxies.values(), control]:
         s.shutdown()
         s.server_close()

@@ -18,7 +18,8 @@ from typing import Any
 from drills.rehearsal import rehearse as R
 
 # Run only when named, never by `--scenario all`: total-outage takes every region down (drills.scenarios.total_outage).
-NAMED_ONLY = ("total-outage",)
+# region-brownout needs its --fault; quiet is a soak of its own length.
+NAMED_ONLY = ("total-outage", "region-brownout", "quiet")
 SCENARIOS = (*R.SCENARIO_ORDER, *NAMED_ONLY, R.ALL)
 
 
@@ -134,9 +135,15 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, help="evacuate-region: weight-shift steps (default 4)")
     p.add_argument(
         "--fault",
-        choices=("triton-down", "triton-stall", "triton-unload", "hc-invert"),
-        help="region-outage fault (default triton-down: the region's Triton killed; stall: SIGSTOPped; "
-        "unload: a gray failure Route 53 may not see; hc-invert: the control-plane variant)",
+        metavar="KIND[=VALUE]",
+        help="region-outage: triton-down (default: the region's Triton killed), triton-stall (SIGSTOPped), "
+        "triton-unload, hc-invert (the control-plane variant); region-brownout (required): errors=FRACTION, "
+        "latency=MS, loss=FRACTION, reset=FRACTION, blackhole, bandwidth=BYTES_PER_S, unload",
+    )
+    p.add_argument(
+        "--minutes",
+        type=float,
+        help="quiet: how long the soak holds, in drill minutes (default: the plan's hold, 5 minutes)",
     )
     p.add_argument(
         "--replication-lag",
@@ -247,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
         resilient_clients=mix["resilient"],
         request_timeout=args.request_timeout,
         base_port=args.base_port,
-        hold=args.hold,
+        hold=args.minutes * 60 if args.minutes is not None else args.hold,
         steps=args.steps,
         fault=args.fault,
         replication_lag=args.replication_lag,

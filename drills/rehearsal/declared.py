@@ -290,6 +290,8 @@ def apply_declared(
     for r in res:
         if r.get("custom", True) and not r["type"].startswith("pulumi:"):
             by_type.setdefault(r["type"], []).append(r)
+    # A calculated check names its children: they are created first.
+    by_type.get(T_HC, []).sort(key=lambda r: r["inputs"].get("type") == "CALCULATED")
     handlers = {t: h for t, h in _HANDLERS.items() if eks_for is not None or t not in (T_CLUSTER, T_NODEGROUP)}
     for t, rs in by_type.items():
         if t not in handlers:
@@ -520,11 +522,24 @@ class _Apply:
 
     def health_check(self, h: dict) -> None:
         i = h["inputs"]
-        cfg: dict[str, Any] = {
-            "Type": i.get("type", "HTTPS"),
-            "RequestInterval": int(i.get("requestInterval", 30)),
-            "FailureThreshold": int(i.get("failureThreshold", 3)),
-        }
+        kind = i.get("type", "HTTPS")
+        cfg: dict[str, Any] = {"Type": kind}
+        children: list[str] = []
+        if kind == "CALCULATED":
+            for c in i.get("childHealthchecks") or []:
+                if str(c) not in self.ap.health_checks:
+                    raise DeclaredError(f"child health check {c!r} is not declared in the applied plans")
+                children.append(self.ap.health_checks[str(c)])
+            cfg.update(ChildHealthChecks=children, HealthThreshold=int(i.get("childHealthThreshold", 0)))
+        elif kind == "CLOUDWATCH_METRIC":
+            cfg.update(
+                AlarmIdentifier={"Region": i["cloudwatchAlarmRegion"], "Name": i["cloudwatchAlarmName"]},
+                InsufficientDataHealthStatus=i.get("insufficientDataHealthStatus", "LastKnownStatus"),
+            )
+        else:
+            cfg.update(
+                RequestInterval=int(i.get("requestInterval", 30)), FailureThreshold=int(i.get("failureThreshold", 3))
+            )
         for src, dst in [
             ("fqdn", "FullyQualifiedDomainName"),
             ("ipAddress", "IPAddress"),
@@ -554,6 +569,9 @@ class _Apply:
                     "Inverted",
                     "Disabled",
                     "EnableSNI",
+                    "SearchString",
+                    "HealthThreshold",
+                    "ChildHealthChecks",
                 )
                 if k in cfg
             }
@@ -576,8 +594,16 @@ class _Apply:
             "port": i.get("port"),
             "path": i.get("resourcePath"),
             "region": tags.get("region"),
-            "interval": cfg["RequestInterval"],
-            "threshold": cfg["FailureThreshold"],
+            "kind": tags.get("check"),  # infra.health.CHILD_KINDS or "calculated" (untagged: a plain check)
+            "type": kind,
+            "search": i.get("searchString"),
+            "interval": cfg.get("RequestInterval"),
+            "threshold": cfg.get("FailureThreshold"),
+            "children": children,
+            "health_threshold": cfg.get("HealthThreshold"),
+            "alarm": i.get("cloudwatchAlarmName"),
+            "alarm_region": i.get("cloudwatchAlarmRegion"),
+            "insufficient_data": cfg.get("InsufficientDataHealthStatus"),
         }
 
     def record(self, rec: dict) -> None:

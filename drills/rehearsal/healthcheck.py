@@ -5,7 +5,8 @@ What it models, per health check:
   AWS; the rehearsal may scale the interval down for CI, recorded in `CheckSpec.interval`);
 - a probe passes on a 2xx/3xx answer within the timeout (AWS: TCP connect within 4 s and the status line
   within 2 s after it; scaled down with the interval), and fails on anything else, a refused connection or a
-  timeout. Each probe opens a fresh connection (`Connection: close`), as Route 53 checkers do;
+  timeout; an HTTP(S)_STR_MATCH check also needs its SearchString in the first 5,120 bytes of the body. Each
+  probe opens a fresh connection (`Connection: close`), as Route 53 checkers do;
 - status changes healthy -> unhealthy after FailureThreshold consecutive failed probes, and back after
   FailureThreshold consecutive passing probes;
 - a new check starts healthy: Route 53 considers a new health check healthy until it has enough data;
@@ -46,6 +47,7 @@ class CheckSpec:
     disabled: bool = False
     label: str = ""  # the region, for reports
     timeout: float | None = None  # probe timeout; default min(2 s, 0.8 x interval)
+    search: str | None = None  # HTTP(S)_STR_MATCH: the string the body must hold
 
     @property
     def probe_timeout(self) -> float:
@@ -100,7 +102,10 @@ def reported(spec: CheckSpec, raw_healthy: bool) -> bool:
     return (not raw_healthy) if spec.inverted else raw_healthy
 
 
-def probe(url: str, timeout: float) -> tuple[bool, str]:
+STR_MATCH_BYTES = 5120  # Route 53 searches this much of the body for an HTTP(S)_STR_MATCH check's string
+
+
+def probe(url: str, timeout: float, search: str | None = None) -> tuple[bool, str]:
     try:
         r = requests.get(url, timeout=timeout, headers={"Connection": "close"}, allow_redirects=False)
     except requests.Timeout:
@@ -108,6 +113,8 @@ def probe(url: str, timeout: float) -> tuple[bool, str]:
     except requests.ConnectionError as e:
         return False, f"connection failed: {type(e).__name__}"
     ok = 200 <= r.status_code < 400
+    if ok and search is not None and search.encode() not in r.content[:STR_MATCH_BYTES]:
+        return False, f"HTTP {r.status_code} without {search!r} in its body"
     return ok, f"HTTP {r.status_code}"
 
 
@@ -119,7 +126,7 @@ class HealthChecker:
         status_file: Path | str | None = None,
         on_transition: Callable[[Transition], None] | None = None,
         seed: int | None = None,
-        probe_fn: Callable[[str, float], tuple[bool, str]] = probe,
+        probe_fn: Callable[[str, float, str | None], tuple[bool, str]] = probe,
         source: Callable[[], Iterable[CheckSpec]] | None = None,
         source_interval: float = 1.0,
     ):
@@ -221,7 +228,7 @@ class HealthChecker:
                 spec = self._specs.get(cid)
             if spec is None:
                 return
-            ok, reason = self._probe(spec.url, spec.probe_timeout)
+            ok, reason = self._probe(spec.url, spec.probe_timeout, spec.search)
             self.observe(cid, ok, reason)
             next_t += spec.interval
             if next_t < time.monotonic():  # fell behind (probe longer than the interval): do not burst
@@ -325,7 +332,8 @@ def specs_from_route53(
     `endpoint(health_check_config)` maps a check's target (FullyQualifiedDomainName / IPAddress, Port) to
     the loopback (address, port) that stands for it, or None to skip it. HTTPS checks are probed over plain
     HTTP: the rehearsal's load balancers terminate no TLS (Route 53 does not validate certificates either).
-    `interval` replaces RequestInterval for scaled-down runs.
+    `interval` replaces RequestInterval for scaled-down runs. Calculated and CloudWatch-metric checks probe
+    nothing: drills/rehearsal/health_model.py evaluates them.
     """
     specs = []
     marker = None
@@ -334,6 +342,8 @@ def specs_from_route53(
         page = r53.list_health_checks(**kw)
         for hc in page["HealthChecks"]:
             cfg = hc["HealthCheckConfig"]
+            if cfg["Type"] in ("CALCULATED", "CLOUDWATCH_METRIC"):
+                continue
             ep = endpoint(cfg)
             if ep is None:
                 continue
@@ -348,6 +358,7 @@ def specs_from_route53(
                     disabled=bool(cfg.get("Disabled", False)),
                     label=(labels or {}).get(hc["Id"], ""),
                     timeout=timeout,
+                    search=cfg.get("SearchString") if cfg["Type"].endswith("_STR_MATCH") else None,
                 )
             )
         if not page.get("IsTruncated"):

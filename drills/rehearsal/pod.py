@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from drills.rehearsal import aws_shim
+from infra.health import DEEP_HEALTH_CONTAINER
 from infra.names import APP, triton_models
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the shim runs as `python -m drills.rehearsal.aws_shim`
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 TRITON_CONTAINER, FETCH_CONTAINER, VERIFY_CONTAINER = "triton", "fetch-model", "verify-model"
+DEEP_CONTAINER = DEEP_HEALTH_CONTAINER
 
 # (what the stack declares, what runs here instead, why): the one list of differences between a pod and the
 # rehearsal's Triton. Everything else in the declared args and verify command runs as declared.
@@ -65,6 +67,12 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
         "this interpreter, the version synced from the region's bucket, the run's serving repository",
         "no init container",
     ),
+    (
+        "deep-health: python3 -c <script> <port> http://127.0.0.1:8000 <model>_onnx <bound> <path> <ok> <fail> <cache>",
+        "this interpreter, the same script and bound, on <pod address>:<the rehearsal's port>, against the pod's "
+        "Triton address, <model>_py",
+        "every pod shares this machine's ports; the stand-in model",
+    ),
 ]
 
 
@@ -80,6 +88,7 @@ class PodSpec:
     verify: tuple[str, ...]  # the verify-model init container's declared command
     fetch: tuple[str, ...]  # the fetch-model init container's declared command
     models: tuple[str, ...]  # the Triton models the pods load (the union over the pools)
+    deep_health: tuple[str, ...] = ()  # the deep-health sidecar's declared command
 
 
 def _flag(arg: str) -> str:
@@ -107,6 +116,7 @@ def declared_pod(records: list[dict[str, Any]], stack: str) -> PodSpec:
     args: list[str] | None = None
     verify: list[str] | None = None
     fetch: list[str] | None = None
+    deep: list[str] | None = None
     models: list[str] = []
     for r in deps:
         where = f"{stack} Deployment {r['inputs']['metadata']['name']}"
@@ -114,18 +124,24 @@ def declared_pod(records: list[dict[str, Any]], stack: str) -> PodSpec:
         a = [str(x) for x in _container(pod, TRITON_CONTAINER, where).get("args") or []]
         v = [str(x) for x in _container(pod, VERIFY_CONTAINER, where, init=True).get("command") or []]
         f = [str(x) for x in _container(pod, FETCH_CONTAINER, where, init=True).get("command") or []]
+        d = [str(x) for x in _container(pod, DEEP_CONTAINER, where).get("command") or []]
         loads = [x.split("=", 1)[1] for x in a if _flag(x) == "--load-model"]
         models += [m for m in loads if m not in models]
         rest = [x for x in a if _flag(x) != "--load-model"]
-        if args is None or verify is None or fetch is None:
-            args, verify, fetch = a, v, f
-        elif rest != [x for x in args if _flag(x) != "--load-model"] or v[:4] != verify[:4] or f != fetch:
+        if args is None or verify is None or fetch is None or deep is None:
+            args, verify, fetch, deep = a, v, f, d
+        elif (
+            rest != [x for x in args if _flag(x) != "--load-model"]
+            or v[:4] != verify[:4]
+            or f != fetch
+            or d[:5] + d[6:] != deep[:5] + deep[6:]  # the model it checks may differ between pools
+        ):
             raise PodError(
-                f"{where}: its Triton args, fetch or verify command differ from "
+                f"{where}: its Triton args, fetch, verify or deep-health command differ from "
                 f"{deps[0]['inputs']['metadata']['name']}'s beyond the models loaded; one rehearsal Triton cannot "
                 "stand for both"
             )
-    assert args is not None and verify is not None and fetch is not None
+    assert args is not None and verify is not None and fetch is not None and deep is not None
     first_load = next((i for i, x in enumerate(args) if _flag(x) == "--load-model"), len(args))
     union = [x for x in args if _flag(x) != "--load-model"]
     union[first_load:first_load] = [f"--load-model={m}" for m in models]
@@ -136,6 +152,7 @@ def declared_pod(records: list[dict[str, Any]], stack: str) -> PodSpec:
         tuple(verify),
         tuple(fetch),
         tuple(models),
+        tuple(deep),
     )
 
 
@@ -240,3 +257,16 @@ def rehearsal_argv(
         else:
             out.append(a)
     return out + extra
+
+
+def deep_health_argv(pod: PodSpec, *, address: str, port: int, triton_url: str) -> list[str]:
+    """The declared deep-health sidecar command with SUBSTITUTIONS applied: this interpreter, bound to the pod's
+    address and the rehearsal's port, against the pod's Triton, checking the stand-in model. The script, its bound,
+    path, strings and cache run as declared."""
+    cmd = list(pod.deep_health)
+    if len(cmd) != 11 or cmd[:2] != ["python3", "-c"]:
+        raise PodError(
+            f"{pod.stack}: {DEEP_CONTAINER}'s command is not `python3 -c <script> <port> <triton url> <model> <bound> "
+            f"<path> <ok> <fail> <cache>`: {cmd[:2]} ... ({len(cmd)} words)"
+        )
+    return [sys.executable, "-c", cmd[2], f"{address}:{port}", triton_url, stand_in(cmd[5]), *cmd[6:]]

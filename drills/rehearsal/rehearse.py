@@ -299,6 +299,7 @@ def world_scale(fleet: Any, plan: Any, opts: Options) -> Any:
     return Scale(
         hc_interval=hc.request_interval * s,
         probe_timeout=None,
+        time=s,
         ttl=max(1, round(fleet.glob.ttl * s)),
         replication_lag=opts.replication_lag * s,
         replication_poll=min(0.2, max(0.05, opts.replication_lag * s / 10)),
@@ -778,6 +779,7 @@ def _facts(live: LiveWorld) -> dict[str, Any]:
         "describe": w.describe(),
         "predicted_wall": w.route53.predicted_rto(),
         "hc_transitions": [asdict(t) for t in w.route53.hc_transitions()],
+        "alarm_transitions": [asdict(t) for t in w.route53.alarm_transitions()],
         "dns_changes": [asdict(c) for c in w.route53.dns_changes()],
         "ttl_wall": w.route53.ttl,
         "ip_region": dict(w.ip_region),

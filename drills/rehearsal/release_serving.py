@@ -43,7 +43,9 @@ from typing import TYPE_CHECKING, Any
 from drills.adapters.base import TrackState
 from drills.rehearsal.alb_proc import AlbProcess
 from drills.rehearsal.pod import PodError, fetch_declared
+from drills.rehearsal.procs import Child
 from drills.rehearsal.repo import ArtifactError, ServingRepo, prepare_serving_repo
+from drills.rehearsal.serving import start_deep_health
 from drills.rehearsal.triton import TritonServer
 
 if TYPE_CHECKING:  # the world builds its serving; serving reads the world's started parts
@@ -61,6 +63,7 @@ class Pod:
     server: TritonServer
     repo: ServingRepo
     started: float
+    sidecar: Child | None = None  # the declared deep-health sidecar beside its Triton
 
     @property
     def ready(self) -> bool:
@@ -155,7 +158,16 @@ class ServingModel:
         ready_s = t.start()
         # Warm ONNX Runtime before the pod takes traffic (its first request pays the lazy initialisation).
         t.infer(repo.models[0], w.traffic.batches(n=1, batch=8)[0], timeout=30)
-        pod = Pod(name, track, version, t, repo, time.time())
+        sidecar = start_deep_health(
+            w.sup,
+            f"deep-health-{name}",
+            w.pods[region],
+            address=addr,
+            port=w.ports["deep"],
+            triton_url=t.url,
+            timeout=w.scale.ready_timeout,
+        )
+        pod = Pod(name, track, version, t, repo, time.time(), sidecar)
         self._event(
             event="pod-ready",
             region=region,
@@ -172,6 +184,7 @@ class ServingModel:
     def _stop_pods(self, region: str, pods: list[Pod], why: str) -> None:
         for p in pods:
             p.server.stop()
+            self._stop_sidecar(p)
             self._event(event="pod-stopped", region=region, track=p.track, version=p.version, pod=p.name, why=why)
 
     def _rollout(self, region: str, track: str, version: str, desired: int) -> Deployment:
@@ -211,10 +224,21 @@ class ServingModel:
                 # track header pins only from the stack copy's release_tooling_cidrs, 403 from anywhere else).
                 model=self.model,
                 tooling_cidrs=w.fleet.regions[region].load_balancer.release_tooling_cidrs,
+                deep_health_port=w.ports["deep"],
             ).start()
             self._push(region)
             self._follow_stable(region)
             return dep.pods[0]
+
+    def _stop_sidecar(self, pod: Pod) -> None:
+        if pod.sidecar is not None:
+            self.world.sup.stop(pod.sidecar)
+
+    def albs(self) -> list[AlbProcess]:
+        return list(self.proxies.values())
+
+    def degrade(self, region: str, fault: dict | None) -> None:
+        self.proxies[region].fault(region, fault)
 
     def _follow_stable(self, region: str) -> None:
         """The region's handle (faults, served manifest, describe: `servers`, `repo`) follows the serving stable pod;
@@ -365,6 +389,7 @@ class ServingModel:
                 )
             victim = ready[-1]
             victim.server.fail("kill")
+            self._stop_sidecar(victim)  # the node is gone: both containers
             self._event(event="node-lost", region=region, pod=victim.name)
             dep.pods.remove(victim)
             dep.pods.append(victim)  # stays counted (not ready) until its replacement is ready

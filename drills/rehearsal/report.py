@@ -86,7 +86,9 @@ def failover_rto(plan: Any, facts: dict, records: list, scale: float) -> dict | 
     tolerance = hc_wall + 0.5  # the checker's random phase (one interval) + scheduling slack on 2 shared cores
     o = plan.objectives
     slo = plan_slo(o, Parameters.model_validate(plan.parameters), scale)
-    limit = float(pred_wall.get("total_s", 0.0)) + tolerance
+    # The modelled prediction, or the plan's where it is longer (a fault only an ALB alarm sees: planning.predicted_rto)
+    pred_total = max(float(pred_wall.get("total_s", 0.0)), float(plan.predicted.get("total", 0.0)) * scale)
+    limit = pred_total + tolerance
     p = rto_parts(
         recs,
         inj["wall"],
@@ -129,7 +131,7 @@ def failover_rto(plan: Any, facts: dict, records: list, scale: float) -> dict | 
         "tolerance_drill_s": round(tolerance / scale, 1),
         "objective_s": o.rto_seconds,
         "verdict_objective": None if measured is None else ("PASS" if measured / scale <= o.rto_seconds else "FAIL"),
-        "within_prediction": None if moved is None else moved <= float(pred_wall.get("total_s", 0)) + tolerance,
+        "within_prediction": None if moved is None else moved <= pred_total + tolerance,
         "clients_affected": p["clients_affected"],
         "errors_during_failover": p["errors_during_failover"],
         "errors_after_fault": p["errors_after_fault"],
@@ -140,7 +142,70 @@ def failover_rto(plan: Any, facts: dict, records: list, scale: float) -> dict | 
         "after": p["after"],
         "slo": p["slo"],
         "failback": _stats(after_clear) if clear else None,
+        "detection": detection_by_check(
+            facts.get("hc_transitions") or [],
+            inj["region"],
+            inj["wall"],
+            clear["wall"] if clear else None,
+            scale,
+            predicted,
+        ),
     }
+
+
+CHECK_ORDER = ("shallow", "deep", "5xx", "latency", "calculated")  # infra.health.CHILD_KINDS, then the record's
+
+
+def check_kind(label: str, region: str) -> str | None:
+    """The kind of check a health transition's label names for `region` (route53.Route53Model.labels): the region
+    alone is the record's own (calculated) check, "<region> <kind>" one it combines; None for another region."""
+    if label == region:
+        return "calculated"
+    head, _, kind = label.partition(" ")
+    return kind if head == region and kind else None
+
+
+def detection_by_check(
+    transitions: list[dict], region: str, fault_wall: float, clear_wall: float | None, scale: float, prediction: dict
+) -> dict[str, Any]:
+    """When each kind of check saw the fault (first unhealthy after it, drill seconds; None: never) and came back
+    after the clearing, and what the shallow check alone would have given: its detection plus Route 53's propagation
+    and the TTL (the RTO a record carrying only the shallow check would have had), or never."""
+    out: dict[str, dict[str, float | None]] = {}
+    for kind in CHECK_ORDER:
+        mine = sorted((t for t in transitions if check_kind(t["label"], region) == kind), key=lambda t: t["t"])
+        if not mine and kind != "calculated":
+            continue
+        end = clear_wall if clear_wall is not None else float("inf")
+        down = next((t["t"] for t in mine if not t["healthy"] and fault_wall <= t["t"] < end), None)
+        back = next((t["t"] for t in mine if t["healthy"] and clear_wall is not None and t["t"] >= clear_wall), None)
+        out[kind] = {
+            "detected_drill_s": _r(None if down is None else (down - fault_wall) / scale),
+            "healthy_after_clear_drill_s": _r(
+                None if back is None or clear_wall is None else (back - clear_wall) / scale
+            ),
+        }
+    shallow = (out.get("shallow") or {}).get("detected_drill_s")
+    rest = float(prediction.get("dns_change", 0)) + float(prediction.get("ttl", 0))
+    return {
+        "by_check": out,
+        "shallow_only": {
+            "detected_drill_s": shallow,
+            "rto_bound_drill_s": None if shallow is None else _r(shallow + rest),
+            "verdict": "never detected: users would have been sent to the region for the whole fault"
+            if shallow is None
+            else "detected",
+        },
+    }
+
+
+def false_positives(transitions: list[dict]) -> dict[str, Any]:
+    """Every check that went unhealthy (a quiet soak must have none): label -> times it did."""
+    by: dict[str, int] = {}
+    for t in transitions:
+        if not t["healthy"]:
+            by[t["label"]] = by.get(t["label"], 0) + 1
+    return {"detections": sum(by.values()), "by_check": dict(sorted(by.items()))}
 
 
 def by_client_kind(facts: dict, records: list) -> dict[str, dict]:
@@ -395,9 +460,13 @@ def build(
         "health_transitions": facts.get("hc_transitions") or [],
         "dns_changes": facts.get("dns_changes") or [],
         "dns_fail_open": fail_open_periods(facts.get("dns_changes") or [], plan.fqdn, scale),
+        "alarm_transitions": facts.get("alarm_transitions") or [],
+        "health_detections": false_positives(facts.get("hc_transitions") or []),
     }
     rep["findings"] = findings(rep)
     verdicts = [x for x in (drill["verdict"] if drill else "FAIL", (fo or {}).get("verdict_objective") or "PASS") if x]
+    if plan.scenario == "quiet":  # a soak passes only without a single detection
+        verdicts.append("PASS" if rep["health_detections"]["detections"] == 0 else "FAIL")
     rep["verdict"] = (
         "PASS" if all(v == "PASS" for v in verdicts) and not leftovers and not interrupted and not error else "FAIL"
     )
@@ -558,7 +627,7 @@ def render_markdown(rep: dict) -> str:
         pr = fo["predicted"]
         L += [
             "",
-            f"**Predicted RTO from the configuration**: interval x threshold {pr.get('detection'):g} s + propagation "
+            f"**Predicted RTO from the configuration**: detection {pr.get('detection'):g} s + propagation "
             f"{pr.get('dns_change'):g} s + TTL {pr.get('ttl'):g} s = **{pr.get('total'):g} s**; modelled here "
             f"{fo['predicted_modelled_wall'].get('total_s', 0):.2f} wall s.",
             f"**Measured**: every affected client on a survivor at **{_s(fo['all_clients_moved_drill_s'])} s** "
@@ -574,6 +643,37 @@ def render_markdown(rep: dict) -> str:
                 f"p99 {_ms(fb['p99_ms'])} ms.",
                 "",
             ]
+        det = fo.get("detection") or {}
+        if det.get("by_check"):
+            L += [
+                f"## Which check saw it (fault {fo['fault']} in {fo['region']})",
+                "",
+                "| check | unhealthy after the fault (drill s) | healthy again after the clearing (drill s) |",
+                "|---|---|---|",
+            ]
+            for kind, d in det["by_check"].items():
+                L.append(
+                    f"| {kind} | {_s(d['detected_drill_s']) if d['detected_drill_s'] is not None else 'never'} | "
+                    f"{_s(d['healthy_after_clear_drill_s'])} |"
+                )
+            so = det["shallow_only"]
+            L += [
+                "",
+                "The shallow check alone (/v2/health/ready, what the records carried before the calculated check): "
+                + (
+                    f"unhealthy at {_s(so['detected_drill_s'])} s, an RTO of at least {_s(so['rto_bound_drill_s'])} s."
+                    if so["detected_drill_s"] is not None
+                    else f"**{so['verdict']}**."
+                ),
+                "",
+            ]
+    hd = rep.get("health_detections") or {}
+    if hd.get("detections") is not None and not fo:
+        L += [
+            f"Health checks gone unhealthy during the run: **{hd['detections']}**"
+            + (f" ({hd['by_check']})" if hd["by_check"] else " (no false positive)"),
+            "",
+        ]
     if rep.get("switches"):
         L += [
             "## Planned changes, as the clients saw them",

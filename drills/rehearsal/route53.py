@@ -2,9 +2,11 @@
 health checker, the DNS server answering by the stored routing policy), the API paths the drills use, and the
 failover timing the configuration predicts.
 
-`Route53Model.start(applied, health_check_ids)` starts the health checker and the DNS server over the records
-the world created in moto; `update(...)` follows a re-applied plan. Nothing here knows about Tritons or buckets:
-a health check's target is the loopback endpoint of its region's load-balancer address.
+`Route53Model.update(applied, health_check_ids, declared)` follows the objects the world created in moto from a plan;
+`start()` starts the health model (endpoint checks probed, metric checks from the alarm model over the load-balancer
+models' request logs, calculated checks from their children: health_model.py) and the DNS server over them. Nothing
+here knows about Tritons or buckets: a health check's target is the loopback endpoint of its region's load-balancer
+address, and the request logs come from `logs()`, whatever serves the regions.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from drills.measure import Slo, rto_parts
 from drills.rehearsal.declared import Applied
 from drills.rehearsal.dns import PolicyDNS, query
+from drills.rehearsal.health_model import T_ALARM, HealthModel, alarm_kinds, declared_alarms
 from drills.rehearsal.healthcheck import HealthChecker, Transition, specs_from_route53
 from drills.rehearsal.loadgen import RequestRecord
 from drills.rehearsal.procs import ProcessError
@@ -33,25 +36,42 @@ class Route53Model:
         scale: Any,
         workdir: Path,
         seed: int | None,
+        logs: Any = list,
     ):
+        """`logs()`: the load-balancer models whose request logs feed the CloudWatch alarm model."""
         self.fleet, self.route53, self.region_ip, self.scale = fleet, route53, region_ip, scale
         self.ip_region = {ip: r for r, ip in region_ip.items()}
         self.fqdn = fleet.glob.fqdn
         self.dns_address, self.http_port, self.workdir, self.seed = dns_address, http_port, workdir, seed
         self.applied: Applied | None = None
         self.health_check_ids: dict[str, str] = {}  # region -> moto health check id
+        self.logs = logs
+        self.declared: list[dict] = []
         self.health: HealthChecker | None = None
+        self.model: HealthModel | None = None
         self.dns: PolicyDNS | None = None
 
     # ------------------------------------------------------------ lifecycle
-    def update(self, applied: Applied, health_check_ids: dict[str, str]) -> None:
-        """Follow the objects the world (re-)created in moto."""
+    def update(self, applied: Applied, health_check_ids: dict[str, str], declared: list[dict] | None = None) -> None:
+        """Follow the objects the world (re-)created in moto; `declared`: the plan's resources (its alarms)."""
         self.applied, self.health_check_ids = applied, dict(health_check_ids)
+        if declared is not None and any(r.get("type") == T_ALARM for r in declared):  # a regional plan has none
+            self.declared = declared
+
+    def labels(self) -> dict[str, str]:
+        """check id -> label: the region for a record's own check, "<region> <kind>" for a check it combines."""
+        assert self.applied is not None
+        own = {hid: r for r, hid in self.health_check_ids.items()}
+        return {
+            hid: own.get(hid) or f"{i.get('region')} {i.get('kind')}"
+            for hid, i in self.applied.hc_info.items()
+            if i.get("region") in self.region_ip
+        }
 
     def start(self) -> None:
         assert self.applied is not None
         applied = self.applied
-        labels = {hid: r for r, hid in self.health_check_ids.items()}
+        labels = self.labels()
 
         def specs() -> list:
             return specs_from_route53(
@@ -62,9 +82,14 @@ class Route53Model:
                 labels=labels,
             )
 
-        def on_transition(tr: Transition) -> None:
+        def recompute() -> None:
             if self.dns:
                 self.dns.recompute("health")
+
+        def on_transition(tr: Transition) -> None:
+            if self.model is not None:
+                self.model.evaluate()  # a calculated check over this one may change with it
+            recompute()
 
         # Health checks are re-read from moto at the DNS propagation interval, so one updated through the
         # Route 53 API (inverted for a control-plane drill, disabled) takes effect like in Route 53.
@@ -75,7 +100,20 @@ class Route53Model:
             source=specs,
             source_interval=self.scale.dns_refresh,
         )
+        hc_info = {h: i for h, i in applied.hc_info.items() if i.get("region") in self.region_ip}
+        self.model = HealthModel(
+            self.health,
+            hc_info,
+            labels,
+            declared_alarms(self.declared, alarm_kinds(hc_info), self.scale.time),
+            self.logs,
+            # A tenth of a scaled alarm minute, within [0.1, 0.5] wall s: polling the logs shares this process's
+            # GIL with the DNS model, which must keep answering within the clients' timeout.
+            tick=min(0.5, max(0.1, 6.0 * self.scale.time)),
+            on_change=recompute,
+        )
         self.health.start()
+        self.model.start()
         zone_id = self.zone_id()
         targets = {name: self.region_ip[r] for name, r in applied.alias_targets().items() if r in self.region_ip}
         self.dns = PolicyDNS(
@@ -83,7 +121,7 @@ class Route53Model:
             port=self.dns_address[1],
             zone=applied.zone_names[zone_id],
             source=lambda: _rrsets(self.route53, zone_id),
-            health=self.health.status,
+            health=self.model.status,
             targets=targets,
             target_healthy=self._target_healthy,
             alias_ttl=self.fleet.glob.ttl,
@@ -94,7 +132,7 @@ class Route53Model:
         self.dns.start()
 
     def stop(self) -> None:
-        for part in (self.dns, self.health):
+        for part in (self.dns, self.model, self.health):
             if part is not None:
                 part.stop()
 
@@ -133,10 +171,10 @@ class Route53Model:
 
     def _target_healthy(self, alias_name: str) -> bool:
         """EvaluateTargetHealth: the ELB's target health, approximated by its region's health check."""
-        assert self.applied is not None and self.health is not None
+        assert self.applied is not None and self.model is not None
         region = self.applied.alias_targets().get(alias_name)
         hid = self.health_check_ids.get(region or "")
-        return self.health.status(hid) if hid else True
+        return self.model.status(hid) if hid else True
 
     def records(self) -> list[dict]:
         """The service name's A records as stored in Route 53 (moto)."""
@@ -174,19 +212,27 @@ class Route53Model:
 
     def set_inverted(self, region: str, inverted: bool) -> None:
         """Invert the region's health check through the Route 53 API (control-plane drill variant)."""
-        assert self.health is not None and self.health.source is not None
-        self.route53.update_health_check(HealthCheckId=self.health_check_ids[region], Inverted=inverted)
-        self.health.set_specs(self.health.source())  # no need to wait for the next re-read
+        assert self.health is not None and self.health.source is not None and self.model is not None
+        hid = self.health_check_ids[region]
+        self.route53.update_health_check(HealthCheckId=hid, Inverted=inverted)
+        if hid in self.model.derived:
+            self.model.set_inverted(hid, inverted)
+        else:
+            self.health.set_specs(self.health.source())  # no need to wait for the next re-read
 
     # ------------------------------------------------------------ the models' view
     def health_status(self) -> dict[str, bool]:
         """region -> the modelled Route 53 health-check status."""
-        assert self.health is not None
-        st = self.health.statuses()
+        assert self.model is not None
+        st = self.model.statuses()
         return {r: st[h] for r, h in self.health_check_ids.items() if h in st}
 
     def hc_transitions(self) -> list:
-        return self.health.transitions() if self.health else []
+        """Every check's status changes (labels: `labels()`), in time order."""
+        return self.model.transitions() if self.model else []
+
+    def alarm_transitions(self) -> list:
+        return self.model.alarm_transitions() if self.model else []
 
     def dns_changes(self) -> list:
         return self.dns.changes(self.fqdn) if self.dns else []

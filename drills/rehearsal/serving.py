@@ -1,11 +1,13 @@
 """What answers on each region's load-balancer address in the rehearsal, behind the one interface the world drives.
 
 `RegionServing` is all `World` needs from serving: start a region (after its bucket holds the model), the region's
-serving Triton and repository (faults, the served manifest, the report), its ready and desired servers, teardown
-and facts. Two implement it, and a world is handed a factory for one (`World(serving=...)`), so neither
-subclasses nor patches the world:
+serving Triton and repository (faults, the served manifest, the report), its ready and desired servers, the
+load-balancer models in front of them (their request logs feed the CloudWatch model; network faults are injected
+there), teardown and facts. Two implement it, and a world is handed a factory for one (`World(serving=...)`), so
+neither subclasses nor patches the world:
 
-  TritonPerRegion            one real Triton per region on the region's address (`rehearse`), here;
+  TritonPerRegion            per region one real Triton and its deep-health sidecar on a pod address, behind the
+                             region's load-balancer model on the region's address (`rehearse`), here;
   release_serving.ServingModel  stable and canary tracks of pods behind a load-balancer process
                              (`rehearse-release`).
 """
@@ -13,11 +15,15 @@ subclasses nor patches the world:
 from __future__ import annotations
 
 import contextlib
+import socket
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
-from drills.rehearsal.pod import fetch_declared
+from drills.rehearsal.alb_proc import AlbProcess
+from drills.rehearsal.pod import PodSpec, deep_health_argv, fetch_declared
+from drills.rehearsal.procs import Child, ProcessError, Supervisor
 from drills.rehearsal.repo import ServingRepo, prepare_serving_repo
 from drills.rehearsal.triton import TritonServer
 
@@ -38,6 +44,14 @@ class RegionServing(Protocol):
 
     def ready(self, region: str) -> tuple[int, int]:
         """(ready servers, desired servers) in the region."""
+        ...
+
+    def albs(self) -> list[AlbProcess]:
+        """The load-balancer models serving the regions' addresses (their request logs feed the alarm model)."""
+        ...
+
+    def degrade(self, region: str, fault: dict | None) -> None:
+        """Set (None: clear) a network fault on the region's load-balancer data path (AlbProcess.fault)."""
         ...
 
     def close(self) -> None: ...
@@ -64,14 +78,38 @@ def start_all(serving: RegionServing, regions: list[str], log: Callable[[str], N
         raise errors[0][1]
 
 
+def start_deep_health(
+    sup: Supervisor, name: str, pod: PodSpec, *, address: str, port: int, triton_url: str, timeout: float
+) -> Child:
+    """The pod's declared deep-health sidecar (pod.deep_health_argv), returned once it accepts connections."""
+    child = sup.start(name, deep_health_argv(pod, address=address, port=port, triton_url=triton_url))
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection((address, port), timeout=0.5):
+            return child
+        if not child.alive() or time.monotonic() > deadline:
+            sup.stop(child)
+            raise ProcessError(f"deep-health sidecar {name} not listening on {address}:{port}: {child.log_tail()}")
+        time.sleep(0.05)
+
+
+POD_NET = "127.0.11."  # region n's pod (Triton and its sidecar) is 127.0.11.<n+1>; its load balancer 127.0.10.<n+1>
+
+
 class TritonPerRegion:
-    """One real Triton per region on the region's load-balancer address, serving the repository synced from the
-    region's bucket and hash-checked against its manifest (`repo.prepare_serving_repo`)."""
+    """Per region one real Triton on a pod address, serving the repository synced from the region's bucket and
+    hash-checked against its manifest (`repo.prepare_serving_repo`), its declared deep-health sidecar beside it, and
+    the region's load-balancer model (alb_proc: the declared listener rules, the deep-health route, faults, the
+    request log) on the region's address."""
 
     def __init__(self, world: World):
         self.world = world
         self.tritons: dict[str, TritonServer] = {}
         self.repos: dict[str, ServingRepo] = {}
+        self.proxies: dict[str, AlbProcess] = {}
+
+    def pod_address(self, region: str) -> str:
+        return f"{POD_NET}{self.world.regions.index(region) + 1}"
 
     def start(self, region: str) -> float:
         w = self.world
@@ -90,12 +128,13 @@ class TritonPerRegion:
         )
         repo = prepare_serving_repo(synced, rdir / "repository", w.pods[region], model.digests.get(model.version, ""))
         self.repos[region] = repo
+        pod_ip = self.pod_address(region)
         t = TritonServer(
             w.sup,
             name=region,
             repository=repo.path,
             models=repo.models,
-            address=w.region_ip[region],
+            address=pod_ip,
             http_port=w.ports["http"],
             grpc_port=w.ports["grpc"],
             metrics_port=w.ports["metrics"],
@@ -109,6 +148,27 @@ class TritonPerRegion:
         # One inference before traffic: the first request pays for ONNX Runtime's lazy initialisation (tens
         # of ms), which would otherwise show up as a latency outlier or a client timeout in the records.
         t.infer(repo.models[0], w.traffic.batches(n=1, batch=8)[0], timeout=30)
+        start_deep_health(
+            w.sup,
+            f"deep-health-{region}",
+            w.pods[region],
+            address=pod_ip,
+            port=w.ports["deep"],
+            triton_url=t.url,
+            timeout=w.scale.ready_timeout,
+        )
+        # The region's load balancer in its own process (alb_proc), with the regional ALB's listener rules.
+        self.proxies[region] = AlbProcess(
+            w.sup,
+            rdir / "alb",
+            {region: (w.region_ip[region], w.ports["http"])},
+            seed=w.seed,
+            name=f"alb-{region}",
+            model=model.name,
+            tooling_cidrs=w.fleet.regions[region].load_balancer.release_tooling_cidrs,
+            deep_health_port=w.ports["deep"],
+        ).start()
+        self.proxies[region].set(region, 0, {"stable": [(region, pod_ip, w.ports["http"], model.version)]})
         return ready
 
     def servers(self) -> dict[str, TritonServer]:
@@ -121,7 +181,16 @@ class TritonPerRegion:
         # One Triton stands for the region's pods.
         return (1 if self.tritons[region].is_ready(0.5) else 0), 1
 
+    def albs(self) -> list[AlbProcess]:
+        return list(self.proxies.values())
+
+    def degrade(self, region: str, fault: dict | None) -> None:
+        self.proxies[region].fault(region, fault)
+
     def close(self) -> None:
+        for p in self.proxies.values():
+            with contextlib.suppress(Exception):  # best effort: the supervisor stops it anyway
+                p.stop()
         for t in self.tritons.values():
             with contextlib.suppress(Exception):  # best effort: the supervisor stops the Tritons anyway
                 t._session.close()

@@ -12,8 +12,9 @@ exception during start-up, on SIGINT/SIGTERM and at interpreter exit, through `p
    under `<name>/<version>/` (by `model_build.publish` unless another publisher is given), synced back from each
    bucket and prepared as that region's serving
    repository (`repo.prepare_serving_repo`: only what the CPU Triton loads, hashes checked);
-4. one real Triton per region on its own loopback address (`127.0.10.<n>`: the region's load balancer),
-   all on the same ports, so the DNS answer alone decides which region a client reaches;
+4. per region a real Triton and its declared deep-health sidecar on a pod address, behind the region's
+   load-balancer model on its own loopback address (`127.0.10.<n>`), all on the same ports, so the DNS answer
+   alone decides which region a client reaches (`serving`);
 5. the models of what moto lacks: the Route 53 health checker (`healthcheck`), the DNS server answering
    the record name by the stored routing policy over healthy records, and each plain per-region name
    (`regional_names`) with its region's address whatever its health (`dns`), the S3 replicator (`replicator`).
@@ -65,7 +66,8 @@ from infra.names import deploy_role_name, role_arn
 from model_build.manifest import Manifest
 
 LB_NET = "127.0.10."  # region n's load balancer is 127.0.10.<n+1>; 127.0.0.0/8 is all loopback on Linux
-PORTS = 5  # base: moto, base+1: DNS (UDP), base+2..4: Triton HTTP, gRPC, metrics on every region address
+# base: moto, base+1: DNS (UDP), base+2..4: HTTP (load balancers and Tritons), gRPC, metrics, base+5: deep health
+PORTS = 6
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class Scale:
 
     hc_interval: float | None = None
     probe_timeout: float | None = None
+    time: float = 1.0  # the factor on the declared timings: CloudWatch alarm periods are scaled by it
     ttl: int | None = None
     replication_lag: float = 2.0
     replication_poll: float = 0.2
@@ -85,6 +88,7 @@ class Scale:
     def ci(cls) -> Scale:
         return cls(
             hc_interval=0.25,
+            time=0.025,  # 10 s -> 0.25 s, as hc_interval
             probe_timeout=0.2,
             ttl=1,
             replication_lag=0.3,
@@ -198,7 +202,7 @@ class World:
     @property
     def ports(self) -> dict[str, int]:
         b = self.base_port or 0
-        return {"moto": b, "dns": b + 1, "http": b + 2, "grpc": b + 3, "metrics": b + 4}
+        return {"moto": b, "dns": b + 1, "http": b + 2, "grpc": b + 3, "metrics": b + 4, "deep": b + 5}
 
     @property
     def dns_address(self) -> tuple[str, int]:
@@ -268,6 +272,7 @@ class World:
             scale=self.scale,
             workdir=self.workdir,
             seed=self.seed,
+            logs=lambda: self.serving.albs(),
         )
         self._storage = Storage(
             lambda region: moto.client("s3", region or "us-east-1"),
@@ -333,7 +338,7 @@ class World:
         missing = [r for r in self.regions if r not in self.pods]
         if missing:
             raise ProcessError(f"no declared Triton pod for {missing}: apply the plans of every regional stack")
-        self.route53.update(self.applied, self.health_check_ids)
+        self.route53.update(self.applied, self.health_check_ids, records)
         self.storage.update(self.applied, self.buckets)
 
     def _topology(self) -> None:
@@ -399,6 +404,14 @@ class World:
         self.serving.servers()[region].fail(mode)
         self._faults.append({"region": region, "mode": mode, "t": t})
         self.log(f"fault: {mode} {region} at {t:.3f}")
+        return t
+
+    def degrade(self, region: str, fault: dict | None) -> float:
+        """Set (None: clear) a network fault on the region's load-balancer data path; return the wall-clock time."""
+        t = time.time()
+        self.serving.degrade(region, fault)
+        self._faults.append({"region": region, "mode": "network", "fault": fault, "t": t})
+        self.log(f"network fault {fault} on {region} at {t:.3f}")
         return t
 
     def restore_region(self, region: str) -> float:

@@ -16,6 +16,7 @@ from drills.model import Plan
 from drills.planning import PlanContext
 from drills.release.scenarios import ArtifactCorruption, BadRelease, NodeLoss, Restore
 from drills.scenarios.base import Scenario
+from drills.scenarios.brownout import Quiet, RegionBrownout
 from drills.scenarios.evacuate import EvacuateRegion
 from drills.scenarios.flip import StackFlip
 from drills.scenarios.outage import RegionOutage
@@ -29,6 +30,8 @@ SCENARIOS: dict[str, type[Scenario]] = {
     for cls in (
         EvacuateRegion,
         RegionOutage,
+        RegionBrownout,
+        Quiet,
         TotalOutage,
         ArtifactReplication,
         StackFlip,

@@ -76,9 +76,9 @@ def model_reader_policy(bucket_arn: str, key_arn: str, region: str | None = None
 
 
 def target_registrar_policy(target_group_arn: str | list[str]) -> str:
-    """The AWS Load Balancer Controller here only reconciles one TargetGroupBinding: it may describe
-    (ELB and EC2 describe calls do not support resource scoping) and register/deregister pod IPs in that one
-    target group. It cannot create load balancers, target groups or security-group rules: Pulumi owns those."""
+    """The AWS Load Balancer Controller here only reconciles the Triton TargetGroupBindings: it may describe
+    (ELB and EC2 describe calls do not support resource scoping) and register/deregister pod IPs in exactly their
+    target groups. It cannot create load balancers, target groups or security-group rules: Pulumi owns those."""
     return json.dumps(
         {
             "Version": "2012-10-17",

@@ -10,6 +10,8 @@ infra.names.edge_routes (one listener rule each):
     POST /v2/models/<m>/infer, /v2/models/<m>/versions/*/infer  inference, <m> = <model.name>_trt and _onnx
     GET  /v2/models/<m>, /v2/models/<m>/ready                   the model's metadata (its signature), readiness
 
+plus `GET /deep-health` (infra.health.DEEP_HEALTH_PATH, its own rule), forwarded to a target group of its own on the
+stable pods' deep-health sidecar (the Route 53 deep check: one inference through the pod's Triton within a bound),
 and answers everything else with a fixed 404 (the listener's default action): the model configuration, the model
 repository (index, load, unload), statistics, trace and logging settings, shared-memory registration, other models
 (the python-backend one) and any path Triton may add never reach a pod. The security group admits `allowed_cidrs`;
@@ -38,6 +40,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.config import LoadBalancer as LbConfig
+from infra.health import DEEP_HEALTH_PATH, DEEP_HEALTH_PORT, DEEP_HEALTH_PRIORITY, deep_health_target_group_name
 from infra.names import (
     PIN_PRIORITY,
     PORTS,
@@ -74,13 +77,14 @@ def forward_weights(canary_weight: int) -> tuple[int, int]:
     return 100 - canary_weight, canary_weight
 
 
-def health_check(interval: int = 10) -> aws.lb.TargetGroupHealthCheckArgsDict:
-    """Target health is Triton's readiness: a pod whose models are not loaded gets no traffic."""
+def health_check(interval: int = 10, port: str = "traffic-port") -> aws.lb.TargetGroupHealthCheckArgsDict:
+    """Target health is Triton's readiness: a pod whose models are not loaded gets no traffic. `port`: where it is
+    asked (the deep-health target group asks Triton's port, not its own)."""
     return {
         "enabled": True,
         "protocol": "HTTP",
         "path": READY_PATH,
-        "port": "traffic-port",
+        "port": port,
         "matcher": "200",
         "interval": interval,
         "timeout": 5,
@@ -211,26 +215,29 @@ class TritonLoadBalancer(pulumi.ComponentResource):
                 description="HTTPS from clients",
                 opts=o,
             )
-        aws.vpc.SecurityGroupEgressRule(
-            f"{name}-to-triton",
-            security_group_id=self.security_group.id,
-            ip_protocol="tcp",
-            from_port=HTTP_PORT,
-            to_port=HTTP_PORT,
-            referenced_security_group_id=args.node_security_group_id,
-            description="Triton HTTP and health checks",
-            opts=o,
-        )
-        aws.vpc.SecurityGroupIngressRule(
-            f"{name}-nodes-from-lb",
-            security_group_id=args.node_security_group_id,
-            ip_protocol="tcp",
-            from_port=HTTP_PORT,
-            to_port=HTTP_PORT,
-            referenced_security_group_id=self.security_group.id,
-            description="Triton HTTP from the load balancer only",
-            opts=o,
-        )
+        # Triton's HTTP port and the deep-health sidecar's, each from the load balancer only. Triton's pair keeps the
+        # names it always had (no replacement of a rule in service).
+        for suffix, port, what in (("", HTTP_PORT, "Triton HTTP"), ("-deep-health", DEEP_HEALTH_PORT, "Deep health")):
+            aws.vpc.SecurityGroupEgressRule(
+                f"{name}-to-triton{suffix}",
+                security_group_id=self.security_group.id,
+                ip_protocol="tcp",
+                from_port=port,
+                to_port=port,
+                referenced_security_group_id=args.node_security_group_id,
+                description=f"{what} and health checks",
+                opts=o,
+            )
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-nodes-from-lb{suffix}",
+                security_group_id=args.node_security_group_id,
+                ip_protocol="tcp",
+                from_port=port,
+                to_port=port,
+                referenced_security_group_id=self.security_group.id,
+                description=f"{what} from the load balancer only",
+                opts=o,
+            )
 
         self.lb = aws.lb.LoadBalancer(
             f"{name}-alb",
@@ -270,6 +277,21 @@ class TritonLoadBalancer(pulumi.ComponentResource):
                 opts=o,
             )
         canary_arn = self.canary_target_group.arn if self.canary_target_group is not None else None
+        # The stable pods' deep-health sidecars (their TargetGroupBinding: infra/components/triton.py), on the sidecar's
+        # port. Its targets are judged on Triton's readiness, not on the deep check itself: the group then holds exactly
+        # the pods users are sent to, so one pod failing the deep check fails a share of Route 53's requests instead of
+        # being dropped from the group and hidden behind the healthy ones.
+        self.deep_health_target_group = aws.lb.TargetGroup(
+            f"{name}-deep-health",
+            name=deep_health_target_group_name(args.stack),
+            port=DEEP_HEALTH_PORT,
+            protocol="HTTP",
+            target_type="ip",
+            vpc_id=args.vpc_id,
+            deregistration_delay=30,
+            health_check=health_check(port=str(HTTP_PORT)),
+            opts=o,
+        )
 
         # Nothing is forwarded unless a rule below allows it. (The first `up` with this listener answers 404 for the
         # seconds between the listener's update and the rules' creation: run it with the region drained.)
@@ -307,6 +329,21 @@ class TritonLoadBalancer(pulumi.ComponentResource):
                 ],
                 opts=o,
             )
+        aws.lb.ListenerRule(
+            f"{name}-deep-health",
+            listener_arn=self.listener.arn,
+            priority=DEEP_HEALTH_PRIORITY,
+            actions=[aws.lb.ListenerRuleActionArgs(type="forward", target_group_arn=self.deep_health_target_group.arn)],
+            conditions=[
+                aws.lb.ListenerRuleConditionArgs(
+                    http_request_method=aws.lb.ListenerRuleConditionHttpRequestMethodArgs(values=["GET"])
+                ),
+                aws.lb.ListenerRuleConditionArgs(
+                    path_pattern=aws.lb.ListenerRuleConditionPathPatternArgs(values=[DEEP_HEALTH_PATH])
+                ),
+            ],
+            opts=o,
+        )
         aws.lb.ListenerRule(
             f"{name}-track-guard",
             listener_arn=self.listener.arn,
@@ -364,11 +401,14 @@ class TritonLoadBalancer(pulumi.ComponentResource):
 
         self.dns_name = self.lb.dns_name
         self.zone_id = self.lb.zone_id
+        self.arn_suffix = self.lb.arn_suffix  # CloudWatch's `LoadBalancer` dimension (the global stack's alarms)
         self.register_outputs(
             {
                 "dns_name": self.dns_name,
                 "zone_id": self.zone_id,
+                "arn_suffix": self.arn_suffix,
                 "target_group_arn": self.target_group.arn,
+                "deep_health_target_group_arn": self.deep_health_target_group.arn,
                 "canary_target_group_arn": canary_arn,
                 "web_acl_arn": self.web_acl.arn if self.web_acl is not None else None,
             }

@@ -2,8 +2,9 @@
 network policy agent, switched on in infra/components/cluster.py ADDON_CONFIG).
 
 - Default deny: no ingress to any pod of the namespace unless a policy below admits it.
-- Triton's HTTP port from the load balancer only. The ALB registers pods as IP targets, so its requests and health
-  checks come from its own interfaces, which live in the VPC's public subnets; a pod selector cannot name them, and
+- Triton's HTTP port and the deep-health sidecar's (infra/health.py) from the load balancer only. The ALB registers
+  pods as IP targets, so its requests and health checks come from its own interfaces, which live in the VPC's public
+  subnets; a pod selector cannot name them, and
   the whole VPC CIDR would admit every pod of the cluster too (the VPC CNI gives pods addresses in the private
   subnets), so the policy admits the public subnets' blocks, nothing else.
 - Triton's metrics port from the Prometheus server only (infra/components/addons.py: the `prometheus` chart's server
@@ -25,6 +26,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.components.addons import MONITORING_NS
+from infra.health import DEEP_HEALTH_PORT
 from infra.names import CANARY, NAMESPACE, PORTS, STABLE, TRACK_LABEL
 
 # Every Triton pod, stable and canary (infra/components/triton.py pod_labels): both tracks carry TRACK_LABEL.
@@ -55,10 +57,17 @@ def default_deny_manifest() -> dict:
 
 
 def http_from_load_balancer_manifest(lb_source_cidrs: Sequence[str]) -> dict:
+    # The deep-health port is admitted where the ALB's requests come from, like Triton's: the deep-health target group
+    # forwards Route 53's deep checks to it (only stable pods listen there; a canary pod has nothing on it).
     return _policy(
         POLICY_NAMES[1],
         TRITON_PODS,
-        [{"from": [{"ipBlock": {"cidr": c}} for c in lb_source_cidrs], "ports": [_port("http")]}],
+        [
+            {
+                "from": [{"ipBlock": {"cidr": c}} for c in lb_source_cidrs],
+                "ports": [_port("http"), {"protocol": "TCP", "port": DEEP_HEALTH_PORT}],
+            }
+        ],
     )
 
 

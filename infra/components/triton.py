@@ -14,6 +14,11 @@ picks them up; their own Service and TargetGroupBinding register them in the can
 load balancer's weighted forward action (infra/components/load_balancer.py) splits the traffic. Every pod carries
 `reco-dr/track` (stable | canary) and `reco-dr/model-version`, which the metrics pipeline turns into series
 labels: the release gates, alerts and dashboard tell the two versions apart by them.
+
+Deep health: every stable pod runs a small sidecar beside Triton (infra/health.py DEEP_HEALTH_SCRIPT, the Triton
+image's own python3) that answers DEEP_HEALTH_PATH with one inference through the pod's Triton over loopback. A third
+TargetGroupBinding puts the stable pods' sidecar port in the load balancer's deep-health target group, which the
+global stack's Route 53 deep check probes.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from infra.capacity import replica_bounds
 from infra.components.gpu_pools import CC_LABEL, GPU_TOLERATION, POOL_LABEL
 from infra.config import GpuPool, Model
 from infra.config import Triton as TritonConfig
+from infra.health import DEEP_HEALTH_CONTAINER, DEEP_HEALTH_PORT, DEEP_HEALTH_PORT_NAME, deep_health_argv
 from infra.names import (
     APP,
     CANARY,
@@ -314,6 +320,40 @@ def triton_args(pool: GpuPool, model: Model) -> list[str]:
     ]
 
 
+def deep_health_container(pool: GpuPool, triton: TritonConfig, model: Model) -> dict:
+    """The deep-health sidecar: DEEP_HEALTH_SCRIPT against this pod's Triton over loopback, on the first model the
+    pod serves (the one it loads: the TensorRT model, or the ONNX fallback on a capability without an engine).
+
+    No readiness probe, on purpose: a pod is ready only when all its containers are, so a probe here would take the
+    pod out of the Service and of both target groups when its deep check fails. The failing pod would then vanish
+    from the deep-health target group behind the healthy ones, and Route 53 would never see what users of that pod
+    still get. The deep check judges the region; Triton's own readiness alone decides whether a pod serves. The
+    liveness probe only restarts a sidecar that stopped listening, never one that answers DEEP-FAIL."""
+    return {
+        "name": DEEP_HEALTH_CONTAINER,
+        "image": triton.image,  # its python3 runs the script, as it runs verify-model: no other image to pin
+        "imagePullPolicy": "IfNotPresent",
+        "command": deep_health_argv(f"http://127.0.0.1:{PORTS['http']}", pod_models(pool, model)[0]),
+        # The root filesystem is read-only, as in every container here: anything python3 writes goes to /tmp.
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "ports": [{"name": DEEP_HEALTH_PORT_NAME, "containerPort": DEEP_HEALTH_PORT, "protocol": "TCP"}],
+        # One cached check a second at most (DEEP_HEALTH_CACHE_S): a stdlib HTTP server and one small JSON row. The
+        # CPU limit is far above that, so throttling never adds to the latency the check measures.
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"cpu": "250m", "memory": "128Mi"},
+        },
+        "livenessProbe": {
+            "tcpSocket": {"port": DEEP_HEALTH_PORT_NAME},
+            "periodSeconds": 10,
+            "timeoutSeconds": 3,
+            "failureThreshold": 3,
+        },
+        "securityContext": container_security_context(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+
+
 def deployment_manifest(
     pool: GpuPool, triton: TritonConfig, model: Model, bucket: str, region: str, track: str = STABLE
 ) -> dict:
@@ -415,7 +455,10 @@ def deployment_manifest(
                                 {"name": "models", "mountPath": MODEL_DIR, "readOnly": True},
                                 {"name": "tmp", "mountPath": "/tmp"},
                             ],
-                        }
+                        },
+                        # Only the stable pods are in the deep-health target group: the region's health is the
+                        # version it serves; a canary is judged by the release gates, which roll it back.
+                        *([deep_health_container(pool, triton, model)] if track == STABLE else []),
                     ],
                     "volumes": [
                         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
@@ -481,6 +524,12 @@ def hpa_manifest(pool: GpuPool, triton: TritonConfig, track: str = STABLE) -> di
     }
 
 
+def service_ports(track: str = STABLE) -> dict[str, int]:
+    """The Service's ports by name: Triton's, and on the stable track the deep-health sidecar's (the deep-health
+    TargetGroupBinding names it)."""
+    return {**PORTS, DEEP_HEALTH_PORT_NAME: DEEP_HEALTH_PORT} if track == STABLE else dict(PORTS)
+
+
 def service_manifest(track: str = STABLE) -> dict:
     name = app_name(track)
     return {
@@ -490,7 +539,9 @@ def service_manifest(track: str = STABLE) -> dict:
         "spec": {
             "type": "ClusterIP",
             "selector": {"app.kubernetes.io/name": name},
-            "ports": [{"name": n, "port": p, "targetPort": n, "protocol": "TCP"} for n, p in PORTS.items()],
+            "ports": [
+                {"name": n, "port": p, "targetPort": n, "protocol": "TCP"} for n, p in service_ports(track).items()
+            ],
         },
     }
 
@@ -532,15 +583,18 @@ def service_account_manifest(role_arn: str) -> dict:
     }
 
 
-def target_group_binding_manifest(target_group_arn: str, track: str = STABLE) -> dict:
+def target_group_binding_manifest(target_group_arn: str, track: str = STABLE, port: str = "http") -> dict:
+    """Registers the track's pods in a target group, on the Service port `port` (service_ports): Triton's HTTP port,
+    or the deep-health sidecar's (stable track) for the deep-health target group."""
     name = app_name(track)
     return {
         "apiVersion": "elbv2.k8s.aws/v1beta1",
         "kind": "TargetGroupBinding",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        # No `networking` block: Pulumi owns the security-group rule (nodes accept 8000 from the ALB only).
+        "metadata": {"name": name if port == "http" else f"{name}-{port}", "namespace": NAMESPACE},
+        # No `networking` block: Pulumi owns the security-group rules (nodes accept Triton's HTTP port and the
+        # deep-health port from the ALB only).
         "spec": {
-            "serviceRef": {"name": name, "port": PORTS["http"]},
+            "serviceRef": {"name": name, "port": service_ports(track)[port]},
             "targetGroupARN": target_group_arn,
             "targetType": "ip",
         },
@@ -556,6 +610,7 @@ class TritonArgs:
     bucket_name: pulumi.Input[str]
     role_arn: pulumi.Input[str]
     target_group_arn: pulumi.Input[str]
+    deep_health_target_group_arn: pulumi.Input[str]  # the stable pods' deep-health sidecars register there
     # The canary target group (load balancer), present exactly when `model.canary_version` is configured.
     canary_target_group_arn: pulumi.Input[str] | None = None
 
@@ -625,4 +680,15 @@ class TritonServing(pulumi.ComponentResource):
                 spec=tgb.apply(lambda m: m["spec"]),
                 opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[svc, *deps]),
             )
+        deep = pulumi.Output.from_input(args.deep_health_target_group_arn).apply(
+            partial(target_group_binding_manifest, port=DEEP_HEALTH_PORT_NAME)
+        )
+        k8s.apiextensions.CustomResource(
+            f"{name}-deep-health-tgb",
+            api_version="elbv2.k8s.aws/v1beta1",
+            kind="TargetGroupBinding",
+            metadata=deep.apply(lambda m: m["metadata"]),
+            spec=deep.apply(lambda m: m["spec"]),
+            opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[self.service, *deps]),
+        )
         self.register_outputs({"namespace": NAMESPACE, "deployments": sorted(self.deployments)})

@@ -98,7 +98,10 @@ POLICIES = [
         v.RECORD,
     ),
     resource_policy(
-        "route53-health-check-https", "Health checks probe HTTPS with a path and measure latency.", v.HEALTH_CHECK
+        "route53-health-check-https",
+        "Endpoint health checks probe HTTPS with a path and measure latency; a calculated check needs every child; a "
+        "metric check reads insufficient data as healthy.",
+        v.HEALTH_CHECK,
     ),
     resource_policy(
         "s3-replication-rtc",
@@ -113,6 +116,12 @@ POLICIES = [
         "route53-record-sets",
         "A weighted record set has a weight > 0; a failover record set has exactly one PRIMARY.",
         lambda resources, stack: v.record_set_violations(resources),
+    ),
+    stack_policy(
+        "route53-region-health",
+        "Every weighted or failover record carries its region's CALCULATED check over the shallow, deep, 5xx and "
+        "latency checks of that region.",
+        lambda resources, stack: v.region_health_violations(resources),
     ),
     stack_policy(
         "s3-bucket-controls",

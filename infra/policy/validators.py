@@ -18,10 +18,12 @@ from typing import Any
 
 from infra.catalog import GPU_INSTANCES
 from infra.config import STACKS_DIR, ConfigError, load_fleet
+from infra.health import INSUFFICIENT_DATA_HEALTH_STATUS
 from infra.invariants import (
     ERROR,
     capacity_findings,
     engine_findings,
+    health_findings,
     read_manifest,
     record_findings,
     tensorrt_findings,
@@ -89,8 +91,48 @@ def record_violations(name: str, props: Mapping) -> list[str]:
     return [f.message for f in record_findings([{"type": RECORD, "name": name, "props": props}], sets=False)]
 
 
+def calculated_check_violations(name: str, props: Mapping) -> list[str]:
+    """A CALCULATED check is healthy only while every child is: a lower threshold lets a failing child keep the
+    region in DNS."""
+    children, threshold = _g(props, "childHealthchecks"), _g(props, "childHealthThreshold")
+    if children is UNKNOWN or threshold is UNKNOWN:
+        return []
+    if not children:
+        return [f"calculated health check {name} has no child checks: it would always be healthy"]
+    if threshold != len(children):
+        return [
+            f"calculated health check {name} needs {threshold} of its {len(children)} children healthy: a failing "
+            "child would keep the region in DNS (child_health_threshold = the number of children)"
+        ]
+    return []
+
+
+def metric_check_violations(name: str, props: Mapping) -> list[str]:
+    """A CLOUDWATCH_METRIC check names its alarm and its region, and reads too little data as healthy (infra/health.py
+    INSUFFICIENT_DATA_HEALTH_STATUS: a CloudWatch problem must not move traffic)."""
+    out = [
+        f"metric health check {name} has no {key}"
+        for key in ("cloudwatchAlarmName", "cloudwatchAlarmRegion")
+        if not _set(_g(props, key))
+    ]
+    if not _is(_g(props, "insufficientDataHealthStatus"), INSUFFICIENT_DATA_HEALTH_STATUS):
+        out.append(
+            f"metric health check {name} reads insufficient data as {_g(props, 'insufficientDataHealthStatus')}, "
+            f"not {INSUFFICIENT_DATA_HEALTH_STATUS}: a CloudWatch outage would move traffic"
+        )
+    return out
+
+
 def health_check_violations(name: str, props: Mapping) -> list[str]:
+    """By type: a CALCULATED or CLOUDWATCH_METRIC check (above) probes nothing itself; every other check probes the
+    load balancer over HTTPS with a path and measures latency, and a string-matching one names its string."""
+    if _g(props, "type") == "CALCULATED":
+        return calculated_check_violations(name, props)
+    if _g(props, "type") == "CLOUDWATCH_METRIC":
+        return metric_check_violations(name, props)
     out = []
+    if _g(props, "type") == "HTTPS_STR_MATCH" and not _set(_g(props, "searchString")):
+        out.append(f"health check {name} is HTTPS_STR_MATCH without a search string")
     if not (_g(props, "type") is UNKNOWN or str(_g(props, "type")).startswith("HTTPS")):
         out.append(f"health check {name} is {_g(props, 'type')}: the load balancers listen on HTTPS only")
     if not _set(_g(props, "resourcePath")):
@@ -176,6 +218,23 @@ def record_set_violations(resources: Iterable[Res]) -> list[str]:
     """Across records of one name: some weight > 0 (weighted), exactly one PRIMARY (failover)."""
     recs = [{"type": r.type, "name": r.name, "props": r.props} for r in resources if r.type == RECORD]
     return [f.message for f in record_findings(recs) if f.id in ("routing.weighted-region", "routing.one-primary")]
+
+
+def region_health_violations(resources: Iterable[Res]) -> list[str]:
+    """Every routed record carries its region's CALCULATED check over the four children (infra.invariants
+    health_findings), linked through the property dependencies the engine reports."""
+    declared = [
+        {
+            "type": r.type,
+            "name": r.name,
+            "urn": r.urn,
+            "props": r.props,
+            "property_dependencies": r.property_dependencies,
+        }
+        for r in resources
+        if r.type in (RECORD, HEALTH_CHECK)
+    ]
+    return [f.message for f in health_findings(declared)]
 
 
 def _targets(rel: Res, bucket: Res) -> bool:

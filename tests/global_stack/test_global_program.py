@@ -43,10 +43,15 @@ def plain(plan: m.Plan) -> list[m.ResourceRecord]:
     return [r for r in plan.of_type(RECORD) if "setIdentifier" not in r.inputs]
 
 
+def checks_of_kind(plan: m.Plan, kind: str) -> list[m.ResourceRecord]:
+    """A region's health checks of one kind (infra.health.CHILD_KINDS, or "calculated": the record's), by their tag."""
+    return [h for h in plan.of_type(HC) if h.inputs["tags"]["check"] == kind]
+
+
 # ---------------------------------------------------------------- DNS
 def test_one_health_check_per_region_against_its_load_balancer(prod):
     outs = outputs_by_region("prod")
-    hcs = prod.of_type(HC)
+    hcs = checks_of_kind(prod, "shallow")
     assert sorted(h.inputs["fqdn"] for h in hcs) == sorted(o["lb_dns_name"] for o in outs.values())
     for h in hcs:
         i = h.inputs
@@ -63,7 +68,7 @@ def test_one_health_check_per_region_against_its_load_balancer(prod):
 def test_one_weighted_alias_record_per_region(prod):
     outs = outputs_by_region("prod")
     weights = load_fleet("prod").glob.routing.weights()
-    hc_by_fqdn = {h.inputs["fqdn"]: h.id for h in prod.of_type(HC)}
+    calculated = {h.inputs["tags"]["region"]: h.id for h in checks_of_kind(prod, "calculated")}
     zone = prod.one(ZONE)
     records = {r.inputs["setIdentifier"]: r.inputs for r in routed(prod)}
     assert sorted(records) == sorted(outs) and len(routed(prod)) == len(outs)
@@ -72,7 +77,7 @@ def test_one_weighted_alias_record_per_region(prod):
         assert rec["aliases"] == [
             {"name": outs[region]["lb_dns_name"], "zoneId": outs[region]["lb_zone_id"], "evaluateTargetHealth": True}
         ]
-        assert rec["healthCheckId"] == hc_by_fqdn[outs[region]["lb_dns_name"]]  # its own region's check
+        assert rec["healthCheckId"] == calculated[region]  # its own region's (calculated) check
         assert rec["weightedRoutingPolicies"] == [{"weight": weights[region]}]
         assert "failoverRoutingPolicies" not in rec and "ttl" not in rec  # alias records take the target's TTL
 
@@ -84,7 +89,9 @@ def test_failover_mode_one_primary_one_secondary(staging):
         "us-west-2": [{"type": "SECONDARY"}],
     }
     assert all("weightedRoutingPolicies" not in v and v["healthCheckId"] for v in records.values())
-    assert len(staging.of_type(HC)) == 2
+    calculated = {h.inputs["tags"]["region"]: h.id for h in checks_of_kind(staging, "calculated")}
+    assert {k: v["healthCheckId"] for k, v in records.items()} == calculated
+    assert len(staging.of_type(HC)) == 2 * 5  # per region: four children and the calculated check
 
 
 def test_weighted_canary_and_standby_weights(run_global):
@@ -252,8 +259,8 @@ def test_permissions_policy_builder_is_pure():
 
 # ---------------------------------------------------------------- alarms
 def test_health_check_alarms_live_in_us_east_1(prod):
-    hc_ids = {h.id for h in prod.of_type(HC)}
-    alarms = [a for a in prod.of_type(ALARM) if a.inputs["namespace"] == "AWS/Route53"]
+    hc_ids = {h.id for h in checks_of_kind(prod, "calculated")}  # the records' checks: a region leaving DNS notifies
+    alarms = [a for a in prod.of_type(ALARM) if a.inputs.get("namespace") == "AWS/Route53"]
     assert len(alarms) == 3 and {a.inputs["dimensions"]["HealthCheckId"] for a in alarms} == hc_ids
     for a in alarms:
         assert region_of(prod, a) == "us-east-1"

@@ -580,6 +580,94 @@ def test_rollback_window_equal_to_the_retention_accepted(stacks_copy):
     assert load_fleet("prod", stacks_copy).glob.release.rollback_window_days == 30
 
 
+# ---------------------------------------------------------------- 16. the load-balancer alarms behind the metric checks
+LATENCY_RULE = (
+    "rule: below objectives.p99_ms ({p99} ms): the mean that drains a region must sit under the p99 users are "
+    "promised, or most requests are slower than the objective before DNS moves"
+)
+HEALTH_ALARMS = {
+    "period not whole minutes": (
+        {"period_seconds": 90},
+        "period_seconds",
+        90,
+        "rule: a multiple of 60 (the load balancer publishes its metrics once a minute)",
+    ),
+    "period below a minute": (
+        {"period_seconds": 30},
+        "period_seconds",
+        30,
+        "rule: Input should be greater than or equal to 60",
+    ),
+    "no evaluation period": (
+        {"evaluation_periods": 0},
+        "evaluation_periods",
+        0,
+        "rule: Input should be greater than or equal to 1",
+    ),
+    "M greater than N": (
+        {"evaluation_periods": 2, "datapoints_to_alarm": 3},
+        "datapoints_to_alarm",
+        3,
+        "rule: at most evaluation_periods (2): CloudWatch refuses M of N with M > N",
+    ),
+    "longer than a day": (
+        {"period_seconds": 3600, "evaluation_periods": 25},
+        "evaluation_periods",
+        25,
+        "rule: evaluation_periods x period_seconds (3600) at most 86400 s (CloudWatch evaluates an alarm over one day "
+        "at most)",
+    ),
+    "error ratio of 1": (
+        {"error_ratio": 1.0},
+        "error_ratio",
+        1.0,
+        "rule: error_ratio < 1 (a ratio is at most 1: a threshold of 1 never alarms)",
+    ),
+    "error ratio of 0": ({"error_ratio": 0}, "error_ratio", 0, "rule: Input should be greater than 0"),
+    "NaN error ratio": ({"error_ratio": float("nan")}, "error_ratio", float("nan"), FINITE),
+    "error ratio as a string": ({"error_ratio": "0.01"}, "error_ratio", "0.01", STRICT_FLOAT),
+    "latency of 0": ({"latency_ms": 0}, "latency_ms", 0, "rule: Input should be greater than 0"),
+    "latency at the p99 objective": ({"latency_ms": 250}, "latency_ms", 250, LATENCY_RULE.format(p99=250)),
+    "latency above the p99 objective": ({"latency_ms": 300.5}, "latency_ms", 300.5, LATENCY_RULE.format(p99=250)),
+    "unknown key": ({"p99_ms": 200}, "p99_ms", 200, "rule: unknown key (a typo?)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HEALTH_ALARMS))
+def test_health_alarm_settings_refused(case):
+    given, key, value, rule = HEALTH_ALARMS[case]
+    assert_refused("prod-global", lambda v: v.update(health_alarms=given), f"health_alarms.{key}", value, rule)
+
+
+def test_a_lowered_p99_objective_refuses_the_default_latency_threshold():
+    """The rule holds for the default too: an objective at or below 100 ms needs an explicit, lower latency_ms."""
+    assert_refused(
+        "staging-global",
+        lambda v: v["objectives"].update(p99_ms=80),
+        "health_alarms.latency_ms",
+        100,
+        LATENCY_RULE.format(p99=80),
+    )
+    v = copy.deepcopy(read_stack_file("staging-global"))
+    v["objectives"]["p99_ms"] = 80
+    v["health_alarms"] = {"latency_ms": 40}
+    cfg = parse("staging-global", v)
+    assert isinstance(cfg, C.GlobalConfig) and cfg.health_alarms.latency_ms == 40
+
+
+def test_health_alarm_defaults_and_a_valid_override():
+    assert load_fleet("prod").glob.health_alarms == C.HealthAlarms(
+        period_seconds=60, evaluation_periods=2, datapoints_to_alarm=1, error_ratio=0.01, latency_ms=100
+    )
+    v = {
+        **read_stack_file("prod-global"),
+        "health_alarms": {"period_seconds": 300, "evaluation_periods": 5, "datapoints_to_alarm": 5},
+    }
+    cfg = parse("prod-global", v)
+    assert isinstance(cfg, C.GlobalConfig)
+    assert (cfg.health_alarms.period_seconds, cfg.health_alarms.datapoints_to_alarm) == (300, 5)
+
+
 # ---------------------------------------------------------------- command lines
 @pytest.mark.parametrize("argv", [["infra.plan", "prod-use1"], ["infra.capacity", "prod"]])
 def test_command_lines_print_the_one_message_without_a_traceback(argv, stacks_copy):

@@ -13,6 +13,7 @@ import pytest
 from infra.components import network_policy as NP
 from infra.components.network import s3_endpoint_policy, subnet_plan
 from infra.config import read_stack_file
+from infra.health import DEEP_HEALTH_PORT
 from infra.mocks import run_program
 from infra.names import PORTS
 from tests.signing import with_canary
@@ -111,11 +112,12 @@ def test_default_deny_selects_every_pod_and_admits_nothing(use1):
 
 
 def test_http_only_from_the_load_balancers_subnets(regional):
-    """The ALB's interfaces are in the public subnets; pods (private subnets) are not admitted to Triton's HTTP."""
+    """The ALB's interfaces are in the public subnets; pods (private subnets) are not admitted to Triton's HTTP, nor
+    to the deep-health sidecar's port (the ALB's deep-health target group, infra/health.py)."""
     _stack, plan, cfg = regional
     spec = _policies(plan)["triton-http-from-load-balancer"]["spec"]
     ((rule,),) = [spec["ingress"]]
-    assert rule["ports"] == [{"protocol": "TCP", "port": PORTS["http"]}]
+    assert rule["ports"] == [{"protocol": "TCP", "port": PORTS["http"]}, {"protocol": "TCP", "port": DEEP_HEALTH_PORT}]
     blocks = [p["ipBlock"]["cidr"] for p in rule["from"]]
     assert all(set(p) == {"ipBlock"} and "except" not in p["ipBlock"] for p in rule["from"])
     public = sorted(s.inputs["cidrBlock"] for s in plan.of_type("aws:ec2/subnet:Subnet") if "public" in s.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from infra.components.identity import model_reader_policy
+from infra.health import DEEP_HEALTH_PORT
 
 
 def _policy(plan, role_name):
@@ -49,9 +50,10 @@ def test_model_reader_policy_has_no_write():
 
 def test_controller_roles_are_scoped(use1):
     _, trust, pol = _policy(use1, "lb-controller")
-    tg = use1.one("aws:lb/targetGroup:TargetGroup").state["arn"]
+    tg = use1.one("aws:lb/targetGroup:TargetGroup", "ingress-triton").state["arn"]
+    deep = use1.one("aws:lb/targetGroup:TargetGroup", "ingress-deep-health").state["arn"]
     reg = next(s for s in pol["Statement"] if s["Sid"] == "RegisterPods")
-    assert reg["Resource"] == tg
+    assert reg["Resource"] == [tg, deep]  # the stable pods, on Triton's port and on the deep-health sidecar's
     assert not any("Create" in a or "Authorize" in a for s in pol["Statement"] for a in s["Action"])
     assert trust["Statement"][0]["Condition"]["StringEquals"]
     _, _, ca = _policy(use1, "cluster-autoscaler")
@@ -73,7 +75,7 @@ def test_alb_listener_and_target_group(regional):
     assert set(lb.inputs["subnets"]) == public
     assert lb.inputs["dropInvalidHeaderFields"] is True
     assert lb.inputs["enableDeletionProtection"] is (cfg.env == "prod")
-    tg = plan.one("aws:lb/targetGroup:TargetGroup")
+    tg = plan.one("aws:lb/targetGroup:TargetGroup", "ingress-triton")
     assert (tg.inputs["port"], tg.inputs["protocol"], tg.inputs["targetType"]) == (8000, "HTTP", "ip")
     hc = tg.inputs["healthCheck"]
     assert (hc["path"], hc["protocol"], hc["port"], hc["matcher"]) == (
@@ -105,15 +107,18 @@ def test_security_groups_least_privilege(regional):
     to_lb = [r.inputs for r in ingress if r.inputs["securityGroupId"] == lb_sg.id]
     assert sorted(r["cidrIpv4"] for r in to_lb) == sorted(cfg.load_balancer.allowed_cidrs)
     assert all((r["fromPort"], r["toPort"], r["ipProtocol"]) == (443, 443, "tcp") for r in to_lb)
+    # Triton's port and the deep-health sidecar's (infra/health.py), each from the load balancer only; nothing else.
     to_nodes = [r.inputs for r in ingress if r.inputs["securityGroupId"] == node_sg]
-    assert to_nodes == [{**to_nodes[0], "fromPort": 8000, "toPort": 8000, "referencedSecurityGroupId": lb_sg.id}]
-    assert "cidrIpv4" not in to_nodes[0]
-    (egress,) = plan.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
-    assert (
-        egress.inputs["securityGroupId"],
-        egress.inputs["referencedSecurityGroupId"],
-        egress.inputs["fromPort"],
-    ) == (lb_sg.id, node_sg, 8000)
+    assert to_nodes == [
+        {**to_nodes[i], "fromPort": port, "toPort": port, "referencedSecurityGroupId": lb_sg.id}
+        for i, port in enumerate((8000, DEEP_HEALTH_PORT))
+    ]
+    assert not any("cidrIpv4" in r for r in to_nodes)
+    egress = plan.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
+    assert [
+        (e.inputs["securityGroupId"], e.inputs["referencedSecurityGroupId"], e.inputs["fromPort"], e.inputs["toPort"])
+        for e in egress
+    ] == [(lb_sg.id, node_sg, port, port) for port in (8000, DEEP_HEALTH_PORT)]
 
 
 def test_allowed_cidrs_follow_config(values, plan_for):

@@ -9,6 +9,7 @@ from infra.capacity import replica_bounds
 from infra.components import triton as T
 from infra.components.gpu_pools import device_plugin_daemonset
 from infra.config import RegionConfig, load_stack
+from infra.health import DEEP_HEALTH_PORT, deep_health_target_group_name
 from infra.names import pins_key
 from tests.signing import with_canary
 
@@ -82,7 +83,9 @@ def test_one_deployment_per_gpu_pool(regional, as_manifest):
     for p in cfg.gpu_pools:
         d = deps[f"triton-{p.name}"]
         spec = d["spec"]["template"]["spec"]
-        (c,) = spec["containers"]
+        # Triton, and the deep-health sidecar answering the Route 53 deep check (tests/infra/test_deep_health.py).
+        c, deep = spec["containers"]
+        assert (c["name"], deep["name"]) == ("triton", "deep-health")
         assert c["image"] == cfg.triton.image
         # Triton reads only the serving repository verify-model builds from the verified copy of the version's
         # prefix, and loads exactly the pool's model, explicitly: the TensorRT model, or the ONNX fallback where the
@@ -156,14 +159,31 @@ def test_service_and_target_group_binding(regional):
     assert svc.inputs["spec"]["selector"] == {"app.kubernetes.io/name": "triton"}
     for d in plan.of_type("kubernetes:apps/v1:Deployment"):
         assert d.inputs["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "triton"
-    tgb = plan.one("kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding")
-    tg = plan.one("aws:lb/targetGroup:TargetGroup")
+    tgb = plan.one("kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding", "triton-tgb")
+    tg = plan.one("aws:lb/targetGroup:TargetGroup", "ingress-triton")
     assert tgb.inputs["spec"] == {
         "serviceRef": {"name": "triton", "port": 8000},
         "targetGroupARN": tg.state["arn"],
         "targetType": "ip",
     }
     assert "lb-controller" in tgb.options["depends_on"]
+    # The same pods, by the same Service, on the deep-health sidecar's port: the deep-health target group.
+    deep = plan.one("kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding", "triton-deep-health-tgb")
+    deep_tg = plan.one("aws:lb/targetGroup:TargetGroup", "ingress-deep-health")
+    assert deep.inputs["metadata"]["name"] == "triton-deep-health"
+    assert deep.inputs["spec"] == {
+        "serviceRef": {"name": "triton", "port": DEEP_HEALTH_PORT},
+        "targetGroupARN": deep_tg.state["arn"],
+        "targetType": "ip",
+    }
+    assert "lb-controller" in deep.options["depends_on"]
+    ports = {x["name"]: (x["port"], x["targetPort"]) for x in svc.inputs["spec"]["ports"]}
+    assert ports == {
+        "http": (8000, "http"),
+        "grpc": (8001, "grpc"),
+        "metrics": (8002, "metrics"),
+        "deep-health": (DEEP_HEALTH_PORT, "deep-health"),
+    }
 
 
 def test_service_account_carries_the_triton_role(regional):
@@ -258,6 +278,7 @@ def test_canary_deployments_serve_their_own_immutable_prefix(canary_plan, as_man
 def test_weighted_target_groups_split_the_listener(canary_plan):
     plan, _cfg = canary_plan
     tgs = {t.inputs["name"]: t for t in plan.of_type("aws:lb/targetGroup:TargetGroup")}
+    deep = tgs.pop(deep_health_target_group_name("prod-use1"))  # the stable pods' sidecars, canary or not
     assert sorted(tgs) == ["reco-dr-prod-use1-canary", "reco-dr-prod-use1-triton"]
     stable, canary = tgs["reco-dr-prod-use1-triton"], tgs["reco-dr-prod-use1-canary"]
     assert canary.inputs["healthCheck"] == stable.inputs["healthCheck"] and canary.inputs["targetType"] == "ip"
@@ -280,7 +301,8 @@ def test_weighted_target_groups_split_the_listener(canary_plan):
     assert rules["canary"]["actions"][0]["targetGroupArn"] == canary.state["arn"]
     assert rules["stable"]["actions"][0]["targetGroupArn"] == stable.state["arn"]
     assert all(r["conditions"][0]["httpHeader"]["httpHeaderName"] == "X-Reco-Track" for r in rules.values())
-    # Two TargetGroupBindings: each track's Service into its own target group.
+    # Each track's Service into its own target group, and the stable Service's deep-health port into the deep-health
+    # target group (a canary is judged by the release gates, not by the region's deep check).
     tgbs = {
         t.inputs["metadata"]["name"]: t.inputs["spec"]
         for t in plan.of_type("kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding")
@@ -296,6 +318,11 @@ def test_weighted_target_groups_split_the_listener(canary_plan):
             "targetGroupARN": canary.state["arn"],
             "targetType": "ip",
         },
+        "triton-deep-health": {
+            "serviceRef": {"name": "triton", "port": DEEP_HEALTH_PORT},
+            "targetGroupARN": deep.state["arn"],
+            "targetType": "ip",
+        },
     }
     svcs = {
         s.inputs["metadata"]["name"]: s.inputs["spec"]["selector"] for s in plan.of_type("kubernetes:core/v1:Service")
@@ -304,13 +331,13 @@ def test_weighted_target_groups_split_the_listener(canary_plan):
         "triton": {"app.kubernetes.io/name": "triton"},
         "triton-canary": {"app.kubernetes.io/name": "triton-canary"},
     }
-    # The load balancer controller may register pods in both target groups, nothing else.
+    # The load balancer controller may register pods in these three target groups, nothing else.
     role = plan.one("aws:iam/role:Role", "lb-controller-role")
     (pol,) = [p for p in plan.of_type("aws:iam/rolePolicy:RolePolicy") if p.inputs["role"] == role.id]
     import json
 
     reg = next(s for s in json.loads(pol.inputs["policy"])["Statement"] if s["Sid"] == "RegisterPods")
-    assert sorted(reg["Resource"]) == sorted([stable.state["arn"], canary.state["arn"]])
+    assert sorted(reg["Resource"]) == sorted([stable.state["arn"], canary.state["arn"], deep.state["arn"]])
 
 
 def test_canary_resources_are_exactly_what_a_promotion_deletes(canary_plan, use1, tmp_path):

@@ -34,6 +34,7 @@ EXPECTED = {
     "s3-replication-rtc": "ResourceValidationPolicy",
     "eks-gpu-node-taint": "ResourceValidationPolicy",
     "route53-record-sets": "StackValidationPolicy",
+    "route53-region-health": "StackValidationPolicy",
     "s3-bucket-controls": "StackValidationPolicy",
     "s3-replication-mesh": "StackValidationPolicy",
     "n-plus-one-capacity": "StackValidationPolicy",
@@ -43,7 +44,13 @@ EXPECTED = {
 
 def planned(stack: str) -> list[dict]:
     return [
-        {"type": r.type, "name": r.name, "urn": r.urn, "props": r.inputs}
+        {
+            "type": r.type,
+            "name": r.name,
+            "urn": r.urn,
+            "props": r.inputs,
+            "property_dependencies": r.property_dependencies,
+        }
         for r in m.run_program(stack).resources
         if r.custom
     ]
@@ -60,6 +67,23 @@ def edit(resources: list[dict], type_: str, fn, first_only: bool = False, where=
         if r["type"] == type_ and where(r["props"]) and not (first_only and done):
             fn(r["props"])
             done = True
+    return out
+
+
+def on_shallow_check(resources: list[dict]) -> list[dict]:
+    """The first routed record made to carry its region's shallow check instead of the calculated one (its id and,
+    as the engine reports it, the URN it depends on)."""
+    out = copy.deepcopy(resources)
+    rec = next(r for r in out if r["type"] == "aws:route53/record:Record" and routed(r["props"]))
+    region = rec["props"]["setIdentifier"]
+    (shallow,) = [
+        r
+        for r in out
+        if r["type"] == "aws:route53/healthCheck:HealthCheck"
+        and (r["props"]["tags"]["region"], r["props"]["tags"]["check"]) == (region, "shallow")
+    ]
+    rec["props"]["healthCheckId"] = UNKNOWN_STRING  # as in a preview that creates the checks
+    rec["property_dependencies"]["healthCheckId"] = [shallow["urn"]]
     return out
 
 
@@ -112,6 +136,13 @@ def test_pack_reports_violations(tmp_path, plans):
         ),
         "no-taint": edit(r, "aws:eks/nodeGroup:NodeGroup", lambda p: p.pop("taints", None)),
         "unversioned": [x for x in r if x["type"] != "aws:s3/bucketVersioning:BucketVersioning"],
+        "record-on-a-child-check": on_shallow_check(g),
+        "lax-calculated-check": edit(
+            g,
+            "aws:route53/healthCheck:HealthCheck",
+            lambda p: p.update(childHealthThreshold=3),
+            where=lambda p: p["type"] == "CALCULATED",
+        ),
     }
     got = {case: sorted({name for name, _ in v}) for case, v in run_pack(tmp_path, cases)["cases"].items()}
     assert got == {
@@ -121,6 +152,8 @@ def test_pack_reports_violations(tmp_path, plans):
         "no-rtc": ["s3-replication-rtc"],
         "no-taint": ["eks-gpu-node-taint"],
         "unversioned": ["s3-bucket-controls"],
+        "record-on-a-child-check": ["route53-region-health"],
+        "lax-calculated-check": ["route53-health-check-https", "route53-region-health"],
     }
 
 

@@ -24,12 +24,13 @@ def _no_ambient_manifest(monkeypatch, tmp_path):
 
 
 def resources(stack: str) -> list[v.Res]:
-    return [v.Res(r.type, r.name, r.inputs, r.urn) for r in m.run_program(stack).resources]
+    return [v.Res(r.type, r.name, r.inputs, r.urn, r.property_dependencies) for r in m.run_program(stack).resources]
 
 
 def all_violations(res: list[v.Res], stack: str) -> list[str]:
     out = [msg for r in res for msg in v.validate_resource(r.type, r.name, r.props)]
-    out += v.record_set_violations(res) + v.bucket_violations(res) + v.replication_mesh_violations(res)
+    out += v.record_set_violations(res) + v.region_health_violations(res)
+    out += v.bucket_violations(res) + v.replication_mesh_violations(res)
     return out + v.capacity_violations(stack) + v.model_violations(stack)
 
 
@@ -119,6 +120,51 @@ def test_health_check_must_be_https_with_path_and_latency(global_res):
     bad = {**hc.props, "type": "HTTP", "measureLatency": False}
     bad.pop("resourcePath")
     assert len(v.health_check_violations(hc.name, bad)) == 3
+
+
+def _check(res: list[v.Res], kind: str) -> v.Res:
+    return next(r for r in res if r.type == v.HEALTH_CHECK and r.props["tags"]["check"] == kind)
+
+
+def test_every_kind_of_health_check_is_judged_by_its_own_rules(global_res):
+    """A calculated check needs every child; a metric check names its alarm and reads missing data as healthy; a
+    string-matching one names its string. None of them is held to the endpoint rules it cannot meet."""
+    calc, metric, deep = (_check(global_res, k) for k in ("calculated", "5xx", "deep"))
+    assert all(v.health_check_violations(c.name, c.props) == [] for c in (calc, metric, deep))
+    (msg,) = v.health_check_violations(calc.name, {**calc.props, "childHealthThreshold": 3})
+    assert "needs 3 of its 4 children" in msg
+    assert v.health_check_violations(calc.name, {**calc.props, "childHealthchecks": []}) == [
+        f"calculated health check {calc.name} has no child checks: it would always be healthy"
+    ]
+    assert v.health_check_violations(calc.name, {**calc.props, "childHealthchecks": UNKNOWN}) == []  # preview
+    (msg,) = v.health_check_violations(metric.name, {**metric.props, "insufficientDataHealthStatus": "Unhealthy"})
+    assert "a CloudWatch outage would move traffic" in msg
+    bad = {k: x for k, x in metric.props.items() if k != "cloudwatchAlarmName"}
+    assert v.health_check_violations(metric.name, bad) == [
+        f"metric health check {metric.name} has no cloudwatchAlarmName"
+    ]
+    bad = {k: x for k, x in deep.props.items() if k != "searchString"}
+    assert v.health_check_violations(deep.name, bad) == [
+        f"health check {deep.name} is HTTPS_STR_MATCH without a search string"
+    ]
+
+
+def test_a_record_on_a_child_check_is_a_region_health_violation(global_res):
+    rec = routed(global_res)[0]
+    region = rec.props["setIdentifier"]
+    shallow = next(
+        r
+        for r in global_res
+        if r.type == v.HEALTH_CHECK and (r.props["tags"]["region"], r.props["tags"]["check"]) == (region, "shallow")
+    )
+    moved = [
+        v.Res(r.type, r.name, r.props, r.urn, {**r.property_dependencies, "healthCheckId": [shallow.urn]})
+        if r is rec
+        else r
+        for r in global_res
+    ]
+    (msg,) = v.region_health_violations(moved)
+    assert f"record {rec.name} does not carry the CALCULATED check of its region {region}" in msg
 
 
 # ---------------------------------------------------------------- replication

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import requests
 
 from drills.measure import Slo
 from drills.rehearsal.dns import query
@@ -62,10 +63,21 @@ def test_moto_holds_what_the_programs_declare(world, fleet):
     assert all(rr["AliasTarget"]["EvaluateTargetHealth"] and rr["HealthCheckId"] for rr in recs.values())
     r53 = world.moto.client("route53")
     for hid in world.health_check_ids.values():
-        cfg = r53.get_health_check(HealthCheckId=hid)["HealthCheck"]["HealthCheckConfig"]
-        # moto keeps the declared timings; only the model runs them scaled.
-        assert (cfg["RequestInterval"], cfg["FailureThreshold"]) == (10, fleet.glob.health_check.failure_threshold)
-        assert cfg["ResourcePath"] == "/v2/health/ready"
+        # Each record carries its region's calculated check over the shallow, deep and two ALB-metric checks.
+        calc = r53.get_health_check(HealthCheckId=hid)["HealthCheck"]["HealthCheckConfig"]
+        assert calc["Type"] == "CALCULATED" and calc["HealthThreshold"] == 4
+        kids = {
+            world.applied.hc_info[c]["kind"]: r53.get_health_check(HealthCheckId=c)["HealthCheck"]["HealthCheckConfig"]
+            for c in calc["ChildHealthChecks"]
+        }
+        assert sorted(kids) == ["5xx", "deep", "latency", "shallow"]
+        for kind, path in (("shallow", "/v2/health/ready"), ("deep", "/deep-health")):
+            cfg = kids[kind]
+            # moto keeps the declared timings; only the model runs them scaled.
+            assert (cfg["RequestInterval"], cfg["FailureThreshold"]) == (10, fleet.glob.health_check.failure_threshold)
+            assert cfg["ResourcePath"] == path
+        assert kids["deep"]["Type"] == "HTTPS_STR_MATCH" and kids["deep"]["SearchString"] == "DEEP-OK"
+        assert kids["5xx"]["Type"] == kids["latency"]["Type"] == "CLOUDWATCH_METRIC"
     stored = world.storage.replication_configs()
     for region, bucket in world.buckets.items():
         (rule,) = stored[bucket]["Rules"]
@@ -93,8 +105,14 @@ def test_moto_holds_what_the_programs_declare(world, fleet):
 def test_each_region_serves_the_model_synced_from_its_bucket(world, model_dir):
     batch = world.traffic.batches(n=1, batch=32)[0]
     for region, t in world.serving.servers().items():
-        assert t.address == world.region_ip[region] and t.address.startswith(LB_NET)
+        # The region's Triton is a pod behind the region's load-balancer model, which answers on the region's address.
+        assert t.address == world.serving.pod_address(region) and not t.address.startswith(LB_NET)
         out = t.infer(world.traffic.model, batch)["outputs"][0]
+        lb = f"http://{world.region_ip[region]}:{world.ports['http']}"
+        assert requests.get(f"{lb}/v2/health/ready", timeout=5).status_code == 200
+        deep = requests.get(f"{lb}/deep-health", timeout=5)
+        assert deep.status_code == 200 and deep.text.startswith("DEEP-OK"), deep.text
+        assert requests.get(f"{lb}/v2/repository/index", timeout=5).status_code == 404  # not on the edge
         assert out["shape"] == [32, 1] and all(0 < v < 1 for v in out["data"])
         manifest, _ = world.served_manifest(region)
         assert Manifest.model_validate(manifest) == world.manifest

@@ -197,7 +197,7 @@ def test_a_broken_regional_flag_fails_the_world_at_start_naming_it(fleet, model_
     declared = hand_made({PRIMARY: 1, SECONDARY: 1})
     for r in declared:
         if r["type"] == "kubernetes:apps/v1:Deployment":
-            (c,) = r["inputs"]["spec"]["template"]["spec"]["containers"]
+            c = next(c for c in r["inputs"]["spec"]["template"]["spec"]["containers"] if c["name"] == "triton")
             c["args"] = [a.replace("--strict-readiness=true", "--strict-readyness=true") for a in c["args"]]
     w = World(
         fleet,

@@ -184,6 +184,6 @@ def test_triton_that_never_becomes_ready(small_model, tmp_path):
     out = tmp_path / "run"
     r = rehearse("--env", "staging", "--model-dir", str(small_model), "--ready-timeout", "0.05", "--out", str(out))
     assert r.returncode == 2
-    assert "not ready on http://127.0.10." in r.stderr and "after 0.05 s; stopped it" in r.stderr
+    assert "not ready on http://127.0.11." in r.stderr and "after 0.05 s; stopped it" in r.stderr
     assert "triton.log" in r.stderr and "--ready-timeout" in r.stderr  # where to look, what to change
     assert not processes_mentioning(str(out))

@@ -1,0 +1,78 @@
+"""The gray-failure faults of the region-brownout drill, as `--fault KIND[=VALUE]` names them (pure: parsing only).
+
+  errors=F        a fraction F of the region's requests answered 5xx
+  latency=MS      every request delayed by MS ms (normal, sd 10% of MS)
+  loss=F          a fraction F of requests accepted and never answered
+  reset=F         a fraction F of connections reset
+  blackhole       nothing answered (a partition between users and the region)
+  bandwidth=B     responses paced to B bytes per second
+  unload          the model unloaded: Triton ready, inference refused (the gray failure /v2/health/ready misses)
+
+Where they are made: on AWS, the network kinds come from AWS FIS actions on the region's Triton pods
+(aws:eks:pod-network-latency, -packet-loss, -blackhole-port) or the deployment's own fault hooks, and `unload` from
+Triton's model-control API; in the rehearsal the network kinds are injected by the region's load-balancer model
+(drills/rehearsal/alb_proc.py) between the listener and its targets, and `unload` on the region's real Triton.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from drills.errors import GuardrailError
+
+# kind -> (value rule, what the value means); None: the kind takes no value
+KINDS: dict[str, tuple[str, str] | None] = {
+    "errors": ("a fraction in (0, 1]", "fraction"),
+    "latency": ("milliseconds > 0, e.g. 400 or 400ms", "ms"),
+    "loss": ("a fraction in (0, 1]", "fraction"),
+    "reset": ("a fraction in (0, 1]", "fraction"),
+    "blackhole": None,
+    "bandwidth": ("bytes per second > 0, e.g. 65536", "bytes_per_s"),
+    "unload": None,
+}
+NETWORK = ("errors", "latency", "loss", "reset", "blackhole", "bandwidth")  # the load balancer's data path
+MODEL = ("unload",)  # the region's Triton
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    value: float | None = None
+
+    @property
+    def text(self) -> str:
+        return self.kind if self.value is None else f"{self.kind}={self.value:g}"
+
+    def lb(self) -> dict[str, Any]:
+        """The load-balancer model's fault spec (alb_proc.AlbProcess.fault) for a network kind."""
+        if self.kind not in NETWORK:
+            raise ValueError(f"fault {self.kind!r} is not a network fault ({', '.join(NETWORK)})")
+        spec = KINDS[self.kind]
+        return {"kind": self.kind} if spec is None else {"kind": self.kind, spec[1]: self.value}
+
+
+def parse(text: str) -> Fault:
+    """`KIND[=VALUE]` -> Fault; a GuardrailError names the kind, the value and the rule."""
+    kind, sep, raw = text.strip().partition("=")
+    if kind not in KINDS:
+        raise GuardrailError("bad-fault", f"--fault {text!r}: unknown kind {kind!r}; known: {', '.join(KINDS)}.")
+    rule = KINDS[kind]
+    if rule is None:
+        if sep:
+            raise GuardrailError("bad-fault", f"--fault {text!r}: {kind} takes no value.")
+        return Fault(kind)
+    if not sep:
+        raise GuardrailError("bad-fault", f"--fault {text!r}: {kind} needs a value: {rule[0]}.")
+    m = re.fullmatch(r"([0-9]*\.?[0-9]+)(ms)?", raw.strip())
+    value = float(m.group(1)) if m and (m.group(2) is None or kind == "latency") else None
+    ok = value is not None and (0 < value <= 1 if rule[1] == "fraction" else value > 0)
+    if not ok:
+        raise GuardrailError("bad-fault", f"--fault {text!r}: value {raw!r} of {kind}: rule {rule[0]}.")
+    return Fault(kind, value)
+
+
+def base_kind(kind: str) -> str:
+    """The fault kind without its value: how the backends' fault adapters are chosen."""
+    return kind.partition("=")[0]

@@ -1,0 +1,73 @@
+"""region-brownout and quiet: gray failures the shallow health check misses, and the soak that proves the deeper
+checks raise no false alarm.
+
+region-brownout runs region-outage's plan (inject in the data plane, observe the failover, hold, clear, observe the
+recovery) with one of drills.brownout's faults: `--fault errors=0.3`, `latency=400ms`, `loss=0.2`, `reset=0.2`,
+`blackhole`, `bandwidth=65536` or `unload`. The region's record carries a calculated Route 53 check over the
+shallow, deep and ALB-metric checks (infra/health.py), so the drill passes only when some check sees the fault and
+DNS moves users away; the report says when each kind of check did. On AWS the network faults come from AWS FIS
+actions on the region's Triton pods (aws:eks:pod-network-latency, -packet-loss, -blackhole-port) or the deployment's
+own fault hooks; `unload` from Triton's model-control API.
+
+quiet injects nothing: it holds `hold_seconds` with traffic and every check watched; any detection is a false positive.
+"""
+
+from __future__ import annotations
+
+from drills import brownout
+from drills.model import Plan, Step
+from drills.planning import PlanContext, finish_plan, precheck_step, slo_condition, steady_abort_conditions
+from drills.scenarios.base import Scenario
+from drills.scenarios.outage import RegionOutage
+
+# Which checks are built to see each kind (infra/health.py); the others may see it too.
+DESIGNED_FOR = {
+    "errors": "the ALB 5xx-ratio alarm (metric check)",
+    "latency": "the ALB response-time alarm (metric check)",
+    "loss": "the endpoint checks (timeouts) and the 5xx-ratio alarm (504s)",
+    "reset": "the endpoint checks and the 5xx-ratio alarm (502s)",
+    "blackhole": "the shallow and deep endpoint checks (timeouts)",
+    "bandwidth": "the response-time alarm",
+    "unload": "the deep check (no inference while /v2/health/ready stays 200)",
+}
+
+
+class RegionBrownout(RegionOutage):
+    name = "region-brownout"
+    summary = (
+        "a gray failure in one region (errors, latency, loss, resets, blackhole, bandwidth, unloaded model): "
+        "detection by each kind of check, DNS failover, RTO in parts, fail-back"
+    )
+
+    def build(self, ctx: PlanContext) -> Plan:
+        fault = brownout.parse(ctx.params.fault)
+        ctx.notes.append(f"fault {fault.text}: built to be seen by {DESIGNED_FOR[fault.kind]}")
+        return super().build(ctx)
+
+
+class Quiet(Scenario):
+    name = "quiet"
+    summary = "a soak with traffic and no fault: every health check and alarm must stay healthy (no false positive)"
+    region_arg = "ignored"
+
+    def build(self, ctx: PlanContext) -> Plan:
+        steps = [
+            precheck_step(ctx, {}, engines_for=[]),
+            Step(
+                name="soak",
+                action="hold",
+                wait_seconds=ctx.params.hold_seconds,
+                description=f"hold {ctx.params.hold_seconds:g} s with traffic; any region leaving DNS is a false "
+                "positive",
+                checks=[slo_condition(ctx), *steady_abort_conditions(ctx)[1:]],
+            ),
+        ]
+        return finish_plan(
+            ctx,
+            self.name,
+            steps,
+            touches={},
+            pre_config={},
+            abort=steady_abort_conditions(ctx),
+            rollback=["nothing to undo: the soak changes nothing"],
+        )
