@@ -47,6 +47,11 @@ one entry per request any listener handled, forwarded or answered by the load ba
 arrival (time.time()), region, status the load balancer counted, target response time in ms or None when no target
 answered, path]. The status counted is the one the client got, except that a held request (loss, blackhole) counts
 504 at its arrival (an ALB whose target never answers returns 504 after its timeout) and a reset counts 502.
+
+A region may also have a Service listener (`services`): the pods' own way to the Triton pods (the Kubernetes Service
+the deep-health sidecar calls). It forwards every request to the region's targets through the same fault (the pods'
+network), applies no listener rule, and is in neither the request log nor the counts (in-cluster traffic never
+reaches the ALB's metrics).
 """
 
 from __future__ import annotations
@@ -200,12 +205,15 @@ class AlbProcess:
         model: str | None = None,
         tooling_cidrs: Sequence[str] = (),
         deep_health_port: int | None = None,
+        services: dict[str, tuple[str, int]] | None = None,
     ):
         """`model`: `model.name`, whose edge the child applies (rehearsal_routes); None routes every request and
         honours the track header from anywhere. `tooling_cidrs`: the sources whose track header pins (the
         region's `load_balancer.release_tooling_cidrs`). `deep_health_port`: the deep-health sidecar's port beside
         each target, which GET DEEP_HEALTH_PATH is forwarded to (a rule of the model's edge: needs `model`).
-        `timeout`: the load balancer's, for a target's answer and for a request a fault holds."""
+        `timeout`: the load balancer's, for a target's answer and for a request a fault holds. `services`: region ->
+        the address of its in-cluster Service (the pods' own path to the Triton pods, e.g. the deep-health sidecar's):
+        the region's targets and fault, no listener rules, not in the request log or counts."""
         if deep_health_port is not None and model is None:
             raise ValueError("deep_health_port is a rule of the model's edge: it needs model")
         self.sup, self.workdir, self.name = sup, Path(workdir), name
@@ -216,6 +224,7 @@ class AlbProcess:
             "timeout": timeout,
             "edge": rehearsal_routes(model, deep_health_port) if model is not None else None,
             "tooling_cidrs": list(tooling_cidrs),
+            "services": {r: list(a) for r, a in (services or {}).items()},
         }
         self.ready_timeout = ready_timeout
         self.child: Child | None = None
@@ -328,12 +337,12 @@ class _Handler(BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else None
         header = self.headers.get(TRACK_HEADER)
-        table = srv.table
+        table = srv.state.table
         verdict, track = srv.edge.decide(method, self.path, header, self.client_address[0], bool(table.get("canary")))
         if verdict not in (FORWARD, DEEP):
             self._answer(arrived, path, int(verdict), None, "text/plain", track.encode())
             return
-        fault = srv.fault or {}
+        fault = srv.state.fault or {}
         kind = fault.get("kind")
         if kind == "errors" and srv.rng.random() < fault["fraction"]:
             self._answer(arrived, path, 502, None, "text/plain", b"502 Bad Gateway (injected fault: errors)")
@@ -439,13 +448,22 @@ class _Proxy(ThreadingHTTPServer):
         lock: threading.Lock,
         edge: Edge,
         stopping: threading.Event,
+        owner: _Proxy | None = None,
     ):
+        """`owner`: the region's listener whose targets and fault this one shares: an in-cluster Service (no listener
+        rules, not in the load balancer's metrics or counts)."""
         super().__init__((address, port), _Handler)
         self.region, self.rng, self.timeout, self._counts, self._clock = region, rng, timeout, counts, lock
         self.log, self.edge, self.stopping = log, edge, stopping
+        self.owner = owner
         self.table: dict[str, Any] = {"weight": 0, "targets": {}, "canary": False}
         self.fault: dict[str, Any] | None = None  # replaced whole by the control endpoint, like the table
         self._local = threading.local()
+
+    @property
+    def state(self) -> _Proxy:
+        """Where this listener's table and fault live: its own, or its owner's (a Service listener)."""
+        return self.owner or self
 
     def pick(self, track: str | None, exclude: set[str], table: dict[str, Any]) -> tuple[str, list] | None:
         """`table`: one consistent snapshot (replaced whole by the control endpoint)."""
@@ -485,11 +503,15 @@ class _Proxy(ThreadingHTTPServer):
         raise ConnectionResetError(name)
 
     def count(self, track: str, version: str, pinned: bool) -> None:
+        if self.owner is not None:
+            return
         with self._clock:
             k = (int(time.time()), self.region, track, version, pinned)
             self._counts[k] = self._counts.get(k, 0) + 1
 
     def record(self, arrived: float, path: str, status: int, target_ms: float | None) -> None:
+        if self.owner is not None:  # in-cluster traffic never reaches the load balancer's metrics
+            return
         with self._clock:
             self.log.append([arrived, self.region, status, target_ms, path])
 
@@ -503,10 +525,15 @@ def main(argv: list[str]) -> int:
     stopping = threading.Event()
     rng = random.Random(spec.get("seed"))
     edge = Edge(spec.get("edge"), spec.get("tooling_cidrs") or [])
+    timeout = float(spec.get("timeout", 10.0))
     proxies = {
-        r: _Proxy(r, a, int(p), rng, float(spec.get("timeout", 10.0)), counts, log, lock, edge, stopping)
+        r: _Proxy(r, a, int(p), rng, timeout, counts, log, lock, edge, stopping)
         for r, (a, p) in spec["listeners"].items()
     }
+    services = [
+        _Proxy(r, a, int(p), rng, timeout, counts, log, lock, Edge(None, []), stopping, owner=proxies[r])
+        for r, (a, p) in (spec.get("services") or {}).items()
+    ]
 
     class Control(BaseHTTPRequestHandler):
         def log_message(self, *a: Any) -> None:
@@ -551,7 +578,7 @@ def main(argv: list[str]) -> int:
 
     control = ThreadingHTTPServer(("127.0.0.1", 0), Control)
     control.daemon_threads = True
-    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in [*proxies.values(), control]]
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in [*proxies.values(), *services, control]]
     for t in threads:
         t.start()
     done = threading.Event()
@@ -560,7 +587,7 @@ def main(argv: list[str]) -> int:
     announce(started, str(control.server_address[1]))
     done.wait()
     stopping.set()  # held and paced requests let go
-    for s in [*proxies.values(), control]:
+    for s in [*proxies.values(), *services, control]:
         s.shutdown()
         s.server_close()
     return 0

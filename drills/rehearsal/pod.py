@@ -68,10 +68,11 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
         "no init container",
     ),
     (
-        "deep-health: python3 -c <script> <port> http://127.0.0.1:8000 <model>_onnx <bound> <path> <ok> <fail> <cache>",
-        "this interpreter, the same script and bound, on <pod address>:<the rehearsal's port>, against the pod's "
-        "Triton address, <model>_py",
-        "every pod shares this machine's ports; the stand-in model",
+        "deep-health: python3 -c <script> <port> http://triton.triton.svc.cluster.local:8000 <model>_trt <bound> "
+        "<path> <ok> <fail> <cache>",
+        "this interpreter, the same script and bound, on <pod address>:<the rehearsal's port>, against the region's "
+        "Service listener in its load-balancer model (the same targets and pod-network faults), <model>_py",
+        "every pod shares this machine's ports; no cluster DNS or kube-proxy; the stand-in model",
     ),
 ]
 
@@ -261,12 +262,13 @@ def rehearsal_argv(
 
 def deep_health_argv(pod: PodSpec, *, address: str, port: int, triton_url: str) -> list[str]:
     """The declared deep-health sidecar command with SUBSTITUTIONS applied: this interpreter, bound to the pod's
-    address and the rehearsal's port, against the pod's Triton, checking the stand-in model. The script, its bound,
-    path, strings and cache run as declared."""
+    address and the rehearsal's port, against the region's Service listener (`triton_url`), checking the stand-in
+    models. The script, its bound, path, strings and cache run as declared."""
     cmd = list(pod.deep_health)
     if len(cmd) != 11 or cmd[:2] != ["python3", "-c"]:
         raise PodError(
             f"{pod.stack}: {DEEP_CONTAINER}'s command is not `python3 -c <script> <port> <triton url> <model> <bound> "
             f"<path> <ok> <fail> <cache>`: {cmd[:2]} ... ({len(cmd)} words)"
         )
-    return [sys.executable, "-c", cmd[2], f"{address}:{port}", triton_url, stand_in(cmd[5]), *cmd[6:]]
+    models = ",".join(dict.fromkeys(stand_in(m) for m in cmd[5].split(",")))
+    return [sys.executable, "-c", cmd[2], f"{address}:{port}", triton_url, models, *cmd[6:]]

@@ -45,7 +45,7 @@ from drills.rehearsal.alb_proc import AlbProcess
 from drills.rehearsal.pod import PodError, fetch_declared
 from drills.rehearsal.procs import Child
 from drills.rehearsal.repo import ArtifactError, ServingRepo, prepare_serving_repo
-from drills.rehearsal.serving import start_deep_health
+from drills.rehearsal.serving import service_listener, service_url, start_deep_health
 from drills.rehearsal.triton import TritonServer
 
 if TYPE_CHECKING:  # the world builds its serving; serving reads the world's started parts
@@ -164,7 +164,7 @@ class ServingModel:
             w.pods[region],
             address=addr,
             port=w.ports["deep"],
-            triton_url=t.url,
+            triton_url=service_url(w, region),
             timeout=w.scale.ready_timeout,
         )
         pod = Pod(name, track, version, t, repo, time.time(), sidecar)
@@ -225,6 +225,7 @@ class ServingModel:
                 model=self.model,
                 tooling_cidrs=w.fleet.regions[region].load_balancer.release_tooling_cidrs,
                 deep_health_port=w.ports["deep"],
+                services=service_listener(w, region),
             ).start()
             self._push(region)
             self._follow_stable(region)

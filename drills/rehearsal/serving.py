@@ -94,6 +94,16 @@ def start_deep_health(
 
 
 POD_NET = "127.0.11."  # region n's pod (Triton and its sidecar) is 127.0.11.<n+1>; its load balancer 127.0.10.<n+1>
+SERVICE_NET = "127.0.12."  # region n's in-cluster Triton Service (a listener of its load-balancer model)
+
+
+def service_url(world: World, region: str) -> str:
+    """The region's stable Triton Service as its pods reach it: the Service listener of its load-balancer model."""
+    return f"http://{SERVICE_NET}{world.regions.index(region) + 1}:{world.ports['http']}"
+
+
+def service_listener(world: World, region: str) -> dict[str, tuple[str, int]]:
+    return {region: (f"{SERVICE_NET}{world.regions.index(region) + 1}", world.ports["http"])}
 
 
 class TritonPerRegion:
@@ -154,7 +164,7 @@ class TritonPerRegion:
             w.pods[region],
             address=pod_ip,
             port=w.ports["deep"],
-            triton_url=t.url,
+            triton_url=service_url(w, region),
             timeout=w.scale.ready_timeout,
         )
         # The region's load balancer in its own process (alb_proc), with the regional ALB's listener rules.
@@ -167,6 +177,7 @@ class TritonPerRegion:
             model=model.name,
             tooling_cidrs=w.fleet.regions[region].load_balancer.release_tooling_cidrs,
             deep_health_port=w.ports["deep"],
+            services=service_listener(w, region),
         ).start()
         self.proxies[region].set(region, 0, {"stable": [(region, pod_ip, w.ports["http"], model.version)]})
         return ready

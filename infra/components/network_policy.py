@@ -7,6 +7,8 @@ network policy agent, switched on in infra/components/cluster.py ADDON_CONFIG).
   subnets; a pod selector cannot name them, and
   the whole VPC CIDR would admit every pod of the cluster too (the VPC CNI gives pods addresses in the private
   subnets), so the policy admits the public subnets' blocks, nothing else.
+- Triton's HTTP port from the stable pods themselves: their deep-health sidecar checks the region through the stable
+  Service (infra/health.py).
 - Triton's metrics port from the Prometheus server only (infra/components/addons.py: the `prometheus` chart's server
   pods in the monitoring namespace), which feeds the HPAs through prometheus-adapter.
 - Triton's gRPC port from nowhere: nothing in the fleet speaks gRPC to Triton, and no stack key declares a client.
@@ -35,7 +37,14 @@ TRITON_PODS = {"matchExpressions": [{"key": TRACK_LABEL, "operator": "In", "valu
 PROMETHEUS_SERVER = {"app.kubernetes.io/name": "prometheus", "app.kubernetes.io/component": "server"}
 # Kubernetes labels every namespace with its own name (since 1.21).
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
-POLICY_NAMES = ("default-deny-ingress", "triton-http-from-load-balancer", "triton-metrics-from-prometheus")
+POLICY_NAMES = (
+    "default-deny-ingress",
+    "triton-http-from-load-balancer",
+    "triton-metrics-from-prometheus",
+    "triton-http-from-deep-health",
+)
+# The stable pods, whose deep-health sidecar calls the stable Service (a pod selector, unlike the ALB's interfaces).
+STABLE_PODS = {"matchLabels": {TRACK_LABEL: STABLE}}
 
 
 def _policy(name: str, pod_selector: dict, ingress: list[dict]) -> dict:
@@ -81,6 +90,12 @@ def metrics_from_prometheus_manifest() -> dict:
     return _policy(POLICY_NAMES[2], TRITON_PODS, [{"from": [peer], "ports": [_port("metrics")]}])
 
 
+def http_from_deep_health_manifest() -> dict:
+    # The sidecar's one inference a second goes through the stable Service to any stable pod (infra/health.py): the
+    # pods' own network is part of what it checks. Only Triton's HTTP port, only from stable pods of this namespace.
+    return _policy(POLICY_NAMES[3], STABLE_PODS, [{"from": [{"podSelector": STABLE_PODS}], "ports": [_port("http")]}])
+
+
 def manifests(lb_source_cidrs: Sequence[str]) -> list[dict]:
     if not lb_source_cidrs:
         raise ValueError("the load balancer's source blocks are needed, or Triton's HTTP port admits nobody")
@@ -88,6 +103,7 @@ def manifests(lb_source_cidrs: Sequence[str]) -> list[dict]:
         default_deny_manifest(),
         http_from_load_balancer_manifest(lb_source_cidrs),
         metrics_from_prometheus_manifest(),
+        http_from_deep_health_manifest(),
     ]
 
 

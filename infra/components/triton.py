@@ -320,9 +320,11 @@ def triton_args(pool: GpuPool, model: Model) -> list[str]:
     ]
 
 
-def deep_health_container(pool: GpuPool, triton: TritonConfig, model: Model) -> dict:
-    """The deep-health sidecar: DEEP_HEALTH_SCRIPT against this pod's Triton over loopback, on the first model the
-    pod serves (the one it loads: the TensorRT model, or the ONNX fallback on a capability without an engine).
+def deep_health_container(triton: TritonConfig, models: Sequence[str]) -> dict:
+    """The deep-health sidecar: DEEP_HEALTH_SCRIPT against the region's stable Triton Service (so its check crosses
+    the pods' network as users' requests do: infra/health.py), on the models the region's pods serve (`models`: the
+    TensorRT model, and the ONNX fallback where a pool's capability has no engine; the Service may answer from any
+    pool's pod).
 
     No readiness probe, on purpose: a pod is ready only when all its containers are, so a probe here would take the
     pod out of the Service and of both target groups when its deep check fails. The failing pod would then vanish
@@ -333,7 +335,9 @@ def deep_health_container(pool: GpuPool, triton: TritonConfig, model: Model) -> 
         "name": DEEP_HEALTH_CONTAINER,
         "image": triton.image,  # its python3 runs the script, as it runs verify-model: no other image to pin
         "imagePullPolicy": "IfNotPresent",
-        "command": deep_health_argv(f"http://127.0.0.1:{PORTS['http']}", pod_models(pool, model)[0]),
+        "command": deep_health_argv(
+            f"http://{app_name(STABLE)}.{NAMESPACE}.svc.cluster.local:{PORTS['http']}", ",".join(models)
+        ),
         # The root filesystem is read-only, as in every container here: anything python3 writes goes to /tmp.
         "env": [{"name": "HOME", "value": "/tmp"}],
         "ports": [{"name": DEEP_HEALTH_PORT_NAME, "containerPort": DEEP_HEALTH_PORT, "protocol": "TCP"}],
@@ -355,9 +359,16 @@ def deep_health_container(pool: GpuPool, triton: TritonConfig, model: Model) -> 
 
 
 def deployment_manifest(
-    pool: GpuPool, triton: TritonConfig, model: Model, bucket: str, region: str, track: str = STABLE
+    pool: GpuPool,
+    triton: TritonConfig,
+    model: Model,
+    bucket: str,
+    region: str,
+    track: str = STABLE,
+    region_models: Sequence[str] = (),
 ) -> dict:
-    """One pool's Triton Deployment for `track`; `model.version` is the version that track serves."""
+    """One pool's Triton Deployment for `track`; `model.version` is the version that track serves. `region_models`:
+    the models every pool of the region serves, for the deep-health sidecar (default: this pool's)."""
     labels = pod_labels(pool, model, track)
     sel = selector_labels(pool.name, track)
     return {
@@ -458,7 +469,11 @@ def deployment_manifest(
                         },
                         # Only the stable pods are in the deep-health target group: the region's health is the
                         # version it serves; a canary is judged by the release gates, which roll it back.
-                        *([deep_health_container(pool, triton, model)] if track == STABLE else []),
+                        *(
+                            [deep_health_container(triton, list(region_models) or pod_models(pool, model))]
+                            if track == STABLE
+                            else []
+                        ),
                     ],
                     "volumes": [
                         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
@@ -648,9 +663,18 @@ class TritonServing(pulumi.ComponentResource):
             tracks.append((CANARY, canary, args.canary_target_group_arn, self.canary_service))
         for track, model, tg_arn, svc in tracks:
             suffix = "" if track == STABLE else "-canary"
+            served = list(dict.fromkeys(m for p in args.pools for m in pod_models(p, model)))  # the Service's
             for pool in args.pools:
                 dep = pulumi.Output.from_input(args.bucket_name).apply(
-                    partial(deployment_manifest, pool, args.triton, model, region=args.region, track=track)
+                    partial(
+                        deployment_manifest,
+                        pool,
+                        args.triton,
+                        model,
+                        region=args.region,
+                        track=track,
+                        region_models=served,
+                    )
                 )
                 key = deployment_name(pool.name, track)
                 self.deployments[key] = k8s.apps.v1.Deployment(

@@ -142,8 +142,14 @@ def test_ok_when_one_inference_answers_finite_within_the_bound(triton, sidecar):
 
 def test_fails_when_the_model_is_not_there(triton, sidecar):
     status, body = _get(sidecar("ranker_onnx"))  # Triton answers 404: the pod loaded another model, or none
-    assert status == 503 and body.startswith(f"{H.DEEP_HEALTH_FAIL} ranker_onnx: HTTPError")
+    assert status == 503 and body.startswith(f"{H.DEEP_HEALTH_FAIL} ranker_onnx: HTTP 404")
     assert H.DEEP_HEALTH_OK not in body and triton.bodies == []
+
+
+def test_a_model_the_answering_pod_does_not_serve_passes_to_the_next(triton, sidecar):
+    """The Service may answer from a pod of another pool: a 404 for one of the region's models tries the next."""
+    status, body = _get(sidecar(f"ranker_onnx,{MODEL}"))
+    assert status == 200 and body.startswith(f"{H.DEEP_HEALTH_OK} {MODEL} ")
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
@@ -193,9 +199,10 @@ def test_every_stable_pod_runs_the_sidecar_on_the_model_it_serves(regional, as_m
     for d in plan.of_type("kubernetes:apps/v1:Deployment"):
         pod = as_manifest(d)["spec"]["template"]["spec"]
         c = _deep(pod)
-        # Triton over loopback, on the first model this pool's Triton loads (its --load-model).
+        # Through the stable Service (across the pods' network), on the models the region's pods load.
         (served, *_) = [a.removeprefix("--load-model=") for a in pod["containers"][0]["args"] if "--load-model" in a]
-        assert c["command"] == H.deep_health_argv(f"http://127.0.0.1:{PORTS['http']}", served)
+        service = f"http://triton.triton.svc.cluster.local:{PORTS['http']}"
+        assert c["command"] == H.deep_health_argv(service, served)
         assert c["command"][:3] == ["python3", "-c", H.DEEP_HEALTH_SCRIPT]
         assert c["image"] == cfg.triton.image
         assert c["ports"] == [{"name": "deep-health", "containerPort": H.DEEP_HEALTH_PORT, "protocol": "TCP"}]
@@ -222,6 +229,10 @@ def test_the_sidecar_follows_the_onnx_fallback():
     model = cfg.model.model_copy(update={"onnx_fallback_for": (pool.gpu.compute_capability,)})
     pod = T.deployment_manifest(pool, cfg.triton, model, "bucket", cfg.region)["spec"]["template"]["spec"]
     assert _deep(pod)["command"][5] == f"{cfg.model.name}_onnx"
+    # In a region whose pools serve both, every pod's sidecar names both: the Service answers from any pool's pod.
+    both = [f"{cfg.model.name}_trt", f"{cfg.model.name}_onnx"]
+    pod = T.deployment_manifest(pool, cfg.triton, model, "bucket", cfg.region, region_models=both)
+    assert _deep(pod["spec"]["template"]["spec"])["command"][5] == ",".join(both)
 
 
 def test_canary_pods_run_no_sidecar():

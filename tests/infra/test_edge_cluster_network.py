@@ -159,8 +159,24 @@ def test_policies_select_every_triton_pod_stable_and_canary():
     assert {p["reco-dr/track"] for p in pods} == {"stable", "canary"}
     pols = _policies(plan)
     assert sorted(pols) == sorted(NP.POLICY_NAMES)  # the same policies, a canary adds none
-    for m in pols.values():
-        assert all(_selects(m["spec"]["podSelector"], p) for p in pods)
+    for name, m in pols.items():
+        selected = [_selects(m["spec"]["podSelector"], p) for p in pods]
+        if name == "triton-http-from-deep-health":  # the stable Service's pods: the ones the sidecar's check reaches
+            assert selected == [p["reco-dr/track"] == "stable" for p in pods]
+        else:
+            assert all(selected)
+
+
+def test_http_from_the_stable_pods_deep_health_sidecars(use1):
+    """The sidecar checks the region through the stable Service: Triton's HTTP port (only) admits the stable pods."""
+    spec = _policies(use1)["triton-http-from-deep-health"]["spec"]
+    assert spec["podSelector"] == {"matchLabels": {"reco-dr/track": "stable"}}
+    assert spec["ingress"] == [
+        {
+            "from": [{"podSelector": {"matchLabels": {"reco-dr/track": "stable"}}}],
+            "ports": [{"protocol": "TCP", "port": PORTS["http"]}],
+        }
+    ]
 
 
 # ---------------------------------------------------------------- the S3 gateway endpoint
