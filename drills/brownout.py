@@ -7,11 +7,14 @@
   blackhole       nothing answered (a partition between users and the region)
   bandwidth=B     responses paced to B bytes per second
   unload          the model unloaded: Triton ready, inference refused (the gray failure /v2/health/ready misses)
+  slow-model=MS   the model itself slow: every inference MS ms longer (readiness answers as usual)
 
 Where they are made: on AWS, the network kinds come from AWS FIS actions on the region's Triton pods
 (aws:eks:pod-network-latency, -packet-loss, -blackhole-port) or the deployment's own fault hooks, and `unload` from
 Triton's model-control API; in the rehearsal the network kinds are injected by the region's load-balancer model
-(drills/rehearsal/alb_proc.py) between the listener and its targets, and `unload` on the region's real Triton.
+(drills/rehearsal/alb_proc.py) between the listener and its targets, `slow-model` there on inference requests only (a
+substitution: every path to the model runs through that process; on AWS a slow model comes from the model or the GPU,
+with no FIS action for it), and `unload` on the region's real Triton.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ KINDS: dict[str, tuple[str, str] | None] = {
     "blackhole": None,
     "bandwidth": ("bytes per second > 0, e.g. 65536", "bytes_per_s"),
     "unload": None,
+    "slow-model": ("milliseconds > 0 added to every inference, e.g. 400 or 400ms", "ms"),
 }
-NETWORK = ("errors", "latency", "loss", "reset", "blackhole", "bandwidth")  # the load balancer's data path
+# the load balancer model's data path (slow-model too: every path to the model runs through it, see alb_proc)
+NETWORK = ("errors", "latency", "loss", "reset", "blackhole", "bandwidth", "slow-model")
 MODEL = ("unload",)  # the region's Triton
 
 
@@ -66,7 +71,7 @@ def parse(text: str) -> Fault:
     if not sep:
         raise GuardrailError("bad-fault", f"--fault {text!r}: {kind} needs a value: {rule[0]}.")
     m = re.fullmatch(r"([0-9]*\.?[0-9]+)(ms)?", raw.strip())
-    value = float(m.group(1)) if m and (m.group(2) is None or kind == "latency") else None
+    value = float(m.group(1)) if m and (m.group(2) is None or rule[1] == "ms") else None
     ok = value is not None and (0 < value <= 1 if rule[1] == "fraction" else value > 0)
     if not ok:
         raise GuardrailError("bad-fault", f"--fault {text!r}: value {raw!r} of {kind}: rule {rule[0]}.")

@@ -40,7 +40,10 @@ the child's seeded RNG (a run is reproducible for the same request order):
   blackhole  every request held so (the region unreachable);
   reset      a fraction of connections reset (RST) unanswered;
   bandwidth  the target's response body paced at bytes_per_s; the target time (to its first byte, as the ALB's
-             TargetResponseTime) does not see it, the client does.
+             TargetResponseTime) does not see it, the client does;
+  slow-model not the network but the model: `ms` added to every inference request (`.../infer`), on both the
+             listener and the Service (every path to the model runs through here), in the target time; readiness
+             and metadata answer at their usual speed, as a slow model's Triton does.
 
 The request log (`requests(since)`), for the CloudWatch model (drills/rehearsal/cloudwatch.py, `requests_from_log`):
 one entry per request any listener handled, forwarded or answered by the load balancer itself, as [wall time of
@@ -161,6 +164,9 @@ _FAULT_PARAMS: dict[str, dict[str, tuple[Callable[[float], bool], str]]] = {
     "blackhole": {},
     "reset": {"fraction": _FRACTION},
     "bandwidth": {"bytes_per_s": (lambda v: v > 0, "> 0")},
+    # Not the network: the model itself slow (a throttled GPU, a bad engine build). Every path to the model runs
+    # through this process (the listener and the Service), so the delay is added to inference requests only.
+    "slow-model": {"ms": (lambda v: v > 0, "> 0")},
 }
 FAULT_KINDS: tuple[str, ...] = tuple(_FAULT_PARAMS)
 
@@ -355,7 +361,12 @@ class _Handler(BaseHTTPRequestHandler):
             srv.record(arrived, path, 502, None)
             self._reset()
             return
-        delay_ms = max(0.0, srv.rng.normalvariate(fault["ms"], fault["jitter_ms"])) if kind == "latency" else 0.0
+        if kind == "latency":
+            delay_ms = max(0.0, srv.rng.normalvariate(fault["ms"], fault["jitter_ms"]))
+        elif kind == "slow-model" and path.endswith("/infer"):
+            delay_ms = fault["ms"]
+        else:
+            delay_ms = 0.0
         if delay_ms:
             srv.stopping.wait(delay_ms / 1000)
         deep = verdict == DEEP

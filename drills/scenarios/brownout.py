@@ -3,9 +3,9 @@ checks raise no false alarm.
 
 region-brownout runs region-outage's plan (inject in the data plane, observe the failover, hold, clear, observe the
 recovery) with one of drills.brownout's faults: `--fault errors=0.3`, `latency=400ms`, `loss=0.2`, `reset=0.2`,
-`blackhole`, `bandwidth=65536` or `unload`. The region's record carries a calculated Route 53 check over the
-shallow, deep and ALB-metric checks (infra/health.py), so the drill passes only when some check sees the fault and
-DNS moves users away; the report says when each kind of check did. On AWS the network faults come from AWS FIS
+`blackhole`, `bandwidth=65536`, `unload` or `slow-model=400`. The region's record carries a calculated Route 53 check
+over the shallow, deep and ALB-metric checks (infra/health.py), so the drill passes only when some check sees the fault
+and DNS moves users away; the report says when each kind of check did. On AWS the network faults come from AWS FIS
 actions on the region's Triton pods (aws:eks:pod-network-latency, -packet-loss, -blackhole-port) or the deployment's
 own fault hooks; `unload` from Triton's model-control API.
 
@@ -29,6 +29,7 @@ DESIGNED_FOR = {
     "blackhole": "the shallow and deep endpoint checks (timeouts)",
     "bandwidth": "the response-time alarm",
     "unload": "the deep check (no inference while /v2/health/ready stays 200)",
+    "slow-model": "the deep check (one inference beyond its 250 ms bound) and the response-time alarm",
 }
 
 

@@ -27,6 +27,7 @@ from drills.rehearsal.procs import Supervisor, free_port_block
 from infra.health import DEEP_HEALTH_OK, DEEP_HEALTH_PATH
 
 INFER = "/v2/models/ranker_py/infer"
+SERVICE = "127.0.0.2"  # the region's in-cluster Service listener (same port, another loopback address)
 LB_TIMEOUT = 1.0  # the load balancer's timeout: how long a lost request is held
 
 
@@ -83,9 +84,10 @@ def call(
     body: dict | None = None,
     headers: dict | None = None,
     timeout: float = 2.0,
+    host: str = "127.0.0.1",
 ) -> tuple[int, bytes, float]:
     """One request on a fresh connection: (status, body, seconds), or the exception the client saw."""
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    c = http.client.HTTPConnection(host, port, timeout=timeout)
     t0 = time.perf_counter()
     try:
         data = json.dumps(body or {}).encode() if method == "POST" else None
@@ -118,6 +120,7 @@ def lb(tmp_path_factory):
             timeout=LB_TIMEOUT,
             model="ranker",
             deep_health_port=deep.server_address[1],
+            services={"r1": (SERVICE, port)},
         ).start()
         a.set("r1", 0, {"stable": [("t1", "127.0.0.1", target.server_address[1], "v1")]})
         yield a, port, target, deep
@@ -163,7 +166,7 @@ def test_a_latency_fault_defaults_its_jitter_to_a_tenth_of_the_delay():
         "jitter_ms": 0.0,
     }
     assert validate_fault({"kind": "blackhole"}) == {"kind": "blackhole"}
-    assert set(FAULT_KINDS) == {"errors", "latency", "loss", "blackhole", "reset", "bandwidth"}
+    assert set(FAULT_KINDS) == {"errors", "latency", "loss", "blackhole", "reset", "bandwidth", "slow-model"}
 
 
 @pytest.mark.parametrize(
@@ -358,3 +361,32 @@ def test_without_the_deep_port_the_path_is_404_and_a_held_request_never_delays_s
     finally:
         target.shutdown()
         target.server_close()
+
+
+def test_a_slow_model_delays_inference_only_on_every_path_to_it(alb):
+    a, port, _, _ = alb
+    base = statistics.median(call(port)[2] for _ in range(5))
+    since = a.requests()[0]
+    a.fault("r1", {"kind": "slow-model", "ms": 150})
+    for host in ("127.0.0.1", SERVICE):  # the listener and the Service: every path to the model
+        assert 0.13 < statistics.median(call(port, host=host)[2] for _ in range(4)) - base < 0.3
+    ready = call(port, "GET", "/v2/health/ready")
+    assert ready[0] == 200 and ready[2] < base + 0.1  # readiness answers at its usual speed
+    log = new_entries(a, since)
+    assert [e[4] for e in log] == [INFER] * 4 + ["/v2/health/ready"]  # the Service's requests are not the ALB's
+    assert all(e[3] > 140 for e in log[:4])
+    with pytest.raises(ValueError, match="ms"):
+        a.fault("r1", {"kind": "slow-model", "ms": 0})
+
+
+def test_the_service_listener_shares_targets_and_faults_applies_no_rule_and_is_not_logged(alb):
+    a, port, target, _ = alb
+    since = a.requests()[0]
+    counted = sum(n for *_, n in a.counts())
+    assert call(port, "GET", "/v2/repository/index", host=SERVICE)[0] == 200  # no listener rule in the cluster
+    assert target.paths[-1] == "/v2/repository/index"
+    assert call(port, "GET", "/v2/repository/index")[0] == 404  # the ALB's default action
+    a.fault("r1", {"kind": "errors", "fraction": 1.0})
+    assert call(port, host=SERVICE)[0] == 502  # the same pods' network
+    assert [e[2] for e in new_entries(a, since)] == [404]
+    assert sum(n for *_, n in a.counts()) == counted

@@ -181,6 +181,7 @@ def test_str_match_probe_needs_the_string_in_the_body(server: str) -> None:
         ("blackhole", "blackhole", None),
         ("unload", "unload", None),
         ("loss=1", "loss", 1.0),
+        ("slow-model=300ms", "slow-model", 300.0),
     ],
 )
 def test_brownout_faults_parse(text: str, kind: str, value: float | None) -> None:
