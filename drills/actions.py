@@ -549,16 +549,19 @@ def _canary_write(run: Run, step: Step) -> dict:
 
 
 def _measure_replication(run: Run, step: Step) -> dict:
+    """Each canary's arrival in every other region: its lag from the PUT, or with `since_heal` (a replication
+    partition drill) from the heal when that came later (the catch-up)."""
     canaries = run.state.canaries
     regions = sorted(run.plan.stack_names)
     lags: dict[str, dict[str, float | None]] = {src: {d: None for d in regions if d != src} for src in canaries}
+    healed = run.state.fault_cleared_at if step.params.get("since_heal") else None
 
     def all_seen() -> bool:
         now = run.clock.now()
         for src, c in canaries.items():
             for dst, lag in lags[src].items():
                 if lag is None and run.backend.s3.head(dst, c["key"]) is not None:
-                    lags[src][dst] = round(now - c["t_put"], 3)
+                    lags[src][dst] = round(now - max(c["t_put"], healed or c["t_put"]), 3)
                     run.event("replicated", source=src, destination=dst, lag=lags[src][dst])
         return all(v is not None for d in lags.values() for v in d.values())
 

@@ -8,13 +8,17 @@
   bandwidth=B     responses paced to B bytes per second
   unload          the model unloaded: Triton ready, inference refused (the gray failure /v2/health/ready misses)
   slow-model=MS   the model itself slow: every inference MS ms longer (readiness answers as usual)
+  replication-partition  S3 replication cannot reach the region: nothing is copied to or from its bucket until
+                  the partition heals (serving is untouched: RPO grows, the replication alarm fires, then catch-up)
 
 Where they are made: on AWS, the network kinds come from AWS FIS actions on the region's Triton pods
 (aws:eks:pod-network-latency, -packet-loss, -blackhole-port) or the deployment's own fault hooks, and `unload` from
 Triton's model-control API; in the rehearsal the network kinds are injected by the region's load-balancer model
 (drills/rehearsal/alb_proc.py) between the listener and its targets, `slow-model` there on inference requests only (a
 substitution: every path to the model runs through that process; on AWS a slow model comes from the model or the GPU,
-with no FIS action for it), and `unload` on the region's real Triton.
+with no FIS action for it), `unload` on the region's real Triton, and `replication-partition` in the rehearsal's S3
+replication model. On AWS, S3 replication runs inside AWS: no FIS action partitions it, and denying the replication role
+marks objects FAILED for good (S3 Batch Replication re-drives them), so that kind is a rehearsal drill only.
 """
 
 from __future__ import annotations
@@ -35,10 +39,12 @@ KINDS: dict[str, tuple[str, str] | None] = {
     "bandwidth": ("bytes per second > 0, e.g. 65536", "bytes_per_s"),
     "unload": None,
     "slow-model": ("milliseconds > 0 added to every inference, e.g. 400 or 400ms", "ms"),
+    "replication-partition": None,
 }
 # the load balancer model's data path (slow-model too: every path to the model runs through it, see alb_proc)
 NETWORK = ("errors", "latency", "loss", "reset", "blackhole", "bandwidth", "slow-model")
 MODEL = ("unload",)  # the region's Triton
+REPLICATION = ("replication-partition",)  # artifact replication between the regions, not serving
 
 
 @dataclass(frozen=True)

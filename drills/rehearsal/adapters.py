@@ -242,7 +242,7 @@ class WorldFaults:
     triton-stall  SIGSTOP its process group (a hang: requests and health probes time out)
     triton-unload unload the model (a gray failure: readiness blips, inference fails; Route 53 may not notice)
     drills.brownout's kinds (region-brownout, `KIND[=VALUE]`): the network ones on the region's load-balancer model's
-    data path (world.degrade), `unload` as triton-unload.
+    data path (world.degrade), `unload` as triton-unload, `replication-partition` in the S3 replication model.
     Every injection and clearing is recorded with its wall time (`events`): the client-side RTO starts there.
     """
 
@@ -258,11 +258,15 @@ class WorldFaults:
         f = brownout.parse(kind)
         if f.kind in brownout.NETWORK:
             return {"mode": "network", "fault": f.lb()}
+        if f.kind in brownout.REPLICATION:
+            return {"mode": "replication"}
         return {"mode": "unload", "state_before": self.world.triton_state().get(region)}
 
     def inject(self, region: str, kind: str, handle: dict) -> None:
         if handle["mode"] == "network":
             t = self.world.degrade(region, handle["fault"])
+        elif handle["mode"] == "replication":
+            t = self.world.partition_replication(region, True)
         else:
             t = self.world.fail_region(region, handle["mode"])
         self.events.append({"event": "inject", "region": region, "kind": kind, "wall": t})
@@ -273,6 +277,8 @@ class WorldFaults:
         ready_s = 0.0
         if handle.get("mode") == "network":
             self.world.degrade(region, None)
+        elif handle.get("mode") == "replication":
+            self.world.partition_replication(region, False)
         elif self.world.triton_state().get(region) not in ("ready", None):
             ready_s = self.world.restore_region(region)
         self.events.append({"event": "clear", "region": region, "kind": kind, "wall": t, "ready_s": round(ready_s, 3)})

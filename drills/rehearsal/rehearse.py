@@ -786,6 +786,15 @@ def _facts(live: LiveWorld) -> dict[str, Any]:
         "fault_events": list(b.extras["world_faults"].events) if b else [],
         "stack_ups": list(b.extras["stacks"].ups) if b else [],
         "canaries": [],
+        # The declared ReplicationLatency alarm (global stack), which the report evaluates over the canaries' landings.
+        "replication_alarm": next(
+            (
+                {"threshold_s": i["threshold"], "period_s": i["period"], "evaluation_periods": i["evaluationPeriods"]}
+                for i in (r.get("inputs") or {} for r in w.route53.declared)
+                if i.get("metricName") == "ReplicationLatency"
+            ),
+            None,
+        ),
     }
     if b is not None:
         for c in b.s3.canaries:

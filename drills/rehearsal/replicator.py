@@ -138,6 +138,9 @@ class Replicator:
         self._thread: threading.Thread | None = None
         self._done = threading.Condition(self._lock)
         self.errors: list[str] = []
+        # Buckets the replicator cannot reach (a partition between regions): nothing is copied to or from them, and
+        # what is pending stays pending until the partition heals, as S3 replication retries until it succeeds.
+        self.partitioned: set[str] = set()
 
     # ------------------------------------------------------------ running
     def start(self) -> Replicator:
@@ -202,6 +205,8 @@ class Replicator:
                 if any(r.tags for r in rules):
                     tags = self._tags(bucket, v) if kind == "object" else {}
                 for dest, rule in rules_for(rules, v["Key"], tags).items():
+                    if bucket in self.partitioned or dest in self.partitioned:
+                        continue
                     rk = (*ident, dest)
                     with self._lock:
                         if rk in self._records:

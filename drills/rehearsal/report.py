@@ -18,6 +18,7 @@ wall seconds / scale), with wall seconds given too.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -71,12 +72,13 @@ def fail_open_periods(changes: list[dict], fqdn: str, scale: float) -> list[dict
 # ---------------------------------------------------------------- failover (region-outage)
 def failover_rto(plan: Any, facts: dict, records: list, scale: float) -> dict | None:
     """Client-measured RTO parts of the first injected fault, in drill seconds, with the prediction beside."""
+    from drills.brownout import REPLICATION
     from drills.drillplan import Parameters
     from drills.measure import plan_slo, rto_parts
 
     events = facts.get("fault_events") or []
     inj = next((e for e in events if e["event"] == "inject"), None)
-    if inj is None:
+    if inj is None or inj["kind"] in REPLICATION:  # a replication partition moves no traffic: partition_view
         return None
     clear = next((e for e in events if e["event"] == "clear" and e["wall"] >= inj["wall"]), None)
     end = clear["wall"] if clear else (max((r.t for r in records), default=inj["wall"]))
@@ -331,12 +333,77 @@ def rpo(plan: Any, facts: dict, scale: float) -> dict | None:
             )
     lags = [r["lag_drill_s"] for r in rows if r["lag_drill_s"] is not None]
     worst = max(lags) if lags else None
-    return {
+    out = {
         "measured_from": "the S3 replication model's landing time of each canary version (exact, not polled)",
         "canaries": rows,
         "rpo_drill_s": worst,
         "objective_s": plan.objectives.rpo_seconds,
         "verdict": None if worst is None else ("PASS" if worst <= plan.objectives.rpo_seconds else "FAIL"),
+    }
+    part = partition_view(plan, facts, scale)
+    if part is not None:  # a partition drill: RPO grows by design; the catch-up after the heal is what is judged
+        out["partition"] = part
+        out["verdict"] = part["verdict"]
+    return out
+
+
+def _fired(t: float | None) -> str:
+    return "no" if t is None else f"{t:.1f} s"
+
+
+def replication_alarm_fired(put: float, landed: float | None, threshold: float, period: float) -> float | None:
+    """When the declared ReplicationLatency alarm (Maximum over `period`, 1 of 1, above `threshold`) fires for one
+    object put at `put` and landed at `landed` (None: never), all in one clock: the end of the first period (aligned
+    to the clock's multiples of `period`, as CloudWatch aligns them) in which the object was pending and older than the
+    threshold; None when it landed in time."""
+    breach = put + threshold
+    if landed is not None and landed <= breach:
+        return None
+    return math.floor(breach / period) * period + period
+
+
+def partition_view(plan: Any, facts: dict, scale: float) -> dict | None:
+    """A replication-partition drill: how long the region was cut off, each canary to or from it (its exposure: put to
+    landing; its catch-up: heal to landing), when the declared replication alarm fired for it, and the verdict: every
+    canary landed, each within the RPO objective of the heal."""
+    events = facts.get("fault_events") or []
+    inj = next((e for e in events if e["event"] == "inject" and e["kind"] == "replication-partition"), None)
+    if inj is None:
+        return None
+    clear = next((e for e in events if e["event"] == "clear" and e["wall"] >= inj["wall"]), None)
+    cut, heal, region = inj["wall"], (clear or {}).get("wall"), inj["region"]
+    alarm = facts.get("replication_alarm") or {}
+    rows = []
+    for c in facts.get("canaries") or []:
+        for dst, rep in (c.get("replicated") or {}).items():
+            if region not in (c["region"], dst):
+                continue
+            landed = None if rep.get("rpo_s") is None else c["t_put"] + rep["rpo_s"]
+            fired = (
+                replication_alarm_fired(
+                    c["t_put"], landed, float(alarm["threshold_s"]) * scale, float(alarm["period_s"]) * scale
+                )
+                if alarm
+                else None
+            )
+            rows.append(
+                {
+                    "source": c["region"],
+                    "destination": dst,
+                    "exposure_drill_s": _r(None if landed is None else (landed - c["t_put"]) / scale),
+                    "catch_up_drill_s": _r(None if landed is None or heal is None else (landed - heal) / scale),
+                    "alarm_fired_after_cut_drill_s": _r(None if fired is None else (fired - cut) / scale),
+                }
+            )
+    ups = [r["catch_up_drill_s"] for r in rows]
+    ok = bool(rows) and all(u is not None and u <= plan.objectives.rpo_seconds for u in ups)
+    return {
+        "region": region,
+        "cut_drill_s": _r(None if heal is None else (heal - cut) / scale),
+        "alarm": alarm or None,
+        "canaries": rows,
+        "catch_up_drill_s": max((u for u in ups if u is not None), default=None),
+        "verdict": "PASS" if ok else "FAIL",
     }
 
 
@@ -704,7 +771,31 @@ def render_markdown(rep: dict) -> str:
             f"| {c['source']} | {c['destination']} | {_s(c['lag_drill_s'])} | {_s(c['lag_wall_s'], 3)} |"
             for c in r["canaries"]
         ]
-        L += ["", f"RPO {_s(r['rpo_drill_s'])} s against the objective of {r['objective_s']:g} s: **{r['verdict']}**."]
+        pt = r.get("partition")
+        if pt is None:
+            L += [
+                "",
+                f"RPO {_s(r['rpo_drill_s'])} s against the objective of {r['objective_s']:g} s: **{r['verdict']}**.",
+            ]
+        else:
+            a = pt["alarm"] or {}
+            L += [
+                "",
+                f"Replication to and from {pt['region']} was cut for {_s(pt['cut_drill_s'])} s: RPO grew to "
+                f"{_s(r['rpo_drill_s'])} s by design. The declared replication alarm (ReplicationLatency above "
+                f"{a.get('threshold_s')} s over {a.get('period_s')} s periods), per canary:",
+                "",
+                "| source | destination | put -> landed (drill s) | heal -> landed (catch-up) | alarm after the cut |",
+                "|---|---|---|---|---|",
+                *(
+                    f"| {c['source']} | {c['destination']} | {_s(c['exposure_drill_s'])} | {_s(c['catch_up_drill_s'])} "
+                    f"| {_fired(c['alarm_fired_after_cut_drill_s'])} |"
+                    for c in pt["canaries"]
+                ),
+                "",
+                f"Catch-up after the heal {_s(pt['catch_up_drill_s'])} s against the RPO objective of "
+                f"{r['objective_s']:g} s: **{pt['verdict']}**.",
+            ]
         sk = (rep.get("drill") or {}).get("version_skew")
         if sk:
             L.append(

@@ -44,6 +44,15 @@ class Storage:
         if self.replicator is not None:
             self.replicator.stop()
 
+    def partition(self, region: str, cut: bool) -> None:
+        """Cut (or heal) replication to and from `region`'s bucket: the replicator cannot reach it."""
+        assert self.replicator is not None
+        bucket = self.buckets[region]
+        if cut:
+            self.replicator.partitioned.add(bucket)
+        else:
+            self.replicator.partitioned.discard(bucket)
+
     def replication_configs(self) -> dict[str, dict | None]:
         """bucket -> its replication configuration in moto (fields moto drops restored from what was put)."""
         assert self.applied is not None

@@ -414,6 +414,14 @@ class World:
         self.log(f"network fault {fault} on {region} at {t:.3f}")
         return t
 
+    def partition_replication(self, region: str, cut: bool) -> float:
+        """Cut (or heal) artifact replication to and from `region`; return the wall-clock time."""
+        t = time.time()
+        self.storage.partition(region, cut)
+        self._faults.append({"region": region, "mode": "replication-partition", "cut": cut, "t": t})
+        self.log(f"replication to and from {region} {'cut' if cut else 'healed'} at {t:.3f}")
+        return t
+
     def restore_region(self, region: str) -> float:
         """Undo the region's fault; return seconds until its Triton is ready again."""
         dt = self.serving.servers()[region].restore()

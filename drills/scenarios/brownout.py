@@ -15,8 +15,16 @@ quiet injects nothing: it holds `hold_seconds` with traffic and every check watc
 from __future__ import annotations
 
 from drills import brownout
-from drills.model import Plan, Step
-from drills.planning import PlanContext, finish_plan, precheck_step, slo_condition, steady_abort_conditions
+from drills.errors import GuardrailError
+from drills.model import Condition, Plan, Step
+from drills.planning import (
+    PlanContext,
+    finish_plan,
+    hold_step,
+    precheck_step,
+    slo_condition,
+    steady_abort_conditions,
+)
 from drills.scenarios.base import Scenario
 from drills.scenarios.outage import RegionOutage
 
@@ -30,6 +38,7 @@ DESIGNED_FOR = {
     "bandwidth": "the response-time alarm",
     "unload": "the deep check (no inference while /v2/health/ready stays 200)",
     "slow-model": "the deep check (one inference beyond its 250 ms bound) and the response-time alarm",
+    "replication-partition": "the replication-latency alarm (no health check: serving is untouched)",
 }
 
 
@@ -43,7 +52,90 @@ class RegionBrownout(RegionOutage):
     def build(self, ctx: PlanContext) -> Plan:
         fault = brownout.parse(ctx.params.fault)
         ctx.notes.append(f"fault {fault.text}: built to be seen by {DESIGNED_FOR[fault.kind]}")
+        if fault.kind in brownout.REPLICATION:
+            return self.partition(ctx, fault)
         return super().build(ctx)
+
+    def partition(self, ctx: PlanContext, fault: brownout.Fault) -> Plan:
+        """Replication cut to and from the region while canaries are written in the others: serving is untouched, RPO
+        grows for as long as the partition lasts, the replication alarm fires once the backlog is older than its
+        threshold; after the heal every canary must land within the RPO objective (the catch-up)."""
+        fleet, region = ctx.fleet, ctx.region
+        assert region
+        others = sorted(r for r in fleet.regions if r != region)
+        if not others:
+            raise GuardrailError("no-survivor", f"{fleet.env} has one region: there is no replication to cut")
+        rpo = fleet.glob.objectives.rpo_seconds
+        timeout = ctx.params.replication_timeout_seconds or 2 * rpo
+        steps = [
+            Step(
+                name="precheck",
+                action="precheck",
+                params={
+                    "expect_config": {},
+                    "engines_for": {},
+                    "buckets": sorted(fleet.regions),
+                    "baseline_seconds": 0,
+                },
+                description="every region's artifact bucket answers",
+            ),
+            Step(
+                name="inject-fault",
+                action="inject_fault",
+                mutates=True,
+                params={"region": region, "fault": fault.text},
+                description=f"cut artifact replication to and from {region}",
+            ),
+            Step(
+                name="canary-write",
+                action="canary_write",
+                mutates=True,
+                params={"sources": others},
+                description=f"put a canary object in {', '.join(others)}: none can reach {region} while it is cut",
+            ),
+            hold_step(ctx, f"with replication to and from {region} cut (RPO grows; the replication alarm fires)"),
+            Step(
+                name="clear-fault",
+                action="clear_fault",
+                mutates=True,
+                params={"region": region, "fault": fault.text},
+                description=f"heal replication to and from {region}",
+            ),
+            Step(
+                name="measure-replication",
+                action="measure_replication",
+                params={"sources": others, "timeout": timeout, "since_heal": True},
+                description=f"every canary visible everywhere after the heal (catch-up, measured from the heal; gives "
+                f"up after {timeout:g} s)",
+                checks=[
+                    Condition(
+                        kind="rpo",
+                        params={"rpo_seconds": rpo},
+                        blocking=False,
+                        description=f"every canary caught up within {rpo:g} s of the heal",
+                    )
+                ],
+            ),
+            Step(
+                name="cleanup",
+                action="canary_delete",
+                mutates=True,
+                params={},
+                description="delete the canary objects (every version) in every region",
+            ),
+        ]
+        return finish_plan(
+            ctx,
+            self.name,
+            steps,
+            touches={},
+            pre_config={},
+            abort=steady_abort_conditions(ctx),
+            rollback=[
+                f"heal replication to and from {region} (recorded in the journal)",
+                "delete every canary object the journal records, in every region",
+            ],
+        )
 
 
 class Quiet(Scenario):

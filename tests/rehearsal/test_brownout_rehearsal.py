@@ -10,7 +10,9 @@ import json
 from tests.rehearsal.test_rehearse_cli import SCALE, processes_mentioning, rehearse
 
 
-def run(small_model, tmp_path, *args: str) -> dict:
+def run(small_model, tmp_path, *args: str, hold: str = "90") -> dict:
+    """`hold`: drill seconds at the drilled state (90: 3 wall s, so the share after recovery is judged over more than
+    a few requests)."""
     out = tmp_path / "run"
     r = rehearse(
         "--env",
@@ -19,7 +21,7 @@ def run(small_model, tmp_path, *args: str) -> dict:
         "--scale",
         SCALE,
         "--hold",
-        "90",  # 3 wall s: the share after recovery is judged over the hold, not over a few requests
+        hold,
         "--rate",
         "30",
         "--clients",
@@ -66,3 +68,17 @@ def test_a_bad_fault_is_refused_before_anything_starts(tmp_path):
     assert r.returncode == 3  # a guardrail refusal
     err = r.stderr + r.stdout
     assert "REFUSED" in err and "errors=2" in err and "(0, 1]" in err and "started nothing" in err
+
+
+def test_a_replication_partition_grows_rpo_fires_the_alarm_and_catches_up(small_model, tmp_path):
+    """Serving is untouched; canaries written elsewhere cannot reach the cut region until the heal; the declared
+    ReplicationLatency alarm (900 s over 300 s periods) fires for a cut longer than that; every canary lands after."""
+    rep = run(small_model, tmp_path, "--scenario", "region-brownout", "--fault", "replication-partition", hold="1300")
+    assert rep["verdict"] == "PASS", rep["drill"]["findings"]
+    pt = rep["rpo"]["partition"]
+    assert pt["verdict"] == "PASS" and pt["cut_drill_s"] >= 1300
+    assert {(c["source"], c["destination"]) for c in pt["canaries"]} == {("us-west-2", pt["region"])}
+    (c,) = pt["canaries"]
+    assert c["exposure_drill_s"] >= 1300 and c["catch_up_drill_s"] < rep["rpo"]["objective_s"]
+    assert c["alarm_fired_after_cut_drill_s"] is not None and c["alarm_fired_after_cut_drill_s"] <= 900 + 300 + 30
+    assert rep["rto"].get("kind") != "failover"  # no DNS failover: serving was never faulted
