@@ -85,6 +85,14 @@ def _scenario_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, help="weight-shift steps (default 4)")
     p.add_argument("--hold", type=float, dest="hold_seconds", help="hold seconds at the drilled state (default 300)")
     p.add_argument(
+        "--fault",
+        metavar="KIND[=VALUE]",
+        help="region-outage: triton-down (default) or hc-invert; region-brownout (required): errors=F, latency=MS, "
+        "loss=F, reset=F, blackhole, bandwidth=B, unload, slow-model=MS, replication-partition (drills/brownout.py; "
+        "the AWS backend offers triton-down and hc-invert only: brownouts run in the rehearsal or beside an FIS "
+        "experiment)",
+    )
+    p.add_argument(
         "--allow-total-outage",
         metavar="ENV",
         help="total-outage: the environment's name, typed again, to allow a drill that takes every region down at "
@@ -105,6 +113,7 @@ def _plan(args: argparse.Namespace):
         overrides={
             "steps": args.steps,
             "hold_seconds": args.hold_seconds,
+            "fault": args.fault,
             "allow_total_outage": args.allow_total_outage,
         },
     )

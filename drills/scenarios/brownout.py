@@ -50,6 +50,12 @@ class RegionBrownout(RegionOutage):
     )
 
     def build(self, ctx: PlanContext) -> Plan:
+        if brownout.base_kind(ctx.params.fault) not in brownout.KINDS:  # region-outage's default, or another kind
+            raise GuardrailError(
+                "bad-fault",
+                f"region-brownout needs --fault KIND[=VALUE], KIND one of {', '.join(brownout.KINDS)}; got fault "
+                f"{ctx.params.fault!r} (region-outage's kinds belong to region-outage)",
+            )
         fault = brownout.parse(ctx.params.fault)
         ctx.notes.append(f"fault {fault.text}: built to be seen by {DESIGNED_FOR[fault.kind]}")
         if fault.kind in brownout.REPLICATION:
