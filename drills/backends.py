@@ -73,7 +73,13 @@ def aws_backend(plan: Plan, options: dict[str, Any], clock: Clock) -> Backend:
                 raise DrillError(f"no hosted zone {name} in this account")
             zone_id = zones[0]["Id"].split("/")[-1]
         route53 = Boto3Route53(
-            r53, zone_id, fleet.glob.fqdn, {r: o.lb_dns_name for r, o in out.items()}, g_out.get("health_check_ids")
+            r53,
+            zone_id,
+            fleet.glob.fqdn,
+            {r: o.lb_dns_name for r, o in out.items()},
+            g_out.get("health_check_ids"),
+            # The records' calculated checks follow ALB alarms in each region (infra/health.py).
+            cloudwatch_for=lambda region: session.client("cloudwatch", region_name=region),
         )
         s3 = Boto3S3(
             {r: session.client("s3", region_name=r) for r in out},

@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from drills.adapters.base import RecordState
@@ -58,6 +58,24 @@ def policy_answer(
     return {r: w / total for r, w in sorted(weighted.items()) if w > 0}
 
 
+def metric_check_healthy(alarm_state: str, insufficient_data_health_status: str, last_known: bool = True) -> bool:
+    """A CLOUDWATCH_METRIC check's status from its alarm's state; `last_known`: its status before (LastKnownStatus)."""
+    if alarm_state == "ALARM":
+        return False
+    if alarm_state != "INSUFFICIENT_DATA":
+        return True
+    if insufficient_data_health_status == "LastKnownStatus":
+        return last_known
+    if insufficient_data_health_status not in ("Healthy", "Unhealthy"):
+        raise ValueError(f"insufficient_data_health_status {insufficient_data_health_status!r} is not Route 53's")
+    return insufficient_data_health_status == "Healthy"
+
+
+def calculated_healthy(children: Iterable[bool], threshold: int) -> bool:
+    """A CALCULATED check: healthy while at least `threshold` of its children are."""
+    return sum(1 for ok in children if ok) >= threshold
+
+
 class Boto3Route53:
     """`client`: boto3 route53 client. `regions`: region -> its load balancer DNS name (from the regional
     stacks' outputs). `health_check_ids`: from the global stack's outputs where known (else the records')."""
@@ -71,6 +89,7 @@ class Boto3Route53:
         health_check_ids: dict[str, str] | None = None,
         answer_samples: int = 4,
         cache_seconds: float = 2.0,
+        cloudwatch_for: Callable[[str], Any] | None = None,
     ):
         """Route 53's API allows 5 requests per second per account: reads are cached for `cache_seconds` (real
         time; Route 53's own checkers report every 10 s, so a poll loses nothing) and TestDNSAnswer is sampled
@@ -82,6 +101,7 @@ class Boto3Route53:
         self.cache_seconds = cache_seconds
         self._cache: dict[tuple, tuple[float, Any]] = {}
         self._inverted: dict[str, bool] = {}
+        self.cloudwatch_for = cloudwatch_for  # region -> CloudWatch client, for the metric checks' alarms
 
     def _cached(self, key: tuple, fn: Callable[[], Any]) -> Any:
         now = time.monotonic()
@@ -141,16 +161,39 @@ class Boto3Route53:
         return self._inverted[region]
 
     def health(self, region: str) -> bool:
-        def read() -> bool:
-            obs = self.client.get_health_check_status(HealthCheckId=self.health_check_id(region))[
-                "HealthCheckObservations"
-            ]
+        return self._cached(("health", region), lambda: self.check_status(self.health_check_id(region), top=True))
+
+    def check_status(self, check_id: str, top: bool = False) -> bool:
+        """Route 53's status of one check. GetHealthCheckStatus answers for endpoint checks only (not CALCULATED or
+        CLOUDWATCH_METRIC), so a calculated check is evaluated from its children (healthy while HealthThreshold of
+        them are) and a metric check from its alarm's state in CloudWatch (`cloudwatch_for(region)`), with its
+        InsufficientDataHealthStatus. Inverted flips any of them; the record's own check reads its inversion through
+        `inverted` (set_inverted keeps it current)."""
+        hc = self.client.get_health_check(HealthCheckId=check_id)["HealthCheck"]
+        cfg = hc["HealthCheckConfig"]
+        kind = cfg["Type"]
+        if kind == "CALCULATED":
+            kids = [self.check_status(c) for c in cfg.get("ChildHealthChecks") or []]
+            raw = calculated_healthy(kids, int(cfg.get("HealthThreshold") or 0))
+        elif kind == "CLOUDWATCH_METRIC":
+            alarm = cfg["AlarmIdentifier"]
+            if self.cloudwatch_for is None:
+                raise LookupError(f"health check {check_id} follows alarm {alarm['Name']}: no CloudWatch client given")
+            found = self.cloudwatch_for(alarm["Region"]).describe_alarms(AlarmNames=[alarm["Name"]])["MetricAlarms"]
+            state = found[0]["StateValue"] if found else "INSUFFICIENT_DATA"
+            raw = metric_check_healthy(state, cfg.get("InsufficientDataHealthStatus", "LastKnownStatus"))
+        else:
+            obs = self.client.get_health_check_status(HealthCheckId=check_id)["HealthCheckObservations"]
             ok = sum(1 for o in obs if o["StatusReport"]["Status"].startswith("Success"))
             # Route 53 calls an endpoint healthy when more than 18% of its checkers do; the observations are the
             # checkers' raw results, so an inverted check's verdict is the opposite.
-            return bool(obs) and ok / len(obs) > 0.18
+            raw = bool(obs) and ok / len(obs) > 0.18
+        inverted = self.inverted_by_id(check_id, cfg) if top else bool(cfg.get("Inverted"))
+        return raw != inverted
 
-        return self._cached(("health", region), read) != self.inverted(region)
+    def inverted_by_id(self, check_id: str, cfg: dict) -> bool:
+        region = next((r for r, h in self._hc.items() if h == check_id), None)
+        return self.inverted(region) if region is not None else bool(cfg.get("Inverted"))
 
     def _region_ips(self) -> dict[str, str]:
         return self._cached(("ips",), self._resolve_lbs) if self.cache_seconds else self._resolve_lbs()

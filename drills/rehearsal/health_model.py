@@ -28,29 +28,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from drills.rehearsal.cloudwatch import ALARM, INSUFFICIENT_DATA, AlarmEvaluator, AlarmSpec, requests_from_log
+from drills.adapters.route53 import calculated_healthy, metric_check_healthy
+from drills.rehearsal.cloudwatch import AlarmEvaluator, AlarmSpec, requests_from_log
 from drills.rehearsal.healthcheck import HealthChecker, Transition
 from infra.health import ALARM_KINDS, DEEP_HEALTH_PATH, LATENCY
 
 T_ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
-
-
-def metric_check_healthy(alarm_state: str, insufficient_data_health_status: str, last_known: bool = True) -> bool:
-    """A CLOUDWATCH_METRIC check's status from its alarm's state; `last_known`: its status before (LastKnownStatus)."""
-    if alarm_state == ALARM:
-        return False
-    if alarm_state != INSUFFICIENT_DATA:
-        return True
-    if insufficient_data_health_status == "LastKnownStatus":
-        return last_known
-    if insufficient_data_health_status not in ("Healthy", "Unhealthy"):
-        raise ValueError(f"insufficient_data_health_status {insufficient_data_health_status!r} is not Route 53's")
-    return insufficient_data_health_status == "Healthy"
-
-
-def calculated_healthy(children: Iterable[bool], threshold: int) -> bool:
-    """A CALCULATED check: healthy while at least `threshold` of its children are."""
-    return sum(1 for ok in children if ok) >= threshold
 
 
 def declared_alarms(resources: Iterable[Mapping[str, Any]], kinds: Mapping[str, str], scale: float) -> list[AlarmSpec]:

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import boto3
@@ -415,3 +416,60 @@ def test_lock_stale_detection_and_unfinished_drills(tmp_path, clock):
     j.write("finished", status="completed")
     path.write_text(json.dumps({"drill_id": "d-crashed", "pid": _dead_pid(), "host": host()}))
     Lock.acquire(tmp_path, "prod", "d-new").release()
+
+
+class _R53:
+    """The Route 53 calls Boto3Route53.health makes, over a table of checks (moto keeps no AlarmIdentifier)."""
+
+    def __init__(self, checks: dict[str, dict], observations: dict[str, list[str]]):
+        self.checks, self.observations = checks, observations
+
+    def get_health_check(self, HealthCheckId: str) -> dict:
+        return {"HealthCheck": {"Id": HealthCheckId, "HealthCheckConfig": self.checks[HealthCheckId]}}
+
+    def update_health_check(self, HealthCheckId: str, Inverted: bool) -> None:
+        self.checks[HealthCheckId]["Inverted"] = Inverted
+
+    def get_health_check_status(self, HealthCheckId: str) -> dict:
+        cfg = self.checks[HealthCheckId]
+        assert cfg["Type"] not in ("CALCULATED", "CLOUDWATCH_METRIC"), "Route 53 refuses GetHealthCheckStatus here"
+        return {"HealthCheckObservations": [{"StatusReport": {"Status": s}} for s in self.observations[HealthCheckId]]}
+
+
+class _CloudWatch:
+    def __init__(self, states: dict[str, str]):
+        self.states = states
+
+    def describe_alarms(self, AlarmNames: list[str]) -> dict:
+        return {
+            "MetricAlarms": [{"AlarmName": n, "StateValue": self.states[n]} for n in AlarmNames if n in self.states]
+        }
+
+
+def test_the_aws_adapter_evaluates_a_calculated_check_from_its_children():
+    """GetHealthCheckStatus answers for endpoint checks only: a record's calculated check is evaluated from its
+    children, a metric child from its alarm's state in CloudWatch (with its InsufficientDataHealthStatus)."""
+    ok = ["Success: HTTP Status Code 200"] * 5
+    checks: dict[str, dict[str, Any]] = {
+        "shallow": {"Type": "HTTPS"},
+        "deep": {"Type": "HTTPS_STR_MATCH"},
+        "5xx": {
+            "Type": "CLOUDWATCH_METRIC",
+            "AlarmIdentifier": {"Region": "us-east-1", "Name": "a-5xx"},
+            "InsufficientDataHealthStatus": "Healthy",
+        },
+        "calc": {"Type": "CALCULATED", "ChildHealthChecks": ["shallow", "deep", "5xx"], "HealthThreshold": 3},
+    }
+    r53 = _R53(checks, {"shallow": ok, "deep": ok})
+    cw = _CloudWatch({"a-5xx": "INSUFFICIENT_DATA"})
+    b = Boto3Route53(r53, "Z", "ranker.x", {"us-east-1": None}, {"us-east-1": "calc"}, 0, 0, lambda region: cw)
+    assert b.health("us-east-1") is True  # too little data reads as healthy, as declared
+    cw.states["a-5xx"] = "ALARM"
+    assert b.health("us-east-1") is False
+    cw.states["a-5xx"] = "OK"
+    r53.observations["deep"] = ["Failure: HTTP Status Code 503"] * 5
+    assert b.health("us-east-1") is False  # one failing child is enough at threshold 3 of 3
+    checks["calc"]["HealthThreshold"] = 2
+    assert b.health("us-east-1") is True
+    b.set_inverted("us-east-1", True)
+    assert b.health("us-east-1") is False

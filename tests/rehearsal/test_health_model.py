@@ -11,15 +11,10 @@ import pytest
 
 from drills import brownout
 from drills.adapters.faults import CompositeFaults
+from drills.adapters.route53 import calculated_healthy, metric_check_healthy
 from drills.errors import GuardrailError
 from drills.rehearsal.cloudwatch import ALARM, INSUFFICIENT_DATA, OK, AlarmSpec
-from drills.rehearsal.health_model import (
-    HealthModel,
-    alarm_kinds,
-    calculated_healthy,
-    declared_alarms,
-    metric_check_healthy,
-)
+from drills.rehearsal.health_model import HealthModel, alarm_kinds, declared_alarms
 from drills.rehearsal.healthcheck import HealthChecker, probe
 from drills.rehearsal.report import check_kind, detection_by_check, false_positives
 
