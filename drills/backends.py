@@ -119,6 +119,18 @@ def aws_backend(plan: Plan, options: dict[str, Any], clock: Clock) -> Backend:
             ) from None
         raise
     backend = Backend("aws", options, stacks, route53, s3, capacity, probes, faults)
+    work_dir, stacks_dir = Path(options.get("work_dir", ROOT)), Path(options.get("stacks_dir", STACKS_DIR))
+
+    def readiness() -> list[Any]:
+        # Read when a drill or release starts (engine.readiness_gate), not when the backend is built for a rollback.
+        from drills.readiness.checks import evaluate
+        from drills.readiness.command import declared_for
+        from drills.readiness.view import AwsFleetView
+
+        view = AwsFleetView(plan.env, stacks_dir, work_dir, options.get("profile"), options.get("org"))
+        return evaluate(view.snapshot(), declared_for(fleet))
+
+    backend.readiness = readiness
     return _with_release_adapters(backend, fleet, options, session, out, kubes)
 
 

@@ -477,6 +477,21 @@ def _log(log: Callable[[str], None] | None) -> Callable[[str], None]:
     return log or (lambda line: None)
 
 
+def readiness_gate(plan: Plan, backend: Backend) -> None:
+    """Refuse (GuardrailError, before any journal or change) while the fleet's readiness fails, naming each failing
+    check; a plan without the gate (a restore) or a backend that cannot evaluate readiness passes."""
+    if not plan.readiness_gate or backend.readiness is None:
+        return
+    failing = [r for r in backend.readiness() if not r.ok]
+    if failing:
+        raise GuardrailError(
+            "not-ready",
+            f"{plan.env} is not ready, nothing was changed: "
+            + "; ".join(f"{r.name}: {r.detail}" for r in failing)
+            + f". See `python -m drills readiness --env {plan.env}`; a restore runs regardless.",
+        )
+
+
 def start_drill(
     plan: Plan,
     state_dir: Path,
@@ -496,6 +511,7 @@ def start_drill(
     owned = backend is None
     try:
         backend = backend or build_backend(backend_name, plan, backend_options or {}, clock)
+        readiness_gate(plan, backend)
         journal = Journal.create(Path(state_dir), drill_id, clock)
         journal.write(
             "start",

@@ -102,6 +102,9 @@ class Plan(_Model):
     warnings: list[str] = []
     notes: list[str] = []
     manifest_source: str | None = None
+    # A drill or release refuses to start while the fleet's readiness fails (the backend's `readiness`); a restore
+    # does not wait for it: it is the way out of a state readiness reports.
+    readiness_gate: bool = True
 
     def mutations(self) -> list[str]:
         """Human lines for every change the plan would make, for a dry run."""

@@ -368,6 +368,7 @@ def finish_plan(
     pre_config: dict[str, dict[str, Any]],
     abort: list[Condition],
     rollback: list[str],
+    readiness_gate: bool = True,
 ) -> Plan:
     fleet = ctx.fleet
     g = fleet.glob
@@ -406,4 +407,5 @@ def finish_plan(
         warnings=[*ctx.warnings, *warn],
         notes=ctx.notes,
         manifest_source=ctx.manifest_source,
+        readiness_gate=readiness_gate,
     )

@@ -7,7 +7,7 @@ them and a second process can act on them.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, cast, runtime_checkable
 
@@ -238,6 +238,8 @@ class Backend:
     serving: ServingAdapter | None = None
     scores: ScoreProbe | None = None
     metrics: MetricsSource | None = None
+    # The fleet's readiness now (drills.readiness: a list of CheckResult); None where the backend cannot evaluate it.
+    readiness: Callable[[], list[Any]] | None = None
 
     def close(self) -> None:
         for fn in reversed(self.closers):

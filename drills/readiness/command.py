@@ -9,8 +9,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from drills.readiness.checks import CheckResult, declared_from, evaluate, prometheus_text
+from drills.readiness.checks import CheckResult, Declared, declared_from, evaluate, prometheus_text
 from drills.readiness.view import AwsFleetView, FleetView, load_snapshot
 
 
@@ -52,18 +53,25 @@ def report(env: str, results: list[CheckResult]) -> str:
     return "\n".join(lines)
 
 
+def declared_for(fleet: Any, max_backlog: int = 0) -> Declared:
+    """What readiness compares the live fleet with: the stack files, and the measured throughput of the newest model
+    manifest under artifacts/ where there is one (raises model_build's ManifestError on an invalid one)."""
+    from infra.invariants import read_manifest
+
+    facts = read_manifest(None)
+    return declared_from(fleet, facts.qps_per_gpu if facts else None, max_backlog)
+
+
 def run(args: argparse.Namespace) -> int:
     from infra.config import ROOT, load_fleet
-    from infra.invariants import read_manifest
     from model_build.manifest import ManifestError
 
     fleet = load_fleet(args.env, args.stacks_dir)
     try:
-        facts = read_manifest(None)
+        declared = declared_for(fleet, args.max_backlog)
     except ManifestError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    declared = declared_from(fleet, facts.qps_per_gpu if facts else None, args.max_backlog)
     view: FleetView
     if args.snapshot:
         view = _SnapshotFile(args.snapshot)

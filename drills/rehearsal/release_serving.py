@@ -45,7 +45,7 @@ from drills.rehearsal.alb_proc import AlbProcess
 from drills.rehearsal.pod import PodError, fetch_declared
 from drills.rehearsal.procs import Child
 from drills.rehearsal.repo import ArtifactError, ServingRepo, prepare_serving_repo
-from drills.rehearsal.serving import service_listener, service_url, start_deep_health
+from drills.rehearsal.serving import pod_sidecar, region_alb
 from drills.rehearsal.triton import TritonServer
 
 if TYPE_CHECKING:  # the world builds its serving; serving reads the world's started parts
@@ -158,15 +158,7 @@ class ServingModel:
         ready_s = t.start()
         # Warm ONNX Runtime before the pod takes traffic (its first request pays the lazy initialisation).
         t.infer(repo.models[0], w.traffic.batches(n=1, batch=8)[0], timeout=30)
-        sidecar = start_deep_health(
-            w.sup,
-            f"deep-health-{name}",
-            w.pods[region],
-            address=addr,
-            port=w.ports["deep"],
-            triton_url=service_url(w, region),
-            timeout=w.scale.ready_timeout,
-        )
+        sidecar = pod_sidecar(w, region, name, addr)
         pod = Pod(name, track, version, t, repo, time.time(), sidecar)
         self._event(
             event="pod-ready",
@@ -212,21 +204,7 @@ class ServingModel:
                 raise ArtifactError(dep.refused)
             self.deps[region] = {STABLE: dep}
             self.weight[region] = 0
-            w = self.world
-            # The region's load balancer in its own process (alb_proc): not behind this process's GIL.
-            self.proxies[region] = AlbProcess(
-                w.sup,
-                w.workdir / "regions" / region / "alb",
-                {region: (w.region_ip[region], w.ports["http"])},
-                seed=w.seed,
-                name=f"alb-{region}",
-                # The regional ALB's listener rules (alb_proc: edge routes with the `_py` stand-in, 404 else; the
-                # track header pins only from the stack copy's release_tooling_cidrs, 403 from anywhere else).
-                model=self.model,
-                tooling_cidrs=w.fleet.regions[region].load_balancer.release_tooling_cidrs,
-                deep_health_port=w.ports["deep"],
-                services=service_listener(w, region),
-            ).start()
+            self.proxies[region] = region_alb(self.world, region, self.model)
             self._push(region)
             self._follow_stable(region)
             return dep.pods[0]

@@ -102,8 +102,34 @@ def service_url(world: World, region: str) -> str:
     return f"http://{SERVICE_NET}{world.regions.index(region) + 1}:{world.ports['http']}"
 
 
-def service_listener(world: World, region: str) -> dict[str, tuple[str, int]]:
-    return {region: (f"{SERVICE_NET}{world.regions.index(region) + 1}", world.ports["http"])}
+def region_alb(world: World, region: str, model: str) -> AlbProcess:
+    """The region's load balancer in its own process (alb_proc: not behind the drill's GIL), started: the regional
+    ALB's listener rules (edge routes with the `_py` stand-in, 404 else; the track header pins only from the stack
+    copy's release_tooling_cidrs), the deep-health route, and the region's in-cluster Service listener."""
+    return AlbProcess(
+        world.sup,
+        world.workdir / "regions" / region / "alb",
+        {region: (world.region_ip[region], world.ports["http"])},
+        seed=world.seed,
+        name=f"alb-{region}",
+        model=model,
+        tooling_cidrs=world.fleet.regions[region].load_balancer.release_tooling_cidrs,
+        deep_health_port=world.ports["deep"],
+        services={region: (f"{SERVICE_NET}{world.regions.index(region) + 1}", world.ports["http"])},
+    ).start()
+
+
+def pod_sidecar(world: World, region: str, name: str, address: str) -> Child:
+    """A pod's declared deep-health sidecar on its address, checking the region through its Service."""
+    return start_deep_health(
+        world.sup,
+        f"deep-health-{name}",
+        world.pods[region],
+        address=address,
+        port=world.ports["deep"],
+        triton_url=service_url(world, region),
+        timeout=world.scale.ready_timeout,
+    )
 
 
 class TritonPerRegion:
@@ -158,27 +184,8 @@ class TritonPerRegion:
         # One inference before traffic: the first request pays for ONNX Runtime's lazy initialisation (tens
         # of ms), which would otherwise show up as a latency outlier or a client timeout in the records.
         t.infer(repo.models[0], w.traffic.batches(n=1, batch=8)[0], timeout=30)
-        start_deep_health(
-            w.sup,
-            f"deep-health-{region}",
-            w.pods[region],
-            address=pod_ip,
-            port=w.ports["deep"],
-            triton_url=service_url(w, region),
-            timeout=w.scale.ready_timeout,
-        )
-        # The region's load balancer in its own process (alb_proc), with the regional ALB's listener rules.
-        self.proxies[region] = AlbProcess(
-            w.sup,
-            rdir / "alb",
-            {region: (w.region_ip[region], w.ports["http"])},
-            seed=w.seed,
-            name=f"alb-{region}",
-            model=model.name,
-            tooling_cidrs=w.fleet.regions[region].load_balancer.release_tooling_cidrs,
-            deep_health_port=w.ports["deep"],
-            services=service_listener(w, region),
-        ).start()
+        pod_sidecar(w, region, region, pod_ip)
+        self.proxies[region] = region_alb(w, region, model.name)
         self.proxies[region].set(region, 0, {"stable": [(region, pod_ip, w.ports["http"], model.version)]})
         return ready
 

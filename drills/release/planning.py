@@ -582,6 +582,7 @@ def build_restore_plan(ctx: PlanContext, region: str, *, adopt: bool = False, sc
             pre_config={},
             abort=[],
             rollback=["nothing to undo: only the pointer is written"],
+            readiness_gate=False,
         )
     steps = [
         Step(
@@ -625,6 +626,7 @@ def build_restore_plan(ctx: PlanContext, region: str, *, adopt: bool = False, sc
         pre_config=pre_config,
         abort=[healthy_condition()],
         rollback=rollback,
+        readiness_gate=False,  # a restore repairs what readiness reports (a differing served manifest, drift)
     )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from drills import brownout
 from drills.errors import GuardrailError
-from drills.model import Condition, Plan, Step
+from drills.model import Plan, Step
 from drills.planning import (
     PlanContext,
     finish_plan,
@@ -27,6 +27,12 @@ from drills.planning import (
 )
 from drills.scenarios.base import Scenario
 from drills.scenarios.outage import RegionOutage
+from drills.scenarios.replication import (
+    bucket_precheck_step,
+    canary_cleanup_step,
+    canary_write_step,
+    measure_replication_step,
+)
 
 # Which checks are built to see each kind (infra/health.py); the others may see it too.
 DESIGNED_FOR = {
@@ -74,17 +80,7 @@ class RegionBrownout(RegionOutage):
         rpo = fleet.glob.objectives.rpo_seconds
         timeout = ctx.params.replication_timeout_seconds or 2 * rpo
         steps = [
-            Step(
-                name="precheck",
-                action="precheck",
-                params={
-                    "expect_config": {},
-                    "engines_for": {},
-                    "buckets": sorted(fleet.regions),
-                    "baseline_seconds": 0,
-                },
-                description="every region's artifact bucket answers",
-            ),
+            bucket_precheck_step(sorted(fleet.regions)),
             Step(
                 name="inject-fault",
                 action="inject_fault",
@@ -92,12 +88,8 @@ class RegionBrownout(RegionOutage):
                 params={"region": region, "fault": fault.text},
                 description=f"cut artifact replication to and from {region}",
             ),
-            Step(
-                name="canary-write",
-                action="canary_write",
-                mutates=True,
-                params={"sources": others},
-                description=f"put a canary object in {', '.join(others)}: none can reach {region} while it is cut",
+            canary_write_step(
+                others, f"put a canary object in {', '.join(others)}: none can reach {region} while it is cut"
             ),
             hold_step(ctx, f"with replication to and from {region} cut (RPO grows; the replication alarm fires)"),
             Step(
@@ -107,28 +99,16 @@ class RegionBrownout(RegionOutage):
                 params={"region": region, "fault": fault.text},
                 description=f"heal replication to and from {region}",
             ),
-            Step(
-                name="measure-replication",
-                action="measure_replication",
-                params={"sources": others, "timeout": timeout, "since_heal": True},
-                description=f"every canary visible everywhere after the heal (catch-up, measured from the heal; gives "
-                f"up after {timeout:g} s)",
-                checks=[
-                    Condition(
-                        kind="rpo",
-                        params={"rpo_seconds": rpo},
-                        blocking=False,
-                        description=f"every canary caught up within {rpo:g} s of the heal",
-                    )
-                ],
+            measure_replication_step(
+                others,
+                timeout,
+                rpo,
+                f"every canary visible everywhere after the heal (catch-up, measured from the heal; gives up after "
+                f"{timeout:g} s)",
+                f"every canary caught up within {rpo:g} s of the heal",
+                since_heal=True,
             ),
-            Step(
-                name="cleanup",
-                action="canary_delete",
-                mutates=True,
-                params={},
-                description="delete the canary objects (every version) in every region",
-            ),
+            canary_cleanup_step(),
         ]
         return finish_plan(
             ctx,

@@ -28,34 +28,17 @@ class ArtifactReplication(Scenario):
         rpo = fleet.glob.objectives.rpo_seconds
         timeout = ctx.params.replication_timeout_seconds or 2 * rpo
         steps = [
-            Step(
-                name="precheck",
-                action="precheck",
-                params={"expect_config": {}, "engines_for": {}, "buckets": regions, "baseline_seconds": 0},
-                description="every region's artifact bucket answers",
+            bucket_precheck_step(regions),
+            canary_write_step(
+                sources, f"put a canary object (drills/canary/<drill id>/<source>) in {', '.join(sources)}"
             ),
-            Step(
-                name="canary-write",
-                action="canary_write",
-                mutates=True,
-                params={"sources": sources},
-                description=f"put a canary object (drills/canary/<drill id>/<source>) in {', '.join(sources)}",
-            ),
-            Step(
-                name="measure-replication",
-                action="measure_replication",
-                params={"sources": sources, "timeout": timeout},
-                description="poll HEAD in every other region until each canary is visible (RPO; gives up after "
-                f"{timeout:g} s)",
-                checks=[
-                    Condition(
-                        kind="rpo",
-                        params={"rpo_seconds": rpo},
-                        blocking=False,
-                        description=f"every canary visible everywhere within {rpo:g} s (judged in the report; the "
-                        "drill goes on to the skew check)",
-                    )
-                ],
+            measure_replication_step(
+                sources,
+                timeout,
+                rpo,
+                f"poll HEAD in every other region until each canary is visible (RPO; gives up after {timeout:g} s)",
+                f"every canary visible everywhere within {rpo:g} s (judged in the report; the drill goes on to the "
+                "skew check)",
             ),
             Step(
                 name="manifest-skew",
@@ -63,13 +46,7 @@ class ArtifactReplication(Scenario):
                 params={"regions": regions},
                 description="read the current model manifest in each region; report versions and hashes that differ",
             ),
-            Step(
-                name="cleanup",
-                action="canary_delete",
-                mutates=True,
-                params={},
-                description="delete the canary objects (every version) in every region",
-            ),
+            canary_cleanup_step(),
         ]
         return finish_plan(
             ctx,
@@ -80,3 +57,46 @@ class ArtifactReplication(Scenario):
             abort=[],
             rollback=["delete every canary object the journal records, in every region"],
         )
+
+
+# ---------------------------------------------------------------- steps shared with region-brownout's partition
+def bucket_precheck_step(regions: list[str]) -> Step:
+    return Step(
+        name="precheck",
+        action="precheck",
+        params={"expect_config": {}, "engines_for": {}, "buckets": regions, "baseline_seconds": 0},
+        description="every region's artifact bucket answers",
+    )
+
+
+def canary_write_step(sources: list[str], description: str) -> Step:
+    return Step(
+        name="canary-write", action="canary_write", mutates=True, params={"sources": sources}, description=description
+    )
+
+
+def measure_replication_step(
+    sources: list[str], timeout: float, rpo: float, description: str, judged: str, since_heal: bool = False
+) -> Step:
+    """Each canary's arrival everywhere, the RPO condition judged in the report (non-blocking); `since_heal`: lags
+    from the fault's clearing (a partition drill's catch-up)."""
+    params: dict = {"sources": sources, "timeout": timeout}
+    if since_heal:
+        params["since_heal"] = True
+    return Step(
+        name="measure-replication",
+        action="measure_replication",
+        params=params,
+        description=description,
+        checks=[Condition(kind="rpo", params={"rpo_seconds": rpo}, blocking=False, description=judged)],
+    )
+
+
+def canary_cleanup_step() -> Step:
+    return Step(
+        name="cleanup",
+        action="canary_delete",
+        mutates=True,
+        params={},
+        description="delete the canary objects (every version) in every region",
+    )

@@ -13,7 +13,7 @@ import yaml
 from drills.engine import start_drill
 from drills.errors import GuardrailError
 from drills.journal import Journal, drill_dir, load
-from drills.lock import Lock
+from drills.lock import Lock, lock_status
 from drills.report import build_report, render_markdown
 from drills.scenarios import build_plan
 from tests.drills.drills_support import FAST, manifest_for
@@ -407,3 +407,33 @@ def test_journal_tolerates_a_torn_last_line(tmp_path, clock):
         f.write('{"seq": 2, "type": "step_do')  # killed mid-write
     assert [e["type"] for e in load(tmp_path, "d1")] == ["start", "step_begin"]
     assert (drill_dir(tmp_path, "d1") / "journal.jsonl").exists()
+
+
+def test_a_drill_refuses_to_start_while_readiness_fails_naming_the_check_and_a_restore_does_not_wait(world):
+    """The engine consults the backend's readiness before any journal or change: a failing check is named, the lock
+    is free afterwards; a plan without the gate (restore) is not held by it."""
+    from drills.readiness.checks import CheckResult
+
+    w = world("prod")
+    seen = []
+
+    def readiness() -> list[CheckResult]:
+        seen.append(1)
+        return [
+            CheckResult("capacity", True, "every single-region loss is covered"),
+            CheckResult("digest", False, "digests differ: us-east-1 aaa, us-west-2 bbb"),
+        ]
+
+    w.backend.readiness = readiness
+    plan = plan_for(w, "region-outage", "us-east-1")
+    with pytest.raises(GuardrailError) as e:
+        start_drill(plan, w.state, backend=w.backend, clock=w.clock)
+    assert e.value.code == "not-ready" and "digest: digests differ" in str(e.value) and "capacity" not in str(e.value)
+    assert seen and not list((w.state / "drills").glob("*/journal.jsonl"))  # nothing journaled, nothing changed
+    assert lock_status(w.state, w.env) is None  # the environment's lock is free again
+    restore = build_plan("restore", w.env, "us-east-1", stacks_dir=w.stacks, overrides=FAST)
+    assert restore.readiness_gate is False and plan.readiness_gate is True
+    w.backend.readiness = lambda: [CheckResult("digest", True, "every region serves manifest abc")]
+    assert start_drill(plan_for(w, "artifact-replication"), w.state, backend=w.backend, clock=w.clock).status == (
+        "completed"
+    )
