@@ -574,6 +574,23 @@ def _measure_replication(run: Run, step: Step) -> dict:
     return rep
 
 
+def _readiness_check(run: Run, step: Step) -> dict:
+    """Evaluate the fleet's readiness (the backend's, as `drills readiness` does) and compare with `expect`: [] (ready)
+    or the names of the checks that must fail; anything else aborts naming what differed."""
+    if run.backend.readiness is None:
+        raise DrillError(f"the {run.backend.name} backend cannot evaluate readiness")
+    results = run.backend.readiness()
+    failing = sorted(r.name for r in results if not r.ok)
+    run.event("readiness", checks=[{"name": r.name, "ok": r.ok, "detail": r.detail} for r in results])
+    expect = sorted(step.params.get("expect") or [])
+    if failing != expect:
+        raise Abort(
+            f"readiness: failing {failing or 'none'}, expected {expect or 'none'}: "
+            + "; ".join(f"{r.name}: {r.detail}" for r in results if not r.ok)
+        )
+    return {"failing": failing}
+
+
 def _manifest_skew(run: Run, step: Step) -> dict:
     regions: dict[str, Any] = {}
     for r in step.params["regions"]:
@@ -617,4 +634,5 @@ ACTIONS: dict[str, ActionFn] = {
     "measure_replication": _measure_replication,
     "manifest_skew": _manifest_skew,
     "canary_delete": _canary_delete,
+    "readiness_check": _readiness_check,
 }

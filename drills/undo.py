@@ -268,6 +268,7 @@ NO_UNDO: dict[str, str] = {
     "outage": "a measurement (total-outage: detection per region, what the probes saw)",
     "recovery": "a measurement (total-outage: health, DNS and SLO back after the fault was cleared)",
     "rpo": "a measurement",
+    "readiness": "a measurement (the fleet's readiness checks, read only)",
     "skew": "a measurement",
     "replicated": "an observation",
     "serving": "an observation",

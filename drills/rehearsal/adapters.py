@@ -47,6 +47,7 @@ from drills.errors import DrillError
 from drills.journal import atomic_write
 from drills.rehearsal.declared import records_from_plan
 from drills.rehearsal.loadgen import CachingResolver
+from drills.scenarios.readiness import FAULT as SERVED_MANIFEST_DIFFERS
 
 if TYPE_CHECKING:  # the adapters are built over a started world; the world imports none of them
     from drills.rehearsal.world import World
@@ -246,13 +247,17 @@ class WorldFaults:
     Every injection and clearing is recorded with its wall time (`events`): the client-side RTO starts there.
     """
 
-    kinds = (*FAULT_MODES, *brownout.KINDS)
+    kinds = (*FAULT_MODES, *brownout.KINDS, SERVED_MANIFEST_DIFFERS)
 
     def __init__(self, world: World):
         self.world = world
         self.events: list[dict] = []
 
     def prepare(self, region: str, kind: str) -> dict:
+        if kind == SERVED_MANIFEST_DIFFERS:
+            # The bytes to put back, in the handle the engine journals before the injection (a rollback may run
+            # in another process).
+            return {"mode": "manifest", "original": self.world.served_manifest_path(region).read_text()}
         if kind in FAULT_MODES:
             return {"mode": FAULT_MODES[kind], "state_before": self.world.triton_state().get(region)}
         f = brownout.parse(kind)
@@ -263,7 +268,10 @@ class WorldFaults:
         return {"mode": "unload", "state_before": self.world.triton_state().get(region)}
 
     def inject(self, region: str, kind: str, handle: dict) -> None:
-        if handle["mode"] == "network":
+        if handle["mode"] == "manifest":
+            self.world.alter_served_manifest(region, None)
+            t = time.time()
+        elif handle["mode"] == "network":
             t = self.world.degrade(region, handle["fault"])
         elif handle["mode"] == "replication":
             t = self.world.partition_replication(region, True)
@@ -275,7 +283,9 @@ class WorldFaults:
         # Safe to repeat and after a crash mid-inject: restoring a ready region does nothing.
         t = time.time()
         ready_s = 0.0
-        if handle.get("mode") == "network":
+        if handle.get("mode") == "manifest":
+            self.world.alter_served_manifest(region, handle["original"].encode())
+        elif handle.get("mode") == "network":
             self.world.degrade(region, None)
         elif handle.get("mode") == "replication":
             self.world.partition_replication(region, False)
@@ -326,6 +336,19 @@ def make_backend(
     faults = CompositeFaults(
         faults_world, HealthCheckInversion(route53), *(release.faults(s3, stacks) if release else ())
     )
+    readiness = None
+    if release is None:
+        # What `drills readiness` evaluates on AWS, over this world (readiness_view.py). The release rehearsal
+        # publishes versions between its drills; its releases have their own gates.
+        def readiness() -> list[Any]:
+            from drills.readiness.checks import declared_from, evaluate
+            from drills.rehearsal.readiness_view import WorldFleetView
+            from infra.config import load_fleet
+
+            return evaluate(
+                WorldFleetView(world, capacity).snapshot(), declared_from(load_fleet(fleet.env, stacks_dir))
+            )
+
     b = Backend(
         "rehearsal-release" if release else "rehearsal",
         options,
@@ -340,6 +363,7 @@ def make_backend(
         serving=release.serving if release else None,
         scores=release.scores if release else None,
         metrics=release.metrics if release else None,
+        readiness=readiness,
     )
     return b
 

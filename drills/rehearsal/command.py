@@ -18,8 +18,8 @@ from typing import Any
 from drills.rehearsal import rehearse as R
 
 # Run only when named, never by `--scenario all`: total-outage takes every region down (drills.scenarios.total_outage).
-# region-brownout needs its --fault; quiet is a soak of its own length.
-NAMED_ONLY = ("total-outage", "region-brownout", "quiet")
+# region-brownout needs its --fault; quiet is a soak of its own length; readiness breaks and heals a region.
+NAMED_ONLY = ("total-outage", "region-brownout", "quiet", "readiness")
 SCENARIOS = (*R.SCENARIO_ORDER, *NAMED_ONLY, R.ALL)
 
 

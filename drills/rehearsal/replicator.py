@@ -247,6 +247,25 @@ class Replicator:
         return 1 if rec.replicated_at else 0
 
     # ------------------------------------------------------------ reading
+    def backlog(self, bucket: str, window: float) -> tuple[int, float]:
+        """(versions out of `bucket` not replicated yet or failed, worst lag in wall seconds over the last `window`
+        seconds: landed ones, and pending ones by their age), as S3's OperationsPendingReplication and
+        ReplicationLatency would show them."""
+        now = time.time()
+        with self._lock:
+            recorded = {(r.source_bucket, r.key, r.version_id) for r in self._records.values()}
+            pending = [seen for ident, seen in self._seen.items() if ident[0] == bucket and ident not in recorded]
+            failed = sum(1 for r in self._records.values() if r.source_bucket == bucket and r.error)
+            lags = [
+                r.lag_s
+                for r in self._records.values()
+                if r.source_bucket == bucket
+                and r.lag_s is not None
+                and r.replicated_at is not None
+                and r.replicated_at >= now - window
+            ]
+        return len(pending) + failed, max([*lags, *(now - s for s in pending)], default=0.0)
+
     def records(self) -> list[Replication]:
         with self._lock:
             return list(self._records.values())

@@ -75,10 +75,12 @@ def failover_rto(plan: Any, facts: dict, records: list, scale: float) -> dict | 
     from drills.brownout import REPLICATION
     from drills.drillplan import Parameters
     from drills.measure import plan_slo, rto_parts
+    from drills.scenarios.readiness import FAULT as SERVED_MANIFEST_DIFFERS
 
     events = facts.get("fault_events") or []
     inj = next((e for e in events if e["event"] == "inject"), None)
-    if inj is None or inj["kind"] in REPLICATION:  # a replication partition moves no traffic: partition_view
+    # Faults that move no traffic: a replication partition (partition_view), the readiness scenario's manifest
+    if inj is None or inj["kind"] in (*REPLICATION, SERVED_MANIFEST_DIFFERS):
         return None
     clear = next((e for e in events if e["event"] == "clear" and e["wall"] >= inj["wall"]), None)
     end = clear["wall"] if clear else (max((r.t for r in records), default=inj["wall"]))
@@ -528,6 +530,8 @@ def build(
         "dns_changes": facts.get("dns_changes") or [],
         "dns_fail_open": fail_open_periods(facts.get("dns_changes") or [], plan.fqdn, scale),
         "alarm_transitions": facts.get("alarm_transitions") or [],
+        # Each readiness evaluation the drill made (the readiness scenario: ready, not ready, ready again).
+        "readiness": [e["checks"] for e in entries if e.get("type") == "readiness"],
         "health_detections": false_positives(facts.get("hc_transitions") or []),
     }
     rep["findings"] = findings(rep)
@@ -734,6 +738,16 @@ def render_markdown(rep: dict) -> str:
                 ),
                 "",
             ]
+    for i, checks in enumerate(rep.get("readiness") or [], 1):
+        failing = [c["name"] for c in checks if not c["ok"]]
+        L += [
+            f"Readiness evaluation {i}: **{'READY' if not failing else 'NOT READY: ' + ', '.join(failing)}**",
+            "",
+            "| check | ok | detail |",
+            "|---|---|---|",
+            *(f"| {c['name']} | {_yes(c['ok'])} | {c['detail']} |" for c in checks),
+            "",
+        ]
     hd = rep.get("health_detections") or {}
     if hd.get("detections") is not None and not fo:
         L += [

@@ -44,6 +44,11 @@ class Storage:
         if self.replicator is not None:
             self.replicator.stop()
 
+    def replication_backlog(self, region: str, window: float) -> tuple[int, float]:
+        """(versions pending replication out of the region's bucket, worst lag in wall seconds over `window`)."""
+        assert self.replicator is not None
+        return self.replicator.backlog(self.buckets[region], window)
+
     def partition(self, region: str, cut: bool) -> None:
         """Cut (or heal) replication to and from `region`'s bucket: the replicator cannot reach it."""
         assert self.replicator is not None

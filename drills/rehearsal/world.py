@@ -422,6 +422,18 @@ class World:
         self.log(f"replication to and from {region} {'cut' if cut else 'healed'} at {t:.3f}")
         return t
 
+    def served_manifest_path(self, region: str) -> Path:
+        repo = self.serving.repo(region)
+        assert repo is not None, f"{region} serves nothing yet"
+        return repo.path / "manifest.json"
+
+    def alter_served_manifest(self, region: str, original: bytes | None) -> None:
+        """Make the manifest the region serves differ in its bytes (a trailing newline: the same JSON), or with
+        `original`, put those bytes back."""
+        path = self.served_manifest_path(region)
+        path.write_bytes(path.read_bytes() + b"\n" if original is None else original)
+        self._faults.append({"region": region, "mode": "served-manifest", "restored": original is not None})
+
     def restore_region(self, region: str) -> float:
         """Undo the region's fault; return seconds until its Triton is ready again."""
         dt = self.serving.servers()[region].restore()
@@ -433,9 +445,7 @@ class World:
 
     def served_manifest(self, region: str) -> tuple[dict, str]:
         """(manifest of the model version the region serves, sha256 of its bytes)."""
-        repo = self.serving.repo(region)
-        assert repo is not None, f"{region} serves nothing yet"
-        p = repo.path / "manifest.json"
+        p = self.served_manifest_path(region)
         return json.loads(p.read_text()), hashlib.sha256(p.read_bytes()).hexdigest()
 
     # ------------------------------------------------------------ facts

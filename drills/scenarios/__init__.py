@@ -20,6 +20,7 @@ from drills.scenarios.brownout import Quiet, RegionBrownout
 from drills.scenarios.evacuate import EvacuateRegion
 from drills.scenarios.flip import StackFlip
 from drills.scenarios.outage import RegionOutage
+from drills.scenarios.readiness import Readiness
 from drills.scenarios.replication import ArtifactReplication
 from drills.scenarios.total_outage import TotalOutage
 from infra.config import ROOT, STACKS_DIR, ConfigError, envs, load_fleet
@@ -32,6 +33,7 @@ SCENARIOS: dict[str, type[Scenario]] = {
         RegionOutage,
         RegionBrownout,
         Quiet,
+        Readiness,
         TotalOutage,
         ArtifactReplication,
         StackFlip,
