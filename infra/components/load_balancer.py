@@ -11,7 +11,7 @@ infra.names.edge_routes (one listener rule each):
     GET  /v2/models/<m>, /v2/models/<m>/ready                   the model's metadata (its signature), readiness
 
 plus `GET /deep-health` (infra.health.DEEP_HEALTH_PATH, its own rule), forwarded to a target group of its own on the
-stable pods' deep-health sidecar (the Route 53 deep check: one inference through the pod's Triton within a bound),
+stable pods' deep-health sidecar (the Route 53 deep check: one inference via the region's Triton Service in a bound),
 and answers everything else with a fixed 404 (the listener's default action): the model configuration, the model
 repository (index, load, unload), statistics, trace and logging settings, shared-memory registration, other models
 (the python-backend one) and any path Triton may add never reach a pod. The security group admits `allowed_cidrs`;

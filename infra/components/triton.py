@@ -16,7 +16,7 @@ load balancer's weighted forward action (infra/components/load_balancer.py) spli
 labels: the release gates, alerts and dashboard tell the two versions apart by them.
 
 Deep health: every stable pod runs a small sidecar beside Triton (infra/health.py DEEP_HEALTH_SCRIPT, the Triton
-image's own python3) that answers DEEP_HEALTH_PATH with one inference through the pod's Triton over loopback. A third
+image's own python3) that answers DEEP_HEALTH_PATH with one inference through the region's stable Service. A third
 TargetGroupBinding puts the stable pods' sidecar port in the load balancer's deep-health target group, which the
 global stack's Route 53 deep check probes.
 """
