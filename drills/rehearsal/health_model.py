@@ -151,10 +151,20 @@ class HealthModel:
             return {name: e.state for name, e in self.evaluators.items()}
 
     def set_inverted(self, hid: str, inverted: bool) -> None:
-        """Inverted set through the Route 53 API on a computed check."""
+        """Inverted set through the Route 53 API on a computed check: its reported status flips at once (a transition,
+        and the DNS model told), as in Route 53."""
         with self._lock:
-            self.derived[hid].inverted = inverted
-        self.evaluate("configuration changed (inverted)")
+            d = self.derived[hid]
+            if d.inverted == inverted:
+                return
+            d.inverted = inverted
+            self._transitions.append(
+                Transition(time.time(), hid, d.label, d.healthy != inverted, "configuration changed (inverted)", 0)
+            )
+        if self.on_change is not None:
+            with contextlib.suppress(Exception):  # a listener's bug must not stop the model
+                self.on_change()
+        self.evaluate()  # a calculated check over this one follows
 
     # ------------------------------------------------------------ evaluating
     def evaluate(self, reason: str = "") -> None:

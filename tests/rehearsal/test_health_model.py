@@ -128,8 +128,13 @@ def test_an_unhealthy_endpoint_child_takes_the_calculated_check_down_and_inverti
         checker.observe("shallow", False, "timeout")
     m.evaluate()
     assert not m.status("calc")
+    told = []
+    m.on_change = lambda: told.append(m.status("calc"))
     m.set_inverted("calc", True)
-    assert m.status("calc")
+    assert m.status("calc") and told == [True]  # the DNS model is told at once: no health change would tell it
+    assert [(t.label, t.healthy) for t in m.transitions()][-1] == ("r1", True)
+    m.set_inverted("calc", True)
+    assert told == [True]  # nothing changed, nobody told
 
 
 def test_a_metric_check_naming_an_undeclared_alarm_is_refused() -> None:
