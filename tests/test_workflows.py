@@ -78,6 +78,8 @@ PINNED = {
     "aws-actions/configure-aws-credentials": ("e6de054238d6b7531b4efff3b6587d9aade6a06c", "v6.2.3"),
     "pulumi/actions": ("8e5e406f4007fca908480587cb9893c07090f58d", "v7.0.0"),
     "pulumi/auth-actions": ("141415910c3beb54e03b48e9057c204c97b956f2", "v2.1.0"),
+    # readiness.yml's report (lightweight tags v7.0.0 and v7 of actions/upload-artifact name this commit).
+    "actions/upload-artifact": ("bbbca2ddaa5d8feaa63e36b76fdaad77386f024f", "v7.0.0"),
 }
 USES = re.compile(r"^\s*(?:-\s+)?uses:\s*(?P<value>.*?)\s*$")
 PINNED_USES = re.compile(r"(?P<action>[\w.-]+/[\w.-]+)@(?P<sha>[0-9a-f]{40}) # (?P<tag>v\d+\.\d+\.\d+)")
@@ -200,11 +202,22 @@ KNOWN_INPUTS = {
         "export-environment-variables",
         "cloud-url",
     },
+    "actions/upload-artifact": {
+        "name",
+        "path",
+        "if-no-files-found",
+        "retention-days",
+        "compression-level",
+        "overwrite",
+        "include-hidden-files",
+        "archive",
+    },
 }
-# Lock files the Pulumi virtualenvs install from, and the requirement files they lock.
+# Lock files the workflows' virtualenvs install from, and the requirement files they lock.
 LOCKS = {
     "requirements/infra.lock.txt": "infra/requirements.txt",  # .venv-pulumi: the fleet and CI identity programs
     "requirements/policy.lock.txt": "infra/policy/requirements.txt",  # .venv-policy: the policy pack
+    "requirements/readiness.lock.txt": "requirements/readiness.in",  # .venv-readiness: readiness.yml
 }
 # Locks `make` installs that no workflow names: held to the same form and freshness as LOCKS.
 MAKE_LOCKS = {"requirements/checkov.lock.txt": "requirements/checkov.in"}  # .venv-checkov: tests/infra/test_checkov.py
@@ -314,7 +327,7 @@ def _actionlint(files: list[Path], tmp_path: Path) -> dict[str, list[dict]]:
 
 def test_actionlint_finds_nothing(tmp_path):
     files = _workflow_files()
-    assert {f.name for f in files} >= {"preview.yml", "up.yml", "drift.yml", "test.yml"}
+    assert {f.name for f in files} >= {"preview.yml", "up.yml", "drift.yml", "test.yml", "readiness.yml"}
     results = _actionlint(files, tmp_path)
     assert set(results) == {str(f) for f in files}
     findings = [
@@ -523,6 +536,139 @@ def test_drift_check_is_scheduled_and_fails_on_changes():
 
 
 # ---------------------------------------------------------------------------------------------------
+# readiness.yml
+
+READINESS_LOCK = "requirements/readiness.lock.txt"
+READINESS_CMD = re.compile(
+    r'^\.venv-readiness/bin/python -m drills readiness --env "\$READINESS_ENV" --org "\$PULUMI_ORG" '
+    r"--json --prom-file readiness\.prom > readiness\.json$",
+    re.M,
+)
+
+
+def _readiness_job() -> dict:
+    jobs = _load("readiness.yml")["jobs"]
+    assert list(jobs) == ["readiness"], f"readiness.yml: one job, one matrix entry per env; found {list(jobs)}"
+    return jobs["readiness"]
+
+
+def _named_step(job: dict, name: str) -> dict:
+    found = [s for s in job["steps"] if s.get("name") == name]
+    assert len(found) == 1, f"readiness.yml: expected one step named {name!r}"
+    return found[0]
+
+
+def test_readiness_runs_for_every_env_with_a_global_stack():
+    envs = sorted({v["env"] for k, v in _stacks().items() if v["role"] == "global" and k == f"{v['env']}-global"})
+    assert envs, "no stacks/Pulumi.<env>-global.yaml"
+    job = _readiness_job()
+    listed = job["strategy"]["matrix"]["env"]
+    assert sorted(listed) == envs and len(listed) == len(set(listed)), f"readiness.yml matrix.env {listed} != {envs}"
+    assert job["strategy"]["fail-fast"] is False, "one env's failure must not cancel the other's evaluation"
+    step = _named_step(job, "Evaluate readiness")
+    assert READINESS_CMD.search(step["run"]), step["run"]
+    # Values reach the script through env, never spliced into it by ${{ }}.
+    assert "${{" not in step["run"]
+    assert step["env"] == {"READINESS_ENV": "${{ matrix.env }}", "PULUMI_ORG": "${{ vars.PULUMI_ORG }}"}
+    assert "continue-on-error" not in step and "|| true" not in step["run"], "not ready must turn the job red"
+    assert job["concurrency"]["group"] == "readiness-${{ matrix.env }}"
+    # A slow evaluation cancelled by every next schedule would never report.
+    assert job["concurrency"]["cancel-in-progress"] is False
+
+
+def test_readiness_is_scheduled_on_main_only():
+    wf = _load("readiness.yml")
+    triggers = _triggers(wf)
+    assert set(triggers) == {"schedule", "workflow_dispatch"}
+    for entry in triggers["schedule"]:
+        minute = entry["cron"].split()[0]
+        assert "0" not in minute.split(","), f"{entry['cron']}: off the top of the hour"
+        # Every 15 minutes: FleetNotReady's `for: 30m` (infra/monitoring/alerts.yml) counts on it.
+        assert len(minute.split(",")) == 4 and entry["cron"].split()[1:] == ["*"] * 4, entry["cron"]
+    job = _readiness_job()
+    assert job["if"] == "github.ref == 'refs/heads/main'", "main's subject is the one the read-only role admits"
+    assert "environment" not in job, "no environment: its subject would be a deploy identity's"
+    assert 0 < job["timeout-minutes"] <= 30
+
+
+def test_readiness_uses_the_read_only_identity():
+    wf = _load("readiness.yml")
+    job = _readiness_job()
+    assert job["permissions"] == {"contents": "read", "id-token": "write"}
+    aws = _steps_using(job, "aws-actions/configure-aws-credentials")
+    auth = _steps_using(job, "pulumi/auth-actions")
+    assert len(aws) == 1 and len(auth) == 1
+    w = aws[0]["with"]
+    role = ACCOUNT_ROLE.fullmatch(w["role-to-assume"])
+    assert role and role["name"] == PREVIEW_ROLE, w["role-to-assume"]
+    assert w["allowed-account-ids"] == "${{ vars.AWS_ACCOUNT_ID }}"
+    job_seconds = job["timeout-minutes"] * 60
+    assert job_seconds <= int(w["role-duration-seconds"]) <= PREVIEW_SESSION_SECONDS
+    a = auth[0]["with"]
+    assert a["organization"] == "${{ vars.PULUMI_ORG }}"
+    assert a["requested-token-type"] == TEAM_TOKEN and a["scope"] == f"team:{PREVIEW_ROLE}"
+    assert int(a["token-expiration"]) >= job_seconds
+    # The Pulumi CLI (the Automation API drives it) at the SDK's version, installed only: no command of its own.
+    (cli,) = _steps_using(job, "pulumi/actions")
+    assert cli["with"] == {"pulumi-version": "${{ env.PULUMI_VERSION }}"}, "install only: no command, no stack"
+    sdk = _pins(_requirements((REPO / "requirements" / "readiness.in").read_text()))["pulumi"]
+    assert str(wf["env"]["PULUMI_VERSION"]) == sdk
+    steps = job["steps"]
+    evaluate = steps.index(_named_step(job, "Evaluate readiness"))
+    assert max(steps.index(aws[0]), steps.index(auth[0]), steps.index(cli)) < evaluate
+
+
+def test_readiness_installs_from_its_hash_locked_lock():
+    job = _readiness_job()
+    script = _run_scripts(job)
+    assert "python -m venv .venv-readiness" in script
+    installs = [line for line in script.splitlines() if "pip install" in line]
+    assert installs == [
+        ".venv-readiness/bin/python -m pip install --disable-pip-version-check --require-hashes "
+        f"--only-binary :all: -r {READINESS_LOCK}"
+    ]
+    setup = _steps_using(job, "actions/setup-python")
+    assert setup and str(setup[0]["with"]["python-version"]) == "3.11"
+    assert setup[0]["with"]["cache-dependency-path"] == READINESS_LOCK
+
+
+def test_readiness_lock_pins_the_drills_versions():
+    """requirements/readiness.in names only what drills/requirements.txt pins, at the same versions, and its lock
+    resolves every package the two share to that version (so readiness in CI runs what the tests ran)."""
+    drills = _pins(_requirements((REPO / "drills" / "requirements.txt").read_text()))
+    direct = _pins(_requirements((REPO / "requirements" / "readiness.in").read_text()))
+    assert direct and {k: drills.get(k) for k in direct} == direct, f"readiness.in vs drills/requirements.txt: {direct}"
+    locked = _pins(_requirements((REPO / READINESS_LOCK).read_text()))
+    differ = {k: (v, drills[k]) for k, v in locked.items() if k in drills and drills[k] != v}
+    assert not differ, f"{READINESS_LOCK} differs from drills/requirements.txt: {differ}"
+    # The rehearsal's heavy packages stay out of the scheduled job.
+    assert not {"matplotlib", "nvidia-pytriton", "moto", "torch"} & set(locked)
+
+
+def test_readiness_reports_the_gauges():
+    job = _readiness_job()
+    (upload,) = _steps_using(job, "actions/upload-artifact")
+    assert upload["if"] == "${{ !cancelled() && steps.readiness.outcome != 'skipped' }}", "a red run still reports"
+    assert upload["with"]["name"] == "readiness-${{ matrix.env }}"
+    assert set(upload["with"]["path"].split()) == {"readiness.prom", "readiness.json"}
+    assert _named_step(job, "Evaluate readiness")["id"] == "readiness"
+    # The Pushgateway only where the repository names one, and only when the run wrote gauges.
+    push = _named_step(job, "Push the gauges to the Pushgateway")
+    assert "!cancelled()" in push["if"] and "vars.READINESS_PUSHGATEWAY_URL != ''" in push["if"]
+    assert "hashFiles('readiness.prom') != ''" in push["if"]
+    assert push["env"] == {
+        "PUSHGATEWAY_URL": "${{ vars.READINESS_PUSHGATEWAY_URL }}",
+        "READINESS_ENV": "${{ matrix.env }}",
+    }
+    script = " ".join(push["run"].replace("\\\n", " ").split())
+    assert "${{" not in script
+    assert "curl --fail" in script and "--data-binary @readiness.prom" in script
+    assert '"${PUSHGATEWAY_URL%/}/metrics/job/reco-dr-readiness/env/${READINESS_ENV}"' in script
+    text = (WORKFLOWS_DIR / "readiness.yml").read_text()
+    assert "secrets." not in text, "no stored credential: OIDC for AWS and Pulumi, none for the Pushgateway"
+
+
+# ---------------------------------------------------------------------------------------------------
 # test.yml
 
 
@@ -611,7 +757,7 @@ def test_credentials_are_the_jobs_identity(workflow):
 def test_pull_requests_and_drift_never_reach_a_deploy_identity():
     """A job that names no environment gets the pull_request (or main-branch) subject, which no deploy identity
     admits; naming an environment in these workflows would be the one way to ask for a deploy subject."""
-    for workflow in ("preview.yml", "drift.yml"):
+    for workflow in ("preview.yml", "drift.yml", "readiness.yml"):
         text = (WORKFLOWS_DIR / workflow).read_text()
         assert f"{ROLE_PREFIX}deploy" not in text, f"{workflow} names a deploy role or team"
         for name, job in _load(workflow)["jobs"].items():
@@ -623,7 +769,7 @@ def test_pull_requests_and_drift_never_reach_a_deploy_identity():
 
 
 def test_no_stored_pulumi_or_cloud_token():
-    for workflow in ("preview.yml", "up.yml", "drift.yml"):
+    for workflow in ("preview.yml", "up.yml", "drift.yml", "readiness.yml"):
         text = (WORKFLOWS_DIR / workflow).read_text()
         assert "secrets." not in text, f"{workflow}: credentials come from OIDC exchanges, no stored secret"
         assert "PULUMI_ACCESS_TOKEN" not in yaml.safe_dump(_load(workflow)), workflow
@@ -701,8 +847,8 @@ def test_lock_files_pin_every_package_with_its_hashes(lock):
     assert source and all(locked.get(k) == v for k, v in source.items()), (
         f"{lock} is stale against {source_file}: regenerate it with the command in its header"
     )
-    if lock == "requirements/infra.lock.txt":
-        # Compiled with -c requirements/constraints.txt: the program's CI venv runs the versions the tests ran.
+    if lock in ("requirements/infra.lock.txt", "requirements/readiness.lock.txt"):
+        # Compiled with -c requirements/constraints.txt: the CI venv runs the versions the tests ran.
         constraints = _pins(_requirements((REPO / "requirements" / "constraints.txt").read_text()))
         differ = {k: (v, constraints[k]) for k, v in locked.items() if k in constraints and constraints[k] != v}
         assert not differ, f"{lock} differs from requirements/constraints.txt: {differ}"
@@ -735,6 +881,7 @@ def test_permissions_are_least_privilege():
         ("preview.yml", "preview-ci-identity"): {"id-token", "pull-requests"},
         ("up.yml", "*"): {"id-token"},
         ("drift.yml", "*"): {"id-token"},
+        ("readiness.yml", "*"): {"id-token"},
     }
     for path in _workflow_files():
         wf = _load(path.name)

@@ -9,7 +9,8 @@ requests preview it and the drift check watches it, both with the read-only role
 
 Everything but the repository comes from the fleet's own stack files, so the roles follow the fleet: one deploy
 role per environment (a GitHub environment of the same name, as up.yml names it), the deploy roles' regions are
-the regions the fleet's stacks touch, and the Pulumi organisation is the global stacks' `stack_org`.
+the regions the fleet's stacks touch, the Pulumi organisation is the global stacks' `stack_org`, and what the
+preview role may read for readiness (readiness.yml) is each regional stack's artifact bucket and model.
 
 Stack outputs: `oidc_provider_arn`, `preview_role_arn`, `deploy_role_arns` ({env: arn}), `trusted_subjects`
 ({role: [sub, ...]}) and `pulumi_cloud_teams` (the Pulumi Cloud teams, permissions and OIDC policies that mirror
@@ -24,8 +25,10 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
+from infra.components.artifacts import bucket_name
 from infra.components.ci_identity import (
     PREVIEW_ROLE,
+    ArtifactReads,
     CiIdentity,
     CiIdentityArgs,
     deploy_role_name,
@@ -45,17 +48,20 @@ class FleetFacts:
     regions: tuple[str, ...]  # every region a stack of the fleet touches
     org: str  # the Pulumi organisation of the fleet's stacks
     stacks_by_env: dict[str, tuple[str, ...]]  # env -> its stacks' names
+    artifacts: tuple[tuple[str, str, str], ...] = ()  # (regional stack, its region, its model): what readiness reads
 
 
 def fleet_facts(stacks_dir: Path = STACKS_DIR) -> FleetFacts:
     regions = {ROUTE53_METRICS_REGION}
     orgs: dict[str, str] = {}  # global stack -> stack_org
     stacks_by_env: dict[str, tuple[str, ...]] = {}
+    artifacts: list[tuple[str, str, str]] = []
     for env in envs(stacks_dir):
         fleet = load_fleet(env, stacks_dir)
         regions |= {*fleet.regions, *fleet.glob.routing.regions, fleet.glob.control_region}
         orgs[fleet.global_stack] = fleet.glob.stack_org
         stacks_by_env[env] = tuple(sorted([fleet.global_stack, *fleet.stack_names.values()]))
+        artifacts += [(fleet.stack_names[r], r, cfg.model.name) for r, cfg in fleet.regions.items()]
     if not stacks_by_env:
         raise ConfigError(CI_PROJECT, "(fleet)", str(stacks_dir), "rule: at least one environment", as_written=True)
     if len(set(orgs.values())) != 1:
@@ -67,7 +73,13 @@ def fleet_facts(stacks_dir: Path = STACKS_DIR) -> FleetFacts:
             f"rule: one Pulumi organisation for the whole fleet (the workflows' PULUMI_ORG); the global stacks "
             f"name {dict(sorted(orgs.items()))}",
         )
-    return FleetFacts(tuple(sorted(stacks_by_env)), tuple(sorted(regions)), next(iter(orgs.values())), stacks_by_env)
+    return FleetFacts(
+        tuple(sorted(stacks_by_env)),
+        tuple(sorted(regions)),
+        next(iter(orgs.values())),
+        stacks_by_env,
+        tuple(sorted(artifacts)),
+    )
 
 
 def main() -> None:
@@ -81,6 +93,9 @@ def main() -> None:
     repo = cfg.github_repository
     tags = {"project": PROJECT, "stack": f"{CI_PROJECT}/{stack}", "region-role": "ci", "managed-by": "pulumi"}
     provider = aws.Provider(f"aws-{cfg.region}", region=cfg.region, default_tags=aws.ProviderDefaultTagsArgs(tags=tags))
+    # The account the administrator applies in is the fleet's (one CI identity per account): its buckets' names
+    # and keys' ARNs carry its id.
+    account_id = aws.get_caller_identity(opts=pulumi.InvokeOptions(provider=provider)).account_id
     ci = CiIdentity(
         "ci",
         CiIdentityArgs(
@@ -88,6 +103,11 @@ def main() -> None:
             environments=facts.environments,
             regions=facts.regions,
             oidc_provider_arn=cfg.github_oidc_provider_arn,
+            readiness=tuple(
+                ArtifactReads(region, bucket_name(regional, account_id), model)
+                for regional, region, model in facts.artifacts
+            ),
+            account_id=account_id,
         ),
         provider=provider,
     )

@@ -6,7 +6,8 @@ Who may assume what: the `sub` claim of GitHub's OIDC token names the repository
 each role's trust policy admits exact subjects only (StringEquals, never StringLike or a wildcard):
 
     role / Pulumi team            subjects (repo = the configured `<owner>/<repo>`)           workflows
-    reco-dr-ci-preview            repo:<repo>:pull_request, repo:<repo>:ref:refs/heads/main    preview.yml, drift.yml
+    reco-dr-ci-preview            repo:<repo>:pull_request, repo:<repo>:ref:refs/heads/main    preview.yml, drift.yml,
+                                                                                              readiness.yml
     reco-dr-ci-deploy-<env>       repo:<repo>:environment:<env>                               up.yml, jobs of <env>
 
 A pull request's job (any branch of this repository; forks get no OIDC token) can therefore only ever obtain the
@@ -20,6 +21,10 @@ Scopes:
   `pulumi preview --refresh` reads; no object data (no s3:GetObject, no kms:Decrypt, no log events). The state
   lives in Pulumi Cloud, read with the preview team's token (permission set "Stack Read": state, previews, secrets'
   decryption), not with AWS rights.
+  Beside it, what `python -m drills readiness` reads that a refresh does not (readiness.yml runs it on main with this
+  role, `readiness_read_policy`): S3 replication metrics, and the served manifests and engine records, nothing else
+  of the artifact buckets (s3:GetObject on those keys of the fleet's buckets, kms:Decrypt only through S3 for those
+  buckets). Pull requests get these too (one role for both subjects); manifests carry hashes and versions, no model.
 - deploy-<env>: everything on those services, IAM limited to roles, role policies, OIDC providers and the
   service-linked roles EKS and ELB create; no IAM users or access keys; only the fleet's regions (global services
   aside); and an explicit deny of every change to the CI identity itself (the roles `reco-dr-ci-*` and GitHub's
@@ -39,6 +44,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from infra.components.replication import kms_context
 from infra.names import GITHUB_OIDC_ISSUER, ROLE_PREFIX, deploy_role_name
 
 GITHUB_OIDC_HOST = GITHUB_OIDC_ISSUER.removeprefix("https://")
@@ -140,6 +146,10 @@ SERVICE_LINKED_ROLE_SERVICES = (
 # Services whose API is global (its calls carry no region of the fleet, or us-east-1 whatever the resource).
 GLOBAL_SERVICES = ("iam", "route53", "sts")
 
+# Keys of a published version that readiness reads (drills/adapters/s3.py current_manifest, model_build/manifest.py
+# engines_available): the manifest, and the records of engines added by a build Job. Never the model files.
+READINESS_OBJECT_KEYS = ("manifest.json", "engine_records/*")
+
 
 # ---------------------------------------------------------------- subjects and names
 def pull_request_subject(repository: str) -> str:
@@ -209,6 +219,59 @@ def read_only_policy() -> str:
         },
         sort_keys=True,
     )
+
+
+@dataclass(frozen=True)
+class ArtifactReads:
+    """One regional artifact bucket as readiness reads it: the bucket (infra.components.artifacts.bucket_name), its
+    region, and the model whose version prefixes `<model>/<version>/` it serves."""
+
+    region: str
+    bucket: str
+    model: str
+
+
+def readiness_read_policy(account_id: str, artifacts: Sequence[ArtifactReads]) -> str:
+    """What `python -m drills readiness` reads beyond `read_only_policy` (drills/readiness/view.py AwsFleetView): S3
+    replication metrics (CloudWatch has no resource-level permissions for them, so the regions bound them), the served
+    manifest and engine records of each bucket's model, and their decryption, only through S3 for those buckets
+    (SSE-KMS with S3 Bucket Keys: the encryption context is the bucket's ARN). EKS node groups, capacity reservations,
+    the Route 53 health checks and the metric list are Describe/Get/List calls the refresh policy already allows."""
+    if not artifacts:
+        raise ValueError("the readiness policy needs the fleet's artifact buckets")
+    regions = sorted({a.region for a in artifacts})
+    statements: list[dict] = [
+        {
+            "Sid": "ReadinessReplicationMetrics",
+            "Effect": "Allow",
+            "Action": "cloudwatch:GetMetricStatistics",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"aws:RequestedRegion": regions}},
+        },
+        {
+            "Sid": "ReadinessManifests",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": sorted(
+                f"arn:aws:s3:::{a.bucket}/{a.model}/*/{key}" for a in artifacts for key in READINESS_OBJECT_KEYS
+            ),
+        },
+    ]
+    for region in regions:
+        buckets = sorted({f"arn:aws:s3:::{a.bucket}" for a in artifacts if a.region == region})
+        statements.append(
+            {
+                "Sid": "ReadinessDecrypt" + "".join(p.capitalize() for p in region.split("-")),
+                "Effect": "Allow",
+                "Action": "kms:Decrypt",
+                "Resource": f"arn:aws:kms:{region}:{account_id}:key/*",
+                "Condition": {
+                    "StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"},
+                    "StringLike": {"kms:EncryptionContext:aws:s3:arn": [c for b in buckets for c in kms_context(b)]},
+                },
+            }
+        )
+    return json.dumps({"Version": "2012-10-17", "Statement": statements}, sort_keys=True)
 
 
 def ci_identity_arns() -> list[str]:
@@ -292,6 +355,9 @@ class CiIdentityArgs:
     environments: tuple[str, ...]  # GitHub environments = the fleet's environments
     regions: tuple[str, ...]  # every region the fleet's stacks touch
     oidc_provider_arn: str | None = None  # the account's existing GitHub provider; None: declare it here
+    # The artifact buckets readiness reads (readiness.yml) in account `account_id`; none: no readiness policy.
+    readiness: tuple[ArtifactReads, ...] = ()
+    account_id: str | None = None
 
 
 class CiIdentity(pulumi.ComponentResource):
@@ -325,10 +391,21 @@ class CiIdentity(pulumi.ComponentResource):
             name=PREVIEW_ROLE,
             assume_role_policy=trusting(preview_subjects(args.repository)),
             max_session_duration=PREVIEW_SESSION_SECONDS,
-            description=f"pulumi preview of {args.repository}: pull requests and drift checks, read-only",
+            description=f"pulumi preview of {args.repository}: pull requests, drift and readiness checks, read-only",
             opts=o,
         )
         aws.iam.RolePolicy(f"{name}-preview-read", role=self.preview_role.id, policy=read_only_policy(), opts=o)
+        if args.readiness:
+            if args.account_id is None:
+                raise ValueError("the readiness policy needs the account id (its buckets' keys are in it)")
+            # A policy of its own: the refresh policy above stays configuration-only, this one names every object
+            # read it allows.
+            aws.iam.RolePolicy(
+                f"{name}-preview-readiness",
+                role=self.preview_role.id,
+                policy=readiness_read_policy(args.account_id, args.readiness),
+                opts=o,
+            )
 
         self.deploy_roles: dict[str, aws.iam.Role] = {}
         for env in args.environments:

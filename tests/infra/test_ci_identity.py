@@ -75,11 +75,24 @@ def trust_of(plan: m.Plan, name: str) -> dict:
     return json.loads(role_named(plan, name).inputs["assumeRolePolicy"])
 
 
-def policy_of(plan: m.Plan, name: str) -> dict:
+def policies_of(plan: m.Plan, name: str) -> dict[str, dict]:
+    """{RolePolicy resource name: document} of role `name`'s inline policies."""
     role = role_named(plan, name)
-    found = [p for p in plan.of_type(ROLE_POLICY) if p.inputs["role"] == role.id]
-    assert len(found) == 1, f"inline policies of {name}: {[p.name for p in found]}"
-    return json.loads(found[0].inputs["policy"])
+    return {p.name: json.loads(p.inputs["policy"]) for p in plan.of_type(ROLE_POLICY) if p.inputs["role"] == role.id}
+
+
+# The preview role's two inline policies: what a refresh reads, and what readiness reads beside it.
+PREVIEW_READ, PREVIEW_READINESS = "ci-preview-read", "ci-preview-readiness"
+
+
+def policy_of(plan: m.Plan, name: str, policy: str | None = None) -> dict:
+    """Role `name`'s inline policy (the one it has, or the one named `policy`)."""
+    found = policies_of(plan, name)
+    if policy is None:
+        assert len(found) == 1, f"inline policies of {name}: {sorted(found)}"
+        return next(iter(found.values()))
+    assert policy in found, f"inline policies of {name}: {sorted(found)}"
+    return found[policy]
 
 
 # ---------------------------------------------------------------- IAM evaluation (the parts these policies use)
@@ -304,7 +317,8 @@ NEVER = (
 
 
 def test_the_preview_role_reads_configuration_only(plan):
-    policy = policy_of(plan, ci.PREVIEW_ROLE)
+    assert set(policies_of(plan, ci.PREVIEW_ROLE)) == {PREVIEW_READ, PREVIEW_READINESS}
+    policy = policy_of(plan, ci.PREVIEW_ROLE, PREVIEW_READ)
     actions = [a for st in policy["Statement"] for a in _values(st["Action"])]
     assert all(st["Effect"] == "Allow" and st["Resource"] == "*" for st in policy["Statement"])
     for a in actions:
@@ -327,6 +341,78 @@ def test_the_preview_role_reads_configuration_only(plan):
         "sns:GetTopicAttributes",
     ):
         assert allows(policy, action), f"the preview role cannot {action}"
+
+
+def _artifacts() -> dict[str, tuple[str, str]]:
+    """{bucket ARN: (region, model)} of every regional stack, from the stack files and the program's bucket names."""
+    from infra.components.artifacts import bucket_name
+
+    out = {}
+    for s in list_stacks():
+        cfg = load_stack(s)
+        if isinstance(cfg, RegionConfig):
+            out[f"arn:aws:s3:::{bucket_name(s, m.ACCOUNT_ID)}"] = (cfg.region, cfg.model.name)
+    return out
+
+
+def test_the_preview_role_reads_what_readiness_reads_and_no_more(plan):
+    """`python -m drills readiness` (readiness.yml, this role) calls, per regional stack (drills/readiness/view.py):
+    EKS node groups and cluster, EC2 capacity reservations, CloudWatch replication metrics, Route 53 health checks,
+    and the bucket's served manifest and engine records through S3 with the bucket's key."""
+    policies = policies_of(plan, ci.PREVIEW_ROLE)
+    readiness = policies[PREVIEW_READINESS]
+
+    def either(action: str, resource: str = "*", context: dict[str, str] | None = None) -> bool:
+        return any(allows(p, action, resource, context) for p in policies.values())
+
+    artifacts = _artifacts()
+    assert len(artifacts) == len([s for s in list_stacks() if isinstance(load_stack(s), RegionConfig)]) >= 5
+    for action in (
+        "eks:ListNodegroups",
+        "eks:DescribeNodegroup",
+        "eks:DescribeCluster",
+        "ec2:DescribeCapacityReservations",
+        "cloudwatch:ListMetrics",
+        "route53:GetHealthCheck",
+    ):
+        assert either(action), f"readiness cannot {action}"
+    for bucket, (region, model) in artifacts.items():
+        in_region = {"aws:RequestedRegion": region}
+        assert either("cloudwatch:GetMetricStatistics", context=in_region)
+        for key in (f"{model}/3.2.0/manifest.json", f"{model}/3.2.0/engine_records/ranker_sm90.json"):
+            assert allows(readiness, "s3:GetObject", f"{bucket}/{key}"), f"{bucket}/{key}"
+        via_s3 = {"kms:ViaService": f"s3.{region}.amazonaws.com", "kms:EncryptionContext:aws:s3:arn": bucket}
+        key_arn = f"arn:aws:kms:{region}:{m.ACCOUNT_ID}:key/0123abcd"
+        assert allows(readiness, "kms:Decrypt", key_arn, via_s3), f"{bucket}: decrypt through S3 with its key"
+        # Never the model files, the pointers, another bucket's objects, nor a direct or foreign decrypt.
+        for key in (
+            f"{model}/3.2.0/{model}_trt/1/model.plan",
+            f"{model}/3.2.0/model.onnx",
+            f"_lkg/{model}/{region}.json",
+        ):
+            assert not either("s3:GetObject", f"{bucket}/{key}"), f"{bucket}/{key}"
+        assert not either("s3:GetObject", f"arn:aws:s3:::other-bucket/{model}/3.2.0/manifest.json")
+        assert not either("s3:GetObjectVersion", f"{bucket}/{model}/3.2.0/manifest.json")
+        assert not either("kms:Decrypt", key_arn, {**via_s3, "kms:ViaService": "ssm.us-east-1.amazonaws.com"})
+        assert not either("kms:Decrypt", key_arn, {**via_s3, "kms:EncryptionContext:aws:s3:arn": "arn:aws:s3:::x"})
+        assert not either("kms:Decrypt", key_arn, {"kms:EncryptionContext:aws:s3:arn": bucket})
+        other_account = f"arn:aws:kms:{region}:999999999999:key/0123abcd"
+        assert not either("kms:Decrypt", other_account, via_s3)
+    assert not either("cloudwatch:GetMetricStatistics", context={"aws:RequestedRegion": "ap-south-1"})
+    # Reads only: no write, and none of the other data reads.
+    for action in WRITES + NEVER + ("logs:GetLogEvents", "secretsmanager:GetSecretValue", "cloudwatch:GetMetricData"):
+        assert not allows(readiness, action, context={"aws:RequestedRegion": "us-east-1"}), action
+    assert all(st["Effect"] == "Allow" for st in readiness["Statement"])
+    assert {a for st in readiness["Statement"] for a in _values(st["Action"])} == {
+        "cloudwatch:GetMetricStatistics",
+        "s3:GetObject",
+        "kms:Decrypt",
+    }
+
+
+def test_the_readiness_policy_needs_its_buckets():
+    with pytest.raises(ValueError, match="artifact buckets"):
+        ci.readiness_read_policy(m.ACCOUNT_ID, [])
 
 
 def _fleet_regions() -> set[str]:
@@ -416,7 +502,8 @@ def _job_subject(workflow: str, job: dict) -> str:
     """The OIDC subject GitHub gives a job: an environment's when it names one, else by its trigger."""
     if "environment" in job:
         return f"repo:{REPO}:environment:{job['environment']}"
-    return {"preview.yml": f"repo:{REPO}:pull_request", "drift.yml": f"repo:{REPO}:ref:refs/heads/main"}[workflow]
+    main = f"repo:{REPO}:ref:refs/heads/main"
+    return {"preview.yml": f"repo:{REPO}:pull_request", "drift.yml": main, "readiness.yml": main}[workflow]
 
 
 def _credential_steps(job: dict) -> tuple[dict, dict] | None:
@@ -428,7 +515,7 @@ def _credential_steps(job: dict) -> tuple[dict, dict] | None:
     return aws[0]["with"], auth[0]["with"]
 
 
-@pytest.mark.parametrize("workflow", ["preview.yml", "drift.yml", "up.yml"])
+@pytest.mark.parametrize("workflow", ["preview.yml", "drift.yml", "up.yml", "readiness.yml"])
 def test_each_job_assumes_an_exported_role_that_admits_its_subject(plan, workflow):
     provider = plan.outputs["oidc_provider_arn"]
     exported = {plan.outputs["preview_role_arn"], *plan.outputs["deploy_role_arns"].values()}

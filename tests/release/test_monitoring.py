@@ -14,6 +14,7 @@ from infra.monitoring import (
     ALERTS_TEST,
     DASHBOARD,
     EXTERNAL_METRICS,
+    READINESS_METRIC,
     TRITON_METRICS,
     load_dashboard,
     load_rules,
@@ -21,6 +22,11 @@ from infra.monitoring import (
     panel_exprs,
     recorded_names,
 )
+
+# The Pushgateway's own gauge, one per pushed group: when the group last received a push. readiness.yml pushes the
+# readiness gauges there; the dashboard reads it for "time since last readiness run".
+PUSHGATEWAY_METRICS = ("push_time_seconds",)
+READINESS_GROUP = "reco-dr-readiness"  # alerts.yml's group of readiness alerts
 
 
 def _promtool() -> str:
@@ -81,7 +87,7 @@ def test_dashboard_is_valid_and_reads_only_known_metrics():
     assert len(ids) == len(set(ids))
     exprs = panel_exprs(load_dashboard())
     assert len(exprs) >= 12
-    known = set(TRITON_METRICS) | set(EXTERNAL_METRICS) | recorded_names(load_rules())
+    known = set(TRITON_METRICS) | set(EXTERNAL_METRICS) | set(PUSHGATEWAY_METRICS) | recorded_names(load_rules())
     used = set()
     for title, e in exprs:
         names = metric_names(e)
@@ -96,6 +102,35 @@ def test_dashboard_is_valid_and_reads_only_known_metrics():
         "aws_route53_health_check_status_minimum",
         "aws_s3_replication_latency_maximum",
     } <= used
+
+
+def test_every_readiness_alert_has_its_metrics_on_the_dashboard():
+    """Whoever a readiness alert reaches finds what it fired on: every metric an alert of the group reads is shown by
+    some panel."""
+    groups = [g for g in load_rules()["groups"] if g["name"] == READINESS_GROUP]
+    assert len(groups) == 1, f"alerts.yml: no group {READINESS_GROUP}"
+    alerts = {r["alert"]: metric_names(r["expr"]) for r in groups[0]["rules"] if "alert" in r}
+    assert alerts and all(alerts.values()), alerts
+    shown = {name for _, e in panel_exprs(load_dashboard()) for name in metric_names(e)}
+    assert READINESS_METRIC in shown, "no panel reads the readiness gauge"
+    for alert, names in alerts.items():
+        assert names <= shown, f"alert {alert} reads {sorted(names - shown)}, which no panel shows"
+
+
+def test_readiness_panels_follow_the_env_variable():
+    d = load_dashboard()
+    variables = {v["name"]: v for v in d["templating"]["list"]}
+    assert "env" in variables, "the readiness panels pick an environment"
+    assert variables["env"]["query"] == f"label_values({READINESS_METRIC}, env)"
+    readiness = [
+        (title, e) for title, e in panel_exprs(d) if metric_names(e) & {READINESS_METRIC, *PUSHGATEWAY_METRICS}
+    ]
+    # Per check, the state; and how long since the last run, from the readiness job's group only.
+    assert any(e == f'min by (check) ({READINESS_METRIC}{{env="$env"}})' for _, e in readiness), readiness
+    ages = [e for _, e in readiness if set(PUSHGATEWAY_METRICS) & metric_names(e)]
+    assert ages and all('job="reco-dr-readiness"' in e for e in ages), ages
+    for title, e in readiness:
+        assert 'env="$env"' in e, f"panel {title!r}: {e!r} does not follow $env"
 
 
 def test_metric_names_of_promql():
