@@ -166,3 +166,17 @@ CAPACITY_STARTUP: tuple[StartupPart, ...] = (
     StartupPart("Triton load", 30, "assumption: TensorRT engine deserialisation and model load, per Triton's log"),
     StartupPart("warm-up", 20, "assumption: Triton model_warmup samples before /v2/health/ready turns ready"),
 )
+
+# What a node beyond the pool's guaranteed capacity (no reservation covers it) waits before EC2 has one, during a
+# regional event, when every tenant of the lost region asks the survivors for the same GPUs. AWS states no bound: an
+# On-Demand launch fails with InsufficientInstanceCapacity until capacity frees up, and the autoscaler retries.
+# A figure for the rehearsal and the postures, to show what a reservation takes out of the RTO; not a measurement.
+INSUFFICIENT_CAPACITY_WAIT = StartupPart(
+    "EC2 capacity",
+    600,
+    "assumption: InsufficientInstanceCapacity retries until EC2 has the GPU instance; AWS states no bound "
+    "(0 for a node a reservation or Capacity Block covers)",
+)
+# How often the autoscaler looks at the load: the HPA's sync period (kube-controller-manager
+# --horizontal-pod-autoscaler-sync-period, default 15 s); its pending pods then ask for nodes at once.
+AUTOSCALER_SYNC_S = 15.0

@@ -44,11 +44,17 @@ class Posture:
     capacity_part: bool  # a survivor must add nodes after a loss: the RTO includes CAPACITY_STARTUP
 
 
-def instances_for(fleet: Fleet, region: RegionConfig, qps: float, measured: dict[str, float] | None) -> dict[str, int]:
-    """Instances per pool that carry `qps`, from each pool's min, adding the instance with the most throughput
-    first (fewest nodes to boot), never past a pool's max; at max everywhere when `qps` is out of reach."""
+def instances_for(
+    fleet: Fleet,
+    region: RegionConfig,
+    qps: float,
+    measured: dict[str, float] | None,
+    start: dict[str, int] | None = None,
+) -> dict[str, int]:
+    """Instances per pool that carry `qps`, from `start` (default each pool's min), adding the instance with the most
+    throughput first (fewest nodes to boot), never past a pool's max; at max everywhere when `qps` is out of reach."""
     pools = region.gpu_pools
-    count = {p.name: p.min for p in pools}
+    count = {p.name: (start or {}).get(p.name, p.min) for p in pools}
 
     def per_instance(p: GpuPool) -> float:
         return p.gpu.gpus * qps_per_gpu(fleet, p.gpu.compute_capability, measured)

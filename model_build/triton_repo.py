@@ -28,6 +28,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from model_build.manifest import Signature
 
 QUEUE_DELAY_US = 500  # how long the dynamic batcher may hold a request to fill a batch
+WARMUP_RUNS = 3  # warm-up requests per model load: the first initialises, the others reach steady state
 
 
 def _io(cfg: mc.ModelConfig, sig: Signature) -> None:
@@ -42,6 +43,18 @@ def _batching(cfg: mc.ModelConfig, preferred: list[int]) -> None:
     cfg.dynamic_batching.preferred_batch_size.extend(preferred)
 
 
+def _warmup(cfg: mc.ModelConfig, sig: Signature, batch: int) -> None:
+    """Triton's `model_warmup`: WARMUP_RUNS zero-filled requests of `batch` rows before the model turns ready, so a
+    new pod's first user request does not pay for lazy initialisation (CUDA context and TensorRT execution context,
+    ONNX Runtime's session arenas). Zeros are a valid request of any ranker signature (id 0 exists in every
+    vocabulary). The warm-up is part of the model load: /v2/health/ready answers 200 only after it."""
+    w = cfg.model_warmup.add(name="zeros", batch_size=min(batch, sig.max_batch_size), count=WARMUP_RUNS)
+    for t in sig.inputs:
+        w.inputs[t.name].data_type = mc.DataType.Value(t.triton_dtype)
+        w.inputs[t.name].dims.extend(t.dims)
+        w.inputs[t.name].zero_data = True
+
+
 def tensorrt_config(name: str, sig: Signature, cc_model_filenames: dict[str, str], opt_batch: int) -> mc.ModelConfig:
     if not cc_model_filenames:
         raise ValueError("a TensorRT model needs at least one engine in cc_model_filenames")
@@ -50,6 +63,7 @@ def tensorrt_config(name: str, sig: Signature, cc_model_filenames: dict[str, str
     for cc, file in sorted(cc_model_filenames.items()):
         cfg.cc_model_filenames[cc] = file
     _batching(cfg, [opt_batch])
+    _warmup(cfg, sig, opt_batch)
     cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=1)
     return cfg
 
@@ -60,6 +74,7 @@ def onnx_config(name: str, sig: Signature, opt_batch: int) -> mc.ModelConfig:
     )
     _io(cfg, sig)
     _batching(cfg, [opt_batch])
+    _warmup(cfg, sig, opt_batch)
     cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=1)
     return cfg
 
@@ -68,6 +83,7 @@ def python_config(name: str, sig: Signature, onnx_model: str, manifest: str, thr
     cfg = mc.ModelConfig(name=name, backend="python", max_batch_size=sig.max_batch_size)
     _io(cfg, sig)
     _batching(cfg, [])
+    _warmup(cfg, sig, min(32, sig.max_batch_size))
     cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
     # Paths relative to the repository root (the parent of this model's directory).
     cfg.parameters["onnx_model"].string_value = onnx_model

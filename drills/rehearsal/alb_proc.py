@@ -51,6 +51,15 @@ arrival (time.time()), region, status the load balancer counted, target response
 answered, path]. The status counted is the one the client got, except that a held request (loss, blackhole) counts
 504 at its arrival (an ALB whose target never answers returns 504 after its timeout) and a reset counts 502.
 
+Capacity (`set(..., capacity_rps=R, queue_ms=Q)`, the rehearsal's `--capacity-model`): the region's ready pods carry R
+user inference requests a second between them (drills/rehearsal/capacity.py scales each node's declared QPS to this
+machine's rate). An inference request the listener forwards waits its turn at that rate (a GCRA: each admitted request
+moves the next free slot on by 1/R; up to BURST_S of capacity may arrive at once, as a batch) for up to Q ms, then is
+answered 503 by the target without reaching the model, as Triton answers a request its full queue rejects (UNAVAILABLE).
+So an under-capacity region shows its latency rise by up to Q, then its requests shed, until its new pods serve. Health
+checks (shallow, deep) and the Service are not limited: readiness and the deep check's one inference a second are not
+what a full queue refuses first.
+
 A region may also have a Service listener (`services`): the pods' own way to the Triton pods (the Kubernetes Service
 the deep-health sidecar calls). It forwards every request to the region's targets through the same fault (the pods'
 network), applies no listener rule, and is in neither the request log nor the counts (in-cluster traffic never
@@ -85,6 +94,9 @@ from infra.names import CANARY, STABLE, TRACK_HEADER, edge_routes, pin_paths, tr
 
 if TYPE_CHECKING:
     from drills.rehearsal.procs import Child
+
+
+BURST_S = 1.0  # capacity: up to a second of a region's capacity may arrive at once (the dynamic batcher batches it)
 
 
 # ---------------------------------------------------------------- the edge's table, stand-in substituted
@@ -273,9 +285,15 @@ class AlbProcess:
         weight: int,
         targets: dict[str, list[tuple[str, str, int, str]]],
         canary: bool | None = None,
+        capacity_rps: float | None = None,
+        queue_ms: float = 0.0,
     ) -> None:
         """targets: track -> [(pod name, address, port, version)] of its ready pods; `canary`: a canary is configured
-        (the header pins exist; default: the canary has targets). Returns once the child routes by it."""
+        (the header pins exist; default: the canary has targets); `capacity_rps`: the inference requests a second
+        the ready pods carry (None: unlimited), a request waiting at most `queue_ms` for its turn (see the module).
+        Returns once the child routes by it."""
+        if capacity_rps is not None and capacity_rps <= 0:
+            raise ValueError(f"capacity_rps must be > 0 or None, got {capacity_rps}")
         with self._lock:
             self._call(
                 "/route",
@@ -284,6 +302,8 @@ class AlbProcess:
                     "weight": weight,
                     "targets": {t: [list(p) for p in ps] for t, ps in targets.items()},
                     "canary": bool(targets.get(CANARY)) if canary is None else canary,
+                    "capacity_rps": capacity_rps,
+                    "queue_ms": float(queue_ms),
                 },
             )
 
@@ -370,6 +390,9 @@ class _Handler(BaseHTTPRequestHandler):
         if delay_ms:
             srv.stopping.wait(delay_ms / 1000)
         deep = verdict == DEEP
+        if not deep and srv.owner is None and path.endswith("/infer") and not srv.admit(table):
+            self._answer(arrived, path, 503, 0.0, "text/plain", b"503 over capacity: the model's queue is full")
+            return
         pinned = STABLE if deep else (track or None)
         port = srv.edge.deep_port if deep else None
         tried: set[str] = set()
@@ -469,7 +492,25 @@ class _Proxy(ThreadingHTTPServer):
         self.owner = owner
         self.table: dict[str, Any] = {"weight": 0, "targets": {}, "canary": False}
         self.fault: dict[str, Any] | None = None  # replaced whole by the control endpoint, like the table
+        self._next_free = 0.0  # monotonic time of the next free inference turn (admit)
         self._local = threading.local()
+
+    def admit(self, table: dict[str, Any]) -> bool:
+        """Wait for this request's turn at the table's capacity (GCRA) and return True, or False at once when the
+        turn is more than its queue_ms away (the request is shed and takes no turn)."""
+        rps = table.get("capacity_rps")
+        if not rps:
+            return True
+        with self._clock:
+            now = time.monotonic()
+            start = max(self._next_free, now - BURST_S)  # a second's worth may arrive at once: batched together
+            wait = start - now
+            if wait > table.get("queue_ms", 0.0) / 1000:
+                return False
+            self._next_free = start + 1.0 / rps
+        if wait > 0:
+            self.stopping.wait(wait)
+        return True
 
     @property
     def state(self) -> _Proxy:
@@ -565,6 +606,8 @@ def main(argv: list[str]) -> int:
                     "weight": int(body["weight"]),
                     "targets": body["targets"],
                     "canary": bool(body.get("canary")),
+                    "capacity_rps": body.get("capacity_rps"),
+                    "queue_ms": float(body.get("queue_ms") or 0.0),
                 }
             elif self.path == "/fault":
                 proxies[body["region"]].fault = body["fault"]  # validated by the parent (validate_fault)

@@ -141,6 +141,15 @@ def configure(p: argparse.ArgumentParser) -> None:
         "latency=MS, loss=FRACTION, reset=FRACTION, blackhole, bandwidth=BYTES_PER_S, unload",
     )
     p.add_argument(
+        "--capacity-model",
+        choices=("off", "declared", "no-reservations"),
+        default="off",
+        help="region-outage and the brownouts: off (default: every region carries any load), declared (--rate stands "
+        "for the environment's peak; each region admits what its nodes carry, and a survivor over it scales up "
+        "through the declared node groups, reservations as declared: report.json gains `capacity`), "
+        "no-reservations (the same with every pool's reservations ignored)",
+    )
+    p.add_argument(
         "--minutes",
         type=float,
         help="quiet: how long the soak holds, in drill minutes (default: the plan's hold, 5 minutes)",
@@ -265,6 +274,7 @@ def run(args: argparse.Namespace) -> int:
         stacks_dir=args.stacks_dir,
         state_dir=args.state_dir,
         keep_going=args.keep_going,
+        capacity_model=args.capacity_model,
         # The rehearsal's environment is its own copy (no --confirm either): it allows total-outage for it.
         params={"allow_total_outage": args.env} if args.scenario == "total-outage" else {},
     )

@@ -80,6 +80,7 @@ class Options:
     params: dict[str, Any] = field(default_factory=dict)  # further drill Parameters (drill seconds)
     model_cache: Path | None = None  # default build/model-cache
     keep_going: bool = False  # --scenario all: run the next scenario after one that did not complete
+    capacity_model: str = "off"  # drills/rehearsal/capacity.py MODES: survivors carry what their nodes carry
 
 
 @dataclass
@@ -592,6 +593,27 @@ def world_for(prep: Prepared, log: Callable[[str], None]) -> LiveWorld:
     return live
 
 
+def survivor_scaler(world: Any, o: Options, log: Callable[[str], None]) -> Any:
+    """The modelled autoscaler over the world's node groups in moto (drills/rehearsal/capacity.py)."""
+    from drills.adapters.capacity import EksCapacity
+    from drills.rehearsal.capacity import SurvivorScaler
+    from drills.rehearsal.serving import TritonPerRegion
+
+    if not isinstance(world.serving, TritonPerRegion):
+        raise RehearsalError("--capacity-model needs the per-region serving of `rehearse` (not a release's tracks)")
+    eks = EksCapacity({r: world.client("eks", r) for r in world.regions}, dict(world.clusters), world.serving)
+    return SurvivorScaler(
+        world,
+        world.serving,
+        rate=o.rate,
+        scale=o.scale,
+        reservations=o.capacity_model == "declared",
+        node_groups=lambda r: {g.pool: (g.desired, g.max) for g in eks.node_groups(r)},
+        set_desired=lambda r, pool, n: eks.set_scaling(r, pool, desired=n),
+        log=log,
+    )
+
+
 def drill(session: Session, prep: Prepared, log: Callable[[str], None], plan: Any = None) -> DrillRun:
     """Client traffic + one drill through the engine (backend "rehearsal" over the session's world) + traffic stopped.
     Ctrl-C inside the drill makes the engine roll back (its own handler); the outcome then says "aborted"."""
@@ -604,9 +626,13 @@ def drill(session: Session, prep: Prepared, log: Callable[[str], None], plan: An
     world = live.world
     run = DrillRun(None, [], [], None)
     lg = None
+    scaler: Any = None
     try:
         bound = _drill_bound(plan) * o.scale + 120.0  # wall seconds: the traffic stops by then at the latest
         resilient = resilient_setup(world, prep.model.dir, o.resilient_clients) if o.resilient_clients else None
+        if o.capacity_model != "off":
+            scaler = survivor_scaler(world, o, log)
+            scaler.prepare()
         lg = session.traffic(
             rate=o.rate, duration=bound, clients=o.clients, timeout=o.request_timeout, resilient=resilient
         )
@@ -622,6 +648,8 @@ def drill(session: Session, prep: Prepared, log: Callable[[str], None], plan: An
         )
         time.sleep(min(2.0, max(0.5, 5 * o.scale)))  # a little steady traffic before the drill starts
         run.clock = ScaledClock(o.scale)
+        if scaler is not None:
+            scaler.start()
         # The world is handed to the engine as a backend object; these options are what the journal records, so
         # that `drills rollback` in another process can start a fresh world (drills.rehearsal.command).
         options = {
@@ -657,6 +685,8 @@ def drill(session: Session, prep: Prepared, log: Callable[[str], None], plan: An
         (prep.out / "error.txt").write_text(traceback.format_exc())
         log(f"[red]drill failed[/red]: {run.error} (traceback in {prep.out / 'error.txt'})")
     finally:
+        if scaler is not None:
+            scaler.stop()
         if lg is not None:
             lg.stop()
             run.records = lg.records()
@@ -668,6 +698,9 @@ def drill(session: Session, prep: Prepared, log: Callable[[str], None], plan: An
             run.facts = _facts(live)
         except Exception as e:  # noqa: BLE001 - facts are for the report
             run.facts = {"error": f"{type(e).__name__}: {e}"}
+        if scaler is not None and run.clock is not None:
+            injected = [e["wall"] for e in run.facts.get("fault_events", []) if e.get("event") == "inject"]
+            run.facts["capacity"] = scaler.report(run.clock.to_drill, injected[0] if injected else None)
     if run.interrupted:
         log(f"[red]{run.interrupted}[/red]: stopping traffic and every process")
     if run.outcome is not None:

@@ -533,6 +533,8 @@ def build(
         # Each readiness evaluation the drill made (the readiness scenario: ready, not ready, ready again).
         "readiness": [e["checks"] for e in entries if e.get("type") == "readiness"],
         "health_detections": false_positives(facts.get("hc_transitions") or []),
+        # --capacity-model: the survivors' scale-ups and the capacity part of RTO (drills/rehearsal/capacity.py).
+        "capacity": facts.get("capacity"),
     }
     rep["findings"] = findings(rep)
     verdicts = [x for x in (drill["verdict"] if drill else "FAIL", (fo or {}).get("verdict_objective") or "PASS") if x]
@@ -606,6 +608,49 @@ def triton_as_declared(pods: dict, substitutions: list) -> list[str]:
     L += ["", "Run here with these substitutions and no other:", "", "| declared | here | why |", "|---|---|---|"]
     L += [f"| `{a}` | {b} | {c} |" for a, b, c in substitutions]
     return L
+
+
+def capacity_markdown(cap: dict | None) -> list[str]:
+    """The survivors' scale-ups: each part (stated ones modelled in drill seconds, real ones in wall seconds) and the
+    capacity part of RTO with and without reservations."""
+    if not cap:
+        return []
+    L = [
+        f"## Survivor capacity ({cap['model']})",
+        "",
+        f"Load in proportion to peak: 1 production QPS = {cap['rps_per_qps']:.3g} requests/s here; a request waits up "
+        f"to {cap['queue_ms']:g} ms for a turn, then is shed (503). Nodes before the drill: "
+        + "; ".join(f"{r} {n}" for r, n in cap["nodes"].items() if n)
+        + ".",
+        "",
+    ]
+    if not cap["scale_ups"]:
+        return [*L, "No region needed more nodes than it ran.", ""]
+    parts = list(dict.fromkeys(k for u in cap["scale_ups"] for k in u["parts"]))
+    L += [
+        "| region | nodes | capacity | decided (s after fault) | "
+        + " | ".join(parts)
+        + " | serving (s after fault) | capacity part: measured | with reservations | without |",
+        "|---|---|---|---|" + "---|" * len(parts) + "---|---|---|---|",
+    ]
+    for u in cap["scale_ups"]:
+        c = u["capacity_part_s"]
+        L.append(
+            f"| {u['region']} | {', '.join(f'{n} {p}' for p, n in u['pools'].items())} | "
+            f"{'reserved' if u['reserved'] else 'on-demand'} | {_s(u['decided_at_drill_s'])} | "
+            + " | ".join(_s(u["parts"].get(k)) for k in parts)
+            + f" | {_s(u['serving_at_drill_s'])} | {_s(c['measured'])} | {_s(c['with_reservations'])} | "
+            f"{_s(c['without_reservations'])} |" + (f" {u['error']}" if u.get("error") else "")
+        )
+    return [
+        *L,
+        "",
+        "EC2 capacity, node boot and image pull are stated figures (drill seconds, modelled on the scaled clock: "
+        "infra/catalog.py); model fetch+verify, Triton load+warm-up and the first good inference ran here (wall "
+        "seconds, not scaled). Substitution: the nodes of one launch are one Triton process carrying all their "
+        "throughput (EC2 launches them in parallel).",
+        "",
+    ]
 
 
 def render_markdown(rep: dict) -> str:
@@ -748,6 +793,7 @@ def render_markdown(rep: dict) -> str:
             *(f"| {c['name']} | {_yes(c['ok'])} | {c['detail']} |" for c in checks),
             "",
         ]
+    L += capacity_markdown(rep.get("capacity"))
     hd = rep.get("health_detections") or {}
     if hd.get("detections") is not None and not fo:
         L += [

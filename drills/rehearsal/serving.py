@@ -15,6 +15,7 @@ neither subclasses nor patches the world:
 from __future__ import annotations
 
 import contextlib
+import math
 import socket
 import time
 from collections.abc import Callable
@@ -95,6 +96,7 @@ def start_deep_health(
 
 POD_NET = "127.0.11."  # region n's pod (Triton and its sidecar) is 127.0.11.<n+1>; its load balancer 127.0.10.<n+1>
 SERVICE_NET = "127.0.12."  # region n's in-cluster Triton Service (a listener of its load-balancer model)
+SCALE_NETS = tuple(f"127.0.{k}." for k in range(13, 20))  # pods a scale-up adds (release pods start at 127.0.20.)
 
 
 def service_url(world: World, region: str) -> str:
@@ -136,58 +138,115 @@ class TritonPerRegion:
     """Per region one real Triton on a pod address, serving the repository synced from the region's bucket and
     hash-checked against its manifest (`repo.prepare_serving_repo`), its declared deep-health sidecar beside it, and
     the region's load-balancer model (alb_proc: the declared listener rules, the deep-health route, faults, the
-    request log) on the region's address."""
+    request log) on the region's address. A region may gain pods (`start_pod`, `add_target`: the survivors' scale-up
+    of drills/rehearsal/capacity.py) and carry a capacity (`set_capacity`)."""
 
     def __init__(self, world: World):
         self.world = world
         self.tritons: dict[str, TritonServer] = {}
         self.repos: dict[str, ServingRepo] = {}
         self.proxies: dict[str, AlbProcess] = {}
+        self.targets: dict[str, list[tuple[str, str, int, str]]] = {}  # region -> its stable targets, first one first
+        self.extra: dict[str, list[TritonServer]] = {}  # region -> the pods a scale-up added
+        self.capacity: dict[str, tuple[float, float] | None] = {}  # region -> (rps, queue ms) or None: unlimited
 
-    def pod_address(self, region: str) -> str:
-        return f"{POD_NET}{self.world.regions.index(region) + 1}"
+    def pod_address(self, region: str, k: int = 0) -> str:
+        """The region's k-th pod: 127.0.11.<n> for the first, 127.0.(12+k).<n> for those a scale-up adds."""
+        if not 0 <= k <= len(SCALE_NETS):
+            raise ValueError(f"{region}: pod {k} has no address (at most {len(SCALE_NETS)} added pods per region)")
+        return f"{POD_NET if k == 0 else SCALE_NETS[k - 1]}{self.world.regions.index(region) + 1}"
 
-    def start(self, region: str) -> float:
+    def start_pod(self, region: str, name: str, address: str, timings: dict[str, float] | None = None) -> TritonServer:
+        """One pod of the region as its stack declares it: fetch the served version with the declared fetch-model
+        script, verify every file against the manifest, start Triton (its config's model_warmup runs inside the load)
+        and answer one inference; its deep-health sidecar beside it. `timings` gets each part's wall seconds."""
         w = self.world
         assert w.moto is not None
-        rdir = w.workdir / "regions" / region
-        synced = rdir / "synced"
+        pdir = w.workdir / "regions" / region / ("" if name == region else f"pods/{name}")
         model = w.fleet.regions[region].model
+        t0 = time.monotonic()
         fetch_declared(
             w.pods[region],
             bucket=w.buckets[region],
             prefix=w.model_prefix,
             version=model.version,
-            dest=synced,
+            dest=pdir / "synced",
             region=region,
             endpoint=w.moto.endpoint,
         )
-        repo = prepare_serving_repo(synced, rdir / "repository", w.pods[region], model.digests.get(model.version, ""))
-        self.repos[region] = repo
-        pod_ip = self.pod_address(region)
+        repo = prepare_serving_repo(
+            pdir / "synced", pdir / "repository", w.pods[region], model.digests.get(model.version, "")
+        )
+        t1 = time.monotonic()
         t = TritonServer(
             w.sup,
-            name=region,
+            name=name,
             repository=repo.path,
             models=repo.models,
-            address=pod_ip,
+            address=address,
             http_port=w.ports["http"],
             grpc_port=w.ports["grpc"],
             metrics_port=w.ports["metrics"],
-            workdir=rdir / "triton",
+            workdir=pdir / "triton",
             pod=w.pods[region],
             ready_timeout=w.scale.ready_timeout,
             exit_timeout=w.scale.triton_exit_timeout,
         )
-        self.tritons[region] = t
-        ready = t.start()
-        # One inference before traffic: the first request pays for ONNX Runtime's lazy initialisation (tens
-        # of ms), which would otherwise show up as a latency outlier or a client timeout in the records.
-        t.infer(repo.models[0], w.traffic.batches(n=1, batch=8)[0], timeout=30)
-        pod_sidecar(w, region, region, pod_ip)
-        self.proxies[region] = region_alb(w, region, model.name)
-        self.proxies[region].set(region, 0, {"stable": [(region, pod_ip, w.ports["http"], model.version)]})
-        return ready
+        t.start()
+        t2 = time.monotonic()
+        # One inference before traffic, demanded finite: the first request pays for ONNX Runtime's lazy
+        # initialisation (tens of ms) that warm-up may leave, and a pod that cannot rank must not take users.
+        out = t.infer(repo.models[0], w.traffic.batches(n=1, batch=8)[0], timeout=30)
+        scores = [float(x) for o in out["outputs"] for x in o["data"]]
+        if not scores or not all(math.isfinite(x) for x in scores):
+            t.stop()
+            raise ProcessError(f"{name}: the first inference gave no finite scores: {scores[:4]}")
+        t3 = time.monotonic()
+        if region not in self.repos:
+            self.repos[region] = repo
+        pod_sidecar(w, region, name, address)
+        if timings is not None:
+            timings.update(
+                {"model fetch+verify": t1 - t0, "Triton load+warm-up": t2 - t1, "first good inference": t3 - t2}
+            )
+        return t
+
+    def start(self, region: str) -> float:
+        w = self.world
+        t0 = time.monotonic()
+        pod_ip = self.pod_address(region)
+        self.tritons[region] = self.start_pod(region, region, pod_ip)
+        self.proxies[region] = region_alb(w, region, w.fleet.regions[region].model.name)
+        self.targets[region] = [(region, pod_ip, w.ports["http"], w.fleet.regions[region].model.version)]
+        self._push(region)
+        return time.monotonic() - t0
+
+    def _push(self, region: str) -> None:
+        cap = self.capacity.get(region)
+        self.proxies[region].set(
+            region,
+            0,
+            {"stable": self.targets[region]},
+            capacity_rps=cap[0] if cap else None,
+            queue_ms=cap[1] if cap else 0.0,
+        )
+
+    def set_capacity(self, region: str, rps: float | None, queue_ms: float = 0.0) -> None:
+        """What the region's ready pods carry, in inference requests a second here (None: unlimited)."""
+        self.capacity[region] = (rps, queue_ms) if rps is not None else None
+        self._push(region)
+
+    def add_target(self, region: str, server: TritonServer, rps: float | None) -> None:
+        """A started pod joins the region's stable targets (its TargetGroupBinding registers it) and the region's
+        capacity becomes `rps`, in one change."""
+        self.extra.setdefault(region, []).append(server)
+        self.targets[region] = [
+            *self.targets[region],
+            (server.name, server.address, self.world.ports["http"], self.world.fleet.regions[region].model.version),
+        ]
+        cap = self.capacity.get(region)
+        self.capacity[region] = (rps, cap[1] if cap else 0.0) if rps is not None else None
+        self._push(region)
 
     def servers(self) -> dict[str, TritonServer]:
         return dict(self.tritons)
@@ -196,8 +255,9 @@ class TritonPerRegion:
         return self.repos.get(region)
 
     def ready(self, region: str) -> tuple[int, int]:
-        # One Triton stands for the region's pods.
-        return (1 if self.tritons[region].is_ready(0.5) else 0), 1
+        # One Triton stands for the region's running pods, one more for each scale-up's.
+        pods = [self.tritons[region], *self.extra.get(region, [])]
+        return sum(1 for t in pods if t.is_ready(0.5)), len(pods)
 
     def albs(self) -> list[AlbProcess]:
         return list(self.proxies.values())

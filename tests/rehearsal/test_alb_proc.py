@@ -128,3 +128,40 @@ def test_a_close_request_gets_a_close_response_so_pooling_clients_never_reuse_a_
         "close"
         not in requests.post(f"{url}/v2/models/m/infer", json={}, timeout=5).headers.get("Connection", "").lower()
     )
+
+
+def test_capacity_queues_then_sheds_inference_but_never_readiness(alb):
+    """A region over its capacity: requests wait their turn up to queue_ms, the rest are answered 503 at once; health
+    paths pass unlimited; lifting the limit serves everything again."""
+    a, url, addrs = alb
+    a.set("r1", 0, {"stable": _targets(addrs, ["stable-1"], "stable")}, capacity_rps=20, queue_ms=100)
+
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def burst() -> None:
+        with requests.Session() as s:
+            for _ in range(10):
+                code = s.post(f"{url}/v2/models/m/infer", json={}, timeout=5).status_code
+                with lock:
+                    statuses.append(code)
+
+    threads = [threading.Thread(target=burst) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # 60 requests at once against 20/s: a second of capacity (20) as a burst, 2 more within the 100 ms queue, rest shed.
+    assert statuses.count(503) >= 30, statuses
+    assert statuses.count(200) >= 2, statuses
+    assert set(statuses) <= {200, 503}
+    with requests.Session() as s:  # not an inference: never limited (the pod answers readiness as it is)
+        assert all(s.get(f"{url}/v2/health/ready", timeout=5).status_code != 503 for _ in range(20))
+    _, log = a.requests()
+    shed = [e for e in log if e[2] == 503]
+    assert shed and all(e[3] == 0.0 and e[4].endswith("/infer") for e in shed)  # the target answered, at once
+
+    a.set("r1", 0, {"stable": _targets(addrs, ["stable-1"], "stable")}, capacity_rps=None)
+    assert _served(url, 30) == ["stable-1"] * 30
+    with pytest.raises(ValueError, match="capacity_rps"):
+        a.set("r1", 0, {"stable": []}, capacity_rps=0)
