@@ -97,6 +97,8 @@ def canary_resource_count(pools: int) -> int:
 
 # ---------------------------------------------------------------- the load balancer
 TRACK_HEADER = "X-Reco-Track"
+# The drills' service probes name themselves (User-Agent), so load-balancer logs tell them from users' requests.
+PROBE_USER_AGENT = "reco-dr-drill-probe"
 # Listener rules of the HTTPS listener, by priority (lower is evaluated first; a request no rule matches gets the
 # listener's default action, a fixed 404). The header pins, present only while a canary runs and only where the
 # stack names the release tooling's addresses (`load_balancer.release_tooling_cidrs`), come first.

@@ -23,6 +23,7 @@ from requests.adapters import HTTPAdapter
 
 from drills.adapters.base import ProbeResult
 from drills.clock import Clock
+from infra.names import PROBE_USER_AGENT
 
 _ZERO = {"BOOL": False, "BYTES": ""}
 
@@ -90,7 +91,7 @@ class TritonHttpProbe:
     def _headers(self) -> dict[str, str]:
         # Fresh connections: a probe must see a dead server as dead, not a pooled socket, and must not hold a
         # keep-alive connection that delays a Triton shutdown.
-        h = {"Connection": "close"}
+        h = {"Connection": "close", "User-Agent": PROBE_USER_AGENT}
         if self.server_name:
             h["Host"] = self.server_name
         return h

@@ -45,20 +45,22 @@ the child's seeded RNG (a run is reproducible for the same request order):
              listener and the Service (every path to the model runs through here), in the target time; readiness
              and metadata answer at their usual speed, as a slow model's Triton does.
 
-The request log (`requests(since)`), for the CloudWatch model (drills/rehearsal/cloudwatch.py, `requests_from_log`):
-one entry per request any listener handled, forwarded or answered by the load balancer itself, as [wall time of
-arrival (time.time()), region, status the load balancer counted, target response time in ms or None when no target
-answered, path]. The status counted is the one the client got, except that a held request (loss, blackhole) counts
-504 at its arrival (an ALB whose target never answers returns 504 after its timeout) and a reset counts 502.
+The request log (`requests(since)`), for the CloudWatch model (drills/rehearsal/cloudwatch.py, `requests_from_log`): one
+entry per request any listener handled, forwarded or answered by the load balancer itself, as [wall time of arrival
+(time.time()), region, status the load balancer counted, target response time in ms or None when no target answered,
+path, whether the drills' service probe sent it (its User-Agent, infra.names.PROBE_USER_AGENT)]. The status counted is
+the one the client got, except that a held request (loss, blackhole) counts 504 at its arrival (an ALB whose target
+never answers returns 504 after its timeout) and a reset counts 502.
 
-Capacity (`set(..., capacity_rps=R, queue_ms=Q)`, the rehearsal's `--capacity-model`): the region's ready pods carry R
-user inference requests a second between them (drills/rehearsal/capacity.py scales each node's declared QPS to this
-machine's rate). An inference request the listener forwards waits its turn at that rate (a GCRA: each admitted request
-moves the next free slot on by 1/R; up to BURST_S of capacity may arrive at once, as a batch) for up to Q ms, then is
-answered 503 by the target without reaching the model, as Triton answers a request its full queue rejects (UNAVAILABLE).
-So an under-capacity region shows its latency rise by up to Q, then its requests shed, until its new pods serve. Health
-checks (shallow, deep) and the Service are not limited: readiness and the deep check's one inference a second are not
-what a full queue refuses first.
+Capacity (`set(..., capacity_rps=R, queue_ms=Q)`,
+the rehearsal's `--capacity-model`): the region's ready pods carry R user inference requests a second between them
+(drills/rehearsal/capacity.py scales each node's declared QPS to this machine's rate). An inference request the listener
+forwards waits its turn at that rate (a GCRA: each admitted request moves the next free slot on by 1/R; up to BURST_S of
+capacity may arrive at once, as a batch) for up to Q ms, then is answered 503 by the target without reaching the model,
+as Triton answers a request its full queue rejects (UNAVAILABLE). So an under-capacity region shows its latency rise by
+up to Q, then its requests shed, until its new pods serve. Health checks (shallow, deep), the drills' own probes and the
+Service are not limited (the probes are a negligible share of production traffic, a large one of this machine's
+scaled-down rate): readiness and the deep check's one inference a second are not what a full queue refuses first.
 
 A region may also have a Service listener (`services`): the pods' own way to the Triton pods (the Kubernetes Service
 the deep-health sidecar calls). It forwards every request to the region's targets through the same fault (the pods'
@@ -90,7 +92,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from drills.rehearsal.procs import announce, start_announcing
 from infra.health import DEEP_HEALTH_PATH
-from infra.names import CANARY, STABLE, TRACK_HEADER, edge_routes, pin_paths, triton_models
+from infra.names import CANARY, PROBE_USER_AGENT, STABLE, TRACK_HEADER, edge_routes, pin_paths, triton_models
 
 if TYPE_CHECKING:
     from drills.rehearsal.procs import Child
@@ -359,6 +361,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _forward(self, method: str) -> None:
         arrived = time.time()
         srv = cast("_Proxy", self.server)
+        self._probe = self.headers.get("User-Agent") == PROBE_USER_AGENT  # the drill's own probe, not a user
         path = self.path.split("?", 1)[0]
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else None
@@ -374,11 +377,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(arrived, path, 502, None, "text/plain", b"502 Bad Gateway (injected fault: errors)")
             return
         if kind == "blackhole" or (kind == "loss" and srv.rng.random() < fault["fraction"]):
-            srv.record(arrived, path, 504, None)
+            srv.record(arrived, path, 504, None, self._probe)
             self._hold(srv)
             return
         if kind == "reset" and srv.rng.random() < fault["fraction"]:
-            srv.record(arrived, path, 502, None)
+            srv.record(arrived, path, 502, None, self._probe)
             self._reset()
             return
         if kind == "latency":
@@ -390,7 +393,8 @@ class _Handler(BaseHTTPRequestHandler):
         if delay_ms:
             srv.stopping.wait(delay_ms / 1000)
         deep = verdict == DEEP
-        if not deep and srv.owner is None and path.endswith("/infer") and not srv.admit(table):
+        limited = not deep and not self._probe and srv.owner is None and path.endswith("/infer")
+        if limited and not srv.admit(table):
             self._answer(arrived, path, 503, 0.0, "text/plain", b"503 over capacity: the model's queue is full")
             return
         pinned = STABLE if deep else (track or None)
@@ -427,7 +431,7 @@ class _Handler(BaseHTTPRequestHandler):
         data: bytes,
         bytes_per_s: float | None = None,
     ) -> None:
-        cast("_Proxy", self.server).record(arrived, path, status, target_ms)
+        cast("_Proxy", self.server).record(arrived, path, status, target_ms, self._probe)
         self._reply(status, ctype, data, bytes_per_s)
 
     def _hold(self, srv: _Proxy) -> None:
@@ -469,6 +473,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Proxy(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 1024  # socketserver's listen backlog of 5 drops SYNs when a hundred clients connect at once
 
     def __init__(
         self,
@@ -561,11 +566,11 @@ class _Proxy(ThreadingHTTPServer):
             k = (int(time.time()), self.region, track, version, pinned)
             self._counts[k] = self._counts.get(k, 0) + 1
 
-    def record(self, arrived: float, path: str, status: int, target_ms: float | None) -> None:
+    def record(self, arrived: float, path: str, status: int, target_ms: float | None, probe: bool = False) -> None:
         if self.owner is not None:  # in-cluster traffic never reaches the load balancer's metrics
             return
         with self._clock:
-            self.log.append([arrived, self.region, status, target_ms, path])
+            self.log.append([arrived, self.region, status, target_ms, path, probe])
 
 
 def main(argv: list[str]) -> int:

@@ -33,12 +33,12 @@ reported in wall seconds unscaled (a drill second on the scaled clock would coun
 capacity part of RTO is the scale-up's from its decision to its pod serving, stated parts + real parts, with and
 without reservations (the same real parts; EC2 capacity differs).
 
-Known limits, seen on this machine (prod, scale 0.1): the load balancer's log does not tell users' requests from the
-drill's own service probes, which on a scaled-down rate are a large part of each region's /infer traffic (about 87
-requests/s counted against a 50/s `--rate`), so the model over-counts the offered load and scales before the fault;
-and a survivor that sheds trips its own ALB 5xx alarm, which the calculated health check (issue 16) follows, so
-Route 53 takes the overloaded survivor out too. Both stopped the prod region-outage drill at its guardrail (survivors
-must stay healthy) before a scale-up served. The option stays opt-in (`off` by default) until both are resolved.
+The drills' own service probes (infra.names.PROBE_USER_AGENT) are neither admitted against capacity nor counted as
+offered load: at this machine's scaled-down rate they were about 40% of each region's inference requests.
+
+Known limit, seen on this machine (prod, scale 0.1): a survivor that sheds trips its own ALB 5xx alarm, which the
+calculated health check (issue 16) follows, so Route 53 takes the overloaded survivor out too, and the drill stops at
+its guardrail (survivors must stay healthy). The option stays opt-in (`off` by default) until that is resolved.
 """
 
 from __future__ import annotations
@@ -207,7 +207,7 @@ class SurvivorScaler:
         alb = self.serving.proxies[region]
         nxt, entries = alb.requests(self._since.get(region, 0))
         self._since[region] = nxt
-        n = sum(1 for e in entries if str(e[4]).endswith("/infer"))
+        n = sum(1 for e in entries if str(e[4]).endswith("/infer") and not (len(e) > 5 and e[5]))  # users' only
         return n / window_s / self.rps_per_qps
 
     def _loop(self) -> None:
@@ -282,9 +282,7 @@ class SurvivorScaler:
         fault_drill = to_drill(fault_wall) if fault_wall is not None else None
         for u in self.scale_ups:
             d = asdict(u)
-            stated = sum(v for k, v in u.parts.items() if k not in REAL)
-            real = sum(v for k, v in u.parts.items() if k in REAL)
-            ice = float(INSUFFICIENT_CAPACITY_WAIT.seconds)
+            real = sum(u.parts[k] for k in REAL) if all(k in u.parts for k in REAL) else None
             d["decided_at_drill_s"] = (
                 round(to_drill(u.decided_wall) - fault_drill, 1) if fault_drill is not None else None
             )
@@ -293,10 +291,14 @@ class SurvivorScaler:
                 if fault_drill is not None and u.serving_wall is not None
                 else None
             )
+            # The whole stated figures (a launch the drill's end cut short has not slept them all) plus the real parts.
+            with_res, without = (sum(stated_parts(r).values()) for r in (True, False))
             d["capacity_part_s"] = {
-                "measured": round(stated + real, 1) if u.serving_wall else None,
-                "with_reservations": round(stated - (0 if u.reserved else ice) + real, 1),
-                "without_reservations": round(stated + (ice if u.reserved else 0) + real, 1),
+                "measured": round((with_res if u.reserved else without) + real, 1)
+                if u.serving_wall is not None and real is not None
+                else None,
+                "with_reservations": round(with_res + real, 1) if real is not None else None,
+                "without_reservations": round(without + real, 1) if real is not None else None,
             }
             ups.append(d)
         return {

@@ -87,7 +87,7 @@ def requests_from_log(entries: Iterable[Sequence[Any]], to_drill: Callable[[floa
     times converted by `to_drill` (e.g. `ScaledClock.to_drill`; the identity to stay in wall seconds)."""
     return [
         AlbRequest(to_drill(float(t)), int(status), None if ms is None else float(ms), str(region), str(path))
-        for t, region, status, ms, path in entries
+        for t, region, status, ms, path, *_ in entries
     ]
 
 

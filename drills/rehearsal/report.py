@@ -619,7 +619,7 @@ def capacity_markdown(cap: dict | None) -> list[str]:
         f"## Survivor capacity ({cap['model']})",
         "",
         f"Load in proportion to peak: 1 production QPS = {cap['rps_per_qps']:.3g} requests/s here; a request waits up "
-        f"to {cap['queue_ms']:g} ms for a turn, then is shed (503). Nodes before the drill: "
+        f"to {cap['queue_ms']:g} ms for a turn, then is shed (503). Nodes at the end: "
         + "; ".join(f"{r} {n}" for r, n in cap["nodes"].items() if n)
         + ".",
         "",
