@@ -591,6 +591,23 @@ def _readiness_check(run: Run, step: Step) -> dict:
     return {"failing": failing}
 
 
+def _measure_startup(run: Run, step: Step) -> dict:
+    """The Triton pods each region added since the fault, with their time to first good inference in parts (the
+    backend's `pod_startups`); recorded as `pod_startup` events, which the report turns into the capacity part of RTO.
+    A backend that cannot tell reports so, and the step passes: the measurement is evidence, not a gate."""
+    fault = run.state.fault
+    if fault is None:
+        raise DrillError("measure_startup: no fault was injected before it")
+    if run.backend.pod_startups is None:
+        return {"measured": False, "why": f"the {run.backend.name} backend cannot read pod start-ups"}
+    out: dict[str, Any] = {"measured": True, "regions": {}}
+    for r in step.params["regions"]:
+        pods = run.backend.pod_startups(r, fault["t"])
+        run.event("pod_startup", region=r, since=fault["t"], pods=pods)
+        out["regions"][r] = len(pods)
+    return out
+
+
 def _manifest_skew(run: Run, step: Step) -> dict:
     regions: dict[str, Any] = {}
     for r in step.params["regions"]:
@@ -635,4 +652,5 @@ ACTIONS: dict[str, ActionFn] = {
     "manifest_skew": _manifest_skew,
     "canary_delete": _canary_delete,
     "readiness_check": _readiness_check,
+    "measure_startup": _measure_startup,
 }

@@ -46,6 +46,7 @@ def aws_backend(plan: Plan, options: dict[str, Any], clock: Clock) -> Backend:
     from drills.adapters.capacity import EksCapacity, KubernetesPods
     from drills.adapters.faults import CompositeFaults, HealthCheckInversion, KubernetesFaults
     from drills.adapters.kube import EksKube
+    from drills.adapters.pod_startup import KubePodStartups
     from drills.adapters.probes import SystemResolver, TritonHttpProbe
     from drills.adapters.pulumi_stack import AutomationStackAdapter
     from drills.adapters.route53 import Boto3Route53
@@ -131,6 +132,8 @@ def aws_backend(plan: Plan, options: dict[str, Any], clock: Clock) -> Backend:
         return evaluate(view.snapshot(), declared_for(fleet))
 
     backend.readiness = readiness
+    startups = KubePodStartups(kubes)  # the engine's clock is the wall clock here (SystemClock)
+    backend.pod_startups = lambda region, since: [s.as_dict() for s in startups.startups(region, since)]
     return _with_release_adapters(backend, fleet, options, session, out, kubes)
 
 

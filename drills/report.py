@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from drills.adapters.pod_startup import PARTS as PARTS_STARTUP
 from drills.journal import drill_dir, load, summarise
 
 PARTS = [  # (milestone key, label, predicted key)
@@ -174,6 +175,7 @@ def build_report(entries: list[dict]) -> dict:
         "version_skew": (
             {"skew": skew["skew"], "regions": skew["regions"], "versions": skew["versions"]} if skew else None
         ),
+        "capacity": _capacity(entries),
         "steps": steps,
         "unfinished_steps": unfinished,
         "abort": ({"reason": abort["reason"], "step": abort.get("step")} if abort else None),
@@ -193,6 +195,20 @@ def build_report(entries: list[dict]) -> dict:
         else "FAIL"
     )
     return report
+
+
+def _capacity(entries: list[dict]) -> dict | None:
+    """The capacity part of RTO: each Triton pod the survivors added since the fault, its start-up in parts
+    (drills/adapters/pod_startup.py PARTS), and the first added pod serving, in seconds after the fault."""
+    events = [e for e in entries if e["type"] == "pod_startup"]
+    if not events:
+        return None
+    serving = [p["created"] - e["since"] + p["total"] for e in events for p in e["pods"] if p.get("total") is not None]
+    return {
+        "regions": {e["region"]: e["pods"] for e in events},
+        "pods_added": sum(len(e["pods"]) for e in events),
+        "first_added_pod_serving_s": round(min(serving), 1) if serving else None,
+    }
 
 
 def _total_outage(outage: dict | None, recovery: dict | None, steps: list[dict]) -> dict:
@@ -464,6 +480,27 @@ def render_markdown(r: dict) -> str:
         for reg, v in sk["regions"].items():
             L.append(f"| {reg} | {_served_version(v)} | {(v['sha256'] or '')[:16]} | {', '.join(v['engines'])} |")
         L += ["", "Skew: " + ("**yes**" if sk["skew"] else "none"), ""]
+    if r.get("capacity"):
+        cap = r["capacity"]
+        L += [
+            "## Capacity: Triton pods added since the fault",
+            "",
+            "| region | pod | node | " + " | ".join(PARTS_STARTUP) + " | total (s) |",
+            "|---|---|---|" + "---|" * len(PARTS_STARTUP) + "---|",
+        ]
+        for reg, pods in cap["regions"].items():
+            for pod in pods:
+                L.append(
+                    f"| {reg} | {pod['pod']} | {pod.get('node') or ''} | "
+                    + " | ".join(_fmt(pod["parts"].get(k)) for k in PARTS_STARTUP)
+                    + f" | {_fmt(pod.get('total'))} |"
+                )
+        L += [
+            "",
+            f"Pods added: {cap['pods_added']}; the first serving {_fmt(cap['first_added_pod_serving_s'])} s after "
+            "the fault.",
+            "",
+        ]
     L += [
         "## Steps",
         "",

@@ -269,6 +269,7 @@ NO_UNDO: dict[str, str] = {
     "recovery": "a measurement (total-outage: health, DNS and SLO back after the fault was cleared)",
     "rpo": "a measurement",
     "readiness": "a measurement (the fleet's readiness checks, read only)",
+    "pod_startup": "a measurement (the Triton pods added since the fault, read only)",
     "skew": "a measurement",
     "replicated": "an observation",
     "serving": "an observation",

@@ -16,6 +16,9 @@ PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 LIVE_PATH = "/v2/health/live"
 READY_PATH = "/v2/health/ready"
 STABLE, CANARY = "stable", "canary"
+# The Triton pod's containers, in start order: the model's init containers, then Triton (the deep-health sidecar's
+# name is infra.health.DEEP_HEALTH_CONTAINER). Drills read each one's times to split a new pod's start-up.
+FETCH_CONTAINER, VERIFY_CONTAINER, TRITON_CONTAINER = "fetch-model", "verify-model", "triton"
 
 
 # ---------------------------------------------------------------- DNS names clients use
@@ -32,6 +35,7 @@ def regional_fqdn(record: str, region: str, zone: str) -> str:
 GITHUB_OIDC_ISSUER = "https://token.actions.githubusercontent.com"
 
 ROLE_PREFIX = "reco-dr-ci-"  # the CI roles (infra/components/ci_identity.py declares them)
+PREVIEW_ROLE = f"{ROLE_PREFIX}preview"  # read-only: previews, the drift check, readiness
 
 
 def deploy_role_name(environment: str) -> str:

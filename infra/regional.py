@@ -32,7 +32,7 @@ from infra.components.network import AZ_COUNT, Network, NetworkArgs
 from infra.components.network_policy import TritonNetworkPolicies, TritonNetworkPoliciesArgs
 from infra.components.triton import TritonArgs, TritonServing
 from infra.config import RegionConfig
-from infra.names import BREAK_GLASS_ROLE, NAMESPACE, SERVICE_ACCOUNT, deploy_role_name, role_arn
+from infra.names import BREAK_GLASS_ROLE, NAMESPACE, PREVIEW_ROLE, SERVICE_ACCOUNT, deploy_role_name, role_arn
 from infra.outputs import OUTPUT_KEYS
 from infra.providers import aws_provider, k8s_provider
 
@@ -106,6 +106,8 @@ def declare_regional(stack: str, cfg: RegionConfig) -> None:
             endpoint_public_access_cidrs=cfg.cluster.endpoint_public_access_cidrs,
             logs_key_arn=logs_key.arn,
             account_id=account_id,
+            # `drills readiness` on a schedule (readiness.yml, the CI preview role) reads the Triton deployments.
+            viewers={role_arn(account_id, PREVIEW_ROLE): [NAMESPACE]},
         ),
         provider,
     )

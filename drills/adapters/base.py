@@ -240,6 +240,9 @@ class Backend:
     metrics: MetricsSource | None = None
     # The fleet's readiness now (drills.readiness: a list of CheckResult); None where the backend cannot evaluate it.
     readiness: Callable[[], list[Any]] | None = None
+    # (region, a time on the drill's clock) -> the Triton pods added there since, with their start-up parts
+    # (drills/adapters/pod_startup.py: {pod, node, created, parts, total}); None where the backend cannot tell.
+    pod_startups: Callable[[str, float], list[dict[str, Any]]] | None = None
 
     def close(self) -> None:
         for fn in reversed(self.closers):

@@ -199,9 +199,13 @@ class SurvivorScaler:
         t.start()
 
     def stop(self) -> None:
+        """Stop deciding and launching; the regions' load balancers admit everything again (the capacity model ends
+        with its drill; the pods it added keep serving)."""
         self._stop.set()
         for t in list(self._threads):
             t.join(timeout=self.world.scale.ready_timeout + 5)
+        for r in self.world.regions:
+            self.serving.set_capacity(r, None)
 
     def _offered(self, region: str, window_s: float) -> float:
         alb = self.serving.proxies[region]
@@ -274,6 +278,37 @@ class SurvivorScaler:
             with self._lock:
                 if all(u.serving_wall is not None or u.error for u in self.scale_ups if u.region == up.region):
                     self._busy.discard(up.region)  # the next sync may scale the region again
+
+    def pod_startups(self, clock: Any) -> Callable[[str, float], list[dict[str, Any]]]:
+        """The backend's `pod_startups` (drills.adapters.base.Backend) over this scaler: each scale-up of the region
+        serving after `since` (drill clock) or still starting, its parts named as the AWS backend names them
+        (drills/adapters/pod_startup.py PARTS: EC2 capacity and boot are the node's readiness)."""
+
+        def startups(region: str, since: float) -> list[dict[str, Any]]:
+            out = []
+            for k, u in enumerate(u for u in self.scale_ups if u.region == region):
+                if u.serving_wall is not None and clock.to_drill(u.serving_wall) < since:
+                    continue
+                p = u.parts
+                wait, boot = p.get(INSUFFICIENT_CAPACITY_WAIT.name), p.get("node boot")
+                parts = {
+                    "node ready": wait + boot if wait is not None and boot is not None else None,
+                    "image pulled": p.get("image pull"),
+                    **{name: p.get(name) for name in REAL},
+                }
+                done = u.serving_wall is not None and None not in parts.values()
+                out.append(
+                    {
+                        "pod": f"{region}-scale-{k + 1}",
+                        "node": ", ".join(f"{n} {pool}" for pool, n in u.pools.items()),
+                        "created": clock.to_drill(u.decided_wall),
+                        "parts": parts,
+                        "total": round(sum(v for v in parts.values() if v is not None), 3) if done else None,
+                    }
+                )
+            return out
+
+        return startups
 
     def report(self, to_drill: Callable[[float], float], fault_wall: float | None) -> dict[str, Any]:
         """The report's `capacity` section: the scale, each region's capacity, each scale-up's parts and the capacity

@@ -667,7 +667,14 @@ def drill(session: Session, prep: Prepared, log: Callable[[str], None], plan: An
             f"drill: {plan.scenario}" + (f" of {plan.region}" if plan.region else "") + f", {len(plan.steps)} steps, "
             "executed (no --confirm: the rehearsal changes only its own copy of the environment)"
         )
-        run.outcome = session.drill(plan, prep.state_dir, lambda clock: backend_for(live, options, clock), run.clock)
+
+        def backend(clock: Any) -> Any:
+            b = backend_for(live, options, clock)
+            if scaler is not None:  # the pods the modelled autoscaler added, as the AWS backend reads them
+                b.pod_startups = scaler.pod_startups(clock)
+            return b
+
+        run.outcome = session.drill(plan, prep.state_dir, backend, run.clock)
         log(
             f"drill {run.outcome.drill_id}: {run.outcome.status}"
             + (f" ({run.outcome.reason})" if run.outcome.reason else "")

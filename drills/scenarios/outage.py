@@ -85,6 +85,13 @@ class RegionOutage(Scenario):
             ),
             hold_step(ctx, f"with {region} failed", exclude=[region]),
             Step(
+                name="measure-startup",
+                action="measure_startup",
+                params={"regions": survivors},
+                description="time to first good inference of every Triton pod the survivors added since the fault: "
+                "node ready, image pulled, model fetched and verified, Triton loaded and warmed up, serving",
+            ),
+            Step(
                 name="clear-fault",
                 action="clear_fault",
                 mutates=True,

@@ -45,14 +45,13 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.components.replication import kms_context
-from infra.names import GITHUB_OIDC_ISSUER, ROLE_PREFIX, deploy_role_name
+from infra.names import GITHUB_OIDC_ISSUER, PREVIEW_ROLE, ROLE_PREFIX, deploy_role_name
 
 GITHUB_OIDC_HOST = GITHUB_OIDC_ISSUER.removeprefix("https://")
 GITHUB_OIDC_URL = f"https://{GITHUB_OIDC_HOST}"
 STS_AUDIENCE = "sts.amazonaws.com"  # aws-actions/configure-aws-credentials' default audience
 MAIN_REF = "refs/heads/main"
 
-PREVIEW_ROLE = f"{ROLE_PREFIX}preview"
 # Seconds a session may last: a preview job's timeout is 30 minutes; an `up` job's is 120 (an EKS cluster and its
 # node groups), and credentials that expire halfway through `pulumi up` leave pending operations in the state.
 PREVIEW_SESSION_SECONDS = 3600

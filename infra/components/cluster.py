@@ -4,8 +4,8 @@ provider that service-account roles (IRSA) trust."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import cast
 
 import pulumi
@@ -36,6 +36,7 @@ ADDONS = ["vpc-cni", "kube-proxy", "coredns"]
 # still reach the pods.
 ADDON_CONFIG: dict[str, dict[str, str]] = {"vpc-cni": {"enableNetworkPolicy": "true"}}
 SYSTEM_LABELS = {"reco-dr/pool": "system"}
+VIEW_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy"  # get/list/watch, no Secrets
 
 
 def oidc_issuer_url(identities: Sequence[aws.eks.outputs.ClusterIdentity]) -> str:
@@ -83,6 +84,8 @@ class ClusterArgs:
     # no public endpoint, the private one (always on) is the only way in.
     endpoint_public_access_cidrs: Sequence[str] = ()
     log_retention_days: int = 90
+    # IAM roles that may read (EKS access policy AmazonEKSViewPolicy) these namespaces only: role ARN -> namespaces.
+    viewers: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 class Cluster(pulumi.ComponentResource):
@@ -211,6 +214,22 @@ class Cluster(pulumi.ComponentResource):
             resolve_conflicts_on_update="OVERWRITE",
             opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[self.system_nodes]),
         )
+
+        # Read-only access entries (authentication_mode API: no aws-auth ConfigMap), each scoped to its namespaces.
+        for i, (principal, namespaces) in enumerate(sorted(args.viewers.items())):
+            entry = aws.eks.AccessEntry(
+                f"{name}-viewer-{i}", cluster_name=self.cluster.name, principal_arn=principal, type="STANDARD", opts=o
+            )
+            aws.eks.AccessPolicyAssociation(
+                f"{name}-viewer-{i}",
+                cluster_name=self.cluster.name,
+                principal_arn=principal,
+                policy_arn=VIEW_POLICY,
+                access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(
+                    type="namespace", namespaces=sorted(namespaces)
+                ),
+                opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[entry]),
+            )
 
         self.name = self.cluster.name
         self.arn = self.cluster.arn

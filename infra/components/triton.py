@@ -39,6 +39,7 @@ from infra.health import DEEP_HEALTH_CONTAINER, DEEP_HEALTH_PORT, DEEP_HEALTH_PO
 from infra.names import (
     APP,
     CANARY,
+    FETCH_CONTAINER,
     LIVE_PATH,
     NAMESPACE,
     PORTS,
@@ -46,6 +47,8 @@ from infra.names import (
     SERVICE_ACCOUNT,
     STABLE,
     TRACK_LABEL,
+    TRITON_CONTAINER,
+    VERIFY_CONTAINER,
     app_name,
     pins_key,
     served_models,
@@ -250,7 +253,7 @@ def model_init_containers(pool: GpuPool, bucket: str, model: Model, triton: Trit
     mount = [{"name": "models", "mountPath": MODEL_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
     return [
         {
-            "name": "fetch-model",
+            "name": FETCH_CONTAINER,
             "image": AWS_CLI_IMAGE,
             "imagePullPolicy": "IfNotPresent",
             "command": [
@@ -275,7 +278,7 @@ def model_init_containers(pool: GpuPool, bucket: str, model: Model, triton: Trit
             "volumeMounts": mount,
         },
         {
-            "name": "verify-model",
+            "name": VERIFY_CONTAINER,
             "image": triton.image,
             "imagePullPolicy": "IfNotPresent",
             # The pinned manifest digest is the trust root here: the stack config is reviewed and signed-off, the
@@ -421,7 +424,7 @@ def deployment_manifest(
                     "initContainers": model_init_containers(pool, bucket, model, triton, region),
                     "containers": [
                         {
-                            "name": "triton",
+                            "name": TRITON_CONTAINER,
                             "image": triton.image,
                             "imagePullPolicy": "IfNotPresent",
                             "args": triton_args(pool, model),

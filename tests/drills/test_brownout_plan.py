@@ -20,6 +20,7 @@ def test_a_brownout_runs_region_outages_plan_with_its_fault():
         "inject_fault",
         "observe_failover",
         "hold",
+        "measure_startup",  # the pods the survivors added since the fault, timed
         "clear_fault",
         "observe_recovery",
         "verify_restored",

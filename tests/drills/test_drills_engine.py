@@ -126,6 +126,36 @@ def test_region_outage_measures_rto_in_parts(world, env):
     assert w.backend.route53.dns_answer().get("us-east-1", 0) > 0
 
 
+def test_region_outage_reads_the_pods_the_survivors_added_and_reports_the_capacity_part(world):
+    """The measure-startup step asks the backend for the Triton pods each survivor added since the fault; the report
+    gains their parts and the first added pod serving, after the fault. A backend that cannot tell passes, saying so."""
+    w = world("prod")
+    plan = plan_for(w, "region-outage", "us-east-1")
+    asked: list[tuple[str, float]] = []
+
+    def pod_startups(region: str, since: float) -> list[dict]:
+        asked.append((region, since))
+        if region != "eu-west-1":
+            return []
+        parts = {"node ready": 150.0, "image pulled": 0.0, "model fetch+verify": 30.0, "Triton load+warm-up": 40.0}
+        parts["first good inference"] = 5.0
+        return [{"pod": "triton-l40s-x", "node": "ip-10-0-1-7", "created": since + 20, "parts": parts, "total": 225.0}]
+
+    w.backend.pod_startups = pod_startups
+    out = start_drill(plan, w.state, backend=w.backend, clock=w.clock)
+    assert out.status == "completed", out.reason
+    assert sorted(r for r, _ in asked) == ["eu-west-1", "us-west-2"] and len({t for _, t in asked}) == 1  # the fault
+    report = build_report(load(w.state, out.drill_id))
+    cap = report["capacity"]
+    assert cap["pods_added"] == 1 and cap["first_added_pod_serving_s"] == 245.0  # created 20 s after, 225 s to serve
+    assert "Triton pods added since the fault" in render_markdown(report)
+
+    w2 = world("prod")  # no pod_startups: measured False, the drill goes on
+    out2 = start_drill(plan_for(w2, "region-outage", "us-east-1"), w2.state, backend=w2.backend, clock=w2.clock)
+    assert out2.status == "completed", out2.reason
+    assert build_report(load(w2.state, out2.drill_id))["capacity"] is None
+
+
 def test_region_outage_control_plane_variant_inverts_and_restores_the_health_check(world):
     w = world("prod")
     plan = plan_for(w, "region-outage", "us-west-2", fault="hc-invert")

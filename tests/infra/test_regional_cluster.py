@@ -78,3 +78,20 @@ def test_prometheus_evaluates_the_fleet_alert_rules(use1):
     loaded = releases[0].inputs["values"]["serverFiles"]["alerting_rules.yml"]
     assert loaded == yaml.safe_load(ALERT_RULES.read_text())
     assert any(r.get("alert") for g in loaded["groups"] for r in g["rules"])
+
+
+def test_only_the_ci_preview_role_reads_the_cluster_and_only_the_triton_namespace(regional):
+    """`drills readiness` on a schedule (readiness.yml, role reco-dr-ci-preview) reads the Triton deployments: one
+    access entry, EKS's view policy (no Secrets, no writes), scoped to the Triton namespace, nothing cluster-wide."""
+    from infra.names import NAMESPACE, PREVIEW_ROLE
+
+    _stack, plan, _cfg = regional
+    entries = plan.of_type("aws:eks/accessEntry:AccessEntry")
+    assocs = plan.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
+    assert len(entries) == len(assocs) == 1
+    principal = entries[0].inputs["principalArn"]
+    assert principal.endswith(f":role/{PREVIEW_ROLE}") and entries[0].inputs["type"] == "STANDARD"
+    a = assocs[0].inputs
+    assert a["principalArn"] == principal
+    assert a["policyArn"] == "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy"
+    assert a["accessScope"] == {"type": "namespace", "namespaces": [NAMESPACE]}

@@ -155,3 +155,36 @@ def test_scenario_the_env_cannot_run_is_refused_before_anything_changes(rehearsa
     prep, _live, _log = rehearsal
     with pytest.raises(GuardrailError, match="stack-flip needs routing mode failover"):
         R.plan_for(prep, "stack-flip")
+
+
+def test_a_survivor_over_its_capacity_scales_up_and_each_part_of_its_new_pod_is_timed(rehearsal):
+    """`--capacity-model declared` (last in the module: it adds a pod to the shared world). us-east-1 fails; us-west-2
+    takes all of the load, over its HPA target on its one a10g node, and no reservation covers a second: the modelled
+    EC2 capacity wait, boot and pull, then a real pod (fetched, verified, loaded and warmed up as declared) whose
+    first inference is good. The drill's measure-startup step reads the same pod as the AWS backend reads Kubernetes."""
+    import dataclasses
+
+    from drills.adapters.pod_startup import PARTS
+    from drills.rehearsal.capacity import REAL
+
+    prep, session, log = rehearsal
+    world = session.live.world
+    cap = dataclasses.replace(prep, opts=dataclasses.replace(prep.opts, capacity_model="declared"))
+    plan = R.plan_for(prep, "region-outage", PRIMARY, params={"hold_seconds": 1300})
+    run = R.drill(session, cap, log.append, plan)
+    assert run.outcome.status == "completed", run.outcome.reason
+    ups = run.facts["capacity"]["scale_ups"]
+    served = [u for u in ups if u["region"] == SECONDARY and u["serving_wall"] is not None]
+    assert served, (ups, run.facts["capacity"]["windows"])
+    u = served[0]
+    assert u["pools"] == {"a10g": 1} and u["reserved"] is False and u["error"] is None
+    assert u["parts"]["EC2 capacity"] == 600 and u["parts"]["node boot"] == 150 and u["parts"]["image pull"] == 180
+    assert all(0 < u["parts"][k] < 30 for k in REAL), u["parts"]  # real, on this machine
+    c = u["capacity_part_s"]
+    assert c["measured"] == c["without_reservations"] == pytest.approx(c["with_reservations"] + 600)
+    # The pod serves: two stable targets now, and the load balancer admits everything again after the drill.
+    assert world.serving.ready(SECONDARY) == (2, 2)
+    assert world.serving.capacity[SECONDARY] is None
+    startups = [e for e in run.entries if e["type"] == "pod_startup" and e["region"] == SECONDARY]
+    pods = startups[0]["pods"]
+    assert len(pods) == 1 and list(pods[0]["parts"]) == list(PARTS) and pods[0]["total"] > 930

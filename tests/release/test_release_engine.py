@@ -311,3 +311,25 @@ def test_a_release_is_refused_at_its_precheck_where_the_live_stack_has_no_toolin
     assert "prod-euw1: load_balancer.release_tooling_cidrs is empty" in (outcome.reason or "")
     assert "Pulumi.prod-euw1.yaml" in (outcome.reason or "") and "Nothing was changed" in (outcome.reason or "")
     assert _model_cfg(w) == before
+
+
+def test_a_release_refuses_to_start_while_readiness_fails_naming_the_check(release_world, repos):
+    """Releases pass the same readiness gate as drills (engine.readiness_gate): nothing is published to traffic,
+    nothing journaled, and the failing check is named."""
+    from drills.errors import GuardrailError
+    from drills.readiness.checks import CheckResult
+    from tests.release.support import publish
+
+    w = release_world()
+    publish(w.backend, repos("2026.12.0", w_seed=2))
+    before = _model_cfg(w)
+    w.backend.readiness = lambda: [
+        CheckResult("capacity", False, "eu-west-1 lost: us-east-1 guaranteed 8 GPUs < 11 required"),
+        CheckResult("digest", True, "every region serves manifest abc"),
+    ]
+    plan = _plan(w, "2026.12.0")
+    assert plan.readiness_gate is True
+    with pytest.raises(GuardrailError) as e:
+        start_drill(plan, w.state, backend=w.backend, clock=w.clock)
+    assert e.value.code == "not-ready" and "capacity: eu-west-1 lost" in str(e.value) and "digest" not in str(e.value)
+    assert _model_cfg(w) == before and not list(w.state.glob("**/*.jsonl"))
