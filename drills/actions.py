@@ -593,19 +593,31 @@ def _readiness_check(run: Run, step: Step) -> dict:
 
 def _measure_startup(run: Run, step: Step) -> dict:
     """The Triton pods each region added since the fault, with their time to first good inference in parts (the
-    backend's `pod_startups`); recorded as `pod_startup` events, which the report turns into the capacity part of RTO.
-    A backend that cannot tell reports so, and the step passes: the measurement is evidence, not a gate."""
+    backend's `pod_startups`), once every one serves or after the step's `timeout` (drill s; the fault stays injected
+    meanwhile); recorded as `pod_startup` events, which the report turns into the capacity part of RTO. A backend
+    that cannot tell reports so, and the step passes: the measurement is evidence, not a gate."""
     fault = run.state.fault
     if fault is None:
         raise DrillError("measure_startup: no fault was injected before it")
     if run.backend.pod_startups is None:
         return {"measured": False, "why": f"the {run.backend.name} backend cannot read pod start-ups"}
-    out: dict[str, Any] = {"measured": True, "regions": {}}
-    for r in step.params["regions"]:
-        pods = run.backend.pod_startups(r, fault["t"])
+    read = run.backend.pod_startups
+    seen: dict[str, list[dict]] = {}
+
+    def all_serving() -> bool:  # every pod added so far has served (its total is known)
+        seen.update({r: read(r, fault["t"]) for r in step.params["regions"]})
+        return all(p.get("total") is not None for pods in seen.values() for p in pods)
+
+    t0 = run.clock.now()
+    settled = run.wait(step.params.get("timeout", 0.0), until=all_serving, label="pods serving")
+    for r, pods in seen.items():
         run.event("pod_startup", region=r, since=fault["t"], pods=pods)
-        out["regions"][r] = len(pods)
-    return out
+    return {
+        "measured": True,
+        "all_serving": settled,
+        "waited": round(run.clock.now() - t0, 3),
+        "regions": {r: len(pods) for r, pods in seen.items()},
+    }
 
 
 def _manifest_skew(run: Run, step: Step) -> dict:

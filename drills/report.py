@@ -497,7 +497,7 @@ def render_markdown(r: dict) -> str:
                 )
         L += [
             "",
-            f"Pods added: {cap['pods_added']}; the first serving {_fmt(cap['first_added_pod_serving_s'])} s after "
+            f"Pods added: {cap['pods_added']}; the first serving {_fmt(cap['first_added_pod_serving_s'])} after "
             "the fault.",
             "",
         ]

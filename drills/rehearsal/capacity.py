@@ -11,12 +11,12 @@ Before the drill each region runs what its steady share of peak needs at the dec
 groups' declared desired size, more where that share needs more: the autoscaler has settled at peak). The region's load
 balancer admits what those nodes carry (alb_proc `capacity_rps`), queueing a request up to QUEUE_MS, then answering 503.
 
-The autoscaler (`SurvivorScaler`), every AUTOSCALER_SYNC_S (scaled), compares each region's offered inference rate over
-the last period (the load balancer's request log: admitted and shed alike) with what its nodes carry at the declared
-target utilisation (the HPA's). Over it, it decides the nodes that carry the offered load at that target
-(`scale_target`: guaranteed instances first, then infra.postures.instances_for, up to each pool's max), writes the node
-groups' desired size (moto's EKS, as Cluster Autoscaler or Karpenter acts on the cluster the regional stack declares)
-and launches them as one batch per capacity source:
+The autoscaler (`SurvivorScaler`), every AUTOSCALER_SYNC_S (scaled), compares each region's offered inference rate
+over the last RATE_WINDOW_S (the load balancer's request log: admitted and shed alike) with what its nodes carry at the
+declared target utilisation (the HPA's, with its 10% tolerance). Over it, it decides the nodes that carry the offered
+load at that target (`scale_target`: guaranteed instances first, then infra.postures.instances_for, up to each pool's
+max), writes the node groups' desired size (moto's EKS, as Cluster Autoscaler or Karpenter acts on the cluster the
+regional stack declares) and launches them as one batch per capacity source:
   EC2 capacity        0 for nodes a reservation covers (the pool's guaranteed instances, infra.capacity), the stated
                       INSUFFICIENT_CAPACITY_WAIT for the others: modelled, scaled;
   node boot           stated (infra.catalog CAPACITY_STARTUP), modelled, scaled;
@@ -55,6 +55,8 @@ from infra.catalog import AUTOSCALER_SYNC_S, CAPACITY_STARTUP, INSUFFICIENT_CAPA
 from infra.config import Fleet, RegionConfig
 from infra.postures import instances_for
 
+RATE_WINDOW_S = 60.0  # the offered rate is averaged over this (drill s), as a Prometheus rate() over 1m feeds the HPA
+HPA_TOLERANCE = 0.1  # kube-controller-manager --horizontal-pod-autoscaler-tolerance: no scaling within 10% of target
 QUEUE_MS = 100.0  # how long a request waits for a GPU turn before its pod sheds it (Triton's queue, full)
 MODES = ("off", "declared", "no-reservations")
 MODELLED = ("node boot", "image pull")  # the stated CAPACITY_STARTUP parts the rehearsal sleeps; the rest run real
@@ -175,6 +177,8 @@ class SurvivorScaler:
         self.windows: list[dict[str, Any]] = []  # per sync: region -> offered and carried QPS
         self._busy: set[str] = set()
         self._since: dict[str, int] = {}
+        self._arrivals: dict[str, list[float]] = {}  # region -> users' inference arrivals (wall) in the rate window
+        self._started = time.time()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -207,25 +211,31 @@ class SurvivorScaler:
         for r in self.world.regions:
             self.serving.set_capacity(r, None)
 
-    def _offered(self, region: str, window_s: float) -> float:
-        alb = self.serving.proxies[region]
-        nxt, entries = alb.requests(self._since.get(region, 0))
+    def _offered(self, region: str, now: float) -> float:
+        """Users' inference requests to the region over the last RATE_WINDOW_S (scaled; shorter at the start), in
+        production QPS: what the HPA's metric (a rate over a window) reads."""
+        nxt, entries = self.serving.proxies[region].requests(self._since.get(region, 0))
         self._since[region] = nxt
-        n = sum(1 for e in entries if str(e[4]).endswith("/infer") and not (len(e) > 5 and e[5]))  # users' only
-        return n / window_s / self.rps_per_qps
+        seen = self._arrivals.setdefault(region, [])
+        seen += [float(e[0]) for e in entries if str(e[4]).endswith("/infer") and not (len(e) > 5 and e[5])]
+        window = min(RATE_WINDOW_S * self.scale, now - self._started)
+        self._arrivals[region] = seen = [t for t in seen if t >= now - window]
+        return len(seen) / window / self.rps_per_qps if window > 0 else 0.0
 
     def _loop(self) -> None:
         period = AUTOSCALER_SYNC_S * self.scale
+        self._started = time.time()
         for r in self.world.regions:
-            self._offered(r, period)  # start counting from now
+            self._offered(r, self._started)  # start counting from now
         while not self._stop.wait(period):
             window: dict[str, Any] = {"wall": time.time()}
             for r in self.world.regions:
-                offered = self._offered(r, period)
+                offered = self._offered(r, window["wall"])
                 cfg = self.fleet.regions[r]
                 carried = node_qps(self.fleet, cfg, self.running[r])
                 window[r] = {"offered_qps": round(offered), "carried_qps": round(carried)}
-                if offered <= carried * cfg.triton.target_gpu_utilization / 100 or r in self._busy:
+                at_target = carried * cfg.triton.target_gpu_utilization / 100
+                if offered <= at_target * (1 + HPA_TOLERANCE) or r in self._busy:
                     continue
                 at = self.now()
                 target = scale_target(self.fleet, cfg, self.running[r], wanted_qps(cfg, offered), self.reservations, at)

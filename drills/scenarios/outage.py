@@ -24,8 +24,12 @@ from drills.planning import (
     verify_step,
 )
 from drills.scenarios.base import Scenario
+from infra.catalog import AUTOSCALER_SYNC_S, CAPACITY_STARTUP
 
 CONTROL_PLANE_FAULTS = {"hc-invert"}
+# How long measure-startup waits for added pods still starting: the stated start-up (infra/catalog.py) and one HPA
+# sync beyond it; a pod still not serving then is reported as such (e.g. one waiting for EC2 capacity).
+STARTUP_TIMEOUT = sum(s.seconds for s in CAPACITY_STARTUP) + AUTOSCALER_SYNC_S
 
 
 class RegionOutage(Scenario):
@@ -87,9 +91,10 @@ class RegionOutage(Scenario):
             Step(
                 name="measure-startup",
                 action="measure_startup",
-                params={"regions": survivors},
+                params={"regions": survivors, "timeout": STARTUP_TIMEOUT},
                 description="time to first good inference of every Triton pod the survivors added since the fault: "
-                "node ready, image pulled, model fetched and verified, Triton loaded and warmed up, serving",
+                "node ready, image pulled, model fetched and verified, Triton loaded and warmed up, serving; waits "
+                f"up to {STARTUP_TIMEOUT:g} s for the pods still starting",
             ),
             Step(
                 name="clear-fault",

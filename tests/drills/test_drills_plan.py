@@ -243,7 +243,10 @@ def test_scenarios_registered_and_other_scenarios_plan():
         "observe_recovery",
         "verify_restored",
     ]
-    assert outage.steps[4].params == {"regions": ["eu-west-1", "us-east-1"]} and not outage.steps[4].mutates
+    assert (
+        outage.steps[4].params == {"regions": ["eu-west-1", "us-east-1"], "timeout": 425}
+        and not outage.steps[4].mutates
+    )
     assert outage.touches == {} and outage.steps[1].params == {"region": "us-west-2", "fault": "triton-down"}
     assert {c.kind for c in outage.abort_conditions} == {"deadline", "slo", "healthy"}
     flip = build_plan("stack-flip", "staging")
