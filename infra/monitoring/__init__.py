@@ -48,6 +48,7 @@ READINESS_METRIC = "reco_readiness"
 # the readiness gauge.
 EXTERNAL_METRICS = (
     READINESS_METRIC,
+    "push_time_seconds",  # the Pushgateway's, per pushed group: when readiness.yml last pushed the gauges
     "up",
     "aws_s3_replication_latency_maximum",
     "aws_s3_operations_failed_replication_sum",

@@ -23,8 +23,8 @@ from infra.monitoring import (
     recorded_names,
 )
 
-# The Pushgateway's own gauge, one per pushed group: when the group last received a push. readiness.yml pushes the
-# readiness gauges there; the dashboard reads it for "time since last readiness run".
+# The Pushgateway's own gauge (in EXTERNAL_METRICS), one per pushed group: when the group last received a push.
+# readiness.yml pushes the readiness gauges there; the dashboard and ReadinessStale read it.
 PUSHGATEWAY_METRICS = ("push_time_seconds",)
 READINESS_GROUP = "reco-dr-readiness"  # alerts.yml's group of readiness alerts
 
