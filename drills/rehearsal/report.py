@@ -23,6 +23,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from infra.catalog import CAPACITY_STARTUP
+
 PARTS = [  # (key in loadgen.rto_parts, label, predicted time after the fault from the config's parts)
     ("detection_s", "detection: fault -> health check unhealthy", ("detection",)),
     ("dns_change_s", "DNS answer changed: region out of the answers", ("detection", "dns_change")),
@@ -436,6 +438,18 @@ def build(
     # A total outage has no failover to measure (no survivor): its clients are reported by kind, below.
     fo = failover_rto(plan, facts, naive, scale) if naive and plan.scenario != "total-outage" else None
     drill = with_client_rto(build_report(entries), fo) if entries else None
+    first_pod = ((drill or {}).get("capacity") or {}).get("first_added_pod_serving_s")
+    if fo and first_pod is not None:
+        # The capacity part joins the RTO parts: the first pod a survivor added serves (the drill's measure-startup).
+        fo["parts"].append(
+            {
+                "part": "capacity",
+                "label": "capacity: the first pod a survivor added serves (stated boot and pull, real load)",
+                "wall_s": round(first_pod * scale, 3),
+                "drill_s": first_pod,
+                "predicted_drill_s": float(sum(s.seconds for s in CAPACITY_STARTUP)),
+            }
+        )
     sw = switches(plan, entries, naive, clock, scale) if entries and plan.scenario != "region-outage" else []
     traffic = _stats(naive)
     traffic.update(
