@@ -105,6 +105,9 @@ class Plan(_Model):
     # A drill or release refuses to start while the fleet's readiness fails (the backend's `readiness`); a restore
     # does not wait for it: it is the way out of a state readiness reports.
     readiness_gate: bool = True
+    # The A/B experiments running when the plan was made (infra/experiments.py ids): the drill or release ran through
+    # them, and their reports can say so. Users keep their arm through it: assignment is by user hash, every region.
+    experiments: list[str] = []
 
     def mutations(self) -> list[str]:
         """Human lines for every change the plan would make, for a dry run."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from drills.drillplan import DrillFile, Parameters, roles_and_communication
@@ -17,6 +18,7 @@ from drills.model import CapacityRow, Condition, EngineCoverage, Objectives, Pla
 from infra.capacity import qps_per_gpu, region_capacity, shares_after_loss
 from infra.config import Fleet, RegionConfig
 from infra.engines import coverage
+from infra.experiments import running
 from infra.invariants import ManifestFacts
 
 MAX_WEIGHT = 255  # Route 53's weight range is 0..255
@@ -408,4 +410,5 @@ def finish_plan(
         notes=ctx.notes,
         manifest_source=ctx.manifest_source,
         readiness_gate=readiness_gate,
+        experiments=[e.id for e in running(g.experiments, datetime.now(UTC))],
     )

@@ -48,6 +48,7 @@ from infra.catalog import (
     TRITON_RELEASES,
     GpuInstance,
 )
+from infra.experiments import Experiment, ExperimentConfigError, parse_experiments
 from infra.names import EDGE_MODEL_KINDS, GITHUB_OIDC_ISSUER, edge_routes
 
 PROJECT = "reco-dr"
@@ -836,6 +837,16 @@ class GlobalConfig(_Strict):
     # After `objectives`: its validator reads objectives.p99_ms, and runs on the default too (a lowered objective).
     health_alarms: HealthAlarms = Field(default=HealthAlarms(), validate_default=True)
     release: Release = Release()
+    # A/B experiments of ranker versions (infra/experiments.py: arms, split, window, guardrails); none by default.
+    experiments: tuple[Experiment, ...] = ()
+
+    @field_validator("experiments", mode="before")
+    @classmethod
+    def _experiments(cls, v: Any) -> tuple[Experiment, ...]:
+        try:
+            return parse_experiments(v)
+        except ExperimentConfigError as e:
+            raise _SubKeyRule(e.key.removeprefix("experiments"), e.value, e.rule) from None
 
     @property
     def fqdn(self) -> str:
@@ -911,7 +922,8 @@ def parse(stack: str, values: dict[str, Any]) -> RegionConfig | GlobalConfig:
         if isinstance(cause, _SubKeyRule):
             given = err.get("input")  # the value as the stack file writes it (300, not the validated 300.0)
             value = given.get(cause.key, cause.value) if isinstance(given, Mapping) else cause.value
-            raise ConfigError(stack, f"{_key(err['loc'])}.{cause.key}", value, cause.rule) from None
+            sep = "" if cause.key.startswith("[") else "."  # a list item's key: experiments[0].arms
+            raise ConfigError(stack, f"{_key(err['loc'])}{sep}{cause.key}", value, cause.rule) from None
         if err["type"] == "missing":
             raise ConfigError(stack, _key(err["loc"]), _MISSING, "rule: required key") from None
         elif err["type"] == "extra_forbidden":
@@ -1227,6 +1239,19 @@ def check_fleet(fleet: Fleet) -> None:
             fleet.glob.capacity.qps_per_gpu,
             f"rule: a throughput figure for every compute capability in the fleet; missing {missing}",
         )
+    # Every region serves every arm (a failover must not change which ranker a user gets): each arm's version is
+    # pinned (model.digests) in every regional stack, so each region may fetch, verify and serve it.
+    for i, e in enumerate(fleet.glob.experiments):
+        for j, arm in enumerate(e.arms):
+            unpinned = sorted(r for r, cfg in fleet.regions.items() if arm.version not in cfg.model.digests)
+            if unpinned:
+                raise ConfigError(
+                    fleet.global_stack,
+                    f"experiments[{i}].arms[{j}].version",
+                    arm.version,
+                    f"rule: a version every region pins in model.digests (a published, signed release); not pinned in "
+                    f"{', '.join(fleet.stack_names[r] for r in unpinned)}",
+                )
 
 
 # ---------------------------------------------------------------- CI identity (infra/ci/: a Pulumi project of its own)

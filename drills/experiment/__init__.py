@@ -1,7 +1,7 @@
 """A/B experiments of ranker versions (issue 19): the pure, server-free part.
 
 Modules, from declaration to decision:
-  spec        the experiment as stack config declares it; parse_experiments, running, arm_versions_locked
+  (infra.experiments: the experiment as stack config declares it; parse_experiments, running, arm_versions_locked)
   assignment  user id -> arm by salted hash, the same in every region
   events      the impression/click JSONL log: EventWriter, read_events, aggregate -> per-arm ArmTotals
   metrics     the one definition of CTR and NDCG@10, and ArmTotals

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 
-from drills.experiment.spec import HOLDOUT, Experiment
+from infra.experiments import HOLDOUT, Experiment
 
 BUCKETS = 10_000
 

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from drills.experiment.metrics import ArmTotals, Metric
-from drills.experiment.spec import Experiment, expected_split
 from drills.experiment.stats import (
     Estimate,
     Sequential,
@@ -41,6 +40,7 @@ from drills.experiment.stats import (
     relative_lift,
     srm_check,
 )
+from infra.experiments import Experiment, expected_split
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
 
-Metric = Literal["ctr", "ndcg10"]
+from infra.experiments import Metric
+
+__all__ = ["DISCOUNT", "ArmTotals", "K", "Metric", "ndcg10"]  # Metric: re-exported, its one definition is in infra
+
 K = 10
 # DISCOUNT[i] is the gain of a click at 1-based position i + 1.
 DISCOUNT: tuple[float, ...] = tuple(1.0 / math.log2(p + 1) for p in range(1, K + 1))

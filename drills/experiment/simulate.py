@@ -23,7 +23,7 @@ import numpy as np
 
 from drills.experiment.decision import Decision, decide
 from drills.experiment.metrics import DISCOUNT, ArmTotals, K
-from drills.experiment.spec import HOLDOUT, Experiment, expected_split
+from infra.experiments import HOLDOUT, Experiment, expected_split
 
 _GAIN = np.array(DISCOUNT)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from drills.planning import PlanContext, finish_plan, healthy_condition, slo_con
 from infra.capacity import region_capacity, replica_bounds, shares_after_loss
 from infra.config import MODEL_VERSION, ROOT, STACKS_DIR, ConfigError, Fleet, envs, load_fleet
 from infra.engines import coverage
+from infra.experiments import arm_versions_locked
 from infra.names import TRACK_HEADER, canary_aws_resources, canary_resource_count, lkg_key
 
 VERSION, CANARY_VERSION, CANARY_WEIGHT = "model.version", "model.canary_version", "model.canary_weight"
@@ -253,6 +255,15 @@ def build_release_plan(ctx: PlanContext, opts: ReleaseOptions) -> Plan:
     stable = {r: c.model.version for r, c in fleet.regions.items()}
     if all(v == cand for v in stable.values()):
         raise GuardrailError("candidate", f"every region of {fleet.env} already serves {cand}: nothing to release")
+    locked = arm_versions_locked(fleet.glob.experiments, datetime.now(UTC))
+    arms = sorted({(v, locked[v]) for v in stable.values() if v in locked and v != cand})
+    if arms:
+        raise GuardrailError(
+            "experiment-running",
+            "; ".join(f"{v} is an arm of experiment {eid}" for v, eid in arms)
+            + f": releasing {cand} would replace it for that arm's users mid-experiment. Release after the experiment "
+            "ends (its `end` in the global stack's experiments), or end it first. Nothing was changed.",
+        )
     busy = {
         r: (c.model.canary_version, c.model.canary_weight) for r, c in fleet.regions.items() if c.model.canary_version
     }

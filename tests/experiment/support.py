@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drills.experiment.spec import Experiment, parse_experiments
+from infra.experiments import Experiment, parse_experiments
 
 START, END = "2026-11-02T00:00:00Z", "2026-11-16T00:00:00Z"
 

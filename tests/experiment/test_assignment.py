@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from drills.experiment.assignment import BUCKETS, arm_for_bucket, assign, bucket
-from drills.experiment.spec import expected_split
 from drills.experiment.stats import srm_check
+from infra.experiments import expected_split
 from tests.experiment.support import arms, experiment
 
 USERS = [f"user-{i}" for i in range(100_000)]

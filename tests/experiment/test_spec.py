@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from drills.experiment.spec import (
+from infra.experiments import (
     ExperimentConfigError,
     arm_versions_locked,
     expected_split,

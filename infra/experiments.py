@@ -1,4 +1,6 @@
-"""An A/B experiment as the stack config declares it, validated strictly, and the interlocks it imposes.
+"""An A/B experiment as the global stack's `experiments` key declares it, validated strictly, and the interlocks it
+imposes. Pulumi-free, in infra: the stack config validates it (infra.config), the drills, releases and the experiment
+tooling (drills/experiment) read it.
 
 Public API:
   Experiment, Arm, Guardrail       the schema (pydantic, strict: nothing is coerced, unknown keys are refused)
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -40,8 +42,7 @@ from pydantic import (
     model_validator,
 )
 
-from drills.experiment.metrics import Metric
-
+Metric = Literal["ctr", "ndcg10"]  # what an experiment may measure (drills/experiment/metrics.py defines both)
 HOLDOUT = "holdout"  # the arm label of holdout users; no arm may take it
 _SLUG = r"^[a-z][a-z0-9-]{0,62}$"
 _VERSION = r"^[0-9A-Za-z][0-9A-Za-z.\-]{0,40}$"  # a published model version, as infra.config spells it
