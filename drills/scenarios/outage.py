@@ -129,4 +129,17 @@ class RegionOutage(Scenario):
             f"survivors after the loss: {', '.join(survivors)}; they are not pre-scaled: the drill measures "
             "autoscaling as an outage would"
         )
+        short = [r for r in rows if r.gains_share and r.qps_at_desired < r.qps]
+        if short:
+            # Seen in the rehearsal (--capacity-model): a survivor over what it runs sheds 503s until new nodes serve,
+            # and its own ALB 5xx alarm, which its calculated health check follows, can then take it out of DNS too.
+            ctx.warnings.append(
+                "; ".join(
+                    f"{r.region} runs {r.qps_at_desired:,.0f} QPS at desired size for {r.qps:,.0f}" for r in short
+                )
+                + f" after the loss of {region}: until added nodes serve (the capacity part of RTO, stated "
+                f"{STARTUP_TIMEOUT - AUTOSCALER_SYNC_S:g} s) such a survivor sheds, and shedding past the 5xx alarm's "
+                "ratio takes it out of DNS as well. Run the survivors at what their worst loss needs, or pre-scale "
+                "before a planned drill"
+            )
         return finish_plan(ctx, self.name, steps, touches={}, pre_config={}, abort=abort, rollback=rollback)

@@ -297,3 +297,12 @@ def test_plan_file_roles_parameters_and_validation(tmp_path):
         build_plan("evacuate-region", "prod", "us-east-1", plan_file=bad)
     with pytest.raises(GuardrailError, match="region"):
         build_plan("evacuate-region", "prod", "us-west-2", plan_file=f)
+
+
+def test_an_outage_warns_where_a_survivor_runs_less_than_its_share_after_the_loss():
+    """prod's survivors run less than they must carry once us-east-1 is lost: the plan says so, naming each one and
+    what follows (shedding, then its 5xx alarm taking it out); staging's survivor runs enough and gets no warning."""
+    warned = [w for w in build_plan("region-outage", "prod", "us-east-1").warnings if "at desired size" in w]
+    assert len(warned) == 1
+    assert "eu-west-1 runs 42,000 QPS at desired size for 75,000" in warned[0] and "5xx alarm" in warned[0]
+    assert not [w for w in build_plan("region-outage", "staging", "us-east-1").warnings if "at desired size" in w]
