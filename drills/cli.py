@@ -421,6 +421,12 @@ COMMANDS: dict[str, Command] = {
             _in("drills.readiness.command", "configure", "run"),
         ),
         Command(
+            "experiment",
+            "A/B experiments of ranker versions: `plan` (declared split, window, users per arm needed), `report` "
+            "(per-arm CTR and NDCG@10, sample-ratio check, decision from an impression/click log)",
+            _in("drills.experiment.command", "configure", "run"),
+        ),
+        Command(
             "rehearse",
             "run a drill end to end on this machine (Triton per region, DNS failover, client traffic) and report it",
             _in("drills.rehearsal.command", "configure", "run"),
