@@ -213,7 +213,11 @@ def test_canary_replication_lag_is_measured(world):
 
 def test_restore_fails_back_then_stall_and_inversion_fail_over(world):
     world.restore_region(PRIMARY)
-    wait_for(lambda: world.route53.routing() == {PRIMARY: 1.0})  # Route 53 failover fails back once healthy again
+    # Route 53 failover fails back once healthy again: the endpoint checks at once, the 5xx alarm the kill tripped
+    # only after its evaluation periods are clean (period x periods, scaled, one more for the period's phase).
+    a = world.fleet.glob.health_alarms
+    clean = a.period_seconds * world.scale.time * (a.evaluation_periods + 1)
+    wait_for(lambda: world.route53.routing() == {PRIMARY: 1.0}, timeout=clean + 5.0)
     t0 = time.monotonic()
     world.fail_region(PRIMARY, "stall")  # SIGSTOP: probes time out instead of being refused
     t1 = wait_for(lambda: world.route53.routing() == {SECONDARY: 1.0})
