@@ -216,14 +216,14 @@ def test_restore_fails_back_then_stall_and_inversion_fail_over(world):
     # Route 53 failover fails back once healthy again: the endpoint checks at once, the 5xx alarm the kill tripped
     # only after its evaluation periods are clean (period x periods, scaled, one more for the period's phase).
     a = world.fleet.glob.health_alarms
-    clean = a.period_seconds * world.scale.time * (a.evaluation_periods + 1)
-    wait_for(lambda: world.route53.routing() == {PRIMARY: 1.0}, timeout=clean + 5.0)
+    failback = a.period_seconds * world.scale.time * (a.evaluation_periods + 1) + 5.0
+    wait_for(lambda: world.route53.routing() == {PRIMARY: 1.0}, timeout=failback)
     t0 = time.monotonic()
     world.fail_region(PRIMARY, "stall")  # SIGSTOP: probes time out instead of being refused
     t1 = wait_for(lambda: world.route53.routing() == {SECONDARY: 1.0})
     assert t1 - t0 <= world.route53.predicted_rto()["detection_s"] + world.scale.probe_timeout + TOLERANCE_S
     world.restore_region(PRIMARY)
-    wait_for(lambda: world.route53.routing() == {PRIMARY: 1.0})
+    wait_for(lambda: world.route53.routing() == {PRIMARY: 1.0}, timeout=failback)  # the stall's 504s tripped it too
     world.route53.set_inverted(PRIMARY, True)  # the control-plane variant: Route 53 API only
     wait_for(lambda: world.route53.routing() == {SECONDARY: 1.0}, timeout=2)
     world.route53.set_inverted(PRIMARY, False)
