@@ -9,6 +9,9 @@ Public API:
   running(experiments, now)        the experiments whose window [start, end) holds `now`
   arm_versions_locked(experiments, now) -> {model version: experiment id}: versions a release must not replace
   expected_split(experiment)       {"holdout" | arm: fraction of all users}: what assignment aims at, SRM tests
+  arm_routes(experiments, now)     {ARM_HEADER value: model version}: what each region's edge routes by the arm
+                                   header (infra/components/load_balancer.py on AWS, the load-balancer model in the
+                                   rehearsal): every cell of every declared experiment that has not ended at `now`
 
 Semantics:
   weights   percent of the *non-holdout* users per arm; they sum to 100.
@@ -41,6 +44,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from infra.names import MAX_ARM_RULES, arm_header_value
 
 Metric = Literal["ctr", "ndcg10"]  # what an experiment may measure (drills/experiment/metrics.py defines both)
 HOLDOUT = "holdout"  # the arm label of holdout users; no arm may take it
@@ -245,3 +250,23 @@ def expected_split(experiment: Experiment) -> dict[str, float]:
     rest = (100 - experiment.holdout) / 100
     split = {HOLDOUT: experiment.holdout / 100} if experiment.holdout else {}
     return split | {a.name: rest * a.weight / 100 for a in experiment.arms}
+
+
+def arm_routes(experiments: Iterable[Experiment], now: datetime) -> dict[str, str]:
+    """{`<experiment id>.<cell>` (infra.names.arm_header_value): model version} for every cell of every experiment
+    whose end is after `now`, the holdout to control's version. An experiment's arms are served from the `pulumi up`
+    that declares it (warm before its start, so starting it is only its clients starting to send the header) until
+    the first `up` after its end. ValueError when the cells exceed the listener's arm rule priorities."""
+    out: dict[str, str] = {}
+    for e in experiments:
+        if now >= e.end:
+            continue
+        if e.holdout:
+            out[arm_header_value(e.id, HOLDOUT)] = e.control.version
+        out |= {arm_header_value(e.id, a.name): a.version for a in e.arms}
+    if len(out) > MAX_ARM_RULES:
+        raise ValueError(
+            f"{len(out)} experiment cells not yet ended need an arm listener rule each; at most {MAX_ARM_RULES} "
+            "(end or remove an experiment)"
+        )
+    return out

@@ -3,6 +3,7 @@ Pulumi-free module: drills import these, never a component (which would pull in 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -110,6 +111,27 @@ PIN_PRIORITY = {"canary": 10, "stable": 11}
 # Any other request carrying TRACK_HEADER is refused (403): a public client cannot pick a version, and the release
 # gates' pinned scoring fails loudly from an address that may not pin instead of scoring a weighted mix.
 TRACK_GUARD_PRIORITY = 20
+# A/B experiments (infra/experiments.py): the client library sets ARM_HEADER to `<experiment id>.<arm>` (the user's
+# cell, `arm_header_value`); one listener rule per cell of a declared, not yet ended experiment forwards that
+# header value on the inference paths to the target group of the cell's version, at ARM_PRIORITY_BASE + i (after
+# the track pins and guard, before the deep-health rule and the edge routes). Unlike the track header it is not
+# restricted to the release tooling: a client may only pick among the versions the experiment serves, and a value no
+# rule names falls through to the ordinary routes (the stable version): a stale client is served, never refused.
+ARM_HEADER = "X-Reco-Arm"
+ARM_PRIORITY_BASE = 30
+MAX_ARM_RULES = 50  # priorities 30..79, below the deep-health rule's 90
+
+
+def arm_header_value(experiment_id: str, arm: str) -> str:
+    return f"{experiment_id}.{arm}"
+
+
+def arm_target_group_name(stack: str, version: str) -> str:
+    """The target group of an arm's version other than the stable one: named by a hash of the version, as ELB names
+    are at most 32 characters and a version up to 41."""
+    return f"reco-dr-{stack}"[:23] + "-" + hashlib.sha256(version.encode()).hexdigest()[:8]
+
+
 # AWS resources that exist only while a canary is configured, at most: its target group and the two header pins
 # (canary_aws_resources: the pins only where release_tooling_cidrs is set).
 CANARY_AWS_RESOURCES = 3
