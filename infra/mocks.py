@@ -2,9 +2,11 @@
 
 Public API (used by infra.plan, the tests, and the global stack's tests):
 
-- `run_program(stack, values=None, stacks_dir=STACKS_DIR, mocks=None) -> Plan`
+- `run_program(stack, values=None, stacks_dir=STACKS_DIR, mocks=None, experiments=None, now=None) -> Plan`
     Sets the engine config from `stacks/Pulumi.<stack>.yaml` (or from `values`, un-namespaced config values
-    that replace the file's), runs `infra.program.main()` as the Pulumi engine would, waits for every
+    that replace the file's), runs `infra.program.main()` as the Pulumi engine would (a regional stack's program
+    reads the experiments whose arms it serves from the global stack file in `stacks_dir`, at the clock's time,
+    unless `experiments` and `now` are given: infra/arms.py), waits for every
     registration and returns a `Plan`: `.resources` (list of `ResourceRecord`, in registration order),
     `.calls` (invokes, list of `CallRecord`) and `.outputs` (stack outputs, resolved to plain values).
     Works for every stack role. A config error raises `pulumi.RunError` carrying the ConfigError message,
@@ -35,8 +37,10 @@ import hashlib
 import json
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +48,7 @@ import pulumi
 
 from infra import pulumi_runtime
 from infra.config import PROJECT, STACKS_DIR, read_stack_file
+from infra.experiments import Experiment
 
 ACCOUNT_ID = "123456789012"
 DEFAULT_REGION = "us-east-1"  # only for resources without an AWS provider (there should be none)
@@ -582,7 +587,12 @@ def _engine_value(v: Any) -> str:
 
 
 def run_program(
-    stack: str, values: dict | None = None, stacks_dir: Path = STACKS_DIR, mocks: RecordingMocks | None = None
+    stack: str,
+    values: dict | None = None,
+    stacks_dir: Path = STACKS_DIR,
+    mocks: RecordingMocks | None = None,
+    experiments: Sequence[Experiment] | None = None,
+    now: datetime | None = None,
 ) -> Plan:
     """Run infra.program.main() for `stack` under mocks and return what it declared (see module docstring)."""
     from infra import program
@@ -596,7 +606,7 @@ def run_program(
     root = pulumi_runtime.install_mocks(mocks, project=PROJECT, stack=stack, monitor=_RecordingMonitor(mocks))
     pulumi.runtime.register_stack_transformation(mocks.capture_options)
     try:
-        pulumi_runtime.run_program(program.main)
+        pulumi_runtime.run_program(partial(program.main, stacks_dir=stacks_dir, experiments=experiments, now=now))
         outputs = pulumi_runtime.resolve(dict(root.outputs)) if root is not None else {}
     except Exception as e:
         e.plan = plan  # type: ignore[attr-defined]  # callers read the (partial) plan off the raised error

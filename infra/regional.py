@@ -14,6 +14,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from infra.arms import NO_ARMS, RegionArms
 from infra.components.addons import CA_SA, LBC_SA, AddonArgs, ClusterAutoscaler, GpuMetrics, LoadBalancerController
 from infra.components.artifacts import ArtifactBucket, ArtifactBucketArgs, bucket_name
 from infra.components.cluster import Cluster, ClusterArgs, cluster_name
@@ -61,7 +62,9 @@ def gpu_pool_outputs(cfg: RegionConfig, created: Mapping[str, Any] | None = None
     ]
 
 
-def declare_regional(stack: str, cfg: RegionConfig) -> None:
+def declare_regional(stack: str, cfg: RegionConfig, arms: RegionArms = NO_ARMS) -> None:
+    """`arms`: what the region serves for its environment's experiments (infra/arms.py regional_arms, which the
+    program computes from the global stack's `experiments` and its clock)."""
     provider = aws_provider(stack, cfg)
     invoke = pulumi.InvokeOptions(provider=provider)
     account_id = aws.get_caller_identity(opts=invoke).account_id
@@ -163,15 +166,17 @@ def declare_regional(stack: str, cfg: RegionConfig) -> None:
             model_name=cfg.model.name,
             canary=cfg.model.canary_version is not None,
             canary_weight=cfg.model.canary_weight,
+            arms=arms,
         ),
         provider,
     )
 
-    # The controller registers pods in the stable and the deep-health target groups, and in the canary target group
-    # too while a canary runs (IAM takes a list of resources).
+    # The controller registers pods in the stable and the deep-health target groups, in the canary target group too
+    # while a canary runs, and in each arm version's while an experiment serves it (IAM takes a list of resources).
     registered = [lb.target_group, lb.deep_health_target_group]
     if lb.canary_target_group is not None:
         registered.append(lb.canary_target_group)
+    registered += lb.arm_target_groups.values()
     registrar = pulumi.Output.all(*(tg.arn for tg in registered)).apply(lambda a: target_registrar_policy(list(a)))
     lbc_role = irsa("lb-controller", "kube-system", LBC_SA, registrar)
     ca_role = irsa("cluster-autoscaler", "kube-system", CA_SA, cluster.name.apply(node_autoscaler_policy))
@@ -208,15 +213,18 @@ def declare_regional(stack: str, cfg: RegionConfig) -> None:
             target_group_arn=lb.target_group.arn,
             deep_health_target_group_arn=lb.deep_health_target_group.arn,
             canary_target_group_arn=lb.canary_target_group.arn if lb.canary_target_group is not None else None,
+            arm_target_group_arns={v: tg.arn for v, tg in lb.arm_target_groups.items()},
         ),
         kube,
         pulumi.ResourceOptions(depends_on=[*pools, *plugin, lbc, metrics]),
     )
     TritonNetworkPolicies(
         "triton-network",
-        TritonNetworkPoliciesArgs(lb_source_cidrs=net.public_subnet_cidrs),
+        TritonNetworkPoliciesArgs(lb_source_cidrs=net.public_subnet_cidrs, arm_tracks=serving.arm_tracks),
         kube,
-        pulumi.ResourceOptions(depends_on=[serving]),
+        # The namespace, not the whole of TritonServing: an arm's pods become ready only once the policies admit the
+        # load balancer's health checks to them, so the policies must not wait for those pods' Deployments.
+        pulumi.ResourceOptions(depends_on=[serving.namespace]),
     )
 
     # model_build's TensorRT engine Jobs run on these GPU pools and publish into this bucket.

@@ -29,7 +29,21 @@ arrives: the two pin rules match it only from `release_tooling_cidrs` (a `source
 opened the connection, never X-Forwarded-For) and only on the inference paths, and a rule right after them refuses
 every other request that carries it (403). A client cannot choose a version; the release tooling run from elsewhere
 fails its pinned scoring loudly instead of comparing two weighted mixes. Without `release_tooling_cidrs` there are
-no pins at all."""
+no pins at all.
+
+A/B experiments (infra/experiments.py, the global stack's `experiments`; what a region serves of them: infra/arms.py):
+per arm version (a version a cell is served other than the stable one) a target group of its own
+(`infra.names.arm_target_group_name`: same port, health check and drain as the canary's), holding that version's
+pods, and per cell of every experiment not yet ended one listener rule at ARM_PRIORITY_BASE + i (i: the cell's header
+value in sorted order; after the track pins and guard, before the deep-health rule and the edge routes): a request
+carrying `X-Reco-Arm: <experiment id>.<cell>` on an inference path (`infra.names.pin_paths`) goes to the cell's
+version, the stable target group where that is the stable version (control and holdout, as a rule; never the
+canary's weighted mix), else the version's arm target group. The client library sets the header from the user's
+salted assignment. It is not restricted to the release tooling's addresses as the track header is: a client can only
+pick among the versions the experiment serves anyway, and a value no rule names (a stale client, an ended experiment)
+falls through to the ordinary routes and is served the stable version, never refused. Rules are named by their place,
+not their header value, so adding or ending an experiment rewrites or appends rules in place and no two rules claim
+one priority during an `up`."""
 
 from __future__ import annotations
 
@@ -39,14 +53,17 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from infra.arms import NO_ARMS, RegionArms, arm_track
 from infra.config import LoadBalancer as LbConfig
 from infra.health import DEEP_HEALTH_PATH, DEEP_HEALTH_PORT, DEEP_HEALTH_PRIORITY, deep_health_target_group_name
 from infra.names import (
+    ARM_HEADER,
     PIN_PRIORITY,
     PORTS,
     READY_PATH,
     TRACK_GUARD_PRIORITY,
     TRACK_HEADER,
+    arm_target_group_name,
     edge_routes,
     lb_name,
     pin_paths,
@@ -182,6 +199,8 @@ class TritonLoadBalancerArgs:
     model_name: str  # `model.name`: the Triton models the edge forwards are named from it (infra.names.edge_routes)
     canary: bool = False  # a canary version is configured: second target group, weighted forward, header pins
     canary_weight: int = 0  # percent of the region's traffic on the canary target group
+    # The experiments' arms the region serves (infra/arms.py): a target group per arm version, a rule per cell.
+    arms: RegionArms = NO_ARMS
 
 
 class TritonLoadBalancer(pulumi.ComponentResource):
@@ -277,6 +296,22 @@ class TritonLoadBalancer(pulumi.ComponentResource):
                 opts=o,
             )
         canary_arn = self.canary_target_group.arn if self.canary_target_group is not None else None
+        # An arm version's pods, named by the version's hash (its track): the same group for as long as the version
+        # is served, whichever experiments serve it.
+        self.arm_target_groups: dict[str, aws.lb.TargetGroup] = {
+            v: aws.lb.TargetGroup(
+                f"{name}-triton-{arm_track(v)}",
+                name=arm_target_group_name(args.stack, v),
+                port=HTTP_PORT,
+                protocol="HTTP",
+                target_type="ip",
+                vpc_id=args.vpc_id,
+                deregistration_delay=30,
+                health_check=health_check(),
+                opts=o,
+            )
+            for v in args.arms.versions
+        }
         # The stable pods' deep-health sidecars (their TargetGroupBinding: infra/components/triton.py), on the sidecar's
         # port. Its targets are judged on Triton's readiness, not on the deep check itself: the group then holds exactly
         # the pods users are sent to, so one pod failing the deep check fails a share of Route 53's requests instead of
@@ -381,6 +416,32 @@ class TritonLoadBalancer(pulumi.ComponentResource):
                     opts=o,
                 )
 
+        # The experiments' cells: see the module docstring. Named by place (priority), never by header value.
+        self.arm_rules: list[aws.lb.ListenerRule] = []
+        for i, arm in enumerate(args.arms.routes):
+            tg = self.target_group if arm.target is None else self.arm_target_groups[arm.target]
+            self.arm_rules.append(
+                aws.lb.ListenerRule(
+                    f"{name}-arm-{i}",
+                    listener_arn=self.listener.arn,
+                    priority=arm.priority,
+                    actions=[aws.lb.ListenerRuleActionArgs(type="forward", target_group_arn=tg.arn)],
+                    conditions=[
+                        aws.lb.ListenerRuleConditionArgs(
+                            http_header=aws.lb.ListenerRuleConditionHttpHeaderArgs(
+                                http_header_name=ARM_HEADER, values=[arm.header]
+                            )
+                        ),
+                        aws.lb.ListenerRuleConditionArgs(
+                            path_pattern=aws.lb.ListenerRuleConditionPathPatternArgs(
+                                values=list(pin_paths(args.model_name))
+                            )
+                        ),
+                    ],
+                    opts=o,
+                )
+            )
+
         self.web_acl = None
         if c.waf.enabled:
             assert c.waf.rate_limit_per_5min is not None, "infra.config.Waf requires it when enabled"
@@ -410,6 +471,7 @@ class TritonLoadBalancer(pulumi.ComponentResource):
                 "target_group_arn": self.target_group.arn,
                 "deep_health_target_group_arn": self.deep_health_target_group.arn,
                 "canary_target_group_arn": canary_arn,
+                "arm_target_group_arns": {v: tg.arn for v, tg in self.arm_target_groups.items()},
                 "web_acl_arn": self.web_acl.arn if self.web_acl is not None else None,
             }
         )

@@ -31,8 +31,15 @@ from infra.components.addons import MONITORING_NS
 from infra.health import DEEP_HEALTH_PORT
 from infra.names import CANARY, NAMESPACE, PORTS, STABLE, TRACK_LABEL
 
-# Every Triton pod, stable and canary (infra/components/triton.py pod_labels): both tracks carry TRACK_LABEL.
-TRITON_PODS = {"matchExpressions": [{"key": TRACK_LABEL, "operator": "In", "values": [STABLE, CANARY]}]}
+
+def triton_pods(arm_tracks: Sequence[str] = ()) -> dict:
+    """Every Triton pod (infra/components/triton.py pod_labels): the stable and canary tracks, and the tracks of the
+    experiments' arm versions the region serves (infra.arms.arm_track), named: each carries TRACK_LABEL."""
+    return {"matchExpressions": [{"key": TRACK_LABEL, "operator": "In", "values": [STABLE, CANARY, *arm_tracks]}]}
+
+
+# Without experiments (the selector the policies have always had).
+TRITON_PODS = triton_pods()
 # The prometheus chart's server pods (its `prometheus.server.matchLabels`; the release is named after the chart).
 PROMETHEUS_SERVER = {"app.kubernetes.io/name": "prometheus", "app.kubernetes.io/component": "server"}
 # Kubernetes labels every namespace with its own name (since 1.21).
@@ -65,12 +72,12 @@ def default_deny_manifest() -> dict:
     return _policy(POLICY_NAMES[0], {}, [])
 
 
-def http_from_load_balancer_manifest(lb_source_cidrs: Sequence[str]) -> dict:
+def http_from_load_balancer_manifest(lb_source_cidrs: Sequence[str], arm_tracks: Sequence[str] = ()) -> dict:
     # The deep-health port is admitted where the ALB's requests come from, like Triton's: the deep-health target group
     # forwards Route 53's deep checks to it (only stable pods listen there; a canary pod has nothing on it).
     return _policy(
         POLICY_NAMES[1],
-        TRITON_PODS,
+        triton_pods(arm_tracks),
         [
             {
                 "from": [{"ipBlock": {"cidr": c}} for c in lb_source_cidrs],
@@ -80,14 +87,14 @@ def http_from_load_balancer_manifest(lb_source_cidrs: Sequence[str]) -> dict:
     )
 
 
-def metrics_from_prometheus_manifest() -> dict:
+def metrics_from_prometheus_manifest(arm_tracks: Sequence[str] = ()) -> dict:
     # One peer with both selectors: pods matching PROMETHEUS_SERVER *in* the monitoring namespace (two peers would
     # admit either one).
     peer = {
         "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: MONITORING_NS}},
         "podSelector": {"matchLabels": PROMETHEUS_SERVER},
     }
-    return _policy(POLICY_NAMES[2], TRITON_PODS, [{"from": [peer], "ports": [_port("metrics")]}])
+    return _policy(POLICY_NAMES[2], triton_pods(arm_tracks), [{"from": [peer], "ports": [_port("metrics")]}])
 
 
 def http_from_deep_health_manifest() -> dict:
@@ -96,13 +103,13 @@ def http_from_deep_health_manifest() -> dict:
     return _policy(POLICY_NAMES[3], STABLE_PODS, [{"from": [{"podSelector": STABLE_PODS}], "ports": [_port("http")]}])
 
 
-def manifests(lb_source_cidrs: Sequence[str]) -> list[dict]:
+def manifests(lb_source_cidrs: Sequence[str], arm_tracks: Sequence[str] = ()) -> list[dict]:
     if not lb_source_cidrs:
         raise ValueError("the load balancer's source blocks are needed, or Triton's HTTP port admits nobody")
     return [
         default_deny_manifest(),
-        http_from_load_balancer_manifest(lb_source_cidrs),
-        metrics_from_prometheus_manifest(),
+        http_from_load_balancer_manifest(lb_source_cidrs, arm_tracks),
+        metrics_from_prometheus_manifest(arm_tracks),
         http_from_deep_health_manifest(),
     ]
 
@@ -111,6 +118,8 @@ def manifests(lb_source_cidrs: Sequence[str]) -> list[dict]:
 class TritonNetworkPoliciesArgs:
     # The blocks the load balancer's interfaces have addresses in (infra.components.network: the public subnets).
     lb_source_cidrs: Sequence[str]
+    # The experiments' arm tracks the region serves (infra.arms.arm_track), admitted as the stable and canary pods are.
+    arm_tracks: Sequence[str] = ()
 
 
 class TritonNetworkPolicies(pulumi.ComponentResource):
@@ -123,13 +132,14 @@ class TritonNetworkPolicies(pulumi.ComponentResource):
     ):
         super().__init__("reco-dr:regional:TritonNetworkPolicies", name, None, opts)
         # A component's depends_on does not reach its children: the namespace (declared by TritonServing) must
-        # exist before a policy in it. Callers pass depends_on as a list of resources.
+        # exist before a policy in it. Callers pass depends_on as a list of resources: the namespace alone, as the
+        # policies must admit an arm's pods before their Deployment can become ready (infra/regional.py).
         deps = list(cast("Sequence[pulumi.Resource]", opts.depends_on or [])) if opts else []
         o = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=deps)
         self.policies = [
             k8s.networking.v1.NetworkPolicy(
                 f"{name}-{m['metadata']['name']}", metadata=m["metadata"], spec=m["spec"], opts=o
             )
-            for m in manifests(args.lb_source_cidrs)
+            for m in manifests(args.lb_source_cidrs, args.arm_tracks)
         ]
         self.register_outputs({"namespace": NAMESPACE, "policies": list(POLICY_NAMES)})

@@ -15,6 +15,13 @@ load balancer's weighted forward action (infra/components/load_balancer.py) spli
 `reco-dr/track` (stable | canary) and `reco-dr/model-version`, which the metrics pipeline turns into series
 labels: the release gates, alerts and dashboard tell the two versions apart by them.
 
+A/B experiments: every arm version the region serves (a version an experiment's cell is served other than the
+stable one, infra/arms.py) gets the canary's set of its own: per pool a Deployment `triton-<pool>-arm-<hash>` (PDB,
+HPA from one replica), serving that version from its prefix, verified against its pinned digest; a Service and a
+TargetGroupBinding into the version's arm target group, where the load balancer's arm header rules send the cell's
+requests. Its pods are labelled `app.kubernetes.io/name: triton-arm-<hash>` and `reco-dr/track: arm-<hash>`
+(infra.arms.arm_app_name, arm_track), so no stable or canary selector ever picks them up.
+
 Deep health: every stable pod runs a small sidecar beside Triton (infra/health.py DEEP_HEALTH_SCRIPT, the Triton
 image's own python3) that answers DEEP_HEALTH_PATH with one inference through the region's stable Service. A third
 TargetGroupBinding puts the stable pods' sidecar port in the load balancer's deep-health target group, which the
@@ -23,14 +30,15 @@ global stack's Route 53 deep check probes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from typing import cast
 
 import pulumi
 import pulumi_kubernetes as k8s
 
+from infra.arms import arm_track
 from infra.capacity import replica_bounds
 from infra.components.gpu_pools import CC_LABEL, GPU_TOLERATION, POOL_LABEL
 from infra.config import GpuPool, Model
@@ -174,13 +182,20 @@ def version_prefix(model: Model) -> str:
 
 
 def deployment_name(pool: str, track: str = STABLE) -> str:
-    return f"{APP}-{pool}" if track == STABLE else f"{APP}-{pool}-{CANARY}"
+    """`triton-<pool>`, `triton-<pool>-canary`, or `triton-<pool>-arm-<hash>` for an arm's track."""
+    return f"{APP}-{pool}" if track == STABLE else f"{APP}-{pool}-{track}"
+
+
+def track_app_name(track: str = STABLE) -> str:
+    """The pods' `app.kubernetes.io/name` and their Service's name: infra.names.app_name for the stable and canary
+    tracks, `triton-<track>` for an arm's (infra.arms.arm_app_name)."""
+    return app_name(track) if track in (STABLE, CANARY) else f"{APP}-{track}"
 
 
 def selector_labels(pool: str, track: str = STABLE) -> dict[str, str]:
     # The stable selector is what it always was: a Deployment's selector is immutable, so changing it would
     # force a replace (all pods at once) instead of a rolling update.
-    return {"app.kubernetes.io/name": app_name(track), "app.kubernetes.io/instance": deployment_name(pool, track)}
+    return {"app.kubernetes.io/name": track_app_name(track), "app.kubernetes.io/instance": deployment_name(pool, track)}
 
 
 def pod_labels(pool: GpuPool, model: Model, track: str = STABLE) -> dict[str, str]:
@@ -198,6 +213,14 @@ def canary_model(model: Model) -> Model | None:
     if not model.canary_version:
         return None
     return model.model_copy(update={"version": model.canary_version, "canary_version": None, "canary_weight": 0})
+
+
+def arm_model(model: Model, version: str) -> Model:
+    """The Model an arm version's Deployments serve (same name and pins, that version). ValueError when the stack does
+    not pin the version (infra.arms.regional_arms refuses that first, as a config error)."""
+    if model.digest(version) is None:
+        raise ValueError(f"arm version {version!r} has no pinned digest in model.digests")
+    return model.model_copy(update={"version": version, "canary_version": None, "canary_weight": 0})
 
 
 def local_repository(model: Model) -> str:
@@ -504,9 +527,10 @@ def pdb_manifest(pool: GpuPool, track: str = STABLE) -> dict:
 
 def hpa_manifest(pool: GpuPool, triton: TritonConfig, track: str = STABLE) -> dict:
     lo, hi = replica_bounds(pool, triton)
-    if track == CANARY:
+    if track != STABLE:
         # A canary starts with a small share (or none: the shadow comparison): one pod per pool, so it does not
-        # hold GPUs the stable version needs; it may grow to the stable bounds if its share does.
+        # hold GPUs the stable version needs; it may grow to the stable bounds if its share does. So does an
+        # experiment's arm, warm before the experiment starts.
         lo = 1
     target = f"{triton.target_gpu_utilization * 10}m"  # utilisation is 0..1; 70 % -> 700m
     name = deployment_name(pool.name, track)
@@ -549,7 +573,7 @@ def service_ports(track: str = STABLE) -> dict[str, int]:
 
 
 def service_manifest(track: str = STABLE) -> dict:
-    name = app_name(track)
+    name = track_app_name(track)
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -604,7 +628,7 @@ def service_account_manifest(role_arn: str) -> dict:
 def target_group_binding_manifest(target_group_arn: str, track: str = STABLE, port: str = "http") -> dict:
     """Registers the track's pods in a target group, on the Service port `port` (service_ports): Triton's HTTP port,
     or the deep-health sidecar's (stable track) for the deep-health target group."""
-    name = app_name(track)
+    name = track_app_name(track)
     return {
         "apiVersion": "elbv2.k8s.aws/v1beta1",
         "kind": "TargetGroupBinding",
@@ -631,6 +655,8 @@ class TritonArgs:
     deep_health_target_group_arn: pulumi.Input[str]  # the stable pods' deep-health sidecars register there
     # The canary target group (load balancer), present exactly when `model.canary_version` is configured.
     canary_target_group_arn: pulumi.Input[str] | None = None
+    # {arm version: its target group's ARN} (load balancer): the experiments' arm versions the region serves.
+    arm_target_group_arns: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
 
 class TritonServing(pulumi.ComponentResource):
@@ -642,7 +668,7 @@ class TritonServing(pulumi.ComponentResource):
         # Callers pass depends_on as a list of resources, never a single resource or an Output.
         deps = list(cast("Sequence[pulumi.Resource]", opts.depends_on or [])) if opts else []
         ns_m = namespace_manifest()
-        ns = k8s.core.v1.Namespace(f"{name}-ns", metadata=ns_m["metadata"], opts=o)
+        self.namespace = ns = k8s.core.v1.Namespace(f"{name}-ns", metadata=ns_m["metadata"], opts=o)
         on_ns = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[ns])
         sa = k8s.core.v1.ServiceAccount(
             f"{name}-sa",
@@ -664,8 +690,16 @@ class TritonServing(pulumi.ComponentResource):
                 f"{name}-canary-svc", metadata=c_svc["metadata"], spec=c_svc["spec"], opts=on_ns
             )
             tracks.append((CANARY, canary, args.canary_target_group_arn, self.canary_service))
+        # The experiments' arm versions: the canary's set each, named by the version's track (infra.arms.arm_track).
+        self.arm_tracks: list[str] = []
+        for version, arm_arn in sorted(args.arm_target_group_arns.items()):
+            track = arm_track(version)
+            a_svc = service_manifest(track)
+            svc = k8s.core.v1.Service(f"{name}-{track}-svc", metadata=a_svc["metadata"], spec=a_svc["spec"], opts=on_ns)
+            tracks.append((track, arm_model(args.model, version), arm_arn, svc))
+            self.arm_tracks.append(track)
         for track, model, tg_arn, svc in tracks:
-            suffix = "" if track == STABLE else "-canary"
+            suffix = "" if track == STABLE else f"-{track}"
             served = list(dict.fromkeys(m for p in args.pools for m in pod_models(p, model)))  # the Service's
             for pool in args.pools:
                 dep = pulumi.Output.from_input(args.bucket_name).apply(

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from infra.arms import arm_track
 from infra.components import network_policy
 from infra.components import triton as T
 from infra.config import RegionConfig, load_stack
@@ -50,17 +51,27 @@ def _checkov() -> str:
 def _objects() -> list[dict]:
     cfg = load_stack("prod-use1")
     assert isinstance(cfg, RegionConfig)
+    # An experiment's arm version beside the stable one (infra/arms.py): its own Deployments, PDBs, HPAs and Service.
+    arm_version = "2026.12.0"
+    arm = T.arm_model(
+        cfg.model.model_copy(update={"digests": {**cfg.model.digests, arm_version: "1" * 64}}), arm_version
+    )
+    track = arm_track(arm_version)
     out = [
         T.namespace_manifest(),
         T.service_account_manifest("arn:aws:iam::123456789012:role/triton"),
         T.service_manifest(),
-        *network_policy.manifests(["10.0.0.0/24"]),
+        T.service_manifest(track),
+        *network_policy.manifests(["10.0.0.0/24"], [track]),
     ]
     for p in cfg.gpu_pools:
         out += [
             T.deployment_manifest(p, cfg.triton, cfg.model, "bucket", cfg.region),
             T.pdb_manifest(p),
             T.hpa_manifest(p, cfg.triton),
+            T.deployment_manifest(p, cfg.triton, arm, "bucket", cfg.region, track=track),
+            T.pdb_manifest(p, track),
+            T.hpa_manifest(p, cfg.triton, track),
         ]
     return out
 

@@ -96,7 +96,9 @@ def test_policies_are_declared_valid_and_in_the_triton_namespace(regional):
         kubernetes_validate.validate(m, f"{cfg.kubernetes_version}.0", strict=True)
     for r in plan.of_type(POLICY):
         assert r.parent_type == "reco-dr:regional:TritonNetworkPolicies"
-        assert r.options["depends_on"] == ["triton"]  # the namespace (TritonServing) exists first
+        # The namespace (TritonServing) exists first; nothing else is waited for, so an arm's pods are admitted before
+        # their Deployment is awaited (infra/regional.py).
+        assert r.options["depends_on"] == ["triton-ns"]
 
 
 def test_pure_manifests_are_valid_strict():
