@@ -28,11 +28,33 @@ first non-ejected region of the preference; on connect error, reset, timeout, 5x
 without the `output` tensor, the next region is tried while time, `max_attempts` and the retry budget allow.
 A 4xx is the request's fault: no retry, no ejection.
 
+A/B experiments (infra/experiments.py, declared in the global stack): give the client the experiment and each
+call the user it ranks for, and it sets the user's arm:
+
+    from infra.config import load_fleet
+    (experiment,) = load_fleet("prod").glob.experiments
+    client = RankerClient(endpoints, "ranker", experiment=experiment)
+    resp = client.rank(req, prefer="us-east-1", user_id="u-1234")    # resp.arm: "holdout" or the arm's name
+
+While the experiment runs (its window [start, end) holds at the call: `utc_now`, default the real UTC time, is
+injectable) and a `user_id` is given, the request carries the header `X-Reco-Arm: <experiment id>.<cell>`
+(infra.names.ARM_HEADER, `arm_header_value`), the cell being `drills.experiment.assignment.assign(experiment,
+user_id)`: a pure function of the experiment and the user, so the same user gets the same cell on every call, in
+every region and on every attempt (the header goes with the retry and the hedge too: a failover keeps the user's
+arm). Each region's edge routes the header's value to that cell's version (the holdout to control's). Before start,
+from end on, without an experiment or without `user_id`, no header is sent and `resp.arm` is None: the request is
+ranked as any other. A degraded answer keeps `resp.arm` (the user's cell; the fallback ranked, see `degraded`).
+`RankRequest(..., arm="<id>.<cell>")` sets the header by hand; with the client's experiment running, a value other
+than the user's cell is a ClientConfigError. A new declaration (`python -m drills experiment start|stop` moves the
+window) takes effect in a client built from it.
+
 Response (`RankResponse`): `ranking` (item ids best first), `scores` (per row, None when degraded), `region` that
 answered, `attempts`, `hedged`, `degraded` (the fallback ranked: no region answered in time), `failed` (degraded
-and no fallback configured: `ranking` is None), `latency_ms`, `errors` (an `AttemptError` per failed attempt:
-region, kind connect|reset|timeout|status|bad_response, detail, latency, HTTP status). `rank` never raises for a
-failed ranking; only a bad argument (`prefer` not a region, `deadline_ms` <= 0) raises ClientConfigError.
+and no fallback configured: `ranking` is None), `arm` (the user's experiment cell, or None), `latency_ms`, `errors`
+(an `AttemptError` per failed attempt: region, kind connect|reset|timeout|status|bad_response, detail, latency,
+HTTP status). `rank` never raises for a failed ranking; only a bad argument (`prefer` not a region,
+`deadline_ms` <= 0, a `user_id` not a string, a request `arm` that contradicts the experiment) raises
+ClientConfigError.
 
 Defaults and why:
 - deadline_ms=250: the shop's p99 objective; past it the fallback is worth more than a late answer.

@@ -3,11 +3,14 @@ fallback ranking, around `Transport` (the I/O). See the package docstring for th
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from drills.client.breaker import EjectionPolicy, OutlierDetector
 from drills.client.budget import RetryBudget, RetryBudgetPolicy
@@ -15,7 +18,10 @@ from drills.client.errors import ClientConfigError
 from drills.client.fallback import Fallback
 from drills.client.messages import AttemptError, RankRequest, RankResponse
 from drills.client.transport import Outcome, Transport, parse_endpoint
-from infra.names import triton_models
+from infra.names import arm_header_value, triton_models
+
+if TYPE_CHECKING:
+    from infra.experiments import Experiment
 
 # An attempt with less time left than this can only time out: not worth a token or a connection.
 MIN_ATTEMPT_MS = 5.0
@@ -49,7 +55,10 @@ class RankerClient:
     Beyond the package docstring's settings: `output` is the V2 output tensor holding one score per row;
     `retryable_status` the HTTP statuses retried on another region and counted against the region (add 404/400 to
     treat a region serving without the model as failed); `clock` the time source of ejection; `max_workers` the
-    threads of the hedging path (two per concurrent request when hedging; attempts beyond it queue)."""
+    threads of the hedging path (two per concurrent request when hedging; attempts beyond it queue).
+
+    `experiment` (infra.experiments.Experiment, as the global stack declares it): while it runs (`is_running` at
+    `utc_now()`, default the real UTC time), a `rank` given a `user_id` sends the user's cell in the arm header."""
 
     def __init__(
         self,
@@ -67,6 +76,8 @@ class RankerClient:
         retryable_status: Collection[int] = range(500, 600),
         clock: Callable[[], float] = time.monotonic,
         max_workers: int = 64,
+        experiment: Experiment | None = None,
+        utc_now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         if not isinstance(endpoints, Mapping) or not endpoints:
             raise ClientConfigError("endpoints", endpoints, "needs at least one region -> base URL")
@@ -93,6 +104,20 @@ class RankerClient:
         # family itself, or its TensorRT / ONNX Runtime / python-backend model: infra.names.triton_models).
         if fallback is not None and model not in (fallback.model_name, *triton_models(fallback.model_name).values()):
             raise ClientConfigError("fallback", fallback.model_name, f"is the fallback of another model than {model!r}")
+        self._assign: Callable[[Experiment, str], str] | None = None
+        if experiment is not None:
+            # Imported only with an experiment: a client without one does not load the experiment schema.
+            from drills.experiment.assignment import assign
+            from infra.experiments import Experiment
+
+            if not isinstance(experiment, Experiment):
+                raise ClientConfigError(
+                    "experiment", experiment, "must be an infra.experiments.Experiment (None: no experiment)"
+                )
+
+            self._assign = assign
+        self.experiment = experiment
+        self._utc_now = utc_now
         self.regions = tuple(endpoints)
         self.model = model
         self.deadline_ms, self.attempt_timeout_ms = float(deadline_ms), float(attempt_timeout_ms)
@@ -108,14 +133,37 @@ class RankerClient:
         self._counts = dict.fromkeys(_COUNTERS, 0)
 
     # ------------------------------------------------------------ public
-    def rank(self, request: RankRequest, prefer: str | None = None, deadline_ms: float | None = None) -> RankResponse:
+    def rank(
+        self,
+        request: RankRequest,
+        prefer: str | None = None,
+        deadline_ms: float | None = None,
+        user_id: str | None = None,
+    ) -> RankResponse:
         """Rank `request`: first choice `prefer` (else constructor order), ejected regions last; at most
         `max_attempts` attempts on distinct regions within the deadline (`deadline_ms` narrows the client's, e.g.
-        a deadline propagated from upstream). Never raises for a failed ranking: returns the fallback (degraded)."""
+        a deadline propagated from upstream). Never raises for a failed ranking: returns the fallback (degraded).
+        `user_id`: the user ranked for; with the client's experiment running now, every attempt carries the user's
+        cell in the arm header and the response names the cell (`arm`)."""
         if prefer is not None and prefer not in self.regions:
             raise ClientConfigError("prefer", prefer, f"is not one of the regions {list(self.regions)}")
         if deadline_ms is not None and not deadline_ms > 0:
             raise ClientConfigError("deadline_ms", deadline_ms, "must be > 0")
+        cell: str | None = None
+        if user_id is not None and self.experiment is not None and self._assign is not None:
+            if not isinstance(user_id, str):
+                raise ClientConfigError("user_id", user_id, "must be a string (the id events are logged under)")
+            if self.experiment.is_running(self._utc_now()):
+                cell = self._assign(self.experiment, user_id)
+                value = arm_header_value(self.experiment.id, cell)
+                if request.arm is not None and request.arm != value:
+                    raise ClientConfigError(
+                        "request.arm",
+                        request.arm,
+                        f"differs from user {user_id!r}'s cell {value!r} in experiment {self.experiment.id}: leave "
+                        "it unset, the client sets it",
+                    )
+                request = dataclasses.replace(request, arm=value)
         budget_ms = self.deadline_ms if deadline_ms is None else min(deadline_ms, self.deadline_ms)
         preference = [prefer, *(r for r in self.regions if r != prefer)] if prefer else list(self.regions)
         start = time.monotonic()
@@ -126,7 +174,7 @@ class RankerClient:
             answer = self._run_sequential(request, trace)
         else:
             answer = self._run_hedged(request, trace, self.hedging_delay_ms / 1000)
-        return self._respond(request, trace, answer)
+        return self._respond(request, trace, answer, cell)
 
     def stats(self) -> dict[str, float]:
         """Counters since construction; amplification = attempts / requests (1.0 = no extra attempt)."""
@@ -244,7 +292,7 @@ class RankerClient:
             return self._pool
 
     # ------------------------------------------------------------ answer
-    def _respond(self, request: RankRequest, trace: _Trace, answer: Outcome | None) -> RankResponse:
+    def _respond(self, request: RankRequest, trace: _Trace, answer: Outcome | None, cell: str | None) -> RankResponse:
         latency_ms = (time.monotonic() - trace.start) * 1000
         degraded = answer is None
         with self._lock:
@@ -273,4 +321,5 @@ class RankerClient:
             degraded=degraded,
             latency_ms=latency_ms,
             errors=trace.errors,
+            arm=cell,
         )

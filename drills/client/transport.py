@@ -17,6 +17,7 @@ from urllib.parse import quote, urlsplit
 
 from drills.client.errors import ClientConfigError
 from drills.client.messages import AttemptError, RankRequest
+from infra.names import ARM_HEADER
 
 _HEADERS = {"Content-Type": "application/json"}
 
@@ -113,6 +114,8 @@ class Transport:
     def attempt(self, region: str, request: RankRequest, timeout_s: float) -> Outcome:
         """Send `request` to `region`, waiting at most `timeout_s` per socket operation. Never raises."""
         t0 = time.monotonic()
+        # The arm header goes with every attempt (retries and hedges included): another region keeps the user's arm.
+        headers = _HEADERS if request.arm is None else {**_HEADERS, ARM_HEADER: request.arm}
 
         def fail(kind: str, detail: str, status: int | None = None, retryable: bool = True) -> Outcome:
             ms = (time.monotonic() - t0) * 1000
@@ -130,7 +133,7 @@ class Transport:
                 else:
                     conn.connect()
                 stage = "send"
-                conn.request("POST", self._paths[region], body=request.body, headers=_HEADERS)
+                conn.request("POST", self._paths[region], body=request.body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
                 break

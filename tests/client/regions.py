@@ -10,6 +10,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from infra.names import ARM_HEADER
+
 MODES = ("ok", "503", "400", "reset", "hang", "garbage", "close-idle")
 
 
@@ -31,7 +33,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         srv = self.server
-        srv.record(self.path)
+        srv.record(self.path, self.headers.get(ARM_HEADER))
         if srv.delay_s:
             srv.stop.wait(srv.delay_s)
         mode = srv.mode
@@ -69,6 +71,7 @@ class FakeRegion(ThreadingHTTPServer):
         self.stop = threading.Event()
         self.arrivals: list[float] = []  # time.monotonic() of each request
         self.paths: list[str] = []
+        self.arms: list[str | None] = []  # the arm header of each request (None: not sent)
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
@@ -82,10 +85,11 @@ class FakeRegion(ThreadingHTTPServer):
         with self._lock:
             return len(self.arrivals)
 
-    def record(self, path: str) -> None:
+    def record(self, path: str, arm: str | None = None) -> None:
         with self._lock:
             self.arrivals.append(time.monotonic())
             self.paths.append(path)
+            self.arms.append(arm)
 
     def handle_error(self, request: object, client_address: object) -> None:
         """A reset or a hang leaves the handler writing to a closed socket: expected here."""
