@@ -8,4 +8,6 @@ Modules, from declaration to decision:
   stats       intervals, lift, SRM, the mSPRT always-valid test, sample size
   decision    decide(experiment, totals, now, previous) -> Decision
   simulate    planted per-arm truths, continuous monitoring, no servers (the statistical tests use it)
+  window      start/stop: one value of the window rewritten in the global stack file, the fleet validated first
+  command     `python -m drills experiment plan|report|start|status|stop`
 """

@@ -19,6 +19,7 @@ the log is not counted (it cannot be attributed to a served ranking). The impres
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -58,15 +59,19 @@ _EVENT: TypeAdapter[Impression | Click] = TypeAdapter(Event)
 
 
 class EventWriter:
-    """Appends events to a JSONL file; each line is flushed as written so a reader (or a crash) sees whole lines."""
+    """Appends events to a JSONL file; each line is flushed as written so a reader (or a crash) sees whole lines.
+    Thread-safe: the clients of one process share a writer, and a line is written whole under its lock."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()
 
     def append(self, event: Impression | Click) -> None:
-        self._file.write(event.model_dump_json() + "\n")
-        self._file.flush()
+        line = event.model_dump_json() + "\n"
+        with self._lock:
+            self._file.write(line)
+            self._file.flush()
 
     def close(self) -> None:
         self._file.close()

@@ -14,8 +14,12 @@ the model (`AlbProcess(model=...)`; without one every request is routed: tests o
      (infra.names.pin_paths) and only from the release tooling's addresses (`tooling_cidrs`: the region's
      `load_balancer.release_tooling_cidrs` from the stack copy, which in the rehearsal must name loopback);
   2. any other request carrying the header: 403;
-  3. the routes of infra.names.edge_routes (method + ALB path pattern): weighted forward;
-  4. anything else: 404 (the listener's default action).
+  3. `X-Reco-Arm: <experiment>.<cell>` (infra.names.ARM_HEADER) naming a cell of the table's `arms` (pushed by
+     `set(..., arms=...)`: infra.experiments.arm_routes, what the regional stack's arm rules declare), on the pin
+     paths (inference) with POST: that cell's track (the stable track for a cell of the stable version, else the
+     version's arm track); a value no rule names falls through;
+  4. the routes of infra.names.edge_routes (method + ALB path pattern): weighted forward;
+  5. anything else: 404 (the listener's default action).
 Stand-in substitution: the rehearsal's CPU Triton serves the python-backend `<model>_py` where the stacks declare
 the ONNX fallback (its stack copy declares it for every capability), so the table the child routes by names `_py`
 wherever infra.names.edge_routes names `<model>_onnx` (`rehearsal_routes`); the TensorRT routes are kept.
@@ -92,7 +96,16 @@ from typing import TYPE_CHECKING, Any, cast
 
 from drills.rehearsal.procs import announce, start_announcing
 from infra.health import DEEP_HEALTH_PATH
-from infra.names import CANARY, PROBE_USER_AGENT, STABLE, TRACK_HEADER, edge_routes, pin_paths, triton_models
+from infra.names import (
+    ARM_HEADER,
+    CANARY,
+    PROBE_USER_AGENT,
+    STABLE,
+    TRACK_HEADER,
+    edge_routes,
+    pin_paths,
+    triton_models,
+)
 
 if TYPE_CHECKING:
     from drills.rehearsal.procs import Child
@@ -129,12 +142,12 @@ def _pattern(path: str) -> re.Pattern[str]:
     return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in path))
 
 
-FORWARD, DEEP = "forward", "deep-health"
+FORWARD, DEEP, ARM = "forward", "deep-health", "arm"
 
 
 class Edge:
-    """The listener's decision for one request: (FORWARD, track or "" for weighted), (DEEP, "") for the deep-health
-    rule (a stable target at `deep_port`), or (status, message)."""
+    """The listener's decision for one request: (FORWARD, track or "" for weighted), (ARM, track) for an experiment
+    cell's rule, (DEEP, "") for the deep-health rule (a stable target at `deep_port`), or (status, message)."""
 
     def __init__(self, table: dict[str, Any] | None, tooling_cidrs: Sequence[str]):
         self.filtered = table is not None
@@ -145,7 +158,17 @@ class Edge:
         self.deep_path: str | None = deep["path"] if deep else None
         self.deep_port: int | None = int(deep["port"]) if deep else None
 
-    def decide(self, method: str, target: str, track: str | None, source: str, canary: bool) -> tuple[Any, str]:
+    def decide(
+        self,
+        method: str,
+        target: str,
+        track: str | None,
+        source: str,
+        canary: bool,
+        arm: str | None = None,
+        arms: Mapping[str, str] | None = None,
+    ) -> tuple[Any, str]:
+        """`arm`: the request's ARM_HEADER; `arms`: {header value: track} of the arm rules."""
         path = target.split("?", 1)[0]
         if not self.filtered:
             return FORWARD, track or ""
@@ -159,6 +182,10 @@ class Edge:
             if pinned:
                 return FORWARD, track.lower()
             return 403, f"{TRACK_HEADER} is honoured only from the release tooling's addresses\n"
+        # ALB header values match case-insensitively; the cells' values are lower-case slugs.
+        cell = (arms or {}).get(arm.lower()) if arm else None
+        if cell is not None and method == "POST" and any(p.fullmatch(path) for p in self.pins):
+            return ARM, cell
         if method == "GET" and path == self.deep_path:
             return DEEP, ""
         for m, ps in self.routes:
@@ -289,11 +316,13 @@ class AlbProcess:
         canary: bool | None = None,
         capacity_rps: float | None = None,
         queue_ms: float = 0.0,
+        arms: Mapping[str, str] | None = None,
     ) -> None:
         """targets: track -> [(pod name, address, port, version)] of its ready pods; `canary`: a canary is configured
         (the header pins exist; default: the canary has targets); `capacity_rps`: the inference requests a second
-        the ready pods carry (None: unlimited), a request waiting at most `queue_ms` for its turn (see the module).
-        Returns once the child routes by it."""
+        the ready pods carry (None: unlimited), a request waiting at most `queue_ms` for its turn (see the module);
+        `arms`: {ARM_HEADER value: track} of the experiment cells' rules (see the module). Returns once the child
+        routes by it."""
         if capacity_rps is not None and capacity_rps <= 0:
             raise ValueError(f"capacity_rps must be > 0 or None, got {capacity_rps}")
         with self._lock:
@@ -306,6 +335,7 @@ class AlbProcess:
                     "canary": bool(targets.get(CANARY)) if canary is None else canary,
                     "capacity_rps": capacity_rps,
                     "queue_ms": float(queue_ms),
+                    "arms": dict(arms or {}),
                 },
             )
 
@@ -367,8 +397,16 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(n) if n else None
         header = self.headers.get(TRACK_HEADER)
         table = srv.state.table
-        verdict, track = srv.edge.decide(method, self.path, header, self.client_address[0], bool(table.get("canary")))
-        if verdict not in (FORWARD, DEEP):
+        verdict, track = srv.edge.decide(
+            method,
+            self.path,
+            header,
+            self.client_address[0],
+            bool(table.get("canary")),
+            self.headers.get(ARM_HEADER),
+            table.get("arms"),
+        )
+        if verdict not in (FORWARD, DEEP, ARM):
             self._answer(arrived, path, int(verdict), None, "text/plain", track.encode())
             return
         fault = srv.state.fault or {}
@@ -416,7 +454,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             target_ms = delay_ms + (time.perf_counter() - t0) * 1000
             if not deep:  # the deep-health target group is no track's: counts() stays the users' split
-                srv.count(t, pod[3], pinned is not None)
+                srv.count(t, pod[3], verdict == FORWARD and pinned is not None)
             self._answer(arrived, path, status, target_ms, ctype, data, fault.get("bytes_per_s"))
             return
         self._answer(arrived, path, 503, None, "text/plain", b"no ready target for this request")
@@ -525,7 +563,7 @@ class _Proxy(ThreadingHTTPServer):
     def pick(self, track: str | None, exclude: set[str], table: dict[str, Any]) -> tuple[str, list] | None:
         """`table`: one consistent snapshot (replaced whole by the control endpoint)."""
         targets = table["targets"]
-        if track not in ("stable", "canary"):
+        if not track:
             canary = [p for p in targets.get("canary", []) if p[0] not in exclude]
             w = table["weight"]
             track = "canary" if canary and w > 0 and self.rng.random() * 100 < w else "stable"
@@ -613,6 +651,7 @@ def main(argv: list[str]) -> int:
                     "canary": bool(body.get("canary")),
                     "capacity_rps": body.get("capacity_rps"),
                     "queue_ms": float(body.get("queue_ms") or 0.0),
+                    "arms": dict(body.get("arms") or {}),
                 }
             elif self.path == "/fault":
                 proxies[body["region"]].fault = body["fault"]  # validated by the parent (validate_fault)

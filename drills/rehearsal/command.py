@@ -19,7 +19,8 @@ from drills.rehearsal import rehearse as R
 
 # Run only when named, never by `--scenario all`: total-outage takes every region down (drills.scenarios.total_outage).
 # region-brownout needs its --fault; quiet is a soak of its own length; readiness breaks and heals a region.
-NAMED_ONLY = ("total-outage", "region-brownout", "quiet", "readiness")
+# ab-test: two A/B experiments with a drill through the first (drills/rehearsal/ab_run.py), in the release world.
+NAMED_ONLY = ("total-outage", "region-brownout", "quiet", "readiness", "ab-test")
 SCENARIOS = (*R.SCENARIO_ORDER, *NAMED_ONLY, R.ALL)
 
 
@@ -77,7 +78,9 @@ def configure(p: argparse.ArgumentParser) -> None:
         default="region-outage",
         choices=SCENARIOS,
         help="drill scenario (default region-outage); `all`: every scenario the environment's routing allows, one "
-        "after the other in one world, a report each plus an index (total-outage only when named: every region down "
+        "after the other in one world, a report each plus an index (ab-test, only when named: two A/B experiments of "
+        "ranker versions with a region-brownout drill through the first, drills/rehearsal/ab_run.py; total-outage only "
+        "when named: every region down "
         "for --hold drill seconds, allowed here because the environment is this run's own copy)",
     )
     p.add_argument(
@@ -248,8 +251,42 @@ def _summary(res: Any) -> None:
     c.print(t)
 
 
+def _ab_test(args: argparse.Namespace) -> int:
+    """`--scenario ab-test`: its own run (drills/rehearsal/ab_run.py); exit 0 only when every expectation held."""
+    from drills.rehearsal import ab_run
+    from drills.render import console
+
+    r = ab_run.run(
+        ab_run.Options(
+            env=args.env,
+            out=args.out,
+            scale=args.scale,
+            rate=args.rate,
+            clients=args.clients,
+            region=args.region,
+            base_port=args.base_port,
+            stacks_dir=args.stacks_dir,
+            ready_timeout=args.ready_timeout,
+        )
+    )
+    c = console()
+    for eid, e in r["experiments"].items():
+        arms = ", ".join(
+            f"{cell} {a['impressions']} imp CTR {a['ctr'] if a['ctr'] is not None else 'n/a'}"
+            for cell, a in e["arms"].items()
+        )
+        c.print(f"{eid}: {e.get('decision')} (srm ok: {e.get('srm_ok')}): {arms}")
+    for ch in r["checks"]:
+        c.print(f"  {'ok' if ch['ok'] else '[red]FAILED[/red]'}  {ch['check']}: {ch['detail']}")
+    c.print(f"verdict {r['verdict']}; report: {r['paths'][0]}")
+    return 0 if r["verdict"] == "PASS" and not r["rehearsal"].get("processes_left_behind") else 1
+
+
 def run(args: argparse.Namespace) -> int:
     from drills.errors import GuardrailError
+
+    if args.scenario == "ab-test":
+        return _ab_test(args)
 
     mix = R.parse_client_mix(args.client_mix) if args.client_mix else {"naive": args.clients, "resilient": 0}
     opts = R.Options(

@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -194,8 +195,15 @@ class LoadGenerator:
         stagger: bool = True,
         seed: int | None = None,
         resilient: Resilient | None = None,
+        shoppers: Any = None,
     ):
-        """`clients` naive clients, then `resilient.clients` resilient ones (client numbers after the naive)."""
+        """`clients` naive clients, then `resilient.clients` resilient ones (client numbers after the naive).
+        `shoppers` (drills.experiment.shoppers.Shoppers, with resilient clients only): the A/B rehearsal's shoppers;
+        request i is the catalogue's request i (its user, its candidates), the resilient clients' RankerClient is
+        given the experiment (it sets the user's arm header), and every ranking a region served is logged with the
+        clicks drawn on it."""
+        if shoppers is not None and (resilient is None or clients):
+            raise ValueError("shoppers are resilient clients (the client library sets their arm): no naive clients")
         if duration is None and count is None:
             raise ValueError("bound the load: give duration and/or count")
         self.dns_server, self.name, self.port, self.model = dns_server, name, port, model
@@ -214,6 +222,7 @@ class LoadGenerator:
         self.resolvers = [
             CachingResolver(dns_server, stagger=random.Random(rng.random()) if stagger else None) for _ in range(total)
         ]
+        self.shoppers = shoppers
         self.client: Any = None  # the shared RankerClient of the resilient clients, built when the load starts
         self.workers = workers or max(4, min(64, int(rate * timeout * 1.5) + 2))
         self._records: list[RequestRecord] = []
@@ -287,6 +296,7 @@ class LoadGenerator:
             fallback=load_fallback(r.fallback_path, r.fallback_sha256),
             retryable_status=r.retryable_status,
             max_workers=max(2, self.workers * 2),
+            experiment=self.shoppers.experiment if self.shoppers is not None else None,
         )
 
     def _conn(self, ip: str) -> http.client.HTTPConnection:
@@ -371,8 +381,12 @@ class LoadGenerator:
         i = seq % len(self.bodies)
         req = RankRequest(tuple(self.candidates[i]), self.bodies[i])
         t = time.time()
-        resp = self.client.rank(req, prefer=prefer if prefer in self.client.regions else None)
+        user = self.shoppers.catalogue.users[i] if self.shoppers is not None else None
+        resp = self.client.rank(req, prefer=prefer if prefer in self.client.regions else None, user_id=user)
         region = resp.region
+        if self.shoppers is not None and region is not None and resp.arm is not None and resp.scores is not None:
+            # What the shopper saw: the region's ranking (a degraded answer is the fallback's, no arm's: not logged).
+            self.shoppers.observe(i, f"r{seq}", resp.arm, region, resp.scores, datetime.fromtimestamp(t, UTC))
         err = None if region else "; ".join(f"{e.region}: {e.kind} {e.detail}"[:80] for e in resp.errors)[:200]
         self._add(
             RequestRecord(

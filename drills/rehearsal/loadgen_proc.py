@@ -43,7 +43,11 @@ class LoadProcess:
         batch: int = 32,
         ready_timeout: float = 30.0,
         resilient: Resilient | None = None,
+        shoppers: dict[str, Any] | None = None,
     ):
+        """`shoppers`: the A/B rehearsal's shoppers as JSON ({"experiment": the Experiment's JSON, "events": the
+        events log's path, "requests": golden requests in the catalogue, "seed": the click seed}): see
+        loadgen.LoadGenerator."""
         self.sup, self.workdir = sup, Path(workdir)
         self.spec: dict[str, Any] = {
             "dns_server": list(dns_server),
@@ -60,6 +64,7 @@ class LoadProcess:
             "seed": seed,
             "batch": batch,
             "resilient": asdict(resilient) if resilient else None,
+            "shoppers": shoppers,
         }
         self.ready_timeout = ready_timeout
         self.child: Child | None = None
@@ -113,7 +118,12 @@ class LoadProcess:
 def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     out, started = Path(argv[1]), Path(argv[2])
-    batches = feature_batches(spec["inputs"], n=32, batch=spec["batch"], seed=spec["data_seed"])
+    shoppers = _shoppers(spec)
+    batches = (
+        list(shoppers.catalogue.batches)
+        if shoppers is not None
+        else feature_batches(spec["inputs"], n=32, batch=spec["batch"], seed=spec["data_seed"])
+    )
     lg = LoadGenerator(
         dns_server=tuple(spec["dns_server"]),
         name=spec["name"],
@@ -131,6 +141,7 @@ def main(argv: list[str]) -> int:
             if spec.get("resilient")
             else None
         ),
+        shoppers=shoppers,
     )
 
     def stop(signum: int, frame: Any) -> None:
@@ -139,13 +150,31 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     announce(started, "1")
-    records = lg.run()
+    try:
+        records = lg.run()
+    finally:
+        if shoppers is not None:
+            shoppers.writer.close()
     tmp = out.with_suffix(".partial")
     with open(tmp, "w") as f:
         for r in records:
             f.write(json.dumps(asdict(r)) + "\n")
     tmp.rename(out)
     return 0
+
+
+def _shoppers(spec: dict[str, Any]) -> Any:
+    s = spec.get("shoppers")
+    if not s:
+        return None
+    from drills.experiment.events import EventWriter
+    from drills.experiment.shoppers import Catalogue, Shoppers
+    from infra.experiments import Experiment
+    from model_build.data import DEFAULT_SEED
+
+    catalogue = Catalogue.golden(spec["data_seed"] or DEFAULT_SEED, int(s["requests"]))
+    experiment = Experiment.model_validate_json(s["experiment"])
+    return Shoppers(experiment, catalogue, EventWriter(Path(s["events"])), int(s["seed"]))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,8 @@ def release_backend(live: Any, options: dict, clock: Any) -> Any:
     from drills.rehearsal.adapters import ReleaseParts
     from drills.release.adapters import ArtifactCorruption, TritonScoreProbe
     from drills.release.planning import VERSION
+    from infra.config import load_fleet
+    from infra.experiments import arm_routes
 
     world = live.world
     serving = serving_of(live)
@@ -100,7 +103,13 @@ def release_backend(live: Any, options: dict, clock: Any) -> Any:
         ),
         # A regional `up` re-applies the program to moto (buckets, node groups, ...) and, as the Deployments and
         # listener weights do on AWS, to serving.
-        on_region_up=lambda cfg: serving.apply(cfg.region, cfg.model),
+        # The experiments' arms too (infra.experiments.arm_routes over the global stack copy's `experiments`: what
+        # the regional program's arm rules declare at this `up`).
+        on_region_up=lambda cfg: serving.apply(
+            cfg.region,
+            cfg.model,
+            arm_routes(load_fleet(fleet.env, live.stacks_dir).glob.experiments, datetime.now(UTC)),
+        ),
         faults=faults,
     )
     return R.backend_for(live, options, clock, release=parts)

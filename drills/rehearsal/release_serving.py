@@ -23,6 +23,11 @@ with listener rules pinning a request to one track by the `X-Reco-Track` header.
                 is re-applied to moto: new stable version -> new pods started and ready first, then the proxy
                 switched, then the old pods stopped (maxUnavailable 0, blue/green); canary version -> one canary
                 pod; canary cleared -> weight 0 first, then its pods stopped.
+  A/B arms      `apply(region, model_cfg, arms)` with `arms` = infra.experiments.arm_routes (what the regional
+                stack's arm rules declare): a Deployment of one pod per cell version other than the stable one
+                (track `infra.arms.arm_track(version)`, as the regional stack labels it), ready before the load
+                balancer's table names it; the table maps every header value to its track (the stable track for the
+                stable version); an arm no longer routed is unrouted first, then its pods stop.
   node loss     `lose_node(region)`: SIGKILL one stable pod (its node gone); a replacement pod (verified like any)
                 starts after `replace_seconds`, as the managed node group's Auto Scaling group replaces the node.
 
@@ -47,12 +52,14 @@ from drills.rehearsal.procs import Child
 from drills.rehearsal.repo import ArtifactError, ServingRepo, prepare_serving_repo
 from drills.rehearsal.serving import pod_sidecar, region_alb
 from drills.rehearsal.triton import TritonServer
+from infra.arms import ARM_TRACK_PREFIX, arm_track
 
 if TYPE_CHECKING:  # the world builds its serving; serving reads the world's started parts
     from drills.rehearsal.world import World
 
 STABLE, CANARY = "stable", "canary"
-POD_NET = 20  # pod k of region n listens on 127.0.<20 + k % 200>.<n+1>
+POD_NET = 20
+# pod k of region n listens on 127.0.<20 + k % 200>.<n+1>
 
 
 @dataclass
@@ -98,6 +105,7 @@ class ServingModel:
         self.model = next(iter(world.fleet.regions.values())).model.name
         self._handle: dict[str, Pod] = {}  # region -> the stable pod its handle follows
         self.pins: dict[str, dict[str, str]] = {}  # region -> {version: manifest sha256} of the last `up`
+        self.arms: dict[str, dict[str, str]] = {}  # region -> {ARM_HEADER value: version} of the last `up`
 
     def _lock(self, region: str) -> threading.RLock:
         return self._locks.setdefault(region, threading.RLock())
@@ -249,55 +257,82 @@ class ServingModel:
         proxy = self.proxies.get(region)
         if proxy is None:
             return
+        deps = self.deps.get(region, {})
         targets = {
             t: [(p.name, p.server.address, p.server.http_port, p.version) for p in self.serving_pods(region, t)]
-            for t in (STABLE, CANARY)
+            for t in (STABLE, CANARY, *deps)
+        }
+        stable = deps[STABLE].version if STABLE in deps else None
+        arms = {
+            value: STABLE if version == stable else arm_track(version)
+            for value, version in self.arms.get(region, {}).items()
+            if version == stable or arm_track(version) in deps
         }
         # The pins exist while a canary is configured (its Deployment), ready pods or not, as on AWS.
-        proxy.set(region, self.weight.get(region, 0), targets, canary=CANARY in self.deps.get(region, {}))
+        proxy.set(region, self.weight.get(region, 0), targets, canary=CANARY in deps, arms=arms)
 
     # ------------------------------------------------------------ pulumi up of the regional stack
-    def apply(self, region: str, model: Any) -> None:
+    def apply(self, region: str, model: Any, arms: dict[str, str] | None = None) -> None:
         version, canary_version, weight = model.version, (model.canary_version or ""), int(model.canary_weight or 0)
         with self._lock(region):
-            self.pins[region] = dict(model.digests)  # each Deployment's verify-model gets its version's pin
-            deps = self.deps.setdefault(region, {})
-            if not canary_version and CANARY in deps:
-                self._set_weight(region, 0)  # the listener first: no request goes to pods about to stop
-            stable = deps.get(STABLE)
-            if stable is None or stable.version != version:
-                new = self._rollout(region, STABLE, version, self.replicas.get(region, 1))
-                if new.refused:
-                    self._event(
-                        event="rollout-stalled", region=region, track=STABLE, version=version, reason=new.refused
-                    )
-                    # The Deployment says the new version with 0 ready; the old pods keep serving (kept as `previous`).
-                    new.pods = []
-                    deps[STABLE] = new
-                    self._previous.setdefault(region, stable)
-                else:
-                    deps[STABLE] = new
-                    self._follow_stable(region)
-                    self._push(region)  # the targets switched before the old pods stop
-                    prev = self._previous.get(region)
-                    if prev:
-                        del self._previous[region]
-                    old = (stable.pods if stable is not None else []) + (prev.pods if prev else [])
-                    self._stop_pods(region, old, f"rolled to {version}")
-            if canary_version:
-                cur = deps.get(CANARY)
-                if cur is None or cur.version != canary_version:
-                    if cur is not None:
-                        self._set_weight(region, 0)
-                    deps[CANARY] = self._rollout(region, CANARY, canary_version, 1)
-                    self._push(region)
-                    if cur is not None:
-                        self._stop_pods(region, cur.pods, f"canary now {canary_version}")
-                self._set_weight(region, weight)
-            elif CANARY in deps:
-                gone = deps.pop(CANARY).pods
+            self._apply_tracks(region, model, version, canary_version, weight)
+            self._apply_arms(region, version, dict(arms or {}))
+
+    def _apply_arms(self, region: str, stable: str, arms: dict[str, str]) -> None:
+        """Arm Deployments for the cells' versions (ready first), then the rules; retired arms unrouted, then
+        stopped. A refused arm pod leaves its cells unrouted (their requests fall through to the stable version)."""
+        deps = self.deps.setdefault(region, {})
+        wanted = {arm_track(v): v for v in arms.values() if v != stable}
+        for track, v in sorted(wanted.items()):
+            if track not in deps:
+                dep = self._rollout(region, track, v, 1)
+                if dep.refused:
+                    self._event(event="rollout-stalled", region=region, track=track, version=v, reason=dep.refused)
+                    continue
+                deps[track] = dep
+        self.arms[region] = arms
+        self._push(region)
+        for track in [t for t in deps if t.startswith(ARM_TRACK_PREFIX) and t not in wanted]:
+            self._stop_pods(region, deps.pop(track).pods, "experiment arm retired")
+        self._push(region)
+
+    def _apply_tracks(self, region: str, model: Any, version: str, canary_version: str, weight: int) -> None:
+        self.pins[region] = dict(model.digests)  # each Deployment's verify-model gets its version's pin
+        deps = self.deps.setdefault(region, {})
+        if not canary_version and CANARY in deps:
+            self._set_weight(region, 0)  # the listener first: no request goes to pods about to stop
+        stable = deps.get(STABLE)
+        if stable is None or stable.version != version:
+            new = self._rollout(region, STABLE, version, self.replicas.get(region, 1))
+            if new.refused:
+                self._event(event="rollout-stalled", region=region, track=STABLE, version=version, reason=new.refused)
+                # The Deployment says the new version with 0 ready; the old pods keep serving (kept as `previous`).
+                new.pods = []
+                deps[STABLE] = new
+                self._previous.setdefault(region, stable)
+            else:
+                deps[STABLE] = new
+                self._follow_stable(region)
+                self._push(region)  # the targets switched before the old pods stop
+                prev = self._previous.get(region)
+                if prev:
+                    del self._previous[region]
+                old = (stable.pods if stable is not None else []) + (prev.pods if prev else [])
+                self._stop_pods(region, old, f"rolled to {version}")
+        if canary_version:
+            cur = deps.get(CANARY)
+            if cur is None or cur.version != canary_version:
+                if cur is not None:
+                    self._set_weight(region, 0)
+                deps[CANARY] = self._rollout(region, CANARY, canary_version, 1)
                 self._push(region)
-                self._stop_pods(region, gone, "canary cleared")
+                if cur is not None:
+                    self._stop_pods(region, cur.pods, f"canary now {canary_version}")
+            self._set_weight(region, weight)
+        elif CANARY in deps:
+            gone = deps.pop(CANARY).pods
+            self._push(region)
+            self._stop_pods(region, gone, "canary cleared")
 
     @property
     def _previous(self) -> dict[str, Deployment | None]:
@@ -313,6 +348,8 @@ class ServingModel:
     def tracks(self, region: str) -> dict[str, TrackState]:
         out = {}
         for track, dep in self.deps.get(region, {}).items():
+            if track not in (STABLE, CANARY):
+                continue  # experiment arms: routed by their header, no share of the release's weighted split
             w = (
                 self.weight.get(region, 0)
                 if track == CANARY

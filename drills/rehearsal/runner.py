@@ -35,11 +35,21 @@ class Session:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def traffic(self, *, rate: float, duration: float, clients: int, timeout: float, resilient: Any = None) -> Any:
+    def traffic(
+        self,
+        *,
+        rate: float,
+        duration: float,
+        clients: int,
+        timeout: float,
+        resilient: Any = None,
+        shoppers: dict[str, Any] | None = None,
+    ) -> Any:
         """Client traffic through the DNS model from its own process, started now; stopped at teardown at the latest.
-        `clients` naive clients, and the resilient ones `resilient` (loadgen.Resilient) describes."""
+        `clients` naive clients, and the resilient ones `resilient` (loadgen.Resilient) describes; `shoppers`: the
+        A/B rehearsal's (loadgen_proc.LoadProcess)."""
         lg = self.live.world.traffic.process(
-            rate=rate, duration=duration, clients=clients, timeout=timeout, resilient=resilient
+            rate=rate, duration=duration, clients=clients, timeout=timeout, resilient=resilient, shoppers=shoppers
         )
         self._traffic.append(lg)
         lg.start()

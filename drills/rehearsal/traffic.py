@@ -77,6 +77,7 @@ class Traffic:
         timeout: float = 1.0,
         batch: int = 32,
         resilient: Resilient | None = None,
+        shoppers: dict[str, Any] | None = None,
     ) -> Any:
         """The same traffic from a supervised child process (`loadgen_proc.LoadProcess`): its clients do not share this
         process's GIL with the drill machinery, so their latencies are the servers' and the network's, not ours."""
@@ -99,4 +100,5 @@ class Traffic:
             seed=self.seed,
             batch=batch,
             resilient=resilient,
+            shoppers=shoppers,
         )

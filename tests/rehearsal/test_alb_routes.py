@@ -15,6 +15,7 @@ import requests
 
 from drills.rehearsal.alb_proc import TRACK_HEADER, AlbProcess, rehearsal_routes
 from drills.rehearsal.procs import Supervisor, free_port_block
+from infra.names import ARM_HEADER
 
 
 class _Echo(BaseHTTPRequestHandler):
@@ -126,5 +127,30 @@ def test_the_header_from_an_address_outside_the_tooling_is_refused(edge):
         r = requests.post(f"{url}/v2/models/ranker_py/infer", json={}, headers={TRACK_HEADER: "canary"}, timeout=5)
         assert r.status_code == 403
         assert requests.post(f"{url}/v2/models/ranker_py/infer", json={}, timeout=5).status_code == 200
+    finally:
+        a.stop()
+
+
+def test_the_arm_header_routes_a_cell_to_its_track_and_an_unknown_cell_falls_through(edge):
+    """X-Reco-Arm (infra.names.ARM_HEADER) as the regional stack's arm rules route it: a cell the table names goes
+    to its track, on the inference paths only; any other value is served by the ordinary routes, never refused."""
+    start, targets, ports = edge
+    a, url = start([])  # no release tooling: the arm header needs none
+    try:
+        t = targets("stable-1", "canary-1")
+        a.set("r1", 0, {"stable": t["stable"], "arm-v2": t["canary"]}, arms={"exp.candidate": "arm-v2"})
+        with requests.Session() as s:
+            infer = f"{url}/v2/models/ranker_py/infer"
+            for value in ("exp.candidate", "EXP.Candidate"):  # ALB header values match case-insensitively
+                r = s.post(infer, json={}, headers={ARM_HEADER: value}, timeout=5)
+                assert r.status_code == 200 and r.json()["server"] == ports["canary-1"]
+            for value in ("exp.control", "other.candidate"):
+                r = s.post(infer, json={}, headers={ARM_HEADER: value}, timeout=5)
+                assert r.status_code == 200 and r.json()["server"] == ports["stable-1"]
+            r = s.get(f"{url}/v2/models/ranker_py", headers={ARM_HEADER: "exp.candidate"}, timeout=5)
+            assert r.json()["server"] == ports["stable-1"]  # metadata is no arm rule's path
+            assert s.post(infer, json={}, timeout=5).json()["server"] == ports["stable-1"]
+        counted = {(c[2], c[4]) for c in a.counts()}
+        assert ("arm-v2", False) in counted  # users' traffic, not a pinned score
     finally:
         a.stop()

@@ -1,0 +1,218 @@
+"""The A/B rehearsal's figures, checks, report (report.json, report.md) and chart (ab-test.png).
+
+report.json:
+  experiment        the first experiment (ranker-more-signal): `arms.<cell>.{users,impressions,clicks,ctr,ndcg10}`
+                    (drills/experiment/metrics.py's definitions), `srm_ok`, `decision` (its last look's verdict),
+                    `comparisons`, `looks` (each look's per-cell CTR and NDCG@10 and always-valid p), `stopped_early`,
+                    `arm_stickiness`, `routing`
+  experiments       both experiments, each in that shape, by id
+  drill             the region-brownout drill run through the first: id, status, the experiments its plan recorded
+  checks            each expectation with its verdict; `verdict` PASS only when every one holds
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from infra.experiments import HOLDOUT, Experiment
+
+
+def arm_stickiness(events: Path, experiment: Experiment, drilled: str) -> dict[str, Any]:
+    """Did every user keep one arm, the one their hash gives, whichever region served them?"""
+    from drills.experiment.assignment import assign
+    from drills.experiment.events import Impression, read_events
+
+    arms: dict[str, set[str]] = {}
+    regions: dict[str, set[str]] = {}
+    wrong = 0
+    for e in read_events(events) if events.exists() else ():
+        if not isinstance(e, Impression):
+            continue
+        arms.setdefault(e.user_id, set()).add(e.arm)
+        regions.setdefault(e.user_id, set()).add(e.region)
+        wrong += e.arm != assign(experiment, e.user_id)
+    multi = [u for u, rs in regions.items() if len(rs) > 1]
+    return {
+        "users": len(arms),
+        "users_served_by_two_or_more_regions": len(multi),
+        "users_served_by_the_drilled_region_and_another": sum(1 for u in multi if drilled in regions[u]),
+        "users_whose_arm_changed": sum(1 for a in arms.values() if len(a) > 1),
+        "impressions_not_in_the_users_hashed_arm": wrong,
+    }
+
+
+def routing(events: Path, experiment: Experiment, counts: list[dict], wall: list[float]) -> dict[str, Any]:
+    """Impressions per served version (the arm's version, the holdout's: control's) against the requests the load
+    balancers' targets of each version answered for users in the experiment's span. An arm rule that did not route
+    (the header ignored) leaves its version's targets without requests; a rule routing everyone gives them all."""
+    from drills.experiment.events import Impression, read_events
+
+    version = {a.name: a.version for a in experiment.arms} | {HOLDOUT: experiment.control.version}
+    impressions: dict[str, int] = {}
+    for e in read_events(events) if events.exists() else ():
+        if isinstance(e, Impression):
+            impressions[version[e.arm]] = impressions.get(version[e.arm], 0) + 1
+    a, z = (wall[0], wall[-1]) if wall else (0.0, 0.0)
+    served: dict[str, int] = {}
+    for c in counts:
+        if not c["pinned"] and a - 1 <= c["second"] <= z + 1:
+            served[c["version"]] = served.get(c["version"], 0) + c["requests"]
+    # A candidate's version serves its arm's users only: as many requests as impressions (a few more where an
+    # answer was lost after the pod served it). Control's version also answers the drill's probes: at least as many.
+    control = experiment.control.version
+    ok = served.get(control, 0) >= impressions.get(control, 0) and all(
+        impressions.get(a.version, 0) <= served.get(a.version, 0) <= 1.1 * impressions.get(a.version, 0) + 50
+        for a in experiment.candidates
+    )
+    return {"impressions_by_version": impressions, "requests_answered_by_version": served, "ok": ok}
+
+
+def experiment_doc(run: Any, experiment: Experiment, counts: list[dict], drilled: str) -> dict[str, Any]:
+    from drills.experiment.command import report_doc
+
+    doc = report_doc(experiment, run.events, datetime.now(UTC)) if run.events.exists() else {"arms": {}}
+    d = run.decision
+    if d is not None:  # the verdict of the looks (their always-valid state), not of one fresh look at the end
+        doc.update({"decision": d.verdict, "final": d.final, "reasons": list(d.reasons), "srm_ok": d.srm.ok})
+    doc["looks"] = run.looks
+    doc["wall"] = run.wall
+    doc["stopped_early"] = bool(d is not None and d.final and not d.verdict.startswith("keep control"))
+    doc["arm_stickiness"] = arm_stickiness(run.events, experiment, drilled)
+    doc["routing"] = routing(run.events, experiment, counts, run.wall)
+    doc["events"] = str(run.events)
+    return doc
+
+
+def summarise(
+    runs: Mapping[str, Any],
+    experiments: Mapping[str, Experiment],
+    counts: list[dict],
+    drill: dict[str, Any],
+    drilled: str,
+    primary: str,
+    guarded: str,
+) -> dict[str, Any]:
+    """`primary`: the experiment the drill ran through (its candidate should ship); `guarded`: the one whose
+    candidate a guardrail should stop."""
+    docs = {eid: experiment_doc(run, experiments[eid], counts, drilled) for eid, run in runs.items()}
+    more, bad = docs[primary], docs[guarded]
+    lift = next((c["lift"] for c in more.get("comparisons", []) if c["metric"] == "ctr"), None)
+    stick = more["arm_stickiness"]
+    checks = [
+        ("the more-signal candidate ships with a positive CTR lift", more.get("decision") == "ship candidate"
+         and lift is not None and lift > 0, f"{more.get('decision')}, lift {lift}"),
+        ("the bad-labels candidate is stopped early by a guardrail",
+         str(bad.get("decision", "")).startswith("stop: guardrail") and bad["stopped_early"], bad.get("decision")),
+        ("the drill through the first experiment completed and recorded it",
+         drill.get("status") == "completed" and primary in drill.get("experiments", []),
+         f"{drill.get('status')}, experiments {drill.get('experiments')}"),
+        ("no user's arm changed, across regions and through the outage",
+         stick["users_whose_arm_changed"] == 0 and stick["impressions_not_in_the_users_hashed_arm"] == 0
+         and stick["users_served_by_the_drilled_region_and_another"] > 0,
+         json.dumps(stick)),
+        ("each arm's impressions were served by its version's targets",
+         more["routing"]["ok"] and bad["routing"]["ok"],
+         f"{more['routing']['requests_answered_by_version']} / {bad['routing']['requests_answered_by_version']}"),
+        ("the sample ratio held in both", bool(more.get("srm_ok")) and bool(bad.get("srm_ok")), ""),
+    ]  # fmt: skip
+    return {
+        "experiment": more,
+        "experiments": docs,
+        "drill": drill,
+        "checks": [{"check": c, "ok": bool(ok), "detail": str(detail)} for c, ok, detail in checks],
+        "verdict": "PASS" if all(ok for _, ok, _ in checks) else "FAIL",
+    }
+
+
+def write(report: dict[str, Any], runs: Mapping[str, Any], out: Path) -> list[Path]:
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    (out / "report.md").write_text(render(report))
+    paths = [out / "report.md", out / "report.json"]
+    c = chart(report, out / "ab-test.png")
+    if c is not None:
+        paths.append(c)
+    return paths
+
+
+def _f(v: Any, fmt: str = ".4f") -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def render(r: dict[str, Any]) -> str:
+    rh = r["rehearsal"]
+    lines = [
+        f"# A/B rehearsal on {rh['env']}: {r['verdict']}",
+        "",
+        f"Scale {rh['scale']}, {rh['rate']:g} rankings/s from {rh['clients']} shoppers (the client library), "
+        f"{rh.get('wall_seconds')} wall s; the drill blackholed {rh['region']}. Models: {json.dumps(r['models'])}.",
+        "",
+        "| check | verdict | detail |",
+        "|---|---|---|",
+        *(f"| {c['check']} | {'ok' if c['ok'] else 'FAILED'} | {c['detail']} |" for c in r["checks"]),
+        "",
+    ]
+    for eid, e in r["experiments"].items():
+        lines += [
+            f"## {eid}: {e.get('decision')}",
+            "",
+            "| cell | users | impressions | clicks | CTR | NDCG@10 |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {cell} | {a['users']} | {a['impressions']} | {a['clicks']} | {_f(a['ctr'])} | {_f(a['ndcg10'])} |"
+                for cell, a in e["arms"].items()
+            ),
+            "",
+            f"Sample ratio {'ok' if e.get('srm_ok') else 'MISMATCH'}; {len(e['looks'])} looks; "
+            f"stopped early: {e['stopped_early']}.",
+            "",
+            *(f"- {reason}" for reason in e.get("reasons", [])),
+            "",
+            f"Arm stickiness: {json.dumps(e['arm_stickiness'])}",
+            "",
+            f"Routing: impressions by version {e['routing']['impressions_by_version']}, requests the targets of each "
+            f"version answered {e['routing']['requests_answered_by_version']}",
+            "",
+        ]
+    d = r.get("drill") or {}
+    lines += [f"## Drill {d.get('drill_id')}: {d.get('status')} {d.get('reason') or ''}", ""]
+    lines += ["## Substitutions and notes", "", *(f"- {n}" for n in rh["notes"]), ""]
+    return "\n".join(lines)
+
+
+def chart(r: dict[str, Any], path: Path) -> Path | None:
+    """Each cell's CTR and NDCG@10 at every look, per experiment; the drill's span shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    exps = r["experiments"]
+    if not any(e["looks"] for e in exps.values()):
+        return None
+    fig, axes = plt.subplots(len(exps), 2, figsize=(12, 4 * len(exps)), squeeze=False)
+    t0 = r.get("t_start")
+    drill = r.get("drill") or {}
+    for row, (eid, e) in zip(axes, exps.items(), strict=True):
+        for ax, metric, label in ((row[0], "ctr", "CTR"), (row[1], "ndcg10", "NDCG@10")):
+            cells = sorted({c for look in e["looks"] for c in look["arms"]})
+            for cell in cells:
+                pts = [(look["t_wall"], look["arms"][cell][metric]) for look in e["looks"] if cell in look["arms"]]
+                pts = [(t, v) for t, v in pts if v is not None]
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=cell)
+            wall = drill.get("wall") or []
+            if t0 is not None and len(wall) == 2 and eid == r["experiment"].get("experiment"):
+                ax.axvspan(wall[0] - t0, wall[1] - t0, color="#d62728", alpha=0.1, label="region-brownout drill")
+            ax.set_title(f"{eid}: {label} per cell (decision: {e.get('decision')})", fontsize=9)
+            ax.set_xlabel("wall seconds since the run started")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
