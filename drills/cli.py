@@ -423,7 +423,8 @@ COMMANDS: dict[str, Command] = {
         Command(
             "experiment",
             "A/B experiments of ranker versions: `plan` (declared split, window, users per arm needed), `report` "
-            "(per-arm CTR and NDCG@10, sample-ratio check, decision from an impression/click log)",
+            "(per-arm CTR and NDCG@10, sample-ratio check, decision from an impression/click log), `start`/`stop` "
+            "(the window moved to now in the global stack), `status`",
             _in("drills.experiment.command", "configure", "run"),
         ),
         Command(

@@ -42,7 +42,7 @@ import yaml
 
 from drills.experiment.window import change_window, utc_seconds
 from drills.rehearsal import rehearse as R
-from drills.rehearsal.release_run import release_backend, serving_of, start_release_world
+from drills.rehearsal.release_run import release_backend, release_session, serving_of
 from drills.rehearsal.runner import Session
 from infra.config import PROJECT
 from model_build.signing import dev_key
@@ -221,21 +221,8 @@ def run(opts: Options, log: Callable[[str], None] = _log) -> dict[str, Any]:
     scale = R.world_scale(
         fleet, drill_plan, R.Options(env=opts.env, scale=opts.scale, ready_timeout=opts.ready_timeout)
     )
-    session = Session(
-        lambda: start_release_world(
-            fleet,
-            model_dir=stable.dir,
-            workdir=out / "world",
-            stacks_dir=stacks_dir,
-            stack_state=out / "stack-state",
-            scale=scale,
-            base_port=opts.base_port,
-            seed=7,
-            log=log,
-            probe_timeout=1.0,
-            replicas=dict.fromkeys(fleet.regions, 1),
-        ),
-        log,
+    session = release_session(
+        fleet, stable.dir, out, stacks_dir, scale, opts.base_port, dict.fromkeys(fleet.regions, 1), log
     )
     report: dict[str, Any] = {
         "rehearsal": {

@@ -44,6 +44,35 @@ def start_release_world(fleet: Any, *, replicas: dict[str, int], **kw: Any) -> A
     return R.start_world(fleet, serving=lambda w: ServingModel(w, replicas, replace_seconds), **kw)
 
 
+def release_session(
+    fleet: Any,
+    model_dir: Path,
+    out: Path,
+    stacks_dir: Path,
+    scale: Any,
+    base_port: int | None,
+    replicas: dict[str, int],
+    log: Callable[[str], None],
+) -> Session:
+    """The session of a run in the release world (its world under <out>/world, its stacks' state beside it)."""
+    return Session(
+        lambda: start_release_world(
+            fleet,
+            model_dir=model_dir,
+            workdir=out / "world",
+            stacks_dir=stacks_dir,
+            stack_state=out / "stack-state",
+            scale=scale,
+            base_port=base_port,
+            seed=7,
+            log=log,
+            probe_timeout=1.0,
+            replicas=replicas,
+        ),
+        log,
+    )
+
+
 def serving_of(live: Any) -> ServingModel:
     serving = live.world.serving
     assert isinstance(serving, ServingModel), "a release rehearsal's world is served by tracks"
@@ -225,22 +254,7 @@ def run(opts: Options, log: Callable[[str], None] = _log) -> dict:
         "models": {"stable": _minfo(stable_info), **{k: _minfo(v) for k, v in cands.items()}},
         "drills": [],
     }
-    session = Session(
-        lambda: start_release_world(
-            fleet,
-            model_dir=stable_info.dir,
-            workdir=out / "world",
-            stacks_dir=stacks_dir,
-            stack_state=out / "stack-state",
-            scale=scale,
-            base_port=opts.base_port,
-            seed=7,
-            log=log,
-            probe_timeout=1.0,
-            replicas=replicas,
-        ),
-        log,
-    )
+    session = release_session(fleet, stable_info.dir, out, stacks_dir, scale, opts.base_port, replicas, log)
     lg = None
     try:
         live = session.start().live

@@ -281,12 +281,12 @@ class TritonLoadBalancer(pulumi.ComponentResource):
             health_check=health_check(),
             opts=o,
         )
-        self.canary_target_group = None
-        if args.canary:
-            # Same port, health check and drain as the stable group: the two differ only in the pods they hold.
-            self.canary_target_group = aws.lb.TargetGroup(
-                f"{name}-triton-canary",
-                name=target_group_name(args.stack, "canary"),
+
+        def pods_group(resource: str, group: str) -> aws.lb.TargetGroup:
+            # Same port, health check and drain as the stable group: the groups differ only in the pods they hold.
+            return aws.lb.TargetGroup(
+                resource,
+                name=group,
                 port=HTTP_PORT,
                 protocol="HTTP",
                 target_type="ip",
@@ -295,21 +295,15 @@ class TritonLoadBalancer(pulumi.ComponentResource):
                 health_check=health_check(),
                 opts=o,
             )
+
+        self.canary_target_group = (
+            pods_group(f"{name}-triton-canary", target_group_name(args.stack, "canary")) if args.canary else None
+        )
         canary_arn = self.canary_target_group.arn if self.canary_target_group is not None else None
         # An arm version's pods, named by the version's hash (its track): the same group for as long as the version
         # is served, whichever experiments serve it.
         self.arm_target_groups: dict[str, aws.lb.TargetGroup] = {
-            v: aws.lb.TargetGroup(
-                f"{name}-triton-{arm_track(v)}",
-                name=arm_target_group_name(args.stack, v),
-                port=HTTP_PORT,
-                protocol="HTTP",
-                target_type="ip",
-                vpc_id=args.vpc_id,
-                deregistration_delay=30,
-                health_check=health_check(),
-                opts=o,
-            )
+            v: pods_group(f"{name}-triton-{arm_track(v)}", arm_target_group_name(args.stack, v))
             for v in args.arms.versions
         }
         # The stable pods' deep-health sidecars (their TargetGroupBinding: infra/components/triton.py), on the sidecar's
