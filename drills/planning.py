@@ -322,6 +322,29 @@ def scale_back_step(ctx: PlanContext, targets: dict[str, dict[str, int]]) -> lis
     ]
 
 
+def fault_step(
+    act: Literal["inject", "clear"],
+    params: dict[str, Any],
+    description: str,
+    *,
+    name: str | None = None,
+    phase: Literal["steady", "failover"] = "steady",
+    capacity: list[CapacityRow] | None = None,
+) -> Step:
+    """The step that injects (`inject_fault`) or clears (`clear_fault`) a fault through the backend's fault adapter:
+    mutating, so the engine journals it before it acts and a rollback clears what it injected. Named
+    `<act>-fault` unless the scenario names it for what the fault is (`corrupt`, `lose-node`)."""
+    return Step(
+        name=name or f"{act}-fault",
+        action=f"{act}_fault",
+        mutates=True,
+        phase=phase,
+        capacity=capacity or [],
+        params=params,
+        description=description,
+    )
+
+
 def hold_step(
     ctx: PlanContext, what: str, exclude: list[str] | None = None, phase: Literal["steady", "failover"] = "steady"
 ) -> Step:

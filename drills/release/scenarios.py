@@ -23,6 +23,7 @@ import os
 from drills.model import Condition, Plan, Step
 from drills.planning import (
     PlanContext,
+    fault_step,
     finish_plan,
     healthy_condition,
     hold_step,
@@ -90,13 +91,12 @@ class ArtifactCorruption(Scenario):
                 description=f"{region} has a last-known-good pointer, serves its version, and every pinned file's "
                 "bytes match (hashes before)",
             ),
-            Step(
+            fault_step(
+                "inject",
+                {"region": region, "fault": "corrupt-artifact"},
+                f"overwrite the served version's ONNX graph in {region}'s bucket with same-size altered bytes (a new "
+                "object version)",
                 name="corrupt",
-                action="inject_fault",
-                mutates=True,
-                params={"region": region, "fault": "corrupt-artifact"},
-                description=f"overwrite the served version's ONNX graph in {region}'s bucket with same-size altered "
-                "bytes (a new object version)",
             ),
             Step(
                 name="detect",
@@ -199,13 +199,11 @@ class NodeLoss(Scenario):
                 description="every region healthy; baseline SLO",
                 checks=[slo_condition(ctx, "baseline")],
             ),
-            Step(
+            fault_step(
+                "inject",
+                {"region": region, "fault": "gpu-node-loss"},
+                f"lose one {fig['pool']} node ({fig['instance_type']}, {fig['gpus_per_node']} GPUs) of {region}",
                 name="lose-node",
-                action="inject_fault",
-                mutates=True,
-                params={"region": region, "fault": "gpu-node-loss"},
-                description=f"lose one {fig['pool']} node ({fig['instance_type']}, {fig['gpus_per_node']} GPUs) of "
-                f"{region}",
             ),
             Step(
                 name="observe-loss",
@@ -229,13 +227,10 @@ class NodeLoss(Scenario):
                     slo_condition(ctx, "service probes through the loss"),
                 ],
             ),
-            Step(
-                name="clear-fault",
-                action="clear_fault",
-                mutates=True,
-                params={"region": region, "fault": "gpu-node-loss"},
-                description="nothing to undo on AWS (the node group replaced the instance); test backends restore "
-                "their node",
+            fault_step(
+                "clear",
+                {"region": region, "fault": "gpu-node-loss"},
+                "nothing to undo on AWS (the node group replaced the instance); test backends restore their node",
             ),
             hold_step(ctx, f"after the node loss in {region}"),
         ]

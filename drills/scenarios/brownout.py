@@ -19,6 +19,7 @@ from drills.errors import GuardrailError
 from drills.model import Plan, Step
 from drills.planning import (
     PlanContext,
+    fault_step,
     finish_plan,
     hold_step,
     precheck_step,
@@ -81,24 +82,14 @@ class RegionBrownout(RegionOutage):
         timeout = ctx.params.replication_timeout_seconds or 2 * rpo
         steps = [
             bucket_precheck_step(sorted(fleet.regions)),
-            Step(
-                name="inject-fault",
-                action="inject_fault",
-                mutates=True,
-                params={"region": region, "fault": fault.text},
-                description=f"cut artifact replication to and from {region}",
+            fault_step(
+                "inject", {"region": region, "fault": fault.text}, f"cut artifact replication to and from {region}"
             ),
             canary_write_step(
                 others, f"put a canary object in {', '.join(others)}: none can reach {region} while it is cut"
             ),
             hold_step(ctx, f"with replication to and from {region} cut (RPO grows; the replication alarm fires)"),
-            Step(
-                name="clear-fault",
-                action="clear_fault",
-                mutates=True,
-                params={"region": region, "fault": fault.text},
-                description=f"heal replication to and from {region}",
-            ),
+            fault_step("clear", {"region": region, "fault": fault.text}, f"heal replication to and from {region}"),
             measure_replication_step(
                 others,
                 timeout,

@@ -13,6 +13,7 @@ from drills.model import Condition, Plan, Step
 from drills.planning import (
     PlanContext,
     capacity_rows,
+    fault_step,
     finish_plan,
     healthy_condition,
     hold_step,
@@ -64,14 +65,12 @@ class RegionOutage(Scenario):
             )
         steps = [
             precheck_step(ctx, {}, engines_for=[r.region for r in rows if r.gains_share]),
-            Step(
-                name="inject-fault",
-                action="inject_fault",
-                mutates=True,
+            fault_step(
+                "inject",
+                {"region": region, "fault": fault},
+                f"fail {region} in the data plane ({fault}); no Route 53 or Pulumi call makes the failover",
                 phase="failover",
                 capacity=rows,
-                params={"region": region, "fault": fault},
-                description=f"fail {region} in the data plane ({fault}); no Route 53 or Pulumi call makes the failover",
             ),
             Step(
                 name="observe-failover",
@@ -96,12 +95,10 @@ class RegionOutage(Scenario):
                 "node ready, image pulled, model fetched and verified, Triton loaded and warmed up, serving; waits "
                 f"up to {STARTUP_TIMEOUT:g} s for the pods still starting",
             ),
-            Step(
-                name="clear-fault",
-                action="clear_fault",
-                mutates=True,
-                params={"region": region, "fault": fault},
-                description=f"undo the fault in {region} (restore its Triton replicas / readiness)",
+            fault_step(
+                "clear",
+                {"region": region, "fault": fault},
+                f"undo the fault in {region} (restore its Triton replicas / readiness)",
             ),
             Step(
                 name="observe-recovery",

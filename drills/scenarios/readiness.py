@@ -10,7 +10,7 @@ when the fault is injected (the backend offers no such fault), after the first, 
 from __future__ import annotations
 
 from drills.model import Plan, Step
-from drills.planning import PlanContext, finish_plan
+from drills.planning import PlanContext, fault_step, finish_plan
 from drills.scenarios.base import Scenario
 
 FAULT = "served-manifest-differs"
@@ -29,21 +29,13 @@ class Readiness(Scenario):
 
         steps = [
             check("ready", [], "every readiness check passes"),
-            Step(
-                name="inject-fault",
-                action="inject_fault",
-                mutates=True,
-                params={"region": region, "fault": FAULT},
-                description=f"make the manifest {region} serves differ from the other regions' (its bytes only)",
+            fault_step(
+                "inject",
+                {"region": region, "fault": FAULT},
+                f"make the manifest {region} serves differ from the other regions' (its bytes only)",
             ),
             check("not-ready", ["digest"], f"readiness fails on the digest check alone, naming {region}"),
-            Step(
-                name="clear-fault",
-                action="clear_fault",
-                mutates=True,
-                params={"region": region, "fault": FAULT},
-                description=f"put {region}'s served manifest back",
-            ),
+            fault_step("clear", {"region": region, "fault": FAULT}, f"put {region}'s served manifest back"),
             check("ready-again", [], "every readiness check passes again"),
         ]
         return finish_plan(

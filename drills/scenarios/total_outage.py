@@ -25,6 +25,7 @@ from drills.planning import (
     PlanContext,
     capacity_rows,
     engine_coverage,
+    fault_step,
     finish_plan,
     precheck_step,
     shares,
@@ -96,14 +97,12 @@ class TotalOutage(Scenario):
         every = ", ".join(regions)
         steps = [
             precheck_step(ctx, {}, engines_for=regions),
-            Step(
-                name="inject-fault",
-                action="inject_fault",
-                mutates=True,
+            fault_step(
+                "inject",
+                {"regions": regions, "fault": fault},
+                f"fail every region in the data plane ({fault}): {every}, each journaled before it is injected; no "
+                "Route 53 or Pulumi call",
                 phase="failover",
-                params={"regions": regions, "fault": fault},
-                description=f"fail every region in the data plane ({fault}): {every}, each journaled before it is "
-                "injected; no Route 53 or Pulumi call",
             ),
             Step(
                 name="observe-outage",
@@ -124,14 +123,12 @@ class TotalOutage(Scenario):
                 "outage is the point",
                 checks=[unhealthy_condition(regions, "at the end of the hold")],
             ),
-            Step(
-                name="clear-fault",
-                action="clear_fault",
-                mutates=True,
+            fault_step(
+                "clear",
+                {"regions": regions, "fault": fault},
+                f"undo the fault in every region ({every}) with the handle each injection recorded",
                 phase="failover",
                 capacity=rows,
-                params={"regions": regions, "fault": fault},
-                description=f"undo the fault in every region ({every}) with the handle each injection recorded",
             ),
             Step(
                 name="observe-recovery",
