@@ -5,8 +5,11 @@ report.json:
                     (drills/experiment/metrics.py's definitions), `srm_ok`, `decision` (its last look's verdict),
                     `comparisons`, `looks` (each look's per-cell CTR and NDCG@10 and always-valid p), `stopped_early`,
                     `arm_stickiness`, `routing`
+                    `over_time` (each cell's cumulative figures every 2 s of the log, with 95 % half-widths: the
+                    chart's lines)
   experiments       both experiments, each in that shape, by id
-  drill             the region-brownout drill run through the first: id, status, the experiments its plan recorded
+  drill             the region-outage drill run through the first: id, status, the experiments its plan recorded,
+                    the fault's injection and clearing (wall times)
   checks            each expectation with its verdict; `verdict` PASS only when every one holds
 """
 
@@ -71,7 +74,9 @@ def routing(events: Path, experiment: Experiment, counts: list[dict], wall: list
     return {"impressions_by_version": impressions, "requests_answered_by_version": served, "ok": ok}
 
 
-def experiment_doc(run: Any, experiment: Experiment, counts: list[dict], drilled: str) -> dict[str, Any]:
+def experiment_doc(
+    run: Any, experiment: Experiment, counts: list[dict], drilled: str, t_start: float
+) -> dict[str, Any]:
     from drills.experiment.command import report_doc
 
     doc = report_doc(experiment, run.events, datetime.now(UTC)) if run.events.exists() else {"arms": {}}
@@ -84,6 +89,7 @@ def experiment_doc(run: Any, experiment: Experiment, counts: list[dict], drilled
     doc["arm_stickiness"] = arm_stickiness(run.events, experiment, drilled)
     doc["routing"] = routing(run.events, experiment, counts, run.wall)
     doc["events"] = str(run.events)
+    doc["over_time"] = over_time(run.events, experiment.id, t_start)
     return doc
 
 
@@ -95,10 +101,11 @@ def summarise(
     drilled: str,
     primary: str,
     guarded: str,
+    t_start: float,
 ) -> dict[str, Any]:
     """`primary`: the experiment the drill ran through (its candidate should ship); `guarded`: the one whose
     candidate a guardrail should stop."""
-    docs = {eid: experiment_doc(run, experiments[eid], counts, drilled) for eid, run in runs.items()}
+    docs = {eid: experiment_doc(run, experiments[eid], counts, drilled, t_start) for eid, run in runs.items()}
     more, bad = docs[primary], docs[guarded]
     lift = next((c["lift"] for c in more.get("comparisons", []) if c["metric"] == "ctr"), None)
     stick = more["arm_stickiness"]
@@ -183,35 +190,90 @@ def render(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def over_time(events: Path, experiment_id: str, t0: float, step: float = 2.0) -> list[dict[str, Any]]:
+    """Each cell's cumulative figures every `step` seconds of the log (event time, seconds since `t0`): impressions,
+    CTR and NDCG@10 with their 95 % half-widths (normal approximation): what the chart draws."""
+    from drills.experiment.events import aggregate, read_events
+
+    evs = sorted(read_events(events), key=lambda e: e.ts) if events.exists() else []
+    if not evs:
+        return []
+    out = []
+    first, last = evs[0].ts.timestamp(), evs[-1].ts.timestamp()
+    t, i = first + step, 0
+    while True:
+        while i < len(evs) and evs[i].ts.timestamp() <= t:
+            i += 1
+        cells = {}
+        for cell, a in aggregate(evs[:i], experiment_id).items():
+            n, k = a.impressions, a.clicked_impressions
+            ctr = a.ctr
+            nd = a.ndcg10
+            nd_var = (a.ndcg10_sumsq / k - nd * nd) / k if k > 1 else float("nan")
+            cells[cell] = {
+                "impressions": n,
+                "ctr": rounded(ctr),
+                "ctr_hw": rounded(1.96 * (ctr * (1 - ctr) / n) ** 0.5) if n else None,
+                "ndcg10": rounded(nd),
+                "ndcg10_hw": rounded(1.96 * max(nd_var, 0.0) ** 0.5),
+            }
+        out.append({"t": round(t - t0, 2), "cells": cells})
+        if t >= last:
+            return out
+        t += step
+
+
+def rounded(v: float) -> float | None:
+    return None if v != v else round(v, 6)  # NaN -> None
+
+
 def chart(r: dict[str, Any], path: Path) -> Path | None:
-    """Each cell's CTR and NDCG@10 at every look, per experiment; the drill's span shaded."""
+    """Per experiment, each cell's cumulative CTR and NDCG@10 over time with 95 % bands (from its event log), the
+    looks, the first final verdict, and (for the experiment the drill ran through) the fault's span."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     exps = r["experiments"]
-    if not any(e["looks"] for e in exps.values()):
+    if not any(e.get("over_time") for e in exps.values()):
         return None
-    fig, axes = plt.subplots(len(exps), 2, figsize=(12, 4 * len(exps)), squeeze=False)
-    t0 = r.get("t_start")
-    drill = r.get("drill") or {}
+    fig, axes = plt.subplots(len(exps), 2, figsize=(13, 4.2 * len(exps)), squeeze=False)
+    t0 = r["t_start"]
+    faults = {e["event"]: e["wall"] - t0 for e in (r.get("drill") or {}).get("fault_events", [])}
+    colours = {"control": "#ff7f0e", "candidate": "#1f77b4", HOLDOUT: "#7f7f7f"}
     for row, (eid, e) in zip(axes, exps.items(), strict=True):
-        for ax, metric, label in ((row[0], "ctr", "CTR"), (row[1], "ndcg10", "NDCG@10")):
-            cells = sorted({c for look in e["looks"] for c in look["arms"]})
-            for cell in cells:
-                pts = [(look["t_wall"], look["arms"][cell][metric]) for look in e["looks"] if cell in look["arms"]]
-                pts = [(t, v) for t, v in pts if v is not None]
-                if pts:
-                    ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=cell)
-            wall = drill.get("wall") or []
-            if t0 is not None and len(wall) == 2 and eid == r["experiment"].get("experiment"):
-                ax.axvspan(wall[0] - t0, wall[1] - t0, color="#d62728", alpha=0.1, label="region-brownout drill")
-            ax.set_title(f"{eid}: {label} per cell (decision: {e.get('decision')})", fontsize=9)
+        final = next((look["t_wall"] for look in e["looks"] if look["final"]), None)
+        for ax, metric, label in ((row[0], "ctr", "CTR"), (row[1], "ndcg10", "NDCG@10 (clicked impressions)")):
+            for cell in sorted({c for pt in e["over_time"] for c in pt["cells"]}):
+                pts = [
+                    (pt["t"], pt["cells"][cell][metric], pt["cells"][cell][f"{metric}_hw"] or 0.0)
+                    for pt in e["over_time"]
+                    if cell in pt["cells"] and pt["cells"][cell][metric] is not None
+                ]
+                if not pts:
+                    continue
+                ts, vs, hw = zip(*pts, strict=True)
+                c = colours.get(cell)
+                ax.plot(ts, vs, color=c, label=cell)
+                ax.fill_between(
+                    ts,
+                    [max(0.0, v - h) for v, h in zip(vs, hw, strict=True)],
+                    [min(1.0, v + h) for v, h in zip(vs, hw, strict=True)],
+                    color=c, alpha=0.15, linewidth=0,
+                )  # fmt: skip
+            if eid == r["experiment"].get("experiment") and "inject" in faults:
+                end = faults.get("clear", e["over_time"][-1]["t"])
+                ax.axvspan(faults["inject"], end, color="#d62728", alpha=0.08, label="region outage (drill's fault)")
+            for look in e["looks"]:
+                ax.axvline(look["t_wall"], color="#bbbbbb", linewidth=0.6, linestyle=":")
+            if final is not None:
+                ax.axvline(final, color="#2ca02c", linewidth=1.2, label=f"decision: {e.get('decision')}")
+            ax.set_title(f"{eid}: {label}, cumulative, 95 % band (dotted: looks)", fontsize=9)
             ax.set_xlabel("wall seconds since the run started")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

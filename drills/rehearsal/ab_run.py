@@ -4,9 +4,11 @@ Two experiments of ranker versions, one after the other, in the release rehearsa
 DNS and replication models, real CPU Tritons behind the load-balancer model, loopback only):
 
   ranker-more-signal   control: the stable build; candidate: a build trained on six times the signal
-                       (release_models "more"); 10 % holdout; primary metric CTR, guardrail NDCG@10. A region's data
-                       path is blackholed while it runs (the region-brownout drill through the drills engine, which
-                       records the experiment as running through it); every user must keep their arm.
+                       (release_models "more"); 10 % holdout; primary metric CTR, guardrail NDCG@10. A region-outage
+                       drill runs through it (the drills engine; its plan records the experiment as running), its
+                       fault `blackhole`: the region's whole data path, arm pods included, unreachable, as a region
+                       outage is on AWS (`triton-down` here would stop only the stable pods). Every user must keep
+                       their arm.
   ranker-bad-labels    control: the stable build; candidate: the `--bad-labels` build; guardrails CTR and NDCG@10;
                        declared from the start, started when the first ends.
 
@@ -42,6 +44,7 @@ import yaml
 
 from drills.experiment.window import change_window, utc_seconds
 from drills.rehearsal import rehearse as R
+from drills.rehearsal.ab_report import rounded
 from drills.rehearsal.release_run import release_backend, release_session, serving_of
 from drills.rehearsal.runner import Session
 from infra.config import PROJECT
@@ -157,17 +160,13 @@ class _Experiment:
                 "verdict": d.verdict,
                 "final": d.final,
                 "arms": {
-                    cell: {"impressions": t.impressions, "ctr": _num(t.ctr), "ndcg10": _num(t.ndcg10)}
+                    cell: {"impressions": t.impressions, "ctr": rounded(t.ctr), "ndcg10": rounded(t.ndcg10)}
                     for cell, t in totals.items()
                 },
                 "always_valid_p": {arm: c.sequential.p_value for arm, c in primary.items()},
             }
         )
         return d
-
-
-def _num(v: float) -> float | None:
-    return None if v != v else round(v, 6)  # NaN -> None
 
 
 def run(opts: Options, log: Callable[[str], None] = _log) -> dict[str, Any]:
@@ -215,11 +214,14 @@ def run(opts: Options, log: Callable[[str], None] = _log) -> dict[str, Any]:
     from drills.scenarios import build_plan
 
     params = {"poll_seconds": max(2.0, round(0.25 / opts.scale, 3)), "probe_clients": 4, "hold_seconds": 60.0}
-    drill_plan = build_plan(
-        "region-brownout", opts.env, region, stacks_dir=stacks_dir, overrides={**params, "fault": "blackhole"}
-    )
+
+    def drill_plan() -> Any:  # built when it starts: the experiments it records are those running then
+        return build_plan(
+            "region-outage", opts.env, region, stacks_dir=stacks_dir, overrides={**params, "fault": "blackhole"}
+        )
+
     scale = R.world_scale(
-        fleet, drill_plan, R.Options(env=opts.env, scale=opts.scale, ready_timeout=opts.ready_timeout)
+        fleet, drill_plan(), R.Options(env=opts.env, scale=opts.scale, ready_timeout=opts.ready_timeout)
     )
     session = release_session(
         fleet, stable.dir, out, stacks_dir, scale, opts.base_port, dict.fromkeys(fleet.regions, 1), log
@@ -271,7 +273,9 @@ def run(opts: Options, log: Callable[[str], None] = _log) -> dict[str, Any]:
 
     load = load_fleet(opts.env, stacks_dir).glob.experiments
     report["t_start"] = t_start
-    report.update(summarise(runs, {e.id: e for e in load}, counts, drill, region, primary=MORE, guarded=BAD))
+    report.update(
+        summarise(runs, {e.id: e for e in load}, counts, drill, region, primary=MORE, guarded=BAD, t_start=t_start)
+    )
     report["rehearsal"]["wall_seconds"] = round(time.time() - t_start, 1)
     report["paths"] = [str(p) for p in write(report, runs, out)]
     return report
@@ -296,7 +300,7 @@ def _experiment(
     t_start: float,
     log: Callable[[str], None],
     model_dir: Path,
-    drill_plan: Any = None,
+    drill_plan: Callable[[], Any] | None = None,
     drill: dict[str, Any] | None = None,
 ) -> None:
     """Shoppers' traffic for one experiment, looks until a final verdict (the drill run once traffic flows, when
@@ -331,18 +335,28 @@ def _experiment(
     if drill_plan is not None and drill is not None:
 
         def go() -> None:
-            outcome = session.drill(
-                drill_plan,
-                stacks_dir.parent / "state",
-                lambda clock: release_backend(live, {"scale": opts.scale}, clock),
-                ScaledClock(opts.scale),
-            )
+            plan = drill_plan()
+            backends: list[Any] = []
+
+            def backend(clock: Any) -> Any:
+                backends.append(release_backend(live, {"scale": opts.scale}, clock))
+                return backends[-1]
+
+            outcome = session.drill(plan, stacks_dir.parent / "state", backend, ScaledClock(opts.scale))
             drill.update(
                 {
+                    "scenario": plan.scenario,
+                    "fault": "blackhole",
                     "drill_id": outcome.drill_id,
                     "status": outcome.status,
                     "reason": outcome.reason,
-                    "experiments": list(drill_plan.experiments),
+                    "experiments": list(plan.experiments),
+                    # Wall times of the fault's injection and clearing (the world's fault adapter records them).
+                    "fault_events": [
+                        {"event": e.get("event"), "wall": e.get("wall")}
+                        for b in backends
+                        for e in b.extras["world_faults"].events
+                    ],
                 }
             )
 

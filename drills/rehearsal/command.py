@@ -79,7 +79,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         choices=SCENARIOS,
         help="drill scenario (default region-outage); `all`: every scenario the environment's routing allows, one "
         "after the other in one world, a report each plus an index (ab-test, only when named: two A/B experiments of "
-        "ranker versions with a region-brownout drill through the first, drills/rehearsal/ab_run.py; total-outage only "
+        "ranker versions with a region-outage drill through the first, drills/rehearsal/ab_run.py; total-outage only "
         "when named: every region down "
         "for --hold drill seconds, allowed here because the environment is this run's own copy)",
     )
