@@ -47,10 +47,9 @@ from typing import TYPE_CHECKING, Any
 
 from drills.adapters.base import TrackState
 from drills.rehearsal.alb_proc import AlbProcess
-from drills.rehearsal.pod import PodError, fetch_declared
 from drills.rehearsal.procs import Child
-from drills.rehearsal.repo import ArtifactError, ServingRepo, prepare_serving_repo
-from drills.rehearsal.serving import pod_sidecar, region_alb
+from drills.rehearsal.repo import ArtifactError, ServingRepo
+from drills.rehearsal.serving import region_alb, start_verified_pod
 from drills.rehearsal.triton import TritonServer
 from infra.arms import ARM_TRACK_PREFIX, arm_track
 
@@ -118,56 +117,30 @@ class ServingModel:
         self._slot += 1
         return f"127.0.{POD_NET + self._slot % 200}.{self.world.regions.index(region) + 1}"
 
-    def verified_repo(self, region: str, version: str, tag: str) -> tuple[ServingRepo, str]:
-        """Fetch the version's prefix from the region's bucket with the declared fetch-model script (at a restore's
-        pinned S3 versions, if any) and check every served file against the manifest (raises ArtifactError naming
-        the file and both hashes: the pod is refused). Returns the repository and the fetch script's own line."""
-        w = self.world
-        assert w.moto is not None  # pods start once the world runs
-        d = w.workdir / "regions" / region / "pods" / tag
-        try:
-            fetched = fetch_declared(
-                w.pods[region],
-                bucket=w.buckets[region],
-                prefix=f"{self.model}/{version}",
-                version=version,
-                dest=d / "synced",
-                region=region,
-                endpoint=w.moto.endpoint,
-            )
-        except PodError as e:  # a pod whose fetch fails is refused like one whose verification fails
-            raise ArtifactError(str(e)) from e
-        pins = self.pins.get(region) or w.fleet.regions[region].model.digests
-        return prepare_serving_repo(d / "synced", d / "repository", w.pods[region], pins.get(version, "")), fetched
-
     def start_pod(self, region: str, track: str, version: str) -> Pod:
+        """A pod of `track` at `version` (serving.start_verified_pod: fetched from the region's bucket under the
+        version's prefix, verified against the pin of the last `up` or of a restore, started, answering); a refusal
+        is recorded with the reason (expected and found sha256) and raised as ArtifactError."""
         w = self.world
         name = f"{region}-{track}-{self._slot + 1}"
+        addr = self._pod_address(region)
+        pins = self.pins.get(region) or w.fleet.regions[region].model.digests
         try:
-            repo, fetched = self.verified_repo(region, version, name)
+            started = start_verified_pod(
+                w,
+                region,
+                name=name,
+                version=version,
+                prefix=f"{self.model}/{version}",
+                pin=pins.get(version, ""),
+                address=addr,
+                pdir=w.workdir / "regions" / region / "pods" / name,
+            )
         except ArtifactError as e:
             self._event(event="refused", region=region, track=track, version=version, pod=name, reason=str(e))
             raise
-        addr = self._pod_address(region)
-        t = TritonServer(
-            w.sup,
-            name=name,
-            repository=repo.path,
-            models=repo.models,
-            address=addr,
-            http_port=w.ports["http"],
-            grpc_port=w.ports["grpc"],
-            metrics_port=w.ports["metrics"],
-            workdir=w.workdir / "regions" / region / "pods" / name / "triton",
-            pod=w.pods[region],
-            ready_timeout=w.scale.ready_timeout,
-            exit_timeout=w.scale.triton_exit_timeout,
-        )
-        ready_s = t.start()
-        # Warm ONNX Runtime before the pod takes traffic (its first request pays the lazy initialisation).
-        t.infer(repo.models[0], w.traffic.batches(n=1, batch=8)[0], timeout=30)
-        sidecar = pod_sidecar(w, region, name, addr)
-        pod = Pod(name, track, version, t, repo, time.time(), sidecar)
+        t, repo = started.server, started.repo
+        pod = Pod(name, track, version, t, repo, time.time(), started.sidecar)
         self._event(
             event="pod-ready",
             region=region,
@@ -175,9 +148,9 @@ class ServingModel:
             version=version,
             pod=name,
             address=addr,
-            ready_s=round(ready_s, 3),
+            ready_s=round(t.ready_s[-1], 3),
             served_sha256=dict(repo.served),
-            fetched=fetched,
+            fetched=started.fetched,
         )
         return pod
 

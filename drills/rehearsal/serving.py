@@ -20,12 +20,14 @@ import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from drills.rehearsal.alb_proc import AlbProcess
-from drills.rehearsal.pod import PodSpec, deep_health_argv, fetch_declared
+from drills.rehearsal.pod import PodError, PodSpec, deep_health_argv, fetch_declared
 from drills.rehearsal.procs import Child, ProcessError, Supervisor
-from drills.rehearsal.repo import ServingRepo, prepare_serving_repo
+from drills.rehearsal.repo import ArtifactError, ServingRepo, prepare_serving_repo
 from drills.rehearsal.triton import TritonServer
 
 if TYPE_CHECKING:  # the world builds its serving; serving reads the world's started parts
@@ -134,6 +136,78 @@ def pod_sidecar(world: World, region: str, name: str, address: str) -> Child:
     )
 
 
+@dataclass(frozen=True)
+class StartedPod:
+    server: TritonServer
+    repo: ServingRepo
+    sidecar: Child
+    fetched: str  # the fetch-model script's own line
+
+
+def start_verified_pod(
+    world: World,
+    region: str,
+    *,
+    name: str,
+    version: str,
+    prefix: str,
+    pin: str,
+    address: str,
+    pdir: Path,
+    timings: dict[str, float] | None = None,
+) -> StartedPod:
+    """One Triton pod as the regional stack declares it: `prefix` (the version's immutable prefix) fetched from the
+    region's bucket with the declared fetch-model script, every served file checked against the manifest whose sha256
+    the stack pins (`pin`: the verify-model init container; ArtifactError naming the file and both hashes, a fetch
+    failure as one too: the pod is refused and never starts), Triton started (its config's model_warmup runs inside
+    the load), one inference answered with finite scores (the first request pays ONNX Runtime's lazy initialisation,
+    and a pod that cannot rank must not take users), its deep-health sidecar beside it. `timings` gets each part's
+    wall seconds."""
+    w = world
+    assert w.moto is not None  # pods start once the world runs
+    t0 = time.monotonic()
+    try:
+        fetched = fetch_declared(
+            w.pods[region],
+            bucket=w.buckets[region],
+            prefix=prefix,
+            version=version,
+            dest=pdir / "synced",
+            region=region,
+            endpoint=w.moto.endpoint,
+        )
+    except PodError as e:  # a pod whose fetch fails is refused like one whose verification fails
+        raise ArtifactError(str(e)) from e
+    repo = prepare_serving_repo(pdir / "synced", pdir / "repository", w.pods[region], pin)
+    t1 = time.monotonic()
+    t = TritonServer(
+        w.sup,
+        name=name,
+        repository=repo.path,
+        models=repo.models,
+        address=address,
+        http_port=w.ports["http"],
+        grpc_port=w.ports["grpc"],
+        metrics_port=w.ports["metrics"],
+        workdir=pdir / "triton",
+        pod=w.pods[region],
+        ready_timeout=w.scale.ready_timeout,
+        exit_timeout=w.scale.triton_exit_timeout,
+    )
+    t.start()
+    t2 = time.monotonic()
+    out = t.infer(repo.models[0], w.traffic.batches(n=1, batch=8)[0], timeout=30)
+    scores = [float(x) for o in out["outputs"] for x in o["data"]]
+    if not scores or not all(math.isfinite(x) for x in scores):
+        t.stop()
+        raise ProcessError(f"{name}: the first inference gave no finite scores: {scores[:4]}")
+    t3 = time.monotonic()
+    sidecar = pod_sidecar(w, region, name, address)
+    if timings is not None:
+        timings.update({"model fetch+verify": t1 - t0, "Triton load+warm-up": t2 - t1, "first good inference": t3 - t2})
+    return StartedPod(t, repo, sidecar, fetched)
+
+
 class TritonPerRegion:
     """Per region one real Triton on a pod address, serving the repository synced from the region's bucket and
     hash-checked against its manifest (`repo.prepare_serving_repo`), its declared deep-health sidecar beside it, and
@@ -157,59 +231,23 @@ class TritonPerRegion:
         return f"{POD_NET if k == 0 else SCALE_NETS[k - 1]}{self.world.regions.index(region) + 1}"
 
     def start_pod(self, region: str, name: str, address: str, timings: dict[str, float] | None = None) -> TritonServer:
-        """One pod of the region as its stack declares it: fetch the served version with the declared fetch-model
-        script, verify every file against the manifest, start Triton (its config's model_warmup runs inside the load)
-        and answer one inference; its deep-health sidecar beside it. `timings` gets each part's wall seconds."""
+        """One pod of the region at its served version, as its stack declares it (`start_verified_pod`)."""
         w = self.world
-        assert w.moto is not None
-        pdir = w.workdir / "regions" / region / ("" if name == region else f"pods/{name}")
         model = w.fleet.regions[region].model
-        t0 = time.monotonic()
-        fetch_declared(
-            w.pods[region],
-            bucket=w.buckets[region],
-            prefix=w.model_prefix,
-            version=model.version,
-            dest=pdir / "synced",
-            region=region,
-            endpoint=w.moto.endpoint,
-        )
-        repo = prepare_serving_repo(
-            pdir / "synced", pdir / "repository", w.pods[region], model.digests.get(model.version, "")
-        )
-        t1 = time.monotonic()
-        t = TritonServer(
-            w.sup,
+        pod = start_verified_pod(
+            w,
+            region,
             name=name,
-            repository=repo.path,
-            models=repo.models,
+            version=model.version,
+            prefix=w.model_prefix,
+            pin=model.digests.get(model.version, ""),
             address=address,
-            http_port=w.ports["http"],
-            grpc_port=w.ports["grpc"],
-            metrics_port=w.ports["metrics"],
-            workdir=pdir / "triton",
-            pod=w.pods[region],
-            ready_timeout=w.scale.ready_timeout,
-            exit_timeout=w.scale.triton_exit_timeout,
+            pdir=w.workdir / "regions" / region / ("" if name == region else f"pods/{name}"),
+            timings=timings,
         )
-        t.start()
-        t2 = time.monotonic()
-        # One inference before traffic, demanded finite: the first request pays for ONNX Runtime's lazy
-        # initialisation (tens of ms) that warm-up may leave, and a pod that cannot rank must not take users.
-        out = t.infer(repo.models[0], w.traffic.batches(n=1, batch=8)[0], timeout=30)
-        scores = [float(x) for o in out["outputs"] for x in o["data"]]
-        if not scores or not all(math.isfinite(x) for x in scores):
-            t.stop()
-            raise ProcessError(f"{name}: the first inference gave no finite scores: {scores[:4]}")
-        t3 = time.monotonic()
         if region not in self.repos:
-            self.repos[region] = repo
-        pod_sidecar(w, region, name, address)
-        if timings is not None:
-            timings.update(
-                {"model fetch+verify": t1 - t0, "Triton load+warm-up": t2 - t1, "first good inference": t3 - t2}
-            )
-        return t
+            self.repos[region] = pod.repo
+        return pod.server
 
     def start(self, region: str) -> float:
         w = self.world
