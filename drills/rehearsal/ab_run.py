@@ -45,7 +45,7 @@ import yaml
 from drills.experiment.window import change_window, utc_seconds
 from drills.rehearsal import rehearse as R
 from drills.rehearsal.ab_report import rounded
-from drills.rehearsal.release_run import release_backend, release_session, serving_of
+from drills.rehearsal.release_run import release_backend, release_session, serving_of, wait_replicated
 from drills.rehearsal.runner import Session
 from infra.config import PROJECT
 from model_build.signing import dev_key
@@ -254,6 +254,7 @@ def run(opts: Options, log: Callable[[str], None] = _log) -> dict[str, Any]:
             for r, bucket in w.buckets.items():
                 model_build_publisher(info.dir, bucket, "", w.moto.client("s3", r))
         log(f"published {', '.join(i.version for i in cands.values())} to every region's bucket")
+        wait_replicated(w, log)
         _up_all(release_backend(live, {"scale": opts.scale}, SystemClock()), fleet, "serve the experiments' arms", log)
         _experiment(
             runs[MORE], session, fleet, stacks_dir, opts, t_start, log, stable.dir, drill_plan=drill_plan, drill=drill

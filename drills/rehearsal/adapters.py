@@ -336,18 +336,16 @@ def make_backend(
     faults = CompositeFaults(
         faults_world, HealthCheckInversion(route53), *(release.faults(s3, stacks) if release else ())
     )
-    readiness = None
-    if release is None:
-        # What `drills readiness` evaluates on AWS, over this world (readiness_view.py). The release rehearsal
-        # publishes versions between its drills; its releases have their own gates.
-        def readiness() -> list[Any]:
-            from drills.readiness.checks import declared_from, evaluate
-            from drills.rehearsal.readiness_view import WorldFleetView
-            from infra.config import load_fleet
 
-            return evaluate(
-                WorldFleetView(world, capacity).snapshot(), declared_from(load_fleet(fleet.env, stacks_dir))
-            )
+    # What `drills readiness` evaluates on AWS, over this world (readiness_view.py), against the stack copy as it is
+    # now (a release rehearsal changes versions and pins between its drills).
+    def readiness() -> list[Any]:
+        from drills.readiness.checks import declared_from, evaluate
+        from drills.rehearsal.readiness_view import WorldFleetView
+        from infra.config import load_fleet
+
+        now = load_fleet(fleet.env, stacks_dir)
+        return evaluate(WorldFleetView(world, capacity, now).snapshot(), declared_from(now))
 
     b = Backend(
         "rehearsal-release" if release else "rehearsal",

@@ -20,6 +20,7 @@ from infra.capacity import reserved_instances
 
 if TYPE_CHECKING:
     from drills.rehearsal.world import World
+    from infra.config import Fleet
 
 SUBSTITUTIONS = [
     "GPU reservations: the stack copy's declared ones (no EC2 reservation API in the rehearsal)",
@@ -30,10 +31,12 @@ REPLICATION_WINDOW_S = 900.0  # configuration seconds of replication history the
 
 
 class WorldFleetView:
-    """`snapshot()` of a started world; `capacity`: the drills' capacity adapter over it (node groups in moto)."""
+    """`snapshot()` of a started world; `capacity`: the drills' capacity adapter over it (node groups in moto);
+    `fleet`: the environment as its stack copy declares it now (what the world's `up`s applied: a release rehearsal
+    changes versions and pins between its drills, so the world's fleet at start is not it)."""
 
-    def __init__(self, world: World, capacity: Any):
-        self.world, self.capacity = world, capacity
+    def __init__(self, world: World, capacity: Any, fleet: Fleet):
+        self.world, self.capacity, self.fleet = world, capacity, fleet
 
     def snapshot(self) -> FleetSnapshot:
         w = self.world
@@ -44,7 +47,7 @@ class WorldFleetView:
         regions = {}
         now = datetime.now(UTC)
         for r in w.regions:
-            cfg = w.fleet.regions[r]
+            cfg = self.fleet.regions[r]
             groups = {g.pool: g for g in self.capacity.node_groups(r)}
             pools = tuple(
                 PoolLive(
@@ -73,4 +76,4 @@ class WorldFleetView:
                 config=declared_config(cfg),
                 health_check=AwsFleetView._health_check(r53, shallow.get(r)),
             )
-        return FleetSnapshot(w.fleet.env, regions)
+        return FleetSnapshot(self.fleet.env, regions)

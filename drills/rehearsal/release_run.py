@@ -296,6 +296,16 @@ def run(opts: Options, log: Callable[[str], None] = _log) -> dict:
     return summary
 
 
+def wait_replicated(world: Any, log: Callable[[str], None], timeout: float = 120.0) -> None:
+    """Replication drained (after a publish, or the pointers a release wrote), as an operator waits before the next
+    release or drill: readiness (every drill's and release's precheck) refuses a fleet with objects pending
+    replication."""
+    left = world.storage.wait_drained(timeout)
+    if left:
+        raise R.RehearsalError(f"replication did not drain within {timeout:g} s of the publish: pending {left}")
+    log("replication drained: every bucket holds every published version")
+
+
 MAX_POD_REPLICAS = 4  # CPU Tritons per region this 2-core rehearsal can run beside the others
 
 
@@ -341,6 +351,9 @@ def _engine(plan: Any, state: Path, session: Session, options: dict, opts: Optio
     from drills.rehearsal.clock import ScaledClock
 
     live = session.live
+    # As an operator waits for the fleet to be ready before the next drill: a publish and a release's last-known-good
+    # pointers replicate first (readiness, every drill's and release's precheck, refuses a backlog).
+    wait_replicated(live.world, session.log)
     return session.drill(plan, state, lambda clock: release_backend(live, options, clock), ScaledClock(opts.scale))
 
 

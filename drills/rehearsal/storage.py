@@ -49,6 +49,19 @@ class Storage:
         assert self.replicator is not None
         return self.replicator.backlog(self.buckets[region], window)
 
+    def wait_drained(self, timeout: float) -> dict[str, int]:
+        """Wait until no region's bucket has a version pending replication (after two of the replicator's listings,
+        so what was just written is seen); returns the backlog left per region at `timeout` (empty: drained). What a
+        publisher waits for before a release: readiness refuses a fleet with replication pending."""
+        assert self.replicator is not None
+        time.sleep(2 * self.poll)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = {r: n for r in self.buckets if (n := self.replication_backlog(r, 0.0)[0])}
+            if not left or time.monotonic() >= deadline:
+                return left
+            time.sleep(self.poll)
+
     def partition(self, region: str, cut: bool) -> None:
         """Cut (or heal) replication to and from `region`'s bucket: the replicator cannot reach it."""
         assert self.replicator is not None
