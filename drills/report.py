@@ -162,6 +162,8 @@ def build_report(entries: list[dict]) -> dict:
         "roles": plan.get("roles", {}),
         "communication": plan.get("communication", []),
         "title": plan.get("title"),
+        # The A/B experiments running when the plan was made: their users' figures include this drill's span.
+        "experiments": plan.get("experiments", []),
         "objectives": objectives,
         "rto": rto_parts,
         "predicted_rto": plan.get("predicted", {}),
@@ -416,6 +418,7 @@ def render_markdown(r: dict) -> str:
         f"- started: {r['started']} UTC, duration {r['duration_seconds']} s",
         f"- routing: {r['mode']} on {r['fqdn']}; backend: {r['backend']}",
         "- roles: " + ", ".join(f"{k}: {v}" for k, v in r["roles"].items()),
+        "- A/B experiments running through it: " + (", ".join(r.get("experiments") or []) or "none"),
         "",
     ]
     L += ["## Objectives", "", "| objective | target | measured | verdict |", "|---|---|---|---|"]

@@ -89,7 +89,9 @@ def test_evacuate_region_end_to_end(world):
 @pytest.mark.parametrize("env", ["prod", "staging"])  # weighted 40/30/30, and failover PRIMARY -> SECONDARY
 def test_region_outage_measures_rto_in_parts(world, env):
     w = world(env)
-    plan = plan_for(w, "region-outage", "us-east-1")
+    # An A/B experiment running when the plan was made: the drill's report names it (its users' figures include the
+    # drill's span).
+    plan = plan_for(w, "region-outage", "us-east-1").model_copy(update={"experiments": ["ranker-more-signal"]})
     servers = w.backend.extras["servers"]
     out = start_drill(plan, w.state, backend=w.backend, clock=w.clock)
     assert out.status == "completed", out.reason
@@ -105,6 +107,8 @@ def test_region_outage_measures_rto_in_parts(world, env):
     assert m["drained"] <= m["dns_changed"] + plan.ttl + poll  # every client cache expired within one TTL
     assert m["slo_recovered"] is not None and m["slo_recovered"] >= m["first_success"]
     report = build_report(entries)
+    assert report["experiments"] == ["ranker-more-signal"]
+    assert "A/B experiments running through it: ranker-more-signal" in render_markdown(report)
     parts = {p["part"]: p for p in report["rto"][0]["parts"]}
     assert list(parts) == ["detected", "dns_changed", "first_success", "drained", "slo_recovered"]
     assert parts["detected"]["predicted"] == 30 and parts["drained"]["predicted"] == plan.ttl
