@@ -41,13 +41,18 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drills.errors import DrillError
 from infra.experiments import HOLDOUT, Experiment, expected_split
 from infra.names import ARM_HEADER, arm_header_value
+
+if TYPE_CHECKING:
+    from drills.experiment.decision import Decision
+    from drills.experiment.metrics import ArmTotals
 
 
 class ExperimentError(DrillError):
@@ -152,6 +157,7 @@ def plan_doc(experiments: tuple[Experiment, ...], baseline_ctr: float, now: date
 
 
 def report_doc(experiment: Experiment, events: Path, now: datetime) -> dict[str, Any]:
+    """One look at the whole log (always valid at any single look)."""
     from drills.experiment.decision import decide
     from drills.experiment.events import aggregate, read_events
 
@@ -159,11 +165,17 @@ def report_doc(experiment: Experiment, events: Path, now: datetime) -> dict[str,
         totals = aggregate(read_events(events), experiment.id)
     except (OSError, ValueError) as e:
         raise ExperimentError(f"cannot read the events log {events}: {e}") from None
-    d = decide(experiment, totals, now)
+    return decision_doc(experiment, totals, decide(experiment, totals, now))
+
+
+def decision_doc(experiment: Experiment, totals: Mapping[str, ArmTotals], d: Decision) -> dict[str, Any]:
+    """The report's JSON of a decision over `totals` (one look's, or the last of several: its always-valid p-values
+    are then the running minimum over the looks). Comparisons are the primary ones first, then the guardrails'."""
 
     def num(v: float) -> float | None:
         return None if math.isnan(v) else round(v, 6)
 
+    primary = len(experiment.candidates)
     return {
         "experiment": experiment.id,
         "arms": {
@@ -179,13 +191,14 @@ def report_doc(experiment: Experiment, events: Path, now: datetime) -> dict[str,
             {
                 "arm": c.arm,
                 "metric": c.metric,
+                "role": "primary" if i < primary else "guardrail",
                 "control": num(c.control.value),
                 "candidate": num(c.candidate.value),
                 "lift": num(c.lift.value),
                 "lift_ci": [num(c.lift.lo), num(c.lift.hi)],
                 "always_valid_p": c.sequential.p_value,
             }
-            for c in d.comparisons
+            for i, c in enumerate(d.comparisons)
         ],
     }
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +76,14 @@ def routing(events: Path, experiment: Experiment, counts: list[dict], wall: list
 def experiment_doc(
     run: Any, experiment: Experiment, counts: list[dict], drilled: str, t_start: float
 ) -> dict[str, Any]:
-    from drills.experiment.command import report_doc
+    from drills.experiment.command import decision_doc
+    from drills.experiment.events import aggregate, read_events
 
-    doc = report_doc(experiment, run.events, datetime.now(UTC)) if run.events.exists() else {"arms": {}}
     d = run.decision
-    if d is not None:  # the verdict of the looks (their always-valid state), not of one fresh look at the end
-        doc.update({"decision": d.verdict, "final": d.final, "reasons": list(d.reasons), "srm_ok": d.srm.ok})
+    if d is None:
+        doc: dict[str, Any] = {"experiment": experiment.id, "arms": {}, "decision": None, "srm_ok": False}
+    else:  # the last look's decision (over the whole log, carrying the looks' always-valid state)
+        doc = decision_doc(experiment, aggregate(read_events(run.events), experiment.id), d)
     doc["looks"] = run.looks
     doc["wall"] = run.wall
     doc["stopped_early"] = bool(d is not None and d.final and not d.verdict.startswith("keep control"))

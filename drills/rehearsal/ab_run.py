@@ -382,5 +382,9 @@ def _experiment(
     err = lg.error()
     if err:
         raise R.RehearsalError(f"{run.id}: {err}")
+    # A last look at the whole log (the shoppers' requests in flight at the stop included), with the looks' state:
+    # the report's figures and its decision are then one look's.
+    d = run.look(experiment, t_start)
+    log(f"{run.id} last look ({len(run.looks)}) at the whole log: {d.verdict}")
     change_window(fleet.env, stacks_dir, run.id, "end", utc_seconds(datetime.now(UTC)))
     log(f"{run.id}: stopped at its verdict ({run.decision.verdict}); its end moved to now in the global stack copy")
