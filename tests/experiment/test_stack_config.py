@@ -4,15 +4,14 @@ changes which ranker a user gets."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
 from infra.config import ConfigError, load_fleet
+from tests.experiment.support import pinned_stacks
 
-ROOT = Path(__file__).resolve().parents[2]
 CANDIDATE = "2026.12.0"
 
 
@@ -34,18 +33,11 @@ def _experiment(**over):
 def _stacks(tmp_path: Path, experiments, unpinned: str | None = None) -> Path:
     """stacks/ with `experiments` in prod-global and the candidate pinned in every prod regional stack but
     `unpinned`."""
-    d = tmp_path / "stacks"
-    shutil.copytree(ROOT / "stacks", d)
+    d = pinned_stacks(tmp_path, [CANDIDATE], unpinned)
     g = d / "Pulumi.prod-global.yaml"
     doc = yaml.safe_load(g.read_text())
     doc["config"]["reco-dr:experiments"] = experiments
     g.write_text(yaml.safe_dump(doc, sort_keys=False))
-    for f in d.glob("Pulumi.prod-*.yaml"):
-        r = yaml.safe_load(f.read_text())
-        model = r["config"].get("reco-dr:model")
-        if model is not None and f.name != f"Pulumi.{unpinned}.yaml":
-            model["digests"][CANDIDATE] = "ab" * 32
-            f.write_text(yaml.safe_dump(r, sort_keys=False))
     return d
 
 

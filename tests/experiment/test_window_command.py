@@ -5,18 +5,17 @@ fleet validates with the change; a refusal (unknown id, ended, overlapping, not 
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import yaml
 
 from drills.cli import main
 from drills.experiment.window import WindowEditError, set_window_value, stamp
 from infra.config import load_fleet
+from tests.experiment.support import pinned_stacks
 from tests.experiment.test_command import _log
-from tests.experiment.test_stack_config import CANDIDATE, ROOT
+from tests.experiment.test_stack_config import CANDIDATE
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 DAY = timedelta(days=1)
@@ -56,14 +55,7 @@ def _stacks(tmp_path: Path, first: tuple[datetime, datetime]) -> Path:
     """stacks/ with three experiments in prod-global, appended as a person writes them (comments, flow and block
     style, plain, double- and single-quoted times): old-test ended, `first` in the window given, `second` in 5 to 10
     days; the candidate pinned in every prod region."""
-    d = tmp_path / "stacks"
-    shutil.copytree(ROOT / "stacks", d)
-    for f in d.glob("Pulumi.prod-*.yaml"):
-        r = yaml.safe_load(f.read_text())
-        model = r["config"].get("reco-dr:model")
-        if model is not None:
-            model["digests"][CANDIDATE] = "ab" * 32
-            f.write_text(yaml.safe_dump(r, sort_keys=False))
+    d = pinned_stacks(tmp_path, [CANDIDATE])
     g = d / "Pulumi.prod-global.yaml"
     block = BLOCK.format(
         candidate=CANDIDATE,

@@ -5,36 +5,22 @@ declaration the fleet refuses leaves the file as it was; starting the second whe
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-import yaml
 
 from drills.experiment.window import change_window
 from drills.rehearsal.ab_run import BAD, MORE, declare_experiments, experiments_config
-from infra.config import ROOT, ConfigError, load_fleet
+from infra.config import ConfigError, load_fleet
 from infra.experiments import arm_routes, running
+from tests.experiment.support import pinned_stacks
 
 STABLE, MORE_V, BAD_V = "2026.11.0", "2026.11.0-more", "2026.11.0-bad"
 T0 = datetime(2026, 12, 6, 12, tzinfo=UTC)
 
 
-def _stacks(tmp_path: Path, pin: tuple[str, ...]) -> Path:
-    d = tmp_path / "stacks"
-    shutil.copytree(ROOT / "stacks", d)
-    for f in d.glob("Pulumi.prod-*.yaml"):
-        doc = yaml.safe_load(f.read_text())
-        model = doc["config"].get("reco-dr:model")
-        if model is not None:
-            model["digests"].update(dict.fromkeys(pin, "ab" * 32))
-            f.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return d
-
-
 def test_both_experiments_validate_and_route_every_cell_until_their_end(tmp_path):
-    stacks = _stacks(tmp_path, (MORE_V, BAD_V))
+    stacks = pinned_stacks(tmp_path, (MORE_V, BAD_V))
     declare_experiments(stacks, "prod", experiments_config(STABLE, MORE_V, BAD_V, T0))
     exps = load_fleet("prod", stacks).glob.experiments
     assert [e.id for e in running(exps, T0 + timedelta(hours=1))] == [MORE]
@@ -56,7 +42,7 @@ def test_both_experiments_validate_and_route_every_cell_until_their_end(tmp_path
 
 
 def test_an_unpinned_arm_version_is_refused_and_the_file_kept(tmp_path):
-    stacks = _stacks(tmp_path, (MORE_V,))  # the bad-labels build not pinned anywhere
+    stacks = pinned_stacks(tmp_path, (MORE_V,))  # the bad-labels build not pinned anywhere
     before = (stacks / "Pulumi.prod-global.yaml").read_text()
     with pytest.raises(ConfigError, match=BAD_V):
         declare_experiments(stacks, "prod", experiments_config(STABLE, MORE_V, BAD_V, T0))
