@@ -187,3 +187,10 @@ def test_triton_that_never_becomes_ready(small_model, tmp_path):
     assert "not ready on http://127.0.11." in r.stderr and "after 0.05 s; stopped it" in r.stderr
     assert "triton.log" in r.stderr and "--ready-timeout" in r.stderr  # where to look, what to change
     assert not processes_mentioning(str(out))
+
+
+def test_ab_test_refuses_a_region_the_env_lacks_before_anything_starts(tmp_path):
+    r = rehearse("--env", "prod", "--scenario", "ab-test", "--region", "ap-south-1", "--out", str(tmp_path / "run"))
+    assert r.returncode == 2, r.stderr
+    assert "--region ap-south-1: not a region of prod" in r.stderr
+    assert not (tmp_path / "run").exists()  # nothing written, no model built, no world started
