@@ -24,13 +24,12 @@ import re
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -50,6 +49,7 @@ from infra.catalog import (
 )
 from infra.experiments import Experiment, ExperimentConfigError, parse_experiments
 from infra.names import EDGE_MODEL_KINDS, GITHUB_OIDC_ISSUER, edge_routes
+from infra.schema import Items, Strict
 
 PROJECT = "reco-dr"
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,10 +97,6 @@ class ConfigError(Exception):
         super().__init__(f"stack {stack}: {key if as_written else f'{PROJECT}:{key}'} {shown}: {rule}")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
-
-
 class _SubKeyRule(ValueError):
     """A rule that spans fields, broken by `key` below the field being validated: `parse` reports that key and its
     value (`health_alarms.latency_ms = 300`) instead of the whole block the validator was given."""
@@ -108,9 +104,6 @@ class _SubKeyRule(ValueError):
     def __init__(self, key: str, value: Any, rule: str):
         self.key, self.value, self.rule = key, value, rule
         super().__init__(rule)
-
-
-_T = TypeVar("_T")
 
 
 def _supported_region(v: str) -> str:
@@ -121,14 +114,6 @@ def _supported_region(v: str) -> str:
 
 # A region the catalog supports: a regional stack's, the global stack's control_region, the CI identity's.
 AwsRegion = Annotated[str, AfterValidator(_supported_region)]
-
-
-def _list_as_tuple(v: Any) -> Any:
-    return tuple(v) if isinstance(v, list) else v
-
-
-# A tuple field of a strict model: a YAML or JSON list is its input (made a tuple), nothing else is coerced.
-Items = Annotated[tuple[_T, ...], BeforeValidator(_list_as_tuple)]
 
 
 def _ipv4_cidr(v: str) -> ipaddress.IPv4Network:
@@ -145,7 +130,7 @@ def _ipv4_cidr(v: str) -> ipaddress.IPv4Network:
 
 
 # ---------------------------------------------------------------- regional stack
-class NodePool(_Strict):
+class NodePool(Strict):
     instance_type: str
     min: int = Field(ge=0)
     desired: int = Field(ge=0)
@@ -181,7 +166,7 @@ _AZ = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d[a-z]")
 _END_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 
 
-class CapacityGuarantee(_Strict):
+class CapacityGuarantee(Strict):
     """EC2 capacity a GPU pool can count on beyond its running nodes (infra/capacity.py counts it as guaranteed).
 
     kind `none`: nothing reserved. `odcr`: an On-Demand Capacity Reservation of `instances` nodes, either an
@@ -320,7 +305,7 @@ class GpuPool(NodePool):
 _IMAGE = re.compile(r"(?P<repo>[a-z0-9.\-/:]+?)(?::(?P<tag>[\w.\-]+))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?")
 
 
-class Triton(_Strict):
+class Triton(Strict):
     image: str
     tensorrt_version: str | None = None  # required when the image's release is not in the catalog
     min_replicas: int = Field(default=2, ge=1)
@@ -363,7 +348,7 @@ MODEL_VERSION = _VERSION  # what a model version may be: stack config and the re
 _PEM_PUBLIC = re.compile(r"-----BEGIN PUBLIC KEY-----\n[A-Za-z0-9+/=\n]+-----END PUBLIC KEY-----\n?")
 
 
-class KeySigner(_Strict):
+class KeySigner(Strict):
     """Releases signed with one key (model_build's offline signing): its public half, PEM (public, so safe here)."""
 
     kind: Literal["key"]
@@ -377,7 +362,7 @@ class KeySigner(_Strict):
         return v
 
 
-class SigstoreSigner(_Strict):
+class SigstoreSigner(Strict):
     """Keyless Sigstore signing, bound to the build workflow's OIDC identity: the AWS path (no key to keep)."""
 
     kind: Literal["sigstore"]
@@ -389,7 +374,7 @@ class SigstoreSigner(_Strict):
 Signer = Annotated[KeySigner | SigstoreSigner, Field(discriminator="kind")]
 
 
-class Model(_Strict):
+class Model(Strict):
     name: str = Field(default="ranker", pattern=r"^[a-z][a-z0-9_]{0,40}$")
     # The stable version: what the region serves (and what every drill, capacity check and rollback reads).
     version: str = Field(pattern=_VERSION)
@@ -447,7 +432,7 @@ def _unique_blocks(v: tuple[str, ...]) -> list[ipaddress.IPv4Network]:
     return nets
 
 
-class Waf(_Strict):
+class Waf(Strict):
     """AWS WAF on the region's load balancer: AWS managed rule groups and a rate-based rule per client address.
     Off unless a stack turns it on: WAF charges per request, at the ranker's request rate (prod peaks at 150,000
     per second) that is a budget decision, and a per-address limit must be sized for callers behind one NAT."""
@@ -467,7 +452,7 @@ class Waf(_Strict):
         return self
 
 
-class LoadBalancer(_Strict):
+class LoadBalancer(Strict):
     certificate_arn: str
     ssl_policy: str = "ELBSecurityPolicy-TLS13-1-2-2021-06"
     # Sources of the HTTPS listener's ingress rules (security group `cidrIpv4`): IPv4 only. Required, no default: a
@@ -525,7 +510,7 @@ class LoadBalancer(_Strict):
         return v
 
 
-class ClusterAccess(_Strict):
+class ClusterAccess(Strict):
     """Who reaches the EKS API server. The private endpoint is always on (nodes, and anything inside the VPC); the
     public one only for the blocks listed here. Empty (the default): no public endpoint at all."""
 
@@ -547,7 +532,7 @@ class ClusterAccess(_Strict):
         return v
 
 
-class RegionConfig(_Strict):
+class RegionConfig(Strict):
     role: Literal["region"]
     env: str = Field(pattern=r"^[a-z][a-z0-9]{1,15}$")
     region: AwsRegion
@@ -627,12 +612,12 @@ class RegionConfig(_Strict):
 
 
 # ---------------------------------------------------------------- global stack
-class RegionRoute(_Strict):
+class RegionRoute(Strict):
     weight: int | None = Field(default=None, ge=0, le=255)  # Route 53's weight range
     failover: Literal["PRIMARY", "SECONDARY"] | None = None
 
 
-class Routing(_Strict):
+class Routing(Strict):
     mode: Literal["weighted", "failover"]
     regions: dict[str, RegionRoute] = Field(min_length=1)
 
@@ -673,7 +658,7 @@ class Routing(_Strict):
         return {r: (1 if v.failover == "PRIMARY" else 0) for r, v in self.regions.items()}
 
 
-class HealthCheck(_Strict):
+class HealthCheck(Strict):
     path: str = "/v2/health/ready"
     port: int = 443
     request_interval: Literal[10, 30] = 10  # Route 53 accepts only these
@@ -698,7 +683,7 @@ class HealthCheck(_Strict):
 CLOUDWATCH_EVALUATION_SECONDS = 86_400
 
 
-class HealthAlarms(_Strict):
+class HealthAlarms(Strict):
     """The CloudWatch alarms on each region's load balancer that its Route 53 metric checks follow (infra/health.py):
     the 5xx ratio above `error_ratio`, and the mean target response time above `latency_ms`.
 
@@ -750,12 +735,12 @@ class HealthAlarms(_Strict):
         return self
 
 
-class Zone(_Strict):
+class Zone(Strict):
     name: str = Field(pattern=r"^([a-z0-9-]+\.)+[a-z]{2,}$")
     zone_id: str | None = Field(default=None, pattern=r"^Z[A-Z0-9]{4,32}$")  # existing zone; else created
 
 
-class Capacity(_Strict):
+class Capacity(Strict):
     peak_qps: int = Field(gt=0)
     # Ranking requests per second one GPU sustains, by compute capability. Used until the model
     # manifest carries benchmarked figures for that capability.
@@ -763,14 +748,14 @@ class Capacity(_Strict):
     headroom: float = Field(default=0.0, ge=0, le=1)
 
 
-class Objectives(_Strict):
+class Objectives(Strict):
     rto_seconds: int = Field(default=120, gt=0)
     rpo_seconds: int = Field(default=900, gt=0)
     success_rate: float = Field(default=0.99, gt=0, le=1)
     p99_ms: float = Field(default=250, gt=0)
 
 
-class ReleaseGates(_Strict):
+class ReleaseGates(Strict):
     """Thresholds of a model release's gates (drills/release/gates.py): each gate's verdict is in the report."""
 
     # No threshold may switch its gate off: every float is finite (allow_inf_nan=False: an infinite PSI or p99
@@ -804,7 +789,7 @@ class ReleaseGates(_Strict):
         return v
 
 
-class Release(_Strict):
+class Release(Strict):
     canary_region: str | None = None  # default: the region with the smallest weight (smallest blast radius)
     canary_weight: int = Field(default=10, ge=1, le=100)  # percent of the canary region's traffic
     bake_seconds: int = Field(default=300, ge=0)  # traffic on the canary before its gates judge
@@ -819,7 +804,7 @@ class Release(_Strict):
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[a-zA-Z]{2,}")
 
 
-class GlobalConfig(_Strict):
+class GlobalConfig(Strict):
     role: Literal["global"]
     env: str = Field(pattern=r"^[a-z][a-z0-9]{1,15}$")
     control_region: AwsRegion = "us-east-1"  # where Route 53 health-check metrics and their alarms live
@@ -1276,7 +1261,7 @@ _GITHUB_REPOSITORY = re.compile(
 _GITHUB_OIDC_PROVIDER_ARN = re.compile(r"arn:aws:iam::\d{12}:oidc-provider/token\.actions\.githubusercontent\.com")
 
 
-class CiConfig(_Strict):
+class CiConfig(Strict):
     # The one repository whose workflows may assume the CI roles (exact OIDC subjects are built from it).
     github_repository: str
     # Region of the program's AWS provider (IAM itself is global).

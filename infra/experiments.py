@@ -35,9 +35,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -46,15 +44,12 @@ from pydantic import (
 )
 
 from infra.names import MAX_ARM_RULES, arm_header_value
+from infra.schema import Items, Strict
 
 Metric = Literal["ctr", "ndcg10"]  # what an experiment may measure (drills/experiment/metrics.py defines both)
 HOLDOUT = "holdout"  # the arm label of holdout users; no arm may take it
 _SLUG = r"^[a-z][a-z0-9-]{0,62}$"
 _VERSION = r"^[0-9A-Za-z][0-9A-Za-z.\-]{0,40}$"  # a published model version, as infra.config spells it
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def _iso_text(v: Any) -> Any:
@@ -78,11 +73,7 @@ def _utc(v: datetime) -> datetime:
 UtcTime = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_utc)]
 
 
-def _list_as_tuple(v: Any) -> Any:
-    return tuple(v) if isinstance(v, list) else v
-
-
-class Arm(_Strict):
+class Arm(Strict):
     name: str = Field(pattern=_SLUG)
     version: str = Field(pattern=_VERSION)
     weight: int = Field(ge=1, le=100)  # percent of the non-holdout users
@@ -96,21 +87,21 @@ class Arm(_Strict):
         return v
 
 
-class Guardrail(_Strict):
+class Guardrail(Strict):
     metric: Metric
     # The relative drop against control tolerated: a larger, significant drop stops the experiment.
     max_relative_drop: float = Field(gt=0, lt=1)
 
 
-class Experiment(_Strict):
+class Experiment(Strict):
     id: str = Field(pattern=_SLUG)
     salt: str = Field(min_length=1)
-    arms: Annotated[tuple[Arm, ...], BeforeValidator(_list_as_tuple)]
+    arms: Items[Arm]
     holdout: int = Field(default=0, ge=0, le=50)
     start: UtcTime
     end: UtcTime
     primary_metric: Metric = "ctr"
-    guardrails: Annotated[tuple[Guardrail, ...], BeforeValidator(_list_as_tuple)] = ()
+    guardrails: Items[Guardrail] = ()
     alpha: float = 0.05
     power: float = 0.8
     minimum_detectable_effect: float = 0.05  # relative lift of the primary metric the design is sized for

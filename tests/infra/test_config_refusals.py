@@ -435,8 +435,8 @@ def test_strict_types_refuse_strings_and_booleans(case):
 
 
 def test_every_model_is_strict_and_finite():
-    assert C._Strict.model_config["strict"] is True and C._Strict.model_config["allow_inf_nan"] is False
-    strict = [m for m in vars(C).values() if isinstance(m, type) and issubclass(m, C._Strict)]
+    assert C.Strict.model_config["strict"] is True and C.Strict.model_config["allow_inf_nan"] is False
+    strict = [m for m in vars(C).values() if isinstance(m, type) and issubclass(m, C.Strict)]
     assert len(strict) > 10 and all(m.model_config["strict"] for m in strict)
 
 
