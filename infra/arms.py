@@ -9,7 +9,8 @@ Public API:
                                    the same for a regional stack's config, refusing (ConfigError) an arm version the
                                    stack does not pin in `model.digests`
   environment_experiments(env, stacks_dir) -> the `experiments` of the environment's global stack file
-  arm_track(version), arm_app_name(version)   the arm pods' `reco-dr/track` and `app.kubernetes.io/name` labels
+  arm_track(version)               the arm pods' `reco-dr/track` label (infra.names.app_name(track): their
+                                   `app.kubernetes.io/name`)
   ARM_PER_POOL, ARM_PER_VERSION, arm_resource_count(versions, pools), arm_aws_resources(arms)
                                    what the arms add to a region (and an experiment's end deletes), as the canary's
                                    counts in infra.names
@@ -33,7 +34,7 @@ from typing import NamedTuple
 
 from infra.config import STACKS_DIR, ConfigError, GlobalConfig, RegionConfig, load_stack
 from infra.experiments import Experiment, arm_routes
-from infra.names import APP, ARM_PRIORITY_BASE, arm_target_group_name
+from infra.names import ARM_PRIORITY_BASE, arm_target_group_name
 
 ARM_TRACK_PREFIX = "arm-"
 # Kubernetes objects per arm version: per GPU pool a Deployment, its PDB and HPA; per region a Service and a
@@ -47,11 +48,6 @@ def arm_track(version: str) -> str:
     short and of few characters; the hash is the one `arm_target_group_name` uses). Never `stable` nor `canary`, so
     neither track's Service, selector or target group ever holds an arm's pods."""
     return ARM_TRACK_PREFIX + hashlib.sha256(version.encode()).hexdigest()[:8]
-
-
-def arm_app_name(version: str) -> str:
-    """The `app.kubernetes.io/name` of arm `version`'s pods, its Service's name and selector: `triton-arm-<hash>`."""
-    return f"{APP}-{arm_track(version)}"
 
 
 def arm_resource_count(versions: int, pools: int) -> int:

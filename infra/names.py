@@ -92,7 +92,9 @@ def served_models(model_name: str, compute_capability: str, onnx_fallback_for: S
 
 
 def app_name(track: str = STABLE) -> str:
-    return APP if track == STABLE else f"{APP}-{CANARY}"
+    """The track's pods' `app.kubernetes.io/name` and their Service's name: `triton`, `triton-canary`, or
+    `triton-arm-<hash>` for an experiment arm's track (infra.arms.arm_track)."""
+    return APP if track == STABLE else f"{APP}-{track}"
 
 
 def canary_resource_count(pools: int) -> int:

@@ -20,7 +20,7 @@ stable one, infra/arms.py) gets the canary's set of its own: per pool a Deployme
 HPA from one replica), serving that version from its prefix, verified against its pinned digest; a Service and a
 TargetGroupBinding into the version's arm target group, where the load balancer's arm header rules send the cell's
 requests. Its pods are labelled `app.kubernetes.io/name: triton-arm-<hash>` and `reco-dr/track: arm-<hash>`
-(infra.arms.arm_app_name, arm_track), so no stable or canary selector ever picks them up.
+(infra.names.app_name, infra.arms.arm_track), so no stable or canary selector ever picks them up.
 
 Deep health: every stable pod runs a small sidecar beside Triton (infra/health.py DEEP_HEALTH_SCRIPT, the Triton
 image's own python3) that answers DEEP_HEALTH_PATH with one inference through the region's stable Service. A third
@@ -186,16 +186,10 @@ def deployment_name(pool: str, track: str = STABLE) -> str:
     return f"{APP}-{pool}" if track == STABLE else f"{APP}-{pool}-{track}"
 
 
-def track_app_name(track: str = STABLE) -> str:
-    """The pods' `app.kubernetes.io/name` and their Service's name: infra.names.app_name for the stable and canary
-    tracks, `triton-<track>` for an arm's (infra.arms.arm_app_name)."""
-    return app_name(track) if track in (STABLE, CANARY) else f"{APP}-{track}"
-
-
 def selector_labels(pool: str, track: str = STABLE) -> dict[str, str]:
     # The stable selector is what it always was: a Deployment's selector is immutable, so changing it would
     # force a replace (all pods at once) instead of a rolling update.
-    return {"app.kubernetes.io/name": track_app_name(track), "app.kubernetes.io/instance": deployment_name(pool, track)}
+    return {"app.kubernetes.io/name": app_name(track), "app.kubernetes.io/instance": deployment_name(pool, track)}
 
 
 def pod_labels(pool: GpuPool, model: Model, track: str = STABLE) -> dict[str, str]:
@@ -573,7 +567,7 @@ def service_ports(track: str = STABLE) -> dict[str, int]:
 
 
 def service_manifest(track: str = STABLE) -> dict:
-    name = track_app_name(track)
+    name = app_name(track)
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -628,7 +622,7 @@ def service_account_manifest(role_arn: str) -> dict:
 def target_group_binding_manifest(target_group_arn: str, track: str = STABLE, port: str = "http") -> dict:
     """Registers the track's pods in a target group, on the Service port `port` (service_ports): Triton's HTTP port,
     or the deep-health sidecar's (stable track) for the deep-health target group."""
-    name = track_app_name(track)
+    name = app_name(track)
     return {
         "apiVersion": "elbv2.k8s.aws/v1beta1",
         "kind": "TargetGroupBinding",

@@ -17,7 +17,6 @@ import yaml
 from infra.arms import (
     NO_ARMS,
     ArmRoute,
-    arm_app_name,
     arm_aws_resources,
     arm_resource_count,
     arm_track,
@@ -31,7 +30,15 @@ from infra.config import STACKS_DIR, ConfigError, RegionConfig, load_stack, read
 from infra.experiments import Experiment, parse_experiments
 from infra.health import deep_health_target_group_name
 from infra.mocks import Plan, run_program
-from infra.names import ARM_HEADER, ARM_PRIORITY_BASE, TRACK_HEADER, arm_target_group_name, pin_paths, pins_key
+from infra.names import (
+    ARM_HEADER,
+    ARM_PRIORITY_BASE,
+    TRACK_HEADER,
+    app_name,
+    arm_target_group_name,
+    pin_paths,
+    pins_key,
+)
 from tests.infra.test_edge_listener import answer
 
 STACK = "prod-use1"
@@ -139,9 +146,9 @@ def test_arm_tracks_and_names_never_meet_the_stable_or_canary_ones():
     assert t.startswith("arm-") and len(t) == 12 and t not in ("stable", "canary")
     # The hash the target group's name ends with.
     assert arm_target_group_name(STACK, CANDIDATE_V).endswith(t.removeprefix("arm-"))
-    assert arm_app_name(CANDIDATE_V) == T.track_app_name(t) == f"triton-{t}"
+    assert app_name(t) == f"triton-{t}"
     assert T.deployment_name("h100", t) == f"triton-h100-{t}"
-    assert (T.deployment_name("h100", "canary"), T.track_app_name("canary")) == ("triton-h100-canary", "triton-canary")
+    assert (T.deployment_name("h100", "canary"), app_name("canary")) == ("triton-h100-canary", "triton-canary")
     assert arm_track(CANDIDATE_V) != arm_track(OTHER_V)
 
 
