@@ -16,22 +16,22 @@ report.json:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from drills.experiment.events import Click, Impression, aggregate, read_events
 from infra.experiments import HOLDOUT, Experiment
 
 
-def arm_stickiness(events: Path, experiment: Experiment, drilled: str) -> dict[str, Any]:
+def arm_stickiness(events: Sequence[Impression | Click], experiment: Experiment, drilled: str) -> dict[str, Any]:
     """Did every user keep one arm, the one their hash gives, whichever region served them?"""
     from drills.experiment.assignment import assign
-    from drills.experiment.events import Impression, read_events
 
     arms: dict[str, set[str]] = {}
     regions: dict[str, set[str]] = {}
     wrong = 0
-    for e in read_events(events) if events.exists() else ():
+    for e in events:
         if not isinstance(e, Impression):
             continue
         arms.setdefault(e.user_id, set()).add(e.arm)
@@ -47,15 +47,15 @@ def arm_stickiness(events: Path, experiment: Experiment, drilled: str) -> dict[s
     }
 
 
-def routing(events: Path, experiment: Experiment, counts: list[dict], wall: list[float]) -> dict[str, Any]:
+def routing(
+    events: Sequence[Impression | Click], experiment: Experiment, counts: list[dict], wall: list[float]
+) -> dict[str, Any]:
     """Impressions per served version (the arm's version, the holdout's: control's) against the requests the load
     balancers' targets of each version answered for users in the experiment's span. An arm rule that did not route
     (the header ignored) leaves its version's targets without requests; a rule routing everyone gives them all."""
-    from drills.experiment.events import Impression, read_events
-
     version = {a.name: a.version for a in experiment.arms} | {HOLDOUT: experiment.control.version}
     impressions: dict[str, int] = {}
-    for e in read_events(events) if events.exists() else ():
+    for e in events:
         if isinstance(e, Impression):
             impressions[version[e.arm]] = impressions.get(version[e.arm], 0) + 1
     a, z = (wall[0], wall[-1]) if wall else (0.0, 0.0)
@@ -77,20 +77,21 @@ def experiment_doc(
     run: Any, experiment: Experiment, counts: list[dict], drilled: str, t_start: float
 ) -> dict[str, Any]:
     from drills.experiment.command import decision_doc
-    from drills.experiment.events import aggregate, read_events
 
+    # The log read once, for every figure below.
+    events = sorted(read_events(run.events), key=lambda e: e.ts) if run.events.exists() else []
     d = run.decision
     if d is None:
         doc: dict[str, Any] = {"experiment": experiment.id, "arms": {}, "decision": None, "srm_ok": False}
     else:  # the last look's decision (over the whole log, carrying the looks' always-valid state)
-        doc = decision_doc(experiment, aggregate(read_events(run.events), experiment.id), d)
+        doc = decision_doc(experiment, aggregate(events, experiment.id), d)
     doc["looks"] = run.looks
     doc["wall"] = run.wall
     doc["stopped_early"] = bool(d is not None and d.final and not d.verdict.startswith("keep control"))
-    doc["arm_stickiness"] = arm_stickiness(run.events, experiment, drilled)
-    doc["routing"] = routing(run.events, experiment, counts, run.wall)
+    doc["arm_stickiness"] = arm_stickiness(events, experiment, drilled)
+    doc["routing"] = routing(events, experiment, counts, run.wall)
     doc["events"] = str(run.events)
-    doc["over_time"] = over_time(run.events, experiment.id, t_start)
+    doc["over_time"] = over_time(events, experiment.id, t_start)
     return doc
 
 
@@ -191,12 +192,12 @@ def render(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def over_time(events: Path, experiment_id: str, t0: float, step: float = 2.0) -> list[dict[str, Any]]:
-    """Each cell's cumulative figures every `step` seconds of the log (event time, seconds since `t0`): impressions,
-    CTR and NDCG@10 with their 95 % half-widths (normal approximation): what the chart draws."""
-    from drills.experiment.events import aggregate, read_events
-
-    evs = sorted(read_events(events), key=lambda e: e.ts) if events.exists() else []
+def over_time(
+    events: Sequence[Impression | Click], experiment_id: str, t0: float, step: float = 2.0
+) -> list[dict[str, Any]]:
+    """Each cell's cumulative figures every `step` seconds of the log (`events` in time order; seconds since `t0`):
+    impressions, CTR and NDCG@10 with their 95 % half-widths (normal approximation): what the chart draws."""
+    evs = events
     if not evs:
         return []
     out = []

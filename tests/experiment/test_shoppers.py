@@ -90,21 +90,21 @@ def _log(tmp_path: Path, catalogue: Catalogue, arm_of=None, regions=("us-east-1"
 
 
 def test_stickiness_holds_for_hashed_arms_and_catches_a_user_moved(catalogue, tmp_path: Path):
-    ok = arm_stickiness(_log(tmp_path, catalogue), EXPERIMENT, "us-east-1")
+    ok = arm_stickiness(list(read_events(_log(tmp_path, catalogue))), EXPERIMENT, "us-east-1")
     assert ok["users_whose_arm_changed"] == 0 and ok["impressions_not_in_the_users_hashed_arm"] == 0
     assert ok["users_served_by_the_drilled_region_and_another"] > 0
 
     def by_region(i: int) -> str:  # a router that assigns by region, not by the user's hash
         return "candidate" if i % 2 else "control"
 
-    bad = arm_stickiness(_log(tmp_path / "b", catalogue, by_region), EXPERIMENT, "us-east-1")
+    bad = arm_stickiness(list(read_events(_log(tmp_path / "b", catalogue, by_region))), EXPERIMENT, "us-east-1")
     assert bad["users_whose_arm_changed"] > 0 and bad["impressions_not_in_the_users_hashed_arm"] > 0
 
 
 def test_routing_fails_when_the_candidates_version_served_none_of_its_arm(catalogue, tmp_path: Path):
-    log = _log(tmp_path, catalogue)
+    log = list(read_events(_log(tmp_path, catalogue)))
     per: dict[str, int] = {}
-    for e in read_events(log):
+    for e in log:
         if isinstance(e, Impression):
             per[e.model_version] = per.get(e.model_version, 0) + 1
 
