@@ -85,7 +85,7 @@ def release_backend(live: Any, options: dict, clock: Any) -> Any:
     from drills.rehearsal.adapters import ReleaseParts
     from drills.release.adapters import ArtifactCorruption, TritonScoreProbe
     from drills.release.planning import VERSION
-    from infra.config import load_fleet
+    from infra.arms import environment_experiments
     from infra.experiments import arm_routes
 
     world = live.world
@@ -137,7 +137,7 @@ def release_backend(live: Any, options: dict, clock: Any) -> Any:
         on_region_up=lambda cfg: serving.apply(
             cfg.region,
             cfg.model,
-            arm_routes(load_fleet(fleet.env, live.stacks_dir).glob.experiments, datetime.now(UTC)),
+            arm_routes(environment_experiments(fleet.env, live.stacks_dir), datetime.now(UTC)),
         ),
         faults=faults,
     )
