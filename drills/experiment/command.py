@@ -53,6 +53,7 @@ from infra.names import ARM_HEADER, arm_header_value
 if TYPE_CHECKING:
     from drills.experiment.decision import Decision
     from drills.experiment.metrics import ArmTotals
+    from infra.config import Fleet
 
 
 class ExperimentError(DrillError):
@@ -111,19 +112,24 @@ def configure(p: argparse.ArgumentParser) -> None:
     status.add_argument("--events", type=Path, help="the impression/click JSONL log: add the report's figures")
 
 
-def _experiments(env: str, stacks_dir: Path, eid: str | None) -> tuple[Experiment, ...]:
-    from infra.config import load_fleet
-
-    declared = load_fleet(env, stacks_dir).glob.experiments
+def _declared(fleet: Fleet, eid: str | None) -> tuple[Experiment, ...]:
+    """The fleet's experiments, or the one with id `eid` (ExperimentError naming the declared ones)."""
+    declared = fleet.glob.experiments
     if eid is None:
         return declared
     found = tuple(e for e in declared if e.id == eid)
     if not found:
         known = ", ".join(e.id for e in declared) or "none"
         raise ExperimentError(
-            f"{env} declares no experiment {eid!r} (declared: {known}); see the global stack's experiments"
+            f"{fleet.env} declares no experiment {eid!r} (declared: {known}); see the global stack's experiments"
         )
     return found
+
+
+def _experiments(env: str, stacks_dir: Path, eid: str | None) -> tuple[Experiment, ...]:
+    from infra.config import load_fleet
+
+    return _declared(load_fleet(env, stacks_dir), eid)
 
 
 def plan_doc(experiments: tuple[Experiment, ...], baseline_ctr: float, now: datetime) -> list[dict[str, Any]]:
@@ -258,13 +264,8 @@ def _fleet_experiment(env: str, stacks_dir: Path, eid: str) -> tuple[Experiment,
     from infra.config import load_fleet
 
     fleet = load_fleet(env, stacks_dir)
-    found = [e for e in fleet.glob.experiments if e.id == eid]
-    if not found:
-        known = ", ".join(e.id for e in fleet.glob.experiments) or "none"
-        raise ExperimentError(
-            f"{env} declares no experiment {eid!r} (declared: {known}); see the global stack's experiments"
-        )
-    return found[0], sorted(fleet.stack_names.values())
+    (experiment,) = _declared(fleet, eid)
+    return experiment, sorted(fleet.stack_names.values())
 
 
 def _confirm(question: str) -> bool:

@@ -42,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from drills.experiment.window import change_window, utc_seconds
+from drills.experiment.window import change_window, stamp, utc_seconds
 from drills.rehearsal import rehearse as R
 from drills.rehearsal.ab_report import rounded
 from drills.rehearsal.release_run import release_backend, release_session, serving_of, wait_replicated
@@ -76,9 +76,6 @@ def experiments_config(control: str, more: str, bad: str, t0: datetime) -> list[
     declared for the next day and started (its start moved to now) when the first ends."""
     day = timedelta(days=1)
 
-    def iso(t: datetime) -> str:
-        return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
     def arms(candidate: str) -> list[dict[str, Any]]:
         return [
             {"name": "control", "version": control, "weight": 50, "control": True},
@@ -90,8 +87,8 @@ def experiments_config(control: str, more: str, bad: str, t0: datetime) -> list[
             "id": MORE,
             "arms": arms(more),
             "holdout": 10,
-            "start": iso(t0),
-            "end": iso(t0 + day),
+            "start": stamp(t0),
+            "end": stamp(t0 + day),
             "primary_metric": "ctr",
             "guardrails": [{"metric": "ndcg10", "max_relative_drop": 0.1}],
             "minimum_detectable_effect": 0.03,
@@ -99,8 +96,8 @@ def experiments_config(control: str, more: str, bad: str, t0: datetime) -> list[
         {
             "id": BAD,
             "arms": arms(bad),
-            "start": iso(t0 + day),
-            "end": iso(t0 + 2 * day),
+            "start": stamp(t0 + day),
+            "end": stamp(t0 + 2 * day),
             "primary_metric": "ctr",
             "guardrails": [
                 {"metric": "ctr", "max_relative_drop": 0.05},
